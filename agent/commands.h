@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The subcommands of the sockmesh binary: each takes its own argv (argv[0] is its name). */
+#ifndef SOCKMESH_AGENT_COMMANDS_H
+#define SOCKMESH_AGENT_COMMANDS_H
+
+struct command {
+	const char *name;
+	const char *summary;
+	int (*run)(int argc, char **argv);
+};
+
+int cmd_print(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+
+#endif

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sockmesh: the node agent's command line. Each subcommand lives in its own file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "agent/commands.h"
+
+static const struct command commands[] = {
+	{ "print", "decode a recorded xDS stream and print it as JSON", cmd_print },
+	{ "version", "print the version", cmd_version },
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "Usage: sockmesh COMMAND [OPTIONS]\n\n"
+		     "sockmesh is an Istio ambient node agent that programs an eBPF datapath.\n\n"
+		     "Commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "\nRun 'sockmesh COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(argc - 1, argv + 1);
+	}
+	fprintf(stderr, "sockmesh: unknown command '%s'\n\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The kernel-feature probe. Each program uses, from its hook, the helpers and maps the datapath needs
+ * there. datapath/ loads it (never attaches it) before the real programs, so a kernel that lacks a
+ * piece fails here by program name, which maps to a clear "needs Linux X" message instead of a verifier
+ * dump from the middle of the datapath.
+ */
+#include "vmlinux.h"
+
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} probe_storage SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u64);
+} probe_sockhash SEC(".maps");
+
+static __always_inline int probe_sock_addr(struct bpf_sock_addr *ctx)
+{
+	__u64 *stored = bpf_sk_storage_get(&probe_storage, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (stored)
+		*stored = bpf_get_netns_cookie(ctx) ^ bpf_get_prandom_u32();
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int probe_connect4(struct bpf_sock_addr *ctx)
+{
+	return probe_sock_addr(ctx);
+}
+
+SEC("cgroup/connect6")
+int probe_connect6(struct bpf_sock_addr *ctx)
+{
+	return probe_sock_addr(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int probe_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return probe_sock_addr(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int probe_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return probe_sock_addr(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int probe_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return probe_sock_addr(ctx);
+}
+
+SEC("sockops")
+int probe_sockops(struct bpf_sock_ops *ops)
+{
+	__u64 key = bpf_get_netns_cookie(ops);
+	struct bpf_sock *sk = ops->sk;
+
+	bpf_sock_ops_cb_flags_set(ops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (sk)
+		bpf_sk_storage_get(&probe_storage, sk, 0, 0);
+	bpf_sock_hash_update(ops, &probe_sockhash, &key, BPF_NOEXIST);
+	return 1;
+}
+
+SEC("sk_msg")
+int probe_sk_msg(struct sk_msg_md *msg)
+{
+	__u64 key = bpf_get_netns_cookie(msg);
+
+	if (bpf_msg_push_data(msg, 0, 16, 0))
+		return SK_PASS;
+	return bpf_msg_redirect_hash(msg, &probe_sockhash, &key, BPF_F_INGRESS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,937 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The workload model and its map plan. Every apply goes through a harness that writes into an image
+ * standing in for the kernel's maps, checks the reader's invariants after every single write, and
+ * compares the result with the model's image and with an image built from scratch.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "builders.h"
+#include "helpers.h"
+#include "model_harness.h"
+
+#define SCOPE(name) ISTIO__WORKLOAD__LOAD_BALANCING__SCOPE__##name
+#define MODE(name) ISTIO__WORKLOAD__LOAD_BALANCING__MODE__##name
+
+/* ---- reading the kernel image ---- */
+
+static struct sm_frontend_key ip_key(const char *text)
+{
+	struct sm_frontend_key key = { 0 };
+
+	if (inet_pton(AF_INET, text, key.addr + 12) == 1) {
+		key.addr[10] = key.addr[11] = 0xff;
+		return key;
+	}
+	assert_int_equal(inet_pton(AF_INET6, text, key.addr), 1);
+	return key;
+}
+
+static const struct sm_frontend_value *frontend(struct harness *h, const char *ip)
+{
+	union sm_map_key key = { .frontend = ip_key(ip) };
+
+	return sm_image_get(h->kernel, SM_MAP_FRONTENDS, &key);
+}
+
+static const struct sm_service_value *service(struct harness *h, const char *name)
+{
+	union sm_map_key key = { .id = sm_model_service_id(h->model, name) };
+
+	return key.id ? sm_image_get(h->kernel, SM_MAP_SERVICES, &key) : NULL;
+}
+
+static const struct sm_backend_value *backend(struct harness *h, const char *uid)
+{
+	union sm_map_key key = { .id = sm_model_backend_id(h->model, uid) };
+
+	return key.id ? sm_image_get(h->kernel, SM_MAP_BACKENDS, &key) : NULL;
+}
+
+/* How many slots of a service's priority hold a workload. */
+static unsigned int slots_of(struct harness *h, const char *name, uint8_t priority, const char *uid)
+{
+	uint32_t service_id = sm_model_service_id(h->model, name);
+	uint32_t backend_id = sm_model_backend_id(h->model, uid);
+	const struct sm_service_value *value = service(h, name);
+	unsigned int n = 0;
+
+	for (uint32_t i = 0; value && i < value->endpoint_counts[priority]; i++) {
+		union sm_map_key key = { .endpoint = { .service_id = service_id, .priority = priority, .index = i } };
+		const struct sm_endpoint_value *slot = sm_image_get(h->kernel, SM_MAP_ENDPOINTS, &key);
+		n += slot && slot->backend_id == backend_id;
+	}
+	return n;
+}
+
+static const struct sm_endpoint_value *first_slot(struct harness *h, const char *name, uint8_t priority)
+{
+	union sm_map_key key = { .endpoint = { .service_id = sm_model_service_id(h->model, name), .priority = priority } };
+
+	return sm_image_get(h->kernel, SM_MAP_ENDPOINTS, &key);
+}
+
+static bool has_rejection(struct harness *h, const char *name, const char *reason_part)
+{
+	for (size_t i = 0; i < h->rejections.count; i++) {
+		if (strcmp(h->rejections.items[i].name, name) == 0 && strstr(h->rejections.items[i].reason, reason_part))
+			return true;
+	}
+	return false;
+}
+
+static const struct service_spec reviews = {
+	.namespace = "bookinfo", .hostname = "reviews.bookinfo.svc.cluster.local",
+	.vips = { "10.96.0.10", "fd00::10" }, .ports = { { 9080, 9080 }, { 9443, 0 } },
+};
+#define REVIEWS "bookinfo/reviews.bookinfo.svc.cluster.local"
+static const struct service_spec ratings = {
+	.namespace = "bookinfo", .hostname = "ratings.bookinfo.svc.cluster.local",
+	.vips = { "10.96.0.20" }, .ports = { { 9080, 9080 } },
+};
+#define RATINGS "bookinfo/ratings.bookinfo.svc.cluster.local"
+
+/* ---- ordering ---- */
+
+static void workload_before_its_service(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct workload_spec w = { .uid = "c//Pod/bookinfo/r1", .addresses = { "10.0.0.1" },
+				   .services = { { REVIEWS, { { 9080, 9081 } } } } };
+
+	harness_open(&h, NULL, NULL);
+	apply_workloads(&h, &w, 1);
+	assert_non_null(backend(&h, w.uid));
+	assert_null(service(&h, REVIEWS));
+	assert_null(frontend(&h, "10.96.0.10"));
+
+	apply_service(&h, &reviews);
+	const struct sm_service_value *value = service(&h, REVIEWS);
+	assert_non_null(value);
+	assert_int_equal(value->n_ports, 2);
+	assert_int_equal(ntohs(value->ports[0]), 9080);
+	assert_int_equal(value->endpoint_counts[0], 1);
+	assert_int_equal(slots_of(&h, REVIEWS, 0, w.uid), 1);
+	/* The workload's own target port for 9080; the service port itself where the service says 0. */
+	assert_int_equal(ntohs(first_slot(&h, REVIEWS, 0)->target_ports[0]), 9081);
+	assert_int_equal(ntohs(first_slot(&h, REVIEWS, 0)->target_ports[1]), 9443);
+	assert_int_equal(frontend(&h, "10.96.0.10")->kind, SM_FRONTEND_SERVICE);
+	assert_int_equal(frontend(&h, "10.96.0.10")->id, sm_model_service_id(h.model, REVIEWS));
+	assert_int_equal(frontend(&h, "fd00::10")->id, sm_model_service_id(h.model, REVIEWS));
+	harness_close(&h);
+}
+
+static void service_removed_before_its_workloads(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct workload_spec w[] = {
+		{ .uid = "c//Pod/bookinfo/r1", .addresses = { "10.0.0.1" }, .services = { { REVIEWS } } },
+		{ .uid = "c//Pod/bookinfo/r2", .addresses = { "10.0.0.2" }, .services = { { REVIEWS } } },
+	};
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	apply_workloads(&h, w, 2);
+	assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], 2);
+
+	remove_names(&h, (const char *[]){ REVIEWS }, 1);
+	assert_null(frontend(&h, "10.96.0.10"));
+	assert_int_equal(sm_image_count(h.kernel, SM_MAP_SERVICES), 0);
+	assert_int_equal(sm_image_count(h.kernel, SM_MAP_ENDPOINTS), 0);
+	assert_int_equal(sm_image_count(h.kernel, SM_MAP_BACKENDS), 2);
+
+	remove_names(&h, (const char *[]){ w[0].uid, w[1].uid }, 2);
+	for (int map = 0; map < SM_MAP_COUNT; map++)
+		assert_int_equal(sm_image_count(h.kernel, map), 0);
+
+	/* Names never sent are ignored, not rejected. */
+	remove_names(&h, (const char *[]){ "never/sent", "c//Pod/x/y" }, 2);
+	harness_close(&h);
+}
+
+static void service_and_workloads_in_one_response(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct response r;
+	struct workload_spec w = { .uid = "c//Pod/bookinfo/r1", .addresses = { "10.0.0.1" }, .services = { { REVIEWS } } };
+
+	harness_open(&h, NULL, NULL);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &w, "v1");
+	response_add_service(&r, &reviews, "v1");
+	apply_ok(&h, &r);
+	assert_int_equal(slots_of(&h, REVIEWS, 0, w.uid), 1);
+
+	/* Updates before removals: a response that updates and removes a name ends without it. */
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &w, "v2");
+	response_remove(&r, w.uid);
+	apply_ok(&h, &r);
+	assert_null(backend(&h, w.uid));
+	assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], 0);
+	harness_close(&h);
+}
+
+/* ---- updates ---- */
+
+static void workload_moves_between_services(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct workload_spec w = { .uid = "c//Pod/bookinfo/r1", .addresses = { "10.0.0.1" }, .services = { { REVIEWS } } };
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	apply_service(&h, &ratings);
+	apply_workloads(&h, &w, 1);
+	uint32_t backend_id = sm_model_backend_id(h.model, w.uid);
+	assert_int_equal(slots_of(&h, REVIEWS, 0, w.uid), 1);
+
+	w.services[0].service = RATINGS;
+	apply_workloads(&h, &w, 1);
+	assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], 0);
+	assert_int_equal(slots_of(&h, RATINGS, 0, w.uid), 1);
+	assert_int_equal(sm_model_backend_id(h.model, w.uid), backend_id); /* ids are stable */
+	harness_close(&h);
+}
+
+static void hole_filled_by_the_last_slot(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct workload_spec w[4];
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	for (int i = 0; i < 4; i++) {
+		char *uid = malloc(32), *ip = malloc(16);
+		snprintf(uid, 32, "c//Pod/bookinfo/r%d", i);
+		snprintf(ip, 16, "10.0.0.%d", i + 1);
+		w[i] = (struct workload_spec){ .uid = uid, .addresses = { ip }, .services = { { REVIEWS } } };
+	}
+	apply_workloads(&h, w, 4);
+	assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], 4);
+
+	/* Removing the first moves the last into slot 0 before the count drops to 3. */
+	size_t ops_before = h.writer.ops_applied;
+	remove_names(&h, (const char *[]){ w[0].uid }, 1);
+	assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], 3);
+	for (int i = 1; i < 4; i++)
+		assert_int_equal(slots_of(&h, REVIEWS, 0, w[i].uid), 1);
+	/* slot 0 rewritten, count written, slot 3 deleted, backend deleted: nothing else */
+	assert_int_equal(h.writer.ops_applied - ops_before, 4);
+	for (int i = 0; i < 4; i++) {
+		free((void *)w[i].uid);
+		free((void *)w[i].addresses[0]);
+	}
+	harness_close(&h);
+}
+
+static void vips_change(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct service_spec moved = reviews;
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	moved.vips[0] = "10.96.0.99";
+	moved.vips[1] = NULL;
+	apply_service(&h, &moved);
+	assert_null(frontend(&h, "10.96.0.10"));
+	assert_null(frontend(&h, "fd00::10"));
+	assert_non_null(frontend(&h, "10.96.0.99"));
+	harness_close(&h);
+}
+
+static void unchanged_resource_writes_nothing(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct workload_spec w = { .uid = "c//Pod/bookinfo/r1", .addresses = { "10.0.0.1" }, .services = { { REVIEWS } } };
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	apply_workloads(&h, &w, 1);
+	size_t ops_before = h.writer.ops_applied;
+	apply_service(&h, &reviews);
+	apply_workloads(&h, &w, 1);
+	assert_int_equal(h.writer.ops_applied, ops_before);
+	harness_close(&h);
+}
+
+static void load_balancing_modes_and_locality(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct service_spec spec = { .namespace = "ns", .hostname = "lb", .vips = { "10.96.1.1" },
+				     .ports = { { 80, 8080 } }, .mode = MODE(FAILOVER),
+				     .scopes = { SCOPE(REGION), SCOPE(ZONE) } };
+	struct workload_spec w[] = {
+		{ .uid = "w/same-zone", .addresses = { "10.0.1.1" }, .region = "r1", .zone = "z1", .services = { { "ns/lb" } } },
+		{ .uid = "w/same-region", .addresses = { "10.0.1.2" }, .region = "r1", .zone = "z2", .services = { { "ns/lb" } } },
+		{ .uid = "w/elsewhere", .addresses = { "10.0.1.3" }, .region = "r2", .zone = "z9", .services = { { "ns/lb" } } },
+	};
+	struct workload_spec local = { .uid = "w/local", .addresses = { "10.0.9.9" }, .node = "node-a",
+				       .region = "r1", .zone = "z1" };
+
+	harness_open(&h, "node-a", NULL);
+	apply_service(&h, &spec);
+	apply_workloads(&h, w, 3);
+	/* The local locality is not known yet: nobody matches, all share the last priority. */
+	assert_int_equal(service(&h, "ns/lb")->endpoint_counts[2], 3);
+	assert_int_equal(service(&h, "ns/lb")->lb_mode, SM_LB_FAILOVER);
+
+	/* A workload on this node tells where the node is: priorities are recomputed. */
+	apply_workloads(&h, &local, 1);
+	struct sm_locality where;
+	sm_model_local_locality(h.model, &where);
+	assert_string_equal(where.region, "r1");
+	assert_int_equal(slots_of(&h, "ns/lb", 0, "w/same-zone"), 1);
+	assert_int_equal(slots_of(&h, "ns/lb", 1, "w/same-region"), 1);
+	assert_int_equal(slots_of(&h, "ns/lb", 2, "w/elsewhere"), 1);
+
+	/* Strict: only the best priority is written. */
+	spec.mode = MODE(STRICT);
+	apply_service(&h, &spec);
+	assert_int_equal(service(&h, "ns/lb")->lb_mode, SM_LB_STRICT);
+	assert_int_equal(service(&h, "ns/lb")->endpoint_counts[0], 1);
+	assert_int_equal(service(&h, "ns/lb")->endpoint_counts[1], 0);
+	assert_int_equal(service(&h, "ns/lb")->endpoint_counts[2], 0);
+
+	/* The node moves: the best priority follows. */
+	local.zone = "z2";
+	apply_workloads(&h, &local, 1);
+	assert_int_equal(slots_of(&h, "ns/lb", 0, "w/same-region"), 1);
+	assert_int_equal(slots_of(&h, "ns/lb", 0, "w/same-zone"), 0);
+
+	/* Back to random: everyone in priority 0. */
+	spec.mode = 0;
+	spec.scopes[0] = 0;
+	apply_service(&h, &spec);
+	assert_int_equal(service(&h, "ns/lb")->lb_mode, SM_LB_RANDOM);
+	assert_int_equal(service(&h, "ns/lb")->endpoint_counts[0], 3);
+
+	spec.mode = MODE(PASSTHROUGH);
+	apply_service(&h, &spec);
+	assert_int_equal(service(&h, "ns/lb")->lb_mode, SM_LB_PASSTHROUGH);
+	assert_int_equal(service(&h, "ns/lb")->endpoint_counts[0], 0);
+	harness_close(&h);
+}
+
+static void fixed_locality_option(void **state)
+{
+	(void)state;
+	struct sm_locality where = { .region = "r2", .zone = "z9" };
+	struct sm_model_options options = { .node_name = "node-a", .locality = &where };
+	struct harness h;
+	struct service_spec spec = { .namespace = "ns", .hostname = "lb", .vips = { "10.96.1.1" },
+				     .ports = { { 80, 8080 } }, .mode = MODE(FAILOVER),
+				     .scopes = { SCOPE(REGION), SCOPE(ZONE) } };
+	struct workload_spec w[] = {
+		{ .uid = "w/a", .addresses = { "10.0.1.1" }, .region = "r2", .zone = "z9", .services = { { "ns/lb" } } },
+		{ .uid = "w/local", .addresses = { "10.0.1.2" }, .node = "node-a", .region = "r1", .zone = "z1",
+		  .services = { { "ns/lb" } } },
+	};
+
+	harness_open(&h, NULL, NULL);
+	sm_model_free(h.model);
+	assert_int_equal(sm_model_new(&options, &h.model), 0);
+	apply_service(&h, &spec);
+	apply_workloads(&h, w, 2);
+	assert_int_equal(slots_of(&h, "ns/lb", 0, "w/a"), 1);
+	assert_int_equal(slots_of(&h, "ns/lb", 2, "w/local"), 1);
+	harness_close(&h);
+}
+
+static void health_and_weight(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct service_spec spec = reviews;
+	struct workload_spec w[] = {
+		{ .uid = "w/sick", .addresses = { "10.0.0.1" }, .unhealthy = true, .services = { { REVIEWS } } },
+		{ .uid = "w/big", .addresses = { "10.0.0.2" }, .capacity = 3, .services = { { REVIEWS } } },
+		{ .uid = "w/drained", .addresses = { "10.0.0.3" }, .zero_capacity = true, .services = { { REVIEWS } } },
+		{ .uid = "w/huge", .addresses = { "10.0.0.4" }, .capacity = 1000, .services = { { REVIEWS } } },
+	};
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &spec);
+	apply_workloads(&h, w, 4);
+	assert_int_equal(slots_of(&h, REVIEWS, 0, "w/sick"), 0);
+	assert_int_equal(slots_of(&h, REVIEWS, 0, "w/big"), 3);
+	assert_int_equal(slots_of(&h, REVIEWS, 0, "w/drained"), 0);
+	assert_int_equal(slots_of(&h, REVIEWS, 0, "w/huge"), SM_MAX_WEIGHT);
+
+	spec.allow_unhealthy = true;
+	apply_service(&h, &spec);
+	assert_int_equal(slots_of(&h, REVIEWS, 0, "w/sick"), 1);
+
+	w[1].capacity = 1;
+	apply_workloads(&h, &w[1], 1);
+	assert_int_equal(slots_of(&h, REVIEWS, 0, "w/big"), 1);
+	harness_close(&h);
+}
+
+static void waypoints(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct service_spec with_waypoint = reviews;
+	struct service_spec waypoint = { .namespace = "bookinfo", .hostname = "waypoint", .vips = { "10.96.9.9", "fd00::9" },
+					 .ports = { { 15008, 15008 } } };
+	struct workload_spec w = { .uid = "w/pod", .addresses = { "10.0.0.1" }, .services = { { REVIEWS } },
+				   .waypoint_ip = "10.0.7.7", .waypoint_port = 15009 };
+
+	harness_open(&h, NULL, NULL);
+	/* A waypoint that names a service not seen yet is unresolved: traffic must not bypass it. */
+	with_waypoint.waypoint_service = "bookinfo/waypoint";
+	apply_service(&h, &with_waypoint);
+	assert_int_equal(service(&h, REVIEWS)->waypoint.flags, SM_WAYPOINT_UNRESOLVED);
+
+	apply_service(&h, &waypoint);
+	const struct sm_waypoint *resolved = &service(&h, REVIEWS)->waypoint;
+	assert_int_equal(resolved->flags, SM_WAYPOINT_V4 | SM_WAYPOINT_V6);
+	assert_int_equal(ntohl(resolved->addr4), 0x0a600909);
+	assert_int_equal(ntohs(resolved->port), 15008);
+
+	/* The waypoint's VIP changes: the service that uses it follows. */
+	waypoint.vips[0] = "10.96.9.10";
+	apply_service(&h, &waypoint);
+	assert_int_equal(ntohl(service(&h, REVIEWS)->waypoint.addr4), 0x0a60090a);
+
+	/* A workload with its own waypoint: its backend carries it, and its address becomes a frontend. */
+	apply_workloads(&h, &w, 1);
+	assert_int_equal(backend(&h, w.uid)->waypoint.flags, SM_WAYPOINT_V4);
+	assert_int_equal(ntohs(backend(&h, w.uid)->waypoint.port), 15009);
+	assert_int_equal(frontend(&h, "10.0.0.1")->kind, SM_FRONTEND_WORKLOAD);
+	assert_int_equal(frontend(&h, "10.0.0.1")->id, sm_model_backend_id(h.model, w.uid));
+
+	/* Without the waypoint, the pod address is no frontend. */
+	w.waypoint_ip = NULL;
+	apply_workloads(&h, &w, 1);
+	assert_int_equal(backend(&h, w.uid)->waypoint.flags, 0);
+	assert_null(frontend(&h, "10.0.0.1"));
+
+	/* Removing the service's waypoint, then the waypoint service. */
+	apply_service(&h, &reviews);
+	assert_int_equal(service(&h, REVIEWS)->waypoint.flags, 0);
+	remove_names(&h, (const char *[]){ "bookinfo/waypoint" }, 1);
+	harness_close(&h);
+}
+
+static void address_conflicts_resolve_by_rule(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct service_spec a = { .namespace = "ns", .hostname = "a", .vips = { "10.96.5.5" }, .ports = { { 80 } } };
+	struct service_spec b = { .namespace = "ns", .hostname = "b", .vips = { "10.96.5.5" }, .ports = { { 80 } } };
+	struct workload_spec pod = { .uid = "w/pod", .addresses = { "10.96.5.5" }, .waypoint_ip = "10.0.7.7" };
+
+	harness_open(&h, NULL, NULL);
+	apply_workloads(&h, &pod, 1);
+	assert_int_equal(frontend(&h, "10.96.5.5")->kind, SM_FRONTEND_WORKLOAD);
+	/* Services win over workloads; among services the smallest name, whatever the order. */
+	apply_service(&h, &b);
+	assert_int_equal(frontend(&h, "10.96.5.5")->id, sm_model_service_id(h.model, "ns/b"));
+	apply_service(&h, &a);
+	assert_int_equal(frontend(&h, "10.96.5.5")->id, sm_model_service_id(h.model, "ns/a"));
+	remove_names(&h, (const char *[]){ "ns/a" }, 1);
+	assert_int_equal(frontend(&h, "10.96.5.5")->id, sm_model_service_id(h.model, "ns/b"));
+	remove_names(&h, (const char *[]){ "ns/b" }, 1);
+	assert_int_equal(frontend(&h, "10.96.5.5")->kind, SM_FRONTEND_WORKLOAD);
+	harness_close(&h);
+}
+
+/* ---- rejections ---- */
+
+struct bad_case {
+	const char *title;
+	struct workload_spec workload;
+	struct service_spec service;
+	void (*mutate_workload)(struct response *r, Istio__Workload__Workload *w);
+	void (*mutate_service)(struct response *r, Istio__Workload__Service *s);
+	const char *name;
+	const char *reason;
+};
+
+static void five_byte_address(struct response *r, Istio__Workload__Workload *w)
+{
+	(void)r;
+	w->addresses[0].len = 5;
+}
+static void no_uid(struct response *r, Istio__Workload__Workload *w)
+{
+	(void)r;
+	w->uid = "";
+}
+static void bad_services_key(struct response *r, Istio__Workload__Workload *w)
+{
+	(void)r;
+	w->services[0]->key = "no-slash";
+}
+static void membership_port_zero(struct response *r, Istio__Workload__Workload *w)
+{
+	(void)r;
+	w->services[0]->value->ports[0]->service_port = 0;
+}
+static void unknown_status(struct response *r, Istio__Workload__Workload *w)
+{
+	(void)r;
+	w->status = 9;
+}
+static void waypoint_port_zero(struct response *r, Istio__Workload__Workload *w)
+{
+	(void)r;
+	w->waypoint->hbone_mtls_port = 0;
+}
+static void waypoint_bad_address(struct response *r, Istio__Workload__Workload *w)
+{
+	(void)r;
+	w->waypoint->address->address.len = 3;
+}
+static void no_hostname(struct response *r, Istio__Workload__Service *s)
+{
+	(void)r;
+	s->hostname = "";
+}
+static void port_too_big(struct response *r, Istio__Workload__Service *s)
+{
+	(void)r;
+	s->ports[0]->target_port = 70000;
+}
+static void service_port_zero(struct response *r, Istio__Workload__Service *s)
+{
+	(void)r;
+	s->ports[0]->service_port = 0;
+}
+static void too_many_ports(struct response *r, Istio__Workload__Service *s)
+{
+	Istio__Workload__Port **ports = response_alloc(r, (SM_MAX_PORTS + 1) * sizeof(void *));
+	for (size_t i = 0; i <= SM_MAX_PORTS; i++) {
+		ports[i] = response_alloc(r, sizeof(Istio__Workload__Port));
+		*ports[i] = *s->ports[0];
+		ports[i]->service_port = 1000 + (uint32_t)i;
+	}
+	s->ports = ports;
+	s->n_ports = SM_MAX_PORTS + 1;
+}
+static void duplicate_port(struct response *r, Istio__Workload__Service *s)
+{
+	(void)r;
+	s->ports[1]->service_port = s->ports[0]->service_port;
+}
+static void unknown_mode(struct response *r, Istio__Workload__Service *s)
+{
+	(void)r;
+	s->load_balancing->mode = 7;
+}
+static void unknown_scope(struct response *r, Istio__Workload__Service *s)
+{
+	(void)r;
+	s->load_balancing->routing_preference[0] = 42;
+}
+static void vip_range(struct response *r, Istio__Workload__Service *s)
+{
+	(void)r;
+	s->addresses[0]->optional_length_case = ISTIO__WORKLOAD__NETWORK_ADDRESS__OPTIONAL_LENGTH_LENGTH;
+	s->addresses[0]->length = 24;
+}
+static void vip_seventeen_bytes(struct response *r, Istio__Workload__Service *s)
+{
+	(void)r;
+	s->addresses[0]->address.len = 17;
+}
+
+static const struct bad_case bad_cases[] = {
+	{ "address of 5 bytes", .workload = { .uid = "w/a", .addresses = { "10.0.0.1" } }, .mutate_workload = five_byte_address,
+	  .name = "w/a", .reason = "address 0 has 5 bytes" },
+	{ "missing uid", .workload = { .uid = "w/a" }, .mutate_workload = no_uid, .name = "(unnamed)", .reason = "no uid" },
+	{ "services key without /", .workload = { .uid = "w/a", .services = { { "ns/x" } } }, .mutate_workload = bad_services_key,
+	  .name = "w/a", .reason = "not namespace/hostname" },
+	{ "membership port 0", .workload = { .uid = "w/a", .services = { { "ns/x", { { 80, 8080 } } } } },
+	  .mutate_workload = membership_port_zero, .name = "w/a", .reason = "service port 0" },
+	{ "unknown status", .workload = { .uid = "w/a" }, .mutate_workload = unknown_status, .name = "w/a", .reason = "unknown status 9" },
+	{ "waypoint port 0", .workload = { .uid = "w/a", .waypoint_ip = "10.0.0.9" }, .mutate_workload = waypoint_port_zero,
+	  .name = "w/a", .reason = "waypoint port 0" },
+	{ "waypoint address of 3 bytes", .workload = { .uid = "w/a", .waypoint_ip = "10.0.0.9" },
+	  .mutate_workload = waypoint_bad_address, .name = "w/a", .reason = "waypoint address has 3 bytes" },
+	{ "missing hostname", .service = { .namespace = "ns", .hostname = "h" }, .mutate_service = no_hostname,
+	  .name = "ns/", .reason = "no hostname" },
+	{ "target port above 65535", .service = { .namespace = "ns", .hostname = "h", .ports = { { 80, 80 } } },
+	  .mutate_service = port_too_big, .name = "ns/h", .reason = "target port 70000" },
+	{ "service port 0", .service = { .namespace = "ns", .hostname = "h", .ports = { { 80, 80 } } },
+	  .mutate_service = service_port_zero, .name = "ns/h", .reason = "service port 0" },
+	{ "more ports than the map holds", .service = { .namespace = "ns", .hostname = "h", .ports = { { 80, 80 } } },
+	  .mutate_service = too_many_ports, .name = "ns/h", .reason = "17 ports" },
+	{ "a port twice", .service = { .namespace = "ns", .hostname = "h", .ports = { { 80 }, { 81 } } },
+	  .mutate_service = duplicate_port, .name = "ns/h", .reason = "listed twice" },
+	{ "unknown lb mode", .service = { .namespace = "ns", .hostname = "h", .mode = MODE(STRICT) },
+	  .mutate_service = unknown_mode, .name = "ns/h", .reason = "unknown load balancing mode 7" },
+	{ "unknown scope", .service = { .namespace = "ns", .hostname = "h", .scopes = { SCOPE(ZONE) } },
+	  .mutate_service = unknown_scope, .name = "ns/h", .reason = "unknown routing preference scope 42" },
+	{ "a VIP range", .service = { .namespace = "ns", .hostname = "h", .vips = { "10.9.0.0" } }, .mutate_service = vip_range,
+	  .name = "ns/h", .reason = "/24 range" },
+	{ "a VIP of 17 bytes", .service = { .namespace = "ns", .hostname = "h", .vips = { "10.9.0.0" } },
+	  .mutate_service = vip_seventeen_bytes, .name = "ns/h", .reason = "address 0 has 17 bytes" },
+};
+
+static void bad_resource_rejected_alone(void **state)
+{
+	const struct bad_case *c = *state;
+	struct harness h;
+	struct response r;
+	struct workload_spec good = { .uid = "w/good", .addresses = { "10.0.0.50" }, .services = { { "ns/h" } } };
+
+	harness_open(&h, NULL, NULL);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	if (c->mutate_workload) {
+		Istio__Workload__Workload *w = workload_from(&r, &c->workload);
+		c->mutate_workload(&r, w);
+		response_add_workload_msg(&r, w, "v1");
+	} else {
+		Istio__Workload__Service *s = service_from(&r, &c->service);
+		c->mutate_service(&r, s);
+		response_add_service_msg(&r, s, "v1");
+	}
+	response_add_workload(&r, &good, "v1");
+	apply(&h, &r);
+	if (!has_rejection(&h, c->name, c->reason)) {
+		char *text = sm_rejections_format(&h.rejections);
+		fail_msg("%s: want '%s: ...%s...', got '%s'", c->title, c->name, c->reason, text);
+	}
+	assert_int_equal(h.rejections.count, 1);
+	assert_non_null(backend(&h, "w/good")); /* the rest of the response is applied */
+	harness_close(&h);
+}
+
+struct version_lookup {
+	const char *name;
+	const char *version;
+};
+
+static int find_version(void *ctx, const char *name, const char *version)
+{
+	struct version_lookup *lookup = ctx;
+
+	if (strcmp(name, lookup->name))
+		return 0;
+	lookup->version = version;
+	return 1;
+}
+
+static void rejection_keeps_the_previous_state(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct response r;
+	struct workload_spec w = { .uid = "w/a", .addresses = { "10.0.0.1" }, .services = { { REVIEWS } } };
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	apply_workloads(&h, &w, 1);
+	struct sm_backend_value before = *backend(&h, w.uid);
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	Istio__Workload__Workload *bad = workload_from(&r, &(struct workload_spec){ .uid = "w/a", .addresses = { "10.0.0.2" } });
+	bad->addresses[0].len = 7;
+	response_add_workload_msg(&r, bad, "v2");
+	apply(&h, &r);
+	assert_true(has_rejection(&h, "w/a", "7 bytes"));
+	assert_memory_equal(backend(&h, w.uid), &before, sizeof(before));
+	assert_int_equal(slots_of(&h, REVIEWS, 0, w.uid), 1);
+
+	/* It keeps its old version too, so that istiod sends it again on reconnect. */
+	struct version_lookup lookup = { .name = "w/a" };
+	assert_int_equal(sm_model_for_each_version(h.model, SM_TYPE_URL_ADDRESS, find_version, &lookup), 1);
+	assert_string_equal(lookup.version, "v1");
+	harness_close(&h);
+}
+
+static void malformed_resources(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct response r;
+	static const uint8_t garbage[] = { 0xff, 0xff, 0xff };
+	struct workload_spec w = { .uid = "w/a", .addresses = { "10.0.0.1" } };
+
+	harness_open(&h, NULL, NULL);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_raw(&r, "garbage", "v1", SM_TYPE_URL_ADDRESS, garbage, sizeof(garbage));
+	response_add_raw(&r, "strange", "v1", "type.googleapis.com/example.Nope", garbage, 0);
+	response_add_raw(&r, "wrong-type", "v1", SM_TYPE_URL_AUTHORIZATION, garbage, 0);
+	response_add_raw(&r, "empty", "v1", SM_TYPE_URL_ADDRESS, garbage, 0);
+	response_add_workload(&r, &w, "v1");
+	response_add_workload(&r, &w, "v2");
+	apply(&h, &r);
+	assert_true(has_rejection(&h, "garbage", "does not decode"));
+	assert_true(has_rejection(&h, "strange", "unknown type type.googleapis.com/example.Nope"));
+	assert_true(has_rejection(&h, "wrong-type", "a type.googleapis.com/istio.security.Authorization in a"));
+	assert_true(has_rejection(&h, "empty", "neither a workload nor a service"));
+	assert_true(has_rejection(&h, "w/a", "more than once"));
+	assert_int_equal(h.rejections.count, 5);
+	assert_non_null(backend(&h, "w/a"));
+
+	char *text = sm_rejections_format(&h.rejections);
+	assert_non_null(strstr(text, "garbage: does not decode: Address"));
+	assert_non_null(strstr(text, "; strange: "));
+	free(text);
+
+	response_init(&r, "type.googleapis.com/envoy.config.cluster.v3.Cluster");
+	apply(&h, &r);
+	assert_true(has_rejection(&h, "type.googleapis.com/envoy.config.cluster.v3.Cluster", "unknown type URL"));
+	harness_close(&h);
+}
+
+/* ---- capacity and failed writes ---- */
+
+static void overflow_is_rejected_whole(void **state)
+{
+	(void)state;
+	uint32_t capacity[SM_MAP_COUNT] = { [SM_MAP_SERVICES] = 2, [SM_MAP_ENDPOINTS] = 3 };
+	struct harness h;
+	struct response r;
+	struct service_spec s[3] = {
+		{ .namespace = "ns", .hostname = "a", .vips = { "10.96.0.1" }, .ports = { { 80 } } },
+		{ .namespace = "ns", .hostname = "b", .vips = { "10.96.0.2" }, .ports = { { 80 } } },
+		{ .namespace = "ns", .hostname = "c", .vips = { "10.96.0.3" }, .ports = { { 80 } } },
+	};
+
+	harness_open(&h, NULL, capacity);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	for (int i = 0; i < 3; i++)
+		response_add_service(&r, &s[i], "v1");
+	apply(&h, &r);
+	assert_int_equal(h.rejections.count, 1);
+	assert_true(has_rejection(&h, "ns/c", "services map is full"));
+	assert_null(frontend(&h, "10.96.0.3"));
+
+	/* A workload whose weight needs more endpoint slots than remain. */
+	struct workload_spec w[] = {
+		{ .uid = "w/1", .addresses = { "10.0.0.1" }, .services = { { "ns/a" } } },
+		{ .uid = "w/2", .addresses = { "10.0.0.2" }, .capacity = 3, .services = { { "ns/a" } } },
+	};
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &w[0], "v1");
+	response_add_workload(&r, &w[1], "v1");
+	apply(&h, &r);
+	assert_true(has_rejection(&h, "w/2", "endpoints map would hold 4 entries, its capacity is 3"));
+	assert_null(backend(&h, "w/2")); /* nothing of it was written */
+	assert_int_equal(slots_of(&h, "ns/a", 0, "w/1"), 1);
+
+	/* Room is made: both fit. */
+	remove_names(&h, (const char *[]){ "ns/b" }, 1);
+	w[1].capacity = 2;
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &s[2], "v1");
+	response_add_workload(&r, &w[1], "v1");
+	apply_ok(&h, &r);
+	assert_int_equal(slots_of(&h, "ns/a", 0, "w/2"), 2);
+	assert_non_null(frontend(&h, "10.96.0.3"));
+	harness_close(&h);
+}
+
+static void failed_write_is_undone(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct response r;
+	struct workload_spec w[] = {
+		{ .uid = "w/1", .addresses = { "10.0.0.1" }, .services = { { REVIEWS } } },
+		{ .uid = "w/2", .addresses = { "10.0.0.2" }, .services = { { REVIEWS } }, .waypoint_ip = "10.0.0.9" },
+	};
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	apply_workloads(&h, &w[0], 1);
+
+	/* The batch fails midway, then each resource alone: the second write of w/2 fails again. */
+	h.writer.fail_after = h.writer.ops_applied + 1;
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &w[1], "v1");
+	apply(&h, &r);
+	assert_true(has_rejection(&h, "w/2", "map is full"));
+	assert_null(backend(&h, "w/2"));
+	assert_null(frontend(&h, "10.0.0.2"));
+	assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], 1);
+
+	/* The next time, it goes through. */
+	apply_workloads(&h, &w[1], 1);
+	assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], 2);
+	harness_close(&h);
+}
+
+/* ---- restarts ---- */
+
+static void restart_rewrites_nothing_unchanged(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct response r;
+	struct workload_spec w[] = {
+		{ .uid = "w/1", .addresses = { "10.0.0.1" }, .services = { { REVIEWS } } },
+		{ .uid = "w/2", .addresses = { "10.0.0.2", "fd00::2" }, .services = { { REVIEWS }, { RATINGS } }, .capacity = 2 },
+		{ .uid = "w/gone", .addresses = { "10.0.0.3" }, .services = { { RATINGS } }, .waypoint_ip = "10.0.0.9" },
+	};
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	apply_service(&h, &ratings);
+	apply_workloads(&h, w, 3);
+	uint32_t reviews_id = sm_model_service_id(h.model, REVIEWS);
+	uint32_t w2_id = sm_model_backend_id(h.model, "w/2");
+
+	/* A new agent adopts the maps, and istiod sends everything but w/gone, in another order. */
+	sm_model_free(h.model);
+	assert_int_equal(sm_model_new(&(struct sm_model_options){ 0 }, &h.model), 0);
+	assert_int_equal(sm_model_adopt(h.model, h.kernel), 0);
+	size_t ops_before = h.writer.ops_applied;
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &w[1], "v1");
+	response_add_service(&r, &ratings, "v1");
+	response_add_workload(&r, &w[0], "v1");
+	response_add_service(&r, &reviews, "v1");
+	apply_ok(&h, &r);
+	assert_int_equal(sm_model_service_id(h.model, REVIEWS), reviews_id);
+	assert_int_equal(sm_model_backend_id(h.model, "w/2"), w2_id);
+	/* Only w/gone's entries went: its frontend, its slot (the last, so no move), its backend. */
+	assert_int_equal(h.writer.ops_applied - ops_before, 4);
+	assert_null(frontend(&h, "10.0.0.3"));
+	assert_int_equal(sm_image_count(h.kernel, SM_MAP_BACKENDS), 2);
+	harness_close(&h);
+}
+
+/* ---- authorizations and dumps ---- */
+
+static void authorizations_select_workloads(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct response r;
+	Istio__Security__Authorization allow_init = ISTIO__SECURITY__AUTHORIZATION__INIT;
+	Istio__Security__Authorization global = allow_init, in_ns = allow_init, selector = allow_init, bad = allow_init;
+
+	harness_open(&h, NULL, NULL);
+	global.name = "all", global.namespace_ = "istio-system", global.scope = ISTIO__SECURITY__SCOPE__GLOBAL;
+	in_ns.name = "ns-wide", in_ns.namespace_ = "default", in_ns.scope = ISTIO__SECURITY__SCOPE__NAMESPACE;
+	selector.name = "pick", selector.namespace_ = "default", selector.scope = ISTIO__SECURITY__SCOPE__WORKLOAD_SELECTOR;
+	bad.name = "bad", bad.namespace_ = "default", bad.action = 5;
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	response_add_message(&r, "istio-system/all", "v1", SM_TYPE_URL_AUTHORIZATION, &global.base);
+	response_add_message(&r, "default/ns-wide", "v1", SM_TYPE_URL_AUTHORIZATION, &in_ns.base);
+	response_add_message(&r, "default/pick", "v1", SM_TYPE_URL_AUTHORIZATION, &selector.base);
+	response_add_message(&r, "default/bad", "v1", SM_TYPE_URL_AUTHORIZATION, &bad.base);
+	apply(&h, &r);
+	assert_int_equal(h.rejections.count, 1);
+	assert_true(has_rejection(&h, "default/bad", "unknown action 5"));
+
+	struct workload_spec w[] = {
+		{ .uid = "w/picked", .addresses = { "10.0.0.1" }, .namespace = "default", .policies = { "default/pick" } },
+		{ .uid = "w/other", .addresses = { "10.0.0.2" }, .namespace = "other" },
+	};
+	apply_workloads(&h, w, 2);
+
+	json_t *dump = sm_model_config_dump(h.model);
+	assert_non_null(dump);
+	json_t *picked = json_object_get(json_object_get(dump, "workloads"), "/10.0.0.1");
+	json_t *other = json_object_get(json_object_get(dump, "workloads"), "/10.0.0.2");
+	assert_int_equal(json_array_size(json_object_get(picked, "authorizationPolicies")), 3);
+	assert_int_equal(json_array_size(json_object_get(other, "authorizationPolicies")), 1);
+	assert_int_equal(json_array_size(json_object_get(dump, "policies")), 3);
+	json_decref(dump);
+
+	struct sm_model_stats stats;
+	sm_model_stats(h.model, &stats);
+	assert_int_equal(stats.authorizations, 3);
+	remove_names(&h, (const char *[]){ "w/picked" }, 1);
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	response_remove(&r, "default/pick");
+	apply_ok(&h, &r);
+	sm_model_stats(h.model, &stats);
+	assert_int_equal(stats.authorizations, 2);
+	harness_close(&h);
+}
+
+static void fixture_stream_applies(void **state)
+{
+	(void)state;
+	struct harness h;
+	size_t len;
+	uint8_t *stream = test_read_fixture("wire/stream.xds", &len);
+	struct sm_stream_reader reader;
+	const uint8_t *msg;
+	size_t msg_len;
+	char err[256];
+
+	harness_open(&h, "worker-2", NULL);
+	sm_stream_init(&reader, stream, len);
+	for (int i = 0; sm_stream_next(&reader, &msg, &msg_len, err, sizeof(err)) == 0 && msg; i++) {
+		ProtobufCMessage *response;
+		assert_int_equal(sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, msg,
+					      msg_len, &response, err, sizeof(err)), 0);
+		sm_rejections_clear(&h.rejections);
+		assert_int_equal(sm_model_apply(h.model, (void *)response, &h.writer.writer, &h.rejections), 0);
+		assert_int_equal(h.rejections.count, 0);
+		assert_consistent(&h);
+		if (i == 0) {
+			/* reviews: a VIP each family, a waypoint by address; its workload is unhealthy but the
+			 * service allows all, with capacity 3 and its own target port 9081. */
+			const struct sm_service_value *value = service(&h, REVIEWS);
+			assert_non_null(value);
+			assert_int_equal(value->lb_mode, SM_LB_FAILOVER);
+			assert_int_equal(value->waypoint.flags, SM_WAYPOINT_V4);
+			assert_int_equal(value->endpoint_counts[0], 3);
+			assert_int_equal(ntohs(first_slot(&h, REVIEWS, 0)->target_ports[0]), 9081);
+			assert_non_null(frontend(&h, "10.96.12.7"));
+			assert_int_equal(frontend(&h, "10.244.2.19")->kind, SM_FRONTEND_WORKLOAD);
+			json_t *dump = sm_model_config_dump(h.model);
+			assert_non_null(json_object_get(json_object_get(dump, "workloads"), "net1/10.244.2.19"));
+			assert_non_null(json_object_get(json_object_get(dump, "services"), "/10.96.12.7"));
+			json_decref(dump);
+		}
+		protobuf_c_message_free_unpacked(response, NULL);
+	}
+	for (int map = 0; map < SM_MAP_COUNT; map++)
+		assert_int_equal(sm_image_count(h.kernel, map), 0);
+	free(stream);
+	harness_close(&h);
+}
+
+int main(void)
+{
+	struct CMUnitTest tests[64] = {
+		cmocka_unit_test(workload_before_its_service),
+		cmocka_unit_test(service_removed_before_its_workloads),
+		cmocka_unit_test(service_and_workloads_in_one_response),
+		cmocka_unit_test(workload_moves_between_services),
+		cmocka_unit_test(hole_filled_by_the_last_slot),
+		cmocka_unit_test(vips_change),
+		cmocka_unit_test(unchanged_resource_writes_nothing),
+		cmocka_unit_test(load_balancing_modes_and_locality),
+		cmocka_unit_test(fixed_locality_option),
+		cmocka_unit_test(health_and_weight),
+		cmocka_unit_test(waypoints),
+		cmocka_unit_test(address_conflicts_resolve_by_rule),
+		cmocka_unit_test(rejection_keeps_the_previous_state),
+		cmocka_unit_test(malformed_resources),
+		cmocka_unit_test(overflow_is_rejected_whole),
+		cmocka_unit_test(failed_write_is_undone),
+		cmocka_unit_test(restart_rewrites_nothing_unchanged),
+		cmocka_unit_test(authorizations_select_workloads),
+		cmocka_unit_test(fixture_stream_applies),
+	};
+	size_t n = 19;
+
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(bad_cases); i++)
+		tests[n++] = (struct CMUnitTest){ bad_cases[i].title, bad_resource_rejected_alone, NULL, NULL,
+						  (void *)&bad_cases[i] };
+	return _cmocka_run_group_tests("workload", tests, n, NULL, NULL);
+}

@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The workload model writing real kernel maps (hash maps of the contract's types, created here and
+ * never pinned or attached): what the kernel holds equals the model's image, a write the kernel refuses
+ * is undone, an adopting model rewrites nothing, and batches cut the number of bpf() calls.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+
+#include "builders.h"
+#include "datapath/datapath.h"
+#include "helpers.h"
+#include "workload/workload.h"
+
+struct kernel_maps {
+	int fds[SM_MAP_COUNT];
+	struct sm_bpf_writer writer;
+};
+
+static void maps_open(struct kernel_maps *maps, const uint32_t max_entries[SM_MAP_COUNT])
+{
+	LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
+
+	for (int map = 0; map < SM_MAP_COUNT; map++) {
+		char name[16];
+		snprintf(name, sizeof(name), "smtest_%.6s", sm_map_name(map));
+		maps->fds[map] = bpf_map_create(BPF_MAP_TYPE_HASH, name, (__u32)sm_map_key_size(map),
+						(__u32)sm_map_value_size(map), max_entries[map], &opts);
+		if (maps->fds[map] < 0)
+			fail_msg("creating the %s map: %s (run as root)", sm_map_name(map), strerror(errno));
+	}
+	sm_bpf_writer_init(&maps->writer, maps->fds);
+}
+
+static void maps_close(struct kernel_maps *maps)
+{
+	sm_bpf_writer_release(&maps->writer);
+	for (int map = 0; map < SM_MAP_COUNT; map++)
+		close(maps->fds[map]);
+}
+
+struct read_ctx {
+	struct sm_image *image;
+	enum sm_map_id map;
+};
+
+static int read_entry(void *ctx, const void *key, const void *value)
+{
+	struct read_ctx *read = ctx;
+
+	return sm_image_set(read->image, read->map, key, value);
+}
+
+static struct sm_image *read_kernel(const struct kernel_maps *maps)
+{
+	struct sm_image *image;
+
+	assert_int_equal(sm_image_new(&image), 0);
+	for (int map = 0; map < SM_MAP_COUNT; map++) {
+		struct read_ctx ctx = { .image = image, .map = map };
+		assert_int_equal(sm_map_for_each(maps->fds[map], map, read_entry, &ctx), 0);
+	}
+	return image;
+}
+
+static void assert_kernel_is_model(const struct kernel_maps *maps, const struct sm_model *model)
+{
+	struct sm_image *kernel = read_kernel(maps);
+	char diff[256], err[256];
+
+	if (!sm_image_equivalent(kernel, sm_model_image(model), diff, sizeof(diff)))
+		fail_msg("kernel maps and the model differ: %s", diff);
+	if (sm_image_check(kernel, err, sizeof(err)))
+		fail_msg("kernel maps: %s", err);
+	sm_image_free(kernel);
+}
+
+static const uint32_t roomy[SM_MAP_COUNT] = { 1024, 1024, 8192, 4096 };
+
+static void apply_response(struct sm_model *model, struct kernel_maps *maps, const void *response,
+			   struct sm_rejections *rejections)
+{
+	sm_rejections_clear(rejections);
+	assert_int_equal(sm_model_apply(model, response, &maps->writer.writer, rejections), 0);
+	assert_kernel_is_model(maps, model);
+}
+
+static void fixture_stream_on_kernel_maps(void **state)
+{
+	(void)state;
+	struct kernel_maps maps;
+	struct sm_model *model, *restarted;
+	struct sm_rejections rejections = { 0 };
+	ProtobufCMessage *responses[3];
+	size_t len;
+	uint8_t *stream = test_read_fixture("wire/stream.xds", &len);
+	struct sm_stream_reader reader;
+	const uint8_t *msg;
+	size_t msg_len;
+	char err[256];
+
+	sm_stream_init(&reader, stream, len);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sm_stream_next(&reader, &msg, &msg_len, err, sizeof(err)), 0);
+		assert_int_equal(sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, msg,
+					      msg_len, &responses[i], err, sizeof(err)), 0);
+	}
+	maps_open(&maps, roomy);
+	assert_int_equal(sm_model_new(&(struct sm_model_options){ .node_name = "worker-2" }, &model), 0);
+	apply_response(model, &maps, responses[0], &rejections);
+	apply_response(model, &maps, responses[1], &rejections);
+	assert_int_equal(rejections.count, 0);
+	assert_int_equal(sm_image_count(sm_model_image(model), SM_MAP_ENDPOINTS), 3);
+
+	/* A restarted agent adopts the kernel's maps; the same config rewrites nothing. */
+	struct sm_image *kernel = read_kernel(&maps);
+	assert_int_equal(sm_model_new(&(struct sm_model_options){ .node_name = "worker-2" }, &restarted), 0);
+	assert_int_equal(sm_model_adopt(restarted, kernel), 0);
+	sm_image_free(kernel);
+	size_t calls = maps.writer.calls;
+	apply_response(restarted, &maps, responses[0], &rejections);
+	assert_int_equal(maps.writer.calls, calls);
+	assert_int_equal(sm_model_service_id(restarted, "bookinfo/reviews.bookinfo.svc.cluster.local"),
+			 sm_model_service_id(model, "bookinfo/reviews.bookinfo.svc.cluster.local"));
+
+	apply_response(restarted, &maps, responses[2], &rejections);
+	for (int map = 0; map < SM_MAP_COUNT; map++)
+		assert_int_equal(sm_image_count(sm_model_image(restarted), map), 0);
+
+	sm_rejections_clear(&rejections);
+	sm_model_free(restarted);
+	sm_model_free(model);
+	for (int i = 0; i < 3; i++)
+		protobuf_c_message_free_unpacked(responses[i], NULL);
+	free(stream);
+	maps_close(&maps);
+}
+
+static void kernel_refusal_is_undone(void **state)
+{
+	(void)state;
+	/* The model believes in room the kernel's endpoint map (2 entries) does not have. */
+	static const uint32_t tight[SM_MAP_COUNT] = { 1024, 1024, 2, 4096 };
+	struct kernel_maps maps;
+	struct sm_model *model;
+	struct sm_rejections rejections = { 0 };
+	struct response r;
+	struct service_spec svc = { .namespace = "ns", .hostname = "h", .vips = { "10.96.0.1" }, .ports = { { 80 } } };
+	struct workload_spec heavy = { .uid = "w/heavy", .addresses = { "10.0.0.1" }, .capacity = 3, .services = { { "ns/h" } } };
+	struct workload_spec light = { .uid = "w/light", .addresses = { "10.0.0.2" }, .services = { { "ns/h" } } };
+
+	maps_open(&maps, tight);
+	assert_int_equal(sm_model_new(&(struct sm_model_options){ 0 }, &model), 0);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &svc, "v1");
+	response_add_workload(&r, &heavy, "v1");
+	response_add_workload(&r, &light, "v1");
+	apply_response(model, &maps, &r.msg, &rejections);
+	response_free(&r);
+
+	assert_int_equal(rejections.count, 1);
+	assert_string_equal(rejections.items[0].name, "w/heavy");
+	assert_non_null(strstr(rejections.items[0].reason, "the kernel's endpoints map is full"));
+	assert_int_equal(sm_image_count(sm_model_image(model), SM_MAP_ENDPOINTS), 1);
+	assert_int_equal(sm_model_backend_id(model, "w/heavy"), 0);
+
+	sm_rejections_clear(&rejections);
+	sm_model_free(model);
+	maps_close(&maps);
+}
+
+static void batches_cut_the_calls(void **state)
+{
+	(void)state;
+	enum { WORKLOADS = 2000 };
+	struct kernel_maps maps;
+	struct sm_model *model;
+	struct sm_rejections rejections = { 0 };
+	struct response r;
+	struct service_spec svc = { .namespace = "ns", .hostname = "big", .vips = { "10.96.0.1" }, .ports = { { 80 } } };
+	static char uids[WORKLOADS][24], ips[WORKLOADS][20];
+
+	maps_open(&maps, roomy);
+	assert_int_equal(sm_model_new(&(struct sm_model_options){ 0 }, &model), 0);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &svc, "v1");
+	for (int i = 0; i < WORKLOADS; i++) {
+		snprintf(uids[i], sizeof(uids[i]), "w/%d", i);
+		snprintf(ips[i], sizeof(ips[i]), "10.1.%d.%d", i / 250, i % 250 + 1);
+		struct workload_spec w = { .uid = uids[i], .addresses = { ips[i] }, .services = { { "ns/big" } } };
+		response_add_workload(&r, &w, "v1");
+	}
+	apply_response(model, &maps, &r.msg, &rejections);
+	response_free(&r);
+	assert_int_equal(rejections.count, 0);
+	assert_int_equal(sm_image_count(sm_model_image(model), SM_MAP_ENDPOINTS), WORKLOADS);
+	/* 4,002 writes (2,000 backends, 2,000 slots, a service, a frontend) in a handful of calls. */
+	assert_true(maps.writer.calls <= 10);
+	print_message("# %d workloads written in %zu bpf() calls\n", WORKLOADS, maps.writer.calls);
+
+	sm_rejections_clear(&rejections);
+	sm_model_free(model);
+	maps_close(&maps);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(fixture_stream_on_kernel_maps),
+		cmocka_unit_test(kernel_refusal_is_undone),
+		cmocka_unit_test(batches_cut_the_calls),
+	};
+
+	return cmocka_run_group_tests_name("workload-maps", tests, NULL, NULL);
+}

@@ -1,0 +1,570 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Applying a response as one batch. A batch sets the new definitions (journaling the old ones), plans
+ * the dirty entities into the image, and issues the image's net writes. If planning overflows a map or
+ * a write fails, the writes already issued are undone, the image and the definitions are rolled back,
+ * and the resources are applied one by one so that only the culprit is rejected.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "workload/model.h"
+
+/* Scratch entries kept between batches; a full push needs far more, once. */
+#define SCRATCH_KEEP 4096
+
+/* An item of a response: a resource to set, or a name to remove. */
+struct item {
+	const Envoy__Service__Discovery__V3__Resource *resource;
+	const char *removed;
+};
+
+/* ---- rejections ---- */
+
+static int add_rejection(struct sm_rejections *rejections, const char *name, const char *fmt, ...)
+{
+	struct sm_rejection rejection = { .name = strdup(name && name[0] ? name : "(unnamed)") };
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&rejection.reason, fmt, ap) < 0)
+		rejection.reason = NULL;
+	va_end(ap);
+	if (rejections->count == rejections->capacity) {
+		size_t capacity = rejections->capacity ? rejections->capacity * 2 : 8;
+		struct sm_rejection *items = realloc(rejections->items, capacity * sizeof(*items));
+		if (!items)
+			goto fail;
+		rejections->items = items;
+		rejections->capacity = capacity;
+	}
+	if (!rejection.name || !rejection.reason)
+		goto fail;
+	rejections->items[rejections->count++] = rejection;
+	return 0;
+fail:
+	free(rejection.name);
+	free(rejection.reason);
+	return -ENOMEM;
+}
+
+static void truncate_rejections(struct sm_rejections *rejections, size_t count)
+{
+	while (rejections->count > count) {
+		struct sm_rejection *rejection = &rejections->items[--rejections->count];
+		free(rejection->name);
+		free(rejection->reason);
+	}
+}
+
+void sm_rejections_clear(struct sm_rejections *rejections)
+{
+	truncate_rejections(rejections, 0);
+	free(rejections->items);
+	*rejections = (struct sm_rejections){ 0 };
+}
+
+char *sm_rejections_format(const struct sm_rejections *rejections)
+{
+	size_t len = 1;
+	char *text, *at;
+
+	for (size_t i = 0; i < rejections->count; i++)
+		len += strlen(rejections->items[i].name) + strlen(rejections->items[i].reason) + 4;
+	text = at = malloc(len);
+	if (!text)
+		return NULL;
+	*at = '\0';
+	for (size_t i = 0; i < rejections->count; i++)
+		at += sprintf(at, "%s%s: %s", i ? "; " : "", rejections->items[i].name, rejections->items[i].reason);
+	return text;
+}
+
+/* ---- applying resources ---- */
+
+static int decode_any(const Envoy__Service__Discovery__V3__Resource *resource, const char *type_url,
+		      const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out, char *reason, size_t size)
+{
+	const Google__Protobuf__Any *any = resource->resource;
+
+	if (!any) {
+		snprintf(reason, size, "no resource in it");
+		return -EINVAL;
+	}
+	if (strcmp(any->type_url, type_url) != 0) {
+		snprintf(reason, size, sm_pb_find_type(any->type_url) ? "a %s in a %s response" : "unknown type %s in a %s response",
+			 any->type_url, type_url);
+		return -EINVAL;
+	}
+	char err[256];
+	if (sm_pb_decode(desc, any->value.data, any->value.len, out, err, sizeof(err))) {
+		snprintf(reason, size, "does not decode: %s", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The resource name must be the key its content gives, when the server sends one at all. */
+static bool name_matches(const Envoy__Service__Discovery__V3__Resource *resource, const char *key, char *reason,
+			 size_t size)
+{
+	if (!resource->name[0] || strcmp(resource->name, key) == 0)
+		return true;
+	snprintf(reason, size, "resource name does not match its key '%s'", key);
+	return false;
+}
+
+static int apply_workload(struct sm_model *model, const Envoy__Service__Discovery__V3__Resource *resource,
+			  const Istio__Workload__Workload *msg, struct sm_rejections *rejections)
+{
+	char reason[1024];
+	struct wl_def *def;
+
+	if (!msg->uid[0])
+		return add_rejection(rejections, resource->name, "workload has no uid");
+	if (!name_matches(resource, msg->uid, reason, sizeof(reason)))
+		return add_rejection(rejections, resource->name, "%s", reason);
+	int err = parse_workload(model, msg, resource->version, &def, reason, sizeof(reason));
+	if (err)
+		return err == -EINVAL ? add_rejection(rejections, msg->uid, "%s", reason) : err;
+	struct wl *wl = workload_ref(model, msg->uid);
+	if (!wl) {
+		free_wl_def(model, def);
+		return -ENOMEM;
+	}
+	return set_def(model, UNDO_WORKLOAD, wl, def);
+}
+
+static int apply_service(struct sm_model *model, const Envoy__Service__Discovery__V3__Resource *resource,
+			 const Istio__Workload__Service *msg, struct sm_rejections *rejections)
+{
+	char reason[1024], key[600];
+	struct svc_def *def;
+
+	if (!msg->hostname[0] || !msg->namespace_[0])
+		return add_rejection(rejections, resource->name, "service has no %s",
+				     msg->hostname[0] ? "namespace" : "hostname");
+	if (strchr(msg->hostname, '/') || strchr(msg->namespace_, '/'))
+		return add_rejection(rejections, resource->name, "service namespace or hostname contains '/'");
+	if (snprintf(key, sizeof(key), "%s/%s", msg->namespace_, msg->hostname) >= (int)sizeof(key))
+		return add_rejection(rejections, resource->name, "service key is longer than %zu bytes",
+				     sizeof(key) - 1);
+	if (!name_matches(resource, key, reason, sizeof(reason)))
+		return add_rejection(rejections, resource->name, "%s", reason);
+	int err = parse_service(model, msg, resource->version, &def, reason, sizeof(reason));
+	if (err)
+		return err == -EINVAL ? add_rejection(rejections, key, "%s", reason) : err;
+	struct svc *svc = model_service_ref(model, key);
+	if (!svc) {
+		free_svc_def(model, def);
+		return -ENOMEM;
+	}
+	return set_def(model, UNDO_SERVICE, svc, def);
+}
+
+static int apply_address(struct sm_model *model, const Envoy__Service__Discovery__V3__Resource *resource,
+			 struct sm_rejections *rejections)
+{
+	ProtobufCMessage *decoded;
+	char reason[1024];
+	int err;
+
+	if (decode_any(resource, SM_TYPE_URL_ADDRESS, &istio__workload__address__descriptor, &decoded, reason,
+		       sizeof(reason)))
+		return add_rejection(rejections, resource->name, "%s", reason);
+
+	const Istio__Workload__Address *address = (const Istio__Workload__Address *)decoded;
+	switch (address->type_case) {
+	case ISTIO__WORKLOAD__ADDRESS__TYPE_WORKLOAD:
+		err = apply_workload(model, resource, address->workload, rejections);
+		break;
+	case ISTIO__WORKLOAD__ADDRESS__TYPE_SERVICE:
+		err = apply_service(model, resource, address->service, rejections);
+		break;
+	default:
+		err = add_rejection(rejections, resource->name, "address is neither a workload nor a service");
+		break;
+	}
+	protobuf_c_message_free_unpacked(decoded, NULL);
+	return err;
+}
+
+static int apply_authorization(struct sm_model *model, const Envoy__Service__Discovery__V3__Resource *resource,
+			       struct sm_rejections *rejections)
+{
+	ProtobufCMessage *decoded;
+	char reason[1024], key[600];
+	struct authz_def *def;
+	int err;
+
+	if (decode_any(resource, SM_TYPE_URL_AUTHORIZATION, &istio__security__authorization__descriptor, &decoded,
+		       reason, sizeof(reason)))
+		return add_rejection(rejections, resource->name, "%s", reason);
+
+	const Istio__Security__Authorization *msg = (const Istio__Security__Authorization *)decoded;
+	if (!msg->name[0] || !msg->namespace_[0]) {
+		err = add_rejection(rejections, resource->name, "authorization has no %s",
+				    msg->name[0] ? "namespace" : "name");
+	} else if (snprintf(key, sizeof(key), "%s/%s", msg->namespace_, msg->name) >= (int)sizeof(key)) {
+		err = add_rejection(rejections, resource->name, "authorization key is too long");
+	} else if (!name_matches(resource, key, reason, sizeof(reason))) {
+		err = add_rejection(rejections, resource->name, "%s", reason);
+	} else {
+		err = parse_authorization(model, msg, resource->resource->value.data, resource->resource->value.len,
+					  resource->version, &def, reason, sizeof(reason));
+		if (err == -EINVAL) {
+			err = add_rejection(rejections, key, "%s", reason);
+		} else if (!err) {
+			struct authz *authz = authorization_ref(model, key);
+			err = authz ? set_def(model, UNDO_AUTHORIZATION, authz, def) : -ENOMEM;
+			if (!authz)
+				free_authz_def(model, def);
+		}
+	}
+	protobuf_c_message_free_unpacked(decoded, NULL);
+	return err;
+}
+
+/* A removed name is a workload uid, else a service key; names never seen are ignored. */
+static int remove_address(struct sm_model *model, const char *name)
+{
+	struct wl *wl;
+	struct svc *svc;
+
+	HASH_FIND_STR(model->workloads, name, wl);
+	if (wl && wl->def)
+		return set_def(model, UNDO_WORKLOAD, wl, NULL);
+	HASH_FIND_STR(model->services, name, svc);
+	if (svc && svc->def)
+		return set_def(model, UNDO_SERVICE, svc, NULL);
+	return 0;
+}
+
+static int remove_authorization(struct sm_model *model, const char *name)
+{
+	struct authz *authz;
+
+	HASH_FIND_STR(model->authorizations, name, authz);
+	return authz && authz->def ? set_def(model, UNDO_AUTHORIZATION, authz, NULL) : 0;
+}
+
+static int apply_item(struct sm_model *model, enum resource_type type, const struct item *item,
+		      struct sm_rejections *rejections)
+{
+	if (item->removed)
+		return type == TYPE_ADDRESS ? remove_address(model, item->removed)
+					    : remove_authorization(model, item->removed);
+	return type == TYPE_ADDRESS ? apply_address(model, item->resource, rejections)
+				    : apply_authorization(model, item->resource, rejections);
+}
+
+/* ---- batches ---- */
+
+static void batch_begin(struct sm_model *model)
+{
+	model->epoch++;
+	model->dirty_workloads.n = 0;
+	model->dirty_services.n = 0;
+	model->dirty_pairs.n = 0;
+	model->dirty_ips.n = 0;
+	model->undo.n = 0;
+	model->new_ids.n = 0;
+	model->local_dirty = false;
+	model->local_changed = false;
+	model->local_before = model->local;
+	image_begin(model->image);
+}
+
+static void free_def(struct sm_model *model, enum undo_kind kind, void *def)
+{
+	switch (kind) {
+	case UNDO_WORKLOAD:
+		free_wl_def(model, def);
+		break;
+	case UNDO_SERVICE:
+		free_svc_def(model, def);
+		break;
+	case UNDO_AUTHORIZATION:
+		free_authz_def(model, def);
+		break;
+	}
+}
+
+static void release_service_id(struct sm_model *model, struct svc *svc)
+{
+	model->service_owner[svc->id] = NULL;
+	if (svc->id < model->next_service_id)
+		model->next_service_id = svc->id;
+	svc->id = 0;
+}
+
+static void release_backend_id(struct sm_model *model, struct wl *wl)
+{
+	model->backend_owner[wl->backend_id] = NULL;
+	if (wl->backend_id < model->next_backend_id)
+		model->next_backend_id = wl->backend_id;
+	wl->backend_id = 0;
+}
+
+/* Frees what nothing refers to any more, and ids whose entries are gone. */
+static void collect(struct sm_model *model)
+{
+	for (size_t i = 0; i < model->dirty_workloads.n; i++) {
+		struct wl *wl = VEC_AT(&model->dirty_workloads, struct wl *, i);
+		if (wl->backend_id &&
+		    !sm_image_get(model->image, SM_MAP_BACKENDS, &wl->backend_id))
+			release_backend_id(model, wl);
+		if (!wl->def && !wl->backend_id) {
+			HASH_DEL(model->workloads, wl);
+			free(wl->uid);
+			free(wl);
+		}
+	}
+	for (size_t i = 0; i < model->dirty_services.n; i++) {
+		struct svc *svc = VEC_AT(&model->dirty_services, struct svc *, i);
+		if (svc->id && !sm_image_get(model->image, SM_MAP_SERVICES, &svc->id))
+			release_service_id(model, svc);
+		if (!svc->def && !svc->id && !svc->members && !svc->dependents) {
+			HASH_DEL(model->services, svc);
+			free(svc->key);
+			free(svc);
+		}
+	}
+	for (size_t i = 0; i < model->dirty_ips.n; i++) {
+		struct ip_claims *ip = VEC_AT(&model->dirty_ips, struct ip_claims *, i);
+		if (!ip->n && !sm_image_get(model->image, SM_MAP_FRONTENDS, &ip->ip)) {
+			HASH_DEL(model->ips, ip);
+			free(ip->claims);
+			free(ip);
+		}
+	}
+	bool authorizations_changed = false;
+	for (size_t i = 0; i < model->undo.n; i++)
+		authorizations_changed |= VEC_AT(&model->undo, struct undo_entry, i).kind == UNDO_AUTHORIZATION;
+	if (authorizations_changed) {
+		struct authz *authz, *tmp;
+		HASH_ITER(hh, model->authorizations, authz, tmp) {
+			if (!authz->def) {
+				HASH_DEL(model->authorizations, authz);
+				free(authz->key);
+				free(authz);
+			}
+		}
+	}
+}
+
+static void unintern_local(struct sm_model *model, struct local_locality *local)
+{
+	model_unintern(model, local->region);
+	model_unintern(model, local->zone);
+	model_unintern(model, local->subzone);
+	model_unintern(model, local->network);
+	model_unintern(model, local->cluster);
+}
+
+/* A full push leaves large scratch buffers behind; give them back rather than keep the peak. */
+static void trim_scratch(struct sm_model *model)
+{
+	struct vec *vecs[] = { &model->dirty_workloads, &model->dirty_services, &model->dirty_pairs,
+			       &model->dirty_ips, &model->undo, &model->new_ids };
+
+	for (size_t i = 0; i < sizeof(vecs) / sizeof(vecs[0]); i++) {
+		if (vecs[i]->capacity > SCRATCH_KEEP)
+			vec_free(vecs[i]);
+	}
+	if (model->plan.capacity > SCRATCH_KEEP)
+		plan_free(&model->plan);
+	if (model->undo_plan.capacity > SCRATCH_KEEP)
+		plan_free(&model->undo_plan);
+	image_trim(model->image, SCRATCH_KEEP);
+}
+
+static void batch_commit(struct sm_model *model)
+{
+	image_commit(model->image);
+	if (model->local_changed)
+		unintern_local(model, &model->local_before);
+	for (size_t i = 0; i < model->undo.n; i++) {
+		struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);
+		free_def(model, undo->kind, undo->old_def);
+	}
+	collect(model);
+}
+
+static void batch_rollback(struct sm_model *model)
+{
+	image_rollback(model->image);
+	for (size_t i = model->undo.n; i-- > 0;) {
+		struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);
+		void *current = NULL;
+		switch (undo->kind) {
+		case UNDO_WORKLOAD:
+			current = ((struct wl *)undo->entity)->def;
+			workload_set_def(model, undo->entity, undo->old_def);
+			break;
+		case UNDO_SERVICE:
+			current = ((struct svc *)undo->entity)->def;
+			service_set_def(model, undo->entity, undo->old_def);
+			break;
+		case UNDO_AUTHORIZATION:
+			current = ((struct authz *)undo->entity)->def;
+			authorization_set_def(model, undo->entity, undo->old_def);
+			break;
+		}
+		free_def(model, undo->kind, current);
+		undo->old_def = NULL;
+	}
+	for (size_t i = 0; i < model->new_ids.n; i++) {
+		struct id_grant *grant = &VEC_AT(&model->new_ids, struct id_grant, i);
+		if (grant->map == SM_MAP_SERVICES && model->service_owner[grant->id])
+			release_service_id(model, model->service_owner[grant->id]);
+		else if (grant->map == SM_MAP_BACKENDS && model->backend_owner[grant->id])
+			release_backend_id(model, model->backend_owner[grant->id]);
+	}
+	if (model->local_changed)
+		unintern_local(model, &model->local);
+	model->local = model->local_before;
+	collect(model);
+	model->undo.n = 0;
+}
+
+/* Issues the batch's net writes; on failure, undoes those that took effect. Returns -EIO if it cannot. */
+static int write_batch(struct sm_model *model, struct sm_map_writer *writer, char *reason, size_t size)
+{
+	size_t applied = 0;
+	int err;
+
+	plan_reset(&model->plan);
+	err = image_diff(model->image, &model->plan);
+	if (err)
+		return err;
+	if (!model->plan.n)
+		return 0;
+	err = writer->apply(writer, model->plan.ops, model->plan.n, &applied);
+	if (!err)
+		return 0;
+	size_t failed = applied < model->plan.n ? applied : model->plan.n - 1;
+	if (err == -E2BIG || err == -ENOSPC)
+		snprintf(reason, size, "the kernel's %s map is full", sm_map_name(model->plan.ops[failed].map));
+	else
+		snprintf(reason, size, "writing the %s map failed: %s", sm_map_name(model->plan.ops[failed].map),
+			 strerror(-err));
+	if (!applied)
+		return err;
+
+	size_t undone = 0;
+	if (image_undo_plan(&model->plan, applied, &model->undo_plan) ||
+	    writer->apply(writer, model->undo_plan.ops, model->undo_plan.n, &undone))
+		return -EIO;
+	return err;
+}
+
+static bool is_fatal(int err)
+{
+	return err == -ENOMEM || err == -EIO;
+}
+
+/*
+ * Applies items as one batch. On an overflow or a failed write, rolls the batch back and, when split
+ * is allowed, applies each item alone so that only the ones that cannot fit are rejected.
+ */
+static int apply_items(struct sm_model *model, enum resource_type type, const struct item *items, size_t n,
+		       bool sweep, struct sm_map_writer *writer, struct sm_rejections *rejections)
+{
+	size_t rejections_before = rejections->count;
+	char reason[512] = "";
+	int err = 0;
+
+	batch_begin(model);
+	for (size_t i = 0; i < n && !err; i++)
+		err = apply_item(model, type, &items[i], rejections);
+	if (!err)
+		err = plan_dirty(model, sweep, reason, sizeof(reason));
+	if (!err)
+		err = write_batch(model, writer, reason, sizeof(reason));
+	if (!err) {
+		batch_commit(model);
+		trim_scratch(model);
+		if (sweep)
+			model->sweep_pending = false;
+		return 0;
+	}
+	if (err == -EIO)
+		return err;
+
+	batch_rollback(model);
+	if (is_fatal(err))
+		return err;
+	truncate_rejections(rejections, rejections_before);
+	if (n == 1 && !sweep) {
+		/* Alone it still fails: it is valid, but the maps cannot take it. */
+		return add_rejection(rejections, items->removed ? items->removed : items->resource->name, "%s", reason);
+	}
+	if (n == 0)
+		return err;
+	for (size_t i = 0; i < n; i++) {
+		err = apply_items(model, type, &items[i], 1, false, writer, rejections);
+		if (is_fatal(err))
+			return err;
+	}
+	return sweep ? apply_items(model, type, NULL, 0, true, writer, rejections) : 0;
+}
+
+struct seen_name {
+	UT_hash_handle hh;
+};
+
+int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
+		   struct sm_map_writer *writer, struct sm_rejections *rejections)
+{
+	enum resource_type type;
+	struct item *items;
+	size_t n = 0;
+	int err;
+
+	if (model_classify(response->type_url, &type))
+		return add_rejection(rejections, response->type_url[0] ? response->type_url : "(no type_url)",
+				     "unknown type URL; sockmesh subscribes to %s and %s", SM_TYPE_URL_ADDRESS,
+				     SM_TYPE_URL_AUTHORIZATION);
+
+	items = calloc(response->n_resources + response->n_removed_resources + 1, sizeof(*items));
+	if (!items)
+		return -ENOMEM;
+
+	/* A name twice in one response is ambiguous: the first is applied, the later ones rejected. */
+	struct seen_name *seen = NULL, *entry, *tmp;
+	err = 0;
+	for (size_t i = 0; i < response->n_resources && !err; i++) {
+		const Envoy__Service__Discovery__V3__Resource *resource = response->resources[i];
+		const char *name = resource->name;
+		if (name[0]) {
+			HASH_FIND_STR(seen, name, entry);
+			if (entry) {
+				err = add_rejection(rejections, name, "appears more than once in this response");
+				continue;
+			}
+			entry = calloc(1, sizeof(*entry));
+			if (!entry) {
+				err = -ENOMEM;
+				break;
+			}
+			HASH_ADD_KEYPTR(hh, seen, name, strlen(name), entry);
+		}
+		items[n++].resource = resource;
+	}
+	HASH_ITER(hh, seen, entry, tmp) {
+		HASH_DEL(seen, entry);
+		free(entry);
+	}
+	for (size_t i = 0; i < response->n_removed_resources; i++)
+		items[n++].removed = response->removed_resources[i];
+
+	if (!err)
+		err = apply_items(model, type, items, n, type == TYPE_ADDRESS && model->sweep_pending, writer,
+				  rejections);
+	free(items);
+	return err;
+}

@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Internal to workload/: the model's entities and indexes.
+ *
+ * Entities live as long as anything refers to them: a service key exists while a Service resource, a
+ * workload's membership or a waypoint reference names it. Each entity holds an immutable definition
+ * (what the last accepted resource said, parsed and validated) or none; changing a definition unlinks
+ * the old one from the indexes, links the new one, and marks what the datapath must recompute.
+ */
+#ifndef SOCKMESH_WORKLOAD_MODEL_H
+#define SOCKMESH_WORKLOAD_MODEL_H
+
+#include <uthash.h>
+
+#include "workload/internal.h"
+
+/* A raw address as the maps hold it: 16 bytes, IPv4 as ::ffff:a.b.c.d. */
+struct sm_ip {
+	uint8_t bytes[16];
+};
+
+enum gateway_kind {
+	GATEWAY_NONE,
+	GATEWAY_ADDRESS,
+	GATEWAY_SERVICE,
+};
+
+enum owner_kind {
+	OWNER_SERVICE,
+	OWNER_WORKLOAD,
+};
+
+struct svc;
+struct wl;
+
+/* A parsed GatewayAddress (a waypoint): an address, or a service resolved to its VIPs. */
+struct gateway {
+	uint8_t kind; /* enum gateway_kind */
+	uint8_t owner_kind;
+	uint16_t port;
+	struct sm_ip address;
+	const char *network; /* of the address */
+	struct svc *service; /* GATEWAY_SERVICE: the named service, linked into its dependents */
+	void *owner;	     /* the svc or wl whose definition holds this gateway */
+	struct gateway *next, *prev;
+};
+
+struct port_pair {
+	uint16_t service_port;
+	uint16_t target_port;
+};
+
+/* One entry of Workload.services: this workload backs that service, with its own target ports. */
+struct membership {
+	struct svc *service;
+	struct wl *workload;
+	struct membership *next, *prev; /* in service->members */
+	uint16_t n_ports;
+	struct port_pair *ports;
+};
+
+struct wl_def {
+	char *version;
+	char *name;
+	char *hostname;
+	/* Interned: shared by the many workloads that have the same value. */
+	const char *namespace, *service_account, *trust_domain, *node, *network, *cluster_id;
+	const char *region, *zone, *subzone;
+	const char *canonical_name, *canonical_revision, *workload_name;
+	const char **policies;
+	uint16_t n_policies;
+	uint8_t workload_type, tunnel_protocol, status, network_mode;
+	bool native_tunnel;
+	bool has_capacity;
+	uint8_t n_addresses;
+	uint16_t n_memberships;
+	uint32_t capacity;
+	struct sm_ip *addresses;
+	struct gateway *waypoint; /* NULL for most workloads */
+	struct membership *memberships;
+};
+
+struct wl {
+	UT_hash_handle hh; /* by uid */
+	char *uid;
+	uint64_t name_hash;
+	struct wl_def *def;
+	uint32_t backend_id;
+	uint32_t dirty_epoch;
+};
+
+struct service_port {
+	uint16_t service_port;
+	uint16_t target_port;
+	uint8_t app_protocol;
+};
+
+struct svc_def {
+	char *version;
+	char *name;
+	const char *namespace;
+	char **subject_alt_names;
+	uint16_t n_subject_alt_names;
+	uint8_t n_vips;
+	uint8_t n_ports;
+	uint8_t lb_mode; /* enum sm_lb_mode */
+	uint8_t n_scopes;
+	uint8_t scopes[SM_MAX_PRIORITIES - 1];
+	bool allow_unhealthy;
+	struct sm_ip *vips;
+	const char **vip_networks;
+	struct service_port ports[SM_MAX_PORTS];
+	struct gateway waypoint;
+};
+
+struct svc {
+	UT_hash_handle hh; /* by key, "namespace/hostname" */
+	char *key;
+	uint64_t name_hash;
+	struct svc_def *def;
+	uint32_t id;
+	struct membership *members;  /* the workloads whose Workload.services name this key */
+	struct gateway *dependents;  /* the waypoints (of services and workloads) that name this key */
+	uint32_t dirty_epoch;
+};
+
+struct authz_def {
+	char *version;
+	const char *namespace;
+	uint8_t scope; /* istio.security.Scope */
+	uint8_t *bytes; /* the Authorization message, decoded again for dumps */
+	size_t len;
+};
+
+struct authz {
+	UT_hash_handle hh; /* by "namespace/name" */
+	char *key;
+	struct authz_def *def;
+	uint32_t dirty_epoch;
+};
+
+struct claim {
+	uint8_t kind; /* enum owner_kind */
+	void *owner;
+};
+
+/* Who wants an address in the frontends map: services for their VIPs, workloads with a waypoint. */
+struct ip_claims {
+	UT_hash_handle hh;
+	struct sm_frontend_key ip;
+	uint16_t n;
+	uint16_t capacity;
+	struct claim *claims;
+	uint32_t dirty_epoch;
+};
+
+struct interned {
+	UT_hash_handle hh;
+	uint32_t refs;
+	char text[];
+};
+
+/* A (service, backend) pair whose endpoint slots must be recomputed; wl is NULL for an orphan. */
+struct dirty_pair {
+	struct svc *service;
+	struct wl *workload;
+	uint32_t backend_id;
+};
+
+/* What a batch changed, to put back if its writes fail. */
+struct undo_entry {
+	uint8_t kind; /* 0 workload, 1 service, 2 authorization */
+	void *entity;
+	void *old_def;
+};
+
+struct local_locality {
+	const char *region, *zone, *subzone, *network, *cluster;
+};
+
+struct vec {
+	void *items;
+	size_t n;
+	size_t capacity;
+};
+
+struct sm_model {
+	const char *node_name;   /* interned; NULL when not set */
+	bool locality_fixed;
+	struct local_locality local;
+	uint32_t capacity[SM_MAP_COUNT];
+
+	struct wl *workloads;
+	struct svc *services;
+	struct authz *authorizations;
+	struct ip_claims *ips;
+	struct interned *strings;
+	size_t n_workloads, n_services, n_authorizations; /* with a definition */
+
+	struct sm_image *image;
+	struct svc **service_owner;   /* by service id */
+	struct wl **backend_owner;    /* by backend id */
+	uint32_t next_service_id, next_backend_id;
+	/* name hash → id, of entries adopted from pinned maps */
+	struct id_hint *service_hints, *backend_hints;
+	bool sweep_pending;
+
+	/* the batch being applied */
+	uint32_t epoch;
+	bool local_dirty;
+	struct vec dirty_workloads;  /* struct wl * */
+	struct vec dirty_services;   /* struct svc * */
+	struct vec dirty_pairs;	     /* struct dirty_pair */
+	struct vec dirty_ips;	     /* struct ip_claims * */
+	struct vec undo;	     /* struct undo_entry */
+	struct vec local_workloads;  /* struct wl *: those on this node */
+	struct local_locality local_before; /* local at the batch's start; holds references once changed */
+	bool local_changed;
+	struct vec new_ids;	     /* struct id_grant: ids granted in this batch */
+	struct plan plan;
+	struct plan undo_plan;
+};
+
+struct id_hint {
+	UT_hash_handle hh;
+	uint64_t name_hash;
+	uint32_t id;
+};
+
+struct id_grant {
+	uint8_t map; /* SM_MAP_SERVICES or SM_MAP_BACKENDS */
+	uint32_t id;
+};
+
+enum resource_type {
+	TYPE_ADDRESS,
+	TYPE_AUTHORIZATION,
+};
+
+enum undo_kind {
+	UNDO_WORKLOAD,
+	UNDO_SERVICE,
+	UNDO_AUTHORIZATION,
+};
+
+/* containers (model.c) */
+int vec_push(struct vec *vec, const void *item, size_t item_size);
+void vec_free(struct vec *vec);
+#define VEC_AT(vec, type, i) (((type *)(vec)->items)[i])
+
+/* strings (model.c) */
+const char *model_intern(struct sm_model *model, const char *text);
+void model_unintern(struct sm_model *model, const char *text);
+
+/* entities (model.c) */
+struct svc *model_service_ref(struct sm_model *model, const char *key);
+struct wl *workload_ref(struct sm_model *model, const char *uid);
+struct authz *authorization_ref(struct sm_model *model, const char *key);
+int workload_set_def(struct sm_model *model, struct wl *wl, struct wl_def *def);
+int service_set_def(struct sm_model *model, struct svc *svc, struct svc_def *def);
+void authorization_set_def(struct sm_model *model, struct authz *authz, struct authz_def *def);
+/* Sets a definition and journals the one it replaces, for rollback. */
+int set_def(struct sm_model *model, enum undo_kind kind, void *entity, void *def);
+int model_classify(const char *type_url, enum resource_type *type);
+
+/* parse.c: resources → definitions; on failure, reason says why. */
+int parse_workload(struct sm_model *model, const Istio__Workload__Workload *msg, const char *version,
+		   struct wl_def **out, char *reason, size_t reason_size);
+int parse_service(struct sm_model *model, const Istio__Workload__Service *msg, const char *version,
+		  struct svc_def **out, char *reason, size_t reason_size);
+int parse_authorization(struct sm_model *model, const Istio__Security__Authorization *msg, const uint8_t *bytes,
+			size_t len, const char *version, struct authz_def **out, char *reason, size_t reason_size);
+void free_wl_def(struct sm_model *model, struct wl_def *def);
+void free_svc_def(struct sm_model *model, struct svc_def *def);
+void free_authz_def(struct sm_model *model, struct authz_def *def);
+
+/* plan.c: the dirty entities → the image. */
+/*
+ * Plans the batch's dirty entities into the model's image: ids, endpoint slots, services, backends,
+ * frontends. With sweep, also removes what the image holds that no entity owns (adopted leftovers).
+ * Returns 0, -ENOSPC or -E2BIG when a map or a service's slots would overflow (reason says which), or
+ * -ENOMEM.
+ */
+int plan_dirty(struct sm_model *model, bool sweep, char *reason, size_t reason_size);
+void service_value(const struct sm_model *model, const struct sm_image *image, const struct svc *svc,
+		   struct sm_service_value *out);
+void backend_value(const struct wl *wl, struct sm_backend_value *out);
+bool ip_is_v4(const struct sm_ip *ip);
+
+/* marking (model.c) */
+void mark_workload(struct sm_model *model, struct wl *wl);
+void mark_service(struct sm_model *model, struct svc *svc);
+void mark_pair(struct sm_model *model, struct svc *svc, struct wl *wl, uint32_t backend_id);
+void mark_ip(struct sm_model *model, struct ip_claims *ip);
+struct ip_claims *model_ip(struct sm_model *model, const struct sm_frontend_key *key, bool create);
+
+#endif

@@ -1,0 +1,561 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Validation: a decoded resource becomes a definition only if every field the datapath depends on is
+ * well formed and fits the maps. The first problem found is the rejection's reason, written for the
+ * operator reading istiod's logs.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "workload/model.h"
+
+#define MAX_WORKLOAD_ADDRESSES 16
+#define MAX_WORKLOAD_SERVICES 1024
+#define MAX_SERVICE_VIPS 255
+#define MAX_PORT 65535
+
+static int reject(char *reason, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, size, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int parse_ip(const ProtobufCBinaryData *bytes, struct sm_ip *out)
+{
+	if (bytes->len == 4) {
+		memset(out->bytes, 0, 10);
+		out->bytes[10] = 0xff;
+		out->bytes[11] = 0xff;
+		memcpy(out->bytes + 12, bytes->data, 4);
+		return 0;
+	}
+	if (bytes->len == 16) {
+		memcpy(out->bytes, bytes->data, 16);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+bool ip_is_v4(const struct sm_ip *ip)
+{
+	static const uint8_t mapped_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	return memcmp(ip->bytes, mapped_prefix, sizeof(mapped_prefix)) == 0;
+}
+
+static bool valid_service_key(const char *key)
+{
+	const char *slash = strchr(key, '/');
+
+	return slash && slash != key && slash[1] && !strchr(slash + 1, '/');
+}
+
+/* A waypoint or network gateway. With resolve, a hostname is linked to its service entity. */
+static int parse_gateway(struct sm_model *model, const Istio__Workload__GatewayAddress *msg, const char *what,
+			 bool resolve, struct gateway *out, char *reason, size_t size)
+{
+	*out = (struct gateway){ 0 };
+	if (!msg)
+		return 0;
+	if (msg->hbone_mtls_port == 0 || msg->hbone_mtls_port > MAX_PORT)
+		return reject(reason, size, "%s port %u is not in 1..65535", what, msg->hbone_mtls_port);
+
+	switch (msg->destination_case) {
+	case ISTIO__WORKLOAD__GATEWAY_ADDRESS__DESTINATION_ADDRESS:
+		if (parse_ip(&msg->address->address, &out->address))
+			return reject(reason, size, "%s address has %zu bytes, not 4 or 16", what,
+				      msg->address->address.len);
+		out->kind = GATEWAY_ADDRESS;
+		if (resolve && !(out->network = model_intern(model, msg->address->network)))
+			return -ENOMEM;
+		break;
+	case ISTIO__WORKLOAD__GATEWAY_ADDRESS__DESTINATION_HOSTNAME: {
+		const Istio__Workload__NamespacedHostname *name = msg->hostname;
+		char key[512];
+		if (!name->namespace_[0] || !name->hostname[0] || strchr(name->hostname, '/') ||
+		    strchr(name->namespace_, '/'))
+			return reject(reason, size, "%s hostname '%s/%s' is not namespace/hostname", what,
+				      name->namespace_, name->hostname);
+		if (snprintf(key, sizeof(key), "%s/%s", name->namespace_, name->hostname) >= (int)sizeof(key))
+			return reject(reason, size, "%s hostname is longer than %zu bytes", what, sizeof(key) - 1);
+		out->kind = GATEWAY_SERVICE;
+		if (resolve && !(out->service = model_service_ref(model, key)))
+			return -ENOMEM;
+		break;
+	}
+	default:
+		return reject(reason, size, "%s has neither an address nor a hostname", what);
+	}
+	out->port = (uint16_t)msg->hbone_mtls_port;
+	return 0;
+}
+
+static int parse_port_pair(const Istio__Workload__Port *port, const char *what, struct port_pair *out,
+			   char *reason, size_t size)
+{
+	if (port->service_port == 0 || port->service_port > MAX_PORT)
+		return reject(reason, size, "%s: service port %u is not in 1..65535", what, port->service_port);
+	if (port->target_port > MAX_PORT)
+		return reject(reason, size, "%s: target port %u is above 65535", what, port->target_port);
+	out->service_port = (uint16_t)port->service_port;
+	out->target_port = (uint16_t)port->target_port;
+	return 0;
+}
+
+/* ---- workloads ---- */
+
+void free_wl_def(struct sm_model *model, struct wl_def *def)
+{
+	if (!def)
+		return;
+	const char **interned[] = {
+		&def->namespace, &def->service_account, &def->trust_domain, &def->node, &def->network,
+		&def->cluster_id, &def->region, &def->zone, &def->subzone, &def->canonical_name,
+		&def->canonical_revision, &def->workload_name,
+	};
+	for (size_t i = 0; i < sizeof(interned) / sizeof(interned[0]); i++)
+		model_unintern(model, *interned[i]);
+	for (uint16_t i = 0; i < def->n_policies; i++)
+		model_unintern(model, def->policies[i]);
+	for (uint16_t i = 0; i < def->n_memberships; i++)
+		free(def->memberships[i].ports);
+	if (def->waypoint)
+		model_unintern(model, def->waypoint->network);
+	free(def->waypoint);
+	free(def->policies);
+	free(def->memberships);
+	free(def->addresses);
+	free(def->version);
+	free(def->name);
+	free(def->hostname);
+	free(def);
+}
+
+static int intern_all(struct sm_model *model, const char **targets[], const char *const sources[], size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		*targets[i] = model_intern(model, sources[i]);
+		if (!*targets[i])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int parse_workload_strings(struct sm_model *model, const Istio__Workload__Workload *msg,
+				  const char *version, struct wl_def *def)
+{
+	const Istio__Workload__Locality *locality = msg->locality;
+	const char **targets[] = {
+		&def->namespace, &def->service_account, &def->trust_domain, &def->node, &def->network,
+		&def->cluster_id, &def->region, &def->zone, &def->subzone, &def->canonical_name,
+		&def->canonical_revision, &def->workload_name,
+	};
+	const char *const sources[] = {
+		msg->namespace_, msg->service_account, msg->trust_domain, msg->node, msg->network, msg->cluster_id,
+		locality ? locality->region : "", locality ? locality->zone : "", locality ? locality->subzone : "",
+		msg->canonical_name, msg->canonical_revision, msg->workload_name,
+	};
+
+	def->version = strdup(version);
+	def->name = strdup(msg->name);
+	def->hostname = msg->hostname[0] ? strdup(msg->hostname) : NULL; /* rarely set */
+	if (!def->version || !def->name || (msg->hostname[0] && !def->hostname))
+		return -ENOMEM;
+	if (intern_all(model, targets, sources, sizeof(targets) / sizeof(targets[0])))
+		return -ENOMEM;
+
+	if (!msg->n_authorization_policies)
+		return 0;
+	def->policies = calloc(msg->n_authorization_policies, sizeof(char *));
+	if (!def->policies)
+		return -ENOMEM;
+	for (size_t i = 0; i < msg->n_authorization_policies; i++) {
+		def->policies[i] = model_intern(model, msg->authorization_policies[i]);
+		if (!def->policies[i])
+			return -ENOMEM;
+		def->n_policies++;
+	}
+	return 0;
+}
+
+static int parse_workload_addresses(const Istio__Workload__Workload *msg, struct wl_def *def, char *reason,
+				    size_t size)
+{
+	if (msg->n_addresses > MAX_WORKLOAD_ADDRESSES)
+		return reject(reason, size, "%zu addresses, at most %d are supported", msg->n_addresses,
+			      MAX_WORKLOAD_ADDRESSES);
+	def->addresses = calloc(msg->n_addresses ? msg->n_addresses : 1, sizeof(struct sm_ip));
+	if (!def->addresses)
+		return -ENOMEM;
+	for (size_t i = 0; i < msg->n_addresses; i++) {
+		if (parse_ip(&msg->addresses[i], &def->addresses[i]))
+			return reject(reason, size, "address %zu has %zu bytes, not 4 or 16", i, msg->addresses[i].len);
+	}
+	def->n_addresses = (uint8_t)msg->n_addresses;
+	return 0;
+}
+
+static struct membership *find_membership(struct wl_def *def, const struct svc *svc)
+{
+	for (uint16_t i = 0; i < def->n_memberships; i++) {
+		if (def->memberships[i].service == svc)
+			return &def->memberships[i];
+	}
+	return NULL;
+}
+
+static int parse_membership(struct sm_model *model, const Istio__Workload__Workload__ServicesEntry *entry,
+			    struct wl_def *def, char *reason, size_t size)
+{
+	const Istio__Workload__PortList *list = entry->value;
+	size_t n_ports = list ? list->n_ports : 0;
+	struct port_pair *ports;
+	char what[600];
+
+	if (!valid_service_key(entry->key))
+		return reject(reason, size, "services key '%s' is not namespace/hostname", entry->key);
+	if (n_ports > SM_MAX_PORTS)
+		return reject(reason, size, "services key '%s' lists %zu ports, at most %d are supported", entry->key,
+			      n_ports, SM_MAX_PORTS);
+	ports = calloc(n_ports ? n_ports : 1, sizeof(*ports));
+	if (!ports)
+		return -ENOMEM;
+	snprintf(what, sizeof(what), "services key '%s'", entry->key);
+	for (size_t i = 0; i < n_ports; i++) {
+		int err = parse_port_pair(list->ports[i], what, &ports[i], reason, size);
+		if (err) {
+			free(ports);
+			return err;
+		}
+	}
+
+	struct svc *svc = model_service_ref(model, entry->key);
+	if (!svc) {
+		free(ports);
+		return -ENOMEM;
+	}
+	/* A map key seen twice: the later entry wins, as protobuf decoding of maps does. */
+	struct membership *membership = find_membership(def, svc);
+	if (!membership)
+		membership = &def->memberships[def->n_memberships++];
+	free(membership->ports);
+	*membership = (struct membership){ .service = svc, .n_ports = (uint16_t)n_ports, .ports = ports };
+	return 0;
+}
+
+int parse_workload(struct sm_model *model, const Istio__Workload__Workload *msg, const char *version,
+		   struct wl_def **out, char *reason, size_t size)
+{
+	struct wl_def *def = calloc(1, sizeof(*def));
+	struct gateway unused;
+	int err;
+
+	if (!def)
+		return -ENOMEM;
+	if (msg->status > ISTIO__WORKLOAD__WORKLOAD_STATUS__UNHEALTHY) {
+		err = reject(reason, size, "unknown status %d", msg->status);
+		goto fail;
+	}
+	if (msg->network_mode > ISTIO__WORKLOAD__NETWORK_MODE__HOST_NETWORK) {
+		err = reject(reason, size, "unknown network mode %d", msg->network_mode);
+		goto fail;
+	}
+	if (msg->n_services > MAX_WORKLOAD_SERVICES) {
+		err = reject(reason, size, "backs %zu services, at most %d are supported", msg->n_services,
+			     MAX_WORKLOAD_SERVICES);
+		goto fail;
+	}
+	err = parse_workload_strings(model, msg, version, def);
+	if (!err)
+		err = parse_workload_addresses(msg, def, reason, size);
+	if (!err && msg->waypoint) {
+		def->waypoint = calloc(1, sizeof(*def->waypoint));
+		err = def->waypoint ? parse_gateway(model, msg->waypoint, "waypoint", true, def->waypoint, reason, size)
+				    : -ENOMEM;
+	}
+	if (!err)
+		err = parse_gateway(model, msg->network_gateway, "network gateway", false, &unused, reason, size);
+	if (err)
+		goto fail;
+
+	def->memberships = calloc(msg->n_services ? msg->n_services : 1, sizeof(*def->memberships));
+	if (!def->memberships) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = 0; i < msg->n_services; i++) {
+		err = parse_membership(model, msg->services[i], def, reason, size);
+		if (err)
+			goto fail;
+	}
+
+	def->workload_type = (uint8_t)msg->workload_type;
+	def->tunnel_protocol = (uint8_t)msg->tunnel_protocol;
+	def->status = (uint8_t)msg->status;
+	def->network_mode = (uint8_t)msg->network_mode;
+	def->native_tunnel = msg->native_tunnel;
+	def->has_capacity = msg->capacity != NULL;
+	def->capacity = msg->capacity ? msg->capacity->value : 1;
+	*out = def;
+	return 0;
+fail:
+	free_wl_def(model, def);
+	return err;
+}
+
+/* ---- services ---- */
+
+void free_svc_def(struct sm_model *model, struct svc_def *def)
+{
+	if (!def)
+		return;
+	model_unintern(model, def->namespace);
+	model_unintern(model, def->waypoint.network);
+	for (uint8_t i = 0; i < def->n_vips; i++)
+		model_unintern(model, def->vip_networks[i]);
+	for (uint16_t i = 0; i < def->n_subject_alt_names; i++)
+		free(def->subject_alt_names[i]);
+	free(def->subject_alt_names);
+	free(def->vip_networks);
+	free(def->vips);
+	free(def->version);
+	free(def->name);
+	free(def);
+}
+
+static int parse_vips(struct sm_model *model, const Istio__Workload__Service *msg, struct svc_def *def,
+		      char *reason, size_t size)
+{
+	if (msg->n_addresses > MAX_SERVICE_VIPS)
+		return reject(reason, size, "%zu addresses, at most %d are supported", msg->n_addresses,
+			      MAX_SERVICE_VIPS);
+	def->vips = calloc(msg->n_addresses ? msg->n_addresses : 1, sizeof(*def->vips));
+	def->vip_networks = calloc(msg->n_addresses ? msg->n_addresses : 1, sizeof(*def->vip_networks));
+	if (!def->vips || !def->vip_networks)
+		return -ENOMEM;
+
+	for (size_t i = 0; i < msg->n_addresses; i++) {
+		const Istio__Workload__NetworkAddress *address = msg->addresses[i];
+		struct sm_ip ip;
+
+		if (parse_ip(&address->address, &ip))
+			return reject(reason, size, "address %zu has %zu bytes, not 4 or 16", i, address->address.len);
+		unsigned int full = address->address.len * 8;
+		if (address->optional_length_case == ISTIO__WORKLOAD__NETWORK_ADDRESS__OPTIONAL_LENGTH_LENGTH &&
+		    address->length != full)
+			return reject(reason, size, "address %zu is a /%u range; only single VIPs are supported", i,
+				      address->length);
+		bool seen = false;
+		for (uint8_t j = 0; j < def->n_vips; j++)
+			seen |= memcmp(&def->vips[j], &ip, sizeof(ip)) == 0;
+		if (seen)
+			continue;
+		def->vip_networks[def->n_vips] = model_intern(model, address->network);
+		if (!def->vip_networks[def->n_vips])
+			return -ENOMEM;
+		def->vips[def->n_vips++] = ip;
+	}
+	return 0;
+}
+
+static int parse_service_ports(const Istio__Workload__Service *msg, struct svc_def *def, char *reason,
+			       size_t size)
+{
+	if (msg->n_ports > SM_MAX_PORTS)
+		return reject(reason, size, "%zu ports, the datapath holds at most %d per service", msg->n_ports,
+			      SM_MAX_PORTS);
+	for (size_t i = 0; i < msg->n_ports; i++) {
+		struct port_pair pair = { 0 };
+		int err = parse_port_pair(msg->ports[i], "ports", &pair, reason, size);
+		if (err)
+			return err;
+		for (size_t j = 0; j < i; j++) {
+			if (def->ports[j].service_port == pair.service_port)
+				return reject(reason, size, "port %u is listed twice", pair.service_port);
+		}
+		def->ports[i] = (struct service_port){
+			.service_port = pair.service_port,
+			.target_port = pair.target_port,
+			.app_protocol = (uint8_t)msg->ports[i]->app_protocol,
+		};
+	}
+	def->n_ports = (uint8_t)msg->n_ports;
+	return 0;
+}
+
+static int parse_load_balancing(const Istio__Workload__LoadBalancing *lb, struct svc_def *def, char *reason,
+				size_t size)
+{
+	def->lb_mode = SM_LB_RANDOM;
+	if (!lb)
+		return 0;
+	if (lb->mode > ISTIO__WORKLOAD__LOAD_BALANCING__MODE__PASSTHROUGH)
+		return reject(reason, size, "unknown load balancing mode %d", lb->mode);
+	if (lb->health_policy > ISTIO__WORKLOAD__LOAD_BALANCING__HEALTH_POLICY__ALLOW_ALL)
+		return reject(reason, size, "unknown health policy %d", lb->health_policy);
+	if (lb->n_routing_preference > SM_MAX_PRIORITIES - 1)
+		return reject(reason, size, "%zu routing preferences, at most %d are supported",
+			      lb->n_routing_preference, SM_MAX_PRIORITIES - 1);
+	for (size_t i = 0; i < lb->n_routing_preference; i++) {
+		Istio__Workload__LoadBalancing__Scope scope = lb->routing_preference[i];
+		if (scope < ISTIO__WORKLOAD__LOAD_BALANCING__SCOPE__REGION ||
+		    scope > ISTIO__WORKLOAD__LOAD_BALANCING__SCOPE__NETWORK)
+			return reject(reason, size, "unknown routing preference scope %d", scope);
+		def->scopes[i] = (uint8_t)scope;
+	}
+	def->n_scopes = (uint8_t)lb->n_routing_preference;
+	def->allow_unhealthy = lb->health_policy == ISTIO__WORKLOAD__LOAD_BALANCING__HEALTH_POLICY__ALLOW_ALL;
+
+	switch (lb->mode) {
+	case ISTIO__WORKLOAD__LOAD_BALANCING__MODE__STRICT:
+		def->lb_mode = SM_LB_STRICT;
+		break;
+	case ISTIO__WORKLOAD__LOAD_BALANCING__MODE__FAILOVER:
+		def->lb_mode = SM_LB_FAILOVER;
+		break;
+	case ISTIO__WORKLOAD__LOAD_BALANCING__MODE__PASSTHROUGH:
+		def->lb_mode = SM_LB_PASSTHROUGH;
+		break;
+	default: /* unspecified: preferences, if any, fail over */
+		def->lb_mode = def->n_scopes ? SM_LB_FAILOVER : SM_LB_RANDOM;
+		break;
+	}
+	return 0;
+}
+
+int parse_service(struct sm_model *model, const Istio__Workload__Service *msg, const char *version,
+		  struct svc_def **out, char *reason, size_t size)
+{
+	struct svc_def *def = calloc(1, sizeof(*def));
+	int err;
+
+	if (!def)
+		return -ENOMEM;
+	def->version = strdup(version);
+	def->name = strdup(msg->name);
+	def->namespace = model_intern(model, msg->namespace_);
+	def->subject_alt_names = calloc(msg->n_subject_alt_names ? msg->n_subject_alt_names : 1, sizeof(char *));
+	if (!def->version || !def->name || !def->namespace || !def->subject_alt_names) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = 0; i < msg->n_subject_alt_names; i++) {
+		if (!(def->subject_alt_names[i] = strdup(msg->subject_alt_names[i]))) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		def->n_subject_alt_names++;
+	}
+	err = parse_vips(model, msg, def, reason, size);
+	if (!err)
+		err = parse_service_ports(msg, def, reason, size);
+	if (!err)
+		err = parse_load_balancing(msg->load_balancing, def, reason, size);
+	if (!err)
+		err = parse_gateway(model, msg->waypoint, "waypoint", true, &def->waypoint, reason, size);
+	if (err)
+		goto fail;
+	*out = def;
+	return 0;
+fail:
+	free_svc_def(model, def);
+	return err;
+}
+
+/* ---- authorizations ---- */
+
+void free_authz_def(struct sm_model *model, struct authz_def *def)
+{
+	if (!def)
+		return;
+	model_unintern(model, def->namespace);
+	free(def->version);
+	free(def->bytes);
+	free(def);
+}
+
+static int check_cidrs(Istio__Security__Address **addresses, size_t n, const char *what, char *reason, size_t size)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t len = addresses[i]->address.len;
+		if (len != 4 && len != 16)
+			return reject(reason, size, "%s address has %zu bytes, not 4 or 16", what, len);
+		if (addresses[i]->length > len * 8)
+			return reject(reason, size, "%s prefix /%u is longer than the address", what,
+				      addresses[i]->length);
+	}
+	return 0;
+}
+
+static int check_ports(const uint32_t *ports, size_t n, const char *what, char *reason, size_t size)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (ports[i] > MAX_PORT)
+			return reject(reason, size, "%s %u is above 65535", what, ports[i]);
+	}
+	return 0;
+}
+
+static int check_match(const Istio__Security__Match *match, char *reason, size_t size)
+{
+	int err = check_cidrs(match->source_ips, match->n_source_ips, "source_ips", reason, size);
+
+	if (!err)
+		err = check_cidrs(match->not_source_ips, match->n_not_source_ips, "not_source_ips", reason, size);
+	if (!err)
+		err = check_cidrs(match->destination_ips, match->n_destination_ips, "destination_ips", reason, size);
+	if (!err)
+		err = check_cidrs(match->not_destination_ips, match->n_not_destination_ips, "not_destination_ips",
+				  reason, size);
+	if (!err)
+		err = check_ports(match->destination_ports, match->n_destination_ports, "destination port", reason,
+				  size);
+	if (!err)
+		err = check_ports(match->not_destination_ports, match->n_not_destination_ports,
+				  "not_destination port", reason, size);
+	return err;
+}
+
+int parse_authorization(struct sm_model *model, const Istio__Security__Authorization *msg, const uint8_t *bytes,
+			size_t len, const char *version, struct authz_def **out, char *reason, size_t size)
+{
+	struct authz_def *def;
+
+	if (msg->scope > ISTIO__SECURITY__SCOPE__WORKLOAD_SELECTOR)
+		return reject(reason, size, "unknown scope %d", msg->scope);
+	if (msg->action > ISTIO__SECURITY__ACTION__DENY)
+		return reject(reason, size, "unknown action %d", msg->action);
+	for (size_t r = 0; r < msg->n_rules; r++) {
+		for (size_t c = 0; c < msg->rules[r]->n_clauses; c++) {
+			const Istio__Security__Clause *clause = msg->rules[r]->clauses[c];
+			for (size_t m = 0; m < clause->n_matches; m++) {
+				int err = check_match(clause->matches[m], reason, size);
+				if (err)
+					return err;
+			}
+		}
+	}
+
+	def = calloc(1, sizeof(*def));
+	if (!def)
+		return -ENOMEM;
+	def->version = strdup(version);
+	def->namespace = model_intern(model, msg->namespace_);
+	def->bytes = malloc(len ? len : 1);
+	if (!def->version || !def->namespace || !def->bytes) {
+		free_authz_def(model, def);
+		return -ENOMEM;
+	}
+	memcpy(def->bytes, bytes, len);
+	def->len = len;
+	def->scope = (uint8_t)msg->scope;
+	*out = def;
+	return 0;
+}

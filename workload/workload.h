@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * workload/: the model of what istiod sent (workloads, services, authorizations) and the map plan that
+ * turns each change into ordered writes to the datapath's maps. It knows nothing of gRPC or libbpf.
+ *
+ * Applying a response: each resource is validated and applied whole or not at all; a bad one is
+ * rejected alone with a reason and keeps its previous state. The model keeps an image of what the maps
+ * hold; a change's writes are the net difference between the image before and after it, issued so
+ * that a concurrent reader never meets a dangling id or a half-written service: updates bottom-up
+ * (backends, endpoints, services, frontends), deletes top-down, an endpoint hole filled by moving the
+ * last slot into it before the count shrinks. A write that fails is undone and its resource rejected.
+ */
+#ifndef SOCKMESH_WORKLOAD_H
+#define SOCKMESH_WORKLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "datapath/datapath.h"
+#include "proto/proto.h"
+
+/* ---- The map image: the four maps held in memory ---- */
+
+struct sm_image;
+
+int sm_image_new(struct sm_image **out);
+void sm_image_free(struct sm_image *image);
+/* Sets (value != NULL) or deletes one entry. Returns 0 or -ENOMEM / -ERANGE (a key past the limits). */
+int sm_image_set(struct sm_image *image, enum sm_map_id map, const void *key, const void *value);
+const void *sm_image_get(const struct sm_image *image, enum sm_map_id map, const void *key);
+size_t sm_image_count(const struct sm_image *image, enum sm_map_id map);
+/* Calls fn for every entry of map (in no particular order) until it returns non-zero, which is returned. */
+int sm_image_for_each(const struct sm_image *image, enum sm_map_id map,
+		      int (*fn)(void *ctx, const void *key, const void *value), void *ctx);
+/*
+ * Equal as the datapath reads them: the same frontends, services and backends, and for each service and
+ * priority the same endpoints in any slot order. On a difference, diff names the first one found.
+ */
+bool sm_image_equivalent(const struct sm_image *a, const struct sm_image *b, char *diff, size_t diff_size);
+/*
+ * What a reader of the maps relies on: every frontend names a present service or backend, every
+ * service's count covers present slots only, and every slot under a count names a present backend.
+ * Returns 0 or -EFAULT with the first violation in err.
+ */
+int sm_image_check(const struct sm_image *image, char *err, size_t err_size);
+
+/* A map writer into an image: the test double of the kernel's maps. */
+struct sm_image_writer {
+	struct sm_map_writer writer;
+	struct sm_image *image;
+	bool check_each_write;	 /* run sm_image_check after every op; fail with -EFAULT on a violation */
+	size_t fail_after;	 /* when non-zero, ops beyond this many fail with -ENOSPC (then reset) */
+	size_t ops_applied;	 /* counts every op applied */
+	char check_error[256];	 /* the violation that made an op fail */
+};
+
+void sm_image_writer_init(struct sm_image_writer *writer, struct sm_image *image);
+
+/* ---- The model ---- */
+
+struct sm_model;
+
+/* Where this node is; each field may be NULL (unknown). */
+struct sm_locality {
+	const char *region;
+	const char *zone;
+	const char *subzone;
+	const char *network;
+	const char *cluster;
+};
+
+struct sm_model_options {
+	/* This node (NODE_NAME): the workloads on it give the local locality, network and cluster. */
+	const char *node_name;
+	/* When set, the local locality is taken from here instead. */
+	const struct sm_locality *locality;
+	/* Map capacities (max_entries); 0 takes the contract's default. */
+	uint32_t capacity[SM_MAP_COUNT];
+};
+
+int sm_model_new(const struct sm_model_options *options, struct sm_model **out);
+void sm_model_free(struct sm_model *model);
+
+/*
+ * Takes what the maps already hold (pinned by an earlier agent) as the starting image: services and
+ * backends keep their ids by name, unchanged entries are not rewritten, and what the first applied
+ * Address response does not name is removed at its end. Call before the first apply.
+ */
+int sm_model_adopt(struct sm_model *model, const struct sm_image *maps);
+
+struct sm_rejection {
+	char *name;
+	char *reason;
+};
+
+struct sm_rejections {
+	struct sm_rejection *items;
+	size_t count;
+	size_t capacity;
+};
+
+void sm_rejections_clear(struct sm_rejections *rejections);
+/* "name: reason; name: reason", for a NACK's error_detail. The caller frees the result. */
+char *sm_rejections_format(const struct sm_rejections *rejections);
+
+/*
+ * Applies one response (its resources, then its removals) and writes the changes through writer.
+ * Rejected resources are appended to rejections. Returns 0, also when some were rejected; -ENOMEM, or
+ * -EIO when a failed write could not be undone (the maps then differ from the model's image).
+ */
+int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
+		   struct sm_map_writer *writer, struct sm_rejections *rejections);
+
+/* The image the model holds the maps to be in. */
+const struct sm_image *sm_model_image(const struct sm_model *model);
+
+/* Builds, from nothing, the image the model's current state maps to (with its current ids). */
+int sm_model_build_image(const struct sm_model *model, struct sm_image **out);
+
+/* Resource versions held for a type URL, for initial_resource_versions; stops when fn returns non-zero. */
+int sm_model_for_each_version(const struct sm_model *model, const char *type_url,
+			      int (*fn)(void *ctx, const char *name, const char *version), void *ctx);
+
+struct sm_model_stats {
+	size_t workloads;
+	size_t services;
+	size_t authorizations;
+	size_t map_entries[SM_MAP_COUNT];
+	size_t map_capacity[SM_MAP_COUNT];
+};
+
+void sm_model_stats(const struct sm_model *model, struct sm_model_stats *stats);
+
+/* The local locality in use (fields NULL when unknown). */
+void sm_model_local_locality(const struct sm_model *model, struct sm_locality *out);
+
+/* The service and backend ids of a name (service "ns/hostname" or workload uid); 0 when it has none. */
+uint32_t sm_model_service_id(const struct sm_model *model, const char *key);
+uint32_t sm_model_backend_id(const struct sm_model *model, const char *uid);
+
+/*
+ * The model in the shape of ztunnel's config dump: workloads keyed by "network/ip", services keyed by
+ * "network/vip" with their endpoints, policies, each workload with the policies that select it.
+ * Returns a new reference or NULL when out of memory.
+ */
+json_t *sm_model_config_dump(const struct sm_model *model);
+
+#endif

@@ -113,4 +113,85 @@ struct sm_backend_value {
 };
 _Static_assert(sizeof(struct sm_backend_value) == 56, "sm_backend_value layout");
 
+/* ---- the datapath's own maps (written by datapath/, not by the workload model) ---- */
+
+#define SM_DEFAULT_MAX_SOCKETS 65536	/* accelerated or waypoint sockets in the sockhash */
+#define SM_DEFAULT_MAX_NETNS 4096	/* enrolled network namespaces */
+#define SM_DEFAULT_MAX_LOCAL_ADDRS 4096	/* addresses of workloads on this node */
+#define SM_DNS_PORT 53
+
+/* Outcomes, counted per CPU in sm_counters. */
+enum sm_counter {
+	SM_COUNTER_REDIRECTED,		/* a service VIP rewritten to a backend */
+	SM_COUNTER_VIA_WAYPOINT,	/* sent to a waypoint instead */
+	SM_COUNTER_NO_ENDPOINT,		/* a known service port without a usable endpoint: left alone */
+	SM_COUNTER_STRICT_NO_MATCH,	/* a strict-locality service with no endpoint in priority 0 */
+	SM_COUNTER_UNTOUCHED,		/* not a frontend, or not a service port */
+	SM_COUNTER_ACCELERATED,		/* sk_msg sends that went straight to the local peer */
+	SM_COUNTER_ERRORS,		/* a helper failed */
+	SM_COUNTER_DNS,			/* port 53 sent to the DNS proxy */
+	SM_COUNTER_WAYPOINT_UNRESOLVED, /* the waypoint is not known yet: connect refused */
+	SM_COUNTER_TLV,			/* original-destination TLVs written */
+	SM_COUNTER_MAX,
+};
+
+enum sm_config_flags {
+	SM_CONFIG_ENROLL_ALL = 1 << 0,	/* every network namespace counts as enrolled */
+	SM_CONFIG_ACCELERATE = 1 << 1,	/* same-node sockmap acceleration */
+	SM_CONFIG_DNS4 = 1 << 2,	/* dns_addr4 is set */
+	SM_CONFIG_DNS6 = 1 << 3,	/* dns_addr6 is set */
+};
+
+/* sm_config: one entry (key 0), the knobs. */
+struct sm_config {
+	__u8 dns_addr6[16];
+	__be32 dns_addr4;
+	__be16 dns_port;
+	__u8 flags; /* enum sm_config_flags */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct sm_config) == 24, "sm_config layout");
+
+/* sm_meta: one entry (key 0), what a later agent checks before adopting pinned maps. */
+struct sm_meta {
+	__u32 layout_version;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct sm_meta) == 8, "sm_meta layout");
+
+enum sm_sock_flags {
+	SM_SOCK_REDIRECTED = 1 << 0,	/* the destination was rewritten: getpeername gives back orig */
+	SM_SOCK_VIA_WAYPOINT = 1 << 1,
+	SM_SOCK_TLV_PENDING = 1 << 2,	/* the first message still needs its original-destination TLV */
+	SM_SOCK_ACCELERATED = 1 << 3,	/* in the sockhash because its peer is local */
+	SM_SOCK_ORIG_V4 = 1 << 4,	/* orig_addr is an IPv4 address (IPv4-mapped) */
+	SM_SOCK_DNS = 1 << 5,		/* an unconnected socket sent DNS to the proxy: only its replies are restored */
+};
+
+/* sm_sock_state (socket storage): what the application asked for, kept per socket. */
+struct sm_sock_state {
+	__u8 orig_addr[16];
+	__be16 orig_port;
+	__u8 flags; /* enum sm_sock_flags */
+	__u8 pad[5];
+};
+_Static_assert(sizeof(struct sm_sock_state) == 24, "sm_sock_state layout");
+
+/* sm_sockhash key: a TCP socket by its own view of the connection. netns is set only for loopback
+ * pairs, whose 4-tuples repeat across namespaces; pod addresses are unique on a node. */
+struct sm_sock_key {
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u32 local_port;  /* host order */
+	__u32 remote_port; /* host order */
+	__u64 netns;
+};
+_Static_assert(sizeof(struct sm_sock_key) == 48, "sm_sock_key layout");
+
+/* The waypoint TLV (PROTOCOL.md): type 1, length, address and port, then the end marker 0xfe, 0. */
+#define SM_TLV_TYPE_ORIG_DST 0x01
+#define SM_TLV_TYPE_END 0xfe
+#define SM_TLV_LEN_V4 16
+#define SM_TLV_LEN_V6 28
+
 #endif

@@ -72,6 +72,69 @@ static inline size_t sm_map_value_size(enum sm_map_id map)
 	return sizes[map];
 }
 
+/* ---- the datapath ---- */
+
+#define SM_DEFAULT_PIN_DIR "/sys/fs/bpf/sockmesh"
+
+/* Every map the datapath pins: the model's four, then its own. */
+enum sm_dp_map_id {
+	SM_DP_MAP_CONFIG = SM_MAP_COUNT,
+	SM_DP_MAP_COUNTERS,
+	SM_DP_MAP_ENROLLED,
+	SM_DP_MAP_LOCAL_ADDRS,
+	SM_DP_MAP_META,
+	SM_DP_MAP_SOCKHASH,
+	SM_DP_MAP_SOCK_STATE,
+	SM_DP_MAP_COUNT,
+};
+
+/* connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6, sockops: the programs attached to the cgroup. */
+#define SM_CGROUP_HOOKS 9
+
+struct sm_datapath;
+
+struct sm_datapath_options {
+	const char *pin_dir; /* NULL: SM_DEFAULT_PIN_DIR */
+	const char *cgroup;  /* the cgroup v2 directory whose sockets are steered */
+	/* Capacities of the model's maps when they are created; pinned maps keep theirs. NULL: defaults. */
+	const uint32_t *capacity;
+};
+
+/*
+ * Loads the datapath: checks the kernel (a clear message when a feature is missing), adopts maps
+ * pinned with this layout version (or creates and pins them), and attaches to the cgroup through
+ * pinned links, replacing the programs of links already there without detaching them.
+ * Returns 0 or -errno with the reason in err.
+ */
+int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapath **out, char *err,
+		     size_t err_size);
+/* Opens the pinned maps only (no programs are loaded), to read or write them. */
+int sm_datapath_open_pinned(const char *pin_dir, struct sm_datapath **out, char *err, size_t err_size);
+/* Releases this process's handles; what is pinned keeps serving. */
+void sm_datapath_close(struct sm_datapath *dp);
+/* Detaches every link and unpins every map under pin_dir. */
+int sm_datapath_uninstall(const char *pin_dir, char *err, size_t err_size);
+/* Loads (never attaches) one program per hook the datapath uses; names what the kernel lacks. */
+int sm_datapath_probe(char *err, size_t err_size);
+
+/* Whether the maps were already pinned (by an earlier agent) when this one opened them. */
+bool sm_datapath_adopted(const struct sm_datapath *dp);
+struct sm_map_writer *sm_datapath_writer(struct sm_datapath *dp);
+int sm_datapath_for_each(const struct sm_datapath *dp, enum sm_map_id map,
+			 int (*fn)(void *ctx, const void *key, const void *value), void *ctx);
+int sm_datapath_capacity(const struct sm_datapath *dp, enum sm_map_id map, uint32_t *capacity);
+int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *config);
+int sm_datapath_get_config(const struct sm_datapath *dp, struct sm_config *config);
+/* Enrolls (or not) the network namespace with this cookie. */
+int sm_datapath_enroll(struct sm_datapath *dp, uint64_t netns_cookie, bool enrolled);
+/* Sets the addresses of this node's workloads, whose sockets may be accelerated. */
+int sm_datapath_set_local_addresses(struct sm_datapath *dp, const struct sm_frontend_key *addrs, size_t n);
+/* The per-outcome counters, summed over CPUs. */
+int sm_datapath_counters(const struct sm_datapath *dp, uint64_t counters[SM_COUNTER_MAX]);
+const char *sm_counter_name(enum sm_counter counter);
+/* The calling thread's network namespace cookie (SO_NETNS_COOKIE). */
+int sm_netns_cookie(uint64_t *cookie);
+
 /*
  * The map writer over BPF map fds: consecutive ops on one map go in one batch call (the kernel's
  * bpf_map_*_batch), falling back to single calls where batches are not supported. Deleting an entry

@@ -1,0 +1,740 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The sockmesh datapath.
+ *
+ * connect4/6 translate a service VIP:port into a backend (or its waypoint) before the kernel builds the
+ * connection, so no packet ever carries the VIP; sendmsg4/6 send DNS to the proxy; getpeername4/6 and
+ * recvmsg4/6 give the application back the address it asked for. sockops puts a TCP socket in the
+ * sockhash when its first message needs the waypoint TLV or its peer is a local socket; sk_msg writes
+ * the TLV once and hands a local peer's data straight to its receive queue.
+ *
+ * Map keys and values: bpf/sockmesh.h. Addresses are kept as 16 bytes, IPv4 as ::ffff:a.b.c.d.
+ */
+#include "vmlinux.h"
+
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "bpf/sockmesh.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define EPERM 1
+
+/* ---- maps: pinned by name under the pin directory; max_entries are set by datapath/ before loading ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_FRONTENDS);
+	__type(key, struct sm_frontend_key);
+	__type(value, struct sm_frontend_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_frontends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct sm_service_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_ENDPOINTS);
+	__type(key, struct sm_endpoint_key);
+	__type(value, struct sm_endpoint_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct sm_backend_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sm_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sm_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SM_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_NETNS);
+	__type(key, __u64); /* network namespace cookie */
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_enrolled SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_LOCAL_ADDRS);
+	__type(key, struct sm_frontend_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_local_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, SM_DEFAULT_MAX_SOCKETS);
+	__type(key, struct sm_sock_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_sockhash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sm_sock_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_sock_state SEC(".maps");
+
+/* ---- small helpers ---- */
+
+static __always_inline void count(enum sm_counter counter)
+{
+	__u32 key = counter;
+	__u64 *value = bpf_map_lookup_elem(&sm_counters, &key);
+
+	if (value)
+		*value += 1;
+}
+
+static __always_inline const struct sm_config *knobs(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&sm_config, &key);
+}
+
+static __always_inline bool is_enrolled(void *ctx, const struct sm_config *cfg)
+{
+	__u64 cookie;
+
+	if (cfg && (cfg->flags & SM_CONFIG_ENROLL_ALL))
+		return true;
+	cookie = bpf_get_netns_cookie(ctx);
+	return bpf_map_lookup_elem(&sm_enrolled, &cookie) != NULL;
+}
+
+/* A destination as the maps key it: 16 bytes, IPv4 mapped into IPv6. */
+struct dest {
+	__u32 addr[4];
+	__be16 port;
+	bool v4;
+};
+
+static __always_inline void map_v4(__u32 addr[4], __be32 addr4)
+{
+	addr[0] = 0;
+	addr[1] = 0;
+	addr[2] = bpf_htonl(0xffff);
+	addr[3] = addr4;
+}
+
+static __always_inline void set_v4(struct dest *dst, __be32 addr4)
+{
+	map_v4(dst->addr, addr4);
+	dst->v4 = true;
+}
+
+static __always_inline void set_v6(struct dest *dst, const __u8 addr6[16])
+{
+	__builtin_memcpy(dst->addr, addr6, 16);
+	dst->v4 = false;
+}
+
+static __always_inline bool same_addr(const __u32 a[4], const __u32 b[4])
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+static __always_inline bool is_mapped_v4(const __u32 addr[4])
+{
+	return addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff);
+}
+
+static __always_inline bool is_loopback(const __u32 addr[4])
+{
+	if (is_mapped_v4(addr))
+		return (bpf_ntohl(addr[3]) >> 24) == 127;
+	return addr[0] == 0 && addr[1] == 0 && addr[2] == 0 && addr[3] == bpf_htonl(1);
+}
+
+/* ---- choosing where a connection goes ---- */
+
+enum verdict {
+	VERDICT_UNTOUCHED,
+	VERDICT_REDIRECTED,
+	VERDICT_VIA_WAYPOINT,
+	VERDICT_REFUSED,
+};
+
+static __always_inline int service_port_index(const struct sm_service_value *svc, __be16 port)
+{
+	for (int i = 0; i < SM_MAX_PORTS; i++) {
+		if (i >= svc->n_ports)
+			break;
+		if (svc->ports[i] == port)
+			return i;
+	}
+	return -1;
+}
+
+/* The priority to pick from, per the service's mode; -1 when nothing may be picked. */
+static __always_inline int pick_priority(const struct sm_service_value *svc)
+{
+	if (svc->lb_mode != SM_LB_FAILOVER) {
+		if (svc->endpoint_counts[0])
+			return 0;
+		count(svc->lb_mode == SM_LB_STRICT ? SM_COUNTER_STRICT_NO_MATCH : SM_COUNTER_NO_ENDPOINT);
+		return -1;
+	}
+	for (int p = 0; p < SM_MAX_PRIORITIES; p++) {
+		if (svc->endpoint_counts[p])
+			return p;
+	}
+	count(SM_COUNTER_NO_ENDPOINT);
+	return -1;
+}
+
+/* A random slot of the service's priority (weights are repeated slots). NULL when none. */
+static __always_inline const struct sm_endpoint_value *pick_endpoint(__u32 service_id,
+								     const struct sm_service_value *svc)
+{
+	int priority = pick_priority(svc);
+	struct sm_endpoint_key key = { .service_id = service_id };
+	const struct sm_endpoint_value *endpoint;
+
+	if (priority < 0)
+		return NULL;
+	key.priority = (__u8)priority;
+	key.index = bpf_get_prandom_u32() % svc->endpoint_counts[priority & (SM_MAX_PRIORITIES - 1)];
+	endpoint = bpf_map_lookup_elem(&sm_endpoints, &key);
+	if (!endpoint)
+		count(SM_COUNTER_NO_ENDPOINT); /* the count shrank under us */
+	return endpoint;
+}
+
+/* The backend's address in the family the socket can reach; false when it has none. */
+static __always_inline bool backend_address(const struct sm_backend_value *backend, bool want_v4, struct dest *out)
+{
+	if (want_v4) {
+		if (!(backend->families & SM_HAS_V4))
+			return false;
+		set_v4(out, backend->addr4);
+		return true;
+	}
+	if (!(backend->families & SM_HAS_V6))
+		return false;
+	set_v6(out, backend->addr6);
+	return true;
+}
+
+/*
+ * The waypoint's address (and, when that address is itself a service VIP, one of its endpoints).
+ * A waypoint not known yet refuses the connection: it must not bypass the waypoint's policy.
+ */
+static __always_inline int waypoint_destination(const struct sm_waypoint *waypoint, bool want_v4,
+						struct dest *dst)
+{
+	const struct sm_frontend_value *frontend;
+	const struct sm_service_value *svc;
+	const struct sm_endpoint_value *endpoint;
+	const struct sm_backend_value *backend;
+	__u32 service_id;
+	int index;
+
+	if (want_v4 && (waypoint->flags & SM_WAYPOINT_V4))
+		set_v4(dst, waypoint->addr4);
+	else if (!want_v4 && (waypoint->flags & SM_WAYPOINT_V6))
+		set_v6(dst, waypoint->addr6);
+	else
+		goto unresolved;
+	dst->port = waypoint->port;
+
+	frontend = bpf_map_lookup_elem(&sm_frontends, dst->addr);
+	if (!frontend || frontend->kind != SM_FRONTEND_SERVICE)
+		return VERDICT_VIA_WAYPOINT;
+	service_id = frontend->id;
+	svc = bpf_map_lookup_elem(&sm_services, &service_id);
+	if (!svc || (index = service_port_index(svc, dst->port)) < 0)
+		return VERDICT_VIA_WAYPOINT;
+	endpoint = pick_endpoint(service_id, svc);
+	if (!endpoint)
+		return VERDICT_VIA_WAYPOINT;
+	backend = bpf_map_lookup_elem(&sm_backends, &endpoint->backend_id);
+	if (backend && backend_address(backend, want_v4, dst))
+		dst->port = endpoint->target_ports[index & (SM_MAX_PORTS - 1)];
+	return VERDICT_VIA_WAYPOINT;
+
+unresolved:
+	count(SM_COUNTER_WAYPOINT_UNRESOLVED);
+	return VERDICT_REFUSED;
+}
+
+/* Where a connection to dst goes. dst is rewritten unless the verdict is untouched or refused. */
+static __always_inline int translate(struct dest *dst, bool tcp)
+{
+	const struct sm_frontend_value *frontend;
+	const struct sm_service_value *svc;
+	const struct sm_endpoint_value *endpoint;
+	const struct sm_backend_value *backend;
+	__u32 id;
+	int index;
+	bool want_v4 = dst->v4;
+
+	frontend = bpf_map_lookup_elem(&sm_frontends, dst->addr);
+	if (!frontend)
+		goto untouched;
+	id = frontend->id;
+
+	if (frontend->kind == SM_FRONTEND_WORKLOAD) {
+		/* A pod address is only ever redirected to its workload's waypoint. */
+		backend = bpf_map_lookup_elem(&sm_backends, &id);
+		if (!tcp || !backend || !backend->waypoint.flags)
+			goto untouched;
+		return waypoint_destination(&backend->waypoint, want_v4, dst);
+	}
+
+	svc = bpf_map_lookup_elem(&sm_services, &id);
+	if (!svc || svc->lb_mode == SM_LB_PASSTHROUGH || (index = service_port_index(svc, dst->port)) < 0)
+		goto untouched;
+	if (tcp && svc->waypoint.flags)
+		return waypoint_destination(&svc->waypoint, want_v4, dst);
+
+	endpoint = pick_endpoint(id, svc);
+	if (!endpoint)
+		return VERDICT_UNTOUCHED;
+	backend = bpf_map_lookup_elem(&sm_backends, &endpoint->backend_id);
+	if (!backend) {
+		count(SM_COUNTER_NO_ENDPOINT);
+		return VERDICT_UNTOUCHED;
+	}
+	if (tcp && backend->waypoint.flags)
+		return waypoint_destination(&backend->waypoint, want_v4, dst);
+	if (!backend_address(backend, want_v4, dst)) {
+		count(SM_COUNTER_NO_ENDPOINT);
+		return VERDICT_UNTOUCHED;
+	}
+	dst->port = endpoint->target_ports[index & (SM_MAX_PORTS - 1)];
+	return VERDICT_REDIRECTED;
+
+untouched:
+	count(SM_COUNTER_UNTOUCHED);
+	return VERDICT_UNTOUCHED;
+}
+
+/* Port 53 goes to the DNS proxy when one is set (and is not itself the destination). */
+static __always_inline bool dns_destination(const struct sm_config *cfg, struct dest *dst)
+{
+	struct dest proxy = {};
+
+	if (!cfg || dst->port != bpf_htons(SM_DNS_PORT))
+		return false;
+	if (dst->v4 && (cfg->flags & SM_CONFIG_DNS4))
+		set_v4(&proxy, cfg->dns_addr4);
+	else if (!dst->v4 && (cfg->flags & SM_CONFIG_DNS6))
+		set_v6(&proxy, cfg->dns_addr6);
+	else
+		return false;
+	if (same_addr(proxy.addr, dst->addr))
+		return false;
+	__builtin_memcpy(dst->addr, proxy.addr, 16);
+	dst->port = cfg->dns_port;
+	count(SM_COUNTER_DNS);
+	return true;
+}
+
+/* Remembers what the application asked for, for getpeername, recvmsg and the TLV. */
+static __always_inline void remember(struct bpf_sock_addr *ctx, const struct dest *orig, __u8 flags)
+{
+	struct sm_sock_state *state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!state) {
+		count(SM_COUNTER_ERRORS);
+		return;
+	}
+	__builtin_memcpy(state->orig_addr, orig->addr, 16);
+	state->orig_port = orig->port;
+	state->flags = flags | SM_SOCK_REDIRECTED | (orig->v4 ? SM_SOCK_ORIG_V4 : 0);
+}
+
+/* The whole connect/sendmsg decision; returns 1 to let the syscall go on, 0 to refuse it. */
+static __always_inline int steer(struct bpf_sock_addr *ctx, struct dest *dst, bool dns_only)
+{
+	const struct sm_config *cfg = knobs();
+	struct dest orig = *dst;
+	bool tcp = ctx->protocol == IPPROTO_TCP;
+	int verdict;
+
+	if (!is_enrolled(ctx, cfg))
+		return 1;
+	if (dns_destination(cfg, dst)) {
+		remember(ctx, &orig, dns_only ? SM_SOCK_DNS : 0);
+		return 1;
+	}
+	if (dns_only)
+		return 1;
+
+	verdict = translate(dst, tcp);
+	switch (verdict) {
+	case VERDICT_REDIRECTED:
+		count(SM_COUNTER_REDIRECTED);
+		remember(ctx, &orig, 0);
+		return 1;
+	case VERDICT_VIA_WAYPOINT:
+		count(SM_COUNTER_VIA_WAYPOINT);
+		remember(ctx, &orig, SM_SOCK_VIA_WAYPOINT | SM_SOCK_TLV_PENDING);
+		return 1;
+	case VERDICT_REFUSED:
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+static __always_inline void dest_from_ctx6(const struct bpf_sock_addr *ctx, struct dest *dst)
+{
+	dst->addr[0] = ctx->user_ip6[0];
+	dst->addr[1] = ctx->user_ip6[1];
+	dst->addr[2] = ctx->user_ip6[2];
+	dst->addr[3] = ctx->user_ip6[3];
+	dst->port = (__be16)ctx->user_port;
+	dst->v4 = is_mapped_v4(dst->addr);
+}
+
+static __always_inline void dest_to_ctx6(struct bpf_sock_addr *ctx, const struct dest *dst)
+{
+	ctx->user_ip6[0] = dst->addr[0];
+	ctx->user_ip6[1] = dst->addr[1];
+	ctx->user_ip6[2] = dst->addr[2];
+	ctx->user_ip6[3] = dst->addr[3];
+	ctx->user_port = dst->port;
+}
+
+static __always_inline int steer4(struct bpf_sock_addr *ctx, bool dns_only)
+{
+	struct dest dst = {};
+	int ret;
+
+	set_v4(&dst, ctx->user_ip4);
+	dst.port = (__be16)ctx->user_port;
+	ret = steer(ctx, &dst, dns_only);
+	ctx->user_ip4 = dst.addr[3];
+	ctx->user_port = dst.port;
+	return ret;
+}
+
+static __always_inline int steer6(struct bpf_sock_addr *ctx, bool dns_only)
+{
+	struct dest dst = {};
+	int ret;
+
+	dest_from_ctx6(ctx, &dst);
+	ret = steer(ctx, &dst, dns_only);
+	dest_to_ctx6(ctx, &dst);
+	return ret;
+}
+
+SEC("cgroup/connect4")
+int sm_connect4(struct bpf_sock_addr *ctx)
+{
+	return steer4(ctx, false);
+}
+
+SEC("cgroup/connect6")
+int sm_connect6(struct bpf_sock_addr *ctx)
+{
+	return steer6(ctx, false);
+}
+
+SEC("cgroup/sendmsg4")
+int sm_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return steer4(ctx, true);
+}
+
+SEC("cgroup/sendmsg6")
+int sm_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return steer6(ctx, true);
+}
+
+/* ---- giving the application back the address it asked for ---- */
+
+static __always_inline const struct sm_sock_state *redirected_state(struct bpf_sock_addr *ctx)
+{
+	const struct sm_sock_state *state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, 0);
+
+	return state && (state->flags & SM_SOCK_REDIRECTED) ? state : NULL;
+}
+
+/* For a DNS reply on an unconnected socket, only what comes from the proxy is the "server's". */
+static __always_inline bool from_dns_proxy(const struct sm_config *cfg, const struct dest *src)
+{
+	struct dest proxy = {};
+
+	if (!cfg)
+		return false;
+	if (src->v4 && (cfg->flags & SM_CONFIG_DNS4))
+		set_v4(&proxy, cfg->dns_addr4);
+	else if (!src->v4 && (cfg->flags & SM_CONFIG_DNS6))
+		set_v6(&proxy, cfg->dns_addr6);
+	else
+		return false;
+	return src->port == cfg->dns_port && same_addr(proxy.addr, src->addr);
+}
+
+static __always_inline bool restore(const struct sm_sock_state *state, struct dest *addr)
+{
+	if (!state)
+		return false;
+	if ((state->flags & SM_SOCK_DNS) && !from_dns_proxy(knobs(), addr))
+		return false;
+	__builtin_memcpy(addr->addr, state->orig_addr, 16);
+	addr->port = state->orig_port;
+	return true;
+}
+
+static __always_inline int restore4(struct bpf_sock_addr *ctx)
+{
+	struct dest addr = {};
+
+	set_v4(&addr, ctx->user_ip4);
+	addr.port = (__be16)ctx->user_port;
+	if (restore(redirected_state(ctx), &addr)) {
+		ctx->user_ip4 = addr.addr[3];
+		ctx->user_port = addr.port;
+	}
+	return 1;
+}
+
+static __always_inline int restore6(struct bpf_sock_addr *ctx)
+{
+	struct dest addr = {};
+
+	dest_from_ctx6(ctx, &addr);
+	if (restore(redirected_state(ctx), &addr))
+		dest_to_ctx6(ctx, &addr);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int sm_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return restore4(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int sm_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return restore6(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int sm_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return restore4(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int sm_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return restore6(ctx);
+}
+
+/* ---- the sockhash: waypoint TLVs and same-node acceleration ---- */
+
+/* Context fields are read one by one at constant offsets: the verifier refuses pointers into them. */
+
+/* remote_port: sockops and sk_msg hand out the big-endian port shifted into the upper half on
+ * little-endian machines (and not shifted elsewhere); a connected socket never has port 0. */
+static __always_inline __u32 remote_port(__u32 field)
+{
+	return field >> 16 ? bpf_ntohl(field) : bpf_ntohs((__u16)field);
+}
+
+static __always_inline void finish_key(struct sm_sock_key *key, void *ctx)
+{
+	key->netns = is_loopback((const __u32 *)key->remote_addr) ? bpf_get_netns_cookie(ctx) : 0;
+}
+
+/* The socket's own key. */
+static __always_inline void key_from_ops(struct sm_sock_key *key, struct bpf_sock_ops *ops)
+{
+	__u32 *local = (__u32 *)key->local_addr, *remote = (__u32 *)key->remote_addr;
+
+	if (ops->family == AF_INET) {
+		map_v4(local, ops->local_ip4);
+		map_v4(remote, ops->remote_ip4);
+	} else {
+		local[0] = ops->local_ip6[0];
+		local[1] = ops->local_ip6[1];
+		local[2] = ops->local_ip6[2];
+		local[3] = ops->local_ip6[3];
+		remote[0] = ops->remote_ip6[0];
+		remote[1] = ops->remote_ip6[1];
+		remote[2] = ops->remote_ip6[2];
+		remote[3] = ops->remote_ip6[3];
+	}
+	key->local_port = ops->local_port;
+	key->remote_port = remote_port(ops->remote_port);
+	finish_key(key, ops);
+}
+
+/* The key its peer has: ours mirrored. */
+static __always_inline void peer_key_from_msg(struct sm_sock_key *key, struct sk_msg_md *msg)
+{
+	__u32 *local = (__u32 *)key->local_addr, *remote = (__u32 *)key->remote_addr;
+
+	if (msg->family == AF_INET) {
+		map_v4(local, msg->remote_ip4);
+		map_v4(remote, msg->local_ip4);
+	} else {
+		local[0] = msg->remote_ip6[0];
+		local[1] = msg->remote_ip6[1];
+		local[2] = msg->remote_ip6[2];
+		local[3] = msg->remote_ip6[3];
+		remote[0] = msg->local_ip6[0];
+		remote[1] = msg->local_ip6[1];
+		remote[2] = msg->local_ip6[2];
+		remote[3] = msg->local_ip6[3];
+	}
+	key->local_port = remote_port(msg->remote_port);
+	key->remote_port = msg->local_port;
+	finish_key(key, msg);
+}
+
+static __always_inline bool peer_is_local(const __u8 remote[16])
+{
+	return is_loopback((const __u32 *)remote) || bpf_map_lookup_elem(&sm_local_addrs, remote);
+}
+
+SEC("sockops")
+int sm_sockops(struct bpf_sock_ops *ops)
+{
+	const struct sm_config *cfg;
+	struct sm_sock_state *state;
+	struct sm_sock_key key = {};
+	struct bpf_sock *sk;
+	bool accelerate;
+
+	if (ops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && ops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	if (ops->family != AF_INET && ops->family != AF_INET6)
+		return 1;
+	sk = ops->sk;
+	if (!sk)
+		return 1;
+	cfg = knobs();
+	if (!is_enrolled(ops, cfg))
+		return 1;
+
+	key_from_ops(&key, ops);
+	accelerate = cfg && (cfg->flags & SM_CONFIG_ACCELERATE) && peer_is_local(key.remote_addr);
+	state = bpf_sk_storage_get(&sm_sock_state, sk, 0, accelerate ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	if (!state)
+		return 1;
+	if (accelerate)
+		state->flags |= SM_SOCK_ACCELERATED;
+	if (!(state->flags & (SM_SOCK_ACCELERATED | SM_SOCK_TLV_PENDING)))
+		return 1;
+	if (bpf_sock_hash_update(ops, &sm_sockhash, &key, BPF_ANY))
+		count(SM_COUNTER_ERRORS);
+	return 1;
+}
+
+/* Prepends the original destination (see PROTOCOL.md) to the first message. */
+static __always_inline void write_tlv(struct sk_msg_md *msg, struct sm_sock_state *state)
+{
+	bool v4 = state->flags & SM_SOCK_ORIG_V4;
+	__u32 len = v4 ? SM_TLV_LEN_V4 : SM_TLV_LEN_V6;
+	__u8 tlv[SM_TLV_LEN_V6] = {};
+	__u8 *data, *end;
+
+	tlv[0] = SM_TLV_TYPE_ORIG_DST;
+	tlv[4] = v4 ? 6 : 18;
+	if (v4) {
+		__builtin_memcpy(&tlv[5], &state->orig_addr[12], 4);
+		__builtin_memcpy(&tlv[9], &state->orig_port, 2);
+		tlv[11] = SM_TLV_TYPE_END;
+	} else {
+		__builtin_memcpy(&tlv[5], state->orig_addr, 16);
+		__builtin_memcpy(&tlv[21], &state->orig_port, 2);
+		tlv[23] = SM_TLV_TYPE_END;
+	}
+	if (bpf_msg_push_data(msg, 0, len, 0) || bpf_msg_pull_data(msg, 0, len, 0))
+		goto fail;
+	data = msg->data;
+	end = msg->data_end;
+	if (v4) {
+		if (data + SM_TLV_LEN_V4 > end)
+			goto fail;
+		__builtin_memcpy(data, tlv, SM_TLV_LEN_V4);
+	} else {
+		if (data + SM_TLV_LEN_V6 > end)
+			goto fail;
+		__builtin_memcpy(data, tlv, SM_TLV_LEN_V6);
+	}
+	state->flags &= ~SM_SOCK_TLV_PENDING;
+	count(SM_COUNTER_TLV);
+	return;
+fail:
+	count(SM_COUNTER_ERRORS);
+}
+
+SEC("sk_msg")
+int sm_sk_msg(struct sk_msg_md *msg)
+{
+	const struct sm_config *cfg;
+	struct sm_sock_state *state;
+	struct sm_sock_key peer = {};
+	struct bpf_sock *sk = msg->sk;
+
+	if (!sk)
+		return SK_PASS;
+	state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+	if (!state)
+		return SK_PASS;
+	if (state->flags & SM_SOCK_TLV_PENDING)
+		write_tlv(msg, state);
+	cfg = knobs();
+	if (!(state->flags & SM_SOCK_ACCELERATED) || !cfg || !(cfg->flags & SM_CONFIG_ACCELERATE))
+		return SK_PASS;
+
+	peer_key_from_msg(&peer, msg);
+	if (bpf_msg_redirect_hash(msg, &sm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS)
+		count(SM_COUNTER_ACCELERATED);
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

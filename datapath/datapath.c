@@ -1,0 +1,610 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Loading and keeping the datapath. Maps are pinned by name under <pin dir>/maps (libbpf reuses what is
+ * pinned there), the cgroup programs through links pinned under <pin dir>/links, the sk_msg program on
+ * the pinned sockhash. An agent that exits leaves all of it serving; the next one adopts the maps and
+ * swaps its programs into the pinned links atomically, so traffic never sees a detached hook.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+
+#include "datapath/datapath.h"
+#include "probe.skel.h"
+#include "sockmesh.skel.h"
+
+/* Pin directories are short paths on bpffs; bounding them keeps every derived path in PATH_MAX. */
+#define PIN_DIR_MAX 256
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+struct sm_datapath {
+	struct sm_sockmesh *skel; /* NULL when only the pinned maps were opened */
+	struct bpf_link *links[SM_CGROUP_HOOKS];
+	int fds[SM_DP_MAP_COUNT];
+	struct sm_bpf_writer writer;
+	bool adopted;
+	char pin_dir[PIN_DIR_MAX];
+};
+
+static const char *const dp_map_names[SM_DP_MAP_COUNT] = {
+	[SM_MAP_FRONTENDS] = "sm_frontends",	 [SM_MAP_SERVICES] = "sm_services",
+	[SM_MAP_ENDPOINTS] = "sm_endpoints",	 [SM_MAP_BACKENDS] = "sm_backends",
+	[SM_DP_MAP_CONFIG] = "sm_config",	 [SM_DP_MAP_COUNTERS] = "sm_counters",
+	[SM_DP_MAP_ENROLLED] = "sm_enrolled",	 [SM_DP_MAP_LOCAL_ADDRS] = "sm_local_addrs",
+	[SM_DP_MAP_META] = "sm_meta",		 [SM_DP_MAP_SOCKHASH] = "sm_sockhash",
+	[SM_DP_MAP_SOCK_STATE] = "sm_sock_state",
+};
+
+static int fail(char *err, size_t size, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, size, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+/* ---- checks before loading ---- */
+
+static int check_fs(const char *path, long magic, const char *what, char *err, size_t size)
+{
+	struct statfs st;
+
+	if (statfs(path, &st))
+		return fail(err, size, -errno, "%s: %s", path, strerror(errno));
+	if ((long)st.f_type != magic)
+		return fail(err, size, -EINVAL, "%s is not on %s", path, what);
+	return 0;
+}
+
+static int make_dirs(const char *pin_dir, char *err, size_t size)
+{
+	char path[PATH_MAX];
+	const char *const subdirs[] = { "", "/maps", "/links" };
+
+	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s", pin_dir, subdirs[i]);
+		if (mkdir(path, 0700) && errno != EEXIST)
+			return fail(err, size, -errno, "cannot create the pin directory %s: %s", path, strerror(errno));
+	}
+	return check_fs(pin_dir, BPF_FS_MAGIC, "a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)", err, size);
+}
+
+struct probe_need {
+	const char *program;
+	const char *need;
+};
+
+/* What each probe program stands for, in the words of an operator's error message. */
+static const struct probe_need probe_needs[] = {
+	{ "probe_connect4", "cgroup/connect4 programs with socket storage and netns cookies (Linux 5.10 or later)" },
+	{ "probe_connect6", "cgroup/connect6 programs with socket storage and netns cookies (Linux 5.10 or later)" },
+	{ "probe_sendmsg4", "cgroup/sendmsg4 programs (Linux 5.10 or later)" },
+	{ "probe_getpeername4", "cgroup/getpeername programs (Linux 5.8 or later)" },
+	{ "probe_recvmsg4", "cgroup/recvmsg programs (Linux 5.8 or later)" },
+	{ "probe_sockops", "sockops programs with sockhash updates and netns cookies (Linux 5.15 or later)" },
+	{ "probe_sk_msg", "sk_msg programs with bpf_msg_push_data and netns cookies (Linux 5.15 or later)" },
+};
+
+/* Loads one probe program alone; returns 0 when the kernel takes it. */
+static int probe_one(const char *name)
+{
+	struct sm_probe *probe = sm_probe__open();
+	struct bpf_program *prog;
+	int err;
+
+	if (!probe)
+		return -errno;
+	bpf_object__for_each_program(prog, probe->obj)
+		bpf_program__set_autoload(prog, strcmp(bpf_program__name(prog), name) == 0);
+	err = sm_probe__load(probe);
+	sm_probe__destroy(probe);
+	return err;
+}
+
+int sm_datapath_probe(char *err, size_t size)
+{
+	struct sm_probe *probe = sm_probe__open_and_load();
+	struct utsname uts;
+
+	if (probe) {
+		sm_probe__destroy(probe);
+		return 0;
+	}
+	int ret = -errno;
+	uname(&uts);
+	for (size_t i = 0; i < sizeof(probe_needs) / sizeof(probe_needs[0]); i++) {
+		if (probe_one(probe_needs[i].program))
+			return fail(err, size, ret, "this kernel (%s) cannot load %s", uts.release, probe_needs[i].need);
+	}
+	return fail(err, size, ret, "this kernel (%s) cannot create the sockhash or socket-storage maps: %s (is this root?)",
+		    uts.release, strerror(-ret));
+}
+
+/* ---- pinned maps ---- */
+
+static void pin_path(char *out, size_t size, const char *pin_dir, const char *kind, const char *name)
+{
+	snprintf(out, size, "%s/%s/%s", pin_dir, kind, name);
+}
+
+static int pinned_layout(const char *pin_dir, uint32_t *version)
+{
+	char path[PATH_MAX];
+	struct sm_meta meta;
+	__u32 key = 0;
+	int fd, err = 0;
+
+	pin_path(path, sizeof(path), pin_dir, "maps", dp_map_names[SM_DP_MAP_META]);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return -errno;
+	if (bpf_map_lookup_elem(fd, &key, &meta))
+		err = -errno;
+	close(fd);
+	*version = meta.layout_version;
+	return err;
+}
+
+/* A pinned map keeps its size: the skeleton must ask for the same, or libbpf will not reuse it. */
+static int match_pinned_sizes(struct sm_datapath *dp, const uint32_t capacity[SM_MAP_COUNT])
+{
+	struct bpf_map *map;
+
+	bpf_object__for_each_map(map, dp->skel->obj) {
+		char path[PATH_MAX];
+		struct bpf_map_info info = {};
+		__u32 len = sizeof(info);
+
+		pin_path(path, sizeof(path), dp->pin_dir, "maps", bpf_map__name(map));
+		int fd = bpf_obj_get(path);
+		if (fd >= 0) {
+			int err = bpf_obj_get_info_by_fd(fd, &info, &len) ? -errno : 0;
+			close(fd);
+			if (err)
+				return err;
+			dp->adopted = true;
+			if (bpf_map__type(map) != BPF_MAP_TYPE_SK_STORAGE)
+				bpf_map__set_max_entries(map, info.max_entries);
+			continue;
+		}
+		for (int m = 0; m < SM_MAP_COUNT; m++) {
+			if (capacity[m] && strcmp(bpf_map__name(map), dp_map_names[m]) == 0)
+				bpf_map__set_max_entries(map, capacity[m]);
+		}
+	}
+	return 0;
+}
+
+static int write_meta(struct sm_datapath *dp)
+{
+	struct sm_meta meta = { .layout_version = SM_LAYOUT_VERSION };
+	__u32 key = 0;
+
+	return bpf_map_update_elem(dp->fds[SM_DP_MAP_META], &key, &meta, BPF_ANY) ? -errno : 0;
+}
+
+/* ---- links ---- */
+
+static struct bpf_program *cgroup_program(struct sm_sockmesh *skel, int hook)
+{
+	struct bpf_program *const programs[SM_CGROUP_HOOKS] = {
+		skel->progs.sm_connect4,     skel->progs.sm_connect6,	  skel->progs.sm_sendmsg4,
+		skel->progs.sm_sendmsg6,     skel->progs.sm_recvmsg4,	  skel->progs.sm_recvmsg6,
+		skel->progs.sm_getpeername4, skel->progs.sm_getpeername6, skel->progs.sm_sockops,
+	};
+	return programs[hook];
+}
+
+static int link_cgroup_id(struct bpf_link *link, __u64 *id)
+{
+	struct bpf_link_info info = {};
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len))
+		return -errno;
+	*id = info.cgroup.cgroup_id;
+	return 0;
+}
+
+/*
+ * A pinned link on the same cgroup gets the new program in one step (no window without the hook);
+ * a link on another cgroup is detached first; otherwise a new link is made and pinned.
+ */
+static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cgroup_id, char *err, size_t size)
+{
+	struct bpf_program *prog = cgroup_program(dp->skel, hook);
+	const char *name = bpf_program__name(prog);
+	char path[PATH_MAX];
+	struct bpf_link *link;
+	__u64 linked_cgroup = 0;
+
+	pin_path(path, sizeof(path), dp->pin_dir, "links", name);
+	link = access(path, F_OK) == 0 ? bpf_link__open(path) : NULL;
+	if (link && !link_cgroup_id(link, &linked_cgroup) && linked_cgroup == cgroup_id) {
+		if (bpf_link__update_program(link, prog)) {
+			int ret = -errno;
+			bpf_link__destroy(link);
+			return fail(err, size, ret, "replacing the program of the pinned link %s: %s", path, strerror(-ret));
+		}
+		dp->links[hook] = link;
+		return 0;
+	}
+	if (link) {
+		bpf_link__detach(link);
+		bpf_link__unpin(link);
+		bpf_link__destroy(link);
+	}
+	link = bpf_program__attach_cgroup(prog, cgroup_fd);
+	if (!link)
+		return fail(err, size, -errno, "attaching %s to the cgroup: %s", name, strerror(errno));
+	if (bpf_link__pin(link, path)) {
+		int ret = -errno;
+		bpf_link__destroy(link);
+		return fail(err, size, ret, "pinning %s: %s", path, strerror(-ret));
+	}
+	dp->links[hook] = link;
+	return 0;
+}
+
+static int attach_all(struct sm_datapath *dp, const char *cgroup, char *err, size_t size)
+{
+	struct stat st;
+	int cgroup_fd, ret = 0;
+
+	ret = check_fs(cgroup, CGROUP2_SUPER_MAGIC, "a cgroup v2 hierarchy", err, size);
+	if (ret)
+		return ret;
+	cgroup_fd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cgroup_fd < 0 || fstat(cgroup_fd, &st)) {
+		ret = fail(err, size, -errno, "cannot open the cgroup %s: %s", cgroup, strerror(errno));
+		goto out;
+	}
+	for (int hook = 0; hook < SM_CGROUP_HOOKS && !ret; hook++)
+		ret = attach_hook(dp, hook, cgroup_fd, (__u64)st.st_ino, err, size);
+	if (!ret && bpf_prog_attach(bpf_program__fd(dp->skel->progs.sm_sk_msg), dp->fds[SM_DP_MAP_SOCKHASH],
+				    BPF_SK_MSG_VERDICT, 0))
+		ret = fail(err, size, -errno, "attaching sm_sk_msg to the sockhash: %s", strerror(errno));
+out:
+	if (cgroup_fd >= 0)
+		close(cgroup_fd);
+	return ret;
+}
+
+/* ---- opening ---- */
+
+static void collect_fds(struct sm_datapath *dp)
+{
+	struct bpf_map *map;
+
+	bpf_object__for_each_map(map, dp->skel->obj) {
+		for (int m = 0; m < SM_DP_MAP_COUNT; m++) {
+			if (strcmp(bpf_map__name(map), dp_map_names[m]) == 0)
+				dp->fds[m] = bpf_map__fd(map);
+		}
+	}
+	sm_bpf_writer_init(&dp->writer, dp->fds);
+}
+
+static struct sm_datapath *datapath_new(const char *pin_dir)
+{
+	struct sm_datapath *dp;
+
+	if (pin_dir && strlen(pin_dir) >= PIN_DIR_MAX) {
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	dp = calloc(1, sizeof(*dp));
+	if (!dp)
+		return NULL;
+	for (int m = 0; m < SM_DP_MAP_COUNT; m++)
+		dp->fds[m] = -1;
+	snprintf(dp->pin_dir, sizeof(dp->pin_dir), "%s", pin_dir ? pin_dir : SM_DEFAULT_PIN_DIR);
+	return dp;
+}
+
+int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapath **out, char *err, size_t size)
+{
+	static const uint32_t no_capacity[SM_MAP_COUNT];
+	struct sm_datapath *dp = datapath_new(options->pin_dir);
+	uint32_t version;
+	int ret;
+
+	if (!dp)
+		return fail(err, size, -errno, "the pin directory: %s", strerror(errno));
+	ret = make_dirs(dp->pin_dir, err, size);
+	if (!ret)
+		ret = sm_datapath_probe(err, size);
+	if (ret)
+		goto fail;
+	if (pinned_layout(dp->pin_dir, &version) == 0 && version != SM_LAYOUT_VERSION) {
+		ret = fail(err, size, -EPROTO, "the maps pinned under %s have layout version %u, this agent uses %u",
+			   dp->pin_dir, version, SM_LAYOUT_VERSION);
+		goto fail;
+	}
+
+	char maps_dir[PATH_MAX];
+	snprintf(maps_dir, sizeof(maps_dir), "%s/maps", dp->pin_dir);
+	LIBBPF_OPTS(bpf_object_open_opts, open_opts, .pin_root_path = maps_dir);
+	dp->skel = sm_sockmesh__open_opts(&open_opts);
+	if (!dp->skel) {
+		ret = fail(err, size, -errno, "opening the BPF object: %s", strerror(errno));
+		goto fail;
+	}
+	ret = match_pinned_sizes(dp, options->capacity ? options->capacity : no_capacity);
+	if (ret) {
+		fail(err, size, ret, "reading the maps pinned under %s: %s", maps_dir, strerror(-ret));
+		goto fail;
+	}
+	if (sm_sockmesh__load(dp->skel)) {
+		ret = fail(err, size, -errno, "loading the datapath programs: %s (libbpf's messages above say more)",
+			   strerror(errno));
+		goto fail;
+	}
+	collect_fds(dp);
+	ret = write_meta(dp);
+	if (ret) {
+		fail(err, size, ret, "writing the layout version: %s", strerror(-ret));
+		goto fail;
+	}
+	ret = attach_all(dp, options->cgroup, err, size);
+	if (ret)
+		goto fail;
+	*out = dp;
+	return 0;
+fail:
+	sm_datapath_close(dp);
+	return ret;
+}
+
+int sm_datapath_open_pinned(const char *pin_dir, struct sm_datapath **out, char *err, size_t size)
+{
+	struct sm_datapath *dp = datapath_new(pin_dir);
+	uint32_t version;
+	int ret;
+
+	if (!dp)
+		return fail(err, size, -errno, "the pin directory: %s", strerror(errno));
+	ret = pinned_layout(dp->pin_dir, &version);
+	if (ret) {
+		fail(err, size, ret, "no sockmesh datapath is pinned under %s (%s)", dp->pin_dir, strerror(-ret));
+		goto fail;
+	}
+	if (version != SM_LAYOUT_VERSION) {
+		ret = fail(err, size, -EPROTO, "the maps pinned under %s have layout version %u, this sockmesh reads %u",
+			   dp->pin_dir, version, SM_LAYOUT_VERSION);
+		goto fail;
+	}
+	for (int m = 0; m < SM_DP_MAP_COUNT; m++) {
+		char path[PATH_MAX];
+		pin_path(path, sizeof(path), dp->pin_dir, "maps", dp_map_names[m]);
+		dp->fds[m] = bpf_obj_get(path);
+		if (dp->fds[m] < 0) {
+			ret = fail(err, size, -errno, "opening %s: %s", path, strerror(errno));
+			goto fail;
+		}
+	}
+	sm_bpf_writer_init(&dp->writer, dp->fds);
+	dp->adopted = true;
+	*out = dp;
+	return 0;
+fail:
+	sm_datapath_close(dp);
+	return ret;
+}
+
+void sm_datapath_close(struct sm_datapath *dp)
+{
+	if (!dp)
+		return;
+	for (int hook = 0; hook < SM_CGROUP_HOOKS; hook++)
+		bpf_link__destroy(dp->links[hook]); /* closes our fd; the pinned link stays attached */
+	sm_bpf_writer_release(&dp->writer);
+	if (dp->skel) {
+		sm_sockmesh__destroy(dp->skel);
+	} else {
+		for (int m = 0; m < SM_DP_MAP_COUNT; m++) {
+			if (dp->fds[m] >= 0)
+				close(dp->fds[m]);
+		}
+	}
+	free(dp);
+}
+
+/* ---- uninstalling ---- */
+
+static int remove_pins(const char *dir, bool links, char *err, size_t size)
+{
+	DIR *d = opendir(dir);
+	struct dirent *entry;
+	int ret = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : fail(err, size, -errno, "%s: %s", dir, strerror(errno));
+	while ((entry = readdir(d))) {
+		char path[PATH_MAX];
+		if (entry->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, entry->d_name);
+		if (links) {
+			int fd = bpf_obj_get(path);
+			if (fd >= 0) {
+				bpf_link_detach(fd); /* detached now, whoever else still holds it */
+				close(fd);
+			}
+		}
+		if (unlink(path) && !ret)
+			ret = fail(err, size, -errno, "cannot unpin %s: %s", path, strerror(errno));
+	}
+	closedir(d);
+	if (rmdir(dir) && errno != ENOENT && !ret)
+		ret = fail(err, size, -errno, "cannot remove %s: %s", dir, strerror(errno));
+	return ret;
+}
+
+int sm_datapath_uninstall(const char *pin_dir, char *err, size_t size)
+{
+	char path[PATH_MAX];
+	int ret;
+
+	pin_dir = pin_dir ? pin_dir : SM_DEFAULT_PIN_DIR;
+	snprintf(path, sizeof(path), "%s/links", pin_dir);
+	ret = remove_pins(path, true, err, size);
+	snprintf(path, sizeof(path), "%s/maps", pin_dir);
+	if (!ret)
+		ret = remove_pins(path, false, err, size);
+	if (!ret && rmdir(pin_dir) && errno != ENOENT)
+		ret = fail(err, size, -errno, "cannot remove %s: %s", pin_dir, strerror(errno));
+	return ret;
+}
+
+/* ---- using it ---- */
+
+bool sm_datapath_adopted(const struct sm_datapath *dp)
+{
+	return dp->adopted;
+}
+
+struct sm_map_writer *sm_datapath_writer(struct sm_datapath *dp)
+{
+	return &dp->writer.writer;
+}
+
+int sm_datapath_for_each(const struct sm_datapath *dp, enum sm_map_id map,
+			 int (*fn)(void *ctx, const void *key, const void *value), void *ctx)
+{
+	return sm_map_for_each(dp->fds[map], map, fn, ctx);
+}
+
+int sm_datapath_capacity(const struct sm_datapath *dp, enum sm_map_id map, uint32_t *capacity)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(dp->fds[map], &info, &len))
+		return -errno;
+	*capacity = info.max_entries;
+	return 0;
+}
+
+int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *config)
+{
+	__u32 key = 0;
+
+	return bpf_map_update_elem(dp->fds[SM_DP_MAP_CONFIG], &key, config, BPF_ANY) ? -errno : 0;
+}
+
+int sm_datapath_get_config(const struct sm_datapath *dp, struct sm_config *config)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(dp->fds[SM_DP_MAP_CONFIG], &key, config) ? -errno : 0;
+}
+
+int sm_datapath_enroll(struct sm_datapath *dp, uint64_t netns_cookie, bool enrolled)
+{
+	__u8 yes = 1;
+	int fd = dp->fds[SM_DP_MAP_ENROLLED];
+
+	if (enrolled)
+		return bpf_map_update_elem(fd, &netns_cookie, &yes, BPF_ANY) ? -errno : 0;
+	return bpf_map_delete_elem(fd, &netns_cookie) && errno != ENOENT ? -errno : 0;
+}
+
+static bool contains(const struct sm_frontend_key *set, size_t n, const struct sm_frontend_key *key)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (memcmp(&set[i], key, sizeof(*key)) == 0)
+			return true;
+	}
+	return false;
+}
+
+int sm_datapath_set_local_addresses(struct sm_datapath *dp, const struct sm_frontend_key *addrs, size_t n)
+{
+	int fd = dp->fds[SM_DP_MAP_LOCAL_ADDRS];
+	struct sm_frontend_key key, next, *previous = NULL;
+	__u8 yes = 1;
+
+	/* Few entries (the pods of one node): a plain walk is simplest. */
+	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+		key = next;
+		previous = &key;
+		if (!contains(addrs, n, &key) && bpf_map_delete_elem(fd, &key) == 0)
+			previous = NULL; /* restart: the walk's position is gone */
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (bpf_map_update_elem(fd, &addrs[i], &yes, BPF_ANY))
+			return -errno;
+	}
+	return 0;
+}
+
+int sm_datapath_counters(const struct sm_datapath *dp, uint64_t counters[SM_COUNTER_MAX])
+{
+	int cpus = libbpf_num_possible_cpus();
+	__u64 *values;
+
+	if (cpus < 0)
+		return cpus;
+	values = calloc((size_t)cpus, sizeof(*values));
+	if (!values)
+		return -ENOMEM;
+	for (__u32 c = 0; c < SM_COUNTER_MAX; c++) {
+		counters[c] = 0;
+		if (bpf_map_lookup_elem(dp->fds[SM_DP_MAP_COUNTERS], &c, values))
+			continue;
+		for (int cpu = 0; cpu < cpus; cpu++)
+			counters[c] += values[cpu];
+	}
+	free(values);
+	return 0;
+}
+
+const char *sm_counter_name(enum sm_counter counter)
+{
+	static const char *const names[SM_COUNTER_MAX] = {
+		[SM_COUNTER_REDIRECTED] = "redirected",
+		[SM_COUNTER_VIA_WAYPOINT] = "via_waypoint",
+		[SM_COUNTER_NO_ENDPOINT] = "no_endpoint",
+		[SM_COUNTER_STRICT_NO_MATCH] = "strict_no_match",
+		[SM_COUNTER_UNTOUCHED] = "untouched",
+		[SM_COUNTER_ACCELERATED] = "accelerated",
+		[SM_COUNTER_ERRORS] = "errors",
+		[SM_COUNTER_DNS] = "dns",
+		[SM_COUNTER_WAYPOINT_UNRESOLVED] = "waypoint_unresolved",
+		[SM_COUNTER_TLV] = "tlv",
+	};
+	return counter < SM_COUNTER_MAX ? names[counter] : "unknown";
+}
+
+int sm_netns_cookie(uint64_t *cookie)
+{
+	socklen_t len = sizeof(*cookie);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len))
+		ret = -errno;
+	close(fd);
+	return ret;
+}

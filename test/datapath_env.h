@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A throwaway world for one datapath test case: a child process in a new network namespace (lo up,
+ * fd00:10::/64 added to lo for IPv6 VIPs), its own cgroup under /sys/fs/cgroup/unified and its own
+ * pin directory, with the datapath attached to that cgroup and the child inside it. The parent
+ * removes whatever the child leaves behind, also when it crashes. Nothing is attached elsewhere and no
+ * packet leaves the namespace.
+ */
+#ifndef SOCKMESH_TEST_DATAPATH_ENV_H
+#define SOCKMESH_TEST_DATAPATH_ENV_H
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bpf/libbpf.h>
+
+#include "builders.h"
+#include "datapath/datapath.h"
+#include "workload/workload.h"
+
+#define CGROUP_ROOT "/sys/fs/cgroup/unified"
+#define CASE_TIMEOUT_SECONDS 60
+
+struct env {
+	char cgroup[128];
+	char pin_dir[128];
+	struct sm_datapath *dp;
+	struct sm_model *model;
+	jmp_buf fail;
+};
+
+/* In a case's child: report and unwind to its cleanup. */
+#define CHECK(cond, ...)                                                                                     \
+	do {                                                                                                 \
+		if (!(cond)) {                                                                               \
+			fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);             \
+			fprintf(stderr, __VA_ARGS__);                                                        \
+			fprintf(stderr, "\n");                                                               \
+			longjmp(current_env->fail, 1);                                                       \
+		}                                                                                            \
+	} while (0)
+
+static struct env *current_env;
+
+static inline void env_paths(struct env *env, pid_t pid)
+{
+	snprintf(env->cgroup, sizeof(env->cgroup), CGROUP_ROOT "/sockmesh-test-%d", (int)pid);
+	snprintf(env->pin_dir, sizeof(env->pin_dir), "/sys/fs/bpf/sockmesh-test-%d", (int)pid);
+}
+
+static inline int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, strlen(text)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+static inline int join_cgroup(const char *cgroup)
+{
+	char path[256], pid[16];
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", cgroup);
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	return write_file(path, pid);
+}
+
+static inline int lo_up(void)
+{
+	struct ifreq ifr = { .ifr_name = "lo" };
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(fd, SIOCSIFFLAGS, &ifr))
+			ret = -errno;
+	} else {
+		ret = -errno;
+	}
+	close(fd);
+	return ret;
+}
+
+static inline struct sm_config env_default_config(void)
+{
+	return (struct sm_config){ .flags = SM_CONFIG_ENROLL_ALL };
+}
+
+/* Undoes what the child set up: leave the cgroup, unpin, remove the cgroup. Safe to repeat. */
+static inline void env_cleanup(struct env *env)
+{
+	char err[256];
+
+	join_cgroup(CGROUP_ROOT);
+	if (env->model)
+		sm_model_free(env->model);
+	if (env->dp)
+		sm_datapath_close(env->dp);
+	env->model = NULL;
+	env->dp = NULL;
+	sm_datapath_uninstall(env->pin_dir, err, sizeof(err));
+	rmdir(env->cgroup);
+}
+
+static inline int env_open_datapath(struct env *env)
+{
+	struct sm_datapath_options options = { .pin_dir = env->pin_dir, .cgroup = env->cgroup };
+	char err[512];
+	int ret = sm_datapath_open(&options, &env->dp, err, sizeof(err));
+
+	if (ret)
+		fprintf(stderr, "opening the datapath: %s\n", err);
+	return ret;
+}
+
+static inline int env_setup(struct env *env)
+{
+	struct sm_config config = env_default_config();
+
+	if (unshare(CLONE_NEWNET) || lo_up()) {
+		fprintf(stderr, "a new network namespace: %s (run as root)\n", strerror(errno));
+		return -1;
+	}
+	if (system("ip -6 addr add fd00:10::/64 dev lo nodad 2>/dev/null") != 0) {
+		fprintf(stderr, "adding fd00:10::/64 to lo failed\n");
+		return -1;
+	}
+	if (mkdir(env->cgroup, 0755)) {
+		fprintf(stderr, "creating %s: %s\n", env->cgroup, strerror(errno));
+		return -1;
+	}
+	if (env_open_datapath(env) || sm_datapath_set_config(env->dp, &config) || join_cgroup(env->cgroup))
+		return -1;
+	if (sm_model_new(&(struct sm_model_options){ .node_name = "node-a" }, &env->model))
+		return -1;
+	return 0;
+}
+
+/* libbpf's informational lines (maps reused, links opened) only clutter a test's log. */
+static inline int print_libbpf_warnings(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	return level == LIBBPF_WARN ? vfprintf(stderr, fmt, args) : 0;
+}
+
+/*
+ * Runs fn in a fresh world; returns its exit status (0 when every CHECK held). The parent removes
+ * leftovers whatever happened to the child.
+ */
+static inline int run_case(void (*fn)(struct env *env, const void *arg), const void *arg)
+{
+	pid_t pid = fork();
+	struct env env = { 0 };
+	int status = 1;
+
+	if (pid == 0) {
+		setpgid(0, 0);
+		alarm(CASE_TIMEOUT_SECONDS);
+		libbpf_set_print(print_libbpf_warnings);
+		env_paths(&env, getpid());
+		current_env = &env;
+		if (setjmp(env.fail) == 0) {
+			if (env_setup(&env) == 0) {
+				fn(&env, arg);
+				status = 0;
+			}
+		}
+		env_cleanup(&env);
+		fflush(stderr);
+		_exit(status);
+	}
+	if (pid < 0)
+		return -1;
+	waitpid(pid, &status, 0);
+	kill(-pid, SIGKILL); /* helpers the case forked, if any are left */
+	while (waitpid(-pid, NULL, 0) > 0)
+		;
+	env_paths(&env, pid);
+	env_cleanup(&env);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- configuration through the real model ---- */
+
+static inline void env_apply(struct env *env, struct response *r)
+{
+	struct sm_rejections rejections = { 0 };
+	int ret = sm_model_apply(env->model, &r->msg, sm_datapath_writer(env->dp), &rejections);
+	char *text = sm_rejections_format(&rejections);
+
+	response_free(r);
+	CHECK(ret == 0 && rejections.count == 0, "applying resources: %d, rejections: %s", ret, text);
+	free(text);
+	sm_rejections_clear(&rejections);
+}
+
+static inline void env_config(struct env *env, void (*change)(struct sm_config *config))
+{
+	struct sm_config config;
+
+	CHECK(sm_datapath_get_config(env->dp, &config) == 0, "reading the config");
+	change(&config);
+	CHECK(sm_datapath_set_config(env->dp, &config) == 0, "writing the config");
+}
+
+static inline uint64_t env_counter(struct env *env, enum sm_counter counter)
+{
+	uint64_t counters[SM_COUNTER_MAX];
+
+	CHECK(sm_datapath_counters(env->dp, counters) == 0, "reading counters");
+	return counters[counter];
+}
+
+/* ---- sockets ---- */
+
+union sockaddr_any {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
+/* Parses "127.0.0.1" or "::1" (or "::ffff:127.0.0.1") and a port; returns the address length. */
+static inline socklen_t make_addr(const char *text, uint16_t port, union sockaddr_any *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, text, &out->in.sin_addr) == 1) {
+		out->in.sin_family = AF_INET;
+		out->in.sin_port = htons(port);
+		return sizeof(out->in);
+	}
+	CHECK(inet_pton(AF_INET6, text, &out->in6.sin6_addr) == 1, "bad address %s", text);
+	out->in6.sin6_family = AF_INET6;
+	out->in6.sin6_port = htons(port);
+	return sizeof(out->in6);
+}
+
+static inline void format_addr(const union sockaddr_any *addr, char *out, size_t size)
+{
+	char text[INET6_ADDRSTRLEN];
+
+	if (addr->sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &addr->in.sin_addr, text, sizeof(text));
+		snprintf(out, size, "%s:%u", text, ntohs(addr->in.sin_port));
+	} else {
+		inet_ntop(AF_INET6, &addr->in6.sin6_addr, text, sizeof(text));
+		snprintf(out, size, "[%s]:%u", text, ntohs(addr->in6.sin6_port));
+	}
+}
+
+static inline int listen_on(int type, const char *addr, uint16_t port)
+{
+	union sockaddr_any sa;
+	socklen_t len = make_addr(addr, port, &sa);
+	int fd = socket(sa.sa.sa_family, type | SOCK_CLOEXEC, 0), one = 1;
+
+	CHECK(fd >= 0, "socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	CHECK(bind(fd, &sa.sa, len) == 0, "bind %s:%u: %s", addr, port, strerror(errno));
+	if (type == SOCK_STREAM)
+		CHECK(listen(fd, 1024) == 0, "listen: %s", strerror(errno));
+	return fd;
+}
+
+/* Connects a TCP socket of family to addr:port; returns the fd or -errno. */
+static inline int connect_to(int family, const char *addr, uint16_t port)
+{
+	union sockaddr_any sa;
+	socklen_t len = make_addr(addr, port, &sa);
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	CHECK(fd >= 0, "socket: %s", strerror(errno));
+	if (family == AF_INET6 && sa.sa.sa_family == AF_INET)
+		CHECK(0, "an IPv4 address for an IPv6 socket: write it as ::ffff:%s", addr);
+	if (connect(fd, &sa.sa, len)) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* Accepts one connection within a second; -1 when none came. */
+static inline int accept_within(int listener, int ms)
+{
+	struct pollfd pfd = { .fd = listener, .events = POLLIN };
+
+	if (poll(&pfd, 1, ms) != 1)
+		return -1;
+	return accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+}
+
+/* Reads exactly n bytes (or fails the case). */
+static inline void read_exactly(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		CHECK(poll(&pfd, 1, 5000) == 1, "timed out after %zu of %zu bytes", got, n);
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+		CHECK(r > 0, "read after %zu of %zu bytes: %s", got, n, r ? strerror(errno) : "end of stream");
+		got += (size_t)r;
+	}
+}
+
+static inline void write_all(int fd, const void *buf, size_t n)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t w = write(fd, (const char *)buf + done, n - done);
+		CHECK(w > 0, "write after %zu of %zu bytes: %s", done, n, strerror(errno));
+		done += (size_t)w;
+	}
+}
+
+static inline void peer_of(int fd, char *out, size_t size)
+{
+	union sockaddr_any sa;
+	socklen_t len = sizeof(sa);
+
+	CHECK(getpeername(fd, &sa.sa, &len) == 0, "getpeername: %s", strerror(errno));
+	format_addr(&sa, out, size);
+}
+
+#endif

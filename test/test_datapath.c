@@ -1,0 +1,700 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The datapath on the real kernel, one throwaway netns + cgroup + pin directory per case. Config goes
+ * in through the workload model (as the agent does); then a process in the cgroup connects, and the
+ * case checks which server accepted, what getpeername said, and which bytes the server read first.
+ */
+#include <bpf/bpf.h>
+
+#include "datapath_env.h"
+#include "helpers.h"
+
+#define SCOPE(name) ISTIO__WORKLOAD__LOAD_BALANCING__SCOPE__##name
+#define MODE(name) ISTIO__WORKLOAD__LOAD_BALANCING__MODE__##name
+
+/* ---- config used by the cases ---- */
+
+static const struct service_spec web = {
+	.namespace = "ns", .hostname = "web", .vips = { "127.10.0.1", "fd00:10::1" },
+	.ports = { { 80, 8080 }, { 443, 8443 } },
+};
+
+static void apply_web(struct env *env, const struct workload_spec *workloads, size_t n)
+{
+	struct response r;
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &web, "v1");
+	for (size_t i = 0; i < n; i++)
+		response_add_workload(&r, &workloads[i], "v1");
+	env_apply(env, &r);
+}
+
+static void web_one_backend(struct env *env)
+{
+	struct workload_spec w = { .uid = "w/a", .addresses = { "127.0.1.1", "::1" }, .services = { { "ns/web" } } };
+
+	apply_web(env, &w, 1);
+}
+
+static void web_own_target_port(struct env *env)
+{
+	struct workload_spec w = { .uid = "w/a", .addresses = { "127.0.1.1" },
+				   .services = { { "ns/web", { { 80, 8082 } } } } };
+
+	apply_web(env, &w, 1);
+}
+
+static void web_service_waypoint(struct env *env)
+{
+	struct service_spec svc = web;
+	struct workload_spec w = { .uid = "w/a", .addresses = { "127.0.1.1", "::1" }, .services = { { "ns/web" } } };
+	struct response r;
+
+	svc.waypoint_ip = "127.0.7.7";
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &svc, "v1");
+	response_add_workload(&r, &w, "v1");
+	env_apply(env, &r);
+}
+
+static void web6_service_waypoint(struct env *env)
+{
+	struct service_spec svc = { .namespace = "ns", .hostname = "web6", .vips = { "fd00:10::2" },
+				    .ports = { { 80, 8080 } }, .waypoint_ip = "::1" };
+	struct response r;
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &svc, "v1");
+	env_apply(env, &r);
+}
+
+static void web_workload_waypoint(struct env *env)
+{
+	struct workload_spec w = { .uid = "w/a", .addresses = { "127.0.1.1" }, .services = { { "ns/web" } },
+				   .waypoint_ip = "127.0.7.8" };
+
+	apply_web(env, &w, 1);
+}
+
+static void pod_with_waypoint(struct env *env)
+{
+	struct workload_spec w = { .uid = "w/pod", .addresses = { "127.0.1.5" }, .waypoint_ip = "127.0.7.7" };
+	struct response r;
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &w, "v1");
+	env_apply(env, &r);
+}
+
+/* The waypoint is a service (by hostname) with its own VIP and pods: the connection reaches a pod. */
+static void web_waypoint_service(struct env *env)
+{
+	struct service_spec svc = web;
+	struct service_spec waypoint = { .namespace = "ns", .hostname = "waypoint", .vips = { "127.10.0.7" },
+					 .ports = { { 15008, 15008 } } };
+	struct workload_spec waypoint_pod = { .uid = "w/waypoint", .addresses = { "127.0.7.9" },
+					      .services = { { "ns/waypoint" } } };
+	struct response r;
+
+	svc.waypoint_service = "ns/waypoint";
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &svc, "v1");
+	response_add_service(&r, &waypoint, "v1");
+	response_add_workload(&r, &waypoint_pod, "v1");
+	env_apply(env, &r);
+}
+
+static void web_waypoint_unknown(struct env *env)
+{
+	struct service_spec svc = web;
+	struct response r;
+
+	svc.waypoint_service = "ns/not-yet";
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &svc, "v1");
+	env_apply(env, &r);
+}
+
+/* The node (node-a) is in zone-a. */
+static void zoned(struct env *env, int mode, bool local_endpoint)
+{
+	struct service_spec svc = { .namespace = "ns", .hostname = "zoned", .vips = { "127.10.0.3" },
+				    .ports = { { 80, 8080 } }, .mode = mode, .scopes = { SCOPE(ZONE) } };
+	struct workload_spec w[] = {
+		{ .uid = "w/node", .addresses = { "127.0.9.1" }, .node = "node-a", .zone = "zone-a" },
+		{ .uid = "w/far", .addresses = { "127.0.1.2" }, .zone = "zone-b", .services = { { "ns/zoned" } } },
+		{ .uid = "w/near", .addresses = { "127.0.1.1" }, .zone = "zone-a", .services = { { "ns/zoned" } } },
+	};
+	struct response r;
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &svc, "v1");
+	for (size_t i = 0; i < (local_endpoint ? 3u : 2u); i++)
+		response_add_workload(&r, &w[i], "v1");
+	env_apply(env, &r);
+}
+
+static void strict_with_local(struct env *env)
+{
+	zoned(env, MODE(STRICT), true);
+}
+
+static void strict_without_local(struct env *env)
+{
+	zoned(env, MODE(STRICT), false);
+}
+
+static void failover_to_far(struct env *env)
+{
+	zoned(env, MODE(FAILOVER), false);
+}
+
+/* ---- connect rows ---- */
+
+struct connect_row {
+	const char *name;
+	void (*setup)(struct env *env);
+	int family;
+	const char *to;
+	uint16_t port;
+	int expect_errno;	   /* 0: the connection must reach the server */
+	const char *server;	   /* where it must land */
+	uint16_t server_port;
+	const char *peer;	   /* what getpeername must say; NULL: what was connected to */
+	const uint8_t *first;	   /* bytes the server must read before the payload (the TLV) */
+	size_t first_len;
+	int counter;		   /* an sm_counter that must move, or -1 */
+	int times;		   /* connections to make (all must land on server); 0: 1 */
+};
+
+/* type 1, length 6, 127.10.0.1, port 80, end marker */
+static const uint8_t tlv_web_v4[] = { 0x01, 0, 0, 0, 6, 127, 10, 0, 1, 0, 80, 0xfe, 0, 0, 0, 0 };
+static const uint8_t tlv_pod_v4[] = { 0x01, 0, 0, 0, 6, 127, 0, 1, 5, 0x1f, 0x90, 0xfe, 0, 0, 0, 0 };
+static const uint8_t tlv_web6[] = { 0x01, 0, 0, 0, 18, 0xfd, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+				    0, 80, 0xfe, 0, 0, 0, 0 };
+
+static const struct connect_row connect_rows[] = {
+	{ "VIP to backend over IPv4", web_one_backend, AF_INET, "127.10.0.1", 80, 0, "127.0.1.1", 8080,
+	  .counter = SM_COUNTER_REDIRECTED },
+	{ "VIP to backend over IPv6", web_one_backend, AF_INET6, "fd00:10::1", 443, 0, "::1", 8443,
+	  .counter = SM_COUNTER_REDIRECTED },
+	{ "VIP to backend over IPv4-mapped IPv6", web_one_backend, AF_INET6, "::ffff:127.10.0.1", 80, 0, "127.0.1.1", 8080,
+	  .counter = SM_COUNTER_REDIRECTED },
+	{ "a port with no mapping", web_one_backend, AF_INET, "127.10.0.1", 81, ECONNREFUSED,
+	  .counter = SM_COUNTER_UNTOUCHED },
+	{ "an unknown VIP", web_one_backend, AF_INET, "127.10.0.99", 80, ECONNREFUSED, .counter = SM_COUNTER_UNTOUCHED },
+	{ "the workload's own target port", web_own_target_port, AF_INET, "127.10.0.1", 80, 0, "127.0.1.1", 8082,
+	  .counter = -1 },
+	{ "strict with a local endpoint", strict_with_local, AF_INET, "127.10.0.3", 80, 0, "127.0.1.1", 8080,
+	  .counter = -1, .times = 20 },
+	{ "strict without a local endpoint", strict_without_local, AF_INET, "127.10.0.3", 80, ECONNREFUSED,
+	  .counter = SM_COUNTER_STRICT_NO_MATCH },
+	{ "failover when priority 0 is empty", failover_to_far, AF_INET, "127.10.0.3", 80, 0, "127.0.1.2", 8080,
+	  .counter = -1, .times = 10 },
+	{ "service waypoint over IPv4", web_service_waypoint, AF_INET, "127.10.0.1", 80, 0, "127.0.7.7", 15008,
+	  .first = tlv_web_v4, .first_len = sizeof(tlv_web_v4), .counter = SM_COUNTER_TLV },
+	{ "service waypoint over IPv6", web6_service_waypoint, AF_INET6, "fd00:10::2", 80, 0, "::1", 15008,
+	  .first = tlv_web6, .first_len = sizeof(tlv_web6), .counter = SM_COUNTER_TLV },
+	{ "service waypoint over IPv4-mapped IPv6", web_service_waypoint, AF_INET6, "::ffff:127.10.0.1", 80, 0,
+	  "127.0.7.7", 15008, .first = tlv_web_v4, .first_len = sizeof(tlv_web_v4), .counter = SM_COUNTER_VIA_WAYPOINT },
+	{ "a waypoint service resolved to its pod", web_waypoint_service, AF_INET, "127.10.0.1", 80, 0, "127.0.7.9",
+	  15008, .first = tlv_web_v4, .first_len = sizeof(tlv_web_v4), .counter = SM_COUNTER_VIA_WAYPOINT },
+	{ "workload waypoint", web_workload_waypoint, AF_INET, "127.10.0.1", 80, 0, "127.0.7.8", 15008,
+	  .first = tlv_web_v4, .first_len = sizeof(tlv_web_v4), .counter = SM_COUNTER_VIA_WAYPOINT },
+	{ "direct pod address with a waypoint", pod_with_waypoint, AF_INET, "127.0.1.5", 8080, 0, "127.0.7.7", 15008,
+	  .first = tlv_pod_v4, .first_len = sizeof(tlv_pod_v4), .counter = SM_COUNTER_VIA_WAYPOINT },
+	{ "a waypoint not known yet refuses", web_waypoint_unknown, AF_INET, "127.10.0.1", 80, EPERM,
+	  .counter = SM_COUNTER_WAYPOINT_UNRESOLVED },
+};
+
+static void connect_case(struct env *env, const void *arg)
+{
+	const struct connect_row *row = arg;
+	char peer[80], want_peer[80];
+	union sockaddr_any want;
+	int listener = -1;
+
+	row->setup(env);
+	if (row->server)
+		listener = listen_on(SOCK_STREAM, row->server, row->server_port);
+	uint64_t before = row->counter >= 0 ? env_counter(env, row->counter) : 0;
+
+	for (int i = 0; i < (row->times ? row->times : 1); i++) {
+		int fd = connect_to(row->family, row->to, row->port);
+		if (row->expect_errno) {
+			CHECK(fd == -row->expect_errno, "connect gave %s, want %s", strerror(fd < 0 ? -fd : 0),
+			      strerror(row->expect_errno));
+			continue;
+		}
+		CHECK(fd >= 0, "connect to %s:%u: %s", row->to, row->port, strerror(-fd));
+		peer_of(fd, peer, sizeof(peer));
+		make_addr(row->peer ? row->peer : row->to, row->port, &want);
+		format_addr(&want, want_peer, sizeof(want_peer));
+		CHECK(strcmp(peer, want_peer) == 0, "getpeername gave %s, want %s", peer, want_peer);
+		write_all(fd, "hello", 5);
+
+		int server = accept_within(listener, 2000);
+		CHECK(server >= 0, "connection %d did not reach %s:%u", i, row->server, row->server_port);
+		uint8_t got[64];
+		read_exactly(server, got, row->first_len + 5);
+		CHECK(memcmp(got, row->first, row->first_len) == 0, "the first bytes are not the expected TLV");
+		CHECK(memcmp(got + row->first_len, "hello", 5) == 0, "the payload differs");
+		close(server);
+		close(fd);
+	}
+	if (row->counter >= 0)
+		CHECK(env_counter(env, row->counter) > before, "counter %s did not move", sm_counter_name(row->counter));
+	if (listener >= 0)
+		close(listener);
+}
+
+static void run_connect_row(void **state)
+{
+	assert_int_equal(run_case(connect_case, *state), 0);
+}
+
+/* ---- cases that need more than one connection ---- */
+
+static void weighted_random_spread(struct env *env, const void *arg)
+{
+	(void)arg;
+	enum { CONNECTS = 1000 };
+	struct workload_spec w[] = {
+		{ .uid = "w/a", .addresses = { "127.0.1.1" }, .services = { { "ns/web" } } },
+		{ .uid = "w/b", .addresses = { "127.0.1.2" }, .services = { { "ns/web" } } },
+		{ .uid = "w/c", .addresses = { "127.0.1.3" }, .capacity = 2, .services = { { "ns/web" } } },
+	};
+	const double share[] = { 0.25, 0.25, 0.5 };
+	int listeners[3], hits[3] = { 0 };
+
+	apply_web(env, w, 3);
+	for (int i = 0; i < 3; i++)
+		listeners[i] = listen_on(SOCK_STREAM, w[i].addresses[0], 8080);
+	for (int n = 0; n < CONNECTS; n++) {
+		int fd = connect_to(AF_INET, "127.10.0.1", 80);
+		CHECK(fd >= 0, "connect %d: %s", n, strerror(-fd));
+		close(fd);
+		struct pollfd pfd[3];
+		for (int i = 0; i < 3; i++)
+			pfd[i] = (struct pollfd){ .fd = listeners[i], .events = POLLIN };
+		CHECK(poll(pfd, 3, 2000) == 1, "connect %d reached no backend (or two)", n);
+		for (int i = 0; i < 3; i++) {
+			if (pfd[i].revents & POLLIN) {
+				close(accept4(listeners[i], NULL, NULL, SOCK_CLOEXEC));
+				hits[i]++;
+			}
+		}
+	}
+	for (int i = 0; i < 3; i++) {
+		double expected = share[i] * CONNECTS;
+		fprintf(stderr, "# %s: %d of %d (expected %.0f)\n", w[i].uid, hits[i], CONNECTS, expected);
+		CHECK(hits[i] > expected * 0.7 && hits[i] < expected * 1.3, "%s got %d, expected %.0f +-30%%", w[i].uid,
+		      hits[i], expected);
+		close(listeners[i]);
+	}
+}
+
+static void unhealthy_excluded(struct env *env, const void *arg)
+{
+	(void)arg;
+	struct workload_spec w[] = {
+		{ .uid = "w/sick", .addresses = { "127.0.1.1" }, .unhealthy = true, .services = { { "ns/web" } } },
+		{ .uid = "w/well", .addresses = { "127.0.1.2" }, .services = { { "ns/web" } } },
+	};
+	int sick = listen_on(SOCK_STREAM, "127.0.1.1", 8080), well = listen_on(SOCK_STREAM, "127.0.1.2", 8080);
+
+	apply_web(env, w, 2);
+	for (int n = 0; n < 50; n++) {
+		int fd = connect_to(AF_INET, "127.10.0.1", 80);
+		CHECK(fd >= 0, "connect: %s", strerror(-fd));
+		close(fd);
+		int server = accept_within(well, 2000);
+		CHECK(server >= 0, "connection %d missed the healthy backend", n);
+		close(server);
+	}
+	CHECK(accept_within(sick, 0) < 0, "the unhealthy backend got a connection");
+	close(sick);
+	close(well);
+}
+
+static void tlv_exactly_once(struct env *env, const void *arg)
+{
+	(void)arg;
+	int listener = listen_on(SOCK_STREAM, "127.0.7.7", 15008);
+	uint8_t got[sizeof(tlv_web_v4) + 9];
+	int one = 1;
+
+	web_service_waypoint(env);
+	int fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd >= 0, "connect: %s", strerror(-fd));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	write_all(fd, "one", 3);
+	write_all(fd, "two", 3);
+	write_all(fd, "six", 3);
+	int server = accept_within(listener, 2000);
+	CHECK(server >= 0, "no connection at the waypoint");
+	read_exactly(server, got, sizeof(got));
+	CHECK(memcmp(got, tlv_web_v4, sizeof(tlv_web_v4)) == 0, "the TLV is not first");
+	CHECK(memcmp(got + sizeof(tlv_web_v4), "onetwosix", 9) == 0, "the payload is not the three sends, once");
+	close(fd);
+	char rest;
+	CHECK(read(server, &rest, 1) == 0, "more bytes than sent");
+	close(server);
+	close(listener);
+}
+
+static void set_dns(struct sm_config *config)
+{
+	config->flags |= SM_CONFIG_DNS4;
+	inet_pton(AF_INET, "127.0.0.53", &config->dns_addr4);
+	config->dns_port = htons(15053);
+}
+
+static void dns_to_the_proxy(struct env *env, const void *arg)
+{
+	(void)arg;
+	union sockaddr_any server, from;
+	socklen_t len, from_len = sizeof(from);
+	char buf[16], text[64];
+	int client = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	/* None set: untouched (nothing listens on port 53 here). */
+	len = make_addr("127.10.0.53", 53, &server);
+	int tcp = connect_to(AF_INET, "127.10.0.53", 53);
+	CHECK(tcp == -ECONNREFUSED, "TCP to port 53 without a proxy: %s", strerror(tcp < 0 ? -tcp : 0));
+
+	env_config(env, set_dns);
+	int proxy = listen_on(SOCK_DGRAM, "127.0.0.53", 15053);
+	CHECK(sendto(client, "query", 5, 0, &server.sa, len) == 5, "sendto: %s", strerror(errno));
+	CHECK(recvfrom(proxy, buf, sizeof(buf), 0, &from.sa, &from_len) == 5, "the proxy got no query");
+	CHECK(sendto(proxy, "reply", 5, 0, &from.sa, from_len) == 5, "the proxy cannot reply");
+	from_len = sizeof(from);
+	CHECK(recvfrom(client, buf, sizeof(buf), 0, &from.sa, &from_len) == 5, "no reply");
+	format_addr(&from, text, sizeof(text));
+	CHECK(strcmp(text, "127.10.0.53:53") == 0, "the reply came from %s, not the server asked", text);
+
+	int tcp_proxy = listen_on(SOCK_STREAM, "127.0.0.53", 15053);
+	tcp = connect_to(AF_INET, "127.10.0.53", 53);
+	CHECK(tcp >= 0, "TCP DNS: %s", strerror(-tcp));
+	CHECK(accept_within(tcp_proxy, 2000) >= 0, "TCP DNS did not reach the proxy");
+	CHECK(env_counter(env, SM_COUNTER_DNS) >= 2, "the DNS counter did not move");
+	close(tcp);
+	close(tcp_proxy);
+	close(proxy);
+	close(client);
+}
+
+static void not_enroll_all(struct sm_config *config)
+{
+	config->flags &= ~SM_CONFIG_ENROLL_ALL;
+}
+
+static void enrollment(struct env *env, const void *arg)
+{
+	(void)arg;
+	uint64_t cookie;
+	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+
+	web_one_backend(env);
+	env_config(env, not_enroll_all);
+	int fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd == -ECONNREFUSED, "a namespace not enrolled was redirected");
+
+	CHECK(sm_netns_cookie(&cookie) == 0, "netns cookie: %s", strerror(errno));
+	CHECK(sm_datapath_enroll(env->dp, cookie, true) == 0, "enrolling");
+	fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd >= 0, "an enrolled namespace was not redirected: %s", strerror(-fd));
+	CHECK(accept_within(listener, 2000) >= 0, "no connection at the backend");
+	close(fd);
+
+	CHECK(sm_datapath_enroll(env->dp, cookie, false) == 0, "unenrolling");
+	fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd == -ECONNREFUSED, "a namespace no longer enrolled was redirected");
+	close(listener);
+}
+
+static void connected_udp(struct env *env, const void *arg)
+{
+	(void)arg;
+	union sockaddr_any vip, from;
+	socklen_t len = make_addr("127.10.0.1", 80, &vip), from_len = sizeof(from);
+	char buf[8], text[64];
+	int server = listen_on(SOCK_DGRAM, "127.0.1.1", 8080);
+	int client = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	web_one_backend(env);
+	CHECK(connect(client, &vip.sa, len) == 0, "connect: %s", strerror(errno));
+	CHECK(send(client, "ping", 4, 0) == 4, "send: %s", strerror(errno));
+	CHECK(recvfrom(server, buf, sizeof(buf), 0, &from.sa, &from_len) == 4, "the backend got nothing");
+	CHECK(sendto(server, "pong", 4, 0, &from.sa, from_len) == 4, "reply");
+	from_len = sizeof(from);
+	CHECK(recvfrom(client, buf, sizeof(buf), 0, &from.sa, &from_len) == 4, "no reply");
+	format_addr(&from, text, sizeof(text));
+	CHECK(strcmp(text, "127.10.0.1:80") == 0, "the reply came from %s, not the VIP", text);
+	close(client);
+	close(server);
+}
+
+/* ---- acceleration ---- */
+
+static void accelerate(struct sm_config *config)
+{
+	config->flags |= SM_CONFIG_ACCELERATE;
+}
+
+static void no_acceleration(struct sm_config *config)
+{
+	config->flags &= ~SM_CONFIG_ACCELERATE;
+}
+
+static size_t sockhash_size(struct env *env)
+{
+	char path[256];
+	struct sm_sock_key key, next, *previous = NULL;
+	size_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/maps/sm_sockhash", env->pin_dir);
+	int fd = bpf_obj_get(path);
+	CHECK(fd >= 0, "opening the pinned sockhash: %s", strerror(errno));
+	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+		key = next;
+		previous = &key;
+		n++;
+	}
+	close(fd);
+	return n;
+}
+
+static uint8_t pattern_byte(size_t i)
+{
+	return (uint8_t)(i * 7 + i / 251);
+}
+
+/*
+ * A local client and server exchange small and large (2 MiB) messages both ways, the server reading in
+ * odd-sized pieces; then the client closes and the server sees the end of the stream.
+ */
+static void exchange(struct env *env, const char *server_addr, const char *connect_addr, int family)
+{
+	enum { LARGE = 2 << 20 };
+	int listener = listen_on(SOCK_STREAM, server_addr, 9000);
+	uint8_t *data = malloc(LARGE), *got = malloc(LARGE);
+
+	for (size_t i = 0; i < LARGE; i++)
+		data[i] = pattern_byte(i);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* the server: echo a small message, then check the large one, read in pieces */
+		int s = accept_within(listener, 5000);
+		char small[5];
+		read_exactly(s, small, 5);
+		write_all(s, small, 5);
+		for (size_t done = 0; done < LARGE;) {
+			size_t piece = 1 + (done % 4093);
+			if (piece > LARGE - done)
+				piece = LARGE - done;
+			read_exactly(s, got + done, piece);
+			done += piece;
+		}
+		if (memcmp(got, data, LARGE))
+			_exit(2);
+		write_all(s, "done", 4);
+		char end;
+		_exit(read(s, &end, 1) == 0 ? 0 : 3);
+	}
+	int fd = connect_to(family, connect_addr, 9000);
+	CHECK(fd >= 0, "connect: %s", strerror(-fd));
+	char reply[5];
+	write_all(fd, "small", 5);
+	read_exactly(fd, reply, 5);
+	CHECK(memcmp(reply, "small", 5) == 0, "the echo differs");
+	write_all(fd, data, LARGE);
+	read_exactly(fd, reply, 4);
+	CHECK(memcmp(reply, "done", 4) == 0, "the server did not confirm");
+	close(fd);
+	int status;
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the server saw different bytes (status %d)", status);
+	close(listener);
+	free(data);
+	free(got);
+	(void)env;
+}
+
+static void acceleration_on_and_off(struct env *env, const void *arg)
+{
+	(void)arg;
+	uint64_t before = env_counter(env, SM_COUNTER_ACCELERATED);
+
+	exchange(env, "127.0.0.1", "127.0.0.1", AF_INET);
+	CHECK(env_counter(env, SM_COUNTER_ACCELERATED) == before, "accelerated while off");
+
+	env_config(env, accelerate);
+	exchange(env, "127.0.0.1", "127.0.0.1", AF_INET);
+	uint64_t v4 = env_counter(env, SM_COUNTER_ACCELERATED);
+	CHECK(v4 > before, "not accelerated while on");
+	exchange(env, "::1", "::1", AF_INET6);
+	uint64_t v6 = env_counter(env, SM_COUNTER_ACCELERATED);
+	CHECK(v6 > v4, "IPv6 not accelerated");
+	exchange(env, "127.0.0.1", "::ffff:127.0.0.1", AF_INET6);
+	CHECK(env_counter(env, SM_COUNTER_ACCELERATED) > v6, "IPv4-mapped not accelerated");
+	CHECK(sockhash_size(env) == 0, "closed sockets are still in the sockhash");
+
+	env_config(env, no_acceleration);
+	uint64_t off = env_counter(env, SM_COUNTER_ACCELERATED);
+	exchange(env, "127.0.0.1", "127.0.0.1", AF_INET);
+	CHECK(env_counter(env, SM_COUNTER_ACCELERATED) == off, "accelerated after being turned off");
+}
+
+/*
+ * Only sockets whose peer is local enter the sockhash: an address on this host that is not loopback
+ * and not listed as a local workload's is left alone, until the agent lists it.
+ */
+static void only_local_peers_enter(struct env *env, const void *arg)
+{
+	(void)arg;
+	struct sm_frontend_key local = { .addr = { [10] = 0xff, [11] = 0xff, 10, 99, 0, 1 } };
+	char byte;
+
+	CHECK(system("ip addr add 10.99.0.1/32 dev lo") == 0, "adding 10.99.0.1 to lo");
+	env_config(env, accelerate);
+	int listener = listen_on(SOCK_STREAM, "10.99.0.1", 9000);
+	int fd = connect_to(AF_INET, "10.99.0.1", 9000);
+	int server = accept_within(listener, 2000);
+	CHECK(fd >= 0 && server >= 0, "connect to 10.99.0.1");
+	CHECK(sockhash_size(env) == 0, "a socket whose peer is not known local entered the sockhash");
+	uint64_t before = env_counter(env, SM_COUNTER_ACCELERATED);
+	write_all(fd, "x", 1);
+	read_exactly(server, &byte, 1);
+	CHECK(env_counter(env, SM_COUNTER_ACCELERATED) == before, "accelerated a peer not known local");
+	close(fd);
+	close(server);
+
+	CHECK(sm_datapath_set_local_addresses(env->dp, &local, 1) == 0, "listing the local address");
+	fd = connect_to(AF_INET, "10.99.0.1", 9000);
+	server = accept_within(listener, 2000);
+	CHECK(fd >= 0 && server >= 0, "connect to 10.99.0.1 again");
+	CHECK(sockhash_size(env) == 2, "both ends of a local pair must be in the sockhash, %zu are",
+	      sockhash_size(env));
+	write_all(fd, "y", 1);
+	read_exactly(server, &byte, 1);
+	CHECK(byte == 'y' && env_counter(env, SM_COUNTER_ACCELERATED) > before, "a listed local peer was not accelerated");
+	close(fd);
+	close(server);
+	CHECK(sockhash_size(env) == 0, "closed sockets are still in the sockhash");
+	CHECK(sm_datapath_set_local_addresses(env->dp, NULL, 0) == 0, "clearing the local addresses");
+	close(listener);
+}
+
+/* A connection to a local waypoint gets its TLV and is accelerated too. */
+static void accelerated_waypoint(struct env *env, const void *arg)
+{
+	(void)arg;
+	int listener = listen_on(SOCK_STREAM, "127.0.7.7", 15008);
+	uint8_t got[sizeof(tlv_web_v4) + 5];
+
+	web_service_waypoint(env);
+	env_config(env, accelerate);
+	int fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd >= 0, "connect: %s", strerror(-fd));
+	int server = accept_within(listener, 2000);
+	CHECK(server >= 0, "no connection at the waypoint");
+	uint64_t before = env_counter(env, SM_COUNTER_ACCELERATED);
+	write_all(fd, "hello", 5);
+	read_exactly(server, got, sizeof(got));
+	CHECK(memcmp(got, tlv_web_v4, sizeof(tlv_web_v4)) == 0, "no TLV first");
+	CHECK(memcmp(got + sizeof(tlv_web_v4), "hello", 5) == 0, "the payload differs");
+	write_all(server, "back", 4);
+	read_exactly(fd, got, 4);
+	CHECK(memcmp(got, "back", 4) == 0, "the reply differs");
+	CHECK(env_counter(env, SM_COUNTER_ACCELERATED) >= before + 2, "not accelerated both ways");
+	close(fd);
+	close(server);
+	close(listener);
+}
+
+/* ---- restarts ---- */
+
+/* The datapath is closed and opened again from its pins while a client keeps connecting. */
+static void reopen_while_connecting(struct env *env, const void *arg)
+{
+	(void)arg;
+	enum { REOPENS = 5 };
+	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+	int report[2], stop[2];
+
+	web_one_backend(env);
+	CHECK(pipe(report) == 0 && pipe(stop) == 0, "pipe");
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* connect until told to stop, then report how many failed */
+		int counts[2] = { 0, 0 };
+		struct pollfd done = { .fd = stop[0], .events = POLLIN };
+		while (poll(&done, 1, 0) == 0) {
+			int fd = connect_to(AF_INET, "127.10.0.1", 80);
+			counts[fd < 0]++;
+			if (fd >= 0)
+				close(fd);
+		}
+		_exit(write(report[1], counts, sizeof(counts)) == sizeof(counts) ? 0 : 1);
+	}
+	for (int reopen = 0; reopen < REOPENS; reopen++) {
+		for (int i = 0; i < 50; i++) {
+			int s = accept_within(listener, 10);
+			if (s >= 0)
+				close(s);
+		}
+		sm_datapath_close(env->dp);
+		env->dp = NULL;
+		CHECK(env_open_datapath(env) == 0, "reopening the datapath");
+		CHECK(sm_datapath_adopted(env->dp), "the reopened datapath did not adopt the pinned maps");
+	}
+	CHECK(write(stop[1], "x", 1) == 1, "stop");
+	int counts[2] = { 0, -1 }, s;
+	while (read(report[0], counts, sizeof(counts)) <= 0)
+		while ((s = accept_within(listener, 10)) >= 0)
+			close(s);
+	waitpid(pid, NULL, 0);
+	fprintf(stderr, "# %d connects across %d reopens, %d failures\n", counts[0] + counts[1], REOPENS, counts[1]);
+	CHECK(counts[1] == 0, "%d connects failed while the datapath was reopened", counts[1]);
+	CHECK(counts[0] >= 100, "only %d connects were made", counts[0]);
+	close(listener);
+}
+
+typedef void (*case_fn)(struct env *env, const void *arg);
+
+static const struct case_row {
+	const char *name;
+	case_fn fn;
+} cases[] = {
+	{ "random spreads by weight over 1,000 connects", weighted_random_spread },
+	{ "unhealthy endpoints are excluded", unhealthy_excluded },
+	{ "the TLV comes once over several sends", tlv_exactly_once },
+	{ "DNS goes to the proxy, and comes back from the server asked", dns_to_the_proxy },
+	{ "only enrolled network namespaces are steered", enrollment },
+	{ "connected UDP to a VIP", connected_udp },
+	{ "same-node acceleration on and off", acceleration_on_and_off },
+	{ "only sockets with a local peer enter the sockhash", only_local_peers_enter },
+	{ "a local waypoint gets its TLV and acceleration", accelerated_waypoint },
+	{ "reopened from pins while a client keeps connecting", reopen_while_connecting },
+};
+
+static void run_named_case(void **state)
+{
+	const struct case_row *row = *state;
+
+	assert_int_equal(run_case(row->fn, NULL), 0);
+}
+
+int main(void)
+{
+	struct CMUnitTest tests[TEST_ARRAY_SIZE(connect_rows) + TEST_ARRAY_SIZE(cases)];
+	size_t n = 0;
+
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(connect_rows); i++)
+		tests[n++] = (struct CMUnitTest){ connect_rows[i].name, run_connect_row, NULL, NULL, (void *)&connect_rows[i] };
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(cases); i++)
+		tests[n++] = (struct CMUnitTest){ cases[i].name, run_named_case, NULL, NULL, (void *)&cases[i] };
+	return _cmocka_run_group_tests("datapath", tests, n, NULL, NULL);
+}

@@ -9,6 +9,7 @@ struct command {
 	int (*run)(int argc, char **argv);
 };
 
+int cmd_convert(int argc, char **argv);
 int cmd_print(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 

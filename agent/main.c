@@ -6,6 +6,7 @@
 #include "agent/commands.h"
 
 static const struct command commands[] = {
+	{ "convert", "turn ztunnel's local config or config dump into a recorded xDS stream", cmd_convert },
 	{ "print", "decode a recorded xDS stream and print it as JSON", cmd_print },
 	{ "version", "print the version", cmd_version },
 };

@@ -200,7 +200,9 @@ static json_t *endpoints_json(const struct svc *svc)
 		const struct wl *wl = membership->workload;
 		if (!endpoints || !wl->def || !wl->def->n_addresses)
 			continue;
-		json_t *address = network_address(wl->def->network, &wl->def->addresses[0]);
+		/* ztunnel names an endpoint's address in the service's network, as its dump shows */
+		const char *network = svc->def->n_vips ? svc->def->vip_networks[0] : "";
+		json_t *address = network_address(network, &wl->def->addresses[0]);
 		json_t *key = json_sprintf("%s:%s", wl->uid, json_string_value(address));
 		json_t *endpoint = json_pack("{s:s, s:s, s:O, s:o}", "workloadUid", wl->uid, "service", svc->key,
 					     "address", address, "port", port_map(svc->def, membership));

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ztunnel's local config and config dump as xDS sources: the real files read, applied to the model,
+ * and (for the dump) shown back in the same shape, every field of the original.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "model_harness.h"
+#include "xds/xds.h"
+
+static void apply_bytes(struct harness *h, const uint8_t *bytes, size_t len)
+{
+	ProtobufCMessage *response;
+	char err[256];
+
+	if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len, &response, err,
+			 sizeof(err)))
+		fail_msg("%s", err);
+	sm_rejections_clear(&h->rejections);
+	assert_int_equal(sm_model_apply(h->model, (void *)response, &h->writer.writer, &h->rejections), 0);
+	if (h->rejections.count)
+		fail_msg("rejected: %s", sm_rejections_format(&h->rejections));
+	assert_consistent(h);
+	protobuf_c_message_free_unpacked(response, NULL);
+}
+
+static void apply_file(struct harness *h, const char *path)
+{
+	uint8_t *address, *authorization;
+	size_t address_len, authorization_len;
+	char err[512];
+
+	if (sm_local_config_read(path, &address, &address_len, &authorization, &authorization_len, err, sizeof(err)))
+		fail_msg("%s", err);
+	apply_bytes(h, address, address_len);
+	apply_bytes(h, authorization, authorization_len);
+	free(address);
+	free(authorization);
+}
+
+static void ztunnel_local_config(void **state)
+{
+	(void)state;
+	struct harness h;
+
+	harness_open(&h, "local", NULL);
+	apply_file(&h, SM_FIXTURES_DIR "/real/ztunnel-local-config.yaml");
+	struct sm_model_stats stats;
+	sm_model_stats(h.model, &stats);
+	assert_int_equal(stats.workloads, 2);
+	assert_int_equal(stats.services, 2);
+	assert_int_equal(stats.authorizations, 1);
+
+	json_t *dump = sm_model_config_dump(h.model);
+	json_t *service = json_object_get(json_object_get(dump, "services"), "/127.10.0.1");
+	assert_string_equal(json_string_value(json_object_get(service, "hostname")), "example.com");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(service, "ports"), "80")), 8080);
+	assert_int_equal(json_object_size(json_object_get(service, "endpoints")), 2);
+	assert_non_null(json_object_get(json_object_get(dump, "services"), "remote/127.10.0.2"));
+	json_t *local = json_object_get(json_object_get(dump, "workloads"), "/127.0.0.1");
+	assert_string_equal(json_string_value(json_object_get(local, "protocol")), "HBONE");
+	assert_string_equal(json_string_value(json_object_get(local, "uid")), "cluster1//v1/Pod/default/local");
+	json_t *policy = json_array_get(json_object_get(dump, "policies"), 0);
+	assert_string_equal(json_string_value(json_object_get(policy, "name")), "deny-9999");
+	assert_string_equal(json_string_value(json_object_get(policy, "scope")), "Namespace");
+	json_t *match = json_array_get(json_array_get(json_array_get(json_object_get(policy, "rules"), 0), 0), 0);
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(match, "notDestinationPorts"), 0)), 9999);
+	/* the namespace-scoped policy selects the workloads of its namespace */
+	assert_int_equal(json_array_size(json_object_get(local, "authorizationPolicies")), 1);
+	json_decref(dump);
+	harness_close(&h);
+}
+
+/* Every field of expected is in actual with the same value (objects may have more fields). */
+static bool json_covers(const json_t *actual, const json_t *expected, char *where, size_t size)
+{
+	if (json_is_object(expected)) {
+		const char *key;
+		json_t *value;
+		if (!json_is_object(actual))
+			return false;
+		json_object_foreach((json_t *)expected, key, value) {
+			size_t len = strlen(where);
+			snprintf(where + len, size - len, ".%s", key);
+			if (!json_covers(json_object_get(actual, key), value, where, size))
+				return false;
+			where[len] = '\0';
+		}
+		return true;
+	}
+	if (json_is_array(expected)) {
+		size_t i;
+		json_t *value;
+		if (!json_is_array(actual) || json_array_size(actual) != json_array_size(expected))
+			return false;
+		json_array_foreach((json_t *)expected, i, value) {
+			if (!json_covers(json_array_get(actual, i), value, where, size))
+				return false;
+		}
+		return true;
+	}
+	return json_equal(actual, expected);
+}
+
+static void bookinfo_dump_round_trip(void **state)
+{
+	(void)state;
+	struct harness h;
+	json_error_t error;
+	char where[512] = "";
+
+	harness_open(&h, "ambient-worker2", NULL);
+	apply_file(&h, SM_FIXTURES_DIR "/real/bookinfo-ztunnel-config-dump.json");
+	json_t *original = json_load_file(SM_FIXTURES_DIR "/real/bookinfo-ztunnel-config-dump.json", 0, &error);
+	json_t *ours = sm_model_config_dump(h.model);
+	assert_non_null(original);
+	assert_non_null(ours);
+	assert_int_equal(json_object_size(json_object_get(ours, "workloads")),
+			 json_object_size(json_object_get(original, "workloads")));
+	assert_int_equal(json_object_size(json_object_get(ours, "services")),
+			 json_object_size(json_object_get(original, "services")));
+	if (!json_covers(json_object_get(ours, "workloads"), json_object_get(original, "workloads"), where, sizeof(where)))
+		fail_msg("workloads differ at %s", where);
+	where[0] = '\0';
+	if (!json_covers(json_object_get(ours, "services"), json_object_get(original, "services"), where, sizeof(where)))
+		fail_msg("services differ at %s", where);
+	json_decref(original);
+	json_decref(ours);
+	harness_close(&h);
+}
+
+static void errors_name_file_and_line(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/sm-local-config-XXXXXX";
+	int fd = mkstemp(path);
+	uint8_t *a, *b;
+	size_t a_len, b_len;
+	char err[512];
+	const char *text = "workloads:\n- uid: a\n  workloadIps: [\"10.0.0.1\"]\n- uid: b\n  workloadIps: [\"not-an-ip\"]\n";
+
+	assert_true(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	close(fd);
+	assert_int_equal(sm_local_config_read(path, &a, &a_len, &b, &b_len, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, ":5: 'not-an-ip' is not an address"));
+	unlink(path);
+	assert_int_equal(sm_local_config_read("/nonexistent.yaml", &a, &a_len, &b, &b_len, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "/nonexistent.yaml"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(ztunnel_local_config),
+		cmocka_unit_test(bookinfo_dump_round_trip),
+		cmocka_unit_test(errors_name_file_and_line),
+	};
+
+	return cmocka_run_group_tests_name("localconfig", tests, NULL, NULL);
+}

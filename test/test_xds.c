@@ -1,0 +1,517 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The Delta ADS client against the mock server, over real gRPC on 127.0.0.1: what it sends (node,
+ * subscriptions, versions, ACK and NACK), what it accepts, TLS, tokens, reconnects and resumes.
+ */
+#include <fcntl.h>
+
+#include "builders.h"
+#include "xds_env.h"
+
+#define FIXTURE_STREAM SM_FIXTURES_DIR "/wire/stream.xds"
+
+static void write_stream(const char *path, struct response *responses, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < n; i++) {
+		size_t len = protobuf_c_message_get_packed_size(&responses[i].msg.base);
+		uint8_t *bytes = malloc(len ? len : 1);
+		protobuf_c_message_pack(&responses[i].msg.base, bytes);
+		assert_int_equal(sm_stream_append(fd, bytes, len), 0);
+		free(bytes);
+		response_free(&responses[i]);
+	}
+	close(fd);
+}
+
+static void temp_path(char *out, size_t size, const char *what)
+{
+	snprintf(out, size, "/tmp/sm-xds-%s-%d-%d", what, (int)getpid(), rand());
+}
+
+static json_t *request_of(json_t *requests, const char *type_url, const char *nonce)
+{
+	size_t i;
+	json_t *request;
+
+	json_array_foreach(requests, i, request) {
+		const char *t = json_string_value(json_object_get(request, "typeUrl"));
+		const char *n = json_string_value(json_object_get(request, "responseNonce"));
+		if (t && strcmp(t, type_url) == 0 && strcmp(n ? n : "", nonce ? nonce : "") == 0)
+			return request;
+	}
+	return NULL;
+}
+
+static void fixtures_served_and_acked(void **state)
+{
+	(void)state;
+	struct server server;
+	struct client c;
+
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	WAIT_FOR(&c, 10, stats.acks == 3 && stats.ready);
+	/* The third response removed the first's service and workload. */
+	assert_int_equal(model_count(&c, SM_MAP_BACKENDS), 0);
+	struct sm_model_stats model;
+	sm_model_stats(c.model, &model);
+	assert_int_equal(model.authorizations, 1);
+	client_stop(&c);
+	server_stop(&server);
+
+	json_t *requests = server_events(&server, "request");
+	const char *nonces[] = { "n-1", "n-2", "n-3" };
+	const char *types[] = { SM_TYPE_URL_ADDRESS, SM_TYPE_URL_AUTHORIZATION, SM_TYPE_URL_ADDRESS };
+	for (int i = 0; i < 3; i++) {
+		json_t *ack = request_of(requests, types[i], nonces[i]);
+		if (!ack)
+			fail_msg("no answer to %s", nonces[i]);
+		assert_true(json_is_true(json_object_get(ack, "ack")));
+		assert_null(json_object_get(ack, "errorDetail"));
+	}
+	json_decref(requests);
+	unlink(server.log);
+}
+
+static void node_identity_as_istiod_reads_it(void **state)
+{
+	(void)state;
+	struct server server;
+	struct client c;
+
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	WAIT_FOR(&c, 10, stats.acks == 3);
+	client_stop(&c);
+	server_stop(&server);
+
+	json_t *streams = server_events(&server, "stream"), *requests = server_events(&server, "request");
+	json_t *stream = json_array_get(streams, 0);
+	assert_string_equal(json_string_value(json_object_get(stream, "method")), SM_DELTA_ADS_METHOD);
+	assert_string_equal(json_string_value(json_object_get(stream, "clusterid")), "cluster-1");
+	assert_false(json_is_string(json_object_get(stream, "authorization"))); /* no token: no header */
+
+	json_t *first = request_of(requests, SM_TYPE_URL_ADDRESS, NULL);
+	json_t *node = json_object_get(first, "node");
+	assert_non_null(node);
+	assert_string_equal(json_string_value(json_object_get(node, "id")),
+			    "ztunnel~10.0.0.5~ztunnel-abc.istio-system~istio-system.svc.cluster.local");
+	json_t *expected = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "NAME", "ztunnel-abc", "NAMESPACE", "istio-system",
+				     "INSTANCE_IPS", "10.0.0.5", "NODE_NAME", "worker-2", "CLUSTER_ID", "cluster-1",
+				     "MESH_ID", "mesh-1");
+	assert_true(json_equal(json_object_get(node, "metadata"), expected));
+	assert_null(json_object_get(node, "buildVersion"));
+	/* a wildcard subscription: no names */
+	assert_null(json_object_get(first, "resourceNamesSubscribe"));
+	/* the node goes with the first request of each type only */
+	assert_non_null(json_object_get(request_of(requests, SM_TYPE_URL_AUTHORIZATION, NULL), "node"));
+	assert_null(json_object_get(request_of(requests, SM_TYPE_URL_ADDRESS, "n-1"), "node"));
+	json_decref(expected);
+	json_decref(streams);
+	json_decref(requests);
+	unlink(server.log);
+}
+
+static void nack_names_every_rejection(void **state)
+{
+	(void)state;
+	char stream_path[128];
+	struct response r[1];
+	struct server server;
+	struct client c;
+	struct workload_spec good = { .uid = "w/good", .addresses = { "10.0.0.1" } };
+	static const uint8_t garbage[] = { 0xde, 0xad, 0xbe, 0xef };
+
+	temp_path(stream_path, sizeof(stream_path), "stream");
+	response_init(&r[0], SM_TYPE_URL_ADDRESS);
+	r[0].msg.nonce = "bad-1";
+	Istio__Workload__Workload *bad = workload_from(&r[0], &(struct workload_spec){ .uid = "w/bad", .addresses = { "10.0.0.2" } });
+	bad->addresses[0].len = 5;
+	response_add_workload_msg(&r[0], bad, "v1");
+	response_add_workload(&r[0], &good, "v1");
+	response_add_raw(&r[0], "garbage", "v1", SM_TYPE_URL_ADDRESS, garbage, sizeof(garbage));
+	response_add_raw(&r[0], "alien", "v1", "type.googleapis.com/example.Alien", garbage, 0);
+	response_add_workload(&r[0], &good, "v2");
+	write_stream(stream_path, r, 1);
+
+	server_start(&server, (const char *[]){ "--stream", stream_path, NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	WAIT_FOR(&c, 10, stats.nacks == 1);
+	assert_int_equal(model_count(&c, SM_MAP_BACKENDS), 1); /* the good one is applied */
+	client_stop(&c);
+	server_stop(&server);
+
+	json_t *requests = server_events(&server, "request");
+	json_t *nack = request_of(requests, SM_TYPE_URL_ADDRESS, "bad-1");
+	assert_non_null(nack);
+	assert_true(json_is_false(json_object_get(nack, "ack")));
+	json_t *detail = json_object_get(nack, "errorDetail");
+	const char *message = json_string_value(json_object_get(detail, "message"));
+	assert_int_equal(json_integer_value(json_object_get(detail, "code")), 3);
+	assert_non_null(strstr(message, "w/bad: address 0 has 5 bytes"));
+	assert_non_null(strstr(message, "garbage: does not decode"));
+	assert_non_null(strstr(message, "alien: unknown type type.googleapis.com/example.Alien"));
+	assert_non_null(strstr(message, "w/good: appears more than once"));
+	json_decref(requests);
+	unlink(server.log);
+	unlink(stream_path);
+}
+
+static void unknown_type_url_is_nacked(void **state)
+{
+	(void)state;
+	char stream_path[128];
+	struct response r[2];
+	struct server server;
+	struct client c;
+
+	temp_path(stream_path, sizeof(stream_path), "stream");
+	response_init(&r[0], "type.googleapis.com/envoy.config.cluster.v3.Cluster");
+	r[0].msg.nonce = "cds-1";
+	response_init(&r[1], SM_TYPE_URL_ADDRESS);
+	r[1].msg.nonce = "eds-1";
+	response_add_workload(&r[1], &(struct workload_spec){ .uid = "w/a", .addresses = { "10.0.0.1" } }, "v1");
+	write_stream(stream_path, r, 2);
+
+	server_start(&server, (const char *[]){ "--stream", stream_path, NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	WAIT_FOR(&c, 10, stats.nacks == 1 && stats.acks == 1);
+	client_stop(&c);
+	server_stop(&server);
+	json_t *requests = server_events(&server, "request");
+	json_t *nack = request_of(requests, "type.googleapis.com/envoy.config.cluster.v3.Cluster", "cds-1");
+	assert_non_null(nack);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(nack, "errorDetail"), "message")),
+			       "unknown type URL"));
+	json_decref(requests);
+	unlink(server.log);
+	unlink(stream_path);
+}
+
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void token_sent_and_reread(void **state)
+{
+	(void)state;
+	char token_path[128];
+	struct server server;
+	struct client c;
+
+	temp_path(token_path, sizeof(token_path), "token");
+	write_text(token_path, "old-token\n");
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, "--require-token", "new-token", NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true, .token_path = token_path });
+	WAIT_FOR(&c, 10, stats.streams >= 2 && strstr(stats.last_error, "bearer token"));
+	assert_int_equal(client_stats(&c).responses, 0);
+
+	/* The kubelet rotates the token: the next stream carries the new one. */
+	write_text(token_path, "new-token\n");
+	WAIT_FOR(&c, 20, stats.acks == 3);
+	client_stop(&c);
+	server_stop(&server);
+
+	json_t *streams = server_events(&server, "stream");
+	size_t n = json_array_size(streams);
+	assert_true(n >= 3);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(streams, 0), "authorization")),
+			    "Bearer old-token");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(streams, n - 1), "authorization")),
+			    "Bearer new-token");
+	json_decref(streams);
+	unlink(server.log);
+	unlink(token_path);
+}
+
+/* A CA and a server certificate for istiod.istio-system.svc, made with openssl in dir. */
+static void make_certificates(const char *dir)
+{
+	char command[2048];
+
+	snprintf(command, sizeof(command),
+		 "set -e; cd %s;"
+		 "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=test-mesh-root 2>/dev/null;"
+		 "openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.pem -days 1 -subj /CN=other-root 2>/dev/null;"
+		 "openssl req -newkey rsa:2048 -nodes -keyout istiod.key -out istiod.csr -subj /CN=istiod 2>/dev/null;"
+		 "printf 'subjectAltName=DNS:istiod.istio-system.svc\\n' > san.ext;"
+		 "openssl x509 -req -in istiod.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out istiod.pem -days 1 -extfile san.ext 2>/dev/null",
+		 dir);
+	if (system(command) != 0)
+		fail_msg("openssl could not make the test certificates");
+}
+
+static void tls(void **state)
+{
+	(void)state;
+	char dir[128], cert[160], key[160], ca[160], other_ca[160];
+	struct server server;
+	struct client c;
+
+	temp_path(dir, sizeof(dir), "tls");
+	mkdir(dir, 0700);
+	make_certificates(dir);
+	snprintf(cert, sizeof(cert), "%s/istiod.pem", dir);
+	snprintf(key, sizeof(key), "%s/istiod.key", dir);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+	snprintf(other_ca, sizeof(other_ca), "%s/other-ca.pem", dir);
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, "--tls-cert", cert, "--tls-key", key, NULL });
+
+	/* The right CA and name. */
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .root_cert = ca,
+						    .server_name = "istiod.istio-system.svc" });
+	WAIT_FOR(&c, 10, stats.acks == 3);
+	client_stop(&c);
+
+	/* Another CA: refused, and the error says why. */
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .root_cert = other_ca,
+						    .server_name = "istiod.istio-system.svc" });
+	WAIT_FOR(&c, 10, stats.streams >= 1 && stats.last_error[0]);
+	assert_int_equal(client_stats(&c).responses, 0);
+	print_message("# wrong CA: %s\n", client_stats(&c).last_error);
+	assert_non_null(strcasestr(client_stats(&c).last_error, "handshake"));
+	client_stop(&c);
+
+	/* The right CA, the wrong name. */
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .root_cert = ca,
+						    .server_name = "evil.example.com" });
+	WAIT_FOR(&c, 10, stats.streams >= 1 && stats.last_error[0]);
+	assert_int_equal(client_stats(&c).responses, 0);
+	print_message("# wrong name: %s\n", client_stats(&c).last_error);
+	assert_non_null(strstr(client_stats(&c).last_error, "evil.example.com"));
+	client_stop(&c);
+	server_stop(&server);
+
+	char command[256];
+	snprintf(command, sizeof(command), "rm -rf %s", dir);
+	assert_int_equal(system(command), 0);
+	unlink(server.log);
+}
+
+/* Two services and a workload, then a state where the workload and one service are gone. */
+static void resumable_streams(const char *first, const char *second)
+{
+	struct response r[2];
+	struct service_spec a = { .namespace = "ns", .hostname = "a", .vips = { "10.96.0.1" }, .ports = { { 80 } } };
+	struct service_spec b = { .namespace = "ns", .hostname = "b", .vips = { "10.96.0.2" }, .ports = { { 80 } } };
+	struct workload_spec w = { .uid = "w/1", .addresses = { "10.0.0.1" }, .services = { { "ns/a" } } };
+
+	response_init(&r[0], SM_TYPE_URL_ADDRESS);
+	r[0].msg.nonce = "full";
+	response_add_service(&r[0], &a, "a1");
+	response_add_service(&r[0], &b, "b1");
+	response_add_workload(&r[0], &w, "w1");
+	response_init(&r[1], SM_TYPE_URL_AUTHORIZATION);
+	r[1].msg.nonce = "authz";
+	write_stream(first, r, 2);
+
+	response_init(&r[0], SM_TYPE_URL_ADDRESS);
+	r[0].msg.nonce = "later";
+	a.vips[0] = "10.96.0.11"; /* changed */
+	response_add_service(&r[0], &a, "a2");
+	response_init(&r[1], SM_TYPE_URL_AUTHORIZATION);
+	write_stream(second, r, 2);
+}
+
+static void reconnect_resumes_and_removes_stale(void **state)
+{
+	(void)state;
+	char first[128], second[128];
+	struct server server;
+	struct client c;
+
+	temp_path(first, sizeof(first), "first");
+	temp_path(second, sizeof(second), "second");
+	resumable_streams(first, second);
+	server_start(&server, (const char *[]){ "--stream", first, "--stream", second, "--close-after", "2", NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	WAIT_FOR(&c, 10, stats.ready && stats.streams >= 2);
+	/* the second stream resumed: ns/b and w/1 were removed, ns/a moved */
+	WAIT_FOR(&c, 10, model_count(&c, SM_MAP_SERVICES) == 1 && model_count(&c, SM_MAP_BACKENDS) == 0);
+	client_stop(&c);
+	server_stop(&server);
+
+	json_t *requests = server_events(&server, "request");
+	size_t i;
+	json_t *request, *resumed = NULL;
+	json_array_foreach(requests, i, request) {
+		if (json_integer_value(json_object_get(request, "stream")) == 2 &&
+		    strcmp(json_string_value(json_object_get(request, "typeUrl")), SM_TYPE_URL_ADDRESS) == 0) {
+			resumed = request;
+			break;
+		}
+	}
+	assert_non_null(resumed);
+	json_t *expected = json_pack("{s:s, s:s, s:s}", "ns/a", "a1", "ns/b", "b1", "w/1", "w1");
+	assert_true(json_equal(json_object_get(resumed, "initialResourceVersions"), expected));
+	json_decref(expected);
+	json_decref(requests);
+
+	json_t *statuses = server_events(&server, "status");
+	assert_true(json_array_size(statuses) >= 1);
+	json_decref(statuses);
+	unlink(server.log);
+	unlink(first);
+	unlink(second);
+}
+
+static void server_killed_and_back(void **state)
+{
+	(void)state;
+	struct server server;
+	struct client c;
+	char listen[32];
+
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	WAIT_FOR(&c, 10, stats.acks == 3);
+	kill(server.pid, SIGKILL);
+	waitpid(server.pid, NULL, 0);
+	unlink(server.log);
+
+	/* Down: the client backs off (doubling) and keeps its state. */
+	WAIT_FOR(&c, 10, !stats.connected && stats.backoff_ms >= 40);
+	struct sm_model_stats model;
+	sm_model_stats(c.model, &model);
+	assert_int_equal(model.authorizations, 1);
+
+	/* Back on the same port: the client resumes with what it holds. */
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", server.port);
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, "--listen", listen, NULL });
+	WAIT_FOR(&c, 30, stats.connected && stats.streams >= 3 && stats.acks >= 5);
+	client_stop(&c);
+	server_stop(&server);
+	json_t *requests = server_events(&server, "request");
+	json_t *resume = request_of(requests, SM_TYPE_URL_AUTHORIZATION, NULL);
+	assert_non_null(json_object_get(json_object_get(resume, "initialResourceVersions"), "bookinfo/allow-frontend"));
+	json_decref(requests);
+	unlink(server.log);
+}
+
+static void large_response_accepted(void **state)
+{
+	(void)state;
+	enum { SIZE = 100 << 20 };
+	char stream_path[128];
+	struct response r[1];
+	struct server server;
+	struct client c;
+	Google__Protobuf__Any config = GOOGLE__PROTOBUF__ANY__INIT;
+	Istio__Workload__Extension extension = ISTIO__WORKLOAD__EXTENSION__INIT;
+	Istio__Workload__Extension *extensions[] = { &extension };
+
+	temp_path(stream_path, sizeof(stream_path), "large");
+	response_init(&r[0], SM_TYPE_URL_ADDRESS);
+	r[0].msg.nonce = "large";
+	Istio__Workload__Workload *w = workload_from(&r[0], &(struct workload_spec){ .uid = "w/large", .addresses = { "10.0.0.1" } });
+	config.type_url = "type.googleapis.com/example.Blob";
+	config.value.len = SIZE;
+	config.value.data = response_alloc(&r[0], SIZE);
+	extension.name = "blob";
+	extension.config = &config;
+	w->extensions = extensions;
+	w->n_extensions = 1;
+	response_add_workload_msg(&r[0], w, "v1");
+	write_stream(stream_path, r, 1);
+
+	server_start(&server, (const char *[]){ "--stream", stream_path, NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	WAIT_FOR(&c, 60, stats.acks == 1);
+	assert_int_equal(model_count(&c, SM_MAP_BACKENDS), 1);
+	client_stop(&c);
+	server_stop(&server);
+	unlink(server.log);
+	unlink(stream_path);
+}
+
+static void record_replays_what_came(void **state)
+{
+	(void)state;
+	char record[128];
+	struct server server;
+	struct client c;
+	size_t recorded_len, fixture_len;
+
+	temp_path(record, sizeof(record), "record");
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true, .record_path = record });
+	WAIT_FOR(&c, 10, stats.acks == 3);
+	client_stop(&c);
+	server_stop(&server);
+	uint8_t *recorded = test_read_file(record, &recorded_len);
+	uint8_t *fixture = test_read_fixture("wire/stream.xds", &fixture_len);
+	assert_int_equal(recorded_len, fixture_len);
+	assert_memory_equal(recorded, fixture, fixture_len);
+	free(recorded);
+	free(fixture);
+	unlink(record);
+	unlink(server.log);
+}
+
+static void backoff_doubles_to_its_cap(void **state)
+{
+	(void)state;
+	uint64_t backoff = 0;
+
+	for (int i = 0; i < 20; i++)
+		backoff = sm_xds_backoff_next(backoff, 0);
+	assert_int_equal(backoff, SM_XDS_BACKOFF_MAX_MS);
+	assert_int_equal(sm_xds_backoff_next(0, 0), 10);
+	assert_int_equal(sm_xds_backoff_next(10, 0), 20);
+	for (uint64_t r = 0; r < 2000; r += 7) {
+		uint64_t jittered = sm_xds_backoff_jittered(1000, r);
+		assert_true(jittered >= 750 && jittered <= 1250);
+	}
+}
+
+/* A shutdown frees everything: checked by valgrind, or by LeakSanitizer in the ASan build (which
+ * valgrind cannot run). */
+static void shutdown_frees_everything(void **state)
+{
+	(void)state;
+	struct server server;
+	char command[512];
+
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, NULL });
+#ifdef __SANITIZE_ADDRESS__
+	snprintf(command, sizeof(command), "ASAN_OPTIONS=detect_leaks=1 %s %s 3 2>&1", XDS_SHUTDOWN_PROBE, server.address);
+#else
+	snprintf(command, sizeof(command),
+		 "valgrind -q --leak-check=full --show-possibly-lost=no --errors-for-leak-kinds=definite,indirect "
+		 "--error-exitcode=9 %s %s 3 2>&1",
+		 XDS_SHUTDOWN_PROBE, server.address);
+#endif
+	int status = system(command);
+	server_stop(&server);
+	unlink(server.log);
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(backoff_doubles_to_its_cap),
+		cmocka_unit_test(fixtures_served_and_acked),
+		cmocka_unit_test(node_identity_as_istiod_reads_it),
+		cmocka_unit_test(nack_names_every_rejection),
+		cmocka_unit_test(unknown_type_url_is_nacked),
+		cmocka_unit_test(token_sent_and_reread),
+		cmocka_unit_test(tls),
+		cmocka_unit_test(reconnect_resumes_and_removes_stale),
+		cmocka_unit_test(server_killed_and_back),
+		cmocka_unit_test(large_response_accepted),
+		cmocka_unit_test(record_replays_what_came),
+		cmocka_unit_test(shutdown_frees_everything),
+	};
+
+	srand((unsigned)getpid());
+	return cmocka_run_group_tests_name("xds", tests, NULL, NULL);
+}

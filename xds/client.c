@@ -1,0 +1,765 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The Delta ADS client on gRPC C core. One thread owns the completion queue and runs one stream at a
+ * time: it subscribes to Address and Authorization (wildcard, with the versions the model holds),
+ * applies each response to the model, answers it with an ACK or a NACK that names every rejected
+ * resource, and after the stream ends reconnects with exponential backoff. The model keeps its state
+ * while disconnected; on the next stream istiod sends what changed and removes what is gone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "xds/xds.h"
+
+#define DEFAULT_MAX_MESSAGE_BYTES (256u << 20)
+#define TICK_MS 200
+#define TOKEN_MAX_BYTES 65536
+/* INVALID_ARGUMENT, as istiod reads a NACK's error_detail.code */
+#define NACK_CODE 3
+
+enum tag {
+	TAG_SEND_INITIAL_METADATA = 1,
+	TAG_RECV_INITIAL_METADATA,
+	TAG_SEND,
+	TAG_RECV,
+	TAG_STATUS,
+};
+
+enum type_index {
+	TYPE_ADDRESS,
+	TYPE_AUTHORIZATION,
+	TYPE_COUNT,
+};
+
+static const char *const type_urls[TYPE_COUNT] = { SM_TYPE_URL_ADDRESS, SM_TYPE_URL_AUTHORIZATION };
+
+struct outgoing {
+	grpc_byte_buffer *buffer;
+	int answers_type; /* the first answer to this type makes it ready; -1 otherwise */
+	struct outgoing *next;
+};
+
+struct stream {
+	grpc_call *call;
+	grpc_metadata metadata[2];
+	char *authorization;
+	grpc_metadata_array initial_metadata;
+	grpc_metadata_array trailing_metadata;
+	grpc_status_code status;
+	grpc_slice details;
+	const char *error_string;
+	grpc_byte_buffer *received;
+	struct outgoing *sending; /* in flight */
+	struct outgoing *queue, *queue_tail;
+	int outstanding; /* batches started and not completed */
+	bool status_received;
+	bool cancelled;
+	uint64_t responses;
+};
+
+struct sm_xds_client {
+	struct sm_xds_options options;
+	grpc_channel *channel;
+	grpc_completion_queue *cq;
+	pthread_t thread;
+	bool started;
+	int record_fd;
+
+	pthread_mutex_t lock; /* guards what other threads read or set below */
+	pthread_cond_t wake;
+	bool stopping;
+	grpc_call *current_call;
+	struct sm_xds_stats stats;
+	bool answered[TYPE_COUNT];
+};
+
+/* ---- logging and stats ---- */
+
+static void xds_log(struct sm_xds_client *client, int level, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	if (!client->options.log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	client->options.log(client->options.log_ctx, level, "%s", line);
+}
+
+void sm_xds_client_stats(struct sm_xds_client *client, struct sm_xds_stats *stats)
+{
+	pthread_mutex_lock(&client->lock);
+	*stats = client->stats;
+	pthread_mutex_unlock(&client->lock);
+}
+
+#define WITH_STATS(client, statement)                    \
+	do {                                             \
+		pthread_mutex_lock(&(client)->lock);     \
+		statement;                               \
+		pthread_mutex_unlock(&(client)->lock);   \
+	} while (0)
+
+/* ---- backoff ---- */
+
+uint64_t sm_xds_backoff_next(uint64_t current_ms, uint64_t random)
+{
+	(void)random;
+	if (current_ms < SM_XDS_BACKOFF_MIN_MS)
+		return SM_XDS_BACKOFF_MIN_MS;
+	return current_ms * 2 > SM_XDS_BACKOFF_MAX_MS ? SM_XDS_BACKOFF_MAX_MS : current_ms * 2;
+}
+
+uint64_t sm_xds_backoff_jittered(uint64_t base_ms, uint64_t random)
+{
+	/* 75% to 125% of the base, so that agents restarted together do not reconnect together. */
+	return base_ms * (750 + random % 501) / 1000;
+}
+
+/* ---- requests ---- */
+
+struct versions_ctx {
+	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry **entries;
+	size_t n, capacity;
+};
+
+static int add_version(void *ctx, const char *name, const char *version)
+{
+	struct versions_ctx *versions = ctx;
+
+	if (versions->n == versions->capacity) {
+		size_t capacity = versions->capacity ? versions->capacity * 2 : 64;
+		void *entries = realloc(versions->entries, capacity * sizeof(*versions->entries));
+		if (!entries)
+			return -ENOMEM;
+		versions->entries = entries;
+		versions->capacity = capacity;
+	}
+	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry *entry = malloc(sizeof(*entry));
+	if (!entry)
+		return -ENOMEM;
+	envoy__service__discovery__v3__delta_discovery_request__initial_resource_versions_entry__init(entry);
+	/* the model outlives the request: its strings are borrowed */
+	entry->key = (char *)name;
+	entry->value = (char *)version;
+	versions->entries[versions->n++] = entry;
+	return 0;
+}
+
+static grpc_byte_buffer *pack_request(const Envoy__Service__Discovery__V3__DeltaDiscoveryRequest *request)
+{
+	size_t len = envoy__service__discovery__v3__delta_discovery_request__get_packed_size(request);
+	uint8_t *bytes = malloc(len ? len : 1);
+
+	if (!bytes)
+		return NULL;
+	envoy__service__discovery__v3__delta_discovery_request__pack(request, bytes);
+	grpc_slice slice = grpc_slice_new(bytes, len, free);
+	grpc_byte_buffer *buffer = grpc_raw_byte_buffer_create(&slice, 1);
+	grpc_slice_unref(slice);
+	return buffer;
+}
+
+static void enqueue(struct stream *stream, grpc_byte_buffer *buffer, int answers_type)
+{
+	struct outgoing *out = calloc(1, sizeof(*out));
+
+	if (!out) {
+		grpc_byte_buffer_destroy(buffer);
+		return;
+	}
+	out->buffer = buffer;
+	out->answers_type = answers_type;
+	if (stream->queue_tail)
+		stream->queue_tail->next = out;
+	else
+		stream->queue = out;
+	stream->queue_tail = out;
+}
+
+/* The first request of a type on a stream: node, wildcard subscription, the versions held. */
+static int subscribe(struct sm_xds_client *client, struct stream *stream, int type)
+{
+	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest request = ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INIT;
+	struct versions_ctx versions = { 0 };
+	grpc_byte_buffer *buffer = NULL;
+	int err;
+
+	request.type_url = (char *)type_urls[type];
+	request.node = sm_xds_node_message(client->options.node);
+	if (!request.node)
+		return -ENOMEM;
+	if (client->options.model_lock)
+		pthread_mutex_lock(client->options.model_lock);
+	err = sm_model_for_each_version(client->options.model, type_urls[type], add_version, &versions);
+	if (!err) {
+		request.n_initial_resource_versions = versions.n;
+		request.initial_resource_versions = versions.entries;
+		buffer = pack_request(&request);
+		err = buffer ? 0 : -ENOMEM;
+	}
+	if (client->options.model_lock)
+		pthread_mutex_unlock(client->options.model_lock);
+	for (size_t i = 0; i < versions.n; i++)
+		free(versions.entries[i]);
+	free(versions.entries);
+	sm_xds_node_message_free(request.node);
+	if (!err)
+		enqueue(stream, buffer, -1);
+	if (!err && versions.n)
+		xds_log(client, SM_XDS_LOG_INFO, "subscribing to %s, resuming from %zu resources", type_urls[type], versions.n);
+	return err;
+}
+
+static void answer(struct stream *stream, const char *type_url, const char *nonce, const char *error, int type)
+{
+	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest request = ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INIT;
+	Envoy__Service__Discovery__V3__Status status = ENVOY__SERVICE__DISCOVERY__V3__STATUS__INIT;
+
+	request.type_url = (char *)type_url;
+	request.response_nonce = (char *)nonce;
+	if (error) {
+		status.code = NACK_CODE;
+		status.message = (char *)error;
+		request.error_detail = &status;
+	}
+	grpc_byte_buffer *buffer = pack_request(&request);
+	if (buffer)
+		enqueue(stream, buffer, type);
+}
+
+/* ---- responses ---- */
+
+static int type_index(const char *type_url)
+{
+	for (int type = 0; type < TYPE_COUNT; type++) {
+		if (strcmp(type_url, type_urls[type]) == 0)
+			return type;
+	}
+	return -1;
+}
+
+static void record(struct sm_xds_client *client, const uint8_t *bytes, size_t len)
+{
+	if (client->record_fd < 0)
+		return;
+	int err = sm_stream_append(client->record_fd, bytes, len);
+	if (err)
+		xds_log(client, SM_XDS_LOG_ERROR, "recording to %s: %s", client->options.record_path, strerror(-err));
+}
+
+static void apply_response(struct sm_xds_client *client, struct stream *stream,
+			   const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response)
+{
+	struct sm_rejections rejections = { 0 };
+	char *error = NULL;
+	int type = type_index(response->type_url);
+
+	if (client->options.model_lock)
+		pthread_mutex_lock(client->options.model_lock);
+	int err = sm_model_apply(client->options.model, response, client->options.writer, &rejections);
+	if (client->options.after_apply)
+		client->options.after_apply(client->options.after_apply_ctx, response->type_url, &rejections);
+	if (client->options.model_lock)
+		pthread_mutex_unlock(client->options.model_lock);
+
+	if (err) {
+		if (asprintf(&error, "the response could not be applied: %s", strerror(-err)) < 0)
+			error = NULL;
+		xds_log(client, SM_XDS_LOG_ERROR, "%s response %s: %s", response->type_url, response->nonce,
+			error ? error : strerror(-err));
+	} else if (rejections.count) {
+		error = sm_rejections_format(&rejections);
+		xds_log(client, SM_XDS_LOG_WARN, "NACK %s response %s: %zu rejected: %s", response->type_url,
+			response->nonce, rejections.count, error ? error : "(out of memory)");
+	} else {
+		xds_log(client, SM_XDS_LOG_DEBUG, "ACK %s response %s: %zu resources, %zu removed", response->type_url,
+			response->nonce, response->n_resources, response->n_removed_resources);
+	}
+	WITH_STATS(client, {
+		client->stats.rejected_resources += rejections.count;
+		if (err || rejections.count)
+			client->stats.nacks++;
+		else
+			client->stats.acks++;
+	});
+	answer(stream, response->type_url, response->nonce, err || rejections.count ? (error ? error : "rejected") : NULL,
+	       type);
+	free(error);
+	sm_rejections_clear(&rejections);
+}
+
+static void handle_message(struct sm_xds_client *client, struct stream *stream, grpc_byte_buffer *buffer)
+{
+	grpc_byte_buffer_reader reader;
+	ProtobufCMessage *response;
+	char err[512];
+
+	if (!grpc_byte_buffer_reader_init(&reader, buffer)) {
+		xds_log(client, SM_XDS_LOG_ERROR, "a response could not be decompressed");
+		return;
+	}
+	grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
+	grpc_byte_buffer_reader_destroy(&reader);
+	const uint8_t *bytes = GRPC_SLICE_START_PTR(slice);
+	size_t len = GRPC_SLICE_LENGTH(slice);
+
+	stream->responses++;
+	WITH_STATS(client, client->stats.responses++);
+	record(client, bytes, len);
+	if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len, &response,
+			 err, sizeof(err))) {
+		/* Without its type and nonce it cannot be answered as such; say so in a NACK all the same. */
+		char *detail = NULL;
+		xds_log(client, SM_XDS_LOG_ERROR, "a %zu-byte response does not decode: %s", len, err);
+		if (asprintf(&detail, "response does not decode: %s", err) >= 0)
+			answer(stream, "", "", detail, -1);
+		free(detail);
+		WITH_STATS(client, client->stats.nacks++);
+	} else {
+		apply_response(client, stream, (const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)response);
+		protobuf_c_message_free_unpacked(response, NULL);
+	}
+	grpc_slice_unref(slice);
+}
+
+/* ---- the stream ---- */
+
+static int start_batch(struct stream *stream, const grpc_op *ops, size_t n, enum tag tag)
+{
+	grpc_call_error err = grpc_call_start_batch(stream->call, ops, n, (void *)(intptr_t)tag, NULL);
+
+	if (err != GRPC_CALL_OK)
+		return -EIO;
+	stream->outstanding++;
+	return 0;
+}
+
+static void pump_sends(struct stream *stream)
+{
+	if (stream->sending || !stream->queue || stream->status_received || stream->cancelled)
+		return;
+	struct outgoing *out = stream->queue;
+	grpc_op op = { .op = GRPC_OP_SEND_MESSAGE, .data.send_message.send_message = out->buffer };
+
+	stream->queue = out->next;
+	if (!stream->queue)
+		stream->queue_tail = NULL;
+	stream->sending = out;
+	if (start_batch(stream, &op, 1, TAG_SEND)) {
+		stream->sending = NULL;
+		grpc_byte_buffer_destroy(out->buffer);
+		free(out);
+	}
+}
+
+static void receive_next(struct stream *stream)
+{
+	grpc_op op = { .op = GRPC_OP_RECV_MESSAGE, .data.recv_message.recv_message = &stream->received };
+
+	if (!stream->status_received && !stream->cancelled)
+		start_batch(stream, &op, 1, TAG_RECV);
+}
+
+static char *read_token(struct sm_xds_client *client)
+{
+	char buf[TOKEN_MAX_BYTES];
+	int fd = open(client->options.token_path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0) {
+		xds_log(client, SM_XDS_LOG_ERROR, "reading the token %s: %s", client->options.token_path, strerror(errno));
+		return NULL;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return NULL;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+		n--;
+	buf[n] = '\0';
+	char *header = NULL;
+	return asprintf(&header, "Bearer %s", buf) < 0 ? NULL : header;
+}
+
+static int open_stream(struct sm_xds_client *client, struct stream *stream)
+{
+	grpc_op start[2] = { 0 };
+	size_t n_metadata = 0;
+
+	grpc_metadata_array_init(&stream->initial_metadata);
+	grpc_metadata_array_init(&stream->trailing_metadata);
+	if (client->options.token_path && (stream->authorization = read_token(client)))
+		stream->metadata[n_metadata++] = (grpc_metadata){
+			.key = grpc_slice_from_static_string("authorization"),
+			.value = grpc_slice_from_static_string(stream->authorization),
+		};
+	stream->metadata[n_metadata++] = (grpc_metadata){
+		.key = grpc_slice_from_static_string("clusterid"),
+		.value = grpc_slice_from_static_string(client->options.node->cluster_id),
+	};
+
+	stream->call = grpc_channel_create_call(client->channel, NULL, GRPC_PROPAGATE_DEFAULTS, client->cq,
+						grpc_slice_from_static_string(SM_DELTA_ADS_METHOD), NULL,
+						gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	if (!stream->call)
+		return -ENOMEM;
+	WITH_STATS(client, {
+		client->current_call = stream->call;
+		client->stats.streams++;
+	});
+
+	grpc_op status = { .op = GRPC_OP_RECV_STATUS_ON_CLIENT };
+	status.data.recv_status_on_client.trailing_metadata = &stream->trailing_metadata;
+	status.data.recv_status_on_client.status = &stream->status;
+	status.data.recv_status_on_client.status_details = &stream->details;
+	status.data.recv_status_on_client.error_string = &stream->error_string;
+	start[0] = (grpc_op){ .op = GRPC_OP_SEND_INITIAL_METADATA };
+	start[0].data.send_initial_metadata.count = n_metadata;
+	start[0].data.send_initial_metadata.metadata = stream->metadata;
+	start[1] = (grpc_op){ .op = GRPC_OP_RECV_INITIAL_METADATA };
+	start[1].data.recv_initial_metadata.recv_initial_metadata = &stream->initial_metadata;
+	if (start_batch(stream, &status, 1, TAG_STATUS) || start_batch(stream, &start[0], 1, TAG_SEND_INITIAL_METADATA) ||
+	    start_batch(stream, &start[1], 1, TAG_RECV_INITIAL_METADATA))
+		return -EIO;
+	for (int type = 0; type < TYPE_COUNT; type++) {
+		int err = subscribe(client, stream, type);
+		if (err)
+			return err;
+	}
+	receive_next(stream);
+	pump_sends(stream);
+	return 0;
+}
+
+static void close_stream(struct sm_xds_client *client, struct stream *stream)
+{
+	WITH_STATS(client, client->current_call = NULL);
+	for (struct outgoing *out = stream->queue, *next; out; out = next) {
+		next = out->next;
+		grpc_byte_buffer_destroy(out->buffer);
+		free(out);
+	}
+	if (stream->call)
+		grpc_call_unref(stream->call);
+	grpc_metadata_array_destroy(&stream->initial_metadata);
+	grpc_metadata_array_destroy(&stream->trailing_metadata);
+	grpc_slice_unref(stream->details);
+	gpr_free((void *)stream->error_string);
+	free(stream->authorization);
+}
+
+static bool stopping(struct sm_xds_client *client)
+{
+	bool stop;
+
+	pthread_mutex_lock(&client->lock);
+	stop = client->stopping;
+	pthread_mutex_unlock(&client->lock);
+	return stop;
+}
+
+static void mark_answered(struct sm_xds_client *client, int type)
+{
+	WITH_STATS(client, {
+		client->answered[type] = true;
+		client->stats.ready = client->answered[TYPE_ADDRESS] && client->answered[TYPE_AUTHORIZATION];
+	});
+}
+
+static void on_event(struct sm_xds_client *client, struct stream *stream, const grpc_event *event)
+{
+	stream->outstanding--;
+	switch ((enum tag)(intptr_t)event->tag) {
+	case TAG_SEND: {
+		struct outgoing *sent = stream->sending;
+		stream->sending = NULL;
+		if (event->success && sent->answers_type >= 0)
+			mark_answered(client, sent->answers_type);
+		grpc_byte_buffer_destroy(sent->buffer);
+		free(sent);
+		pump_sends(stream);
+		break;
+	}
+	case TAG_RECV:
+		if (!event->success || !stream->received)
+			break; /* the stream is ending; its status says how */
+		WITH_STATS(client, client->stats.connected = true);
+		handle_message(client, stream, stream->received);
+		grpc_byte_buffer_destroy(stream->received);
+		stream->received = NULL;
+		receive_next(stream);
+		pump_sends(stream);
+		break;
+	case TAG_STATUS:
+		stream->status_received = true;
+		break;
+	case TAG_RECV_INITIAL_METADATA:
+		if (event->success)
+			WITH_STATS(client, client->stats.connected = true);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Runs one stream to its end; returns its status and whether it carried any response. */
+static grpc_status_code run_stream(struct sm_xds_client *client, bool *healthy)
+{
+	struct stream stream = { .details = grpc_empty_slice() };
+	grpc_status_code status = GRPC_STATUS_UNAVAILABLE;
+
+	if (open_stream(client, &stream)) {
+		WITH_STATS(client, snprintf(client->stats.last_error, sizeof(client->stats.last_error),
+					    "the stream could not be started"));
+		if (stream.call) {
+			grpc_call_cancel(stream.call, NULL);
+			stream.cancelled = true;
+		}
+	}
+	while (stream.outstanding > 0) {
+		gpr_timespec tick = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(TICK_MS, GPR_TIMESPAN));
+		grpc_event event = grpc_completion_queue_next(client->cq, tick, NULL);
+		if (event.type == GRPC_OP_COMPLETE)
+			on_event(client, &stream, &event);
+		if (stream.call && !stream.cancelled && (stopping(client) || (stream.status_received && stream.outstanding))) {
+			grpc_call_cancel(stream.call, NULL);
+			stream.cancelled = true;
+		}
+	}
+	if (stream.status_received) {
+		status = stream.status;
+		char *details = grpc_slice_to_c_string(stream.details);
+		WITH_STATS(client, {
+			if (status != GRPC_STATUS_OK)
+				snprintf(client->stats.last_error, sizeof(client->stats.last_error), "%s (%d)%s%s", details,
+					 (int)status, stream.error_string ? ": " : "",
+					 stream.error_string ? stream.error_string : "");
+		});
+		if (!stopping(client))
+			xds_log(client, status == GRPC_STATUS_OK ? SM_XDS_LOG_INFO : SM_XDS_LOG_WARN,
+				"xDS stream to %s ended after %llu responses: status %d: %s", client->options.address,
+				(unsigned long long)stream.responses, (int)status, details);
+		gpr_free(details);
+	}
+	*healthy = stream.responses > 0;
+	WITH_STATS(client, client->stats.connected = false);
+	close_stream(client, &stream);
+	return status;
+}
+
+static uint64_t random_u64(void)
+{
+	uint64_t value = 0;
+
+	if (getrandom(&value, sizeof(value), 0) != sizeof(value))
+		value = (uint64_t)time(NULL);
+	return value;
+}
+
+/* Sleeps ms, or less if the client is stopped. */
+static void wait_or_stop(struct sm_xds_client *client, uint64_t ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += (time_t)(ms / 1000);
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&client->lock);
+	while (!client->stopping && pthread_cond_timedwait(&client->wake, &client->lock, &until) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&client->lock);
+}
+
+static void *stream_thread(void *arg)
+{
+	struct sm_xds_client *client = arg;
+	uint64_t backoff = 0;
+
+	while (!stopping(client)) {
+		bool healthy = false;
+		grpc_status_code status = run_stream(client, &healthy);
+		if (stopping(client))
+			break;
+		/* A clean end (istiod's max connection age) reconnects at once; a stream that worked starts
+		 * the backoff over; failures double it. */
+		if (status == GRPC_STATUS_OK)
+			backoff = 0;
+		else if (healthy)
+			backoff = SM_XDS_BACKOFF_MIN_MS;
+		else
+			backoff = sm_xds_backoff_next(backoff, 0);
+		uint64_t wait = backoff ? sm_xds_backoff_jittered(backoff, random_u64()) : 0;
+		WITH_STATS(client, client->stats.backoff_ms = wait);
+		if (wait)
+			xds_log(client, SM_XDS_LOG_INFO, "reconnecting to %s in %llu ms", client->options.address,
+				(unsigned long long)wait);
+		wait_or_stop(client, wait);
+	}
+	return NULL;
+}
+
+/* ---- life ---- */
+
+static char *read_file(const char *path, char *err, size_t size)
+{
+	FILE *f = fopen(path, "rb");
+	char *text = NULL;
+	long len;
+
+	if (!f) {
+		snprintf(err, size, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (text = malloc((size_t)len + 1)) && fread(text, 1, (size_t)len, f) == (size_t)len) {
+		text[len] = '\0';
+	} else {
+		snprintf(err, size, "%s: cannot read it", path);
+		free(text);
+		text = NULL;
+	}
+	fclose(f);
+	return text;
+}
+
+static grpc_channel_credentials *credentials(const struct sm_xds_options *options, char *err, size_t size)
+{
+	if (options->plaintext)
+		return grpc_insecure_credentials_create();
+
+	char *roots = NULL;
+	if (options->root_cert && !(roots = read_file(options->root_cert, err, size)))
+		return NULL;
+	grpc_channel_credentials *creds = grpc_ssl_credentials_create(roots, NULL, NULL, NULL);
+	free(roots);
+	if (!creds)
+		snprintf(err, size, "TLS credentials from %s could not be made", options->root_cert ? options->root_cert : "the system roots");
+	return creds;
+}
+
+static grpc_channel *make_channel(const struct sm_xds_options *options, char *err, size_t size)
+{
+	size_t max_bytes = options->max_message_bytes ? options->max_message_bytes : DEFAULT_MAX_MESSAGE_BYTES;
+	grpc_arg args[] = {
+		{ GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, { .integer = 30000 } },
+		{ GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, { .integer = 10000 } },
+		{ GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, { .integer = 1 } },
+		{ GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, { .integer = 0 } },
+		{ GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, { .integer = (int)max_bytes } },
+		{ GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, { .integer = SM_XDS_BACKOFF_MIN_MS } },
+		{ GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, { .integer = SM_XDS_BACKOFF_MIN_MS } },
+		{ GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, { .integer = SM_XDS_BACKOFF_MAX_MS } },
+		{ GRPC_ARG_STRING, GRPC_ARG_PRIMARY_USER_AGENT_STRING, { .string = "sockmesh/" SOCKMESH_VERSION } },
+		{ GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, { .string = (char *)options->server_name } },
+	};
+	grpc_channel_args channel_args = { .num_args = sizeof(args) / sizeof(args[0]) - (options->server_name ? 0 : 1),
+					   .args = args };
+	grpc_channel_credentials *creds = credentials(options, err, size);
+
+	if (!creds)
+		return NULL;
+	grpc_channel *channel = grpc_channel_create(options->address, creds, &channel_args);
+	grpc_channel_credentials_release(creds);
+	if (!channel)
+		snprintf(err, size, "a channel to %s could not be made", options->address);
+	return channel;
+}
+
+int sm_xds_client_new(const struct sm_xds_options *options, struct sm_xds_client **out, char *err, size_t size)
+{
+	struct sm_xds_client *client;
+
+	if (!options->address || !options->node || !options->model || !options->writer) {
+		snprintf(err, size, "the xDS client needs an address, a node, a model and a map writer");
+		return -EINVAL;
+	}
+	client = calloc(1, sizeof(*client));
+	if (!client) {
+		snprintf(err, size, "out of memory");
+		return -ENOMEM;
+	}
+	client->options = *options;
+	client->record_fd = -1;
+	pthread_mutex_init(&client->lock, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&client->wake, &attr);
+	pthread_condattr_destroy(&attr);
+	grpc_init();
+	if (options->record_path) {
+		client->record_fd = open(options->record_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (client->record_fd < 0) {
+			snprintf(err, size, "%s: %s", options->record_path, strerror(errno));
+			sm_xds_client_free(client);
+			return -EINVAL;
+		}
+	}
+	client->channel = make_channel(options, err, size);
+	if (!client->channel) {
+		sm_xds_client_free(client);
+		return -EINVAL;
+	}
+	client->cq = grpc_completion_queue_create_for_next(NULL);
+	*out = client;
+	return 0;
+}
+
+int sm_xds_client_start(struct sm_xds_client *client)
+{
+	int err = pthread_create(&client->thread, NULL, stream_thread, client);
+
+	if (err)
+		return -err;
+	client->started = true;
+	return 0;
+}
+
+void sm_xds_client_free(struct sm_xds_client *client)
+{
+	if (!client)
+		return;
+	pthread_mutex_lock(&client->lock);
+	client->stopping = true;
+	if (client->current_call)
+		grpc_call_cancel(client->current_call, NULL);
+	pthread_cond_broadcast(&client->wake);
+	pthread_mutex_unlock(&client->lock);
+	if (client->started)
+		pthread_join(client->thread, NULL);
+	if (client->channel)
+		grpc_channel_destroy(client->channel);
+	if (client->cq) {
+		grpc_completion_queue_shutdown(client->cq);
+		while (grpc_completion_queue_next(client->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+		       GRPC_QUEUE_SHUTDOWN)
+			;
+		grpc_completion_queue_destroy(client->cq);
+	}
+	if (client->record_fd >= 0)
+		close(client->record_fd);
+	grpc_shutdown();
+	pthread_cond_destroy(&client->wake);
+	pthread_mutex_destroy(&client->lock);
+	free(client);
+}

@@ -1,0 +1,814 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ztunnel's local config (LOCAL_XDS_PATH) as an xDS source: the YAML (or JSON) file of workloads,
+ * services and policies becomes the two responses istiod would send, so that the agent applies it the
+ * way it applies istiod's. A ztunnel config dump reads too (workloads and services keyed by address,
+ * endpoints under services), which turns dumps people already have into test inputs.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <xxhash.h>
+#include <yaml.h>
+
+#include "google/protobuf/empty.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
+#include "xds/xds.h"
+
+/* Everything a conversion allocates, freed at once when the responses are packed. */
+struct arena {
+	void **blocks;
+	size_t n, capacity;
+};
+
+struct reader {
+	const char *path;
+	yaml_document_t doc;
+	struct arena arena;
+	char *err;
+	size_t err_size;
+	bool failed;
+};
+
+static void *alloc(struct reader *r, size_t size)
+{
+	if (r->arena.n == r->arena.capacity) {
+		size_t capacity = r->arena.capacity ? r->arena.capacity * 2 : 256;
+		void **blocks = realloc(r->arena.blocks, capacity * sizeof(void *));
+		if (!blocks)
+			return NULL;
+		r->arena.blocks = blocks;
+		r->arena.capacity = capacity;
+	}
+	void *block = calloc(1, size ? size : 1);
+	if (block)
+		r->arena.blocks[r->arena.n++] = block;
+	return block;
+}
+
+#define NEW(r, type) ((type *)alloc((r), sizeof(type)))
+#define NEW_ARRAY(r, type, n) ((type *)alloc((r), sizeof(type) * (n)))
+
+static void arena_free(struct arena *arena)
+{
+	for (size_t i = 0; i < arena->n; i++)
+		free(arena->blocks[i]);
+	free(arena->blocks);
+}
+
+static void problem(struct reader *r, const yaml_node_t *node, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (r->failed)
+		return;
+	r->failed = true;
+	n = snprintf(r->err, r->err_size, "%s:%zu: ", r->path, node ? node->start_mark.line + 1 : 0);
+	va_start(ap, fmt);
+	if (n >= 0 && (size_t)n < r->err_size)
+		vsnprintf(r->err + n, r->err_size - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- reading nodes ---- */
+
+static yaml_node_t *node_at(struct reader *r, int index)
+{
+	return yaml_document_get_node(&r->doc, index);
+}
+
+static yaml_node_t *get(struct reader *r, const yaml_node_t *map, const char *key)
+{
+	if (!map || map->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
+		yaml_node_t *k = node_at(r, pair->key);
+		if (k && k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
+			return node_at(r, pair->value);
+	}
+	return NULL;
+}
+
+static const char *scalar(const yaml_node_t *node)
+{
+	return node && node->type == YAML_SCALAR_NODE ? (const char *)node->data.scalar.value : NULL;
+}
+
+/* A string field, copied into the arena ("" when absent; protobuf-c wants non-NULL strings). */
+static char *text(struct reader *r, const yaml_node_t *map, const char *key)
+{
+	const char *value = scalar(get(r, map, key));
+	char *copy = alloc(r, value ? strlen(value) + 1 : 1);
+
+	if (copy && value)
+		strcpy(copy, value);
+	return copy ? copy : "";
+}
+
+static bool number(struct reader *r, const yaml_node_t *node, uint32_t max, uint32_t *out)
+{
+	const char *value = scalar(node);
+	char *end;
+
+	if (!value)
+		return false;
+	unsigned long n = strtoul(value, &end, 10);
+	if (*end || end == value || n > max) {
+		problem(r, node, "'%s' is not a number up to %u", value, max);
+		return false;
+	}
+	*out = (uint32_t)n;
+	return true;
+}
+
+static bool is_true(const yaml_node_t *node)
+{
+	const char *value = scalar(node);
+
+	return value && (strcasecmp(value, "true") == 0 || strcasecmp(value, "yes") == 0);
+}
+
+static size_t items(const yaml_node_t *node)
+{
+	if (node && node->type == YAML_SEQUENCE_NODE)
+		return (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+	if (node && node->type == YAML_MAPPING_NODE)
+		return (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+	return 0;
+}
+
+static yaml_node_t *item(struct reader *r, const yaml_node_t *node, size_t i)
+{
+	if (node->type == YAML_SEQUENCE_NODE)
+		return node_at(r, node->data.sequence.items.start[i]);
+	return node_at(r, node->data.mapping.pairs.start[i].value);
+}
+
+static yaml_node_t *item_key(struct reader *r, const yaml_node_t *node, size_t i)
+{
+	return node->type == YAML_MAPPING_NODE ? node_at(r, node->data.mapping.pairs.start[i].key) : NULL;
+}
+
+/* An enum by its ztunnel name, case-insensitive; -1 when unknown. */
+static int name_index(const char *value, const char *const *names, size_t n)
+{
+	for (size_t i = 0; value && i < n; i++) {
+		if (names[i] && strcasecmp(value, names[i]) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+static int enum_field(struct reader *r, const yaml_node_t *map, const char *key, const char *const *names, size_t n,
+		      int fallback)
+{
+	yaml_node_t *node = get(r, map, key);
+	const char *value = scalar(node);
+	int index;
+
+	if (!value)
+		return fallback;
+	index = name_index(value, names, n);
+	if (index < 0)
+		problem(r, node, "unknown %s '%s'", key, value);
+	return index < 0 ? fallback : index;
+}
+
+#define ENUM(r, map, key, names, fallback) enum_field(r, map, key, names, sizeof(names) / sizeof(names[0]), fallback)
+
+/* ---- addresses ---- */
+
+static bool ip_bytes(struct reader *r, const char *text, ProtobufCBinaryData *out)
+{
+	uint8_t *bytes = alloc(r, 16);
+
+	if (!bytes)
+		return false;
+	if (inet_pton(AF_INET, text, bytes) == 1) {
+		*out = (ProtobufCBinaryData){ .len = 4, .data = bytes };
+		return true;
+	}
+	if (inet_pton(AF_INET6, text, bytes) == 1) {
+		*out = (ProtobufCBinaryData){ .len = 16, .data = bytes };
+		return true;
+	}
+	return false;
+}
+
+/* "network/ip" (the network may be empty, the slash too), as ztunnel writes addresses. */
+static Istio__Workload__NetworkAddress *network_address(struct reader *r, const yaml_node_t *node)
+{
+	const char *value = scalar(node);
+	Istio__Workload__NetworkAddress *address = NEW(r, Istio__Workload__NetworkAddress);
+
+	if (!value || !address) {
+		problem(r, node, "an address must be \"network/ip\"");
+		return NULL;
+	}
+	istio__workload__network_address__init(address);
+	const char *slash = strrchr(value, '/');
+	if (!ip_bytes(r, slash ? slash + 1 : value, &address->address)) {
+		problem(r, node, "'%s' is not an address", value);
+		return NULL;
+	}
+	address->network = alloc(r, slash ? (size_t)(slash - value) + 1 : 1);
+	if (address->network && slash)
+		memcpy(address->network, value, (size_t)(slash - value));
+	return address;
+}
+
+/* {destination: "network/ip" | "namespace/hostname", port} */
+static Istio__Workload__GatewayAddress *gateway(struct reader *r, const yaml_node_t *node)
+{
+	Istio__Workload__GatewayAddress *gateway;
+	const char *destination = scalar(get(r, node, "destination"));
+	uint32_t port = 15008;
+
+	if (!node)
+		return NULL;
+	if (!destination) {
+		problem(r, node, "a waypoint needs a destination");
+		return NULL;
+	}
+	gateway = NEW(r, Istio__Workload__GatewayAddress);
+	if (!gateway)
+		return NULL;
+	istio__workload__gateway_address__init(gateway);
+	number(r, get(r, node, "port"), 65535, &port);
+	gateway->hbone_mtls_port = port;
+
+	const char *slash = strrchr(destination, '/');
+	ProtobufCBinaryData probe;
+	if (ip_bytes(r, slash ? slash + 1 : destination, &probe)) {
+		gateway->destination_case = ISTIO__WORKLOAD__GATEWAY_ADDRESS__DESTINATION_ADDRESS;
+		gateway->address = network_address(r, get(r, node, "destination"));
+		return gateway->address ? gateway : NULL;
+	}
+	Istio__Workload__NamespacedHostname *name = NEW(r, Istio__Workload__NamespacedHostname);
+	if (!name || !slash) {
+		problem(r, node, "waypoint destination '%s' is neither network/ip nor namespace/hostname", destination);
+		return NULL;
+	}
+	istio__workload__namespaced_hostname__init(name);
+	name->namespace_ = alloc(r, (size_t)(slash - destination) + 1);
+	name->hostname = alloc(r, strlen(slash + 1) + 1);
+	if (!name->namespace_ || !name->hostname)
+		return NULL;
+	memcpy(name->namespace_, destination, (size_t)(slash - destination));
+	strcpy(name->hostname, slash + 1);
+	gateway->destination_case = ISTIO__WORKLOAD__GATEWAY_ADDRESS__DESTINATION_HOSTNAME;
+	gateway->hostname = name;
+	return gateway;
+}
+
+/* {servicePort: targetPort, ...} */
+static Istio__Workload__Port **ports(struct reader *r, const yaml_node_t *map, size_t *n)
+{
+	size_t count = items(map);
+	Istio__Workload__Port **list = NEW_ARRAY(r, Istio__Workload__Port *, count);
+
+	*n = 0;
+	for (size_t i = 0; list && map && map->type == YAML_MAPPING_NODE && i < count; i++) {
+		Istio__Workload__Port *port = NEW(r, Istio__Workload__Port);
+		if (!port)
+			return NULL;
+		istio__workload__port__init(port);
+		if (!number(r, item_key(r, map, i), 65535, &port->service_port) ||
+		    !number(r, item(r, map, i), 65535, &port->target_port))
+			return NULL;
+		list[(*n)++] = port;
+	}
+	return list;
+}
+
+static char **strings(struct reader *r, const yaml_node_t *list, size_t *n)
+{
+	size_t count = items(list);
+	char **out = NEW_ARRAY(r, char *, count);
+
+	*n = 0;
+	for (size_t i = 0; out && list && list->type == YAML_SEQUENCE_NODE && i < count; i++) {
+		const char *value = scalar(item(r, list, i));
+		char *copy = value ? alloc(r, strlen(value) + 1) : NULL;
+		if (!copy)
+			continue;
+		strcpy(copy, value);
+		out[(*n)++] = copy;
+	}
+	return out;
+}
+
+/* ---- workloads and services ---- */
+
+static const char *const protocols[] = { "TCP", "HBONE", "LegacyIstioMtls" };
+static const char *const workload_types[] = { "deployment", "cronjob", "pod", "job" };
+static const char *const statuses[] = { "Healthy", "Unhealthy" };
+static const char *const network_modes[] = { "Standard", "HostNetwork" };
+static const char *const lb_modes[] = { "UnspecifiedMode", "Strict", "Failover", "Passthrough" };
+static const char *const health_policies[] = { "OnlyHealthy", "AllowAll" };
+static const char *const lb_scopes[] = { NULL, "Region", "Zone", "Subzone", "Node", "Cluster", "Network" };
+
+struct address_list {
+	Istio__Workload__Address **items;
+	char **names;
+	size_t n;
+};
+
+static Istio__Workload__Workload__ServicesEntry *membership(struct reader *r, const char *service,
+							   const yaml_node_t *port_map)
+{
+	Istio__Workload__Workload__ServicesEntry *entry = NEW(r, Istio__Workload__Workload__ServicesEntry);
+	Istio__Workload__PortList *list = NEW(r, Istio__Workload__PortList);
+
+	if (!entry || !list)
+		return NULL;
+	istio__workload__workload__services_entry__init(entry);
+	istio__workload__port_list__init(list);
+	entry->key = alloc(r, strlen(service) + 1);
+	if (entry->key)
+		strcpy(entry->key, service);
+	list->ports = ports(r, port_map, &list->n_ports);
+	entry->value = list;
+	return entry;
+}
+
+static Istio__Workload__Workload *workload(struct reader *r, const yaml_node_t *node)
+{
+	Istio__Workload__Workload *w = NEW(r, Istio__Workload__Workload);
+	yaml_node_t *ips = get(r, node, "workloadIps"), *services = get(r, node, "services");
+
+	if (!w)
+		return NULL;
+	istio__workload__workload__init(w);
+	w->uid = text(r, node, "uid");
+	if (!w->uid[0])
+		problem(r, node, "a workload needs a uid");
+	w->name = text(r, node, "name");
+	w->namespace_ = text(r, node, "namespace");
+	w->service_account = text(r, node, "serviceAccount");
+	w->trust_domain = text(r, node, "trustDomain");
+	w->node = text(r, node, "node");
+	w->network = text(r, node, "network");
+	w->canonical_name = text(r, node, "canonicalName");
+	w->canonical_revision = text(r, node, "canonicalRevision");
+	w->workload_name = text(r, node, "workloadName");
+	w->cluster_id = text(r, node, "clusterId");
+	w->hostname = text(r, node, "hostname");
+	w->tunnel_protocol = ENUM(r, node, "protocol", protocols, 0);
+	w->workload_type = ENUM(r, node, "workloadType", workload_types, 0);
+	w->status = ENUM(r, node, "status", statuses, 0);
+	w->network_mode = ENUM(r, node, "networkMode", network_modes, 0);
+	w->native_tunnel = is_true(get(r, node, "nativeTunnel"));
+	w->waypoint = gateway(r, get(r, node, "waypoint"));
+	w->network_gateway = gateway(r, get(r, node, "networkGateway"));
+	w->authorization_policies = strings(r, get(r, node, "authorizationPolicies"), &w->n_authorization_policies);
+
+	w->addresses = NEW_ARRAY(r, ProtobufCBinaryData, items(ips));
+	for (size_t i = 0; w->addresses && ips && ips->type == YAML_SEQUENCE_NODE && i < items(ips); i++) {
+		const char *ip = scalar(item(r, ips, i));
+		if (!ip || !ip_bytes(r, ip, &w->addresses[w->n_addresses++]))
+			problem(r, item(r, ips, i), "'%s' is not an address", ip ? ip : "");
+	}
+	yaml_node_t *locality = get(r, node, "locality");
+	if (locality) {
+		w->locality = NEW(r, Istio__Workload__Locality);
+		if (w->locality) {
+			istio__workload__locality__init(w->locality);
+			w->locality->region = text(r, locality, "region");
+			w->locality->zone = text(r, locality, "zone");
+			w->locality->subzone = text(r, locality, "subzone");
+		}
+	}
+	uint32_t capacity;
+	if (number(r, get(r, node, "capacity"), UINT32_MAX, &capacity)) {
+		w->capacity = NEW(r, Google__Protobuf__UInt32Value);
+		if (w->capacity) {
+			google__protobuf__uint32_value__init(w->capacity);
+			w->capacity->value = capacity;
+		}
+	}
+	/* a local config lists its services: "ns/hostname" → {port: target} */
+	size_t n_services = items(services);
+	w->services = NEW_ARRAY(r, Istio__Workload__Workload__ServicesEntry *, n_services + 1);
+	for (size_t i = 0; w->services && services && services->type == YAML_MAPPING_NODE && i < n_services; i++) {
+		const char *key = scalar(item_key(r, services, i));
+		if (key)
+			w->services[w->n_services++] = membership(r, key, item(r, services, i));
+	}
+	return w;
+}
+
+static Istio__Workload__LoadBalancing *load_balancing(struct reader *r, const yaml_node_t *node)
+{
+	Istio__Workload__LoadBalancing *lb;
+	yaml_node_t *preferences = get(r, node, "routingPreferences");
+
+	if (!node)
+		return NULL;
+	lb = NEW(r, Istio__Workload__LoadBalancing);
+	if (!lb)
+		return NULL;
+	istio__workload__load_balancing__init(lb);
+	lb->mode = ENUM(r, node, "mode", lb_modes, 0);
+	lb->health_policy = ENUM(r, node, "healthPolicy", health_policies, 0);
+	lb->routing_preference = NEW_ARRAY(r, Istio__Workload__LoadBalancing__Scope, items(preferences));
+	for (size_t i = 0; lb->routing_preference && preferences && i < items(preferences); i++) {
+		int scope = name_index(scalar(item(r, preferences, i)), lb_scopes, sizeof(lb_scopes) / sizeof(lb_scopes[0]));
+		if (scope < 0)
+			problem(r, item(r, preferences, i), "unknown routing preference");
+		else
+			lb->routing_preference[lb->n_routing_preference++] = scope;
+	}
+	return lb;
+}
+
+static Istio__Workload__Service *service(struct reader *r, const yaml_node_t *node)
+{
+	Istio__Workload__Service *s = NEW(r, Istio__Workload__Service);
+	yaml_node_t *vips = get(r, node, "vips");
+
+	if (!s)
+		return NULL;
+	istio__workload__service__init(s);
+	s->name = text(r, node, "name");
+	s->namespace_ = text(r, node, "namespace");
+	s->hostname = text(r, node, "hostname");
+	if (!s->namespace_[0] || !s->hostname[0])
+		problem(r, node, "a service needs a namespace and a hostname");
+	s->addresses = NEW_ARRAY(r, Istio__Workload__NetworkAddress *, items(vips));
+	for (size_t i = 0; s->addresses && vips && i < items(vips); i++) {
+		Istio__Workload__NetworkAddress *vip = network_address(r, item(r, vips, i));
+		if (vip)
+			s->addresses[s->n_addresses++] = vip;
+	}
+	s->ports = ports(r, get(r, node, "ports"), &s->n_ports);
+	s->subject_alt_names = strings(r, get(r, node, "subjectAltNames"), &s->n_subject_alt_names);
+	s->waypoint = gateway(r, get(r, node, "waypoint"));
+	s->load_balancing = load_balancing(r, get(r, node, "loadBalancer"));
+	s->canonical = is_true(get(r, node, "canonical"));
+	return s;
+}
+
+/* A config dump lists endpoints under services; a workload's services map is rebuilt from them. */
+static void add_dump_endpoints(struct reader *r, const yaml_node_t *svc, Istio__Workload__Workload **workloads, size_t n)
+{
+	yaml_node_t *endpoints = get(r, svc, "endpoints");
+
+	for (size_t e = 0; endpoints && endpoints->type == YAML_MAPPING_NODE && e < items(endpoints); e++) {
+		yaml_node_t *endpoint = item(r, endpoints, e);
+		const char *uid = scalar(get(r, endpoint, "workloadUid")), *key = scalar(get(r, endpoint, "service"));
+		for (size_t i = 0; uid && key && i < n; i++) {
+			if (strcmp(workloads[i]->uid, uid) != 0)
+				continue;
+			bool seen = false;
+			for (size_t m = 0; m < workloads[i]->n_services; m++)
+				seen |= strcmp(workloads[i]->services[m]->key, key) == 0;
+			if (seen)
+				break;
+			Istio__Workload__Workload__ServicesEntry **grown =
+				NEW_ARRAY(r, Istio__Workload__Workload__ServicesEntry *, workloads[i]->n_services + 1);
+			if (!grown)
+				return;
+			memcpy(grown, workloads[i]->services, workloads[i]->n_services * sizeof(*grown));
+			grown[workloads[i]->n_services] = membership(r, key, get(r, endpoint, "port"));
+			workloads[i]->services = grown;
+			workloads[i]->n_services++;
+			break;
+		}
+	}
+}
+
+/* ---- policies ---- */
+
+static const char *const scopes[] = { "Global", "Namespace", "WorkloadSelector" };
+static const char *const actions[] = { "Allow", "Deny" };
+
+static Istio__Security__StringMatch **string_matches(struct reader *r, const yaml_node_t *list, size_t *n)
+{
+	Istio__Security__StringMatch **out = NEW_ARRAY(r, Istio__Security__StringMatch *, items(list));
+
+	*n = 0;
+	for (size_t i = 0; out && list && i < items(list); i++) {
+		yaml_node_t *node = item(r, list, i);
+		Istio__Security__StringMatch *match = NEW(r, Istio__Security__StringMatch);
+		if (!match)
+			return NULL;
+		istio__security__string_match__init(match);
+		/* a plain string is an exact match; else {exact|prefix|suffix: ..} or {presence: {}} */
+		const char *value = scalar(node), *kind = "exact";
+		if (!value && node->type == YAML_MAPPING_NODE && items(node)) {
+			kind = scalar(item_key(r, node, 0));
+			value = scalar(item(r, node, 0));
+		}
+		char *copy = alloc(r, value ? strlen(value) + 1 : 1);
+		if (!copy || !kind)
+			return NULL;
+		if (value)
+			strcpy(copy, value);
+		if (strcasecmp(kind, "prefix") == 0) {
+			match->match_type_case = ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE_PREFIX;
+			match->prefix = copy;
+		} else if (strcasecmp(kind, "suffix") == 0) {
+			match->match_type_case = ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE_SUFFIX;
+			match->suffix = copy;
+		} else if (strcasecmp(kind, "presence") == 0) {
+			match->match_type_case = ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE_PRESENCE;
+			match->presence = NEW(r, Google__Protobuf__Empty);
+			if (match->presence)
+				google__protobuf__empty__init(match->presence);
+		} else {
+			match->match_type_case = ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE_EXACT;
+			match->exact = copy;
+		}
+		out[(*n)++] = match;
+	}
+	return out;
+}
+
+/* "10.0.0.0/8" or "10.0.0.1" */
+static Istio__Security__Address **cidrs(struct reader *r, const yaml_node_t *list, size_t *n)
+{
+	Istio__Security__Address **out = NEW_ARRAY(r, Istio__Security__Address *, items(list));
+
+	*n = 0;
+	for (size_t i = 0; out && list && i < items(list); i++) {
+		const char *value = scalar(item(r, list, i));
+		Istio__Security__Address *address = NEW(r, Istio__Security__Address);
+		char ip[INET6_ADDRSTRLEN + 1] = "";
+		if (!value || !address)
+			continue;
+		istio__security__address__init(address);
+		const char *slash = strchr(value, '/');
+		snprintf(ip, sizeof(ip), "%.*s", slash ? (int)(slash - value) : (int)strlen(value), value);
+		if (!ip_bytes(r, ip, &address->address)) {
+			problem(r, item(r, list, i), "'%s' is not an address or CIDR", value);
+			continue;
+		}
+		address->length = slash ? (uint32_t)strtoul(slash + 1, NULL, 10) : (uint32_t)address->address.len * 8;
+		out[(*n)++] = address;
+	}
+	return out;
+}
+
+static uint32_t *port_list(struct reader *r, const yaml_node_t *list, size_t *n)
+{
+	uint32_t *out = NEW_ARRAY(r, uint32_t, items(list));
+
+	*n = 0;
+	for (size_t i = 0; out && list && i < items(list); i++) {
+		if (number(r, item(r, list, i), 65535, &out[*n]))
+			(*n)++;
+	}
+	return out;
+}
+
+static Istio__Security__ServiceAccountMatch **accounts(struct reader *r, const yaml_node_t *list, size_t *n)
+{
+	Istio__Security__ServiceAccountMatch **out = NEW_ARRAY(r, Istio__Security__ServiceAccountMatch *, items(list));
+
+	*n = 0;
+	for (size_t i = 0; out && list && i < items(list); i++) {
+		Istio__Security__ServiceAccountMatch *account = NEW(r, Istio__Security__ServiceAccountMatch);
+		if (!account)
+			return NULL;
+		istio__security__service_account_match__init(account);
+		account->namespace_ = text(r, item(r, list, i), "namespace");
+		account->serviceaccount = text(r, item(r, list, i), "serviceAccount");
+		out[(*n)++] = account;
+	}
+	return out;
+}
+
+static Istio__Security__Match *match(struct reader *r, const yaml_node_t *node)
+{
+	Istio__Security__Match *m = NEW(r, Istio__Security__Match);
+
+	if (!m)
+		return NULL;
+	istio__security__match__init(m);
+	m->namespaces = string_matches(r, get(r, node, "namespaces"), &m->n_namespaces);
+	m->not_namespaces = string_matches(r, get(r, node, "notNamespaces"), &m->n_not_namespaces);
+	m->principals = string_matches(r, get(r, node, "principals"), &m->n_principals);
+	m->not_principals = string_matches(r, get(r, node, "notPrincipals"), &m->n_not_principals);
+	m->source_ips = cidrs(r, get(r, node, "sourceIps"), &m->n_source_ips);
+	m->not_source_ips = cidrs(r, get(r, node, "notSourceIps"), &m->n_not_source_ips);
+	m->destination_ips = cidrs(r, get(r, node, "destinationIps"), &m->n_destination_ips);
+	m->not_destination_ips = cidrs(r, get(r, node, "notDestinationIps"), &m->n_not_destination_ips);
+	m->destination_ports = port_list(r, get(r, node, "destinationPorts"), &m->n_destination_ports);
+	m->not_destination_ports = port_list(r, get(r, node, "notDestinationPorts"), &m->n_not_destination_ports);
+	m->service_accounts = accounts(r, get(r, node, "serviceAccounts"), &m->n_service_accounts);
+	m->not_service_accounts = accounts(r, get(r, node, "notServiceAccounts"), &m->n_not_service_accounts);
+	return m;
+}
+
+/* rules: [[[match, ...] (a clause), ...] (a rule), ...] */
+static Istio__Security__Authorization *policy(struct reader *r, const yaml_node_t *node)
+{
+	Istio__Security__Authorization *p = NEW(r, Istio__Security__Authorization);
+	yaml_node_t *rules = get(r, node, "rules");
+
+	if (!p)
+		return NULL;
+	istio__security__authorization__init(p);
+	p->name = text(r, node, "name");
+	p->namespace_ = text(r, node, "namespace");
+	if (!p->name[0] || !p->namespace_[0])
+		problem(r, node, "a policy needs a name and a namespace");
+	p->scope = ENUM(r, node, "scope", scopes, 0);
+	p->action = ENUM(r, node, "action", actions, 0);
+	p->dry_run = is_true(get(r, node, "dryRun"));
+	p->rules = NEW_ARRAY(r, Istio__Security__Rule *, items(rules));
+	for (size_t i = 0; p->rules && rules && i < items(rules); i++) {
+		yaml_node_t *clauses = item(r, rules, i);
+		Istio__Security__Rule *rule = NEW(r, Istio__Security__Rule);
+		if (!rule)
+			return NULL;
+		istio__security__rule__init(rule);
+		rule->clauses = NEW_ARRAY(r, Istio__Security__Clause *, items(clauses));
+		for (size_t c = 0; rule->clauses && c < items(clauses); c++) {
+			yaml_node_t *matches = item(r, clauses, c);
+			Istio__Security__Clause *clause = NEW(r, Istio__Security__Clause);
+			if (!clause)
+				return NULL;
+			istio__security__clause__init(clause);
+			clause->matches = NEW_ARRAY(r, Istio__Security__Match *, items(matches));
+			for (size_t m = 0; clause->matches && m < items(matches); m++) {
+				Istio__Security__Match *one = match(r, item(r, matches, m));
+				if (one)
+					clause->matches[clause->n_matches++] = one;
+			}
+			rule->clauses[rule->n_clauses++] = clause;
+		}
+		p->rules[p->n_rules++] = rule;
+	}
+	return p;
+}
+
+/* ---- responses ---- */
+
+static Envoy__Service__Discovery__V3__Resource *resource(struct reader *r, const char *type_url, const char *name,
+							 const ProtobufCMessage *msg)
+{
+	Envoy__Service__Discovery__V3__Resource *res = NEW(r, Envoy__Service__Discovery__V3__Resource);
+	Google__Protobuf__Any *any = NEW(r, Google__Protobuf__Any);
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	uint8_t *bytes = alloc(r, len);
+	char *version = alloc(r, 17), *name_copy = alloc(r, strlen(name) + 1);
+
+	if (!res || !any || !bytes || !version || !name_copy)
+		return NULL;
+	envoy__service__discovery__v3__resource__init(res);
+	google__protobuf__any__init(any);
+	protobuf_c_message_pack(msg, bytes);
+	any->type_url = (char *)type_url;
+	any->value = (ProtobufCBinaryData){ .len = len, .data = bytes };
+	/* like istiod, a hash of the content: unchanged resources keep their version */
+	snprintf(version, 17, "%016llx", (unsigned long long)XXH3_64bits(bytes, len));
+	strcpy(name_copy, name);
+	res->name = name_copy;
+	res->version = version;
+	res->resource = any;
+	return res;
+}
+
+static int pack_response(Envoy__Service__Discovery__V3__Resource **resources, size_t n, const char *type_url,
+			 const char *nonce, uint8_t **out, size_t *len)
+{
+	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse response = ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_RESPONSE__INIT;
+
+	response.type_url = (char *)type_url;
+	response.nonce = (char *)nonce;
+	response.system_version_info = "local-config";
+	response.resources = resources;
+	response.n_resources = n;
+	*len = protobuf_c_message_get_packed_size(&response.base);
+	*out = malloc(*len ? *len : 1);
+	if (!*out)
+		return -ENOMEM;
+	protobuf_c_message_pack(&response.base, *out);
+	return 0;
+}
+
+static int load_document(struct reader *r)
+{
+	yaml_parser_t parser;
+	FILE *f = fopen(r->path, "rb");
+	int ret = 0;
+
+	if (!f) {
+		snprintf(r->err, r->err_size, "%s: %s", r->path, strerror(errno));
+		return -errno;
+	}
+	yaml_parser_initialize(&parser);
+	yaml_parser_set_input_file(&parser, f);
+	if (!yaml_parser_load(&parser, &r->doc)) {
+		snprintf(r->err, r->err_size, "%s:%zu: %s", r->path, parser.problem_mark.line + 1,
+			 parser.problem ? parser.problem : "not YAML");
+		ret = -EINVAL;
+	} else if (!yaml_document_get_root_node(&r->doc) ||
+		   yaml_document_get_root_node(&r->doc)->type != YAML_MAPPING_NODE) {
+		snprintf(r->err, r->err_size, "%s: expected a mapping of workloads, services and policies", r->path);
+		yaml_document_delete(&r->doc);
+		ret = -EINVAL;
+	}
+	yaml_parser_delete(&parser);
+	fclose(f);
+	return ret;
+}
+
+int sm_local_config_read(const char *path, uint8_t **address_response, size_t *address_len,
+			 uint8_t **authorization_response, size_t *authorization_len, char *err, size_t err_size)
+{
+	struct reader r = { .path = path, .err = err, .err_size = err_size };
+	int ret = load_document(&r);
+
+	if (ret)
+		return ret;
+	yaml_node_t *root = yaml_document_get_root_node(&r.doc);
+	yaml_node_t *workloads = get(&r, root, "workloads"), *services = get(&r, root, "services"),
+		    *policies = get(&r, root, "policies");
+	size_t n_workloads = items(workloads), n_services = items(services), n_policies = items(policies);
+	Istio__Workload__Workload **parsed = NEW_ARRAY(&r, Istio__Workload__Workload *, n_workloads);
+	Envoy__Service__Discovery__V3__Resource **addresses =
+		NEW_ARRAY(&r, Envoy__Service__Discovery__V3__Resource *, n_workloads + n_services);
+	Envoy__Service__Discovery__V3__Resource **authorizations =
+		NEW_ARRAY(&r, Envoy__Service__Discovery__V3__Resource *, n_policies);
+	size_t n_addresses = 0, n_authorizations = 0, n_parsed = 0;
+
+	*address_response = *authorization_response = NULL;
+	if (!parsed || !addresses || !authorizations) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n_workloads && !r.failed; i++) {
+		Istio__Workload__Workload *w = workload(&r, item(&r, workloads, i));
+		if (w)
+			parsed[n_parsed++] = w;
+	}
+	for (size_t i = 0; i < n_services && !r.failed; i++) {
+		Istio__Workload__Address address = ISTIO__WORKLOAD__ADDRESS__INIT;
+		Istio__Workload__Service *s = service(&r, item(&r, services, i));
+		char key[600];
+		if (!s)
+			continue;
+		add_dump_endpoints(&r, item(&r, services, i), parsed, n_parsed);
+		snprintf(key, sizeof(key), "%s/%s", s->namespace_, s->hostname);
+		/* a dump lists a service once per VIP */
+		bool seen = false;
+		for (size_t j = 0; j < n_addresses; j++)
+			seen |= strcmp(addresses[j]->name, key) == 0;
+		if (seen)
+			continue;
+		address.type_case = ISTIO__WORKLOAD__ADDRESS__TYPE_SERVICE;
+		address.service = s;
+		addresses[n_addresses++] = resource(&r, SM_TYPE_URL_ADDRESS, key, &address.base);
+	}
+	for (size_t i = 0; i < n_parsed && !r.failed; i++) {
+		Istio__Workload__Address address = ISTIO__WORKLOAD__ADDRESS__INIT;
+		bool seen = false;
+		for (size_t j = 0; j < n_addresses; j++)
+			seen |= strcmp(addresses[j]->name, parsed[i]->uid) == 0;
+		if (seen)
+			continue; /* a dump lists a workload once per address */
+		address.type_case = ISTIO__WORKLOAD__ADDRESS__TYPE_WORKLOAD;
+		address.workload = parsed[i];
+		addresses[n_addresses++] = resource(&r, SM_TYPE_URL_ADDRESS, parsed[i]->uid, &address.base);
+	}
+	for (size_t i = 0; i < n_policies && !r.failed; i++) {
+		Istio__Security__Authorization *p = policy(&r, item(&r, policies, i));
+		char key[600];
+		if (!p)
+			continue;
+		snprintf(key, sizeof(key), "%s/%s", p->namespace_, p->name);
+		authorizations[n_authorizations++] = resource(&r, SM_TYPE_URL_AUTHORIZATION, key, &p->base);
+	}
+	for (size_t i = 0; i < n_addresses && !r.failed; i++)
+		if (!addresses[i])
+			ret = -ENOMEM;
+	if (r.failed) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (!ret)
+		ret = pack_response(addresses, n_addresses, SM_TYPE_URL_ADDRESS, "local-config-address", address_response,
+				    address_len);
+	if (!ret)
+		ret = pack_response(authorizations, n_authorizations, SM_TYPE_URL_AUTHORIZATION,
+				    "local-config-authorization", authorization_response, authorization_len);
+	if (ret == -ENOMEM)
+		snprintf(err, err_size, "%s: out of memory", path);
+out:
+	if (ret) {
+		free(*address_response);
+		*address_response = NULL;
+	}
+	arena_free(&r.arena);
+	yaml_document_delete(&r.doc);
+	return ret;
+}

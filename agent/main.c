@@ -6,6 +6,10 @@
 #include "agent/commands.h"
 
 static const struct command commands[] = {
+	{ "run", "run the node agent (xDS or local config into the eBPF datapath)", cmd_run },
+	{ "dump", "show what the pinned datapath maps hold", cmd_dump },
+	{ "replay", "apply a recorded xDS stream and show each response's ACK or NACK", cmd_replay },
+	{ "uninstall", "detach and unpin the datapath", cmd_uninstall },
 	{ "convert", "turn ztunnel's local config or config dump into a recorded xDS stream", cmd_convert },
 	{ "print", "decode a recorded xDS stream and print it as JSON", cmd_print },
 	{ "version", "print the version", cmd_version },

@@ -40,6 +40,9 @@ struct sm_datapath {
 	int fds[SM_DP_MAP_COUNT];
 	struct sm_bpf_writer writer;
 	bool adopted;
+	bool migrating;		    /* new maps loaded beside an older layout's; attached at commit */
+	char old_maps[PIN_DIR_MAX + 32]; /* the older layout's maps directory, removed at commit */
+	char cgroup[PATH_MAX];
 	char pin_dir[PIN_DIR_MAX];
 };
 
@@ -75,17 +78,50 @@ static int check_fs(const char *path, long magic, const char *what, char *err, s
 	return 0;
 }
 
+/* Maps live in a directory per layout version, so that a new layout can be filled beside the old. */
+static void maps_dir(char *out, size_t size, const char *pin_dir, uint32_t version)
+{
+	snprintf(out, size, "%s/maps-v%u", pin_dir, version);
+}
+
 static int make_dirs(const char *pin_dir, char *err, size_t size)
 {
 	char path[PATH_MAX];
-	const char *const subdirs[] = { "", "/maps", "/links" };
+	int ret;
 
-	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s%s", pin_dir, subdirs[i]);
-		if (mkdir(path, 0700) && errno != EEXIST)
-			return fail(err, size, -errno, "cannot create the pin directory %s: %s", path, strerror(errno));
+	if (mkdir(pin_dir, 0700) && errno != EEXIST)
+		return fail(err, size, -errno, "cannot create the pin directory %s: %s", pin_dir, strerror(errno));
+	ret = check_fs(pin_dir, BPF_FS_MAGIC, "a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)", err, size);
+	if (ret)
+		return ret;
+	snprintf(path, sizeof(path), "%s/links", pin_dir);
+	if (mkdir(path, 0700) && errno != EEXIST)
+		return fail(err, size, -errno, "cannot create %s: %s", path, strerror(errno));
+	maps_dir(path, sizeof(path), pin_dir, SM_LAYOUT_VERSION);
+	if (mkdir(path, 0700) && errno != EEXIST)
+		return fail(err, size, -errno, "cannot create %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Another layout version's maps directory under pin_dir, if one is there. */
+static bool find_other_layout(const char *pin_dir, char *out, size_t size, uint32_t *version)
+{
+	DIR *d = opendir(pin_dir);
+	struct dirent *entry;
+	bool found = false;
+
+	while (d && !found && (entry = readdir(d))) {
+		unsigned int v;
+		char tail;
+		if (sscanf(entry->d_name, "maps-v%u%c", &v, &tail) == 1 && v != SM_LAYOUT_VERSION) {
+			snprintf(out, size, "%s/%s", pin_dir, entry->d_name);
+			*version = v;
+			found = true;
+		}
 	}
-	return check_fs(pin_dir, BPF_FS_MAGIC, "a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)", err, size);
+	if (d)
+		closedir(d);
+	return found;
 }
 
 struct probe_need {
@@ -139,21 +175,32 @@ int sm_datapath_probe(char *err, size_t size)
 		    uts.release, strerror(-ret));
 }
 
+static int remove_pins(const char *dir, bool links, char *err, size_t size);
+
 /* ---- pinned maps ---- */
 
-static void pin_path(char *out, size_t size, const char *pin_dir, const char *kind, const char *name)
+static void link_path(char *out, size_t size, const char *pin_dir, const char *name)
 {
-	snprintf(out, size, "%s/%s/%s", pin_dir, kind, name);
+	snprintf(out, size, "%s/links/%s", pin_dir, name);
 }
 
-static int pinned_layout(const char *pin_dir, uint32_t *version)
+static void map_path(char *out, size_t size, const char *pin_dir, const char *name)
+{
+	char dir[PIN_DIR_MAX + 32];
+
+	maps_dir(dir, sizeof(dir), pin_dir, SM_LAYOUT_VERSION);
+	snprintf(out, size, "%s/%s", dir, name);
+}
+
+/* The layout version recorded in a maps directory's sm_meta. */
+static int layout_of(const char *dir, uint32_t *version)
 {
 	char path[PATH_MAX];
 	struct sm_meta meta;
 	__u32 key = 0;
 	int fd, err = 0;
 
-	pin_path(path, sizeof(path), pin_dir, "maps", dp_map_names[SM_DP_MAP_META]);
+	snprintf(path, sizeof(path), "%s/%s", dir, dp_map_names[SM_DP_MAP_META]);
 	fd = bpf_obj_get(path);
 	if (fd < 0)
 		return -errno;
@@ -174,7 +221,7 @@ static int match_pinned_sizes(struct sm_datapath *dp, const uint32_t capacity[SM
 		struct bpf_map_info info = {};
 		__u32 len = sizeof(info);
 
-		pin_path(path, sizeof(path), dp->pin_dir, "maps", bpf_map__name(map));
+		map_path(path, sizeof(path), dp->pin_dir, bpf_map__name(map));
 		int fd = bpf_obj_get(path);
 		if (fd >= 0) {
 			int err = bpf_obj_get_info_by_fd(fd, &info, &len) ? -errno : 0;
@@ -237,7 +284,7 @@ static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cg
 	struct bpf_link *link;
 	__u64 linked_cgroup = 0;
 
-	pin_path(path, sizeof(path), dp->pin_dir, "links", name);
+	link_path(path, sizeof(path), dp->pin_dir, name);
 	link = access(path, F_OK) == 0 ? bpf_link__open(path) : NULL;
 	if (link && !link_cgroup_id(link, &linked_cgroup) && linked_cgroup == cgroup_id) {
 		if (bpf_link__update_program(link, prog)) {
@@ -321,29 +368,66 @@ static struct sm_datapath *datapath_new(const char *pin_dir)
 	return dp;
 }
 
+/*
+ * The datapath's own state (knobs, enrolled namespaces, local addresses) goes from an older layout's
+ * maps to the new ones, where the entry sizes still agree; the model's maps are filled by its sync.
+ */
+static int carry_over(struct sm_datapath *dp)
+{
+	static const int carried[] = { SM_DP_MAP_CONFIG, SM_DP_MAP_ENROLLED, SM_DP_MAP_LOCAL_ADDRS };
+	uint8_t key[64], next[64], value[64];
+
+	for (size_t i = 0; i < sizeof(carried) / sizeof(carried[0]); i++) {
+		char path[PATH_MAX];
+		struct bpf_map_info old_info = {}, new_info = {};
+		__u32 len = sizeof(old_info);
+		int m = carried[i];
+
+		snprintf(path, sizeof(path), "%s/%s", dp->old_maps, dp_map_names[m]);
+		int fd = bpf_obj_get(path);
+		if (fd < 0)
+			continue;
+		bool same = !bpf_obj_get_info_by_fd(fd, &old_info, &len) &&
+			    !bpf_obj_get_info_by_fd(dp->fds[m], &new_info, &(__u32){ sizeof(new_info) }) &&
+			    old_info.key_size == new_info.key_size && old_info.value_size == new_info.value_size &&
+			    old_info.key_size <= sizeof(key) && old_info.value_size <= sizeof(value);
+		void *previous = NULL;
+		while (same && bpf_map_get_next_key(fd, previous, next) == 0) {
+			memcpy(key, next, old_info.key_size);
+			previous = key;
+			if (!bpf_map_lookup_elem(fd, key, value))
+				bpf_map_update_elem(dp->fds[m], key, value, BPF_ANY);
+		}
+		close(fd);
+	}
+	return 0;
+}
+
 int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapath **out, char *err, size_t size)
 {
 	static const uint32_t no_capacity[SM_MAP_COUNT];
 	struct sm_datapath *dp = datapath_new(options->pin_dir);
+	char maps[PATH_MAX];
 	uint32_t version;
 	int ret;
 
 	if (!dp)
 		return fail(err, size, -errno, "the pin directory: %s", strerror(errno));
+	snprintf(dp->cgroup, sizeof(dp->cgroup), "%s", options->cgroup ? options->cgroup : "");
 	ret = make_dirs(dp->pin_dir, err, size);
 	if (!ret)
 		ret = sm_datapath_probe(err, size);
 	if (ret)
 		goto fail;
-	if (pinned_layout(dp->pin_dir, &version) == 0 && version != SM_LAYOUT_VERSION) {
-		ret = fail(err, size, -EPROTO, "the maps pinned under %s have layout version %u, this agent uses %u",
-			   dp->pin_dir, version, SM_LAYOUT_VERSION);
+	maps_dir(maps, sizeof(maps), dp->pin_dir, SM_LAYOUT_VERSION);
+	if (layout_of(maps, &version) == 0 && version != SM_LAYOUT_VERSION) {
+		ret = fail(err, size, -EPROTO, "%s holds maps of layout version %u", maps, version);
 		goto fail;
 	}
+	/* An older (or newer) agent's maps keep serving until this one's are filled: see commit. */
+	dp->migrating = find_other_layout(dp->pin_dir, dp->old_maps, sizeof(dp->old_maps), &version);
 
-	char maps_dir[PATH_MAX];
-	snprintf(maps_dir, sizeof(maps_dir), "%s/maps", dp->pin_dir);
-	LIBBPF_OPTS(bpf_object_open_opts, open_opts, .pin_root_path = maps_dir);
+	LIBBPF_OPTS(bpf_object_open_opts, open_opts, .pin_root_path = maps);
 	dp->skel = sm_sockmesh__open_opts(&open_opts);
 	if (!dp->skel) {
 		ret = fail(err, size, -errno, "opening the BPF object: %s", strerror(errno));
@@ -351,7 +435,7 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 	}
 	ret = match_pinned_sizes(dp, options->capacity ? options->capacity : no_capacity);
 	if (ret) {
-		fail(err, size, ret, "reading the maps pinned under %s: %s", maps_dir, strerror(-ret));
+		fail(err, size, ret, "reading the maps pinned under %s: %s", maps, strerror(-ret));
 		goto fail;
 	}
 	if (sm_sockmesh__load(dp->skel)) {
@@ -365,7 +449,7 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 		fail(err, size, ret, "writing the layout version: %s", strerror(-ret));
 		goto fail;
 	}
-	ret = attach_all(dp, options->cgroup, err, size);
+	ret = dp->migrating ? carry_over(dp) : attach_all(dp, dp->cgroup, err, size);
 	if (ret)
 		goto fail;
 	*out = dp;
@@ -373,6 +457,24 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 fail:
 	sm_datapath_close(dp);
 	return ret;
+}
+
+bool sm_datapath_migrating(const struct sm_datapath *dp)
+{
+	return dp->migrating;
+}
+
+int sm_datapath_commit(struct sm_datapath *dp, char *err, size_t size)
+{
+	int ret;
+
+	if (!dp->migrating)
+		return 0;
+	ret = attach_all(dp, dp->cgroup, err, size);
+	if (ret)
+		return ret;
+	dp->migrating = false;
+	return remove_pins(dp->old_maps, false, err, size);
 }
 
 int sm_datapath_open_pinned(const char *pin_dir, struct sm_datapath **out, char *err, size_t size)
@@ -383,19 +485,21 @@ int sm_datapath_open_pinned(const char *pin_dir, struct sm_datapath **out, char 
 
 	if (!dp)
 		return fail(err, size, -errno, "the pin directory: %s", strerror(errno));
-	ret = pinned_layout(dp->pin_dir, &version);
-	if (ret) {
-		fail(err, size, ret, "no sockmesh datapath is pinned under %s (%s)", dp->pin_dir, strerror(-ret));
-		goto fail;
-	}
-	if (version != SM_LAYOUT_VERSION) {
+	char maps[PATH_MAX], other[PATH_MAX];
+	maps_dir(maps, sizeof(maps), dp->pin_dir, SM_LAYOUT_VERSION);
+	ret = layout_of(maps, &version);
+	if (ret && find_other_layout(dp->pin_dir, other, sizeof(other), &version)) {
 		ret = fail(err, size, -EPROTO, "the maps pinned under %s have layout version %u, this sockmesh reads %u",
 			   dp->pin_dir, version, SM_LAYOUT_VERSION);
 		goto fail;
 	}
+	if (ret) {
+		fail(err, size, ret, "no sockmesh datapath is pinned under %s (%s)", dp->pin_dir, strerror(-ret));
+		goto fail;
+	}
 	for (int m = 0; m < SM_DP_MAP_COUNT; m++) {
 		char path[PATH_MAX];
-		pin_path(path, sizeof(path), dp->pin_dir, "maps", dp_map_names[m]);
+		map_path(path, sizeof(path), dp->pin_dir, dp_map_names[m]);
 		dp->fds[m] = bpf_obj_get(path);
 		if (dp->fds[m] < 0) {
 			ret = fail(err, size, -errno, "opening %s: %s", path, strerror(errno));
@@ -463,13 +567,16 @@ static int remove_pins(const char *dir, bool links, char *err, size_t size)
 int sm_datapath_uninstall(const char *pin_dir, char *err, size_t size)
 {
 	char path[PATH_MAX];
+	uint32_t version;
 	int ret;
 
 	pin_dir = pin_dir ? pin_dir : SM_DEFAULT_PIN_DIR;
 	snprintf(path, sizeof(path), "%s/links", pin_dir);
 	ret = remove_pins(path, true, err, size);
-	snprintf(path, sizeof(path), "%s/maps", pin_dir);
+	maps_dir(path, sizeof(path), pin_dir, SM_LAYOUT_VERSION);
 	if (!ret)
+		ret = remove_pins(path, false, err, size);
+	while (!ret && find_other_layout(pin_dir, path, sizeof(path), &version))
 		ret = remove_pins(path, false, err, size);
 	if (!ret && rmdir(pin_dir) && errno != ENOENT)
 		ret = fail(err, size, -errno, "cannot remove %s: %s", pin_dir, strerror(errno));

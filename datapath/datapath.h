@@ -108,6 +108,13 @@ struct sm_datapath_options {
  */
 int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapath **out, char *err,
 		     size_t err_size);
+/*
+ * When maps of another layout version are pinned, open loads this version's beside them without
+ * attaching: the old programs and maps keep serving. Fill the new maps (the first full sync), then
+ * commit: the pinned links switch to the new programs in place and the old maps are unpinned.
+ */
+bool sm_datapath_migrating(const struct sm_datapath *dp);
+int sm_datapath_commit(struct sm_datapath *dp, char *err, size_t err_size);
 /* Opens the pinned maps only (no programs are loaded), to read or write them. */
 int sm_datapath_open_pinned(const char *pin_dir, struct sm_datapath **out, char *err, size_t err_size);
 /* Releases this process's handles; what is pinned keeps serving. */

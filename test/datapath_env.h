@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A throwaway world for one datapath test case: a child process in a new network namespace (lo up,
- * fd00:10::/64 added to lo for IPv6 VIPs), its own cgroup under /sys/fs/cgroup/unified and its own
+ * the IPv6 VIPs fd00:10::1 and fd00:10::2 added to lo), its own cgroup under /sys/fs/cgroup/unified and its own
  * pin directory, with the datapath attached to that cgroup and the child inside it. The parent
  * removes whatever the child leaves behind, also when it crashes. Nothing is attached elsewhere and no
  * packet leaves the namespace.
@@ -144,8 +144,9 @@ static inline int env_setup(struct env *env)
 		fprintf(stderr, "a new network namespace: %s (run as root)\n", strerror(errno));
 		return -1;
 	}
-	if (system("ip -6 addr add fd00:10::/64 dev lo nodad 2>/dev/null") != 0) {
-		fprintf(stderr, "adding fd00:10::/64 to lo failed\n");
+	/* one by one: unlike 127/8, an IPv6 prefix on lo does not make all of it local */
+	if (system("ip -6 addr add fd00:10::1/128 dev lo nodad && ip -6 addr add fd00:10::2/128 dev lo nodad") != 0) {
+		fprintf(stderr, "adding the IPv6 VIPs to lo failed\n");
 		return -1;
 	}
 	if (mkdir(env->cgroup, 0755)) {
@@ -279,7 +280,7 @@ static inline int listen_on(int type, const char *addr, uint16_t port)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	CHECK(bind(fd, &sa.sa, len) == 0, "bind %s:%u: %s", addr, port, strerror(errno));
 	if (type == SOCK_STREAM)
-		CHECK(listen(fd, 1024) == 0, "listen: %s", strerror(errno));
+		CHECK(listen(fd, 4096) == 0, "listen: %s", strerror(errno));
 	return fd;
 }
 

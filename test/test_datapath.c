@@ -4,6 +4,8 @@
  * in through the workload model (as the agent does); then a process in the cgroup connects, and the
  * case checks which server accepted, what getpeername said, and which bytes the server read first.
  */
+#include <time.h>
+
 #include <bpf/bpf.h>
 
 #include "datapath_env.h"
@@ -454,7 +456,7 @@ static size_t sockhash_size(struct env *env)
 	struct sm_sock_key key, next, *previous = NULL;
 	size_t n = 0;
 
-	snprintf(path, sizeof(path), "%s/maps/sm_sockhash", env->pin_dir);
+	snprintf(path, sizeof(path), "%s/maps-v%u/sm_sockhash", env->pin_dir, SM_LAYOUT_VERSION);
 	int fd = bpf_obj_get(path);
 	CHECK(fd >= 0, "opening the pinned sockhash: %s", strerror(errno));
 	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
@@ -616,19 +618,42 @@ static void accelerated_waypoint(struct env *env, const void *arg)
 
 /* ---- restarts ---- */
 
+static pid_t connect_loop(int report[2], int stop[2]);
+static void drain(int listener, int ms);
+static void collect_counts(int report, int listener, int counts[2]);
+
 /* The datapath is closed and opened again from its pins while a client keeps connecting. */
 static void reopen_while_connecting(struct env *env, const void *arg)
 {
 	(void)arg;
 	enum { REOPENS = 5 };
 	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
-	int report[2], stop[2];
+	int report[2], stop[2], counts[2];
 
 	web_one_backend(env);
+	pid_t pid = connect_loop(report, stop);
+	for (int reopen = 0; reopen < REOPENS; reopen++) {
+		drain(listener, 100);
+		sm_datapath_close(env->dp);
+		env->dp = NULL;
+		CHECK(env_open_datapath(env) == 0, "reopening the datapath");
+		CHECK(sm_datapath_adopted(env->dp), "the reopened datapath did not adopt the pinned maps");
+	}
+	CHECK(write(stop[1], "x", 1) == 1, "stop");
+	collect_counts(report[0], listener, counts);
+	waitpid(pid, NULL, 0);
+	fprintf(stderr, "# %d connects across %d reopens, %d failures\n", counts[0] + counts[1], REOPENS, counts[1]);
+	CHECK(counts[1] == 0, "%d connects failed while the datapath was reopened", counts[1]);
+	CHECK(counts[0] >= 100, "only %d connects were made", counts[0]);
+	close(listener);
+}
+
+/* Connects to web's VIP until told to stop; returns the pid, and the fds to stop it and read counts. */
+static pid_t connect_loop(int report[2], int stop[2])
+{
 	CHECK(pipe(report) == 0 && pipe(stop) == 0, "pipe");
 	pid_t pid = fork();
 	if (pid == 0) {
-		/* connect until told to stop, then report how many failed */
 		int counts[2] = { 0, 0 };
 		struct pollfd done = { .fd = stop[0], .events = POLLIN };
 		while (poll(&done, 1, 0) == 0) {
@@ -639,26 +664,77 @@ static void reopen_while_connecting(struct env *env, const void *arg)
 		}
 		_exit(write(report[1], counts, sizeof(counts)) == sizeof(counts) ? 0 : 1);
 	}
-	for (int reopen = 0; reopen < REOPENS; reopen++) {
-		for (int i = 0; i < 50; i++) {
-			int s = accept_within(listener, 10);
-			if (s >= 0)
-				close(s);
-		}
-		sm_datapath_close(env->dp);
-		env->dp = NULL;
-		CHECK(env_open_datapath(env) == 0, "reopening the datapath");
-		CHECK(sm_datapath_adopted(env->dp), "the reopened datapath did not adopt the pinned maps");
-	}
-	CHECK(write(stop[1], "x", 1) == 1, "stop");
-	int counts[2] = { 0, -1 }, s;
-	while (read(report[0], counts, sizeof(counts)) <= 0)
-		while ((s = accept_within(listener, 10)) >= 0)
+	return pid;
+}
+
+/* Accepts (and closes) what comes for about ms milliseconds. */
+static void drain(int listener, int ms)
+{
+	struct timespec start, now;
+	int s;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	do {
+		if ((s = accept_within(listener, 10)) >= 0)
 			close(s);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < ms);
+}
+
+/* Reads the loop's counts, accepting meanwhile so that its last connects are not stuck in a full backlog. */
+static void collect_counts(int report, int listener, int counts[2])
+{
+	struct pollfd pfd = { .fd = report, .events = POLLIN };
+
+	while (poll(&pfd, 1, 0) == 0)
+		drain(listener, 10);
+	CHECK(read(report, counts, 2 * sizeof(int)) == 2 * sizeof(int), "no report from the connect loop");
+}
+
+/*
+ * A new layout version: the agent loads its maps beside the old ones (which keep serving), fills them,
+ * then switches the links. Connections never see a gap.
+ */
+static void layout_migration_without_a_gap(struct env *env, const void *arg)
+{
+	(void)arg;
+	char old_dir[256], new_dir[256], meta[300];
+	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+	int report[2], stop[2], counts[2] = { 0, -1 };
+	struct sm_meta old_layout = { .layout_version = 0 };
+	__u32 key = 0;
+
+	web_one_backend(env);
+	sm_datapath_close(env->dp);
+	env->dp = NULL;
+	snprintf(new_dir, sizeof(new_dir), "%s/maps-v%u", env->pin_dir, SM_LAYOUT_VERSION);
+	snprintf(old_dir, sizeof(old_dir), "%s/maps-v0", env->pin_dir);
+	CHECK(rename(new_dir, old_dir) == 0, "making the maps look older: %s", strerror(errno));
+	snprintf(meta, sizeof(meta), "%s/sm_meta", old_dir);
+	int meta_fd = bpf_obj_get(meta);
+	CHECK(meta_fd >= 0 && bpf_map_update_elem(meta_fd, &key, &old_layout, BPF_ANY) == 0, "writing the old layout");
+	close(meta_fd);
+
+	pid_t pid = connect_loop(report, stop);
+	drain(listener, 200);
+	CHECK(env_open_datapath(env) == 0, "opening beside the old layout");
+	CHECK(sm_datapath_migrating(env->dp), "the datapath did not see the old layout");
+	drain(listener, 200);
+
+	/* the first full sync fills the new maps, then the links switch */
+	sm_model_free(env->model);
+	CHECK(sm_model_new(&(struct sm_model_options){ .node_name = "node-a" }, &env->model) == 0, "model");
+	web_one_backend(env);
+	char err[256];
+	CHECK(sm_datapath_commit(env->dp, err, sizeof(err)) == 0, "commit: %s", err);
+	CHECK(access(old_dir, F_OK) != 0, "the old maps are still pinned");
+	drain(listener, 200);
+
+	CHECK(write(stop[1], "x", 1) == 1, "stop");
+	collect_counts(report[0], listener, counts);
 	waitpid(pid, NULL, 0);
-	fprintf(stderr, "# %d connects across %d reopens, %d failures\n", counts[0] + counts[1], REOPENS, counts[1]);
-	CHECK(counts[1] == 0, "%d connects failed while the datapath was reopened", counts[1]);
-	CHECK(counts[0] >= 100, "only %d connects were made", counts[0]);
+	fprintf(stderr, "# %d connects across the migration, %d failures\n", counts[0] + counts[1], counts[1]);
+	CHECK(counts[1] == 0 && counts[0] > 50, "%d of %d connects failed", counts[1], counts[0] + counts[1]);
 	close(listener);
 }
 
@@ -678,6 +754,7 @@ static const struct case_row {
 	{ "only sockets with a local peer enter the sockhash", only_local_peers_enter },
 	{ "a local waypoint gets its TLV and acceleration", accelerated_waypoint },
 	{ "reopened from pins while a client keeps connecting", reopen_while_connecting },
+	{ "a layout version change is migrated without a gap", layout_migration_without_a_gap },
 };
 
 static void run_named_case(void **state)

@@ -617,6 +617,20 @@ void sm_model_local_locality(const struct sm_model *model, struct sm_locality *o
 	};
 }
 
+int sm_model_for_each_local_address(const struct sm_model *model, int (*fn)(void *ctx, const uint8_t addr[16]),
+				    void *ctx)
+{
+	for (size_t i = 0; i < model->local_workloads.n; i++) {
+		const struct wl_def *def = VEC_AT(&model->local_workloads, struct wl *, i)->def;
+		for (uint8_t a = 0; a < def->n_addresses; a++) {
+			int ret = fn(ctx, def->addresses[a].bytes);
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
 uint32_t sm_model_service_id(const struct sm_model *model, const char *key)
 {
 	struct svc *svc;

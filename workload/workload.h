@@ -137,6 +137,10 @@ void sm_model_stats(const struct sm_model *model, struct sm_model_stats *stats);
 /* The local locality in use (fields NULL when unknown). */
 void sm_model_local_locality(const struct sm_model *model, struct sm_locality *out);
 
+/* Calls fn with each address (16 bytes, IPv4 mapped) of the workloads on this node; stops on non-zero. */
+int sm_model_for_each_local_address(const struct sm_model *model, int (*fn)(void *ctx, const uint8_t addr[16]),
+				    void *ctx);
+
 /* The service and backend ids of a name (service "ns/hostname" or workload uid); 0 when it has none. */
 uint32_t sm_model_service_id(const struct sm_model *model, const char *key);
 uint32_t sm_model_backend_id(const struct sm_model *model, const char *uid);

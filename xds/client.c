@@ -115,6 +115,28 @@ void sm_xds_client_stats(struct sm_xds_client *client, struct sm_xds_stats *stat
 		pthread_mutex_unlock(&(client)->lock);   \
 	} while (0)
 
+const double sm_latency_bounds[SM_LATENCY_BUCKETS] = { 0.0001, 0.0005, 0.001, 0.005, 0.01,
+							  0.05,	  0.1,	  0.5,	 1,	5 };
+
+void sm_latency_record(struct sm_latency *latency, double seconds)
+{
+	int bucket = 0;
+
+	while (bucket < SM_LATENCY_BUCKETS && seconds > sm_latency_bounds[bucket])
+		bucket++;
+	latency->buckets[bucket]++;
+	latency->count++;
+	latency->sum += seconds;
+}
+
+static double monotonic_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 /* ---- backoff ---- */
 
 uint64_t sm_xds_backoff_next(uint64_t current_ms, uint64_t random)
@@ -270,6 +292,7 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 	char *error = NULL;
 	int type = type_index(response->type_url);
 
+	double start = monotonic_seconds();
 	if (client->options.model_lock)
 		pthread_mutex_lock(client->options.model_lock);
 	int err = sm_model_apply(client->options.model, response, client->options.writer, &rejections);
@@ -277,6 +300,7 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 		client->options.after_apply(client->options.after_apply_ctx, response->type_url, &rejections);
 	if (client->options.model_lock)
 		pthread_mutex_unlock(client->options.model_lock);
+	WITH_STATS(client, sm_latency_record(&client->stats.apply, monotonic_seconds() - start));
 
 	if (err) {
 		if (asprintf(&error, "the response could not be applied: %s", strerror(-err)) < 0)

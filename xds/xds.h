@@ -72,6 +72,18 @@ enum sm_xds_log_level {
 	SM_XDS_LOG_DEBUG,
 };
 
+/* Apply latencies, for a Prometheus histogram: counts per bucket (the last is +Inf), their sum. */
+#define SM_LATENCY_BUCKETS 10
+extern const double sm_latency_bounds[SM_LATENCY_BUCKETS]; /* seconds */
+
+struct sm_latency {
+	uint64_t buckets[SM_LATENCY_BUCKETS + 1];
+	uint64_t count;
+	double sum;
+};
+
+void sm_latency_record(struct sm_latency *latency, double seconds);
+
 struct sm_xds_stats {
 	bool connected;		/* a stream is up */
 	bool ready;		/* the first response of each type has been applied and answered */
@@ -82,6 +94,7 @@ struct sm_xds_stats {
 	uint64_t rejected_resources;
 	uint64_t backoff_ms;	/* the wait before the next stream, if disconnected */
 	char last_error[256];	/* the last stream's end, when it was an error */
+	struct sm_latency apply; /* decode, apply and plan of each response */
 };
 
 struct sm_xds_client;

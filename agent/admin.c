@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The admin endpoint (libmicrohttpd, its own thread): /config_dump in the shape of ztunnel's,
+ * /healthz/ready, and /metrics in Prometheus text. It only reads: the model under its lock, the xDS
+ * client's and datapath's counters.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <microhttpd.h>
+
+#include "agent/agent.h"
+
+struct admin {
+	struct MHD_Daemon *daemon;
+	struct agent *agent;
+};
+
+/* A growing text buffer for the metrics page. */
+struct text {
+	char *data;
+	size_t len, capacity;
+	bool failed;
+};
+
+static void append(struct text *text, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (text->failed)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(text->data ? text->data + text->len : NULL, text->capacity - text->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			text->failed = true;
+			return;
+		}
+		if (text->len + (size_t)n < text->capacity) {
+			text->len += (size_t)n;
+			return;
+		}
+		size_t capacity = (text->capacity ? text->capacity * 2 : 4096) + (size_t)n;
+		char *data = realloc(text->data, capacity);
+		if (!data) {
+			text->failed = true;
+			return;
+		}
+		text->data = data;
+		text->capacity = capacity;
+	}
+}
+
+static void histogram(struct text *text, const char *name, const char *help, const struct sm_latency *latency)
+{
+	uint64_t cumulative = 0;
+
+	append(text, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+	for (int b = 0; b < SM_LATENCY_BUCKETS; b++) {
+		cumulative += latency->buckets[b];
+		append(text, "%s_bucket{le=\"%g\"} %llu\n", name, sm_latency_bounds[b], (unsigned long long)cumulative);
+	}
+	cumulative += latency->buckets[SM_LATENCY_BUCKETS];
+	append(text, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9f\n%s_count %llu\n", name, (unsigned long long)cumulative,
+	       name, latency->sum, name, (unsigned long long)latency->count);
+}
+
+static void metric(struct text *text, const char *name, const char *type, const char *help, unsigned long long value)
+{
+	append(text, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, value);
+}
+
+static char *metrics(struct agent *agent, size_t *len)
+{
+	struct text text = { 0 };
+	struct sm_xds_stats xds = { 0 };
+	struct sm_model_stats model;
+	uint64_t counters[SM_COUNTER_MAX];
+	char why[128];
+
+	if (agent->xds)
+		sm_xds_client_stats(agent->xds, &xds);
+	else
+		xds.apply = agent->local_apply;
+	pthread_mutex_lock(&agent->model_lock);
+	sm_model_stats(agent->model, &model);
+	pthread_mutex_unlock(&agent->model_lock);
+
+	metric(&text, "sockmesh_ready", "gauge", "1 once config is applied and the datapath attached",
+	       agent_ready(agent, why, sizeof(why)));
+	metric(&text, "sockmesh_xds_connected", "gauge", "1 while an xDS stream is up", xds.connected);
+	metric(&text, "sockmesh_xds_streams_total", "counter", "xDS streams started", xds.streams);
+	metric(&text, "sockmesh_xds_responses_total", "counter", "xDS responses received", xds.responses);
+	metric(&text, "sockmesh_xds_acks_total", "counter", "responses answered with an ACK", xds.acks);
+	metric(&text, "sockmesh_xds_nacks_total", "counter", "responses answered with a NACK", xds.nacks);
+	metric(&text, "sockmesh_xds_rejected_resources_total", "counter", "resources rejected in NACKs",
+	       xds.rejected_resources);
+	histogram(&text, "sockmesh_apply_duration_seconds", "time to decode, apply and write one response", &xds.apply);
+
+	append(&text, "# HELP sockmesh_resources resources held, by type\n# TYPE sockmesh_resources gauge\n");
+	append(&text, "sockmesh_resources{type=\"workload\"} %zu\n", model.workloads);
+	append(&text, "sockmesh_resources{type=\"service\"} %zu\n", model.services);
+	append(&text, "sockmesh_resources{type=\"authorization\"} %zu\n", model.authorizations);
+	append(&text, "# HELP sockmesh_map_entries entries in each datapath map\n# TYPE sockmesh_map_entries gauge\n");
+	for (int m = 0; m < SM_MAP_COUNT; m++)
+		append(&text, "sockmesh_map_entries{map=\"%s\"} %zu\n", sm_map_name(m), model.map_entries[m]);
+	append(&text, "# HELP sockmesh_map_capacity capacity of each datapath map\n# TYPE sockmesh_map_capacity gauge\n");
+	for (int m = 0; m < SM_MAP_COUNT; m++)
+		append(&text, "sockmesh_map_capacity{map=\"%s\"} %zu\n", sm_map_name(m), model.map_capacity[m]);
+	if (sm_datapath_counters(agent->dp, counters) == 0) {
+		append(&text, "# HELP sockmesh_datapath_total connections and messages by outcome\n"
+			      "# TYPE sockmesh_datapath_total counter\n");
+		for (int c = 0; c < SM_COUNTER_MAX; c++)
+			append(&text, "sockmesh_datapath_total{outcome=\"%s\"} %llu\n", sm_counter_name(c),
+			       (unsigned long long)counters[c]);
+	}
+	if (text.failed) {
+		free(text.data);
+		return NULL;
+	}
+	*len = text.len;
+	return text.data;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *connection, unsigned int status, char *body, size_t len,
+			       const char *type)
+{
+	struct MHD_Response *response = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	enum MHD_Result ret;
+
+	if (!response) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	ret = MHD_queue_response(connection, status, response);
+	MHD_destroy_response(response);
+	return ret;
+}
+
+static enum MHD_Result respond_text(struct MHD_Connection *connection, unsigned int status, const char *message)
+{
+	char *body = strdup(message);
+
+	return body ? respond(connection, status, body, strlen(body), "text/plain; charset=utf-8") : MHD_NO;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, const char *url, const char *method,
+			      const char *version, const char *upload_data, size_t *upload_data_size, void **state)
+{
+	struct admin *admin = cls;
+	struct agent *agent = admin->agent;
+	char why[256];
+
+	(void)version;
+	(void)upload_data;
+	(void)upload_data_size;
+	(void)state;
+	if (strcmp(method, "GET") != 0)
+		return respond_text(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET\n");
+
+	if (strcmp(url, "/healthz/ready") == 0) {
+		bool ready = agent_ready(agent, why, sizeof(why));
+		char body[300];
+		snprintf(body, sizeof(body), "%s\n", ready ? "ready" : why);
+		return respond_text(connection, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body);
+	}
+	if (strcmp(url, "/config_dump") == 0) {
+		pthread_mutex_lock(&agent->model_lock);
+		json_t *dump = sm_model_config_dump(agent->model);
+		pthread_mutex_unlock(&agent->model_lock);
+		char *text = dump ? json_dumps(dump, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+		json_decref(dump);
+		if (!text)
+			return respond_text(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+		return respond(connection, MHD_HTTP_OK, text, strlen(text), "application/json");
+	}
+	if (strcmp(url, "/metrics") == 0) {
+		size_t len;
+		char *text = metrics(agent, &len);
+		if (!text)
+			return respond_text(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+		return respond(connection, MHD_HTTP_OK, text, len, "text/plain; version=0.0.4");
+	}
+	return respond_text(connection, MHD_HTTP_NOT_FOUND, "sockmesh serves /config_dump, /healthz/ready and /metrics\n");
+}
+
+static int parse_address(const char *text, struct sockaddr_storage *out, char *err, size_t size)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon = strrchr(text, ':');
+	char *end;
+
+	memset(out, 0, sizeof(*out));
+	if (!colon || (size_t)(colon - text) >= sizeof(host))
+		goto bad;
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - text), text);
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (*end || port > 65535)
+		goto bad;
+	struct sockaddr_in *in = (struct sockaddr_in *)out;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+	size_t len = strlen(host);
+	if (host[0] == '[' && len > 2 && host[len - 1] == ']') {
+		host[len - 1] = '\0';
+		if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) != 1)
+			goto bad;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		return 0;
+	}
+	if (inet_pton(AF_INET, host, &in->sin_addr) != 1)
+		goto bad;
+	in->sin_family = AF_INET;
+	in->sin_port = htons((uint16_t)port);
+	return 0;
+bad:
+	snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", text);
+	return -EINVAL;
+}
+
+int admin_start(struct agent *agent, const char *address, struct admin **out, char *err, size_t size)
+{
+	struct sockaddr_storage addr;
+	struct admin *admin;
+	int ret = parse_address(address, &addr, err, size);
+
+	if (ret)
+		return ret;
+	admin = calloc(1, sizeof(*admin));
+	if (!admin)
+		return -ENOMEM;
+	admin->agent = agent;
+	admin->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+						 (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+					 0, NULL, NULL, handle, admin, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+					 MHD_OPTION_END);
+	if (!admin->daemon) {
+		snprintf(err, size, "cannot serve the admin endpoint on %s (in use?)", address);
+		free(admin);
+		return -EADDRINUSE;
+	}
+	*out = admin;
+	return 0;
+}
+
+void admin_stop(struct admin *admin)
+{
+	if (!admin)
+		return;
+	MHD_stop_daemon(admin->daemon);
+	free(admin);
+}

@@ -1,0 +1,438 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sockmesh run: the node agent. It opens the datapath (adopting what an earlier agent pinned), takes
+ * config from istiod (or a local config file) into the model, and serves the admin endpoint until
+ * SIGTERM or SIGINT; then it ends the xDS stream and exits, leaving the datapath pinned and serving.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "agent/commands.h"
+#include "agent/log.h"
+
+#define DEFAULT_XDS_ADDRESS "istiod.istio-system.svc:15012"
+#define DEFAULT_ROOT_CERT "/var/run/secrets/istio/root-cert.pem"
+#define DEFAULT_TOKEN "/var/run/secrets/tokens/istio-token"
+#define DEFAULT_ADMIN_ADDRESS "127.0.0.1:15000"
+
+extern char **environ;
+
+static void run_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: sockmesh run --cgroup PATH [options]\n\n"
+		"Runs the node agent: takes config from istiod over Delta ADS (or from a local config file)\n"
+		"and programs the eBPF datapath attached to the cgroup. Stops on SIGTERM or SIGINT, leaving\n"
+		"the datapath pinned and serving the last config.\n\n"
+		"  --xds-address HOST:PORT  istiod's xDS address (XDS_ADDRESS; default " DEFAULT_XDS_ADDRESS ")\n"
+		"  --xds-plaintext          no TLS (istiod's plaintext port 15010, tests)\n"
+		"  --xds-root-cert FILE     the CA of istiod's certificate (XDS_ROOT_CA; default\n"
+		"                           " DEFAULT_ROOT_CERT ")\n"
+		"  --xds-server-name NAME   the name istiod's certificate must carry, when the address is not it\n"
+		"  --xds-token FILE         bearer token file, re-read on each stream (default with TLS:\n"
+		"                           " DEFAULT_TOKEN "; '' for none)\n"
+		"  --local-config FILE      ztunnel's local config YAML, used instead of xDS (LOCAL_XDS_PATH)\n"
+		"  --cgroup PATH            the cgroup v2 directory whose sockets are steered (required)\n"
+		"  --pin-dir PATH           where maps and links are pinned (default " SM_DEFAULT_PIN_DIR ")\n"
+		"  --admin-address IP:PORT  /config_dump, /healthz/ready, /metrics (default " DEFAULT_ADMIN_ADDRESS ")\n"
+		"  --enroll-all             steer every network namespace, not only enrolled ones\n"
+		"  --no-accelerate          no same-node sockmap acceleration\n"
+		"  --dns-proxy IP:PORT      send DNS (port 53) to this proxy; [IPv6]:PORT for IPv6 sockets\n"
+		"  --record FILE            append every xDS response received to a recorded stream\n"
+		"  --log-level LEVEL        error, warn, info (default) or debug\n\n"
+		"The node identity comes from INSTANCE_IP, POD_NAME, POD_NAMESPACE, NODE_NAME, CLUSTER_ID and\n"
+		"ISTIO_META_*, as for ztunnel.\n");
+}
+
+static const char *env_or(const char *name, const char *fallback)
+{
+	const char *value = getenv(name);
+
+	return value && value[0] ? value : fallback;
+}
+
+static int parse_run_options(int argc, char **argv, struct run_options *o)
+{
+	static const struct option options[] = {
+		{ "xds-address", required_argument, NULL, 'a' }, { "xds-plaintext", no_argument, NULL, 'P' },
+		{ "xds-root-cert", required_argument, NULL, 'r' }, { "xds-server-name", required_argument, NULL, 'n' },
+		{ "xds-token", required_argument, NULL, 't' },	 { "local-config", required_argument, NULL, 'l' },
+		{ "cgroup", required_argument, NULL, 'c' },	 { "pin-dir", required_argument, NULL, 'p' },
+		{ "admin-address", required_argument, NULL, 'A' }, { "enroll-all", no_argument, NULL, 'E' },
+		{ "no-accelerate", no_argument, NULL, 'N' },	 { "dns-proxy", required_argument, NULL, 'd' },
+		{ "record", required_argument, NULL, 'R' },	 { "log-level", required_argument, NULL, 'L' },
+		{ "help", no_argument, NULL, 'h' },		 { 0 },
+	};
+	const char *token = NULL;
+	int opt;
+
+	*o = (struct run_options){
+		.xds_address = env_or("XDS_ADDRESS", DEFAULT_XDS_ADDRESS),
+		.xds_root_cert = env_or("XDS_ROOT_CA", DEFAULT_ROOT_CERT),
+		.local_config = env_or("LOCAL_XDS_PATH", NULL),
+		.pin_dir = SM_DEFAULT_PIN_DIR,
+		.admin_address = DEFAULT_ADMIN_ADDRESS,
+		.accelerate = true,
+	};
+	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'a': o->xds_address = optarg; break;
+		case 'P': o->xds_plaintext = true; break;
+		case 'r': o->xds_root_cert = optarg; break;
+		case 'n': o->xds_server_name = optarg; break;
+		case 't': token = optarg; break;
+		case 'l': o->local_config = optarg; break;
+		case 'c': o->cgroup = optarg; break;
+		case 'p': o->pin_dir = optarg; break;
+		case 'A': o->admin_address = optarg; break;
+		case 'E': o->enroll_all = true; break;
+		case 'N': o->accelerate = false; break;
+		case 'd': o->dns_proxy = optarg; break;
+		case 'R': o->record = optarg; break;
+		case 'L':
+			if (log_set_level_name(optarg)) {
+				fprintf(stderr, "sockmesh run: unknown log level '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'h': run_usage(stdout); return 1;
+		default: run_usage(stderr); return 2;
+		}
+	}
+	if (optind != argc || !o->cgroup) {
+		fprintf(stderr, "sockmesh run: %s\n\n", o->cgroup ? "unexpected arguments" : "--cgroup is required");
+		run_usage(stderr);
+		return 2;
+	}
+	o->xds_token = token ? (token[0] ? token : NULL) : (o->xds_plaintext ? NULL : DEFAULT_TOKEN);
+	if (o->xds_plaintext)
+		o->xds_root_cert = NULL;
+	return 0;
+}
+
+/* ---- the datapath's knobs ---- */
+
+static int parse_dns_proxy(const char *text, struct sm_config *config)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon = strrchr(text, ':');
+	char *end;
+
+	if (!colon || (size_t)(colon - text) >= sizeof(host))
+		return -EINVAL;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (*end || !port || port > 65535)
+		return -EINVAL;
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - text), text);
+	config->dns_port = htons((uint16_t)port);
+	size_t len = strlen(host);
+	if (host[0] == '[' && host[len - 1] == ']') {
+		host[len - 1] = '\0';
+		if (inet_pton(AF_INET6, host + 1, config->dns_addr6) != 1)
+			return -EINVAL;
+		config->flags |= SM_CONFIG_DNS6;
+		return 0;
+	}
+	if (inet_pton(AF_INET, host, &config->dns_addr4) != 1)
+		return -EINVAL;
+	config->flags |= SM_CONFIG_DNS4;
+	return 0;
+}
+
+static int set_knobs(struct agent *agent)
+{
+	struct sm_config config = { 0 };
+
+	if (agent->options.enroll_all)
+		config.flags |= SM_CONFIG_ENROLL_ALL;
+	if (agent->options.accelerate)
+		config.flags |= SM_CONFIG_ACCELERATE;
+	if (agent->options.dns_proxy && parse_dns_proxy(agent->options.dns_proxy, &config)) {
+		log_msg(LOG_ERROR, "--dns-proxy '%s' is not IP:PORT or [IPv6]:PORT", agent->options.dns_proxy);
+		return -EINVAL;
+	}
+	int err = sm_datapath_set_config(agent->dp, &config);
+	if (err)
+		log_msg(LOG_ERROR, "writing the datapath's config: %s", strerror(-err));
+	return err;
+}
+
+/* ---- applying ---- */
+
+struct addresses {
+	struct sm_frontend_key *items;
+	size_t n, capacity;
+};
+
+static int collect_address(void *ctx, const uint8_t addr[16])
+{
+	struct addresses *list = ctx;
+
+	if (list->n == list->capacity) {
+		size_t capacity = list->capacity ? list->capacity * 2 : 16;
+		void *items = realloc(list->items, capacity * sizeof(*list->items));
+		if (!items)
+			return -ENOMEM;
+		list->items = items;
+		list->capacity = capacity;
+	}
+	memcpy(list->items[list->n++].addr, addr, 16);
+	return 0;
+}
+
+/* After each response (under the model lock): this node's addresses may accelerate; a layout
+ * migration switches over once the first Address response has filled the new maps. */
+static void after_apply(void *ctx, const char *type_url, const struct sm_rejections *rejections)
+{
+	struct agent *agent = ctx;
+	struct addresses local = { 0 };
+	char err[256];
+
+	(void)rejections;
+	if (sm_model_for_each_local_address(agent->model, collect_address, &local) == 0) {
+		int ret = sm_datapath_set_local_addresses(agent->dp, local.items, local.n);
+		if (ret)
+			log_msg(LOG_WARN, "writing the local addresses: %s", strerror(-ret));
+	}
+	free(local.items);
+	if (strcmp(type_url, SM_TYPE_URL_ADDRESS) == 0 && !agent->datapath_committed) {
+		if (sm_datapath_commit(agent->dp, err, sizeof(err)))
+			log_msg(LOG_ERROR, "switching to the new datapath layout: %s", err);
+		else {
+			log_msg(LOG_INFO, "the new datapath layout is filled and attached");
+			agent->datapath_committed = true;
+		}
+	}
+}
+
+bool agent_ready(struct agent *agent, char *why, size_t size)
+{
+	struct sm_xds_stats stats = { 0 };
+
+	if (!agent->datapath_committed) {
+		snprintf(why, size, "not ready: the datapath waits for its first full config");
+		return false;
+	}
+	if (agent->options.local_config) {
+		if (!agent->local_config_applied)
+			snprintf(why, size, "not ready: the local config is not applied");
+		return agent->local_config_applied;
+	}
+	sm_xds_client_stats(agent->xds, &stats);
+	if (!stats.ready)
+		snprintf(why, size, "not ready: waiting for the first response of each type from %s%s%s",
+			 agent->options.xds_address, stats.last_error[0] ? ": " : "", stats.last_error);
+	return stats.ready;
+}
+
+static double seconds_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int apply_response_bytes(struct agent *agent, const uint8_t *bytes, size_t len)
+{
+	struct sm_rejections rejections = { 0 };
+	ProtobufCMessage *response;
+	char err[512];
+	double start = seconds_now();
+
+	if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len, &response, err,
+			 sizeof(err))) {
+		log_msg(LOG_ERROR, "local config: %s", err);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&agent->model_lock);
+	int ret = sm_model_apply(agent->model, (void *)response, sm_datapath_writer(agent->dp), &rejections);
+	if (!ret)
+		after_apply(agent, ((Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)response)->type_url, &rejections);
+	pthread_mutex_unlock(&agent->model_lock);
+	sm_latency_record(&agent->local_apply, seconds_now() - start);
+	if (ret)
+		log_msg(LOG_ERROR, "local config: applying: %s", strerror(-ret));
+	for (size_t i = 0; i < rejections.count; i++)
+		log_msg(LOG_WARN, "local config: rejected %s: %s", rejections.items[i].name, rejections.items[i].reason);
+	sm_rejections_clear(&rejections);
+	protobuf_c_message_free_unpacked(response, NULL);
+	return ret;
+}
+
+static int apply_local_config(struct agent *agent)
+{
+	uint8_t *address, *authorization;
+	size_t address_len, authorization_len;
+	char err[512];
+
+	if (sm_local_config_read(agent->options.local_config, &address, &address_len, &authorization,
+				 &authorization_len, err, sizeof(err))) {
+		log_msg(LOG_ERROR, "local config: %s", err);
+		return -EINVAL;
+	}
+	int ret = apply_response_bytes(agent, address, address_len);
+	if (!ret)
+		ret = apply_response_bytes(agent, authorization, authorization_len);
+	free(address);
+	free(authorization);
+	if (!ret) {
+		agent->local_config_applied = true;
+		log_msg(LOG_INFO, "local config %s applied", agent->options.local_config);
+	}
+	return ret;
+}
+
+/* ---- start and stop ---- */
+
+struct adopt_ctx {
+	struct sm_image *image;
+	enum sm_map_id map;
+};
+
+static int adopt_entry(void *ctx, const void *key, const void *value)
+{
+	struct adopt_ctx *adopt = ctx;
+
+	return sm_image_set(adopt->image, adopt->map, key, value);
+}
+
+/* The maps as the last agent left them: ids are kept, and nothing unchanged is rewritten. */
+static int adopt_maps(struct agent *agent)
+{
+	struct sm_image *image;
+	int ret = sm_image_new(&image);
+
+	for (int map = 0; map < SM_MAP_COUNT && !ret; map++) {
+		struct adopt_ctx ctx = { .image = image, .map = map };
+		ret = sm_datapath_for_each(agent->dp, map, adopt_entry, &ctx);
+	}
+	if (!ret)
+		ret = sm_model_adopt(agent->model, image);
+	if (!ret)
+		log_msg(LOG_INFO, "adopted the pinned maps: %zu services, %zu backends, %zu endpoints, %zu frontends",
+			sm_image_count(image, SM_MAP_SERVICES), sm_image_count(image, SM_MAP_BACKENDS),
+			sm_image_count(image, SM_MAP_ENDPOINTS), sm_image_count(image, SM_MAP_FRONTENDS));
+	sm_image_free(image);
+	return ret;
+}
+
+static int open_layers(struct agent *agent)
+{
+	struct sm_datapath_options dp_options = { .pin_dir = agent->options.pin_dir, .cgroup = agent->options.cgroup };
+	struct sm_model_options model_options = { .node_name = agent->node.node_name };
+	char err[512];
+	int ret;
+
+	ret = sm_datapath_open(&dp_options, &agent->dp, err, sizeof(err));
+	if (ret) {
+		log_msg(LOG_ERROR, "datapath: %s", err);
+		return ret;
+	}
+	agent->datapath_committed = !sm_datapath_migrating(agent->dp);
+	log_msg(LOG_INFO, "datapath %s at %s, attached to %s", sm_datapath_migrating(agent->dp) ? "loaded beside an older layout"
+				: sm_datapath_adopted(agent->dp) ? "adopted" : "installed",
+		agent->options.pin_dir, agent->options.cgroup);
+	if ((ret = set_knobs(agent)))
+		return ret;
+	for (int map = 0; map < SM_MAP_COUNT; map++) {
+		if ((ret = sm_datapath_capacity(agent->dp, map, &model_options.capacity[map])))
+			return ret;
+	}
+	ret = sm_model_new(&model_options, &agent->model);
+	if (!ret && sm_datapath_adopted(agent->dp) && !sm_datapath_migrating(agent->dp))
+		ret = adopt_maps(agent);
+	if (ret)
+		log_msg(LOG_ERROR, "the workload model: %s", strerror(-ret));
+	return ret;
+}
+
+static int start_xds(struct agent *agent)
+{
+	struct sm_xds_options options = {
+		.address = agent->options.xds_address,
+		.plaintext = agent->options.xds_plaintext,
+		.root_cert = agent->options.xds_root_cert,
+		.server_name = agent->options.xds_server_name,
+		.token_path = agent->options.xds_token,
+		.record_path = agent->options.record,
+		.node = &agent->node,
+		.model = agent->model,
+		.writer = sm_datapath_writer(agent->dp),
+		.model_lock = &agent->model_lock,
+		.after_apply = after_apply,
+		.after_apply_ctx = agent,
+		.log = log_xds,
+	};
+	char err[512], id[512];
+	int ret = sm_xds_client_new(&options, &agent->xds, err, sizeof(err));
+
+	if (ret) {
+		log_msg(LOG_ERROR, "xDS client: %s", err);
+		return ret;
+	}
+	sm_xds_node_id(&agent->node, id, sizeof(id));
+	log_msg(LOG_INFO, "connecting to %s as %s", agent->options.xds_address, id);
+	return sm_xds_client_start(agent->xds);
+}
+
+static int wait_for_signal(void)
+{
+	sigset_t signals;
+	int sig;
+
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	sigwait(&signals, &sig);
+	return sig;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct agent agent = { .model_lock = PTHREAD_MUTEX_INITIALIZER };
+	struct admin *admin = NULL;
+	sigset_t signals;
+	char err[512];
+	int ret;
+
+	ret = parse_run_options(argc, argv, &agent.options);
+	if (ret)
+		return ret == 1 ? 0 : ret;
+	log_capture_libraries();
+	/* Threads started from here on inherit these blocked; the main thread takes them with sigwait. */
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &signals, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	log_msg(LOG_INFO, "sockmesh %s starting", SOCKMESH_VERSION);
+	ret = sm_xds_node_from_env(&agent.node, environ);
+	if (!ret)
+		ret = open_layers(&agent);
+	if (!ret && (ret = admin_start(&agent, agent.options.admin_address, &admin, err, sizeof(err))))
+		log_msg(LOG_ERROR, "%s", err);
+	if (!ret)
+		ret = agent.options.local_config ? apply_local_config(&agent) : start_xds(&agent);
+	if (!ret) {
+		log_msg(LOG_INFO, "serving; admin endpoint on %s", agent.options.admin_address);
+		int sig = wait_for_signal();
+		log_msg(LOG_INFO, "%s: stopping; the datapath stays pinned and serving", strsignal(sig));
+	}
+
+	sm_xds_client_free(agent.xds);
+	admin_stop(admin);
+	sm_datapath_close(agent.dp);
+	sm_model_free(agent.model);
+	sm_xds_node_clear(&agent.node);
+	return ret ? 1 : 0;
+}

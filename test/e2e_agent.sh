@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# End to end with the real binaries: mock istiod -> sockmesh run -> datapath -> connect, in a
+# network namespace and cgroup made here and removed on every path. Prints TAP.
+# Usage: e2e_agent.sh BUILD_DIR SOURCE_DIR
+set -uo pipefail
+
+build="$1"
+source_dir="$2"
+sockmesh="$build/agent/sockmesh"
+mock="$build/test/mock_xds_server"
+echo_tool="$build/test/tcp_echo"
+fixtures="$source_dir/test/fixtures"
+
+name="sockmesh-e2e-$$"
+netns="$name"
+cgroup="/sys/fs/cgroup/unified/$name"
+pin_dir="/sys/fs/bpf/$name"
+work="$(mktemp -d)"
+admin="127.0.0.1:15000"
+pids=()
+agent_pid=""
+server_pid=""
+tests=0
+failures=0
+
+in_ns() { nsenter --net="/run/netns/$netns" "$@"; }
+spawn_ns() { nsenter --net="/run/netns/$netns" "$@" & pids+=($!); }
+spawn_mesh() { nsenter --net="/run/netns/$netns" sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cgroup" "$@" & pids+=($!); }
+in_mesh() { in_ns sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cgroup" "$@"; }
+
+cleanup() {
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  [[ -f "$cgroup/cgroup.procs" ]] && xargs -r kill -9 < "$cgroup/cgroup.procs" 2>/dev/null || true
+  wait 2>/dev/null || true
+  "$sockmesh" uninstall --pin-dir "$pin_dir" >/dev/null 2>&1 || true
+  for _ in 1 2 3 4 5; do [[ -d "$cgroup" ]] && rmdir "$cgroup" 2>/dev/null || break; sleep 0.2; done
+  ip netns del "$netns" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+result() { # name, status (0 ok)
+  tests=$((tests + 1))
+  if [[ "$2" == 0 ]]; then echo "ok $tests - $1"; else echo "not ok $tests - $1"; failures=$((failures + 1)); fi
+}
+
+check() { # name, command...
+  local name="$1"; shift
+  if "$@" >"$work/check.out" 2>&1; then result "$name" 0; else sed 's/^/# /' "$work/check.out"; result "$name" 1; fi
+}
+
+wait_for() { # seconds, command...
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do (( SECONDS < deadline )) || return 1; sleep 0.1; done
+}
+
+start_server() { # stream files..., then server options
+  rm -f "$work/port"
+  spawn_ns "$mock" --port-file "$work/port" --log "$work/xds.log" "$@" >/dev/null
+  server_pid=$!
+  wait_for 10 test -s "$work/port" || return 1
+  port="$(cat "$work/port")"
+}
+
+start_agent() { # extra options
+  NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=istio-system INSTANCE_IP=127.0.0.1 \
+    spawn_ns "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --enroll-all --admin-address "$admin" \
+    "$@" 2>>"$work/agent.log"
+  agent_pid=$!
+}
+
+ready() { in_ns curl -sf "http://$admin/healthz/ready"; }
+
+# ---- the world ----
+ip netns add "$netns" && in_ns ip link set lo up && mkdir "$cgroup" || { echo "1..0 # cannot make a netns and cgroup"; exit 1; }
+"$sockmesh" convert "$fixtures/real/ztunnel-local-config.yaml" "$work/local.xds" || exit 1
+"$sockmesh" convert "$fixtures/real/bookinfo-ztunnel-config-dump.json" "$work/bookinfo.xds" || exit 1
+# the example's workloads are 127.0.0.1 and 127.0.0.2; their port 8080 answers with their name
+spawn_mesh "$echo_tool" serve 127.0.0.1 8080 local
+spawn_mesh "$echo_tool" serve 127.0.0.2 8080 local-tcp
+
+asks_reach() { # vip port; the answer must come from one of the example's workloads
+  in_mesh "$echo_tool" ask "$1" "$2" | grep -Eq 'answered by local'
+}
+
+# 1. xDS from the mock istiod, through the agent, into the datapath
+start_server --stream "$work/local.xds"
+start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+check "the agent becomes ready from the mock istiod" wait_for 20 ready
+check "a connect to a VIP reaches a backend (mock istiod -> agent -> datapath)" asks_reach 127.10.0.1 80
+
+metrics_have() {
+  local m; m="$(in_ns curl -s "http://$admin/metrics")"
+  for want in 'sockmesh_ready 1' 'sockmesh_xds_connected 1' 'sockmesh_xds_acks_total 2' 'sockmesh_resources{type="workload"} 2' \
+              'sockmesh_resources{type="service"} 2' 'sockmesh_map_entries{map="services"} 2' \
+              'sockmesh_map_capacity{map="endpoints"} 1048576' 'sockmesh_datapath_total{outcome="redirected"}' \
+              'sockmesh_apply_duration_seconds_count 2'; do
+    grep -qF "$want" <<<"$m" || { echo "missing: $want"; return 1; }
+  done
+}
+check "metrics: xDS state, ACKs, resources, map entries and capacity, counters, apply latency" metrics_have
+
+dump_shows() { "$sockmesh" dump --pin-dir "$pin_dir" | grep -q 'VIPs 127.10.0.1  ports 80' && "$sockmesh" dump --json --pin-dir "$pin_dir" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["maps"]["services"]["entries"] == 2'; }
+check "sockmesh dump reads the pinned maps" dump_shows
+
+# 2. kill -9 under a connect loop: five kills and restarts, not one failed connect
+kill_loop() {
+  rm -f "$work/stop"
+  in_mesh "$echo_tool" loop 127.10.0.1 80 "$work/stop" >"$work/loop.out" 2>&1 &
+  local loop=$!
+  for _ in 1 2 3 4 5; do
+    sleep 0.4
+    kill -9 "$agent_pid"; wait "$agent_pid" 2>/dev/null
+    sleep 0.2
+    start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+    wait_for 20 ready || { echo "not ready after a restart"; touch "$work/stop"; return 1; }
+  done
+  sleep 0.5
+  touch "$work/stop"; wait "$loop"
+  cat "$work/loop.out"
+  read -r _ total _ failed < <(grep connects "$work/loop.out")
+  (( total >= 1000 && failed == 0 ))
+}
+check "kill -9 of the agent five times under a connect loop: >= 1,000 connects, zero failures" kill_loop
+sed 's/^/# kill loop: /' "$work/loop.out"
+check "a restarted agent adopts the pinned maps" grep -q 'adopted the pinned maps: 2 services' "$work/agent.log"
+
+# 3. the control plane goes away, and comes back with one more service
+cat >"$work/extra.yaml" <<'YAML'
+workloads:
+- uid: cluster1//v1/Pod/default/third
+  name: third
+  namespace: default
+  workloadIps: ["127.0.0.3"]
+  services:
+    "default/example3.com": {80: 8080}
+services:
+- name: third
+  namespace: default
+  hostname: example3.com
+  vips: ["/127.10.0.3"]
+  ports: {80: 8080}
+YAML
+"$sockmesh" convert "$work/extra.yaml" "$work/extra.xds" && cat "$work/local.xds" "$work/extra.xds" >"$work/more.xds"
+spawn_mesh "$echo_tool" serve 127.0.0.3 8080 third
+down_and_back() {
+  rm -f "$work/stop"
+  in_mesh "$echo_tool" loop 127.10.0.1 80 "$work/stop" >"$work/loop.out" 2>&1 &
+  local loop=$!
+  kill -9 "$server_pid"; wait "$server_pid" 2>/dev/null
+  sleep 1.5
+  in_ns curl -s "http://$admin/metrics" | grep -q 'sockmesh_xds_connected 0' || { echo "still connected?"; touch "$work/stop"; return 1; }
+  start_server --stream "$work/more.xds" --listen "127.0.0.1:$port" || { touch "$work/stop"; return 1; }
+  wait_for 30 sh -c "nsenter --net=/run/netns/$netns curl -s http://$admin/metrics | grep -q 'sockmesh_xds_connected 1'" || { echo "did not reconnect"; touch "$work/stop"; return 1; }
+  touch "$work/stop"; wait "$loop"
+  cat "$work/loop.out"
+  grep -q 'failures 0' "$work/loop.out"
+}
+check "istiod down for a while: traffic continues, the agent reconnects" down_and_back
+third_reachable() { in_mesh "$echo_tool" ask 127.10.0.3 80 | grep -q 'answered by third'; }
+check "after the reconnect the agent caught up: the new service's VIP works" wait_for 20 third_reachable
+
+# 4. SIGTERM: exits 0, the datapath keeps serving
+sigterm() {
+  kill -TERM "$agent_pid"; wait "$agent_pid"; local status=$?
+  (( status == 0 )) && asks_reach 127.10.0.1 80
+}
+check "SIGTERM: the agent exits 0 and the datapath keeps serving" sigterm
+kill -9 "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null
+
+# 5. readiness before any config: 503 with a reason
+not_ready_first() {
+  start_server --stream "$work/local.xds" --silent
+  start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+  wait_for 10 in_ns curl -s "http://$admin/healthz/ready" || return 1
+  local code; code="$(in_ns curl -s -o "$work/ready.txt" -w '%{http_code}' "http://$admin/healthz/ready")"
+  cat "$work/ready.txt"
+  [[ "$code" == 503 ]] && grep -q 'waiting for the first response' "$work/ready.txt"
+}
+check "/healthz/ready is 503 with a reason until config arrives" not_ready_first
+kill -TERM "$agent_pid"; wait "$agent_pid" 2>/dev/null
+kill -9 "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null
+
+# 6. local-config mode
+start_agent --local-config "$fixtures/real/ztunnel-local-config.yaml"
+check "local-config mode becomes ready" wait_for 20 ready
+check "local-config mode: a connect to the example's VIP reaches its workloads" asks_reach 127.10.0.1 80
+kill -TERM "$agent_pid"; wait "$agent_pid" 2>/dev/null
+
+# 7. the bookinfo dump, converted and served: our /config_dump shows every field of the original's
+start_server --stream "$work/bookinfo.xds"
+start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+wait_for 20 ready
+bookinfo_matches() {
+  in_ns curl -s "http://$admin/config_dump" >"$work/dump.json"
+  python3 - "$work/dump.json" "$fixtures/real/bookinfo-ztunnel-config-dump.json" <<'PY'
+import json, sys
+ours = json.load(open(sys.argv[1]))
+original = json.load(open(sys.argv[2]))
+def covers(a, e, where):
+    if isinstance(e, dict):
+        assert isinstance(a, dict), where
+        for k, v in e.items():
+            assert k in a, f"{where}.{k} missing"
+            covers(a[k], v, f"{where}.{k}")
+    elif isinstance(e, list):
+        assert isinstance(a, list) and len(a) == len(e), where
+        for i, (x, y) in enumerate(zip(a, e)):
+            covers(x, y, f"{where}[{i}]")
+    else:
+        assert a == e, f"{where}: {a!r} != {e!r}"
+for part in ("workloads", "services"):
+    assert len(ours[part]) == len(original[part]), f"{part}: {len(ours[part])} != {len(original[part])}"
+    covers(ours[part], original[part], part)
+PY
+}
+check "the bookinfo dump served over xDS: /config_dump matches the original's workloads and services" bookinfo_matches
+kill -TERM "$agent_pid"; wait "$agent_pid" 2>/dev/null
+
+# 8. replay and uninstall
+check "sockmesh replay prints each response's answer" sh -c "'$sockmesh' replay '$fixtures/wire/stream.xds' | grep -c ': ACK' | grep -q 3"
+uninstalled() { "$sockmesh" uninstall --pin-dir "$pin_dir" && ! in_mesh "$echo_tool" ask 127.10.0.1 80; }
+check "sockmesh uninstall detaches: the VIP is no longer translated" uninstalled
+
+echo "1..$tests"
+if (( failures )); then sed 's/^/# agent: /' "$work/agent.log" | tail -40; fi
+exit $((failures > 0))

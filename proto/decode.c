@@ -26,6 +26,8 @@ enum wire_type {
 struct explain_ctx {
 	char *err;
 	size_t err_size;
+	int max_depth;
+	bool deeper_is_defect; /* else the walk only skips what lies deeper */
 };
 
 static int explain_fail(struct explain_ctx *ctx, const char *fmt, ...)
@@ -103,7 +105,10 @@ static int explain_field(struct explain_ctx *ctx, const ProtobufCFieldDescriptor
 		if (value > len - *pos)
 			return explain_fail(ctx, "%s: length %llu at byte %zu runs past the end (%zu bytes left)",
 					    path, (unsigned long long)value, base + start, len - *pos);
-		if (field && field->type == PROTOBUF_C_TYPE_MESSAGE && depth < EXPLAIN_MAX_DEPTH) {
+		if (field && field->type == PROTOBUF_C_TYPE_MESSAGE && depth >= ctx->max_depth && ctx->deeper_is_defect)
+			return explain_fail(ctx, "%s: nested deeper than %d messages at byte %zu", path, ctx->max_depth,
+					    base + start);
+		if (field && field->type == PROTOBUF_C_TYPE_MESSAGE && depth < ctx->max_depth) {
 			err = explain_message(ctx, field->descriptor, buf + *pos, (size_t)value, base + *pos,
 					      path, depth + 1);
 			if (err)
@@ -153,16 +158,87 @@ static int explain_message(struct explain_ctx *ctx, const ProtobufCMessageDescri
 	return 0;
 }
 
-int sm_pb_decode(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
-		 ProtobufCMessage **out, char *err, size_t err_size)
-{
-	struct explain_ctx ctx = { .err = err, .err_size = err_size };
+/* Types in a schema: more than ours and the well-known ones hold together. */
+#define SCHEMA_TYPES_MAX 64
+/* Far deeper than any message istiod sends; shallow enough for protobuf-c's recursion on any stack. */
+#define DECODE_MAX_NESTING 64
+#define KNOWN_TYPES_PER_THREAD 16
 
-	*out = protobuf_c_message_unpack(desc, NULL, len, buf);
+struct type_walk {
+	const ProtobufCMessageDescriptor *on_path[SCHEMA_TYPES_MAX];
+	size_t depth;
+};
+
+/* Whether some type reachable from desc contains itself, depth first with the path on a stack. */
+static bool reaches_a_cycle(struct type_walk *walk, const ProtobufCMessageDescriptor *desc)
+{
+	for (size_t i = 0; i < walk->depth; i++)
+		if (walk->on_path[i] == desc)
+			return true;
+	if (walk->depth == SCHEMA_TYPES_MAX)
+		return true; /* a schema this deep is treated as unbounded: the nesting check stays on */
+	walk->on_path[walk->depth++] = desc;
+	bool cycle = false;
+	for (unsigned int f = 0; f < desc->n_fields && !cycle; f++)
+		if (desc->fields[f].type == PROTOBUF_C_TYPE_MESSAGE)
+			cycle = reaches_a_cycle(walk, desc->fields[f].descriptor);
+	walk->depth--;
+	return cycle;
+}
+
+/*
+ * Whether messages of type desc can nest without bound (a Struct holds Values that hold Structs).
+ * Only those need their nesting checked before protobuf-c decodes them recursively; the answer is kept
+ * per thread for the few types a thread decodes.
+ */
+static bool can_nest_unbounded(const ProtobufCMessageDescriptor *desc)
+{
+	static _Thread_local struct {
+		const ProtobufCMessageDescriptor *desc;
+		bool unbounded;
+	} known[KNOWN_TYPES_PER_THREAD];
+	static _Thread_local unsigned int next;
+
+	for (size_t i = 0; i < KNOWN_TYPES_PER_THREAD; i++)
+		if (known[i].desc == desc)
+			return known[i].unbounded;
+	struct type_walk walk = { .depth = 0 };
+	bool unbounded = reaches_a_cycle(&walk, desc);
+	known[next % KNOWN_TYPES_PER_THREAD].desc = desc;
+	known[next % KNOWN_TYPES_PER_THREAD].unbounded = unbounded;
+	next++;
+	return unbounded;
+}
+
+static int decode(ProtobufCAllocator *allocator, const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
+		  size_t len, ProtobufCMessage **out, char *err, size_t err_size)
+{
+	struct explain_ctx ctx = { .err = err, .err_size = err_size, .max_depth = EXPLAIN_MAX_DEPTH };
+
+	*out = NULL;
+	if (can_nest_unbounded(desc)) {
+		struct explain_ctx bounded = { .err = err, .err_size = err_size, .max_depth = DECODE_MAX_NESTING,
+					       .deeper_is_defect = true };
+		if (explain_message(&bounded, desc, buf, len, 0, desc->short_name, 0))
+			return -EBADMSG;
+	}
+	*out = protobuf_c_message_unpack(desc, allocator, len, buf);
 	if (*out)
 		return 0;
 	if (explain_message(&ctx, desc, buf, len, 0, desc->short_name, 0) == 0)
 		snprintf(err, err_size, "%s: %zu bytes do not decode (a string, enum or nested value is invalid)",
 			 desc->short_name, len);
 	return -EBADMSG;
+}
+
+int sm_pb_decode(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len, ProtobufCMessage **out,
+		 char *err, size_t err_size)
+{
+	return decode(NULL, desc, buf, len, out, err, err_size);
+}
+
+int sm_pb_decode_in(struct sm_pb_arena *arena, const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
+		    size_t len, ProtobufCMessage **out, char *err, size_t err_size)
+{
+	return decode(&arena->allocator, desc, buf, len, out, err, err_size);
 }

@@ -411,9 +411,10 @@ static json_t *any_to_json(const ProtobufCMessage *msg, int depth)
 	const ProtobufCMessageDescriptor *type = sm_pb_find_type(type_url);
 	ProtobufCMessage *inner = NULL;
 	json_t *object = NULL;
+	char err[8];
 
-	if (type && depth < ANY_MAX_DEPTH)
-		inner = protobuf_c_message_unpack(type, NULL, value->len, value->data);
+	if (type && depth < ANY_MAX_DEPTH && sm_pb_decode(type, value->data, value->len, &inner, err, sizeof(err)))
+		inner = NULL;
 	if (!inner) {
 		/* Unknown, undecodable or too deep: keep the raw bytes visible. */
 		object = json_pack("{s:o, s:o}", "@type", string_to_json(type_url), "value",

@@ -26,10 +26,30 @@
 
 /*
  * Decodes len bytes as a message of type desc into *out (free with protobuf_c_message_free_unpacked).
- * Returns 0, or -EBADMSG with the first defect and its byte offset in err.
+ * Returns 0, or -EBADMSG with the first defect and its byte offset in err. Types that can contain
+ * themselves (google.protobuf.Value) are refused nested deeper than 64 messages: protobuf-c decodes
+ * recursively, and so does everything that walks a decoded message.
  */
 int sm_pb_decode(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
 		 ProtobufCMessage **out, char *err, size_t err_size);
+
+/*
+ * An arena for decoding: protobuf-c's allocations come from chunks freed all at once, which takes the
+ * malloc/free churn out of decoding many small messages (decoding is allocation-bound otherwise).
+ */
+struct sm_pb_arena {
+	ProtobufCAllocator allocator;
+	struct sm_pb_chunk *chunks;
+	size_t used; /* in the current (first) chunk */
+};
+
+void sm_pb_arena_init(struct sm_pb_arena *arena);
+/* Frees every message decoded into the arena; keeps one chunk for the next. */
+void sm_pb_arena_reset(struct sm_pb_arena *arena);
+void sm_pb_arena_release(struct sm_pb_arena *arena);
+/* sm_pb_decode into the arena: the message lives until the arena is reset. */
+int sm_pb_decode_in(struct sm_pb_arena *arena, const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
+		    size_t len, ProtobufCMessage **out, char *err, size_t err_size);
 
 /* The descriptor of a type URL ("type.googleapis.com/pkg.Name") among the types we know, or NULL. */
 const ProtobufCMessageDescriptor *sm_pb_find_type(const char *type_url);

@@ -33,22 +33,33 @@ struct reader {
 	char *err;
 	size_t err_size;
 	bool failed;
+	bool out_of_memory;
 };
+
+static void problem(struct reader *r, const yaml_node_t *node, const char *fmt, ...);
 
 static void *alloc(struct reader *r, size_t size)
 {
+	void *block = NULL;
+
 	if (r->arena.n == r->arena.capacity) {
 		size_t capacity = r->arena.capacity ? r->arena.capacity * 2 : 256;
 		void **blocks = realloc(r->arena.blocks, capacity * sizeof(void *));
 		if (!blocks)
-			return NULL;
+			goto out_of_memory;
 		r->arena.blocks = blocks;
 		r->arena.capacity = capacity;
 	}
-	void *block = calloc(1, size ? size : 1);
-	if (block)
-		r->arena.blocks[r->arena.n++] = block;
+	block = calloc(1, size ? size : 1);
+	if (!block)
+		goto out_of_memory;
+	r->arena.blocks[r->arena.n++] = block;
 	return block;
+
+out_of_memory:
+	r->out_of_memory = true;
+	problem(r, NULL, "out of memory");
+	return NULL;
 }
 
 #define NEW(r, type) ((type *)alloc((r), sizeof(type)))
@@ -116,8 +127,11 @@ static bool number(struct reader *r, const yaml_node_t *node, uint32_t max, uint
 	const char *value = scalar(node);
 	char *end;
 
-	if (!value)
+	if (!value) {
+		if (node)
+			problem(r, node, "expected a number, found a %s", node->type == YAML_MAPPING_NODE ? "mapping" : "list");
 		return false;
+	}
 	unsigned long n = strtoul(value, &end, 10);
 	if (*end || end == value || n > max) {
 		problem(r, node, "'%s' is not a number up to %u", value, max);
@@ -280,8 +294,11 @@ static Istio__Workload__Port **ports(struct reader *r, const yaml_node_t *map, s
 			return NULL;
 		istio__workload__port__init(port);
 		if (!number(r, item_key(r, map, i), 65535, &port->service_port) ||
-		    !number(r, item(r, map, i), 65535, &port->target_port))
+		    !number(r, item(r, map, i), 65535, &port->target_port)) {
+			problem(r, map, "ports map service ports to target ports");
+			*n = 0;
 			return NULL;
+		}
 		list[(*n)++] = port;
 	}
 	return list;
@@ -502,13 +519,16 @@ static Istio__Security__StringMatch **string_matches(struct reader *r, const yam
 		istio__security__string_match__init(match);
 		/* a plain string is an exact match; else {exact|prefix|suffix: ..} or {presence: {}} */
 		const char *value = scalar(node), *kind = "exact";
-		if (!value && node->type == YAML_MAPPING_NODE && items(node)) {
+		if (!value && node && node->type == YAML_MAPPING_NODE && items(node)) {
 			kind = scalar(item_key(r, node, 0));
 			value = scalar(item(r, node, 0));
 		}
 		char *copy = alloc(r, value ? strlen(value) + 1 : 1);
-		if (!copy || !kind)
+		if (!copy || !kind) {
+			problem(r, node, "a match is a string or {exact|prefix|suffix|presence: value}");
+			*n = 0;
 			return NULL;
+		}
 		if (value)
 			strcpy(copy, value);
 		if (strcasecmp(kind, "prefix") == 0) {
@@ -655,6 +675,10 @@ static Istio__Security__Authorization *policy(struct reader *r, const yaml_node_
 static Envoy__Service__Discovery__V3__Resource *resource(struct reader *r, const char *type_url, const char *name,
 							 const ProtobufCMessage *msg)
 {
+	/* a failed reader may have left NULLs behind counted array entries: never pack those */
+	if (r->failed)
+		return NULL;
+
 	Envoy__Service__Discovery__V3__Resource *res = NEW(r, Envoy__Service__Discovery__V3__Resource);
 	Google__Protobuf__Any *any = NEW(r, Google__Protobuf__Any);
 	size_t len = protobuf_c_message_get_packed_size(msg);
@@ -792,7 +816,7 @@ int sm_local_config_read(const char *path, uint8_t **address_response, size_t *a
 		if (!addresses[i])
 			ret = -ENOMEM;
 	if (r.failed) {
-		ret = -EINVAL;
+		ret = r.out_of_memory ? -ENOMEM : -EINVAL;
 		goto out;
 	}
 	if (!ret)

@@ -113,6 +113,11 @@ static char *metrics(struct agent *agent, size_t *len)
 	append(&text, "# HELP sockmesh_map_capacity capacity of each datapath map\n# TYPE sockmesh_map_capacity gauge\n");
 	for (int m = 0; m < SM_MAP_COUNT; m++)
 		append(&text, "sockmesh_map_capacity{map=\"%s\"} %zu\n", sm_map_name(m), model.map_capacity[m]);
+	append(&text, "# HELP sockmesh_map_overflows_total resources rejected because a map was full\n"
+		      "# TYPE sockmesh_map_overflows_total counter\n");
+	for (int m = 0; m < SM_MAP_COUNT; m++)
+		append(&text, "sockmesh_map_overflows_total{map=\"%s\"} %llu\n", sm_map_name(m),
+		       (unsigned long long)model.map_overflows[m]);
 	if (sm_datapath_counters(agent->dp, counters) == 0) {
 		append(&text, "# HELP sockmesh_datapath_total connections and messages by outcome\n"
 			      "# TYPE sockmesh_datapath_total counter\n");

@@ -25,6 +25,7 @@ struct run_options {
 	const char *dns_proxy;
 	bool enroll_all;
 	bool accelerate;
+	uint32_t capacity[SM_MAP_COUNT]; /* for maps created now; 0: the default */
 };
 
 struct agent {

@@ -47,6 +47,8 @@ static void run_usage(FILE *out)
 		"  --no-accelerate          no same-node sockmap acceleration\n"
 		"  --dns-proxy IP:PORT      send DNS (port 53) to this proxy; [IPv6]:PORT for IPv6 sockets\n"
 		"  --record FILE            append every xDS response received to a recorded stream\n"
+		"  --map-capacity MAP=N     entries of a map created now: frontends, services, endpoints or\n"
+		"                           backends (repeatable; pinned maps keep their size)\n"
 		"  --log-level LEVEL        error, warn, info (default) or debug\n\n"
 		"The node identity comes from INSTANCE_IP, POD_NAME, POD_NAMESPACE, NODE_NAME, CLUSTER_ID and\n"
 		"ISTIO_META_*, as for ztunnel.\n");
@@ -59,6 +61,25 @@ static const char *env_or(const char *name, const char *fallback)
 	return value && value[0] ? value : fallback;
 }
 
+static int parse_capacity(const char *text, uint32_t capacity[SM_MAP_COUNT])
+{
+	const char *eq = strchr(text, '=');
+	char *end;
+
+	if (!eq)
+		return -EINVAL;
+	unsigned long n = strtoul(eq + 1, &end, 10);
+	if (*end || !n || n > SM_MAX_CAPACITY)
+		return -EINVAL;
+	for (int map = 0; map < SM_MAP_COUNT; map++) {
+		if (strlen(sm_map_name(map)) == (size_t)(eq - text) && strncmp(text, sm_map_name(map), (size_t)(eq - text)) == 0) {
+			capacity[map] = (uint32_t)n;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 static int parse_run_options(int argc, char **argv, struct run_options *o)
 {
 	static const struct option options[] = {
@@ -69,6 +90,7 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		{ "admin-address", required_argument, NULL, 'A' }, { "enroll-all", no_argument, NULL, 'E' },
 		{ "no-accelerate", no_argument, NULL, 'N' },	 { "dns-proxy", required_argument, NULL, 'd' },
 		{ "record", required_argument, NULL, 'R' },	 { "log-level", required_argument, NULL, 'L' },
+		{ "map-capacity", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },		 { 0 },
 	};
 	const char *token = NULL;
@@ -97,6 +119,12 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		case 'N': o->accelerate = false; break;
 		case 'd': o->dns_proxy = optarg; break;
 		case 'R': o->record = optarg; break;
+		case 'M':
+			if (parse_capacity(optarg, o->capacity)) {
+				fprintf(stderr, "sockmesh run: --map-capacity '%s' is not MAP=N\n", optarg);
+				return 2;
+			}
+			break;
 		case 'L':
 			if (log_set_level_name(optarg)) {
 				fprintf(stderr, "sockmesh run: unknown log level '%s'\n", optarg);
@@ -327,7 +355,8 @@ static int adopt_maps(struct agent *agent)
 
 static int open_layers(struct agent *agent)
 {
-	struct sm_datapath_options dp_options = { .pin_dir = agent->options.pin_dir, .cgroup = agent->options.cgroup };
+	struct sm_datapath_options dp_options = { .pin_dir = agent->options.pin_dir, .cgroup = agent->options.cgroup,
+						  .capacity = agent->options.capacity };
 	struct sm_model_options model_options = { .node_name = agent->node.node_name };
 	char err[512];
 	int ret;

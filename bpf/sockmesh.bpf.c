@@ -26,7 +26,7 @@
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, SM_DEFAULT_MAX_FRONTENDS);
+	__uint(max_entries, SM_MAP_KERNEL_ENTRIES(SM_DEFAULT_MAX_FRONTENDS));
 	__type(key, struct sm_frontend_key);
 	__type(value, struct sm_frontend_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -35,7 +35,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, SM_DEFAULT_MAX_SERVICES);
+	__uint(max_entries, SM_MAP_KERNEL_ENTRIES(SM_DEFAULT_MAX_SERVICES));
 	__type(key, __u32);
 	__type(value, struct sm_service_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -44,7 +44,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, SM_DEFAULT_MAX_ENDPOINTS);
+	__uint(max_entries, SM_MAP_KERNEL_ENTRIES(SM_DEFAULT_MAX_ENDPOINTS));
 	__type(key, struct sm_endpoint_key);
 	__type(value, struct sm_endpoint_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -53,7 +53,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, SM_DEFAULT_MAX_BACKENDS);
+	__uint(max_entries, SM_MAP_KERNEL_ENTRIES(SM_DEFAULT_MAX_BACKENDS));
 	__type(key, __u32);
 	__type(value, struct sm_backend_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

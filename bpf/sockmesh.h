@@ -23,11 +23,19 @@
 #define SM_MAX_SLOTS 65535	/* endpoint slots per service and priority */
 #define SM_MAX_WEIGHT 64	/* slots per endpoint: Workload.capacity is clamped to this */
 
-/* Default capacities (max_entries); the agent may size the maps otherwise at creation. */
+/*
+ * Default capacities of the model's maps (the entries the model fills them to); the agent may size
+ * them otherwise at creation. Their max_entries in the kernel are SM_MAP_KERNEL_ENTRIES(capacity):
+ * a change writes what it adds before it deletes what it replaces (so nothing ever dangles), and the
+ * entries in flight are at most the state before plus the state after. These maps allocate per entry
+ * (BPF_F_NO_PREALLOC), so the room costs nothing until used.
+ */
 #define SM_DEFAULT_MAX_FRONTENDS 262144
 #define SM_DEFAULT_MAX_SERVICES 65536
 #define SM_DEFAULT_MAX_ENDPOINTS 1048576
 #define SM_DEFAULT_MAX_BACKENDS 262144
+#define SM_MAP_KERNEL_ENTRIES(capacity) ((capacity) * 2)
+#define SM_MAX_CAPACITY (1u << 30) /* so that the kernel's entries fit in 32 bits */
 
 enum sm_frontend_kind {
 	SM_FRONTEND_SERVICE = 1,  /* id is a service id: load-balance */

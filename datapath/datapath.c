@@ -235,7 +235,7 @@ static int match_pinned_sizes(struct sm_datapath *dp, const uint32_t capacity[SM
 		}
 		for (int m = 0; m < SM_MAP_COUNT; m++) {
 			if (capacity[m] && strcmp(bpf_map__name(map), dp_map_names[m]) == 0)
-				bpf_map__set_max_entries(map, capacity[m]);
+				bpf_map__set_max_entries(map, SM_MAP_KERNEL_ENTRIES(capacity[m]));
 		}
 	}
 	return 0;
@@ -608,7 +608,7 @@ int sm_datapath_capacity(const struct sm_datapath *dp, enum sm_map_id map, uint3
 
 	if (bpf_obj_get_info_by_fd(dp->fds[map], &info, &len))
 		return -errno;
-	*capacity = info.max_entries;
+	*capacity = info.max_entries / SM_MAP_KERNEL_ENTRIES(1);
 	return 0;
 }
 

@@ -96,7 +96,10 @@ struct sm_datapath;
 struct sm_datapath_options {
 	const char *pin_dir; /* NULL: SM_DEFAULT_PIN_DIR */
 	const char *cgroup;  /* the cgroup v2 directory whose sockets are steered */
-	/* Capacities of the model's maps when they are created; pinned maps keep theirs. NULL: defaults. */
+	/*
+	 * Capacities of the model's maps when they are created (their kernel max_entries are
+	 * SM_MAP_KERNEL_ENTRIES of these); pinned maps keep theirs. NULL: defaults.
+	 */
 	const uint32_t *capacity;
 };
 
@@ -129,6 +132,7 @@ bool sm_datapath_adopted(const struct sm_datapath *dp);
 struct sm_map_writer *sm_datapath_writer(struct sm_datapath *dp);
 int sm_datapath_for_each(const struct sm_datapath *dp, enum sm_map_id map,
 			 int (*fn)(void *ctx, const void *key, const void *value), void *ctx);
+/* The capacity a model may fill the map to (its kernel max_entries leave room for changes in flight). */
 int sm_datapath_capacity(const struct sm_datapath *dp, enum sm_map_id map, uint32_t *capacity);
 int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *config);
 int sm_datapath_get_config(const struct sm_datapath *dp, struct sm_config *config);

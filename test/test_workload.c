@@ -168,13 +168,16 @@ static void service_and_workloads_in_one_response(void **state)
 	apply_ok(&h, &r);
 	assert_int_equal(slots_of(&h, REVIEWS, 0, w.uid), 1);
 
-	/* Updates before removals: a response that updates and removes a name ends without it. */
+	/* A name both sent and removed is ambiguous (Envoy rejects the response): rejected, kept as it was. */
 	response_init(&r, SM_TYPE_URL_ADDRESS);
 	response_add_workload(&r, &w, "v2");
 	response_remove(&r, w.uid);
-	apply_ok(&h, &r);
-	assert_null(backend(&h, w.uid));
-	assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], 0);
+	apply(&h, &r);
+	assert_int_equal(h.rejections.count, 1);
+	assert_string_equal(h.rejections.items[0].name, w.uid);
+	assert_string_equal(h.rejections.items[0].reason, "is both sent and removed in this response");
+	assert_non_null(backend(&h, w.uid));
+	assert_int_equal(slots_of(&h, REVIEWS, 0, w.uid), 1);
 	harness_close(&h);
 }
 
@@ -725,6 +728,10 @@ static void overflow_is_rejected_whole(void **state)
 	apply(&h, &r);
 	assert_true(has_rejection(&h, "w/2", "endpoints map would hold 4 entries, its capacity is 3"));
 	assert_null(backend(&h, "w/2")); /* nothing of it was written */
+	struct sm_model_stats stats;
+	sm_model_stats(h.model, &stats);
+	assert_int_equal(stats.map_overflows[SM_MAP_SERVICES], 1);
+	assert_int_equal(stats.map_overflows[SM_MAP_ENDPOINTS], 1);
 	assert_int_equal(slots_of(&h, "ns/a", 0, "w/1"), 1);
 
 	/* Room is made: both fit. */

@@ -172,6 +172,51 @@ static void kernel_refusal_is_undone(void **state)
 	maps_close(&maps);
 }
 
+/* Maps full to their capacity take a change that swaps every entry: the kernel has room for both. */
+static void a_full_map_takes_a_swap(void **state)
+{
+	(void)state;
+	uint32_t capacity[SM_MAP_COUNT] = { 1, 1, 1, 1 }, kernel_entries[SM_MAP_COUNT];
+	struct kernel_maps maps;
+	struct sm_model *model;
+	struct sm_rejections rejections = { 0 };
+	struct response r;
+
+	for (int map = 0; map < SM_MAP_COUNT; map++)
+		kernel_entries[map] = SM_MAP_KERNEL_ENTRIES(capacity[map]);
+	maps_open(&maps, kernel_entries);
+	assert_int_equal(sm_model_new(&(struct sm_model_options){ .capacity = { 1, 1, 1, 1 } }, &model), 0);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &(struct service_spec){ .namespace = "ns", .hostname = "a", .vips = { "10.96.0.1" },
+							 .ports = { { 80 } } }, "v1");
+	response_add_workload(&r, &(struct workload_spec){ .uid = "w/a", .addresses = { "10.0.0.1" },
+							   .services = { { "ns/a" } } }, "v1");
+	apply_response(model, &maps, &r.msg, &rejections);
+	response_free(&r);
+	assert_int_equal(rejections.count, 0);
+
+	/* every map swaps its one entry for another in one response */
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_remove(&r, "ns/a");
+	response_remove(&r, "w/a");
+	response_add_service(&r, &(struct service_spec){ .namespace = "ns", .hostname = "b", .vips = { "10.96.0.2" },
+							 .ports = { { 80 } } }, "v1");
+	response_add_workload(&r, &(struct workload_spec){ .uid = "w/b", .addresses = { "10.0.0.2" },
+							   .services = { { "ns/b" } } }, "v1");
+	apply_response(model, &maps, &r.msg, &rejections);
+	response_free(&r);
+	if (rejections.count)
+		fail_msg("%s: %s", rejections.items[0].name, rejections.items[0].reason);
+	assert_int_not_equal(sm_model_service_id(model, "ns/b"), 0);
+	assert_int_not_equal(sm_model_backend_id(model, "w/b"), 0);
+	for (int map = 0; map < SM_MAP_COUNT; map++)
+		assert_int_equal(sm_image_count(sm_model_image(model), map), 1);
+
+	sm_rejections_clear(&rejections);
+	sm_model_free(model);
+	maps_close(&maps);
+}
+
 static void batches_cut_the_calls(void **state)
 {
 	(void)state;
@@ -211,6 +256,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(fixture_stream_on_kernel_maps),
 		cmocka_unit_test(kernel_refusal_is_undone),
+		cmocka_unit_test(a_full_map_takes_a_swap),
 		cmocka_unit_test(batches_cut_the_calls),
 	};
 

@@ -24,15 +24,34 @@ struct item {
 
 /* ---- rejections ---- */
 
+/* A name or reason in a NACK is cut to this: the message must stay readable whatever istiod sent. */
+#define REJECTION_TEXT_SHOWN 256
+
+/* text, or its first REJECTION_TEXT_SHOWN bytes and how long it was */
+static char *shown_text(const char *text)
+{
+	size_t len = strlen(text);
+	char *shown;
+
+	if (len <= REJECTION_TEXT_SHOWN)
+		return strdup(text);
+	if (asprintf(&shown, "%.*s...(%zu bytes)", REJECTION_TEXT_SHOWN, text, len) < 0)
+		return NULL;
+	return shown;
+}
+
 static int add_rejection(struct sm_rejections *rejections, const char *name, const char *fmt, ...)
 {
-	struct sm_rejection rejection = { .name = strdup(name && name[0] ? name : "(unnamed)") };
+	struct sm_rejection rejection = { .name = shown_text(name && name[0] ? name : "(unnamed)") };
+	char *reason = NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&rejection.reason, fmt, ap) < 0)
-		rejection.reason = NULL;
+	if (vasprintf(&reason, fmt, ap) < 0)
+		reason = NULL;
 	va_end(ap);
+	rejection.reason = reason ? shown_text(reason) : NULL;
+	free(reason);
 	if (rejections->count == rejections->capacity) {
 		size_t capacity = rejections->capacity ? rejections->capacity * 2 : 8;
 		struct sm_rejection *items = realloc(rejections->items, capacity * sizeof(*items));
@@ -69,24 +88,29 @@ void sm_rejections_clear(struct sm_rejections *rejections)
 
 char *sm_rejections_format(const struct sm_rejections *rejections)
 {
-	size_t len = 1;
+	size_t shown = rejections->count < SM_REJECTIONS_SHOWN ? rejections->count : SM_REJECTIONS_SHOWN;
+	size_t len = 64;
 	char *text, *at;
 
-	for (size_t i = 0; i < rejections->count; i++)
+	for (size_t i = 0; i < shown; i++)
 		len += strlen(rejections->items[i].name) + strlen(rejections->items[i].reason) + 4;
 	text = at = malloc(len);
 	if (!text)
 		return NULL;
 	*at = '\0';
-	for (size_t i = 0; i < rejections->count; i++)
+	for (size_t i = 0; i < shown; i++)
 		at += sprintf(at, "%s%s: %s", i ? "; " : "", rejections->items[i].name, rejections->items[i].reason);
+	if (rejections->count > shown)
+		sprintf(at, "; and %zu more", rejections->count - shown);
 	return text;
 }
 
 /* ---- applying resources ---- */
 
-static int decode_any(const Envoy__Service__Discovery__V3__Resource *resource, const char *type_url,
-		      const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out, char *reason, size_t size)
+/* Decodes a resource's Any into the model's arena (reset once the resource is applied). */
+static int decode_any(struct sm_model *model, const Envoy__Service__Discovery__V3__Resource *resource,
+		      const char *type_url, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
+		      char *reason, size_t size)
 {
 	const Google__Protobuf__Any *any = resource->resource;
 
@@ -100,7 +124,7 @@ static int decode_any(const Envoy__Service__Discovery__V3__Resource *resource, c
 		return -EINVAL;
 	}
 	char err[256];
-	if (sm_pb_decode(desc, any->value.data, any->value.len, out, err, sizeof(err))) {
+	if (sm_pb_decode_in(&model->decode_arena, desc, any->value.data, any->value.len, out, err, sizeof(err))) {
 		snprintf(reason, size, "does not decode: %s", err);
 		return -EINVAL;
 	}
@@ -113,7 +137,7 @@ static bool name_matches(const Envoy__Service__Discovery__V3__Resource *resource
 {
 	if (!resource->name[0] || strcmp(resource->name, key) == 0)
 		return true;
-	snprintf(reason, size, "resource name does not match its key '%s'", key);
+	snprintf(reason, size, "resource name does not match its key '%.200s'", key);
 	return false;
 }
 
@@ -125,6 +149,9 @@ static int apply_workload(struct sm_model *model, const Envoy__Service__Discover
 
 	if (!msg->uid[0])
 		return add_rejection(rejections, resource->name, "workload has no uid");
+	if (strlen(msg->uid) > SM_MAX_NAME)
+		return add_rejection(rejections, resource->name, "workload uid is %zu bytes long, at most %d are accepted",
+				     strlen(msg->uid), SM_MAX_NAME);
 	if (!name_matches(resource, msg->uid, reason, sizeof(reason)))
 		return add_rejection(rejections, resource->name, "%s", reason);
 	int err = parse_workload(model, msg, resource->version, &def, reason, sizeof(reason));
@@ -172,7 +199,7 @@ static int apply_address(struct sm_model *model, const Envoy__Service__Discovery
 	char reason[1024];
 	int err;
 
-	if (decode_any(resource, SM_TYPE_URL_ADDRESS, &istio__workload__address__descriptor, &decoded, reason,
+	if (decode_any(model, resource, SM_TYPE_URL_ADDRESS, &istio__workload__address__descriptor, &decoded, reason,
 		       sizeof(reason)))
 		return add_rejection(rejections, resource->name, "%s", reason);
 
@@ -188,7 +215,7 @@ static int apply_address(struct sm_model *model, const Envoy__Service__Discovery
 		err = add_rejection(rejections, resource->name, "address is neither a workload nor a service");
 		break;
 	}
-	protobuf_c_message_free_unpacked(decoded, NULL);
+	sm_pb_arena_reset(&model->decode_arena);
 	return err;
 }
 
@@ -200,8 +227,8 @@ static int apply_authorization(struct sm_model *model, const Envoy__Service__Dis
 	struct authz_def *def;
 	int err;
 
-	if (decode_any(resource, SM_TYPE_URL_AUTHORIZATION, &istio__security__authorization__descriptor, &decoded,
-		       reason, sizeof(reason)))
+	if (decode_any(model, resource, SM_TYPE_URL_AUTHORIZATION, &istio__security__authorization__descriptor,
+		       &decoded, reason, sizeof(reason)))
 		return add_rejection(rejections, resource->name, "%s", reason);
 
 	const Istio__Security__Authorization *msg = (const Istio__Security__Authorization *)decoded;
@@ -224,7 +251,7 @@ static int apply_authorization(struct sm_model *model, const Envoy__Service__Dis
 				free_authz_def(model, def);
 		}
 	}
-	protobuf_c_message_free_unpacked(decoded, NULL);
+	sm_pb_arena_reset(&model->decode_arena);
 	return err;
 }
 
@@ -447,8 +474,10 @@ static int write_batch(struct sm_model *model, struct sm_map_writer *writer, cha
 	if (!err)
 		return 0;
 	size_t failed = applied < model->plan.n ? applied : model->plan.n - 1;
-	if (err == -E2BIG || err == -ENOSPC)
+	if (err == -E2BIG || err == -ENOSPC) {
 		snprintf(reason, size, "the kernel's %s map is full", sm_map_name(model->plan.ops[failed].map));
+		model->overflowed = model->plan.ops[failed].map;
+	}
 	else
 		snprintf(reason, size, "writing the %s map failed: %s", sm_map_name(model->plan.ops[failed].map),
 			 strerror(-err));
@@ -479,6 +508,7 @@ static int apply_items(struct sm_model *model, enum resource_type type, const st
 	int err = 0;
 
 	batch_begin(model);
+	model->overflowed = -1;
 	for (size_t i = 0; i < n && !err; i++)
 		err = apply_item(model, type, &items[i], rejections);
 	if (!err)
@@ -501,6 +531,8 @@ static int apply_items(struct sm_model *model, enum resource_type type, const st
 	truncate_rejections(rejections, rejections_before);
 	if (n == 1 && !sweep) {
 		/* Alone it still fails: it is valid, but the maps cannot take it. */
+		if (model->overflowed >= 0)
+			model->overflows[model->overflowed]++;
 		return add_rejection(rejections, items->removed ? items->removed : items->resource->name, "%s", reason);
 	}
 	if (n == 0)
@@ -515,7 +547,73 @@ static int apply_items(struct sm_model *model, enum resource_type type, const st
 
 struct seen_name {
 	UT_hash_handle hh;
+	const Envoy__Service__Discovery__V3__Resource *applied; /* the copy applied, if any */
+	bool removed;
+	bool sent;
+	bool queued;
 };
+
+static int see(struct seen_name **seen, const char *name, struct seen_name **out)
+{
+	HASH_FIND_STR(*seen, name, *out);
+	if (*out)
+		return 0;
+	*out = calloc(1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	HASH_ADD_KEYPTR(hh, *seen, name, strlen(name), *out);
+	return 0;
+}
+
+/*
+ * The response's items, removals first: when a batch must be split, what they free (ids, map room) is
+ * then free for the resources after them. A name sent twice, or both sent and removed, is ambiguous
+ * (Envoy rejects such a response whole): the first copy of a name sent twice is applied and the later
+ * ones are rejected; a name both sent and removed is rejected and keeps its old state.
+ */
+static int collect_items(const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response, struct item *items,
+			 size_t *n, struct sm_rejections *rejections)
+{
+	struct seen_name *seen = NULL, *entry, *tmp;
+	int err = 0;
+
+	for (size_t i = 0; i < response->n_removed_resources && !err; i++) {
+		err = see(&seen, response->removed_resources[i], &entry);
+		if (!err)
+			entry->removed = true;
+	}
+	for (size_t i = 0; i < response->n_resources && !err; i++) {
+		const Envoy__Service__Discovery__V3__Resource *resource = response->resources[i];
+		if (!resource->name[0] || (err = see(&seen, resource->name, &entry)))
+			continue;
+		if (entry->removed)
+			err = add_rejection(rejections, resource->name, "is both sent and removed in this response");
+		else if (entry->sent)
+			err = add_rejection(rejections, resource->name, "appears more than once in this response");
+		else
+			entry->applied = resource;
+		entry->sent = true;
+	}
+	for (size_t i = 0; i < response->n_removed_resources && !err; i++) {
+		HASH_FIND_STR(seen, response->removed_resources[i], entry);
+		if (!entry->sent && !entry->queued)
+			items[(*n)++].removed = response->removed_resources[i];
+		entry->queued = true;
+	}
+	for (size_t i = 0; i < response->n_resources && !err; i++) {
+		const Envoy__Service__Discovery__V3__Resource *resource = response->resources[i];
+		entry = NULL;
+		if (resource->name[0])
+			HASH_FIND_STR(seen, resource->name, entry);
+		if (!entry || entry->applied == resource)
+			items[(*n)++].resource = resource;
+	}
+	HASH_ITER(hh, seen, entry, tmp) {
+		HASH_DEL(seen, entry);
+		free(entry);
+	}
+	return err;
+}
 
 int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
 		   struct sm_map_writer *writer, struct sm_rejections *rejections)
@@ -534,34 +632,7 @@ int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__
 	if (!items)
 		return -ENOMEM;
 
-	/* A name twice in one response is ambiguous: the first is applied, the later ones rejected. */
-	struct seen_name *seen = NULL, *entry, *tmp;
-	err = 0;
-	for (size_t i = 0; i < response->n_resources && !err; i++) {
-		const Envoy__Service__Discovery__V3__Resource *resource = response->resources[i];
-		const char *name = resource->name;
-		if (name[0]) {
-			HASH_FIND_STR(seen, name, entry);
-			if (entry) {
-				err = add_rejection(rejections, name, "appears more than once in this response");
-				continue;
-			}
-			entry = calloc(1, sizeof(*entry));
-			if (!entry) {
-				err = -ENOMEM;
-				break;
-			}
-			HASH_ADD_KEYPTR(hh, seen, name, strlen(name), entry);
-		}
-		items[n++].resource = resource;
-	}
-	HASH_ITER(hh, seen, entry, tmp) {
-		HASH_DEL(seen, entry);
-		free(entry);
-	}
-	for (size_t i = 0; i < response->n_removed_resources; i++)
-		items[n++].removed = response->removed_resources[i];
-
+	err = collect_items(response, items, &n, rejections);
 	if (!err)
 		err = apply_items(model, type, items, n, type == TYPE_ADDRESS && model->sweep_pending, writer,
 				  rejections);

@@ -44,9 +44,17 @@ struct backend_row {
 	uint32_t epoch;
 	bool present;
 	uint32_t n_positions;
-	uint32_t positions_capacity;
-	uint64_t *positions;
+	uint32_t positions_capacity; /* 0: the one position (the usual case) is stored inline */
+	union {
+		uint64_t one;
+		uint64_t *many;
+	} positions;
 };
+
+static uint64_t *row_positions(struct backend_row *row)
+{
+	return row->positions_capacity ? row->positions.many : &row->positions.one;
+}
 
 struct frontend_entry {
 	UT_hash_handle hh;
@@ -130,8 +138,10 @@ void sm_image_free(struct sm_image *image)
 		for (int p = 0; p < SM_MAX_PRIORITIES; p++)
 			free(image->services[id].priorities[p].slots);
 	}
-	for (uint32_t id = 0; id < image->backends_len; id++)
-		free(image->backends[id].positions);
+	for (uint32_t id = 0; id < image->backends_len; id++) {
+		if (image->backends[id].positions_capacity)
+			free(image->backends[id].positions.many);
+	}
 	HASH_ITER(hh, image->frontends, entry, tmp) {
 		HASH_DEL(image->frontends, entry);
 		free(entry);
@@ -262,10 +272,25 @@ static int add_position(struct sm_image *image, uint32_t backend_id, uint64_t po
 		return err;
 
 	struct backend_row *row = &image->backends[backend_id];
-	err = grow32((void **)&row->positions, &row->positions_capacity, row->n_positions + 1, sizeof(uint64_t));
+	if (!row->positions_capacity && !row->n_positions) {
+		row->positions.one = position;
+		row->n_positions = 1;
+		return 0;
+	}
+	if (!row->positions_capacity) {
+		uint64_t one = row->positions.one;
+		row->positions.many = NULL;
+		err = grow32((void **)&row->positions.many, &row->positions_capacity, 4, sizeof(uint64_t));
+		if (err) {
+			row->positions.one = one;
+			return err;
+		}
+		row->positions.many[0] = one;
+	}
+	err = grow32((void **)&row->positions.many, &row->positions_capacity, row->n_positions + 1, sizeof(uint64_t));
 	if (err)
 		return err;
-	row->positions[row->n_positions++] = position;
+	row->positions.many[row->n_positions++] = position;
 	return 0;
 }
 
@@ -273,9 +298,11 @@ static void remove_position(struct sm_image *image, uint32_t backend_id, uint64_
 {
 	struct backend_row *row = backend_row(image, backend_id);
 
+	uint64_t *positions = row ? row_positions(row) : NULL;
+
 	for (uint32_t i = 0; row && i < row->n_positions; i++) {
-		if (row->positions[i] == position) {
-			row->positions[i] = row->positions[--row->n_positions];
+		if (positions[i] == position) {
+			positions[i] = positions[--row->n_positions];
 			return;
 		}
 	}
@@ -572,10 +599,11 @@ size_t image_backend_positions(const struct sm_image *image, uint32_t backend_id
 			       struct slot_position *out, size_t max)
 {
 	struct backend_row *row = backend_row(image, backend_id);
+	const uint64_t *positions = row ? row_positions(row) : NULL;
 	size_t n = 0;
 
 	for (uint32_t i = 0; row && i < row->n_positions; i++) {
-		uint64_t position = row->positions[i];
+		uint64_t position = positions[i];
 		if ((uint32_t)(position >> 32) != service_id)
 			continue;
 		if (n < max)

@@ -407,6 +407,7 @@ int sm_model_new(const struct sm_model_options *options, struct sm_model **out)
 	if (!model)
 		return -ENOMEM;
 	model->epoch = 1;
+	sm_pb_arena_init(&model->decode_arena);
 	model->next_service_id = 1;
 	model->next_backend_id = 1;
 	for (int map = 0; map < SM_MAP_COUNT; map++)
@@ -503,6 +504,7 @@ void sm_model_free(struct sm_model *model)
 	vec_free(&model->local_workloads);
 	plan_free(&model->plan);
 	plan_free(&model->undo_plan);
+	sm_pb_arena_release(&model->decode_arena);
 	free(model);
 }
 
@@ -603,6 +605,7 @@ void sm_model_stats(const struct sm_model *model, struct sm_model_stats *stats)
 	for (int map = 0; map < SM_MAP_COUNT; map++) {
 		stats->map_entries[map] = sm_image_count(model->image, map);
 		stats->map_capacity[map] = model->capacity[map];
+		stats->map_overflows[map] = model->overflows[map];
 	}
 }
 

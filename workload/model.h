@@ -14,6 +14,9 @@
 
 #include "workload/internal.h"
 
+/* The longest uid accepted (any Kubernetes-derived uid is far shorter). */
+#define SM_MAX_NAME 1024
+
 /* A raw address as the maps hold it: 16 bytes, IPv4 as ::ffff:a.b.c.d. */
 struct sm_ip {
 	uint8_t bytes[16];
@@ -56,10 +59,12 @@ struct membership {
 	struct wl *workload;
 	struct membership *next, *prev; /* in service->members */
 	uint16_t n_ports;
+	struct port_pair one_port; /* where ports points when there is just one (the usual case) */
 	struct port_pair *ports;
 };
 
 struct wl_def {
+	/* version, name and hostname live in the same allocation, after the struct */
 	char *version;
 	char *name;
 	char *hostname;
@@ -189,6 +194,8 @@ struct sm_model {
 	bool locality_fixed;
 	struct local_locality local;
 	uint32_t capacity[SM_MAP_COUNT];
+	uint64_t overflows[SM_MAP_COUNT];
+	int overflowed; /* the map that made the last plan fail, or -1 */
 
 	struct wl *workloads;
 	struct svc *services;
@@ -219,6 +226,7 @@ struct sm_model {
 	struct vec new_ids;	     /* struct id_grant: ids granted in this batch */
 	struct plan plan;
 	struct plan undo_plan;
+	struct sm_pb_arena decode_arena; /* each resource's Any, decoded */
 };
 
 struct id_hint {

@@ -16,6 +16,8 @@
 #define MAX_WORKLOAD_SERVICES 1024
 #define MAX_SERVICE_VIPS 255
 #define MAX_PORT 65535
+/* Far above any Kubernetes name (253) or Istio key; a longer string is a broken or hostile push. */
+#define MAX_STRING 4096
 
 static int reject(char *reason, size_t size, const char *fmt, ...)
 {
@@ -109,7 +111,31 @@ static int parse_port_pair(const Istio__Workload__Port *port, const char *what, 
 	return 0;
 }
 
+static int check_length(const char *text, const char *what, char *reason, size_t size)
+{
+	size_t len = strlen(text);
+
+	return len > MAX_STRING ? reject(reason, size, "%s is %zu bytes long, at most %d are accepted", what, len, MAX_STRING)
+				: 0;
+}
+
+static int check_lengths(const char *const *texts, const char *const *names, size_t n, char *reason, size_t size)
+{
+	for (size_t i = 0; i < n; i++) {
+		int err = check_length(texts[i], names[i], reason, size);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 /* ---- workloads ---- */
+
+static void free_ports(struct membership *membership)
+{
+	if (membership->ports != &membership->one_port)
+		free(membership->ports);
+}
 
 void free_wl_def(struct sm_model *model, struct wl_def *def)
 {
@@ -125,16 +151,13 @@ void free_wl_def(struct sm_model *model, struct wl_def *def)
 	for (uint16_t i = 0; i < def->n_policies; i++)
 		model_unintern(model, def->policies[i]);
 	for (uint16_t i = 0; i < def->n_memberships; i++)
-		free(def->memberships[i].ports);
+		free_ports(&def->memberships[i]);
 	if (def->waypoint)
 		model_unintern(model, def->waypoint->network);
 	free(def->waypoint);
 	free(def->policies);
 	free(def->memberships);
 	free(def->addresses);
-	free(def->version);
-	free(def->name);
-	free(def->hostname);
 	free(def);
 }
 
@@ -148,8 +171,7 @@ static int intern_all(struct sm_model *model, const char **targets[], const char
 	return 0;
 }
 
-static int parse_workload_strings(struct sm_model *model, const Istio__Workload__Workload *msg,
-				  const char *version, struct wl_def *def)
+static int parse_workload_strings(struct sm_model *model, const Istio__Workload__Workload *msg, struct wl_def *def)
 {
 	const Istio__Workload__Locality *locality = msg->locality;
 	const char **targets[] = {
@@ -163,11 +185,6 @@ static int parse_workload_strings(struct sm_model *model, const Istio__Workload_
 		msg->canonical_name, msg->canonical_revision, msg->workload_name,
 	};
 
-	def->version = strdup(version);
-	def->name = strdup(msg->name);
-	def->hostname = msg->hostname[0] ? strdup(msg->hostname) : NULL; /* rarely set */
-	if (!def->version || !def->name || (msg->hostname[0] && !def->hostname))
-		return -ENOMEM;
 	if (intern_all(model, targets, sources, sizeof(targets) / sizeof(targets[0])))
 		return -ENOMEM;
 
@@ -224,41 +241,69 @@ static int parse_membership(struct sm_model *model, const Istio__Workload__Workl
 	if (n_ports > SM_MAX_PORTS)
 		return reject(reason, size, "services key '%s' lists %zu ports, at most %d are supported", entry->key,
 			      n_ports, SM_MAX_PORTS);
-	ports = calloc(n_ports ? n_ports : 1, sizeof(*ports));
+	struct port_pair one_port = { 0 };
+	ports = n_ports > 1 ? calloc(n_ports, sizeof(*ports)) : &one_port;
 	if (!ports)
 		return -ENOMEM;
 	snprintf(what, sizeof(what), "services key '%s'", entry->key);
-	for (size_t i = 0; i < n_ports; i++) {
-		int err = parse_port_pair(list->ports[i], what, &ports[i], reason, size);
-		if (err) {
-			free(ports);
-			return err;
-		}
-	}
-
-	struct svc *svc = model_service_ref(model, entry->key);
+	int err = 0;
+	for (size_t i = 0; i < n_ports && !err; i++)
+		err = parse_port_pair(list->ports[i], what, &ports[i], reason, size);
+	struct svc *svc = err ? NULL : model_service_ref(model, entry->key);
 	if (!svc) {
-		free(ports);
-		return -ENOMEM;
+		if (ports != &one_port)
+			free(ports);
+		return err ? err : -ENOMEM;
 	}
 	/* A map key seen twice: the later entry wins, as protobuf decoding of maps does. */
 	struct membership *membership = find_membership(def, svc);
-	if (!membership)
+	if (membership)
+		free_ports(membership);
+	else
 		membership = &def->memberships[def->n_memberships++];
-	free(membership->ports);
-	*membership = (struct membership){ .service = svc, .n_ports = (uint16_t)n_ports, .ports = ports };
+	*membership = (struct membership){ .service = svc, .n_ports = (uint16_t)n_ports, .one_port = one_port };
+	membership->ports = ports == &one_port ? &membership->one_port : ports;
 	return 0;
+}
+
+/* The definition and its own strings in one allocation: a mesh holds many workloads. */
+static struct wl_def *new_wl_def(const Istio__Workload__Workload *msg, const char *version)
+{
+	size_t version_len = strlen(version) + 1, name_len = strlen(msg->name) + 1, host_len = strlen(msg->hostname) + 1;
+	struct wl_def *def = calloc(1, sizeof(*def) + version_len + name_len + host_len);
+
+	if (!def)
+		return NULL;
+	def->version = memcpy((char *)(def + 1), version, version_len);
+	def->name = memcpy(def->version + version_len, msg->name, name_len);
+	def->hostname = memcpy(def->name + name_len, msg->hostname, host_len);
+	return def;
 }
 
 int parse_workload(struct sm_model *model, const Istio__Workload__Workload *msg, const char *version,
 		   struct wl_def **out, char *reason, size_t size)
 {
-	struct wl_def *def = calloc(1, sizeof(*def));
+	struct wl_def *def = new_wl_def(msg, version);
 	struct gateway unused;
 	int err;
 
 	if (!def)
 		return -ENOMEM;
+	const Istio__Workload__Locality *locality = msg->locality;
+	const char *const texts[] = { version, msg->name, msg->namespace_, msg->hostname, msg->service_account,
+				      msg->trust_domain, msg->node, msg->network, msg->cluster_id, msg->canonical_name,
+				      msg->canonical_revision, msg->workload_name, locality ? locality->region : "",
+				      locality ? locality->zone : "", locality ? locality->subzone : "" };
+	const char *const names[] = { "version", "name", "namespace", "hostname", "service account", "trust domain",
+				      "node", "network", "cluster id", "canonical name", "canonical revision",
+				      "workload name", "region", "zone", "subzone" };
+	err = check_lengths(texts, names, sizeof(texts) / sizeof(texts[0]), reason, size);
+	for (size_t i = 0; !err && i < msg->n_authorization_policies; i++)
+		err = check_length(msg->authorization_policies[i], "an authorization policy name", reason, size);
+	for (size_t i = 0; !err && i < msg->n_services; i++)
+		err = check_length(msg->services[i]->key, "a services key", reason, size);
+	if (err)
+		goto fail;
 	if (msg->status > ISTIO__WORKLOAD__WORKLOAD_STATUS__UNHEALTHY) {
 		err = reject(reason, size, "unknown status %d", msg->status);
 		goto fail;
@@ -272,7 +317,7 @@ int parse_workload(struct sm_model *model, const Istio__Workload__Workload *msg,
 			     MAX_WORKLOAD_SERVICES);
 		goto fail;
 	}
-	err = parse_workload_strings(model, msg, version, def);
+	err = parse_workload_strings(model, msg, def);
 	if (!err)
 		err = parse_workload_addresses(msg, def, reason, size);
 	if (!err && msg->waypoint) {
@@ -434,10 +479,17 @@ int parse_service(struct sm_model *model, const Istio__Workload__Service *msg, c
 		  struct svc_def **out, char *reason, size_t size)
 {
 	struct svc_def *def = calloc(1, sizeof(*def));
+	const char *const texts[] = { version, msg->name };
+	const char *const names[] = { "version", "name" };
 	int err;
 
 	if (!def)
 		return -ENOMEM;
+	err = check_lengths(texts, names, 2, reason, size);
+	for (size_t i = 0; !err && i < msg->n_subject_alt_names; i++)
+		err = check_length(msg->subject_alt_names[i], "a subject alt name", reason, size);
+	if (err)
+		goto fail;
 	def->version = strdup(version);
 	def->name = strdup(msg->name);
 	def->namespace = model_intern(model, msg->namespace_);
@@ -528,6 +580,8 @@ int parse_authorization(struct sm_model *model, const Istio__Security__Authoriza
 {
 	struct authz_def *def;
 
+	if (check_length(version, "version", reason, size))
+		return -EINVAL;
 	if (msg->scope > ISTIO__SECURITY__SCOPE__WORKLOAD_SELECTOR)
 		return reject(reason, size, "unknown scope %d", msg->scope);
 	if (msg->action > ISTIO__SECURITY__ACTION__DENY)

@@ -434,6 +434,7 @@ static int grant_ids(struct sm_model *model, char *reason, size_t size)
 			if (err) {
 				snprintf(reason, size, "the services map is full (%u entries)",
 					 model->capacity[SM_MAP_SERVICES]);
+				model->overflowed = SM_MAP_SERVICES;
 				return err;
 			}
 		}
@@ -445,6 +446,7 @@ static int grant_ids(struct sm_model *model, char *reason, size_t size)
 			if (err) {
 				snprintf(reason, size, "the backends map is full (%u entries)",
 					 model->capacity[SM_MAP_BACKENDS]);
+				model->overflowed = SM_MAP_BACKENDS;
 				return err;
 			}
 		}
@@ -542,6 +544,8 @@ static int plan_pairs(struct sm_model *model, char *reason, size_t size)
 		bool wanted = desired_endpoint(model, pair->service, pair->workload, &desired);
 		int err = plan_slots(model->image, pair->service->id, backend_id, wanted ? &desired : NULL, reason,
 				     size);
+		if (err == -E2BIG)
+			model->overflowed = SM_MAP_ENDPOINTS;
 		if (err)
 			return err;
 	}
@@ -603,13 +607,14 @@ static int plan_frontends(struct sm_model *model)
 	return 0;
 }
 
-static int check_capacity(const struct sm_model *model, char *reason, size_t size)
+static int check_capacity(struct sm_model *model, char *reason, size_t size)
 {
 	for (int map = 0; map < SM_MAP_COUNT; map++) {
 		size_t count = sm_image_count(model->image, map);
 		if (count > model->capacity[map]) {
 			snprintf(reason, size, "the %s map would hold %zu entries, its capacity is %u", sm_map_name(map),
 				 count, model->capacity[map]);
+			model->overflowed = map;
 			return -ENOSPC;
 		}
 	}

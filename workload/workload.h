@@ -103,7 +103,11 @@ struct sm_rejections {
 };
 
 void sm_rejections_clear(struct sm_rejections *rejections);
-/* "name: reason; name: reason", for a NACK's error_detail. The caller frees the result. */
+/*
+ * "name: reason; name: reason", for a NACK's error_detail: the first SM_REJECTIONS_SHOWN, then how
+ * many more (a broken push can reject every resource). The caller frees the result.
+ */
+#define SM_REJECTIONS_SHOWN 100
 char *sm_rejections_format(const struct sm_rejections *rejections);
 
 /*
@@ -130,6 +134,7 @@ struct sm_model_stats {
 	size_t authorizations;
 	size_t map_entries[SM_MAP_COUNT];
 	size_t map_capacity[SM_MAP_COUNT];
+	uint64_t map_overflows[SM_MAP_COUNT]; /* resources rejected because this map was full */
 };
 
 void sm_model_stats(const struct sm_model *model, struct sm_model_stats *stats);

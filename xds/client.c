@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #define DEFAULT_MAX_MESSAGE_BYTES (256u << 20)
 #define TICK_MS 200
 #define TOKEN_MAX_BYTES 65536
+#define TRIM_AFTER_BYTES (1u << 20)
 /* INVALID_ARGUMENT, as istiod reads a NACK's error_detail.code */
 #define NACK_CODE 3
 
@@ -77,6 +79,7 @@ struct sm_xds_client {
 	pthread_t thread;
 	bool started;
 	int record_fd;
+	struct sm_pb_arena arena; /* the response being applied */
 
 	pthread_mutex_t lock; /* guards what other threads read or set below */
 	pthread_cond_t wake;
@@ -346,8 +349,8 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 	stream->responses++;
 	WITH_STATS(client, client->stats.responses++);
 	record(client, bytes, len);
-	if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len, &response,
-			 err, sizeof(err))) {
+	if (sm_pb_decode_in(&client->arena, &envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes,
+			    len, &response, err, sizeof(err))) {
 		/* Without its type and nonce it cannot be answered as such; say so in a NACK all the same. */
 		char *detail = NULL;
 		xds_log(client, SM_XDS_LOG_ERROR, "a %zu-byte response does not decode: %s", len, err);
@@ -357,9 +360,12 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 		WITH_STATS(client, client->stats.nacks++);
 	} else {
 		apply_response(client, stream, (const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)response);
-		protobuf_c_message_free_unpacked(response, NULL);
 	}
+	sm_pb_arena_reset(&client->arena);
 	grpc_slice_unref(slice);
+	/* A full push leaves the heap at its peak; give what it freed back to the system. */
+	if (len >= TRIM_AFTER_BYTES)
+		malloc_trim(0);
 }
 
 /* ---- the stream ---- */
@@ -724,6 +730,7 @@ int sm_xds_client_new(const struct sm_xds_options *options, struct sm_xds_client
 	}
 	client->options = *options;
 	client->record_fd = -1;
+	sm_pb_arena_init(&client->arena);
 	pthread_mutex_init(&client->lock, NULL);
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
@@ -782,6 +789,7 @@ void sm_xds_client_free(struct sm_xds_client *client)
 	}
 	if (client->record_fd >= 0)
 		close(client->record_fd);
+	sm_pb_arena_release(&client->arena);
 	grpc_shutdown();
 	pthread_cond_destroy(&client->wake);
 	pthread_mutex_destroy(&client->lock);

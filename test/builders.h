@@ -21,9 +21,17 @@ struct response {
 	size_t n_allocations;
 };
 
+/* Room for one more in an array of n pointers, doubling at powers of two (responses grow to 100k). */
+static inline void *grow_for_one(void *array, size_t n)
+{
+	if (n & (n - 1))
+		return array;
+	return realloc(array, (n ? 2 * n : 1) * sizeof(void *));
+}
+
 static inline void *response_keep(struct response *r, void *allocation)
 {
-	r->allocations = realloc(r->allocations, (r->n_allocations + 1) * sizeof(void *));
+	r->allocations = grow_for_one(r->allocations, r->n_allocations);
 	r->allocations[r->n_allocations++] = allocation;
 	return allocation;
 }
@@ -69,7 +77,7 @@ static inline void response_add_raw(struct response *r, const char *name, const 
 	resource->resource = any;
 	resource->name = response_keep(r, strdup(name));
 	resource->version = response_keep(r, strdup(version));
-	r->msg.resources = realloc(r->msg.resources, (r->msg.n_resources + 1) * sizeof(void *));
+	r->msg.resources = grow_for_one(r->msg.resources, r->msg.n_resources);
 	r->msg.resources[r->msg.n_resources++] = resource;
 }
 
@@ -86,7 +94,7 @@ static inline void response_add_message(struct response *r, const char *name, co
 
 static inline void response_remove(struct response *r, const char *name)
 {
-	r->msg.removed_resources = realloc(r->msg.removed_resources, (r->msg.n_removed_resources + 1) * sizeof(char *));
+	r->msg.removed_resources = grow_for_one(r->msg.removed_resources, r->msg.n_removed_resources);
 	r->msg.removed_resources[r->msg.n_removed_resources++] = response_keep(r, strdup(name));
 }
 

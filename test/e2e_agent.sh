@@ -4,75 +4,10 @@
 # Usage: e2e_agent.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 
-build="$1"
-source_dir="$2"
-sockmesh="$build/agent/sockmesh"
-mock="$build/test/mock_xds_server"
-echo_tool="$build/test/tcp_echo"
-fixtures="$source_dir/test/fixtures"
-
-name="sockmesh-e2e-$$"
-netns="$name"
-cgroup="/sys/fs/cgroup/unified/$name"
-pin_dir="/sys/fs/bpf/$name"
-work="$(mktemp -d)"
-admin="127.0.0.1:15000"
-pids=()
-agent_pid=""
-server_pid=""
-tests=0
-failures=0
-
-in_ns() { nsenter --net="/run/netns/$netns" "$@"; }
-spawn_ns() { nsenter --net="/run/netns/$netns" "$@" & pids+=($!); }
-spawn_mesh() { nsenter --net="/run/netns/$netns" sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cgroup" "$@" & pids+=($!); }
-in_mesh() { in_ns sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cgroup" "$@"; }
-
-cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  [[ -f "$cgroup/cgroup.procs" ]] && xargs -r kill -9 < "$cgroup/cgroup.procs" 2>/dev/null || true
-  wait 2>/dev/null || true
-  "$sockmesh" uninstall --pin-dir "$pin_dir" >/dev/null 2>&1 || true
-  for _ in 1 2 3 4 5; do [[ -d "$cgroup" ]] && rmdir "$cgroup" 2>/dev/null || break; sleep 0.2; done
-  ip netns del "$netns" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-result() { # name, status (0 ok)
-  tests=$((tests + 1))
-  if [[ "$2" == 0 ]]; then echo "ok $tests - $1"; else echo "not ok $tests - $1"; failures=$((failures + 1)); fi
-}
-
-check() { # name, command...
-  local name="$1"; shift
-  if "$@" >"$work/check.out" 2>&1; then result "$name" 0; else sed 's/^/# /' "$work/check.out"; result "$name" 1; fi
-}
-
-wait_for() { # seconds, command...
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do (( SECONDS < deadline )) || return 1; sleep 0.1; done
-}
-
-start_server() { # stream files..., then server options
-  rm -f "$work/port"
-  spawn_ns "$mock" --port-file "$work/port" --log "$work/xds.log" "$@" >/dev/null
-  server_pid=$!
-  wait_for 10 test -s "$work/port" || return 1
-  port="$(cat "$work/port")"
-}
-
-start_agent() { # extra options
-  NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=istio-system INSTANCE_IP=127.0.0.1 \
-    spawn_ns "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --enroll-all --admin-address "$admin" \
-    "$@" 2>>"$work/agent.log"
-  agent_pid=$!
-}
-
-ready() { in_ns curl -sf "http://$admin/healthz/ready"; }
+source "$(dirname "$0")/e2e_lib.sh"
 
 # ---- the world ----
-ip netns add "$netns" && in_ns ip link set lo up && mkdir "$cgroup" || { echo "1..0 # cannot make a netns and cgroup"; exit 1; }
+e2e_world
 "$sockmesh" convert "$fixtures/real/ztunnel-local-config.yaml" "$work/local.xds" || exit 1
 "$sockmesh" convert "$fixtures/real/bookinfo-ztunnel-config-dump.json" "$work/bookinfo.xds" || exit 1
 # the example's workloads are 127.0.0.1 and 127.0.0.2; their port 8080 answers with their name
@@ -222,6 +157,4 @@ check "sockmesh replay prints each response's answer" sh -c "'$sockmesh' replay 
 uninstalled() { "$sockmesh" uninstall --pin-dir "$pin_dir" && ! in_mesh "$echo_tool" ask 127.10.0.1 80; }
 check "sockmesh uninstall detaches: the VIP is no longer translated" uninstalled
 
-echo "1..$tests"
-if (( failures )); then sed 's/^/# agent: /' "$work/agent.log" | tail -40; fi
-exit $((failures > 0))
+e2e_end

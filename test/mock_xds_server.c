@@ -44,6 +44,8 @@ struct options {
 	const char *token;
 	const char *tls_cert, *tls_key;
 	bool silent; /* accept streams but never send anything */
+	bool eager;  /* send responses before any request asks for them */
+	bool live;   /* the first stream file is a timeline paced by delay_ms, shared by every stream */
 };
 
 /* One recorded response, as bytes and decoded (for its type and for resume state). */
@@ -51,6 +53,7 @@ struct recorded {
 	uint8_t *bytes;
 	size_t len;
 	int type;
+	char *nonce;
 };
 
 struct resource_state {
@@ -101,6 +104,8 @@ struct call {
 	bool resume[TYPES];
 	uint8_t *resume_response[TYPES];
 	size_t resume_len[TYPES];
+	char resume_nonce[TYPES][64];
+	const char *sending_nonce;
 	size_t next; /* next recorded response to consider */
 	unsigned sent;
 	struct timespec next_send;
@@ -116,10 +121,26 @@ static int streams_started;
 static struct call *live_calls; /* every call past request_call, ticked for due sends */
 static volatile sig_atomic_t stop_requested;
 
+/*
+ * --live: the first recording is what happens to the config over time, one response every delay_ms
+ * from the server's start, whether or not anyone listens. A stream that subscribes gets the state of
+ * that moment (like istiod after a restart of either side), then each later response as it happens.
+ */
+static struct {
+	struct timespec start;
+	size_t position; /* responses that have happened */
+	struct resource_state *state[TYPES];
+} live;
+
 /* ---- the log ---- */
 
+/* Every event carries CLOCK_MONOTONIC seconds, comparable with the tests' own clocks. */
 static void log_event(json_t *event)
 {
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	json_object_set_new(event, "time", json_real((double)t.tv_sec + (double)t.tv_nsec / 1e9));
 	char *line = json_dumps(event, JSON_COMPACT);
 
 	if (line && log_file) {
@@ -140,6 +161,41 @@ static char *metadata_value(const grpc_metadata_array *md, const char *key)
 }
 
 /* ---- recordings ---- */
+
+/* The resources a client holds after a response, by type and name. */
+static void apply_to_state(struct resource_state **state_by_type,
+			   const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response)
+{
+	int type = strcmp(response->type_url, SM_TYPE_URL_AUTHORIZATION) == 0;
+
+	for (size_t i = 0; i < response->n_resources; i++) {
+		const Envoy__Service__Discovery__V3__Resource *resource = response->resources[i];
+		struct resource_state *state;
+		HASH_FIND_STR(state_by_type[type], resource->name, state);
+		if (!state) {
+			state = calloc(1, sizeof(*state));
+			state->name = strdup(resource->name);
+			HASH_ADD_KEYPTR(hh, state_by_type[type], state->name, strlen(state->name), state);
+		}
+		free(state->version);
+		free(state->resource);
+		state->version = strdup(resource->version);
+		state->len = protobuf_c_message_get_packed_size(&resource->base);
+		state->resource = malloc(state->len ? state->len : 1);
+		protobuf_c_message_pack(&resource->base, state->resource);
+	}
+	for (size_t i = 0; i < response->n_removed_resources; i++) {
+		struct resource_state *state;
+		HASH_FIND_STR(state_by_type[type], response->removed_resources[i], state);
+		if (state) {
+			HASH_DEL(state_by_type[type], state);
+			free(state->name);
+			free(state->version);
+			free(state->resource);
+			free(state);
+		}
+	}
+}
 
 static int load_recording(const char *path, struct recording *out)
 {
@@ -162,53 +218,31 @@ static int load_recording(const char *path, struct recording *out)
 		const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response = (void *)decoded;
 		int type = strcmp(response->type_url, SM_TYPE_URL_AUTHORIZATION) == 0;
 		out->responses = realloc(out->responses, (out->n + 1) * sizeof(*out->responses));
-		out->responses[out->n] = (struct recorded){ .bytes = malloc(len ? len : 1), .len = len, .type = type };
+		out->responses[out->n] = (struct recorded){ .bytes = malloc(len ? len : 1), .len = len, .type = type,
+							    .nonce = strdup(response->nonce) };
 		memcpy(out->responses[out->n].bytes, msg, len);
 		out->n++;
 		/* the final state, for resumes */
-		for (size_t i = 0; i < response->n_resources; i++) {
-			const Envoy__Service__Discovery__V3__Resource *resource = response->resources[i];
-			struct resource_state *state;
-			HASH_FIND_STR(out->final[type], resource->name, state);
-			if (!state) {
-				state = calloc(1, sizeof(*state));
-				state->name = strdup(resource->name);
-				HASH_ADD_KEYPTR(hh, out->final[type], state->name, strlen(state->name), state);
-			}
-			free(state->version);
-			free(state->resource);
-			state->version = strdup(resource->version);
-			state->len = protobuf_c_message_get_packed_size(&resource->base);
-			state->resource = malloc(state->len ? state->len : 1);
-			protobuf_c_message_pack(&resource->base, state->resource);
-		}
-		for (size_t i = 0; i < response->n_removed_resources; i++) {
-			struct resource_state *state;
-			HASH_FIND_STR(out->final[type], response->removed_resources[i], state);
-			if (state) {
-				HASH_DEL(out->final[type], state);
-				free(state->name);
-				free(state->version);
-				free(state->resource);
-				free(state);
-			}
-		}
+		apply_to_state(out->final, response);
 		protobuf_c_message_free_unpacked(decoded, NULL);
 	}
 	sm_stream_close(&reader);
 	return 0;
 }
 
-/* What istiod sends a client that resumes with versions: what differs, and what it lacks. */
+/*
+ * What istiod sends a client that resumes with versions: what differs from state, and what state
+ * lacks. The state is the recording's final one, or in --live mode that of the moment.
+ */
 static void build_resume(struct call *call, int type, const Envoy__Service__Discovery__V3__DeltaDiscoveryRequest *request)
 {
 	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse response = ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_RESPONSE__INIT;
-	size_t n_state = HASH_COUNT(call->recording->final[type]);
+	struct resource_state *const *table = opts.live ? &live.state[type] : &call->recording->final[type];
+	size_t n_state = HASH_COUNT(*table);
 	Envoy__Service__Discovery__V3__Resource **resources = calloc(n_state + 1, sizeof(void *));
 	char **removed = calloc(request->n_initial_resource_versions + 1, sizeof(char *));
-	char nonce[64];
 
-	for (struct resource_state *state = call->recording->final[type]; state; state = state->hh.next) {
+	for (struct resource_state *state = *table; state; state = state->hh.next) {
 		const char *held = NULL;
 		for (size_t i = 0; i < request->n_initial_resource_versions; i++) {
 			if (strcmp(request->initial_resource_versions[i]->key, state->name) == 0)
@@ -220,13 +254,17 @@ static void build_resume(struct call *call, int type, const Envoy__Service__Disc
 	}
 	for (size_t i = 0; i < request->n_initial_resource_versions; i++) {
 		struct resource_state *state;
-		HASH_FIND_STR(call->recording->final[type], request->initial_resource_versions[i]->key, state);
+		HASH_FIND_STR(*table, request->initial_resource_versions[i]->key, state);
 		if (!state)
 			removed[response.n_removed_resources++] = request->initial_resource_versions[i]->key;
 	}
-	snprintf(nonce, sizeof(nonce), "resume-%d-%d", call->stream, type);
+	if (opts.live)
+		snprintf(call->resume_nonce[type], sizeof(call->resume_nonce[type]), "live-%zu-%d-%d", live.position,
+			 call->stream, type);
+	else
+		snprintf(call->resume_nonce[type], sizeof(call->resume_nonce[type]), "resume-%d-%d", call->stream, type);
 	response.type_url = (char *)type_urls[type];
-	response.nonce = nonce;
+	response.nonce = call->resume_nonce[type];
 	response.resources = resources;
 	response.removed_resources = removed;
 	call->resume_len[type] = protobuf_c_message_get_packed_size(&response.base);
@@ -314,8 +352,49 @@ static bool due(const struct timespec *at)
 	return t.tv_sec > at->tv_sec || (t.tv_sec == at->tv_sec && t.tv_nsec >= at->tv_nsec);
 }
 
-static void send_bytes(struct call *call, const uint8_t *bytes, size_t len)
+static bool owes_response(const struct call *call)
 {
+	for (int type = 0; type < TYPES; type++)
+		if (call->resume_response[type])
+			return true;
+	if (opts.live)
+		return call->next < live.position;
+	if (call->next >= call->recording->n)
+		return false;
+	return opts.eager || call->subscribed[call->recording->responses[call->next].type];
+}
+
+/* Sleep until the soonest delayed response is due (or 10 ms): --delay-ms 1 must mean one a millisecond. */
+static gpr_timespec next_wakeup(void)
+{
+	struct timespec t;
+	long wait_us = 10000;
+	struct call *call;
+
+	now(&t);
+	if (opts.live && live.position < recordings[0].n && opts.delay_ms) {
+		double next_ms = (double)live.position * opts.delay_ms;
+		double elapsed_ms = (double)(t.tv_sec - live.start.tv_sec) * 1e3 +
+				    (double)(t.tv_nsec - live.start.tv_nsec) / 1e6;
+		long until_us = (long)((next_ms - elapsed_ms) * 1e3);
+		wait_us = until_us < wait_us ? (until_us > 0 ? until_us : 0) : wait_us;
+	}
+	DL_FOREACH2(live_calls, call, next_live) {
+		if (call->sending || call->status_started || call->cancelled || !owes_response(call))
+			continue;
+		long until_us = (long)(call->next_send.tv_sec - t.tv_sec) * 1000000 +
+				(call->next_send.tv_nsec - t.tv_nsec) / 1000;
+		if (until_us < wait_us)
+			wait_us = until_us > 0 ? until_us : 0;
+	}
+	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_micros(wait_us, GPR_TIMESPAN));
+}
+
+static void send_bytes(struct call *call, const uint8_t *bytes, size_t len, const char *nonce)
+{
+	/* "sending" is logged before the client can have it; "sent" (on completion) may come after its ACK */
+	log_event(json_pack("{s:i, s:s, s:s?}", "stream", call->stream, "event", "sending", "nonce", nonce));
+	call->sending_nonce = nonce;
 	grpc_slice slice = grpc_slice_from_copied_buffer((const char *)bytes, len);
 	grpc_op op = { .op = GRPC_OP_SEND_MESSAGE };
 
@@ -325,27 +404,65 @@ static void send_bytes(struct call *call, const uint8_t *bytes, size_t len)
 	start(call, &op, 1, TAG_SEND);
 }
 
+static size_t live_due(void)
+{
+	struct timespec t;
+
+	now(&t);
+	if (!opts.delay_ms)
+		return recordings[0].n;
+	double elapsed_ms = (double)(t.tv_sec - live.start.tv_sec) * 1e3 + (double)(t.tv_nsec - live.start.tv_nsec) / 1e6;
+	size_t due = (size_t)(elapsed_ms / opts.delay_ms) + 1;
+	return due < recordings[0].n ? due : recordings[0].n;
+}
+
+static void live_advance(void)
+{
+	char err[256];
+
+	for (size_t due = live_due(); live.position < due; live.position++) {
+		const struct recorded *recorded = &recordings[0].responses[live.position];
+		ProtobufCMessage *decoded;
+		if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, recorded->bytes,
+				 recorded->len, &decoded, err, sizeof(err)) == 0) {
+			apply_to_state(live.state, (const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)decoded);
+			protobuf_c_message_free_unpacked(decoded, NULL);
+		}
+	}
+}
+
 /* Sends the next response this stream owes, if it is time. */
 static void send_next(struct call *call)
 {
-	if (opts.silent || call->sending || call->status_started || call->cancelled || !due(&call->next_send))
+	if (opts.silent || call->sending || call->status_started || call->cancelled)
+		return;
+	if (opts.live)
+		live_advance();
+	else if (!due(&call->next_send))
 		return;
 	for (int type = 0; type < TYPES; type++) {
 		if (call->resume_response[type]) {
-			send_bytes(call, call->resume_response[type], call->resume_len[type]);
+			send_bytes(call, call->resume_response[type], call->resume_len[type], call->resume_nonce[type]);
 			free(call->resume_response[type]);
 			call->resume_response[type] = NULL;
 			return;
 		}
 	}
-	while (call->next < call->recording->n) {
-		const struct recorded *response = &call->recording->responses[call->next];
+	while (opts.live && call->next < live.position) {
+		const struct recorded *response = &call->recording->responses[call->next++];
 		if (!call->subscribed[response->type])
+			continue; /* in the state it gets when it subscribes */
+		send_bytes(call, response->bytes, response->len, response->nonce);
+		return;
+	}
+	while (!opts.live && call->next < call->recording->n) {
+		const struct recorded *response = &call->recording->responses[call->next];
+		if (!call->subscribed[response->type] && !opts.eager)
 			return; /* in order: wait for the subscription */
 		call->next++;
 		if (call->resume[response->type])
 			continue;
-		send_bytes(call, response->bytes, response->len);
+		send_bytes(call, response->bytes, response->len, response->nonce);
 		return;
 	}
 }
@@ -371,11 +488,22 @@ static void on_request(struct call *call, const uint8_t *bytes, size_t len)
 	for (int type = 0; type < TYPES; type++) {
 		if (strcmp(request->type_url, type_urls[type]) != 0 || call->subscribed[type])
 			continue;
-		call->subscribed[type] = true;
-		if (request->n_initial_resource_versions) {
+		if (opts.live) {
+			/*
+			 * The first subscription starts the stream's place in the timeline. A later one gets
+			 * the state of its moment; responses between the two places are sent all the same
+			 * (the client has them already, which is harmless) rather than skipped.
+			 */
+			bool first = !call->subscribed[0] && !call->subscribed[1];
+			live_advance();
+			build_resume(call, type, request);
+			if (first)
+				call->next = live.position;
+		} else if (request->n_initial_resource_versions) {
 			call->resume[type] = true;
 			build_resume(call, type, request);
 		}
+		call->subscribed[type] = true;
 	}
 	protobuf_c_message_free_unpacked(decoded, NULL);
 }
@@ -446,7 +574,8 @@ static void on_event(struct tag *tag, int success)
 		call->sending = NULL;
 		if (success) {
 			call->sent++;
-			log_event(json_pack("{s:i, s:s, s:i}", "stream", call->stream, "event", "sent", "count", call->sent));
+			log_event(json_pack("{s:i, s:s, s:i, s:s?}", "stream", call->stream, "event", "sent", "count", call->sent,
+					    "nonce", call->sending_nonce));
 		}
 		now(&call->next_send);
 		call->next_send.tv_nsec += (long)opts.delay_ms * 1000000;
@@ -529,7 +658,11 @@ static void usage(FILE *out)
 		"  --require-token T    refuse streams without 'authorization: Bearer T'\n"
 		"  --tls-cert FILE      serve TLS with this certificate chain...\n"
 		"  --tls-key FILE       ...and this key\n"
-		"  --silent             accept streams, never respond\n");
+		"  --silent             accept streams, never respond\n"
+		"  --eager              respond before any request (as a broken server would)\n"
+		"  --live               the (first) stream is a timeline: one response every --delay-ms from\n"
+		"                       the start, shared by all streams; a subscriber gets the state of the\n"
+		"                       moment, then each response as it happens\n");
 }
 
 static int parse_options(int argc, char **argv)
@@ -540,6 +673,7 @@ static int parse_options(int argc, char **argv)
 		{ "close-after", required_argument, NULL, 'c' }, { "delay-ms", required_argument, NULL, 'd' },
 		{ "require-token", required_argument, NULL, 't' }, { "tls-cert", required_argument, NULL, 'C' },
 		{ "tls-key", required_argument, NULL, 'K' },  { "silent", no_argument, NULL, 'S' },
+		{ "eager", no_argument, NULL, 'E' },	      { "live", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },	      { 0 },
 	};
 	int opt;
@@ -560,6 +694,8 @@ static int parse_options(int argc, char **argv)
 		case 'C': opts.tls_cert = optarg; break;
 		case 'K': opts.tls_key = optarg; break;
 		case 'S': opts.silent = true; break;
+		case 'E': opts.eager = true; break;
+		case 'V': opts.live = true; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -580,6 +716,7 @@ int main(int argc, char **argv)
 		if (load_recording(opts.streams[i], &recordings[i]))
 			return 1;
 	}
+	now(&live.start);
 	if (opts.log_path && !(log_file = fopen(opts.log_path, "a"))) {
 		fprintf(stderr, "mock_xds_server: %s: %s\n", opts.log_path, strerror(errno));
 		return 1;
@@ -624,8 +761,7 @@ int main(int argc, char **argv)
 			grpc_server_shutdown_and_notify(server, cq, &shutdown_tag);
 			grpc_server_cancel_all_calls(server);
 		}
-		grpc_event event = grpc_completion_queue_next(
-			cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(10, GPR_TIMESPAN)), NULL);
+		grpc_event event = grpc_completion_queue_next(cq, next_wakeup(), NULL);
 		if (event.type == GRPC_OP_COMPLETE) {
 			struct tag *tag = event.tag;
 			if (tag->kind == TAG_SHUTDOWN)

@@ -5,6 +5,9 @@
  *                                   the waypoint TLV, with the original destination it carries)
  *   tcp_echo ask ADDR PORT          connect, ask, print who answered and what getpeername said
  *   tcp_echo loop ADDR PORT STOPFILE  connect and close until STOPFILE exists; print the counts
+ *   tcp_echo watch ADDR PORT STOPFILE LOG  ask until STOPFILE exists; LOG gets one line per connect:
+ *                                   CLOCK_MONOTONIC seconds at connect and at the answer, and who
+ *                                   answered (or "failed"); print the counts
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 union addr {
@@ -144,6 +148,56 @@ static int loop(const char *addr, const char *port, const char *stop_file)
 	return failed ? 1 : 0;
 }
 
+static double monotonic(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* One connect and question; the first word of the answer in name, or "" when it failed. */
+static void ask_quietly(const union addr *a, socklen_t len, char *name, size_t size)
+{
+	int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	char reply[256];
+	ssize_t n = -1;
+
+	name[0] = '\0';
+	if (connect(fd, &a->sa, len) == 0 && write(fd, "?\n", 2) == 2)
+		n = read(fd, reply, sizeof(reply) - 1);
+	close(fd);
+	if (n > 0) {
+		reply[n] = '\0';
+		snprintf(name, size, "%.*s", (int)strcspn(reply, " \n"), reply);
+	}
+}
+
+static int watch(const char *addr, const char *port, const char *stop_file, const char *log_path)
+{
+	union addr a;
+	socklen_t len = make_addr(addr, port, &a);
+	unsigned long asked = 0, failed = 0;
+	FILE *log = fopen(log_path, "w");
+
+	if (!log) {
+		fprintf(stderr, "tcp_echo: %s: %s\n", log_path, strerror(errno));
+		return 1;
+	}
+	while (access(stop_file, F_OK) != 0) {
+		char name[128];
+		double start = monotonic();
+		ask_quietly(&a, len, name, sizeof(name));
+		fprintf(log, "%.6f %.6f %s\n", start, monotonic(), name[0] ? name : "failed");
+		asked++;
+		failed += !name[0];
+		usleep(1000);
+	}
+	fclose(log);
+	printf("connects %lu failures %lu\n", asked, failed);
+	return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -153,6 +207,9 @@ int main(int argc, char **argv)
 		return ask(argv[2], argv[3]);
 	if (argc == 5 && strcmp(argv[1], "loop") == 0)
 		return loop(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: tcp_echo serve ADDR PORT NAME | ask ADDR PORT | loop ADDR PORT STOPFILE\n");
+	if (argc == 6 && strcmp(argv[1], "watch") == 0)
+		return watch(argv[2], argv[3], argv[4], argv[5]);
+	fprintf(stderr, "usage: tcp_echo serve ADDR PORT NAME | ask ADDR PORT | loop ADDR PORT STOPFILE |\n"
+			"                watch ADDR PORT STOPFILE LOG\n");
 	return 2;
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -63,6 +64,8 @@ static inline void server_start(struct server *server, const char *const *args)
 
 	server->pid = fork();
 	if (server->pid == 0) {
+		/* a test that fails (or crashes) midway must not leave servers holding meson's pipes */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		freopen("/dev/null", "w", stdout);
 		execv(MOCK_XDS_SERVER, (char *const *)argv);
 		_exit(127);
@@ -150,6 +153,7 @@ static inline void client_start(struct client *c, const struct sm_xds_options *b
 	assert_int_equal(sm_model_new(&(struct sm_model_options){ .node_name = "worker-2" }, &c->model), 0);
 	assert_int_equal(sm_image_new(&c->image), 0);
 	sm_image_writer_init(&c->writer, c->image);
+	c->writer.check_each_write = true; /* no write may leave a dangling reference */
 	pthread_mutex_init(&c->lock, NULL);
 	client_node(&c->node);
 	options.node = &c->node;

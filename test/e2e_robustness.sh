@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# Robustness end to end, with the real agent in a netns and cgroup made here (removed on every path):
+#   1. resource exhaustion: maps smaller than the config; the overflow is NACKed, nothing is
+#      half-written, the metrics show it, and the agent recovers when room is made;
+#   2. faults under load: clients keep asking two VIPs while one service's endpoint is swapped every
+#      few milliseconds, the agent is killed (-9) and restarted, and the control plane is stopped
+#      and restarted: no failed connection, and no connection to an endpoint once its removal is
+#      applied;
+#   3. memory: RSS across repeated full resyncs of SM_ROBUST_WORKLOADS workloads stays flat;
+#   4. leaks: the agent under valgrind through SM_ROBUST_UPDATES updates (default 2000), two
+#      control-plane restarts (reconnects) and SIGTERM: no leak, no invalid access.
+# Bounded: SM_ROBUST_SWAPS endpoint swaps (default 2000, one each SM_ROBUST_SWAP_MS=5 ms), and
+# SM_ROBUST_RESYNCS resyncs (default 10). scripts/robustness runs the long versions. Prints TAP.
+# Usage: e2e_robustness.sh BUILD_DIR SOURCE_DIR
+set -uo pipefail
+
+E2E_NAME=robust
+source "$(dirname "$0")/e2e_lib.sh"
+script_tool="$build/test/xds_script"
+swaps=${SM_ROBUST_SWAPS:-2000}
+swap_ms=${SM_ROBUST_SWAP_MS:-5}
+resyncs=${SM_ROBUST_RESYNCS:-10}
+resync_workloads=${SM_ROBUST_WORKLOADS:-10000}
+updates=${SM_ROBUST_UPDATES:-2000}
+
+e2e_world
+
+wanted() { [[ " ${SM_ROBUST_PARTS:-1 2 3 4} " == *" $1 "* ]]; } # SM_ROBUST_PARTS picks parts
+stop_agent() { kill -TERM "$agent_pid" 2>/dev/null; wait "$agent_pid" 2>/dev/null; agent_pid=""; }
+stop_server() { kill -9 "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; server_pid=""; }
+
+# ---- 1. resource exhaustion ----
+if wanted 1; then
+for k in 1 2 3 4 5; do spawn_mesh "$echo_tool" serve "127.0.2.$k" 8080 "fill-$k"; done
+{
+  echo "address fill"
+  for k in 1 2 3 4 5; do echo "service ns/s$k 127.10.1.$k 80:8080"; done
+  for k in 1 2 3 4 5; do echo "workload w/fill-$k 127.0.2.$k ns/s$k:80:8080"; done
+  echo "authorization authz"
+  echo "address room"
+  echo "remove ns/s1"
+  echo "service ns/s4 127.10.1.4 80:8080 v2"
+} | "$script_tool" "$work/fill.xds" || exit 1
+
+nack_of() { # nonce: the error_detail the mock server received for it
+  python3 - "$work/xds.log" "$1" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e.get("event") == "request" and e.get("responseNonce") == sys.argv[2]:
+        print(e.get("errorDetail", {}).get("message", "ACK"))
+PY
+}
+reaches() { in_mesh "$echo_tool" ask "$1" 80 | grep -q "answered by $2"; }
+not_translated() { ! in_mesh "$echo_tool" ask "$1" 80; }
+metric_is() { metrics | grep -qxF "$1"; }
+
+start_server --stream "$work/fill.xds" --delay-ms 3000
+start_agent --xds-address "127.0.0.1:$port" --xds-plaintext --map-capacity services=3
+full_nacked() {
+  wait_for 10 sh -c "grep -q '\"responseNonce\":\"fill\"' '$work/xds.log'" || return 1
+  nack_of fill
+  nack_of fill | grep -q 'ns/s4: the services map is full (3 entries)' &&
+    nack_of fill | grep -q 'ns/s5: the services map is full (3 entries)'
+}
+check "services beyond the map's capacity are NACKed, each by name with the reason" full_nacked
+full_metrics() {
+  metrics | grep -E 'map_(entries|capacity|overflows_total)\{map="services"\}'
+  metric_is 'sockmesh_map_entries{map="services"} 3' && metric_is 'sockmesh_map_capacity{map="services"} 3' &&
+    metric_is 'sockmesh_map_overflows_total{map="services"} 2'
+}
+check_showing "metrics show the services map full and its overflows" full_metrics
+nothing_half_written() {
+  reaches 127.10.1.1 fill-1 && reaches 127.10.1.2 fill-2 && reaches 127.10.1.3 fill-3 &&
+    not_translated 127.10.1.4 && not_translated 127.10.1.5 &&
+    "$sockmesh" dump --json --pin-dir "$pin_dir" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["maps"]["services"]["entries"] == 3, d["maps"]["services"]
+text = json.dumps(d)
+assert "127.10.1.4" not in text and "127.10.1.5" not in text, "a VIP of a rejected service is in the maps"'
+}
+check "the accepted services work, the rejected ones left no trace in the maps" nothing_half_written
+recovered() {
+  wait_for 10 sh -c "grep -q '\"responseNonce\":\"room\"' '$work/xds.log'" || return 1
+  [[ "$(nack_of room)" == ACK ]] && reaches 127.10.1.4 fill-4 && not_translated 127.10.1.1 &&
+    metric_is 'sockmesh_map_entries{map="services"} 3'
+}
+check "once a service is removed, the one that did not fit is taken" recovered
+stop_agent
+stop_server
+"$sockmesh" uninstall --pin-dir "$pin_dir" >/dev/null 2>&1
+fi
+
+# ---- 2. faults under load ----
+if wanted 2; then
+# ns/stable keeps two endpoints; ns/swap's one endpoint moves among eight, one swap every swap_ms.
+spawn_mesh "$echo_tool" serve 127.0.0.1 8080 stable-1
+spawn_mesh "$echo_tool" serve 127.0.0.2 8080 stable-2
+for k in 1 2 3 4 5 6 7 8; do spawn_mesh "$echo_tool" serve "127.0.1.$k" 8080 "swap-$k"; done
+{
+  echo "address base"
+  echo "service ns/stable 127.10.0.1 80:8080"
+  echo "workload w/stable-1 127.0.0.1 ns/stable:80:8080"
+  echo "workload w/stable-2 127.0.0.2 ns/stable:80:8080"
+  echo "service ns/swap 127.10.0.2 80:8080"
+  echo "workload w/swap-0 127.0.1.1 ns/swap:80:8080"
+  echo "authorization authz"
+  for ((i = 1; i <= swaps; i++)); do
+    echo "address swap-$i"
+    echo "remove w/swap-$((i - 1))"
+    echo "workload w/swap-$i 127.0.1.$((i % 8 + 1)) ns/swap:80:8080"
+  done
+} | "$script_tool" "$work/swaps.xds" || exit 1
+server_log=$work/swaps-xds.log
+
+rm -f "$work/stop"
+start_server --stream "$work/swaps.xds" --live --delay-ms "$swap_ms"
+start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+wait_for 20 ready
+in_mesh "$echo_tool" watch 127.10.0.1 80 "$work/stop" "$work/stable.log" >"$work/stable.out" 2>&1 &
+stable_watch=$!
+in_mesh "$echo_tool" watch 127.10.0.2 80 "$work/stop" "$work/swap.log" >"$work/swap.out" 2>&1 &
+swap_watch=$!
+timeline_s=$(( (swaps + 2) * swap_ms / 1000 ))
+part() { awk -v t="$timeline_s" -v f="$1" 'BEGIN { print t * f }'; } # seconds: a fraction of the timeline
+faults=0
+sleep "$(part 0.2)"
+kill -9 "$agent_pid"; wait "$agent_pid" 2>/dev/null; faults=$((faults + 1))
+start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+sleep "$(part 0.2)"
+stop_server; faults=$((faults + 1))
+sleep 1
+start_server --stream "$work/swaps.xds" --live --delay-ms "$swap_ms" --listen "127.0.0.1:$port"
+sleep "$(part 0.2)"
+kill -9 "$agent_pid"; wait "$agent_pid" 2>/dev/null; faults=$((faults + 1))
+start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+wait_for 20 ready
+sleep "$(part 0.3)"
+touch "$work/stop"
+wait "$stable_watch" "$swap_watch"
+cat "$work/stable.out" "$work/swap.out" | sed 's/^/# /'
+
+no_failures() { # watch output
+  read -r _ asked _ failed <"$1"
+  echo "$asked connects, $failed failed"
+  (( asked >= 500 && failed == 0 ))
+}
+check "under kill -9 of the agent (twice) and a control-plane restart: no failed connect to the stable VIP" \
+  no_failures "$work/stable.out"
+check "... nor to the VIP whose endpoint is swapped every ${swap_ms} ms" no_failures "$work/swap.out"
+only_live_endpoints() {
+  python3 - "$server_log" "$work/swap.log" "$swaps" <<'PY'
+import json, re, sys
+log, answers, swaps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+# The recorded timeline: response index -> the swap endpoint it leaves in place (None: unchanged).
+timeline = ["swap-1", None] + ["swap-%d" % (i % 8 + 1) for i in range(1, swaps + 1)]
+by_nonce = {"base": "swap-1", **{"swap-%d" % i: "swap-%d" % (i % 8 + 1) for i in range(1, swaps + 1)}}
+def endpoint_of(nonce):
+    m = re.match(r"live-(\d+)-\d+-(\d)$", nonce)
+    if m:  # the state at a position: that of the last Address response before it
+        if m.group(2) == "1":
+            return None
+        return next((timeline[i] for i in range(int(m.group(1)) - 1, -1, -1) if timeline[i]), None)
+    return by_nonce.get(nonce)
+
+import bisect
+sent, acks = [], []
+for line in open(log):
+    e = json.loads(line)
+    if e.get("event") == "sending" and endpoint_of(e.get("nonce") or ""):
+        sent.append((e["time"], endpoint_of(e["nonce"]), e["nonce"]))
+    if e.get("event") == "request" and e.get("ack") and endpoint_of(e.get("responseNonce", "")):
+        acks.append((e["time"], endpoint_of(e["responseNonce"]), e["responseNonce"]))
+sent.sort()
+acks.sort()
+ack_times = [a for a, _, _ in acks]
+acks_of = {}
+for a, _, nonce in acks:
+    acks_of.setdefault(nonce, []).append(a)
+# when each send was ACKed: the first ACK of its nonce after it, else never
+acked_at = []
+for t, _, nonce in sent:
+    times = acks_of.get(nonce, [])
+    i = bisect.bisect_left(times, t)
+    acked_at.append(times[i] if i < len(times) else float("inf"))
+send_times = [t for t, _, _ in sent]
+never_acked_from = {}  # endpoint -> first send of it that was never ACKed (a dead agent may hold it)
+for (t, ep, _), a in zip(sent, acked_at):
+    if a == float("inf"):
+        never_acked_from[ep] = min(t, never_acked_from.get(ep, t))
+WINDOW = 30.0  # seconds an agent may take to ACK what it applied
+
+checked = bad = 0
+for line in open(answers):
+    t0, t1, who = line.split()
+    t0, t1 = float(t0), float(t1)
+    i = bisect.bisect_right(ack_times, t0)
+    if who == "failed" or i == 0:
+        continue  # before the first ACK nothing is known to be applied
+    # applied for sure: the last ACKed before the connect; maybe: what was sent by the answer
+    # and not yet ACKed when the connect started
+    allowed = {acks[i - 1][1]}
+    lo, hi = bisect.bisect_left(send_times, t0 - WINDOW), bisect.bisect_right(send_times, t1)
+    allowed |= {sent[j][1] for j in range(lo, hi) if acked_at[j] > t0}
+    allowed |= {ep for ep, t in never_acked_from.items() if t <= t1}
+    checked += 1
+    if who not in allowed:
+        bad += 1
+        if bad <= 5:
+            print(f"connect at {t0:.6f} answered by {who}, allowed {sorted(allowed)}")
+print(f"{checked} connects checked against {len(acks)} ACKed swaps: {bad} reached a removed endpoint")
+sys.exit(1 if bad or checked < 500 or len(acks) < 100 else 0)
+PY
+}
+check_showing "no connect reaches an endpoint after its removal was applied (ACKed)" only_live_endpoints
+check "the faults happened: ${faults} (agent killed twice, control plane restarted once)" test "$faults" -eq 3
+stop_agent
+stop_server
+"$sockmesh" uninstall --pin-dir "$pin_dir" >/dev/null 2>&1
+fi
+
+# ---- 3. RSS across repeated full resyncs ----
+if wanted 3; then
+# Two versions of the same config: each server start serves the other, so the agent takes every
+# resource again on each resync.
+for version in v1 v2; do
+  {
+    echo "address full-$version"
+    for ((s = 0; s < resync_workloads / 10; s++)); do
+      echo "service ns/svc-$s 127.20.$((s / 250)).$((s % 250 + 1)) 80:8080 $version"
+    done
+    for ((w = 0; w < resync_workloads; w++)); do
+      echo "workload w/pod-$w 10.$((w / 62500)).$((w / 250 % 250)).$((w % 250 + 1)) ns/svc-$((w % (resync_workloads / 10))):80:8080 $version"
+    done
+    echo "authorization authz-$version"
+  } | "$script_tool" "$work/full-$version.xds" || exit 1
+done
+server_log=$work/resync-xds.log
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$agent_pid/status"; }
+resync() { # version: a new control plane with it; the agent resumes and takes every resource again
+  stop_server
+  : >"$server_log"
+  start_server --stream "$work/full-$1.xds" --listen "127.0.0.1:$port"
+  wait_for 60 sh -c "grep -q '\"responseNonce\":\"resume-1-0\",.*\"ack\":true' '$server_log'"
+}
+start_server --stream "$work/full-v1.xds"
+start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+wait_for 60 ready
+rss=()
+for ((i = 1; i <= resyncs; i++)); do
+  if (( i % 2 )); then resync v2; else resync v1; fi || { echo "# resync $i did not complete"; break; }
+  sleep 0.3
+  rss+=("$(rss_kib)")
+done
+echo "# RSS (KiB) after each of ${#rss[@]} full resyncs of $resync_workloads workloads: ${rss[*]}"
+rss_flat() {
+  (( ${#rss[@]} == resyncs )) || return 1
+  # no growth: after the first two (allocator warm-up), the later half's median within 5% of the
+  # earlier half's, and its peak within 10% (single samples move with the allocator)
+  python3 - "${rss[@]}" <<'PY'
+import statistics, sys
+r = [int(x) for x in sys.argv[1:]][2:]
+early, late = r[:len(r) // 2], r[len(r) // 2:]
+print(f"median RSS early {statistics.median(early):.0f} KiB, late {statistics.median(late):.0f} KiB; "
+      f"peak early {max(early)} KiB, late {max(late)} KiB")
+sys.exit(statistics.median(late) > statistics.median(early) * 1.05 or max(late) > max(early) * 1.10)
+PY
+}
+check_showing "RSS stays flat across $resyncs full resyncs of $resync_workloads workloads" rss_flat
+stop_agent
+stop_server
+"$sockmesh" uninstall --pin-dir "$pin_dir" >/dev/null 2>&1
+fi
+
+# ---- 4. leaks under valgrind: updates, reconnects, shutdown ----
+if wanted 4; then
+{
+  echo "address base"
+  for k in 1 2 3 4 5 6 7 8; do echo "service ns/leak-$k 127.30.0.$k 80:8080"; done
+  echo "authorization authz"
+  for ((i = 1; i <= updates; i++)); do
+    echo "address update-$i"
+    (( i > 1 )) && echo "remove w/leak-$((i - 1))"
+    echo "workload w/leak-$i 10.9.$((i / 250 % 250)).$((i % 250 + 1)) ns/leak-$((i % 8 + 1)):80:8080"
+    (( i % 100 == 0 )) && echo "service ns/leak-$((i / 100 % 8 + 1)) 127.30.0.$((i / 100 % 8 + 1)) 80:8080 v$i"
+  done
+} | "$script_tool" "$work/updates.xds" || exit 1
+server_log=$work/leak-xds.log
+valgrind_agent() {
+  NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=istio-system INSTANCE_IP=127.0.0.1 \
+    spawn_ns valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
+    --suppressions="$source_dir/test/valgrind.supp" \
+    --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --log-file="$work/valgrind.log" \
+    "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --enroll-all --admin-address "$admin" \
+    --xds-address "127.0.0.1:$port" --xds-plaintext 2>>"$work/agent.log"
+  agent_pid=$!
+}
+acked() { grep -c "\"responseNonce\":\"$1\",.*\"ack\":true" "$server_log"; }
+start_server --stream "$work/updates.xds"
+valgrind_agent
+leak_free() {
+  wait_for 300 sh -c "grep -q '\"responseNonce\":\"update-$updates\",.*\"ack\":true' '$server_log'" ||
+    { echo "the last update was not ACKed"; return 1; }
+  echo "$(acked 'update-[0-9]*') updates ACKed"
+  for restart in 1 2; do # each new control plane: the agent reconnects and resumes
+    stop_server
+    start_server --stream "$work/updates.xds" --listen "127.0.0.1:$port" || return 1
+    wait_for 120 bash -c "(( \$(grep -c '\"responseNonce\":\"resume-1-0\",.*\"ack\":true' '$server_log') >= $restart ))" ||
+      { echo "no resume after restart $restart"; return 1; }
+  done
+  echo "$(grep -c '"event":"stream"' "$server_log") streams"
+  kill -TERM "$agent_pid"; wait "$agent_pid"; local status=$?
+  agent_pid=""
+  grep -v 'unhandled eBPF command' "$work/valgrind.log" # batch commands it does not model: they only read
+  (( status == 0 ))
+}
+check_showing "valgrind: no leak and no invalid access through $updates updates, 2 reconnects and SIGTERM" leak_free
+fi
+
+e2e_end

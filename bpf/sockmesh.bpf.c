@@ -659,15 +659,18 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	if (!is_enrolled(ops, cfg))
 		return 1;
 
+	/*
+	 * Into the sockhash: accelerated (its peer is local), or owing its first message a TLV. An
+	 * accelerated socket needs no storage of its own (creating it costs a microsecond a socket):
+	 * sk_msg redirects any message whose peer it finds in the sockhash.
+	 */
 	key_from_ops(&key, ops);
 	accelerate = cfg && (cfg->flags & SM_CONFIG_ACCELERATE) && peer_is_local(key.remote_addr);
-	state = bpf_sk_storage_get(&sm_sock_state, sk, 0, accelerate ? BPF_SK_STORAGE_GET_F_CREATE : 0);
-	if (!state)
-		return 1;
-	if (accelerate)
-		state->flags |= SM_SOCK_ACCELERATED;
-	if (!(state->flags & (SM_SOCK_ACCELERATED | SM_SOCK_TLV_PENDING)))
-		return 1;
+	if (!accelerate) {
+		state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+		if (!state || !(state->flags & SM_SOCK_TLV_PENDING))
+			return 1;
+	}
 	if (bpf_sock_hash_update(ops, &sm_sockhash, &key, BPF_ANY))
 		count(SM_COUNTER_ERRORS);
 	return 1;
@@ -723,14 +726,13 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	if (!sk)
 		return SK_PASS;
 	state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
-	if (!state)
-		return SK_PASS;
-	if (state->flags & SM_SOCK_TLV_PENDING)
+	if (state && (state->flags & SM_SOCK_TLV_PENDING))
 		write_tlv(msg, state);
 	cfg = knobs();
-	if (!(state->flags & SM_SOCK_ACCELERATED) || !cfg || !(cfg->flags & SM_CONFIG_ACCELERATE))
+	if (!cfg || !(cfg->flags & SM_CONFIG_ACCELERATE))
 		return SK_PASS;
 
+	/* the peer is in the sockhash only when it is local and accelerated; else the message goes out */
 	peer_key_from_msg(&peer, msg);
 	if (bpf_msg_redirect_hash(msg, &sm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS)
 		count(SM_COUNTER_ACCELERATED);

@@ -14,8 +14,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "../test/builders.h"
-#include "workload/workload.h"
+#include "bench/snapshot.h"
 
 static double now(void)
 {
@@ -34,53 +33,6 @@ static int null_apply(struct sm_map_writer *writer, const struct sm_map_op *ops,
 }
 
 static struct sm_map_writer null_writer = { .apply = null_apply };
-static const char *zones[] = { "zone-a", "zone-b", "zone-c" };
-
-static void make_workload(struct response *r, int i, int n_services, const char *version, uint32_t capacity)
-{
-	char *uid = response_alloc(r, 48), *ip = response_alloc(r, 20), *service = response_alloc(r, 48);
-	char *node = response_alloc(r, 16);
-
-	snprintf(uid, 48, "Kubernetes//Pod/ns%d/pod-%d", i % 100, i);
-	snprintf(ip, 20, "10.%d.%d.%d", 64 + i / 65536, (i / 256) % 256, i % 256);
-	snprintf(service, 48, "ns%d/svc-%d.ns%d.svc.cluster.local", (i % n_services) % 100, i % n_services,
-		 (i % n_services) % 100);
-	snprintf(node, 16, "node-%d", i % 1000);
-	struct workload_spec spec = {
-		.uid = uid, .addresses = { ip }, .node = node, .region = "region-1", .zone = zones[i % 3],
-		.namespace = "bench", .capacity = capacity, .services = { { service, { { 80, 8080 } } } },
-	};
-	response_add_workload(r, &spec, version);
-}
-
-static void make_service(struct response *r, int s)
-{
-	char *ns = response_alloc(r, 16), *host = response_alloc(r, 48), *vip = response_alloc(r, 20),
-	     *vip6 = response_alloc(r, 40);
-	static const int scopes[] = { ISTIO__WORKLOAD__LOAD_BALANCING__SCOPE__REGION,
-				      ISTIO__WORKLOAD__LOAD_BALANCING__SCOPE__ZONE };
-
-	snprintf(ns, 16, "ns%d", s % 100);
-	snprintf(host, 48, "svc-%d.ns%d.svc.cluster.local", s, s % 100);
-	snprintf(vip, 20, "10.96.%d.%d", s / 256, s % 256);
-	snprintf(vip6, 40, "fd00:96::%x", s);
-	struct service_spec spec = {
-		.namespace = ns, .hostname = host, .vips = { vip, s % 2 ? vip6 : NULL },
-		.ports = { { 80, 8080 }, { 443, 8443 } },
-		.mode = s % 4 == 0 ? ISTIO__WORKLOAD__LOAD_BALANCING__MODE__FAILOVER : 0,
-		.scopes = { s % 4 == 0 ? scopes[0] : 0, s % 4 == 0 ? scopes[1] : 0 },
-	};
-	response_add_service(r, &spec, "v1");
-}
-
-static uint8_t *pack_response(struct response *r, size_t *len)
-{
-	*len = protobuf_c_message_get_packed_size(&r->msg.base);
-	uint8_t *bytes = malloc(*len);
-	protobuf_c_message_pack(&r->msg.base, bytes);
-	return bytes;
-}
-
 static double decode_baseline(const uint8_t *bytes, size_t len)
 {
 	double start = now();
@@ -128,17 +80,10 @@ int main(int argc, char **argv)
 	int n_services = argc > 2 ? atoi(argv[2]) : 10000;
 	int n_updates = argc > 3 ? atoi(argv[3]) : 2000;
 	struct sm_model_options options = { .node_name = "node-7" };
-	struct response r;
 	size_t len;
 
-	response_init(&r, SM_TYPE_URL_ADDRESS);
-	for (int s = 0; s < n_services; s++)
-		make_service(&r, s);
-	for (int i = 0; i < n_workloads; i++)
-		make_workload(&r, i, n_services, "v1", 0);
-	uint8_t *bytes = pack_response(&r, &len);
+	uint8_t *bytes = make_snapshot(n_workloads, n_services, &len);
 	size_t full_len = len;
-	response_free(&r);
 
 	double baseline = decode_baseline(bytes, len);
 
@@ -157,10 +102,7 @@ int main(int argc, char **argv)
 	double *latencies = calloc((size_t)n_updates, sizeof(double));
 	for (int u = 0; u < n_updates; u++) {
 		int i = (int)(((unsigned)u * 2654435761u) % (unsigned)n_workloads);
-		response_init(&r, SM_TYPE_URL_ADDRESS);
-		make_workload(&r, i, n_services, u % 2 ? "v3" : "v2", u % 2 ? 1 : 2);
-		uint8_t *update = pack_response(&r, &len);
-		response_free(&r);
+		uint8_t *update = make_update(i, n_services, u, &len);
 		latencies[u] = apply_bytes(model, update, len);
 		free(update);
 	}

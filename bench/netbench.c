@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The network side of the benchmarks: an echo server and a sink, and clients that measure what people
+ * choose a mesh datapath for. Every client runs for a fixed time and prints one line of key=value.
+ *
+ *   netbench echo ADDR PORT                 echo server (epoll, one thread)
+ *   netbench sink ADDR PORT                 reads and drops everything
+ *   netbench short ADDR PORT SECONDS SIZE   connect, send SIZE, read SIZE back, close; again
+ *   netbench pingpong ADDR PORT CONNS SECONDS SIZE   CONNS connections, each a request/response loop
+ *   netbench stream ADDR PORT SECONDS CHUNK one connection writing CHUNK-byte sends
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+union addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
+static socklen_t make_addr(const char *text, const char *port, union addr *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, text, &out->in.sin_addr) == 1) {
+		out->in.sin_family = AF_INET;
+		out->in.sin_port = htons((uint16_t)atoi(port));
+		return sizeof(out->in);
+	}
+	if (inet_pton(AF_INET6, text, &out->in6.sin6_addr) == 1) {
+		out->in6.sin6_family = AF_INET6;
+		out->in6.sin6_port = htons((uint16_t)atoi(port));
+		return sizeof(out->in6);
+	}
+	fprintf(stderr, "netbench: '%s' is not an address\n", text);
+	exit(2);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "netbench: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* ---- servers ---- */
+
+static int listener(const char *addr, const char *port)
+{
+	union addr a;
+	socklen_t len = make_addr(addr, port, &a);
+	int one = 1, fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, &a.sa, len) || listen(fd, 4096))
+		die("listen");
+	return fd;
+}
+
+static _Noreturn int serve(const char *addr, const char *port, int echo)
+{
+	int lfd = listener(addr, port), ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = lfd }, events[256];
+	static char buf[1 << 20];
+
+	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+	for (;;) {
+		int n = epoll_wait(ep, events, 256, -1);
+		for (int i = 0; i < n; i++) {
+			int fd = events[i].data.fd;
+			if (fd == lfd) {
+				int c;
+				while ((c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+					int one = 1;
+					setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+					ev = (struct epoll_event){ .events = EPOLLIN, .data.fd = c };
+					epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+				}
+				continue;
+			}
+			ssize_t r = read(fd, buf, sizeof(buf));
+			if (r <= 0) {
+				close(fd);
+				continue;
+			}
+			/* the clients wait for their answer before sending again: a blocking echo is enough */
+			for (ssize_t done = 0; echo && done < r;) {
+				ssize_t w = write(fd, buf + done, (size_t)(r - done));
+				if (w <= 0)
+					break;
+				done += w;
+			}
+		}
+	}
+}
+
+/* ---- clients ---- */
+
+static int compare(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+struct samples {
+	double *values;
+	size_t n, capacity;
+};
+
+static void sample(struct samples *s, double value)
+{
+	if (s->n == s->capacity) {
+		s->capacity = s->capacity ? s->capacity * 2 : 65536;
+		s->values = realloc(s->values, s->capacity * sizeof(double));
+		if (!s->values)
+			die("memory");
+	}
+	s->values[s->n++] = value;
+}
+
+static double percentile(struct samples *s, double p)
+{
+	if (!s->n)
+		return 0;
+	qsort(s->values, s->n, sizeof(double), compare);
+	return s->values[(size_t)(p * (double)(s->n - 1))];
+}
+
+static void read_exactly(int fd, char *buf, size_t n)
+{
+	for (size_t got = 0; got < n;) {
+		ssize_t r = read(fd, buf + got, n - got);
+		if (r <= 0)
+			die("read");
+		got += (size_t)r;
+	}
+}
+
+static void write_all(int fd, const char *buf, size_t n)
+{
+	for (size_t done = 0; done < n;) {
+		ssize_t w = write(fd, buf + done, n - done);
+		if (w <= 0)
+			die("write");
+		done += (size_t)w;
+	}
+}
+
+static int short_connections(const char *addr, const char *port, double seconds, size_t size)
+{
+	union addr a;
+	socklen_t len = make_addr(addr, port, &a);
+	struct samples total = { 0 }, connect_time = { 0 };
+	char *buf = calloc(1, size ? size : 1);
+	unsigned long failures = 0;
+	double end = now() + seconds, start = now();
+
+	while (now() < end) {
+		int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+		double t0 = now();
+		if (connect(fd, &a.sa, len)) {
+			failures++;
+			close(fd);
+			continue;
+		}
+		double t1 = now();
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		write_all(fd, buf, size);
+		read_exactly(fd, buf, size);
+		close(fd);
+		sample(&connect_time, t1 - t0);
+		sample(&total, now() - t0);
+	}
+	double elapsed = now() - start;
+	printf("transactions=%zu rate=%.0f p50_us=%.2f p99_us=%.2f connect_p50_us=%.2f connect_p99_us=%.2f failures=%lu\n",
+	       total.n, (double)total.n / elapsed, percentile(&total, 0.5) * 1e6, percentile(&total, 0.99) * 1e6,
+	       percentile(&connect_time, 0.5) * 1e6, percentile(&connect_time, 0.99) * 1e6, failures);
+	return failures ? 1 : 0;
+}
+
+struct conn {
+	int fd;
+	size_t got;
+	double sent_at;
+};
+
+/* CONNS connections driven from one thread: each sends SIZE bytes, waits for them back, again. */
+static int pingpong(const char *addr, const char *port, int conns, double seconds, size_t size)
+{
+	union addr a;
+	socklen_t len = make_addr(addr, port, &a);
+	struct conn *c = calloc((size_t)conns, sizeof(*c));
+	struct samples latency = { 0 };
+	char *buf = calloc(1, size), *in = malloc(1 << 20);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event events[256];
+
+	for (int i = 0; i < conns; i++) {
+		int one = 1;
+		c[i].fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (connect(c[i].fd, &a.sa, len))
+			die("connect");
+		setsockopt(c[i].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
+		epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev);
+	}
+	double start = now(), end = start + seconds;
+	for (int i = 0; i < conns; i++) {
+		c[i].sent_at = now();
+		write_all(c[i].fd, buf, size);
+	}
+	while (now() < end) {
+		int n = epoll_wait(ep, events, 256, 100);
+		for (int e = 0; e < n; e++) {
+			struct conn *k = &c[events[e].data.u32];
+			ssize_t r = read(k->fd, in, 1 << 20);
+			if (r <= 0)
+				die("read");
+			k->got += (size_t)r;
+			if (k->got < size)
+				continue;
+			double t = now();
+			sample(&latency, t - k->sent_at);
+			k->got -= size;
+			k->sent_at = t;
+			write_all(k->fd, buf, size);
+		}
+	}
+	double elapsed = now() - start;
+	printf("requests=%zu rate=%.0f p50_us=%.2f p99_us=%.2f\n", latency.n, (double)latency.n / elapsed,
+	       percentile(&latency, 0.5) * 1e6, percentile(&latency, 0.99) * 1e6);
+	return 0;
+}
+
+static int stream(const char *addr, const char *port, double seconds, size_t chunk)
+{
+	union addr a;
+	socklen_t len = make_addr(addr, port, &a);
+	int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	char *buf = calloc(1, chunk);
+	unsigned long long bytes = 0;
+
+	if (connect(fd, &a.sa, len))
+		die("connect");
+	double start = now(), end = start + seconds;
+	while (now() < end) {
+		write_all(fd, buf, chunk);
+		bytes += chunk;
+	}
+	double elapsed = now() - start;
+	close(fd);
+	printf("bytes=%llu gbit_per_s=%.3f\n", bytes, (double)bytes * 8 / elapsed / 1e9);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	if (argc == 4 && strcmp(argv[1], "echo") == 0)
+		return serve(argv[2], argv[3], 1);
+	if (argc == 4 && strcmp(argv[1], "sink") == 0)
+		return serve(argv[2], argv[3], 0);
+	if (argc == 6 && strcmp(argv[1], "short") == 0)
+		return short_connections(argv[2], argv[3], atof(argv[4]), (size_t)atol(argv[5]));
+	if (argc == 7 && strcmp(argv[1], "pingpong") == 0)
+		return pingpong(argv[2], argv[3], atoi(argv[4]), atof(argv[5]), (size_t)atol(argv[6]));
+	if (argc == 6 && strcmp(argv[1], "stream") == 0)
+		return stream(argv[2], argv[3], atof(argv[4]), (size_t)atol(argv[5]));
+	fprintf(stderr, "usage: netbench echo|sink ADDR PORT | short ADDR PORT SECONDS SIZE |\n"
+			"       pingpong ADDR PORT CONNS SECONDS SIZE | stream ADDR PORT SECONDS CHUNK\n");
+	return 2;
+}

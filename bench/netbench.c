@@ -23,28 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-union addr {
-	struct sockaddr sa;
-	struct sockaddr_in in;
-	struct sockaddr_in6 in6;
-};
-
-static socklen_t make_addr(const char *text, const char *port, union addr *out)
-{
-	memset(out, 0, sizeof(*out));
-	if (inet_pton(AF_INET, text, &out->in.sin_addr) == 1) {
-		out->in.sin_family = AF_INET;
-		out->in.sin_port = htons((uint16_t)atoi(port));
-		return sizeof(out->in);
-	}
-	if (inet_pton(AF_INET6, text, &out->in6.sin6_addr) == 1) {
-		out->in6.sin6_family = AF_INET6;
-		out->in6.sin6_port = htons((uint16_t)atoi(port));
-		return sizeof(out->in6);
-	}
-	fprintf(stderr, "netbench: '%s' is not an address\n", text);
-	exit(2);
-}
+#include "../test/net_addr.h"
 
 static double now(void)
 {
@@ -65,7 +44,7 @@ static void die(const char *what)
 static int listener(const char *addr, const char *port)
 {
 	union addr a;
-	socklen_t len = make_addr(addr, port, &a);
+	socklen_t len = make_addr("netbench", addr, port, &a);
 	int one = 1, fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -166,7 +145,7 @@ static void write_all(int fd, const char *buf, size_t n)
 static int short_connections(const char *addr, const char *port, double seconds, size_t size)
 {
 	union addr a;
-	socklen_t len = make_addr(addr, port, &a);
+	socklen_t len = make_addr("netbench", addr, port, &a);
 	struct samples total = { 0 }, connect_time = { 0 };
 	char *buf = calloc(1, size ? size : 1);
 	unsigned long failures = 0;
@@ -205,7 +184,7 @@ struct conn {
 static int pingpong(const char *addr, const char *port, int conns, double seconds, size_t size)
 {
 	union addr a;
-	socklen_t len = make_addr(addr, port, &a);
+	socklen_t len = make_addr("netbench", addr, port, &a);
 	struct conn *c = calloc((size_t)conns, sizeof(*c));
 	struct samples latency = { 0 };
 	char *buf = calloc(1, size), *in = malloc(1 << 20);
@@ -252,7 +231,7 @@ static int pingpong(const char *addr, const char *port, int conns, double second
 static int stream(const char *addr, const char *port, double seconds, size_t chunk)
 {
 	union addr a;
-	socklen_t len = make_addr(addr, port, &a);
+	socklen_t len = make_addr("netbench", addr, port, &a);
 	int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	char *buf = calloc(1, chunk);
 	unsigned long long bytes = 0;

@@ -7,6 +7,7 @@
 #define SOCKMESH_TEST_BUILDERS_H
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,6 +58,21 @@ static inline void response_free(struct response *r)
 	free(r->allocations);
 	free(r->msg.resources);
 	free(r->msg.removed_resources);
+}
+
+/* Appends the response to a recorded stream (fd) as one framed message. Returns 0 or -errno. */
+static inline int response_append(int fd, const struct response *r)
+{
+	size_t len = protobuf_c_message_get_packed_size(&r->msg.base);
+	uint8_t *bytes = malloc(len ? len : 1);
+	int err;
+
+	if (!bytes)
+		return -ENOMEM;
+	protobuf_c_message_pack(&r->msg.base, bytes);
+	err = sm_stream_append(fd, bytes, len);
+	free(bytes);
+	return err;
 }
 
 /* Adds a resource whose Any holds raw bytes of a type URL (for malformed cases). */

@@ -20,28 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-union addr {
-	struct sockaddr sa;
-	struct sockaddr_in in;
-	struct sockaddr_in6 in6;
-};
-
-static socklen_t make_addr(const char *text, const char *port, union addr *out)
-{
-	memset(out, 0, sizeof(*out));
-	if (inet_pton(AF_INET, text, &out->in.sin_addr) == 1) {
-		out->in.sin_family = AF_INET;
-		out->in.sin_port = htons((uint16_t)atoi(port));
-		return sizeof(out->in);
-	}
-	if (inet_pton(AF_INET6, text, &out->in6.sin6_addr) == 1) {
-		out->in6.sin6_family = AF_INET6;
-		out->in6.sin6_port = htons((uint16_t)atoi(port));
-		return sizeof(out->in6);
-	}
-	fprintf(stderr, "tcp_echo: '%s' is not an address\n", text);
-	exit(2);
-}
+#include "net_addr.h"
 
 static void format(const union addr *a, char *out, size_t size)
 {
@@ -78,7 +57,7 @@ static size_t parse_tlv(const unsigned char *buf, size_t len, char *out, size_t 
 static int serve(const char *addr, const char *port, const char *name)
 {
 	union addr a;
-	socklen_t len = make_addr(addr, port, &a);
+	socklen_t len = make_addr("tcp_echo", addr, port, &a);
 	int one = 1, fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -107,7 +86,7 @@ static int serve(const char *addr, const char *port, const char *name)
 static int ask(const char *addr, const char *port)
 {
 	union addr a, peer;
-	socklen_t len = make_addr(addr, port, &a), peer_len = sizeof(peer);
+	socklen_t len = make_addr("tcp_echo", addr, port, &a), peer_len = sizeof(peer);
 	int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	char reply[256] = "", seen[80] = "?";
 
@@ -130,7 +109,7 @@ static int ask(const char *addr, const char *port)
 static int loop(const char *addr, const char *port, const char *stop_file)
 {
 	union addr a;
-	socklen_t len = make_addr(addr, port, &a);
+	socklen_t len = make_addr("tcp_echo", addr, port, &a);
 	unsigned long ok = 0, failed = 0;
 
 	while (access(stop_file, F_OK) != 0) {
@@ -176,7 +155,7 @@ static void ask_quietly(const union addr *a, socklen_t len, char *name, size_t s
 static int watch(const char *addr, const char *port, const char *stop_file, const char *log_path)
 {
 	union addr a;
-	socklen_t len = make_addr(addr, port, &a);
+	socklen_t len = make_addr("tcp_echo", addr, port, &a);
 	unsigned long asked = 0, failed = 0;
 	FILE *log = fopen(log_path, "w");
 

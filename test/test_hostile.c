@@ -18,22 +18,6 @@ static void temp_path(char *out, size_t size, const char *what)
 	snprintf(out, size, "/tmp/sm-hostile-%s-%d-%d", what, (int)getpid(), rand());
 }
 
-static void write_stream(const char *path, struct response *responses, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-	assert_true(fd >= 0);
-	for (size_t i = 0; i < n; i++) {
-		size_t len = protobuf_c_message_get_packed_size(&responses[i].msg.base);
-		uint8_t *bytes = malloc(len ? len : 1);
-		protobuf_c_message_pack(&responses[i].msg.base, bytes);
-		assert_int_equal(sm_stream_append(fd, bytes, len), 0);
-		free(bytes);
-		response_free(&responses[i]);
-	}
-	close(fd);
-}
-
 /* The maps the client wrote are what its model says, and no write ever left a dangling reference. */
 static void assert_consistent(struct client *c)
 {

@@ -10,22 +10,6 @@
 
 #define FIXTURE_STREAM SM_FIXTURES_DIR "/wire/stream.xds"
 
-static void write_stream(const char *path, struct response *responses, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-	assert_true(fd >= 0);
-	for (size_t i = 0; i < n; i++) {
-		size_t len = protobuf_c_message_get_packed_size(&responses[i].msg.base);
-		uint8_t *bytes = malloc(len ? len : 1);
-		protobuf_c_message_pack(&responses[i].msg.base, bytes);
-		assert_int_equal(sm_stream_append(fd, bytes, len), 0);
-		free(bytes);
-		response_free(&responses[i]);
-	}
-	close(fd);
-}
-
 static void temp_path(char *out, size_t size, const char *what)
 {
 	snprintf(out, size, "/tmp/sm-xds-%s-%d-%d", what, (int)getpid(), rand());

@@ -7,6 +7,7 @@
 #define SOCKMESH_TEST_XDS_ENV_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "builders.h"
 #include "helpers.h"
 #include "xds/xds.h"
 
@@ -40,6 +42,19 @@ static inline double now_seconds(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Writes responses as a recorded stream at path, freeing them. */
+static inline void write_stream(const char *path, struct response *responses, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(response_append(fd, &responses[i]), 0);
+		response_free(&responses[i]);
+	}
+	close(fd);
 }
 
 /* Starts mock_xds_server with args (NULL-terminated), logging to a fresh file; waits for its port. */

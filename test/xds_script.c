@@ -28,19 +28,11 @@ struct script {
 
 static int flush_response(struct script *s)
 {
-	int err = 0;
+	int err;
 
 	if (!s->open)
 		return 0;
-	size_t len = protobuf_c_message_get_packed_size(&s->response.msg.base);
-	uint8_t *bytes = malloc(len ? len : 1);
-	if (!bytes)
-		err = -ENOMEM;
-	else {
-		protobuf_c_message_pack(&s->response.msg.base, bytes);
-		err = sm_stream_append(s->fd, bytes, len);
-	}
-	free(bytes);
+	err = response_append(s->fd, &s->response);
 	response_free(&s->response);
 	s->open = false;
 	return err;

@@ -234,6 +234,27 @@ static int load_recording(const char *path, struct recording *out)
  * What istiod sends a client that resumes with versions: what differs from state, and what state
  * lacks. The state is the recording's final one, or in --live mode that of the moment.
  */
+/* The versions a resuming client holds, by name (a client may hold hundreds of thousands). */
+struct held_version {
+	const char *name;
+	const char *version;
+	UT_hash_handle hh;
+};
+
+static struct held_version *index_held_versions(const Envoy__Service__Discovery__V3__DeltaDiscoveryRequest *request,
+						struct held_version *storage)
+{
+	struct held_version *held = NULL;
+
+	for (size_t i = 0; i < request->n_initial_resource_versions; i++) {
+		struct held_version *entry = &storage[i];
+		entry->name = request->initial_resource_versions[i]->key;
+		entry->version = request->initial_resource_versions[i]->value;
+		HASH_ADD_KEYPTR(hh, held, entry->name, strlen(entry->name), entry);
+	}
+	return held;
+}
+
 static void build_resume(struct call *call, int type, const Envoy__Service__Discovery__V3__DeltaDiscoveryRequest *request)
 {
 	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse response = ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_RESPONSE__INIT;
@@ -241,14 +262,13 @@ static void build_resume(struct call *call, int type, const Envoy__Service__Disc
 	size_t n_state = HASH_COUNT(*table);
 	Envoy__Service__Discovery__V3__Resource **resources = calloc(n_state + 1, sizeof(void *));
 	char **removed = calloc(request->n_initial_resource_versions + 1, sizeof(char *));
+	struct held_version *storage = calloc(request->n_initial_resource_versions + 1, sizeof(*storage));
+	struct held_version *held = index_held_versions(request, storage);
 
 	for (struct resource_state *state = *table; state; state = state->hh.next) {
-		const char *held = NULL;
-		for (size_t i = 0; i < request->n_initial_resource_versions; i++) {
-			if (strcmp(request->initial_resource_versions[i]->key, state->name) == 0)
-				held = request->initial_resource_versions[i]->value;
-		}
-		if (!held || strcmp(held, state->version) != 0)
+		struct held_version *entry;
+		HASH_FIND_STR(held, state->name, entry);
+		if (!entry || strcmp(entry->version, state->version) != 0)
 			resources[response.n_resources++] =
 				envoy__service__discovery__v3__resource__unpack(NULL, state->len, state->resource);
 	}
@@ -258,6 +278,8 @@ static void build_resume(struct call *call, int type, const Envoy__Service__Disc
 		if (!state)
 			removed[response.n_removed_resources++] = request->initial_resource_versions[i]->key;
 	}
+	HASH_CLEAR(hh, held);
+	free(storage);
 	if (opts.live)
 		snprintf(call->resume_nonce[type], sizeof(call->resume_nonce[type]), "live-%zu-%d-%d", live.position,
 			 call->stream, type);

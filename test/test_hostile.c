@@ -334,7 +334,7 @@ static void a_response_every_millisecond(void **state)
 		peak = heap > peak ? heap : peak;
 		sleep_ms(50);
 	}
-	print_message("# %zu responses, one a millisecond: all ACKed; heap peak %.1f MiB\n", n,
+	print_message("# %zu responses, one a millisecond: all ACKed; heap at most %.1f MiB above its level before\n", n,
 		      (double)(peak > run.heap_before ? peak - run.heap_before : 0) / (1 << 20));
 	assert_true(peak < run.heap_before + (16u << 20));
 	run_stop();

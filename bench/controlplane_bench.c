@@ -31,19 +31,6 @@ static char cgroup[128], pin_dir[128];
 static const char *mock_path, *sockmesh_path;
 static pid_t children[2]; /* the mock server and the agent, while they run */
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-	nanosleep(&(struct timespec){ .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 }, NULL);
-}
-
 static void cleanup(void)
 {
 	char err[256];
@@ -90,22 +77,12 @@ static void setup_world(void)
 	libbpf_set_print(quiet);
 }
 
-/* A recorded stream: the snapshot, then an empty Authorization response (readiness needs both). */
 static void write_stream(const char *path, int workloads, int services)
 {
-	struct response authz;
-	size_t len, authz_len;
-	uint8_t *snapshot = make_snapshot(workloads, services, &len);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	int err = write_snapshot_stream(path, workloads, services);
 
-	response_init(&authz, SM_TYPE_URL_AUTHORIZATION);
-	uint8_t *authz_bytes = pack_response(&authz, &authz_len);
-	if (fd < 0 || sm_stream_append(fd, snapshot, len) || sm_stream_append(fd, authz_bytes, authz_len))
-		exit(fprintf(stderr, "controlplane_bench: writing %s\n", path) > 0);
-	close(fd);
-	response_free(&authz);
-	free(snapshot);
-	free(authz_bytes);
+	if (err)
+		exit(fprintf(stderr, "controlplane_bench: writing %s: %s\n", path, strerror(-err)) > 0);
 }
 
 static pid_t start_mock(const char *stream, int *port)
@@ -182,7 +159,7 @@ static double raw_writes(const struct sm_image *image, bool batch, size_t *calls
 		int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "bench_raw", (__u32)ks, (__u32)vs, (__u32)count + 1, &opts);
 
 		sm_image_for_each(image, map, collect_entry, &ctx);
-		double start = now();
+		double start = now_seconds();
 		for (size_t i = 0; i < e.n;) {
 			if (batch) {
 				__u32 n = (__u32)(e.n - i < 1024 ? e.n - i : 1024);
@@ -195,7 +172,7 @@ static double raw_writes(const struct sm_image *image, bool batch, size_t *calls
 			}
 			(*calls)++;
 		}
-		elapsed += now() - start;
+		elapsed += now_seconds() - start;
 		close(fd);
 		free(e.keys);
 		free(e.values);
@@ -243,13 +220,13 @@ static void full_push(int workloads, int services, int updates)
 	struct sm_xds_stats stats;
 	if (sm_xds_client_new(&options, &client, err, sizeof(err)))
 		exit(fprintf(stderr, "controlplane_bench: %s\n", err) > 0);
-	double start = now();
+	double start = now_seconds();
 	sm_xds_client_start(client);
 	do {
 		sleep_ms(1);
 		sm_xds_client_stats(client, &stats);
-	} while (!stats.ready && now() - start < 120);
-	double full = now() - start;
+	} while (!stats.ready && now_seconds() - start < 120);
+	double full = now_seconds() - start;
 
 	size_t single_calls, batch_calls, entries = 0;
 	pthread_mutex_lock(&lock);
@@ -267,11 +244,11 @@ static void full_push(int workloads, int services, int updates)
 		uint8_t *update = make_update(i, services, u, &len);
 		struct sm_rejections rejections = { 0 };
 		ProtobufCMessage *response;
-		double t0 = now();
+		double t0 = now_seconds();
 		sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, update, len, &response,
 			     err, sizeof(err));
 		sm_model_apply(model, (void *)response, sm_datapath_writer(dp), &rejections);
-		latency[u] = now() - t0;
+		latency[u] = now_seconds() - t0;
 		protobuf_c_message_free_unpacked(response, NULL);
 		sm_rejections_clear(&rejections);
 		free(update);
@@ -377,10 +354,10 @@ static void agent_memory(int workloads)
 		_exit(127);
 	}
 	children[1] = agent;
-	double start = now();
-	while (!agent_ready(admin_port) && now() - start < 120)
+	double start = now_seconds();
+	while (!agent_ready(admin_port) && now_seconds() - start < 120)
 		sleep_ms(20);
-	double ready = now() - start;
+	double ready = now_seconds() - start;
 	sleep_ms(500); /* steady: the full push's scratch is given back */
 	long rss = status_kib(agent, "VmRSS:"), peak = status_kib(agent, "VmHWM:"), maps = map_memory_kib();
 	printf("agent at %6d workloads, %5d services: ready in %.2f s, RSS %.1f MiB, peak RSS %.1f MiB, BPF maps %.1f "

@@ -4,31 +4,22 @@
  * with WORKLOADS workloads and SERVICES services, then an empty Authorization response.
  * Usage: gen_snapshot OUT WORKLOADS SERVICES
  */
-#include <fcntl.h>
-#include <unistd.h>
+#include <string.h>
 
 #include "bench/snapshot.h"
 
 int main(int argc, char **argv)
 {
-	struct response authz;
-	size_t len, authz_len;
+	int err;
 
 	if (argc != 4) {
 		fprintf(stderr, "usage: gen_snapshot OUT WORKLOADS SERVICES\n");
 		return 2;
 	}
-	uint8_t *snapshot = make_snapshot(atoi(argv[2]), atoi(argv[3]), &len);
-	response_init(&authz, SM_TYPE_URL_AUTHORIZATION);
-	uint8_t *authz_bytes = pack_response(&authz, &authz_len);
-	int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || sm_stream_append(fd, snapshot, len) || sm_stream_append(fd, authz_bytes, authz_len)) {
-		perror("gen_snapshot");
+	err = write_snapshot_stream(argv[1], atoi(argv[2]), atoi(argv[3]));
+	if (err) {
+		fprintf(stderr, "gen_snapshot: writing %s: %s\n", argv[1], strerror(-err));
 		return 1;
 	}
-	close(fd);
-	response_free(&authz);
-	free(snapshot);
-	free(authz_bytes);
 	return 0;
 }

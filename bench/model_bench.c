@@ -16,14 +16,6 @@
 
 #include "bench/snapshot.h"
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int null_apply(struct sm_map_writer *writer, const struct sm_map_op *ops, size_t n, size_t *applied)
 {
 	(void)writer;
@@ -35,7 +27,7 @@ static int null_apply(struct sm_map_writer *writer, const struct sm_map_op *ops,
 static struct sm_map_writer null_writer = { .apply = null_apply };
 static double decode_baseline(const uint8_t *bytes, size_t len)
 {
-	double start = now();
+	double start = now_seconds();
 	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response =
 		envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, bytes);
 
@@ -45,7 +37,7 @@ static double decode_baseline(const uint8_t *bytes, size_t len)
 		istio__workload__address__free_unpacked(address, NULL);
 	}
 	envoy__service__discovery__v3__delta_discovery_response__free_unpacked(response, NULL);
-	return now() - start;
+	return now_seconds() - start;
 }
 
 static double apply_bytes(struct sm_model *model, const uint8_t *bytes, size_t len)
@@ -53,7 +45,7 @@ static double apply_bytes(struct sm_model *model, const uint8_t *bytes, size_t l
 	struct sm_rejections rejections = { 0 };
 	ProtobufCMessage *response;
 	char err[256];
-	double start = now();
+	double start = now_seconds();
 
 	if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len, &response,
 			 err, sizeof(err)) ||
@@ -62,7 +54,7 @@ static double apply_bytes(struct sm_model *model, const uint8_t *bytes, size_t l
 			rejections.count ? rejections.items[0].reason : "");
 		exit(1);
 	}
-	double elapsed = now() - start;
+	double elapsed = now_seconds() - start;
 	protobuf_c_message_free_unpacked(response, NULL);
 	sm_rejections_clear(&rejections);
 	return elapsed;

@@ -23,15 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../test/clock.h"
 #include "../test/net_addr.h"
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void die(const char *what)
 {
@@ -149,25 +142,25 @@ static int short_connections(const char *addr, const char *port, double seconds,
 	struct samples total = { 0 }, connect_time = { 0 };
 	char *buf = calloc(1, size ? size : 1);
 	unsigned long failures = 0;
-	double end = now() + seconds, start = now();
+	double end = now_seconds() + seconds, start = now_seconds();
 
-	while (now() < end) {
+	while (now_seconds() < end) {
 		int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-		double t0 = now();
+		double t0 = now_seconds();
 		if (connect(fd, &a.sa, len)) {
 			failures++;
 			close(fd);
 			continue;
 		}
-		double t1 = now();
+		double t1 = now_seconds();
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		write_all(fd, buf, size);
 		read_exactly(fd, buf, size);
 		close(fd);
 		sample(&connect_time, t1 - t0);
-		sample(&total, now() - t0);
+		sample(&total, now_seconds() - t0);
 	}
-	double elapsed = now() - start;
+	double elapsed = now_seconds() - start;
 	printf("transactions=%zu rate=%.0f p50_us=%.2f p99_us=%.2f connect_p50_us=%.2f connect_p99_us=%.2f failures=%lu\n",
 	       total.n, (double)total.n / elapsed, percentile(&total, 0.5) * 1e6, percentile(&total, 0.99) * 1e6,
 	       percentile(&connect_time, 0.5) * 1e6, percentile(&connect_time, 0.99) * 1e6, failures);
@@ -200,12 +193,12 @@ static int pingpong(const char *addr, const char *port, int conns, double second
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
 		epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev);
 	}
-	double start = now(), end = start + seconds;
+	double start = now_seconds(), end = start + seconds;
 	for (int i = 0; i < conns; i++) {
-		c[i].sent_at = now();
+		c[i].sent_at = now_seconds();
 		write_all(c[i].fd, buf, size);
 	}
-	while (now() < end) {
+	while (now_seconds() < end) {
 		int n = epoll_wait(ep, events, 256, 100);
 		for (int e = 0; e < n; e++) {
 			struct conn *k = &c[events[e].data.u32];
@@ -215,14 +208,14 @@ static int pingpong(const char *addr, const char *port, int conns, double second
 			k->got += (size_t)r;
 			if (k->got < size)
 				continue;
-			double t = now();
+			double t = now_seconds();
 			sample(&latency, t - k->sent_at);
 			k->got -= size;
 			k->sent_at = t;
 			write_all(k->fd, buf, size);
 		}
 	}
-	double elapsed = now() - start;
+	double elapsed = now_seconds() - start;
 	printf("requests=%zu rate=%.0f p50_us=%.2f p99_us=%.2f\n", latency.n, (double)latency.n / elapsed,
 	       percentile(&latency, 0.5) * 1e6, percentile(&latency, 0.99) * 1e6);
 	return 0;
@@ -238,12 +231,12 @@ static int stream(const char *addr, const char *port, double seconds, size_t chu
 
 	if (connect(fd, &a.sa, len))
 		die("connect");
-	double start = now(), end = start + seconds;
-	while (now() < end) {
+	double start = now_seconds(), end = start + seconds;
+	while (now_seconds() < end) {
 		write_all(fd, buf, chunk);
 		bytes += chunk;
 	}
-	double elapsed = now() - start;
+	double elapsed = now_seconds() - start;
 	close(fd);
 	printf("bytes=%llu gbit_per_s=%.3f\n", bytes, (double)bytes * 8 / elapsed / 1e9);
 	return 0;

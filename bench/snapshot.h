@@ -7,10 +7,14 @@
 #ifndef SOCKMESH_BENCH_SNAPSHOT_H
 #define SOCKMESH_BENCH_SNAPSHOT_H
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "../test/builders.h"
+#include "../test/clock.h"
 #include "workload/workload.h"
 
 static const char *zones[] = { "zone-a", "zone-b", "zone-c" };
@@ -52,15 +56,6 @@ static inline void make_service(struct response *r, int s)
 	response_add_service(r, &spec, "v1");
 }
 
-static inline uint8_t *pack_response(struct response *r, size_t *len)
-{
-	*len = protobuf_c_message_get_packed_size(&r->msg.base);
-	uint8_t *bytes = malloc(*len);
-	protobuf_c_message_pack(&r->msg.base, bytes);
-	return bytes;
-}
-
-
 /* The whole mesh as one Address response, packed. */
 static inline uint8_t *make_snapshot(int n_workloads, int n_services, size_t *len)
 {
@@ -72,7 +67,7 @@ static inline uint8_t *make_snapshot(int n_workloads, int n_services, size_t *le
 		make_service(&r, s);
 	for (int i = 0; i < n_workloads; i++)
 		make_workload(&r, i, n_services, "v1", 0);
-	uint8_t *bytes = pack_response(&r, len);
+	uint8_t *bytes = response_pack(&r, len);
 	response_free(&r);
 	return bytes;
 }
@@ -87,9 +82,30 @@ static inline uint8_t *make_update(int i, int n_services, int round, size_t *len
 	response_init(&r, SM_TYPE_URL_ADDRESS);
 	r.msg.nonce = "update";
 	make_workload(&r, i, n_services, version, round % 2 ? 1 : 2);
-	uint8_t *bytes = pack_response(&r, len);
+	uint8_t *bytes = response_pack(&r, len);
 	response_free(&r);
 	return bytes;
+}
+
+/* A recorded stream: the snapshot, then an empty Authorization response (readiness needs both). */
+static inline int write_snapshot_stream(const char *path, int n_workloads, int n_services)
+{
+	struct response authz;
+	size_t len;
+	uint8_t *snapshot = make_snapshot(n_workloads, n_services, &len);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	int err = fd < 0 ? -errno : snapshot ? 0 : -ENOMEM;
+
+	response_init(&authz, SM_TYPE_URL_AUTHORIZATION);
+	if (!err)
+		err = sm_stream_append(fd, snapshot, len);
+	if (!err)
+		err = response_append(fd, &authz);
+	if (fd >= 0)
+		close(fd);
+	response_free(&authz);
+	free(snapshot);
+	return err;
 }
 
 #endif

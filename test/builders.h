@@ -61,15 +61,25 @@ static inline void response_free(struct response *r)
 }
 
 /* Appends the response to a recorded stream (fd) as one framed message. Returns 0 or -errno. */
+static inline uint8_t *response_pack(const struct response *r, size_t *len)
+{
+	uint8_t *bytes;
+
+	*len = protobuf_c_message_get_packed_size(&r->msg.base);
+	bytes = malloc(*len ? *len : 1);
+	if (bytes)
+		protobuf_c_message_pack(&r->msg.base, bytes);
+	return bytes;
+}
+
 static inline int response_append(int fd, const struct response *r)
 {
-	size_t len = protobuf_c_message_get_packed_size(&r->msg.base);
-	uint8_t *bytes = malloc(len ? len : 1);
+	size_t len;
+	uint8_t *bytes = response_pack(r, &len);
 	int err;
 
 	if (!bytes)
 		return -ENOMEM;
-	protobuf_c_message_pack(&r->msg.base, bytes);
 	err = sm_stream_append(fd, bytes, len);
 	free(bytes);
 	return err;

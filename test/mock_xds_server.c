@@ -28,6 +28,7 @@
 #include <uthash.h>
 #include <utlist.h>
 
+#include "clock.h"
 #include "proto/proto.h"
 
 #define TYPES 2
@@ -137,10 +138,7 @@ static struct {
 /* Every event carries CLOCK_MONOTONIC seconds, comparable with the tests' own clocks. */
 static void log_event(json_t *event)
 {
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	json_object_set_new(event, "time", json_real((double)t.tv_sec + (double)t.tv_nsec / 1e9));
+	json_object_set_new(event, "time", json_real(now_seconds()));
 	char *line = json_dumps(event, JSON_COMPACT);
 
 	if (line && log_file) {

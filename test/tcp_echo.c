@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "net_addr.h"
 
 static void format(const union addr *a, char *out, size_t size)
@@ -121,18 +122,10 @@ static int loop(const char *addr, const char *port, const char *stop_file)
 			fprintf(stderr, "tcp_echo: connect %lu: %s\n", ok + failed, strerror(errno));
 		}
 		close(fd);
-		usleep(2000);
+		sleep_ms(2);
 	}
 	printf("connects %lu failures %lu\n", ok + failed, failed);
 	return failed ? 1 : 0;
-}
-
-static double monotonic(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 /* One connect and question; the first word of the answer in name, or "" when it failed. */
@@ -165,12 +158,12 @@ static int watch(const char *addr, const char *port, const char *stop_file, cons
 	}
 	while (access(stop_file, F_OK) != 0) {
 		char name[128];
-		double start = monotonic();
+		double start = now_seconds();
 		ask_quietly(&a, len, name, sizeof(name));
-		fprintf(log, "%.6f %.6f %s\n", start, monotonic(), name[0] ? name : "failed");
+		fprintf(log, "%.6f %.6f %s\n", start, now_seconds(), name[0] ? name : "failed");
 		asked++;
 		failed += !name[0];
-		usleep(1000);
+		sleep_ms(1);
 	}
 	fclose(log);
 	printf("connects %lu failures %lu\n", asked, failed);

@@ -8,6 +8,7 @@
 
 #include <bpf/bpf.h>
 
+#include "clock.h"
 #include "datapath_env.h"
 #include "helpers.h"
 
@@ -670,15 +671,13 @@ static pid_t connect_loop(int report[2], int stop[2])
 /* Accepts (and closes) what comes for about ms milliseconds. */
 static void drain(int listener, int ms)
 {
-	struct timespec start, now;
+	double until = now_seconds() + ms / 1000.0;
 	int s;
 
-	clock_gettime(CLOCK_MONOTONIC, &start);
 	do {
 		if ((s = accept_within(listener, 10)) >= 0)
 			close(s);
-		clock_gettime(CLOCK_MONOTONIC, &now);
-	} while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < ms);
+	} while (now_seconds() < until);
 }
 
 /* Reads the loop's counts, accepting meanwhile so that its last connects are not stuck in a full backlog. */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "builders.h"
+#include "clock.h"
 #include "helpers.h"
 #include "xds/xds.h"
 
@@ -28,21 +29,6 @@ struct server {
 	char log[64];
 	char address[32];
 };
-
-static inline void sleep_ms(int ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
-static inline double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* Writes responses as a recorded stream at path, freeing them. */
 static inline void write_stream(const char *path, struct response *responses, size_t n)

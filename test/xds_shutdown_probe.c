@@ -6,8 +6,8 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "clock.h"
 #include "xds/xds.h"
 
 int main(int argc, char **argv)
@@ -39,7 +39,7 @@ int main(int argc, char **argv)
 		sm_xds_client_stats(client, &stats);
 		if (stats.acks + stats.nacks >= want)
 			break;
-		nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
+		sleep_ms(10);
 	}
 	sm_xds_client_free(client);
 	sm_model_free(model);

@@ -4,6 +4,7 @@
  * and (for the dump) shown back in the same shape, every field of the original.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -145,6 +146,19 @@ static void errors_name_file_and_line(void **state)
 	close(fd);
 	assert_int_equal(sm_local_config_read(path, &a, &a_len, &b, &b_len, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, ":5: 'not-an-ip' is not an address"));
+	/* a CIDR whose prefix is not a number would otherwise match every address */
+	static const char *const bad_cidrs[] = { "10.0.0.0/", "10.0.0.0/abc", "10.0.0.0/8x", "10.0.0.0/33", "::/129" };
+	for (size_t i = 0; i < sizeof(bad_cidrs) / sizeof(bad_cidrs[0]); i++) {
+		char policy[256], expected[64];
+		snprintf(policy, sizeof(policy),
+			 "policies:\n- name: p\n  namespace: ns\n  rules:\n  - - - sourceIps: [\"%s\"]\n", bad_cidrs[i]);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		assert_true(write(fd, policy, strlen(policy)) == (ssize_t)strlen(policy));
+		close(fd);
+		assert_int_equal(sm_local_config_read(path, &a, &a_len, &b, &b_len, err, sizeof(err)), -EINVAL);
+		snprintf(expected, sizeof(expected), "'%s' has no valid prefix length", bad_cidrs[i]);
+		assert_non_null(strstr(err, expected));
+	}
 	unlink(path);
 	assert_int_equal(sm_local_config_read("/nonexistent.yaml", &a, &a_len, &b, &b_len, err, sizeof(err)), -ENOENT);
 	assert_non_null(strstr(err, "/nonexistent.yaml"));

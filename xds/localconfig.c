@@ -552,6 +552,26 @@ static Istio__Security__StringMatch **string_matches(struct reader *r, const yam
 }
 
 /* "10.0.0.0/8" or "10.0.0.1" */
+/* The prefix after a CIDR's '/' (NULL: a bare address, the full length): digits, at most bits. */
+static bool prefix_length(const char *slash, uint32_t bits, uint32_t *out)
+{
+	char *end;
+	unsigned long length;
+
+	if (!slash) {
+		*out = bits;
+		return true;
+	}
+	if (slash[1] < '0' || slash[1] > '9')
+		return false;
+	errno = 0;
+	length = strtoul(slash + 1, &end, 10);
+	if (errno || *end || length > bits)
+		return false;
+	*out = (uint32_t)length;
+	return true;
+}
+
 static Istio__Security__Address **cidrs(struct reader *r, const yaml_node_t *list, size_t *n)
 {
 	Istio__Security__Address **out = NEW_ARRAY(r, Istio__Security__Address *, items(list));
@@ -570,7 +590,10 @@ static Istio__Security__Address **cidrs(struct reader *r, const yaml_node_t *lis
 			problem(r, item(r, list, i), "'%s' is not an address or CIDR", value);
 			continue;
 		}
-		address->length = slash ? (uint32_t)strtoul(slash + 1, NULL, 10) : (uint32_t)address->address.len * 8;
+		if (!prefix_length(slash, (uint32_t)address->address.len * 8, &address->length)) {
+			problem(r, item(r, list, i), "'%s' has no valid prefix length", value);
+			continue;
+		}
 		out[(*n)++] = address;
 	}
 	return out;

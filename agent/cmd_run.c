@@ -218,13 +218,12 @@ static int collect_address(void *ctx, const uint8_t addr[16])
 
 /* After each response (under the model lock): this node's addresses may accelerate; a layout
  * migration switches over once the first Address response has filled the new maps. */
-static void after_apply(void *ctx, const char *type_url, const struct sm_rejections *rejections)
+static void after_apply(void *ctx, const char *type_url)
 {
 	struct agent *agent = ctx;
 	struct addresses local = { 0 };
 	char err[256];
 
-	(void)rejections;
 	if (sm_model_for_each_local_address(agent->model, collect_address, &local) == 0) {
 		int ret = sm_datapath_set_local_addresses(agent->dp, local.items, local.n);
 		if (ret)
@@ -284,7 +283,7 @@ static int apply_response_bytes(struct agent *agent, const uint8_t *bytes, size_
 	pthread_mutex_lock(&agent->model_lock);
 	int ret = sm_model_apply(agent->model, (void *)response, sm_datapath_writer(agent->dp), &rejections);
 	if (!ret)
-		after_apply(agent, ((Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)response)->type_url, &rejections);
+		after_apply(agent, ((Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)response)->type_url);
 	pthread_mutex_unlock(&agent->model_lock);
 	sm_latency_record(&agent->local_apply, seconds_now() - start);
 	if (ret)
@@ -384,7 +383,8 @@ static int open_layers(struct agent *agent)
 	return ret;
 }
 
-static int start_xds(struct agent *agent)
+/* Created before the admin endpoint serves (which reads it), started after. */
+static int create_xds(struct agent *agent)
 {
 	struct sm_xds_options options = {
 		.address = agent->options.xds_address,
@@ -401,13 +401,18 @@ static int start_xds(struct agent *agent)
 		.after_apply_ctx = agent,
 		.log = log_xds,
 	};
-	char err[512], id[512];
+	char err[512];
 	int ret = sm_xds_client_new(&options, &agent->xds, err, sizeof(err));
 
-	if (ret) {
+	if (ret)
 		log_msg(LOG_ERROR, "xDS client: %s", err);
-		return ret;
-	}
+	return ret;
+}
+
+static int start_xds(struct agent *agent)
+{
+	char id[512];
+
 	sm_xds_node_id(&agent->node, id, sizeof(id));
 	log_msg(LOG_INFO, "connecting to %s as %s", agent->options.xds_address, id);
 	return sm_xds_client_start(agent->xds);
@@ -448,6 +453,8 @@ int cmd_run(int argc, char **argv)
 	ret = sm_xds_node_from_env(&agent.node, environ);
 	if (!ret)
 		ret = open_layers(&agent);
+	if (!ret && !agent.options.local_config)
+		ret = create_xds(&agent);
 	if (!ret && (ret = admin_start(&agent, agent.options.admin_address, &admin, err, sizeof(err))))
 		log_msg(LOG_ERROR, "%s", err);
 	if (!ret)
@@ -458,8 +465,8 @@ int cmd_run(int argc, char **argv)
 		log_msg(LOG_INFO, "%s: stopping; the datapath stays pinned and serving", strsignal(sig));
 	}
 
+	admin_stop(admin); /* first: its handlers read the client and the model */
 	sm_xds_client_free(agent.xds);
-	admin_stop(admin);
 	sm_datapath_close(agent.dp);
 	sm_model_free(agent.model);
 	sm_xds_node_clear(&agent.node);

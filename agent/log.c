@@ -54,14 +54,16 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
-void log_xds(void *ctx, int level, const char *fmt, ...)
+void log_xds(enum sm_xds_log_level level, const char *line)
 {
-	va_list ap;
+	static const enum log_level levels[] = {
+		[SM_XDS_LOG_ERROR] = LOG_ERROR,
+		[SM_XDS_LOG_WARN] = LOG_WARN,
+		[SM_XDS_LOG_INFO] = LOG_INFO,
+		[SM_XDS_LOG_DEBUG] = LOG_DEBUG,
+	};
 
-	(void)ctx;
-	va_start(ap, fmt);
-	log_line((enum log_level)level, fmt, ap);
-	va_end(ap);
+	log_msg(levels[level], "%s", line);
 }
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)

@@ -3,6 +3,8 @@
 #ifndef SOCKMESH_AGENT_LOG_H
 #define SOCKMESH_AGENT_LOG_H
 
+#include "xds/xds.h"
+
 enum log_level {
 	LOG_ERROR,
 	LOG_WARN,
@@ -16,6 +18,6 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 /* Routes libbpf's and gRPC's own messages into this log, a level below their own. */
 void log_capture_libraries(void);
 /* The xDS client's log callback. */
-void log_xds(void *ctx, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void log_xds(enum sm_xds_log_level level, const char *line);
 
 #endif

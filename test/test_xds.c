@@ -446,10 +446,10 @@ static void backoff_doubles_to_its_cap(void **state)
 	uint64_t backoff = 0;
 
 	for (int i = 0; i < 20; i++)
-		backoff = sm_xds_backoff_next(backoff, 0);
+		backoff = sm_xds_backoff_next(backoff);
 	assert_int_equal(backoff, SM_XDS_BACKOFF_MAX_MS);
-	assert_int_equal(sm_xds_backoff_next(0, 0), 10);
-	assert_int_equal(sm_xds_backoff_next(10, 0), 20);
+	assert_int_equal(sm_xds_backoff_next(0), 10);
+	assert_int_equal(sm_xds_backoff_next(10), 20);
 	for (uint64_t r = 0; r < 2000; r += 7) {
 		uint64_t jittered = sm_xds_backoff_jittered(1000, r);
 		assert_true(jittered >= 750 && jittered <= 1250);

@@ -124,16 +124,10 @@ struct client {
 	char error[512];
 };
 
-static inline void quiet_log(void *ctx, int level, const char *fmt, ...)
+static inline void quiet_log(enum sm_xds_log_level level, const char *line)
 {
-	(void)ctx;
-	if (getenv("SM_TEST_VERBOSE") || level == SM_XDS_LOG_ERROR) {
-		va_list ap;
-		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
-		va_end(ap);
-		fputc('\n', stderr);
-	}
+	if (getenv("SM_TEST_VERBOSE") || level == SM_XDS_LOG_ERROR)
+		fprintf(stderr, "%s\n", line);
 }
 
 static inline void client_node(struct sm_xds_node *node)

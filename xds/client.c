@@ -25,7 +25,7 @@
 
 #include "xds/xds.h"
 
-#define DEFAULT_MAX_MESSAGE_BYTES (256u << 20)
+#define MAX_MESSAGE_BYTES (256u << 20)
 #define TICK_MS 200
 #define TOKEN_MAX_BYTES 65536
 #define TRIM_AFTER_BYTES (1u << 20)
@@ -91,7 +91,7 @@ struct sm_xds_client {
 
 /* ---- logging and stats ---- */
 
-static void xds_log(struct sm_xds_client *client, int level, const char *fmt, ...)
+static void xds_log(struct sm_xds_client *client, enum sm_xds_log_level level, const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
@@ -101,7 +101,7 @@ static void xds_log(struct sm_xds_client *client, int level, const char *fmt, ..
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	client->options.log(client->options.log_ctx, level, "%s", line);
+	client->options.log(level, line);
 }
 
 void sm_xds_client_stats(struct sm_xds_client *client, struct sm_xds_stats *stats)
@@ -142,9 +142,8 @@ static double monotonic_seconds(void)
 
 /* ---- backoff ---- */
 
-uint64_t sm_xds_backoff_next(uint64_t current_ms, uint64_t random)
+uint64_t sm_xds_backoff_next(uint64_t current_ms)
 {
-	(void)random;
 	if (current_ms < SM_XDS_BACKOFF_MIN_MS)
 		return SM_XDS_BACKOFF_MIN_MS;
 	return current_ms * 2 > SM_XDS_BACKOFF_MAX_MS ? SM_XDS_BACKOFF_MAX_MS : current_ms * 2;
@@ -288,19 +287,19 @@ static void record(struct sm_xds_client *client, const uint8_t *bytes, size_t le
 		xds_log(client, SM_XDS_LOG_ERROR, "recording to %s: %s", client->options.record_path, strerror(-err));
 }
 
+/* start: when the response's bytes were in hand (the apply histogram covers decoding too). */
 static void apply_response(struct sm_xds_client *client, struct stream *stream,
-			   const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response)
+			   const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response, double start)
 {
 	struct sm_rejections rejections = { 0 };
 	char *error = NULL;
 	int type = type_index(response->type_url);
 
-	double start = monotonic_seconds();
 	if (client->options.model_lock)
 		pthread_mutex_lock(client->options.model_lock);
 	int err = sm_model_apply(client->options.model, response, client->options.writer, &rejections);
-	if (client->options.after_apply)
-		client->options.after_apply(client->options.after_apply_ctx, response->type_url, &rejections);
+	if (!err && client->options.after_apply)
+		client->options.after_apply(client->options.after_apply_ctx, response->type_url);
 	if (client->options.model_lock)
 		pthread_mutex_unlock(client->options.model_lock);
 	WITH_STATS(client, sm_latency_record(&client->stats.apply, monotonic_seconds() - start));
@@ -341,6 +340,7 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 		xds_log(client, SM_XDS_LOG_ERROR, "a response could not be decompressed");
 		return;
 	}
+	double start = monotonic_seconds();
 	grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
 	grpc_byte_buffer_reader_destroy(&reader);
 	const uint8_t *bytes = GRPC_SLICE_START_PTR(slice);
@@ -359,7 +359,8 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 		free(detail);
 		WITH_STATS(client, client->stats.nacks++);
 	} else {
-		apply_response(client, stream, (const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)response);
+		apply_response(client, stream, (const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)response,
+			       start);
 	}
 	sm_pb_arena_reset(&client->arena);
 	grpc_slice_unref(slice);
@@ -630,14 +631,13 @@ static void *stream_thread(void *arg)
 		grpc_status_code status = run_stream(client, &healthy);
 		if (stopping(client))
 			break;
-		/* A clean end (istiod's max connection age) reconnects at once; a stream that worked starts
-		 * the backoff over; failures double it. */
-		if (status == GRPC_STATUS_OK)
-			backoff = 0;
-		else if (healthy)
-			backoff = SM_XDS_BACKOFF_MIN_MS;
+		/* A clean end of a stream that worked (istiod's max connection age) reconnects at once; any
+		 * other end of a stream that worked starts the backoff over; the rest double it (a server
+		 * that ends every stream cleanly before answering must not get a tight loop). */
+		if (healthy)
+			backoff = status == GRPC_STATUS_OK ? 0 : SM_XDS_BACKOFF_MIN_MS;
 		else
-			backoff = sm_xds_backoff_next(backoff, 0);
+			backoff = sm_xds_backoff_next(backoff);
 		uint64_t wait = backoff ? sm_xds_backoff_jittered(backoff, random_u64()) : 0;
 		WITH_STATS(client, client->stats.backoff_ms = wait);
 		if (wait)
@@ -689,7 +689,7 @@ static grpc_channel_credentials *credentials(const struct sm_xds_options *option
 
 static grpc_channel *make_channel(const struct sm_xds_options *options, char *err, size_t size)
 {
-	size_t max_bytes = options->max_message_bytes ? options->max_message_bytes : DEFAULT_MAX_MESSAGE_BYTES;
+	size_t max_bytes = MAX_MESSAGE_BYTES;
 	grpc_arg args[] = {
 		{ GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, { .integer = 30000 } },
 		{ GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, { .integer = 10000 } },

@@ -43,6 +43,13 @@ void sm_xds_node_message_free(Envoy__Service__Discovery__V3__Node *message);
 
 /* ---- the client ---- */
 
+enum sm_xds_log_level {
+	SM_XDS_LOG_ERROR,
+	SM_XDS_LOG_WARN,
+	SM_XDS_LOG_INFO,
+	SM_XDS_LOG_DEBUG,
+};
+
 struct sm_xds_options {
 	const char *address;	 /* "host:port" */
 	bool plaintext;		 /* no TLS (istiod's port 15010, tests) */
@@ -51,25 +58,17 @@ struct sm_xds_options {
 	const char *token_path;	 /* bearer token file, read again for each new stream; NULL: none */
 	const char *record_path; /* append every response received to this recorded stream */
 	const struct sm_xds_node *node;
-	size_t max_message_bytes; /* 0: 256 MiB */
 
 	/* Where responses go: applied under model_lock (NULL: no lock) with writer. */
 	struct sm_model *model;
 	struct sm_map_writer *writer;
 	pthread_mutex_t *model_lock;
-	/* Called after each response is applied (under the lock), before its ACK or NACK is sent. */
-	void (*after_apply)(void *ctx, const char *type_url, const struct sm_rejections *rejections);
+	/* Called after each response is applied without error (under the lock), before its ACK or NACK
+	 * is sent. */
+	void (*after_apply)(void *ctx, const char *type_url);
 	void *after_apply_ctx;
 	/* Log lines (one per event); NULL: none. */
-	void (*log)(void *ctx, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-	void *log_ctx;
-};
-
-enum sm_xds_log_level {
-	SM_XDS_LOG_ERROR,
-	SM_XDS_LOG_WARN,
-	SM_XDS_LOG_INFO,
-	SM_XDS_LOG_DEBUG,
+	void (*log)(enum sm_xds_log_level level, const char *line);
 };
 
 /* Apply latencies, for a Prometheus histogram: counts per bucket (the last is +Inf), their sum. */
@@ -110,7 +109,7 @@ void sm_xds_client_stats(struct sm_xds_client *client, struct sm_xds_stats *stat
 /* The reconnect backoff: 10 ms doubling to 15 s, with up to 25% jitter either way. */
 #define SM_XDS_BACKOFF_MIN_MS 10
 #define SM_XDS_BACKOFF_MAX_MS 15000
-uint64_t sm_xds_backoff_next(uint64_t current_ms, uint64_t random);
+uint64_t sm_xds_backoff_next(uint64_t current_ms);
 uint64_t sm_xds_backoff_jittered(uint64_t base_ms, uint64_t random);
 
 /* ---- ztunnel's local config (LOCAL_XDS_PATH) ---- */

@@ -19,7 +19,6 @@
 
 #define AF_INET 2
 #define AF_INET6 10
-#define EPERM 1
 
 /* ---- maps: pinned by name under the pin directory; max_entries are set by datapath/ before loading ---- */
 
@@ -353,18 +352,26 @@ untouched:
 	return VERDICT_UNTOUCHED;
 }
 
+/* The DNS proxy's address of a family, when one is set. */
+static __always_inline bool dns_proxy(const struct sm_config *cfg, bool v4, struct dest *proxy)
+{
+	if (!cfg)
+		return false;
+	if (v4 && (cfg->flags & SM_CONFIG_DNS4))
+		set_v4(proxy, cfg->dns_addr4);
+	else if (!v4 && (cfg->flags & SM_CONFIG_DNS6))
+		set_v6(proxy, cfg->dns_addr6);
+	else
+		return false;
+	return true;
+}
+
 /* Port 53 goes to the DNS proxy when one is set (and is not itself the destination). */
 static __always_inline bool dns_destination(const struct sm_config *cfg, struct dest *dst)
 {
 	struct dest proxy = {};
 
-	if (!cfg || dst->port != bpf_htons(SM_DNS_PORT))
-		return false;
-	if (dst->v4 && (cfg->flags & SM_CONFIG_DNS4))
-		set_v4(&proxy, cfg->dns_addr4);
-	else if (!dst->v4 && (cfg->flags & SM_CONFIG_DNS6))
-		set_v6(&proxy, cfg->dns_addr6);
-	else
+	if (dst->port != bpf_htons(SM_DNS_PORT) || !dns_proxy(cfg, dst->v4, &proxy))
 		return false;
 	if (same_addr(proxy.addr, dst->addr))
 		return false;
@@ -388,6 +395,16 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct des
 	state->flags = flags | SM_SOCK_REDIRECTED | (orig->v4 ? SM_SOCK_ORIG_V4 : 0);
 }
 
+/* A socket connecting again (UDP, or TCP after a failed connect) to something not redirected: what it
+ * remembered of an earlier connect no longer holds. */
+static __always_inline void forget(struct bpf_sock_addr *ctx)
+{
+	struct sm_sock_state *state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, 0);
+
+	if (state)
+		state->flags = 0;
+}
+
 /* The whole connect/sendmsg decision; returns 1 to let the syscall go on, 0 to refuse it. */
 static __always_inline int steer(struct bpf_sock_addr *ctx, struct dest *dst, bool dns_only)
 {
@@ -396,6 +413,9 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, struct dest *dst, bo
 	bool tcp = ctx->protocol == IPPROTO_TCP;
 	int verdict;
 
+	/* unconnected UDP: only DNS is steered, and most datagrams are not DNS */
+	if (dns_only && dst->port != bpf_htons(SM_DNS_PORT))
+		return 1;
 	if (!is_enrolled(ctx, cfg))
 		return 1;
 	if (dns_destination(cfg, dst)) {
@@ -406,6 +426,8 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, struct dest *dst, bo
 		return 1;
 
 	verdict = translate(dst, tcp);
+	if (verdict == VERDICT_UNTOUCHED || verdict == VERDICT_REFUSED)
+		forget(ctx);
 	switch (verdict) {
 	case VERDICT_REDIRECTED:
 		count(SM_COUNTER_REDIRECTED);
@@ -413,7 +435,7 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, struct dest *dst, bo
 		return 1;
 	case VERDICT_VIA_WAYPOINT:
 		count(SM_COUNTER_VIA_WAYPOINT);
-		remember(ctx, &orig, SM_SOCK_VIA_WAYPOINT | SM_SOCK_TLV_PENDING);
+		remember(ctx, &orig, SM_SOCK_TLV_PENDING);
 		return 1;
 	case VERDICT_REFUSED:
 		return 0;
@@ -503,15 +525,7 @@ static __always_inline bool from_dns_proxy(const struct sm_config *cfg, const st
 {
 	struct dest proxy = {};
 
-	if (!cfg)
-		return false;
-	if (src->v4 && (cfg->flags & SM_CONFIG_DNS4))
-		set_v4(&proxy, cfg->dns_addr4);
-	else if (!src->v4 && (cfg->flags & SM_CONFIG_DNS6))
-		set_v6(&proxy, cfg->dns_addr6);
-	else
-		return false;
-	return src->port == cfg->dns_port && same_addr(proxy.addr, src->addr);
+	return dns_proxy(cfg, src->v4, &proxy) && src->port == cfg->dns_port && same_addr(proxy.addr, src->addr);
 }
 
 static __always_inline bool restore(const struct sm_sock_state *state, struct dest *addr)
@@ -676,8 +690,8 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	return 1;
 }
 
-/* Prepends the original destination (see PROTOCOL.md) to the first message. */
-static __always_inline void write_tlv(struct sk_msg_md *msg, struct sm_sock_state *state)
+/* Prepends the original destination (shared/wire/PROTOCOL.md) to the first message; false when it could not. */
+static __always_inline bool write_tlv(struct sk_msg_md *msg, const struct sm_sock_state *state)
 {
 	bool v4 = state->flags & SM_SOCK_ORIG_V4;
 	__u32 len = v4 ? SM_TLV_LEN_V4 : SM_TLV_LEN_V6;
@@ -696,23 +710,20 @@ static __always_inline void write_tlv(struct sk_msg_md *msg, struct sm_sock_stat
 		tlv[23] = SM_TLV_TYPE_END;
 	}
 	if (bpf_msg_push_data(msg, 0, len, 0) || bpf_msg_pull_data(msg, 0, len, 0))
-		goto fail;
+		return false;
 	data = msg->data;
 	end = msg->data_end;
 	if (v4) {
 		if (data + SM_TLV_LEN_V4 > end)
-			goto fail;
+			return false;
 		__builtin_memcpy(data, tlv, SM_TLV_LEN_V4);
 	} else {
 		if (data + SM_TLV_LEN_V6 > end)
-			goto fail;
+			return false;
 		__builtin_memcpy(data, tlv, SM_TLV_LEN_V6);
 	}
-	state->flags &= ~SM_SOCK_TLV_PENDING;
 	count(SM_COUNTER_TLV);
-	return;
-fail:
-	count(SM_COUNTER_ERRORS);
+	return true;
 }
 
 SEC("sk_msg")
@@ -726,8 +737,15 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	if (!sk)
 		return SK_PASS;
 	state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
-	if (state && (state->flags & SM_SOCK_TLV_PENDING))
-		write_tlv(msg, state);
+	if (state && (state->flags & SM_SOCK_TLV_PENDING)) {
+		/* once only, whatever happens: a TLV in the middle of the stream would corrupt it; and a
+		 * first message without its TLV must not reach the waypoint */
+		state->flags &= ~SM_SOCK_TLV_PENDING;
+		if (!write_tlv(msg, state)) {
+			count(SM_COUNTER_ERRORS);
+			return SK_DROP;
+		}
+	}
 	cfg = knobs();
 	if (!cfg || !(cfg->flags & SM_CONFIG_ACCELERATE))
 		return SK_PASS;

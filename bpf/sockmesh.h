@@ -169,7 +169,6 @@ _Static_assert(sizeof(struct sm_meta) == 8, "sm_meta layout");
 
 enum sm_sock_flags {
 	SM_SOCK_REDIRECTED = 1 << 0,	/* the destination was rewritten: getpeername gives back orig */
-	SM_SOCK_VIA_WAYPOINT = 1 << 1,
 	SM_SOCK_TLV_PENDING = 1 << 2,	/* the first message still needs its original-destination TLV */
 	SM_SOCK_ORIG_V4 = 1 << 4,	/* orig_addr is an IPv4 address (IPv4-mapped) */
 	SM_SOCK_DNS = 1 << 5,		/* an unconnected socket sent DNS to the proxy: only its replies are restored */
@@ -195,7 +194,7 @@ struct sm_sock_key {
 };
 _Static_assert(sizeof(struct sm_sock_key) == 48, "sm_sock_key layout");
 
-/* The waypoint TLV (PROTOCOL.md): type 1, length, address and port, then the end marker 0xfe, 0. */
+/* The waypoint TLV (shared/wire/PROTOCOL.md): type 1, length, address and port, then the end marker 0xfe, 0. */
 #define SM_TLV_TYPE_ORIG_DST 0x01
 #define SM_TLV_TYPE_END 0xfe
 #define SM_TLV_LEN_V4 16

@@ -206,8 +206,9 @@ static int layout_of(const char *dir, uint32_t *version)
 		return -errno;
 	if (bpf_map_lookup_elem(fd, &key, &meta))
 		err = -errno;
+	else
+		*version = meta.layout_version;
 	close(fd);
-	*version = meta.layout_version;
 	return err;
 }
 
@@ -253,10 +254,12 @@ static int write_meta(struct sm_datapath *dp)
 
 static struct bpf_program *cgroup_program(struct sm_sockmesh *skel, int hook)
 {
+	/* Attached in this order: what reads a socket's state before what writes it, so that no socket
+	 * is redirected while the programs that give back its address are missing. */
 	struct bpf_program *const programs[SM_CGROUP_HOOKS] = {
-		skel->progs.sm_connect4,     skel->progs.sm_connect6,	  skel->progs.sm_sendmsg4,
-		skel->progs.sm_sendmsg6,     skel->progs.sm_recvmsg4,	  skel->progs.sm_recvmsg6,
-		skel->progs.sm_getpeername4, skel->progs.sm_getpeername6, skel->progs.sm_sockops,
+		skel->progs.sm_getpeername4, skel->progs.sm_getpeername6, skel->progs.sm_recvmsg4,
+		skel->progs.sm_recvmsg6,     skel->progs.sm_sockops,	  skel->progs.sm_connect4,
+		skel->progs.sm_connect6,     skel->progs.sm_sendmsg4,	  skel->progs.sm_sendmsg6,
 	};
 	return programs[hook];
 }
@@ -292,6 +295,7 @@ static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cg
 			bpf_link__destroy(link);
 			return fail(err, size, ret, "replacing the program of the pinned link %s: %s", path, strerror(-ret));
 		}
+		bpf_link__destroy(dp->links[hook]); /* a retried commit: our handle of an earlier attempt */
 		dp->links[hook] = link;
 		return 0;
 	}
@@ -308,6 +312,7 @@ static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cg
 		bpf_link__destroy(link);
 		return fail(err, size, ret, "pinning %s: %s", path, strerror(-ret));
 	}
+	bpf_link__destroy(dp->links[hook]);
 	dp->links[hook] = link;
 	return 0;
 }
@@ -325,11 +330,12 @@ static int attach_all(struct sm_datapath *dp, const char *cgroup, char *err, siz
 		ret = fail(err, size, -errno, "cannot open the cgroup %s: %s", cgroup, strerror(errno));
 		goto out;
 	}
+	/* sk_msg first: a socket gets the sockhash's program when sockops adds it, not later */
+	if (bpf_prog_attach(bpf_program__fd(dp->skel->progs.sm_sk_msg), dp->fds[SM_DP_MAP_SOCKHASH],
+			    BPF_SK_MSG_VERDICT, 0))
+		ret = fail(err, size, -errno, "attaching sm_sk_msg to the sockhash: %s", strerror(errno));
 	for (int hook = 0; hook < SM_CGROUP_HOOKS && !ret; hook++)
 		ret = attach_hook(dp, hook, cgroup_fd, (__u64)st.st_ino, err, size);
-	if (!ret && bpf_prog_attach(bpf_program__fd(dp->skel->progs.sm_sk_msg), dp->fds[SM_DP_MAP_SOCKHASH],
-				    BPF_SK_MSG_VERDICT, 0))
-		ret = fail(err, size, -errno, "attaching sm_sk_msg to the sockhash: %s", strerror(errno));
 out:
 	if (cgroup_fd >= 0)
 		close(cgroup_fd);

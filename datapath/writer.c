@@ -41,8 +41,13 @@ static int reserve(struct sm_bpf_writer *writer)
 		return 0;
 	writer->keys = malloc(BATCH_MAX * sizeof(union sm_map_key));
 	writer->values = malloc(BATCH_MAX * sizeof(struct sm_service_value));
-	if (!writer->keys || !writer->values)
+	if (!writer->keys || !writer->values) {
+		free(writer->keys);
+		free(writer->values);
+		writer->keys = NULL;
+		writer->values = NULL;
 		return -ENOMEM;
+	}
 	writer->batch_capacity = BATCH_MAX;
 	return 0;
 }

@@ -435,6 +435,22 @@ static void connected_udp(struct env *env, const void *arg)
 	CHECK(recvfrom(client, buf, sizeof(buf), 0, &from.sa, &from_len) == 4, "no reply");
 	format_addr(&from, text, sizeof(text));
 	CHECK(strcmp(text, "127.10.0.1:80") == 0, "the reply came from %s, not the VIP", text);
+
+	/* connected again, elsewhere: what it remembered of the VIP no longer holds */
+	int other = listen_on(SOCK_DGRAM, "127.0.1.9", 9090);
+	len = make_addr("127.0.1.9", 9090, &vip);
+	CHECK(connect(client, &vip.sa, len) == 0, "connect again: %s", strerror(errno));
+	peer_of(client, text, sizeof(text));
+	CHECK(strcmp(text, "127.0.1.9:9090") == 0, "getpeername after connecting elsewhere gave %s", text);
+	CHECK(send(client, "ping", 4, 0) == 4, "send: %s", strerror(errno));
+	from_len = sizeof(from);
+	CHECK(recvfrom(other, buf, sizeof(buf), 0, &from.sa, &from_len) == 4, "the other server got nothing");
+	CHECK(sendto(other, "pong", 4, 0, &from.sa, from_len) == 4, "reply");
+	from_len = sizeof(from);
+	CHECK(recvfrom(client, buf, sizeof(buf), 0, &from.sa, &from_len) == 4, "no reply");
+	format_addr(&from, text, sizeof(text));
+	CHECK(strcmp(text, "127.0.1.9:9090") == 0, "the reply came from %s, not the server", text);
+	close(other);
 	close(client);
 	close(server);
 }
@@ -748,7 +764,7 @@ static const struct case_row {
 	{ "the TLV comes once over several sends", tlv_exactly_once },
 	{ "DNS goes to the proxy, and comes back from the server asked", dns_to_the_proxy },
 	{ "only enrolled network namespaces are steered", enrollment },
-	{ "connected UDP to a VIP", connected_udp },
+	{ "connected UDP to a VIP, then elsewhere", connected_udp },
 	{ "same-node acceleration on and off", acceleration_on_and_off },
 	{ "only sockets with a local peer enter the sockhash", only_local_peers_enter },
 	{ "a local waypoint gets its TLV and acceleration", accelerated_waypoint },

@@ -77,6 +77,9 @@ start_agent() { # extra options
 
 ready() { in_ns curl -sf "http://$admin/healthz/ready"; }
 metrics() { in_ns curl -s "http://$admin/metrics"; }
+# Nothing listens on a VIP itself: untranslated, a connect to it is refused (any other failure is not that).
+refused() { in_mesh "$echo_tool" ask "$1" "$2" | grep -q 'connect failed: Connection refused'; }
+metric_is() { metrics | grep -qxF "$1"; } # the whole line: name, labels and value
 
 e2e_world() {
   ip netns add "$netns" && in_ns ip link set lo up && mkdir "$cgroup" || { echo "1..0 # cannot make a netns and cgroup"; exit 1; }

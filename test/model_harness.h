@@ -13,6 +13,28 @@
 #include "helpers.h"
 #include "workload/workload.h"
 
+/* The responses of a recorded-stream fixture: exactly n frames, each decoding, then a clean end. */
+static inline void fixture_responses(const char *relative, ProtobufCMessage **out, size_t n)
+{
+	size_t len, msg_len;
+	uint8_t *stream = test_read_fixture(relative, &len);
+	struct sm_stream_reader reader;
+	const uint8_t *msg;
+	char err[256];
+
+	sm_stream_init(&reader, stream, len);
+	for (size_t i = 0; i < n; i++) {
+		if (sm_stream_next(&reader, &msg, &msg_len, err, sizeof(err)) || !msg)
+			fail_msg("%s: frame %zu: %s", relative, i, msg ? err : "the stream ended");
+		if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, msg, msg_len,
+				 &out[i], err, sizeof(err)))
+			fail_msg("%s: frame %zu: %s", relative, i, err);
+	}
+	assert_int_equal(sm_stream_next(&reader, &msg, &msg_len, err, sizeof(err)), 0);
+	assert_null(msg);
+	free(stream);
+}
+
 struct harness {
 	struct sm_model *model;
 	struct sm_image *kernel;

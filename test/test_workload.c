@@ -871,19 +871,12 @@ static void fixture_stream_applies(void **state)
 {
 	(void)state;
 	struct harness h;
-	size_t len;
-	uint8_t *stream = test_read_fixture("wire/stream.xds", &len);
-	struct sm_stream_reader reader;
-	const uint8_t *msg;
-	size_t msg_len;
-	char err[256];
+	ProtobufCMessage *responses[3];
 
 	harness_open(&h, "worker-2", NULL);
-	sm_stream_init(&reader, stream, len);
-	for (int i = 0; sm_stream_next(&reader, &msg, &msg_len, err, sizeof(err)) == 0 && msg; i++) {
-		ProtobufCMessage *response;
-		assert_int_equal(sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, msg,
-					      msg_len, &response, err, sizeof(err)), 0);
+	fixture_responses("wire/stream.xds", responses, 3);
+	for (int i = 0; i < 3; i++) {
+		ProtobufCMessage *response = responses[i];
 		sm_rejections_clear(&h.rejections);
 		assert_int_equal(sm_model_apply(h.model, (void *)response, &h.writer.writer, &h.rejections), 0);
 		assert_int_equal(h.rejections.count, 0);
@@ -908,13 +901,12 @@ static void fixture_stream_applies(void **state)
 	}
 	for (int map = 0; map < SM_MAP_COUNT; map++)
 		assert_int_equal(sm_image_count(h.kernel, map), 0);
-	free(stream);
 	harness_close(&h);
 }
 
 int main(void)
 {
-	struct CMUnitTest tests[64] = {
+	static const struct CMUnitTest named[] = {
 		cmocka_unit_test(workload_before_its_service),
 		cmocka_unit_test(service_removed_before_its_workloads),
 		cmocka_unit_test(service_and_workloads_in_one_response),
@@ -935,7 +927,11 @@ int main(void)
 		cmocka_unit_test(authorizations_select_workloads),
 		cmocka_unit_test(fixture_stream_applies),
 	};
-	size_t n = 19;
+	struct CMUnitTest tests[TEST_ARRAY_SIZE(named) + TEST_ARRAY_SIZE(bad_cases)];
+	size_t n = 0;
+
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(named); i++)
+		tests[n++] = named[i];
 
 	for (size_t i = 0; i < TEST_ARRAY_SIZE(bad_cases); i++)
 		tests[n++] = (struct CMUnitTest){ bad_cases[i].title, bad_resource_rejected_alone, NULL, NULL,

@@ -13,6 +13,7 @@
 #include "builders.h"
 #include "datapath/datapath.h"
 #include "helpers.h"
+#include "model_harness.h"
 #include "workload/workload.h"
 
 struct kernel_maps {
@@ -95,19 +96,8 @@ static void fixture_stream_on_kernel_maps(void **state)
 	struct sm_model *model, *restarted;
 	struct sm_rejections rejections = { 0 };
 	ProtobufCMessage *responses[3];
-	size_t len;
-	uint8_t *stream = test_read_fixture("wire/stream.xds", &len);
-	struct sm_stream_reader reader;
-	const uint8_t *msg;
-	size_t msg_len;
-	char err[256];
 
-	sm_stream_init(&reader, stream, len);
-	for (int i = 0; i < 3; i++) {
-		assert_int_equal(sm_stream_next(&reader, &msg, &msg_len, err, sizeof(err)), 0);
-		assert_int_equal(sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, msg,
-					      msg_len, &responses[i], err, sizeof(err)), 0);
-	}
+	fixture_responses("wire/stream.xds", responses, 3);
 	maps_open(&maps, roomy);
 	assert_int_equal(sm_model_new(&(struct sm_model_options){ .node_name = "worker-2" }, &model), 0);
 	apply_response(model, &maps, responses[0], &rejections);
@@ -135,7 +125,6 @@ static void fixture_stream_on_kernel_maps(void **state)
 	sm_model_free(model);
 	for (int i = 0; i < 3; i++)
 		protobuf_c_message_free_unpacked(responses[i], NULL);
-	free(stream);
 	maps_close(&maps);
 }
 

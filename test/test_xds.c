@@ -476,7 +476,7 @@ static void shutdown_frees_everything(void **state)
 	int status = system(command);
 	server_stop(&server);
 	unlink(server.log);
-	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(status, 0); /* a signal (a crash under valgrind) is not an exit status of 0 */
 }
 
 int main(void)

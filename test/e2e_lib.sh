@@ -78,7 +78,10 @@ start_agent() { # extra options
 ready() { in_ns curl -sf "http://$admin/healthz/ready"; }
 metrics() { in_ns curl -s "http://$admin/metrics"; }
 # Nothing listens on a VIP itself: untranslated, a connect to it is refused (any other failure is not that).
-refused() { in_mesh "$echo_tool" ask "$1" "$2" | grep -q 'connect failed: Connection refused'; }
+refused() {
+  local out; out="$(in_mesh "$echo_tool" ask "$1" "$2")"
+  grep -q 'connect failed: Connection refused' <<<"$out" || { echo "$out"; return 1; }
+}
 metric_is() { metrics | grep -qxF "$1"; } # the whole line: name, labels and value
 
 e2e_world() {

@@ -293,6 +293,7 @@ static int apply_item(struct sm_model *model, enum resource_type type, const str
 static void batch_begin(struct sm_model *model)
 {
 	model->epoch++;
+	model->mark_err = 0;
 	model->dirty_workloads.n = 0;
 	model->dirty_services.n = 0;
 	model->dirty_pairs.n = 0;
@@ -305,20 +306,6 @@ static void batch_begin(struct sm_model *model)
 	image_begin(model->image);
 }
 
-static void free_def(struct sm_model *model, enum undo_kind kind, void *def)
-{
-	switch (kind) {
-	case UNDO_WORKLOAD:
-		free_wl_def(model, def);
-		break;
-	case UNDO_SERVICE:
-		free_svc_def(model, def);
-		break;
-	case UNDO_AUTHORIZATION:
-		free_authz_def(model, def);
-		break;
-	}
-}
 
 static void release_service_id(struct sm_model *model, struct svc *svc)
 {

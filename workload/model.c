@@ -71,41 +71,43 @@ static uint64_t name_hash(const char *name)
 	return XXH3_64bits(name, strlen(name));
 }
 
-/* ---- dirty marks: each entity at most once per batch ---- */
+/*
+ * ---- dirty marks: each entity at most once per batch ----
+ * A mark that cannot be recorded (no memory) fails the batch (mark_err, checked by plan_dirty): a
+ * batch planned without it would leave the maps unlike the model.
+ */
+
+static void mark(struct sm_model *model, struct vec *dirty, uint32_t *dirty_epoch, const void *entity)
+{
+	if (*dirty_epoch == model->epoch)
+		return;
+	*dirty_epoch = model->epoch;
+	if (vec_push(dirty, &entity, sizeof(entity)))
+		model->mark_err = -ENOMEM;
+}
 
 void mark_workload(struct sm_model *model, struct wl *wl)
 {
-	if (wl->dirty_epoch == model->epoch)
-		return;
-	wl->dirty_epoch = model->epoch;
-	if (vec_push(&model->dirty_workloads, &wl, sizeof(wl)))
-		wl->dirty_epoch = 0;
+	mark(model, &model->dirty_workloads, &wl->dirty_epoch, wl);
 }
 
 void mark_service(struct sm_model *model, struct svc *svc)
 {
-	if (svc->dirty_epoch == model->epoch)
-		return;
-	svc->dirty_epoch = model->epoch;
-	if (vec_push(&model->dirty_services, &svc, sizeof(svc)))
-		svc->dirty_epoch = 0;
+	mark(model, &model->dirty_services, &svc->dirty_epoch, svc);
 }
 
 void mark_pair(struct sm_model *model, struct svc *svc, struct wl *wl, uint32_t backend_id)
 {
 	struct dirty_pair pair = { .service = svc, .workload = wl, .backend_id = backend_id };
 
-	vec_push(&model->dirty_pairs, &pair, sizeof(pair));
+	if (vec_push(&model->dirty_pairs, &pair, sizeof(pair)))
+		model->mark_err = -ENOMEM;
 	mark_service(model, svc);
 }
 
 void mark_ip(struct sm_model *model, struct ip_claims *ip)
 {
-	if (ip->dirty_epoch == model->epoch)
-		return;
-	ip->dirty_epoch = model->epoch;
-	if (vec_push(&model->dirty_ips, &ip, sizeof(ip)))
-		ip->dirty_epoch = 0;
+	mark(model, &model->dirty_ips, &ip->dirty_epoch, ip);
 }
 
 /* ---- entities ---- */
@@ -262,8 +264,11 @@ static void unlink_gateway(struct sm_model *model, struct gateway *gateway)
 	}
 }
 
+/* What cannot fail comes first: a rollback unlinks all of it, whatever failed after. */
 static int link_workload(struct sm_model *model, struct wl *wl, struct wl_def *def)
 {
+	model->n_workloads++;
+	mark_workload(model, wl);
 	for (uint16_t i = 0; i < def->n_memberships; i++) {
 		struct membership *membership = &def->memberships[i];
 		membership->workload = wl;
@@ -283,8 +288,6 @@ static int link_workload(struct sm_model *model, struct wl *wl, struct wl_def *d
 			return -ENOMEM;
 		model->local_dirty = true;
 	}
-	model->n_workloads++;
-	mark_workload(model, wl);
 	return 0;
 }
 
@@ -317,14 +320,15 @@ static void mark_members(struct sm_model *model, struct svc *svc)
 		mark_pair(model, svc, membership->workload, 0);
 }
 
+/* What cannot fail comes first: a rollback unlinks all of it, whatever failed after. */
 static int link_service(struct sm_model *model, struct svc *svc, struct svc_def *def)
 {
+	link_gateway(model, &def->waypoint, OWNER_SERVICE, svc);
+	model->n_services++;
 	for (uint8_t i = 0; i < def->n_vips; i++) {
 		if (claim_ip(model, &def->vips[i], OWNER_SERVICE, svc))
 			return -ENOMEM;
 	}
-	link_gateway(model, &def->waypoint, OWNER_SERVICE, svc);
-	model->n_services++;
 	return 0;
 }
 
@@ -361,24 +365,43 @@ void authorization_set_def(struct sm_model *model, struct authz *authz, struct a
 	authz->def = def;
 }
 
-/* Sets a definition and journals the one it replaces. */
-int set_def(struct sm_model *model, enum undo_kind kind, void *entity, void *def)
+void free_def(struct sm_model *model, enum undo_kind kind, void *def)
 {
-	struct undo_entry undo = { .kind = (uint8_t)kind, .entity = entity };
-
 	switch (kind) {
 	case UNDO_WORKLOAD:
-		undo.old_def = ((struct wl *)entity)->def;
+		free_wl_def(model, def);
 		break;
 	case UNDO_SERVICE:
-		undo.old_def = ((struct svc *)entity)->def;
+		free_svc_def(model, def);
 		break;
 	case UNDO_AUTHORIZATION:
-		undo.old_def = ((struct authz *)entity)->def;
+		free_authz_def(model, def);
 		break;
 	}
-	if (vec_push(&model->undo, &undo, sizeof(undo)))
+}
+
+static void *def_of(enum undo_kind kind, const void *entity)
+{
+	switch (kind) {
+	case UNDO_WORKLOAD:
+		return ((const struct wl *)entity)->def;
+	case UNDO_SERVICE:
+		return ((const struct svc *)entity)->def;
+	case UNDO_AUTHORIZATION:
+		return ((const struct authz *)entity)->def;
+	}
+	return NULL;
+}
+
+/* Sets a definition (owning it from here on, also on failure) and journals the one it replaces. */
+int set_def(struct sm_model *model, enum undo_kind kind, void *entity, void *def)
+{
+	struct undo_entry undo = { .kind = (uint8_t)kind, .entity = entity, .old_def = def_of(kind, entity) };
+
+	if (vec_push(&model->undo, &undo, sizeof(undo))) {
+		free_def(model, kind, def);
 		return -ENOMEM;
+	}
 	switch (kind) {
 	case UNDO_WORKLOAD:
 		return workload_set_def(model, entity, def);
@@ -459,9 +482,7 @@ void sm_model_free(struct sm_model *model)
 
 	struct wl *wl, *wl_tmp;
 	HASH_ITER(hh, model->workloads, wl, wl_tmp) {
-		HASH_DEL(model->workloads, wl);
-		if (wl->def)
-			unlink_workload(model, wl, wl->def);
+		HASH_DEL(model->workloads, wl); /* not unlinked: what it links to goes too */
 		free_wl_def(model, wl->def);
 		free(wl->uid);
 		free(wl);

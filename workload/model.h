@@ -97,7 +97,6 @@ struct wl {
 struct service_port {
 	uint16_t service_port;
 	uint16_t target_port;
-	uint8_t app_protocol;
 };
 
 struct svc_def {
@@ -141,7 +140,6 @@ struct authz {
 	UT_hash_handle hh; /* by "namespace/name" */
 	char *key;
 	struct authz_def *def;
-	uint32_t dirty_epoch;
 };
 
 struct claim {
@@ -214,6 +212,7 @@ struct sm_model {
 
 	/* the batch being applied */
 	uint32_t epoch;
+	int mark_err; /* -ENOMEM when a dirty mark could not be recorded */
 	bool local_dirty;
 	struct vec dirty_workloads;  /* struct wl * */
 	struct vec dirty_services;   /* struct svc * */
@@ -267,8 +266,9 @@ struct authz *authorization_ref(struct sm_model *model, const char *key);
 int workload_set_def(struct sm_model *model, struct wl *wl, struct wl_def *def);
 int service_set_def(struct sm_model *model, struct svc *svc, struct svc_def *def);
 void authorization_set_def(struct sm_model *model, struct authz *authz, struct authz_def *def);
-/* Sets a definition and journals the one it replaces, for rollback. */
+/* Sets a definition (owning it from here on, also on failure) and journals the one it replaces. */
 int set_def(struct sm_model *model, enum undo_kind kind, void *entity, void *def);
+void free_def(struct sm_model *model, enum undo_kind kind, void *def);
 int model_classify(const char *type_url, enum resource_type *type);
 
 /* parse.c: resources → definitions; on failure, reason says why. */
@@ -290,8 +290,7 @@ void free_authz_def(struct sm_model *model, struct authz_def *def);
  * -ENOMEM.
  */
 int plan_dirty(struct sm_model *model, bool sweep, char *reason, size_t reason_size);
-void service_value(const struct sm_model *model, const struct sm_image *image, const struct svc *svc,
-		   struct sm_service_value *out);
+void service_value(const struct sm_image *image, const struct svc *svc, struct sm_service_value *out);
 void backend_value(const struct wl *wl, struct sm_backend_value *out);
 bool ip_is_v4(const struct sm_ip *ip);
 

@@ -428,7 +428,6 @@ static int parse_service_ports(const Istio__Workload__Service *msg, struct svc_d
 		def->ports[i] = (struct service_port){
 			.service_port = pair.service_port,
 			.target_port = pair.target_port,
-			.app_protocol = (uint8_t)msg->ports[i]->app_protocol,
 		};
 	}
 	def->n_ports = (uint8_t)msg->n_ports;

@@ -161,12 +161,10 @@ static void resolve_gateway(const struct gateway *gateway, struct sm_waypoint *o
 		out->flags = SM_WAYPOINT_UNRESOLVED;
 }
 
-void service_value(const struct sm_model *model, const struct sm_image *image, const struct svc *svc,
-		   struct sm_service_value *out)
+void service_value(const struct sm_image *image, const struct svc *svc, struct sm_service_value *out)
 {
 	const struct svc_def *def = svc->def;
 
-	(void)model;
 	*out = (struct sm_service_value){ .name_hash = svc->name_hash, .n_ports = def->n_ports, .lb_mode = def->lb_mode };
 	resolve_gateway(&def->waypoint, &out->waypoint);
 	for (uint8_t i = 0; i < def->n_ports; i++)
@@ -563,7 +561,7 @@ static int plan_services(struct sm_model *model)
 		if (!svc->id)
 			continue;
 		if (svc->def) {
-			service_value(model, model->image, svc, &value);
+			service_value(model->image, svc, &value);
 			err = sm_image_set(model->image, SM_MAP_SERVICES, &key, &value);
 		} else {
 			err = delete_service_entries(model->image, svc->id);
@@ -632,6 +630,8 @@ int plan_dirty(struct sm_model *model, bool sweep, char *reason, size_t size)
 	if (!err && sweep)
 		err = sweep_orphans(model);
 	if (!err)
+		err = model->mark_err;
+	if (!err)
 		err = plan_pairs(model, reason, size);
 	if (!err)
 		err = plan_services(model);
@@ -639,6 +639,8 @@ int plan_dirty(struct sm_model *model, bool sweep, char *reason, size_t size)
 		err = plan_backends(model);
 	if (!err)
 		err = plan_frontends(model);
+	if (!err)
+		err = model->mark_err;
 	if (!err)
 		err = check_capacity(model, reason, size);
 	if (err == -ENOMEM)
@@ -663,7 +665,7 @@ static int build_service(const struct sm_model *model, struct sm_image *image, c
 		if (err)
 			return err;
 	}
-	service_value(model, image, svc, &value);
+	service_value(image, svc, &value);
 	return sm_image_set(image, SM_MAP_SERVICES, &key, &value);
 }
 

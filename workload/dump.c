@@ -177,11 +177,7 @@ static json_t *port_map(const struct svc_def *def, const struct membership *memb
 
 	for (uint8_t i = 0; ports && i < def->n_ports; i++) {
 		char key[8];
-		uint16_t target = def->ports[i].target_port;
-		for (uint16_t j = 0; membership && j < membership->n_ports; j++) {
-			if (membership->ports[j].service_port == def->ports[i].service_port && membership->ports[j].target_port)
-				target = membership->ports[j].target_port;
-		}
+		uint16_t target = target_port(def, i, membership);
 		snprintf(key, sizeof(key), "%u", def->ports[i].service_port);
 		if (json_object_set_new(ports, key, json_integer(target))) {
 			json_decref(ports);

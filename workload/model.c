@@ -112,6 +112,26 @@ void mark_ip(struct sm_model *model, struct ip_claims *ip)
 
 /* ---- entities ---- */
 
+struct membership *find_membership(const struct wl_def *def, const struct svc *svc)
+{
+	for (uint16_t i = 0; i < def->n_memberships; i++) {
+		if (def->memberships[i].service == svc)
+			return &def->memberships[i];
+	}
+	return NULL;
+}
+
+uint16_t target_port(const struct svc_def *def, uint8_t port, const struct membership *membership)
+{
+	uint16_t target = def->ports[port].target_port;
+
+	for (uint16_t j = 0; membership && j < membership->n_ports; j++) {
+		if (membership->ports[j].service_port == def->ports[port].service_port && membership->ports[j].target_port)
+			target = membership->ports[j].target_port;
+	}
+	return target;
+}
+
 struct svc *model_service_ref(struct sm_model *model, const char *key)
 {
 	struct svc *svc;

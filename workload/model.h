@@ -266,6 +266,11 @@ struct authz *authorization_ref(struct sm_model *model, const char *key);
 int workload_set_def(struct sm_model *model, struct wl *wl, struct wl_def *def);
 int service_set_def(struct sm_model *model, struct svc *svc, struct svc_def *def);
 void authorization_set_def(struct sm_model *model, struct authz *authz, struct authz_def *def);
+/* A workload's membership of a service, or NULL. */
+struct membership *find_membership(const struct wl_def *def, const struct svc *svc);
+/* The target port of the service's port-th port for a member: its own when it has one, else the
+ * service's (0: the service port itself). */
+uint16_t target_port(const struct svc_def *def, uint8_t port, const struct membership *membership);
 /* Sets a definition (owning it from here on, also on failure) and journals the one it replaces. */
 int set_def(struct sm_model *model, enum undo_kind kind, void *entity, void *def);
 void free_def(struct sm_model *model, enum undo_kind kind, void *def);

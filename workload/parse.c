@@ -219,15 +219,6 @@ static int parse_workload_addresses(const Istio__Workload__Workload *msg, struct
 	return 0;
 }
 
-static struct membership *find_membership(struct wl_def *def, const struct svc *svc)
-{
-	for (uint16_t i = 0; i < def->n_memberships; i++) {
-		if (def->memberships[i].service == svc)
-			return &def->memberships[i];
-	}
-	return NULL;
-}
-
 static int parse_membership(struct sm_model *model, const Istio__Workload__Workload__ServicesEntry *entry,
 			    struct wl_def *def, char *reason, size_t size)
 {

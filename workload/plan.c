@@ -196,15 +196,6 @@ static bool needs_backend(const struct wl *wl)
 	return wl->def && wl->def->n_addresses;
 }
 
-static const struct membership *find_membership(const struct wl_def *def, const struct svc *svc)
-{
-	for (uint16_t i = 0; i < def->n_memberships; i++) {
-		if (def->memberships[i].service == svc)
-			return &def->memberships[i];
-	}
-	return NULL;
-}
-
 /* The slots a workload should hold in a service, or false for none. */
 static bool desired_endpoint(const struct sm_model *model, const struct svc *svc, const struct wl *wl,
 			     struct desired *out)
@@ -228,14 +219,8 @@ static bool desired_endpoint(const struct sm_model *model, const struct svc *svc
 
 	out->value = (struct sm_endpoint_value){ .backend_id = wl->backend_id };
 	for (uint8_t i = 0; i < service->n_ports; i++) {
-		uint16_t port = service->ports[i].target_port ? service->ports[i].target_port
-							       : service->ports[i].service_port;
-		for (uint16_t j = 0; j < membership->n_ports; j++) {
-			if (membership->ports[j].service_port == service->ports[i].service_port &&
-			    membership->ports[j].target_port)
-				port = membership->ports[j].target_port;
-		}
-		out->value.target_ports[i] = htons(port);
+		uint16_t port = target_port(service, i, membership);
+		out->value.target_ports[i] = htons(port ? port : service->ports[i].service_port);
 	}
 	return true;
 }

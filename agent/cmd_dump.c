@@ -93,13 +93,84 @@ static json_t *backend_json(uint32_t id, const struct sm_backend_value *backend)
 	return object;
 }
 
+static int by_id(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)((const struct entry *)a)->key, y = *(const uint32_t *)((const struct entry *)b)->key;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Endpoints by service, priority, slot. */
+static int by_endpoint_key(const void *a, const void *b)
+{
+	const struct sm_endpoint_key *x = (const void *)((const struct entry *)a)->key;
+	const struct sm_endpoint_key *y = (const void *)((const struct entry *)b)->key;
+
+	if (x->service_id != y->service_id)
+		return x->service_id < y->service_id ? -1 : 1;
+	if (x->priority != y->priority)
+		return x->priority < y->priority ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Frontends by what they lead to (kind, id), then by address. */
+static int by_target(const void *a, const void *b)
+{
+	const struct sm_frontend_value *x = (const void *)((const struct entry *)a)->value;
+	const struct sm_frontend_value *y = (const void *)((const struct entry *)b)->value;
+
+	if (x->kind != y->kind)
+		return x->kind < y->kind ? -1 : 1;
+	if (x->id != y->id)
+		return x->id < y->id ? -1 : 1;
+	return memcmp(((const struct entry *)a)->key, ((const struct entry *)b)->key, sizeof(struct sm_frontend_key));
+}
+
+/* The tables sorted so that every lookup below is a binary search. */
+static void sort_tables(struct table tables[SM_MAP_COUNT])
+{
+	qsort(tables[SM_MAP_SERVICES].entries, tables[SM_MAP_SERVICES].n, sizeof(struct entry), by_id);
+	qsort(tables[SM_MAP_BACKENDS].entries, tables[SM_MAP_BACKENDS].n, sizeof(struct entry), by_id);
+	qsort(tables[SM_MAP_ENDPOINTS].entries, tables[SM_MAP_ENDPOINTS].n, sizeof(struct entry), by_endpoint_key);
+	qsort(tables[SM_MAP_FRONTENDS].entries, tables[SM_MAP_FRONTENDS].n, sizeof(struct entry), by_target);
+}
+
 static const struct sm_backend_value *find_backend(const struct table *backends, uint32_t id)
 {
-	for (size_t i = 0; i < backends->n; i++) {
-		if (*(const uint32_t *)backends->entries[i].key == id)
-			return (const struct sm_backend_value *)backends->entries[i].value;
+	struct entry probe;
+	const struct entry *found;
+
+	memcpy(probe.key, &id, sizeof(id));
+	found = bsearch(&probe, backends->entries, backends->n, sizeof(struct entry), by_id);
+	return found ? (const void *)found->value : NULL;
+}
+
+static const struct sm_endpoint_value *find_endpoint(const struct table *endpoints, uint32_t id, uint8_t priority,
+						     uint32_t slot)
+{
+	struct entry probe;
+	const struct entry *found;
+
+	memcpy(probe.key, &(struct sm_endpoint_key){ .service_id = id, .priority = priority, .index = slot },
+	       sizeof(struct sm_endpoint_key));
+	found = bsearch(&probe, endpoints->entries, endpoints->n, sizeof(struct entry), by_endpoint_key);
+	return found ? (const void *)found->value : NULL;
+}
+
+/* The first frontend of a service in the sorted table (its VIPs follow it). */
+static size_t first_vip(const struct table *frontends, uint32_t id)
+{
+	size_t lo = 0, hi = frontends->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct sm_frontend_value *frontend = (const void *)frontends->entries[mid].value;
+		if (frontend->kind < SM_FRONTEND_SERVICE || (frontend->kind == SM_FRONTEND_SERVICE && frontend->id < id))
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	return NULL;
+	return lo;
 }
 
 static json_t *service_json(uint32_t id, const struct sm_service_value *svc, const struct table *frontends,
@@ -108,13 +179,13 @@ static json_t *service_json(uint32_t id, const struct sm_service_value *svc, con
 	static const char *const modes[] = { "random", "strict", "failover", "passthrough" };
 	json_t *vips = json_array(), *ports = json_array(), *priorities = json_array();
 
-	for (size_t i = 0; i < frontends->n; i++) {
+	for (size_t i = first_vip(frontends, id); i < frontends->n; i++) {
 		const struct sm_frontend_value *frontend = (const void *)frontends->entries[i].value;
 		char text[INET6_ADDRSTRLEN];
-		if (frontend->kind == SM_FRONTEND_SERVICE && frontend->id == id) {
-			format_addr(frontends->entries[i].key, text, sizeof(text));
-			json_array_append_new(vips, json_string(text));
-		}
+		if (frontend->kind != SM_FRONTEND_SERVICE || frontend->id != id)
+			break;
+		format_addr(frontends->entries[i].key, text, sizeof(text));
+		json_array_append_new(vips, json_string(text));
 	}
 	for (uint8_t p = 0; p < svc->n_ports && p < SM_MAX_PORTS; p++)
 		json_array_append_new(ports, json_integer(ntohs(svc->ports[p])));
@@ -123,17 +194,13 @@ static json_t *service_json(uint32_t id, const struct sm_service_value *svc, con
 			continue;
 		json_t *slots = json_array();
 		for (uint32_t slot = 0; slot < svc->endpoint_counts[p]; slot++) {
-			for (size_t e = 0; e < endpoints->n; e++) {
-				const struct sm_endpoint_key *key = (const void *)endpoints->entries[e].key;
-				const struct sm_endpoint_value *value = (const void *)endpoints->entries[e].value;
-				if (key->service_id != id || key->priority != p || key->index != slot)
-					continue;
-				json_t *targets = json_array();
-				for (uint8_t t = 0; t < svc->n_ports && t < SM_MAX_PORTS; t++)
-					json_array_append_new(targets, json_integer(ntohs(value->target_ports[t])));
-				json_array_append_new(slots, json_pack("{s:i, s:o}", "backend", value->backend_id,
-								       "targetPorts", targets));
-			}
+			const struct sm_endpoint_value *value = find_endpoint(endpoints, id, p, slot);
+			if (!value)
+				continue;
+			json_t *targets = json_array();
+			for (uint8_t t = 0; t < svc->n_ports && t < SM_MAX_PORTS; t++)
+				json_array_append_new(targets, json_integer(ntohs(value->target_ports[t])));
+			json_array_append_new(slots, json_pack("{s:i, s:o}", "backend", value->backend_id, "targetPorts", targets));
 		}
 		json_array_append_new(priorities, json_pack("{s:i, s:o}", "priority", p, "endpoints", slots));
 	}
@@ -142,13 +209,6 @@ static json_t *service_json(uint32_t id, const struct sm_service_value *svc, con
 	if (svc->waypoint.flags)
 		json_object_set_new(object, "waypoint", waypoint_json(&svc->waypoint));
 	return object;
-}
-
-static int by_id(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)((const struct entry *)a)->key, y = *(const uint32_t *)((const struct entry *)b)->key;
-
-	return x < y ? -1 : x > y;
 }
 
 static json_t *dump_json(struct sm_datapath *dp, struct table tables[SM_MAP_COUNT])
@@ -191,7 +251,7 @@ static json_t *dump_json(struct sm_datapath *dp, struct table tables[SM_MAP_COUN
 	for (int m = 0; m < SM_MAP_COUNT; m++) {
 		uint32_t max = 0;
 		sm_datapath_capacity(dp, m, &max);
-		json_object_set_new(capacity, sm_map_name(m), json_pack("{s:i, s:i}", "entries", (json_int_t)tables[m].n,
+		json_object_set_new(capacity, sm_map_name(m), json_pack("{s:I, s:I}", "entries", (json_int_t)tables[m].n,
 									 "capacity", (json_int_t)max));
 	}
 	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "config", knobs, "maps", capacity, "services", services,
@@ -309,8 +369,7 @@ int cmd_dump(int argc, char **argv)
 			goto out;
 		}
 	}
-	qsort(tables[SM_MAP_SERVICES].entries, tables[SM_MAP_SERVICES].n, sizeof(struct entry), by_id);
-	qsort(tables[SM_MAP_BACKENDS].entries, tables[SM_MAP_BACKENDS].n, sizeof(struct entry), by_id);
+	sort_tables(tables);
 	json_t *dump = dump_json(dp, tables);
 	if (as_json) {
 		json_dumpf(dump, stdout, JSON_INDENT(2));

@@ -602,7 +602,7 @@ static __always_inline void finish_key(struct sm_sock_key *key, void *ctx)
 	key->netns = is_loopback((const __u32 *)key->remote_addr) ? bpf_get_netns_cookie(ctx) : 0;
 }
 
-/* The socket's own key. */
+/* The socket's own key, but for its netns (finish_key): only a socket that enters the sockhash needs it. */
 static __always_inline void key_from_ops(struct sm_sock_key *key, struct bpf_sock_ops *ops)
 {
 	__u32 *local = (__u32 *)key->local_addr, *remote = (__u32 *)key->remote_addr;
@@ -622,7 +622,6 @@ static __always_inline void key_from_ops(struct sm_sock_key *key, struct bpf_soc
 	}
 	key->local_port = ops->local_port;
 	key->remote_port = remote_port(ops->remote_port);
-	finish_key(key, ops);
 }
 
 /* The key its peer has: ours mirrored. */
@@ -684,7 +683,9 @@ int sm_sockops(struct bpf_sock_ops *ops)
 		state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
 		if (!state || !(state->flags & SM_SOCK_TLV_PENDING))
 			return 1;
+		state->flags |= SM_SOCK_TLV_ONLY;
 	}
+	finish_key(&key, ops);
 	if (bpf_sock_hash_update(ops, &sm_sockhash, &key, BPF_ANY))
 		count(SM_COUNTER_ERRORS);
 	return 1;
@@ -746,6 +747,8 @@ int sm_sk_msg(struct sk_msg_md *msg)
 			return SK_DROP;
 		}
 	}
+	if (state && (state->flags & SM_SOCK_TLV_ONLY))
+		return SK_PASS; /* its peer is not local: no redirect to try */
 	cfg = knobs();
 	if (!cfg || !(cfg->flags & SM_CONFIG_ACCELERATE))
 		return SK_PASS;

@@ -170,6 +170,7 @@ _Static_assert(sizeof(struct sm_meta) == 8, "sm_meta layout");
 enum sm_sock_flags {
 	SM_SOCK_REDIRECTED = 1 << 0,	/* the destination was rewritten: getpeername gives back orig */
 	SM_SOCK_TLV_PENDING = 1 << 2,	/* the first message still needs its original-destination TLV */
+	SM_SOCK_TLV_ONLY = 1 << 3,	/* in the sockhash for its TLV alone (its peer is not local) */
 	SM_SOCK_ORIG_V4 = 1 << 4,	/* orig_addr is an IPv4 address (IPv4-mapped) */
 	SM_SOCK_DNS = 1 << 5,		/* an unconnected socket sent DNS to the proxy: only its replies are restored */
 };

@@ -196,48 +196,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
 	return respond_text(connection, MHD_HTTP_NOT_FOUND, "sockmesh serves /config_dump, /healthz/ready and /metrics\n");
 }
 
-static int parse_address(const char *text, struct sockaddr_storage *out, char *err, size_t size)
-{
-	char host[INET6_ADDRSTRLEN + 2];
-	const char *colon = strrchr(text, ':');
-	char *end;
-
-	memset(out, 0, sizeof(*out));
-	if (!colon || (size_t)(colon - text) >= sizeof(host))
-		goto bad;
-	snprintf(host, sizeof(host), "%.*s", (int)(colon - text), text);
-	unsigned long port = strtoul(colon + 1, &end, 10);
-	if (*end || port > 65535)
-		goto bad;
-	struct sockaddr_in *in = (struct sockaddr_in *)out;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
-	size_t len = strlen(host);
-	if (host[0] == '[' && len > 2 && host[len - 1] == ']') {
-		host[len - 1] = '\0';
-		if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) != 1)
-			goto bad;
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)port);
-		return 0;
-	}
-	if (inet_pton(AF_INET, host, &in->sin_addr) != 1)
-		goto bad;
-	in->sin_family = AF_INET;
-	in->sin_port = htons((uint16_t)port);
-	return 0;
-bad:
-	snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", text);
-	return -EINVAL;
-}
-
 int admin_start(struct agent *agent, const char *address, struct admin **out, char *err, size_t size)
 {
 	struct sockaddr_storage addr;
 	struct admin *admin;
-	int ret = parse_address(address, &addr, err, size);
+	int ret = parse_ip_port(address, &addr);
 
-	if (ret)
+	if (ret) {
+		snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", address);
 		return ret;
+	}
 	admin = calloc(1, sizeof(*admin));
 	if (!admin)
 		return -ENOMEM;

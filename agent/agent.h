@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/socket.h>
 
 #include "datapath/datapath.h"
 #include "workload/workload.h"
@@ -27,6 +28,9 @@ struct run_options {
 	bool accelerate;
 	uint32_t capacity[SM_MAP_COUNT]; /* for maps created now; 0: the default */
 };
+
+/* IP:PORT or [IPv6]:PORT (port 0 included); 0 or -EINVAL. */
+int parse_ip_port(const char *text, struct sockaddr_storage *out);
 
 struct agent {
 	struct run_options options;

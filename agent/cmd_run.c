@@ -150,28 +150,25 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 
 static int parse_dns_proxy(const char *text, struct sm_config *config)
 {
-	char host[INET6_ADDRSTRLEN + 2];
-	const char *colon = strrchr(text, ':');
-	char *end;
+	struct sockaddr_storage addr;
+	const struct sockaddr_in *in = (const struct sockaddr_in *)&addr;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr;
 
-	if (!colon || (size_t)(colon - text) >= sizeof(host))
+	if (parse_ip_port(text, &addr))
 		return -EINVAL;
-	unsigned long port = strtoul(colon + 1, &end, 10);
-	if (*end || !port || port > 65535)
-		return -EINVAL;
-	snprintf(host, sizeof(host), "%.*s", (int)(colon - text), text);
-	config->dns_port = htons((uint16_t)port);
-	size_t len = strlen(host);
-	if (host[0] == '[' && host[len - 1] == ']') {
-		host[len - 1] = '\0';
-		if (inet_pton(AF_INET6, host + 1, config->dns_addr6) != 1)
+	if (addr.ss_family == AF_INET6) {
+		if (!in6->sin6_port)
 			return -EINVAL;
+		memcpy(config->dns_addr6, &in6->sin6_addr, 16);
+		config->dns_port = in6->sin6_port;
 		config->flags |= SM_CONFIG_DNS6;
-		return 0;
+	} else {
+		if (!in->sin_port)
+			return -EINVAL;
+		config->dns_addr4 = in->sin_addr.s_addr;
+		config->dns_port = in->sin_port;
+		config->flags |= SM_CONFIG_DNS4;
 	}
-	if (inet_pton(AF_INET, host, &config->dns_addr4) != 1)
-		return -EINVAL;
-	config->flags |= SM_CONFIG_DNS4;
 	return 0;
 }
 

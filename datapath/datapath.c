@@ -420,7 +420,10 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 	if (!dp)
 		return fail(err, size, -errno, "the pin directory: %s", strerror(errno));
 	snprintf(dp->cgroup, sizeof(dp->cgroup), "%s", options->cgroup ? options->cgroup : "");
-	ret = make_dirs(dp->pin_dir, err, size);
+	/* before anything is pinned: a wrong cgroup must leave nothing behind */
+	ret = check_fs(dp->cgroup, CGROUP2_SUPER_MAGIC, "a cgroup v2 hierarchy", err, size);
+	if (!ret)
+		ret = make_dirs(dp->pin_dir, err, size);
 	if (!ret)
 		ret = sm_datapath_probe(err, size);
 	if (ret)

@@ -158,4 +158,10 @@ check "sockmesh replay prints each response's answer" replay_acks_all
 uninstalled() { "$sockmesh" uninstall --pin-dir "$pin_dir" && refused 127.10.0.1 80; }
 check "sockmesh uninstall detaches: the VIP is no longer translated" uninstalled
 
+wrong_cgroup_pins_nothing() {
+  ! "$sockmesh" run --cgroup "$work" --pin-dir "$pin_dir-wrong" --local-config "$fixtures/real/ztunnel-local-config.yaml" \
+    2>"$work/wrong.log" && grep -q 'is not on a cgroup v2 hierarchy' "$work/wrong.log" && [[ ! -e $pin_dir-wrong ]]
+}
+check "a --cgroup that is not a cgroup v2 directory is refused before anything is pinned" wrong_cgroup_pins_nothing
+
 e2e_end

@@ -741,9 +741,10 @@ int sm_xds_client_new(const struct sm_xds_options *options, struct sm_xds_client
 	if (options->record_path) {
 		client->record_fd = open(options->record_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 		if (client->record_fd < 0) {
-			snprintf(err, size, "%s: %s", options->record_path, strerror(errno));
+			int ret = -errno;
+			snprintf(err, size, "%s: %s", options->record_path, strerror(-ret));
 			sm_xds_client_free(client);
-			return -EINVAL;
+			return ret;
 		}
 	}
 	client->channel = make_channel(options, err, size);

@@ -749,8 +749,9 @@ static int load_document(struct reader *r)
 	int ret = 0;
 
 	if (!f) {
-		snprintf(r->err, r->err_size, "%s: %s", r->path, strerror(errno));
-		return -errno;
+		ret = -errno;
+		snprintf(r->err, r->err_size, "%s: %s", r->path, strerror(-ret));
+		return ret;
 	}
 	yaml_parser_initialize(&parser);
 	yaml_parser_set_input_file(&parser, f);

@@ -20,16 +20,10 @@
 #include "google/protobuf/wrappers.pb-c.h"
 #include "xds/xds.h"
 
-/* Everything a conversion allocates, freed at once when the responses are packed. */
-struct arena {
-	void **blocks;
-	size_t n, capacity;
-};
-
 struct reader {
 	const char *path;
 	yaml_document_t doc;
-	struct arena arena;
+	struct sm_pb_arena arena; /* everything a conversion allocates, freed at once after packing */
 	char *err;
 	size_t err_size;
 	bool failed;
@@ -38,39 +32,21 @@ struct reader {
 
 static void problem(struct reader *r, const yaml_node_t *node, const char *fmt, ...);
 
+/* Zeroed, from the arena. */
 static void *alloc(struct reader *r, size_t size)
 {
-	void *block = NULL;
+	void *block = r->arena.allocator.alloc(r->arena.allocator.allocator_data, size ? size : 1);
 
-	if (r->arena.n == r->arena.capacity) {
-		size_t capacity = r->arena.capacity ? r->arena.capacity * 2 : 256;
-		void **blocks = realloc(r->arena.blocks, capacity * sizeof(void *));
-		if (!blocks)
-			goto out_of_memory;
-		r->arena.blocks = blocks;
-		r->arena.capacity = capacity;
+	if (!block) {
+		r->out_of_memory = true;
+		problem(r, NULL, "out of memory");
+		return NULL;
 	}
-	block = calloc(1, size ? size : 1);
-	if (!block)
-		goto out_of_memory;
-	r->arena.blocks[r->arena.n++] = block;
-	return block;
-
-out_of_memory:
-	r->out_of_memory = true;
-	problem(r, NULL, "out of memory");
-	return NULL;
+	return memset(block, 0, size);
 }
 
 #define NEW(r, type) ((type *)alloc((r), sizeof(type)))
 #define NEW_ARRAY(r, type, n) ((type *)alloc((r), sizeof(type) * (n)))
-
-static void arena_free(struct arena *arena)
-{
-	for (size_t i = 0; i < arena->n; i++)
-		free(arena->blocks[i]);
-	free(arena->blocks);
-}
 
 static void problem(struct reader *r, const yaml_node_t *node, const char *fmt, ...)
 {
@@ -778,6 +754,7 @@ int sm_local_config_read(const char *path, uint8_t **address_response, size_t *a
 
 	if (ret)
 		return ret;
+	sm_pb_arena_init(&r.arena);
 	yaml_node_t *root = yaml_document_get_root_node(&r.doc);
 	yaml_node_t *workloads = get(&r, root, "workloads"), *services = get(&r, root, "services"),
 		    *policies = get(&r, root, "policies");
@@ -856,7 +833,7 @@ out:
 		free(*address_response);
 		*address_response = NULL;
 	}
-	arena_free(&r.arena);
+	sm_pb_arena_release(&r.arena);
 	yaml_document_delete(&r.doc);
 	return ret;
 }

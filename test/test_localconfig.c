@@ -132,6 +132,35 @@ static void bookinfo_dump_round_trip(void **state)
 	harness_close(&h);
 }
 
+/* A policy's addresses read back as CIDR text in the dump, as ztunnel shows them. */
+static void policy_cidrs_in_the_dump(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/sm-local-config-XXXXXX";
+	int fd = mkstemp(path);
+	const char *text = "policies:\n- name: p\n  namespace: ns\n  rules:\n"
+			   "  - - - sourceIps: [\"10.0.0.0/8\", \"fd00::/64\"]\n"
+			   "        notDestinationIps: [\"10.1.2.3\"]\n";
+	struct harness h;
+
+	assert_true(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	close(fd);
+	harness_open(&h, "local", NULL);
+	apply_file(&h, path);
+	unlink(path);
+	json_t *dump = sm_model_config_dump(h.model);
+	json_t *policy = json_array_get(json_object_get(dump, "policies"), 0);
+	json_t *match = json_array_get(json_array_get(json_array_get(json_object_get(policy, "rules"), 0), 0), 0);
+	json_t *sources = json_object_get(match, "sourceIps");
+	assert_int_equal(json_array_size(sources), 2);
+	assert_string_equal(json_string_value(json_array_get(sources, 0)), "10.0.0.0/8");
+	assert_string_equal(json_string_value(json_array_get(sources, 1)), "fd00::/64");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(match, "notDestinationIps"), 0)), "10.1.2.3/32");
+	assert_null(json_object_get(match, "destinationIps"));
+	json_decref(dump);
+	harness_close(&h);
+}
+
 static void errors_name_file_and_line(void **state)
 {
 	(void)state;
@@ -169,6 +198,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(ztunnel_local_config),
 		cmocka_unit_test(bookinfo_dump_round_trip),
+		cmocka_unit_test(policy_cidrs_in_the_dump),
 		cmocka_unit_test(errors_name_file_and_line),
 	};
 

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 #include <utlist.h>
 
 #include "workload/model.h"
@@ -284,27 +283,20 @@ static int add_services(const struct sm_model *model, json_t *services)
 	return 0;
 }
 
-/* Authorization addresses as CIDR text instead of base64 bytes. */
-static void cidrs_to_text(json_t *match, const char *field)
+/* Authorization addresses as CIDR text (the model accepts only 4- or 16-byte addresses). */
+static void set_cidrs(json_t *match, const char *field, Istio__Security__Address *const *addresses, size_t n)
 {
-	json_t *list = json_object_get(match, field);
-	size_t i;
-	json_t *entry;
+	json_t *list = n ? json_array() : NULL;
 
-	json_array_foreach(list, i, entry) {
-		size_t len;
-		uint8_t bytes[16];
-		const char *encoded = json_string_value(json_object_get(entry, "address"));
-		json_int_t prefix = json_integer_value(json_object_get(entry, "length"));
-		char text[INET6_ADDRSTRLEN];
-
-		if (!encoded)
-			continue;
-		len = (size_t)EVP_DecodeBlock(bytes, (const unsigned char *)encoded, (int)strlen(encoded));
-		len -= strlen(encoded) - strcspn(encoded, "="); /* EVP_DecodeBlock counts padding */
-		inet_ntop(len == 4 ? AF_INET : AF_INET6, bytes, text, sizeof(text));
-		json_array_set_new(list, i, json_sprintf("%s/%lld", text, (long long)prefix));
+	for (size_t i = 0; list && i < n; i++) {
+		char text[INET6_ADDRSTRLEN] = "?";
+		const ProtobufCBinaryData *ip = &addresses[i]->address;
+		if (ip->len == 4 || ip->len == 16)
+			inet_ntop(ip->len == 4 ? AF_INET : AF_INET6, ip->data, text, sizeof(text));
+		json_array_append_new(list, json_sprintf("%s/%u", text, addresses[i]->length));
 	}
+	if (list)
+		json_object_set_new(match, field, list);
 }
 
 static json_t *policy_json(const struct authz *authz)
@@ -324,11 +316,15 @@ static json_t *policy_json(const struct authz *authz)
 			const Istio__Security__Clause *clause = msg->rules[r]->clauses[c];
 			json_t *matches = json_array();
 			for (size_t m = 0; matches && m < clause->n_matches; m++) {
-				json_t *match = sm_pb_to_json(&clause->matches[m]->base);
-				static const char *const cidr_fields[] = { "sourceIps", "notSourceIps", "destinationIps",
-									   "notDestinationIps" };
-				for (size_t f = 0; match && f < sizeof(cidr_fields) / sizeof(cidr_fields[0]); f++)
-					cidrs_to_text(match, cidr_fields[f]);
+				const Istio__Security__Match *fields = clause->matches[m];
+				json_t *match = sm_pb_to_json(&fields->base);
+				if (match) {
+					set_cidrs(match, "sourceIps", fields->source_ips, fields->n_source_ips);
+					set_cidrs(match, "notSourceIps", fields->not_source_ips, fields->n_not_source_ips);
+					set_cidrs(match, "destinationIps", fields->destination_ips, fields->n_destination_ips);
+					set_cidrs(match, "notDestinationIps", fields->not_destination_ips,
+						  fields->n_not_destination_ips);
+				}
 				json_array_append_new(matches, match);
 			}
 			json_array_append_new(clauses, matches);

@@ -346,14 +346,8 @@ out:
 
 static void collect_fds(struct sm_datapath *dp)
 {
-	struct bpf_map *map;
-
-	bpf_object__for_each_map(map, dp->skel->obj) {
-		for (int m = 0; m < SM_DP_MAP_COUNT; m++) {
-			if (strcmp(bpf_map__name(map), dp_map_names[m]) == 0)
-				dp->fds[m] = bpf_map__fd(map);
-		}
-	}
+	for (int m = 0; m < SM_DP_MAP_COUNT; m++)
+		dp->fds[m] = bpf_object__find_map_fd_by_name(dp->skel->obj, dp_map_names[m]);
 	sm_bpf_writer_init(&dp->writer, dp->fds);
 }
 
@@ -607,7 +601,7 @@ struct sm_map_writer *sm_datapath_writer(struct sm_datapath *dp)
 int sm_datapath_for_each(const struct sm_datapath *dp, enum sm_map_id map,
 			 int (*fn)(void *ctx, const void *key, const void *value), void *ctx)
 {
-	return sm_map_for_each(dp->fds[map], map, fn, ctx);
+	return sm_map_for_each(dp->fds[map], fn, ctx);
 }
 
 int sm_datapath_capacity(const struct sm_datapath *dp, enum sm_map_id map, uint32_t *capacity)

@@ -165,7 +165,6 @@ void sm_bpf_writer_init(struct sm_bpf_writer *writer, const int fds[SM_MAP_COUNT
 void sm_bpf_writer_release(struct sm_bpf_writer *writer);
 
 /* Calls fn for each entry of a map fd (keys and values of map's contract types); stops on non-zero. */
-int sm_map_for_each(int fd, enum sm_map_id map, int (*fn)(void *ctx, const void *key, const void *value),
-		    void *ctx);
+int sm_map_for_each(int fd, int (*fn)(void *ctx, const void *key, const void *value), void *ctx);
 
 #endif

@@ -143,8 +143,7 @@ void sm_bpf_writer_release(struct sm_bpf_writer *writer)
 	writer->batch_capacity = 0;
 }
 
-int sm_map_for_each(int fd, enum sm_map_id map, int (*fn)(void *ctx, const void *key, const void *value),
-		    void *ctx)
+int sm_map_for_each(int fd, int (*fn)(void *ctx, const void *key, const void *value), void *ctx)
 {
 	union sm_map_key key, next;
 	struct sm_service_value value; /* the largest value */
@@ -152,13 +151,14 @@ int sm_map_for_each(int fd, enum sm_map_id map, int (*fn)(void *ctx, const void 
 	int ret;
 
 	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+		/* a key deleted since we saw it is skipped, and stays out of the cursor: the next key after
+		 * a missing one is the map's first, which would visit everything again */
+		if (bpf_map_lookup_elem(fd, &next, &value))
+			continue;
 		key = next;
 		previous = &key;
-		if (bpf_map_lookup_elem(fd, &key, &value))
-			continue; /* deleted since we saw its key */
 		if ((ret = fn(ctx, &key, &value)))
 			return ret;
 	}
-	(void)map;
 	return errno == ENOENT ? 0 : -errno;
 }

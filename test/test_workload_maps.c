@@ -62,7 +62,7 @@ static struct sm_image *read_kernel(const struct kernel_maps *maps)
 	assert_int_equal(sm_image_new(&image), 0);
 	for (int map = 0; map < SM_MAP_COUNT; map++) {
 		struct read_ctx ctx = { .image = image, .map = map };
-		assert_int_equal(sm_map_for_each(maps->fds[map], map, read_entry, &ctx), 0);
+		assert_int_equal(sm_map_for_each(maps->fds[map], read_entry, &ctx), 0);
 	}
 	return image;
 }

@@ -39,6 +39,7 @@
 #define CASE_TIMEOUT_SECONDS 60
 
 struct env {
+	pid_t case_pid; /* the case's own process: a helper it forks exits on a failed CHECK instead */
 	char cgroup[128];
 	char pin_dir[128];
 	struct sm_datapath *dp;
@@ -53,6 +54,8 @@ struct env {
 			fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);             \
 			fprintf(stderr, __VA_ARGS__);                                                        \
 			fprintf(stderr, "\n");                                                               \
+			if (getpid() != current_env->case_pid)                                               \
+				_exit(2);                                                                    \
 			longjmp(current_env->fail, 1);                                                       \
 		}                                                                                            \
 	} while (0)
@@ -109,12 +112,11 @@ static inline struct sm_config env_default_config(void)
 	return (struct sm_config){ .flags = SM_CONFIG_ENROLL_ALL };
 }
 
-/* Undoes what the child set up: leave the cgroup, unpin, remove the cgroup. Safe to repeat. */
+/* Undoes what the case set up: unpin, remove the cgroup (once no process is in it). Safe to repeat. */
 static inline void env_cleanup(struct env *env)
 {
 	char err[256];
 
-	join_cgroup(CGROUP_ROOT);
 	if (env->model)
 		sm_model_free(env->model);
 	if (env->dp)
@@ -181,6 +183,7 @@ static inline int run_case(void (*fn)(struct env *env, const void *arg), const v
 		alarm(CASE_TIMEOUT_SECONDS);
 		libbpf_set_print(print_libbpf_warnings);
 		env_paths(&env, getpid());
+		env.case_pid = getpid();
 		current_env = &env;
 		if (setjmp(env.fail) == 0) {
 			if (env_setup(&env) == 0) {
@@ -188,6 +191,7 @@ static inline int run_case(void (*fn)(struct env *env, const void *arg), const v
 				status = 0;
 			}
 		}
+		join_cgroup(CGROUP_ROOT); /* out of the case's cgroup, so that it can be removed */
 		env_cleanup(&env);
 		fflush(stderr);
 		_exit(status);
@@ -200,6 +204,10 @@ static inline int run_case(void (*fn)(struct env *env, const void *arg), const v
 		;
 	env_paths(&env, pid);
 	env_cleanup(&env);
+	if (access(env.cgroup, F_OK) == 0 || access(env.pin_dir, F_OK) == 0) {
+		fprintf(stderr, "the case left %s or %s behind\n", env.cgroup, env.pin_dir);
+		return 3;
+	}
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 

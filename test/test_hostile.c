@@ -311,9 +311,14 @@ static void a_response_every_millisecond(void **state)
 {
 	(void)state;
 	const char *seconds_env = getenv("SM_HOSTILE_FLOOD_SECONDS");
-	size_t n = (size_t)(seconds_env ? atoi(seconds_env) : 5) * 1000;
-	struct response *r = calloc(n, sizeof(*r));
+	int seconds = seconds_env ? atoi(seconds_env) : 5;
+	size_t n = (size_t)(seconds > 0 ? seconds : 0) * 1000;
+	struct response *r;
 	size_t peak = 0;
+
+	if (!n)
+		fail_msg("SM_HOSTILE_FLOOD_SECONDS='%s' is not a number of seconds above 0", seconds_env);
+	r = calloc(n, sizeof(*r));
 
 	for (size_t i = 0; i < n; i++) {
 		char *version = NULL;

@@ -113,6 +113,7 @@ static void fixture_stream_on_kernel_maps(void **state)
 	size_t calls = maps.writer.calls;
 	apply_response(restarted, &maps, responses[0], &rejections);
 	assert_int_equal(maps.writer.calls, calls);
+	assert_int_not_equal(sm_model_service_id(model, "bookinfo/reviews.bookinfo.svc.cluster.local"), 0);
 	assert_int_equal(sm_model_service_id(restarted, "bookinfo/reviews.bookinfo.svc.cluster.local"),
 			 sm_model_service_id(model, "bookinfo/reviews.bookinfo.svc.cluster.local"));
 

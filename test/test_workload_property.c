@@ -294,6 +294,7 @@ static void random_walk(void **state)
 	       sm_image_count(h.kernel, SM_MAP_FRONTENDS) + sm_image_count(h.kernel, SM_MAP_SERVICES) +
 		       sm_image_count(h.kernel, SM_MAP_ENDPOINTS) + sm_image_count(h.kernel, SM_MAP_BACKENDS));
 	assert_true(rejections_seen > 0);
+	assert_true(restarts > 0);
 	while (n_held)
 		release(held[0].name);
 	harness_close(&h);

@@ -35,6 +35,9 @@ cleanup() {
   for _ in 1 2 3 4 5; do [[ -d "$cgroup" ]] && rmdir "$cgroup" 2>/dev/null || break; sleep 0.2; done
   ip netns del "$netns" 2>/dev/null || true
   if [[ -n ${SM_E2E_KEEP:-} ]]; then echo "# kept $work" >&2; else rm -rf "$work"; fi
+  local left=""
+  for path in "$pin_dir" "$cgroup" "/run/netns/$netns"; do [[ -e $path ]] && left+=" $path"; done
+  if [[ -n $left ]]; then echo "# left behind:$left" >&2; exit 1; fi
 }
 trap cleanup EXIT
 

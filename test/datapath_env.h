@@ -345,6 +345,26 @@ static inline void write_all(int fd, const void *buf, size_t n)
 	}
 }
 
+/* A datagram from client (connected, or sent to `to`) to server and one back; where the reply came from
+ * goes in from_text. Each side waits at most 5 s. */
+static inline void udp_round_trip(int client, const union sockaddr_any *to, socklen_t to_len, int server,
+				  char *from_text, size_t size)
+{
+	union sockaddr_any peer, from;
+	socklen_t peer_len = sizeof(peer), from_len = sizeof(from);
+	struct pollfd server_ready = { .fd = server, .events = POLLIN }, client_ready = { .fd = client, .events = POLLIN };
+	char buf[16];
+
+	CHECK((to ? sendto(client, "ping", 4, 0, &to->sa, to_len) : send(client, "ping", 4, 0)) == 4, "send: %s",
+	      strerror(errno));
+	CHECK(poll(&server_ready, 1, 5000) == 1 && recvfrom(server, buf, sizeof(buf), 0, &peer.sa, &peer_len) == 4,
+	      "the server got nothing");
+	CHECK(sendto(server, "pong", 4, 0, &peer.sa, peer_len) == 4, "the server cannot reply: %s", strerror(errno));
+	CHECK(poll(&client_ready, 1, 5000) == 1 && recvfrom(client, buf, sizeof(buf), 0, &from.sa, &from_len) == 4,
+	      "no reply");
+	format_addr(&from, from_text, size);
+}
+
 static inline void peer_of(int fd, char *out, size_t size)
 {
 	union sockaddr_any sa;

@@ -357,9 +357,9 @@ static void set_dns(struct sm_config *config)
 static void dns_to_the_proxy(struct env *env, const void *arg)
 {
 	(void)arg;
-	union sockaddr_any server, from;
-	socklen_t len, from_len = sizeof(from);
-	char buf[16], text[64];
+	union sockaddr_any server;
+	socklen_t len;
+	char text[64];
 	int client = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
 	/* None set: untouched (nothing listens on port 53 here). */
@@ -369,12 +369,7 @@ static void dns_to_the_proxy(struct env *env, const void *arg)
 
 	env_config(env, set_dns);
 	int proxy = listen_on(SOCK_DGRAM, "127.0.0.53", 15053);
-	CHECK(sendto(client, "query", 5, 0, &server.sa, len) == 5, "sendto: %s", strerror(errno));
-	CHECK(recvfrom(proxy, buf, sizeof(buf), 0, &from.sa, &from_len) == 5, "the proxy got no query");
-	CHECK(sendto(proxy, "reply", 5, 0, &from.sa, from_len) == 5, "the proxy cannot reply");
-	from_len = sizeof(from);
-	CHECK(recvfrom(client, buf, sizeof(buf), 0, &from.sa, &from_len) == 5, "no reply");
-	format_addr(&from, text, sizeof(text));
+	udp_round_trip(client, &server, len, proxy, text, sizeof(text));
 	CHECK(strcmp(text, "127.10.0.53:53") == 0, "the reply came from %s, not the server asked", text);
 
 	int tcp_proxy = listen_on(SOCK_STREAM, "127.0.0.53", 15053);
@@ -420,20 +415,15 @@ static void enrollment(struct env *env, const void *arg)
 static void connected_udp(struct env *env, const void *arg)
 {
 	(void)arg;
-	union sockaddr_any vip, from;
-	socklen_t len = make_addr("127.10.0.1", 80, &vip), from_len = sizeof(from);
-	char buf[8], text[64];
+	union sockaddr_any vip;
+	socklen_t len = make_addr("127.10.0.1", 80, &vip);
+	char text[64];
 	int server = listen_on(SOCK_DGRAM, "127.0.1.1", 8080);
 	int client = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
 	web_one_backend(env);
 	CHECK(connect(client, &vip.sa, len) == 0, "connect: %s", strerror(errno));
-	CHECK(send(client, "ping", 4, 0) == 4, "send: %s", strerror(errno));
-	CHECK(recvfrom(server, buf, sizeof(buf), 0, &from.sa, &from_len) == 4, "the backend got nothing");
-	CHECK(sendto(server, "pong", 4, 0, &from.sa, from_len) == 4, "reply");
-	from_len = sizeof(from);
-	CHECK(recvfrom(client, buf, sizeof(buf), 0, &from.sa, &from_len) == 4, "no reply");
-	format_addr(&from, text, sizeof(text));
+	udp_round_trip(client, NULL, 0, server, text, sizeof(text));
 	CHECK(strcmp(text, "127.10.0.1:80") == 0, "the reply came from %s, not the VIP", text);
 
 	/* connected again, elsewhere: what it remembered of the VIP no longer holds */
@@ -442,13 +432,7 @@ static void connected_udp(struct env *env, const void *arg)
 	CHECK(connect(client, &vip.sa, len) == 0, "connect again: %s", strerror(errno));
 	peer_of(client, text, sizeof(text));
 	CHECK(strcmp(text, "127.0.1.9:9090") == 0, "getpeername after connecting elsewhere gave %s", text);
-	CHECK(send(client, "ping", 4, 0) == 4, "send: %s", strerror(errno));
-	from_len = sizeof(from);
-	CHECK(recvfrom(other, buf, sizeof(buf), 0, &from.sa, &from_len) == 4, "the other server got nothing");
-	CHECK(sendto(other, "pong", 4, 0, &from.sa, from_len) == 4, "reply");
-	from_len = sizeof(from);
-	CHECK(recvfrom(client, buf, sizeof(buf), 0, &from.sa, &from_len) == 4, "no reply");
-	format_addr(&from, text, sizeof(text));
+	udp_round_trip(client, NULL, 0, other, text, sizeof(text));
 	CHECK(strcmp(text, "127.0.1.9:9090") == 0, "the reply came from %s, not the server", text);
 	close(other);
 	close(client);

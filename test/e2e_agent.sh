@@ -14,15 +14,11 @@ e2e_world
 spawn_mesh "$echo_tool" serve 127.0.0.1 8080 local
 spawn_mesh "$echo_tool" serve 127.0.0.2 8080 local-tcp
 
-asks_reach() { # vip port; the answer must come from one of the example's workloads
-  in_mesh "$echo_tool" ask "$1" "$2" | grep -Eq 'answered by local'
-}
-
 # 1. xDS from the mock istiod, through the agent, into the datapath
 start_server --stream "$work/local.xds"
 start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
 check "the agent becomes ready from the mock istiod" wait_for 20 ready
-check "a connect to a VIP reaches a backend (mock istiod -> agent -> datapath)" asks_reach 127.10.0.1 80
+check "a connect to a VIP reaches a backend (mock istiod -> agent -> datapath)" reaches 127.10.0.1 80 local
 
 metrics_have() {
   local m; m="$(metrics)" || return 1
@@ -98,10 +94,10 @@ check "after the reconnect the agent caught up: the new service's VIP works" wai
 # 4. SIGTERM: exits 0, the datapath keeps serving
 sigterm() {
   kill -TERM "$agent_pid"; wait "$agent_pid"; local status=$?
-  (( status == 0 )) && asks_reach 127.10.0.1 80
+  (( status == 0 )) && reaches 127.10.0.1 80 local
 }
 check "SIGTERM: the agent exits 0 and the datapath keeps serving" sigterm
-kill -9 "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null
+stop_server
 
 # 5. readiness before any config: 503 with a reason
 not_ready_first() {
@@ -113,14 +109,14 @@ not_ready_first() {
   [[ "$code" == 503 ]] && grep -q 'waiting for the first response' "$work/ready.txt"
 }
 check "/healthz/ready is 503 with a reason until config arrives" not_ready_first
-kill -TERM "$agent_pid"; wait "$agent_pid" 2>/dev/null
-kill -9 "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null
+stop_agent
+stop_server
 
 # 6. local-config mode
 start_agent --local-config "$fixtures/real/ztunnel-local-config.yaml"
 check "local-config mode becomes ready" wait_for 20 ready
-check "local-config mode: a connect to the example's VIP reaches its workloads" asks_reach 127.10.0.1 80
-kill -TERM "$agent_pid"; wait "$agent_pid" 2>/dev/null
+check "local-config mode: a connect to the example's VIP reaches its workloads" reaches 127.10.0.1 80 local
+stop_agent
 
 # 7. the bookinfo dump, converted and served: our /config_dump shows every field of the original's
 start_server --stream "$work/bookinfo.xds"
@@ -150,7 +146,7 @@ for part in ("workloads", "services"):
 PY
 }
 check "the bookinfo dump served over xDS: /config_dump matches the original's workloads and services" bookinfo_matches
-kill -TERM "$agent_pid"; wait "$agent_pid" 2>/dev/null
+stop_agent
 
 # 8. replay and uninstall
 replay_acks_all() { local acks; acks="$("$sockmesh" replay "$fixtures/wire/stream.xds" | grep -c ': ACK')" && [[ $acks == 3 ]]; }

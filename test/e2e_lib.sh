@@ -80,6 +80,13 @@ start_agent() { # extra options
 
 ready() { in_ns curl -sf "http://$admin/healthz/ready"; }
 metrics() { in_ns curl -s "http://$admin/metrics"; }
+# A connect to VIP:PORT is answered by a backend whose name starts with NAME.
+reaches() {
+  local out; out="$(in_mesh "$echo_tool" ask "$1" "$2")"
+  grep -q "answered by $3" <<<"$out" || { echo "$out"; return 1; }
+}
+stop_agent() { kill -TERM "$agent_pid" 2>/dev/null; wait "$agent_pid" 2>/dev/null; agent_pid=""; }
+stop_server() { kill -9 "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; server_pid=""; }
 # Nothing listens on a VIP itself: untranslated, a connect to it is refused (any other failure is not that).
 refused() {
   local out; out="$(in_mesh "$echo_tool" ask "$1" "$2")"

@@ -26,8 +26,6 @@ updates=${SM_ROBUST_UPDATES:-2000}
 e2e_world
 
 wanted() { [[ " ${SM_ROBUST_PARTS:-1 2 3 4} " == *" $1 "* ]]; } # SM_ROBUST_PARTS picks parts
-stop_agent() { kill -TERM "$agent_pid" 2>/dev/null; wait "$agent_pid" 2>/dev/null; agent_pid=""; }
-stop_server() { kill -9 "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; server_pid=""; }
 
 # ---- 1. resource exhaustion ----
 if wanted 1; then
@@ -51,7 +49,6 @@ for line in open(sys.argv[1]):
         print(e.get("errorDetail", {}).get("message", "ACK"))
 PY
 }
-reaches() { in_mesh "$echo_tool" ask "$1" 80 | grep -q "answered by $2"; }
 not_translated() { refused "$1" 80; }
 
 start_server --stream "$work/fill.xds" --delay-ms 3000
@@ -70,7 +67,7 @@ full_metrics() {
 }
 check_showing "metrics show the services map full and its overflows" full_metrics
 nothing_half_written() {
-  reaches 127.10.1.1 fill-1 && reaches 127.10.1.2 fill-2 && reaches 127.10.1.3 fill-3 &&
+  reaches 127.10.1.1 80 fill-1 && reaches 127.10.1.2 80 fill-2 && reaches 127.10.1.3 80 fill-3 &&
     not_translated 127.10.1.4 && not_translated 127.10.1.5 &&
     "$sockmesh" dump --json --pin-dir "$pin_dir" | python3 -c '
 import json, sys
@@ -82,7 +79,7 @@ assert "127.10.1.4" not in text and "127.10.1.5" not in text, "a VIP of a reject
 check "the accepted services work, the rejected ones left no trace in the maps" nothing_half_written
 recovered() {
   wait_for 10 sh -c "grep -q '\"responseNonce\":\"room\"' '$work/xds.log'" || return 1
-  [[ "$(nack_of room)" == ACK ]] && reaches 127.10.1.4 fill-4 && not_translated 127.10.1.1 &&
+  [[ "$(nack_of room)" == ACK ]] && reaches 127.10.1.4 80 fill-4 && not_translated 127.10.1.1 &&
     metric_is 'sockmesh_map_entries{map="services"} 3'
 }
 check "once a service is removed, the one that did not fit is taken" recovered

@@ -42,6 +42,16 @@ struct harness {
 	struct sm_rejections rejections;
 };
 
+/* Whether the last response rejected name with a reason containing reason_part ("" for any). */
+static inline bool has_rejection(const struct harness *h, const char *name, const char *reason_part)
+{
+	for (size_t i = 0; i < h->rejections.count; i++) {
+		if (strcmp(h->rejections.items[i].name, name) == 0 && strstr(h->rejections.items[i].reason, reason_part))
+			return true;
+	}
+	return false;
+}
+
 static inline void harness_open(struct harness *h, const char *node, const uint32_t *capacity)
 {
 	struct sm_model_options options = { .node_name = node };

@@ -13,11 +13,6 @@
 #include "builders.h"
 #include "xds_env.h"
 
-static void temp_path(char *out, size_t size, const char *what)
-{
-	snprintf(out, size, "/tmp/sm-hostile-%s-%d-%d", what, (int)getpid(), rand());
-}
-
 /* The maps the client wrote are what its model says, and no write ever left a dangling reference. */
 static void assert_consistent(struct client *c)
 {

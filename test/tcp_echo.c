@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,21 +129,28 @@ static int loop(const char *addr, const char *port, const char *stop_file)
 	return failed ? 1 : 0;
 }
 
-/* One connect and question; the first word of the answer in name, or "" when it failed. */
-static void ask_quietly(const union addr *a, socklen_t len, char *name, size_t size)
+/* One connect and question; the first word of the answer in name, or "failed:STEP:ERRNO" (one word). */
+static bool ask_quietly(const union addr *a, socklen_t len, char *name, size_t size)
 {
 	int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	char reply[256];
+	const char *step = "connect";
 	ssize_t n = -1;
 
-	name[0] = '\0';
-	if (connect(fd, &a->sa, len) == 0 && write(fd, "?\n", 2) == 2)
+	errno = 0;
+	if (connect(fd, &a->sa, len) == 0 && (step = "write", write(fd, "?\n", 2) == 2)) {
+		step = "read";
 		n = read(fd, reply, sizeof(reply) - 1);
+	}
+	int error = errno;
 	close(fd);
 	if (n > 0) {
 		reply[n] = '\0';
 		snprintf(name, size, "%.*s", (int)strcspn(reply, " \n"), reply);
+		return true;
 	}
+	snprintf(name, size, "failed:%s:%s", step, n == 0 ? "EOF" : strerrorname_np(error) ? strerrorname_np(error) : "?");
+	return false;
 }
 
 static int watch(const char *addr, const char *port, const char *stop_file, const char *log_path)
@@ -159,10 +167,10 @@ static int watch(const char *addr, const char *port, const char *stop_file, cons
 	while (access(stop_file, F_OK) != 0) {
 		char name[128];
 		double start = now_seconds();
-		ask_quietly(&a, len, name, sizeof(name));
-		fprintf(log, "%.6f %.6f %s\n", start, now_seconds(), name[0] ? name : "failed");
+		bool answered = ask_quietly(&a, len, name, sizeof(name));
+		fprintf(log, "%.6f %.6f %s\n", start, now_seconds(), name);
 		asked++;
-		failed += !name[0];
+		failed += !answered;
 		sleep_ms(1);
 	}
 	fclose(log);

@@ -4,6 +4,11 @@
  * subscriptions, versions, ACK and NACK), what it accepts, TLS, tokens, reconnects and resumes.
  */
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
 
 #include "builders.h"
 #include "xds_env.h"
@@ -474,6 +479,105 @@ static void shutdown_frees_everything(void **state)
 	assert_int_equal(status, 0); /* a signal (a crash under valgrind) is not an exit status of 0 */
 }
 
+/* A TCP relay that holds each accepted connection for delay_ms before it connects it to the server:
+ * a server that is slow to answer (a loaded node, a distant istiod, a TLS handshake under ASan). */
+struct slow_relay {
+	int listen_fd;
+	int delay_ms;
+	int target_port;
+	atomic_int accepted;
+	atomic_bool stop;
+	pthread_t thread;
+	char address[32];
+};
+
+static void relay_pair(int a, int b)
+{
+	struct pollfd fds[2] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN } };
+	char buf[16384];
+
+	while (poll(fds, 2, 100) >= 0) {
+		for (int i = 0; i < 2; i++) {
+			if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+			if (n <= 0 || write(fds[1 - i].fd, buf, (size_t)n) != n)
+				return;
+		}
+	}
+}
+
+static void *slow_relay_run(void *arg)
+{
+	struct slow_relay *relay = arg;
+
+	while (!relay->stop) {
+		struct pollfd pfd = { .fd = relay->listen_fd, .events = POLLIN };
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		int client = accept(relay->listen_fd, NULL, NULL);
+		if (client < 0)
+			continue;
+		relay->accepted++;
+		sleep_ms(relay->delay_ms);
+		struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)relay->target_port),
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (server >= 0 && connect(server, (struct sockaddr *)&to, sizeof(to)) == 0)
+			relay_pair(client, server); /* one connection at a time is all the test needs */
+		if (server >= 0)
+			close(server);
+		close(client);
+	}
+	return NULL;
+}
+
+static void slow_relay_start(struct slow_relay *relay, const char *target, int delay_ms)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(addr);
+
+	memset(relay, 0, sizeof(*relay));
+	relay->delay_ms = delay_ms;
+	relay->target_port = atoi(strrchr(target, ':') + 1);
+	relay->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(relay->listen_fd >= 0);
+	assert_int_equal(bind(relay->listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(relay->listen_fd, 16), 0);
+	assert_int_equal(getsockname(relay->listen_fd, (struct sockaddr *)&addr, &len), 0);
+	snprintf(relay->address, sizeof(relay->address), "127.0.0.1:%d", ntohs(addr.sin_port));
+	assert_int_equal(pthread_create(&relay->thread, NULL, slow_relay_run, relay), 0);
+}
+
+static void slow_relay_stop(struct slow_relay *relay)
+{
+	relay->stop = true;
+	pthread_join(relay->thread, NULL);
+	close(relay->listen_fd);
+}
+
+/* gRPC gives a connection attempt max(backoff, min connect timeout) to complete: a server that takes
+ * 300 ms to answer must be reached on the first attempt, not after a string of cancelled ones. */
+static void slow_server_connected_on_first_attempt(void **state)
+{
+	(void)state;
+	struct server server;
+	struct slow_relay relay;
+	struct client c;
+
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, NULL });
+	slow_relay_start(&relay, server.address, 300);
+	client_start(&c, &(struct sm_xds_options){ .address = relay.address, .plaintext = true });
+	WAIT_FOR(&c, 20, stats.acks == 3);
+	int accepted = relay.accepted;
+	client_stop(&c);
+	slow_relay_stop(&relay);
+	server_stop(&server);
+	unlink(server.log);
+	if (accepted != 1)
+		fail_msg("%d connection attempts to a server that answers in 300 ms (expected 1)", accepted);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -484,6 +588,7 @@ int main(void)
 		cmocka_unit_test(unknown_type_url_is_nacked),
 		cmocka_unit_test(token_sent_and_reread),
 		cmocka_unit_test(tls),
+		cmocka_unit_test(slow_server_connected_on_first_attempt),
 		cmocka_unit_test(reconnect_resumes_and_removes_stale),
 		cmocka_unit_test(server_killed_and_back),
 		cmocka_unit_test(large_response_accepted),

@@ -697,7 +697,9 @@ static grpc_channel *make_channel(const struct sm_xds_options *options, char *er
 		{ GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, { .integer = 0 } },
 		{ GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, { .integer = (int)max_bytes } },
 		{ GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, { .integer = SM_XDS_BACKOFF_MIN_MS } },
-		{ GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, { .integer = SM_XDS_BACKOFF_MIN_MS } },
+		/* despite its name, gRPC's floor for one connection attempt's deadline (not a backoff):
+		 * at 10 ms a handshake slower than that was cancelled and retried until backoff outgrew it */
+		{ GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, { .integer = SM_XDS_CONNECT_TIMEOUT_MS } },
 		{ GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, { .integer = SM_XDS_BACKOFF_MAX_MS } },
 		{ GRPC_ARG_STRING, GRPC_ARG_PRIMARY_USER_AGENT_STRING, { .string = "sockmesh/" SOCKMESH_VERSION } },
 		{ GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, { .string = (char *)options->server_name } },

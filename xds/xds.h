@@ -109,6 +109,8 @@ void sm_xds_client_stats(struct sm_xds_client *client, struct sm_xds_stats *stat
 /* The reconnect backoff: 10 ms doubling to 15 s, with up to 25% jitter either way. */
 #define SM_XDS_BACKOFF_MIN_MS 10
 #define SM_XDS_BACKOFF_MAX_MS 15000
+/* How long one connection attempt (TCP, TLS, HTTP/2) may take: gRPC's own default. */
+#define SM_XDS_CONNECT_TIMEOUT_MS 20000
 uint64_t sm_xds_backoff_next(uint64_t current_ms);
 uint64_t sm_xds_backoff_jittered(uint64_t base_ms, uint64_t random);
 

@@ -97,7 +97,7 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		{ "help", no_argument, NULL, 'h' },		 { 0 },
 	};
 	const char *token = NULL, *xds_flag = NULL; /* an explicit --xds-* or --record, refused with a local config */
-	int opt, index;
+	int opt, index = 0;
 
 	*o = (struct run_options){
 		.xds_address = env_or("XDS_ADDRESS", DEFAULT_XDS_ADDRESS),
@@ -411,7 +411,7 @@ int cmd_run(int argc, char **argv)
 	if (!ret && (ret = admin_start(&agent, agent.options.admin_address, &admin, err, sizeof(err))))
 		log_msg(LOG_ERROR, "%s", err);
 	if (!ret)
-		ret = agent.options.local_config ? local_config_load(&agent) : start_xds(&agent);
+		ret = agent.options.local_config ? local_config_load(&agent, NULL) : start_xds(&agent);
 	if (!ret && agent.options.local_config)
 		local_config_watch_start(&agent); /* without it, SIGHUP still reloads */
 	if (!ret) {

@@ -250,16 +250,19 @@ static void map_capacities(struct agent *agent, uint32_t capacity[SM_MAP_COUNT])
 		capacity[map] = (uint32_t)stats.map_capacity[map];
 }
 
-int local_config_load(struct agent *agent)
+int local_config_load(struct agent *agent, struct local_config *config)
 {
-	struct local_config config;
+	struct local_config read_now;
 	uint32_t capacity[SM_MAP_COUNT];
-	int ret;
+	int ret = 0;
 
-	map_capacities(agent, capacity);
-	ret = local_config_read(agent->options.local_config, capacity, agent->node.node_name, &config);
+	if (!config) {
+		map_capacities(agent, capacity);
+		ret = local_config_read(agent->options.local_config, capacity, agent->node.node_name, &read_now);
+		config = &read_now;
+	}
 	if (!ret)
-		ret = local_config_apply(agent, &config);
+		ret = local_config_apply(agent, config);
 	if (!ret) {
 		agent->local_config_applied = true;
 		log_msg(LOG_INFO, "local config %s applied", agent->options.local_config);

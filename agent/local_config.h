@@ -36,8 +36,12 @@ void local_config_free(struct local_config *config);
  */
 int local_config_apply(struct agent *agent, struct local_config *config);
 
-/* The first load: read and apply agent->options.local_config. */
-int local_config_load(struct agent *agent);
+/*
+ * The first load: applies config (read earlier with local_config_read, before the datapath was opened;
+ * taken over) or, when NULL, reads agent->options.local_config now and applies it. Marks the agent
+ * ready on success.
+ */
+int local_config_load(struct agent *agent, struct local_config *config);
 
 /*
  * Reads the file again and, when it changed, applies it. A file that fails to read or check is

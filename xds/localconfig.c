@@ -319,7 +319,7 @@ static Istio__Workload__GatewayAddress *gateway(struct reader *r, const yaml_nod
 	if (!node || !fields(r, node, what, gateway_fields))
 		return NULL;
 	if (!destination) {
-		problem(r, node, "a waypoint needs a destination");
+		problem(r, node, "%s needs a destination", what);
 		return NULL;
 	}
 	gateway = NEW(r, Istio__Workload__GatewayAddress);

@@ -39,10 +39,14 @@ struct agent {
 	pthread_mutex_t model_lock; /* the model is written by one thread; readers take the lock */
 	struct sm_xds_node node;
 	struct sm_xds_client *xds;
-	struct sm_latency local_apply; /* local-config mode: its one apply */
+	struct sm_latency local_apply; /* local-config mode: its applies (the first and each reload) */
 	atomic_bool local_config_applied;
+	struct local_state *local; /* local-config mode: the last applied file, the watcher */
 	atomic_bool datapath_committed; /* false while a layout migration waits for the first sync */
 };
+
+/* After each response is applied (under the model lock): local addresses, a layout migration's switch. */
+void agent_after_apply(void *agent, const char *type_url);
 
 /* Whether the agent serves: config applied (first response of each type, or the local config) and the
  * datapath attached. */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sockmesh run: the node agent. It opens the datapath (adopting what an earlier agent pinned), takes
- * config from istiod (or a local config file) into the model, and serves the admin endpoint until
- * SIGTERM or SIGINT; then it ends the xDS stream and exits, leaving the datapath pinned and serving.
+ * config from istiod (or a local config file, reloaded on change and SIGHUP) into the model, and serves
+ * the admin endpoint until SIGTERM or SIGINT; then it ends the xDS stream and exits, leaving the
+ * datapath pinned and serving.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +17,7 @@
 
 #include "agent/agent.h"
 #include "agent/commands.h"
+#include "agent/local_config.h"
 #include "agent/log.h"
 
 #define DEFAULT_XDS_ADDRESS "istiod.istio-system.svc:15012"
@@ -31,7 +33,7 @@ static void run_usage(FILE *out)
 		"Usage: sockmesh run --cgroup PATH [options]\n\n"
 		"Runs the node agent: takes config from istiod over Delta ADS (or from a local config file)\n"
 		"and programs the eBPF datapath attached to the cgroup. Stops on SIGTERM or SIGINT, leaving\n"
-		"the datapath pinned and serving the last config.\n\n"
+		"the datapath pinned and serving the last config; SIGHUP reloads a local config.\n\n"
 		"  --xds-address HOST:PORT  istiod's xDS address (XDS_ADDRESS; default " DEFAULT_XDS_ADDRESS ")\n"
 		"  --xds-plaintext          no TLS (istiod's plaintext port 15010, tests)\n"
 		"  --xds-root-cert FILE     the CA of istiod's certificate (XDS_ROOT_CA; default\n"
@@ -39,7 +41,8 @@ static void run_usage(FILE *out)
 		"  --xds-server-name NAME   the name istiod's certificate must carry, when the address is not it\n"
 		"  --xds-token FILE         bearer token file, re-read on each stream (default with TLS:\n"
 		"                           " DEFAULT_TOKEN "; '' for none)\n"
-		"  --local-config FILE      ztunnel's local config YAML, used instead of xDS (LOCAL_XDS_PATH)\n"
+		"  --local-config FILE      ztunnel's local config YAML, used instead of xDS (LOCAL_XDS_PATH);\n"
+		"                           reloaded when it changes and on SIGHUP; not with --xds-* or --record\n"
 		"  --cgroup PATH            the cgroup v2 directory whose sockets are steered (required)\n"
 		"  --pin-dir PATH           where maps and links are pinned (default " SM_DEFAULT_PIN_DIR ")\n"
 		"  --admin-address IP:PORT  /config_dump, /healthz/ready, /metrics (default " DEFAULT_ADMIN_ADDRESS ")\n"
@@ -93,8 +96,8 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		{ "map-capacity", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },		 { 0 },
 	};
-	const char *token = NULL;
-	int opt;
+	const char *token = NULL, *xds_flag = NULL; /* an explicit --xds-* or --record, refused with a local config */
+	int opt, index = 0;
 
 	*o = (struct run_options){
 		.xds_address = env_or("XDS_ADDRESS", DEFAULT_XDS_ADDRESS),
@@ -104,7 +107,9 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		.admin_address = DEFAULT_ADMIN_ADDRESS,
 		.accelerate = true,
 	};
-	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "h", options, &index)) != -1) {
+		if (opt > 0 && strchr("aPrntR", opt))
+			xds_flag = options[index].name;
 		switch (opt) {
 		case 'a': o->xds_address = optarg; break;
 		case 'P': o->xds_plaintext = true; break;
@@ -138,6 +143,13 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 	if (optind != argc || !o->cgroup) {
 		fprintf(stderr, "sockmesh run: %s\n\n", o->cgroup ? "unexpected arguments" : "--cgroup is required");
 		run_usage(stderr);
+		return 2;
+	}
+	/* the environment's XDS_ADDRESS and XDS_ROOT_CA (set by charts for every mode) are ignored then */
+	if (o->local_config && xds_flag) {
+		fprintf(stderr, "sockmesh run: --%s is for xDS; with --local-config (or LOCAL_XDS_PATH) the config comes "
+				"from the file%s\n", xds_flag,
+			strcmp(xds_flag, "record") == 0 ? " (sockmesh convert FILE OUT makes it a recorded stream)" : "");
 		return 2;
 	}
 	o->xds_token = token ? (token[0] ? token : NULL) : (o->xds_plaintext ? NULL : DEFAULT_TOKEN);
@@ -215,7 +227,7 @@ static int collect_address(void *ctx, const uint8_t addr[16])
 
 /* After each response (under the model lock): this node's addresses may accelerate; a layout
  * migration switches over once the first Address response has filled the new maps. */
-static void after_apply(void *ctx, const char *type_url)
+void agent_after_apply(void *ctx, const char *type_url)
 {
 	struct agent *agent = ctx;
 	struct addresses local = { 0 };
@@ -255,64 +267,6 @@ bool agent_ready(struct agent *agent, char *why, size_t size)
 		snprintf(why, size, "not ready: waiting for the first response of each type from %s%s%s",
 			 agent->options.xds_address, stats.last_error[0] ? ": " : "", stats.last_error);
 	return stats.ready;
-}
-
-static double seconds_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int apply_response_bytes(struct agent *agent, const uint8_t *bytes, size_t len)
-{
-	struct sm_rejections rejections = { 0 };
-	ProtobufCMessage *response;
-	char err[512];
-	double start = seconds_now();
-
-	if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len, &response, err,
-			 sizeof(err))) {
-		log_msg(LOG_ERROR, "local config: %s", err);
-		return -EINVAL;
-	}
-	pthread_mutex_lock(&agent->model_lock);
-	int ret = sm_model_apply(agent->model, (void *)response, sm_datapath_writer(agent->dp), &rejections);
-	if (!ret)
-		after_apply(agent, ((Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)response)->type_url);
-	pthread_mutex_unlock(&agent->model_lock);
-	sm_latency_record(&agent->local_apply, seconds_now() - start);
-	if (ret)
-		log_msg(LOG_ERROR, "local config: applying: %s", strerror(-ret));
-	for (size_t i = 0; i < rejections.count; i++)
-		log_msg(LOG_WARN, "local config: rejected %s: %s", rejections.items[i].name, rejections.items[i].reason);
-	sm_rejections_clear(&rejections);
-	protobuf_c_message_free_unpacked(response, NULL);
-	return ret;
-}
-
-static int apply_local_config(struct agent *agent)
-{
-	uint8_t *address, *authorization;
-	size_t address_len, authorization_len;
-	char err[512];
-
-	if (sm_local_config_read(agent->options.local_config, &address, &address_len, &authorization,
-				 &authorization_len, err, sizeof(err))) {
-		log_msg(LOG_ERROR, "local config: %s", err);
-		return -EINVAL;
-	}
-	int ret = apply_response_bytes(agent, address, address_len);
-	if (!ret)
-		ret = apply_response_bytes(agent, authorization, authorization_len);
-	free(address);
-	free(authorization);
-	if (!ret) {
-		agent->local_config_applied = true;
-		log_msg(LOG_INFO, "local config %s applied", agent->options.local_config);
-	}
-	return ret;
 }
 
 /* ---- start and stop ---- */
@@ -394,7 +348,7 @@ static int create_xds(struct agent *agent)
 		.model = agent->model,
 		.writer = sm_datapath_writer(agent->dp),
 		.model_lock = &agent->model_lock,
-		.after_apply = after_apply,
+		.after_apply = agent_after_apply,
 		.after_apply_ctx = agent,
 		.log = log_xds,
 	};
@@ -423,6 +377,7 @@ static int wait_for_signal(void)
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGTERM);
 	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGHUP);
 	sigwait(&signals, &sig);
 	return sig;
 }
@@ -443,6 +398,7 @@ int cmd_run(int argc, char **argv)
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGTERM);
 	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -455,14 +411,23 @@ int cmd_run(int argc, char **argv)
 	if (!ret && (ret = admin_start(&agent, agent.options.admin_address, &admin, err, sizeof(err))))
 		log_msg(LOG_ERROR, "%s", err);
 	if (!ret)
-		ret = agent.options.local_config ? apply_local_config(&agent) : start_xds(&agent);
+		ret = agent.options.local_config ? local_config_load(&agent, NULL) : start_xds(&agent);
+	if (!ret && agent.options.local_config)
+		local_config_watch_start(&agent); /* without it, SIGHUP still reloads */
 	if (!ret) {
 		log_msg(LOG_INFO, "serving; admin endpoint on %s", agent.options.admin_address);
-		int sig = wait_for_signal();
+		int sig;
+		while ((sig = wait_for_signal()) == SIGHUP) {
+			if (agent.options.local_config)
+				local_config_reload(&agent);
+			else
+				log_msg(LOG_INFO, "SIGHUP: nothing to reload, the config comes from istiod");
+		}
 		log_msg(LOG_INFO, "%s: stopping; the datapath stays pinned and serving", strsignal(sig));
 	}
 
 	admin_stop(admin); /* first: its handlers read the client and the model */
+	local_config_stop(&agent);
 	sm_xds_client_free(agent.xds);
 	sm_datapath_close(agent.dp);
 	sm_model_free(agent.model);

@@ -138,7 +138,7 @@ static void policy_cidrs_in_the_dump(void **state)
 	(void)state;
 	char path[] = "/tmp/sm-local-config-XXXXXX";
 	int fd = mkstemp(path);
-	const char *text = "policies:\n- name: p\n  namespace: ns\n  rules:\n"
+	const char *text = "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n"
 			   "  - - - sourceIps: [\"10.0.0.0/8\", \"fd00::/64\"]\n"
 			   "        notDestinationIps: [\"10.1.2.3\"]\n";
 	struct harness h;
@@ -180,7 +180,8 @@ static void errors_name_file_and_line(void **state)
 	for (size_t i = 0; i < sizeof(bad_cidrs) / sizeof(bad_cidrs[0]); i++) {
 		char policy[256], expected[64];
 		snprintf(policy, sizeof(policy),
-			 "policies:\n- name: p\n  namespace: ns\n  rules:\n  - - - sourceIps: [\"%s\"]\n", bad_cidrs[i]);
+			 "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n  - - - sourceIps: [\"%s\"]\n",
+			 bad_cidrs[i]);
 		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		assert_true(write(fd, policy, strlen(policy)) == (ssize_t)strlen(policy));
 		close(fd);
@@ -193,6 +194,134 @@ static void errors_name_file_and_line(void **state)
 	assert_non_null(strstr(err, "/nonexistent.yaml"));
 }
 
+/* Writes text to a new temporary file and reads it; the responses are freed. */
+static int read_text(const char *text, char *err, size_t err_size, size_t *n_addresses)
+{
+	char path[] = "/tmp/sm-local-config-XXXXXX";
+	int fd = mkstemp(path);
+	uint8_t *a = NULL, *b = NULL;
+	size_t a_len, b_len;
+
+	assert_true(fd >= 0);
+	assert_true(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	close(fd);
+	int ret = sm_local_config_read(path, &a, &a_len, &b, &b_len, err, err_size);
+	unlink(path);
+	if (!ret && n_addresses) {
+		Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response =
+			envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, a_len, a);
+		assert_non_null(response);
+		*n_addresses = response->n_resources;
+		protobuf_c_message_free_unpacked(&response->base, NULL);
+	}
+	free(a);
+	free(b);
+	return ret;
+}
+
+#define SVC "- {name: s, namespace: ns, hostname: h, vips: [\"/10.9.0.1\"], ports: {80: 8080}}\n"
+
+/*
+ * Every shape the reader does not model is an error with its line, never a field quietly dropped:
+ * each of these was accepted before (the first emptied a running datapath) or gave no line.
+ */
+static void strict_errors_name_the_line(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		const char *expected; /* ":LINE: reason" */
+	} cases[] = {
+		{ "workloadz:\n- uid: a\n", ":1: unknown top-level key 'workloadz'" },
+		{ "workloads: 5\n", ":1: 'workloads' must be a list (or a config dump's mapping), not '5'" },
+		{ "workloads:\nservices: []\n", ":1: 'workloads' must be a list (or a config dump's mapping), not empty" },
+		{ "workloads: []\npolicies: {a: 1}\n", ":2: 'policies' must be a list, not a mapping" },
+		{ "workloads:\n- uid: a\n  workloadIps: \"10.0.0.1\"\n", ":3: 'workloadIps' must be a list, not '10.0.0.1'" },
+		{ "workloads:\n- uid: a\n  workloadIP: [\"10.0.0.1\"]\n", ":3: unknown field 'workloadIP' in a workload" },
+		{ "workloads:\n- uid: a\n  name: [x]\n", ":3: name must be a string, not a list" },
+		{ "workloads:\n- uid: a\n  services: [\"ns/h\"]\n", ":3: 'services' must be a mapping, not a list" },
+		{ "workloads:\n- uid: a\n  services: {\"ns/h\": 80}\n", ":3: ports must be a mapping, not '80'" },
+		{ "workloads:\n- uid: a\n  locality: {region: r, zon: z}\n", ":3: unknown field 'zon' in a locality" },
+		{ "workloads:\n- uid: a\n  waypoint: {destination: \"/10.0.0.9\", prot: 15008}\n",
+		  ":3: unknown field 'prot' in a waypoint" },
+		{ "workloads:\n- uid: a\n  nativeTunnel: ture\n", ":3: nativeTunnel must be true or false, not 'ture'" },
+		{ "workloads:\n- uid: a\n  protocol: [HBONE]\n", ":3: protocol must be a string, not a list" },
+		{ "workloads:\n- 5\n", ":2: a workload must be a mapping, not '5'" },
+		{ "workloads:\n- uid: a\n- uid: b\n- uid: a\n", ":4: workload 'a' is defined twice (also at line 2)" },
+		{ "services:\n" SVC "- {name: t, namespace: ns, hostname: h}\n",
+		  ":3: service 'ns/h' is defined twice (also at line 2)" },
+		{ "services:\n- name: s\n  namespace: ns\n  hostname: h\n  vip: [\"/10.9.0.1\"]\n",
+		  ":5: unknown field 'vip' in a service" },
+		{ "services:\n- name: s\n  namespace: ns\n  hostname: h\n  canonical: 1\n",
+		  ":5: canonical must be true or false, not '1'" },
+		{ "services:\n- {name: s, namespace: ns, hostname: h, loadBalancer: {mode: Failover, routing: [Zone]}}\n",
+		  ":2: unknown field 'routing' in a loadBalancer" },
+		{ "workloads: []\npolicies:\n- {name: p, namespace: ns}\n- {name: p, namespace: ns}\n",
+		  ":4: policy 'ns/p' is defined twice (also at line 3)" },
+		{ "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rule: []\n", ":5: unknown field 'rule' in a policy" },
+		{ "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n  - - - notDestinationPort: [9999]\n",
+		  ":6: unknown field 'notDestinationPort' in a match" },
+		{ "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n  - namespaces: [a]\n",
+		  ":6: a rule (a list of clauses) must be a list, not a mapping" },
+		{ "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n  - - - principals: [{prefx: spiffe}]\n",
+		  ":6: a match is a string or {exact|prefix|suffix|presence: value}" },
+		{ "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n  - - - principals: [{prefix: a, suffix: b}]\n",
+		  ":6: a match is a string or {exact|prefix|suffix|presence: value}" },
+		{ "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n  - - - sourceIps: [[10.0.0.1]]\n",
+		  ":6: an address must be a string, not a list" },
+		{ "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n  - - - serviceAccounts: [{namespace: a, sa: b}]\n",
+		  ":6: unknown field 'sa' in a service account match" },
+		{ "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  dryRun: maybe\n", ":5: dryRun must be true or false, not 'maybe'" },
+		{ "workloads: []\nservices: []\nworkloads:\n- uid: a\n", ":3: duplicate key 'workloads' (also at line 1)" },
+		{ "workloads:\n- uid: a\n  uid: b\n", ":3: duplicate key 'uid' (also at line 2)" },
+		{ "{}\n", ":1: neither workloads nor services: write 'workloads: []'" },
+		{ "policies: []\n", ":1: neither workloads nor services" },
+		{ "# nothing\n", ": expected a mapping of workloads, services and policies" },
+	};
+	char err[512];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		err[0] = '\0';
+		int ret = read_text(cases[i].text, err, sizeof(err), NULL);
+		if (ret != -EINVAL || !strstr(err, cases[i].expected))
+			fail_msg("case %zu: %d '%s', expected '%s'", i, ret, err, cases[i].expected);
+	}
+}
+
+/* An empty config is one that says so. */
+static void explicitly_empty_config(void **state)
+{
+	(void)state;
+	char err[512];
+	size_t n = 99;
+
+	assert_int_equal(read_text("workloads: []\n", err, sizeof(err), &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(read_text("services: []\npolicies: []\n", err, sizeof(err), &n), 0);
+	assert_int_equal(n, 0);
+	/* null string fields read as empty; the top-level keys of a config dump that are not config too */
+	assert_int_equal(read_text("workloads:\n- uid: a\n  network:\ncertificates: []\nworkloadState: {}\n", err,
+				   sizeof(err), &n), 0);
+	assert_int_equal(n, 1);
+}
+
+static void a_directory_says_so(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/sm-local-config-dir-XXXXXX";
+	uint8_t *a = NULL, *b = NULL;
+	size_t a_len, b_len;
+	char err[512];
+
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(sm_local_config_read(dir, &a, &a_len, &b, &b_len, err, sizeof(err)), -EISDIR);
+	rmdir(dir);
+	assert_non_null(strstr(err, "is a directory"));
+	assert_non_null(strstr(err, dir));
+	assert_null(a);
+	assert_null(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -200,6 +329,9 @@ int main(void)
 		cmocka_unit_test(bookinfo_dump_round_trip),
 		cmocka_unit_test(policy_cidrs_in_the_dump),
 		cmocka_unit_test(errors_name_file_and_line),
+		cmocka_unit_test(strict_errors_name_the_line),
+		cmocka_unit_test(explicitly_empty_config),
+		cmocka_unit_test(a_directory_says_so),
 	};
 
 	return cmocka_run_group_tests_name("localconfig", tests, NULL, NULL);

@@ -4,6 +4,11 @@
  * services and policies becomes the two responses istiod would send, so that the agent applies it the
  * way it applies istiod's. A ztunnel config dump reads too (workloads and services keyed by address,
  * endpoints under services), which turns dumps people already have into test inputs.
+ *
+ * Strict: a key this reader does not know, a value of the wrong shape, a duplicate key, service,
+ * workload or policy is an error with the file and line, never a field quietly dropped (a misspelled
+ * policy field must not fail open, a misspelled top-level key must not empty the datapath). The only
+ * keys accepted and ignored are the config dump's top-level `certificates` and `workloadState`.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <xxhash.h>
 #include <yaml.h>
@@ -87,12 +93,89 @@ static const char *scalar(const yaml_node_t *node)
 	return node && node->type == YAML_SCALAR_NODE ? (const char *)node->data.scalar.value : NULL;
 }
 
-/* A string field, copied into the arena ("" when absent; protobuf-c wants non-NULL strings). */
+/* An empty plain value (`key:`), `~` or `null`. */
+static bool is_null(const yaml_node_t *node)
+{
+	const char *value = scalar(node);
+
+	return value && node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+	       (!value[0] || strcmp(value, "~") == 0 || strcasecmp(value, "null") == 0);
+}
+
+static const char *shape_name(yaml_node_type_t type)
+{
+	return type == YAML_SEQUENCE_NODE ? "a list" : type == YAML_MAPPING_NODE ? "a mapping" : "a string";
+}
+
+static void wrong_shape(struct reader *r, const yaml_node_t *node, const char *what, const char *want)
+{
+	if (is_null(node))
+		problem(r, node, "%s must be %s, not empty", what, want);
+	else if (scalar(node))
+		problem(r, node, "%s must be %s, not '%s'", what, want, scalar(node));
+	else
+		problem(r, node, "%s must be %s, not %s", what, want, shape_name(node->type));
+}
+
+/* node when it has this shape; NULL (and a problem) when it has another; NULL when absent. */
+static yaml_node_t *shaped(struct reader *r, yaml_node_t *node, yaml_node_type_t type, const char *what)
+{
+	if (node && node->type != type) {
+		wrong_shape(r, node, what, shape_name(type));
+		return NULL;
+	}
+	return node;
+}
+
+#define get_list(r, map, key) shaped((r), get((r), (map), (key)), YAML_SEQUENCE_NODE, "'" key "'")
+#define get_map(r, map, key) shaped((r), get((r), (map), (key)), YAML_MAPPING_NODE, "'" key "'")
+
+/*
+ * map is a mapping whose keys are all among known (NULL-terminated); else a problem at the first
+ * unknown key. what names the object in the message.
+ */
+static bool fields(struct reader *r, const yaml_node_t *map, const char *what, const char *const *known)
+{
+	if (!map || map->type != YAML_MAPPING_NODE) {
+		if (map)
+			wrong_shape(r, map, what, "a mapping");
+		else
+			problem(r, NULL, "%s is missing", what);
+		return false;
+	}
+	for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
+		yaml_node_t *k = node_at(r, pair->key);
+		const char *name = scalar(k);
+		size_t i = 0;
+
+		if (!name) {
+			problem(r, k ? k : map, "%s has a key that is not a string", what);
+			return false;
+		}
+		while (known[i] && strcmp(known[i], name) != 0)
+			i++;
+		if (!known[i]) {
+			problem(r, k, "unknown field '%s' in %s", name, what);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* A string field, copied into the arena ("" when absent or null; protobuf-c wants non-NULL strings). */
 static char *text(struct reader *r, const yaml_node_t *map, const char *key)
 {
-	const char *value = scalar(get(r, map, key));
-	char *copy = alloc(r, value ? strlen(value) + 1 : 1);
+	yaml_node_t *node = get(r, map, key);
+	const char *value = scalar(node);
+	char *copy;
 
+	if (node && !value) {
+		wrong_shape(r, node, key, "a string");
+		return "";
+	}
+	if (is_null(node))
+		value = NULL;
+	copy = alloc(r, value ? strlen(value) + 1 : 1);
 	if (copy && value)
 		strcpy(copy, value);
 	return copy ? copy : "";
@@ -105,11 +188,12 @@ static bool number(struct reader *r, const yaml_node_t *node, uint32_t max, uint
 
 	if (!value) {
 		if (node)
-			problem(r, node, "expected a number, found a %s", node->type == YAML_MAPPING_NODE ? "mapping" : "list");
+			problem(r, node, "expected a number, found %s", shape_name(node->type));
 		return false;
 	}
+	errno = 0;
 	unsigned long n = strtoul(value, &end, 10);
-	if (*end || end == value || n > max) {
+	if (value[0] < '0' || value[0] > '9' || *end || errno || n > max) {
 		problem(r, node, "'%s' is not a number up to %u", value, max);
 		return false;
 	}
@@ -117,11 +201,19 @@ static bool number(struct reader *r, const yaml_node_t *node, uint32_t max, uint
 	return true;
 }
 
-static bool is_true(const yaml_node_t *node)
+/* true/false (or yes/no, any case); absent is false; anything else is a problem, not false. */
+static bool boolean(struct reader *r, const yaml_node_t *map, const char *key)
 {
+	yaml_node_t *node = get(r, map, key);
 	const char *value = scalar(node);
 
-	return value && (strcasecmp(value, "true") == 0 || strcasecmp(value, "yes") == 0);
+	if (!node)
+		return false;
+	if (value && (strcasecmp(value, "true") == 0 || strcasecmp(value, "yes") == 0))
+		return true;
+	if (!value || (strcasecmp(value, "false") != 0 && strcasecmp(value, "no") != 0))
+		wrong_shape(r, node, key, "true or false");
+	return false;
 }
 
 static size_t items(const yaml_node_t *node)
@@ -162,6 +254,8 @@ static int enum_field(struct reader *r, const yaml_node_t *map, const char *key,
 	const char *value = scalar(node);
 	int index;
 
+	if (node && !value)
+		wrong_shape(r, node, key, "a string");
 	if (!value)
 		return fallback;
 	index = name_index(value, names, n);
@@ -214,16 +308,18 @@ static Istio__Workload__NetworkAddress *network_address(struct reader *r, const 
 }
 
 /* {destination: "network/ip" | "namespace/hostname", port} */
-static Istio__Workload__GatewayAddress *gateway(struct reader *r, const yaml_node_t *node)
+static const char *const gateway_fields[] = { "destination", "port", NULL };
+
+static Istio__Workload__GatewayAddress *gateway(struct reader *r, const yaml_node_t *node, const char *what)
 {
 	Istio__Workload__GatewayAddress *gateway;
 	const char *destination = scalar(get(r, node, "destination"));
 	uint32_t port = 15008;
 
-	if (!node)
+	if (!node || !fields(r, node, what, gateway_fields))
 		return NULL;
 	if (!destination) {
-		problem(r, node, "a waypoint needs a destination");
+		problem(r, node, "%s needs a destination", what);
 		return NULL;
 	}
 	gateway = NEW(r, Istio__Workload__GatewayAddress);
@@ -264,7 +360,9 @@ static Istio__Workload__Port **ports(struct reader *r, const yaml_node_t *map, s
 	Istio__Workload__Port **list = NEW_ARRAY(r, Istio__Workload__Port *, count);
 
 	*n = 0;
-	for (size_t i = 0; list && map && map->type == YAML_MAPPING_NODE && i < count; i++) {
+	if (!shaped(r, (yaml_node_t *)map, YAML_MAPPING_NODE, "ports"))
+		return list;
+	for (size_t i = 0; list && map && i < count; i++) {
 		Istio__Workload__Port *port = NEW(r, Istio__Workload__Port);
 		if (!port)
 			return NULL;
@@ -286,11 +384,13 @@ static char **strings(struct reader *r, const yaml_node_t *list, size_t *n)
 	char **out = NEW_ARRAY(r, char *, count);
 
 	*n = 0;
-	for (size_t i = 0; out && list && list->type == YAML_SEQUENCE_NODE && i < count; i++) {
+	for (size_t i = 0; out && list && i < count; i++) {
 		const char *value = scalar(item(r, list, i));
 		char *copy = value ? alloc(r, strlen(value) + 1) : NULL;
+		if (!value)
+			wrong_shape(r, item(r, list, i), "a list item", "a string");
 		if (!copy)
-			continue;
+			return out;
 		strcpy(copy, value);
 		out[(*n)++] = copy;
 	}
@@ -331,11 +431,24 @@ static Istio__Workload__Workload__ServicesEntry *membership(struct reader *r, co
 	return entry;
 }
 
+static const char *const workload_fields[] = {
+	"uid", "name", "namespace", "serviceAccount", "trustDomain", "node", "network", "canonicalName",
+	"canonicalRevision", "workloadName", "clusterId", "hostname", "protocol", "workloadType", "status",
+	"networkMode", "nativeTunnel", "waypoint", "networkGateway", "authorizationPolicies", "workloadIps",
+	"locality", "capacity", "services", NULL,
+};
+static const char *const locality_fields[] = { "region", "zone", "subzone", NULL };
+
 static Istio__Workload__Workload *workload(struct reader *r, const yaml_node_t *node)
 {
-	Istio__Workload__Workload *w = NEW(r, Istio__Workload__Workload);
-	yaml_node_t *ips = get(r, node, "workloadIps"), *services = get(r, node, "services");
+	Istio__Workload__Workload *w;
+	yaml_node_t *ips, *services;
 
+	if (!fields(r, node, "a workload", workload_fields))
+		return NULL;
+	ips = get_list(r, node, "workloadIps");
+	services = get_map(r, node, "services");
+	w = NEW(r, Istio__Workload__Workload);
 	if (!w)
 		return NULL;
 	istio__workload__workload__init(w);
@@ -357,19 +470,19 @@ static Istio__Workload__Workload *workload(struct reader *r, const yaml_node_t *
 	w->workload_type = ENUM(r, node, "workloadType", workload_types, 0);
 	w->status = ENUM(r, node, "status", statuses, 0);
 	w->network_mode = ENUM(r, node, "networkMode", network_modes, 0);
-	w->native_tunnel = is_true(get(r, node, "nativeTunnel"));
-	w->waypoint = gateway(r, get(r, node, "waypoint"));
-	w->network_gateway = gateway(r, get(r, node, "networkGateway"));
-	w->authorization_policies = strings(r, get(r, node, "authorizationPolicies"), &w->n_authorization_policies);
+	w->native_tunnel = boolean(r, node, "nativeTunnel");
+	w->waypoint = gateway(r, get(r, node, "waypoint"), "a waypoint");
+	w->network_gateway = gateway(r, get(r, node, "networkGateway"), "a network gateway");
+	w->authorization_policies = strings(r, get_list(r, node, "authorizationPolicies"), &w->n_authorization_policies);
 
 	w->addresses = NEW_ARRAY(r, ProtobufCBinaryData, items(ips));
-	for (size_t i = 0; w->addresses && ips && ips->type == YAML_SEQUENCE_NODE && i < items(ips); i++) {
+	for (size_t i = 0; w->addresses && ips && i < items(ips); i++) {
 		const char *ip = scalar(item(r, ips, i));
 		if (!ip || !ip_bytes(r, ip, &w->addresses[w->n_addresses++]))
 			problem(r, item(r, ips, i), "'%s' is not an address", ip ? ip : "");
 	}
 	yaml_node_t *locality = get(r, node, "locality");
-	if (locality) {
+	if (locality && fields(r, locality, "a locality", locality_fields)) {
 		w->locality = NEW(r, Istio__Workload__Locality);
 		if (w->locality) {
 			istio__workload__locality__init(w->locality);
@@ -389,21 +502,27 @@ static Istio__Workload__Workload *workload(struct reader *r, const yaml_node_t *
 	/* a local config lists its services: "ns/hostname" → {port: target} */
 	size_t n_services = items(services);
 	w->services = NEW_ARRAY(r, Istio__Workload__Workload__ServicesEntry *, n_services + 1);
-	for (size_t i = 0; w->services && services && services->type == YAML_MAPPING_NODE && i < n_services; i++) {
+	for (size_t i = 0; w->services && services && i < n_services; i++) {
 		const char *key = scalar(item_key(r, services, i));
-		if (key)
-			w->services[w->n_services++] = membership(r, key, item(r, services, i));
+		if (!key) {
+			wrong_shape(r, item_key(r, services, i), "a service key", "\"namespace/hostname\"");
+			break;
+		}
+		w->services[w->n_services++] = membership(r, key, item(r, services, i));
 	}
 	return w;
 }
 
+static const char *const load_balancing_fields[] = { "mode", "healthPolicy", "routingPreferences", NULL };
+
 static Istio__Workload__LoadBalancing *load_balancing(struct reader *r, const yaml_node_t *node)
 {
 	Istio__Workload__LoadBalancing *lb;
-	yaml_node_t *preferences = get(r, node, "routingPreferences");
+	yaml_node_t *preferences;
 
-	if (!node)
+	if (!node || !fields(r, node, "a loadBalancer", load_balancing_fields))
 		return NULL;
+	preferences = get_list(r, node, "routingPreferences");
 	lb = NEW(r, Istio__Workload__LoadBalancing);
 	if (!lb)
 		return NULL;
@@ -421,11 +540,20 @@ static Istio__Workload__LoadBalancing *load_balancing(struct reader *r, const ya
 	return lb;
 }
 
+static const char *const service_fields[] = {
+	"name", "namespace", "hostname", "vips", "ports", "subjectAltNames", "waypoint", "loadBalancer",
+	"canonical", "endpoints", NULL,
+};
+
 static Istio__Workload__Service *service(struct reader *r, const yaml_node_t *node)
 {
-	Istio__Workload__Service *s = NEW(r, Istio__Workload__Service);
-	yaml_node_t *vips = get(r, node, "vips");
+	Istio__Workload__Service *s;
+	yaml_node_t *vips;
 
+	if (!fields(r, node, "a service", service_fields))
+		return NULL;
+	vips = get_list(r, node, "vips");
+	s = NEW(r, Istio__Workload__Service);
 	if (!s)
 		return NULL;
 	istio__workload__service__init(s);
@@ -441,22 +569,30 @@ static Istio__Workload__Service *service(struct reader *r, const yaml_node_t *no
 			s->addresses[s->n_addresses++] = vip;
 	}
 	s->ports = ports(r, get(r, node, "ports"), &s->n_ports);
-	s->subject_alt_names = strings(r, get(r, node, "subjectAltNames"), &s->n_subject_alt_names);
-	s->waypoint = gateway(r, get(r, node, "waypoint"));
+	s->subject_alt_names = strings(r, get_list(r, node, "subjectAltNames"), &s->n_subject_alt_names);
+	s->waypoint = gateway(r, get(r, node, "waypoint"), "a waypoint");
 	s->load_balancing = load_balancing(r, get(r, node, "loadBalancer"));
-	s->canonical = is_true(get(r, node, "canonical"));
+	s->canonical = boolean(r, node, "canonical");
 	return s;
 }
 
 /* A config dump lists endpoints under services; a workload's services map is rebuilt from them. */
+static const char *const endpoint_fields[] = { "workloadUid", "service", "address", "port", NULL };
+
 static void add_dump_endpoints(struct reader *r, const yaml_node_t *svc, Istio__Workload__Workload **workloads, size_t n)
 {
-	yaml_node_t *endpoints = get(r, svc, "endpoints");
+	yaml_node_t *endpoints = get_map(r, svc, "endpoints");
 
-	for (size_t e = 0; endpoints && endpoints->type == YAML_MAPPING_NODE && e < items(endpoints); e++) {
+	for (size_t e = 0; endpoints && e < items(endpoints) && !r->failed; e++) {
 		yaml_node_t *endpoint = item(r, endpoints, e);
+		if (!fields(r, endpoint, "an endpoint", endpoint_fields))
+			return;
 		const char *uid = scalar(get(r, endpoint, "workloadUid")), *key = scalar(get(r, endpoint, "service"));
-		for (size_t i = 0; uid && key && i < n; i++) {
+		if (!uid || !key) {
+			problem(r, endpoint, "an endpoint needs a workloadUid and a service");
+			return;
+		}
+		for (size_t i = 0; i < n; i++) {
 			if (strcmp(workloads[i]->uid, uid) != 0)
 				continue;
 			bool seen = false;
@@ -495,12 +631,16 @@ static Istio__Security__StringMatch **string_matches(struct reader *r, const yam
 		istio__security__string_match__init(match);
 		/* a plain string is an exact match; else {exact|prefix|suffix: ..} or {presence: {}} */
 		const char *value = scalar(node), *kind = "exact";
-		if (!value && node && node->type == YAML_MAPPING_NODE && items(node)) {
+		if (!value && node && node->type == YAML_MAPPING_NODE && items(node) == 1) {
 			kind = scalar(item_key(r, node, 0));
 			value = scalar(item(r, node, 0));
+			if (kind && strcasecmp(kind, "presence") == 0)
+				value = "";
 		}
+		bool known = kind && (strcasecmp(kind, "exact") == 0 || strcasecmp(kind, "prefix") == 0 ||
+				      strcasecmp(kind, "suffix") == 0 || strcasecmp(kind, "presence") == 0);
 		char *copy = alloc(r, value ? strlen(value) + 1 : 1);
-		if (!copy || !kind) {
+		if (!copy || !value || !known) {
 			problem(r, node, "a match is a string or {exact|prefix|suffix|presence: value}");
 			*n = 0;
 			return NULL;
@@ -557,8 +697,10 @@ static Istio__Security__Address **cidrs(struct reader *r, const yaml_node_t *lis
 		const char *value = scalar(item(r, list, i));
 		Istio__Security__Address *address = NEW(r, Istio__Security__Address);
 		char ip[INET6_ADDRSTRLEN + 1] = "";
+		if (!value)
+			wrong_shape(r, item(r, list, i), "an address", "a string");
 		if (!value || !address)
-			continue;
+			return out;
 		istio__security__address__init(address);
 		const char *slash = strchr(value, '/');
 		snprintf(ip, sizeof(ip), "%.*s", slash ? (int)(slash - value) : (int)strlen(value), value);
@@ -587,6 +729,8 @@ static uint32_t *port_list(struct reader *r, const yaml_node_t *list, size_t *n)
 	return out;
 }
 
+static const char *const account_fields[] = { "namespace", "serviceAccount", NULL };
+
 static Istio__Security__ServiceAccountMatch **accounts(struct reader *r, const yaml_node_t *list, size_t *n)
 {
 	Istio__Security__ServiceAccountMatch **out = NEW_ARRAY(r, Istio__Security__ServiceAccountMatch *, items(list));
@@ -594,7 +738,7 @@ static Istio__Security__ServiceAccountMatch **accounts(struct reader *r, const y
 	*n = 0;
 	for (size_t i = 0; out && list && i < items(list); i++) {
 		Istio__Security__ServiceAccountMatch *account = NEW(r, Istio__Security__ServiceAccountMatch);
-		if (!account)
+		if (!account || !fields(r, item(r, list, i), "a service account match", account_fields))
 			return NULL;
 		istio__security__service_account_match__init(account);
 		account->namespace_ = text(r, item(r, list, i), "namespace");
@@ -604,34 +748,49 @@ static Istio__Security__ServiceAccountMatch **accounts(struct reader *r, const y
 	return out;
 }
 
+static const char *const match_fields[] = {
+	"namespaces", "notNamespaces", "principals", "notPrincipals", "sourceIps", "notSourceIps",
+	"destinationIps", "notDestinationIps", "destinationPorts", "notDestinationPorts", "serviceAccounts",
+	"notServiceAccounts", NULL,
+};
+
 static Istio__Security__Match *match(struct reader *r, const yaml_node_t *node)
 {
-	Istio__Security__Match *m = NEW(r, Istio__Security__Match);
+	Istio__Security__Match *m;
 
+	if (!fields(r, node, "a match", match_fields))
+		return NULL;
+	m = NEW(r, Istio__Security__Match);
 	if (!m)
 		return NULL;
 	istio__security__match__init(m);
-	m->namespaces = string_matches(r, get(r, node, "namespaces"), &m->n_namespaces);
-	m->not_namespaces = string_matches(r, get(r, node, "notNamespaces"), &m->n_not_namespaces);
-	m->principals = string_matches(r, get(r, node, "principals"), &m->n_principals);
-	m->not_principals = string_matches(r, get(r, node, "notPrincipals"), &m->n_not_principals);
-	m->source_ips = cidrs(r, get(r, node, "sourceIps"), &m->n_source_ips);
-	m->not_source_ips = cidrs(r, get(r, node, "notSourceIps"), &m->n_not_source_ips);
-	m->destination_ips = cidrs(r, get(r, node, "destinationIps"), &m->n_destination_ips);
-	m->not_destination_ips = cidrs(r, get(r, node, "notDestinationIps"), &m->n_not_destination_ips);
-	m->destination_ports = port_list(r, get(r, node, "destinationPorts"), &m->n_destination_ports);
-	m->not_destination_ports = port_list(r, get(r, node, "notDestinationPorts"), &m->n_not_destination_ports);
-	m->service_accounts = accounts(r, get(r, node, "serviceAccounts"), &m->n_service_accounts);
-	m->not_service_accounts = accounts(r, get(r, node, "notServiceAccounts"), &m->n_not_service_accounts);
+	m->namespaces = string_matches(r, get_list(r, node, "namespaces"), &m->n_namespaces);
+	m->not_namespaces = string_matches(r, get_list(r, node, "notNamespaces"), &m->n_not_namespaces);
+	m->principals = string_matches(r, get_list(r, node, "principals"), &m->n_principals);
+	m->not_principals = string_matches(r, get_list(r, node, "notPrincipals"), &m->n_not_principals);
+	m->source_ips = cidrs(r, get_list(r, node, "sourceIps"), &m->n_source_ips);
+	m->not_source_ips = cidrs(r, get_list(r, node, "notSourceIps"), &m->n_not_source_ips);
+	m->destination_ips = cidrs(r, get_list(r, node, "destinationIps"), &m->n_destination_ips);
+	m->not_destination_ips = cidrs(r, get_list(r, node, "notDestinationIps"), &m->n_not_destination_ips);
+	m->destination_ports = port_list(r, get_list(r, node, "destinationPorts"), &m->n_destination_ports);
+	m->not_destination_ports = port_list(r, get_list(r, node, "notDestinationPorts"), &m->n_not_destination_ports);
+	m->service_accounts = accounts(r, get_list(r, node, "serviceAccounts"), &m->n_service_accounts);
+	m->not_service_accounts = accounts(r, get_list(r, node, "notServiceAccounts"), &m->n_not_service_accounts);
 	return m;
 }
 
 /* rules: [[[match, ...] (a clause), ...] (a rule), ...] */
+static const char *const policy_fields[] = { "name", "namespace", "scope", "action", "rules", "dryRun", NULL };
+
 static Istio__Security__Authorization *policy(struct reader *r, const yaml_node_t *node)
 {
-	Istio__Security__Authorization *p = NEW(r, Istio__Security__Authorization);
-	yaml_node_t *rules = get(r, node, "rules");
+	Istio__Security__Authorization *p;
+	yaml_node_t *rules;
 
+	if (!fields(r, node, "a policy", policy_fields))
+		return NULL;
+	rules = get_list(r, node, "rules");
+	p = NEW(r, Istio__Security__Authorization);
 	if (!p)
 		return NULL;
 	istio__security__authorization__init(p);
@@ -641,23 +800,23 @@ static Istio__Security__Authorization *policy(struct reader *r, const yaml_node_
 		problem(r, node, "a policy needs a name and a namespace");
 	p->scope = ENUM(r, node, "scope", scopes, 0);
 	p->action = ENUM(r, node, "action", actions, 0);
-	p->dry_run = is_true(get(r, node, "dryRun"));
+	p->dry_run = boolean(r, node, "dryRun");
 	p->rules = NEW_ARRAY(r, Istio__Security__Rule *, items(rules));
-	for (size_t i = 0; p->rules && rules && i < items(rules); i++) {
-		yaml_node_t *clauses = item(r, rules, i);
+	for (size_t i = 0; p->rules && rules && i < items(rules) && !r->failed; i++) {
+		yaml_node_t *clauses = shaped(r, item(r, rules, i), YAML_SEQUENCE_NODE, "a rule (a list of clauses)");
 		Istio__Security__Rule *rule = NEW(r, Istio__Security__Rule);
 		if (!rule)
 			return NULL;
 		istio__security__rule__init(rule);
 		rule->clauses = NEW_ARRAY(r, Istio__Security__Clause *, items(clauses));
-		for (size_t c = 0; rule->clauses && c < items(clauses); c++) {
-			yaml_node_t *matches = item(r, clauses, c);
+		for (size_t c = 0; rule->clauses && clauses && c < items(clauses) && !r->failed; c++) {
+			yaml_node_t *matches = shaped(r, item(r, clauses, c), YAML_SEQUENCE_NODE, "a clause (a list of matches)");
 			Istio__Security__Clause *clause = NEW(r, Istio__Security__Clause);
 			if (!clause)
 				return NULL;
 			istio__security__clause__init(clause);
 			clause->matches = NEW_ARRAY(r, Istio__Security__Match *, items(matches));
-			for (size_t m = 0; clause->matches && m < items(matches); m++) {
+			for (size_t m = 0; clause->matches && matches && m < items(matches); m++) {
 				Istio__Security__Match *one = match(r, item(r, matches, m));
 				if (one)
 					clause->matches[clause->n_matches++] = one;
@@ -722,12 +881,19 @@ static int load_document(struct reader *r)
 {
 	yaml_parser_t parser;
 	FILE *f = fopen(r->path, "rb");
+	struct stat st;
 	int ret = 0;
 
 	if (!f) {
 		ret = -errno;
 		snprintf(r->err, r->err_size, "%s: %s", r->path, strerror(-ret));
 		return ret;
+	}
+	/* fopen takes a directory; libyaml would then only say "input error" */
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(r->err, r->err_size, "%s: is a directory, not a config file", r->path);
+		fclose(f);
+		return -EISDIR;
 	}
 	yaml_parser_initialize(&parser);
 	yaml_parser_set_input_file(&parser, f);
@@ -746,89 +912,188 @@ static int load_document(struct reader *r)
 	return ret;
 }
 
+struct key_at {
+	const char *key;
+	size_t line;
+};
+
+static int by_key_then_line(const void *a, const void *b)
+{
+	const struct key_at *x = a, *y = b;
+	int diff = strcmp(x->key, y->key);
+
+	return diff ? diff : (x->line > y->line) - (x->line < y->line);
+}
+
+/* No mapping of the document has a key twice: YAML forbids it, libyaml does not check, and a second
+ * `services:` or `uid:` would otherwise be dropped without a word. */
+static int unique_keys(struct reader *r)
+{
+	for (yaml_node_t *map = r->doc.nodes.start; map < r->doc.nodes.top && !r->failed; map++) {
+		size_t n = 0;
+
+		if (map->type != YAML_MAPPING_NODE || items(map) < 2)
+			continue;
+		struct key_at *keys = NEW_ARRAY(r, struct key_at, items(map));
+		if (!keys)
+			return -ENOMEM;
+		for (size_t i = 0; i < items(map); i++) {
+			yaml_node_t *key = item_key(r, map, i);
+			if (scalar(key))
+				keys[n++] = (struct key_at){ scalar(key), key->start_mark.line + 1 };
+		}
+		qsort(keys, n, sizeof(*keys), by_key_then_line);
+		for (size_t i = 1; i < n && !r->failed; i++) {
+			if (strcmp(keys[i - 1].key, keys[i].key) == 0) {
+				r->failed = true;
+				snprintf(r->err, r->err_size, "%s:%zu: duplicate key '%s' (also at line %zu)", r->path,
+					 keys[i].line, keys[i].key, keys[i - 1].line);
+			}
+		}
+	}
+	return r->failed ? -EINVAL : 0;
+}
+
+/* The top level: workloads and services as lists (a local config) or keyed by address (a dump). */
+static const char *const top_fields[] = { "workloads", "services", "policies",
+					  /* a config dump's, not config: */ "certificates", "workloadState", NULL };
+
+static yaml_node_t *collection(struct reader *r, const yaml_node_t *root, const char *key, bool dump_form)
+{
+	yaml_node_t *node = get(r, root, key);
+	char what[32];
+
+	if (!node || node->type == YAML_SEQUENCE_NODE || (dump_form && node->type == YAML_MAPPING_NODE))
+		return node;
+	snprintf(what, sizeof(what), "'%s'", key);
+	wrong_shape(r, node, what, dump_form ? "a list (or a config dump's mapping)" : "a list");
+	return NULL;
+}
+
+static bool check_top_level(struct reader *r, const yaml_node_t *root)
+{
+	for (yaml_node_pair_t *pair = root->data.mapping.pairs.start; pair < root->data.mapping.pairs.top; pair++) {
+		yaml_node_t *k = node_at(r, pair->key);
+		const char *name = scalar(k);
+		size_t i = 0;
+
+		while (name && top_fields[i] && strcmp(top_fields[i], name) != 0)
+			i++;
+		if (!name || !top_fields[i]) {
+			problem(r, k, "unknown top-level key '%s' (expected workloads, services and policies)", name ? name : "?");
+			return false;
+		}
+	}
+	if (!get(r, root, "workloads") && !get(r, root, "services")) {
+		problem(r, root, "neither workloads nor services: write 'workloads: []' for a config that has none");
+		return false;
+	}
+	return true;
+}
+
+/* The address-type resource named key is not there yet; in a local config (a list) a second one is an
+ * error naming both lines, in a dump (keyed by address) it is the same resource under another address. */
+static bool first_of(struct reader *r, Envoy__Service__Discovery__V3__Resource **resources, const size_t *lines, size_t n,
+		     const char *key, const yaml_node_t *node, bool listed, const char *what)
+{
+	for (size_t j = 0; j < n; j++) {
+		if (!resources[j] || strcmp(resources[j]->name, key) != 0)
+			continue;
+		if (listed)
+			problem(r, node, "%s '%s' is defined twice (also at line %zu)", what, key, lines[j]);
+		return false;
+	}
+	return true;
+}
+
 int sm_local_config_read(const char *path, uint8_t **address_response, size_t *address_len,
 			 uint8_t **authorization_response, size_t *authorization_len, char *err, size_t err_size)
 {
 	struct reader r = { .path = path, .err = err, .err_size = err_size };
 	int ret = load_document(&r);
 
+	*address_response = *authorization_response = NULL;
 	if (ret)
 		return ret;
 	sm_pb_arena_init(&r.arena);
 	yaml_node_t *root = yaml_document_get_root_node(&r.doc);
-	yaml_node_t *workloads = get(&r, root, "workloads"), *services = get(&r, root, "services"),
-		    *policies = get(&r, root, "policies");
+	if ((ret = unique_keys(&r)) || !check_top_level(&r, root))
+		goto out;
+	yaml_node_t *workloads = collection(&r, root, "workloads", true), *services = collection(&r, root, "services", true),
+		    *policies = collection(&r, root, "policies", false);
 	size_t n_workloads = items(workloads), n_services = items(services), n_policies = items(policies);
 	Istio__Workload__Workload **parsed = NEW_ARRAY(&r, Istio__Workload__Workload *, n_workloads);
+	size_t *parsed_lines = NEW_ARRAY(&r, size_t, n_workloads);
 	Envoy__Service__Discovery__V3__Resource **addresses =
 		NEW_ARRAY(&r, Envoy__Service__Discovery__V3__Resource *, n_workloads + n_services);
+	size_t *address_lines = NEW_ARRAY(&r, size_t, n_workloads + n_services);
 	Envoy__Service__Discovery__V3__Resource **authorizations =
 		NEW_ARRAY(&r, Envoy__Service__Discovery__V3__Resource *, n_policies);
+	size_t *authorization_lines = NEW_ARRAY(&r, size_t, n_policies);
 	size_t n_addresses = 0, n_authorizations = 0, n_parsed = 0;
 
-	*address_response = *authorization_response = NULL;
-	if (!parsed || !addresses || !authorizations) {
-		ret = -ENOMEM;
+	if (!parsed || !parsed_lines || !addresses || !address_lines || !authorizations || !authorization_lines)
 		goto out;
-	}
 	for (size_t i = 0; i < n_workloads && !r.failed; i++) {
 		Istio__Workload__Workload *w = workload(&r, item(&r, workloads, i));
-		if (w)
+		if (w) {
+			parsed_lines[n_parsed] = item(&r, workloads, i)->start_mark.line + 1;
 			parsed[n_parsed++] = w;
+		}
 	}
 	for (size_t i = 0; i < n_services && !r.failed; i++) {
 		Istio__Workload__Address address = ISTIO__WORKLOAD__ADDRESS__INIT;
-		Istio__Workload__Service *s = service(&r, item(&r, services, i));
+		yaml_node_t *node = item(&r, services, i);
+		Istio__Workload__Service *s = service(&r, node);
 		char key[600];
 		if (!s)
 			continue;
-		add_dump_endpoints(&r, item(&r, services, i), parsed, n_parsed);
+		add_dump_endpoints(&r, node, parsed, n_parsed);
 		snprintf(key, sizeof(key), "%s/%s", s->namespace_, s->hostname);
 		/* a dump lists a service once per VIP */
-		bool seen = false;
-		for (size_t j = 0; j < n_addresses; j++)
-			seen |= strcmp(addresses[j]->name, key) == 0;
-		if (seen)
+		if (!first_of(&r, addresses, address_lines, n_addresses, key, node, services->type == YAML_SEQUENCE_NODE,
+			      "service"))
 			continue;
 		address.type_case = ISTIO__WORKLOAD__ADDRESS__TYPE_SERVICE;
 		address.service = s;
+		address_lines[n_addresses] = node->start_mark.line + 1;
 		addresses[n_addresses++] = resource(&r, SM_TYPE_URL_ADDRESS, key, &address.base);
 	}
 	for (size_t i = 0; i < n_parsed && !r.failed; i++) {
 		Istio__Workload__Address address = ISTIO__WORKLOAD__ADDRESS__INIT;
-		bool seen = false;
-		for (size_t j = 0; j < n_addresses; j++)
-			seen |= strcmp(addresses[j]->name, parsed[i]->uid) == 0;
-		if (seen)
-			continue; /* a dump lists a workload once per address */
+		yaml_node_t *node = item(&r, workloads, i); /* parsed[i] is its item i: a failed one stops the loop */
+		/* a dump lists a workload once per address */
+		if (!first_of(&r, addresses, address_lines, n_addresses, parsed[i]->uid, node, workloads->type == YAML_SEQUENCE_NODE,
+			      "workload"))
+			continue;
 		address.type_case = ISTIO__WORKLOAD__ADDRESS__TYPE_WORKLOAD;
 		address.workload = parsed[i];
+		address_lines[n_addresses] = parsed_lines[i];
 		addresses[n_addresses++] = resource(&r, SM_TYPE_URL_ADDRESS, parsed[i]->uid, &address.base);
 	}
 	for (size_t i = 0; i < n_policies && !r.failed; i++) {
-		Istio__Security__Authorization *p = policy(&r, item(&r, policies, i));
+		yaml_node_t *node = item(&r, policies, i);
+		Istio__Security__Authorization *p = policy(&r, node);
 		char key[600];
 		if (!p)
 			continue;
 		snprintf(key, sizeof(key), "%s/%s", p->namespace_, p->name);
+		if (!first_of(&r, authorizations, authorization_lines, n_authorizations, key, node, true, "policy"))
+			continue;
+		authorization_lines[n_authorizations] = node->start_mark.line + 1;
 		authorizations[n_authorizations++] = resource(&r, SM_TYPE_URL_AUTHORIZATION, key, &p->base);
 	}
-	for (size_t i = 0; i < n_addresses && !r.failed; i++)
-		if (!addresses[i])
-			ret = -ENOMEM;
-	if (r.failed) {
-		ret = r.out_of_memory ? -ENOMEM : -EINVAL;
-		goto out;
-	}
-	if (!ret)
+	if (!r.failed)
 		ret = pack_response(addresses, n_addresses, SM_TYPE_URL_ADDRESS, "local-config-address", address_response,
 				    address_len);
-	if (!ret)
+	if (!r.failed && !ret)
 		ret = pack_response(authorizations, n_authorizations, SM_TYPE_URL_AUTHORIZATION,
 				    "local-config-authorization", authorization_response, authorization_len);
 	if (ret == -ENOMEM)
 		snprintf(err, err_size, "%s: out of memory", path);
 out:
+	if (r.failed)
+		ret = r.out_of_memory ? -ENOMEM : -EINVAL;
 	if (ret) {
 		free(*address_response);
 		*address_response = NULL;

@@ -118,8 +118,11 @@ uint64_t sm_xds_backoff_jittered(uint64_t base_ms, uint64_t random);
 
 /*
  * Reads ztunnel's local config (YAML or JSON: workloads, services, policies), or the workloads and
- * services of a ztunnel config dump, into two responses: Address and Authorization. Each is packed into
- * bytes (free with free()). Returns 0 or -errno with the file, line and reason in err.
+ * services of a ztunnel config dump, into two responses: Address and Authorization, each holding the
+ * whole file's resources of its type (the full desired state; no removals). Each is packed into bytes
+ * (free with free()). Strict: an unknown key, a value of the wrong shape, a duplicate key, service,
+ * workload or policy, a file with neither `workloads` nor `services` is refused. Returns 0, or -errno
+ * (-EINVAL, -EISDIR, -ENOENT, ...) with the file, line and reason in err and both outputs NULL.
  */
 int sm_local_config_read(const char *path, uint8_t **address_response, size_t *address_len,
 			 uint8_t **authorization_response, size_t *authorization_len, char *err, size_t err_size);

@@ -2,12 +2,14 @@
 /*
  * The input as ztunnel's local config or config dump (YAML or JSON, LOCAL_XDS_PATH): reading it must
  * never crash or leak; a file it refuses must come with a reason; a file it accepts must give two
- * responses that decode, since the agent applies them as if istiod had sent them.
+ * responses that decode, since the agent applies them as if istiod had sent them, and that name each
+ * resource once (the file is the whole state: a second definition would silently replace the first).
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -46,7 +48,7 @@ static void write_config(const uint8_t *data, size_t size)
 	}
 }
 
-/* A response the reader packed itself must decode. */
+/* A response the reader packed itself must decode, and name each resource once. */
 static void check_decodes(const uint8_t *bytes, size_t len)
 {
 	ProtobufCMessage *msg = NULL;
@@ -58,6 +60,15 @@ static void check_decodes(const uint8_t *bytes, size_t len)
 			 sizeof(err))) {
 		fprintf(stderr, "a packed response does not decode: %s\n", err);
 		__builtin_trap();
+	}
+	const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response = (const void *)msg;
+	for (size_t i = 0; i < response->n_resources; i++) {
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(response->resources[i]->name, response->resources[j]->name) == 0) {
+				fprintf(stderr, "'%s' is in the response twice\n", response->resources[i]->name);
+				__builtin_trap();
+			}
+		}
 	}
 	protobuf_c_message_free_unpacked(msg, NULL);
 }

@@ -100,7 +100,7 @@ int dump_names_fetch(const char *address, json_t **config_dump, char *err, size_
 	if (fd < 0)
 		return fd;
 	int n = snprintf(request, sizeof(request), "GET /config_dump HTTP/1.0\r\nHost: %s\r\n\r\n", address);
-	if (n < 0 || (size_t)n >= sizeof(request) || write(fd, request, (size_t)n) != n) {
+	if (n < 0 || (size_t)n >= sizeof(request) || send(fd, request, (size_t)n, MSG_NOSIGNAL) != n) {
 		snprintf(err, err_size, "%s: sending the request failed", address);
 		ret = -EIO;
 		goto out;
@@ -134,13 +134,15 @@ static int by_hash(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* "A/B" of two string members of object, or NULL (not strings, or no memory). */
-static char *join(const json_t *object, const char *a, const char *b)
+/* "A/B" of two string members of object into *out (NULL when either is missing). 0 or -ENOMEM. */
+static int join(const json_t *object, const char *a, const char *b, char **out)
 {
 	const char *x = json_string_value(json_object_get(object, a)), *y = json_string_value(json_object_get(object, b));
-	char *text;
 
-	return x && y && asprintf(&text, "%s/%s", x, y) >= 0 ? text : NULL;
+	*out = NULL;
+	if (!x || !y)
+		return 0;
+	return asprintf(out, "%s/%s", x, y) < 0 ? (*out = NULL, -ENOMEM) : 0;
 }
 
 /*
@@ -160,7 +162,12 @@ static int index_members(const json_t *object, bool services, struct dump_name *
 	*out = entries;
 	json_object_foreach((json_t *)object, member, value) {
 		const char *uid = json_string_value(json_object_get(value, "uid"));
-		char *name = services ? join(value, "namespace", "hostname") : join(value, "namespace", "name");
+		char *name;
+		int ret = join(value, "namespace", services ? "hostname" : "name", &name);
+		if (ret) {
+			*n_out = n; /* for dump_names_clear */
+			return ret;
+		}
 		if (!name || (!services && !uid)) {
 			free(name);
 			continue;

@@ -118,9 +118,10 @@ size_t sm_xds_node_missing(const struct sm_xds_node *node, char *out, size_t siz
 	for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
 		if (needed[i].value && needed[i].value[0])
 			continue;
-		int n = snprintf(out + used, size - used, "%s%s", missing ? ", " : "", needed[i].name);
-		if (n > 0)
-			used = used + (size_t)n < size ? used + (size_t)n : (size ? size - 1 : 0);
+		if (used + 1 < size) {
+			int n = snprintf(out + used, size - used, "%s%s", missing ? ", " : "", needed[i].name);
+			used = n > 0 && used + (size_t)n < size ? used + (size_t)n : size - 1;
+		}
 		missing++;
 	}
 	return missing;

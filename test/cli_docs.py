@@ -4,13 +4,16 @@
 Every command of 'sockmesh --help' is run with --help; every option its usage shows must appear in
 docs/agent.md where that command is described (its section, or its line in a command list) and on
 its line of README.md's command list (a README line that says '[options]' defers to docs/agent.md).
-Also: 'sockmesh --version', 'sockmesh version --help', and option errors prefixed 'sockmesh CMD:'.
+Also: 'sockmesh --version', 'sockmesh version --help', option errors prefixed 'sockmesh CMD:', and
+'sockmesh print' showing addresses as IP text (base64 with --proto3-json).
 Usage: cli_docs.py BUILD_DIR SOURCE_DIR
 """
 import os
 import re
+import json
 import subprocess
 import sys
+import tempfile
 
 build, source = sys.argv[1], sys.argv[2]
 sockmesh = os.path.join(build, "agent", "sockmesh")
@@ -119,6 +122,22 @@ def main():
                     problems.append(f"README.md: the line of 'sockmesh {command}' lacks {option} "
                                     f"(shown by 'sockmesh {command} --help')")
         check(f"README.md lists 'sockmesh {command}' with the options of its --help", problems)
+
+    with tempfile.TemporaryDirectory() as work:
+        stream = os.path.join(work, "local.xds")
+        fixture = os.path.join(source, "test", "fixtures", "real", "ztunnel-local-config.yaml")
+        converted = run("convert", fixture, stream)
+        problems = [] if converted.returncode == 0 else [f"convert failed: {converted.stderr}"]
+        if not problems:
+            shown = [json.loads(line) for line in run("print", "--compact", stream).stdout.splitlines()]
+            exact = [json.loads(line) for line in run("print", "--compact", "--proto3-json", stream).stdout.splitlines()]
+            first = shown[0]["resources"][0]["resource"]["service"]["addresses"][0]["address"]
+            if first != "127.10.0.1":
+                problems.append(f"print: the first VIP is {first!r}, not '127.10.0.1'")
+            first = exact[0]["resources"][0]["resource"]["service"]["addresses"][0]["address"]
+            if first != "fwoAAQ==":
+                problems.append(f"print --proto3-json: the first VIP is {first!r}, not base64 'fwoAAQ=='")
+        check("'sockmesh print' shows addresses as IP text, and as base64 with --proto3-json", problems)
 
     failed = 0
     for number, (name, problems) in enumerate(results, 1):

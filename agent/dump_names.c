@@ -137,7 +137,8 @@ static int by_hash(const void *a, const void *b)
 /* "A/B" of two string members of object into *out (NULL when either is missing). 0 or -ENOMEM. */
 static int join(const json_t *object, const char *a, const char *b, char **out)
 {
-	const char *x = json_string_value(json_object_get(object, a)), *y = json_string_value(json_object_get(object, b));
+	const char *x = json_string_value(json_object_get(object, a));
+	const char *y = json_string_value(json_object_get(object, b));
 
 	*out = NULL;
 	if (!x || !y)

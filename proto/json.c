@@ -308,7 +308,8 @@ static bool is_ip_field(const ProtobufCMessageDescriptor *desc, const ProtobufCF
 	if (field->type != PROTOBUF_C_TYPE_BYTES)
 		return false;
 	for (const char *const *name = ip_fields; name && *name; name++) {
-		if (strncmp(*name, desc->name, len) == 0 && (*name)[len] == '.' && strcmp(*name + len + 1, field->name) == 0)
+		if (strncmp(*name, desc->name, len) == 0 && (*name)[len] == '.' &&
+		    strcmp(*name + len + 1, field->name) == 0)
 			return true;
 	}
 	return false;

@@ -2,7 +2,8 @@
 /*
  * sockmesh dump: what the pinned maps hold, read straight from bpffs (no daemon needed): services with
  * their VIPs, endpoints by priority and waypoints, pod addresses that go to waypoints, backends, the
- * knobs and the counters. The maps hold ids and addresses, not names: /config_dump has the names.
+ * knobs and the counters. The maps hold ids, addresses and name hashes, not names: the names come from
+ * the running agent's /config_dump (dump_names.h); without it, services and backends show by id.
  */
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -13,6 +14,7 @@
 #include <jansson.h>
 
 #include "agent/commands.h"
+#include "agent/dump_names.h"
 #include "datapath/datapath.h"
 
 struct entry {
@@ -75,11 +77,14 @@ static json_t *waypoint_json(const struct sm_waypoint *waypoint)
 	return object;
 }
 
-static json_t *backend_json(uint32_t id, const struct sm_backend_value *backend)
+static json_t *backend_json(uint32_t id, const struct sm_backend_value *backend, const struct dump_names *names)
 {
 	char v4[INET_ADDRSTRLEN], v6[INET6_ADDRSTRLEN];
 	json_t *object = json_pack("{s:i}", "id", id);
+	const char *name = names ? dump_names_workload(names, backend->name_hash) : NULL;
 
+	if (name)
+		json_object_set_new(object, "workload", json_string(name));
 	if (backend->families & SM_HAS_V4) {
 		inet_ntop(AF_INET, &backend->addr4, v4, sizeof(v4));
 		json_object_set_new(object, "ipv4", json_string(v4));
@@ -173,8 +178,20 @@ static size_t first_vip(const struct table *frontends, uint32_t id)
 	return lo;
 }
 
+/* "namespace" and "hostname" of a service whose name hash the agent's dump knows. */
+static void set_service_name(json_t *object, const struct sm_service_value *svc, const struct dump_names *names)
+{
+	const char *name = names ? dump_names_service(names, svc->name_hash) : NULL;
+	const char *slash = name ? strchr(name, '/') : NULL;
+
+	if (!slash)
+		return;
+	json_object_set_new(object, "namespace", json_stringn(name, (size_t)(slash - name)));
+	json_object_set_new(object, "hostname", json_string(slash + 1));
+}
+
 static json_t *service_json(uint32_t id, const struct sm_service_value *svc, const struct table *frontends,
-			    const struct table *endpoints)
+			    const struct table *endpoints, const struct dump_names *names)
 {
 	static const char *const modes[] = { "random", "strict", "failover", "passthrough" };
 	json_t *vips = json_array(), *ports = json_array(), *priorities = json_array();
@@ -204,15 +221,26 @@ static json_t *service_json(uint32_t id, const struct sm_service_value *svc, con
 		}
 		json_array_append_new(priorities, json_pack("{s:i, s:o}", "priority", p, "endpoints", slots));
 	}
-	json_t *object = json_pack("{s:i, s:o, s:o, s:s, s:o}", "id", id, "vips", vips, "ports", ports, "mode",
-				   svc->lb_mode < 4 ? modes[svc->lb_mode] : "unknown", "priorities", priorities);
+	json_t *object = json_pack("{s:i}", "id", id);
+	set_service_name(object, svc, names);
+	json_object_update_new(object, json_pack("{s:o, s:o, s:s, s:o}", "vips", vips, "ports", ports, "mode",
+						 svc->lb_mode < 4 ? modes[svc->lb_mode] : "unknown", "priorities",
+						 priorities));
 	if (svc->waypoint.flags)
 		json_object_set_new(object, "waypoint", waypoint_json(&svc->waypoint));
 	return object;
 }
 
-static json_t *dump_json(struct sm_datapath *dp, struct table tables[SM_MAP_COUNT])
+/* Where the names came from, or why there are none. */
+struct names_source {
+	const struct dump_names *names; /* NULL: none */
+	const char *address;
+	const char *why_none;
+};
+
+static json_t *dump_json(struct sm_datapath *dp, struct table tables[SM_MAP_COUNT], const struct names_source *source)
 {
+	const struct dump_names *names = source->names;
 	json_t *services = json_array(), *pods = json_array(), *backends = json_array(), *counters = json_object();
 	uint64_t values[SM_COUNTER_MAX];
 	struct sm_config config = { 0 };
@@ -220,7 +248,7 @@ static json_t *dump_json(struct sm_datapath *dp, struct table tables[SM_MAP_COUN
 	for (size_t i = 0; i < tables[SM_MAP_SERVICES].n; i++)
 		json_array_append_new(services, service_json(*(uint32_t *)tables[SM_MAP_SERVICES].entries[i].key,
 							     (const void *)tables[SM_MAP_SERVICES].entries[i].value,
-							     &tables[SM_MAP_FRONTENDS], &tables[SM_MAP_ENDPOINTS]));
+							     &tables[SM_MAP_FRONTENDS], &tables[SM_MAP_ENDPOINTS], names));
 	for (size_t i = 0; i < tables[SM_MAP_FRONTENDS].n; i++) {
 		const struct sm_frontend_value *frontend = (const void *)tables[SM_MAP_FRONTENDS].entries[i].value;
 		char text[INET6_ADDRSTRLEN];
@@ -231,7 +259,7 @@ static json_t *dump_json(struct sm_datapath *dp, struct table tables[SM_MAP_COUN
 	}
 	for (size_t i = 0; i < tables[SM_MAP_BACKENDS].n; i++)
 		json_array_append_new(backends, backend_json(*(uint32_t *)tables[SM_MAP_BACKENDS].entries[i].key,
-							     (const void *)tables[SM_MAP_BACKENDS].entries[i].value));
+							     (const void *)tables[SM_MAP_BACKENDS].entries[i].value, names));
 	if (sm_datapath_counters(dp, values) == 0) {
 		for (int c = 0; c < SM_COUNTER_MAX; c++)
 			json_object_set_new(counters, sm_counter_name(c), json_integer((json_int_t)values[c]));
@@ -254,8 +282,10 @@ static json_t *dump_json(struct sm_datapath *dp, struct table tables[SM_MAP_COUN
 		json_object_set_new(capacity, sm_map_name(m), json_pack("{s:I, s:I}", "entries", (json_int_t)tables[m].n,
 									 "capacity", (json_int_t)max));
 	}
-	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "config", knobs, "maps", capacity, "services", services,
-			 "podWaypoints", pods, "backends", backends, "counters", counters);
+	json_t *from = names ? json_pack("{s:s++}", "source", "http://", source->address, "/config_dump")
+			     : json_pack("{s:s}", "unavailable", source->why_none);
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "config", knobs, "maps", capacity, "names", from,
+			 "services", services, "podWaypoints", pods, "backends", backends, "counters", counters);
 }
 
 /* The same, for a person: one service a few lines, endpoints by priority with their addresses. */
@@ -275,9 +305,23 @@ static void print_human(json_t *dump, const struct table *backends)
 	json_object_foreach(json_object_get(dump, "maps"), key, value)
 		printf(" %s %lld/%lld", key, json_integer_value(json_object_get(value, "entries")),
 		       json_integer_value(json_object_get(value, "capacity")));
-	printf("\n\nservices\n");
+	printf("\n");
+	json_t *names = json_object_get(dump, "names");
+	if (json_object_get(names, "source"))
+		printf("names: from %s\n", json_string_value(json_object_get(names, "source")));
+	else
+		printf("names: not shown, services and backends by id only: %s (is the agent running? "
+		       "--admin-address names its admin endpoint)\n",
+		       json_string_value(json_object_get(names, "unavailable")));
+	printf("\nservices\n");
 	json_array_foreach(json_object_get(dump, "services"), i, svc) {
-		printf("  #%lld  VIPs", json_integer_value(json_object_get(svc, "id")));
+		printf("  #%lld", json_integer_value(json_object_get(svc, "id")));
+		if (json_object_get(svc, "hostname"))
+			printf("  %s/%s", json_string_value(json_object_get(svc, "namespace")),
+			       json_string_value(json_object_get(svc, "hostname")));
+		else if (json_object_get(names, "source"))
+			printf("  (not in the agent's config)");
+		printf("  VIPs");
 		json_array_foreach(json_object_get(svc, "vips"), j, value)
 			printf(" %s", json_string_value(value));
 		printf("  ports");
@@ -321,14 +365,28 @@ static void print_human(json_t *dump, const struct table *backends)
 	printf("\n");
 }
 
+/* Read after the maps: a name that appeared between the two reads is just not shown. */
+static int load_names(const char *address, struct dump_names *names, char *why_none, size_t size)
+{
+	json_t *config_dump = NULL;
+	int ret = dump_names_fetch(address, &config_dump, why_none, size);
+
+	if (!ret && (ret = dump_names_index(config_dump, names)))
+		snprintf(why_none, size, "indexing the agent's /config_dump: %s", strerror(-ret));
+	json_decref(config_dump);
+	return ret;
+}
+
 static void dump_usage(FILE *out)
 {
-	fprintf(out, "Usage: sockmesh dump [--json] [--pin-dir PATH]\n\n"
+	fprintf(out, "Usage: sockmesh dump [--json] [--pin-dir PATH] [--admin-address IP:PORT]\n\n"
 		     "Shows what the pinned datapath maps hold: services (VIPs, ports, LB mode, waypoint,\n"
 		     "endpoints by priority), pod addresses sent to waypoints, backends, the knobs and the\n"
-		     "counters. No running agent is needed.\n\n"
-		     "  --json          print JSON\n"
-		     "  --pin-dir PATH  where the datapath is pinned (default " SM_DEFAULT_PIN_DIR ")\n");
+		     "counters. No running agent is needed; when one answers on its admin endpoint, services\n"
+		     "show their namespace/hostname and backends their workload (the maps hold only ids).\n\n"
+		     "  --json                   print JSON\n"
+		     "  --pin-dir PATH           where the datapath is pinned (default " SM_DEFAULT_PIN_DIR ")\n"
+		     "  --admin-address IP:PORT  the agent's admin endpoint, for names (default " DEFAULT_ADMIN_ADDRESS ")\n");
 }
 
 int cmd_dump(int argc, char **argv)
@@ -336,10 +394,14 @@ int cmd_dump(int argc, char **argv)
 	static const struct option options[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "pin-dir", required_argument, NULL, 'p' },
+		{ "admin-address", required_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	const char *pin_dir = SM_DEFAULT_PIN_DIR;
+	struct names_source source = { .address = DEFAULT_ADMIN_ADDRESS };
+	struct dump_names names = { 0 };
+	char why_none[512];
 	bool as_json = false;
 	struct table tables[SM_MAP_COUNT] = { 0 };
 	struct sm_datapath *dp;
@@ -350,6 +412,7 @@ int cmd_dump(int argc, char **argv)
 		switch (opt) {
 		case 'j': as_json = true; break;
 		case 'p': pin_dir = optarg; break;
+		case 'a': source.address = optarg; break;
 		case 'h': dump_usage(stdout); return 0;
 		default: dump_usage(stderr); return 2;
 		}
@@ -370,7 +433,10 @@ int cmd_dump(int argc, char **argv)
 		}
 	}
 	sort_tables(tables);
-	json_t *dump = dump_json(dp, tables);
+	if (load_names(source.address, &names, why_none, sizeof(why_none)) == 0)
+		source.names = &names;
+	source.why_none = why_none;
+	json_t *dump = dump_json(dp, tables, &source);
 	if (as_json) {
 		json_dumpf(dump, stdout, JSON_INDENT(2));
 		putchar('\n');
@@ -380,6 +446,7 @@ int cmd_dump(int argc, char **argv)
 	json_decref(dump);
 	status = 0;
 out:
+	dump_names_clear(&names);
 	for (int m = 0; m < SM_MAP_COUNT; m++)
 		free(tables[m].entries);
 	sm_datapath_close(dp);

@@ -8,14 +8,17 @@
 
 static void print_usage(FILE *out)
 {
-	fprintf(out, "Usage: sockmesh print [--compact] FILE\n\n"
+	fprintf(out, "Usage: sockmesh print [--compact] [--proto3-json] FILE\n\n"
 		     "Decodes FILE, a recorded stream of DeltaDiscoveryResponse messages (each preceded by its\n"
 		     "length as a varint; what 'sockmesh run --record' writes), and prints each response in\n"
-		     "protobuf's canonical JSON.\n\n"
-		     "  --compact  one line per response\n");
+		     "protobuf's canonical JSON, except that IP addresses (workload addresses, VIPs, waypoint\n"
+		     "and CIDR addresses) show as text such as 10.0.0.1 instead of base64.\n\n"
+		     "  --compact      one line per response\n"
+		     "  --proto3-json  exact proto3 JSON: addresses as base64, as any proto3 parser reads them\n");
 }
 
-static int print_response(const uint8_t *msg, size_t len, size_t flags, size_t index)
+static int print_response(const uint8_t *msg, size_t len, size_t flags, const char *const *ip_fields,
+			  size_t index)
 {
 	ProtobufCMessage *response;
 	char err[512];
@@ -25,7 +28,7 @@ static int print_response(const uint8_t *msg, size_t len, size_t flags, size_t i
 		fprintf(stderr, "sockmesh print: message %zu: %s\n", index, err);
 		return -1;
 	}
-	json_t *json = sm_pb_to_json(response);
+	json_t *json = sm_pb_to_json_ips(response, ip_fields);
 	protobuf_c_message_free_unpacked(response, NULL);
 	if (!json || json_dumpf(json, stdout, flags)) {
 		fprintf(stderr, "sockmesh print: message %zu: out of memory\n", index);
@@ -41,10 +44,12 @@ int cmd_print(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "compact", no_argument, NULL, 'c' },
+		{ "proto3-json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	size_t flags = JSON_INDENT(2) | JSON_PRESERVE_ORDER;
+	const char *const *ip_fields = sm_pb_ip_fields;
 	struct sm_stream_reader reader;
 	int opt, status = 0;
 	char err[512];
@@ -53,6 +58,9 @@ int cmd_print(int argc, char **argv)
 		switch (opt) {
 		case 'c':
 			flags = JSON_COMPACT | JSON_PRESERVE_ORDER;
+			break;
+		case 'j':
+			ip_fields = NULL;
 			break;
 		case 'h':
 			print_usage(stdout);
@@ -82,7 +90,7 @@ int cmd_print(int argc, char **argv)
 		}
 		if (!msg)
 			break;
-		if (print_response(msg, len, flags, index)) {
+		if (print_response(msg, len, flags, ip_fields, index)) {
 			status = 1;
 			break;
 		}

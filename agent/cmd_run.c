@@ -404,6 +404,8 @@ int cmd_run(int argc, char **argv)
 
 	log_msg(LOG_INFO, "sockmesh %s starting", SOCKMESH_VERSION);
 	ret = sm_xds_node_from_env(&agent.node, environ);
+	if (!ret && sm_xds_node_missing(&agent.node, err, sizeof(err)))
+		log_msg(LOG_WARN, "node identity: %s not set: istiod cannot tell which pod this agent is", err);
 	if (!ret)
 		ret = open_layers(&agent);
 	if (!ret && !agent.options.local_config)

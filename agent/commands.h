@@ -3,6 +3,9 @@
 #ifndef SOCKMESH_AGENT_COMMANDS_H
 #define SOCKMESH_AGENT_COMMANDS_H
 
+/* Where 'sockmesh run' serves its admin endpoint unless told otherwise, and where 'sockmesh dump' asks. */
+#define DEFAULT_ADMIN_ADDRESS "127.0.0.1:15000"
+
 struct command {
 	const char *name;
 	const char *summary;

@@ -22,7 +22,21 @@ static void usage(FILE *out)
 		     "Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-	fprintf(out, "\nRun 'sockmesh COMMAND --help' for a command's options.\n");
+	fprintf(out, "\nRun 'sockmesh COMMAND --help' for a command's options; 'sockmesh --version' prints the\n"
+		     "version.\n");
+}
+
+/*
+ * Runs a command with argv[0] "sockmesh CMD": getopt prefixes its messages with argv[0], so every
+ * command's option errors read "sockmesh CMD: unrecognized option ..." without each one saying so.
+ */
+static int run_command(const struct command *command, int argc, char **argv)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "sockmesh %s", command->name);
+	argv[0] = name;
+	return command->run(argc, argv);
 }
 
 int main(int argc, char **argv)
@@ -35,9 +49,11 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (strcmp(argv[1], "--version") == 0)
+		return cmd_version(1, (char *[]){ "sockmesh version", NULL });
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[1], commands[i].name) == 0)
-			return commands[i].run(argc - 1, argv + 1);
+			return run_command(&commands[i], argc - 1, argv + 1);
 	}
 	fprintf(stderr, "sockmesh: unknown command '%s'\n\n", argv[1]);
 	usage(stderr);

@@ -3,6 +3,7 @@
  * proto3 canonical JSON for any protobuf-c message, driven by its descriptor: the printer behind debug
  * output, the agent's dumps and the wire tests. Well-known types take their special JSON forms.
  */
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdbool.h>
@@ -17,7 +18,13 @@
 /* Any may nest Any; hostile input must not turn that into unbounded recursion. */
 #define ANY_MAX_DEPTH 16
 
-static json_t *message_to_json(const ProtobufCMessage *msg, int depth);
+/* Where the printer is: how deep in nested Any, and the options it was given. */
+struct walk {
+	int depth;
+	const char *const *ip_fields;
+};
+
+static json_t *message_to_json(const ProtobufCMessage *msg, struct walk walk);
 
 static const void *field_storage(const ProtobufCMessage *msg, unsigned int offset)
 {
@@ -197,7 +204,7 @@ static json_t *enum_to_json(const ProtobufCEnumDescriptor *desc, int value)
 	return named ? json_string(named->name) : json_integer(value);
 }
 
-static json_t *value_to_json(const ProtobufCFieldDescriptor *field, const void *value, int depth)
+static json_t *value_to_json(const ProtobufCFieldDescriptor *field, const void *value, struct walk walk)
 {
 	char digits[24];
 
@@ -233,7 +240,7 @@ static json_t *value_to_json(const ProtobufCFieldDescriptor *field, const void *
 	case PROTOBUF_C_TYPE_MESSAGE: {
 		const ProtobufCMessage *msg = *(ProtobufCMessage *const *)value;
 		/* Only a map entry can lack its message value; it then holds the empty message. */
-		return msg ? message_to_json(msg, depth) : json_object();
+		return msg ? message_to_json(msg, walk) : json_object();
 	}
 	}
 	return NULL;
@@ -256,7 +263,7 @@ static bool is_map_field(const ProtobufCFieldDescriptor *field)
 /* JSON object keys are strings: map keys print as their JSON value would, then quoted. */
 static json_t *map_key_to_json_key(const ProtobufCFieldDescriptor *key_field, const void *key)
 {
-	json_t *value = value_to_json(key_field, key, 0);
+	json_t *value = value_to_json(key_field, key, (struct walk){ 0 });
 	char text[24];
 
 	if (json_is_boolean(value))
@@ -270,7 +277,7 @@ static json_t *map_key_to_json_key(const ProtobufCFieldDescriptor *key_field, co
 }
 
 static json_t *map_to_json(const ProtobufCFieldDescriptor *field, ProtobufCMessage *const *entries,
-			   size_t count, int depth)
+			   size_t count, struct walk walk)
 {
 	const ProtobufCMessageDescriptor *entry = field->descriptor;
 	const ProtobufCFieldDescriptor *key_field = &entry->fields[0];
@@ -280,7 +287,7 @@ static json_t *map_to_json(const ProtobufCFieldDescriptor *field, ProtobufCMessa
 	for (size_t i = 0; object && i < count; i++) {
 		json_t *key = map_key_to_json_key(key_field, field_storage(entries[i], key_field->offset));
 		json_t *value = value_to_json(value_field, field_storage(entries[i], value_field->offset),
-					      depth);
+					      walk);
 		if (!key || !value || json_object_set_new(object, json_string_value(key), value)) {
 			json_decref(object);
 			object = NULL;
@@ -292,22 +299,57 @@ static json_t *map_to_json(const ProtobufCFieldDescriptor *field, ProtobufCMessa
 	return object;
 }
 
+/* Is this bytes field ("pkg.Message.field") one the caller asked to see as IP address text? */
+static bool is_ip_field(const ProtobufCMessageDescriptor *desc, const ProtobufCFieldDescriptor *field,
+			const char *const *ip_fields)
+{
+	size_t len = strlen(desc->name);
+
+	if (field->type != PROTOBUF_C_TYPE_BYTES)
+		return false;
+	for (const char *const *name = ip_fields; name && *name; name++) {
+		if (strncmp(*name, desc->name, len) == 0 && (*name)[len] == '.' &&
+		    strcmp(*name + len + 1, field->name) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* 4 bytes as IPv4 text, 16 as IPv6 text; any other length is no address and stays base64. */
+static json_t *ip_to_json(const ProtobufCBinaryData *bytes)
+{
+	char text[INET6_ADDRSTRLEN];
+
+	if (bytes->len == 4 && inet_ntop(AF_INET, bytes->data, text, sizeof(text)))
+		return json_string(text);
+	if (bytes->len == 16 && inet_ntop(AF_INET6, bytes->data, text, sizeof(text)))
+		return json_string(text);
+	return bytes_to_json(bytes);
+}
+
+static json_t *element_to_json(bool as_ip, const ProtobufCFieldDescriptor *field, const void *value,
+			       struct walk walk)
+{
+	return as_ip ? ip_to_json(value) : value_to_json(field, value, walk);
+}
+
 static json_t *field_to_json(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field,
-			     size_t count, int depth)
+			     size_t count, struct walk walk)
 {
 	const void *storage = field_storage(msg, field->offset);
+	bool as_ip = is_ip_field(msg->descriptor, field, walk.ip_fields);
 
 	if (field->label != PROTOBUF_C_LABEL_REPEATED)
-		return value_to_json(field, storage, depth);
+		return element_to_json(as_ip, field, storage, walk);
 
 	const char *values = *(const char *const *)storage;
 	if (is_map_field(field))
-		return map_to_json(field, (ProtobufCMessage *const *)values, count, depth);
+		return map_to_json(field, (ProtobufCMessage *const *)values, count, walk);
 
 	json_t *array = json_array();
 	size_t size = element_size(field->type);
 	for (size_t i = 0; array && i < count; i++) {
-		if (json_array_append_new(array, value_to_json(field, values + i * size, depth))) {
+		if (json_array_append_new(array, element_to_json(as_ip, field, values + i * size, walk))) {
 			json_decref(array);
 			array = NULL;
 		}
@@ -315,7 +357,7 @@ static json_t *field_to_json(const ProtobufCMessage *msg, const ProtobufCFieldDe
 	return array;
 }
 
-static json_t *plain_message_to_json(const ProtobufCMessage *msg, int depth)
+static json_t *plain_message_to_json(const ProtobufCMessage *msg, struct walk walk)
 {
 	const ProtobufCMessageDescriptor *desc = msg->descriptor;
 	json_t *object = json_object();
@@ -328,7 +370,7 @@ static json_t *plain_message_to_json(const ProtobufCMessage *msg, int depth)
 		if (!count)
 			continue;
 		json_field_name(field->name, name, sizeof(name));
-		if (json_object_set_new(object, name, field_to_json(msg, field, count, depth))) {
+		if (json_object_set_new(object, name, field_to_json(msg, field, count, walk))) {
 			json_decref(object);
 			object = NULL;
 		}
@@ -403,7 +445,7 @@ static bool has_special_json(const ProtobufCMessageDescriptor *desc)
 	       strcmp(desc->name, "google.protobuf.Any") == 0;
 }
 
-static json_t *any_to_json(const ProtobufCMessage *msg, int depth)
+static json_t *any_to_json(const ProtobufCMessage *msg, struct walk walk)
 {
 	const ProtobufCMessageDescriptor *desc = msg->descriptor;
 	const char *type_url = *(char *const *)field_storage(msg, desc->fields[0].offset);
@@ -413,7 +455,7 @@ static json_t *any_to_json(const ProtobufCMessage *msg, int depth)
 	json_t *object = NULL;
 	char err[8];
 
-	if (type && depth < ANY_MAX_DEPTH && sm_pb_decode(type, value->data, value->len, &inner, err, sizeof(err)))
+	if (type && walk.depth < ANY_MAX_DEPTH && sm_pb_decode(type, value->data, value->len, &inner, err, sizeof(err)))
 		inner = NULL;
 	if (!inner) {
 		/* Unknown, undecodable or too deep: keep the raw bytes visible. */
@@ -422,7 +464,7 @@ static json_t *any_to_json(const ProtobufCMessage *msg, int depth)
 		return object;
 	}
 
-	json_t *inner_json = message_to_json(inner, depth + 1);
+	json_t *inner_json = message_to_json(inner, (struct walk){ walk.depth + 1, walk.ip_fields });
 	if (inner_json) {
 		/* "@type" first: people read dumps top-down. */
 		object = json_pack("{s:o}", "@type", string_to_json(type_url));
@@ -441,26 +483,38 @@ static json_t *any_to_json(const ProtobufCMessage *msg, int depth)
 	return object;
 }
 
-static json_t *message_to_json(const ProtobufCMessage *msg, int depth)
+static json_t *message_to_json(const ProtobufCMessage *msg, struct walk walk)
 {
 	const ProtobufCMessageDescriptor *desc = msg->descriptor;
 
 	if (strcmp(desc->name, "google.protobuf.Any") == 0)
-		return any_to_json(msg, depth);
+		return any_to_json(msg, walk);
 	if (strcmp(desc->name, "google.protobuf.Duration") == 0)
 		return duration_to_json(msg);
 	if (is_wrapper(desc))
-		return value_to_json(&desc->fields[0], field_storage(msg, desc->fields[0].offset), depth);
+		return value_to_json(&desc->fields[0], field_storage(msg, desc->fields[0].offset), walk);
 	if (strcmp(desc->name, "google.protobuf.Struct") == 0)
-		return unwrap_member(plain_message_to_json(msg, depth), "fields", json_object());
+		return unwrap_member(plain_message_to_json(msg, walk), "fields", json_object());
 	if (strcmp(desc->name, "google.protobuf.ListValue") == 0)
-		return unwrap_member(plain_message_to_json(msg, depth), "values", json_array());
+		return unwrap_member(plain_message_to_json(msg, walk), "values", json_array());
 	if (strcmp(desc->name, "google.protobuf.Value") == 0)
-		return unwrap_member(plain_message_to_json(msg, depth), NULL, json_null());
-	return plain_message_to_json(msg, depth);
+		return unwrap_member(plain_message_to_json(msg, walk), NULL, json_null());
+	return plain_message_to_json(msg, walk);
 }
+
+const char *const sm_pb_ip_fields[] = {
+	"istio.workload.Workload.addresses",
+	"istio.workload.NetworkAddress.address",
+	"istio.security.Address.address",
+	NULL,
+};
 
 json_t *sm_pb_to_json(const ProtobufCMessage *msg)
 {
-	return message_to_json(msg, 0);
+	return message_to_json(msg, (struct walk){ 0 });
+}
+
+json_t *sm_pb_to_json_ips(const ProtobufCMessage *msg, const char *const *ip_fields)
+{
+	return message_to_json(msg, (struct walk){ .ip_fields = ip_fields });
 }

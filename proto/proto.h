@@ -61,6 +61,13 @@ const ProtobufCMessageDescriptor *sm_pb_find_type(const char *type_url);
  * Returns a new reference, or NULL when out of memory.
  */
 json_t *sm_pb_to_json(const ProtobufCMessage *msg);
+/*
+ * The same, except that the bytes fields named in ip_fields (NULL-terminated, "pkg.Message.field") print
+ * as IP address text when they hold 4 or 16 bytes: for people, not for proto3 JSON parsers.
+ */
+json_t *sm_pb_to_json_ips(const ProtobufCMessage *msg, const char *const *ip_fields);
+/* The bytes fields of our .proto files that hold IP addresses (Workload, NetworkAddress, CIDR Address). */
+extern const char *const sm_pb_ip_fields[];
 
 /* A recorded stream: each message preceded by its length as a base-128 varint. */
 struct sm_stream_reader {

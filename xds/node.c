@@ -100,6 +100,33 @@ size_t sm_xds_node_id(const struct sm_xds_node *node, char *out, size_t size)
 	return n < 0 ? 0 : (size_t)n;
 }
 
+size_t sm_xds_node_missing(const struct sm_xds_node *node, char *out, size_t size)
+{
+	const struct {
+		const char *name;
+		const char *value;
+	} needed[] = {
+		{ "INSTANCE_IP", node->instance_ip },
+		{ "POD_NAME", node->pod_name },
+		{ "POD_NAMESPACE", node->pod_namespace },
+		{ "NODE_NAME", node->node_name },
+	};
+	size_t missing = 0, used = 0;
+
+	if (size)
+		out[0] = '\0';
+	for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+		if (needed[i].value && needed[i].value[0])
+			continue;
+		if (used + 1 < size) {
+			int n = snprintf(out + used, size - used, "%s%s", missing ? ", " : "", needed[i].name);
+			used = n > 0 && used + (size_t)n < size ? used + (size_t)n : size - 1;
+		}
+		missing++;
+	}
+	return missing;
+}
+
 static Google__Protobuf__Struct__FieldsEntry *string_entry(const char *key, const char *value)
 {
 	Google__Protobuf__Struct__FieldsEntry *entry = malloc(sizeof(*entry));

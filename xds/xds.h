@@ -35,6 +35,13 @@ struct sm_xds_node {
 /* Reads INSTANCE_IP, POD_NAME, POD_NAMESPACE, NODE_NAME, CLUSTER_ID and ISTIO_META_* from envp. */
 int sm_xds_node_from_env(struct sm_xds_node *node, char *const *envp);
 void sm_xds_node_clear(struct sm_xds_node *node);
+/*
+ * The environment variables this node lacks (unset or empty) among INSTANCE_IP, POD_NAME, POD_NAMESPACE
+ * (the parts of the node id) and NODE_NAME (locality, acceleration): their names, comma-separated, into
+ * out ("" when none is missing); returns how many are missing. For the caller to warn: without them the
+ * id degenerates to "ztunnel~~.~.svc.cluster.local" and istiod cannot tell which pod this is.
+ */
+size_t sm_xds_node_missing(const struct sm_xds_node *node, char *out, size_t size);
 /* "ztunnel~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local" into out; returns its length. */
 size_t sm_xds_node_id(const struct sm_xds_node *node, char *out, size_t size);
 /* The Node message of the first request of each type; free with sm_xds_node_message_free. */

@@ -38,10 +38,10 @@ cleanup() {
   "$sockmesh" uninstall --pin-dir "$pin_dir" >/dev/null 2>&1 || true
   for _ in 1 2 3 4 5; do [[ -d "$cgroup" ]] && rmdir "$cgroup" 2>/dev/null || break; sleep 0.2; done
   ip netns del "$netns" 2>/dev/null || true
-  cgroup2_close || true
   if [[ -n ${SM_E2E_KEEP:-} ]]; then echo "# kept $work" >&2; else rm -rf "$work"; fi
   local left=""
   for path in "$pin_dir" "$cgroup" "/run/netns/$netns"; do [[ -e $path ]] && left+=" $path"; done
+  cgroup2_close || true
   if [[ -n $left ]]; then echo "# left behind:$left" >&2; exit 1; fi
 }
 trap cleanup EXIT

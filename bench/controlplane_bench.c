@@ -25,9 +25,11 @@
 
 #include "bench/snapshot.h"
 #include "datapath/datapath.h"
+#include "test/cgroup2.h"
 #include "xds/xds.h"
 
-static char cgroup[128], pin_dir[128];
+static struct cgroup2 cgroup2; /* the cgroup2 mount, found or mounted for the run */
+static char cgroup[PATH_MAX + 64], pin_dir[128];
 static const char *mock_path, *sockmesh_path;
 static pid_t children[2]; /* the mock server and the agent, while they run */
 
@@ -43,6 +45,7 @@ static void cleanup(void)
 	}
 	sm_datapath_uninstall(pin_dir, err, sizeof(err));
 	rmdir(cgroup);
+	cgroup2_close(&cgroup2);
 }
 
 static void on_signal(int sig)
@@ -59,17 +62,22 @@ static int quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
 static void setup_world(void)
 {
 	struct ifreq ifr = { .ifr_name = "lo" };
-	int fd;
+	int fd, err;
 
 	if (unshare(CLONE_NEWNET) || (fd = socket(AF_INET, SOCK_DGRAM, 0)) < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr))
 		exit(fprintf(stderr, "controlplane_bench: a network namespace needs root\n") > 0);
 	ifr.ifr_flags |= IFF_UP;
 	ioctl(fd, SIOCSIFFLAGS, &ifr);
 	close(fd);
-	snprintf(cgroup, sizeof(cgroup), "/sys/fs/cgroup/unified/sockmesh-bench-%d", (int)getpid());
+	if ((err = cgroup2_open(&cgroup2)))
+		exit(fprintf(stderr, "controlplane_bench: finding or mounting cgroup2: %s\n", strerror(-err)) > 0);
+	snprintf(cgroup, sizeof(cgroup), "%s/sockmesh-bench-%d", cgroup2.path, (int)getpid());
 	snprintf(pin_dir, sizeof(pin_dir), "/sys/fs/bpf/sockmesh-bench-%d", (int)getpid());
-	if (mkdir(cgroup, 0755))
-		exit(fprintf(stderr, "controlplane_bench: %s: %s\n", cgroup, strerror(errno)) > 0);
+	if (mkdir(cgroup, 0755)) {
+		fprintf(stderr, "controlplane_bench: %s: %s\n", cgroup, strerror(errno));
+		cgroup2_close(&cgroup2);
+		exit(1);
+	}
 	atexit(cleanup);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);

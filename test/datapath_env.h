@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A throwaway world for one datapath test case: a child process in a new network namespace (lo up,
- * the IPv6 VIPs fd00:10::1 and fd00:10::2 added to lo), its own cgroup under /sys/fs/cgroup/unified and its own
- * pin directory, with the datapath attached to that cgroup and the child inside it. The parent
+ * the IPv6 VIPs fd00:10::1 and fd00:10::2 added to lo), its own cgroup on the cgroup2 mount (found in
+ * /proc/self/mountinfo, or mounted for the run: test/cgroup2.h) and its own pin directory, with the datapath attached to that cgroup and the child inside it. The parent
  * removes whatever the child leaves behind, also when it crashes. Nothing is attached elsewhere and no
  * packet leaves the namespace.
  */
@@ -32,15 +32,15 @@
 #include <bpf/libbpf.h>
 
 #include "builders.h"
+#include "cgroup2.h"
 #include "datapath/datapath.h"
 #include "workload/workload.h"
 
-#define CGROUP_ROOT "/sys/fs/cgroup/unified"
 #define CASE_TIMEOUT_SECONDS 60
 
 struct env {
 	pid_t case_pid; /* the case's own process: a helper it forks exits on a failed CHECK instead */
-	char cgroup[128];
+	char cgroup[PATH_MAX];
 	char pin_dir[128];
 	struct sm_datapath *dp;
 	struct sm_model *model;
@@ -62,9 +62,33 @@ struct env {
 
 static struct env *current_env;
 
+/* Found (or mounted) once by the test program, before the first case forks; released at its exit. */
+static struct cgroup2 env_cgroup2;
+
+static inline void env_cgroup2_close(void)
+{
+	cgroup2_close(&env_cgroup2);
+}
+
+static inline int env_cgroup2_open(void)
+{
+	int ret;
+
+	if (env_cgroup2.path[0])
+		return 0;
+	ret = cgroup2_open(&env_cgroup2);
+	if (ret) {
+		fprintf(stderr, "finding or mounting cgroup2: %s (run as root)\n", strerror(-ret));
+		env_cgroup2.path[0] = '\0';
+		return ret;
+	}
+	atexit(env_cgroup2_close);
+	return 0;
+}
+
 static inline void env_paths(struct env *env, pid_t pid)
 {
-	snprintf(env->cgroup, sizeof(env->cgroup), CGROUP_ROOT "/sockmesh-test-%d", (int)pid);
+	snprintf(env->cgroup, sizeof(env->cgroup), "%s/sockmesh-test-%d", env_cgroup2.path, (int)pid);
 	snprintf(env->pin_dir, sizeof(env->pin_dir), "/sys/fs/bpf/sockmesh-test-%d", (int)pid);
 }
 
@@ -82,7 +106,7 @@ static inline int write_file(const char *path, const char *text)
 
 static inline int join_cgroup(const char *cgroup)
 {
-	char path[256], pid[16];
+	char path[PATH_MAX + 16], pid[16];
 
 	snprintf(path, sizeof(path), "%s/cgroup.procs", cgroup);
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
@@ -174,10 +198,13 @@ static inline int print_libbpf_warnings(enum libbpf_print_level level, const cha
  */
 static inline int run_case(void (*fn)(struct env *env, const void *arg), const void *arg)
 {
-	pid_t pid = fork();
 	struct env env = { 0 };
 	int status = 1;
+	pid_t pid;
 
+	if (env_cgroup2_open())
+		return 1;
+	pid = fork();
 	if (pid == 0) {
 		setpgid(0, 0);
 		alarm(CASE_TIMEOUT_SECONDS);
@@ -191,7 +218,7 @@ static inline int run_case(void (*fn)(struct env *env, const void *arg), const v
 				status = 0;
 			}
 		}
-		join_cgroup(CGROUP_ROOT); /* out of the case's cgroup, so that it can be removed */
+		join_cgroup(env_cgroup2.path); /* out of the case's cgroup, so that it can be removed */
 		env_cleanup(&env);
 		fflush(stderr);
 		_exit(status);

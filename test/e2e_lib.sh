@@ -10,9 +10,13 @@ mock="$build/test/mock_xds_server"
 echo_tool="$build/test/tcp_echo"
 fixtures="$source_dir/test/fixtures"
 
+# the cgroup2 mount, found in /proc/self/mountinfo (or mounted for the run when there is none)
+# shellcheck source=SCRIPTDIR/../scripts/lib/cgroup2.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/cgroup2.sh"
+cgroup2_open || { echo "1..0 # cannot find or mount cgroup2"; exit 1; }
 name="sockmesh-${E2E_NAME:-e2e}-$$"
 netns="$name"
-cgroup="/sys/fs/cgroup/unified/$name"
+cgroup="$cgroup2_root/$name"
 pin_dir="/sys/fs/bpf/$name"
 work="$(mktemp -d)"
 admin="127.0.0.1:15000"
@@ -37,6 +41,7 @@ cleanup() {
   if [[ -n ${SM_E2E_KEEP:-} ]]; then echo "# kept $work" >&2; else rm -rf "$work"; fi
   local left=""
   for path in "$pin_dir" "$cgroup" "/run/netns/$netns"; do [[ -e $path ]] && left+=" $path"; done
+  cgroup2_close || true
   if [[ -n $left ]]; then echo "# left behind:$left" >&2; exit 1; fi
 }
 trap cleanup EXIT

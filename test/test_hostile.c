@@ -37,7 +37,8 @@ static size_t heap_in_use(void)
 struct run {
 	struct server server;
 	struct client client;
-	char stream[128];
+	char stream[256];
+	bool stream_written; /* by this run (not a fixture): the teardown removes it */
 	size_t heap_before;
 	bool client_running;
 };
@@ -69,7 +70,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	run_end();
-	if (strncmp(run.stream, "/tmp/", 5) == 0)
+	if (run.stream_written)
 		unlink(run.stream);
 	memset(&run, 0, sizeof(run));
 	return 0;
@@ -82,6 +83,7 @@ static void run_start(struct response *responses, size_t n, const char *const *s
 	size_t argc = 2;
 
 	temp_path(run.stream, sizeof(run.stream), "stream");
+	run.stream_written = true;
 	write_stream(run.stream, responses, n);
 	for (size_t i = 0; server_options && server_options[i] && argc < 15; i++)
 		args[argc++] = server_options[i];

@@ -21,20 +21,15 @@
 #include "builders.h"
 #include "clock.h"
 #include "helpers.h"
+#include "test_tmpdir.h"
 #include "xds/xds.h"
 
 struct server {
 	pid_t pid;
 	int port;
-	char log[64];
+	char log[256];
 	char address[32];
 };
-
-/* A fresh path under /tmp for one of this test's files. */
-static inline void temp_path(char *out, size_t size, const char *what)
-{
-	snprintf(out, size, "/tmp/sm-test-%s-%d-%d", what, (int)getpid(), rand());
-}
 
 /* Writes responses as a recorded stream at path, freeing them. */
 static inline void write_stream(const char *path, struct response *responses, size_t n)
@@ -52,11 +47,11 @@ static inline void write_stream(const char *path, struct response *responses, si
 /* Starts mock_xds_server with args (NULL-terminated), logging to a fresh file; waits for its port. */
 static inline void server_start(struct server *server, const char *const *args)
 {
-	char port_file[96];
+	char port_file[272];
 	const char *argv[32];
 	int argc = 0;
 
-	snprintf(server->log, sizeof(server->log), "/tmp/sm-xds-log-%d-%d", (int)getpid(), rand());
+	temp_path(server->log, sizeof(server->log), "xds-log");
 	snprintf(port_file, sizeof(port_file), "%s.port", server->log);
 	unlink(server->log);
 	unlink(port_file);

@@ -5,7 +5,9 @@
  * SIGTERM or SIGINT; then it ends the xDS stream and exits, leaving the datapath pinned and serving.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +15,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "agent/agent.h"
 #include "agent/commands.h"
@@ -61,15 +66,17 @@ static const char *env_or(const char *name, const char *fallback)
 	return value && value[0] ? value : fallback;
 }
 
+/* MAP=N, N within what the kernel takes for a map (see SM_DATAPATH_MAX_CAPACITY). */
 static int parse_capacity(const char *text, uint32_t capacity[SM_MAP_COUNT])
 {
 	const char *eq = strchr(text, '=');
 	char *end;
 
-	if (!eq)
+	if (!eq || !isdigit((unsigned char)eq[1]))
 		return -EINVAL;
-	unsigned long n = strtoul(eq + 1, &end, 10);
-	if (*end || !n || n > SM_MAX_CAPACITY)
+	errno = 0;
+	unsigned long long n = strtoull(eq + 1, &end, 10);
+	if (errno || *end || !n || n > SM_DATAPATH_MAX_CAPACITY)
 		return -EINVAL;
 	for (int map = 0; map < SM_MAP_COUNT; map++) {
 		if (strlen(sm_map_name(map)) == (size_t)(eq - text) && strncmp(text, sm_map_name(map), (size_t)(eq - text)) == 0) {
@@ -121,7 +128,10 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		case 'R': o->record = optarg; break;
 		case 'M':
 			if (parse_capacity(optarg, o->capacity)) {
-				fprintf(stderr, "sockmesh run: --map-capacity '%s' is not MAP=N\n", optarg);
+				fprintf(stderr,
+					"sockmesh run: --map-capacity '%s' is not MAP=N with MAP one of frontends, "
+					"services, endpoints or backends and N from 1 to %u (the kernel's limit)\n",
+					optarg, SM_DATAPATH_MAX_CAPACITY);
 				return 2;
 			}
 			break;
@@ -172,19 +182,24 @@ static int parse_dns_proxy(const char *text, struct sm_config *config)
 	return 0;
 }
 
-static int set_knobs(struct agent *agent)
+static int make_knobs(const struct run_options *options, struct sm_config *config, char *err, size_t size)
 {
-	struct sm_config config = { 0 };
-
-	if (agent->options.enroll_all)
-		config.flags |= SM_CONFIG_ENROLL_ALL;
-	if (agent->options.accelerate)
-		config.flags |= SM_CONFIG_ACCELERATE;
-	if (agent->options.dns_proxy && parse_dns_proxy(agent->options.dns_proxy, &config)) {
-		log_msg(LOG_ERROR, "--dns-proxy '%s' is not IP:PORT or [IPv6]:PORT", agent->options.dns_proxy);
+	*config = (struct sm_config){ 0 };
+	if (options->enroll_all)
+		config->flags |= SM_CONFIG_ENROLL_ALL;
+	if (options->accelerate)
+		config->flags |= SM_CONFIG_ACCELERATE;
+	if (options->dns_proxy && parse_dns_proxy(options->dns_proxy, config)) {
+		snprintf(err, size, "--dns-proxy '%s' is not IP:PORT or [IPv6]:PORT with a port", options->dns_proxy);
 		return -EINVAL;
 	}
-	int err = sm_datapath_set_config(agent->dp, &config);
+	return 0;
+}
+
+static int set_knobs(struct agent *agent)
+{
+	int err = sm_datapath_set_config(agent->dp, &agent->knobs);
+
 	if (err)
 		log_msg(LOG_ERROR, "writing the datapath's config: %s", strerror(-err));
 	return err;
@@ -241,8 +256,14 @@ bool agent_ready(struct agent *agent, char *why, size_t size)
 {
 	struct sm_xds_stats stats = { 0 };
 
+	char detached[256];
+
 	if (!agent->datapath_committed) {
 		snprintf(why, size, "not ready: the datapath waits for its first full config");
+		return false;
+	}
+	if (sm_datapath_attached(agent->dp, detached, sizeof(detached))) {
+		snprintf(why, size, "not ready: the datapath is not attached: %s", detached);
 		return false;
 	}
 	if (agent->options.local_config) {
@@ -294,20 +315,10 @@ static int apply_response_bytes(struct agent *agent, const uint8_t *bytes, size_
 
 static int apply_local_config(struct agent *agent)
 {
-	uint8_t *address, *authorization;
-	size_t address_len, authorization_len;
-	char err[512];
+	int ret = apply_response_bytes(agent, agent->local_address, agent->local_address_len);
 
-	if (sm_local_config_read(agent->options.local_config, &address, &address_len, &authorization,
-				 &authorization_len, err, sizeof(err))) {
-		log_msg(LOG_ERROR, "local config: %s", err);
-		return -EINVAL;
-	}
-	int ret = apply_response_bytes(agent, address, address_len);
 	if (!ret)
-		ret = apply_response_bytes(agent, authorization, authorization_len);
-	free(address);
-	free(authorization);
+		ret = apply_response_bytes(agent, agent->local_authorization, agent->local_authorization_len);
 	if (!ret) {
 		agent->local_config_applied = true;
 		log_msg(LOG_INFO, "local config %s applied", agent->options.local_config);
@@ -317,35 +328,15 @@ static int apply_local_config(struct agent *agent)
 
 /* ---- start and stop ---- */
 
-struct adopt_ctx {
-	struct sm_image *image;
-	enum sm_map_id map;
-};
-
-static int adopt_entry(void *ctx, const void *key, const void *value)
-{
-	struct adopt_ctx *adopt = ctx;
-
-	return sm_image_set(adopt->image, adopt->map, key, value);
-}
-
 /* The maps as the last agent left them: ids are kept, and nothing unchanged is rewritten. */
 static int adopt_maps(struct agent *agent)
 {
-	struct sm_image *image;
-	int ret = sm_image_new(&image);
+	size_t counts[SM_MAP_COUNT];
+	int ret = adopt_pinned_maps(agent->dp, agent->model, counts);
 
-	for (int map = 0; map < SM_MAP_COUNT && !ret; map++) {
-		struct adopt_ctx ctx = { .image = image, .map = map };
-		ret = sm_datapath_for_each(agent->dp, map, adopt_entry, &ctx);
-	}
-	if (!ret)
-		ret = sm_model_adopt(agent->model, image);
 	if (!ret)
 		log_msg(LOG_INFO, "adopted the pinned maps: %zu services, %zu backends, %zu endpoints, %zu frontends",
-			sm_image_count(image, SM_MAP_SERVICES), sm_image_count(image, SM_MAP_BACKENDS),
-			sm_image_count(image, SM_MAP_ENDPOINTS), sm_image_count(image, SM_MAP_FRONTENDS));
-	sm_image_free(image);
+			counts[SM_MAP_SERVICES], counts[SM_MAP_BACKENDS], counts[SM_MAP_ENDPOINTS], counts[SM_MAP_FRONTENDS]);
 	return ret;
 }
 
@@ -366,8 +357,6 @@ static int open_layers(struct agent *agent)
 	log_msg(LOG_INFO, "datapath %s at %s, attached to %s", sm_datapath_migrating(agent->dp) ? "loaded beside an older layout"
 				: sm_datapath_adopted(agent->dp) ? "adopted" : "installed",
 		agent->options.pin_dir, agent->options.cgroup);
-	if ((ret = set_knobs(agent)))
-		return ret;
 	for (int map = 0; map < SM_MAP_COUNT; map++) {
 		if ((ret = sm_datapath_capacity(agent->dp, map, &model_options.capacity[map])))
 			return ret;
@@ -427,9 +416,78 @@ static int wait_for_signal(void)
 	return sig;
 }
 
+/* A CA file gRPC would reject on every connect (not PEM, not a certificate) is refused at start. */
+static int check_root_cert(const char *path, char *err, size_t size)
+{
+	FILE *file = fopen(path, "r");
+	X509 *cert;
+
+	if (!file) {
+		snprintf(err, size, "--xds-root-cert %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	cert = PEM_read_X509(file, NULL, NULL, NULL);
+	fclose(file);
+	if (!cert) {
+		snprintf(err, size, "--xds-root-cert %s is not a PEM certificate (-----BEGIN CERTIFICATE-----)", path);
+		return -EINVAL;
+	}
+	X509_free(cert);
+	return 0;
+}
+
+/* The record file is opened for append by the xDS client; it must open before the kernel is touched. */
+static int check_record(const char *path, char *err, size_t size)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+
+	if (fd < 0) {
+		snprintf(err, size, "--record %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	close(fd);
+	return 0;
+}
+
+/*
+ * Everything that can fail on the operator's input or on another owner, before the kernel is touched:
+ * a start that fails here changes nothing (an agent already serving the pin directory keeps its
+ * programs, maps and knobs).
+ */
+static int prepare(struct agent *agent, char *err, size_t size)
+{
+	const struct run_options *o = &agent->options;
+	struct sm_datapath_options dp_options = { .pin_dir = o->pin_dir, .cgroup = o->cgroup, .capacity = o->capacity };
+	struct sockaddr_storage admin;
+	int ret = sm_datapath_check_options(&dp_options, err, size);
+
+	if (!ret)
+		ret = make_knobs(o, &agent->knobs, err, size);
+
+	if (!ret && o->xds_root_cert && !o->local_config)
+		ret = check_root_cert(o->xds_root_cert, err, size);
+	if (!ret && o->record && !o->local_config)
+		ret = check_record(o->record, err, size);
+	if (!ret && o->local_config) {
+		ret = sm_local_config_read(o->local_config, &agent->local_address, &agent->local_address_len,
+					   &agent->local_authorization, &agent->local_authorization_len, err, size);
+	}
+	if (!ret && parse_ip_port(o->admin_address, &admin)) {
+		snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", o->admin_address);
+		ret = -EINVAL;
+	}
+	/* the operator's typos first, then the owner: a second agent is told whose the pin directory is */
+	if (!ret)
+		ret = sm_pin_dir_lock(o->pin_dir, &agent->lock, err, size);
+	if (!ret)
+		ret = admin_bind(o->admin_address, &agent->admin_fd, agent->admin_bound, sizeof(agent->admin_bound), err,
+				 size);
+	return ret;
+}
+
 int cmd_run(int argc, char **argv)
 {
-	struct agent agent = { .model_lock = PTHREAD_MUTEX_INITIALIZER };
+	struct agent agent = { .model_lock = PTHREAD_MUTEX_INITIALIZER, .admin_fd = -1 };
 	struct admin *admin = NULL;
 	sigset_t signals;
 	char err[512];
@@ -448,24 +506,41 @@ int cmd_run(int argc, char **argv)
 
 	log_msg(LOG_INFO, "sockmesh %s starting", SOCKMESH_VERSION);
 	ret = sm_xds_node_from_env(&agent.node, environ);
+	if (!ret && (ret = prepare(&agent, err, sizeof(err))))
+		log_msg(LOG_ERROR, "%s", err);
+	/* From here on the kernel is touched: a failure undoes what this start made. */
 	if (!ret)
 		ret = open_layers(&agent);
 	if (!ret && !agent.options.local_config)
 		ret = create_xds(&agent);
-	if (!ret && (ret = admin_start(&agent, agent.options.admin_address, &admin, err, sizeof(err))))
-		log_msg(LOG_ERROR, "%s", err);
+	if (!ret) {
+		ret = admin_start(&agent, agent.admin_fd, &admin, err, sizeof(err));
+		agent.admin_fd = -1; /* libmicrohttpd's now, closed with it */
+		if (ret)
+			log_msg(LOG_ERROR, "%s", err);
+	}
+	if (!ret)
+		ret = set_knobs(&agent);
 	if (!ret)
 		ret = agent.options.local_config ? apply_local_config(&agent) : start_xds(&agent);
 	if (!ret) {
-		log_msg(LOG_INFO, "serving; admin endpoint on %s", agent.options.admin_address);
+		log_msg(LOG_INFO, "serving; admin endpoint on %s", agent.admin_bound);
 		int sig = wait_for_signal();
 		log_msg(LOG_INFO, "%s: stopping; the datapath stays pinned and serving", strsignal(sig));
 	}
 
 	admin_stop(admin); /* first: its handlers read the client and the model */
 	sm_xds_client_free(agent.xds);
-	sm_datapath_close(agent.dp);
+	if (ret)
+		sm_datapath_abandon(agent.dp);
+	else
+		sm_datapath_close(agent.dp);
 	sm_model_free(agent.model);
 	sm_xds_node_clear(&agent.node);
+	sm_pin_dir_unlock(agent.lock); /* last: the datapath is left as it should be */
+	if (agent.admin_fd >= 0)
+		close(agent.admin_fd);
+	free(agent.local_address);
+	free(agent.local_authorization);
 	return ret ? 1 : 0;
 }

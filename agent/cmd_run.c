@@ -30,13 +30,16 @@
 
 extern char **environ;
 
+_Static_assert(SM_DATAPATH_MAX_CAPACITY == 67108864, "run_usage names the largest --map-capacity");
+
 static void run_usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: sockmesh run --cgroup PATH [options]\n\n"
 		"Runs the node agent: takes config from istiod over Delta ADS (or from a local config file)\n"
 		"and programs the eBPF datapath attached to the cgroup. Stops on SIGTERM or SIGINT, leaving\n"
-		"the datapath pinned and serving the last config.\n\n"
+		"the datapath pinned and serving the last config. Every option is checked, the local config\n"
+		"read, the pin directory locked and the admin address bound before the kernel is touched.\n\n"
 		"  --xds-address HOST:PORT  istiod's xDS address (XDS_ADDRESS; default " DEFAULT_XDS_ADDRESS ")\n"
 		"  --xds-plaintext          no TLS (istiod's plaintext port 15010, tests)\n"
 		"  --xds-root-cert FILE     the CA of istiod's certificate (XDS_ROOT_CA; default\n"
@@ -47,13 +50,14 @@ static void run_usage(FILE *out)
 		"  --local-config FILE      ztunnel's local config YAML, used instead of xDS (LOCAL_XDS_PATH)\n"
 		"  --cgroup PATH            the cgroup v2 directory whose sockets are steered (required)\n"
 		"  --pin-dir PATH           where maps and links are pinned (default " SM_DEFAULT_PIN_DIR ")\n"
-		"  --admin-address IP:PORT  /config_dump, /healthz/ready, /metrics (default " DEFAULT_ADMIN_ADDRESS ")\n"
+		"  --admin-address IP:PORT  /config_dump, /healthz/ready, /metrics (default " DEFAULT_ADMIN_ADDRESS ";\n"
+		"                           port 0: one the kernel picks, logged)\n"
 		"  --enroll-all             steer every network namespace, not only enrolled ones\n"
 		"  --no-accelerate          no same-node sockmap acceleration\n"
 		"  --dns-proxy IP:PORT      send DNS (port 53) to this proxy; [IPv6]:PORT for IPv6 sockets\n"
 		"  --record FILE            append every xDS response received to a recorded stream\n"
 		"  --map-capacity MAP=N     entries of a map created now: frontends, services, endpoints or\n"
-		"                           backends (repeatable; pinned maps keep their size)\n"
+		"                           backends, N up to 67108864 (repeatable; pinned maps keep their size)\n"
 		"  --log-level LEVEL        error, warn, info (default) or debug\n\n"
 		"The node identity comes from INSTANCE_IP, POD_NAME, POD_NAMESPACE, NODE_NAME, CLUSTER_ID and\n"
 		"ISTIO_META_*, as for ztunnel.\n");

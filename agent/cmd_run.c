@@ -467,14 +467,16 @@ static int prepare(struct agent *agent, char *err, size_t size)
 
 	if (!ret)
 		ret = make_knobs(o, &agent->knobs, err, size);
-
 	if (!ret && o->xds_root_cert && !o->local_config)
 		ret = check_root_cert(o->xds_root_cert, err, size);
 	if (!ret && o->record && !o->local_config)
 		ret = check_record(o->record, err, size);
 	if (!ret && o->local_config) {
+		char why[512];
 		ret = sm_local_config_read(o->local_config, &agent->local_address, &agent->local_address_len,
-					   &agent->local_authorization, &agent->local_authorization_len, err, size);
+					   &agent->local_authorization, &agent->local_authorization_len, why, sizeof(why));
+		if (ret)
+			snprintf(err, size, "--local-config: %.480s", why);
 	}
 	if (!ret && parse_ip_port(o->admin_address, &admin)) {
 		snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", o->admin_address);

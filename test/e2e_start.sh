@@ -176,4 +176,31 @@ check "uninstall refuses a bpffs directory that holds other pins, and keeps them
 rm -f "$foreign/other"; rmdir "$foreign" 2>/dev/null
 check "uninstall of the real pin directory works" "$sockmesh" uninstall --pin-dir "$pin_dir"
 
+# ---- 8. a restart near a map's capacity takes what a fresh start takes ----
+services_yaml() { # first last: one service with one VIP each
+  echo "services:"
+  for i in $(seq "$1" "$2"); do
+    printf -- '- {name: s%s, namespace: default, hostname: s%s.default.svc, vips: ["/127.10.2.%s"], ports: {80: 8080}}\n' "$i" "$i" "$i"
+  done
+}
+services_yaml 0 4 >"$work/five.yaml"
+services_yaml 2 6 >"$work/shifted.yaml"
+rejected_with() { # config: starts an agent on it, waits for it, prints how many services it rejected
+  mv "$work/agent.log" "$work/agent-$RANDOM.log" 2>/dev/null
+  start_agent --local-config "$1" --map-capacity services=3
+  wait_for 20 ready || { echo "not ready"; return 1; }
+  stop_agent
+  grep -c 'local config: rejected' "$work/agent.log"
+}
+restart_takes_what_fresh_takes() {
+  local fresh restarted
+  fresh="$(rejected_with "$work/shifted.yaml")" || return 1
+  "$sockmesh" uninstall --pin-dir "$pin_dir" || return 1
+  rejected_with "$work/five.yaml" >/dev/null || return 1
+  restarted="$(rejected_with "$work/shifted.yaml")" || return 1
+  echo "services rejected: $fresh on a fresh datapath, $restarted after a restart from another config"
+  [[ $fresh == 2 && $restarted == 2 ]]
+}
+check_showing "services=3: a restart from another config rejects what a fresh start does" restart_takes_what_fresh_takes
+
 e2e_end

@@ -10,10 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
 #include "agent/agent.h"
+#include "agent/log.h"
 
 struct admin {
 	struct MHD_Daemon *daemon;
@@ -196,28 +198,74 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
 	return respond_text(connection, MHD_HTTP_NOT_FOUND, "sockmesh serves /config_dump, /healthz/ready and /metrics\n");
 }
 
-int admin_start(struct agent *agent, const char *address, struct admin **out, char *err, size_t size)
+int admin_bind(const char *address, int *fd_out, char *bound, size_t bound_size, char *err, size_t size)
 {
 	struct sockaddr_storage addr;
-	struct admin *admin;
-	int ret = parse_ip_port(address, &addr);
+	socklen_t len;
+	char host[INET6_ADDRSTRLEN];
+	int fd, ret = parse_ip_port(address, &addr);
 
 	if (ret) {
 		snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", address);
 		return ret;
 	}
-	admin = calloc(1, sizeof(*admin));
-	if (!admin)
+	len = addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, size, "admin address %s: socket: %s", address, strerror(errno));
+		return -errno;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int)) || bind(fd, (struct sockaddr *)&addr, len) ||
+	    listen(fd, 64) || getsockname(fd, (struct sockaddr *)&addr, &len)) {
+		ret = -errno;
+		snprintf(err, size, "cannot serve the admin endpoint on %s: %s", address, strerror(-ret));
+		close(fd);
+		return ret;
+	}
+	if (addr.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(bound, bound_size, "[%s]:%u", host, ntohs(in6->sin6_port));
+	} else {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&addr;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(bound, bound_size, "%s:%u", host, ntohs(in->sin_port));
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+/* libmicrohttpd's own messages, in the agent's log format. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t len;
+
+	(void)cls;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	len = strlen(line);
+	while (len && line[len - 1] == '\n')
+		line[--len] = '\0';
+	log_msg(LOG_WARN, "admin endpoint: %s", line);
+}
+
+int admin_start(struct agent *agent, int fd, struct admin **out, char *err, size_t size)
+{
+	struct admin *admin = calloc(1, sizeof(*admin));
+
+	if (!admin) {
+		snprintf(err, size, "admin endpoint: out of memory");
 		return -ENOMEM;
+	}
 	admin->agent = agent;
-	admin->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-						 (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-					 0, NULL, NULL, handle, admin, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+	/* the logger first: libmicrohttpd prints on stderr what comes before it */
+	admin->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle, admin,
+					 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
 					 MHD_OPTION_END);
 	if (!admin->daemon) {
-		snprintf(err, size, "cannot serve the admin endpoint on %s (in use?)", address);
+		snprintf(err, size, "cannot start the admin endpoint (libmicrohttpd's message above says why)");
 		free(admin);
-		return -EADDRINUSE;
+		return -EIO;
 	}
 	*out = admin;
 	return 0;

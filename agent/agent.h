@@ -43,6 +43,11 @@ struct agent {
 	atomic_bool local_config_applied;
 	struct local_state *local; /* local-config mode: the last applied file, the watcher */
 	atomic_bool datapath_committed; /* false while a layout migration waits for the first sync */
+	/* What the start prepares before it touches the kernel: */
+	struct sm_config knobs;		/* the datapath's config map */
+	struct sm_pin_lock *lock;	/* the pin directory's, held for the agent's life */
+	int admin_fd;			/* bound and listening; -1 once the admin endpoint owns it */
+	char admin_bound[64];		/* the admin address actually bound (port 0 resolved) */
 };
 
 /* After each response is applied (under the model lock): local addresses, a layout migration's switch. */
@@ -52,10 +57,21 @@ void agent_after_apply(void *agent, const char *type_url);
  * datapath attached. */
 bool agent_ready(struct agent *agent, char *why, size_t why_size);
 
+/*
+ * Reads the pinned maps into model: ids are kept, nothing unchanged is rewritten, and the first Address
+ * response sweeps what its config no longer holds. counts: the entries adopted per map.
+ */
+int adopt_pinned_maps(struct sm_datapath *dp, struct sm_model *model, size_t counts[SM_MAP_COUNT]);
+
 struct admin;
 
-/* Serves /config_dump, /healthz/ready and /metrics on address ("host:port"). */
-int admin_start(struct agent *agent, const char *address, struct admin **out, char *err, size_t err_size);
+/*
+ * Binds and listens on address ("IP:PORT" or "[IPv6]:PORT"; port 0 picks one) before anything touches
+ * the kernel; bound is the address actually bound. The fd is admin_start's (or the caller's to close).
+ */
+int admin_bind(const char *address, int *fd, char *bound, size_t bound_size, char *err, size_t err_size);
+/* Serves /config_dump, /healthz/ready and /metrics on the listening fd, which it then owns. */
+int admin_start(struct agent *agent, int fd, struct admin **out, char *err, size_t err_size);
 void admin_stop(struct admin *admin);
 
 #endif

@@ -3,11 +3,13 @@
  * sockmesh replay FILE: applies a recorded stream to a fresh model (and, with --datapath, to the
  * pinned maps) without a server, and says what the agent would have answered to each response.
  */
+#include <ctype.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent.h"
 #include "agent/commands.h"
 #include "datapath/datapath.h"
 #include "workload/workload.h"
@@ -17,9 +19,40 @@ static void replay_usage(FILE *out)
 	fprintf(out, "Usage: sockmesh replay [--datapath] [--pin-dir PATH] [--node-name NAME] FILE\n\n"
 		     "Applies FILE, a recorded stream of DeltaDiscoveryResponses, to the workload model and\n"
 		     "prints the ACK or NACK (with every rejected resource and its reason) of each response.\n\n"
-		     "  --datapath         write the pinned maps too (the agent should not be running)\n"
+		     "  --datapath         reconcile the pinned maps too, as a restarted agent would (refused\n"
+		     "                     while an agent runs on the pin directory)\n"
 		     "  --pin-dir PATH     where the datapath is pinned (default " SM_DEFAULT_PIN_DIR ")\n"
 		     "  --node-name NAME   this node, for locality (default: NODE_NAME)\n");
+}
+
+/* Whether the stream's first framed message is a DeltaDiscoveryResponse (the reader is not moved). */
+static bool first_message_decodes(const struct sm_stream_reader *reader)
+{
+	struct sm_stream_reader copy = *reader;
+	ProtobufCMessage *decoded;
+	const uint8_t *msg;
+	size_t len;
+	char err[256];
+
+	if (sm_stream_next(&copy, &msg, &len, err, sizeof(err)) || !msg)
+		return !copy.size; /* an empty stream is a stream */
+	if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, msg, len, &decoded, err,
+			 sizeof(err)))
+		return false;
+	protobuf_c_message_free_unpacked(decoded, NULL);
+	return true;
+}
+
+/* A recorded stream is binary; first bytes all printable (or UTF-8) say a YAML or JSON file was given. */
+static bool looks_like_text(const struct sm_stream_reader *reader)
+{
+	size_t n = reader->size < 256 ? reader->size : 256;
+
+	for (size_t i = 0; i < n; i++) {
+		if (reader->data[i] < 0x80 && !isprint(reader->data[i]) && !isspace(reader->data[i]))
+			return false;
+	}
+	return n > 0;
 }
 
 int cmd_replay(int argc, char **argv)
@@ -33,6 +66,8 @@ int cmd_replay(int argc, char **argv)
 	struct sm_model_options model_options = { .node_name = getenv("NODE_NAME") };
 	bool use_datapath = false;
 	struct sm_datapath *dp = NULL;
+	struct sm_pin_lock *lock = NULL;
+	size_t adopted[SM_MAP_COUNT];
 	struct sm_model *model = NULL;
 	struct sm_image *image = NULL;
 	struct sm_image_writer image_writer;
@@ -58,13 +93,25 @@ int cmd_replay(int argc, char **argv)
 		fprintf(stderr, "sockmesh replay: %s\n", err);
 		return 1;
 	}
+	if (!first_message_decodes(&reader) && looks_like_text(&reader)) {
+		fprintf(stderr,
+			"sockmesh replay: %s is text (YAML or JSON?), not a recorded stream; convert it first: "
+			"sockmesh convert %s OUT.xds\n",
+			argv[optind], argv[optind]);
+		goto out;
+	}
 	if (use_datapath) {
-		if (sm_datapath_open_pinned(pin_dir, &dp, err, sizeof(err))) {
+		if (sm_pin_dir_lock(pin_dir, &lock, err, sizeof(err)) ||
+		    sm_datapath_open_pinned(pin_dir, &dp, err, sizeof(err))) {
 			fprintf(stderr, "sockmesh replay: %s\n", err);
 			goto out;
 		}
-		for (int m = 0; m < SM_MAP_COUNT; m++)
-			sm_datapath_capacity(dp, m, &model_options.capacity[m]);
+		for (int m = 0; m < SM_MAP_COUNT; m++) {
+			if (sm_datapath_capacity(dp, m, &model_options.capacity[m])) {
+				fprintf(stderr, "sockmesh replay: reading the %s map's capacity failed\n", sm_map_name(m));
+				goto out;
+			}
+		}
 		writer = sm_datapath_writer(dp);
 	} else {
 		if (sm_image_new(&image))
@@ -74,6 +121,11 @@ int cmd_replay(int argc, char **argv)
 	}
 	if (sm_model_new(&model_options, &model))
 		goto out;
+	/* What is pinned is reconciled like a restarted agent does: kept where the stream agrees, swept where not. */
+	if (dp && adopt_pinned_maps(dp, model, adopted)) {
+		fprintf(stderr, "sockmesh replay: reading the pinned maps under %s failed\n", pin_dir);
+		goto out;
+	}
 
 	status = 0;
 	for (;;) {
@@ -121,6 +173,7 @@ out:
 	sm_model_free(model);
 	sm_image_free(image);
 	sm_datapath_close(dp);
+	sm_pin_dir_unlock(lock);
 	sm_stream_close(&reader);
 	return status;
 }

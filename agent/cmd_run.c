@@ -6,7 +6,9 @@
  * datapath pinned and serving.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +16,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "agent/agent.h"
 #include "agent/commands.h"
@@ -27,13 +32,17 @@
 
 extern char **environ;
 
+_Static_assert(SM_DATAPATH_MAX_CAPACITY == 67108864, "run_usage names the largest --map-capacity");
+
 static void run_usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: sockmesh run --cgroup PATH [options]\n\n"
 		"Runs the node agent: takes config from istiod over Delta ADS (or from a local config file)\n"
 		"and programs the eBPF datapath attached to the cgroup. Stops on SIGTERM or SIGINT, leaving\n"
-		"the datapath pinned and serving the last config; SIGHUP reloads a local config.\n\n"
+		"the datapath pinned and serving the last config; SIGHUP reloads a local config. Every option is\n"
+		"checked, the local config read, the pin directory locked and the admin address bound before the\n"
+		"kernel is touched.\n\n"
 		"  --xds-address HOST:PORT  istiod's xDS address (XDS_ADDRESS; default " DEFAULT_XDS_ADDRESS ")\n"
 		"  --xds-plaintext          no TLS (istiod's plaintext port 15010, tests)\n"
 		"  --xds-root-cert FILE     the CA of istiod's certificate (XDS_ROOT_CA; default\n"
@@ -45,13 +54,14 @@ static void run_usage(FILE *out)
 		"                           reloaded when it changes and on SIGHUP; not with --xds-* or --record\n"
 		"  --cgroup PATH            the cgroup v2 directory whose sockets are steered (required)\n"
 		"  --pin-dir PATH           where maps and links are pinned (default " SM_DEFAULT_PIN_DIR ")\n"
-		"  --admin-address IP:PORT  /config_dump, /healthz/ready, /metrics (default " DEFAULT_ADMIN_ADDRESS ")\n"
+		"  --admin-address IP:PORT  /config_dump, /healthz/ready, /metrics (default " DEFAULT_ADMIN_ADDRESS ";\n"
+		"                           port 0: one the kernel picks, logged)\n"
 		"  --enroll-all             steer every network namespace, not only enrolled ones\n"
 		"  --no-accelerate          no same-node sockmap acceleration\n"
 		"  --dns-proxy IP:PORT      send DNS (port 53) to this proxy; [IPv6]:PORT for IPv6 sockets\n"
 		"  --record FILE            append every xDS response received to a recorded stream\n"
 		"  --map-capacity MAP=N     entries of a map created now: frontends, services, endpoints or\n"
-		"                           backends (repeatable; pinned maps keep their size)\n"
+		"                           backends, N up to 67108864 (repeatable; pinned maps keep their size)\n"
 		"  --log-level LEVEL        error, warn, info (default) or debug\n\n"
 		"The node identity comes from INSTANCE_IP, POD_NAME, POD_NAMESPACE, NODE_NAME, CLUSTER_ID and\n"
 		"ISTIO_META_*, as for ztunnel.\n");
@@ -64,15 +74,17 @@ static const char *env_or(const char *name, const char *fallback)
 	return value && value[0] ? value : fallback;
 }
 
+/* MAP=N, N within what the kernel takes for a map (see SM_DATAPATH_MAX_CAPACITY). */
 static int parse_capacity(const char *text, uint32_t capacity[SM_MAP_COUNT])
 {
 	const char *eq = strchr(text, '=');
 	char *end;
 
-	if (!eq)
+	if (!eq || !isdigit((unsigned char)eq[1]))
 		return -EINVAL;
-	unsigned long n = strtoul(eq + 1, &end, 10);
-	if (*end || !n || n > SM_MAX_CAPACITY)
+	errno = 0;
+	unsigned long long n = strtoull(eq + 1, &end, 10);
+	if (errno || *end || !n || n > SM_DATAPATH_MAX_CAPACITY)
 		return -EINVAL;
 	for (int map = 0; map < SM_MAP_COUNT; map++) {
 		if (strlen(sm_map_name(map)) == (size_t)(eq - text) && strncmp(text, sm_map_name(map), (size_t)(eq - text)) == 0) {
@@ -126,7 +138,10 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		case 'R': o->record = optarg; break;
 		case 'M':
 			if (parse_capacity(optarg, o->capacity)) {
-				fprintf(stderr, "sockmesh run: --map-capacity '%s' is not MAP=N\n", optarg);
+				fprintf(stderr,
+					"sockmesh run: --map-capacity '%s' is not MAP=N with MAP one of frontends, "
+					"services, endpoints or backends and N from 1 to %u (the kernel's limit)\n",
+					optarg, SM_DATAPATH_MAX_CAPACITY);
 				return 2;
 			}
 			break;
@@ -184,19 +199,24 @@ static int parse_dns_proxy(const char *text, struct sm_config *config)
 	return 0;
 }
 
-static int set_knobs(struct agent *agent)
+static int make_knobs(const struct run_options *options, struct sm_config *config, char *err, size_t size)
 {
-	struct sm_config config = { 0 };
-
-	if (agent->options.enroll_all)
-		config.flags |= SM_CONFIG_ENROLL_ALL;
-	if (agent->options.accelerate)
-		config.flags |= SM_CONFIG_ACCELERATE;
-	if (agent->options.dns_proxy && parse_dns_proxy(agent->options.dns_proxy, &config)) {
-		log_msg(LOG_ERROR, "--dns-proxy '%s' is not IP:PORT or [IPv6]:PORT", agent->options.dns_proxy);
+	*config = (struct sm_config){ 0 };
+	if (options->enroll_all)
+		config->flags |= SM_CONFIG_ENROLL_ALL;
+	if (options->accelerate)
+		config->flags |= SM_CONFIG_ACCELERATE;
+	if (options->dns_proxy && parse_dns_proxy(options->dns_proxy, config)) {
+		snprintf(err, size, "--dns-proxy '%s' is not IP:PORT or [IPv6]:PORT with a port", options->dns_proxy);
 		return -EINVAL;
 	}
-	int err = sm_datapath_set_config(agent->dp, &config);
+	return 0;
+}
+
+static int set_knobs(struct agent *agent)
+{
+	int err = sm_datapath_set_config(agent->dp, &agent->knobs);
+
 	if (err)
 		log_msg(LOG_ERROR, "writing the datapath's config: %s", strerror(-err));
 	return err;
@@ -253,8 +273,14 @@ bool agent_ready(struct agent *agent, char *why, size_t size)
 {
 	struct sm_xds_stats stats = { 0 };
 
+	char detached[256];
+
 	if (!agent->datapath_committed) {
 		snprintf(why, size, "not ready: the datapath waits for its first full config");
+		return false;
+	}
+	if (sm_datapath_attached(agent->dp, detached, sizeof(detached))) {
+		snprintf(why, size, "not ready: the datapath is not attached: %s", detached);
 		return false;
 	}
 	if (agent->options.local_config) {
@@ -271,35 +297,15 @@ bool agent_ready(struct agent *agent, char *why, size_t size)
 
 /* ---- start and stop ---- */
 
-struct adopt_ctx {
-	struct sm_image *image;
-	enum sm_map_id map;
-};
-
-static int adopt_entry(void *ctx, const void *key, const void *value)
-{
-	struct adopt_ctx *adopt = ctx;
-
-	return sm_image_set(adopt->image, adopt->map, key, value);
-}
-
 /* The maps as the last agent left them: ids are kept, and nothing unchanged is rewritten. */
 static int adopt_maps(struct agent *agent)
 {
-	struct sm_image *image;
-	int ret = sm_image_new(&image);
+	size_t counts[SM_MAP_COUNT];
+	int ret = adopt_pinned_maps(agent->dp, agent->model, counts);
 
-	for (int map = 0; map < SM_MAP_COUNT && !ret; map++) {
-		struct adopt_ctx ctx = { .image = image, .map = map };
-		ret = sm_datapath_for_each(agent->dp, map, adopt_entry, &ctx);
-	}
-	if (!ret)
-		ret = sm_model_adopt(agent->model, image);
 	if (!ret)
 		log_msg(LOG_INFO, "adopted the pinned maps: %zu services, %zu backends, %zu endpoints, %zu frontends",
-			sm_image_count(image, SM_MAP_SERVICES), sm_image_count(image, SM_MAP_BACKENDS),
-			sm_image_count(image, SM_MAP_ENDPOINTS), sm_image_count(image, SM_MAP_FRONTENDS));
-	sm_image_free(image);
+			counts[SM_MAP_SERVICES], counts[SM_MAP_BACKENDS], counts[SM_MAP_ENDPOINTS], counts[SM_MAP_FRONTENDS]);
 	return ret;
 }
 
@@ -320,8 +326,6 @@ static int open_layers(struct agent *agent)
 	log_msg(LOG_INFO, "datapath %s at %s, attached to %s", sm_datapath_migrating(agent->dp) ? "loaded beside an older layout"
 				: sm_datapath_adopted(agent->dp) ? "adopted" : "installed",
 		agent->options.pin_dir, agent->options.cgroup);
-	if ((ret = set_knobs(agent)))
-		return ret;
 	for (int map = 0; map < SM_MAP_COUNT; map++) {
 		if ((ret = sm_datapath_capacity(agent->dp, map, &model_options.capacity[map])))
 			return ret;
@@ -382,9 +386,79 @@ static int wait_for_signal(void)
 	return sig;
 }
 
+/* A CA file gRPC would reject on every connect (not PEM, not a certificate) is refused at start. */
+static int check_root_cert(const char *path, char *err, size_t size)
+{
+	FILE *file = fopen(path, "r");
+	X509 *cert;
+
+	if (!file) {
+		snprintf(err, size, "--xds-root-cert %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	cert = PEM_read_X509(file, NULL, NULL, NULL);
+	fclose(file);
+	if (!cert) {
+		snprintf(err, size, "--xds-root-cert %s is not a PEM certificate (-----BEGIN CERTIFICATE-----)", path);
+		return -EINVAL;
+	}
+	X509_free(cert);
+	return 0;
+}
+
+/* The record file is opened for append by the xDS client; it must open before the kernel is touched. */
+static int check_record(const char *path, char *err, size_t size)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+
+	if (fd < 0) {
+		snprintf(err, size, "--record %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	close(fd);
+	return 0;
+}
+
+/*
+ * Everything that can fail on the operator's input or on another owner, before the kernel is touched:
+ * a start that fails here changes nothing (an agent already serving the pin directory keeps its
+ * programs, maps and knobs).
+ */
+static int prepare(struct agent *agent, struct local_config *local, char *err, size_t size)
+{
+	const struct run_options *o = &agent->options;
+	struct sm_datapath_options dp_options = { .pin_dir = o->pin_dir, .cgroup = o->cgroup, .capacity = o->capacity };
+	struct sockaddr_storage admin;
+	int ret = sm_datapath_check_options(&dp_options, err, size);
+
+	if (!ret)
+		ret = make_knobs(o, &agent->knobs, err, size);
+	if (!ret && o->xds_root_cert && !o->local_config)
+		ret = check_root_cert(o->xds_root_cert, err, size);
+	if (!ret && o->record && !o->local_config)
+		ret = check_record(o->record, err, size);
+	if (!ret && o->local_config) {
+		ret = local_config_read(o->local_config, o->capacity, agent->node.node_name, local);
+		if (ret)
+			snprintf(err, size, "--local-config %s: %s (the reason is above)", o->local_config, strerror(-ret));
+	}
+	if (!ret && parse_ip_port(o->admin_address, &admin)) {
+		snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", o->admin_address);
+		ret = -EINVAL;
+	}
+	/* the operator's typos first, then the owner: a second agent is told whose the pin directory is */
+	if (!ret)
+		ret = sm_pin_dir_lock(o->pin_dir, &agent->lock, err, size);
+	if (!ret)
+		ret = admin_bind(o->admin_address, &agent->admin_fd, agent->admin_bound, sizeof(agent->admin_bound), err,
+				 size);
+	return ret;
+}
+
 int cmd_run(int argc, char **argv)
 {
-	struct agent agent = { .model_lock = PTHREAD_MUTEX_INITIALIZER };
+	struct agent agent = { .model_lock = PTHREAD_MUTEX_INITIALIZER, .admin_fd = -1 };
+	struct local_config first_config = { 0 }; /* local-config mode: the file, read before the kernel is touched */
 	struct admin *admin = NULL;
 	sigset_t signals;
 	char err[512];
@@ -406,18 +480,27 @@ int cmd_run(int argc, char **argv)
 	ret = sm_xds_node_from_env(&agent.node, environ);
 	if (!ret && sm_xds_node_missing(&agent.node, err, sizeof(err)))
 		log_msg(LOG_WARN, "node identity: %s not set: istiod cannot tell which pod this agent is", err);
+	if (!ret && (ret = prepare(&agent, &first_config, err, sizeof(err))))
+		log_msg(LOG_ERROR, "%s", err);
+	/* From here on the kernel is touched: a failure undoes what this start made. */
 	if (!ret)
 		ret = open_layers(&agent);
 	if (!ret && !agent.options.local_config)
 		ret = create_xds(&agent);
-	if (!ret && (ret = admin_start(&agent, agent.options.admin_address, &admin, err, sizeof(err))))
-		log_msg(LOG_ERROR, "%s", err);
+	if (!ret) {
+		ret = admin_start(&agent, agent.admin_fd, &admin, err, sizeof(err));
+		agent.admin_fd = -1; /* libmicrohttpd's now, closed with it */
+		if (ret)
+			log_msg(LOG_ERROR, "%s", err);
+	}
 	if (!ret)
-		ret = agent.options.local_config ? local_config_load(&agent, NULL) : start_xds(&agent);
+		ret = set_knobs(&agent);
+	if (!ret)
+		ret = agent.options.local_config ? local_config_load(&agent, &first_config) : start_xds(&agent);
 	if (!ret && agent.options.local_config)
 		local_config_watch_start(&agent); /* without it, SIGHUP still reloads */
 	if (!ret) {
-		log_msg(LOG_INFO, "serving; admin endpoint on %s", agent.options.admin_address);
+		log_msg(LOG_INFO, "serving; admin endpoint on %s", agent.admin_bound);
 		int sig;
 		while ((sig = wait_for_signal()) == SIGHUP) {
 			if (agent.options.local_config)
@@ -431,8 +514,15 @@ int cmd_run(int argc, char **argv)
 	admin_stop(admin); /* first: its handlers read the client and the model */
 	local_config_stop(&agent);
 	sm_xds_client_free(agent.xds);
-	sm_datapath_close(agent.dp);
+	if (ret)
+		sm_datapath_abandon(agent.dp);
+	else
+		sm_datapath_close(agent.dp);
 	sm_model_free(agent.model);
 	sm_xds_node_clear(&agent.node);
+	sm_pin_dir_unlock(agent.lock); /* last: the datapath is left as it should be */
+	if (agent.admin_fd >= 0)
+		close(agent.admin_fd);
+	local_config_free(&first_config);
 	return ret ? 1 : 0;
 }

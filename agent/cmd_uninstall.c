@@ -10,7 +10,8 @@ static void uninstall_usage(FILE *out)
 {
 	fprintf(out, "Usage: sockmesh uninstall [--pin-dir PATH]\n\n"
 		     "Detaches the datapath's programs from their cgroup and unpins its maps: traffic is no\n"
-		     "longer steered. Stop the agent first, or it will attach again on its next start.\n\n"
+		     "longer steered. Refused while an agent runs on the pin directory (stop it first) and for\n"
+		     "a path that is not a sockmesh pin directory on bpffs.\n\n"
 		     "  --pin-dir PATH  where the datapath is pinned (default " SM_DEFAULT_PIN_DIR ")\n");
 }
 
@@ -22,6 +23,7 @@ int cmd_uninstall(int argc, char **argv)
 		{ 0 },
 	};
 	const char *pin_dir = SM_DEFAULT_PIN_DIR;
+	struct sm_pin_lock *lock = NULL;
 	char err[512];
 	int opt;
 
@@ -36,7 +38,12 @@ int cmd_uninstall(int argc, char **argv)
 		uninstall_usage(stderr);
 		return 2;
 	}
-	if (sm_datapath_uninstall(pin_dir, err, sizeof(err))) {
+	/* The lock first: an agent serving this pin directory would attach again; stop it instead. */
+	int ret = sm_pin_dir_lock(pin_dir, &lock, err, sizeof(err));
+	if (!ret)
+		ret = sm_datapath_uninstall(pin_dir, err, sizeof(err));
+	sm_pin_dir_unlock(lock);
+	if (ret) {
 		fprintf(stderr, "sockmesh uninstall: %s\n", err);
 		return 1;
 	}

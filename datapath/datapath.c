@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -41,6 +42,9 @@ struct sm_datapath {
 	struct sm_bpf_writer writer;
 	bool adopted;
 	bool migrating;		    /* new maps loaded beside an older layout's; attached at commit */
+	bool created_dirs[3];	    /* the pin dir, links/ and maps-vN/: made by this open */
+	bool created_links[SM_CGROUP_HOOKS]; /* pinned by this open (not an earlier agent's, updated in place) */
+	__u64 cgroup_id;		    /* the cgroup's inode number, as links report it */
 	char old_maps[PIN_DIR_MAX + 32]; /* the older layout's maps directory, removed at commit */
 	char cgroup[PATH_MAX];
 	char pin_dir[PIN_DIR_MAX];
@@ -84,23 +88,58 @@ static void maps_dir(char *out, size_t size, const char *pin_dir, uint32_t versi
 	snprintf(out, size, "%s/maps-v%u", pin_dir, version);
 }
 
-static int make_dirs(const char *pin_dir, char *err, size_t size)
+/* mkdir that says whether it made the directory; an existing one is fine. */
+static int make_dir(const char *path, bool *created, char *err, size_t size)
+{
+	if (mkdir(path, 0700) == 0) {
+		*created = true;
+		return 0;
+	}
+	if (errno == EEXIST)
+		return 0;
+	return fail(err, size, -errno, "cannot create %s: %s", path, strerror(errno));
+}
+
+/* The pin directory, or the one it would be made in, must be on bpffs: nothing is made elsewhere. */
+static int check_pin_fs(const char *pin_dir, char *err, size_t size)
+{
+	static const char *const bpffs = "a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)";
+	char parent[PIN_DIR_MAX];
+	char *slash;
+
+	if (!pin_dir[0])
+		return fail(err, size, -EINVAL, "the pin directory is ''");
+	if (access(pin_dir, F_OK) == 0)
+		return check_fs(pin_dir, BPF_FS_MAGIC, bpffs, err, size);
+	snprintf(parent, sizeof(parent), "%s", pin_dir);
+	slash = strrchr(parent, '/');
+	if (!slash)
+		snprintf(parent, sizeof(parent), ".");
+	else if (slash == parent)
+		parent[1] = '\0';
+	else
+		*slash = '\0';
+	int ret = check_fs(parent, BPF_FS_MAGIC, bpffs, err, size);
+	if (ret)
+		return ret == -ENOENT ? fail(err, size, ret, "cannot create the pin directory %s: %s does not exist",
+					     pin_dir, parent) : ret;
+	return 0;
+}
+
+static int make_dirs(struct sm_datapath *dp, char *err, size_t size)
 {
 	char path[PATH_MAX];
-	int ret;
+	int ret = check_pin_fs(dp->pin_dir, err, size);
 
-	if (mkdir(pin_dir, 0700) && errno != EEXIST)
-		return fail(err, size, -errno, "cannot create the pin directory %s: %s", pin_dir, strerror(errno));
-	ret = check_fs(pin_dir, BPF_FS_MAGIC, "a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)", err, size);
-	if (ret)
-		return ret;
-	snprintf(path, sizeof(path), "%s/links", pin_dir);
-	if (mkdir(path, 0700) && errno != EEXIST)
-		return fail(err, size, -errno, "cannot create %s: %s", path, strerror(errno));
-	maps_dir(path, sizeof(path), pin_dir, SM_LAYOUT_VERSION);
-	if (mkdir(path, 0700) && errno != EEXIST)
-		return fail(err, size, -errno, "cannot create %s: %s", path, strerror(errno));
-	return 0;
+	if (!ret)
+		ret = make_dir(dp->pin_dir, &dp->created_dirs[0], err, size);
+	snprintf(path, sizeof(path), "%s/links", dp->pin_dir);
+	if (!ret)
+		ret = make_dir(path, &dp->created_dirs[1], err, size);
+	maps_dir(path, sizeof(path), dp->pin_dir, SM_LAYOUT_VERSION);
+	if (!ret)
+		ret = make_dir(path, &dp->created_dirs[2], err, size);
+	return ret;
 }
 
 /* Another layout version's maps directory under pin_dir, if one is there. */
@@ -309,11 +348,12 @@ static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cg
 		return fail(err, size, -errno, "attaching %s to the cgroup: %s", name, strerror(errno));
 	if (bpf_link__pin(link, path)) {
 		int ret = -errno;
-		bpf_link__destroy(link);
+		bpf_link__destroy(link); /* not pinned: closing the only fd detaches it */
 		return fail(err, size, ret, "pinning %s: %s", path, strerror(-ret));
 	}
 	bpf_link__destroy(dp->links[hook]);
 	dp->links[hook] = link;
+	dp->created_links[hook] = true;
 	return 0;
 }
 
@@ -334,8 +374,9 @@ static int attach_all(struct sm_datapath *dp, const char *cgroup, char *err, siz
 	if (bpf_prog_attach(bpf_program__fd(dp->skel->progs.sm_sk_msg), dp->fds[SM_DP_MAP_SOCKHASH],
 			    BPF_SK_MSG_VERDICT, 0))
 		ret = fail(err, size, -errno, "attaching sm_sk_msg to the sockhash: %s", strerror(errno));
+	dp->cgroup_id = (__u64)st.st_ino;
 	for (int hook = 0; hook < SM_CGROUP_HOOKS && !ret; hook++)
-		ret = attach_hook(dp, hook, cgroup_fd, (__u64)st.st_ino, err, size);
+		ret = attach_hook(dp, hook, cgroup_fd, dp->cgroup_id, err, size);
 out:
 	if (cgroup_fd >= 0)
 		close(cgroup_fd);
@@ -344,11 +385,16 @@ out:
 
 /* ---- opening ---- */
 
-static void collect_fds(struct sm_datapath *dp)
+static int collect_fds(struct sm_datapath *dp, char *err, size_t size)
 {
-	for (int m = 0; m < SM_DP_MAP_COUNT; m++)
+	for (int m = 0; m < SM_DP_MAP_COUNT; m++) {
 		dp->fds[m] = bpf_object__find_map_fd_by_name(dp->skel->obj, dp_map_names[m]);
+		if (dp->fds[m] < 0)
+			return fail(err, size, dp->fds[m], "the loaded BPF object has no map %s: %s", dp_map_names[m],
+				    strerror(-dp->fds[m]));
+	}
 	sm_bpf_writer_init(&dp->writer, dp->fds);
+	return 0;
 }
 
 static struct sm_datapath *datapath_new(const char *pin_dir)
@@ -372,12 +418,13 @@ static struct sm_datapath *datapath_new(const char *pin_dir)
  * The datapath's own state (knobs, enrolled namespaces, local addresses) goes from an older layout's
  * maps to the new ones, where the entry sizes still agree; the model's maps are filled by its sync.
  */
-static int carry_over(struct sm_datapath *dp)
+static int carry_over(struct sm_datapath *dp, char *err, size_t size)
 {
 	static const int carried[] = { SM_DP_MAP_CONFIG, SM_DP_MAP_ENROLLED, SM_DP_MAP_LOCAL_ADDRS };
 	uint8_t key[64], next[64], value[64];
+	int ret = 0;
 
-	for (size_t i = 0; i < sizeof(carried) / sizeof(carried[0]); i++) {
+	for (size_t i = 0; i < sizeof(carried) / sizeof(carried[0]) && !ret; i++) {
 		char path[PATH_MAX];
 		struct bpf_map_info old_info = {}, new_info = {};
 		__u32 len = sizeof(old_info);
@@ -386,21 +433,75 @@ static int carry_over(struct sm_datapath *dp)
 		snprintf(path, sizeof(path), "%s/%s", dp->old_maps, dp_map_names[m]);
 		int fd = bpf_obj_get(path);
 		if (fd < 0)
-			continue;
+			continue; /* the older layout had no such map: nothing to carry */
 		bool same = !bpf_obj_get_info_by_fd(fd, &old_info, &len) &&
 			    !bpf_obj_get_info_by_fd(dp->fds[m], &new_info, &(__u32){ sizeof(new_info) }) &&
 			    old_info.key_size == new_info.key_size && old_info.value_size == new_info.value_size &&
 			    old_info.key_size <= sizeof(key) && old_info.value_size <= sizeof(value);
 		void *previous = NULL;
-		while (same && bpf_map_get_next_key(fd, previous, next) == 0) {
+		while (same && !ret && bpf_map_get_next_key(fd, previous, next) == 0) {
 			memcpy(key, next, old_info.key_size);
 			previous = key;
-			if (!bpf_map_lookup_elem(fd, key, value))
-				bpf_map_update_elem(dp->fds[m], key, value, BPF_ANY);
+			if (bpf_map_lookup_elem(fd, key, value))
+				continue; /* deleted since the walk found it */
+			if (bpf_map_update_elem(dp->fds[m], key, value, BPF_ANY))
+				ret = fail(err, size, -errno, "carrying %s over to the new layout: %s", path, strerror(errno));
 		}
 		close(fd);
 	}
-	return 0;
+	return ret;
+}
+
+/*
+ * Undoes what this open made, never what an earlier agent left: the links it pinned (detached), the
+ * maps when none was pinned before (all are then this open's), and the directories it created.
+ */
+static void undo_open(struct sm_datapath *dp)
+{
+	char path[PATH_MAX];
+
+	for (int hook = 0; hook < SM_CGROUP_HOOKS; hook++) {
+		if (!dp->created_links[hook] || !dp->links[hook])
+			continue;
+		bpf_link__detach(dp->links[hook]);
+		bpf_link__unpin(dp->links[hook]);
+	}
+	if (dp->skel && !dp->adopted) {
+		bpf_object__unpin_maps(dp->skel->obj, NULL); /* sm_sk_msg goes with the sockhash's last fd */
+	}
+	maps_dir(path, sizeof(path), dp->pin_dir, SM_LAYOUT_VERSION);
+	if (dp->created_dirs[2])
+		rmdir(path);
+	snprintf(path, sizeof(path), "%s/links", dp->pin_dir);
+	if (dp->created_dirs[1])
+		rmdir(path);
+	if (dp->created_dirs[0])
+		rmdir(dp->pin_dir);
+}
+
+void sm_datapath_abandon(struct sm_datapath *dp)
+{
+	if (!dp)
+		return;
+	undo_open(dp);
+	sm_datapath_close(dp);
+}
+
+int sm_datapath_check_options(const struct sm_datapath_options *options, char *err, size_t size)
+{
+	const char *pin_dir = options->pin_dir ? options->pin_dir : SM_DEFAULT_PIN_DIR;
+	int ret;
+
+	if (strlen(pin_dir) >= PIN_DIR_MAX)
+		return fail(err, size, -ENAMETOOLONG, "the pin directory %.64s... is longer than %d", pin_dir,
+			    PIN_DIR_MAX - 1);
+	for (int m = 0; options->capacity && m < SM_MAP_COUNT; m++) {
+		if (options->capacity[m] > SM_DATAPATH_MAX_CAPACITY)
+			return fail(err, size, -E2BIG, "the %s map's capacity %u is beyond the kernel's %u", sm_map_name(m),
+				    options->capacity[m], SM_DATAPATH_MAX_CAPACITY);
+	}
+	ret = check_fs(options->cgroup ? options->cgroup : "", CGROUP2_SUPER_MAGIC, "a cgroup v2 hierarchy", err, size);
+	return ret ? ret : check_pin_fs(pin_dir, err, size);
 }
 
 int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapath **out, char *err, size_t size)
@@ -415,11 +516,15 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 		return fail(err, size, -errno, "the pin directory: %s", strerror(errno));
 	snprintf(dp->cgroup, sizeof(dp->cgroup), "%s", options->cgroup ? options->cgroup : "");
 	/* before anything is pinned: a wrong cgroup must leave nothing behind */
-	ret = check_fs(dp->cgroup, CGROUP2_SUPER_MAGIC, "a cgroup v2 hierarchy", err, size);
-	if (!ret)
-		ret = make_dirs(dp->pin_dir, err, size);
+	ret = sm_datapath_check_options(options, err, size);
+	struct stat st;
+	if (!ret && stat(dp->cgroup, &st))
+		ret = fail(err, size, -errno, "%s: %s", dp->cgroup, strerror(errno));
+	dp->cgroup_id = ret ? 0 : (__u64)st.st_ino;
 	if (!ret)
 		ret = sm_datapath_probe(err, size);
+	if (!ret)
+		ret = make_dirs(dp, err, size);
 	if (ret)
 		goto fail;
 	maps_dir(maps, sizeof(maps), dp->pin_dir, SM_LAYOUT_VERSION);
@@ -446,19 +551,21 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 			   strerror(errno));
 		goto fail;
 	}
-	collect_fds(dp);
+	ret = collect_fds(dp, err, size);
+	if (ret)
+		goto fail;
 	ret = write_meta(dp);
 	if (ret) {
 		fail(err, size, ret, "writing the layout version: %s", strerror(-ret));
 		goto fail;
 	}
-	ret = dp->migrating ? carry_over(dp) : attach_all(dp, dp->cgroup, err, size);
+	ret = dp->migrating ? carry_over(dp, err, size) : attach_all(dp, dp->cgroup, err, size);
 	if (ret)
 		goto fail;
 	*out = dp;
 	return 0;
 fail:
-	sm_datapath_close(dp);
+	sm_datapath_abandon(dp);
 	return ret;
 }
 
@@ -567,6 +674,39 @@ static int remove_pins(const char *dir, bool links, char *err, size_t size)
 	return ret;
 }
 
+/* Whether an entry of a pin directory is one sockmesh makes there: links/ or maps-vN/. */
+static bool sockmesh_entry(const char *name)
+{
+	unsigned int version;
+	char tail;
+
+	return strcmp(name, "links") == 0 || sscanf(name, "maps-v%u%c", &version, &tail) == 1;
+}
+
+/* Refuses what is not a sockmesh pin directory on bpffs: uninstall removes only pins. */
+static int check_pin_dir(const char *pin_dir, char *err, size_t size)
+{
+	struct dirent *entry;
+	int ret;
+	DIR *d;
+
+	if (!pin_dir[0])
+		return fail(err, size, -EINVAL, "the pin directory is ''");
+	ret = check_fs(pin_dir, BPF_FS_MAGIC, "a BPF filesystem: not a sockmesh pin directory", err, size);
+	if (ret)
+		return ret;
+	d = opendir(pin_dir);
+	if (!d)
+		return fail(err, size, -errno, "%s: %s", pin_dir, strerror(errno));
+	while (!ret && (entry = readdir(d))) {
+		if (strcmp(entry->d_name, ".") && strcmp(entry->d_name, "..") && !sockmesh_entry(entry->d_name))
+			ret = fail(err, size, -EINVAL, "%s is not a sockmesh pin directory: it holds %s", pin_dir,
+				   entry->d_name);
+	}
+	closedir(d);
+	return ret;
+}
+
 int sm_datapath_uninstall(const char *pin_dir, char *err, size_t size)
 {
 	char path[PATH_MAX];
@@ -574,8 +714,12 @@ int sm_datapath_uninstall(const char *pin_dir, char *err, size_t size)
 	int ret;
 
 	pin_dir = pin_dir ? pin_dir : SM_DEFAULT_PIN_DIR;
+	if (pin_dir[0] && access(pin_dir, F_OK) && errno == ENOENT)
+		return 0; /* nothing pinned */
+	ret = check_pin_dir(pin_dir, err, size);
 	snprintf(path, sizeof(path), "%s/links", pin_dir);
-	ret = remove_pins(path, true, err, size);
+	if (!ret)
+		ret = remove_pins(path, true, err, size);
 	maps_dir(path, sizeof(path), pin_dir, SM_LAYOUT_VERSION);
 	if (!ret)
 		ret = remove_pins(path, false, err, size);
@@ -586,7 +730,154 @@ int sm_datapath_uninstall(const char *pin_dir, char *err, size_t size)
 	return ret;
 }
 
+/* ---- one owner ---- */
+
+struct sm_pin_lock {
+	int fd;
+	char path[PATH_MAX];
+};
+
+/* FNV-1a: the lock file's name must be unique per pin directory and fit NAME_MAX. */
+static uint64_t fnv1a(const char *text)
+{
+	uint64_t hash = 0xcbf29ce484222325ull;
+
+	for (; *text; text++)
+		hash = (hash ^ (uint8_t)*text) * 0x100000001b3ull;
+	return hash;
+}
+
+/* The pin directory's absolute path, resolved as far as it exists (it may not yet). */
+static void canonical_pin_dir(const char *pin_dir, char *out, size_t size)
+{
+	char parent[PATH_MAX], resolved[PATH_MAX];
+	const char *slash = strrchr(pin_dir, '/');
+
+	if (realpath(pin_dir, resolved)) {
+		snprintf(out, size, "%s", resolved);
+		return;
+	}
+	snprintf(parent, sizeof(parent), "%.*s", slash ? (int)(slash - pin_dir) : 0, pin_dir);
+	if (realpath(parent[0] ? parent : (slash ? "/" : "."), resolved) &&
+	    snprintf(out, size, "%s/%s", strcmp(resolved, "/") ? resolved : "", slash ? slash + 1 : pin_dir) < (int)size)
+		return;
+	else
+		snprintf(out, size, "%s", pin_dir);
+}
+
+static void lock_path(const char *pin_dir, char *out, size_t size)
+{
+	char canonical[PATH_MAX], readable[64];
+	size_t n = 0;
+
+	canonical_pin_dir(pin_dir, canonical, sizeof(canonical));
+	for (const char *c = canonical; *c && n < sizeof(readable) - 1; c++)
+		readable[n++] = *c == '/' ? '_' : *c;
+	readable[n] = '\0';
+	snprintf(out, size, "%s/%s-%016llx.lock", SM_LOCK_DIR, readable, (unsigned long long)fnv1a(canonical));
+}
+
+/* The holder's pid as it wrote it, or 0. */
+static long lock_holder(int fd)
+{
+	char text[32] = "";
+	ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+
+	return n > 0 ? strtol(text, NULL, 10) : 0;
+}
+
+int sm_pin_dir_lock(const char *pin_dir, struct sm_pin_lock **out, char *err, size_t size)
+{
+	struct sm_pin_lock *lock;
+	struct stat held, named;
+	char pid[32];
+	int ret = 0;
+
+	pin_dir = pin_dir ? pin_dir : SM_DEFAULT_PIN_DIR;
+	if (!pin_dir[0])
+		return fail(err, size, -EINVAL, "the pin directory is ''");
+	lock = calloc(1, sizeof(*lock));
+	if (!lock)
+		return fail(err, size, -ENOMEM, "out of memory");
+	lock->fd = -1;
+	lock_path(pin_dir, lock->path, sizeof(lock->path));
+	if (mkdir(SM_LOCK_DIR, 0755) && errno != EEXIST) {
+		ret = fail(err, size, -errno, "cannot create %s: %s", SM_LOCK_DIR, strerror(errno));
+		goto fail;
+	}
+	/* A holder unlinks the file as it releases it: a lock on an unlinked file is retried on the new one. */
+	for (;;) {
+		lock->fd = open(lock->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (lock->fd < 0) {
+			ret = fail(err, size, -errno, "cannot open the lock %s: %s", lock->path, strerror(errno));
+			goto fail;
+		}
+		if (flock(lock->fd, LOCK_EX | LOCK_NB)) {
+			ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+			if (ret == -EBUSY)
+				fail(err, size, ret, "%s is in use by sockmesh (pid %ld; lock %s)", pin_dir,
+				     lock_holder(lock->fd), lock->path);
+			else
+				fail(err, size, ret, "cannot lock %s: %s", lock->path, strerror(-ret));
+			goto fail;
+		}
+		if (fstat(lock->fd, &held) == 0 && stat(lock->path, &named) == 0 && held.st_ino == named.st_ino &&
+		    held.st_dev == named.st_dev)
+			break;
+		close(lock->fd);
+	}
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(lock->fd, 0) || pwrite(lock->fd, pid, (size_t)n, 0) != n) {
+		ret = fail(err, size, -errno, "cannot write %s: %s", lock->path, strerror(errno));
+		unlink(lock->path);
+		goto fail;
+	}
+	*out = lock;
+	return 0;
+fail:
+	if (lock->fd >= 0)
+		close(lock->fd);
+	free(lock);
+	return ret;
+}
+
+void sm_pin_dir_unlock(struct sm_pin_lock *lock)
+{
+	if (!lock)
+		return;
+	unlink(lock->path);
+	close(lock->fd);
+	free(lock);
+}
+
 /* ---- using it ---- */
+
+int sm_datapath_attached(const struct sm_datapath *dp, char *why, size_t size)
+{
+	if (!dp->skel)
+		return fail(why, size, -EINVAL, "only the maps of %s are open", dp->pin_dir);
+	for (int hook = 0; hook < SM_CGROUP_HOOKS; hook++) {
+		const char *name = bpf_program__name(cgroup_program(dp->skel, hook));
+		struct bpf_link_info info = {};
+		__u32 len = sizeof(info);
+		char path[PATH_MAX];
+		int ret = 0;
+
+		link_path(path, sizeof(path), dp->pin_dir, name);
+		int fd = bpf_obj_get(path);
+		if (fd < 0)
+			return fail(why, size, -errno, "the pinned link %s is gone: %s", path, strerror(errno));
+		if (bpf_obj_get_info_by_fd(fd, &info, &len))
+			ret = fail(why, size, -errno, "reading the link %s: %s", path, strerror(errno));
+		else if (info.cgroup.cgroup_id != dp->cgroup_id)
+			ret = fail(why, size, -ENOLINK, "%s is %s", path,
+				   info.cgroup.cgroup_id ? "attached to another cgroup" : "detached");
+		close(fd);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
 
 bool sm_datapath_adopted(const struct sm_datapath *dp)
 {

@@ -88,6 +88,14 @@ enum sm_dp_map_id {
 	SM_DP_MAP_COUNT,
 };
 
+/*
+ * The largest capacity the kernel takes for a model's map: a hash map's buckets are max_entries rounded
+ * up to a power of two, at most U32_MAX / 16 bytes a bucket (E2BIG beyond), so max_entries <= 2^27,
+ * and a capacity is half of that (SM_MAP_KERNEL_ENTRIES). Measured on Linux 6.18: 2^27 entries load,
+ * 2^27 + 1 fail with E2BIG.
+ */
+#define SM_DATAPATH_MAX_CAPACITY (1u << 26)
+
 /* connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6, sockops: the programs attached to the cgroup. */
 #define SM_CGROUP_HOOKS 9
 
@@ -103,6 +111,8 @@ struct sm_datapath_options {
 	const uint32_t *capacity;
 };
 
+/* The checks open makes before it touches anything (cgroup v2, pin directory on bpffs, capacities). */
+int sm_datapath_check_options(const struct sm_datapath_options *options, char *err, size_t err_size);
 /*
  * Loads the datapath: checks the kernel (a clear message when a feature is missing), adopts maps
  * pinned with this layout version (or creates and pins them), and attaches to the cgroup through
@@ -122,8 +132,28 @@ int sm_datapath_commit(struct sm_datapath *dp, char *err, size_t err_size);
 int sm_datapath_open_pinned(const char *pin_dir, struct sm_datapath **out, char *err, size_t err_size);
 /* Releases this process's handles; what is pinned keeps serving. */
 void sm_datapath_close(struct sm_datapath *dp);
-/* Detaches every link and unpins every map under pin_dir. */
+/*
+ * For a start that fails after open: undoes what this open made (the links it pinned, the maps when it
+ * created them, the directories it created), never what an earlier agent left; then closes.
+ */
+void sm_datapath_abandon(struct sm_datapath *dp);
+/*
+ * Detaches every link and unpins every map under pin_dir. Refuses a path that is not a sockmesh pin
+ * directory on bpffs (one holding only links/ and maps-vN/); a pin_dir that does not exist is done.
+ */
 int sm_datapath_uninstall(const char *pin_dir, char *err, size_t err_size);
+/* 0 while every cgroup program is attached through its pinned link; else -errno and the reason in why. */
+int sm_datapath_attached(const struct sm_datapath *dp, char *why, size_t why_size);
+
+/*
+ * One owner per pin directory: an exclusive flock on a file under SM_LOCK_DIR named after the pin
+ * directory's path, holding the owner's pid. The kernel releases it when the owner dies, kill -9
+ * included. -EBUSY (with the holder's pid in err) when another process holds it.
+ */
+#define SM_LOCK_DIR "/run/sockmesh"
+struct sm_pin_lock;
+int sm_pin_dir_lock(const char *pin_dir, struct sm_pin_lock **out, char *err, size_t err_size);
+void sm_pin_dir_unlock(struct sm_pin_lock *lock);
 /* Loads (never attaches) one program per hook the datapath uses; names what the kernel lacks. */
 int sm_datapath_probe(char *err, size_t err_size);
 

@@ -737,6 +737,52 @@ static void layout_migration_without_a_gap(struct env *env, const void *arg)
 	close(listener);
 }
 
+/* How many programs are attached to the case's cgroup at connect4. */
+static __u32 connect4_programs(struct env *env)
+{
+	__u32 count = 0;
+	int fd = open(env->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	CHECK(fd >= 0 && bpf_prog_query(fd, BPF_CGROUP_INET4_CONNECT, 0, NULL, NULL, &count) == 0, "querying %s",
+	      env->cgroup);
+	close(fd);
+	return count;
+}
+
+/*
+ * A start that fails after opening the datapath abandons it: a first open leaves no pin, directory or
+ * attached program behind; a reopen leaves what the earlier agent pinned serving.
+ */
+static void abandoned_open_leaves_what_it_found(struct env *env, const void *arg)
+{
+	(void)arg;
+	struct sm_datapath_options first = { .cgroup = env->cgroup };
+	struct sm_datapath *dp = NULL;
+	char pin_dir[160], err[512];
+
+	snprintf(pin_dir, sizeof(pin_dir), "%s-first", env->pin_dir);
+	first.pin_dir = pin_dir;
+	CHECK(sm_datapath_open(&first, &dp, err, sizeof(err)) == 0, "a second datapath: %s", err);
+	CHECK(connect4_programs(env) == 2, "the second datapath is not attached");
+	sm_datapath_abandon(dp);
+	bool left = access(pin_dir, F_OK) == 0;
+	if (left) /* the case's cleanup knows only its own pin directory */
+		sm_datapath_uninstall(pin_dir, err, sizeof(err));
+	CHECK(!left, "the abandoned first open left %s", pin_dir);
+	CHECK(connect4_programs(env) == 1, "the abandoned first open left its programs attached");
+
+	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+	web_one_backend(env);
+	struct sm_datapath_options again = { .pin_dir = env->pin_dir, .cgroup = env->cgroup };
+	CHECK(sm_datapath_open(&again, &dp, err, sizeof(err)) == 0, "reopening: %s", err);
+	sm_datapath_abandon(dp);
+	CHECK(connect4_programs(env) == 1, "the abandoned reopen detached the earlier agent's programs");
+	int fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd >= 0, "the VIP no longer connects after an abandoned reopen: %s", strerror(-fd));
+	close(fd);
+	close(listener);
+}
+
 typedef void (*case_fn)(struct env *env, const void *arg);
 
 static const struct case_row {
@@ -754,6 +800,7 @@ static const struct case_row {
 	{ "a local waypoint gets its TLV and acceleration", accelerated_waypoint },
 	{ "reopened from pins while a client keeps connecting", reopen_while_connecting },
 	{ "a layout version change is migrated without a gap", layout_migration_without_a_gap },
+	{ "an abandoned open leaves what it found", abandoned_open_leaves_what_it_found },
 };
 
 static void run_named_case(void **state)

@@ -807,6 +807,73 @@ static void restart_rewrites_nothing_unchanged(void **state)
 	harness_close(&h);
 }
 
+/*
+ * A restart near a map's capacity takes what a fresh start takes: the entries of an earlier config
+ * that the new one no longer holds must not take the room of the new config's resources. The config
+ * is services first..first+n (one VIP each) and two workloads in each.
+ */
+static size_t apply_config(struct harness *h, size_t first, size_t n)
+{
+	struct response r;
+	char hostnames[16][48], members[16][48], uids[32][16], ips[32][16], vips[16][16];
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	for (size_t i = 0; i < n; i++) {
+		size_t s = first + i;
+		snprintf(hostnames[i], sizeof(hostnames[i]), "svc%zu.default.svc", s);
+		snprintf(members[i], sizeof(members[i]), "default/svc%zu.default.svc", s);
+		snprintf(vips[i], sizeof(vips[i]), "10.96.1.%zu", s + 1);
+		struct service_spec spec = { .namespace = "default", .hostname = hostnames[i], .vips = { vips[i] },
+					     .ports = { { 80, 8080 } } };
+		response_add_service(&r, &spec, "v1");
+		for (size_t k = 0; k < 2; k++) {
+			snprintf(uids[2 * i + k], sizeof(uids[0]), "w/%zu-%zu", s, k);
+			snprintf(ips[2 * i + k], sizeof(ips[0]), "10.0.%zu.%zu", s + 1, k + 1);
+			struct workload_spec w = { .uid = uids[2 * i + k], .addresses = { ips[2 * i + k] },
+						   .services = { { members[i] } } };
+			response_add_workload(&r, &w, "v1");
+		}
+	}
+	apply(h, &r);
+	return h->rejections.count;
+}
+
+static void restart_near_capacity_rejects_what_a_fresh_start_does(void **state)
+{
+	(void)state;
+	static const uint32_t limits[SM_MAP_COUNT][SM_MAP_COUNT] = {
+		[SM_MAP_SERVICES] = { [SM_MAP_SERVICES] = 8 },
+		[SM_MAP_FRONTENDS] = { [SM_MAP_FRONTENDS] = 20 },
+		[SM_MAP_ENDPOINTS] = { [SM_MAP_ENDPOINTS] = 14 },
+		[SM_MAP_BACKENDS] = { [SM_MAP_BACKENDS] = 14 },
+	};
+
+	for (int l = 0; l < SM_MAP_COUNT; l++) {
+		struct harness fresh, restarted;
+		struct sm_model_options options = { 0 };
+
+		/* the second config on a fresh datapath */
+		harness_open(&fresh, NULL, limits[l]);
+		size_t fresh_rejected = apply_config(&fresh, 4, 12);
+		/* the first config, then a restart with the second */
+		harness_open(&restarted, NULL, limits[l]);
+		apply_config(&restarted, 0, 12);
+		sm_model_free(restarted.model);
+		memcpy(options.capacity, limits[l], sizeof(options.capacity));
+		assert_int_equal(sm_model_new(&options, &restarted.model), 0);
+		assert_int_equal(sm_model_adopt(restarted.model, restarted.kernel), 0);
+		size_t restart_rejected = apply_config(&restarted, 4, 12);
+		if (restart_rejected != fresh_rejected)
+			fail_msg("the %s map at capacity: %zu rejected after a restart, %zu on a fresh start",
+				 sm_map_name(l),
+				 restart_rejected, fresh_rejected);
+		for (int m = 0; m < SM_MAP_COUNT; m++)
+			assert_int_equal(sm_image_count(restarted.kernel, m), sm_image_count(fresh.kernel, m));
+		harness_close(&fresh);
+		harness_close(&restarted);
+	}
+}
+
 /* ---- authorizations and dumps ---- */
 
 static void authorizations_select_workloads(void **state)
@@ -915,6 +982,7 @@ int main(void)
 		cmocka_unit_test(overflow_is_rejected_whole),
 		cmocka_unit_test(failed_write_is_undone),
 		cmocka_unit_test(restart_rewrites_nothing_unchanged),
+		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),
 		cmocka_unit_test(authorizations_select_workloads),
 		cmocka_unit_test(fixture_stream_applies),
 	};

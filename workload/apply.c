@@ -483,6 +483,51 @@ static bool is_fatal(int err)
 	return err == -ENOMEM || err == -EIO;
 }
 
+static int apply_items(struct sm_model *model, enum resource_type type, const struct item *items, size_t n,
+		       bool sweep, struct sm_map_writer *writer, struct sm_rejections *rejections);
+
+/*
+ * Applies each item alone. With deferred, an item that overflows a map is not rejected but listed
+ * there (its index), to be tried again once the adopted leftovers are swept.
+ */
+static int split(struct sm_model *model, enum resource_type type, const struct item *items, size_t n,
+		 struct sm_map_writer *writer, struct sm_rejections *rejections, struct vec *deferred)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t before = rejections->count;
+		int err = apply_items(model, type, &items[i], 1, false, writer, rejections);
+		if (is_fatal(err))
+			return err;
+		if (deferred && model->overflowed >= 0 && rejections->count > before) {
+			model->overflows[model->overflowed]--;
+			truncate_rejections(rejections, before);
+			if (vec_push(deferred, &i, sizeof(i)))
+				return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The first Address response after an adoption, split: while its items are applied one by one, the
+ * entries of the earlier config that this one no longer holds still take room, which they give back
+ * only at the sweep. What did not fit beside them is tried again after it, so that a restart takes
+ * what a fresh start would.
+ */
+static int split_sweeping(struct sm_model *model, enum resource_type type, const struct item *items, size_t n,
+			  struct sm_map_writer *writer, struct sm_rejections *rejections)
+{
+	struct vec deferred = { 0 };
+	int err = split(model, type, items, n, writer, rejections, &deferred);
+
+	if (!err)
+		err = apply_items(model, type, NULL, 0, true, writer, rejections);
+	for (size_t i = 0; !err && i < deferred.n; i++)
+		err = apply_items(model, type, &items[VEC_AT(&deferred, size_t, i)], 1, false, writer, rejections);
+	free(deferred.items);
+	return err;
+}
+
 /*
  * Applies items as one batch. On an overflow or a failed write, rolls the batch back and, when split
  * is allowed, applies each item alone so that only the ones that cannot fit are rejected.
@@ -524,12 +569,8 @@ static int apply_items(struct sm_model *model, enum resource_type type, const st
 	}
 	if (n == 0)
 		return err;
-	for (size_t i = 0; i < n; i++) {
-		err = apply_items(model, type, &items[i], 1, false, writer, rejections);
-		if (is_fatal(err))
-			return err;
-	}
-	return sweep ? apply_items(model, type, NULL, 0, true, writer, rejections) : 0;
+	return sweep ? split_sweeping(model, type, items, n, writer, rejections)
+		     : split(model, type, items, n, writer, rejections, NULL);
 }
 
 struct seen_name {

@@ -72,7 +72,7 @@ static inline void server_start(struct server *server, const char *const *args)
 		execv(MOCK_XDS_SERVER, (char *const *)argv);
 		_exit(127);
 	}
-	for (int i = 0; i < 500; i++) {
+	for (int i = 0; i < 3000; i++) { /* 30 s: an ASan build on a loaded machine starts slowly */
 		FILE *f = fopen(port_file, "r");
 		if (f && fscanf(f, "%d", &server->port) == 1) {
 			fclose(f);

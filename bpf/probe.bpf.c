@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * The kernel-feature probe. Each program uses, from its hook, the helpers and maps the datapath needs
- * there. datapath/ loads it (never attaches it) before the real programs, so a kernel that lacks a
+ * there: every helper sockmesh.bpf.c's program of the same section calls (test/test_probe_covers.c
+ * checks it). datapath/ loads it (never attaches it) before the real programs, so a kernel that lacks a
  * piece fails here by program name, which maps to a clear "needs Linux X" message instead of a verifier
  * dump from the middle of the datapath.
  */
@@ -17,18 +18,35 @@ struct {
 } probe_storage SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} probe_array SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 1);
 	__type(key, __u64);
 	__type(value, __u64);
 } probe_sockhash SEC(".maps");
 
+static __always_inline __u64 *probe_lookup(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&probe_array, &key);
+}
+
 static __always_inline int probe_sock_addr(struct bpf_sock_addr *ctx)
 {
 	__u64 *stored = bpf_sk_storage_get(&probe_storage, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	__u64 *value = probe_lookup();
 
 	if (stored)
 		*stored = bpf_get_netns_cookie(ctx) ^ bpf_get_prandom_u32();
+	if (value)
+		*value += 1;
 	return 1;
 }
 
@@ -50,14 +68,32 @@ int probe_sendmsg4(struct bpf_sock_addr *ctx)
 	return probe_sock_addr(ctx);
 }
 
+SEC("cgroup/sendmsg6")
+int probe_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return probe_sock_addr(ctx);
+}
+
 SEC("cgroup/getpeername4")
 int probe_getpeername4(struct bpf_sock_addr *ctx)
 {
 	return probe_sock_addr(ctx);
 }
 
+SEC("cgroup/getpeername6")
+int probe_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return probe_sock_addr(ctx);
+}
+
 SEC("cgroup/recvmsg4")
 int probe_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return probe_sock_addr(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int probe_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	return probe_sock_addr(ctx);
 }
@@ -71,6 +107,8 @@ int probe_sockops(struct bpf_sock_ops *ops)
 	bpf_sock_ops_cb_flags_set(ops, BPF_SOCK_OPS_STATE_CB_FLAG);
 	if (sk)
 		bpf_sk_storage_get(&probe_storage, sk, 0, 0);
+	if (probe_lookup())
+		return 1;
 	bpf_sock_hash_update(ops, &probe_sockhash, &key, BPF_NOEXIST);
 	return 1;
 }
@@ -79,8 +117,13 @@ SEC("sk_msg")
 int probe_sk_msg(struct sk_msg_md *msg)
 {
 	__u64 key = bpf_get_netns_cookie(msg);
+	struct bpf_sock *sk = msg->sk;
 
-	if (bpf_msg_push_data(msg, 0, 16, 0))
+	if (sk)
+		bpf_sk_storage_get(&probe_storage, sk, 0, 0);
+	if (probe_lookup())
+		return SK_PASS;
+	if (bpf_msg_push_data(msg, 0, 16, 0) || bpf_msg_pull_data(msg, 0, 16, 0))
 		return SK_PASS;
 	return bpf_msg_redirect_hash(msg, &probe_sockhash, &key, BPF_F_INGRESS);
 }

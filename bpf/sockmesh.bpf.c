@@ -20,6 +20,15 @@
 #define AF_INET 2
 #define AF_INET6 10
 
+/* Seams for the BPF unit tests (test/bpf/), which include this file: maps pinned nowhere, and the slot
+ * draws they choose. */
+#ifndef SM_MAP_PINNING
+#define SM_MAP_PINNING LIBBPF_PIN_BY_NAME
+#endif
+#ifndef sm_random
+#define sm_random() bpf_get_prandom_u32()
+#endif
+
 /* ---- maps: pinned by name under the pin directory; max_entries are set by datapath/ before loading ---- */
 
 struct {
@@ -28,7 +37,7 @@ struct {
 	__uint(max_entries, SM_MAP_KERNEL_ENTRIES(SM_DEFAULT_MAX_FRONTENDS));
 	__type(key, struct sm_frontend_key);
 	__type(value, struct sm_frontend_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_frontends SEC(".maps");
 
 struct {
@@ -37,7 +46,7 @@ struct {
 	__uint(max_entries, SM_MAP_KERNEL_ENTRIES(SM_DEFAULT_MAX_SERVICES));
 	__type(key, __u32);
 	__type(value, struct sm_service_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_services SEC(".maps");
 
 struct {
@@ -46,7 +55,7 @@ struct {
 	__uint(max_entries, SM_MAP_KERNEL_ENTRIES(SM_DEFAULT_MAX_ENDPOINTS));
 	__type(key, struct sm_endpoint_key);
 	__type(value, struct sm_endpoint_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_endpoints SEC(".maps");
 
 struct {
@@ -55,7 +64,7 @@ struct {
 	__uint(max_entries, SM_MAP_KERNEL_ENTRIES(SM_DEFAULT_MAX_BACKENDS));
 	__type(key, __u32);
 	__type(value, struct sm_backend_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_backends SEC(".maps");
 
 struct {
@@ -63,7 +72,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct sm_config);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_config SEC(".maps");
 
 struct {
@@ -71,7 +80,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct sm_meta);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_meta SEC(".maps");
 
 struct {
@@ -79,7 +88,7 @@ struct {
 	__uint(max_entries, SM_COUNTER_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_counters SEC(".maps");
 
 struct {
@@ -88,7 +97,7 @@ struct {
 	__uint(max_entries, SM_DEFAULT_MAX_NETNS);
 	__type(key, __u64); /* network namespace cookie */
 	__type(value, __u8);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_enrolled SEC(".maps");
 
 struct {
@@ -97,7 +106,7 @@ struct {
 	__uint(max_entries, SM_DEFAULT_MAX_LOCAL_ADDRS);
 	__type(key, struct sm_frontend_key);
 	__type(value, __u8);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_local_addrs SEC(".maps");
 
 struct {
@@ -105,7 +114,7 @@ struct {
 	__uint(max_entries, SM_DEFAULT_MAX_SOCKETS);
 	__type(key, struct sm_sock_key);
 	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_sockhash SEC(".maps");
 
 struct {
@@ -113,7 +122,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct sm_sock_state);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, SM_MAP_PINNING);
 } sm_sock_state SEC(".maps");
 
 /* ---- small helpers ---- */
@@ -188,14 +197,12 @@ static __always_inline bool is_loopback(const __u32 addr[4])
 	return addr[0] == 0 && addr[1] == 0 && addr[2] == 0 && addr[3] == bpf_htonl(1);
 }
 
-/* ---- choosing where a connection goes ---- */
-
-enum verdict {
-	VERDICT_UNTOUCHED,
-	VERDICT_REDIRECTED,
-	VERDICT_VIA_WAYPOINT,
-	VERDICT_REFUSED,
-};
+/* ---- choosing where a connection goes ----
+ *
+ * Each decision returns its outcome, named by its counter; decide() counts it, once per connect.
+ * Redirected and via_waypoint rewrite the destination; waypoint_unresolved refuses the connect; the
+ * others leave it alone.
+ */
 
 static __always_inline int service_port_index(const struct sm_service_value *svc, __be16 port)
 {
@@ -211,18 +218,20 @@ static __always_inline int service_port_index(const struct sm_service_value *svc
 /* The priority to pick from, per the service's mode; -1 when nothing may be picked. */
 static __always_inline int pick_priority(const struct sm_service_value *svc)
 {
-	if (svc->lb_mode != SM_LB_FAILOVER) {
-		if (svc->endpoint_counts[0])
-			return 0;
-		count(svc->lb_mode == SM_LB_STRICT ? SM_COUNTER_STRICT_NO_MATCH : SM_COUNTER_NO_ENDPOINT);
-		return -1;
-	}
+	if (svc->lb_mode != SM_LB_FAILOVER)
+		return svc->endpoint_counts[0] ? 0 : -1;
 	for (int p = 0; p < SM_MAX_PRIORITIES; p++) {
 		if (svc->endpoint_counts[p])
 			return p;
 	}
-	count(SM_COUNTER_NO_ENDPOINT);
 	return -1;
+}
+
+/* Why a service had no endpoint to give. */
+static __always_inline enum sm_counter no_endpoint(const struct sm_service_value *svc)
+{
+	return svc->lb_mode == SM_LB_STRICT && !svc->endpoint_counts[0] ? SM_COUNTER_STRICT_NO_MATCH
+									 : SM_COUNTER_NO_ENDPOINT;
 }
 
 /* A random slot of the service's priority (weights are repeated slots). NULL when none. */
@@ -236,7 +245,7 @@ static __always_inline const struct sm_endpoint_value *pick_endpoint(__u32 servi
 	if (priority < 0)
 		return NULL;
 	key.priority = (__u8)priority;
-	key.index = bpf_get_prandom_u32() % svc->endpoint_counts[priority & (SM_MAX_PRIORITIES - 1)];
+	key.index = sm_random() % svc->endpoint_counts[priority & (SM_MAX_PRIORITIES - 1)];
 	endpoint = bpf_map_lookup_elem(&sm_endpoints, &key);
 	if (!endpoint && key.index) {
 		/* the count shrank between our read of it and this lookup (the last slot moved down into
@@ -244,8 +253,6 @@ static __always_inline const struct sm_endpoint_value *pick_endpoint(__u32 servi
 		key.index = 0;
 		endpoint = bpf_map_lookup_elem(&sm_endpoints, &key);
 	}
-	if (!endpoint)
-		count(SM_COUNTER_NO_ENDPOINT);
 	return endpoint;
 }
 
@@ -284,11 +291,12 @@ static __always_inline bool backend_address(const struct sm_backend_value *backe
 }
 
 /*
- * The waypoint's address (and, when that address is itself a service VIP, one of its endpoints).
- * A waypoint not known yet refuses the connection: it must not bypass the waypoint's policy.
+ * The waypoint's address (and, when that address is itself a service VIP, one of its endpoints; when
+ * it has none, the VIP itself). A waypoint not known yet refuses the connection: it must not bypass
+ * the waypoint's policy.
  */
-static __always_inline int waypoint_destination(const struct sm_waypoint *waypoint, bool want_v4,
-						struct dest *dst)
+static __always_inline enum sm_counter waypoint_destination(const struct sm_waypoint *waypoint, bool want_v4,
+							    struct dest *dst)
 {
 	const struct sm_frontend_value *frontend;
 	const struct sm_service_value *svc;
@@ -302,28 +310,24 @@ static __always_inline int waypoint_destination(const struct sm_waypoint *waypoi
 	else if (!want_v4 && (waypoint->flags & SM_WAYPOINT_V6))
 		set_v6(dst, waypoint->addr6);
 	else
-		goto unresolved;
+		return SM_COUNTER_WAYPOINT_UNRESOLVED;
 	dst->port = waypoint->port;
 
 	frontend = bpf_map_lookup_elem(&sm_frontends, dst->addr);
 	if (!frontend || frontend->kind != SM_FRONTEND_SERVICE)
-		return VERDICT_VIA_WAYPOINT;
+		return SM_COUNTER_VIA_WAYPOINT;
 	service_id = frontend->id;
 	svc = bpf_map_lookup_elem(&sm_services, &service_id);
 	if (!svc || (index = service_port_index(svc, dst->port)) < 0)
-		return VERDICT_VIA_WAYPOINT;
+		return SM_COUNTER_VIA_WAYPOINT;
 	backend = pick_backend(service_id, svc, &endpoint);
 	if (backend && backend_address(backend, want_v4, dst))
 		dst->port = endpoint->target_ports[index & (SM_MAX_PORTS - 1)];
-	return VERDICT_VIA_WAYPOINT;
-
-unresolved:
-	count(SM_COUNTER_WAYPOINT_UNRESOLVED);
-	return VERDICT_REFUSED;
+	return SM_COUNTER_VIA_WAYPOINT;
 }
 
-/* Where a connection to dst goes. dst is rewritten unless the verdict is untouched or refused. */
-static __always_inline int translate(struct dest *dst, bool tcp)
+/* Where a connection to dst goes: its outcome; dst is rewritten when redirected or via a waypoint. */
+static __always_inline enum sm_counter translate(struct dest *dst, bool tcp)
 {
 	const struct sm_frontend_value *frontend;
 	const struct sm_service_value *svc;
@@ -335,41 +339,32 @@ static __always_inline int translate(struct dest *dst, bool tcp)
 
 	frontend = bpf_map_lookup_elem(&sm_frontends, dst->addr);
 	if (!frontend)
-		goto untouched;
+		return SM_COUNTER_UNTOUCHED;
 	id = frontend->id;
 
 	if (frontend->kind == SM_FRONTEND_WORKLOAD) {
 		/* A pod address is only ever redirected to its workload's waypoint. */
 		backend = bpf_map_lookup_elem(&sm_backends, &id);
 		if (!tcp || !backend || !backend->waypoint.flags)
-			goto untouched;
+			return SM_COUNTER_UNTOUCHED;
 		return waypoint_destination(&backend->waypoint, want_v4, dst);
 	}
 
 	svc = bpf_map_lookup_elem(&sm_services, &id);
 	if (!svc || svc->lb_mode == SM_LB_PASSTHROUGH || (index = service_port_index(svc, dst->port)) < 0)
-		goto untouched;
+		return SM_COUNTER_UNTOUCHED;
 	if (tcp && svc->waypoint.flags)
 		return waypoint_destination(&svc->waypoint, want_v4, dst);
 
 	backend = pick_backend(id, svc, &endpoint);
-	if (!backend) {
-		if (endpoint)
-			count(SM_COUNTER_NO_ENDPOINT);
-		return VERDICT_UNTOUCHED;
-	}
+	if (!backend)
+		return no_endpoint(svc);
 	if (tcp && backend->waypoint.flags)
 		return waypoint_destination(&backend->waypoint, want_v4, dst);
-	if (!backend_address(backend, want_v4, dst)) {
-		count(SM_COUNTER_NO_ENDPOINT);
-		return VERDICT_UNTOUCHED;
-	}
+	if (!backend_address(backend, want_v4, dst))
+		return SM_COUNTER_NO_ENDPOINT;
 	dst->port = endpoint->target_ports[index & (SM_MAX_PORTS - 1)];
-	return VERDICT_REDIRECTED;
-
-untouched:
-	count(SM_COUNTER_UNTOUCHED);
-	return VERDICT_UNTOUCHED;
+	return SM_COUNTER_REDIRECTED;
 }
 
 /* The DNS proxy's address of a family, when one is set. */
@@ -397,7 +392,6 @@ static __always_inline bool dns_destination(const struct sm_config *cfg, struct 
 		return false;
 	__builtin_memcpy(dst->addr, proxy.addr, 16);
 	dst->port = cfg->dns_port;
-	count(SM_COUNTER_DNS);
 	return true;
 }
 
@@ -425,41 +419,53 @@ static __always_inline void forget(struct bpf_sock_addr *ctx)
 		state->flags = 0;
 }
 
+/*
+ * Where a connect (or, dns_only, an unconnected datagram) to dst goes, counted here and nowhere else:
+ * one outcome per decision. SM_COUNTER_MAX (not counted): a datagram that is not DNS.
+ */
+static __always_inline enum sm_counter decide(const struct sm_config *cfg, struct dest *dst, bool tcp, bool dns_only)
+{
+	enum sm_counter outcome;
+
+	if (dns_destination(cfg, dst))
+		outcome = SM_COUNTER_DNS;
+	else if (dns_only)
+		return SM_COUNTER_MAX;
+	else
+		outcome = translate(dst, tcp);
+	count(outcome);
+	return outcome;
+}
+
 /* The whole connect/sendmsg decision; returns 1 to let the syscall go on, 0 to refuse it. */
 static __always_inline int steer(struct bpf_sock_addr *ctx, struct dest *dst, bool dns_only)
 {
 	const struct sm_config *cfg = knobs();
 	struct dest orig = *dst;
-	bool tcp = ctx->protocol == IPPROTO_TCP;
-	int verdict;
 
 	/* unconnected UDP: only DNS is steered, and most datagrams are not DNS */
 	if (dns_only && dst->port != bpf_htons(SM_DNS_PORT))
 		return 1;
 	if (!is_enrolled(ctx, cfg))
 		return 1;
-	if (dns_destination(cfg, dst)) {
+
+	switch (decide(cfg, dst, ctx->protocol == IPPROTO_TCP, dns_only)) {
+	case SM_COUNTER_DNS:
 		remember(ctx, &orig, dns_only ? SM_SOCK_DNS : 0);
 		return 1;
-	}
-	if (dns_only)
+	case SM_COUNTER_MAX:
 		return 1;
-
-	verdict = translate(dst, tcp);
-	if (verdict == VERDICT_UNTOUCHED || verdict == VERDICT_REFUSED)
-		forget(ctx);
-	switch (verdict) {
-	case VERDICT_REDIRECTED:
-		count(SM_COUNTER_REDIRECTED);
+	case SM_COUNTER_REDIRECTED:
 		remember(ctx, &orig, 0);
 		return 1;
-	case VERDICT_VIA_WAYPOINT:
-		count(SM_COUNTER_VIA_WAYPOINT);
+	case SM_COUNTER_VIA_WAYPOINT:
 		remember(ctx, &orig, SM_SOCK_TLV_PENDING);
 		return 1;
-	case VERDICT_REFUSED:
+	case SM_COUNTER_WAYPOINT_UNRESOLVED:
+		forget(ctx);
 		return 0;
 	default:
+		forget(ctx);
 		return 1;
 	}
 }
@@ -711,6 +717,18 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	return 1;
 }
 
+/* The TLV of a destination (sockmesh.h): type, value length, address and port, end marker. */
+static __always_inline void fill_tlv(__u8 *tlv, const __u8 *addr, __u32 addr_len, __be16 port, __u32 end_off)
+{
+	__be32 value_len = bpf_htonl(addr_len + sizeof(port));
+
+	tlv[SM_TLV_TYPE_OFF] = SM_TLV_TYPE_ORIG_DST;
+	__builtin_memcpy(&tlv[SM_TLV_LENGTH_OFF], &value_len, sizeof(value_len));
+	__builtin_memcpy(&tlv[SM_TLV_VALUE_OFF], addr, addr_len);
+	__builtin_memcpy(&tlv[SM_TLV_VALUE_OFF + addr_len], &port, sizeof(port));
+	tlv[end_off + SM_TLV_TYPE_OFF] = SM_TLV_TYPE_END; /* its length stays 0 */
+}
+
 /* Prepends the original destination (shared/wire/PROTOCOL.md) to the first message; false when it could not. */
 static __always_inline bool write_tlv(struct sk_msg_md *msg, const struct sm_sock_state *state)
 {
@@ -719,17 +737,10 @@ static __always_inline bool write_tlv(struct sk_msg_md *msg, const struct sm_soc
 	__u8 tlv[SM_TLV_LEN_V6] = {};
 	__u8 *data, *end;
 
-	tlv[0] = SM_TLV_TYPE_ORIG_DST;
-	tlv[4] = v4 ? 6 : 18;
-	if (v4) {
-		__builtin_memcpy(&tlv[5], &state->orig_addr[12], 4);
-		__builtin_memcpy(&tlv[9], &state->orig_port, 2);
-		tlv[11] = SM_TLV_TYPE_END;
-	} else {
-		__builtin_memcpy(&tlv[5], state->orig_addr, 16);
-		__builtin_memcpy(&tlv[21], &state->orig_port, 2);
-		tlv[23] = SM_TLV_TYPE_END;
-	}
+	if (v4)
+		fill_tlv(tlv, &state->orig_addr[12], 4, state->orig_port, SM_TLV_END_OFF_V4);
+	else
+		fill_tlv(tlv, state->orig_addr, 16, state->orig_port, SM_TLV_END_OFF_V6);
 	if (bpf_msg_push_data(msg, 0, len, 0) || bpf_msg_pull_data(msg, 0, len, 0))
 		return false;
 	data = msg->data;

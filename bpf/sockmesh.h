@@ -4,6 +4,9 @@
  * both sides must agree on. Included by the bpf/ programs (after vmlinux.h) and by userspace (workload/,
  * datapath/). Fixed-width types, explicit padding, a static assertion on every size: a change here is
  * a change of SM_LAYOUT_VERSION, which tells an agent whether it may adopt maps pinned by another.
+ * test/test_contract.c holds every struct's field offsets, every enum value and every constant below
+ * against test/fixtures/contract/layout-v<N>.txt, so a change without a bump fails. A retired struct
+ * field or flag bit keeps its name (SM_..._RETIRED_...) and is never reused.
  *
  * Addresses are stored as 16 bytes; IPv4 as the IPv4-mapped IPv6 address ::ffff:a.b.c.d, so one map
  * serves both families. Ports and addresses are in network byte order, as the hooks see them.
@@ -15,13 +18,19 @@
 #include <linux/types.h>
 #endif
 
-#define SM_LAYOUT_VERSION 1
+/* 1: the first layout. 2: SM_SOCK_TLV_ONLY moved off bit 3, which layout 1 had given to
+ * SM_SOCK_ACCELERATED, retired then reused without a bump. */
+#define SM_LAYOUT_VERSION 2
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
 #define SM_MAX_PRIORITIES 8	/* locality priorities: 0 (all scopes match) .. 6 (none of 6) */
 #define SM_MAX_SLOTS 65535	/* endpoint slots per service and priority */
 #define SM_MAX_WEIGHT 64	/* slots per endpoint: Workload.capacity is clamped to this */
+
+/* The BPF programs bound an index into ports[] and endpoint_counts[] with "& (N - 1)" for the verifier. */
+_Static_assert((SM_MAX_PORTS & (SM_MAX_PORTS - 1)) == 0, "SM_MAX_PORTS is used as a mask: a power of two");
+_Static_assert((SM_MAX_PRIORITIES & (SM_MAX_PRIORITIES - 1)) == 0, "SM_MAX_PRIORITIES is used as a mask: a power of two");
 
 /*
  * Default capacities of the model's maps (the entries the model fills them to); the agent may size
@@ -169,10 +178,13 @@ _Static_assert(sizeof(struct sm_meta) == 8, "sm_meta layout");
 
 enum sm_sock_flags {
 	SM_SOCK_REDIRECTED = 1 << 0,	/* the destination was rewritten: getpeername gives back orig */
+	SM_SOCK_RETIRED_VIA_WAYPOINT = 1 << 1, /* layout 1 until 039caa3 (2026-11-23): sent to a waypoint; never read */
 	SM_SOCK_TLV_PENDING = 1 << 2,	/* the first message still needs its original-destination TLV */
-	SM_SOCK_TLV_ONLY = 1 << 3,	/* in the sockhash for its TLV alone (its peer is not local) */
+	SM_SOCK_RETIRED_ACCELERATED = 1 << 3, /* layout 1 until 122d53d (2026-11-23): in the sockhash because its
+					       * peer is local; then reused for TLV_ONLY without a bump */
 	SM_SOCK_ORIG_V4 = 1 << 4,	/* orig_addr is an IPv4 address (IPv4-mapped) */
 	SM_SOCK_DNS = 1 << 5,		/* an unconnected socket sent DNS to the proxy: only its replies are restored */
+	SM_SOCK_TLV_ONLY = 1 << 6,	/* in the sockhash for its TLV alone (its peer is not local); layout 2 */
 };
 
 /* sm_sock_state (socket storage): what the application asked for, kept per socket. */
@@ -195,10 +207,23 @@ struct sm_sock_key {
 };
 _Static_assert(sizeof(struct sm_sock_key) == 48, "sm_sock_key layout");
 
-/* The waypoint TLV (shared/wire/PROTOCOL.md): type 1, length, address and port, then the end marker 0xfe, 0. */
+/*
+ * The waypoint TLV (shared/wire/PROTOCOL.md), prepended to the first message: type 1, a 32-bit length
+ * (network order), the value (address, then port, network order), then the end marker: type 0xfe with
+ * length 0. 16 bytes in all for an IPv4 destination, 28 for IPv6.
+ */
 #define SM_TLV_TYPE_ORIG_DST 0x01
 #define SM_TLV_TYPE_END 0xfe
-#define SM_TLV_LEN_V4 16
-#define SM_TLV_LEN_V6 28
+#define SM_TLV_TYPE_OFF 0	/* 1 byte */
+#define SM_TLV_LENGTH_OFF 1	/* __be32: the value's length */
+#define SM_TLV_VALUE_OFF 5	/* address, then port */
+#define SM_TLV_HEADER_LEN 5	/* type and length, of the TLV and of the end marker */
+#define SM_TLV_VALUE_LEN_V4 6	/* 4-byte address + 2-byte port */
+#define SM_TLV_VALUE_LEN_V6 18	/* 16-byte address + 2-byte port */
+#define SM_TLV_END_OFF_V4 (SM_TLV_VALUE_OFF + SM_TLV_VALUE_LEN_V4)
+#define SM_TLV_END_OFF_V6 (SM_TLV_VALUE_OFF + SM_TLV_VALUE_LEN_V6)
+#define SM_TLV_LEN_V4 (SM_TLV_END_OFF_V4 + SM_TLV_HEADER_LEN)
+#define SM_TLV_LEN_V6 (SM_TLV_END_OFF_V6 + SM_TLV_HEADER_LEN)
+_Static_assert(SM_TLV_LEN_V4 == 16 && SM_TLV_LEN_V6 == 28, "the waypoint TLV's sizes on the wire");
 
 #endif

@@ -173,10 +173,13 @@ static const struct probe_need probe_needs[] = {
 	{ "probe_connect4", "cgroup/connect4 programs with socket storage and netns cookies (Linux 5.10 or later)" },
 	{ "probe_connect6", "cgroup/connect6 programs with socket storage and netns cookies (Linux 5.10 or later)" },
 	{ "probe_sendmsg4", "cgroup/sendmsg4 programs (Linux 5.10 or later)" },
+	{ "probe_sendmsg6", "cgroup/sendmsg6 programs (Linux 5.10 or later)" },
 	{ "probe_getpeername4", "cgroup/getpeername programs (Linux 5.8 or later)" },
+	{ "probe_getpeername6", "cgroup/getpeername programs (Linux 5.8 or later)" },
 	{ "probe_recvmsg4", "cgroup/recvmsg programs (Linux 5.8 or later)" },
+	{ "probe_recvmsg6", "cgroup/recvmsg programs (Linux 5.8 or later)" },
 	{ "probe_sockops", "sockops programs with sockhash updates and netns cookies (Linux 5.15 or later)" },
-	{ "probe_sk_msg", "sk_msg programs with bpf_msg_push_data and netns cookies (Linux 5.15 or later)" },
+	{ "probe_sk_msg", "sk_msg programs with message push and pull, socket storage and netns cookies (Linux 5.15 or later)" },
 };
 
 /* Loads one probe program alone; returns 0 when the kernel takes it. */

@@ -199,13 +199,14 @@ static grpc_byte_buffer *pack_request(const Envoy__Service__Discovery__V3__Delta
 	return buffer;
 }
 
-static void enqueue(struct stream *stream, grpc_byte_buffer *buffer, int answers_type)
+/* Queues a message to send; takes the buffer, also on failure. */
+static int enqueue(struct stream *stream, grpc_byte_buffer *buffer, int answers_type)
 {
 	struct outgoing *out = calloc(1, sizeof(*out));
 
 	if (!out) {
 		grpc_byte_buffer_destroy(buffer);
-		return;
+		return -ENOMEM;
 	}
 	out->buffer = buffer;
 	out->answers_type = answers_type;
@@ -214,6 +215,7 @@ static void enqueue(struct stream *stream, grpc_byte_buffer *buffer, int answers
 	else
 		stream->queue = out;
 	stream->queue_tail = out;
+	return 0;
 }
 
 /* The first request of a type on a stream: node, wildcard subscription, the versions held. */
@@ -244,13 +246,19 @@ static int subscribe(struct sm_xds_client *client, struct stream *stream, int ty
 	free(versions.entries);
 	sm_xds_node_message_free(request.node);
 	if (!err)
-		enqueue(stream, buffer, -1);
+		err = enqueue(stream, buffer, -1);
 	if (!err && versions.n)
 		xds_log(client, SM_XDS_LOG_INFO, "subscribing to %s, resuming from %zu resources", type_urls[type], versions.n);
 	return err;
 }
 
-static void answer(struct stream *stream, const char *type_url, const char *nonce, const char *error, int type)
+/*
+ * Queues the ACK (error NULL) or NACK of a response. istiod sends nothing more of a type until its last
+ * response is answered, so an answer that cannot be queued ends the stream instead: the next stream
+ * resumes from the versions held, and a rejected response comes again and is NACKed again.
+ */
+static void answer(struct sm_xds_client *client, struct stream *stream, const char *type_url, const char *nonce,
+		   const char *error, int type)
 {
 	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest request = ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INIT;
 	Envoy__Service__Discovery__V3__Status status = ENVOY__SERVICE__DISCOVERY__V3__STATUS__INIT;
@@ -263,8 +271,16 @@ static void answer(struct stream *stream, const char *type_url, const char *nonc
 		request.error_detail = &status;
 	}
 	grpc_byte_buffer *buffer = pack_request(&request);
-	if (buffer)
-		enqueue(stream, buffer, type);
+	if (buffer && enqueue(stream, buffer, type) == 0)
+		return;
+	xds_log(client, SM_XDS_LOG_ERROR, "the %s of %s response %s could not be queued: out of memory; ending the stream",
+		error ? "NACK" : "ACK", type_url, nonce);
+	WITH_STATS(client, snprintf(client->stats.last_error, sizeof(client->stats.last_error),
+				    "an answer could not be queued: out of memory"));
+	if (!stream->cancelled) {
+		grpc_call_cancel(stream->call, NULL);
+		stream->cancelled = true;
+	}
 }
 
 /* ---- responses ---- */
@@ -324,7 +340,7 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 		else
 			client->stats.acks++;
 	});
-	answer(stream, response->type_url, response->nonce, err || rejections.count ? (error ? error : "rejected") : NULL,
+	answer(client, stream, response->type_url, response->nonce, err || rejections.count ? (error ? error : "rejected") : NULL,
 	       type);
 	free(error);
 	sm_rejections_clear(&rejections);
@@ -354,8 +370,9 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 		/* Without its type and nonce it cannot be answered as such; say so in a NACK all the same. */
 		char *detail = NULL;
 		xds_log(client, SM_XDS_LOG_ERROR, "a %zu-byte response does not decode: %s", len, err);
-		if (asprintf(&detail, "response does not decode: %s", err) >= 0)
-			answer(stream, "", "", detail, -1);
+		if (asprintf(&detail, "response does not decode: %s", err) < 0)
+			detail = NULL;
+		answer(client, stream, "", "", detail ? detail : "response does not decode", -1);
 		free(detail);
 		WITH_STATS(client, client->stats.nacks++);
 	} else {

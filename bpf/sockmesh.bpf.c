@@ -729,7 +729,7 @@ static __always_inline void fill_tlv(__u8 *tlv, const __u8 *addr, __u32 addr_len
 	tlv[end_off + SM_TLV_TYPE_OFF] = SM_TLV_TYPE_END; /* its length stays 0 */
 }
 
-/* Prepends the original destination (shared/wire/PROTOCOL.md) to the first message; false when it could not. */
+/* Prepends the original destination (docs/wire.md) to the first message; false when it could not. */
 static __always_inline bool write_tlv(struct sk_msg_md *msg, const struct sm_sock_state *state)
 {
 	bool v4 = state->flags & SM_SOCK_ORIG_V4;

@@ -208,7 +208,7 @@ struct sm_sock_key {
 _Static_assert(sizeof(struct sm_sock_key) == 48, "sm_sock_key layout");
 
 /*
- * The waypoint TLV (shared/wire/PROTOCOL.md), prepended to the first message: type 1, a 32-bit length
+ * The waypoint TLV (docs/wire.md), prepended to the first message: type 1, a 32-bit length
  * (network order), the value (address, then port, network order), then the end marker: type 0xfe with
  * length 0. 16 bytes in all for an IPv4 destination, 28 for IPv6.
  */

@@ -268,12 +268,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		}
 		return n;
 	}
-	if (!w->counted) {
-		w->counted = true;
-		pthread_mutex_lock(&w->lock);
-		w->stats.watches++;
-		pthread_mutex_unlock(&w->lock);
-	}
 	rc = append(w, data, n, LINE_MAX_BYTES);
 	if (rc) {
 		w->abort_rc = rc;
@@ -294,6 +288,23 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	}
 	memmove(w->buf, w->buf + start, w->len - start);
 	w->len -= start;
+	return n;
+}
+
+/* Counts a watch stream when its headers end: the server sends no body until the first event. */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct sm_k8s_watch *w = arg;
+	size_t n = size * nmemb;
+	long status = 0;
+
+	curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (w->watching && !w->counted && status == 200 && n <= 2 && (n == 0 || data[0] == '\r' || data[0] == '\n')) {
+		w->counted = true;
+		pthread_mutex_lock(&w->lock);
+		w->stats.watches++;
+		pthread_mutex_unlock(&w->lock);
+	}
 	return n;
 }
 
@@ -322,6 +333,8 @@ static int get(struct sm_k8s_watch *w, const char *url, bool watching, long *sta
 		goto out;
 	curl_easy_setopt(w->easy, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(w->easy, CURLOPT_WRITEDATA, w);
+	curl_easy_setopt(w->easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(w->easy, CURLOPT_HEADERDATA, w);
 	curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, curl_err);
 	/* A watch lasts until the server ends it (its own timeout) or we stop; a list must not hang. */
 	if (!watching)

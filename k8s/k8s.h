@@ -99,7 +99,7 @@ struct sm_k8s_event {
 	const struct sm_k8s_namespace *namespace; /* kind NAMESPACES, not for SYNC_* */
 };
 
-/* Called on the watcher's thread, one event at a time. */
+/* Called on the watcher's thread, one event at a time; it must not stop its own watcher. */
 typedef void (*sm_k8s_event_fn)(const struct sm_k8s_event *event, void *ctx);
 
 struct sm_k8s_watch_stats {

@@ -39,6 +39,7 @@ struct sm_k8s_watch {
 	CURL *easy;       /* the request in flight */
 	bool watching;    /* the request is a watch: its body is parsed line by line */
 	bool counted;     /* the watch stream was counted in stats */
+	unsigned lines;   /* events and bookmarks the current stream carried */
 	int abort_rc;     /* why the write callback stopped the transfer */
 	char msg[256];    /* its message */
 	char *buf;
@@ -280,6 +281,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 
 		if (!line)
 			continue;
+		w->lines++;
 		rc = handle_event(w, w->buf + start, line);
 		if (rc) {
 			w->abort_rc = rc;
@@ -325,6 +327,7 @@ static int get(struct sm_k8s_watch *w, const char *url, bool watching, long *sta
 	w->abort_rc = 0;
 	w->watching = watching;
 	w->counted = false;
+	w->lines = 0;
 	w->easy = curl_easy_init();
 	if (!w->easy)
 		return -ENOMEM;
@@ -497,15 +500,25 @@ static void *run(void *arg)
 	int rc;
 
 	while (!stopping(w)) {
+		bool watching = *w->rv, empty;
+		struct timespec t0, t1;
+
 		w->msg[0] = '\0';
-		rc = *w->rv ? watch(w, &status) : list(w, &status);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		rc = watching ? watch(w, &status) : list(w, &status);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if (rc == -ECANCELED)
 			break;
-		if (status == 200 && rc != -EBADMSG) {
+		/*
+		 * A watch the server ends at once with nothing in it (a proxy, an overloaded server) must not
+		 * turn into a busy loop: treat it like an error, without counting one.
+		 */
+		empty = !rc && watching && !w->lines && t1.tv_sec - t0.tv_sec < 1;
+		if (status == 200 && rc != -EBADMSG && !empty) {
 			backoff = 0;
 			reloaded = false;
 		}
-		if (!rc)
+		if (!rc && !empty)
 			continue; /* listed, or the stream ended: watch (again) from w->rv */
 		if (rc == -ESTALE) {
 			pthread_mutex_lock(&w->lock);
@@ -516,8 +529,9 @@ static void *run(void *arg)
 		}
 		if (rc == -EBADMSG)
 			set_rv(w, NULL); /* we may have missed an event: start over from a list */
-		record_error(w, rc, *w->msg ? w->msg : strerror(-rc));
-		if (status == 401) {
+		if (rc)
+			record_error(w, rc, *w->msg ? w->msg : strerror(-rc));
+		if (rc && status == 401) {
 			int reload = k8s_reload_token(w->client, w->msg, sizeof(w->msg));
 
 			pthread_mutex_lock(&w->lock);

@@ -11,6 +11,7 @@ patch. The test drives it over stdin, one JSON command per line, and reads one J
   {"op":"compact","as_event":false}  forget the history up to now and end every watch: a resume from
                              before answers 410 (HTTP status, or an ERROR event with code 410)
   {"op":"token","value":"T"} the bearer token accepted from now on (401 otherwise)
+  {"op":"flap","on":true}   end every watch right after its headers (until "on":false)
   {"op":"close"}             end every open watch (a resume from the last resourceVersion works)
   {"op":"garbage"}           a line of bad JSON to every open watch
   {"op":"requests"}          the requests seen so far
@@ -35,6 +36,7 @@ state = {
     "token": None,
     "requests": [],
     "error_as_event": False,
+    "flap": False,      # end every watch right after its headers
 }
 args = None
 
@@ -91,6 +93,9 @@ def command(cmd):
             return {"rv": str(state["rv"])}
         if op == "token":
             state["token"] = cmd["value"]
+            return {}
+        if op == "flap":
+            state["flap"] = bool(cmd["on"])
             return {}
         if op == "close":
             state["generation"] += 1
@@ -185,6 +190,10 @@ class Handler(BaseHTTPRequestHandler):
                     "reason": "Expired", "message": "too old resource version"}}).encode() + b"\n")
                 self.chunk(b"")
                 return
+            with lock:
+                if state["flap"]:
+                    self.chunk(b"")
+                    return
             index = 0
             while True:
                 with lock:

@@ -529,6 +529,26 @@ static void bad_json_relists(void **state)
 	WAIT_FOR(view_has(&f->view, "demo/b"), 5);
 }
 
+/* A server that ends every watch at once, empty: the watcher backs off instead of spinning. */
+static void empty_watches_back_off(void **state)
+{
+	struct fixture *f = *state;
+
+	put_pod(&f->mock, pod_obj("a", NODE, "10.1.0.1"));
+	mock_do(&f->mock, json_pack("{s:s, s:b}", "op", "flap", "on", 1));
+	start_pods(f);
+	WAIT_FOR(stats_of(f->watch).watches >= 1, 5);
+	sleep_ms(1000);
+	/* Back-off 40 ms doubling to 200 ms: about 7 in a second; a busy loop makes hundreds. */
+	uint64_t n = stats_of(f->watch).watches;
+	assert_true(n <= 15);
+	assert_int_equal(stats_of(f->watch).errors, 0);
+	mock_do(&f->mock, json_pack("{s:s, s:b}", "op", "flap", "on", 0));
+	put_pod(&f->mock, pod_obj("b", NODE, "10.1.0.2"));
+	WAIT_FOR(view_has(&f->view, "demo/b"), 5);
+	assert_int_equal(stats_of(f->watch).lists, 1);
+}
+
 static void patch_annotation(void **state)
 {
 	struct fixture *f = *state;
@@ -709,6 +729,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(gone_event_relists, setup, teardown),
 		cmocka_unit_test_setup_teardown(token_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_json_relists, setup, teardown),
+		cmocka_unit_test_setup_teardown(empty_watches_back_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(patch_annotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(stops_promptly, setup, teardown),
 		cmocka_unit_test_setup_teardown(tls, setup, teardown),

@@ -18,7 +18,10 @@
 
 #define SM_K8S_MAX_POD_IPS 4
 
-/* Every pointer borrows from the parsed JSON: valid only during the callback that received it. */
+/*
+ * Every pointer borrows from the parsed JSON: valid only during the callback that received it, and
+ * read-only (json_incref or json_deep_copy what must outlive it; the empty object may be shared).
+ */
 struct sm_k8s_pod {
 	const char *uid;
 	const char *namespace;

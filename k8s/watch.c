@@ -513,7 +513,8 @@ static void *run(void *arg)
 		 * A watch the server ends at once with nothing in it (a proxy, an overloaded server) must not
 		 * turn into a busy loop: treat it like an error, without counting one.
 		 */
-		empty = !rc && watching && !w->lines && t1.tv_sec - t0.tv_sec < 1;
+		empty = !rc && watching && !w->lines &&
+			(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 1000;
 		if (status == 200 && rc != -EBADMSG && !empty) {
 			backoff = 0;
 			reloaded = false;

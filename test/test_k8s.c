@@ -638,7 +638,7 @@ static void make_ca(const char *dir, const char *name)
 static void tls(void **state)
 {
 	struct fixture *f = *state;
-	char dir[256], cert[300], key[300], ca[300], wrong[300], args[2048];
+	char dir[256], cert[300], key[300], ca[300], wrong[300], ext[300], args[2048];
 	struct sm_k8s_client *good, *bad;
 	struct sm_k8s_watch *wg, *wb;
 	struct view other;
@@ -652,12 +652,12 @@ static void tls(void **state)
 	snprintf(args, sizeof(args), "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=kubernetes -keyout %s/server.key -out %s/server.csr",
 		 dir, dir);
 	run_openssl(args);
+	/* The server certificate names 127.0.0.1, which libcurl checks. */
+	snprintf(ext, sizeof(ext), "%s/san.ext", dir);
+	write_file(ext, "subjectAltName=IP:127.0.0.1\n");
 	snprintf(args, sizeof(args), "x509 -req -in %s/server.csr -CA %s/ca.crt -CAkey %s/ca.key -CAcreateserial -days 1 "
-		 "-extfile <(printf 'subjectAltName=IP:127.0.0.1') -out %s/server.crt", dir, dir, dir, dir);
-	/* Process substitution needs bash. */
-	char cmd[2600];
-	snprintf(cmd, sizeof(cmd), "bash -c \"openssl %s\" >/dev/null 2>&1", args);
-	assert_int_equal(system(cmd), 0);
+		 "-extfile %s -out %s/server.crt", dir, dir, dir, ext, dir);
+	run_openssl(args);
 	snprintf(cert, sizeof(cert), "%s/server.crt", dir);
 	snprintf(key, sizeof(key), "%s/server.key", dir);
 	snprintf(ca, sizeof(ca), "%s/ca.crt", dir);

@@ -324,10 +324,12 @@ int main(void)
 		return print_version();
 	config = read_config(err, sizeof(err));
 	if (strcmp(command, "DEL") == 0) {
-		/* DEL always succeeds: a pod must be deletable whatever its config or the agent say */
-		if (read_options(config, &socket_path, err, sizeof(err)))
-			socket_path = SM_CNI_DEFAULT_SOCKET;
-		tell_agent("DEL", socket_path, getenv("CNI_NETNS"));
+		/* DEL always succeeds: a pod must be deletable whatever its config or the agent say. With a
+		 * config we cannot read, we do not know which agent to tell, and the watcher cleans up. */
+		if (!config || read_options(config, &socket_path, err, sizeof(err)))
+			logf_("DEL: the agent is not told: invalid network configuration: %s", err);
+		else
+			tell_agent("DEL", socket_path, getenv("CNI_NETNS"));
 		json_decref(config);
 		return 0;
 	}

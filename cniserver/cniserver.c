@@ -146,11 +146,20 @@ static void *serve(void *arg)
 	return NULL;
 }
 
-/* -EADDRINUSE when a server answers on path; else the stale file (if any) is removed. */
+/*
+ * -EADDRINUSE when a server answers on path; -EEXIST when path is something other than a socket (never
+ * removed: a wrong --cni-socket must not delete a file); else a stale socket file is removed.
+ */
 static int claim_path(const struct sockaddr_un *addr, char *err, size_t err_size)
 {
-	int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), ret = 0;
+	struct stat st;
+	int probe, ret = 0;
 
+	if (lstat(addr->sun_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		snprintf(err, err_size, "%s: exists and is not a socket", addr->sun_path);
+		return -EEXIST;
+	}
+	probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (probe < 0)
 		return -errno;
 	if (connect(probe, (const struct sockaddr *)addr, sizeof(*addr)) == 0 || errno == EAGAIN) {

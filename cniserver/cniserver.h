@@ -30,7 +30,8 @@ struct sm_cni_server;
 
 /*
  * Binds path (mode 0600, its parent directory made 0755 when missing) and serves on a thread of its
- * own. A stale socket file is replaced; one that a live server answers on is -EADDRINUSE.
+ * own. A stale socket file is replaced; one that a live server answers on is -EADDRINUSE, and a path
+ * that is not a socket -EEXIST.
  */
 int sm_cni_server_start(const char *path, sm_cni_handler handler, void *ctx, struct sm_cni_server **out,
 			char *err, size_t err_size);

@@ -115,6 +115,10 @@ kill -9 "$stub_pid"; wait "$stub_pid" 2>/dev/null
 check "the socket file of a killed server is taken over" start_stub
 stop_stub
 check "a stopped server removes its socket file" test ! -e "$sock"
+echo keep >"$sock"
+check "a path that is not a socket is refused, and left alone" sh -c '! "$1" "$2" "$3" 2>"$4" && grep -q "not a socket" "$4" && grep -qx keep "$2"' \
+  _ "$stub" "$sock" "$events" "$work/stub3.err"
+rm -f "$sock"
 
 start=$SECONDS
 plugin ADD "$(config "$prev" "")"
@@ -122,7 +126,7 @@ check "the agent down: ADD succeeds at once with prevResult" sh -c 'test "$1" = 
 check "the agent down: prevResult unchanged" same_json "$work/out" "$prev"
 check "the agent down: logged" grep -q "was not told" "$work/err"
 plugin DEL "not json at all"
-check "the agent down and a broken config: DEL still succeeds" test "$status" = 0
+check "a broken config: DEL still succeeds (and tells no agent)" sh -c 'test "$1" = 0 && grep -q "the agent is not told" "$2"' _ "$status" "$work/err"
 
 # an agent that accepts nothing and never answers: the plugin gives up after about 2 s
 python3 -c 'import socket, sys, time

@@ -106,13 +106,17 @@ static void serve_one(struct sm_cni_server *server, int conn)
 	if (poll(&pfd, 1, REQUEST_TIMEOUT_MS) != 1)
 		return;
 	n = receive(conn, text, sizeof(text) - 1, &fd);
-	if (n <= 0) {
+	if (n == -EMSGSIZE) {
+		snprintf(err, sizeof(err), "the request is larger than %d bytes", SM_CNI_MAX_MESSAGE);
+		ret = -EMSGSIZE;
+	} else if (n <= 0) {
 		if (fd >= 0)
 			close(fd);
 		return;
+	} else {
+		text[n] = '\0';
+		handle(server, text, fd, err, sizeof(err), &ret);
 	}
-	text[n] = '\0';
-	handle(server, text, fd, err, sizeof(err), &ret);
 	if (fd >= 0)
 		close(fd);
 	if (ret && !err[0])

@@ -11,6 +11,8 @@ set -uo pipefail
 
 E2E_NAME=cni
 source "$(dirname "$0")/e2e_lib.sh"
+# Debian's python3 (scripts/install-deps), not a version manager's shim: each shim start costs ~0.5 s here
+py=/usr/bin/python3; [[ -x $py ]] || py=python3
 
 cni="$build/cni/sockmesh-cni"
 stub="$build/test/cni_agent_stub"
@@ -51,18 +53,18 @@ start_stub() { # extra stub options
 }
 stop_stub() { kill -TERM "$stub_pid" 2>/dev/null; wait "$stub_pid" 2>/dev/null; stub_pid=""; }
 inside_cookie() { # the cookie of a socket made inside the namespace NAME
-  nsenter --net="/run/netns/$1" python3 -c 'import socket, struct; s = socket.socket(); print(struct.unpack("Q", s.getsockopt(socket.SOL_SOCKET, 71, 8))[0])'
+  nsenter --net="/run/netns/$1" "$py" -c 'import socket, struct; s = socket.socket(); print(struct.unpack("Q", s.getsockopt(socket.SOL_SOCKET, 71, 8))[0])'
 }
 same_json() { # FILE JSON: the file holds the same JSON value
-  python3 -c 'import json, sys; a = json.load(open(sys.argv[1])); b = json.loads(sys.argv[2]); sys.exit(a != b)' "$1" "$2" ||
+  "$py" -c 'import json, sys; a = json.load(open(sys.argv[1])); b = json.loads(sys.argv[2]); sys.exit(a != b)' "$1" "$2" ||
     { echo "got: $(cat "$1")"; echo "expected: $2"; return 1; }
 }
 last_event_has() { # python expression over e (the last event as a dict)
-  tail -n1 "$events" | python3 -c 'import json, sys; e = json.load(sys.stdin); ok = eval(sys.argv[1]); print(e); sys.exit(not ok)' "$1"
+  tail -n1 "$events" | "$py" -c 'import json, sys; e = json.load(sys.stdin); ok = eval(sys.argv[1]); print(e); sys.exit(not ok)' "$1"
 }
 events_count() { wc -l <"$events"; }
 error_code() { # the CNI error code on stdout
-  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["code"])' "$work/out"
+  "$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["code"])' "$work/out"
 }
 
 check "the stub agent listens on its socket (its directory made)" start_stub
@@ -70,7 +72,7 @@ cookie="$(inside_cookie "$netns")"
 
 plugin VERSION ""
 check "VERSION lists the supported spec versions" \
-  python3 -c 'import json, sys; v = json.load(open(sys.argv[1])); sys.exit(not ("1.0.0" in v["supportedVersions"] and "0.4.0" in v["supportedVersions"]))' "$work/out"
+  "$py" -c 'import json, sys; v = json.load(open(sys.argv[1])); sys.exit(not ("1.0.0" in v["supportedVersions"] and "0.4.0" in v["supportedVersions"]))' "$work/out"
 
 plugin ADD "$(config "$prev" "")"
 check "ADD succeeds" test "$status" = 0
@@ -101,6 +103,13 @@ check "DEL succeeds and prints nothing" test "$status" = 0 -a ! -s "$work/out"
 check "DEL: the agent is told, with the namespace's cookie" \
   last_event_has "e['command'] == 'DEL' and e['uid'] == '9f1c-77aa' and e['cookie'] == $cookie"
 
+# what the server answers to requests the plugin never sends
+ask_raw() { "$py" -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.settimeout(5); s.connect(sys.argv[1])
+s.send(sys.argv[2].encode() * int(sys.argv[3])); print(s.recv(4096).decode())' "$sock" "$@"; }
+check "an unknown command is answered with an error" sh -c 'echo "$1" | grep -q "unknown command"' _ "$(ask_raw '{"command":"XYZ"}' 1)"
+check "a request over the size limit is answered with an error" sh -c 'echo "$1" | grep -q "larger than"' _ "$(ask_raw x 5000)"
+
 stop_stub
 start_stub --refuse
 plugin ADD "$(config "$prev" "")"
@@ -129,7 +138,7 @@ plugin DEL "not json at all"
 check "a broken config: DEL still succeeds (and tells no agent)" sh -c 'test "$1" = 0 && grep -q "the agent is not told" "$2"' _ "$status" "$work/err"
 
 # an agent that accepts nothing and never answers: the plugin gives up after about 2 s
-python3 -c 'import socket, sys, time
+"$py" -c 'import socket, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.bind(sys.argv[1]); s.listen(8)
 print("listening", flush=True); time.sleep(30)' "$sock" >"$work/slow.out" & pids+=($!); slow_pid=$!
 wait_for 5 grep -q listening "$work/slow.out"

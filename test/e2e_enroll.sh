@@ -9,6 +9,8 @@ set -uo pipefail
 
 E2E_NAME=enroll
 source "$(dirname "$0")/e2e_lib.sh"
+# Debian's python3 (scripts/install-deps), not a version manager's shim: each shim start costs ~0.5 s here
+py=/usr/bin/python3; [[ -x $py ]] || py=python3
 
 other="$name-b"
 enroll_cleanup() {
@@ -39,10 +41,10 @@ start_enrolling_agent() {
   agent_pid=$!
 }
 inside_cookie() { # the cookie of a socket made inside the namespace at PATH
-  nsenter --net="$1" python3 -c 'import socket, struct; s = socket.socket(); print(struct.unpack("Q", s.getsockopt(socket.SOL_SOCKET, 71, 8))[0])'
+  nsenter --net="$1" "$py" -c 'import socket, struct; s = socket.socket(); print(struct.unpack("Q", s.getsockopt(socket.SOL_SOCKET, 71, 8))[0])'
 }
 enrolled_cookies() { in_ns "$sockmesh" dump --json --pin-dir "$pin_dir" --admin-address "$admin" |
-  python3 -c 'import json, sys; print(" ".join(str(c) for c in json.load(sys.stdin)["enrolled"]))'; }
+  "$py" -c 'import json, sys; print(" ".join(str(c) for c in json.load(sys.stdin)["enrolled"]))'; }
 lists() { [[ " $(enrolled_cookies) " == *" $1 "* ]]; }
 lists_none() { [[ -z "$(enrolled_cookies)" ]]; }
 other_refused() {

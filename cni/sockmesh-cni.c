@@ -39,7 +39,6 @@ enum cni_error {
 
 /* Up to the spec versions whose commands are ADD, DEL, CHECK and VERSION (1.1.0 adds GC and STATUS). */
 static const char *const supported_versions[] = { "0.3.0", "0.3.1", "0.4.0", "1.0.0" };
-#define MAX_CONFIG (1 << 20)
 
 struct pod {
 	char uid[256], namespace[256], name[256];
@@ -47,8 +46,8 @@ struct pod {
 
 static const char *log_file;
 
-static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logf_(const char *fmt, ...)
+static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_line(const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
@@ -75,7 +74,7 @@ static int cni_fail(const char *version, enum cni_error code, const char *msg, c
 	json_dumpf(error, stdout, JSON_COMPACT);
 	putchar('\n');
 	json_decref(error);
-	logf_("%s%s%s", msg, details && *details ? ": " : "", details ? details : "");
+	log_line("%s%s%s", msg, details && *details ? ": " : "", details ? details : "");
 	return 1;
 }
 
@@ -119,8 +118,11 @@ static void parse_cni_args(const char *args, struct pod *pod)
 		for (size_t k = 0; eq && k < sizeof(keys) / sizeof(keys[0]); k++) {
 			size_t key_len = strlen(keys[k].key), value_len = len - (size_t)(eq + 1 - args);
 			if ((size_t)(eq - args) == key_len && memcmp(args, keys[k].key, key_len) == 0 &&
-			    value_len < sizeof(pod->uid))
+			    value_len < sizeof(pod->uid)) {
+				/* the last of a repeated key wins, whole */
 				memcpy((char *)pod + keys[k].offset, eq + 1, value_len);
+				((char *)pod + keys[k].offset)[value_len] = '\0';
+			}
 		}
 		args = end ? end + 1 : NULL;
 	}
@@ -228,7 +230,7 @@ static void tell_agent(const char *command, const char *socket_path, const char 
 	if (netns_path && *netns_path) {
 		netns_fd = open(netns_path, O_RDONLY | O_CLOEXEC);
 		if (netns_fd < 0 && strcmp(command, "ADD") == 0) {
-			logf_("ADD %s/%s: cannot open the network namespace %s (%s): the agent is not told", pod.namespace,
+			log_line("ADD %s/%s: cannot open the network namespace %s (%s): the agent is not told", pod.namespace,
 			      pod.name, netns_path, strerror(errno));
 			return;
 		}
@@ -236,16 +238,18 @@ static void tell_agent(const char *command, const char *socket_path, const char 
 	json_t *request = json_pack("{s:s, s:s, s:s, s:s, s:s}", "command", command, "uid", pod.uid, "namespace",
 				    pod.namespace, "name", pod.name, "containerId", container_id ? container_id : "");
 	char *text = request ? json_dumps(request, JSON_COMPACT) : NULL;
-	if (!text)
+	if (!request)
+		ret = -EILSEQ; /* jansson takes UTF-8 only: a CNI_ARGS value that is not */
+	else if (!text)
 		ret = -ENOMEM;
 	else if (strlen(text) > SM_CNI_MAX_MESSAGE)
 		ret = -EMSGSIZE;
 	else
 		ret = notify(socket_path, text, netns_fd, why, sizeof(why));
 	if (ret == -EPROTO)
-		logf_("%s %s/%s: the agent at %s refused: %s", command, pod.namespace, pod.name, socket_path, why);
+		log_line("%s %s/%s: the agent at %s refused: %s", command, pod.namespace, pod.name, socket_path, why);
 	else if (ret)
-		logf_("%s %s/%s: the agent at %s was not told (%s); the pod goes on without it", command, pod.namespace,
+		log_line("%s %s/%s: the agent at %s was not told (%s); the pod goes on without it", command, pod.namespace,
 		      pod.name, socket_path, strerror(-ret));
 	free(text);
 	json_decref(request);
@@ -327,7 +331,7 @@ int main(void)
 		/* DEL always succeeds: a pod must be deletable whatever its config or the agent say. With a
 		 * config we cannot read, we do not know which agent to tell, and the watcher cleans up. */
 		if (!config || read_options(config, &socket_path, err, sizeof(err)))
-			logf_("DEL: the agent is not told: invalid network configuration: %s", err);
+			log_line("DEL: the agent is not told: invalid network configuration: %s", err);
 		else
 			tell_agent("DEL", socket_path, getenv("CNI_NETNS"));
 		json_decref(config);

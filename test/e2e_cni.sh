@@ -83,6 +83,13 @@ check "ADD: the agent got the netns fd, and its cookie is the one a socket insid
   last_event_has "e['fd'] and e['cookieError'] == 0 and e['cookie'] == $cookie"
 check "ADD: an agent that answers ok leaves no log line" test ! -s "$work/err"
 
+full_args="$args"
+args="K8S_POD_UID=a-much-longer-uid;IgnoreUnknown=1;FOO=bar;K8S_POD_UID=short"
+plugin ADD "$(config "$prev" "")"
+check "CNI_ARGS: unknown keys ignored, a repeated key's last value wins whole, absent keys empty" \
+  last_event_has 'e["uid"] == "short" and e["name"] == "" and e["namespace"] == ""'
+args="$full_args"
+
 plugin CHECK "$(config "$prev" "")"
 check "CHECK succeeds and prints nothing" test "$status" = 0 -a ! -s "$work/out"
 

@@ -2,8 +2,9 @@
 /*
  * sockmesh dump: what the pinned maps hold, read straight from bpffs (no daemon needed): services with
  * their VIPs, endpoints by priority and waypoints, pod addresses that go to waypoints, backends, the
- * knobs and the counters. The maps hold ids, addresses and name hashes, not names: the names come from
- * the running agent's /config_dump (dump_names.h); without it, services and backends show by id.
+ * knobs, the enrolled namespaces' cookies and the counters. The maps hold ids, addresses and name
+ * hashes, not names: the names come from the running agent's /config_dump (dump_names.h); without it,
+ * services and backends show by id.
  */
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -238,6 +239,11 @@ struct names_source {
 	const char *why_none;
 };
 
+static int add_enrolled(void *ctx, uint64_t netns_cookie)
+{
+	return json_array_append_new(ctx, json_integer((json_int_t)netns_cookie));
+}
+
 static json_t *dump_json(struct sm_datapath *dp, struct table tables[SM_MAP_COUNT], const struct names_source *source)
 {
 	const struct dump_names *names = source->names;
@@ -282,10 +288,13 @@ static json_t *dump_json(struct sm_datapath *dp, struct table tables[SM_MAP_COUN
 		json_object_set_new(capacity, sm_map_name(m), json_pack("{s:I, s:I}", "entries", (json_int_t)tables[m].n,
 									 "capacity", (json_int_t)max));
 	}
+	/* the netns cookies that 'sockmesh enroll' or the enroller put in */
+	json_t *enrolled = json_array();
+	sm_datapath_for_each_enrolled(dp, add_enrolled, enrolled);
 	json_t *from = names ? json_pack("{s:s++}", "source", "http://", source->address, "/config_dump")
 			     : json_pack("{s:s}", "unavailable", source->why_none);
-	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "config", knobs, "maps", capacity, "names", from,
-			 "services", services, "podWaypoints", pods, "backends", backends, "counters", counters);
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "config", knobs, "maps", capacity, "names", from,
+			 "enrolled", enrolled, "services", services, "podWaypoints", pods, "backends", backends, "counters", counters);
 }
 
 /* The same, for a person: one service a few lines, endpoints by priority with their addresses. */
@@ -313,6 +322,10 @@ static void print_human(json_t *dump, const struct table *backends)
 		printf("names: not shown, services and backends by id only: %s (is the agent running? "
 		       "--admin-address names its admin endpoint)\n",
 		       json_string_value(json_object_get(names, "unavailable")));
+	printf("enrolled network namespaces (cookies):");
+	json_array_foreach(json_object_get(dump, "enrolled"), i, value)
+		printf(" %llu", (unsigned long long)json_integer_value(value));
+	printf(json_array_size(json_object_get(dump, "enrolled")) ? "\n" : " none\n");
 	printf("\nservices\n");
 	json_array_foreach(json_object_get(dump, "services"), i, svc) {
 		printf("  #%lld", json_integer_value(json_object_get(svc, "id")));
@@ -381,9 +394,10 @@ static void dump_usage(FILE *out)
 {
 	fprintf(out, "Usage: sockmesh dump [--json] [--pin-dir PATH] [--admin-address IP:PORT]\n\n"
 		     "Shows what the pinned datapath maps hold: services (VIPs, ports, LB mode, waypoint,\n"
-		     "endpoints by priority), pod addresses sent to waypoints, backends, the knobs and the\n"
-		     "counters. No running agent is needed; when one answers on its admin endpoint, services\n"
-		     "show their namespace/hostname and backends their workload (the maps hold only ids).\n\n"
+		     "endpoints by priority), pod addresses sent to waypoints, backends, the knobs, the\n"
+		     "enrolled network namespaces' cookies and the counters. No running agent is needed;\n"
+		     "when one answers on its admin endpoint, services show their namespace/hostname and\n"
+		     "backends their workload (the maps hold only ids).\n\n"
 		     "  --json                   print JSON\n"
 		     "  --pin-dir PATH           where the datapath is pinned (default " SM_DEFAULT_PIN_DIR ")\n"
 		     "  --admin-address IP:PORT  the agent's admin endpoint, for names (default " DEFAULT_ADMIN_ADDRESS ")\n");

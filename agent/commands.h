@@ -14,10 +14,12 @@ struct command {
 
 int cmd_convert(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
+int cmd_enroll(int argc, char **argv);
 int cmd_print(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_uninstall(int argc, char **argv);
+int cmd_unenroll(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 
 #endif

@@ -933,6 +933,21 @@ int sm_datapath_enroll(struct sm_datapath *dp, uint64_t netns_cookie, bool enrol
 	return bpf_map_delete_elem(fd, &netns_cookie) && errno != ENOENT ? -errno : 0;
 }
 
+int sm_datapath_for_each_enrolled(const struct sm_datapath *dp, int (*fn)(void *ctx, uint64_t netns_cookie),
+				  void *ctx)
+{
+	int fd = dp->fds[SM_DP_MAP_ENROLLED], ret;
+	__u64 key, next, *previous = NULL;
+
+	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+		key = next;
+		previous = &key;
+		if ((ret = fn(ctx, key)))
+			return ret;
+	}
+	return errno == ENOENT ? 0 : -errno;
+}
+
 static bool contains(const struct sm_frontend_key *set, size_t n, const struct sm_frontend_key *key)
 {
 	for (size_t i = 0; i < n; i++) {

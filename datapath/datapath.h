@@ -168,6 +168,9 @@ int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *confi
 int sm_datapath_get_config(const struct sm_datapath *dp, struct sm_config *config);
 /* Enrolls (or not) the network namespace with this cookie. */
 int sm_datapath_enroll(struct sm_datapath *dp, uint64_t netns_cookie, bool enrolled);
+/* Calls fn with each enrolled namespace's cookie; stops on non-zero and returns it. */
+int sm_datapath_for_each_enrolled(const struct sm_datapath *dp, int (*fn)(void *ctx, uint64_t netns_cookie),
+				  void *ctx);
 /* Sets the addresses of this node's workloads, whose sockets may be accelerated. */
 int sm_datapath_set_local_addresses(struct sm_datapath *dp, const struct sm_frontend_key *addrs, size_t n);
 /* The per-outcome counters, summed over CPUs. */

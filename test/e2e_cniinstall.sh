@@ -58,6 +58,7 @@ NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=istio-system INSTANCE_IP=127
 agent_pid=$!
 check "the agent with --cni-conf-dir becomes ready" wait_for 20 ready
 check "the plugin binary is installed, executable" sh -c 'cmp "$0" "$1/sockmesh-cni" && test -x "$1/sockmesh-cni"' "$plugin" "$bin"
+check "... linked statically: it needs no library on the node" sh -c '! ldd "$0" 2>&1 | grep -q "=>"' "$bin/sockmesh-cni"
 check "the entry is last in the primary config, the rest untouched" wait_for 5 entry_last
 
 # the primary CNI writes a new file and renames it over its config (what most do)

@@ -66,12 +66,24 @@ static int write_all(int fd, const char *data, size_t len)
 	return 0;
 }
 
+/* Whether the file at path is still the one read (same inode, size and modification time). */
+static bool unchanged(const char *path, const struct stat *read)
+{
+	struct stat now;
+
+	return !stat(path, &now) && now.st_ino == read->st_ino && now.st_dev == read->st_dev &&
+	       now.st_size == read->st_size && now.st_mtim.tv_sec == read->st_mtim.tv_sec &&
+	       now.st_mtim.tv_nsec == read->st_mtim.tv_nsec;
+}
+
 /*
  * Writes data (or the contents of the open file src_fd when data is NULL) to dir/name atomically:
- * a temporary file beside it, fsynced, renamed over, the directory fsynced.
+ * a temporary file beside it, fsynced, renamed over, the directory fsynced. With read_path, -EAGAIN
+ * instead when the file there changed since it was read (read_st), so that an edit never overwrites
+ * what another writer just wrote; the window left is the rename itself.
  */
 static int atomic_write(const char *dir, const char *name, const char *data, size_t len, int src_fd, mode_t mode,
-			char *err, size_t size)
+			const char *read_path, const struct stat *read_st, char *err, size_t size)
 {
 	char tmp[4096], path[4096];
 	int fd, ret = 0;
@@ -96,6 +108,10 @@ static int atomic_write(const char *dir, const char *name, const char *data, siz
 		ret = -errno;
 	if (close(fd) && !ret)
 		ret = -errno;
+	if (!ret && read_path && !unchanged(read_path, read_st)) {
+		unlink(tmp);
+		return fail(-EAGAIN, err, size, "%s: %s", read_path, "changed while being edited");
+	}
 	if (!ret && rename(tmp, path))
 		ret = -errno;
 	if (ret) {
@@ -112,7 +128,7 @@ int sm_cni_install_binary(const char *plugin, const char *bin_dir, char *err, si
 
 	if (fd < 0)
 		return fail(-errno, err, err_size, "the CNI plugin %s: %s", plugin, strerror(errno));
-	ret = atomic_write(bin_dir, SM_CNI_PLUGIN_TYPE, NULL, 0, fd, 0755, err, err_size);
+	ret = atomic_write(bin_dir, SM_CNI_PLUGIN_TYPE, NULL, 0, fd, 0755, NULL, NULL, err, err_size);
 	close(fd);
 	return ret;
 }
@@ -209,15 +225,22 @@ static json_t *as_conflist(json_t *conf)
 	return list;
 }
 
+static size_t count_ours(json_t *plugins)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < json_array_size(plugins); i++)
+		n += is_ours(json_array_get(plugins, i));
+	return n;
+}
+
 /* The desired entry is in place when it is the one entry of ours, last, with this socketPath. */
 static bool entry_in_place(json_t *plugins, const char *socket_path)
 {
-	size_t n = json_array_size(plugins), ours = 0;
+	size_t n = json_array_size(plugins);
 	json_t *last = n ? json_array_get(plugins, n - 1) : NULL;
 
-	for (size_t i = 0; i < n; i++)
-		ours += is_ours(json_array_get(plugins, i));
-	if (ours != 1 || !is_ours(last))
+	if (count_ours(plugins) != 1 || !is_ours(last))
 		return false;
 	const char *have = json_string_value(json_object_get(last, "socketPath"));
 	return socket_path ? have && strcmp(have, socket_path) == 0 : !json_object_get(last, "socketPath");
@@ -244,7 +267,7 @@ static int edit_config(const char *conf_dir, bool insert, const char *socket_pat
 	snprintf(new_name, sizeof(new_name), "%s", name);
 	if (stat(path, &st))
 		return fail(-errno, err, size, "%s: %s", path, strerror(errno));
-	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	root = json_load_file(path, 0, &jerr); /* duplicate keys: the last wins, as in libcni */
 	if (!json_is_object(root)) {
 		ret = fail(-EINVAL, err, size, "%s: %s", path, root ? "not a JSON object" : jerr.text);
 		goto out;
@@ -253,6 +276,11 @@ static int edit_config(const char *conf_dir, bool insert, const char *socket_pat
 	bool conflist = strcmp(strrchr(name, '.'), ".conflist") == 0;
 	if (conflist && !json_is_array(plugins)) {
 		ret = fail(-EINVAL, err, size, "%s: %s", path, "a .conflist without a \"plugins\" list");
+		goto out;
+	}
+	/* sockmesh-cni alone would refuse every pod (it only runs chained) */
+	if (conflist && insert && json_array_size(plugins) == count_ours(plugins)) {
+		ret = fail(-EINVAL, err, size, "%s: %s", path, "no plugin of the primary CNI to chain after");
 		goto out;
 	}
 	if (!conflist && insert) {
@@ -296,7 +324,7 @@ static int edit_config(const char *conf_dir, bool insert, const char *socket_pat
 	}
 	size_t len = strlen(text);
 	text[len] = '\n'; /* json_dumps's NUL becomes the file's final newline; len + 1 bytes written */
-	ret = atomic_write(conf_dir, new_name, text, len + 1, -1, st.st_mode & 07777, err, size);
+	ret = atomic_write(conf_dir, new_name, text, len + 1, -1, st.st_mode & 07777, path, &st, err, size);
 	/* the converted .conf goes: the runtime would load it (it sorts first) and never see our entry */
 	if (!ret && strcmp(new_name, name) != 0 && unlink(path) && errno != ENOENT)
 		ret = fail(-errno, err, size, "%s: cannot remove it after writing its .conflist: %s", path, strerror(errno));
@@ -310,14 +338,25 @@ out:
 	return ret;
 }
 
+/* A few tries: another writer changing the file between our read and our rename makes us read again. */
+#define EDIT_TRIES 5
+
 int sm_cni_conf_insert(const char *conf_dir, const char *socket_path, bool *changed, char *err, size_t err_size)
 {
-	return edit_config(conf_dir, true, socket_path, changed, err, err_size);
+	int ret = -EAGAIN;
+
+	for (int i = 0; i < EDIT_TRIES && ret == -EAGAIN; i++)
+		ret = edit_config(conf_dir, true, socket_path, changed, err, err_size);
+	return ret;
 }
 
 int sm_cni_conf_remove(const char *conf_dir, bool *changed, char *err, size_t err_size)
 {
-	return edit_config(conf_dir, false, NULL, changed, err, err_size);
+	int ret = -EAGAIN;
+
+	for (int i = 0; i < EDIT_TRIES && ret == -EAGAIN; i++)
+		ret = edit_config(conf_dir, false, NULL, changed, err, err_size);
+	return ret;
 }
 
 /* ---- the watch ---- */
@@ -330,8 +369,11 @@ struct sm_cni_watch {
 	pthread_t thread;
 };
 
-/* Reads every pending event; says whether one was about a file other than our temporary ones. */
-static bool drain(int fd)
+/*
+ * Reads every pending event; says whether one was about a file other than our temporary ones. *gone
+ * is set when the directory itself went away (the watch then sees nothing more).
+ */
+static bool drain(int fd, bool *gone)
 {
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
 	bool relevant = false;
@@ -340,7 +382,9 @@ static bool drain(int fd)
 	while ((n = read(fd, buf, sizeof(buf))) > 0) {
 		for (char *p = buf; p < buf + n;) {
 			const struct inotify_event *ev = (const struct inotify_event *)p;
-			if (!ev->len || strncmp(ev->name, TMP_PREFIX, strlen(TMP_PREFIX)) != 0)
+			if (ev->mask & (IN_DELETE_SELF | IN_IGNORED))
+				*gone = true;
+			else if (!ev->len || strncmp(ev->name, TMP_PREFIX, strlen(TMP_PREFIX)) != 0)
 				relevant = true;
 			p += sizeof(*ev) + ev->len;
 		}
@@ -364,21 +408,29 @@ static int wait_event(struct sm_cni_watch *w, int timeout_ms)
 static void *watch_thread(void *arg)
 {
 	struct sm_cni_watch *w = arg;
+	bool gone = false;
 	char err[512];
 	int got;
 
-	while ((got = wait_event(w, -1)) >= 0) {
-		if (!got || !drain(w->inotify_fd))
+	while (!gone && (got = wait_event(w, -1)) >= 0) {
+		if (!got || !drain(w->inotify_fd, &gone))
 			continue;
-		/* debounce: a primary CNI writing its file in steps is read once it has finished */
-		while ((got = wait_event(w, w->debounce_ms)) > 0)
-			drain(w->inotify_fd);
-		if (got < 0)
+		/*
+		 * debounce: a primary CNI writing its file in steps is read once it has finished; at most ten
+		 * quiet periods, so that one rewriting it without pause still gets the entry back
+		 */
+		for (int rounds = 0; rounds < 10 && (got = wait_event(w, w->debounce_ms)) > 0; rounds++)
+			drain(w->inotify_fd, &gone);
+		if (got < 0 || gone)
 			break;
 		bool changed = false;
 		int ret = sm_cni_conf_insert(w->conf_dir, w->socket_path, &changed, err, sizeof(err));
 		if ((ret || changed) && w->report)
 			w->report(w->ctx, ret, ret ? err : "");
+	}
+	if (gone && w->report) {
+		snprintf(err, sizeof(err), "%s: removed or unmounted; no longer watched", w->conf_dir);
+		w->report(w->ctx, -ENOENT, err);
 	}
 	return NULL;
 }
@@ -407,7 +459,7 @@ int sm_cni_watch_start(const char *conf_dir, const char *socket_path, int deboun
 		goto out;
 	}
 	if (inotify_add_watch(w->inotify_fd, conf_dir,
-			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ONLYDIR) < 0) {
+			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_ONLYDIR) < 0) {
 		ret = fail(-errno, err, err_size, "%s: cannot watch: %s", conf_dir, strerror(errno));
 		goto out;
 	}

@@ -28,8 +28,9 @@ int sm_cni_remove_binary(const char *bin_dir, char *err, size_t err_size);
  * Makes our entry the last plugin of the primary config, once (an entry found elsewhere in the list,
  * or with another socketPath, is replaced), keeping every other key and its order. socket_path NULL:
  * no socketPath key (the plugin's default). *changed (may be NULL) says whether a file was written.
- * -ENOENT: no config in conf_dir yet; -EINVAL: the primary config is not valid JSON or has no plugin
- * list, and is left as it was.
+ * -ENOENT: no config in conf_dir yet; -EINVAL: the primary config is not valid JSON, has no plugin
+ * list or no plugin but ours, and is left as it was; -EAGAIN: another writer kept changing it. A file
+ * that changes between our read and our rename is read again, never overwritten.
  */
 int sm_cni_conf_insert(const char *conf_dir, const char *socket_path, bool *changed, char *err, size_t err_size);
 /* Takes every entry of ours out of the primary config; 0 also when there is none or no config. */
@@ -37,7 +38,8 @@ int sm_cni_conf_remove(const char *conf_dir, bool *changed, char *err, size_t er
 
 /*
  * Called on the watch's thread after each re-insertion attempt that wrote a file or failed: ret is 0
- * (entry put back) or -errno with the reason in err.
+ * (entry put back) or -errno with the reason in err; -ENOENT once more when conf_dir itself goes away
+ * (the watch then ends).
  */
 typedef void (*sm_cni_watch_report)(void *ctx, int ret, const char *err);
 

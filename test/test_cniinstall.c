@@ -240,6 +240,23 @@ static void malformed_is_refused(void **state)
 	refused_and_untouched("10-bad.conflist", "{\"cniVersion\": \"1.0.0\", \"name\": \"n\"}\n");
 	refused_and_untouched("10-bad.conflist", "[1, 2]\n");
 	refused_and_untouched("10-bad.conf", "{\"name\": \"no type\"}\n");
+	/* sockmesh-cni alone would refuse every pod */
+	refused_and_untouched("10-bad.conflist", "{\"cniVersion\": \"1.0.0\", \"name\": \"n\", \"plugins\": []}\n");
+	refused_and_untouched("10-bad.conflist", "{\"name\": \"n\", \"plugins\": [{\"type\": \"sockmesh-cni\"}]}\n");
+}
+
+/* Go's encoding/json, which libcni uses, takes the last of duplicate keys: so do we, not a refusal */
+static void duplicate_keys_as_libcni(void **state)
+{
+	(void)state;
+	char dir[256], err[512];
+	make_dir(dir, sizeof(dir));
+	put(dir, "10-d.conflist", "{\"name\": \"old\", \"name\": \"n\", \"plugins\": [{\"type\": \"ptp\"}]}");
+	assert_int_equal(sm_cni_conf_insert(dir, SOCK, NULL, err, sizeof(err)), 0);
+	json_t *root = load(dir, "10-d.conflist");
+	assert_string_equal(json_string_value(json_object_get(root, "name")), "n");
+	json_decref(root);
+	assert_true(entry_last(dir, "10-d.conflist", SOCK, NULL));
 }
 
 static void first_by_name(void **state)
@@ -390,6 +407,30 @@ static void watch_puts_entry_back(void **state)
 	sm_cni_watch_stop(NULL);
 }
 
+/* The conf dir removed (or unmounted): the watch says so once, then ends; stopping it still works. */
+static void watch_reports_dir_gone(void **state)
+{
+	(void)state;
+	char dir[256], err[512];
+	struct reports reports = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct sm_cni_watch *watch;
+	make_dir(dir, sizeof(dir));
+	assert_int_equal(sm_cni_watch_start(dir, SOCK, 20, on_report, &reports, &watch, err, sizeof(err)), 0);
+	assert_int_equal(rmdir(dir), 0);
+	int failed = 0;
+	for (int i = 0; i < 100 && !failed; i++) {
+		usleep(10000);
+		pthread_mutex_lock(&reports.lock);
+		failed = reports.failed;
+		pthread_mutex_unlock(&reports.lock);
+	}
+	assert_int_equal(failed, 1);
+	sm_cni_watch_stop(watch);
+	assert_int_equal(sm_cni_watch_start("/nonexistent-sm-dir", SOCK, 20, on_report, &reports, &watch, err,
+					    sizeof(err)), -ENOENT);
+	assert_null(watch);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -400,7 +441,9 @@ int main(void)
 		cmocka_unit_test(first_by_name),
 		cmocka_unit_test(no_config_yet),
 		cmocka_unit_test(binary_install_and_remove),
+		cmocka_unit_test(duplicate_keys_as_libcni),
 		cmocka_unit_test(watch_puts_entry_back),
+		cmocka_unit_test(watch_reports_dir_gone),
 	};
 	return cmocka_run_group_tests_name("cniinstall", tests, NULL, NULL);
 }

@@ -89,7 +89,11 @@ int cni_install_start(struct agent *agent)
 		log_msg(LOG_ERROR, "installing sockmesh-cni: %s", err);
 		return ret;
 	}
-	/* the watch first: a config the primary CNI writes from now on is seen */
+	/*
+	 * The binary before anything can insert the entry: a runtime told to call a missing plugin fails
+	 * the pod. A start failing after this leaves only the copied binary, which nothing calls unless an
+	 * entry already did (an earlier agent's).
+	 */
 	ret = sm_cni_watch_start(o->cni_conf_dir, ENTRY_SOCKET, WATCH_DEBOUNCE_MS, on_watch, agent, &agent->cni_watch,
 				 err, sizeof(err));
 	if (ret) {

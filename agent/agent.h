@@ -27,6 +27,7 @@ struct run_options {
 	bool enroll_all;
 	bool accelerate;
 	uint32_t capacity[SM_MAP_COUNT]; /* for maps created now; 0: the default */
+	const char *cni_conf_dir, *cni_bin_dir, *cni_plugin; /* cni_conf_dir NULL: sockmesh-cni not installed */
 };
 
 /* IP:PORT or [IPv6]:PORT (port 0 included); 0 or -EINVAL. */
@@ -48,6 +49,8 @@ struct agent {
 	struct sm_pin_lock *lock;	/* the pin directory's, held for the agent's life */
 	int admin_fd;			/* bound and listening; -1 once the admin endpoint owns it */
 	char admin_bound[64];		/* the admin address actually bound (port 0 resolved) */
+	char cni_plugin[4096];		/* --cni-conf-dir: the sockmesh-cni binary to install */
+	struct sm_cni_watch *cni_watch; /* keeps its conflist entry in place */
 };
 
 /* After each response is applied (under the model lock): local addresses, a layout migration's switch. */

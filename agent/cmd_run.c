@@ -21,6 +21,7 @@
 #include <openssl/x509.h>
 
 #include "agent/agent.h"
+#include "agent/cni_install.h"
 #include "agent/commands.h"
 #include "agent/local_config.h"
 #include "agent/log.h"
@@ -62,6 +63,11 @@ static void run_usage(FILE *out)
 		"  --record FILE            append every xDS response received to a recorded stream\n"
 		"  --map-capacity MAP=N     entries of a map created now: frontends, services, endpoints or\n"
 		"                           backends, N up to 67108864 (repeatable; pinned maps keep their size)\n"
+		"  --cni-conf-dir DIR       install sockmesh-cni: its entry goes last in the first CNI config\n"
+		"                           of DIR (by name), and is put back while the agent runs when the\n"
+		"                           primary CNI rewrites the file; nothing CNI is touched without it\n"
+		"  --cni-bin-dir DIR        where sockmesh-cni's binary goes (default " CNI_DEFAULT_BIN_DIR ")\n"
+		"  --cni-plugin PATH        the sockmesh-cni binary to install (default: beside sockmesh)\n"
 		"  --log-level LEVEL        error, warn, info (default) or debug\n\n"
 		"The node identity comes from INSTANCE_IP, POD_NAME, POD_NAMESPACE, NODE_NAME, CLUSTER_ID and\n"
 		"ISTIO_META_*, as for ztunnel.\n");
@@ -106,6 +112,8 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		{ "no-accelerate", no_argument, NULL, 'N' },	 { "dns-proxy", required_argument, NULL, 'd' },
 		{ "record", required_argument, NULL, 'R' },	 { "log-level", required_argument, NULL, 'L' },
 		{ "map-capacity", required_argument, NULL, 'M' },
+		{ "cni-conf-dir", required_argument, NULL, 'C' }, { "cni-bin-dir", required_argument, NULL, 'B' },
+		{ "cni-plugin", required_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },		 { 0 },
 	};
 	const char *token = NULL, *xds_flag = NULL; /* an explicit --xds-* or --record, refused with a local config */
@@ -136,6 +144,9 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		case 'N': o->accelerate = false; break;
 		case 'd': o->dns_proxy = optarg; break;
 		case 'R': o->record = optarg; break;
+		case 'C': o->cni_conf_dir = optarg; break;
+		case 'B': o->cni_bin_dir = optarg; break;
+		case 'X': o->cni_plugin = optarg; break;
 		case 'M':
 			if (parse_capacity(optarg, o->capacity)) {
 				fprintf(stderr,
@@ -167,6 +178,14 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 			strcmp(xds_flag, "record") == 0 ? " (sockmesh convert FILE OUT makes it a recorded stream)" : "");
 		return 2;
 	}
+	/* the node's CNI config is changed only when the operator names its directory */
+	if ((o->cni_bin_dir || o->cni_plugin) && !o->cni_conf_dir) {
+		fprintf(stderr, "sockmesh run: --%s installs sockmesh-cni, which needs --cni-conf-dir\n",
+			o->cni_bin_dir ? "cni-bin-dir" : "cni-plugin");
+		return 2;
+	}
+	if (!o->cni_bin_dir)
+		o->cni_bin_dir = CNI_DEFAULT_BIN_DIR;
 	o->xds_token = token ? (token[0] ? token : NULL) : (o->xds_plaintext ? NULL : DEFAULT_TOKEN);
 	if (o->xds_plaintext)
 		o->xds_root_cert = NULL;
@@ -442,6 +461,8 @@ static int prepare(struct agent *agent, struct local_config *local, char *err, s
 		if (ret)
 			snprintf(err, size, "--local-config %s: %s (the reason is above)", o->local_config, strerror(-ret));
 	}
+	if (!ret)
+		ret = cni_install_check(agent, err, size);
 	if (!ret && parse_ip_port(o->admin_address, &admin)) {
 		snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", o->admin_address);
 		ret = -EINVAL;
@@ -499,6 +520,8 @@ int cmd_run(int argc, char **argv)
 		ret = agent.options.local_config ? local_config_load(&agent, &first_config) : start_xds(&agent);
 	if (!ret && agent.options.local_config)
 		local_config_watch_start(&agent); /* without it, SIGHUP still reloads */
+	if (!ret)
+		ret = cni_install_start(&agent);
 	if (!ret) {
 		log_msg(LOG_INFO, "serving; admin endpoint on %s", agent.admin_bound);
 		int sig;
@@ -513,6 +536,7 @@ int cmd_run(int argc, char **argv)
 
 	admin_stop(admin); /* first: its handlers read the client and the model */
 	local_config_stop(&agent);
+	cni_install_stop(&agent);
 	sm_xds_client_free(agent.xds);
 	if (ret)
 		sm_datapath_abandon(agent.dp);

@@ -222,7 +222,13 @@ def main():
     for need in ("/proc", "/opt/cni/bin", "/etc/cni/net.d"):
         if need not in host_paths:
             problems.append(f"the host's {need} is not mounted")
-    check("mounts: root cert, token, pin dir, lock dir, cgroup2 root, /proc and the CNI folders", problems)
+    # sockmesh-cni is installed only when --cni-conf-dir is passed: into the host's folders, writable
+    for option, host in (("--cni-conf-dir", "/etc/cni/net.d"), ("--cni-bin-dir", "/opt/cni/bin")):
+        path = given.get(option, default_of(options, option) if option != "--cni-conf-dir" else None)
+        m, hp = host_path_of(path) if path else (None, None)
+        if hp != host or m["mountPath"].rstrip("/") != path.rstrip("/") or m.get("readOnly"):
+            problems.append(f"{option} {path} is not the host's {host}, writable")
+    check("mounts: root cert, token, pin dir, lock dir, cgroup2 root, /proc and the CNI folders passed", problems)
 
     problems = []
     env = {e["name"]: e for e in agent.get("env", [])}

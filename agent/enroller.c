@@ -346,7 +346,7 @@ static int cni_add(struct enroller *e, const struct sm_cni_event *ev, char *err,
 	pod->cookie = ev->netns_cookie;
 	pod->has_cookie = true;
 	pod->cookie_from_cni = true;
-	log_msg(LOG_DEBUG, "CNI ADD %s/%s (uid %s): cookie %llu%s", ev->namespace, ev->name, ev->uid,
+	log_msg(LOG_INFO, "CNI ADD %s/%s (uid %s): cookie %llu%s", ev->namespace, ev->name, ev->uid,
 		(unsigned long long)ev->netns_cookie, pod->seen ? "" : ", pending until the API shows the pod");
 	apply(e, pod);
 	return 0;

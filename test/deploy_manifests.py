@@ -222,6 +222,15 @@ def main():
     for need in ("/proc", "/opt/cni/bin", "/etc/cni/net.d"):
         if need not in host_paths:
             problems.append(f"the host's {need} is not mounted")
+    proc_root = given.get("--proc-root", default_of(options, "--proc-root"))
+    m, hp = host_path_of(proc_root)
+    if not m or hp != "/proc" or m["mountPath"] != proc_root:
+        problems.append(f"--proc-root {proc_root} is not the host's /proc")
+    cni_socket = given.get("--cni-socket", default_of(options, "--cni-socket"))
+    m, hp = host_path_of(cni_socket)
+    if not m or hp not in ("/var/run/sockmesh", "/run/sockmesh") or posixpath.dirname(cni_socket) != m["mountPath"] or \
+            posixpath.basename(cni_socket) != "cni.sock":
+        problems.append(f"--cni-socket {cni_socket} is not cni.sock in the host's /var/run/sockmesh (sockmesh-cni's default)")
     check("mounts: root cert, token, pin dir, lock dir, cgroup2 root, /proc and the CNI folders", problems)
 
     problems = []

@@ -44,7 +44,8 @@ struct agent {
 	pthread_mutex_t model_lock; /* the model is written by one thread; readers take the lock */
 	struct sm_xds_node node;
 	struct sm_xds_client *xds;
-	struct enroller *enroller; /* NULL without the Kubernetes watcher */
+	/* NULL without the Kubernetes watcher; set once started, after the admin endpoint serves */
+	_Atomic(struct enroller *) enroller;
 	struct sm_latency local_apply; /* local-config mode: its applies (the first and each reload) */
 	atomic_bool local_config_applied;
 	struct local_state *local; /* local-config mode: the last applied file, the watcher */

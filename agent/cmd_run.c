@@ -485,14 +485,17 @@ static int start_enroller(struct agent *agent)
 		.system_namespaces = o->enroll_system_namespaces,
 	};
 	char err[512];
-	int ret = enroller_start(&options, agent->dp, &agent->enroller, err, sizeof(err));
+	struct enroller *enroller = NULL;
+	int ret = enroller_start(&options, agent->dp, &enroller, err, sizeof(err));
 
-	if (ret)
+	if (ret) {
 		log_msg(LOG_ERROR, "%s", err);
-	else
-		log_msg(LOG_INFO, "enrolling the labelled pods of node %s; sockmesh-cni served on %s", options.node_name,
+		return ret;
+	}
+	atomic_store(&agent->enroller, enroller); /* the admin endpoint reads it from here on */
+	log_msg(LOG_INFO, "enrolling the labelled pods of node %s; sockmesh-cni served on %s", options.node_name,
 			o->cni_socket);
-	return ret;
+	return 0;
 }
 
 /*
@@ -593,7 +596,7 @@ int cmd_run(int argc, char **argv)
 
 	admin_stop(admin); /* first: its handlers read the client and the model */
 	local_config_stop(&agent);
-	enroller_stop(agent.enroller); /* before the datapath closes: it writes sm_enrolled */
+	enroller_stop(atomic_load(&agent.enroller)); /* before the datapath closes: it writes sm_enrolled */
 	sm_xds_client_free(agent.xds);
 	if (ret)
 		sm_datapath_abandon(agent.dp);

@@ -475,7 +475,6 @@ int enroller_start(const struct enroller_options *options, struct sm_datapath *d
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->wake, &attr);
 	pthread_condattr_destroy(&attr);
-	*out = e;
 	ret = sm_k8s_client_new(&k8s, &e->client, why, sizeof(why));
 	if (ret) {
 		snprintf(err, size, "the Kubernetes API client: %s", why);
@@ -500,10 +499,10 @@ int enroller_start(const struct enroller_options *options, struct sm_datapath *d
 		goto fail;
 	}
 	e->ticker_started = true;
+	*out = e;
 	return 0;
 fail:
 	enroller_stop(e);
-	*out = NULL;
 	return ret;
 }
 

@@ -103,11 +103,15 @@ check "the labelled pod (found in /proc by its IP) is enrolled: its connect is t
 check "the unlabelled pod is not: its connect is refused" untranslated pb
 check "one enroll line in the log names the pod and the reason" grep -q "enrolled pod apps/pa (cookie [0-9]*): pod label istio.io/dataplane-mode=sockmesh" "$work/agent.log"
 
+check "/metrics: sockmesh_enrolled_pods 1" metric_is "sockmesh_enrolled_pods 1"
+
 put_ns apps "$label"
 check "labelling the namespace enrolls the other pod" becomes translated pb
+check "/metrics: sockmesh_enrolled_pods 2" becomes metric_is "sockmesh_enrolled_pods 2"
 put_pod pb '{"istio.io/dataplane-mode":"none"}' 1
 check "the pod's own label 'none' opts it out again" becomes untranslated pb
 put_pod pb '{}' 1
+check "the pod's label removed: its namespace's label enrolls it again" becomes translated pb
 put_ns apps '{}'
 check "unlabelling the namespace: the other pod stays out" becomes untranslated pb
 check "... and the labelled pod stays in" translated pa
@@ -149,5 +153,6 @@ delete_pod pa
 check "deleting the labelled pod unenrolls it" becomes untranslated pa
 no_cookies() { [[ -z "$(enrolled_cookies)" ]]; }
 check "nothing is left in sm_enrolled" becomes no_cookies
+check "/metrics: sockmesh_enrolled_pods 0" metric_is "sockmesh_enrolled_pods 0"
 stop_agent
 e2e_end

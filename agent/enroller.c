@@ -21,7 +21,9 @@
 
 #define MAX_PODS 4096		/* a node runs 110 pods by default; pending CNI entries count too */
 #define PENDING_TTL_S 600	/* a CNI ADD the watcher never confirms is forgotten after this */
-#define TICK_MS 2000		/* retries of unresolved pods */
+#define TICK_MS 2000		/* retries of unresolved pods, annotation patches */
+#define PATCHES_PER_TICK 16
+#define PATCH_RETRY_S 60	/* after a failed patch of a pod's status annotation */
 
 struct pod {
 	char uid[64], namespace[254], name[254];
@@ -38,6 +40,7 @@ struct pod {
 	bool has_cookie, cookie_from_cni, enrolled;
 	uint64_t cookie;
 	enum sm_k8s_reason reason;
+	time_t patch_retry_at; /* a failed annotation patch waits until then */
 };
 
 struct enroller {
@@ -406,11 +409,64 @@ static void tick(struct enroller *e, bool sweep_now)
 		sweep(e);
 }
 
+/* ---- the status annotation: sockmesh.io/redirection=enabled while enrolled ---- */
+
+struct patch {
+	char uid[64], namespace[254], name[254];
+	bool enable;
+};
+
+static bool annotated(const struct pod *pod)
+{
+	const char *value = json_string_value(json_object_get(pod->annotations, SM_K8S_STATUS_ANNOTATION));
+
+	return value && !strcmp(value, "enabled");
+}
+
+/* Under the lock: the pods whose annotation disagrees with their enrollment (a pod being deleted is left alone). */
+static size_t patches_due(struct enroller *e, struct patch patches[PATCHES_PER_TICK])
+{
+	time_t now = time(NULL);
+	size_t n = 0;
+
+	for (size_t i = 0; i < e->n_pods && n < PATCHES_PER_TICK; i++) {
+		struct pod *pod = e->pods[i];
+		if (!pod->seen || pod->deleting || pod->enrolled == annotated(pod) || now < pod->patch_retry_at)
+			continue;
+		memcpy(patches[n].uid, pod->uid, sizeof(pod->uid));
+		memcpy(patches[n].namespace, pod->namespace, sizeof(pod->namespace));
+		memcpy(patches[n].name, pod->name, sizeof(pod->name));
+		patches[n++].enable = pod->enrolled;
+	}
+	return n;
+}
+
+/* Without the lock (each is an HTTP request); the pod's MODIFIED event then brings the new annotation. */
+static void patch_all(struct enroller *e, const struct patch *patches, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char why[256];
+		int ret = sm_k8s_patch_pod_annotation(e->client, patches[i].namespace, patches[i].name,
+						      SM_K8S_STATUS_ANNOTATION, patches[i].enable ? "enabled" : NULL,
+						      why, sizeof(why));
+		if (!ret || ret == -ENOENT)
+			continue;
+		log_msg(LOG_WARN, "annotating pod %s/%s %s: %s (retried in %d s)", patches[i].namespace, patches[i].name,
+			SM_K8S_STATUS_ANNOTATION, why, PATCH_RETRY_S);
+		pthread_mutex_lock(&e->lock);
+		struct pod *pod = find_pod(e, patches[i].uid);
+		if (pod)
+			pod->patch_retry_at = time(NULL) + PATCH_RETRY_S;
+		pthread_mutex_unlock(&e->lock);
+	}
+}
+
 static void *ticker_main(void *arg)
 {
 	struct enroller *e = arg;
 	unsigned interval = e->options.sweep_interval_ms ? e->options.sweep_interval_ms : 60000;
 	unsigned since_sweep = 0;
+	struct patch patches[PATCHES_PER_TICK];
 	struct timespec at;
 
 	pthread_mutex_lock(&e->lock);
@@ -431,6 +487,12 @@ static void *ticker_main(void *arg)
 			since_sweep = 0;
 		log_watch_errors(e->pods_watch, "pods", &e->pods_errors);
 		log_watch_errors(e->ns_watch, "namespaces", &e->ns_errors);
+		size_t n = patches_due(e, patches);
+		if (n) {
+			pthread_mutex_unlock(&e->lock);
+			patch_all(e, patches, n);
+			pthread_mutex_lock(&e->lock);
+		}
 	}
 	pthread_mutex_unlock(&e->lock);
 	return NULL;

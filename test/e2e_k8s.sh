@@ -77,6 +77,15 @@ put_pod() { # name, labels JSON, with an IP (1) or not (0)
 }
 delete_pod() { api "{\"op\":\"delete\",\"kind\":\"pods\",\"name\":\"apps/$1\"}"; }
 label='{"istio.io/dataplane-mode":"sockmesh"}'
+patched() { # pod, the JSON value of its last sockmesh.io/redirection merge patch
+  api '{"op":"requests"}' && "$py" -c '
+import json, sys
+requests, pod, want = json.loads(sys.argv[1])["requests"], sys.argv[2], json.loads(sys.argv[3])
+bodies = [json.loads(r["body"]) for r in requests if r["method"] == "PATCH" and r["path"].endswith("/pods/" + pod)]
+sys.exit(not bodies or bodies[-1]["metadata"]["annotations"].get("sockmesh.io/redirection", 0) != want)
+' "$_answer" "$1" "$2"
+}
+never_ambient() { api '{"op":"requests"}' && ! grep -q 'ambient.istio.io' <<<"$_answer"; }
 
 start_k8s_agent() { # like e2e_lib's start_agent, without --enroll-all, with the watcher
   NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=sockmesh-system INSTANCE_IP=127.0.0.1 \
@@ -104,6 +113,7 @@ check "the unlabelled pod is not: its connect is refused" untranslated pb
 check "one enroll line in the log names the pod and the reason" grep -q "enrolled pod apps/pa (cookie [0-9]*): pod label istio.io/dataplane-mode=sockmesh" "$work/agent.log"
 
 check "/metrics: sockmesh_enrolled_pods 1" metric_is "sockmesh_enrolled_pods 1"
+check "the enrolled pod is annotated sockmesh.io/redirection=enabled (merge patch)" becomes patched pa '"enabled"'
 
 put_ns apps "$label"
 check "labelling the namespace enrolls the other pod" becomes translated pb
@@ -112,8 +122,10 @@ put_pod pb '{"istio.io/dataplane-mode":"none"}' 1
 check "the pod's own label 'none' opts it out again" becomes untranslated pb
 put_pod pb '{}' 1
 check "the pod's label removed: its namespace's label enrolls it again" becomes translated pb
+check "... and annotates it" becomes patched pb '"enabled"'
 put_ns apps '{}'
-check "unlabelling the namespace: the other pod stays out" becomes untranslated pb
+check "unlabelling the namespace: the other pod is out" becomes untranslated pb
+check "... and its annotation is removed (merge patch with null)" becomes patched pb null
 check "... and the labelled pod stays in" translated pa
 put_pod pa '{}' 1
 check "unlabelling the pod unenrolls it" becomes untranslated pa
@@ -154,5 +166,6 @@ check "deleting the labelled pod unenrolls it" becomes untranslated pa
 no_cookies() { [[ -z "$(enrolled_cookies)" ]]; }
 check "nothing is left in sm_enrolled" becomes no_cookies
 check "/metrics: sockmesh_enrolled_pods 0" metric_is "sockmesh_enrolled_pods 0"
+check "ambient.istio.io/redirection is never patched" never_ambient
 stop_agent
 e2e_end

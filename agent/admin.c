@@ -15,6 +15,7 @@
 #include <microhttpd.h>
 
 #include "agent/agent.h"
+#include "agent/enroller.h"
 #include "agent/log.h"
 
 struct admin {
@@ -96,6 +97,9 @@ static char *metrics(struct agent *agent, size_t *len)
 
 	metric(&text, "sockmesh_ready", "gauge", "1 once config is applied and the datapath attached",
 	       agent_ready(agent, why, sizeof(why)));
+	if (agent->options.kube_watch)
+		metric(&text, "sockmesh_enrolled_pods", "gauge", "pods of this node whose network namespace is enrolled",
+		       enroller_enrolled_pods(atomic_load(&agent->enroller)));
 	metric(&text, "sockmesh_xds_connected", "gauge", "1 while an xDS stream is up", xds.connected);
 	metric(&text, "sockmesh_xds_streams_total", "counter", "xDS streams started", xds.streams);
 	metric(&text, "sockmesh_xds_responses_total", "counter", "xDS responses received", xds.responses);

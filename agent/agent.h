@@ -28,6 +28,11 @@ struct run_options {
 	bool accelerate;
 	uint32_t capacity[SM_MAP_COUNT]; /* for maps created now; 0: the default */
 	const char *cni_conf_dir, *cni_bin_dir, *cni_plugin; /* cni_conf_dir NULL: sockmesh-cni not installed */
+	/* the enroller (agent/enroller.h): runs when kube_watch */
+	bool kube_watch;		/* KUBERNETES_SERVICE_HOST set or --kube-api given */
+	const char *kube_api, *kube_token, *kube_ca;
+	const char *cni_socket, *proc_root;
+	bool enroll_system_namespaces;
 };
 
 /* IP:PORT or [IPv6]:PORT (port 0 included); 0 or -EINVAL. */
@@ -40,6 +45,8 @@ struct agent {
 	pthread_mutex_t model_lock; /* the model is written by one thread; readers take the lock */
 	struct sm_xds_node node;
 	struct sm_xds_client *xds;
+	/* NULL without the Kubernetes watcher; set once started, after the admin endpoint serves */
+	_Atomic(struct enroller *) enroller;
 	struct sm_latency local_apply; /* local-config mode: its applies (the first and each reload) */
 	atomic_bool local_config_applied;
 	struct local_state *local; /* local-config mode: the last applied file, the watcher */

@@ -23,13 +23,17 @@
 #include "agent/agent.h"
 #include "agent/cni_install.h"
 #include "agent/commands.h"
+#include "agent/enroller.h"
 #include "agent/local_config.h"
 #include "agent/log.h"
+#include "k8s/k8s.h"
 
 #define DEFAULT_XDS_ADDRESS "istiod.istio-system.svc:15012"
 #define DEFAULT_ROOT_CERT "/var/run/secrets/istio/root-cert.pem"
 #define DEFAULT_TOKEN "/var/run/secrets/tokens/istio-token"
 #define DEFAULT_ADMIN_ADDRESS "127.0.0.1:15000"
+#define DEFAULT_CNI_SOCKET "/var/run/sockmesh/cni.sock"
+#define DEFAULT_PROC_ROOT "/proc"
 
 extern char **environ;
 
@@ -68,7 +72,19 @@ static void run_usage(FILE *out)
 		"                           primary CNI rewrites the file; nothing CNI is touched without it\n"
 		"  --cni-bin-dir DIR        where sockmesh-cni's binary goes (default " CNI_DEFAULT_BIN_DIR ")\n"
 		"  --cni-plugin PATH        the sockmesh-cni binary to install (default: beside sockmesh)\n"
-		"  --log-level LEVEL        error, warn, info (default) or debug\n\n"
+		"  --log-level LEVEL        error, warn, info (default) or debug\n"
+		"  --kube-api URL           the Kubernetes API (default in-cluster: KUBERNETES_SERVICE_HOST);\n"
+		"                           with either, the agent enrolls the pods of NODE_NAME labelled\n"
+		"                           istio.io/dataplane-mode=sockmesh (or in a namespace so labelled)\n"
+		"                           and owns the enrollment map: other cookies in it are removed\n"
+		"  --kube-token FILE        the API's bearer token ('' for none; default\n"
+		"                           " SM_K8S_DEFAULT_TOKEN_FILE ")\n"
+		"  --kube-ca FILE           the API's CA ('' for the system CAs; default\n"
+		"                           " SM_K8S_DEFAULT_CA_FILE ")\n"
+		"  --cni-socket PATH        where sockmesh-cni hands over new pods, served with the watcher\n"
+		"                           (default " DEFAULT_CNI_SOCKET ")\n"
+		"  --proc-root PATH         the node's /proc, to find running pods' namespaces (default " DEFAULT_PROC_ROOT ")\n"
+		"  --enroll-system-namespaces  also enroll labelled pods in kube-system and the agent's namespace\n\n"
 		"The node identity comes from INSTANCE_IP, POD_NAME, POD_NAMESPACE, NODE_NAME, CLUSTER_ID and\n"
 		"ISTIO_META_*, as for ztunnel.\n");
 }
@@ -112,8 +128,11 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		{ "no-accelerate", no_argument, NULL, 'N' },	 { "dns-proxy", required_argument, NULL, 'd' },
 		{ "record", required_argument, NULL, 'R' },	 { "log-level", required_argument, NULL, 'L' },
 		{ "map-capacity", required_argument, NULL, 'M' },
-		{ "cni-conf-dir", required_argument, NULL, 'C' }, { "cni-bin-dir", required_argument, NULL, 'B' },
-		{ "cni-plugin", required_argument, NULL, 'X' },
+		{ "cni-conf-dir", required_argument, NULL, 1001 }, { "cni-bin-dir", required_argument, NULL, 1002 },
+		{ "cni-plugin", required_argument, NULL, 1003 },
+		{ "kube-api", required_argument, NULL, 'K' },	 { "kube-token", required_argument, NULL, 'T' },
+		{ "kube-ca", required_argument, NULL, 'C' },	 { "cni-socket", required_argument, NULL, 'S' },
+		{ "proc-root", required_argument, NULL, 'O' },	 { "enroll-system-namespaces", no_argument, NULL, 'Y' },
 		{ "help", no_argument, NULL, 'h' },		 { 0 },
 	};
 	const char *token = NULL, *xds_flag = NULL; /* an explicit --xds-* or --record, refused with a local config */
@@ -126,6 +145,9 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		.pin_dir = SM_DEFAULT_PIN_DIR,
 		.admin_address = DEFAULT_ADMIN_ADDRESS,
 		.accelerate = true,
+		.kube_watch = env_or("KUBERNETES_SERVICE_HOST", NULL) != NULL,
+		.cni_socket = DEFAULT_CNI_SOCKET,
+		.proc_root = DEFAULT_PROC_ROOT,
 	};
 	while ((opt = getopt_long(argc, argv, "h", options, &index)) != -1) {
 		if (opt > 0 && strchr("aPrntR", opt))
@@ -144,9 +166,15 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		case 'N': o->accelerate = false; break;
 		case 'd': o->dns_proxy = optarg; break;
 		case 'R': o->record = optarg; break;
-		case 'C': o->cni_conf_dir = optarg; break;
-		case 'B': o->cni_bin_dir = optarg; break;
-		case 'X': o->cni_plugin = optarg; break;
+		case 1001: o->cni_conf_dir = optarg; break;
+		case 1002: o->cni_bin_dir = optarg; break;
+		case 1003: o->cni_plugin = optarg; break;
+		case 'K': o->kube_api = optarg; o->kube_watch = true; break;
+		case 'T': o->kube_token = optarg; break;
+		case 'C': o->kube_ca = optarg; break;
+		case 'S': o->cni_socket = optarg; break;
+		case 'O': o->proc_root = optarg; break;
+		case 'Y': o->enroll_system_namespaces = true; break;
 		case 'M':
 			if (parse_capacity(optarg, o->capacity)) {
 				fprintf(stderr,
@@ -438,6 +466,57 @@ static int check_record(const char *path, char *err, size_t size)
 	return 0;
 }
 
+/* The enroller's inputs: NODE_NAME, and the files and folders it reads later. */
+static int check_kube(const struct agent *agent, char *err, size_t size)
+{
+	const struct run_options *o = &agent->options;
+	const char *files[][2] = { { "--kube-token", o->kube_token }, { "--kube-ca", o->kube_ca } };
+
+	if (!agent->node.node_name || !agent->node.node_name[0]) {
+		snprintf(err, size, "the Kubernetes watcher (%s) needs NODE_NAME: the pods of which node to enroll",
+			 o->kube_api ? "--kube-api" : "KUBERNETES_SERVICE_HOST is set");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		if (files[i][1] && files[i][1][0] && access(files[i][1], R_OK)) {
+			snprintf(err, size, "%s %s: %s", files[i][0], files[i][1], strerror(errno));
+			return -errno;
+		}
+	}
+	if (access(o->proc_root, R_OK | X_OK)) {
+		snprintf(err, size, "--proc-root %s: %s", o->proc_root, strerror(errno));
+		return -errno;
+	}
+	if (o->cni_socket[0] != '/') {
+		snprintf(err, size, "--cni-socket %s: not an absolute path", o->cni_socket);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int start_enroller(struct agent *agent)
+{
+	const struct run_options *o = &agent->options;
+	struct enroller_options options = {
+		.api_url = o->kube_api, .token_file = o->kube_token, .ca_file = o->kube_ca,
+		.node_name = agent->node.node_name, .agent_namespace = getenv("POD_NAMESPACE"),
+		.cni_socket = o->cni_socket, .proc_root = o->proc_root,
+		.system_namespaces = o->enroll_system_namespaces,
+	};
+	char err[512];
+	struct enroller *enroller = NULL;
+	int ret = enroller_start(&options, agent->dp, &enroller, err, sizeof(err));
+
+	if (ret) {
+		log_msg(LOG_ERROR, "%s", err);
+		return ret;
+	}
+	atomic_store(&agent->enroller, enroller); /* the admin endpoint reads it from here on */
+	log_msg(LOG_INFO, "enrolling the labelled pods of node %s; sockmesh-cni served on %s", options.node_name,
+			o->cni_socket);
+	return 0;
+}
+
 /*
  * Everything that can fail on the operator's input or on another owner, before the kernel is touched:
  * a start that fails here changes nothing (an agent already serving the pin directory keeps its
@@ -463,6 +542,8 @@ static int prepare(struct agent *agent, struct local_config *local, char *err, s
 	}
 	if (!ret)
 		ret = cni_install_check(agent, err, size);
+	if (!ret && o->kube_watch)
+		ret = check_kube(agent, err, size);
 	if (!ret && parse_ip_port(o->admin_address, &admin)) {
 		snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", o->admin_address);
 		ret = -EINVAL;
@@ -516,6 +597,8 @@ int cmd_run(int argc, char **argv)
 	}
 	if (!ret)
 		ret = set_knobs(&agent);
+	if (!ret && agent.options.kube_watch)
+		ret = start_enroller(&agent);
 	if (!ret)
 		ret = agent.options.local_config ? local_config_load(&agent, &first_config) : start_xds(&agent);
 	if (!ret && agent.options.local_config)
@@ -536,6 +619,7 @@ int cmd_run(int argc, char **argv)
 
 	admin_stop(admin); /* first: its handlers read the client and the model */
 	local_config_stop(&agent);
+	enroller_stop(atomic_load(&agent.enroller)); /* before the datapath closes: it writes sm_enrolled */
 	cni_install_stop(&agent);
 	sm_xds_client_free(agent.xds);
 	if (ret)

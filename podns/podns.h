@@ -3,7 +3,7 @@
  * Finding the network namespace of a pod that already runs, from a procfs (the node's /proc, or a
  * fake tree in tests), with istio-cni's safeguards: the pod UID comes from a process's cgroup file,
  * the oldest process wins, and the namespace must hold one of the pod's IPs, else the pairing is
- * refused (a process of the pod may be passing through another namespace). docs/kubernetes-deploy.md
+ * refused (a process of the pod may be passing through another namespace). docs/kubernetes.md
  * "Finding a running pod's namespace" has the rules and their sources. The library never logs.
  */
 #ifndef SOCKMESH_PODNS_H

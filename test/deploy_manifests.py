@@ -222,6 +222,15 @@ def main():
     for need in ("/proc", "/opt/cni/bin", "/etc/cni/net.d"):
         if need not in host_paths:
             problems.append(f"the host's {need} is not mounted")
+    proc_root = given.get("--proc-root", default_of(options, "--proc-root"))
+    m, hp = host_path_of(proc_root)
+    if not m or hp != "/proc" or m["mountPath"] != proc_root:
+        problems.append(f"--proc-root {proc_root} is not the host's /proc")
+    cni_socket = given.get("--cni-socket", default_of(options, "--cni-socket"))
+    m, hp = host_path_of(cni_socket)
+    if not m or hp not in ("/var/run/sockmesh", "/run/sockmesh") or posixpath.dirname(cni_socket) != m["mountPath"] or \
+            posixpath.basename(cni_socket) != "cni.sock":
+        problems.append(f"--cni-socket {cni_socket} is not cni.sock in the host's /var/run/sockmesh (sockmesh-cni's default)")
     # sockmesh-cni is installed only when --cni-conf-dir is passed: into the host's folders, writable
     for option, host in (("--cni-conf-dir", "/etc/cni/net.d"), ("--cni-bin-dir", "/opt/cni/bin")):
         path = given.get(option, default_of(options, option) if option != "--cni-conf-dir" else None)

@@ -9,6 +9,9 @@ sockmesh="$build/agent/sockmesh"
 mock="$build/test/mock_xds_server"
 echo_tool="$build/test/tcp_echo"
 fixtures="$source_dir/test/fixtures"
+# Run inside a Kubernetes pod (a CI runner), the agent would start its watcher against that cluster and
+# own sm_enrolled; the tests that want the watcher pass --kube-api to a mock.
+unset KUBERNETES_SERVICE_HOST KUBERNETES_SERVICE_PORT
 
 # the cgroup2 mount, found in /proc/self/mountinfo (or mounted for the run when there is none)
 # shellcheck source=SCRIPTDIR/../scripts/lib/cgroup2.sh

@@ -31,10 +31,6 @@
 /* Pin directories are short paths on bpffs; bounding them keeps every derived path in PATH_MAX. */
 #define PIN_DIR_MAX 256
 
-#ifndef SO_NETNS_COOKIE
-#define SO_NETNS_COOKIE 71
-#endif
-
 struct sm_datapath {
 	struct sm_sockmesh *skel; /* NULL when only the pinned maps were opened */
 	struct bpf_link *links[SM_CGROUP_HOOKS];
@@ -1013,17 +1009,4 @@ const char *sm_counter_name(enum sm_counter counter)
 		[SM_COUNTER_TLV] = "tlv",
 	};
 	return counter < SM_COUNTER_MAX ? names[counter] : "unknown";
-}
-
-int sm_netns_cookie(uint64_t *cookie)
-{
-	socklen_t len = sizeof(*cookie);
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len))
-		ret = -errno;
-	close(fd);
-	return ret;
 }

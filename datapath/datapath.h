@@ -176,8 +176,6 @@ int sm_datapath_set_local_addresses(struct sm_datapath *dp, const struct sm_fron
 /* The per-outcome counters, summed over CPUs. */
 int sm_datapath_counters(const struct sm_datapath *dp, uint64_t counters[SM_COUNTER_MAX]);
 const char *sm_counter_name(enum sm_counter counter);
-/* The calling thread's network namespace cookie (SO_NETNS_COOKIE). */
-int sm_netns_cookie(uint64_t *cookie);
 
 /*
  * The map writer over BPF map fds: consecutive ops on one map go in one batch call (the kernel's

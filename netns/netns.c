@@ -14,6 +14,19 @@ struct cookie_job {
 	int ret;
 };
 
+int sm_netns_cookie_here(uint64_t *cookie)
+{
+	socklen_t len = sizeof(*cookie);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len))
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
 /*
  * Runs on its own thread: setns() changes only the calling thread's network namespace, and this thread
  * ends right after, so no other thread of the process ever runs inside the target namespace.
@@ -21,20 +34,8 @@ struct cookie_job {
 static void *read_cookie(void *arg)
 {
 	struct cookie_job *job = arg;
-	socklen_t len = sizeof(job->cookie);
-	int fd;
 
-	if (setns(job->netns_fd, CLONE_NEWNET)) {
-		job->ret = -errno;
-		return NULL;
-	}
-	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		job->ret = -errno;
-		return NULL;
-	}
-	job->ret = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &job->cookie, &len) ? -errno : 0;
-	close(fd);
+	job->ret = setns(job->netns_fd, CLONE_NEWNET) ? -errno : sm_netns_cookie_here(&job->cookie);
 	return NULL;
 }
 

@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+/* The calling thread's own network namespace: 0 or -errno. */
+int sm_netns_cookie_here(uint64_t *cookie);
 /* 0 or -errno (-EINVAL: fd is not a network namespace). */
 int sm_netns_cookie_of(int netns_fd, uint64_t *cookie);
 /* The same for a path; 0 or -errno, the path's open error included. */

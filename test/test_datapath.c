@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "datapath_env.h"
 #include "helpers.h"
+#include "netns/netns.h"
 
 #define SCOPE(name) ISTIO__WORKLOAD__LOAD_BALANCING__SCOPE__##name
 #define MODE(name) ISTIO__WORKLOAD__LOAD_BALANCING__MODE__##name
@@ -399,7 +400,7 @@ static void enrollment(struct env *env, const void *arg)
 	int fd = connect_to(AF_INET, "127.10.0.1", 80);
 	CHECK(fd == -ECONNREFUSED, "a namespace not enrolled was redirected");
 
-	CHECK(sm_netns_cookie(&cookie) == 0, "netns cookie: %s", strerror(errno));
+	CHECK(sm_netns_cookie_here(&cookie) == 0, "netns cookie: %s", strerror(errno));
 	CHECK(sm_datapath_enroll(env->dp, cookie, true) == 0, "enrolling");
 	fd = connect_to(AF_INET, "127.10.0.1", 80);
 	CHECK(fd >= 0, "an enrolled namespace was not redirected: %s", strerror(-fd));

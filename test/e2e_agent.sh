@@ -57,22 +57,7 @@ sed 's/^/# kill loop: /' "$work/loop.out"
 check "a restarted agent adopts the pinned maps" grep -q 'adopted the pinned maps: 2 services' "$work/agent.log"
 
 # 3. the control plane goes away, and comes back with one more service
-cat >"$work/extra.yaml" <<'YAML'
-workloads:
-- uid: cluster1//v1/Pod/default/third
-  name: third
-  namespace: default
-  workloadIps: ["127.0.0.3"]
-  services:
-    "default/example3.com": {80: 8080}
-services:
-- name: third
-  namespace: default
-  hostname: example3.com
-  vips: ["/127.10.0.3"]
-  ports: {80: 8080}
-YAML
-"$sockmesh" convert "$work/extra.yaml" "$work/extra.xds" && cat "$work/local.xds" "$work/extra.xds" >"$work/more.xds"
+"$sockmesh" convert "$fixtures/third-service.yaml" "$work/extra.xds" && cat "$work/local.xds" "$work/extra.xds" >"$work/more.xds"
 spawn_mesh "$echo_tool" serve 127.0.0.3 8080 third
 down_and_back() {
   rm -f "$work/stop"

@@ -131,22 +131,7 @@ check "libmicrohttpd writes no raw line outside the log format" sh -c "! grep -v
 stop_agent
 
 # ---- 6. replay --datapath reconciles what is pinned ----
-cat >"$work/other.yaml" <<'YAML'
-workloads:
-- uid: cluster1//v1/Pod/default/third
-  name: third
-  namespace: default
-  workloadIps: ["127.0.0.3"]
-  services:
-    "default/example3.com": {80: 8080}
-services:
-- name: third
-  namespace: default
-  hostname: example3.com
-  vips: ["/127.10.0.3"]
-  ports: {80: 8080}
-YAML
-"$sockmesh" convert "$work/other.yaml" "$work/other.xds"
+"$sockmesh" convert "$fixtures/third-service.yaml" "$work/other.xds"
 spawn_mesh "$echo_tool" serve 127.0.0.3 8080 third
 replay_reconciles() {
   "$sockmesh" replay --datapath --pin-dir "$pin_dir" "$work/other.xds" || return 1

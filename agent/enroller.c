@@ -24,6 +24,7 @@
 #define TICK_MS 2000		/* retries of unresolved pods, annotation patches */
 #define PATCHES_PER_TICK 16
 #define PATCH_RETRY_S 60	/* after a failed patch of a pod's status annotation */
+#define PROC_RETRY_MAX_S 60	/* the longest wait between /proc walks for a pod not found there */
 
 struct pod {
 	char uid[64], namespace[254], name[254];
@@ -41,6 +42,10 @@ struct pod {
 	uint64_t cookie;
 	enum sm_k8s_reason reason;
 	time_t patch_retry_at; /* a failed annotation patch waits until then */
+	/* a pod /proc could not pair yet: the periodic pass tries again from then, waiting twice as
+	 * long each time (up to PROC_RETRY_MAX_S); a pod event tries at once */
+	time_t proc_retry_at;
+	unsigned proc_wait_s;
 };
 
 struct enroller {
@@ -158,8 +163,15 @@ static void apply(struct enroller *e, struct pod *pod)
 	}
 	ns.labels = json_object_get(e->namespaces, pod->namespace);
 	enroll = sm_k8s_should_enroll(&view, ns.labels ? &ns : NULL, &e->policy, &pod->reason);
-	if (enroll && !pod->has_cookie && !resolve_from_proc(e, pod))
-		return; /* retried by the periodic pass and on the next event */
+	if (enroll && !pod->has_cookie && !resolve_from_proc(e, pod)) {
+		/* each try walks all of /proc: back off (the next event still tries at once) */
+		pod->proc_wait_s = pod->proc_wait_s ? pod->proc_wait_s * 2 : TICK_MS / 1000;
+		if (pod->proc_wait_s > PROC_RETRY_MAX_S)
+			pod->proc_wait_s = PROC_RETRY_MAX_S;
+		pod->proc_retry_at = time(NULL) + pod->proc_wait_s;
+		return;
+	}
+	pod->proc_wait_s = 0;
 	if (pod->has_cookie)
 		set_enrolled(e, pod, enroll, sm_k8s_reason_str(pod->reason));
 }
@@ -402,7 +414,7 @@ static void tick(struct enroller *e, bool sweep_now)
 		struct pod *pod = e->pods[i];
 		if (!pod->seen && now - pod->pending_since > PENDING_TTL_S)
 			remove_pod(e, i, "the API never showed the pod of this CNI ADD");
-		else if (pod->seen && !pod->has_cookie)
+		else if (pod->seen && !pod->has_cookie && now >= pod->proc_retry_at)
 			apply(e, pod);
 	}
 	if (sweep_now)

@@ -26,20 +26,9 @@ in_other_mesh() { nsenter --net="/run/netns/$other" sh -c 'echo $$ > "$0/cgroup.
 spawn_mesh "$echo_tool" serve 127.0.0.1 8080 one
 nsenter --net="/run/netns/$other" "$echo_tool" serve 127.0.0.1 8080 bee & pids+=($!)
 
-cat >"$work/config.yaml" <<'YAML'
-workloads:
-- {uid: e2e//Pod/default/w1, name: w1, namespace: default, workloadIps: ["127.0.0.1"], services: {"default/s1.example.com": {80: 8080}}}
-services:
-- {name: s1, namespace: default, hostname: s1.example.com, vips: ["/127.10.0.1"], ports: {80: 8080}}
-YAML
 
-# like e2e_lib's start_agent, without --enroll-all
-start_enrolling_agent() {
-  NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=istio-system INSTANCE_IP=127.0.0.1 \
-    spawn_ns "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --admin-address "$admin" \
-    --local-config "$work/config.yaml" 2>>"$work/agent.log"
-  agent_pid=$!
-}
+enroll_all="" # only the namespaces this test enrolls
+start_enrolling_agent() { start_agent --local-config "$fixtures/one-service.yaml"; }
 inside_cookie() { # the cookie of a socket made inside the namespace at PATH
   nsenter --net="$1" "$py" -c 'import socket, struct; s = socket.socket(); print(struct.unpack("Q", s.getsockopt(socket.SOL_SOCKET, 71, 8))[0])'
 }

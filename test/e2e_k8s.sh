@@ -56,12 +56,6 @@ becomes() { wait_for 10 "$@"; }
 
 make_pod pa && make_pod pb || { echo "1..0 # cannot make the pods' namespaces and cgroups"; exit 1; }
 
-cat >"$work/config.yaml" <<'YAML'
-workloads:
-- {uid: e2e//Pod/default/w1, name: w1, namespace: default, workloadIps: ["127.0.0.1"], services: {"default/s1.example.com": {80: 8080}}}
-services:
-- {name: s1, namespace: default, hostname: s1.example.com, vips: ["/127.10.0.1"], ports: {80: 8080}}
-YAML
 
 # the mock API, driven over a coprocess: one JSON command a line, one answer a line
 coproc MOCK { nsenter --net="/run/netns/$netns" "$py" "$mock_api" --node local 2>>"$work/mock.log"; }
@@ -87,12 +81,10 @@ sys.exit(not bodies or bodies[-1]["metadata"]["annotations"].get("sockmesh.io/re
 }
 never_ambient() { api '{"op":"requests"}' && ! grep -q 'ambient.istio.io' <<<"$_answer"; }
 
-start_k8s_agent() { # like e2e_lib's start_agent, without --enroll-all, with the watcher
-  NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=sockmesh-system INSTANCE_IP=127.0.0.1 \
-    spawn_ns "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --admin-address "$admin" \
-    --local-config "$work/config.yaml" --kube-api "http://127.0.0.1:$api_port" --kube-token '' \
-    --cni-socket "$work/cni.sock" 2>>"$work/agent.log"
-  agent_pid=$!
+enroll_all="" # the enroller decides
+start_k8s_agent() { # with the watcher
+  POD_NAMESPACE=sockmesh-system start_agent --local-config "$fixtures/one-service.yaml" \
+    --kube-api "http://127.0.0.1:$api_port" --kube-token '' --cni-socket "$work/cni.sock"
 }
 enrolled_cookies() { in_ns "$sockmesh" dump --json --pin-dir "$pin_dir" --admin-address "$admin" |
   "$py" -c 'import json, sys; print(" ".join(sorted(str(c) for c in json.load(sys.stdin)["enrolled"])))'; }
@@ -103,7 +95,7 @@ put_pod pb '{}' 1
 
 no_node_name() { # refused, NODE_NAME named, nothing pinned
   ! env -u NODE_NAME "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --kube-api "http://127.0.0.1:$api_port" \
-    --local-config "$work/config.yaml" >"$work/refused.log" 2>&1 && grep -q NODE_NAME "$work/refused.log" && ! test -e "$pin_dir"
+    --local-config "$fixtures/one-service.yaml" >"$work/refused.log" 2>&1 && grep -q NODE_NAME "$work/refused.log" && ! test -e "$pin_dir"
 }
 check "without NODE_NAME the watcher is refused before the kernel is touched" no_node_name
 start_k8s_agent

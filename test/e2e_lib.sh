@@ -79,10 +79,12 @@ start_server() { # stream files..., then server options
   port="$(cat "$work/port")"
 }
 
+# Every namespace steered unless a script enrolls its own (enroll_all=""). POD_NAMESPACE may be set too.
+enroll_all=--enroll-all
 start_agent() { # extra options
-  NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=istio-system INSTANCE_IP=127.0.0.1 \
-    spawn_ns "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --enroll-all --admin-address "$admin" \
-    "$@" 2>>"$work/agent.log"
+  NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=${POD_NAMESPACE:-istio-system} INSTANCE_IP=127.0.0.1 \
+    spawn_ns "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" ${enroll_all:+"$enroll_all"} \
+    --admin-address "$admin" "$@" 2>>"$work/agent.log"
   agent_pid=$!
 }
 

@@ -19,8 +19,9 @@
 #endif
 
 /* 1: the first layout. 2: SM_SOCK_TLV_ONLY moved off bit 3, which layout 1 had given to
- * SM_SOCK_ACCELERATED, retired then reused without a bump. */
-#define SM_LAYOUT_VERSION 2
+ * SM_SOCK_ACCELERATED, retired then reused without a bump. 3: L4 authorization (the sm_authz_* maps,
+ * their counters). */
+#define SM_LAYOUT_VERSION 3
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
@@ -149,6 +150,12 @@ enum sm_counter {
 	SM_COUNTER_DNS,			/* port 53 sent to the DNS proxy */
 	SM_COUNTER_WAYPOINT_UNRESOLVED, /* the waypoint is not known yet: connect refused */
 	SM_COUNTER_TLV,			/* original-destination TLVs written */
+	SM_COUNTER_AUTHZ_ALLOWED,	/* a connection to a guarded local workload allowed by its policies */
+	SM_COUNTER_AUTHZ_DENIED,	/* ... refused by them (the client gets a reset) */
+	SM_COUNTER_AUTHZ_EXEMPT,	/* ... from the node itself (kubelet probes): not checked */
+	SM_COUNTER_AUTHZ_UNGUARDED,	/* a connection in a guarded netns to an address with no policy */
+	SM_COUNTER_AUTHZ_CLOSED,	/* an established connection closed because a change now denies it */
+	SM_COUNTER_AUTHZ_EVENTS_LOST,	/* authorization events the ring buffer had no room for */
 	SM_COUNTER_MAX,
 };
 
@@ -206,6 +213,147 @@ struct sm_sock_key {
 	__u64 netns;
 };
 _Static_assert(sizeof(struct sm_sock_key) == 48, "sm_sock_key layout");
+
+/* ---- L4 authorization (docs/authorization.md): written by datapath/ from authz/'s compiled tables ---- */
+
+/*
+ * A connection is checked in the destination's network namespace, by an sk_lookup program, when its SYN
+ * looks for a listener: (source address, destination address, destination port) → a verdict, through
+ *   1. sm_authz_idents: source address → identity (a workload's, hashed; SM_AUTHZ_IDENTITY_NODE exempts)
+ *   2. sm_authz_dests: (generation, destination address) → destination set; none: not guarded, allowed
+ *   3. sm_authz_cidrs (LPM): (generation, source address) → CIDR class; none: class 0
+ *   4. sm_authz_sources: (generation, identity or 0, CIDR class) → source class; none: class 0
+ *   5. sm_authz_verdicts: (generation, set, class, port), then port 0, then class 0 with the port, then
+ *      class 0 port 0: the first entry found is the verdict; the compiler writes (set, 0, 0) for every set.
+ * The tables of one compilation share a generation; the agent writes a new generation whole, then flips
+ * sm_authz_state.generation, then deletes the old one, so a lookup never mixes two compilations.
+ * sm_authz_idents has no generation: identities are hashes of their text, the same in every compilation.
+ */
+#define SM_AUTHZ_IDENTITY_NONE 0		/* no identity: the address belongs to no workload */
+#define SM_AUTHZ_IDENTITY_NODE 0xffffffffffffffffULL /* the node itself: never checked */
+#define SM_AUTHZ_CIDR_PREFIX_BASE 32		/* an LPM prefix length counts the generation's 32 bits */
+
+#define SM_DEFAULT_MAX_AUTHZ_IDENTS 262144	/* workload addresses of the mesh, and the node's */
+#define SM_DEFAULT_MAX_AUTHZ_DESTS 8192		/* local workload addresses, two generations */
+#define SM_DEFAULT_MAX_AUTHZ_CIDRS 65536	/* distinct prefixes, two generations */
+#define SM_DEFAULT_MAX_AUTHZ_SOURCES 131072	/* (identity, CIDR class) pairs, two generations */
+#define SM_DEFAULT_MAX_AUTHZ_VERDICTS 1048576	/* verdict entries, two generations */
+#define SM_DEFAULT_MAX_AUTHZ_POLICIES 16384	/* policies counted per CPU */
+#define SM_AUTHZ_EVENTS_BYTES (256 * 1024)	/* ring buffer of denials and closes */
+
+enum sm_authz_action {
+	SM_AUTHZ_ALLOW = 0,
+	SM_AUTHZ_DENY = 1,
+};
+
+/* Why a verdict is what it is; ztunnel's wording is in docs/authorization.md. */
+enum sm_authz_reason {
+	SM_AUTHZ_NO_ALLOW_POLICIES = 1, /* allowed: no enforced ALLOW policy applies */
+	SM_AUTHZ_ALLOW_MATCHED = 2,	/* allowed: policy matched */
+	SM_AUTHZ_DENY_MATCHED = 3,	/* denied: "explicitly denied by: NS/NAME" (policy) */
+	SM_AUTHZ_NO_ALLOW_MATCHED = 4,	/* denied: "allow policies exist, but none allowed" */
+};
+
+/* sm_authz_state: one entry (key 0). */
+struct sm_authz_state {
+	__u32 generation; /* of the tables in force; 0: none written yet, nothing is checked */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct sm_authz_state) == 8, "sm_authz_state layout");
+
+/* sm_authz_idents: key struct sm_frontend_key (an address), value: */
+struct sm_authz_ident_value {
+	__u64 identity; /* hash of "trust-domain/ns/NS/sa/SA" (never 0 or SM_AUTHZ_IDENTITY_NODE), or NODE */
+};
+_Static_assert(sizeof(struct sm_authz_ident_value) == 8, "sm_authz_ident_value layout");
+
+struct sm_authz_dest_key {
+	__u32 generation;
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct sm_authz_dest_key) == 20, "sm_authz_dest_key layout");
+
+struct sm_authz_dest_value {
+	__u32 dest_set;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct sm_authz_dest_value) == 8, "sm_authz_dest_value layout");
+
+/* sm_authz_cidrs (LPM trie): prefixlen = SM_AUTHZ_CIDR_PREFIX_BASE + the prefix of addr (IPv4: 96 + n). */
+struct sm_authz_cidr_key {
+	__u32 prefixlen;
+	__be32 generation; /* big-endian, so that it is the leading bits of the trie's key */
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct sm_authz_cidr_key) == 24, "sm_authz_cidr_key layout");
+
+struct sm_authz_cidr_value {
+	__u32 cidr_class;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct sm_authz_cidr_value) == 8, "sm_authz_cidr_value layout");
+
+struct sm_authz_source_key {
+	__u32 generation;
+	__u32 cidr_class;
+	__u64 identity;
+};
+_Static_assert(sizeof(struct sm_authz_source_key) == 16, "sm_authz_source_key layout");
+
+struct sm_authz_source_value {
+	__u32 source_class;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct sm_authz_source_value) == 8, "sm_authz_source_value layout");
+
+struct sm_authz_verdict_key {
+	__u32 generation;
+	__u32 dest_set;
+	__u32 source_class; /* 0: every class without its own entry */
+	__be16 port;	    /* 0: every port without its own entry */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct sm_authz_verdict_key) == 16, "sm_authz_verdict_key layout");
+
+struct sm_authz_verdict {
+	__u64 policy;	      /* hash of the deciding policy's "ns/name" (sm_authz_policy_hash); 0: none */
+	__u64 dry_run_policy; /* the dry-run policy that would have decided otherwise; 0: none */
+	__u8 action;	      /* enum sm_authz_action */
+	__u8 reason;	      /* enum sm_authz_reason */
+	__u8 dry_run_action;  /* the verdict had dry-run policies been enforced */
+	__u8 dry_run_reason;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct sm_authz_verdict) == 24, "sm_authz_verdict layout");
+
+/* sm_authz_policy_counters (per CPU, hash): key the policy's hash, value: */
+struct sm_authz_policy_counts {
+	__u64 allowed;		/* connections it allowed */
+	__u64 denied;		/* connections it denied (for "none allowed": key 0) */
+	__u64 dry_run_denied;	/* connections it would have denied, were it enforced */
+	__u64 closed;		/* established connections closed after a change made it deny them */
+};
+_Static_assert(sizeof(struct sm_authz_policy_counts) == 32, "sm_authz_policy_counts layout");
+
+enum sm_authz_event_kind {
+	SM_AUTHZ_EVENT_DENIED = 1,	  /* a SYN refused */
+	SM_AUTHZ_EVENT_CLOSED = 2,	  /* an established connection closed after a change */
+	SM_AUTHZ_EVENT_DRY_RUN_DENIED = 3, /* allowed, but a dry-run policy would have denied it */
+};
+
+/* sm_authz_events (ring buffer): one record per event. */
+struct sm_authz_event {
+	__u64 policy;
+	__u8 src_addr[16];
+	__u8 dst_addr[16];
+	__be16 src_port;
+	__be16 dst_port;
+	__u8 kind;   /* enum sm_authz_event_kind */
+	__u8 reason; /* enum sm_authz_reason */
+	__u8 pad[2];
+	__u64 netns_cookie;
+};
+_Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
 
 /*
  * The waypoint TLV (docs/wire.md), prepended to the first message: type 1, a 32-bit length

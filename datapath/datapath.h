@@ -72,6 +72,29 @@ static inline size_t sm_map_value_size(enum sm_map_id map)
 	return sizes[map];
 }
 
+/* ---- L4 authorization's tables (compiled by authz/, written by sm_datapath_authz_write) ---- */
+
+/* The tables of one generation, keys and values exactly as the maps take them (bpf/sockmesh.h). */
+struct sm_authz_tables {
+	uint32_t generation;
+	struct sm_authz_dest_key *dest_keys;
+	struct sm_authz_dest_value *dest_values;
+	size_t n_dests;
+	struct sm_authz_cidr_key *cidr_keys;
+	struct sm_authz_cidr_value *cidr_values;
+	size_t n_cidrs;
+	struct sm_authz_source_key *source_keys;
+	struct sm_authz_source_value *source_values;
+	size_t n_sources;
+	struct sm_authz_verdict_key *verdict_keys;
+	struct sm_authz_verdict *verdicts;
+	size_t n_verdicts;
+	/* Not generation-bound: every source address and its identity hash (or SM_AUTHZ_IDENTITY_NODE). */
+	struct sm_frontend_key *ident_keys;
+	struct sm_authz_ident_value *ident_values;
+	size_t n_idents;
+};
+
 /* ---- the datapath ---- */
 
 #define SM_DEFAULT_PIN_DIR "/sys/fs/bpf/sockmesh"

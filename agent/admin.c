@@ -15,6 +15,8 @@
 #include <microhttpd.h>
 
 #include "agent/agent.h"
+#include "agent/authz.h"
+#include "agent/explain.h"
 #include "agent/enroller.h"
 #include "agent/log.h"
 
@@ -131,6 +133,11 @@ static char *metrics(struct agent *agent, size_t *len)
 			append(&text, "sockmesh_datapath_total{outcome=\"%s\"} %llu\n", sm_counter_name(c),
 			       (unsigned long long)counters[c]);
 	}
+	char *authz = agent_authz_metrics(agent->authz);
+	if (authz)
+		append(&text, "%s", authz);
+	text.failed |= !authz;
+	free(authz);
 	if (text.failed) {
 		free(text.data);
 		return NULL;
@@ -192,6 +199,21 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
 			return respond_text(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 		return respond(connection, MHD_HTTP_OK, text, strlen(text), "application/json");
 	}
+	if (strcmp(url, "/explain") == 0) {
+		const char *from = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "from");
+		const char *to = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "to");
+		json_t *answer = agent_explain(agent, from, to, why, sizeof(why));
+		char *text = answer ? json_dumps(answer, JSON_INDENT(2)) : NULL;
+		json_decref(answer);
+		if (!answer) {
+			char body[300];
+			snprintf(body, sizeof(body), "%s\n", why);
+			return respond_text(connection, MHD_HTTP_BAD_REQUEST, body);
+		}
+		if (!text)
+			return respond_text(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+		return respond(connection, MHD_HTTP_OK, text, strlen(text), "application/json");
+	}
 	if (strcmp(url, "/metrics") == 0) {
 		size_t len;
 		char *text = metrics(agent, &len);
@@ -199,7 +221,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
 			return respond_text(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 		return respond(connection, MHD_HTTP_OK, text, len, "text/plain; version=0.0.4");
 	}
-	return respond_text(connection, MHD_HTTP_NOT_FOUND, "sockmesh serves /config_dump, /healthz/ready and /metrics\n");
+	return respond_text(connection, MHD_HTTP_NOT_FOUND, "sockmesh serves /config_dump, /explain?from=IP&to=IP:PORT, /healthz/ready and /metrics\n");
 }
 
 int admin_bind(const char *address, int *fd_out, char *bound, size_t bound_size, char *err, size_t size)

@@ -33,6 +33,7 @@ struct run_options {
 	const char *kube_api, *kube_token, *kube_ca;
 	const char *cni_socket, *proc_root;
 	bool enroll_system_namespaces;
+	const char *node_addresses; /* agent/authz.h: "auto", "none" or a list */
 };
 
 /* IP:PORT or [IPv6]:PORT (port 0 included); 0 or -EINVAL. */
@@ -58,6 +59,7 @@ struct agent {
 	char admin_bound[64];		/* the admin address actually bound (port 0 resolved) */
 	char cni_plugin[4096];		/* --cni-conf-dir: the sockmesh-cni binary to install */
 	struct sm_cni_watch *cni_watch; /* keeps its conflist entry in place */
+	struct agent_authz *authz;	/* L4 authorization: compiles, writes, logs */
 };
 
 /* After each response is applied (under the model lock): local addresses, a layout migration's switch. */

@@ -21,12 +21,14 @@
 #include <openssl/x509.h>
 
 #include "agent/agent.h"
+#include "agent/authz.h"
 #include "agent/cni_install.h"
 #include "agent/commands.h"
 #include "agent/enroller.h"
 #include "agent/local_config.h"
 #include "agent/log.h"
 #include "k8s/k8s.h"
+#include "netns/netns.h"
 
 #define DEFAULT_XDS_ADDRESS "istiod.istio-system.svc:15012"
 #define DEFAULT_ROOT_CERT "/var/run/secrets/istio/root-cert.pem"
@@ -84,7 +86,10 @@ static void run_usage(FILE *out)
 		"  --cni-socket PATH        where sockmesh-cni hands over new pods, served with the watcher\n"
 		"                           (default " DEFAULT_CNI_SOCKET ")\n"
 		"  --proc-root PATH         the node's /proc, to find running pods' namespaces (default " DEFAULT_PROC_ROOT ")\n"
-		"  --enroll-system-namespaces  also enroll labelled pods in kube-system and the agent's namespace\n\n"
+		"  --enroll-system-namespaces  also enroll labelled pods in kube-system and the agent's namespace\n"
+		"  --node-addresses LIST    sources never checked by authorization policies (the node itself:\n"
+		"                           kubelet probes): 'auto' (default: this network namespace's addresses\n"
+		"                           that are no workload's), 'none', or IP,IP,...\n\n"
 		"The node identity comes from INSTANCE_IP, POD_NAME, POD_NAMESPACE, NODE_NAME, CLUSTER_ID and\n"
 		"ISTIO_META_*, as for ztunnel.\n");
 }
@@ -133,6 +138,7 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		{ "kube-api", required_argument, NULL, 'K' },	 { "kube-token", required_argument, NULL, 'T' },
 		{ "kube-ca", required_argument, NULL, 'C' },	 { "cni-socket", required_argument, NULL, 'S' },
 		{ "proc-root", required_argument, NULL, 'O' },	 { "enroll-system-namespaces", no_argument, NULL, 'Y' },
+		{ "node-addresses", required_argument, NULL, 1004 },
 		{ "help", no_argument, NULL, 'h' },		 { 0 },
 	};
 	const char *token = NULL, *xds_flag = NULL; /* an explicit --xds-* or --record, refused with a local config */
@@ -148,6 +154,7 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		.kube_watch = env_or("KUBERNETES_SERVICE_HOST", NULL) != NULL,
 		.cni_socket = DEFAULT_CNI_SOCKET,
 		.proc_root = DEFAULT_PROC_ROOT,
+		.node_addresses = AGENT_NODE_ADDRESSES_DEFAULT,
 	};
 	while ((opt = getopt_long(argc, argv, "h", options, &index)) != -1) {
 		if (opt > 0 && strchr("aPrntR", opt))
@@ -169,6 +176,7 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		case 1001: o->cni_conf_dir = optarg; break;
 		case 1002: o->cni_bin_dir = optarg; break;
 		case 1003: o->cni_plugin = optarg; break;
+		case 1004: o->node_addresses = optarg; break;
 		case 'K': o->kube_api = optarg; o->kube_watch = true; break;
 		case 'T': o->kube_token = optarg; break;
 		case 'C': o->kube_ca = optarg; break;
@@ -306,6 +314,7 @@ void agent_after_apply(void *ctx, const char *type_url)
 			log_msg(LOG_WARN, "writing the local addresses: %s", strerror(-ret));
 	}
 	free(local.items);
+	agent_authz_after_apply(agent->authz, agent->model, type_url);
 	if (strcmp(type_url, SM_TYPE_URL_ADDRESS) == 0 && !agent->datapath_committed) {
 		if (sm_datapath_commit(agent->dp, err, sizeof(err)))
 			log_msg(LOG_ERROR, "switching to the new datapath layout: %s", err);
@@ -356,6 +365,34 @@ static int adopt_maps(struct agent *agent)
 	return ret;
 }
 
+/* Authorization: the model's check, the events' logger, and in --enroll-all mode the agent's own network
+ * namespace guarded (the others are guarded as they are enrolled). */
+static int start_authz(struct agent *agent)
+{
+	char err[512];
+	uint64_t cookie;
+	int fd, ret = agent_authz_start(agent->authz, agent->dp, agent->model, &agent->model_lock, err, sizeof(err));
+
+	if (ret) {
+		log_msg(LOG_ERROR, "authorization: %s", err);
+		return ret;
+	}
+	sm_model_set_authz_check(agent->model, agent_authz_check, agent->authz);
+	if (!agent->options.enroll_all)
+		return 0;
+	fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	ret = fd < 0 ? -errno : sm_netns_cookie_of(fd, &cookie);
+	if (!ret)
+		ret = sm_datapath_guard_netns(agent->dp, fd, cookie, err, sizeof(err));
+	else
+		snprintf(err, sizeof(err), "this network namespace: %s", strerror(-ret));
+	if (fd >= 0)
+		close(fd);
+	if (ret)
+		log_msg(LOG_ERROR, "authorization: guarding the agent's own network namespace: %s", err);
+	return ret;
+}
+
 static int open_layers(struct agent *agent)
 {
 	struct sm_datapath_options dp_options = { .pin_dir = agent->options.pin_dir, .cgroup = agent->options.cgroup,
@@ -380,9 +417,11 @@ static int open_layers(struct agent *agent)
 	ret = sm_model_new(&model_options, &agent->model);
 	if (!ret && sm_datapath_adopted(agent->dp) && !sm_datapath_migrating(agent->dp))
 		ret = adopt_maps(agent);
-	if (ret)
+	if (ret) {
 		log_msg(LOG_ERROR, "the workload model: %s", strerror(-ret));
-	return ret;
+		return ret;
+	}
+	return start_authz(agent);
 }
 
 /* Created before the admin endpoint serves (which reads it), started after. */
@@ -541,6 +580,8 @@ static int prepare(struct agent *agent, struct local_config *local, char *err, s
 			snprintf(err, size, "--local-config %s: %s (the reason is above)", o->local_config, strerror(-ret));
 	}
 	if (!ret)
+		ret = agent_authz_new(o->node_addresses, &agent->authz, err, size);
+	if (!ret)
 		ret = cni_install_check(agent, err, size);
 	if (!ret && o->kube_watch)
 		ret = check_kube(agent, err, size);
@@ -622,6 +663,7 @@ int cmd_run(int argc, char **argv)
 	enroller_stop(atomic_load(&agent.enroller)); /* before the datapath closes: it writes sm_enrolled */
 	cni_install_stop(&agent);
 	sm_xds_client_free(agent.xds);
+	agent_authz_free(agent.authz); /* after the last apply */
 	if (ret)
 		sm_datapath_abandon(agent.dp);
 	else

@@ -15,6 +15,7 @@ struct command {
 int cmd_convert(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
+int cmd_explain(int argc, char **argv);
 int cmd_print(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_run(int argc, char **argv);

@@ -89,9 +89,9 @@ static int read_all(int fd, char **out, size_t *len, char *err, size_t err_size)
 	return 0;
 }
 
-int dump_names_fetch(const char *address, json_t **config_dump, char *err, size_t err_size)
+int admin_get_json(const char *address, const char *path, json_t **out, char *err, size_t err_size)
 {
-	char request[256], *response = NULL;
+	char request[2048], *response = NULL;
 	size_t len = 0;
 	json_error_t error;
 	int fd, ret;
@@ -99,7 +99,7 @@ int dump_names_fetch(const char *address, json_t **config_dump, char *err, size_
 	fd = connect_admin(address, err, err_size);
 	if (fd < 0)
 		return fd;
-	int n = snprintf(request, sizeof(request), "GET /config_dump HTTP/1.0\r\nHost: %s\r\n\r\n", address);
+	int n = snprintf(request, sizeof(request), "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, address);
 	if (n < 0 || (size_t)n >= sizeof(request) || send(fd, request, (size_t)n, MSG_NOSIGNAL) != n) {
 		snprintf(err, err_size, "%s: sending the request failed", address);
 		ret = -EIO;
@@ -110,21 +110,26 @@ int dump_names_fetch(const char *address, json_t **config_dump, char *err, size_
 	const char *body = strstr(response, "\r\n\r\n");
 	if (strncmp(response, "HTTP/1.", 7) != 0 || strlen(response) < 12 || strncmp(response + 8, " 200", 4) != 0 ||
 	    !body) {
-		snprintf(err, err_size, "%s/config_dump answered '%.*s'", address, (int)strcspn(response, "\r\n"),
-			 response);
+		snprintf(err, err_size, "%s%.*s answered '%.*s'%s%.200s", address, (int)strcspn(path, "?"), path,
+			 (int)strcspn(response, "\r\n"), response, body ? ": " : "", body ? body + 4 : "");
 		ret = -EPROTO;
 		goto out;
 	}
 	body += 4;
-	*config_dump = json_loadb(body, len - (size_t)(body - response), 0, &error);
-	if (!*config_dump) {
-		snprintf(err, err_size, "%s/config_dump is not JSON: %s", address, error.text);
+	*out = json_loadb(body, len - (size_t)(body - response), 0, &error);
+	if (!*out) {
+		snprintf(err, err_size, "%s%.*s is not JSON: %s", address, (int)strcspn(path, "?"), path, error.text);
 		ret = -EPROTO;
 	}
 out:
 	free(response);
 	close(fd);
 	return ret;
+}
+
+int dump_names_fetch(const char *address, json_t **config_dump, char *err, size_t err_size)
+{
+	return admin_get_json(address, "/config_dump", config_dump, err, err_size);
 }
 
 static int by_hash(const void *a, const void *b)

@@ -22,6 +22,9 @@ struct dump_names {
 	size_t n_services, n_workloads;
 };
 
+/* GETs http://ADDRESS/PATH (PATH with its query) within a few seconds: its JSON body, or the status line and
+ * the start of the body in err. */
+int admin_get_json(const char *address, const char *path, json_t **out, char *err, size_t err_size);
 /* GETs http://ADDRESS/config_dump (ADDRESS as IP:PORT or [IPv6]:PORT) within a few seconds. */
 int dump_names_fetch(const char *address, json_t **config_dump, char *err, size_t err_size);
 /* Indexes the names of config_dump (the shape sm_model_config_dump makes). 0 or -ENOMEM. */

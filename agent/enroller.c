@@ -5,6 +5,7 @@
  * watcher, the CNI server) and a fourth retries what /proc could not resolve yet and sweeps the map.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@ struct pod {
 	/* its namespace */
 	bool has_cookie, cookie_from_cni, enrolled;
 	uint64_t cookie;
+	int netns_fd; /* the namespace itself (-1: none at hand), to guard it with the authorization check */
 	enum sm_k8s_reason reason;
 	time_t patch_retry_at; /* a failed annotation patch waits until then */
 	/* a pod /proc could not pair yet: the periodic pass tries again from then, waiting twice as
@@ -86,15 +88,47 @@ static struct pod *add_pod(struct enroller *e, const char *uid, const char *name
 	snprintf(pod->name, sizeof(pod->name), "%s", name);
 	pod->labels = json_object();
 	pod->annotations = json_object();
+	pod->netns_fd = -1;
 	e->pods[e->n_pods++] = pod;
 	return pod;
 }
 
+/* Keeps fd (owned from here on) as the pod's namespace, in place of the one it had. */
+static void keep_netns(struct pod *pod, int fd)
+{
+	if (pod->netns_fd >= 0)
+		close(pod->netns_fd);
+	pod->netns_fd = fd;
+}
+
 static void free_pod(struct pod *pod)
 {
+	keep_netns(pod, -1);
 	json_decref(pod->labels);
 	json_decref(pod->annotations);
 	free(pod);
+}
+
+/* An enrolled pod's namespace gets the authorization check (a failure is logged: the pod still runs). */
+static void guard(struct enroller *e, struct pod *pod, bool enrolled)
+{
+	char err[256];
+	int ret;
+
+	if (!enrolled) {
+		ret = sm_datapath_unguard_netns(e->dp, pod->cookie);
+		if (ret && ret != -ENOENT)
+			log_msg(LOG_WARN, "pod %s/%s: removing the authorization check: %s", pod->namespace, pod->name,
+				strerror(-ret));
+		return;
+	}
+	if (pod->netns_fd < 0) {
+		log_msg(LOG_ERROR, "pod %s/%s: its network namespace is not at hand: authorization is not enforced for it",
+			pod->namespace, pod->name);
+		return;
+	}
+	if (sm_datapath_guard_netns(e->dp, pod->netns_fd, pod->cookie, err, sizeof(err)))
+		log_msg(LOG_ERROR, "pod %s/%s: authorization is not enforced for it: %s", pod->namespace, pod->name, err);
 }
 
 static void set_enrolled(struct enroller *e, struct pod *pod, bool enrolled, const char *why)
@@ -112,6 +146,7 @@ static void set_enrolled(struct enroller *e, struct pod *pod, bool enrolled, con
 	pod->enrolled = enrolled;
 	log_msg(LOG_INFO, "%s pod %s/%s (cookie %llu): %s", enrolled ? "enrolled" : "unenrolled", pod->namespace,
 		pod->name, (unsigned long long)pod->cookie, why);
+	guard(e, pod, enrolled);
 }
 
 /* The pod's namespace from /proc, paired by one of its IPs; false (logged at debug) when not found yet. */
@@ -130,7 +165,7 @@ static bool resolve_from_proc(struct enroller *e, struct pod *pod)
 		return false;
 	}
 	ret = sm_netns_cookie_of(result.netns_fd, &pod->cookie);
-	close(result.netns_fd);
+	keep_netns(pod, result.netns_fd);
 	if (ret) {
 		log_msg(LOG_WARN, "pod %s/%s: the cookie of process %d's network namespace: %s", pod->namespace,
 			pod->name, (int)result.pid, strerror(-ret));
@@ -219,6 +254,7 @@ static int sweep_one(void *ctx, uint64_t cookie)
 		if (e->pods[i]->enrolled && e->pods[i]->cookie == cookie)
 			return 0;
 	ret = sm_datapath_enroll(e->dp, cookie, false);
+	sm_datapath_unguard_netns(e->dp, cookie);
 	if (ret && ret != -ENOENT)
 		log_msg(LOG_WARN, "removing cookie %llu that no enrolled pod owns: %s", (unsigned long long)cookie,
 			strerror(-ret));
@@ -361,6 +397,7 @@ static int cni_add(struct enroller *e, const struct sm_cni_event *ev, char *err,
 	pod->cookie = ev->netns_cookie;
 	pod->has_cookie = true;
 	pod->cookie_from_cni = true;
+	keep_netns(pod, ev->netns_fd >= 0 ? fcntl(ev->netns_fd, F_DUPFD_CLOEXEC, 0) : -1);
 	log_msg(LOG_INFO, "CNI ADD %s/%s (uid %s): cookie %llu%s", ev->namespace, ev->name, ev->uid,
 		(unsigned long long)ev->netns_cookie, pod->seen ? "" : ", pending until the API shows the pod");
 	apply(e, pod);

@@ -8,6 +8,7 @@
 static const struct command commands[] = {
 	{ "run", "run the node agent (xDS or local config into the eBPF datapath)", cmd_run },
 	{ "dump", "show what the pinned datapath maps hold", cmd_dump },
+	{ "explain", "explain what the datapath does with a connection, authorization included", cmd_explain },
 	{ "enroll", "steer the connections made in a network namespace", cmd_enroll },
 	{ "unenroll", "stop steering the connections made in a network namespace", cmd_unenroll },
 	{ "replay", "apply a recorded xDS stream and show each response's ACK or NACK", cmd_replay },

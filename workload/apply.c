@@ -303,6 +303,7 @@ static void batch_begin(struct sm_model *model)
 	model->local_dirty = false;
 	model->local_changed = false;
 	model->local_before = model->local;
+	model->authz_dirty = false;
 	image_begin(model->image);
 }
 
@@ -399,6 +400,7 @@ static void trim_scratch(struct sm_model *model)
 static void batch_commit(struct sm_model *model)
 {
 	image_commit(model->image);
+	model->authz_changes += model->authz_dirty;
 	if (model->local_changed)
 		unintern_local(model, &model->local_before);
 	for (size_t i = 0; i < model->undo.n; i++) {
@@ -478,6 +480,15 @@ static int write_batch(struct sm_model *model, struct sm_map_writer *writer, cha
 	return err;
 }
 
+/* The agent's check that the batch's authorization state compiles; a compile that does not fit is an
+ * overflow like a full map: split and retried item by item, so only what does not fit is rejected. */
+static int check_authz(struct sm_model *model, char *reason, size_t size)
+{
+	int err = model->authz_check(model->authz_check_ctx, model, reason, size);
+
+	return err == -E2BIG || err == -ENOSPC || err == -ENOMEM || !err ? err : -EINVAL;
+}
+
 static bool is_fatal(int err)
 {
 	return err == -ENOMEM || err == -EIO;
@@ -545,6 +556,8 @@ static int apply_items(struct sm_model *model, enum resource_type type, const st
 		err = apply_item(model, type, &items[i], rejections);
 	if (!err)
 		err = plan_dirty(model, sweep, reason, sizeof(reason));
+	if (!err && model->authz_dirty && model->authz_check)
+		err = check_authz(model, reason, sizeof(reason));
 	if (!err)
 		err = write_batch(model, writer, reason, sizeof(reason));
 	if (!err) {

@@ -413,10 +413,44 @@ static void *def_of(enum undo_kind kind, const void *entity)
 	return NULL;
 }
 
+static bool same_addresses(const struct wl_def *a, const struct wl_def *b)
+{
+	return a->n_addresses == b->n_addresses &&
+	       (!a->n_addresses || memcmp(a->addresses, b->addresses, a->n_addresses * sizeof(*a->addresses)) == 0);
+}
+
+static bool same_policies(const struct wl_def *a, const struct wl_def *b)
+{
+	if (a->n_policies != b->n_policies)
+		return false;
+	for (uint16_t i = 0; i < a->n_policies; i++) {
+		if (a->policies[i] != b->policies[i]) /* interned */
+			return false;
+	}
+	return true;
+}
+
+/* Whether replacing old by new (either NULL) can change what authorization compiles to. */
+static bool changes_authz(enum undo_kind kind, const void *old_def, const void *new_def)
+{
+	const struct wl_def *a = old_def, *b = new_def;
+
+	if (kind == UNDO_AUTHORIZATION)
+		return true;
+	if (kind != UNDO_WORKLOAD)
+		return false;
+	if (!a || !b)
+		return (a ? a : b)->n_addresses > 0;
+	return !same_addresses(a, b) || a->namespace != b->namespace || a->service_account != b->service_account ||
+	       a->trust_domain != b->trust_domain || a->node != b->node || !same_policies(a, b);
+}
+
 /* Sets a definition (owning it from here on, also on failure) and journals the one it replaces. */
 int set_def(struct sm_model *model, enum undo_kind kind, void *entity, void *def)
 {
 	struct undo_entry undo = { .kind = (uint8_t)kind, .entity = entity, .old_def = def_of(kind, entity) };
+
+	model->authz_dirty |= changes_authz(kind, undo.old_def, def);
 
 	if (vec_push(&model->undo, &undo, sizeof(undo))) {
 		free_def(model, kind, def);

@@ -12,6 +12,7 @@
 
 #include <uthash.h>
 
+#include "authz/authz.h"
 #include "workload/internal.h"
 
 /* The longest uid accepted (any Kubernetes-derived uid is far shorter). */
@@ -134,6 +135,7 @@ struct authz_def {
 	uint8_t scope; /* istio.security.Scope */
 	uint8_t *bytes; /* the Authorization message, decoded again for dumps */
 	size_t len;
+	struct sm_authz_policy *policy; /* parsed and validated (authz/) */
 };
 
 struct authz {
@@ -226,6 +228,12 @@ struct sm_model {
 	struct plan plan;
 	struct plan undo_plan;
 	struct sm_pb_arena decode_arena; /* each resource's Any, decoded */
+
+	/* Checks that a batch's authorization state compiles (set by the agent); NULL: not checked. */
+	sm_model_authz_check_fn authz_check;
+	void *authz_check_ctx;
+	bool authz_dirty;      /* the batch changed a policy, or a workload's address, identity or node */
+	uint64_t authz_changes; /* committed batches that changed the authorization state */
 };
 
 struct id_hint {

@@ -518,51 +518,10 @@ void free_authz_def(struct sm_model *model, struct authz_def *def)
 	if (!def)
 		return;
 	model_unintern(model, def->namespace);
+	sm_authz_policy_free(def->policy);
 	free(def->version);
 	free(def->bytes);
 	free(def);
-}
-
-static int check_cidrs(Istio__Security__Address **addresses, size_t n, const char *what, char *reason, size_t size)
-{
-	for (size_t i = 0; i < n; i++) {
-		size_t len = addresses[i]->address.len;
-		if (len != 4 && len != 16)
-			return reject(reason, size, "%s address has %zu bytes, not 4 or 16", what, len);
-		if (addresses[i]->length > len * 8)
-			return reject(reason, size, "%s prefix /%u is longer than the address", what,
-				      addresses[i]->length);
-	}
-	return 0;
-}
-
-static int check_ports(const uint32_t *ports, size_t n, const char *what, char *reason, size_t size)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (ports[i] > MAX_PORT)
-			return reject(reason, size, "%s %u is above 65535", what, ports[i]);
-	}
-	return 0;
-}
-
-static int check_match(const Istio__Security__Match *match, char *reason, size_t size)
-{
-	int err = check_cidrs(match->source_ips, match->n_source_ips, "source_ips", reason, size);
-
-	if (!err)
-		err = check_cidrs(match->not_source_ips, match->n_not_source_ips, "not_source_ips", reason, size);
-	if (!err)
-		err = check_cidrs(match->destination_ips, match->n_destination_ips, "destination_ips", reason, size);
-	if (!err)
-		err = check_cidrs(match->not_destination_ips, match->n_not_destination_ips, "not_destination_ips",
-				  reason, size);
-	if (!err)
-		err = check_ports(match->destination_ports, match->n_destination_ports, "destination port", reason,
-				  size);
-	if (!err)
-		err = check_ports(match->not_destination_ports, match->n_not_destination_ports,
-				  "not_destination port", reason, size);
-	return err;
 }
 
 int parse_authorization(struct sm_model *model, const Istio__Security__Authorization *msg, const uint8_t *bytes,
@@ -570,26 +529,20 @@ int parse_authorization(struct sm_model *model, const Istio__Security__Authoriza
 {
 	struct authz_def *def;
 
+	struct sm_authz_policy *policy;
+	int err;
+
 	if (check_length(version, "version", reason, size))
 		return -EINVAL;
-	if (msg->scope > ISTIO__SECURITY__SCOPE__WORKLOAD_SELECTOR)
-		return reject(reason, size, "unknown scope %d", msg->scope);
-	if (msg->action > ISTIO__SECURITY__ACTION__DENY)
-		return reject(reason, size, "unknown action %d", msg->action);
-	for (size_t r = 0; r < msg->n_rules; r++) {
-		for (size_t c = 0; c < msg->rules[r]->n_clauses; c++) {
-			const Istio__Security__Clause *clause = msg->rules[r]->clauses[c];
-			for (size_t m = 0; m < clause->n_matches; m++) {
-				int err = check_match(clause->matches[m], reason, size);
-				if (err)
-					return err;
-			}
-		}
-	}
-
+	err = sm_authz_policy_parse(msg, &policy, reason, size);
+	if (err)
+		return err;
 	def = calloc(1, sizeof(*def));
-	if (!def)
+	if (!def) {
+		sm_authz_policy_free(policy);
 		return -ENOMEM;
+	}
+	def->policy = policy;
 	def->version = strdup(version);
 	def->namespace = model_intern(model, msg->namespace_);
 	def->bytes = malloc(len ? len : 1);

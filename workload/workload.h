@@ -152,6 +152,57 @@ int sm_model_for_each_local_address(const struct sm_model *model, int (*fn)(void
 uint32_t sm_model_service_id(const struct sm_model *model, const char *key);
 uint32_t sm_model_backend_id(const struct sm_model *model, const char *uid);
 
+/* ---- L4 authorization: what authz/'s compiler needs from the model ---- */
+
+struct sm_authz_compile_input;
+struct sm_authz_policy;
+struct sm_authz_identity;
+
+/*
+ * The compiler's input for the model's current state: every address of a workload on this node with the
+ * policies that apply to it (every GLOBAL policy, every NAMESPACE policy of its namespace, and those its
+ * Workload lists that have arrived, each once), and every workload address of the mesh with its identity
+ * (trust domain "cluster.local" and service account "default" when the workload gives none), then
+ * node_sources (the node's own addresses, exempt). Listed policies that have not arrived are skipped
+ * (as ztunnel does) and named in unknown ("workload-uid: ns/name"). Policies point into the model:
+ * valid until its next apply.
+ */
+struct sm_model_authz {
+	struct sm_authz_compile_input *input;
+	char **unknown;
+	size_t n_unknown;
+	void *lists; /* where input's policy lists live */
+};
+int sm_model_authz_build(const struct sm_model *model, const uint8_t (*node_addresses)[16], size_t n_node,
+			 struct sm_model_authz **out);
+void sm_model_authz_free(struct sm_model_authz *authz);
+
+/*
+ * Called by sm_model_apply after a batch that changed the authorization state has been planned and before
+ * its maps are written: non-zero rejects the batch with reason (split and retried item by item as for a
+ * full map, so only what does not fit is rejected). The agent compiles there: a policy, or a workload,
+ * whose tables would not fit is NACKed by name and nothing of it is applied.
+ */
+typedef int (*sm_model_authz_check_fn)(void *ctx, const struct sm_model *model, char *reason, size_t reason_size);
+void sm_model_set_authz_check(struct sm_model *model, sm_model_authz_check_fn fn, void *ctx);
+/* A counter of authorization-state changes: equal values, equal compiler input. */
+uint64_t sm_model_authz_generation(const struct sm_model *model);
+
+/* The policies that apply to the workload holding addr on this node (NULL, 0 when none does), in the order
+ * sm_model_authz_build gives them; *policies is malloc'ed. */
+int sm_model_authz_policies_for(const struct sm_model *model, const uint8_t addr[16],
+				const struct sm_authz_policy ***policies, size_t *n, bool *local);
+/* The identity of the workload holding addr; false when none does. Strings point into the model. */
+bool sm_model_authz_identity(const struct sm_model *model, const uint8_t addr[16], struct sm_authz_identity *out);
+
+/*
+ * What connect4/6 does with dst:port (host order), from the image the maps hold: {"outcome": "untouched",
+ * "why"} or "workload" (a pod with a waypoint) or "service" with "service", "lb_mode", "waypoint"
+ * ({address, port, tlv}) and "priorities" [{priority, endpoints [{workload, address, port, weight,
+ * waypoint}]}]. NULL when out of memory.
+ */
+json_t *sm_model_explain_connect(const struct sm_model *model, const uint8_t dst[16], uint16_t port);
+
 /*
  * The model in the shape of ztunnel's config dump: workloads keyed by "network/ip", services keyed by
  * "network/vip" with their endpoints, policies, each workload with the policies that select it.

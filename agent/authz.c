@@ -1,0 +1,598 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The agent's side of L4 authorization (agent/authz.h): compile, write, close what a change denies, log
+ * and count. The apply thread compiles and writes (under the model lock); one thread reads the
+ * datapath's events and logs them, rate-limited; /metrics reads the per-policy counters.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uthash.h>
+
+#include "agent/authz.h"
+#include "agent/log.h"
+#include "authz/authz.h"
+#include "netns/netns.h"
+
+#define MAX_NODE_ADDRESSES 256
+#define DENIAL_LOG_BURST 20 /* lines a second, then a count of those left out */
+
+enum node_mode {
+	NODE_AUTO,
+	NODE_NONE,
+	NODE_LIST,
+};
+
+/* A policy's name by its hash, for logs and metrics; rebuilt at each compile. */
+struct policy_name {
+	UT_hash_handle hh;
+	uint64_t hash;
+	char key[];
+};
+
+struct agent_authz {
+	enum node_mode node_mode;
+	uint8_t node[MAX_NODE_ADDRESSES][16];
+	size_t n_node;
+	struct sm_datapath *dp;
+	const struct sm_model *model;
+	pthread_mutex_t *model_lock;
+	uint32_t capacity_dests, capacity_cidrs, capacity_sources, capacity_verdicts;
+
+	bool seen_address, seen_authorization; /* since the start */
+	bool synced;
+	uint64_t synced_changes;	/* sm_model_authz_generation written last */
+	atomic_uint generation;		/* in force */
+	atomic_size_t n_unknown;	/* listed policies not received, at the last compile */
+	atomic_ullong compiles, compile_failures, closed_total;
+	atomic_ullong last_compile_us;
+	atomic_size_t verdict_entries;
+
+	pthread_mutex_t names_lock;
+	struct policy_name *names;
+
+	struct sm_authz_events *events;
+	pthread_t events_thread;
+	bool events_running;
+	atomic_bool stop;
+	time_t log_second;
+	unsigned log_lines, log_suppressed;
+};
+
+/* ---- options ---- */
+
+static int parse_address(const char *text, uint8_t out[16])
+{
+	struct in_addr v4;
+
+	if (inet_pton(AF_INET, text, &v4) == 1) {
+		memset(out, 0, 10);
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &v4, 4);
+		return 0;
+	}
+	return inet_pton(AF_INET6, text, out) == 1 ? 0 : -EINVAL;
+}
+
+static int parse_node_list(struct agent_authz *authz, const char *text, char *err, size_t size)
+{
+	char *copy = strdup(text), *save = NULL;
+	int ret = copy ? 0 : -ENOMEM;
+
+	for (char *item = copy ? strtok_r(copy, ",", &save) : NULL; !ret && item; item = strtok_r(NULL, ",", &save)) {
+		if (authz->n_node == MAX_NODE_ADDRESSES) {
+			snprintf(err, size, "--node-addresses: more than %d addresses", MAX_NODE_ADDRESSES);
+			ret = -EINVAL;
+		} else if (parse_address(item, authz->node[authz->n_node++])) {
+			snprintf(err, size, "--node-addresses: '%s' is not an IPv4 or IPv6 address", item);
+			ret = -EINVAL;
+		}
+	}
+	free(copy);
+	return ret;
+}
+
+int agent_authz_new(const char *node_addresses, struct agent_authz **out, char *err, size_t size)
+{
+	struct agent_authz *authz = calloc(1, sizeof(*authz));
+	int ret = 0;
+
+	if (!authz)
+		return -ENOMEM;
+	pthread_mutex_init(&authz->names_lock, NULL);
+	if (!node_addresses || strcmp(node_addresses, "auto") == 0)
+		authz->node_mode = NODE_AUTO;
+	else if (strcmp(node_addresses, "none") == 0)
+		authz->node_mode = NODE_NONE;
+	else {
+		authz->node_mode = NODE_LIST;
+		ret = parse_node_list(authz, node_addresses, err, size);
+	}
+	if (ret) {
+		agent_authz_free(authz);
+		return ret;
+	}
+	*out = authz;
+	return 0;
+}
+
+/* ---- the node's addresses ---- */
+
+static void own_addresses(struct agent_authz *authz, const struct sm_model *model)
+{
+	struct ifaddrs *list, *ifa;
+	struct sm_authz_identity identity;
+
+	authz->n_node = 0;
+	if (getifaddrs(&list))
+		return;
+	for (ifa = list; ifa && authz->n_node < MAX_NODE_ADDRESSES; ifa = ifa->ifa_next) {
+		uint8_t *addr = authz->node[authz->n_node];
+		if (!ifa->ifa_addr)
+			continue;
+		if (ifa->ifa_addr->sa_family == AF_INET) {
+			memset(addr, 0, 10);
+			addr[10] = addr[11] = 0xff;
+			memcpy(addr + 12, &((struct sockaddr_in *)ifa->ifa_addr)->sin_addr, 4);
+		} else if (ifa->ifa_addr->sa_family == AF_INET6)
+			memcpy(addr, &((struct sockaddr_in6 *)ifa->ifa_addr)->sin6_addr, 16);
+		else
+			continue;
+		/* a workload's address (a pod in this namespace, as in the demo) is checked as that workload */
+		if (!sm_model_authz_identity(model, addr, &identity))
+			authz->n_node++;
+	}
+	freeifaddrs(list);
+}
+
+/* ---- compiling ---- */
+
+static int compile(struct agent_authz *authz, const struct sm_model *model, uint32_t generation,
+		   struct sm_model_authz **input_out, struct sm_authz_tables **out, char *reason, size_t size)
+{
+	struct sm_model_authz *input;
+	int ret;
+
+	if (authz->node_mode == NODE_AUTO)
+		own_addresses(authz, model);
+	ret = sm_model_authz_build(model, (const uint8_t(*)[16])authz->node,
+				   authz->node_mode == NODE_NONE ? 0 : authz->n_node, &input);
+	if (ret) {
+		snprintf(reason, size, "building the authorization input: %s", strerror(-ret));
+		return ret;
+	}
+	input->input->max_dests = authz->capacity_dests;
+	input->input->max_cidrs = authz->capacity_cidrs;
+	input->input->max_sources = authz->capacity_sources;
+	input->input->max_verdicts = authz->capacity_verdicts;
+	ret = sm_authz_compile(input->input, generation, out, reason, size);
+	if (ret || !input_out)
+		sm_model_authz_free(input);
+	else
+		*input_out = input;
+	return ret;
+}
+
+int agent_authz_check(void *ctx, const struct sm_model *model, char *reason, size_t size)
+{
+	struct agent_authz *authz = ctx;
+	struct sm_authz_tables *tables = NULL;
+	int ret = compile(authz, model, 1, NULL, &tables, reason, size);
+
+	sm_authz_tables_free(tables);
+	return ret;
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void remember_names(struct agent_authz *authz, const struct sm_model_authz *input)
+{
+	struct policy_name *names = NULL, *entry, *tmp;
+	const struct sm_authz_compile_input *in = input->input;
+
+	for (size_t d = 0; d < in->n_destinations; d++) {
+		for (size_t p = 0; p < in->destinations[d].n_policies; p++) {
+			const struct sm_authz_policy *policy = in->destinations[d].policies[p];
+			HASH_FIND(hh, names, &policy->hash, sizeof(policy->hash), entry);
+			if (entry)
+				continue;
+			entry = malloc(sizeof(*entry) + strlen(policy->key) + 1);
+			if (!entry)
+				break;
+			entry->hash = policy->hash;
+			strcpy(entry->key, policy->key);
+			HASH_ADD(hh, names, hash, sizeof(entry->hash), entry);
+		}
+	}
+	pthread_mutex_lock(&authz->names_lock);
+	HASH_ITER(hh, authz->names, entry, tmp) {
+		/* a policy gone keeps its name while its counters may still be read */
+		struct policy_name *kept;
+		HASH_FIND(hh, names, &entry->hash, sizeof(entry->hash), kept);
+		HASH_DEL(authz->names, entry);
+		if (kept)
+			free(entry);
+		else
+			HASH_ADD(hh, names, hash, sizeof(entry->hash), entry);
+	}
+	authz->names = names;
+	pthread_mutex_unlock(&authz->names_lock);
+}
+
+static void report_unknown(struct agent_authz *authz, const struct sm_model_authz *input)
+{
+	if (input->n_unknown != authz->n_unknown) {
+		for (size_t i = 0; i < input->n_unknown && i < 20; i++)
+			log_msg(LOG_WARN, "authorization: skipping unknown policy (listed by workload %s)", input->unknown[i]);
+		if (input->n_unknown > 20)
+			log_msg(LOG_WARN, "authorization: %zu more unknown policies skipped", input->n_unknown - 20);
+	}
+	authz->n_unknown = input->n_unknown;
+}
+
+struct reap_pass {
+	struct agent_authz *authz;
+	uint64_t own_cookie;
+	unsigned closed;
+};
+
+/* The network namespace whose cookie is cookie, opened through a process in it; -ENOENT when none. */
+static int open_netns_by_cookie(uint64_t cookie, int *fd_out)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *entry;
+	ino_t seen[512];
+	size_t n_seen = 0;
+	int ret = -ENOENT;
+
+	if (!proc)
+		return -errno;
+	while (ret == -ENOENT && (entry = readdir(proc))) {
+		char path[300];
+		struct stat st;
+		uint64_t found;
+		bool done = false;
+		if (entry->d_name[0] < '1' || entry->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/ns/net", entry->d_name);
+		if (stat(path, &st))
+			continue;
+		for (size_t i = 0; i < n_seen && !done; i++)
+			done = seen[i] == st.st_ino;
+		if (done)
+			continue;
+		if (n_seen < sizeof(seen) / sizeof(seen[0]))
+			seen[n_seen++] = st.st_ino;
+		if (sm_netns_cookie_at(path, &found) || found != cookie)
+			continue;
+		*fd_out = open(path, O_RDONLY | O_CLOEXEC);
+		ret = *fd_out < 0 ? -errno : 0;
+	}
+	closedir(proc);
+	return ret;
+}
+
+static int reap_one(void *ctx, uint64_t cookie)
+{
+	struct reap_pass *pass = ctx;
+	char err[256];
+	unsigned closed = 0;
+	int fd = -1, ret;
+
+	if (cookie != pass->own_cookie && (ret = open_netns_by_cookie(cookie, &fd))) {
+		log_msg(LOG_DEBUG, "authorization: no process is in guarded network namespace %llu: %s",
+			(unsigned long long)cookie, strerror(-ret));
+		return 0;
+	}
+	ret = sm_datapath_authz_reap(pass->authz->dp, fd, &closed, err, sizeof(err));
+	if (fd >= 0)
+		close(fd);
+	if (ret)
+		log_msg(LOG_WARN, "authorization: closing denied connections in network namespace %llu: %s",
+			(unsigned long long)cookie, err);
+	pass->closed += closed;
+	return 0;
+}
+
+/* Closes, in every guarded namespace, the established connections the tables in force now deny. */
+static unsigned reap(struct agent_authz *authz)
+{
+	struct reap_pass pass = { .authz = authz };
+
+	sm_netns_cookie_here(&pass.own_cookie);
+	sm_datapath_for_each_guard(authz->dp, reap_one, &pass);
+	return pass.closed;
+}
+
+static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
+{
+	uint32_t next = authz->generation + 1 ? authz->generation + 1 : 1;
+	struct sm_model_authz *input = NULL;
+	struct sm_authz_tables *tables = NULL;
+	uint64_t started = now_us();
+	char reason[512];
+	int ret;
+
+	ret = compile(authz, model, next, &input, &tables, reason, sizeof(reason));
+	if (!ret)
+		ret = sm_datapath_authz_write(authz->dp, tables, reason, sizeof(reason));
+	authz->compiles++;
+	if (ret) {
+		authz->compile_failures++;
+		log_msg(LOG_ERROR, "authorization: the tables in force (generation %u) stay: %s", authz->generation,
+			reason);
+		goto out;
+	}
+	authz->generation = next;
+	authz->synced = true;
+	authz->synced_changes = sm_model_authz_generation(model);
+	authz->last_compile_us = now_us() - started;
+	authz->verdict_entries = tables->n_verdicts;
+	remember_names(authz, input);
+	report_unknown(authz, input);
+	unsigned closed = reap(authz);
+	authz->closed_total += closed;
+	log_msg(LOG_INFO,
+		"authorization: generation %u in force (%zu local addresses, %zu sources; %zu destination entries, %zu "
+		"prefixes, %zu source classes, %zu verdicts) in %.1f ms; %u established connections closed",
+		next, input->input->n_destinations, input->input->n_sources, tables->n_dests, tables->n_cidrs,
+		tables->n_sources, tables->n_verdicts, (double)authz->last_compile_us / 1000.0, closed);
+out:
+	sm_authz_tables_free(tables);
+	sm_model_authz_free(input);
+}
+
+void agent_authz_after_apply(struct agent_authz *authz, const struct sm_model *model, const char *type_url)
+{
+	if (!authz || !authz->dp)
+		return;
+	if (strcmp(type_url, SM_TYPE_URL_ADDRESS) == 0)
+		authz->seen_address = true;
+	else if (strcmp(type_url, SM_TYPE_URL_AUTHORIZATION) == 0)
+		authz->seen_authorization = true;
+	if (!authz->seen_address || !authz->seen_authorization)
+		return;
+	if (authz->synced && authz->synced_changes == sm_model_authz_generation(model))
+		return;
+	sync_tables(authz, model);
+}
+
+/* ---- the datapath's events: logged like ztunnel's access log, at most DENIAL_LOG_BURST lines a second ---- */
+
+static void format_endpoint(const uint8_t addr[16], uint16_t port, char *buf, size_t size)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	char text[INET6_ADDRSTRLEN];
+	bool v4 = memcmp(addr, mapped, 12) == 0;
+
+	inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? addr + 12 : addr, text, sizeof(text));
+	snprintf(buf, size, v4 ? "%s:%u" : "[%s]:%u", text, port);
+}
+
+static void policy_key(struct agent_authz *authz, uint64_t hash, char *buf, size_t size)
+{
+	struct policy_name *entry;
+
+	pthread_mutex_lock(&authz->names_lock);
+	HASH_FIND(hh, authz->names, &hash, sizeof(hash), entry);
+	if (entry)
+		snprintf(buf, size, "%s", entry->key);
+	else
+		snprintf(buf, size, "policy-%016llx", (unsigned long long)hash);
+	pthread_mutex_unlock(&authz->names_lock);
+}
+
+static void identity_text(struct agent_authz *authz, const uint8_t addr[16], char *buf, size_t size)
+{
+	struct sm_authz_identity identity;
+	char principal[600];
+	bool found;
+
+	pthread_mutex_lock(authz->model_lock);
+	found = sm_model_authz_identity(authz->model, addr, &identity) &&
+		!sm_authz_principal(&identity, principal, sizeof(principal));
+	pthread_mutex_unlock(authz->model_lock);
+	snprintf(buf, size, found ? "spiffe://%s" : "%s", found ? principal : "(none)");
+}
+
+static bool log_allowed(struct agent_authz *authz)
+{
+	time_t now = time(NULL);
+
+	if (now != authz->log_second) {
+		if (authz->log_suppressed)
+			log_msg(LOG_INFO, "authorization: %u more decisions not logged in the last second",
+				authz->log_suppressed);
+		authz->log_second = now;
+		authz->log_lines = authz->log_suppressed = 0;
+	}
+	if (authz->log_lines < DENIAL_LOG_BURST) {
+		authz->log_lines++;
+		return true;
+	}
+	authz->log_suppressed++;
+	return false;
+}
+
+static int on_event(void *ctx, const struct sm_authz_event *ev)
+{
+	struct agent_authz *authz = ctx;
+	char src[64], dst[64], identity[640], policy[600], error[700];
+
+	if (!log_allowed(authz))
+		return 0;
+	format_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
+	format_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
+	identity_text(authz, ev->src_addr, identity, sizeof(identity));
+	policy_key(authz, ev->policy, policy, sizeof(policy));
+	if (ev->reason == SM_AUTHZ_DENY_MATCHED)
+		snprintf(error, sizeof(error), "explicitly denied by: %s", policy);
+	else
+		snprintf(error, sizeof(error), "allow policies exist, but none allowed");
+	switch (ev->kind) {
+	case SM_AUTHZ_EVENT_DENIED:
+		log_msg(LOG_INFO, "access connection complete src.addr=%s src.identity=\"%s\" dst.addr=%s "
+				  "direction=\"inbound\" error=\"connection closed due to policy rejection: %s\"",
+			src, identity, dst, error);
+		break;
+	case SM_AUTHZ_EVENT_CLOSED:
+		log_msg(LOG_INFO, "access connection complete src.addr=%s src.identity=\"%s\" dst.addr=%s "
+				  "direction=\"inbound\" error=\"connection closed due to policy change: %s\"",
+			src, identity, dst, error);
+		break;
+	case SM_AUTHZ_EVENT_DRY_RUN_DENIED:
+		log_msg(LOG_INFO, "authorization dry-run: would deny src.addr=%s src.identity=\"%s\" dst.addr=%s: %s", src,
+			identity, dst, error);
+		break;
+	}
+	return 0;
+}
+
+static void *events_main(void *arg)
+{
+	struct agent_authz *authz = arg;
+
+	while (!authz->stop) {
+		int ret = sm_authz_events_poll(authz->events, 200);
+		if (ret < 0 && ret != -EINTR) {
+			log_msg(LOG_WARN, "authorization: reading the datapath's events: %s", strerror(-ret));
+			break;
+		}
+	}
+	return NULL;
+}
+
+static uint32_t half(const struct sm_datapath *dp, int map, uint32_t fallback)
+{
+	uint32_t capacity;
+
+	return sm_datapath_authz_capacity(dp, map, &capacity) == 0 ? capacity : fallback / 2;
+}
+
+int agent_authz_start(struct agent_authz *authz, struct sm_datapath *dp, const struct sm_model *model,
+		      pthread_mutex_t *model_lock, char *err, size_t size)
+{
+	int ret;
+
+	authz->dp = dp;
+	authz->model = model;
+	authz->model_lock = model_lock;
+	authz->capacity_dests = half(dp, SM_DP_MAP_AUTHZ_DESTS, SM_DEFAULT_MAX_AUTHZ_DESTS);
+	authz->capacity_cidrs = half(dp, SM_DP_MAP_AUTHZ_CIDRS, SM_DEFAULT_MAX_AUTHZ_CIDRS);
+	authz->capacity_sources = half(dp, SM_DP_MAP_AUTHZ_SOURCES, SM_DEFAULT_MAX_AUTHZ_SOURCES);
+	authz->capacity_verdicts = half(dp, SM_DP_MAP_AUTHZ_VERDICTS, SM_DEFAULT_MAX_AUTHZ_VERDICTS);
+	ret = sm_datapath_authz_generation(dp, &authz->generation);
+	if (ret) {
+		snprintf(err, size, "reading the authorization generation in force: %s", strerror(-ret));
+		return ret;
+	}
+	ret = sm_datapath_authz_events_open(dp, on_event, authz, &authz->events);
+	if (ret) {
+		snprintf(err, size, "opening the authorization events: %s", strerror(-ret));
+		return ret;
+	}
+	ret = -pthread_create(&authz->events_thread, NULL, events_main, authz);
+	if (ret) {
+		snprintf(err, size, "starting the authorization events thread: %s", strerror(-ret));
+		return ret;
+	}
+	authz->events_running = true;
+	return 0;
+}
+
+void agent_authz_free(struct agent_authz *authz)
+{
+	struct policy_name *entry, *tmp;
+
+	if (!authz)
+		return;
+	if (authz->events_running) {
+		authz->stop = true;
+		pthread_join(authz->events_thread, NULL);
+	}
+	sm_authz_events_close(authz->events);
+	HASH_ITER(hh, authz->names, entry, tmp) {
+		HASH_DEL(authz->names, entry);
+		free(entry);
+	}
+	pthread_mutex_destroy(&authz->names_lock);
+	free(authz);
+}
+
+/* ---- /metrics ---- */
+
+struct metrics_pass {
+	struct agent_authz *authz;
+	FILE *out;
+};
+
+static int policy_metrics(void *ctx, uint64_t hash, const struct sm_authz_policy_counts *sum)
+{
+	struct metrics_pass *pass = ctx;
+	char key[600] = "";
+
+	if (hash)
+		policy_key(pass->authz, hash, key, sizeof(key));
+	fprintf(pass->out,
+		"sockmesh_authz_policy_connections_total{policy=\"%s\",outcome=\"allowed\"} %llu\n"
+		"sockmesh_authz_policy_connections_total{policy=\"%s\",outcome=\"denied\"} %llu\n"
+		"sockmesh_authz_policy_connections_total{policy=\"%s\",outcome=\"dry_run_denied\"} %llu\n"
+		"sockmesh_authz_policy_connections_total{policy=\"%s\",outcome=\"closed\"} %llu\n",
+		key, (unsigned long long)sum->allowed, key, (unsigned long long)sum->denied, key,
+		(unsigned long long)sum->dry_run_denied, key, (unsigned long long)sum->closed);
+	return 0;
+}
+
+char *agent_authz_metrics(struct agent_authz *authz)
+{
+	struct metrics_pass pass = { .authz = authz };
+	char *text = NULL;
+	size_t len = 0;
+
+	pass.out = open_memstream(&text, &len);
+	if (!pass.out)
+		return NULL;
+	fprintf(pass.out,
+		"# HELP sockmesh_authz_generation the generation of authorization tables in force\n"
+		"# TYPE sockmesh_authz_generation gauge\nsockmesh_authz_generation %u\n"
+		"# HELP sockmesh_authz_compiles_total authorization compilations written (and failed)\n"
+		"# TYPE sockmesh_authz_compiles_total counter\nsockmesh_authz_compiles_total %llu\n"
+		"# HELP sockmesh_authz_compile_failures_total compilations whose tables could not be written\n"
+		"# TYPE sockmesh_authz_compile_failures_total counter\nsockmesh_authz_compile_failures_total %llu\n"
+		"# HELP sockmesh_authz_compile_seconds time of the last compile and write\n"
+		"# TYPE sockmesh_authz_compile_seconds gauge\nsockmesh_authz_compile_seconds %.6f\n"
+		"# HELP sockmesh_authz_verdict_entries verdict entries of the tables in force\n"
+		"# TYPE sockmesh_authz_verdict_entries gauge\nsockmesh_authz_verdict_entries %zu\n"
+		"# HELP sockmesh_authz_unknown_policies policies workloads list that have not arrived (skipped)\n"
+		"# TYPE sockmesh_authz_unknown_policies gauge\nsockmesh_authz_unknown_policies %zu\n"
+		"# HELP sockmesh_authz_policy_connections_total connections each policy decided, by outcome "
+		"(policy \"\": denied because no ALLOW policy matched)\n"
+		"# TYPE sockmesh_authz_policy_connections_total counter\n",
+		authz->generation, (unsigned long long)authz->compiles, (unsigned long long)authz->compile_failures,
+		(double)authz->last_compile_us / 1e6, (size_t)authz->verdict_entries, authz->n_unknown);
+	if (authz->dp)
+		sm_datapath_authz_policy_counts(authz->dp, policy_metrics, &pass);
+	if (fclose(pass.out)) {
+		free(text);
+		return NULL;
+	}
+	return text;
+}

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The model's side of L4 authorization (workload/workload.h): which policies apply to each local
+ * workload address, and which identity each workload address has, as authz/'s compiler takes them.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "workload/model.h"
+
+#define DEFAULT_TRUST_DOMAIN "cluster.local"
+#define DEFAULT_SERVICE_ACCOUNT "default"
+
+struct builder {
+	struct sm_authz_compile_input input;
+	struct sm_authz_destination *destinations;
+	struct sm_authz_source *sources;
+	const struct sm_authz_policy **lists; /* every destination's policies, one after another */
+	size_t n_lists, lists_capacity;
+	char **unknown;
+	size_t n_unknown;
+};
+
+void sm_model_set_authz_check(struct sm_model *model, sm_model_authz_check_fn fn, void *ctx)
+{
+	model->authz_check = fn;
+	model->authz_check_ctx = ctx;
+}
+
+uint64_t sm_model_authz_generation(const struct sm_model *model)
+{
+	return model->authz_changes;
+}
+
+static void identity_of(const struct wl_def *def, struct sm_authz_identity *out)
+{
+	out->trust_domain = def->trust_domain && def->trust_domain[0] ? def->trust_domain : DEFAULT_TRUST_DOMAIN;
+	out->namespace = def->namespace ? def->namespace : "";
+	out->service_account =
+		def->service_account && def->service_account[0] ? def->service_account : DEFAULT_SERVICE_ACCOUNT;
+}
+
+static bool listed(const struct sm_authz_policy *const *list, size_t n, const struct sm_authz_policy *policy)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (list[i] == policy)
+			return true;
+	}
+	return false;
+}
+
+static int push_policy(struct builder *b, const struct sm_authz_policy *policy, size_t first)
+{
+	if (listed(b->lists + first, b->n_lists - first, policy))
+		return 0;
+	if (b->n_lists == b->lists_capacity) {
+		size_t capacity = b->lists_capacity ? b->lists_capacity * 2 : 64;
+		const struct sm_authz_policy **lists = realloc(b->lists, capacity * sizeof(*lists));
+		if (!lists)
+			return -ENOMEM;
+		b->lists = lists;
+		b->lists_capacity = capacity;
+	}
+	b->lists[b->n_lists++] = policy;
+	return 0;
+}
+
+static int note_unknown(struct builder *b, const struct wl *wl, const char *key)
+{
+	char **unknown = realloc(b->unknown, (b->n_unknown + 1) * sizeof(*unknown));
+	int len;
+
+	if (!unknown)
+		return -ENOMEM;
+	b->unknown = unknown;
+	len = snprintf(NULL, 0, "%s: %s", wl->uid, key);
+	unknown[b->n_unknown] = malloc((size_t)len + 1);
+	if (!unknown[b->n_unknown])
+		return -ENOMEM;
+	snprintf(unknown[b->n_unknown++], (size_t)len + 1, "%s: %s", wl->uid, key);
+	return 0;
+}
+
+/* Appends the policies that apply to wl (global, its namespace's, its own list) to b->lists. With b NULL
+ * for unknown names, they are not recorded. */
+static int applicable(const struct sm_model *model, const struct wl *wl, struct builder *b, bool record_unknown)
+{
+	const struct wl_def *def = wl->def;
+	size_t first = b->n_lists;
+	int err = 0;
+
+	for (const struct authz *authz = model->authorizations; !err && authz; authz = authz->hh.next) {
+		if (!authz->def)
+			continue;
+		if (authz->def->scope == SM_AUTHZ_SCOPE_GLOBAL ||
+		    (authz->def->scope == SM_AUTHZ_SCOPE_NAMESPACE && authz->def->namespace == def->namespace))
+			err = push_policy(b, authz->def->policy, first);
+	}
+	for (uint16_t i = 0; !err && i < def->n_policies; i++) {
+		const struct authz *authz;
+		HASH_FIND_STR(model->authorizations, def->policies[i], authz);
+		if (authz && authz->def)
+			err = push_policy(b, authz->def->policy, first);
+		else if (record_unknown)
+			err = note_unknown(b, wl, def->policies[i]);
+	}
+	return err;
+}
+
+static size_t count_addresses(const struct sm_model *model, bool local_only)
+{
+	size_t n = 0;
+
+	if (local_only) {
+		for (size_t i = 0; i < model->local_workloads.n; i++)
+			n += VEC_AT(&model->local_workloads, struct wl *, i)->def->n_addresses;
+		return n;
+	}
+	for (const struct wl *wl = model->workloads; wl; wl = wl->hh.next)
+		n += wl->def ? wl->def->n_addresses : 0;
+	return n;
+}
+
+static int build_destinations(const struct sm_model *model, struct builder *b)
+{
+	size_t n = count_addresses(model, true), at = 0;
+	size_t *starts;
+	int err = 0;
+
+	b->destinations = calloc(n + 1, sizeof(*b->destinations));
+	starts = calloc(n + 1, sizeof(*starts));
+	if (!b->destinations || !starts) {
+		free(starts);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; !err && i < model->local_workloads.n; i++) {
+		const struct wl *wl = VEC_AT(&model->local_workloads, struct wl *, i);
+		size_t first = b->n_lists;
+		err = applicable(model, wl, b, true);
+		for (uint8_t a = 0; !err && a < wl->def->n_addresses; a++, at++) {
+			memcpy(b->destinations[at].addr, wl->def->addresses[a].bytes, 16);
+			starts[at] = first;
+			b->destinations[at].n_policies = b->n_lists - first;
+		}
+	}
+	/* lists may have moved while it grew: point into it only now */
+	for (size_t i = 0; !err && i < at; i++)
+		b->destinations[i].policies = b->lists ? b->lists + starts[i] : NULL;
+	free(starts);
+	b->input.destinations = b->destinations;
+	b->input.n_destinations = at;
+	return err;
+}
+
+static int build_sources(const struct sm_model *model, const uint8_t (*node)[16], size_t n_node, struct builder *b)
+{
+	size_t n = count_addresses(model, false), at = 0;
+
+	b->sources = calloc(n + n_node + 1, sizeof(*b->sources));
+	if (!b->sources)
+		return -ENOMEM;
+	for (size_t i = 0; i < n_node; i++, at++) {
+		memcpy(b->sources[at].addr, node[i], 16);
+		b->sources[at].node = true;
+	}
+	for (const struct wl *wl = model->workloads; wl; wl = wl->hh.next) {
+		if (!wl->def)
+			continue;
+		for (uint8_t a = 0; a < wl->def->n_addresses; a++, at++) {
+			memcpy(b->sources[at].addr, wl->def->addresses[a].bytes, 16);
+			identity_of(wl->def, &b->sources[at].identity);
+		}
+	}
+	b->input.sources = b->sources;
+	b->input.n_sources = at;
+	return 0;
+}
+
+void sm_model_authz_free(struct sm_model_authz *authz)
+{
+	if (!authz)
+		return;
+	if (authz->input) {
+		free((void *)authz->input->destinations);
+		free((void *)authz->input->sources);
+		free(authz->input);
+	}
+	free(authz->lists);
+	for (size_t i = 0; i < authz->n_unknown; i++)
+		free(authz->unknown[i]);
+	free(authz->unknown);
+	free(authz);
+}
+
+int sm_model_authz_build(const struct sm_model *model, const uint8_t (*node_addresses)[16], size_t n_node,
+			 struct sm_model_authz **out)
+{
+	struct builder b = { 0 };
+	struct sm_model_authz *authz = calloc(1, sizeof(*authz));
+	int err = authz ? 0 : -ENOMEM;
+
+	if (!err)
+		err = build_destinations(model, &b);
+	if (!err)
+		err = build_sources(model, node_addresses, n_node, &b);
+	if (!err) {
+		authz->input = malloc(sizeof(*authz->input));
+		err = authz->input ? 0 : -ENOMEM;
+	}
+	if (authz) {
+		if (authz->input)
+			*authz->input = b.input;
+		authz->lists = b.lists;
+		authz->unknown = b.unknown;
+		authz->n_unknown = b.n_unknown;
+	}
+	if (err) {
+		if (!authz || !authz->input) {
+			free(b.destinations);
+			free(b.sources);
+		}
+		sm_model_authz_free(authz);
+		return err;
+	}
+	*out = authz;
+	return 0;
+}
+
+static const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first)
+{
+	if (local_first) {
+		for (size_t i = 0; i < model->local_workloads.n; i++) {
+			const struct wl *wl = VEC_AT(&model->local_workloads, struct wl *, i);
+			for (uint8_t a = 0; a < wl->def->n_addresses; a++) {
+				if (memcmp(wl->def->addresses[a].bytes, addr, 16) == 0)
+					return wl;
+			}
+		}
+	}
+	for (const struct wl *wl = model->workloads; wl; wl = wl->hh.next) {
+		for (uint8_t a = 0; wl->def && a < wl->def->n_addresses; a++) {
+			if (memcmp(wl->def->addresses[a].bytes, addr, 16) == 0)
+				return wl;
+		}
+	}
+	return NULL;
+}
+
+int sm_model_authz_policies_for(const struct sm_model *model, const uint8_t addr[16],
+				const struct sm_authz_policy ***policies, size_t *n, bool *local)
+{
+	const struct wl *wl = workload_at(model, addr, true);
+	struct builder b = { 0 };
+	int err;
+
+	*policies = NULL;
+	*n = 0;
+	*local = false;
+	if (!wl)
+		return 0;
+	*local = wl->def->node && model->node_name && wl->def->node == model->node_name;
+	err = applicable(model, wl, &b, false);
+	if (err) {
+		free(b.lists);
+		return err;
+	}
+	*policies = b.lists;
+	*n = b.n_lists;
+	return 0;
+}
+
+bool sm_model_authz_identity(const struct sm_model *model, const uint8_t addr[16], struct sm_authz_identity *out)
+{
+	const struct wl *wl = workload_at(model, addr, false);
+
+	if (wl)
+		identity_of(wl->def, out);
+	return wl != NULL;
+}

@@ -485,6 +485,218 @@ static void long_identity(void **state)
 	free(sa);
 }
 
+/* ---- 4. parsing: what the policy holds, and what is rejected with which reason ---- */
+
+static void parse_fields(void **state)
+{
+	struct sm_authz_policy *p = parse_text(
+		"{name: web, namespace: shop, scope: WORKLOAD_SELECTOR, action: DENY, dryRun: true, groups: [{rules: [{matches: [{"
+		"sourceIps: [{cidr: 10.1.2.0/24}], notDestinationIps: [{cidr: \"fd00::/16\"}], destinationPorts: [80, 65535],"
+		"principals: [{exact: a}, {prefix: b}, {suffix: c}, {presence: {}}],"
+		"notServiceAccounts: [{namespace: ns, serviceAccount: sa}]}]}]}]}");
+	const struct sm_authz_match *m = &p->rules[0].clauses[0].matches[0];
+	const struct sm_authz_list *src = &m->positive[SM_AUTHZ_SOURCE_IPS], *dst = &m->negative[SM_AUTHZ_DESTINATION_IPS];
+	const struct sm_authz_list *ports = &m->positive[SM_AUTHZ_DESTINATION_PORTS], *pr = &m->positive[SM_AUTHZ_PRINCIPALS];
+	const struct sm_authz_list *sa = &m->negative[SM_AUTHZ_SERVICE_ACCOUNTS];
+	static const uint8_t mapped[16] = { [10] = 0xff, [11] = 0xff, [12] = 10, [13] = 1, [14] = 2 };
+	static const uint8_t v6[16] = { 0xfd };
+
+	(void)state;
+	assert_string_equal(p->key, "shop/web");
+	assert_string_equal(p->name, "web");
+	assert_string_equal(p->namespace, "shop");
+	assert_true(p->hash == sm_authz_policy_hash("shop/web"));
+	assert_int_equal(p->scope, SM_AUTHZ_SCOPE_WORKLOAD_SELECTOR);
+	assert_int_equal(p->action, SM_AUTHZ_DENY);
+	assert_true(p->dry_run);
+	assert_int_equal(p->n_rules, 1);
+	assert_int_equal(p->rules[0].n_clauses, 1);
+	assert_int_equal(p->rules[0].clauses[0].n_matches, 1);
+	/* IPv4 becomes ::ffff:a.b.c.d with 96 added to its prefix; IPv6 stays */
+	assert_int_equal(src->n, 1);
+	assert_memory_equal(src->cidrs[0].addr, mapped, 16);
+	assert_int_equal(src->cidrs[0].prefix_len, 96 + 24);
+	assert_int_equal(dst->n, 1);
+	assert_memory_equal(dst->cidrs[0].addr, v6, 16);
+	assert_int_equal(dst->cidrs[0].prefix_len, 16);
+	assert_int_equal(ports->n, 2);
+	assert_int_equal(ports->ports[0], 80);
+	assert_int_equal(ports->ports[1], 65535);
+	assert_int_equal(pr->n, 4);
+	assert_int_equal(pr->strings[0].kind, SM_AUTHZ_EXACT);
+	assert_string_equal(pr->strings[0].value, "a");
+	assert_int_equal(pr->strings[1].kind, SM_AUTHZ_PREFIX);
+	assert_string_equal(pr->strings[1].value, "b");
+	assert_int_equal(pr->strings[2].kind, SM_AUTHZ_SUFFIX);
+	assert_string_equal(pr->strings[2].value, "c");
+	assert_int_equal(pr->strings[3].kind, SM_AUTHZ_PRESENCE);
+	assert_string_equal(pr->strings[3].value, "");
+	assert_int_equal(sa->n, 1);
+	assert_string_equal(sa->accounts[0].namespace, "ns");
+	assert_string_equal(sa->accounts[0].name, "sa");
+	for (int f = 0; f < SM_AUTHZ_FIELD_COUNT; f++) /* and nothing else */
+		assert_int_equal(m->positive[f].n + m->negative[f].n,
+				 f == SM_AUTHZ_SOURCE_IPS || f == SM_AUTHZ_DESTINATION_IPS || f == SM_AUTHZ_SERVICE_ACCOUNTS ? 1
+				 : f == SM_AUTHZ_DESTINATION_PORTS ? 2 : f == SM_AUTHZ_PRINCIPALS ? 4 : 0);
+	sm_authz_policy_free(p);
+
+	/* defaults: GLOBAL, ALLOW, enforced; no namespace gives the key "/name" */
+	p = parse_text("{name: bare}");
+	assert_string_equal(p->key, "/bare");
+	assert_int_equal(p->scope, SM_AUTHZ_SCOPE_GLOBAL);
+	assert_int_equal(p->action, SM_AUTHZ_ALLOW);
+	assert_false(p->dry_run);
+	assert_int_equal(p->n_rules, 0);
+	sm_authz_policy_free(p);
+}
+
+struct reject_case {
+	const char *what;
+	const char *policy;
+	const char *reason;
+};
+
+static const struct reject_case reject_cases[] = {
+	{ "scope outside the enum", "{name: p, scope: 3}", "scope 3 is not GLOBAL, NAMESPACE or WORKLOAD_SELECTOR" },
+	{ "action outside the enum (CUSTOM, AUDIT are not in ztunnel's)", "{name: p, action: 2}",
+	  "action 2 is not ALLOW or DENY" },
+	{ "an address of 5 bytes, where it is",
+	  "{groups: [{}, {}, {rules: [{matches: [{destinationPorts: [1]}, {sourceIps: [{cidr: 1.0.0.0/8}, "
+	  "{cidr: 2.0.0.0/8}, {cidr: 3.0.0.0/8}, {address: AQIDBAU=, length: 8}]}]}]}]}",
+	  "rule 2 clause 0 match 1: source_ips[3]: address has 5 bytes, not 4 or 16" },
+	{ "an address of 0 bytes", WRAP("{notSourceIps: [{address: \"\", length: 0}]}"),
+	  "rule 0 clause 0 match 0: not_source_ips[0]: address has 0 bytes, not 4 or 16" },
+	{ "an IPv4 prefix of 33", WRAP("{destinationIps: [{address: CgEAAQ==, length: 33}]}"),
+	  "rule 0 clause 0 match 0: destination_ips[0]: prefix length 33 is more than the 32 bits of the address" },
+	{ "an IPv6 prefix of 129", WRAP("{notDestinationIps: [{cidr: \"fd00::/129\"}]}"),
+	  "rule 0 clause 0 match 0: not_destination_ips[0]: prefix length 129 is more than the 128 bits of the address" },
+	{ "a port above 65535", WRAP("{destinationPorts: [80, 65536]}"),
+	  "rule 0 clause 0 match 0: destination_ports[1]: 65536 is not a port (more than 65535)" },
+	{ "a not_ port above 65535", WRAP("{notDestinationPorts: [4294967295]}"),
+	  "rule 0 clause 0 match 0: not_destination_ports[0]: 4294967295 is not a port (more than 65535)" },
+	{ "a StringMatch with no kind in principals", WRAP("{principals: [{exact: a}, {}]}"),
+	  "rule 0 clause 0 match 0: principals[1]: a StringMatch with no kind (exact, prefix, suffix or presence)" },
+	{ "a StringMatch with no kind in not_namespaces", WRAP("{notNamespaces: [{}]}"),
+	  "rule 0 clause 0 match 0: not_namespaces[0]: a StringMatch with no kind (exact, prefix, suffix or presence)" },
+	{ "the second rule's first clause", "{groups: [{}, {rules: [{matches: [{notPrincipals: [{}]}]}]}]}",
+	  "rule 1 clause 0 match 0: not_principals[0]: a StringMatch with no kind (exact, prefix, suffix or presence)" },
+};
+
+static void reject(const Istio__Security__Authorization *msg, const char *what, const char *want)
+{
+	struct sm_authz_policy *p = (struct sm_authz_policy *)1;
+	char reason[256] = "";
+	int ret = sm_authz_policy_parse(msg, &p, reason, sizeof(reason));
+
+	if (ret != -EINVAL || p != NULL || strcmp(reason, want) != 0)
+		fail_msg("%s: returned %d, reason '%s', want -EINVAL and '%s'", what, ret, reason, want);
+}
+
+static void reject_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(reject_cases); i++) {
+		Istio__Security__Authorization *msg = authz_fixture_read(reject_cases[i].policy, reject_cases[i].what);
+
+		reject(msg, reject_cases[i].what, reject_cases[i].reason);
+		authz_fixture_free(msg);
+	}
+	print_message("# %zu rejections\n", TEST_ARRAY_SIZE(reject_cases));
+}
+
+/* Strings of SM_AUTHZ_MAX_STRING bytes pass, one more is rejected, wherever the string is. */
+static void reject_long_strings(void **state)
+{
+	static const struct {
+		const char *format, *reason;
+	} cases[] = {
+		{ "{name: \"%s\"}", "name: longer than the 1024 bytes sockmesh holds" },
+		{ "{name: p, namespace: \"%s\"}", "namespace: longer than the 1024 bytes sockmesh holds" },
+		{ WRAP("{namespaces: [{prefix: \"%s\"}]}"),
+		  "rule 0 clause 0 match 0: namespaces[0]: longer than the 1024 bytes sockmesh holds" },
+		{ WRAP("{notServiceAccounts: [{namespace: a, serviceAccount: \"%s\"}]}"),
+		  "rule 0 clause 0 match 0: not_service_accounts[0].serviceAccount: longer than the 1024 bytes sockmesh holds" },
+	};
+	char long_text[SM_AUTHZ_MAX_STRING + 2], yaml[SM_AUTHZ_MAX_STRING + 256];
+
+	(void)state;
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(cases); i++) {
+		Istio__Security__Authorization *msg;
+
+		memset(long_text, 'x', SM_AUTHZ_MAX_STRING);
+		long_text[SM_AUTHZ_MAX_STRING] = 0;
+		snprintf(yaml, sizeof(yaml), cases[i].format, long_text);
+		sm_authz_policy_free(parse_text(yaml));
+
+		strcat(long_text, "x");
+		snprintf(yaml, sizeof(yaml), cases[i].format, long_text);
+		msg = authz_fixture_read(yaml, cases[i].reason);
+		reject(msg, cases[i].reason, cases[i].reason);
+		authz_fixture_free(msg);
+	}
+}
+
+/* The limits: at the limit accepted, one more rejected by name. Built by hand, every entry shared. */
+static void reject_limits(void **state)
+{
+	static uint32_t ports[SM_AUTHZ_MAX_VALUES + 1];
+	static Istio__Security__Match match = ISTIO__SECURITY__MATCH__INIT;
+	static Istio__Security__Match *matches[SM_AUTHZ_MAX_MATCHES + 1];
+	static Istio__Security__Clause clause = ISTIO__SECURITY__CLAUSE__INIT;
+	static Istio__Security__Clause *clauses[SM_AUTHZ_MAX_CLAUSES + 1];
+	static Istio__Security__Rule rule = ISTIO__SECURITY__RULE__INIT;
+	static Istio__Security__Rule *rules[SM_AUTHZ_MAX_RULES + 1];
+	Istio__Security__Authorization msg = ISTIO__SECURITY__AUTHORIZATION__INIT;
+	struct sm_authz_policy *p;
+	char reason[256];
+
+	(void)state;
+	for (size_t i = 0; i <= SM_AUTHZ_MAX_VALUES; i++)
+		ports[i] = (uint32_t)i;
+	for (size_t i = 0; i <= SM_AUTHZ_MAX_MATCHES; i++)
+		matches[i] = &match;
+	for (size_t i = 0; i <= SM_AUTHZ_MAX_CLAUSES; i++)
+		clauses[i] = &clause;
+	for (size_t i = 0; i <= SM_AUTHZ_MAX_RULES; i++)
+		rules[i] = &rule;
+	match.destination_ports = ports;
+	clause.matches = matches;
+	rule.clauses = clauses;
+	msg.name = "big";
+	msg.rules = rules;
+
+	/* the limits reached two by two (all at once would be 270 G entries) */
+	match.n_destination_ports = 1;
+	clause.n_matches = SM_AUTHZ_MAX_MATCHES;
+	rule.n_clauses = SM_AUTHZ_MAX_CLAUSES;
+	msg.n_rules = 1;
+	assert_int_equal(sm_authz_policy_parse(&msg, &p, reason, sizeof(reason)), 0);
+	assert_int_equal(p->rules[0].n_clauses, SM_AUTHZ_MAX_CLAUSES);
+	assert_int_equal(p->rules[0].clauses[63].n_matches, SM_AUTHZ_MAX_MATCHES);
+	sm_authz_policy_free(p);
+	match.n_destination_ports = SM_AUTHZ_MAX_VALUES;
+	clause.n_matches = 1;
+	rule.n_clauses = 1;
+	msg.n_rules = SM_AUTHZ_MAX_RULES;
+	assert_int_equal(sm_authz_policy_parse(&msg, &p, reason, sizeof(reason)), 0);
+	assert_int_equal(p->n_rules, SM_AUTHZ_MAX_RULES);
+	assert_int_equal(p->rules[1023].clauses[0].matches[0].positive[SM_AUTHZ_DESTINATION_PORTS].n, SM_AUTHZ_MAX_VALUES);
+	sm_authz_policy_free(p);
+	msg.n_rules = 1;
+
+	match.n_destination_ports = SM_AUTHZ_MAX_VALUES + 1;
+	reject(&msg, "values", "rule 0 clause 0 match 0: destination_ports: has 4097 entries, more than the 4096 sockmesh holds");
+	match.n_destination_ports = 1;
+	clause.n_matches = SM_AUTHZ_MAX_MATCHES + 1;
+	reject(&msg, "matches", "rule 0 clause 0: has 257 matches, more than the 256 sockmesh holds");
+	clause.n_matches = 1;
+	rule.n_clauses = SM_AUTHZ_MAX_CLAUSES + 1;
+	reject(&msg, "clauses", "rule 0: has 65 clauses, more than the 64 sockmesh holds");
+	rule.n_clauses = 1;
+	msg.n_rules = SM_AUTHZ_MAX_RULES + 1;
+	reject(&msg, "rules", "has 1025 rules, more than the 1024 sockmesh holds");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -493,6 +705,10 @@ int main(void)
 		cmocka_unit_test(decision_table),
 		cmocka_unit_test(identities),
 		cmocka_unit_test(long_identity),
+		cmocka_unit_test(parse_fields),
+		cmocka_unit_test(reject_table),
+		cmocka_unit_test(reject_long_strings),
+		cmocka_unit_test(reject_limits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -697,6 +697,260 @@ static void reject_limits(void **state)
 	reject(&msg, "rules", "has 1025 rules, more than the 1024 sockmesh holds");
 }
 
+/* ---- 5. istiod's outputs (test/fixtures/istio-authz/NAME.yaml, from NAME-in.yaml) against scenarios ---- */
+
+/*
+ * Each row: a connection to a workload the output policy applies to, and the verdict read off the input
+ * policy. Identities are "TD/ns/NS/sa/SA"; the default connection is 10.1.0.1 → 10.2.0.1:80 with identity
+ * cluster.local/ns/foo/sa/bar. Some outputs are empty: istiod sends nothing for that input. Where the input's
+ * mode is STRICT everywhere, istiod relies on its separate istio_converted_static_strict instead (notes §3);
+ * static_strict adds that policy.
+ */
+struct scenario {
+	const char *file;
+	const char *connection;
+	struct conn_spec conn;
+	bool static_strict;
+	uint8_t action, reason;
+	const char *policy; /* the key of the deciding policy, NULL for none */
+	int rule;	    /* its rule */
+	const char *why;
+};
+
+#define ALLOW(r) .action = SM_AUTHZ_ALLOW, .reason = SM_AUTHZ_##r
+#define DENY(r) .action = SM_AUTHZ_DENY, .reason = SM_AUTHZ_##r
+#define BY(key, r) .policy = key, .rule = (r)
+#define PLAIN .id = NO_IDENTITY
+#define ID(ns) .id = "cluster.local/ns/" ns "/sa/x"
+#define STATIC_STRICT_KEY "istio-system/istio_converted_static_strict"
+
+static const struct scenario scenarios[] = {
+	/* ALLOW groups: L7 rules dropped whole, L4 parts kept; "from" and "to" become clauses */
+	{ "allow-groups", "when-l4-ns identity from 10.10.10.10 to :8080",
+	  { .src = "10.10.10.10", ID("when-l4-ns"), .port = 8080 }, ALLOW(ALLOW_MATCHED), BY("/groups", 1),
+	  "the L4-only `when` (source.namespace, source.ip) is group 1, the mixed ones before it were dropped" },
+	{ "allow-groups", "when-l4-ns identity from 10.10.10.11", { .src = "10.10.10.11", ID("when-l4-ns") },
+	  DENY(NO_ALLOW_MATCHED), .why = "its source.ip is a second clause: both must hold" },
+	{ "allow-groups", "only-l4-ns identity to :80", { ID("only-l4-ns") }, DENY(NO_ALLOW_MATCHED),
+	  .why = "the only-L4 rule also wants principal exactly 'only-l4-principals', not TD/ns/NS/sa/SA: no "
+		 "identity has it" },
+	{ "allow-groups", "from-mix-ns identity to :80", { ID("from-mix-ns") }, DENY(NO_ALLOW_MATCHED),
+	  .why = "that rule had requestPrincipals (L7): istiod removed the whole rule from the ALLOW" },
+	{ "allow-groups", "when-l4-l7-ns identity", { ID("when-l4-l7-ns") }, DENY(NO_ALLOW_MATCHED),
+	  .why = "its `when` had connection.sni (L7): removed whole" },
+	{ "allow-groups", "plaintext from 10.10.10.10", { .src = "10.10.10.10", PLAIN }, DENY(NO_ALLOW_MATCHED),
+	  .why = "source.namespace needs an identity" },
+
+	/* ALLOW, every field: each AP rule one group; rules with L7 only are gone */
+	{ "allow-full", "identity ns/sa from 3.3.3.3 to 10.0.0.1:8080",
+	  { .src = "3.3.3.3", .id = "cluster.local/ns/ns/sa/sa", .dst = "10.0.0.1", .port = 8080 },
+	  ALLOW(ALLOW_MATCHED), BY("cfg/allow", 1), "serviceAccounts ns/sa" },
+	{ "allow-full", "identity cfg/sa-only, same connection",
+	  { .src = "3.3.3.3", .id = "cluster.local/ns/cfg/sa/sa-only", .dst = "10.0.0.1", .port = 8080 },
+	  ALLOW(ALLOW_MATCHED), BY("cfg/allow", 1), "the bare 'sa-only' took the policy's namespace, cfg" },
+	{ "allow-full", "identity other/sa-only, same connection",
+	  { .src = "3.3.3.3", .id = "cluster.local/ns/other/sa/sa-only", .dst = "10.0.0.1", .port = 8080 },
+	  DENY(NO_ALLOW_MATCHED),
+	  .why = "no listed SA pair; the principal and namespace rules pair '*' with a not '*', which an identity "
+		 "always hits" },
+	{ "allow-full", "plaintext from 5.6.7.8 to 10.0.0.1:8080", { .src = "5.6.7.8", PLAIN, .dst = "10.0.0.1", .port = 8080 },
+	  ALLOW(ALLOW_MATCHED), BY("cfg/allow", 3), "ipBlocks 5.6.0.0/16" },
+	{ "allow-full", "plaintext from 192.168.10.9 to 10.0.0.1:8080",
+	  { .src = "192.168.10.9", PLAIN, .dst = "10.0.0.1", .port = 8080 }, ALLOW(ALLOW_MATCHED), BY("cfg/allow", 5),
+	  "`when` source.ip 192.168.10.0/24 (remote.ip, L7, was dropped before it)" },
+	{ "allow-full", "plaintext from 3.3.3.3 to 192.168.10.7:8080",
+	  { .src = "3.3.3.3", PLAIN, .dst = "192.168.10.7", .port = 8080 }, ALLOW(ALLOW_MATCHED), BY("cfg/allow", 8),
+	  "`when` destination.ip 192.168.10.0/24" },
+	{ "allow-full", "plaintext from 3.3.3.3 to 10.0.0.1:90", { .src = "3.3.3.3", PLAIN, .dst = "10.0.0.1", .port = 90 },
+	  ALLOW(ALLOW_MATCHED), BY("cfg/allow", 4), "ports 80, 90" },
+	{ "allow-full", "plaintext from 3.3.3.3 to 10.0.0.1:92", { .src = "3.3.3.3", PLAIN, .dst = "10.0.0.1", .port = 92 },
+	  ALLOW(ALLOW_MATCHED), BY("cfg/allow", 9), "`when` destination.port 91, 92" },
+	{ "allow-full", "plaintext from 3.3.3.3 to 10.0.0.1:800", { .src = "3.3.3.3", PLAIN, .dst = "10.0.0.1", .port = 800 },
+	  DENY(NO_ALLOW_MATCHED), .why = "800 is only in notPorts" },
+	{ "allow-full", "plaintext from 3.3.3.3 to 10.0.0.1:8080",
+	  { .src = "3.3.3.3", PLAIN, .dst = "10.0.0.1", .port = 8080 }, DENY(NO_ALLOW_MATCHED),
+	  .why = "no identity fails every principal, namespace and SA list; no address or port rule holds" },
+
+	/* DENY groups: L7 parts stripped, the rest kept; a clause left with an empty match never holds */
+	{ "deny-groups", "when-l4-ns identity from 10.10.10.10 to :8080",
+	  { .src = "10.10.10.10", ID("when-l4-ns"), .port = 8080 }, DENY(DENY_MATCHED), BY("/groups-deny", 5),
+	  "the L4-only `when`: source.namespace and source.ip (not 20.20.20.20)" },
+	{ "deny-groups", "when-l4-ns identity from 10.10.10.11", { .src = "10.10.10.11", ID("when-l4-ns") },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "source.ip differs; a DENY alone allows what it misses" },
+	{ "deny-groups", "when-l4-l7-ns identity", { ID("when-l4-l7-ns") }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "connection.sni became an empty match, skipped: its clause never holds" },
+	{ "deny-groups", "from-mix-ns identity to :80", { ID("from-mix-ns") }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "requestPrincipals stripped, but principal 'from-mix-principal' is not TD/ns/NS/sa/SA" },
+	{ "deny-groups", "plaintext to :80", { PLAIN }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "the L7-only rules are all empty matches: they deny nobody" },
+
+	/* PeerAuthentication, one STRICT port: DENY (that port, no identity) */
+	{ "peer-authn-disable-port-mtls-strict", "plaintext to :9090", { PLAIN, .port = 9090 }, DENY(DENY_MATCHED),
+	  BY("/converted_peer_authentication_disable-strict-mtls", 0), "9090 is STRICT" },
+	{ "peer-authn-disable-port-mtls-strict", "identity to :9090", { .port = 9090 }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "an identity is mTLS here" },
+	{ "peer-authn-disable-port-mtls-strict", "plaintext to :8080", { PLAIN, .port = 8080 }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "the workload is DISABLE elsewhere" },
+	{ "peer-authn-permissive-port-mtls-strict", "plaintext to :9090", { PLAIN, .port = 9090 }, DENY(DENY_MATCHED),
+	  BY("/converted_peer_authentication_permissive-strict-mtls", 0), "9090 is STRICT" },
+	{ "peer-authn-permissive-port-mtls-strict", "plaintext to :8080", { PLAIN, .port = 8080 }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "PERMISSIVE elsewhere" },
+	{ "peer-authn-permissive-port-mtls-strict-and-permissive", "plaintext to :9090", { PLAIN, .port = 9090 },
+	  DENY(DENY_MATCHED), BY("/converted_peer_authentication_permissive-strict-mtls", 0), "9090 is STRICT" },
+	{ "peer-authn-permissive-port-mtls-strict-and-permissive", "plaintext to :8080", { PLAIN, .port = 8080 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "8080 is PERMISSIVE" },
+	{ "peer-authn-permissive-port-mtls-strict-and-permissive", "identity to :9090", { .port = 9090 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "an identity passes STRICT" },
+	{ "peer-authn-permissive-root-unset-namespace-mixed-workload-ports", "plaintext to :9090", { PLAIN, .port = 9090 },
+	  DENY(DENY_MATCHED), BY("foo/converted_peer_authentication_workload", 0), "9090 is STRICT" },
+	{ "peer-authn-permissive-root-unset-namespace-mixed-workload-ports", "plaintext to :8080", { PLAIN, .port = 8080 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "8080 PERMISSIVE, the namespace UNSET inherits the root's PERMISSIVE" },
+	{ "peer-authn-strict-root-permissive-namespace-strict-workload", "plaintext to :9090", { PLAIN, .port = 9090 },
+	  DENY(DENY_MATCHED), BY("foo/converted_peer_authentication_workload", 0), "9090 is STRICT" },
+	{ "peer-authn-strict-root-permissive-namespace-strict-workload", "plaintext to :8080", { PLAIN, .port = 8080 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "the namespace's PERMISSIVE overrides the root's STRICT" },
+	{ "peer-authn-unset-port-mtls-strict", "plaintext to :8080", { PLAIN, .port = 8080 }, DENY(DENY_MATCHED),
+	  BY("/converted_peer_authentication_strict-mtls", 0), "8080 is STRICT" },
+	{ "peer-authn-unset-port-mtls-strict", "plaintext to :9090", { PLAIN, .port = 9090 }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "UNSET elsewhere (no mesh-wide policy here)" },
+	{ "peer-authn-unset-port-mtls-strict", "identity to :8080", { .port = 8080 }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "an identity passes STRICT" },
+	/* two STRICT ports: one group each */
+	{ "peer-authn-permissive-root-permissive-namespace-strict-workload-ports", "plaintext to :8080",
+	  { PLAIN, .port = 8080 }, DENY(DENY_MATCHED), BY("foo/converted_peer_authentication_workload", 0),
+	  "8080 is STRICT (group 0)" },
+	{ "peer-authn-permissive-root-permissive-namespace-strict-workload-ports", "plaintext to :9090",
+	  { PLAIN, .port = 9090 }, DENY(DENY_MATCHED), BY("foo/converted_peer_authentication_workload", 1),
+	  "9090 is STRICT (group 1)" },
+	{ "peer-authn-permissive-root-permissive-namespace-strict-workload-ports", "plaintext to :80", { PLAIN },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "PERMISSIVE elsewhere" },
+	{ "peer-authn-permissive-root-permissive-namespace-strict-workload-ports", "identity to :9090", { .port = 9090 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "an identity passes STRICT" },
+
+	/* STRICT except one port: DENY (no identity) AND (not that port), two clauses */
+	{ "peer-authn-permissive-root-strict-namespace-permissive-workload", "plaintext to :8080", { PLAIN, .port = 8080 },
+	  DENY(DENY_MATCHED), BY("foo/converted_peer_authentication_workload", 0), "the namespace is STRICT" },
+	{ "peer-authn-permissive-root-strict-namespace-permissive-workload", "plaintext to :9090", { PLAIN, .port = 9090 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "9090 is PERMISSIVE" },
+	{ "peer-authn-permissive-root-strict-namespace-permissive-workload", "identity to :8080", { .port = 8080 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "an identity passes STRICT" },
+	{ "peer-authn-strict-and-disable-port-mtls", "plaintext to :8080", { PLAIN, .port = 8080 }, DENY(DENY_MATCHED),
+	  BY("/converted_peer_authentication_strict-and-disable-mtls", 0), "STRICT but on 9090" },
+	{ "peer-authn-strict-and-disable-port-mtls", "plaintext to :9090", { PLAIN, .port = 9090 }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "9090 is DISABLE" },
+	{ "peer-authn-strict-and-permissive-port-mtls", "plaintext to :8080", { PLAIN, .port = 8080 }, DENY(DENY_MATCHED),
+	  BY("/converted_peer_authentication_strict-and-permissive-mtls", 0), "STRICT but on 9090" },
+	{ "peer-authn-strict-and-permissive-port-mtls", "plaintext to :9090", { PLAIN, .port = 9090 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "9090 is PERMISSIVE" },
+	{ "peer-authn-strict-port-mtls-strict-and-permissive", "plaintext to :9090", { PLAIN, .port = 9090 },
+	  DENY(DENY_MATCHED), BY("/converted_peer_authentication_permissive-strict-mtls", 0), "STRICT, 9090 too" },
+	{ "peer-authn-strict-port-mtls-strict-and-permissive", "plaintext to :8080", { PLAIN, .port = 8080 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "8080 is PERMISSIVE" },
+	{ "peer-authn-strict-root-permissive-workload", "plaintext to :8080", { PLAIN, .port = 8080 }, DENY(DENY_MATCHED),
+	  BY("foo/converted_peer_authentication_workload", 0), "the root is STRICT" },
+	{ "peer-authn-strict-root-permissive-workload", "plaintext to :9090", { PLAIN, .port = 9090 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "9090 is PERMISSIVE on the workload" },
+	{ "peer-authn-strict-root-unset-workload-port-mtls-strict-and-permissive", "plaintext to :8080",
+	  { PLAIN, .port = 8080 }, DENY(DENY_MATCHED), BY("foo/converted_peer_authentication_workload", 0),
+	  "8080 STRICT, and the root STRICT" },
+	{ "peer-authn-strict-root-unset-workload-port-mtls-strict-and-permissive", "plaintext to :80", { PLAIN },
+	  DENY(DENY_MATCHED), BY("foo/converted_peer_authentication_workload", 0), "the root's STRICT" },
+	{ "peer-authn-strict-root-unset-workload-port-mtls-strict-and-permissive", "plaintext to :9090",
+	  { PLAIN, .port = 9090 }, ALLOW(NO_ALLOW_POLICIES), .why = "9090 is PERMISSIVE" },
+
+	/* nothing sent */
+	{ "peer-authn-disable", "plaintext to :8080", { PLAIN, .port = 8080 }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "DISABLE: no policy" },
+	{ "peer-authn-disable", "identity to :9090", { .port = 9090 }, ALLOW(NO_ALLOW_POLICIES), .why = "no policy" },
+	{ "peer-authn-permissive", "plaintext to :8080", { PLAIN, .port = 8080 }, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "PERMISSIVE: no policy" },
+	{ "peer-authn-permissive", "identity to :8080", { .port = 8080 }, ALLOW(NO_ALLOW_POLICIES), .why = "no policy" },
+	{ "peer-authn-permissive-root-permissive-workload", "plaintext to :9090", { PLAIN, .port = 9090 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "PERMISSIVE everywhere: no policy" },
+	{ "peer-authn-permissive-root-permissive-workload", "plaintext to :8080", { PLAIN, .port = 8080 },
+	  ALLOW(NO_ALLOW_POLICIES), .why = "PERMISSIVE everywhere: no policy" },
+	/* nothing converted: STRICT everywhere is the static strict policy's job */
+	{ "peer-authn-strict", "plaintext to :8080", { PLAIN, .port = 8080 }, true, DENY(DENY_MATCHED),
+	  BY(STATIC_STRICT_KEY, 0), "STRICT: istio_converted_static_strict denies no identity" },
+	{ "peer-authn-strict", "identity to :8080", { .port = 8080 }, true, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "an identity passes" },
+	{ "peer-authn-strict-workload", "plaintext to :9090", { PLAIN, .port = 9090 }, true, DENY(DENY_MATCHED),
+	  BY(STATIC_STRICT_KEY, 0), "STRICT on the workload" },
+	{ "peer-authn-strict-workload", "identity to :9090", { .port = 9090 }, true, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "an identity passes" },
+	{ "peer-authn-strict-and-strict-port-mtls", "plaintext to :8080", { PLAIN, .port = 8080 }, true,
+	  DENY(DENY_MATCHED), BY(STATIC_STRICT_KEY, 0), "STRICT, 8080 too: nothing to convert" },
+	{ "peer-authn-strict-and-strict-port-mtls", "identity to :9090", { .port = 9090 }, true, ALLOW(NO_ALLOW_POLICIES),
+	  .why = "an identity passes" },
+};
+
+static void fixture_scenarios(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(scenarios); i++) {
+		const struct scenario *s = &scenarios[i];
+		Istio__Security__Authorization *msg = authz_fixture_load(s->file);
+		struct sm_authz_policy *policies[2] = { NULL };
+		const struct sm_authz_policy *list[2];
+		char reason[256] = "";
+		struct sm_authz_decision d;
+		struct conn_buf b;
+		size_t n = 0;
+
+		if (msg) {
+			if (sm_authz_policy_parse(msg, &policies[n], reason, sizeof(reason)))
+				fail_msg("%s: %s", s->file, reason);
+			list[n] = policies[n];
+			n++;
+		}
+		if (s->static_strict) {
+			policies[n] = parse_text(STATIC_STRICT);
+			list[n] = policies[n];
+			n++;
+		}
+		sm_authz_evaluate(list, n, connection(&s->conn, &b), &d);
+		if (d.action != s->action || d.reason != s->reason || (d.policy == NULL) != (s->policy == NULL) ||
+		    (d.policy && (strcmp(d.policy->key, s->policy) || d.witness.rule != (size_t)s->rule)))
+			fail_msg("%s, %s: action %u reason %u policy %s rule %zu, want %u %u %s %d (%s)", s->file,
+				 s->connection, d.action, d.reason, d.policy ? d.policy->key : "none", d.witness.rule,
+				 s->action, s->reason, s->policy ? s->policy : "none", s->rule, s->why);
+		/* no dry-run here: the dry-run verdict is the same */
+		assert_int_equal(d.dry_run_action, d.action);
+		assert_null(d.dry_run_policy);
+		for (size_t k = 0; k < n; k++)
+			sm_authz_policy_free(policies[k]);
+		authz_fixture_free(msg);
+	}
+	print_message("# %zu scenarios\n", TEST_ARRAY_SIZE(scenarios));
+}
+
+/* Every output in the fixture directory has at least two scenarios. */
+static void fixtures_covered(void **state)
+{
+	DIR *dir = opendir(SM_FIXTURES_DIR "/istio-authz");
+	struct dirent *e;
+	size_t files = 0;
+
+	(void)state;
+	assert_non_null(dir);
+	while ((e = readdir(dir))) {
+		size_t len = strlen(e->d_name), count = 0;
+
+		if (len < 6 || strcmp(e->d_name + len - 5, ".yaml") != 0 ||
+		    (len > 8 && strcmp(e->d_name + len - 8, "-in.yaml") == 0))
+			continue;
+		files++;
+		for (size_t i = 0; i < TEST_ARRAY_SIZE(scenarios); i++)
+			if (strlen(scenarios[i].file) == len - 5 && strncmp(scenarios[i].file, e->d_name, len - 5) == 0)
+				count++;
+		if (count < 2)
+			fail_msg("%s has %zu scenarios, want 2 or more", e->d_name, count);
+	}
+	closedir(dir);
+	assert_int_equal(files, 22);
+	print_message("# %zu istiod outputs\n", files);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -709,6 +963,8 @@ int main(void)
 		cmocka_unit_test(reject_table),
 		cmocka_unit_test(reject_long_strings),
 		cmocka_unit_test(reject_limits),
+		cmocka_unit_test(fixture_scenarios),
+		cmocka_unit_test(fixtures_covered),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

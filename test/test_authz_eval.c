@@ -95,7 +95,9 @@ struct match_case {
 	bool want;
 };
 
-#define WRAP(m) "{name: p, namespace: ns, groups: [{rules: [{matches: [" m "]}]}]}"
+#define WRAP_BEFORE "{name: p, namespace: ns, groups: [{rules: [{matches: ["
+#define WRAP_AFTER "]}]}]}"
+#define WRAP(m) WRAP_BEFORE m WRAP_AFTER
 
 static const struct match_case match_cases[] = {
 	/* structure (rules OR, clauses AND, matches OR, empty parts) */
@@ -608,28 +610,31 @@ static void reject_table(void **state)
 static void reject_long_strings(void **state)
 {
 	static const struct {
-		const char *format, *reason;
+		const char *before, *after, *reason; /* the policy is before, the long string, after */
 	} cases[] = {
-		{ "{name: \"%s\"}", "name: longer than the 1024 bytes sockmesh holds" },
-		{ "{name: p, namespace: \"%s\"}", "namespace: longer than the 1024 bytes sockmesh holds" },
-		{ WRAP("{namespaces: [{prefix: \"%s\"}]}"),
+		{ "{name: \"", "\"}", "name: longer than the 1024 bytes sockmesh holds" },
+		{ "{name: p, namespace: \"", "\"}", "namespace: longer than the 1024 bytes sockmesh holds" },
+		{ WRAP_BEFORE "{namespaces: [{prefix: \"", "\"}]}" WRAP_AFTER,
 		  "rule 0 clause 0 match 0: namespaces[0]: longer than the 1024 bytes sockmesh holds" },
-		{ WRAP("{notServiceAccounts: [{namespace: a, serviceAccount: \"%s\"}]}"),
+		{ WRAP_BEFORE "{notServiceAccounts: [{namespace: a, serviceAccount: \"", "\"}]}" WRAP_AFTER,
 		  "rule 0 clause 0 match 0: not_service_accounts[0].serviceAccount: longer than the 1024 bytes sockmesh holds" },
 	};
-	char long_text[SM_AUTHZ_MAX_STRING + 2], yaml[SM_AUTHZ_MAX_STRING + 256];
+	char yaml[SM_AUTHZ_MAX_STRING + 256];
 
 	(void)state;
 	for (size_t i = 0; i < TEST_ARRAY_SIZE(cases); i++) {
 		Istio__Security__Authorization *msg;
+		size_t before = strlen(cases[i].before);
 
-		memset(long_text, 'x', SM_AUTHZ_MAX_STRING);
-		long_text[SM_AUTHZ_MAX_STRING] = 0;
-		snprintf(yaml, sizeof(yaml), cases[i].format, long_text);
+		/* SM_AUTHZ_MAX_STRING bytes pass */
+		strcpy(yaml, cases[i].before);
+		memset(yaml + before, 'x', SM_AUTHZ_MAX_STRING);
+		strcpy(yaml + before + SM_AUTHZ_MAX_STRING, cases[i].after);
 		sm_authz_policy_free(parse_text(yaml));
 
-		strcat(long_text, "x");
-		snprintf(yaml, sizeof(yaml), cases[i].format, long_text);
+		/* one more is rejected */
+		memset(yaml + before, 'x', SM_AUTHZ_MAX_STRING + 1);
+		strcpy(yaml + before + SM_AUTHZ_MAX_STRING + 1, cases[i].after);
 		msg = authz_fixture_read(yaml, cases[i].reason);
 		reject(msg, cases[i].reason, cases[i].reason);
 		authz_fixture_free(msg);

@@ -647,13 +647,46 @@ static void sweep(struct env *env, const void *arg)
 	      "the guards left: %zu", cookies.n);
 }
 
+/* The check's run time per connection for one kind of source: connects n times, reads the stats. */
+static void time_checks(struct env *env, int prog, const char *what, const char *src, uint16_t port, int n)
+{
+	struct bpf_prog_info before = { 0 }, after = { 0 };
+	__u32 len = sizeof(before);
+	int listener = listen_nonblocking("127.0.0.10", port);
+
+	CHECK(bpf_obj_get_info_by_fd(prog, &before, &len) == 0, "reading the program's stats");
+	for (int i = 0; i < n; i++) {
+		int fd = connect_from(src, "127.0.0.10", port, NULL);
+		if (fd >= 0)
+			close(fd);
+		for (int s; (s = accept4(listener, NULL, NULL, SOCK_CLOEXEC)) >= 0;)
+			close(s);
+	}
+	len = sizeof(after);
+	CHECK(bpf_obj_get_info_by_fd(prog, &after, &len) == 0, "reading the program's stats");
+	close(listener);
+	CHECK(after.run_cnt - before.run_cnt >= (unsigned)n, "run %llu times",
+	      (unsigned long long)(after.run_cnt - before.run_cnt));
+	/* the same check under BPF_PROG_TEST_RUN: the program alone, warm, without the stack around it */
+	struct bpf_sk_lookup ctx = {
+		.family = AF_INET, .protocol = IPPROTO_TCP, .remote_port = htons(40000), .local_port = port,
+	};
+	inet_pton(AF_INET, src, &ctx.remote_ip4);
+	inet_pton(AF_INET, "127.0.0.10", &ctx.local_ip4);
+	LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx), .repeat = 10000);
+	CHECK(bpf_prog_test_run_opts(prog, &run) == 0, "BPF_PROG_TEST_RUN: %s", strerror(errno));
+	printf("# sm_authz_check, %s: %.0f ns per connection (%llu runs), %u ns per test run\n", what,
+	       (double)(after.run_time_ns - before.run_time_ns) / (double)(after.run_cnt - before.run_cnt),
+	       (unsigned long long)(after.run_cnt - before.run_cnt), run.duration);
+	fflush(stdout);
+	(void)env;
+}
+
 /* The check's own run time per connection (bpf_enable_stats), printed, not asserted. */
 static void run_time(struct env *env, const void *arg)
 {
-	struct bpf_prog_info info = { 0 };
-	__u32 len = sizeof(info);
 	struct tables b;
-	int stats, prog, n = 2000;
+	int stats, prog;
 
 	(void)arg;
 	uint64_t cookie = guard_here(env);
@@ -662,22 +695,12 @@ static void run_time(struct env *env, const void *arg)
 	prog = check_prog_fd(env, cookie);
 	stats = bpf_enable_stats(BPF_STATS_RUN_TIME);
 	CHECK(stats >= 0, "bpf_enable_stats: %s", strerror(errno));
-	int listener = listen_nonblocking("127.0.0.10", 8080);
-	for (int i = 0; i < n; i++) {
-		int fd = connect_from(i % 2 ? "127.0.0.2" : "127.0.0.5", "127.0.0.10", 8080, NULL);
-		if (fd >= 0)
-			close(fd);
-		for (int s; (s = accept4(listener, NULL, NULL, SOCK_CLOEXEC)) >= 0;)
-			close(s);
-	}
-	CHECK(bpf_obj_get_info_by_fd(prog, &info, &len) == 0, "reading the program's stats");
+	time_checks(env, prog, "allowed (identity, port-specific verdict)", "127.0.0.2", 8080, 1000);
+	time_checks(env, prog, "denied (no identity, 3 verdict lookups, event)", "127.0.0.5", 8080, 1000);
+	time_checks(env, prog, "allowed with a dry-run event", "127.0.0.3", 9090, 1000);
+	time_checks(env, prog, "exempt (the node)", "127.0.0.4", 8080, 1000);
 	close(stats);
 	close(prog);
-	close(listener);
-	CHECK(info.run_cnt >= (unsigned)n, "run %llu times", (unsigned long long)info.run_cnt);
-	printf("# sm_authz_check: %.0f ns per run over %llu runs (half allowed, half denied)\n",
-	       (double)info.run_time_ns / (double)info.run_cnt, (unsigned long long)info.run_cnt);
-	fflush(stdout);
 }
 
 static const struct case_row {

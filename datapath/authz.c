@@ -126,9 +126,15 @@ static int entries_push(struct entries *e, const void *key, const void *value, s
 struct table;
 static bool of_generation(const struct table *table, const void *key, uint32_t generation);
 
-/* Collects a map's keys (with their values when value_size), but those of generation keep in table. */
-static int collect(int fd, size_t key_size, size_t value_size, const struct table *table, uint32_t keep,
-		   struct entries *out)
+/* Whether collect() takes this key: not when it is of generation keep in table. */
+static bool wanted(const struct table *table, const void *key, uint32_t keep)
+{
+	return !table || !of_generation(table, key, keep);
+}
+
+/* One key at a time, for map types without batch lookups (the LPM trie). */
+static int collect_walk(int fd, size_t key_size, size_t value_size, bool values, const struct table *table,
+			uint32_t keep, struct entries *out)
 {
 	_Alignas(8) unsigned char key[32], next[32], value[32];
 	void *previous = NULL;
@@ -137,14 +143,54 @@ static int collect(int fd, size_t key_size, size_t value_size, const struct tabl
 	while (!ret && bpf_map_get_next_key(fd, previous, next) == 0) {
 		memcpy(key, next, key_size);
 		previous = key;
-		if (table && of_generation(table, key, keep))
+		if (!wanted(table, key, keep))
 			continue;
-		if (value_size && bpf_map_lookup_elem(fd, key, value))
+		if (values && bpf_map_lookup_elem(fd, key, value))
 			continue; /* deleted since the walk found it */
-		ret = entries_push(out, key, value, key_size, value_size);
+		ret = entries_push(out, key, value, key_size, values ? value_size : 0);
 	}
 	if (!ret && errno != ENOENT)
 		ret = -errno;
+	return ret;
+}
+
+#define LOOKUP_CHUNK 4096
+
+/*
+ * Collects a map's keys (with their values when values is set), but those of generation keep in table:
+ * a few thousand entries a call where the map has batch lookups, else one at a time.
+ */
+static int collect(int fd, size_t key_size, size_t value_size, bool values, const struct table *table, uint32_t keep,
+		   struct entries *out)
+{
+	_Alignas(8) unsigned char in_batch[32], out_batch[32];
+	char *keys = malloc(LOOKUP_CHUNK * key_size), *vals = malloc(LOOKUP_CHUNK * value_size);
+	bool first = true, last = false;
+	int ret = keys && vals ? 0 : -ENOMEM;
+
+	while (!ret && !last) {
+		__u32 count = LOOKUP_CHUNK;
+		if (bpf_map_lookup_batch(fd, first ? NULL : in_batch, out_batch, keys, vals, &count, NULL)) {
+			if (first && batch_unsupported(errno)) {
+				ret = collect_walk(fd, key_size, value_size, values, table, keep, out);
+				break;
+			}
+			if (errno != ENOENT) {
+				ret = -errno;
+				break;
+			}
+			last = true; /* the last (possibly empty) chunk */
+		}
+		for (__u32 i = 0; !ret && i < count; i++) {
+			if (wanted(table, keys + i * key_size, keep))
+				ret = entries_push(out, keys + i * key_size, vals + i * value_size, key_size,
+						   values ? value_size : 0);
+		}
+		memcpy(in_batch, out_batch, sizeof(in_batch));
+		first = false;
+	}
+	free(keys);
+	free(vals);
 	return ret;
 }
 
@@ -248,7 +294,7 @@ static int purge(struct sm_datapath *dp, int table, uint32_t keep, char *err, si
 	struct entries stale = { 0 };
 	int fd = dp->fds[t->map], ret;
 
-	ret = collect(fd, t->key_size, 0, t, keep, &stale);
+	ret = collect(fd, t->key_size, t->value_size, false, t, keep, &stale);
 	if (!ret)
 		ret = delete_entries(fd, stale.keys, t->key_size, stale.n);
 	if (ret)
@@ -296,7 +342,7 @@ static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t,
 	for (size_t i = 0; i < t->n_idents; i++)
 		wanted[i] = (struct ident){ t->ident_keys[i], t->ident_values[i] };
 	qsort(wanted, t->n_idents, sizeof(*wanted), compare_addr);
-	ret = collect(fd, sizeof(struct sm_frontend_key), sizeof(struct sm_authz_ident_value), NULL, 0, &held);
+	ret = collect(fd, sizeof(struct sm_frontend_key), sizeof(struct sm_authz_ident_value), true, NULL, 0, &held);
 	if (!ret) {
 		struct ident *sorted_held = malloc((held.n ? held.n : 1) * sizeof(*sorted_held));
 		ret = sorted_held ? 0 : -ENOMEM;

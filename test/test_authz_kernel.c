@@ -703,6 +703,114 @@ static void run_time(struct env *env, const void *arg)
 	close(prog);
 }
 
+/* Entries of a pinned map, and how many are of generation g (by the key's leading 32 bits). */
+static size_t map_entries(struct env *env, const char *name, uint32_t g, size_t *of_g)
+{
+	char path[256];
+	_Alignas(8) unsigned char key[32], next[32];
+	void *previous = NULL;
+	size_t n = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/maps-v%d/%s", env->pin_dir, SM_LAYOUT_VERSION, name);
+	fd = bpf_obj_get(path);
+	CHECK(fd >= 0, "%s: %s", path, strerror(errno));
+	*of_g = 0;
+	while (bpf_map_get_next_key(fd, previous, next) == 0) {
+		uint32_t generation;
+		memcpy(key, next, sizeof(key));
+		previous = key;
+		memcpy(&generation, key, sizeof(generation));
+		*of_g += generation == g;
+		n++;
+	}
+	close(fd);
+	return n;
+}
+
+/* Big tables: generation g with n verdicts over 1,000 destination sets, 10,000 idents. */
+static struct sm_authz_tables *big_tables(uint32_t g, size_t n)
+{
+	struct sm_authz_tables *t = calloc(1, sizeof(*t));
+
+	CHECK(t, "out of memory");
+	t->generation = g;
+	t->n_dests = 1000, t->n_sources = 1000, t->n_idents = 10000, t->n_verdicts = n;
+	t->dest_keys = calloc(t->n_dests, sizeof(*t->dest_keys));
+	t->dest_values = calloc(t->n_dests, sizeof(*t->dest_values));
+	t->source_keys = calloc(t->n_sources, sizeof(*t->source_keys));
+	t->source_values = calloc(t->n_sources, sizeof(*t->source_values));
+	t->ident_keys = calloc(t->n_idents, sizeof(*t->ident_keys));
+	t->ident_values = calloc(t->n_idents, sizeof(*t->ident_values));
+	t->verdict_keys = calloc(n, sizeof(*t->verdict_keys));
+	t->verdicts = calloc(n, sizeof(*t->verdicts));
+	CHECK(t->dest_keys && t->dest_values && t->source_keys && t->source_values && t->ident_keys && t->ident_values &&
+		      t->verdict_keys && t->verdicts, "out of memory");
+	for (uint32_t i = 0; i < t->n_dests; i++) {
+		t->dest_keys[i].generation = g;
+		t->dest_keys[i].addr[0] = 0xfd, t->dest_keys[i].addr[14] = (uint8_t)(i >> 8), t->dest_keys[i].addr[15] = (uint8_t)i;
+		t->dest_values[i].dest_set = i + 1;
+	}
+	for (uint32_t i = 0; i < t->n_sources; i++) {
+		t->source_keys[i] = (struct sm_authz_source_key){ g, 0, 1000 + i };
+		t->source_values[i].source_class = i % 100 + 1;
+	}
+	for (uint32_t i = 0; i < t->n_idents; i++) {
+		t->ident_keys[i].addr[0] = 0xfd, t->ident_keys[i].addr[1] = 1;
+		t->ident_keys[i].addr[14] = (uint8_t)(i >> 8), t->ident_keys[i].addr[15] = (uint8_t)i;
+		t->ident_values[i].identity = 1000 + i % 1000 + g % 2; /* half change between generations */
+	}
+	for (uint32_t i = 0; i < n; i++)
+		t->verdict_keys[i] = (struct sm_authz_verdict_key){ g, i % 1000 + 1, i / 1000, htons((uint16_t)(i % 7)), 0 };
+	return t;
+}
+
+static void big_tables_free(struct sm_authz_tables *t)
+{
+	free(t->dest_keys), free(t->dest_values), free(t->source_keys), free(t->source_values);
+	free(t->ident_keys), free(t->ident_values), free(t->verdict_keys), free(t->verdicts);
+	free(t);
+}
+
+/* The writer's cost on big tables, printed; and that only the generation in force stays. */
+static void big_writes(struct env *env, const void *arg)
+{
+	char err[256];
+	size_t of_g;
+
+	(void)arg;
+	for (uint32_t g = 1; g <= 3; g++) {
+		struct sm_authz_tables *t = big_tables(g, 200000);
+		double start = now_ms();
+		CHECK(sm_datapath_authz_write(env->dp, t, err, sizeof(err)) == 0, "writing generation %u: %s", g, err);
+		printf("# writing generation %u (200,000 verdicts, 1,000 dests and sources, 10,000 idents): %.0f ms\n", g,
+		       now_ms() - start);
+		fflush(stdout);
+		big_tables_free(t);
+		CHECK(map_entries(env, "sm_authz_verdicts", g, &of_g) == 200000 && of_g == 200000,
+		      "the verdicts of other generations are left");
+		CHECK(map_entries(env, "sm_authz_dests", g, &of_g) == 1000 && of_g == 1000, "dests of other generations");
+	}
+	/* a write that fails (more dests than the map takes) leaves generation 3 in force and nothing of 4 */
+	struct sm_authz_tables *t = big_tables(4, 10);
+	free(t->dest_keys), free(t->dest_values);
+	t->n_dests = SM_DEFAULT_MAX_AUTHZ_DESTS + 1;
+	t->dest_keys = calloc(t->n_dests, sizeof(*t->dest_keys));
+	t->dest_values = calloc(t->n_dests, sizeof(*t->dest_values));
+	for (uint32_t i = 0; i < t->n_dests; i++) {
+		t->dest_keys[i].generation = 4;
+		memcpy(t->dest_keys[i].addr, &i, sizeof(i));
+	}
+	int ret = sm_datapath_authz_write(env->dp, t, err, sizeof(err));
+	big_tables_free(t);
+	uint32_t g = 0;
+	CHECK(ret < 0 && strstr(err, "sm_authz_dests"), "an overfull write: %d (%s)", ret, err);
+	fprintf(stderr, "# the overfull write: %s\n", err);
+	CHECK(sm_datapath_authz_generation(env->dp, &g) == 0 && g == 3, "generation %u after a failed write", g);
+	CHECK(map_entries(env, "sm_authz_dests", 3, &of_g) == 1000 && of_g == 1000, "the failed write left entries");
+	CHECK(map_entries(env, "sm_authz_verdicts", 3, &of_g) == 200000 && of_g == 200000, "the failed write left verdicts");
+}
+
 static const struct case_row {
 	const char *name;
 	void (*fn)(struct env *env, const void *arg);
@@ -714,6 +822,7 @@ static const struct case_row {
 	{ "a pinned guard outlives the agent; reopen, unguard, uninstall", restart_and_uninstall },
 	{ "sweep removes a guard whose namespace is gone", sweep },
 	{ "the check's run time", run_time },
+	{ "big tables: write time, one generation left, a failed write undone", big_writes },
 };
 
 static void run_named_case(void **state)

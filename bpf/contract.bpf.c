@@ -38,6 +38,19 @@ enum sm_contract_defines {
 	SM_DEFINE(SM_TLV_END_OFF_V6),
 	SM_DEFINE(SM_TLV_LEN_V4),
 	SM_DEFINE(SM_TLV_LEN_V6),
+	SM_DEFINE(SM_AUTHZ_IDENTITY_NONE),
+	/* 64 bits: an enum member is an int here (a wider one would make the whole enum 64-bit, which
+	 * test_contract does not read), so it is listed as its two halves */
+	sm_define_SM_AUTHZ_IDENTITY_NODE = (int)(SM_AUTHZ_IDENTITY_NODE & 0xffffffffu),
+	sm_define_SM_AUTHZ_IDENTITY_NODE_HIGH = (int)(SM_AUTHZ_IDENTITY_NODE >> 32),
+	SM_DEFINE(SM_AUTHZ_CIDR_PREFIX_BASE),
+	SM_DEFINE(SM_DEFAULT_MAX_AUTHZ_IDENTS),
+	SM_DEFINE(SM_DEFAULT_MAX_AUTHZ_DESTS),
+	SM_DEFINE(SM_DEFAULT_MAX_AUTHZ_CIDRS),
+	SM_DEFINE(SM_DEFAULT_MAX_AUTHZ_SOURCES),
+	SM_DEFINE(SM_DEFAULT_MAX_AUTHZ_VERDICTS),
+	SM_DEFINE(SM_DEFAULT_MAX_AUTHZ_POLICIES),
+	SM_DEFINE(SM_AUTHZ_EVENTS_BYTES),
 };
 
 /* One member per type of the header, so that each is in the BTF. */
@@ -61,4 +74,19 @@ struct sm_contract {
 	struct sm_meta meta;
 	struct sm_sock_state sock_state;
 	struct sm_sock_key sock_key;
+	enum sm_authz_action authz_action;
+	enum sm_authz_reason authz_reason;
+	enum sm_authz_event_kind authz_event_kind;
+	struct sm_authz_state authz_state;
+	struct sm_authz_ident_value authz_ident_value;
+	struct sm_authz_dest_key authz_dest_key;
+	struct sm_authz_dest_value authz_dest_value;
+	struct sm_authz_cidr_key authz_cidr_key;
+	struct sm_authz_cidr_value authz_cidr_value;
+	struct sm_authz_source_key authz_source_key;
+	struct sm_authz_source_value authz_source_value;
+	struct sm_authz_verdict_key authz_verdict_key;
+	struct sm_authz_verdict authz_verdict;
+	struct sm_authz_policy_counts authz_policy_counts;
+	struct sm_authz_event authz_event;
 } sm_contract;

@@ -31,6 +31,13 @@ struct {
 	__type(value, __u64);
 } probe_sockhash SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} probe_ringbuf SEC(".maps");
+
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+
 static __always_inline __u64 *probe_lookup(void)
 {
 	__u32 key = 0;
@@ -126,6 +133,46 @@ int probe_sk_msg(struct sk_msg_md *msg)
 	if (bpf_msg_push_data(msg, 0, 16, 0) || bpf_msg_pull_data(msg, 0, 16, 0))
 		return SK_PASS;
 	return bpf_msg_redirect_hash(msg, &probe_sockhash, &key, BPF_F_INGRESS);
+}
+
+/* The ring buffer, from the hooks of L4 authorization. */
+static __always_inline void probe_event(__u64 value)
+{
+	__u64 *event = bpf_ringbuf_reserve(&probe_ringbuf, sizeof(*event), 0);
+
+	if (!event)
+		return;
+	*event = value;
+	bpf_ringbuf_submit(event, 0);
+}
+
+SEC("sk_lookup")
+int probe_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	__u32 key = 0;
+	__u64 zero = 0;
+
+	if (!probe_lookup())
+		bpf_map_update_elem(&probe_array, &key, &zero, BPF_ANY);
+	probe_event(ctx->local_port);
+	return SK_PASS;
+}
+
+SEC("iter/tcp")
+int probe_iter_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *sk = ctx->sk_common;
+	__u32 key = 0;
+	__u64 zero = 0;
+
+	if (!sk)
+		return 0;
+	if (!probe_lookup())
+		bpf_map_update_elem(&probe_array, &key, &zero, BPF_ANY);
+	probe_event(sk->skc_num);
+	if (sk->skc_state == 255 && bpf_sock_destroy(sk) == 0) /* never true: only its loading counts */
+		bpf_seq_write(ctx->meta->seq, &zero, 1);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -125,6 +125,88 @@ struct {
 	__uint(pinning, SM_MAP_PINNING);
 } sm_sock_state SEC(".maps");
 
+/* L4 authorization (bpf/sockmesh.h): the tables of at most two generations, their counters and events. */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sm_authz_state);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_authz_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_AUTHZ_IDENTS);
+	__type(key, struct sm_frontend_key);
+	__type(value, struct sm_authz_ident_value);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_authz_idents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_AUTHZ_DESTS);
+	__type(key, struct sm_authz_dest_key);
+	__type(value, struct sm_authz_dest_value);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_authz_dests SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_AUTHZ_CIDRS);
+	__type(key, struct sm_authz_cidr_key);
+	__type(value, struct sm_authz_cidr_value);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_authz_cidrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_AUTHZ_SOURCES);
+	__type(key, struct sm_authz_source_key);
+	__type(value, struct sm_authz_source_value);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_authz_sources SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_AUTHZ_VERDICTS);
+	__type(key, struct sm_authz_verdict_key);
+	__type(value, struct sm_authz_verdict);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_authz_verdicts SEC(".maps");
+
+/* Preallocated: counted from softirq on every checked SYN, where an allocation could fail. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, SM_DEFAULT_MAX_AUTHZ_POLICIES);
+	__type(key, __u64); /* the policy's hash; 0: "allow policies exist, but none allowed" */
+	__type(value, struct sm_authz_policy_counts);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_authz_policy_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SM_AUTHZ_EVENTS_BYTES);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_authz_events SEC(".maps");
+
+/*
+ * The reaper's scratch (not pinned, not shared with userspace): the local ports of the listeners an
+ * iterator session has seen, keyed (session_id << 16) | port. The TCP iterator walks listeners before
+ * established sockets; sessions never collide, and the LRU forgets the old ones.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+} sm_authz_listeners SEC(".maps");
+
 /* ---- small helpers ---- */
 
 static __always_inline void count(enum sm_counter counter)
@@ -790,5 +872,7 @@ int sm_sk_msg(struct sk_msg_md *msg)
 		count(SM_COUNTER_ACCELERATED);
 	return SK_PASS;
 }
+
+#include "bpf/authz.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -25,26 +25,8 @@
 #include <linux/magic.h>
 
 #include "datapath/datapath.h"
+#include "datapath/internal.h"
 #include "probe.skel.h"
-#include "sockmesh.skel.h"
-
-/* Pin directories are short paths on bpffs; bounding them keeps every derived path in PATH_MAX. */
-#define PIN_DIR_MAX 256
-
-struct sm_datapath {
-	struct sm_sockmesh *skel; /* NULL when only the pinned maps were opened */
-	struct bpf_link *links[SM_CGROUP_HOOKS];
-	int fds[SM_DP_MAP_COUNT];
-	struct sm_bpf_writer writer;
-	bool adopted;
-	bool migrating;		    /* new maps loaded beside an older layout's; attached at commit */
-	bool created_dirs[3];	    /* the pin dir, links/ and maps-vN/: made by this open */
-	bool created_links[SM_CGROUP_HOOKS]; /* pinned by this open (not an earlier agent's, updated in place) */
-	__u64 cgroup_id;		    /* the cgroup's inode number, as links report it */
-	char old_maps[PIN_DIR_MAX + 32]; /* the older layout's maps directory, removed at commit */
-	char cgroup[PATH_MAX];
-	char pin_dir[PIN_DIR_MAX];
-};
 
 static const char *const dp_map_names[SM_DP_MAP_COUNT] = {
 	[SM_MAP_FRONTENDS] = "sm_frontends",	 [SM_MAP_SERVICES] = "sm_services",
@@ -53,7 +35,20 @@ static const char *const dp_map_names[SM_DP_MAP_COUNT] = {
 	[SM_DP_MAP_ENROLLED] = "sm_enrolled",	 [SM_DP_MAP_LOCAL_ADDRS] = "sm_local_addrs",
 	[SM_DP_MAP_META] = "sm_meta",		 [SM_DP_MAP_SOCKHASH] = "sm_sockhash",
 	[SM_DP_MAP_SOCK_STATE] = "sm_sock_state",
+	[SM_DP_MAP_AUTHZ_STATE] = "sm_authz_state",
+	[SM_DP_MAP_AUTHZ_IDENTS] = "sm_authz_idents",
+	[SM_DP_MAP_AUTHZ_DESTS] = "sm_authz_dests",
+	[SM_DP_MAP_AUTHZ_CIDRS] = "sm_authz_cidrs",
+	[SM_DP_MAP_AUTHZ_SOURCES] = "sm_authz_sources",
+	[SM_DP_MAP_AUTHZ_VERDICTS] = "sm_authz_verdicts",
+	[SM_DP_MAP_AUTHZ_POLICY_COUNTERS] = "sm_authz_policy_counters",
+	[SM_DP_MAP_AUTHZ_EVENTS] = "sm_authz_events",
 };
+
+const char *sm_dp_map_name(int map)
+{
+	return dp_map_names[map];
+}
 
 static int fail(char *err, size_t size, int ret, const char *fmt, ...)
 {
@@ -176,6 +171,8 @@ static const struct probe_need probe_needs[] = {
 	{ "probe_recvmsg6", "cgroup/recvmsg programs (Linux 5.8 or later)" },
 	{ "probe_sockops", "sockops programs with sockhash updates and netns cookies (Linux 5.15 or later)" },
 	{ "probe_sk_msg", "sk_msg programs with message push and pull, socket storage and netns cookies (Linux 5.15 or later)" },
+	{ "probe_sk_lookup", "sk_lookup programs with ring buffers (Linux 5.9 or later)" },
+	{ "probe_iter_tcp", "TCP socket iterators that close sockets (the bpf_sock_destroy kfunc, Linux 6.5 or later)" },
 };
 
 /* Loads one probe program alone; returns 0 when the kernel takes it. */
@@ -559,6 +556,8 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 		goto fail;
 	}
 	ret = dp->migrating ? carry_over(dp, err, size) : attach_all(dp, dp->cgroup, err, size);
+	if (!ret && !dp->migrating)
+		ret = sm_datapath_relink_guards(dp, err, size);
 	if (ret)
 		goto fail;
 	*out = dp;
@@ -580,6 +579,8 @@ int sm_datapath_commit(struct sm_datapath *dp, char *err, size_t size)
 	if (!dp->migrating)
 		return 0;
 	ret = attach_all(dp, dp->cgroup, err, size);
+	if (!ret)
+		ret = sm_datapath_relink_guards(dp, err, size);
 	if (ret)
 		return ret;
 	dp->migrating = false;
@@ -1007,6 +1008,12 @@ const char *sm_counter_name(enum sm_counter counter)
 		[SM_COUNTER_DNS] = "dns",
 		[SM_COUNTER_WAYPOINT_UNRESOLVED] = "waypoint_unresolved",
 		[SM_COUNTER_TLV] = "tlv",
+		[SM_COUNTER_AUTHZ_ALLOWED] = "authz_allowed",
+		[SM_COUNTER_AUTHZ_DENIED] = "authz_denied",
+		[SM_COUNTER_AUTHZ_EXEMPT] = "authz_exempt",
+		[SM_COUNTER_AUTHZ_UNGUARDED] = "authz_unguarded",
+		[SM_COUNTER_AUTHZ_CLOSED] = "authz_closed",
+		[SM_COUNTER_AUTHZ_EVENTS_LOST] = "authz_events_lost",
 	};
 	return counter < SM_COUNTER_MAX ? names[counter] : "unknown";
 }

@@ -108,6 +108,14 @@ enum sm_dp_map_id {
 	SM_DP_MAP_META,
 	SM_DP_MAP_SOCKHASH,
 	SM_DP_MAP_SOCK_STATE,
+	SM_DP_MAP_AUTHZ_STATE,
+	SM_DP_MAP_AUTHZ_IDENTS,
+	SM_DP_MAP_AUTHZ_DESTS,
+	SM_DP_MAP_AUTHZ_CIDRS,
+	SM_DP_MAP_AUTHZ_SOURCES,
+	SM_DP_MAP_AUTHZ_VERDICTS,
+	SM_DP_MAP_AUTHZ_POLICY_COUNTERS,
+	SM_DP_MAP_AUTHZ_EVENTS,
 	SM_DP_MAP_COUNT,
 };
 
@@ -199,6 +207,57 @@ int sm_datapath_set_local_addresses(struct sm_datapath *dp, const struct sm_fron
 /* The per-outcome counters, summed over CPUs. */
 int sm_datapath_counters(const struct sm_datapath *dp, uint64_t counters[SM_COUNTER_MAX]);
 const char *sm_counter_name(enum sm_counter counter);
+
+/* ---- L4 authorization (datapath/authz.c; bpf/sockmesh.h's sm_authz_* section) ---- */
+
+/*
+ * Writes a compilation: its generation's dests, cidrs, sources and verdicts (batch updates), the idents
+ * as a diff against the map (changed and new updated), then flips sm_authz_state.generation to
+ * tables->generation, then deletes the idents it does not list and every entry of any other generation.
+ * Tables without dests are valid: nothing is guarded. The generation must be new (not 0, not the one in
+ * force) and every key must carry it. When a write before the flip fails, the generation in force keeps
+ * serving and what was written of the new one is removed. Returns 0 or -errno, err naming the map.
+ */
+int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err, size_t size);
+/* The generation in force; 0: none written yet (nothing is checked). */
+int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generation);
+
+/*
+ * Attaches sm_authz_check to a network namespace (an sk_lookup link) and pins the link as
+ * <pin dir>/links/authz-<cookie> (cookie in decimal: the namespace's SO_NETNS_COOKIE, which the caller
+ * gives). A pin that is already there and attached to a live namespace is kept (its program switched
+ * to this datapath's). The link outlives the agent; sm_datapath_open switches pinned ones to its program.
+ */
+int sm_datapath_guard_netns(struct sm_datapath *dp, int netns_fd, uint64_t cookie, char *err, size_t size);
+/* Detaches and unpins the namespace's link; one that is not there is done. */
+int sm_datapath_unguard_netns(struct sm_datapath *dp, uint64_t cookie);
+/* Unpins the links whose namespace is gone; returns how many, or -errno. */
+int sm_datapath_sweep_guards(struct sm_datapath *dp);
+/* Calls fn with each guarded namespace's cookie (from the pins); stops on non-zero and returns it. */
+int sm_datapath_for_each_guard(const struct sm_datapath *dp, int (*fn)(void *ctx, uint64_t cookie), void *ctx);
+
+/*
+ * Closes the established inbound connections of a namespace that the tables in force deny (the
+ * sm_authz_reap iterator, run by a short-lived thread inside netns_fd; -1: the caller's own
+ * namespace). *closed: how many it closed.
+ */
+int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *closed, char *err, size_t size);
+
+/* The ring buffer of denials, closes and dry-run denials (libbpf's ring_buffer). */
+struct sm_authz_events;
+int sm_datapath_authz_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, const struct sm_authz_event *event),
+				  void *ctx, struct sm_authz_events **out);
+/* Calls fn for each event waiting, waiting up to timeout_ms for one; returns how many or -errno
+ * (fn's non-zero return stops it and is returned). */
+int sm_authz_events_poll(struct sm_authz_events *events, int timeout_ms);
+/* An epoll fd that is readable when events wait, for the caller's own loop (then sm_authz_events_poll(.., 0)). */
+int sm_authz_events_fd(const struct sm_authz_events *events);
+void sm_authz_events_close(struct sm_authz_events *events);
+
+/* Calls fn with each counted policy's counts, summed over CPUs; stops on non-zero and returns it. */
+int sm_datapath_authz_policy_counts(const struct sm_datapath *dp,
+				    int (*fn)(void *ctx, uint64_t policy, const struct sm_authz_policy_counts *sum),
+				    void *ctx);
 
 /*
  * The map writer over BPF map fds: consecutive ops on one map go in one batch call (the kernel's

@@ -1,0 +1,796 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * L4 authorization's userspace side: writing a compilation's tables generation by generation, guarding
+ * network namespaces with pinned sk_lookup links, reaping established connections a change denies, and
+ * reading the counters and events. The lookups themselves: bpf/authz.bpf.h.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "datapath/datapath.h"
+#include "datapath/internal.h"
+
+#ifndef ENOTSUPP
+#define ENOTSUPP 524 /* the kernel's "operation not supported" for map commands a type lacks */
+#endif
+
+static int fail(char *err, size_t size, int ret, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t size, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, size, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+static bool batch_unsupported(int error)
+{
+	return error == ENOTSUPP || error == EOPNOTSUPP || error == EINVAL;
+}
+
+/* ---- entries in bulk ---- */
+
+/* Updates n entries: one batch call where the map type has them (the LPM trie has not). */
+static int update_entries(int fd, const void *keys, const void *values, size_t key_size, size_t value_size, size_t n)
+{
+	__u32 count = (__u32)n;
+
+	if (!n || bpf_map_update_batch(fd, keys, values, &count, NULL) == 0)
+		return 0;
+	if (!batch_unsupported(errno))
+		return -errno;
+	for (size_t i = 0; i < n; i++) { /* from the start: a batch may have stopped anywhere, and updates repeat */
+		if (bpf_map_update_elem(fd, (const char *)keys + i * key_size, (const char *)values + i * value_size,
+					BPF_ANY))
+			return -errno;
+	}
+	return 0;
+}
+
+/* Deletes n entries; one already gone counts as deleted. */
+static int delete_entries(int fd, const void *keys, size_t key_size, size_t n)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		__u32 count = (__u32)(n - done);
+		const char *key = (const char *)keys + done * key_size;
+
+		if (bpf_map_delete_batch(fd, key, &count, NULL) == 0) {
+			done += count;
+		} else if (errno == ENOENT) {
+			done += count + 1; /* the batch stopped at an entry that was gone */
+		} else if (batch_unsupported(errno)) {
+			for (; done < n; done++) {
+				if (bpf_map_delete_elem(fd, (const char *)keys + done * key_size) && errno != ENOENT)
+					return -errno;
+			}
+		} else {
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+/* The keys of a map (and their values when values is not NULL), walked with get_next_key. */
+struct entries {
+	void *keys;
+	void *values;
+	size_t n, capacity;
+};
+
+static void entries_free(struct entries *e)
+{
+	free(e->keys);
+	free(e->values);
+	memset(e, 0, sizeof(*e));
+}
+
+static int entries_push(struct entries *e, const void *key, const void *value, size_t key_size, size_t value_size)
+{
+	if (e->n == e->capacity) {
+		size_t capacity = e->capacity ? e->capacity * 2 : 256;
+		void *keys = realloc(e->keys, capacity * key_size);
+		if (!keys)
+			return -ENOMEM;
+		e->keys = keys;
+		if (value_size) {
+			void *values = realloc(e->values, capacity * value_size);
+			if (!values)
+				return -ENOMEM;
+			e->values = values;
+		}
+		e->capacity = capacity;
+	}
+	memcpy((char *)e->keys + e->n * key_size, key, key_size);
+	if (value_size)
+		memcpy((char *)e->values + e->n * value_size, value, value_size);
+	e->n++;
+	return 0;
+}
+
+struct table;
+static bool of_generation(const struct table *table, const void *key, uint32_t generation);
+
+/* Whether collect() takes this key: not when it is of generation keep in table. */
+static bool wanted(const struct table *table, const void *key, uint32_t keep)
+{
+	return !table || !of_generation(table, key, keep);
+}
+
+/* One key at a time, for map types without batch lookups (the LPM trie). */
+static int collect_walk(int fd, size_t key_size, size_t value_size, bool values, const struct table *table,
+			uint32_t keep, struct entries *out)
+{
+	_Alignas(8) unsigned char key[32], next[32], value[32];
+	void *previous = NULL;
+	int ret = 0;
+
+	while (!ret && bpf_map_get_next_key(fd, previous, next) == 0) {
+		memcpy(key, next, key_size);
+		previous = key;
+		if (!wanted(table, key, keep))
+			continue;
+		if (values && bpf_map_lookup_elem(fd, key, value))
+			continue; /* deleted since the walk found it */
+		ret = entries_push(out, key, value, key_size, values ? value_size : 0);
+	}
+	if (!ret && errno != ENOENT)
+		ret = -errno;
+	return ret;
+}
+
+#define LOOKUP_CHUNK 4096
+
+/*
+ * Collects a map's keys (with their values when values is set), but those of generation keep in table:
+ * a few thousand entries a call where the map has batch lookups, else one at a time.
+ */
+static int collect(int fd, size_t key_size, size_t value_size, bool values, const struct table *table, uint32_t keep,
+		   struct entries *out)
+{
+	_Alignas(8) unsigned char in_batch[32], out_batch[32];
+	char *keys = malloc(LOOKUP_CHUNK * key_size), *vals = malloc(LOOKUP_CHUNK * value_size);
+	bool first = true, last = false;
+	int ret = keys && vals ? 0 : -ENOMEM;
+
+	while (!ret && !last) {
+		__u32 count = LOOKUP_CHUNK;
+		if (bpf_map_lookup_batch(fd, first ? NULL : in_batch, out_batch, keys, vals, &count, NULL)) {
+			if (first && batch_unsupported(errno)) {
+				ret = collect_walk(fd, key_size, value_size, values, table, keep, out);
+				break;
+			}
+			if (errno != ENOENT) {
+				ret = -errno;
+				break;
+			}
+			last = true; /* the last (possibly empty) chunk */
+		}
+		for (__u32 i = 0; !ret && i < count; i++) {
+			if (wanted(table, keys + i * key_size, keep))
+				ret = entries_push(out, keys + i * key_size, vals + i * value_size, key_size,
+						   values ? value_size : 0);
+		}
+		memcpy(in_batch, out_batch, sizeof(in_batch));
+		first = false;
+	}
+	free(keys);
+	free(vals);
+	return ret;
+}
+
+/* ---- generations ---- */
+
+/* Each generation-bound table: its map, its key size, and the generation a key carries. */
+struct table {
+	int map; /* enum sm_dp_map_id */
+	size_t key_size, value_size;
+	uint32_t (*generation_of)(const void *key);
+};
+
+static uint32_t dest_generation(const void *key)
+{
+	return ((const struct sm_authz_dest_key *)key)->generation;
+}
+
+static uint32_t cidr_generation(const void *key)
+{
+	return ntohl(((const struct sm_authz_cidr_key *)key)->generation);
+}
+
+static uint32_t source_generation(const void *key)
+{
+	return ((const struct sm_authz_source_key *)key)->generation;
+}
+
+static uint32_t verdict_generation(const void *key)
+{
+	return ((const struct sm_authz_verdict_key *)key)->generation;
+}
+
+enum { TABLE_DESTS, TABLE_CIDRS, TABLE_SOURCES, TABLE_VERDICTS, TABLE_COUNT };
+
+static const struct table tables_of[TABLE_COUNT] = {
+	[TABLE_DESTS] = { SM_DP_MAP_AUTHZ_DESTS, sizeof(struct sm_authz_dest_key), sizeof(struct sm_authz_dest_value),
+			  dest_generation },
+	[TABLE_CIDRS] = { SM_DP_MAP_AUTHZ_CIDRS, sizeof(struct sm_authz_cidr_key), sizeof(struct sm_authz_cidr_value),
+			  cidr_generation },
+	[TABLE_SOURCES] = { SM_DP_MAP_AUTHZ_SOURCES, sizeof(struct sm_authz_source_key),
+			    sizeof(struct sm_authz_source_value), source_generation },
+	[TABLE_VERDICTS] = { SM_DP_MAP_AUTHZ_VERDICTS, sizeof(struct sm_authz_verdict_key),
+			     sizeof(struct sm_authz_verdict), verdict_generation },
+};
+
+/* The keys and values of one table of a compilation. */
+static void table_entries(const struct sm_authz_tables *t, int table, const void **keys, const void **values,
+			  size_t *n)
+{
+	switch (table) {
+	case TABLE_DESTS:
+		*keys = t->dest_keys, *values = t->dest_values, *n = t->n_dests;
+		break;
+	case TABLE_CIDRS:
+		*keys = t->cidr_keys, *values = t->cidr_values, *n = t->n_cidrs;
+		break;
+	case TABLE_SOURCES:
+		*keys = t->source_keys, *values = t->source_values, *n = t->n_sources;
+		break;
+	default:
+		*keys = t->verdict_keys, *values = t->verdicts, *n = t->n_verdicts;
+		break;
+	}
+}
+
+static int check_tables(const struct sm_authz_tables *t, uint32_t in_force, char *err, size_t size)
+{
+	if (!t->generation || t->generation == in_force)
+		return fail(err, size, -EINVAL, "authorization tables of generation %u: %s", t->generation,
+			    t->generation ? "that generation is in force; a new compilation needs a new one"
+					  : "0 is not a generation");
+	if (t->n_idents && (!t->ident_keys || !t->ident_values))
+		return fail(err, size, -EINVAL, "authorization tables: %zu idents without keys or values", t->n_idents);
+	for (int table = 0; table < TABLE_COUNT; table++) {
+		const void *keys, *values;
+		size_t n;
+
+		table_entries(t, table, &keys, &values, &n);
+		if (n && (!keys || !values))
+			return fail(err, size, -EINVAL, "authorization tables: %zu %s entries without keys or values", n,
+				    sm_dp_map_name(tables_of[table].map));
+		for (size_t i = 0; i < n; i++) {
+			uint32_t g = tables_of[table].generation_of((const char *)keys + i * tables_of[table].key_size);
+			if (g != t->generation)
+				return fail(err, size, -EINVAL, "%s entry %zu has generation %u, not the tables' %u",
+					    sm_dp_map_name(tables_of[table].map), i, g, t->generation);
+		}
+	}
+	return 0;
+}
+
+static bool of_generation(const struct table *table, const void *key, uint32_t generation)
+{
+	return table->generation_of(key) == generation;
+}
+
+/* Deletes every entry of a generation-bound table that is not of generation keep. */
+static int purge(struct sm_datapath *dp, int table, uint32_t keep, char *err, size_t size)
+{
+	const struct table *t = &tables_of[table];
+	struct entries stale = { 0 };
+	int fd = dp->fds[t->map], ret;
+
+	ret = collect(fd, t->key_size, t->value_size, false, t, keep, &stale);
+	if (!ret)
+		ret = delete_entries(fd, stale.keys, t->key_size, stale.n);
+	if (ret)
+		fail(err, size, ret, "deleting the other generations of %s: %s", sm_dp_map_name(t->map), strerror(-ret));
+	entries_free(&stale);
+	return ret;
+}
+
+/* Removes what was written of a generation that never came in force. */
+static void unwrite(struct sm_datapath *dp, const struct sm_authz_tables *t)
+{
+	for (int table = 0; table < TABLE_COUNT; table++) {
+		const void *keys, *values;
+		size_t n;
+
+		table_entries(t, table, &keys, &values, &n);
+		delete_entries(dp->fds[tables_of[table].map], keys, tables_of[table].key_size, n);
+	}
+}
+
+static int compare_addr(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct sm_frontend_key));
+}
+
+/* An ident of the tables, sorted by address so that the map's entries can be looked up in them. */
+struct ident {
+	struct sm_frontend_key key;
+	struct sm_authz_ident_value value;
+};
+
+/*
+ * The idents as a diff: *stale gets the map's addresses the tables do not list (deleted after the
+ * flip, while the generation in force may still use them); changed and new ones are written now.
+ */
+static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t, struct entries *stale, char *err,
+			size_t size)
+{
+	int fd = dp->fds[SM_DP_MAP_AUTHZ_IDENTS], ret;
+	struct entries held = { 0 }, changed = { 0 };
+	struct ident *wanted = calloc(t->n_idents ? t->n_idents : 1, sizeof(*wanted));
+
+	if (!wanted)
+		return fail(err, size, -ENOMEM, "out of memory for %zu idents", t->n_idents);
+	for (size_t i = 0; i < t->n_idents; i++)
+		wanted[i] = (struct ident){ t->ident_keys[i], t->ident_values[i] };
+	qsort(wanted, t->n_idents, sizeof(*wanted), compare_addr);
+	ret = collect(fd, sizeof(struct sm_frontend_key), sizeof(struct sm_authz_ident_value), true, NULL, 0, &held);
+	if (!ret) {
+		struct ident *sorted_held = malloc((held.n ? held.n : 1) * sizeof(*sorted_held));
+		ret = sorted_held ? 0 : -ENOMEM;
+		for (size_t i = 0; !ret && i < held.n; i++) {
+			memcpy(&sorted_held[i].key, (char *)held.keys + i * sizeof(struct sm_frontend_key), sizeof(sorted_held[i].key));
+			memcpy(&sorted_held[i].value, (char *)held.values + i * sizeof(struct sm_authz_ident_value),
+			       sizeof(sorted_held[i].value));
+		}
+		if (!ret)
+			qsort(sorted_held, held.n, sizeof(*sorted_held), compare_addr);
+		for (size_t i = 0; !ret && i < t->n_idents; i++) {
+			const struct ident *h = bsearch(&wanted[i], sorted_held, held.n, sizeof(*sorted_held), compare_addr);
+			if (!h || h->value.identity != wanted[i].value.identity)
+				ret = entries_push(&changed, &wanted[i].key, &wanted[i].value, sizeof(wanted[i].key),
+						   sizeof(wanted[i].value));
+		}
+		for (size_t i = 0; !ret && i < held.n; i++) {
+			if (!bsearch(&sorted_held[i], wanted, t->n_idents, sizeof(*wanted), compare_addr))
+				ret = entries_push(stale, &sorted_held[i].key, NULL, sizeof(sorted_held[i].key), 0);
+		}
+		free(sorted_held);
+	}
+	if (!ret)
+		ret = update_entries(fd, changed.keys, changed.values, sizeof(struct sm_frontend_key),
+				     sizeof(struct sm_authz_ident_value), changed.n);
+	if (ret)
+		fail(err, size, ret, "writing %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_IDENTS), strerror(-ret));
+	entries_free(&held);
+	entries_free(&changed);
+	free(wanted);
+	return ret;
+}
+
+int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generation)
+{
+	struct sm_authz_state state;
+	__u32 key = 0;
+
+	if (bpf_map_lookup_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state))
+		return -errno;
+	*generation = state.generation;
+	return 0;
+}
+
+int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables *t, char *err, size_t size)
+{
+	struct sm_authz_state state = { 0 };
+	struct entries stale_idents = { 0 };
+	uint32_t in_force;
+	bool writing = false;
+	__u32 key = 0;
+	int ret;
+
+	if (!t)
+		return fail(err, size, -EINVAL, "no authorization tables");
+	ret = sm_datapath_authz_generation(dp, &in_force);
+	if (ret)
+		return fail(err, size, ret, "reading %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(-ret));
+	ret = check_tables(t, in_force, err, size);
+	/* leftovers of a write that never came in force (a crash between write and flip) must not mix in */
+	for (int table = 0; table < TABLE_COUNT && !ret; table++)
+		ret = purge(dp, table, in_force, err, size);
+	writing = !ret;
+	for (int table = 0; table < TABLE_COUNT && !ret; table++) {
+		const struct table *tt = &tables_of[table];
+		const void *keys, *values;
+		size_t n;
+
+		table_entries(t, table, &keys, &values, &n);
+		ret = update_entries(dp->fds[tt->map], keys, values, tt->key_size, tt->value_size, n);
+		if (ret)
+			fail(err, size, ret, "writing %zu entries of generation %u to %s: %s", n, t->generation,
+			     sm_dp_map_name(tt->map), strerror(-ret));
+	}
+	if (!ret)
+		ret = write_idents(dp, t, &stale_idents, err, size);
+	state.generation = t->generation;
+	if (!ret && bpf_map_update_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state, BPF_ANY))
+		ret = fail(err, size, -errno, "flipping %s to generation %u: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE),
+			   t->generation, strerror(errno));
+	if (ret) {
+		if (writing)
+			unwrite(dp, t);
+		goto out;
+	}
+	/* in force: now what only the old generation used can go */
+	ret = delete_entries(dp->fds[SM_DP_MAP_AUTHZ_IDENTS], stale_idents.keys, sizeof(struct sm_frontend_key),
+			     stale_idents.n);
+	if (ret)
+		fail(err, size, ret, "deleting stale entries of %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_IDENTS),
+		     strerror(-ret));
+	for (int table = 0; table < TABLE_COUNT && !ret; table++)
+		ret = purge(dp, table, t->generation, err, size);
+out:
+	entries_free(&stale_idents);
+	return ret;
+}
+
+/* ---- guarded namespaces ---- */
+
+#define GUARD_PREFIX "authz-"
+
+static void guard_path(const struct sm_datapath *dp, uint64_t cookie, char *out, size_t size)
+{
+	snprintf(out, size, "%s/links/" GUARD_PREFIX "%llu", dp->pin_dir, (unsigned long long)cookie);
+}
+
+static bool guard_cookie(const char *name, uint64_t *cookie)
+{
+	unsigned long long value;
+	char tail;
+
+	if (sscanf(name, GUARD_PREFIX "%llu%c", &value, &tail) != 1)
+		return false;
+	*cookie = value;
+	return true;
+}
+
+/* The inode of the namespace a pinned link is attached to; 0 when that namespace is gone. */
+static int guard_netns_ino(int link_fd, __u32 *ino)
+{
+	struct bpf_link_info info = { 0 };
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(link_fd, &info, &len))
+		return -errno;
+	if (info.type != BPF_LINK_TYPE_NETNS)
+		return -EINVAL;
+	*ino = info.netns.netns_ino;
+	return 0;
+}
+
+static int check_loaded(const struct sm_datapath *dp, char *err, size_t size)
+{
+	if (!dp->skel)
+		return fail(err, size, -EINVAL, "only the maps of %s are open: no programs to attach", dp->pin_dir);
+	return 0;
+}
+
+int sm_datapath_guard_netns(struct sm_datapath *dp, int netns_fd, uint64_t cookie, char *err, size_t size)
+{
+	int prog_fd, link_fd, fd, ret = check_loaded(dp, err, size);
+	char path[PATH_MAX];
+	struct stat st;
+	__u32 ino = 0;
+
+	if (ret)
+		return ret;
+	if (fstat(netns_fd, &st))
+		return fail(err, size, -errno, "the network namespace (cookie %llu): %s", (unsigned long long)cookie,
+			    strerror(errno));
+	prog_fd = bpf_program__fd(dp->skel->progs.sm_authz_check);
+	guard_path(dp, cookie, path, sizeof(path));
+	fd = bpf_obj_get(path);
+	if (fd >= 0) {
+		if (guard_netns_ino(fd, &ino) == 0 && ino == (__u32)st.st_ino) {
+			ret = bpf_link_update(fd, prog_fd, NULL) ? -errno : 0;
+			close(fd);
+			return ret ? fail(err, size, ret, "switching %s to this agent's program: %s", path, strerror(-ret)) : 0;
+		}
+		/* attached elsewhere or to a namespace that is gone: replaced */
+		bpf_link_detach(fd);
+		close(fd);
+		if (unlink(path) && errno != ENOENT)
+			return fail(err, size, -errno, "cannot unpin the stale %s: %s", path, strerror(errno));
+	}
+	link_fd = bpf_link_create(prog_fd, netns_fd, BPF_SK_LOOKUP, NULL);
+	if (link_fd < 0)
+		return fail(err, size, -errno, "attaching sm_authz_check to the network namespace (cookie %llu): %s",
+			    (unsigned long long)cookie, strerror(errno));
+	if (bpf_obj_pin(link_fd, path))
+		ret = fail(err, size, -errno, "pinning %s: %s", path, strerror(errno)); /* closing detaches it */
+	close(link_fd);
+	return ret;
+}
+
+int sm_datapath_unguard_netns(struct sm_datapath *dp, uint64_t cookie)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	guard_path(dp, cookie, path, sizeof(path));
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	bpf_link_detach(fd); /* now, whoever else holds the link */
+	close(fd);
+	return unlink(path) && errno != ENOENT ? -errno : 0;
+}
+
+/* Calls fn with each guard pin's cookie and path; stops on non-zero and returns it. */
+static int walk_guards(const struct sm_datapath *dp, int (*fn)(void *ctx, uint64_t cookie, const char *path),
+		       void *ctx)
+{
+	char dir[PATH_MAX], path[PATH_MAX + NAME_MAX + 2];
+	struct dirent *entry;
+	uint64_t cookie;
+	int ret = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/links", dp->pin_dir);
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while (!ret && (entry = readdir(d))) {
+		if (!guard_cookie(entry->d_name, &cookie))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, entry->d_name);
+		ret = fn(ctx, cookie, path);
+	}
+	closedir(d);
+	return ret;
+}
+
+struct guard_walk {
+	int (*fn)(void *ctx, uint64_t cookie);
+	void *ctx;
+	int prog_fd;
+	unsigned swept;
+	char *err;
+	size_t size;
+};
+
+static int give_cookie(void *ctx, uint64_t cookie, const char *path)
+{
+	struct guard_walk *walk = ctx;
+
+	(void)path;
+	return walk->fn(walk->ctx, cookie);
+}
+
+int sm_datapath_for_each_guard(const struct sm_datapath *dp, int (*fn)(void *ctx, uint64_t cookie), void *ctx)
+{
+	struct guard_walk walk = { .fn = fn, .ctx = ctx };
+
+	return walk_guards(dp, give_cookie, &walk);
+}
+
+static int sweep_one(void *ctx, uint64_t cookie, const char *path)
+{
+	struct guard_walk *walk = ctx;
+	int fd = bpf_obj_get(path);
+	__u32 ino = 1;
+
+	(void)cookie;
+	if (fd < 0)
+		return 0;
+	if (guard_netns_ino(fd, &ino) == 0 && ino == 0) {
+		bpf_link_detach(fd);
+		if (unlink(path) == 0)
+			walk->swept++;
+	}
+	close(fd);
+	return 0;
+}
+
+int sm_datapath_sweep_guards(struct sm_datapath *dp)
+{
+	struct guard_walk walk = { 0 };
+	int ret = walk_guards(dp, sweep_one, &walk);
+
+	return ret ? ret : (int)walk.swept;
+}
+
+static int relink_one(void *ctx, uint64_t cookie, const char *path)
+{
+	struct guard_walk *walk = ctx;
+	int fd = bpf_obj_get(path), ret = 0;
+	__u32 ino = 0;
+
+	(void)cookie;
+	if (fd < 0)
+		return fail(walk->err, walk->size, -errno, "opening the pinned link %s: %s", path, strerror(errno));
+	/* a link whose namespace is gone cannot take a program: sm_datapath_sweep_guards removes it */
+	if (guard_netns_ino(fd, &ino) == 0 && ino && bpf_link_update(fd, walk->prog_fd, NULL))
+		ret = fail(walk->err, walk->size, -errno, "replacing the program of the pinned link %s: %s", path,
+			   strerror(errno));
+	close(fd);
+	return ret;
+}
+
+int sm_datapath_relink_guards(struct sm_datapath *dp, char *err, size_t size)
+{
+	struct guard_walk walk = { .err = err, .size = size };
+	int ret = check_loaded(dp, err, size);
+
+	if (ret)
+		return ret;
+	if (size)
+		err[0] = '\0';
+	walk.prog_fd = bpf_program__fd(dp->skel->progs.sm_authz_check);
+	ret = walk_guards(dp, relink_one, &walk);
+	if (ret < 0 && !err[0])
+		fail(err, size, ret, "reading %s/links: %s", dp->pin_dir, strerror(-ret));
+	return ret;
+}
+
+/* ---- reaping established connections ---- */
+
+struct reap_job {
+	int link_fd;
+	int netns_fd;
+	unsigned closed;
+	int ret;
+	char *err;
+	size_t size;
+};
+
+/* Reads the iterator to its end: each byte is a socket it closed. */
+static void reap_here(struct reap_job *job)
+{
+	char buf[4096];
+	ssize_t n;
+	int fd;
+
+	if (job->netns_fd >= 0 && setns(job->netns_fd, CLONE_NEWNET)) {
+		job->ret = fail(job->err, job->size, -errno, "entering the network namespace to reap: %s", strerror(errno));
+		return;
+	}
+	fd = bpf_iter_create(job->link_fd); /* the iterator walks the namespace of the thread creating it */
+	if (fd < 0) {
+		job->ret = fail(job->err, job->size, -errno, "creating the sm_authz_reap iterator: %s", strerror(errno));
+		return;
+	}
+	while ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
+		job->closed += n > 0 ? (unsigned)n : 0;
+	if (n < 0)
+		job->ret = fail(job->err, job->size, -errno, "reading the sm_authz_reap iterator: %s", strerror(errno));
+	close(fd);
+}
+
+static void *reap_thread(void *arg)
+{
+	reap_here(arg);
+	return NULL;
+}
+
+int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *closed, char *err, size_t size)
+{
+	struct reap_job job = { .netns_fd = netns_fd, .err = err, .size = size };
+	struct bpf_link *link;
+	pthread_t thread;
+	int ret = check_loaded(dp, err, size);
+
+	*closed = 0;
+	if (ret)
+		return ret;
+	link = bpf_program__attach_iter(dp->skel->progs.sm_authz_reap, NULL);
+	if (!link)
+		return fail(err, size, -errno, "attaching the sm_authz_reap iterator: %s", strerror(errno));
+	job.link_fd = bpf_link__fd(link);
+	if (netns_fd < 0) {
+		reap_here(&job);
+	} else if ((ret = pthread_create(&thread, NULL, reap_thread, &job))) {
+		job.ret = fail(err, size, -ret, "starting the thread that reaps: %s", strerror(ret));
+	} else {
+		pthread_join(thread, NULL); /* the thread, and the namespace it entered, end here */
+	}
+	bpf_link__destroy(link);
+	*closed = job.closed;
+	return job.ret;
+}
+
+/* ---- events and counts ---- */
+
+struct sm_authz_events {
+	struct ring_buffer *ring;
+	int (*fn)(void *ctx, const struct sm_authz_event *event);
+	void *ctx;
+};
+
+static int on_event(void *ctx, void *data, size_t size)
+{
+	struct sm_authz_events *events = ctx;
+	struct sm_authz_event event;
+
+	if (size < sizeof(event))
+		return 0; /* not of this layout: skipped */
+	memcpy(&event, data, sizeof(event));
+	return events->fn(events->ctx, &event);
+}
+
+int sm_datapath_authz_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, const struct sm_authz_event *event),
+				  void *ctx, struct sm_authz_events **out)
+{
+	struct sm_authz_events *events = calloc(1, sizeof(*events));
+
+	if (!events)
+		return -ENOMEM;
+	events->fn = fn;
+	events->ctx = ctx;
+	events->ring = ring_buffer__new(dp->fds[SM_DP_MAP_AUTHZ_EVENTS], on_event, events, NULL);
+	if (!events->ring) {
+		int ret = -errno;
+		free(events);
+		return ret;
+	}
+	*out = events;
+	return 0;
+}
+
+int sm_authz_events_poll(struct sm_authz_events *events, int timeout_ms)
+{
+	return ring_buffer__poll(events->ring, timeout_ms);
+}
+
+int sm_authz_events_fd(const struct sm_authz_events *events)
+{
+	return ring_buffer__epoll_fd(events->ring);
+}
+
+void sm_authz_events_close(struct sm_authz_events *events)
+{
+	if (!events)
+		return;
+	ring_buffer__free(events->ring);
+	free(events);
+}
+
+int sm_datapath_authz_policy_counts(const struct sm_datapath *dp,
+				    int (*fn)(void *ctx, uint64_t policy, const struct sm_authz_policy_counts *sum),
+				    void *ctx)
+{
+	int fd = dp->fds[SM_DP_MAP_AUTHZ_POLICY_COUNTERS], cpus = libbpf_num_possible_cpus(), ret = 0;
+	struct sm_authz_policy_counts *values;
+	__u64 key, next, *previous = NULL;
+
+	if (cpus < 0)
+		return cpus;
+	values = calloc((size_t)cpus, sizeof(*values));
+	if (!values)
+		return -ENOMEM;
+	while (!ret && bpf_map_get_next_key(fd, previous, &next) == 0) {
+		struct sm_authz_policy_counts sum = { 0 };
+		key = next;
+		previous = &key;
+		if (bpf_map_lookup_elem(fd, &key, values))
+			continue;
+		for (int cpu = 0; cpu < cpus; cpu++) {
+			sum.allowed += values[cpu].allowed;
+			sum.denied += values[cpu].denied;
+			sum.dry_run_denied += values[cpu].dry_run_denied;
+			sum.closed += values[cpu].closed;
+		}
+		ret = fn(ctx, key, &sum);
+	}
+	if (!ret && errno != ENOENT)
+		ret = -errno;
+	free(values);
+	return ret;
+}

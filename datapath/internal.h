@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What datapath/'s files share and nothing outside them sees: the datapath's state and a few helpers.
+ */
+#ifndef SOCKMESH_DATAPATH_INTERNAL_H
+#define SOCKMESH_DATAPATH_INTERNAL_H
+
+#include <limits.h>
+#include <stdbool.h>
+
+#include "datapath/datapath.h"
+#include "sockmesh.skel.h"
+
+/* Pin directories are short paths on bpffs; bounding them keeps every derived path in PATH_MAX. */
+#define PIN_DIR_MAX 256
+
+struct sm_datapath {
+	struct sm_sockmesh *skel; /* NULL when only the pinned maps were opened */
+	struct bpf_link *links[SM_CGROUP_HOOKS];
+	int fds[SM_DP_MAP_COUNT];
+	struct sm_bpf_writer writer;
+	bool adopted;
+	bool migrating;		    /* new maps loaded beside an older layout's; attached at commit */
+	bool created_dirs[3];	    /* the pin dir, links/ and maps-vN/: made by this open */
+	bool created_links[SM_CGROUP_HOOKS]; /* pinned by this open (not an earlier agent's, updated in place) */
+	__u64 cgroup_id;		    /* the cgroup's inode number, as links report it */
+	char old_maps[PIN_DIR_MAX + 32]; /* the older layout's maps directory, removed at commit */
+	char cgroup[PATH_MAX];
+	char pin_dir[PIN_DIR_MAX];
+};
+
+/* The pinned name of a datapath map ("sm_frontends"). */
+const char *sm_dp_map_name(int map);
+/* Switches the pinned sk_lookup links (links/authz-*) to this datapath's program (datapath/authz.c). */
+int sm_datapath_relink_guards(struct sm_datapath *dp, char *err, size_t size);
+
+#endif

@@ -221,6 +221,14 @@ static void decide(const struct set_eval *e, uint32_t deny, bool any_allow, uint
 	}
 }
 
+/* Whether the deciding policy with dry-run policies counted (first DENY, else first ALLOW) is a dry-run one. */
+static bool dry_run_decided(const struct set_eval *e, uint32_t deny, uint32_t allow)
+{
+	uint32_t i = deny != NONE ? deny : allow;
+
+	return i != NONE && e->c->policies[e->pols[i]].policy->dry_run;
+}
+
 static int evaluate(struct set_eval *e)
 {
 	struct sm_compiler *c = e->c;
@@ -248,6 +256,9 @@ static int evaluate(struct set_eval *e)
 		       &v.reason, &v.policy);
 		decide(e, e->first[ANY_DENY][x], e->any_allow[1], e->first[ANY_ALLOW][x], &v.dry_run_action,
 		       &v.dry_run_reason, &v.dry_run_policy);
+		/* only a dry-run policy deciding is news: an enforced one deciding both is already in policy */
+		if (v.dry_run_policy && !dry_run_decided(e, e->first[ANY_DENY][x], e->first[ANY_ALLOW][x]))
+			v.dry_run_policy = 0;
 		if ((err = sm_intern_add(&e->verdicts, &v, sizeof(v), &e->cell[x])))
 			return err;
 	}

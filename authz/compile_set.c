@@ -31,6 +31,9 @@ struct set_eval {
 	uint32_t *weight;	   /* per row: global classes in it */
 	uint64_t *policy, *rule, *clause, *port_bits, *found[N_FIRSTS];
 	uint32_t *first[N_FIRSTS];
+	uint32_t *active; /* the rows the policy being evaluated can match in */
+	size_t n_active;
+	bool *marked;
 	bool any_allow[2]; /* enforced, counting dry-run */
 	struct sm_intern verdicts;
 	uint32_t *cell; /* verdict id per row * q + port class */
@@ -138,52 +141,101 @@ static void port_side(struct set_eval *e, const struct sm_authz_match *m, uint64
 	}
 }
 
-/* Into e->policy: the cells where policy i of the set (its matches from local match lm, source bits
- * from local bit ls) matches. */
+/* Whether a rule, clause or source-free match of the policy can hold for any source: then every row is
+ * active; otherwise only the rows where some match's source side holds can match at all. */
+static bool policy_spans_all_rows(const struct set_eval *e, const struct sm_flat_policy *fp, size_t lm)
+{
+	const struct sm_authz_policy *p = fp->policy;
+
+	for (size_t r = 0; r < p->n_rules; r++) {
+		if (!p->rules[r].n_clauses)
+			return true;
+		for (size_t k = 0; k < p->rules[r].n_clauses; k++)
+			if (!p->rules[r].clauses[k].n_matches)
+				return true;
+	}
+	for (uint32_t m = 0; m < fp->n_matches; m++)
+		if (sm_bit(e->dest_bits, lm + m) && e->c->matches[fp->first_match + m].src_bit == SM_NO_BIT)
+			return true;
+	return false;
+}
+
+/* The rows policy i can match in (most policies name a few sources: the others are never touched). */
+static void find_active(struct set_eval *e, const struct sm_flat_policy *fp, size_t lm, size_t ls)
+{
+	e->n_active = 0;
+	if (policy_spans_all_rows(e, fp, lm)) {
+		for (uint32_t row = 0; row < e->rows.n; row++)
+			e->active[e->n_active++] = row;
+		return;
+	}
+	for (uint32_t m = 0; m < fp->n_matches; m++) {
+		const struct sm_flat_match *fm = &e->c->matches[fp->first_match + m];
+
+		if (!sm_bit(e->dest_bits, lm + m))
+			continue;
+		for (uint32_t row = 0; row < e->rows.n; row++)
+			if (!e->marked[row] && sm_bit(sm_intern_get(&e->rows, row, NULL), ls + fm->src_bit - fp->first_src)) {
+				e->marked[row] = true;
+				e->active[e->n_active++] = row;
+			}
+	}
+	for (size_t a = 0; a < e->n_active; a++)
+		e->marked[e->active[a]] = false;
+}
+
+#define FOR_ACTIVE(e, row) for (size_t a_ = 0, row; a_ < (e)->n_active && ((row) = (e)->active[a_], 1); a_++)
+
+/* Into e->policy (its active rows): the cells where policy i of the set (its matches from local match lm,
+ * source bits from local bit ls) matches. */
 static void eval_policy(struct set_eval *e, size_t i, size_t lm, size_t ls)
 {
 	struct sm_compiler *c = e->c;
 	const struct sm_flat_policy *fp = &c->policies[e->pols[i]];
 	const struct sm_authz_policy *p = fp->policy;
-	size_t cells = e->rows.n * e->w, m = fp->first_match;
+	size_t m = fp->first_match, w = e->w;
 
-	memset(e->policy, 0, cells * 8);
+	find_active(e, fp, lm, ls);
+	FOR_ACTIVE(e, row)
+		memset(e->policy + row * w, 0, w * 8);
 	for (size_t r = 0; r < p->n_rules; r++) {
-		memset(e->rule, 0xff, cells * 8);
+		FOR_ACTIVE(e, row)
+			memset(e->rule + row * w, 0xff, w * 8);
 		for (size_t k = 0; k < p->rules[r].n_clauses; k++) {
 			const struct sm_authz_clause *cl = &p->rules[r].clauses[k];
 
 			if (!cl->n_matches)
 				continue; /* true */
-			memset(e->clause, 0, cells * 8);
+			FOR_ACTIVE(e, row)
+				memset(e->clause + row * w, 0, w * 8);
 			for (size_t j = 0; j < cl->n_matches; j++, m++, lm++) {
 				const struct sm_flat_match *fm = &c->matches[m];
 
 				if (!sm_bit(e->dest_bits, lm))
 					continue;
 				port_side(e, fm->match, e->port_bits);
-				for (uint32_t row = 0; row < e->rows.n; row++) {
-					uint64_t *out = e->clause + row * e->w;
-
+				FOR_ACTIVE(e, row) {
 					if (fm->src_bit != SM_NO_BIT &&
-					    !sm_bit(sm_intern_get(&e->rows, row, NULL), ls + fm->src_bit - fp->first_src))
+					    !sm_bit(sm_intern_get(&e->rows, (uint32_t)row, NULL), ls + fm->src_bit - fp->first_src))
 						continue;
-					for (size_t w = 0; w < e->w; w++)
-						out[w] |= e->port_bits[w];
+					for (size_t x = 0; x < w; x++)
+						e->clause[row * w + x] |= e->port_bits[x];
 				}
 			}
-			for (size_t x = 0; x < cells; x++)
-				e->rule[x] &= e->clause[x];
+			FOR_ACTIVE(e, row)
+				for (size_t x = row * w; x < (row + 1) * w; x++)
+					e->rule[x] &= e->clause[x];
 		}
-		for (size_t x = 0; x < cells; x++)
-			e->policy[x] |= e->rule[x];
+		FOR_ACTIVE(e, row)
+			for (size_t x = row * w; x < (row + 1) * w; x++)
+				e->policy[x] |= e->rule[x];
 	}
 }
 
 /* Records policy i in the first-match arrays of the cells it matches that had none yet. */
 static void note_first(struct set_eval *e, int k, uint32_t i)
 {
-	for (uint32_t row = 0; row < e->rows.n; row++)
+	FOR_ACTIVE(e, row)
 		for (size_t w = 0; w < e->w; w++) {
 			size_t x = row * e->w + w;
 			uint64_t fresh = e->policy[x] & ~e->found[k][x];
@@ -372,7 +424,9 @@ static int alloc_grids(struct set_eval *e)
 	e->clause = calloc(words, 8);
 	e->port_bits = calloc(e->w + 1, 8);
 	e->cell = calloc(cells, sizeof(*e->cell));
-	if (!e->policy || !e->rule || !e->clause || !e->port_bits || !e->cell)
+	e->active = calloc(e->rows.n + 1, sizeof(*e->active));
+	e->marked = calloc(e->rows.n + 1, sizeof(*e->marked));
+	if (!e->active || !e->marked || !e->policy || !e->rule || !e->clause || !e->port_bits || !e->cell)
 		return -ENOMEM;
 	for (int k = 0; k < N_FIRSTS; k++) {
 		e->found[k] = calloc(words, 8);
@@ -400,6 +454,8 @@ static void set_eval_free(struct set_eval *e)
 	}
 	sm_intern_free(&e->verdicts);
 	free(e->cell);
+	free(e->active);
+	free(e->marked);
 }
 
 int sm_compile_set(struct sm_compiler *c, uint32_t id)

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The compiler's own tools (not part of authz/'s API): interning of byte strings, bitsets, growing arrays.
+ * Classes, sets and verdicts are all "distinct byte strings, numbered in order of first sight".
+ */
+#ifndef SOCKMESH_AUTHZ_COMPILE_INTERNAL_H
+#define SOCKMESH_AUTHZ_COMPILE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "authz/authz.h"
+
+/* Distinct byte strings of any length, numbered 0, 1, ... in order of first sight. */
+struct sm_intern {
+	uint8_t *bytes; /* every string, one after the other */
+	size_t n_bytes, cap_bytes;
+	size_t *offsets; /* n + 1 */
+	size_t n, cap;
+	uint32_t *slots; /* open addressing: id + 1, 0 empty */
+	uint64_t *hashes;
+	size_t cap_hashes;
+	size_t n_slots; /* a power of two */
+};
+
+void sm_intern_init(struct sm_intern *in);
+void sm_intern_free(struct sm_intern *in);
+/* The id of blob (added when new); -ENOMEM. */
+int sm_intern_add(struct sm_intern *in, const void *blob, size_t size, uint32_t *id);
+static inline const void *sm_intern_get(const struct sm_intern *in, uint32_t id, size_t *size)
+{
+	if (size)
+		*size = in->offsets[id + 1] - in->offsets[id];
+	return in->bytes + in->offsets[id];
+}
+
+/* Makes room for need elements of elem bytes in *array (capacity *cap); -ENOMEM. */
+int sm_grow(void *array, size_t *cap, size_t need, size_t elem);
+
+#define SM_WORDS(bits) (((bits) + 63) / 64)
+
+static inline bool sm_bit(const uint64_t *set, size_t i)
+{
+	return set[i / 64] >> (i % 64) & 1;
+}
+
+static inline void sm_bit_set(uint64_t *set, size_t i)
+{
+	set[i / 64] |= 1ULL << (i % 64);
+}
+
+/* Copies n bits from src (from bit from) into dst (at bit to); dst's other bits are kept. */
+void sm_bits_copy(uint64_t *dst, size_t to, const uint64_t *src, size_t from, size_t n);
+
+/* Whether prefix (addr, len) contains address a (host bits of addr are ignored). */
+bool sm_cidr_contains(const uint8_t addr[16], unsigned len, const uint8_t a[16]);
+/* addr with every bit past len cleared. */
+void sm_cidr_mask(uint8_t out[16], const uint8_t addr[16], unsigned len);
+
+/* ---- lookups over sorted tables (compile_lookup.c); the compiler sorts with the same orders ---- */
+int sm_authz_cmp_dest(const void *a, const void *b);
+int sm_authz_cmp_cidr(const void *a, const void *b);
+int sm_authz_cmp_source(const void *a, const void *b);
+int sm_authz_cmp_verdict(const void *a, const void *b);
+int sm_authz_cmp_ident(const void *a, const void *b);
+/* The CIDR class of addr: the longest prefix among the tables' entries, or 0. lengths: a bitmask of the
+ * address prefix lengths (0..128) that occur, to skip the others; NULL: try every length. */
+uint32_t sm_authz_cidr_class(const struct sm_authz_tables *tables, const uint8_t addr[16], const uint64_t *lengths);
+
+#endif
+
+/* ---- the compiler's state, shared by compile.c (tables) and compile_set.c (one destination set) ---- */
+
+#define SM_NO_BIT UINT32_MAX
+
+/* One Match of a policy, numbered in rule, clause, match order across all policies. */
+struct sm_flat_match {
+	const struct sm_authz_match *match;
+	uint32_t src_bit;	/* its bit in source vectors, SM_NO_BIT: no source-side field */
+	uint32_t cidr_atom[2];	/* SOURCE_IPS positive, negative: CIDR atom + 1, 0: no list */
+	bool empty;		/* every list empty: never matches */
+};
+
+struct sm_flat_policy {
+	const struct sm_authz_policy *policy;
+	uint32_t first_match, n_matches;
+	uint32_t first_src, n_src; /* its source bits, contiguous */
+};
+
+struct sm_verdict_row {
+	struct sm_authz_verdict_key key;
+	struct sm_authz_verdict value;
+};
+
+struct sm_compiler {
+	const struct sm_authz_compile_input *in;
+	struct sm_authz_tables *t;
+	uint32_t max_dests, max_cidrs, max_sources, max_verdicts;
+	struct sm_verdict_row *rows; /* the verdict entries, while they fit */
+	size_t need_verdicts, n_rows, cap_rows;
+
+	struct sm_intern policy_ids; /* policy pointer → index in policies */
+	struct sm_flat_policy *policies;
+	size_t n_policies, cap_policies;
+	struct sm_flat_match *matches;
+	size_t n_matches, cap_matches;
+	size_t n_src_bits;
+
+	struct sm_intern cidr_atoms;	 /* distinct SOURCE_IPS lists */
+	struct sm_intern cidr_classes;	 /* distinct atom vectors; 0: the empty one */
+	uint64_t lengths[3];		 /* prefix lengths of the LPM entries */
+	struct sm_intern source_classes; /* distinct source vectors; source class = id + 1 */
+	bool *class_used;		 /* per source class id: has a verdict entry of its own */
+
+	struct sm_intern sets; /* (policy indices, destination bits); destination set = id + 1 */
+};
+
+/* Appends a verdict entry (kept while within the limit, counted always); -ENOMEM. */
+int sm_compile_emit_verdict(struct sm_compiler *c, uint32_t set, uint32_t source_class, uint16_t port,
+			    const struct sm_authz_verdict *verdict);
+/* Evaluates destination set id (0-based) over every source class and port class, and writes its entries. */
+int sm_compile_set(struct sm_compiler *c, uint32_t id);

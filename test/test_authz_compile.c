@@ -1,0 +1,547 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * authz/'s compiler: hand cases, then the differential test (random worlds: sm_authz_tables_lookup gives
+ * what sm_authz_evaluate gives for every connection tried), then the cost of a large compilation.
+ *   AUTHZ_SEED=N    the differential test's seed (printed; default: from the clock)
+ *   AUTHZ_CASES=N   connections it tries (default 20,000)
+ */
+#include <errno.h>
+#include <time.h>
+
+#include "authz_random.h"
+#include "helpers.h"
+
+/* ---- building by hand ---- */
+
+static void v4(uint8_t out[16], uint8_t a, uint8_t b, uint8_t c, uint8_t d)
+{
+	memset(out, 0, 16);
+	out[10] = out[11] = 0xff;
+	out[12] = a;
+	out[13] = b;
+	out[14] = c;
+	out[15] = d;
+}
+
+static struct sm_authz_cidr cidr4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint8_t len)
+{
+	struct sm_authz_cidr x = { .prefix_len = (uint8_t)(96 + len) };
+
+	v4(x.addr, a, b, c, d);
+	return x;
+}
+
+/* A policy of one rule of one clause of one match. */
+struct one {
+	struct sm_authz_match match;
+	struct sm_authz_clause clause;
+	struct sm_authz_rule rule;
+	struct sm_authz_policy policy;
+};
+
+static void one_init(struct one *o, const char *key, uint8_t action)
+{
+	memset(o, 0, sizeof(*o));
+	o->clause = (struct sm_authz_clause){ 1, &o->match };
+	o->rule = (struct sm_authz_rule){ 1, &o->clause };
+	o->policy = (struct sm_authz_policy){ .key = (char *)key, .hash = sm_authz_policy_hash(key),
+					      .action = action, .n_rules = 1, .rules = &o->rule };
+}
+
+static struct sm_authz_tables *compile_world(const struct authz_world *w, uint32_t max_verdicts)
+{
+	struct sm_authz_compile_input in = { .destinations = w->destinations, .n_destinations = w->n_destinations,
+					     .sources = w->sources, .n_sources = w->n_sources,
+					     .max_verdicts = max_verdicts };
+	struct sm_authz_tables *t = NULL;
+	char reason[256] = "";
+	int err = sm_authz_compile(&in, 7, &t, reason, sizeof(reason));
+
+	if (err)
+		fail_msg("compile: %s (%d)", reason, err);
+	assert_int_equal(t->generation, 7);
+	return t;
+}
+
+/* The tables' answer for conn equals the evaluator's; returns false (and says why) when not. */
+static bool same_verdict(const struct authz_world *w, const struct sm_authz_tables *t,
+			 const struct sm_authz_connection *conn, char *why, size_t why_size)
+{
+	struct sm_authz_decision want;
+	struct sm_authz_verdict got = { 0 };
+	int want_rc = authz_world_expect(w, conn, &want);
+	int rc = sm_authz_tables_lookup(t, conn->src, conn->dst, conn->dst_port, &got);
+	uint64_t want_policy, want_dry;
+
+	if (rc != want_rc) {
+		snprintf(why, why_size, "lookup returned %d, expected %d", rc, want_rc);
+		return false;
+	}
+	if (rc != 1)
+		return true;
+	want_policy = want.policy ? want.policy->hash : 0;
+	want_dry = want.dry_run_policy ? want.dry_run_policy->hash : 0;
+	if (got.action != want.action || got.reason != want.reason || got.policy != want_policy ||
+	    got.dry_run_action != want.dry_run_action || got.dry_run_reason != want.dry_run_reason ||
+	    got.dry_run_policy != want_dry) {
+		snprintf(why, why_size,
+			 "tables: action %u reason %u policy %016llx dry-run %u/%u/%016llx; evaluator: %u %u %016llx %u/%u/%016llx",
+			 got.action, got.reason, (unsigned long long)got.policy, got.dry_run_action, got.dry_run_reason,
+			 (unsigned long long)got.dry_run_policy, want.action, want.reason,
+			 (unsigned long long)want_policy, want.dry_run_action, want.dry_run_reason,
+			 (unsigned long long)want_dry);
+		return false;
+	}
+	return true;
+}
+
+/* Every (source address of srcs, destination of w, port of ports) agrees. */
+static void check_grid(const struct authz_world *w, const struct sm_authz_tables *t, const uint8_t (*srcs)[16],
+		       size_t n_srcs, const uint16_t *ports, size_t n_ports)
+{
+	char why[512];
+
+	for (size_t s = 0; s < n_srcs; s++)
+		for (size_t d = 0; d < w->n_destinations; d++)
+			for (size_t p = 0; p < n_ports; p++) {
+				struct sm_authz_connection conn = { .dst_port = ports[p] };
+				const struct sm_authz_source *src;
+
+				memcpy(conn.src, srcs[s], 16);
+				memcpy(conn.dst, w->destinations[d].addr, 16);
+				src = authz_world_source(w, conn.src);
+				conn.src_identity = src && !src->node ? &src->identity : NULL;
+				if (!same_verdict(w, t, &conn, why, sizeof(why)))
+					fail_msg("source %zu, destination %zu, port %u: %s", s, d, ports[p], why);
+			}
+}
+
+static const uint16_t some_ports[] = { 80, 443, 8080, 1, 65535 };
+
+/* ---- hand cases ---- */
+
+static void test_empty(void **state)
+{
+	struct authz_world w = { 0 };
+	struct sm_authz_tables *t = compile_world(&w, 0);
+	struct sm_authz_verdict v;
+	uint8_t a[16];
+
+	(void)state;
+	v4(a, 10, 0, 0, 1);
+	assert_int_equal(t->n_dests + t->n_cidrs + t->n_sources + t->n_verdicts + t->n_idents, 0);
+	assert_int_equal(sm_authz_tables_lookup(t, a, a, 80, &v), 0);
+	sm_authz_tables_free(t);
+}
+
+/* A destination with no policies is guarded and allowed: "no allow policies". */
+static void test_no_policies(void **state)
+{
+	struct sm_authz_destination d = { 0 };
+	struct authz_world w = { .destinations = &d, .n_destinations = 1 };
+	struct sm_authz_tables *t;
+	struct sm_authz_verdict v;
+	uint8_t src[16];
+
+	(void)state;
+	v4(d.addr, 10, 0, 0, 9);
+	v4(src, 10, 1, 0, 1);
+	t = compile_world(&w, 0);
+	assert_int_equal(sm_authz_tables_lookup(t, src, d.addr, 80, &v), 1);
+	assert_int_equal(v.action, SM_AUTHZ_ALLOW);
+	assert_int_equal(v.reason, SM_AUTHZ_NO_ALLOW_POLICIES);
+	assert_int_equal(t->n_verdicts, 1);
+	sm_authz_tables_free(t);
+}
+
+static void test_one_deny(void **state)
+{
+	struct one deny;
+	struct sm_authz_cidr c = cidr4(10, 1, 0, 0, 16);
+	const struct sm_authz_policy *list[1] = { &deny.policy };
+	struct sm_authz_destination d = { .policies = list, .n_policies = 1 };
+	struct authz_world w = { .destinations = &d, .n_destinations = 1 };
+	uint8_t srcs[3][16];
+	struct sm_authz_tables *t;
+	struct sm_authz_verdict v;
+
+	(void)state;
+	one_init(&deny, "ns/deny", SM_AUTHZ_DENY);
+	deny.match.positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = 1, .cidrs = &c };
+	v4(d.addr, 10, 0, 0, 9);
+	v4(srcs[0], 10, 1, 2, 3);
+	v4(srcs[1], 10, 2, 0, 1);
+	memset(srcs[2], 0, 16);
+	srcs[2][0] = 0xfd;
+	t = compile_world(&w, 0);
+	check_grid(&w, t, srcs, 3, some_ports, TEST_ARRAY_SIZE(some_ports));
+	assert_int_equal(sm_authz_tables_lookup(t, srcs[0], d.addr, 80, &v), 1);
+	assert_int_equal(v.action, SM_AUTHZ_DENY);
+	assert_int_equal(v.reason, SM_AUTHZ_DENY_MATCHED);
+	assert_true(v.policy == deny.policy.hash);
+	assert_int_equal(t->n_cidrs, 1);
+	sm_authz_tables_free(t);
+}
+
+/* A /8 in one list, a /16 inside it in another: the /16's class holds both lists. */
+static void test_cidr_nesting(void **state)
+{
+	struct one allow, deny;
+	struct sm_authz_cidr c8 = cidr4(10, 9, 9, 9, 8), c16 = cidr4(10, 1, 0, 0, 16), c24 = cidr4(10, 1, 2, 0, 24);
+	struct sm_authz_cidr not16[2] = { c16, cidr4(10, 3, 0, 0, 16) };
+	const struct sm_authz_policy *list[2] = { &deny.policy, &allow.policy };
+	struct sm_authz_destination d = { .policies = list, .n_policies = 2 };
+	struct authz_world w = { .destinations = &d, .n_destinations = 1 };
+	uint8_t srcs[6][16];
+	struct sm_authz_tables *t;
+
+	(void)state;
+	one_init(&allow, "ns/allow", SM_AUTHZ_ALLOW);
+	allow.match.positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = 1, .cidrs = &c8 };
+	allow.match.negative[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = 2, .cidrs = not16 };
+	one_init(&deny, "ns/deny", SM_AUTHZ_DENY);
+	deny.match.positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = 1, .cidrs = &c24 };
+	v4(d.addr, 10, 0, 0, 9);
+	v4(srcs[0], 10, 1, 2, 3);  /* /24: denied */
+	v4(srcs[1], 10, 1, 3, 1);  /* /16 only: not allowed */
+	v4(srcs[2], 10, 2, 0, 1);  /* /8 only: allowed */
+	v4(srcs[3], 10, 3, 0, 1);  /* the other /16 */
+	v4(srcs[4], 11, 0, 0, 1);  /* outside */
+	v4(srcs[5], 10, 255, 255, 255);
+	t = compile_world(&w, 0);
+	check_grid(&w, t, srcs, 6, some_ports, TEST_ARRAY_SIZE(some_ports));
+	assert_int_equal(t->n_cidrs, 4); /* /8, /16, /24, the other /16 (same class as the first /16, but its parent's differs) */
+	sm_authz_tables_free(t);
+}
+
+static void test_port_specific(void **state)
+{
+	struct one allow;
+	uint16_t ports[2] = { 80, 8080 }, not_ports[1] = { 8080 };
+	const struct sm_authz_policy *list[1] = { &allow.policy };
+	struct sm_authz_destination d = { .policies = list, .n_policies = 1 };
+	struct authz_world w = { .destinations = &d, .n_destinations = 1 };
+	uint8_t srcs[1][16];
+	struct sm_authz_tables *t;
+	struct sm_authz_verdict v;
+
+	(void)state;
+	one_init(&allow, "ns/web", SM_AUTHZ_ALLOW);
+	allow.match.positive[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 2, .ports = ports };
+	allow.match.negative[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 1, .ports = not_ports };
+	v4(d.addr, 10, 0, 0, 9);
+	v4(srcs[0], 10, 0, 0, 1);
+	t = compile_world(&w, 0);
+	check_grid(&w, t, srcs, 1, some_ports, TEST_ARRAY_SIZE(some_ports));
+	assert_int_equal(sm_authz_tables_lookup(t, srcs[0], d.addr, 80, &v), 1);
+	assert_int_equal(v.reason, SM_AUTHZ_ALLOW_MATCHED);
+	assert_int_equal(sm_authz_tables_lookup(t, srcs[0], d.addr, 8080, &v), 1);
+	assert_int_equal(v.reason, SM_AUTHZ_NO_ALLOW_MATCHED);
+	assert_int_equal(t->n_verdicts, 2); /* (set, 0, 0) denies, (set, 0, 80) allows */
+	sm_authz_tables_free(t);
+}
+
+/* principals, namespaces, service accounts; an address with no identity; deny-plaintext. */
+static void test_identities(void **state)
+{
+	struct one allow, strict;
+	struct sm_authz_string principals[1] = { { SM_AUTHZ_SUFFIX, "/sa/sa1" } };
+	struct sm_authz_string namespaces[1] = { { SM_AUTHZ_EXACT, "ns2" } };
+	struct sm_authz_service_account accounts[1] = { { "ns1", "sa1" } };
+	struct sm_authz_string presence[1] = { { SM_AUTHZ_PRESENCE, "" } };
+	const struct sm_authz_policy *list[2] = { &strict.policy, &allow.policy };
+	struct sm_authz_destination d = { .policies = list, .n_policies = 2 };
+	struct sm_authz_source sources[4] = {
+		{ .identity = { "cluster.local", "ns1", "sa1" } },
+		{ .identity = { "cluster.local", "ns2", "sa1" } },
+		{ .identity = { "other.td", "ns1", "sa1" } },
+		{ .identity = { "cluster.local", "ns1", "sa2" } },
+	};
+	struct authz_world w = { .destinations = &d, .n_destinations = 1, .sources = sources, .n_sources = 4 };
+	uint8_t srcs[5][16];
+	struct sm_authz_tables *t;
+
+	(void)state;
+	one_init(&allow, "ns/allow", SM_AUTHZ_ALLOW);
+	allow.match.positive[SM_AUTHZ_PRINCIPALS] = (struct sm_authz_list){ .n = 1, .strings = principals };
+	allow.match.negative[SM_AUTHZ_NAMESPACES] = (struct sm_authz_list){ .n = 1, .strings = namespaces };
+	allow.match.positive[SM_AUTHZ_SERVICE_ACCOUNTS] = (struct sm_authz_list){ .n = 1, .accounts = accounts };
+	one_init(&strict, "istio-system/istio_converted_static_strict", SM_AUTHZ_DENY);
+	strict.match.negative[SM_AUTHZ_PRINCIPALS] = (struct sm_authz_list){ .n = 1, .strings = presence };
+	v4(d.addr, 10, 0, 0, 9);
+	for (int i = 0; i < 4; i++) {
+		v4(sources[i].addr, 10, 0, 1, (uint8_t)i);
+		memcpy(srcs[i], sources[i].addr, 16);
+	}
+	v4(srcs[4], 10, 0, 2, 1); /* no identity: denied by the strict policy */
+	t = compile_world(&w, 0);
+	check_grid(&w, t, srcs, 5, some_ports, TEST_ARRAY_SIZE(some_ports));
+	sm_authz_tables_free(t);
+}
+
+/* The node's addresses are exempt (-ENOENT), whatever the policies; an address listed twice: the first wins. */
+static void test_node_and_duplicates(void **state)
+{
+	struct one deny;
+	const struct sm_authz_policy *list[1] = { &deny.policy };
+	struct sm_authz_destination d = { .policies = list, .n_policies = 1 };
+	struct sm_authz_source sources[3] = {
+		{ .node = true, .identity = { "cluster.local", "ns1", "sa1" } },
+		{ .identity = { "cluster.local", "ns1", "sa1" } },
+		{ .identity = { "cluster.local", "ns2", "sa2" } },
+	};
+	struct sm_authz_string ns1[1] = { { SM_AUTHZ_EXACT, "ns1" } };
+	struct authz_world w = { .destinations = &d, .n_destinations = 1, .sources = sources, .n_sources = 3 };
+	uint8_t srcs[2][16];
+	struct sm_authz_tables *t;
+	struct sm_authz_verdict v;
+
+	(void)state;
+	one_init(&deny, "ns/deny-ns1", SM_AUTHZ_DENY);
+	deny.match.positive[SM_AUTHZ_NAMESPACES] = (struct sm_authz_list){ .n = 1, .strings = ns1 };
+	v4(d.addr, 10, 0, 0, 9);
+	v4(sources[0].addr, 10, 0, 0, 1);
+	v4(sources[1].addr, 10, 0, 0, 2);
+	v4(sources[2].addr, 10, 0, 0, 2); /* listed again: the first (ns1) wins */
+	memcpy(srcs[0], sources[0].addr, 16);
+	memcpy(srcs[1], sources[1].addr, 16);
+	t = compile_world(&w, 0);
+	check_grid(&w, t, srcs, 2, some_ports, TEST_ARRAY_SIZE(some_ports));
+	assert_int_equal(sm_authz_tables_lookup(t, srcs[0], d.addr, 80, &v), -ENOENT);
+	assert_int_equal(sm_authz_tables_lookup(t, srcs[0], srcs[1], 80, &v), -ENOENT); /* even unguarded */
+	assert_int_equal(sm_authz_tables_lookup(t, srcs[1], d.addr, 80, &v), 1);
+	assert_int_equal(v.action, SM_AUTHZ_DENY);
+	assert_int_equal(t->n_idents, 2);
+	assert_true(t->ident_values[0].identity == SM_AUTHZ_IDENTITY_NODE);
+	sm_authz_tables_free(t);
+}
+
+/* A dry-run DENY that matches: allowed, dry-run denied by it; a dry-run ALLOW alone: dry-run "none allowed". */
+static void test_dry_run(void **state)
+{
+	struct one dry_deny, dry_allow;
+	uint16_t p80[1] = { 80 }, p443[1] = { 443 };
+	const struct sm_authz_policy *list[2] = { &dry_deny.policy, &dry_allow.policy };
+	struct sm_authz_destination d = { .policies = list, .n_policies = 2 };
+	struct authz_world w = { .destinations = &d, .n_destinations = 1 };
+	uint8_t srcs[1][16];
+	struct sm_authz_tables *t;
+	struct sm_authz_verdict v;
+
+	(void)state;
+	one_init(&dry_deny, "ns/dry-deny", SM_AUTHZ_DENY);
+	dry_deny.policy.dry_run = true;
+	dry_deny.match.positive[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 1, .ports = p80 };
+	one_init(&dry_allow, "ns/dry-allow", SM_AUTHZ_ALLOW);
+	dry_allow.policy.dry_run = true;
+	dry_allow.match.positive[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 1, .ports = p443 };
+	v4(d.addr, 10, 0, 0, 9);
+	v4(srcs[0], 10, 0, 0, 1);
+	t = compile_world(&w, 0);
+	check_grid(&w, t, srcs, 1, some_ports, TEST_ARRAY_SIZE(some_ports));
+	assert_int_equal(sm_authz_tables_lookup(t, srcs[0], d.addr, 80, &v), 1);
+	assert_int_equal(v.action, SM_AUTHZ_ALLOW);
+	assert_int_equal(v.reason, SM_AUTHZ_NO_ALLOW_POLICIES);
+	assert_int_equal(v.dry_run_action, SM_AUTHZ_DENY);
+	assert_true(v.dry_run_policy == dry_deny.policy.hash);
+	assert_int_equal(sm_authz_tables_lookup(t, srcs[0], d.addr, 443, &v), 1);
+	assert_int_equal(v.dry_run_reason, SM_AUTHZ_ALLOW_MATCHED);
+	assert_int_equal(sm_authz_tables_lookup(t, srcs[0], d.addr, 8080, &v), 1);
+	assert_int_equal(v.dry_run_reason, SM_AUTHZ_NO_ALLOW_MATCHED);
+	assert_true(v.dry_run_policy == 0);
+	sm_authz_tables_free(t);
+}
+
+static void test_too_big(void **state)
+{
+	struct one allow;
+	uint16_t ports[3] = { 80, 81, 82 };
+	const struct sm_authz_policy *list[1] = { &allow.policy };
+	struct sm_authz_destination d = { .policies = list, .n_policies = 1 };
+	struct sm_authz_compile_input in = { .destinations = &d, .n_destinations = 1, .max_verdicts = 3 };
+	struct sm_authz_tables *t = NULL;
+	char reason[256] = "";
+
+	(void)state;
+	one_init(&allow, "ns/web", SM_AUTHZ_ALLOW);
+	allow.match.positive[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 3, .ports = ports };
+	v4(d.addr, 10, 0, 0, 9);
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), -E2BIG);
+	assert_null(t);
+	assert_string_equal(reason, "verdicts: 4 entries needed, 3 fit");
+	in.max_verdicts = 4;
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), 0);
+	sm_authz_tables_free(t);
+}
+
+/* ---- the differential test ---- */
+
+static uint64_t env_number(const char *name, uint64_t fallback)
+{
+	const char *text = getenv(name);
+
+	return text && *text ? strtoull(text, NULL, 0) : fallback;
+}
+
+static void test_differential(void **state)
+{
+	uint64_t seed = env_number("AUTHZ_SEED", (uint64_t)time(NULL));
+	uint64_t cases = env_number("AUTHZ_CASES", 20000), done = 0, guarded = 0;
+	struct authz_rng rng = { seed };
+	char why[512];
+
+	(void)state;
+	printf("# differential: AUTHZ_SEED=%llu AUTHZ_CASES=%llu\n", (unsigned long long)seed,
+	       (unsigned long long)cases);
+	for (uint64_t world = 0; done < cases; world++) {
+		struct authz_world w;
+		struct sm_authz_tables *t;
+
+		authz_random_world(&rng, &w);
+		t = compile_world(&w, 0);
+		for (int i = 0; i < 64 && done < cases; i++, done++) {
+			struct sm_authz_connection conn;
+			struct sm_authz_decision unused;
+
+			authz_random_connection(&rng, &w, &conn);
+			guarded += authz_world_expect(&w, &conn, &unused) == 1;
+			if (!same_verdict(&w, t, &conn, why, sizeof(why)))
+				fail_msg("AUTHZ_SEED=%llu, world %llu, connection %d: %s", (unsigned long long)seed,
+					 (unsigned long long)world, i, why);
+		}
+		sm_authz_tables_free(t);
+		authz_world_free(&w);
+	}
+	printf("# differential: %llu connections agree (%llu to guarded destinations)\n", (unsigned long long)done,
+	       (unsigned long long)guarded);
+}
+
+/* ---- the cost of a large compilation (printed, never asserted) ---- */
+
+#define BIG_POLICIES 1000
+#define BIG_SOURCES 100000
+
+struct big {
+	struct one policies[BIG_POLICIES];
+	struct sm_authz_string principals[BIG_POLICIES];
+	struct sm_authz_string namespaces[BIG_POLICIES];
+	struct sm_authz_cidr cidrs[BIG_POLICIES][4];
+	uint16_t ports[BIG_POLICIES][2];
+	char strings[BIG_POLICIES][64];
+	char keys[BIG_POLICIES][32];
+	const struct sm_authz_policy *list[BIG_POLICIES];
+	struct sm_authz_source sources[BIG_SOURCES];
+	char identity_text[2][50][16];
+};
+
+/* 1,000 policies of one destination: ALLOWs naming a principal and a port, ALLOWs naming CIDRs, DENYs
+ * naming a namespace except some ports; 100,000 workload addresses of 1,000 identities. */
+static void big_world(struct big *b, struct sm_authz_destination *d)
+{
+	for (int i = 0; i < 50; i++) {
+		snprintf(b->identity_text[0][i], 16, "ns%d", i);
+		snprintf(b->identity_text[1][i], 16, "sa%d", i % 20);
+	}
+	for (int i = 0; i < BIG_POLICIES; i++) {
+		struct one *o = &b->policies[i];
+		struct sm_authz_match *m = &o->match;
+
+		snprintf(b->keys[i], sizeof(b->keys[i]), "ns%d/p%d", i % 50, i);
+		one_init(o, b->keys[i], i % 3 == 2 ? SM_AUTHZ_DENY : SM_AUTHZ_ALLOW);
+		b->ports[i][0] = (uint16_t)(8000 + i % 100);
+		b->ports[i][1] = (uint16_t)(9000 + i % 7);
+		if (i % 3 == 0) {
+			snprintf(b->strings[i], sizeof(b->strings[i]), "cluster.local/ns/ns%d/sa/sa%d", i % 50, i % 20);
+			b->principals[i] = (struct sm_authz_string){ SM_AUTHZ_EXACT, b->strings[i] };
+			m->positive[SM_AUTHZ_PRINCIPALS] = (struct sm_authz_list){ .n = 1, .strings = &b->principals[i] };
+			m->positive[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 1, .ports = b->ports[i] };
+		} else if (i % 3 == 1) {
+			for (int k = 0; k < 4; k++)
+				b->cidrs[i][k] = cidr4(10, (uint8_t)(i % 40), (uint8_t)(k * 16), 0, (uint8_t)(20 + k));
+			m->positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = 4, .cidrs = b->cidrs[i] };
+		} else {
+			snprintf(b->strings[i], sizeof(b->strings[i]), "ns%d", i % 50);
+			b->namespaces[i] = (struct sm_authz_string){ SM_AUTHZ_EXACT, b->strings[i] };
+			m->positive[SM_AUTHZ_NAMESPACES] = (struct sm_authz_list){ .n = 1, .strings = &b->namespaces[i] };
+			m->negative[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 2, .ports = b->ports[i] };
+		}
+		b->list[i] = &o->policy;
+	}
+	for (int i = 0; i < BIG_SOURCES; i++) {
+		struct sm_authz_source *s = &b->sources[i];
+
+		v4(s->addr, 10, (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i);
+		s->identity = (struct sm_authz_identity){ "cluster.local", b->identity_text[0][i % 50],
+							  b->identity_text[1][(i / 50) % 20] };
+	}
+	*d = (struct sm_authz_destination){ .policies = b->list, .n_policies = BIG_POLICIES };
+	v4(d->addr, 172, 16, 0, 1);
+}
+
+static double seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_large(void **state)
+{
+	struct big *b = calloc(1, sizeof(*b));
+	struct sm_authz_destination d;
+	struct authz_world w = { .destinations = &d, .n_destinations = 1 };
+	struct authz_rng rng = { 1 };
+	struct sm_authz_tables *t;
+	char why[512];
+	double start;
+
+	(void)state;
+	assert_non_null(b);
+	big_world(b, &d);
+	w.sources = b->sources;
+	w.n_sources = BIG_SOURCES;
+	start = seconds();
+	t = compile_world(&w, 0);
+	printf("# large: %d policies, %d sources: compiled in %.3f s; dests %zu, cidrs %zu, sources %zu, "
+	       "verdicts %zu, idents %zu\n",
+	       BIG_POLICIES, BIG_SOURCES, seconds() - start, t->n_dests, t->n_cidrs, t->n_sources, t->n_verdicts,
+	       t->n_idents);
+	for (int i = 0; i < 2000; i++) {
+		struct sm_authz_connection conn = { .dst_port = (uint16_t)(authz_chance(&rng, 50) ? 8000 + authz_below(&rng, 120)
+												   : 9000 + authz_below(&rng, 8)) };
+		const struct sm_authz_source *s = &b->sources[authz_below(&rng, BIG_SOURCES)];
+
+		memcpy(conn.src, s->addr, 16);
+		memcpy(conn.dst, d.addr, 16);
+		conn.src_identity = &s->identity;
+		if (authz_chance(&rng, 10)) {
+			v4(conn.src, 10, (uint8_t)authz_below(&rng, 64), 0, 1); /* maybe nobody's */
+			s = authz_world_source(&w, conn.src);
+			conn.src_identity = s ? &s->identity : NULL;
+		}
+		if (!same_verdict(&w, t, &conn, why, sizeof(why)))
+			fail_msg("connection %d: %s", i, why);
+	}
+	sm_authz_tables_free(t);
+	free(b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_empty),
+		cmocka_unit_test(test_no_policies),
+		cmocka_unit_test(test_one_deny),
+		cmocka_unit_test(test_cidr_nesting),
+		cmocka_unit_test(test_port_specific),
+		cmocka_unit_test(test_identities),
+		cmocka_unit_test(test_node_and_duplicates),
+		cmocka_unit_test(test_dry_run),
+		cmocka_unit_test(test_too_big),
+		cmocka_unit_test(test_differential),
+		cmocka_unit_test(test_large),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

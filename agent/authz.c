@@ -499,7 +499,9 @@ int agent_authz_start(struct agent_authz *authz, struct sm_datapath *dp, const s
 	authz->capacity_cidrs = half(dp, SM_DP_MAP_AUTHZ_CIDRS, SM_DEFAULT_MAX_AUTHZ_CIDRS);
 	authz->capacity_sources = half(dp, SM_DP_MAP_AUTHZ_SOURCES, SM_DEFAULT_MAX_AUTHZ_SOURCES);
 	authz->capacity_verdicts = half(dp, SM_DP_MAP_AUTHZ_VERDICTS, SM_DEFAULT_MAX_AUTHZ_VERDICTS);
-	ret = sm_datapath_authz_generation(dp, &authz->generation);
+	uint32_t generation;
+	ret = sm_datapath_authz_generation(dp, &generation);
+	authz->generation = generation;
 	if (ret) {
 		snprintf(err, size, "reading the authorization generation in force: %s", strerror(-ret));
 		return ret;

@@ -254,6 +254,16 @@ int sm_authz_events_poll(struct sm_authz_events *events, int timeout_ms);
 int sm_authz_events_fd(const struct sm_authz_events *events);
 void sm_authz_events_close(struct sm_authz_events *events);
 
+/* Entries one generation of an authorization map may hold (its max_entries halved; sm_authz_idents: all). */
+int sm_datapath_authz_capacity(const struct sm_datapath *dp, int map, uint32_t *per_generation);
+/*
+ * What sm_authz_check decides for src → dst:port (host order), read from the pinned tables the same way:
+ * 1 with the verdict when the destination is guarded, 0 when it is not (or nothing is in force), -ENOENT
+ * when the source is the node (exempt).
+ */
+int sm_datapath_authz_lookup(const struct sm_datapath *dp, const uint8_t src[16], const uint8_t dst[16], uint16_t port,
+			     struct sm_authz_verdict *out);
+
 /* Calls fn with each counted policy's counts, summed over CPUs; stops on non-zero and returns it. */
 int sm_datapath_authz_policy_counts(const struct sm_datapath *dp,
 				    int (*fn)(void *ctx, uint64_t policy, const struct sm_authz_policy_counts *sum),

@@ -896,7 +896,7 @@ static void authorizations_select_workloads(void **state)
 	response_add_message(&r, "default/bad", "v1", SM_TYPE_URL_AUTHORIZATION, &bad.base);
 	apply(&h, &r);
 	assert_int_equal(h.rejections.count, 1);
-	assert_true(has_rejection(&h, "default/bad", "unknown action 5"));
+	assert_true(has_rejection(&h, "default/bad", "action 5 is not ALLOW or DENY"));
 
 	struct workload_spec w[] = {
 		{ .uid = "w/picked", .addresses = { "10.0.0.1" }, .namespace = "default", .policies = { "default/pick" } },

@@ -15,7 +15,8 @@
 #define SM_TCP_LISTEN 10
 #define SM_TCP_NEW_SYN_RECV 12
 
-extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+/* weak: a kernel without it (before 6.5) still loads everything but the reaper, which is then not loaded */
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
 
 /* One connection as the tables key it: addresses as 16 bytes (IPv4 mapped), ports in network order. */
 struct authz_conn {

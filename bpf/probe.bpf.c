@@ -36,7 +36,8 @@ struct {
 	__uint(max_entries, 4096);
 } probe_ringbuf SEC(".maps");
 
-extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+/* weak: a kernel without it (before 6.5) still loads everything but the reaper, which is then not loaded */
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
 
 static __always_inline __u64 *probe_lookup(void)
 {

@@ -690,6 +690,9 @@ int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *close
 	*closed = 0;
 	if (ret)
 		return ret;
+	if (!dp->can_reap)
+		return fail(err, size, -EOPNOTSUPP, "this kernel cannot close sockets from BPF (bpf_sock_destroy, Linux 6.5 "
+			    "or later): established connections stay until they end");
 	link = bpf_program__attach_iter(dp->skel->progs.sm_authz_reap, NULL);
 	if (!link)
 		return fail(err, size, -errno, "attaching the sm_authz_reap iterator: %s", strerror(errno));

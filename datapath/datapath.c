@@ -191,11 +191,17 @@ static int probe_one(const char *name)
 	return err;
 }
 
-int sm_datapath_probe(char *err, size_t size)
+/* The reaper (closing established connections a change denies) needs Linux 6.5: without it, the
+ * datapath serves all else and sm_datapath_authz_reap says why it cannot. */
+#define OPTIONAL_PROBE "probe_iter_tcp"
+
+/* 0 when the kernel takes every program the datapath needs; *can_reap: and the reaper's. */
+static int probe_kernel(char *err, size_t size, bool *can_reap)
 {
 	struct sm_probe *probe = sm_probe__open_and_load();
 	struct utsname uts;
 
+	*can_reap = true;
 	if (probe) {
 		sm_probe__destroy(probe);
 		return 0;
@@ -203,11 +209,23 @@ int sm_datapath_probe(char *err, size_t size)
 	int ret = -errno;
 	uname(&uts);
 	for (size_t i = 0; i < sizeof(probe_needs) / sizeof(probe_needs[0]); i++) {
-		if (probe_one(probe_needs[i].program))
+		if (!probe_one(probe_needs[i].program))
+			continue;
+		if (strcmp(probe_needs[i].program, OPTIONAL_PROBE) != 0)
 			return fail(err, size, ret, "this kernel (%s) cannot load %s", uts.release, probe_needs[i].need);
+		*can_reap = false;
 	}
+	if (!*can_reap)
+		return 0;
 	return fail(err, size, ret, "this kernel (%s) cannot create the sockhash or socket-storage maps: %s (is this root?)",
 		    uts.release, strerror(-ret));
+}
+
+int sm_datapath_probe(char *err, size_t size)
+{
+	bool can_reap;
+
+	return probe_kernel(err, size, &can_reap);
 }
 
 static int remove_pins(const char *dir, bool links, char *err, size_t size);
@@ -518,7 +536,7 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 		ret = fail(err, size, -errno, "%s: %s", dp->cgroup, strerror(errno));
 	dp->cgroup_id = ret ? 0 : (__u64)st.st_ino;
 	if (!ret)
-		ret = sm_datapath_probe(err, size);
+		ret = probe_kernel(err, size, &dp->can_reap);
 	if (!ret)
 		ret = make_dirs(dp, err, size);
 	if (ret)
@@ -537,6 +555,7 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 		ret = fail(err, size, -errno, "opening the BPF object: %s", strerror(errno));
 		goto fail;
 	}
+	bpf_program__set_autoload(dp->skel->progs.sm_authz_reap, dp->can_reap);
 	ret = match_pinned_sizes(dp, options->capacity ? options->capacity : no_capacity);
 	if (ret) {
 		fail(err, size, ret, "reading the maps pinned under %s: %s", maps, strerror(-ret));

@@ -508,7 +508,8 @@ static void reaper(struct env *env, const void *arg)
 	write_tables(env, &b);
 	int l_a = listen_on(SOCK_STREAM, "127.0.0.10", 8080), l_b = listen_on(SOCK_STREAM, "127.0.0.10", 9090);
 	int l_out = listen_on(SOCK_STREAM, "127.0.0.2", 7000);
-	int a = connect_from("127.0.0.2", "127.0.0.10", 8080, NULL), b_client = connect_from("127.0.0.3", "127.0.0.10", 9090, NULL);
+	int a = connect_from("127.0.0.2", "127.0.0.10", 8080, NULL);
+	int b_client = connect_from("127.0.0.3", "127.0.0.10", 9090, NULL);
 	/* the guarded workload's own outbound connection, to identity A: never taken for inbound */
 	int out = connect_from("127.0.0.10", "127.0.0.2", 7000, NULL);
 	CHECK(a >= 0 && b_client >= 0 && out >= 0, "connecting: %d %d %d", a, b_client, out);

@@ -30,11 +30,14 @@ def serve(addr, port):
 
     def talk(conn):
         with conn:
-            while True:
-                data = conn.recv(4096)
-                if not data:
-                    return
-                conn.sendall(data)
+            try:
+                while True:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    conn.sendall(data)
+            except OSError:  # reset, or closed under it (a policy change): the client sees that
+                return
 
     while True:
         conn, _ = server.accept()

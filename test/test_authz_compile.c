@@ -63,38 +63,6 @@ static struct sm_authz_tables *compile_world(const struct authz_world *w, uint32
 	return t;
 }
 
-/* The tables' answer for conn equals the evaluator's; returns false (and says why) when not. */
-static bool same_verdict(const struct authz_world *w, const struct sm_authz_tables *t,
-			 const struct sm_authz_connection *conn, char *why, size_t why_size)
-{
-	struct sm_authz_decision want;
-	struct sm_authz_verdict got = { 0 };
-	int want_rc = authz_world_expect(w, conn, &want);
-	int rc = sm_authz_tables_lookup(t, conn->src, conn->dst, conn->dst_port, &got);
-	uint64_t want_policy, want_dry;
-
-	if (rc != want_rc) {
-		snprintf(why, why_size, "lookup returned %d, expected %d", rc, want_rc);
-		return false;
-	}
-	if (rc != 1)
-		return true;
-	want_policy = want.policy ? want.policy->hash : 0;
-	want_dry = want.dry_run_policy ? want.dry_run_policy->hash : 0;
-	if (got.action != want.action || got.reason != want.reason || got.policy != want_policy ||
-	    got.dry_run_action != want.dry_run_action || got.dry_run_reason != want.dry_run_reason ||
-	    got.dry_run_policy != want_dry) {
-		snprintf(why, why_size,
-			 "tables: action %u reason %u policy %016llx dry-run %u/%u/%016llx; evaluator: %u %u %016llx %u/%u/%016llx",
-			 got.action, got.reason, (unsigned long long)got.policy, got.dry_run_action, got.dry_run_reason,
-			 (unsigned long long)got.dry_run_policy, want.action, want.reason,
-			 (unsigned long long)want_policy, want.dry_run_action, want.dry_run_reason,
-			 (unsigned long long)want_dry);
-		return false;
-	}
-	return true;
-}
-
 /* Every (source address of srcs, destination of w, port of ports) agrees. */
 static void check_grid(const struct authz_world *w, const struct sm_authz_tables *t, const uint8_t (*srcs)[16],
 		       size_t n_srcs, const uint16_t *ports, size_t n_ports)
@@ -111,7 +79,7 @@ static void check_grid(const struct authz_world *w, const struct sm_authz_tables
 				memcpy(conn.dst, w->destinations[d].addr, 16);
 				src = authz_world_source(w, conn.src);
 				conn.src_identity = src && !src->node ? &src->identity : NULL;
-				if (!same_verdict(w, t, &conn, why, sizeof(why)))
+				if (!authz_tables_agree(w, t, &conn, why, sizeof(why)))
 					fail_msg("source %zu, destination %zu, port %u: %s", s, d, ports[p], why);
 			}
 }
@@ -405,7 +373,7 @@ static void test_differential(void **state)
 
 			authz_random_connection(&rng, &w, &conn);
 			guarded += authz_world_expect(&w, &conn, &unused) == 1;
-			if (!same_verdict(&w, t, &conn, why, sizeof(why)))
+			if (!authz_tables_agree(&w, t, &conn, why, sizeof(why)))
 				fail_msg("AUTHZ_SEED=%llu, world %llu, connection %d: %s", (unsigned long long)seed,
 					 (unsigned long long)world, i, why);
 		}
@@ -520,7 +488,7 @@ static void test_large(void **state)
 			s = authz_world_source(&w, conn.src);
 			conn.src_identity = s ? &s->identity : NULL;
 		}
-		if (!same_verdict(&w, t, &conn, why, sizeof(why)))
+		if (!authz_tables_agree(&w, t, &conn, why, sizeof(why)))
 			fail_msg("connection %d: %s", i, why);
 	}
 	sm_authz_tables_free(t);

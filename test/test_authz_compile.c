@@ -4,10 +4,13 @@
  * what sm_authz_evaluate gives for every connection tried), then the cost of a large compilation.
  *   AUTHZ_SEED=N    the differential test's seed (printed; default: from the clock)
  *   AUTHZ_CASES=N   connections it tries (default 20,000)
+ * and istiod's golden outputs (test/fixtures/istio-authz) compiled together, against sources made to fit them.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <time.h>
 
+#include "authz_fixture.h"
 #include "authz_random.h"
 #include "helpers.h"
 
@@ -384,6 +387,140 @@ static void test_differential(void **state)
 	       (unsigned long long)guarded);
 }
 
+/* ---- istiod's golden outputs ---- */
+
+#define GOLDEN_MAX 64
+#define GOLDEN_ADDRS 256
+
+struct golden {
+	struct sm_authz_policy *policies[GOLDEN_MAX];
+	size_t n;
+	char texts[GOLDEN_ADDRS][3][96]; /* identities' trust domain, namespace, account */
+	struct sm_authz_source sources[GOLDEN_ADDRS];
+	size_t n_sources;
+	uint8_t addrs[GOLDEN_ADDRS][16];
+	size_t n_addrs;
+	uint16_t ports[GOLDEN_ADDRS];
+	size_t n_ports;
+};
+
+static void golden_identity(struct golden *g, const char *td, const char *ns, const char *sa)
+{
+	size_t i = g->n_sources;
+
+	if (i >= GOLDEN_ADDRS || g->n_addrs >= GOLDEN_ADDRS)
+		return;
+	snprintf(g->texts[i][0], 96, "%s", td);
+	snprintf(g->texts[i][1], 96, "%s", ns);
+	snprintf(g->texts[i][2], 96, "%s", sa);
+	g->sources[i].identity = (struct sm_authz_identity){ g->texts[i][0], g->texts[i][1], g->texts[i][2] };
+	v4(g->sources[i].addr, 10, 99, (uint8_t)(i / 256), (uint8_t)i);
+	memcpy(g->addrs[g->n_addrs++], g->sources[i].addr, 16);
+	g->n_sources++;
+}
+
+/* Identities each string entry accepts: a principal's or a namespace's exact, prefix and suffix forms. */
+static void golden_strings(struct golden *g, enum sm_authz_field f, const struct sm_authz_list *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		const struct sm_authz_string *s = &l->strings[i];
+		char a[96] = "", b[96] = "", c[96] = "";
+
+		if (f == SM_AUTHZ_NAMESPACES) {
+			snprintf(a, sizeof(a), "%s%s%s", s->kind == SM_AUTHZ_SUFFIX ? "x" : "", s->value,
+				 s->kind == SM_AUTHZ_PREFIX ? "x" : "");
+			golden_identity(g, "cluster.local", a, "default");
+		} else if (s->kind == SM_AUTHZ_PREFIX) {
+			snprintf(a, sizeof(a), "%sx", s->value);
+			golden_identity(g, a, "ns", "default");
+		} else if (s->kind == SM_AUTHZ_SUFFIX) {
+			snprintf(a, sizeof(a), "x%s", s->value);
+			golden_identity(g, "cluster.local", "ns", a);
+		} else if (s->kind == SM_AUTHZ_EXACT && sscanf(s->value, "%95[^/]/ns/%95[^/]/sa/%95s", a, b, c) == 3) {
+			golden_identity(g, a, b, c);
+		}
+	}
+}
+
+static void golden_harvest(struct golden *g, const struct sm_authz_policy *p)
+{
+	for (size_t r = 0; r < p->n_rules; r++)
+		for (size_t k = 0; k < p->rules[r].n_clauses; k++)
+			for (size_t m = 0; m < p->rules[r].clauses[k].n_matches; m++)
+				for (int sign = 0; sign < 2; sign++) {
+					const struct sm_authz_match *mt = &p->rules[r].clauses[k].matches[m];
+					const struct sm_authz_list *l = sign ? mt->negative : mt->positive;
+
+					golden_strings(g, SM_AUTHZ_PRINCIPALS, &l[SM_AUTHZ_PRINCIPALS]);
+					golden_strings(g, SM_AUTHZ_NAMESPACES, &l[SM_AUTHZ_NAMESPACES]);
+					for (size_t i = 0; i < l[SM_AUTHZ_SERVICE_ACCOUNTS].n; i++)
+						golden_identity(g, "cluster.local", l[SM_AUTHZ_SERVICE_ACCOUNTS].accounts[i].namespace,
+								l[SM_AUTHZ_SERVICE_ACCOUNTS].accounts[i].name);
+					for (size_t i = 0; i < l[SM_AUTHZ_SOURCE_IPS].n && g->n_addrs < GOLDEN_ADDRS; i++)
+						memcpy(g->addrs[g->n_addrs++], l[SM_AUTHZ_SOURCE_IPS].cidrs[i].addr, 16);
+					for (size_t i = 0; i < l[SM_AUTHZ_DESTINATION_PORTS].n && g->n_ports < GOLDEN_ADDRS; i++)
+						g->ports[g->n_ports++] = l[SM_AUTHZ_DESTINATION_PORTS].ports[i];
+				}
+}
+
+/* Every golden output (one destination holding them all in file order, one each holding one), from every
+ * identity they name and every address they list, to every port they name. */
+static void test_golden(void **state)
+{
+	struct golden *g = calloc(1, sizeof(*g));
+	struct sm_authz_destination *dests = calloc(GOLDEN_MAX + 1, sizeof(*dests));
+	struct authz_world w = { .destinations = dests };
+	struct sm_authz_tables *t;
+	DIR *dir = opendir(SM_FIXTURES_DIR "/istio-authz");
+	struct dirent *e;
+	char reason[256];
+
+	(void)state;
+	assert_non_null(g);
+	assert_non_null(dests);
+	assert_non_null(dir);
+	while ((e = readdir(dir)) && g->n < GOLDEN_MAX) {
+		size_t len = strlen(e->d_name);
+		char name[256];
+		Istio__Security__Authorization *msg;
+
+		if (len < 6 || strcmp(e->d_name + len - 5, ".yaml") || (len > 8 && !strcmp(e->d_name + len - 8, "-in.yaml")))
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)(len - 5), e->d_name);
+		msg = authz_fixture_load(name);
+		if (!msg)
+			continue;
+		if (sm_authz_policy_parse(msg, &g->policies[g->n], reason, sizeof(reason)))
+			fail_msg("%s: %s", name, reason);
+		authz_fixture_free(msg);
+		golden_harvest(g, g->policies[g->n++]);
+	}
+	closedir(dir);
+	assert_true(g->n >= 10);
+	golden_identity(g, "cluster.local", "default", "default");
+	v4(g->addrs[g->n_addrs++], 172, 16, 0, 1); /* nobody's */
+	g->ports[g->n_ports++] = 12345;
+	dests[0] = (struct sm_authz_destination){ .policies = (const struct sm_authz_policy **)g->policies, .n_policies = g->n };
+	v4(dests[0].addr, 10, 200, 0, 1);
+	for (size_t i = 0; i < g->n; i++) {
+		dests[i + 1] = (struct sm_authz_destination){ .policies = (const struct sm_authz_policy **)&g->policies[i],
+							      .n_policies = 1 };
+		v4(dests[i + 1].addr, 10, 200, 1, (uint8_t)i);
+	}
+	w.n_destinations = g->n + 1;
+	w.sources = g->sources;
+	w.n_sources = g->n_sources;
+	t = compile_world(&w, 0);
+	check_grid(&w, t, (const uint8_t(*)[16])g->addrs, g->n_addrs, g->ports, g->n_ports);
+	printf("# golden: %zu policies, %zu identities, %zu addresses, %zu ports; %zu sets, %zu verdicts\n", g->n,
+	       g->n_sources, g->n_addrs, g->n_ports, w.n_destinations, t->n_verdicts);
+	sm_authz_tables_free(t);
+	for (size_t i = 0; i < g->n; i++)
+		sm_authz_policy_free(g->policies[i]);
+	free(dests);
+	free(g);
+}
+
 /* ---- the cost of a large compilation (printed, never asserted) ---- */
 
 #define BIG_POLICIES 1000
@@ -508,6 +645,7 @@ int main(void)
 		cmocka_unit_test(test_dry_run),
 		cmocka_unit_test(test_too_big),
 		cmocka_unit_test(test_differential),
+		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_large),
 	};
 

@@ -537,6 +537,7 @@ struct big {
 	const struct sm_authz_policy *list[BIG_POLICIES];
 	struct sm_authz_source sources[BIG_SOURCES];
 	char identity_text[2][50][16];
+	char distinct_ns[BIG_POLICIES][16];
 };
 
 /* 1,000 policies of one destination: ALLOWs naming a principal and a port, ALLOWs naming CIDRs, DENYs
@@ -583,6 +584,33 @@ static void big_world(struct big *b, struct sm_authz_destination *d)
 	v4(d->addr, 172, 16, 0, 1);
 }
 
+/* The costliest shape: 1,000 policies each naming its own principal and its own port (1,001 source
+ * classes by 1,001 port classes), 100,000 workload addresses of 1,000 identities. */
+static void distinct_world(struct big *b, struct sm_authz_destination *d)
+{
+	for (int i = 0; i < BIG_POLICIES; i++) {
+		struct one *o = &b->policies[i];
+
+		snprintf(b->distinct_ns[i], sizeof(b->distinct_ns[i]), "ns%d", i);
+		snprintf(b->keys[i], sizeof(b->keys[i]), "ns%d/p%d", i, i);
+		snprintf(b->strings[i], sizeof(b->strings[i]), "cluster.local/ns/ns%d/sa/default", i);
+		one_init(o, b->keys[i], i % 5 == 0 ? SM_AUTHZ_DENY : SM_AUTHZ_ALLOW);
+		b->principals[i] = (struct sm_authz_string){ SM_AUTHZ_EXACT, b->strings[i] };
+		b->ports[i][0] = b->ports[i][1] = (uint16_t)(1000 + i);
+		o->match.positive[SM_AUTHZ_PRINCIPALS] = (struct sm_authz_list){ .n = 1, .strings = &b->principals[i] };
+		o->match.positive[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 1, .ports = b->ports[i] };
+		b->list[i] = &o->policy;
+	}
+	for (int i = 0; i < BIG_SOURCES; i++) {
+		struct sm_authz_source *s = &b->sources[i];
+
+		v4(s->addr, 10, (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i);
+		s->identity = (struct sm_authz_identity){ "cluster.local", b->distinct_ns[i % BIG_POLICIES], "default" };
+	}
+	*d = (struct sm_authz_destination){ .policies = b->list, .n_policies = BIG_POLICIES };
+	v4(d->addr, 172, 16, 0, 1);
+}
+
 static double seconds(void)
 {
 	struct timespec ts;
@@ -591,7 +619,7 @@ static double seconds(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void test_large(void **state)
+static void run_large(const char *shape, void (*build)(struct big *, struct sm_authz_destination *))
 {
 	struct big *b = calloc(1, sizeof(*b));
 	struct sm_authz_destination d;
@@ -601,20 +629,20 @@ static void test_large(void **state)
 	char why[512];
 	double start;
 
-	(void)state;
 	assert_non_null(b);
-	big_world(b, &d);
+	build(b, &d);
 	w.sources = b->sources;
 	w.n_sources = BIG_SOURCES;
 	start = seconds();
 	t = compile_world(&w, 0);
-	printf("# large: %d policies, %d sources: compiled in %.3f s; dests %zu, cidrs %zu, sources %zu, "
+	printf("# large (%s): %d policies, %d sources: compiled in %.3f s; dests %zu, cidrs %zu, sources %zu, "
 	       "verdicts %zu, idents %zu\n",
-	       BIG_POLICIES, BIG_SOURCES, seconds() - start, t->n_dests, t->n_cidrs, t->n_sources, t->n_verdicts,
-	       t->n_idents);
+	       shape, BIG_POLICIES, BIG_SOURCES, seconds() - start, t->n_dests, t->n_cidrs, t->n_sources,
+	       t->n_verdicts, t->n_idents);
 	for (int i = 0; i < 2000; i++) {
-		struct sm_authz_connection conn = { .dst_port = (uint16_t)(authz_chance(&rng, 50) ? 8000 + authz_below(&rng, 120)
-												   : 9000 + authz_below(&rng, 8)) };
+		const uint16_t *ports = b->ports[authz_below(&rng, BIG_POLICIES)];
+		struct sm_authz_connection conn = { .dst_port = authz_chance(&rng, 90) ? ports[authz_below(&rng, 2)]
+										   : (uint16_t)(1 + authz_below(&rng, 65535)) };
 		const struct sm_authz_source *s = &b->sources[authz_below(&rng, BIG_SOURCES)];
 
 		memcpy(conn.src, s->addr, 16);
@@ -626,10 +654,17 @@ static void test_large(void **state)
 			conn.src_identity = s ? &s->identity : NULL;
 		}
 		if (!authz_tables_agree(&w, t, &conn, why, sizeof(why)))
-			fail_msg("connection %d: %s", i, why);
+			fail_msg("%s, connection %d: %s", shape, i, why);
 	}
 	sm_authz_tables_free(t);
 	free(b);
+}
+
+static void test_large(void **state)
+{
+	(void)state;
+	run_large("mixed principal, CIDR and namespace policies", big_world);
+	run_large("a principal and a port of its own per policy", distinct_world);
 }
 
 int main(void)

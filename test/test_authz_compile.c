@@ -345,6 +345,48 @@ static void test_too_big(void **state)
 	sm_authz_tables_free(t);
 }
 
+/* 4,096 source classes (12 lists over 4,096 addresses, each address in its own subset) by 2,049 port
+ * classes: more cells than a set may evaluate, refused by name before anything large is allocated. */
+static void test_too_many_cells(void **state)
+{
+	struct sm_authz_match *matches = calloc(13, sizeof(*matches));
+	struct sm_authz_cidr(*cidrs)[2048] = calloc(12, sizeof(*cidrs));
+	uint16_t *ports = calloc(2048, sizeof(*ports));
+	struct sm_authz_clause clauses[2] = { { 12, matches }, { 1, matches + 12 } };
+	struct sm_authz_rule rules[2] = { { 1, &clauses[0] }, { 1, &clauses[1] } };
+	struct sm_authz_policy p = { .key = "ns/cells", .hash = sm_authz_policy_hash("ns/cells"), .n_rules = 2,
+				     .rules = rules };
+	const struct sm_authz_policy *list[1] = { &p };
+	struct sm_authz_destination d = { .policies = list, .n_policies = 1 };
+	struct sm_authz_compile_input in = { .destinations = &d, .n_destinations = 1 };
+	struct sm_authz_tables *t = NULL;
+	char reason[256] = "";
+
+	(void)state;
+	assert_non_null(matches);
+	assert_non_null(cidrs);
+	assert_non_null(ports);
+	for (int j = 0; j < 12; j++) {
+		size_t n = 0;
+
+		for (int a = 0; a < 4096; a++)
+			if (a >> j & 1)
+				cidrs[j][n++] = cidr4(10, 0, (uint8_t)(a >> 8), (uint8_t)a, 32);
+		matches[j].positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = n, .cidrs = cidrs[j] };
+	}
+	for (int k = 0; k < 2048; k++)
+		ports[k] = (uint16_t)(10000 + k);
+	matches[12].positive[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 2048, .ports = ports };
+	v4(d.addr, 10, 1, 0, 1);
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), -E2BIG);
+	assert_null(t);
+	assert_string_equal(reason, "verdicts: destination set 1 needs 4096 source classes by 2049 port classes "
+				    "evaluated, more than 8388608");
+	free(matches);
+	free(cidrs);
+	free(ports);
+}
+
 /* ---- the differential test ---- */
 
 static uint64_t env_number(const char *name, uint64_t fallback)
@@ -679,6 +721,7 @@ int main(void)
 		cmocka_unit_test(test_node_and_duplicates),
 		cmocka_unit_test(test_dry_run),
 		cmocka_unit_test(test_too_big),
+		cmocka_unit_test(test_too_many_cells),
 		cmocka_unit_test(test_differential),
 		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_large),

@@ -345,6 +345,47 @@ static void test_too_big(void **state)
 	sm_authz_tables_free(t);
 }
 
+/* Each table's limit, by name: dests, cidrs, sources. */
+static void test_too_big_tables(void **state)
+{
+	struct one allow[2];
+	struct sm_authz_cidr cidrs[2] = { cidr4(10, 1, 0, 0, 16), cidr4(10, 2, 0, 0, 16) };
+	const struct sm_authz_policy *list[2] = { &allow[0].policy, &allow[1].policy };
+	struct sm_authz_destination d[2] = { { .policies = list, .n_policies = 2 }, { .policies = list, .n_policies = 2 } };
+	struct sm_authz_source sources[2] = { { .identity = { "cluster.local", "ns1", "sa1" } } };
+	struct sm_authz_compile_input in = { .destinations = d, .n_destinations = 2, .sources = sources,
+					     .n_sources = 1, .max_dests = 1 };
+	struct sm_authz_tables *t = NULL;
+	char reason[256] = "", want[256];
+
+	(void)state;
+	one_init(&allow[0], "ns/ips1", SM_AUTHZ_ALLOW);
+	allow[0].match.positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = 1, .cidrs = &cidrs[0] };
+	one_init(&allow[1], "ns/ips2", SM_AUTHZ_ALLOW);
+	allow[1].match.positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = 1, .cidrs = &cidrs[1] };
+	v4(d[0].addr, 10, 0, 0, 9);
+	v4(d[1].addr, 10, 0, 0, 10);
+	v4(sources[0].addr, 10, 1, 0, 1);
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), -E2BIG);
+	assert_string_equal(reason, "dests: 2 entries needed, 1 fit");
+	in.max_dests = 2;
+	in.max_cidrs = 1;
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), -E2BIG);
+	assert_string_equal(reason, "cidrs: 2 entries needed, 1 fit");
+	in.max_cidrs = 2;
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), 0);
+	assert_true(t->n_sources >= 2); /* three classes, three verdicts: two classes need entries of their own */
+	in.max_sources = (uint32_t)t->n_sources - 1;
+	snprintf(want, sizeof(want), "sources: %zu entries needed, %u fit", t->n_sources, in.max_sources);
+	sm_authz_tables_free(t);
+	t = NULL;
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), -E2BIG);
+	assert_string_equal(reason, want);
+	in.max_sources = 0;
+	assert_int_equal(sm_authz_compile(&in, 0, &t, reason, sizeof(reason)), -EINVAL); /* generation 0 */
+	assert_null(t);
+}
+
 /* 4,096 source classes (12 lists over 4,096 addresses, each address in its own subset) by 2,049 port
  * classes: more cells than a set may evaluate, refused by name before anything large is allocated. */
 static void test_too_many_cells(void **state)
@@ -721,6 +762,7 @@ int main(void)
 		cmocka_unit_test(test_node_and_duplicates),
 		cmocka_unit_test(test_dry_run),
 		cmocka_unit_test(test_too_big),
+		cmocka_unit_test(test_too_big_tables),
 		cmocka_unit_test(test_too_many_cells),
 		cmocka_unit_test(test_differential),
 		cmocka_unit_test(test_golden),

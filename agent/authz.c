@@ -53,7 +53,9 @@ struct agent_authz {
 
 	bool seen_address, seen_authorization; /* since the start */
 	bool synced;
+	bool guarding_nothing;		/* the tables written last guard no address */
 	uint64_t synced_changes;	/* sm_model_authz_generation written last */
+	bool guard_enrolled;		/* guard what `sockmesh enroll` enrolled (no enroller, no --enroll-all) */
 	atomic_uint generation;		/* in force */
 	atomic_size_t n_unknown;	/* listed policies not received, at the last compile */
 	atomic_ullong compiles, compile_failures, closed_total;
@@ -185,11 +187,25 @@ static int compile(struct agent_authz *authz, const struct sm_model *model, uint
 	return ret;
 }
 
+/* No policy at all: nothing can be denied, so nothing needs compiling (the common case of a mesh without
+ * AuthorizationPolicies, which then pays nothing per workload change). */
+static bool no_policies(const struct sm_model *model)
+{
+	struct sm_model_stats stats;
+
+	sm_model_stats(model, &stats);
+	return stats.authorizations == 0;
+}
+
 int agent_authz_check(void *ctx, const struct sm_model *model, char *reason, size_t size)
 {
 	struct agent_authz *authz = ctx;
 	struct sm_authz_tables *tables = NULL;
-	int ret = compile(authz, model, 1, NULL, &tables, reason, size);
+	int ret;
+
+	if (no_policies(model))
+		return 0;
+	ret = compile(authz, model, 1, NULL, &tables, reason, size);
 
 	sm_authz_tables_free(tables);
 	return ret;
@@ -254,39 +270,48 @@ struct reap_pass {
 	unsigned closed;
 };
 
-/* The network namespace whose cookie is cookie, opened through a process in it; -ENOENT when none. */
+/* Opens path when it is the network namespace with this cookie (each namespace tried once: seen). */
+static int try_netns(const char *path, uint64_t cookie, ino_t *seen, size_t *n_seen, size_t max_seen, int *fd_out)
+{
+	struct stat st;
+	uint64_t found;
+
+	if (stat(path, &st))
+		return -ENOENT;
+	for (size_t i = 0; i < *n_seen; i++) {
+		if (seen[i] == st.st_ino)
+			return -ENOENT;
+	}
+	if (*n_seen < max_seen)
+		seen[(*n_seen)++] = st.st_ino;
+	if (sm_netns_cookie_at(path, &found) || found != cookie)
+		return -ENOENT;
+	*fd_out = open(path, O_RDONLY | O_CLOEXEC);
+	return *fd_out < 0 ? -errno : 0;
+}
+
+/* The network namespace whose cookie is cookie, opened through a process in it or its /run/netns name;
+ * -ENOENT when none is found. */
 static int open_netns_by_cookie(uint64_t cookie, int *fd_out)
 {
-	DIR *proc = opendir("/proc");
-	struct dirent *entry;
-	ino_t seen[512];
+	static const char *const dirs[] = { "/run/netns", "/proc" };
+	ino_t seen[1024];
 	size_t n_seen = 0;
 	int ret = -ENOENT;
 
-	if (!proc)
-		return -errno;
-	while (ret == -ENOENT && (entry = readdir(proc))) {
-		char path[300];
-		struct stat st;
-		uint64_t found;
-		bool done = false;
-		if (entry->d_name[0] < '1' || entry->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/ns/net", entry->d_name);
-		if (stat(path, &st))
-			continue;
-		for (size_t i = 0; i < n_seen && !done; i++)
-			done = seen[i] == st.st_ino;
-		if (done)
-			continue;
-		if (n_seen < sizeof(seen) / sizeof(seen[0]))
-			seen[n_seen++] = st.st_ino;
-		if (sm_netns_cookie_at(path, &found) || found != cookie)
-			continue;
-		*fd_out = open(path, O_RDONLY | O_CLOEXEC);
-		ret = *fd_out < 0 ? -errno : 0;
+	for (size_t d = 0; d < 2 && ret == -ENOENT; d++) {
+		DIR *dir = opendir(dirs[d]);
+		struct dirent *entry;
+		while (dir && ret == -ENOENT && (entry = readdir(dir))) {
+			char path[300];
+			if (entry->d_name[0] == '.' || (d == 1 && (entry->d_name[0] < '1' || entry->d_name[0] > '9')))
+				continue;
+			snprintf(path, sizeof(path), d == 1 ? "%s/%s/ns/net" : "%s/%s", dirs[d], entry->d_name);
+			ret = try_netns(path, cookie, seen, &n_seen, sizeof(seen) / sizeof(seen[0]), fd_out);
+		}
+		if (dir)
+			closedir(dir);
 	}
-	closedir(proc);
 	return ret;
 }
 
@@ -346,6 +371,7 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	authz->synced_changes = sm_model_authz_generation(model);
 	authz->last_compile_us = now_us() - started;
 	authz->verdict_entries = tables->n_verdicts;
+	authz->guarding_nothing = tables->n_dests == 0;
 	remember_names(authz, input);
 	report_unknown(authz, input);
 	unsigned closed = reap(authz);
@@ -372,6 +398,10 @@ void agent_authz_after_apply(struct agent_authz *authz, const struct sm_model *m
 		return;
 	if (authz->synced && authz->synced_changes == sm_model_authz_generation(model))
 		return;
+	if (authz->synced && authz->guarding_nothing && no_policies(model)) {
+		authz->synced_changes = sm_model_authz_generation(model);
+		return;
+	}
 	sync_tables(authz, model);
 }
 
@@ -466,11 +496,99 @@ static int on_event(void *ctx, const struct sm_authz_event *ev)
 	return 0;
 }
 
+struct cookies {
+	uint64_t *items;
+	size_t n, capacity;
+};
+
+static int collect_cookie(void *ctx, uint64_t cookie)
+{
+	struct cookies *list = ctx;
+
+	if (list->n == list->capacity) {
+		size_t capacity = list->capacity ? list->capacity * 2 : 64;
+		uint64_t *items = realloc(list->items, capacity * sizeof(*items));
+		if (!items)
+			return -ENOMEM;
+		list->items = items;
+		list->capacity = capacity;
+	}
+	list->items[list->n++] = cookie;
+	return 0;
+}
+
+static bool listed_cookie(const struct cookies *list, uint64_t cookie)
+{
+	for (size_t i = 0; i < list->n; i++) {
+		if (list->items[i] == cookie)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Without an enroller or --enroll-all, namespaces are enrolled with `sockmesh enroll`, which cannot load
+ * the check: the agent guards what sm_enrolled holds (found through /run/netns or a process in it) and
+ * unguards what it no longer holds.
+ */
+static void guard_enrolled(struct agent_authz *authz)
+{
+	struct cookies enrolled = { 0 }, guarded = { 0 };
+	char err[256];
+
+	if (sm_datapath_for_each_enrolled(authz->dp, collect_cookie, &enrolled) ||
+	    sm_datapath_for_each_guard(authz->dp, collect_cookie, &guarded))
+		goto out;
+	for (size_t i = 0; i < enrolled.n; i++) {
+		int fd = -1;
+		if (listed_cookie(&guarded, enrolled.items[i]) || open_netns_by_cookie(enrolled.items[i], &fd))
+			continue;
+		if (sm_datapath_guard_netns(authz->dp, fd, enrolled.items[i], err, sizeof(err)))
+			log_msg(LOG_WARN, "authorization: guarding enrolled network namespace %llu: %s",
+				(unsigned long long)enrolled.items[i], err);
+		else
+			log_msg(LOG_INFO, "authorization: guarding enrolled network namespace %llu",
+				(unsigned long long)enrolled.items[i]);
+		close(fd);
+	}
+	for (size_t i = 0; i < guarded.n; i++) {
+		if (!listed_cookie(&enrolled, guarded.items[i]) && !sm_datapath_unguard_netns(authz->dp, guarded.items[i]))
+			log_msg(LOG_INFO, "authorization: network namespace %llu is no longer enrolled: not guarded",
+				(unsigned long long)guarded.items[i]);
+	}
+out:
+	free(enrolled.items);
+	free(guarded.items);
+}
+
+/* Every few seconds: guards of namespaces that are gone are unpinned; enrolled ones guarded (above). */
+static void maintain_guards(struct agent_authz *authz, time_t *next)
+{
+	time_t now = time(NULL);
+	int swept;
+
+	if (now < *next)
+		return;
+	*next = now + 2;
+	if (authz->guard_enrolled)
+		guard_enrolled(authz);
+	swept = sm_datapath_sweep_guards(authz->dp);
+	if (swept > 0)
+		log_msg(LOG_INFO, "authorization: %d guards of network namespaces that are gone removed", swept);
+}
+
+void agent_authz_guard_enrolled(struct agent_authz *authz)
+{
+	authz->guard_enrolled = true;
+}
+
 static void *events_main(void *arg)
 {
 	struct agent_authz *authz = arg;
+	time_t next_maintenance = 0;
 
 	while (!authz->stop) {
+		maintain_guards(authz, &next_maintenance);
 		int ret = sm_authz_events_poll(authz->events, 200);
 		if (ret < 0 && ret != -EINTR) {
 			log_msg(LOG_WARN, "authorization: reading the datapath's events: %s", strerror(-ret));

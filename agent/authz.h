@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
 #include "datapath/datapath.h"
 #include "workload/workload.h"
 
@@ -29,6 +31,9 @@ int agent_authz_new(const char *node_addresses, struct agent_authz **out, char *
 int agent_authz_start(struct agent_authz *authz, struct sm_datapath *dp, const struct sm_model *model,
 		      pthread_mutex_t *model_lock, char *err, size_t err_size);
 void agent_authz_free(struct agent_authz *authz);
+/* Before start, when neither an enroller nor --enroll-all runs: the namespaces `sockmesh enroll` put in
+ * sm_enrolled are guarded by the agent (found through /run/netns or a process in them). */
+void agent_authz_guard_enrolled(struct agent_authz *authz);
 
 /* The model's check (sm_model_set_authz_check): the state compiles within the tables' limits. */
 int agent_authz_check(void *authz, const struct sm_model *model, char *reason, size_t reason_size);

@@ -371,7 +371,11 @@ static int start_authz(struct agent *agent)
 {
 	char err[512];
 	uint64_t cookie;
-	int fd, ret = agent_authz_start(agent->authz, agent->dp, agent->model, &agent->model_lock, err, sizeof(err));
+	int fd, ret;
+
+	if (!agent->options.enroll_all && !agent->options.kube_watch)
+		agent_authz_guard_enrolled(agent->authz);
+	ret = agent_authz_start(agent->authz, agent->dp, agent->model, &agent->model_lock, err, sizeof(err));
 
 	if (ret) {
 		log_msg(LOG_ERROR, "authorization: %s", err);

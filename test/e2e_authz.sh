@@ -17,10 +17,10 @@ e2e_world
 spawn_mesh python3 "$peer" serve 127.0.0.10 8080
 spawn_mesh python3 "$peer" serve ::1 8080
 
-workloads() {
-  cat <<'YAML'
+workloads() { # srv lists the selector policy prod/deny-bad when SELECT is set
+  cat <<YAML
 workloads:
-- {uid: e2e//Pod/prod/srv, name: srv, namespace: prod, serviceAccount: srv, node: local, workloadIps: ["127.0.0.10", "::1"]}
+- {uid: e2e//Pod/prod/srv, name: srv, namespace: prod, serviceAccount: srv, node: local, workloadIps: ["127.0.0.10", "::1"]${SELECT:+, authorizationPolicies: [prod/deny-bad]}}
 - {uid: e2e//Pod/frontend/web, name: web, namespace: frontend, serviceAccount: web, node: local, workloadIps: ["127.0.0.20"]}
 - {uid: e2e//Pod/other/bad, name: bad, namespace: other, serviceAccount: bad, node: elsewhere, workloadIps: ["127.0.0.30"]}
 services: []
@@ -35,6 +35,7 @@ policies() {
   fi
   if [[ ${1:-} == open ]]; then
     echo "- {name: everyone, namespace: prod, scope: Namespace, action: Allow, rules: [[]]}"
+    echo "- {name: deny-bad, namespace: prod, scope: WorkloadSelector, action: Deny, rules: [[[{namespaces: [other]}]]]}"
   fi
 }
 file="$work/config.yaml"
@@ -98,9 +99,18 @@ check "restarted: ready" wait_for 20 ready
 touch "$touch_stop"; wait "$probe_pid"
 check_showing "no connection from other/bad got through across the restart" grep -q '^answered 0 refused [1-9]' "$work/probe.out"
 
-# Opening up again: an ALLOW for everyone, without the DENY
+# Opening up again: an ALLOW for everyone, without the DENY (deny-bad selects no workload yet)
 write_config open
 check "the open policy applies" wait_for 10 answered 127.0.0.30 127.0.0.10
+
+# A workload change alone (srv now lists the selector policy prod/deny-bad) closes what it now denies.
+in_mesh python3 "$peer" hold 127.0.0.30 127.0.0.10 8080 20 >"$work/hold2.out" 2>&1 &
+pids+=("$!")
+check "a long connection from other/bad is established" wait_for 5 grep -q held "$work/hold2.out"
+SELECT=1 write_config open
+check_showing "the workload change closes it within a second" \
+  sh -c "sleep 2; cat $work/hold2.out; grep -Eq 'closed after' $work/hold2.out"
+check "the close names the selector policy" wait_for 5 logged 'policy change: explicitly denied by: prod/deny-bad'
 
 # A policy beyond a limit is NACKed by name over xDS, and nothing of it applies.
 stop_agent

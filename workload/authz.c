@@ -139,6 +139,8 @@ static int build_destinations(const struct sm_model *model, struct builder *b)
 		const struct wl *wl = VEC_AT(&model->local_workloads, struct wl *, i);
 		size_t first = b->n_lists;
 		err = applicable(model, wl, b, true);
+		if (b->n_lists == first)
+			continue; /* no policy: allowed, never checked */
 		for (uint8_t a = 0; !err && a < wl->def->n_addresses; a++, at++) {
 			memcpy(b->destinations[at].addr, wl->def->addresses[a].bytes, 16);
 			starts[at] = first;
@@ -203,7 +205,8 @@ int sm_model_authz_build(const struct sm_model *model, const uint8_t (*node_addr
 
 	if (!err)
 		err = build_destinations(model, &b);
-	if (!err)
+	/* without a guarded destination no source is ever looked up */
+	if (!err && b.input.n_destinations)
 		err = build_sources(model, node_addresses, n_node, &b);
 	if (!err) {
 		authz->input = malloc(sizeof(*authz->input));

@@ -159,11 +159,11 @@ struct sm_authz_policy;
 struct sm_authz_identity;
 
 /*
- * The compiler's input for the model's current state: every address of a workload on this node with the
- * policies that apply to it (every GLOBAL policy, every NAMESPACE policy of its namespace, and those its
+ * The compiler's input for the model's current state: every address of a workload on this node that
+ * policies apply to, with those policies (every GLOBAL policy, every NAMESPACE policy of its namespace, and those its
  * Workload lists that have arrived, each once), and every workload address of the mesh with its identity
- * (trust domain "cluster.local" and service account "default" when the workload gives none), then
- * node_sources (the node's own addresses, exempt). Listed policies that have not arrived are skipped
+ * (trust domain "cluster.local" and service account "default" when the workload gives none), after
+ * node_addresses (the node's own, exempt); no sources when no destination is guarded. Listed policies that have not arrived are skipped
  * (as ztunnel does) and named in unknown ("workload-uid: ns/name"). Policies point into the model:
  * valid until its next apply.
  */

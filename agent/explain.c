@@ -38,6 +38,12 @@ static int parse_from(const char *text, uint8_t out[16])
 	return inet_pton(AF_INET6, text, out) == 1 ? 0 : -EINVAL;
 }
 
+static const char *str_of(const json_t *object, const char *key)
+{
+	const char *value = json_string_value(json_object_get(object, key));
+	return value ? value : "";
+}
+
 static const char *reason_text(uint8_t reason)
 {
 	switch (reason) {
@@ -156,7 +162,7 @@ static void landings_of(struct agent *agent, const json_t *translation, const ui
 {
 	const char *outcome = json_string_value(json_object_get(translation, "outcome"));
 	json_t *waypoint = json_object_get(translation, "waypoint"), *priority, *endpoint;
-	size_t i, j;
+	size_t i;
 
 	if (waypoint && json_object_get(waypoint, "address")) {
 		add_landing(agent, landings, src, json_string_value(json_object_get(waypoint, "address")),
@@ -167,16 +173,22 @@ static void landings_of(struct agent *agent, const json_t *translation, const ui
 		add_landing(agent, landings, src, to_address, port, "direct");
 		return;
 	}
-	json_array_foreach(json_object_get(translation, "priorities"), i, priority) {
-		json_array_foreach(json_object_get(priority, "endpoints"), j, endpoint) {
-			json_t *own = json_object_get(endpoint, "waypoint");
-			if (own && json_object_get(own, "address"))
-				add_landing(agent, landings, src, json_string_value(json_object_get(own, "address")),
-					    json_integer_value(json_object_get(own, "port")), "endpoint's waypoint");
-			else
-				add_landing(agent, landings, src, json_string_value(json_object_get(endpoint, "address")),
-					    json_integer_value(json_object_get(endpoint, "port")), "endpoint");
-		}
+	/* connect4/6 draws from the first priority with endpoints (random keeps every one in priority 0;
+	 * strict takes priority 0 only, else leaves the connection alone) */
+	priority = json_array_get(json_object_get(translation, "priorities"), 0);
+	if (!priority || (strcmp(str_of(translation, "lb_mode"), "strict") == 0 &&
+			  json_integer_value(json_object_get(priority, "priority")) != 0)) {
+		add_landing(agent, landings, src, to_address, port, "direct (no endpoint takes it)");
+		return;
+	}
+	json_array_foreach(json_object_get(priority, "endpoints"), i, endpoint) {
+		json_t *own = json_object_get(endpoint, "waypoint");
+		if (own && json_object_get(own, "address"))
+			add_landing(agent, landings, src, json_string_value(json_object_get(own, "address")),
+				    json_integer_value(json_object_get(own, "port")), "endpoint's waypoint");
+		else
+			add_landing(agent, landings, src, json_string_value(json_object_get(endpoint, "address")),
+				    json_integer_value(json_object_get(endpoint, "port")), "endpoint");
 	}
 }
 

@@ -102,7 +102,9 @@ refused() {
   local out; out="$(in_mesh "$echo_tool" ask "$1" "$2")"
   grep -q 'connect failed: Connection refused' <<<"$out" || { echo "$out"; return 1; }
 }
-metric_is() { metrics | grep -qxF "$1"; } # the whole line: name, labels and value
+# the whole line: name, labels and value; grep reads to the end (with -q it may exit first and, under
+# pipefail, curl's SIGPIPE would fail the check)
+metric_is() { metrics | grep -xF "$1" >/dev/null; }
 
 e2e_world() {
   ip netns add "$netns" && in_ns ip link set lo up && mkdir "$cgroup" || { echo "1..0 # cannot make a netns and cgroup"; exit 1; }

@@ -351,7 +351,7 @@ struct sm_authz_event {
 	__u8 kind;   /* enum sm_authz_event_kind */
 	__u8 reason; /* enum sm_authz_reason */
 	__u8 pad[2];
-	__u64 netns_cookie;
+	__u64 netns_cookie; /* CLOSED only: sk_lookup programs cannot read it (the address names the workload) */
 };
 _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
 

@@ -82,7 +82,7 @@ static int collect_ports(struct set_eval *e)
 static int build_rows(struct set_eval *e)
 {
 	struct sm_compiler *c = e->c;
-	size_t n_local = 0, g_words = SM_WORDS(c->n_src_bits);
+	size_t n_local = 0;
 	uint64_t *local;
 	int err = 0;
 
@@ -107,7 +107,6 @@ static int build_rows(struct set_eval *e)
 		if ((err = sm_intern_add(&e->rows, local, SM_WORDS(n_local) * 8, &e->row_of[g])))
 			goto out;
 	}
-	(void)g_words;
 	e->weight = calloc(e->rows.n + 1, sizeof(*e->weight));
 	if (!e->weight) {
 		err = -ENOMEM;

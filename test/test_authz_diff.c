@@ -95,10 +95,11 @@ static void add_v6_addresses(void)
 	CHECK(len < sizeof(command) && system(command) == 0, "adding fd00:{0,1}::{0..7} to lo failed");
 }
 
-static socklen_t sockaddr_of(const uint8_t a[16], uint16_t port, union sockaddr_any *out)
+/* dual: an IPv4 address as an IPv6 socket takes it (::ffff:a.b.c.d), for a dual-stack client. */
+static socklen_t sockaddr_of(const uint8_t a[16], uint16_t port, bool dual, union sockaddr_any *out)
 {
 	memset(out, 0, sizeof(*out));
-	if (is_v4(a)) {
+	if (is_v4(a) && !dual) {
 		out->in.sin_family = AF_INET;
 		out->in.sin_port = htons(port);
 		memcpy(&out->in.sin_addr, &a[12], 4);
@@ -226,7 +227,7 @@ static int listener_for(struct listeners *ls, const uint8_t addr[16], uint16_t p
 			return ls->l[i].fd;
 	CHECK(ls->n < TEST_ARRAY_SIZE(ls->l), "more listeners than connections");
 	l = &ls->l[ls->n];
-	len = sockaddr_of(addr, port, &sa);
+	len = sockaddr_of(addr, port, false, &sa);
 	l->fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	CHECK(l->fd >= 0, "socket: %s", strerror(errno));
 	ls->n++;
@@ -257,6 +258,7 @@ static void close_reset(int fd)
 /* ---- what the kernel did ---- */
 
 struct observed {
+	bool dual;			  /* asked: the client an IPv6 socket even for IPv4 (::ffff:a.b.c.d) */
 	int connect;			  /* 0: established and accepted; else -errno (-ECONNREFUSED: denied) */
 	uint16_t src_port;		  /* the client's */
 	bool accepted_refused;		  /* a refused connection that the server accepted all the same */
@@ -276,11 +278,13 @@ static int keep_event(void *ctx, const struct sm_authz_event *event)
 	return 0;
 }
 
-/* A non-blocking connect from conn's source (port chosen by the kernel), accepted when established. */
+/* A non-blocking connect from conn's source (port chosen by the kernel), accepted when established; o->dual:
+ * from an IPv6 socket, the IPv4 addresses written ::ffff:a.b.c.d (the packets are IPv4 all the same). */
 static void try_connect(const struct sm_authz_connection *conn, int listener, struct observed *o)
 {
 	union sockaddr_any from, to, local;
-	socklen_t from_len = sockaddr_of(conn->src, 0, &from), to_len = sockaddr_of(conn->dst, conn->dst_port, &to);
+	socklen_t from_len = sockaddr_of(conn->src, 0, o->dual, &from);
+	socklen_t to_len = sockaddr_of(conn->dst, conn->dst_port, o->dual, &to);
 	socklen_t local_len = sizeof(local), err_len = sizeof(int);
 	int fd = socket(to.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), err = 0, server;
 	struct pollfd out = { .fd = fd, .events = POLLOUT }, in = { .fd = listener, .events = POLLIN };
@@ -490,9 +494,9 @@ static void dump_mismatch(const struct params *p, uint64_t world, uint64_t index
 
 	fprintf(stderr, "# MISMATCH (AUTHZ_DIFF_SEED=%llu, world %llu, connection %llu of the run): %s\n",
 		(unsigned long long)p->seed, (unsigned long long)world, (unsigned long long)index, why);
-	fprintf(stderr, "#   %s port %u (%s) -> %s port %u\n", addr_text(conn->src, src, sizeof(src)), o->src_port,
+	fprintf(stderr, "#   %s port %u (%s) -> %s port %u%s\n", addr_text(conn->src, src, sizeof(src)), o->src_port,
 		s && s->node ? "the node" : principal_text(conn->src_identity, principal, sizeof(principal)),
-		addr_text(conn->dst, dst, sizeof(dst)), conn->dst_port);
+		addr_text(conn->dst, dst, sizeof(dst)), conn->dst_port, o->dual ? ", from a dual-stack socket" : "");
 	fprintf(stderr, "#   evaluator: %s\n", e->rc < 0 ? "the node: exempt" : e->rc ? "checked" : "unguarded");
 	if (e->rc == 1)
 		dump_verdict("evaluator", &want);
@@ -525,7 +529,7 @@ static void dump_mismatch(const struct params *p, uint64_t world, uint64_t index
 /* ---- the case ---- */
 
 struct tally {
-	uint64_t worlds, done, exempt, unguarded, allowed, denied, dry_run_denied, v6;
+	uint64_t worlds, done, exempt, unguarded, allowed, denied, dry_run_denied, v6, dual;
 };
 
 static uint64_t guard_here(struct env *env)
@@ -580,6 +584,7 @@ static void one_world(struct env *env, const struct params *p, struct authz_rng 
 		expect(&w, &conn, &e);
 		listener = listener_for(&ls, conn.dst, conn.dst_port);
 		memset(o, 0, sizeof(*o));
+		o->dual = is_v4(conn.dst) && authz_chance(rng, 20);
 		try_connect(&conn, listener, o);
 		CHECK(sm_authz_events_poll(events, 0) >= 0, "reading the kernel's events");
 		o->lookup = sm_datapath_authz_lookup(env->dp, conn.src, conn.dst, conn.dst_port, &o->verdict);
@@ -591,6 +596,7 @@ static void one_world(struct env *env, const struct params *p, struct authz_rng 
 		}
 		t->done++;
 		t->v6 += !is_v4(conn.dst);
+		t->dual += o->dual;
 		t->exempt += e.rc < 0;
 		t->unguarded += e.rc == 0;
 		t->allowed += e.rc == 1 && e.allowed;
@@ -642,10 +648,11 @@ static void differential(struct env *env, const void *arg)
 	      "the kernel counted errors or lost events");
 	printf("# %llu connections agree over %llu worlds in %.1f s (AUTHZ_DIFF_SEED=%llu): %llu denied, "
 	       "%llu allowed by policy (%llu of them denied by a dry-run policy), %llu unguarded, "
-	       "%llu from the node; %llu over IPv6\n",
+	       "%llu from the node; %llu over IPv6, %llu from dual-stack sockets\n",
 	       (unsigned long long)t.done, (unsigned long long)t.worlds, now_s() - start, (unsigned long long)p->seed,
 	       (unsigned long long)t.denied, (unsigned long long)t.allowed, (unsigned long long)t.dry_run_denied,
-	       (unsigned long long)t.unguarded, (unsigned long long)t.exempt, (unsigned long long)t.v6);
+	       (unsigned long long)t.unguarded, (unsigned long long)t.exempt, (unsigned long long)t.v6,
+	       (unsigned long long)t.dual);
 	fflush(stdout);
 }
 

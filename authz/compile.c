@@ -149,361 +149,6 @@ static int build_idents(struct sm_compiler *c, const size_t *keep, size_t n)
 	return 0;
 }
 
-/* ---- CIDR classes and the LPM entries ---- */
-
-struct prefix_atom {
-	uint8_t addr[16]; /* masked */
-	uint32_t len;
-	uint32_t atom;
-};
-
-static int cmp_prefix_atom(const void *a, const void *b)
-{
-	const struct prefix_atom *x = a, *y = b;
-	int r = memcmp(x->addr, y->addr, 16);
-
-	if (r)
-		return r;
-	if (x->len != y->len)
-		return x->len < y->len ? -1 : 1;
-	return (x->atom > y->atom) - (x->atom < y->atom);
-}
-
-/* The prefixes of every SOURCE_IPS list with the atom naming each, sorted so that a prefix comes right
- * after the prefixes containing it (address, then length). */
-static int atom_prefixes(struct sm_compiler *c, struct prefix_atom **out, size_t *n_out)
-{
-	struct prefix_atom *all = NULL;
-	size_t n = 0, cap = 0;
-	int err = 0;
-
-	for (uint32_t a = 0; a < c->cidr_atoms.n; a++) {
-		size_t size;
-		const struct sm_authz_cidr *cidrs = sm_intern_get(&c->cidr_atoms, a, &size);
-
-		for (size_t i = 0; i < size / sizeof(*cidrs); i++) {
-			unsigned len = cidrs[i].prefix_len > 128 ? 128 : cidrs[i].prefix_len;
-
-			if ((err = sm_grow(&all, &cap, n + 1, sizeof(*all))))
-				goto fail;
-			sm_cidr_mask(all[n].addr, cidrs[i].addr, len);
-			all[n].len = len;
-			all[n++].atom = a;
-		}
-	}
-	if (n)
-		qsort(all, n, sizeof(*all), cmp_prefix_atom);
-	*out = all;
-	*n_out = n;
-	return 0;
-fail:
-	free(all);
-	return err;
-}
-
-struct open_prefix {
-	const struct prefix_atom *p;
-	uint32_t cls;
-	uint64_t *atoms; /* the atom vector of the addresses it covers */
-};
-
-/*
- * Walks the prefixes in order with a stack of the open ones (those containing the current one): a
- * prefix's atoms are its parent's and its own lists'. Writes an LPM entry where the class changes.
- */
-static int build_cidr_classes(struct sm_compiler *c)
-{
-	struct sm_authz_tables *t = c->t;
-	size_t words = SM_WORDS(c->cidr_atoms.n), n = 0, depth = 0;
-	struct prefix_atom *all = NULL;
-	struct open_prefix stack[130];
-	uint64_t *vectors = NULL, *zero = NULL;
-	uint32_t id;
-	int err;
-
-	zero = calloc(words + 1, sizeof(*zero));
-	vectors = calloc(130 * (words + 1), sizeof(*vectors));
-	if (!zero || !vectors) {
-		err = -ENOMEM;
-		goto out;
-	}
-	if ((err = sm_intern_add(&c->cidr_classes, zero, words * 8, &id)) || (err = atom_prefixes(c, &all, &n)))
-		goto out;
-	t->cidr_keys = calloc(n ? n : 1, sizeof(*t->cidr_keys));
-	t->cidr_values = calloc(n ? n : 1, sizeof(*t->cidr_values));
-	if (!t->cidr_keys || !t->cidr_values) {
-		err = -ENOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < n;) {
-		const struct prefix_atom *p = &all[i];
-		uint64_t *v = vectors + depth * (words + 1);
-		uint32_t parent_cls = 0;
-
-		while (depth && !sm_cidr_contains(stack[depth - 1].p->addr, stack[depth - 1].p->len, p->addr))
-			depth--;
-		v = vectors + depth * (words + 1);
-		if (depth) {
-			memcpy(v, stack[depth - 1].atoms, words * 8);
-			parent_cls = stack[depth - 1].cls;
-		} else {
-			memset(v, 0, words * 8);
-		}
-		for (; i < n && all[i].len == p->len && !memcmp(all[i].addr, p->addr, 16); i++)
-			sm_bit_set(v, all[i].atom);
-		if ((err = sm_intern_add(&c->cidr_classes, v, words * 8, &id)))
-			goto out;
-		stack[depth++] = (struct open_prefix){ .p = p, .cls = id, .atoms = v };
-		if (id == parent_cls)
-			continue;
-		t->cidr_keys[t->n_cidrs] = (struct sm_authz_cidr_key){
-			.prefixlen = SM_AUTHZ_CIDR_PREFIX_BASE + p->len,
-			.generation = htonl(t->generation),
-		};
-		memcpy(t->cidr_keys[t->n_cidrs].addr, p->addr, 16);
-		t->cidr_values[t->n_cidrs++].cidr_class = id;
-		c->lengths[p->len / 64] |= 1ULL << (p->len % 64);
-	}
-out:
-	free(all);
-	free(vectors);
-	free(zero);
-	return err;
-}
-
-/* ---- source classes ---- */
-
-/* An identity as the policies see it: the principal "TD/ns/NS/sa/SA", its namespace and account. */
-struct peer {
-	const struct sm_authz_identity *identity; /* NULL: none */
-	char *principal;
-};
-
-static bool string_matches(const struct sm_authz_string *s, const char *value)
-{
-	size_t n = strlen(value), k = strlen(s->value);
-
-	switch (s->kind) {
-	case SM_AUTHZ_EXACT:
-		return !strcmp(value, s->value);
-	case SM_AUTHZ_PREFIX:
-		return n >= k && !memcmp(value, s->value, k);
-	case SM_AUTHZ_SUFFIX:
-		return n >= k && !memcmp(value + n - k, s->value, k);
-	case SM_AUTHZ_PRESENCE:
-		return n > 0;
-	}
-	return false;
-}
-
-/* Whether one entry of the list (of kind f) matches the peer; false without an identity. */
-static bool identity_in(const struct peer *peer, enum sm_authz_field f, const struct sm_authz_list *list)
-{
-	const struct sm_authz_identity *id = peer->identity;
-
-	if (!id)
-		return false;
-	for (size_t i = 0; i < list->n; i++) {
-		if (f == SM_AUTHZ_PRINCIPALS && string_matches(&list->strings[i], peer->principal))
-			return true;
-		if (f == SM_AUTHZ_NAMESPACES && string_matches(&list->strings[i], id->namespace))
-			return true;
-		if (f == SM_AUTHZ_SERVICE_ACCOUNTS && !strcmp(list->accounts[i].namespace, id->namespace) &&
-		    !strcmp(list->accounts[i].name, id->service_account))
-			return true;
-	}
-	return false;
-}
-
-static bool identity_holds(const struct peer *peer, const struct sm_authz_match *m)
-{
-	static const enum sm_authz_field kinds[] = { SM_AUTHZ_PRINCIPALS, SM_AUTHZ_NAMESPACES,
-						     SM_AUTHZ_SERVICE_ACCOUNTS };
-
-	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
-		if (m->positive[kinds[k]].n && !identity_in(peer, kinds[k], &m->positive[kinds[k]]))
-			return false;
-		if (m->negative[kinds[k]].n && identity_in(peer, kinds[k], &m->negative[kinds[k]]))
-			return false;
-	}
-	return true;
-}
-
-static int peer_init(struct peer *peer, const struct sm_authz_identity *identity)
-{
-	size_t size;
-
-	peer->identity = identity;
-	peer->principal = NULL;
-	if (!identity)
-		return 0;
-	size = strlen(identity->trust_domain) + strlen(identity->namespace) + strlen(identity->service_account) + 9;
-	peer->principal = malloc(size);
-	if (!peer->principal)
-		return -ENOMEM;
-	snprintf(peer->principal, size, "%s/ns/%s/sa/%s", identity->trust_domain, identity->namespace,
-		 identity->service_account);
-	return 0;
-}
-
-/* Per source bit: whether the identity side of its match holds for the peer. */
-static int identity_vector(struct sm_compiler *c, const struct sm_authz_identity *identity, uint64_t *out)
-{
-	struct peer peer;
-	int err = peer_init(&peer, identity);
-
-	if (err)
-		return err;
-	memset(out, 0, SM_WORDS(c->n_src_bits) * 8);
-	for (size_t m = 0; m < c->n_matches; m++)
-		if (c->matches[m].src_bit != SM_NO_BIT && identity_holds(&peer, c->matches[m].match))
-			sm_bit_set(out, c->matches[m].src_bit);
-	free(peer.principal);
-	return 0;
-}
-
-/* Per CIDR class, per source bit: whether the SOURCE_IPS side of its match holds. */
-static int cidr_vectors(struct sm_compiler *c, uint64_t **out)
-{
-	size_t words = SM_WORDS(c->n_src_bits), n = c->cidr_classes.n;
-	uint64_t *v = calloc(n * words + 1, sizeof(*v));
-
-	if (!v)
-		return -ENOMEM;
-	for (uint32_t k = 0; k < n; k++) {
-		const uint64_t *atoms = sm_intern_get(&c->cidr_classes, k, NULL);
-
-		for (size_t m = 0; m < c->n_matches; m++) {
-			const struct sm_flat_match *fm = &c->matches[m];
-
-			if (fm->src_bit == SM_NO_BIT)
-				continue;
-			if (fm->cidr_atom[0] && !sm_bit(atoms, fm->cidr_atom[0] - 1))
-				continue;
-			if (fm->cidr_atom[1] && sm_bit(atoms, fm->cidr_atom[1] - 1))
-				continue;
-			sm_bit_set(v + k * words, fm->src_bit);
-		}
-	}
-	*out = v;
-	return 0;
-}
-
-/* An (identity, CIDR class) pair that occurs, and its source class. */
-struct pair {
-	uint64_t identity;
-	uint32_t cidr_class;
-	uint32_t source_class;
-};
-
-struct pairs {
-	struct pair *items;
-	size_t n, cap;
-	struct sm_intern ids;	     /* (identity, CIDR class) → index in items */
-	struct sm_intern identities; /* identity hash → index in id_vectors */
-	uint64_t *id_vectors;
-	size_t cap_vectors;
-	uint64_t *cidr_vectors;
-	uint64_t *scratch;
-};
-
-static int add_pair(struct sm_compiler *c, struct pairs *ps, uint64_t hash,
-		    const struct sm_authz_identity *identity, uint32_t cidr_class)
-{
-	size_t words = SM_WORDS(c->n_src_bits);
-	struct { uint64_t identity; uint32_t cidr_class, pad; } key = { hash, cidr_class, 0 };
-	size_t known = ps->identities.n;
-	uint32_t index, id_index, cls;
-	int err;
-
-	if ((err = sm_intern_add(&ps->ids, &key, sizeof(key), &index)) || index < ps->n)
-		return err;
-	if ((err = sm_intern_add(&ps->identities, &hash, sizeof(hash), &id_index)))
-		return err;
-	if (ps->identities.n > known) {
-		if ((err = sm_grow(&ps->id_vectors, &ps->cap_vectors, (id_index + 1) * words + 1, 8)) ||
-		    (err = identity_vector(c, identity, ps->id_vectors + id_index * words)))
-			return err;
-	}
-	for (size_t w = 0; w < words; w++)
-		ps->scratch[w] = ps->id_vectors[id_index * words + w] & ps->cidr_vectors[cidr_class * words + w];
-	if ((err = sm_intern_add(&c->source_classes, ps->scratch, words * 8, &cls)) ||
-	    (err = sm_grow(&ps->items, &ps->cap, ps->n + 1, sizeof(*ps->items))))
-		return err;
-	ps->items[ps->n++] = (struct pair){ hash, cidr_class, cls + 1 };
-	return 0;
-}
-
-static void pairs_free(struct pairs *ps)
-{
-	free(ps->items);
-	sm_intern_free(&ps->ids);
-	sm_intern_free(&ps->identities);
-	free(ps->id_vectors);
-	free(ps->cidr_vectors);
-	free(ps->scratch);
-}
-
-/* The pairs: each workload address's (identity, CIDR class of the address), (none, c) for every c. */
-static int build_pairs(struct sm_compiler *c, const size_t *keep, size_t n_keep, struct pairs *ps)
-{
-	int err;
-
-	sm_intern_init(&ps->ids);
-	sm_intern_init(&ps->identities);
-	ps->scratch = calloc(SM_WORDS(c->n_src_bits) + 1, 8);
-	if (!ps->scratch)
-		return -ENOMEM;
-	if ((err = cidr_vectors(c, &ps->cidr_vectors)))
-		return err;
-	for (size_t i = 0; i < n_keep; i++) {
-		const struct sm_authz_source *s = &c->in->sources[keep[i]];
-
-		if (s->node)
-			continue;
-		if ((err = add_pair(c, ps, c->t->ident_values[i].identity, &s->identity,
-				    sm_authz_cidr_class(c->t, s->addr, c->lengths))))
-			return err;
-	}
-	for (uint32_t k = 0; k < c->cidr_classes.n; k++)
-		if ((err = add_pair(c, ps, SM_AUTHZ_IDENTITY_NONE, NULL, k)))
-			return err;
-	return 0;
-}
-
-/* Only the pairs whose class has a verdict entry of its own: the others fall to class 0, the same. */
-static int build_sources(struct sm_compiler *c, const struct pairs *ps)
-{
-	struct sm_authz_tables *t = c->t;
-	struct source_row {
-		struct sm_authz_source_key key;
-		struct sm_authz_source_value value;
-	} *rows;
-	size_t n = 0;
-
-	rows = calloc(ps->n ? ps->n : 1, sizeof(*rows));
-	if (!rows)
-		return -ENOMEM;
-	for (size_t i = 0; i < ps->n; i++)
-		if (c->class_used[ps->items[i].source_class - 1])
-			rows[n++] = (struct source_row){ { t->generation, ps->items[i].cidr_class, ps->items[i].identity },
-						     { ps->items[i].source_class, 0 } };
-	qsort(rows, n, sizeof(*rows), sm_authz_cmp_source);
-	t->source_keys = calloc(n ? n : 1, sizeof(*t->source_keys));
-	t->source_values = calloc(n ? n : 1, sizeof(*t->source_values));
-	if (!t->source_keys || !t->source_values) {
-		free(rows);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < n; i++) {
-		t->source_keys[i] = rows[i].key;
-		t->source_values[i] = rows[i].value;
-	}
-	t->n_sources = n;
-	free(rows);
-	return 0;
-}
-
 /* ---- destination sets ---- */
 
 static bool dest_ip_in(const struct sm_authz_list *list, const uint8_t addr[16])
@@ -671,16 +316,16 @@ static uint32_t limit(uint32_t given, uint32_t map_default)
 
 static int compile(struct sm_compiler *c, char *reason, size_t reason_size)
 {
-	struct pairs ps = { 0 };
+	struct sm_pairs ps = { 0 };
 	size_t *keep = NULL, n_keep = 0;
 	int err;
 
 	if ((err = distinct_addrs(c->in->sources, c->in->n_sources, sizeof(*c->in->sources), &keep, &n_keep)) ||
 	    (err = build_idents(c, keep, n_keep)) || (err = build_dests(c)) ||
 	    (err = check_limit("dests", c->t->n_dests, c->max_dests, reason, reason_size)) ||
-	    (err = build_cidr_classes(c)) ||
+	    (err = sm_compile_cidr_classes(c)) ||
 	    (err = check_limit("cidrs", c->t->n_cidrs, c->max_cidrs, reason, reason_size)) ||
-	    (err = build_pairs(c, keep, n_keep, &ps)))
+	    (err = sm_compile_pairs(c, keep, n_keep, &ps)))
 		goto out;
 	c->class_used = calloc(c->source_classes.n + 1, sizeof(*c->class_used));
 	if (!c->class_used) {
@@ -688,16 +333,16 @@ static int compile(struct sm_compiler *c, char *reason, size_t reason_size)
 		goto out;
 	}
 	for (uint32_t s = 0; s < c->sets.n; s++)
-		if ((err = sm_compile_set(c, s)))
+		if ((err = sm_compile_set(c, s, reason, reason_size)))
 			goto out;
 	if ((err = check_limit("verdicts", c->need_verdicts, c->max_verdicts, reason, reason_size)) ||
-	    (err = build_verdicts(c)) || (err = build_sources(c, &ps)))
+	    (err = build_verdicts(c)) || (err = sm_compile_sources(c, &ps)))
 		goto out;
 	err = check_limit("sources", c->t->n_sources, c->max_sources, reason, reason_size);
 out:
 	if (err == -ENOMEM)
 		snprintf(reason, reason_size, "out of memory compiling the authorization tables");
-	pairs_free(&ps);
+	sm_pairs_free(&ps);
 	free(keep);
 	return err;
 }

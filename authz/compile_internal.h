@@ -116,8 +116,36 @@ struct sm_compiler {
 	struct sm_intern sets; /* (policy indices, destination bits); destination set = id + 1 */
 };
 
+/* An (identity, CIDR class) pair that occurs, and its source class. */
+struct sm_pair {
+	uint64_t identity;
+	uint32_t cidr_class;
+	uint32_t source_class;
+};
+
+struct sm_pairs {
+	struct sm_pair *items;
+	size_t n, cap;
+	struct sm_intern ids;	     /* (identity, CIDR class) → index in items */
+	struct sm_intern identities; /* identity hash → index in id_vectors */
+	uint64_t *id_vectors;
+	size_t cap_vectors;
+	uint64_t *cidr_vectors;
+	uint64_t *scratch;
+};
+
+/* The CIDR classes (c->cidr_classes, 0: the empty vector) and the LPM entries (c->t's cidrs). */
+int sm_compile_cidr_classes(struct sm_compiler *c);
+/* The pairs of the keep[] sources (their indices in input order, as the idents table lists them) and
+ * (no identity, c) for every CIDR class, with their source classes (c->source_classes). */
+int sm_compile_pairs(struct sm_compiler *c, const size_t *keep, size_t n_keep, struct sm_pairs *ps);
+/* The sources table, once the verdicts said which classes have entries of their own. */
+int sm_compile_sources(struct sm_compiler *c, const struct sm_pairs *ps);
+void sm_pairs_free(struct sm_pairs *ps);
+
 /* Appends a verdict entry (kept while within the limit, counted always); -ENOMEM. */
 int sm_compile_emit_verdict(struct sm_compiler *c, uint32_t set, uint32_t source_class, uint16_t port,
 			    const struct sm_authz_verdict *verdict);
-/* Evaluates destination set id (0-based) over every source class and port class, and writes its entries. */
-int sm_compile_set(struct sm_compiler *c, uint32_t id);
+/* Evaluates destination set id (0-based) over every source class and port class, and writes its entries;
+ * -E2BIG (with the reason) when that is more cells than it evaluates, -ENOMEM. */
+int sm_compile_set(struct sm_compiler *c, uint32_t id, char *reason, size_t reason_size);

@@ -345,6 +345,89 @@ static void test_too_big(void **state)
 	sm_authz_tables_free(t);
 }
 
+/* Each table's limit, by name: dests, cidrs, sources. */
+static void test_too_big_tables(void **state)
+{
+	struct one allow[2];
+	struct sm_authz_cidr cidrs[2] = { cidr4(10, 1, 0, 0, 16), cidr4(10, 2, 0, 0, 16) };
+	const struct sm_authz_policy *list[2] = { &allow[0].policy, &allow[1].policy };
+	struct sm_authz_destination d[2] = { { .policies = list, .n_policies = 2 }, { .policies = list, .n_policies = 2 } };
+	struct sm_authz_source sources[2] = { { .identity = { "cluster.local", "ns1", "sa1" } } };
+	struct sm_authz_compile_input in = { .destinations = d, .n_destinations = 2, .sources = sources,
+					     .n_sources = 1, .max_dests = 1 };
+	struct sm_authz_tables *t = NULL;
+	char reason[256] = "", want[256];
+
+	(void)state;
+	one_init(&allow[0], "ns/ips1", SM_AUTHZ_ALLOW);
+	allow[0].match.positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = 1, .cidrs = &cidrs[0] };
+	one_init(&allow[1], "ns/ips2", SM_AUTHZ_ALLOW);
+	allow[1].match.positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = 1, .cidrs = &cidrs[1] };
+	v4(d[0].addr, 10, 0, 0, 9);
+	v4(d[1].addr, 10, 0, 0, 10);
+	v4(sources[0].addr, 10, 1, 0, 1);
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), -E2BIG);
+	assert_string_equal(reason, "dests: 2 entries needed, 1 fit");
+	in.max_dests = 2;
+	in.max_cidrs = 1;
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), -E2BIG);
+	assert_string_equal(reason, "cidrs: 2 entries needed, 1 fit");
+	in.max_cidrs = 2;
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), 0);
+	assert_true(t->n_sources >= 2); /* three classes, three verdicts: two classes need entries of their own */
+	in.max_sources = (uint32_t)t->n_sources - 1;
+	snprintf(want, sizeof(want), "sources: %zu entries needed, %u fit", t->n_sources, in.max_sources);
+	sm_authz_tables_free(t);
+	t = NULL;
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), -E2BIG);
+	assert_string_equal(reason, want);
+	in.max_sources = 0;
+	assert_int_equal(sm_authz_compile(&in, 0, &t, reason, sizeof(reason)), -EINVAL); /* generation 0 */
+	assert_null(t);
+}
+
+/* 4,096 source classes (12 lists over 4,096 addresses, each address in its own subset) by 2,049 port
+ * classes: more cells than a set may evaluate, refused by name before anything large is allocated. */
+static void test_too_many_cells(void **state)
+{
+	struct sm_authz_match *matches = calloc(13, sizeof(*matches));
+	struct sm_authz_cidr(*cidrs)[2048] = calloc(12, sizeof(*cidrs));
+	uint16_t *ports = calloc(2048, sizeof(*ports));
+	struct sm_authz_clause clauses[2] = { { 12, matches }, { 1, matches + 12 } };
+	struct sm_authz_rule rules[2] = { { 1, &clauses[0] }, { 1, &clauses[1] } };
+	struct sm_authz_policy p = { .key = "ns/cells", .hash = sm_authz_policy_hash("ns/cells"), .n_rules = 2,
+				     .rules = rules };
+	const struct sm_authz_policy *list[1] = { &p };
+	struct sm_authz_destination d = { .policies = list, .n_policies = 1 };
+	struct sm_authz_compile_input in = { .destinations = &d, .n_destinations = 1 };
+	struct sm_authz_tables *t = NULL;
+	char reason[256] = "";
+
+	(void)state;
+	assert_non_null(matches);
+	assert_non_null(cidrs);
+	assert_non_null(ports);
+	for (int j = 0; j < 12; j++) {
+		size_t n = 0;
+
+		for (int a = 0; a < 4096; a++)
+			if (a >> j & 1)
+				cidrs[j][n++] = cidr4(10, 0, (uint8_t)(a >> 8), (uint8_t)a, 32);
+		matches[j].positive[SM_AUTHZ_SOURCE_IPS] = (struct sm_authz_list){ .n = n, .cidrs = cidrs[j] };
+	}
+	for (int k = 0; k < 2048; k++)
+		ports[k] = (uint16_t)(10000 + k);
+	matches[12].positive[SM_AUTHZ_DESTINATION_PORTS] = (struct sm_authz_list){ .n = 2048, .ports = ports };
+	v4(d.addr, 10, 1, 0, 1);
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), -E2BIG);
+	assert_null(t);
+	assert_string_equal(reason, "verdicts: destination set 1 needs 4096 source classes by 2049 port classes "
+				    "evaluated, more than 8388608");
+	free(matches);
+	free(cidrs);
+	free(ports);
+}
+
 /* ---- the differential test ---- */
 
 static uint64_t env_number(const char *name, uint64_t fallback)
@@ -679,6 +762,8 @@ int main(void)
 		cmocka_unit_test(test_node_and_duplicates),
 		cmocka_unit_test(test_dry_run),
 		cmocka_unit_test(test_too_big),
+		cmocka_unit_test(test_too_big_tables),
+		cmocka_unit_test(test_too_many_cells),
 		cmocka_unit_test(test_differential),
 		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_large),

@@ -578,13 +578,13 @@ static int prepare(struct agent *agent, struct local_config *local, char *err, s
 		ret = check_root_cert(o->xds_root_cert, err, size);
 	if (!ret && o->record && !o->local_config)
 		ret = check_record(o->record, err, size);
+	if (!ret)
+		ret = agent_authz_new(o->node_addresses, &agent->authz, err, size);
 	if (!ret && o->local_config) {
-		ret = local_config_read(o->local_config, o->capacity, agent->node.node_name, local);
+		ret = local_config_read(o->local_config, o->capacity, agent->node.node_name, agent->authz, local);
 		if (ret)
 			snprintf(err, size, "--local-config %s: %s (the reason is above)", o->local_config, strerror(-ret));
 	}
-	if (!ret)
-		ret = agent_authz_new(o->node_addresses, &agent->authz, err, size);
 	if (!ret)
 		ret = cni_install_check(agent, err, size);
 	if (!ret && o->kube_watch)

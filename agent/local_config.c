@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/authz.h"
 #include "agent/local_config.h"
 #include "agent/log.h"
 
@@ -79,7 +80,7 @@ static void log_rejections(const char *path, const char *what, const struct sm_r
 
 /* Every resource passes the model's checks and fits the maps: applied to a model of its own. */
 static int dry_run(const char *path, const struct local_config *config, const uint32_t capacity[SM_MAP_COUNT],
-		   const char *node_name)
+		   const char *node_name, struct agent_authz *authz)
 {
 	struct sm_model_options options = { .node_name = node_name };
 	struct sm_rejections rejections = { 0 };
@@ -99,6 +100,8 @@ static int dry_run(const char *path, const struct local_config *config, const ui
 		ret = sm_model_new(&options, &model);
 	if (!ret)
 		sm_image_writer_init(&writer, image);
+	if (!ret && authz)
+		sm_model_set_authz_check(model, agent_authz_check, authz); /* policies that fit the tables */
 	for (int i = 0; i < 2 && !ret; i++)
 		ret = sm_model_apply(model, responses[i], &writer.writer, &rejections);
 	if (ret)
@@ -117,7 +120,7 @@ static int dry_run(const char *path, const struct local_config *config, const ui
 }
 
 int local_config_read(const char *path, const uint32_t capacity[SM_MAP_COUNT], const char *node_name,
-		      struct local_config *out)
+		      struct agent_authz *authz, struct local_config *out)
 {
 	char err[512];
 	int ret;
@@ -129,7 +132,7 @@ int local_config_read(const char *path, const uint32_t capacity[SM_MAP_COUNT], c
 		log_msg(LOG_ERROR, "local config: %s", err);
 		return ret;
 	}
-	ret = dry_run(path, out, capacity, node_name);
+	ret = dry_run(path, out, capacity, node_name, authz);
 	if (ret)
 		local_config_free(out);
 	return ret;
@@ -258,7 +261,8 @@ int local_config_load(struct agent *agent, struct local_config *config)
 
 	if (!config) {
 		map_capacities(agent, capacity);
-		ret = local_config_read(agent->options.local_config, capacity, agent->node.node_name, &read_now);
+		ret = local_config_read(agent->options.local_config, capacity, agent->node.node_name, agent->authz,
+					&read_now);
 		config = &read_now;
 	}
 	if (!ret)
@@ -284,7 +288,7 @@ int local_config_reload(struct agent *agent)
 	int ret;
 
 	map_capacities(agent, capacity);
-	ret = local_config_read(path, capacity, agent->node.node_name, &config);
+	ret = local_config_read(path, capacity, agent->node.node_name, agent->authz, &config);
 	if (ret) {
 		log_msg(LOG_ERROR, "local config %s: the new file is rejected; the config applied before keeps serving",
 			path);

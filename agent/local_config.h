@@ -22,10 +22,12 @@ struct local_config {
 /*
  * Reads and checks path without touching the kernel or the agent's model: the reader's checks (file,
  * line and reason), then a dry run through a scratch model with these map capacities (0: the default)
- * that every resource must pass. Returns 0 or -errno; the reason is logged. Free with local_config_free.
+ * that every resource must pass, its policies compiled by authz (when not NULL) within the tables' limits.
+ * Returns 0 or -errno; the reason is logged. Free with local_config_free.
  */
+struct agent_authz;
 int local_config_read(const char *path, const uint32_t capacity[SM_MAP_COUNT], const char *node_name,
-		      struct local_config *out);
+		      struct agent_authz *authz, struct local_config *out);
 void local_config_free(struct local_config *config);
 
 /*

@@ -20,7 +20,7 @@
 
 /* 1: the first layout. 2: SM_SOCK_TLV_ONLY moved off bit 3, which layout 1 had given to
  * SM_SOCK_ACCELERATED, retired then reused without a bump. 3: L4 authorization (the sm_authz_* maps,
- * their counters). */
+ * their counters) and L4 telemetry (sm_conn_stats, sm_conn_events, SM_CONFIG_TELEMETRY). */
 #define SM_LAYOUT_VERSION 3
 
 /* Limits a resource is checked against before it reaches the maps. */
@@ -164,6 +164,7 @@ enum sm_config_flags {
 	SM_CONFIG_ACCELERATE = 1 << 1,	/* same-node sockmap acceleration */
 	SM_CONFIG_DNS4 = 1 << 2,	/* dns_addr4 is set */
 	SM_CONFIG_DNS6 = 1 << 3,	/* dns_addr6 is set */
+	SM_CONFIG_TELEMETRY = 1 << 4,	/* per-connection telemetry events (sm_conn_events) */
 };
 
 /* sm_config: one entry (key 0), the knobs. */
@@ -354,6 +355,83 @@ struct sm_authz_event {
 	__u64 netns_cookie; /* CLOSED only: sk_lookup programs cannot read it (the address names the workload) */
 };
 _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
+
+/* ---- L4 telemetry (docs/telemetry.md): per-connection events, read by the agent ---- */
+
+/*
+ * With SM_CONFIG_TELEMETRY, a TCP connection of an enrolled namespace is followed from its connect (or,
+ * on the server side, from the handshake's end when its local address is a local workload's) to its
+ * close: sockops sets the state callback at TCP_CONNECT_CB / PASSIVE_ESTABLISHED_CB, keeps sm_conn_stats
+ * in socket storage and emits sm_conn_event records. Bytes are the application's: TCP's bytes_acked and
+ * bytes_received, plus what sk_msg handed to (or received from) a local peer through the sockhash, which
+ * never passes through TCP, minus the waypoint TLV's bytes.
+ */
+#define SM_CONN_EVENTS_BYTES (1024 * 1024) /* ring buffer of connection events */
+#define SM_CONN_REPORT_NS 2000000000ULL	   /* an open connection reports its bytes at most this often */
+
+enum sm_conn_direction {
+	SM_CONN_OUTBOUND = 1, /* a local workload opened it: reporter="source" */
+	SM_CONN_INBOUND = 2,  /* to a local workload: reporter="destination" */
+};
+
+enum sm_conn_event_kind {
+	SM_CONN_OPENED = 1,  /* attempted (outbound: at connect) or accepted (inbound) */
+	SM_CONN_UPDATE = 2,  /* still open: its bytes so far */
+	SM_CONN_CLOSED = 3,  /* ended after it was established */
+	SM_CONN_FAILED = 4,  /* ended before it was established (failure says how) */
+};
+
+enum sm_conn_failure {
+	SM_CONN_FAIL_NONE = 0,
+	SM_CONN_FAIL_REFUSED = 1, /* reset in answer to the SYN (nothing listens, or a policy denied it) */
+	SM_CONN_FAIL_TIMEOUT = 2, /* the SYN was never answered */
+	SM_CONN_FAIL_OTHER = 3,
+};
+
+enum sm_conn_flags {
+	SM_CONN_ACCELERATED = 1 << 0, /* some of its bytes went through the sockhash to a local peer */
+	SM_CONN_WAYPOINT = 1 << 1,    /* sent to a waypoint, with the original-destination TLV */
+	SM_CONN_TRANSLATED = 1 << 2,  /* orig_addr:orig_port (a service VIP) was rewritten */
+};
+
+/* sm_conn_stats (socket storage): what a followed connection carries. */
+struct sm_conn_stats {
+	__u64 start_ns;	    /* bpf_ktime_get_ns at connect / accept */
+	__u64 msg_sent;	    /* bytes handed to a local peer's receive queue by sk_msg */
+	__u64 msg_received; /* bytes a local peer's sk_msg handed to this socket */
+	__u64 reported_ns;  /* the last event's time */
+	__u32 tlv_bytes;    /* waypoint TLV bytes in TCP's count, to take out */
+	__u8 direction;	    /* enum sm_conn_direction */
+	__u8 flags;	    /* enum sm_conn_flags */
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct sm_conn_stats) == 40, "sm_conn_stats layout");
+
+/* sm_conn_events (ring buffer): one record per event. Addresses as everywhere (16 bytes, IPv4 mapped). */
+struct sm_conn_event {
+	__u64 socket_cookie; /* bpf_get_socket_cookie: the connection's id from its open to its close */
+	__u64 netns_cookie;
+	__u64 start_ns;
+	__u64 now_ns;
+	__u64 bytes_sent;     /* by this socket's application, from its own view */
+	__u64 bytes_received; /* by this socket's application */
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u8 orig_addr[16];   /* what the application connected to (outbound; = remote when not translated) */
+	__be16 local_port;
+	__be16 remote_port;
+	__be16 orig_port;
+	__u8 kind;	      /* enum sm_conn_event_kind */
+	__u8 direction;	      /* enum sm_conn_direction */
+	__u8 flags;	      /* enum sm_conn_flags */
+	__u8 failure;	      /* enum sm_conn_failure */
+	__u8 pad[6];
+	__u32 srtt_us;	      /* smoothed RTT (the kernel's srtt_us >> 3) */
+	__u32 min_rtt_us;
+	__u32 total_retrans;
+	__u32 pad2;
+};
+_Static_assert(sizeof(struct sm_conn_event) == 128, "sm_conn_event layout");
 
 /*
  * The waypoint TLV (docs/wire.md), prepended to the first message: type 1, a 32-bit length

@@ -688,7 +688,7 @@ static int compile(struct sm_compiler *c, char *reason, size_t reason_size)
 		goto out;
 	}
 	for (uint32_t s = 0; s < c->sets.n; s++)
-		if ((err = sm_compile_set(c, s)))
+		if ((err = sm_compile_set(c, s, reason, reason_size)))
 			goto out;
 	if ((err = check_limit("verdicts", c->need_verdicts, c->max_verdicts, reason, reason_size)) ||
 	    (err = build_verdicts(c)) || (err = build_sources(c, &ps)))

@@ -92,7 +92,7 @@ int sm_intern_add(struct sm_intern *in, const void *blob, size_t size, uint32_t 
 			return 0;
 		}
 	}
-	if ((err = sm_grow(&in->bytes, &in->cap_bytes, in->n_bytes + size, 1)) ||
+	if ((err = sm_grow(&in->bytes, &in->cap_bytes, in->n_bytes + size + 1, 1)) || /* never NULL */
 	    (err = sm_grow(&in->offsets, &in->cap, in->n + 2, sizeof(*in->offsets))) ||
 	    (err = sm_grow(&in->hashes, &in->cap_hashes, in->n + 1, sizeof(*in->hashes))))
 		return err;

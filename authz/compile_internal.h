@@ -119,5 +119,6 @@ struct sm_compiler {
 /* Appends a verdict entry (kept while within the limit, counted always); -ENOMEM. */
 int sm_compile_emit_verdict(struct sm_compiler *c, uint32_t set, uint32_t source_class, uint16_t port,
 			    const struct sm_authz_verdict *verdict);
-/* Evaluates destination set id (0-based) over every source class and port class, and writes its entries. */
-int sm_compile_set(struct sm_compiler *c, uint32_t id);
+/* Evaluates destination set id (0-based) over every source class and port class, and writes its entries;
+ * -E2BIG (with the reason) when that is more cells than it evaluates, -ENOMEM. */
+int sm_compile_set(struct sm_compiler *c, uint32_t id, char *reason, size_t reason_size);

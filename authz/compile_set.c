@@ -10,6 +10,7 @@
  * policy is evaluated once per set over all cells, never per connection.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,7 +83,7 @@ static int collect_ports(struct set_eval *e)
 static int build_rows(struct set_eval *e)
 {
 	struct sm_compiler *c = e->c;
-	size_t n_local = 0, g_words = SM_WORDS(c->n_src_bits);
+	size_t n_local = 0;
 	uint64_t *local;
 	int err = 0;
 
@@ -107,7 +108,6 @@ static int build_rows(struct set_eval *e)
 		if ((err = sm_intern_add(&e->rows, local, SM_WORDS(n_local) * 8, &e->row_of[g])))
 			goto out;
 	}
-	(void)g_words;
 	e->weight = calloc(e->rows.n + 1, sizeof(*e->weight));
 	if (!e->weight) {
 		err = -ENOMEM;
@@ -458,7 +458,20 @@ static void set_eval_free(struct set_eval *e)
 	free(e->marked);
 }
 
-int sm_compile_set(struct sm_compiler *c, uint32_t id)
+/* Cells a set may evaluate: its grids take about 20 bytes a cell while it is compiled. */
+#define MAX_CELLS (1u << 23)
+
+static int check_cells(const struct set_eval *e, char *reason, size_t reason_size)
+{
+	if ((uint64_t)e->rows.n * e->q <= MAX_CELLS)
+		return 0;
+	snprintf(reason, reason_size,
+		 "verdicts: destination set %u needs %zu source classes by %zu port classes evaluated, more than %u",
+		 e->set, (size_t)e->rows.n, e->q, MAX_CELLS);
+	return -E2BIG;
+}
+
+int sm_compile_set(struct sm_compiler *c, uint32_t id, char *reason, size_t reason_size)
 {
 	const uint32_t *key = sm_intern_get(&c->sets, id, NULL);
 	struct set_eval e = {
@@ -472,8 +485,8 @@ int sm_compile_set(struct sm_compiler *c, uint32_t id)
 
 	sm_intern_init(&e.rows);
 	sm_intern_init(&e.verdicts);
-	if (!(err = collect_ports(&e)) && !(err = build_rows(&e)) && !(err = alloc_grids(&e)) &&
-	    !(err = evaluate(&e)))
+	if (!(err = collect_ports(&e)) && !(err = build_rows(&e)) && !(err = check_cells(&e, reason, reason_size)) &&
+	    !(err = alloc_grids(&e)) && !(err = evaluate(&e)))
 		err = compact(&e);
 	set_eval_free(&e);
 	return err;

@@ -8,6 +8,7 @@
 #ifndef SOCKMESH_TEST_AUTHZ_RANDOM_H
 #define SOCKMESH_TEST_AUTHZ_RANDOM_H
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -369,6 +370,39 @@ static inline int authz_world_expect(const struct authz_world *w, const struct s
 		return 0;
 	sm_authz_evaluate(d->policies, d->n_policies, conn, out);
 	return 1;
+}
+
+/* The tables' answer for conn (sm_authz_tables_lookup) equals the evaluator's (action, reason, policy, dry-run
+ * action, reason and policy); false, and why, when not. */
+static inline bool authz_tables_agree(const struct authz_world *w, const struct sm_authz_tables *t,
+			 const struct sm_authz_connection *conn, char *why, size_t why_size)
+{
+	struct sm_authz_decision want;
+	struct sm_authz_verdict got = { 0 };
+	int want_rc = authz_world_expect(w, conn, &want);
+	int rc = sm_authz_tables_lookup(t, conn->src, conn->dst, conn->dst_port, &got);
+	uint64_t want_policy, want_dry;
+
+	if (rc != want_rc) {
+		snprintf(why, why_size, "lookup returned %d, expected %d", rc, want_rc);
+		return false;
+	}
+	if (rc != 1)
+		return true;
+	want_policy = want.policy ? want.policy->hash : 0;
+	want_dry = want.dry_run_policy ? want.dry_run_policy->hash : 0;
+	if (got.action != want.action || got.reason != want.reason || got.policy != want_policy ||
+	    got.dry_run_action != want.dry_run_action || got.dry_run_reason != want.dry_run_reason ||
+	    got.dry_run_policy != want_dry) {
+		snprintf(why, why_size,
+			 "tables: action %u reason %u policy %016llx dry-run %u/%u/%016llx; evaluator: %u %u %016llx %u/%u/%016llx",
+			 got.action, got.reason, (unsigned long long)got.policy, got.dry_run_action, got.dry_run_reason,
+			 (unsigned long long)got.dry_run_policy, want.action, want.reason,
+			 (unsigned long long)want_policy, want.dry_run_action, want.dry_run_reason,
+			 (unsigned long long)want_dry);
+		return false;
+	}
+	return true;
 }
 
 #endif

@@ -56,6 +56,10 @@ struct agent_authz {
 	bool guarding_nothing;		/* the tables written last guard no address */
 	uint64_t synced_changes;	/* sm_model_authz_generation written last */
 	bool guard_enrolled;		/* guard what `sockmesh enroll` enrolled (no enroller, no --enroll-all) */
+	/* the last check's compilation, and the model's count of authorization changes once its batch commits */
+	struct sm_authz_tables *checked;
+	struct sm_model_authz *checked_input;
+	uint64_t checked_changes;
 	atomic_uint generation;		/* in force */
 	atomic_size_t n_unknown;	/* listed policies not received, at the last compile */
 	atomic_ullong compiles, compile_failures, closed_total;
@@ -197,7 +201,15 @@ static bool no_policies(const struct sm_model *model)
 	return stats.authorizations == 0;
 }
 
-int agent_authz_check(void *ctx, const struct sm_model *model, char *reason, size_t size)
+static void forget_checked(struct agent_authz *authz)
+{
+	sm_authz_tables_free(authz->checked);
+	sm_model_authz_free(authz->checked_input);
+	authz->checked = NULL;
+	authz->checked_input = NULL;
+}
+
+int agent_authz_check_only(void *ctx, const struct sm_model *model, char *reason, size_t size)
 {
 	struct agent_authz *authz = ctx;
 	struct sm_authz_tables *tables = NULL;
@@ -206,9 +218,42 @@ int agent_authz_check(void *ctx, const struct sm_model *model, char *reason, siz
 	if (no_policies(model))
 		return 0;
 	ret = compile(authz, model, 1, NULL, &tables, reason, size);
-
 	sm_authz_tables_free(tables);
 	return ret;
+}
+
+/* The compilation is kept: when its batch commits, the sync after the response writes it as it is. */
+int agent_authz_check(void *ctx, const struct sm_model *model, char *reason, size_t size)
+{
+	struct agent_authz *authz = ctx;
+	struct sm_model_authz *input = NULL;
+	struct sm_authz_tables *tables = NULL;
+	int ret;
+
+	forget_checked(authz);
+	if (no_policies(model))
+		return 0;
+	ret = compile(authz, model, 1, &input, &tables, reason, size);
+	if (ret)
+		return ret;
+	authz->checked = tables;
+	authz->checked_input = input;
+	authz->checked_changes = sm_model_authz_generation(model) + 1; /* what the model counts once committed */
+	return 0;
+}
+
+/* Tables compiled for one generation, moved to another: the generation is in every key. */
+static void retag(struct sm_authz_tables *tables, uint32_t generation)
+{
+	tables->generation = generation;
+	for (size_t i = 0; i < tables->n_dests; i++)
+		tables->dest_keys[i].generation = generation;
+	for (size_t i = 0; i < tables->n_cidrs; i++)
+		tables->cidr_keys[i].generation = htonl(generation);
+	for (size_t i = 0; i < tables->n_sources; i++)
+		tables->source_keys[i].generation = generation;
+	for (size_t i = 0; i < tables->n_verdicts; i++)
+		tables->verdict_keys[i].generation = generation;
 }
 
 static uint64_t now_us(void)
@@ -356,7 +401,16 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	char reason[512];
 	int ret;
 
-	ret = compile(authz, model, next, &input, &tables, reason, sizeof(reason));
+	if (authz->checked && authz->checked_changes == sm_model_authz_generation(model)) {
+		tables = authz->checked;
+		input = authz->checked_input;
+		authz->checked = NULL;
+		authz->checked_input = NULL;
+		retag(tables, next);
+		ret = 0;
+	} else
+		ret = compile(authz, model, next, &input, &tables, reason, sizeof(reason));
+	forget_checked(authz);
 	if (!ret)
 		ret = sm_datapath_authz_write(authz->dp, tables, reason, sizeof(reason));
 	authz->compiles++;
@@ -649,6 +703,7 @@ void agent_authz_free(struct agent_authz *authz)
 		pthread_join(authz->events_thread, NULL);
 	}
 	sm_authz_events_close(authz->events);
+	forget_checked(authz);
 	HASH_ITER(hh, authz->names, entry, tmp) {
 		HASH_DEL(authz->names, entry);
 		free(entry);

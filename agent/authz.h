@@ -35,8 +35,11 @@ void agent_authz_free(struct agent_authz *authz);
  * sm_enrolled are guarded by the agent (found through /run/netns or a process in them). */
 void agent_authz_guard_enrolled(struct agent_authz *authz);
 
-/* The model's check (sm_model_set_authz_check): the state compiles within the tables' limits. */
+/* The model's check (sm_model_set_authz_check): the state compiles within the tables' limits. The agent's
+ * model keeps the compilation for the sync after the response; a scratch model (a dry run) uses
+ * agent_authz_check_only. */
 int agent_authz_check(void *authz, const struct sm_model *model, char *reason, size_t reason_size);
+int agent_authz_check_only(void *authz, const struct sm_model *model, char *reason, size_t reason_size);
 
 /*
  * After each applied response, under the model lock. Nothing is written before the first response of

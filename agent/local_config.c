@@ -101,7 +101,7 @@ static int dry_run(const char *path, const struct local_config *config, const ui
 	if (!ret)
 		sm_image_writer_init(&writer, image);
 	if (!ret && authz)
-		sm_model_set_authz_check(model, agent_authz_check, authz); /* policies that fit the tables */
+		sm_model_set_authz_check(model, agent_authz_check_only, authz); /* policies that fit the tables */
 	for (int i = 0; i < 2 && !ret; i++)
 		ret = sm_model_apply(model, responses[i], &writer.writer, &rejections);
 	if (ret)

@@ -311,10 +311,13 @@ size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, cons
 
 	pthread_mutex_lock(&t->lock);
 	HASH_ITER(hh, t->series, s, tmp) {
+		/* left whole while open: its uids decide once the last connection is closed */
+		if (s->open)
+			continue;
 		/* both sides are pruned: a side's last uid gone decides, whichever side it is */
 		bool src_gone = side_gone(&s->src_uids, exists, ctx);
 		bool dst_gone = side_gone(&s->dst_uids, exists, ctx);
-		if (s->open || (!src_gone && !dst_gone))
+		if (!src_gone && !dst_gone)
 			continue;
 		HASH_DEL(t->series, s);
 		series_free(s);

@@ -156,6 +156,7 @@ enum sm_counter {
 	SM_COUNTER_AUTHZ_UNGUARDED,	/* a connection in a guarded netns to an address with no policy */
 	SM_COUNTER_AUTHZ_CLOSED,	/* an established connection closed because a change now denies it */
 	SM_COUNTER_AUTHZ_EVENTS_LOST,	/* authorization events the ring buffer had no room for */
+	SM_COUNTER_CONN_EVENTS_LOST,	/* connection events (telemetry) the ring buffer had no room for */
 	SM_COUNTER_MAX,
 };
 

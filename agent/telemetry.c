@@ -100,7 +100,11 @@ static void record(struct agent_telemetry *t, struct sm_tel_conn *conn, const ui
 	clock_gettime(CLOCK_REALTIME, &now);
 	pthread_mutex_lock(t->model_lock);
 	name_workload(t->model, src, &conn->src);
-	name_workload(t->model, dst, &conn->dst);
+	/* the pod the client named (sent through its waypoint), else the peer it reached */
+	if (orig)
+		name_workload(t->model, orig, &conn->dst);
+	if (!conn->dst.uid)
+		name_workload(t->model, dst, &conn->dst);
 	if (orig)
 		name_service(t->model, orig, &conn->service);
 	if (sm_telemetry_record(t->counters, conn))
@@ -136,7 +140,7 @@ static int on_conn_event(void *ctx, const struct sm_conn_event *ev)
 		.bytes_received = ev->bytes_received,
 		.duration_ns = ev->now_ns > ev->start_ns ? ev->now_ns - ev->start_ns : 0,
 		.srtt_us = ev->srtt_us,
-		.min_rtt_us = ev->min_rtt_us,
+		.min_rtt_us = ev->min_rtt_us == UINT32_MAX ? 0 : ev->min_rtt_us, /* the kernel's ~0: no sample yet */
 		.retransmits = ev->total_retrans,
 		.error = ev->kind == SM_CONN_FAILED ? failure_text(ev->failure) : NULL,
 	};

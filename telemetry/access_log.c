@@ -20,10 +20,16 @@ struct line {
 
 static void key(struct line *l, const char *name)
 {
-	if (l->format == SM_TEL_LOG_JSON)
-		tel_append(&l->text, ",\"%s\":", name);
-	else
-		tel_append(&l->text, "%s%s=", l->started ? " " : "", name);
+	if (l->format == SM_TEL_LOG_JSON) {
+		tel_append_str(&l->text, ",\"");
+		tel_append_str(&l->text, name);
+		tel_append_str(&l->text, "\":");
+	} else {
+		if (l->started)
+			tel_append_str(&l->text, " ");
+		tel_append_str(&l->text, name);
+		tel_append_str(&l->text, "=");
+	}
 	l->started = true;
 }
 
@@ -33,9 +39,9 @@ static void string(struct line *l, const char *name, const char *value)
 	if (!value || !value[0])
 		return;
 	key(l, name);
-	tel_append(&l->text, "\"");
+	tel_append_str(&l->text, "\"");
 	tel_append_escaped(&l->text, value, l->format == SM_TEL_LOG_JSON ? TEL_ESCAPE_JSON : TEL_ESCAPE_QUOTED);
-	tel_append(&l->text, "\"");
+	tel_append_str(&l->text, "\"");
 }
 
 /* An address: unquoted in the plain format, as ztunnel displays a socket address. */
@@ -46,7 +52,7 @@ static void address(struct line *l, const char *name, const char *value)
 		return;
 	}
 	key(l, name);
-	tel_append(&l->text, "%s", value && value[0] ? value : "unknown");
+	tel_append_str(&l->text, value && value[0] ? value : "unknown");
 }
 
 static void number(struct line *l, const char *name, unsigned long long value)
@@ -58,7 +64,7 @@ static void number(struct line *l, const char *name, unsigned long long value)
 static void boolean(struct line *l, const char *name, bool value)
 {
 	key(l, name);
-	tel_append(&l->text, "%s", value ? "true" : "false");
+	tel_append_str(&l->text, value ? "true" : "false");
 }
 
 static void identity(struct line *l, const char *name, const struct sm_tel_workload *w)

@@ -13,6 +13,8 @@ struct tel_text {
 };
 
 void tel_append(struct tel_text *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends a string as it is (the hot path: no format). */
+void tel_append_str(struct tel_text *text, const char *s);
 
 enum tel_escape {
 	TEL_ESCAPE_PROMETHEUS, /* label values: \\, \" and \n */

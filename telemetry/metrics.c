@@ -90,11 +90,12 @@ void sm_telemetry_free(struct sm_telemetry *t)
 
 /* ---- labels, in ztunnel's order (CommonTrafficLabels) ---- */
 
+/* name includes its separator and the opening quote: `,source_app="` */
 static void label(struct tel_text *text, const char *name, const char *value)
 {
-	tel_append(text, "%s%s=\"", text->len ? "," : "", name);
+	tel_append_str(text, name);
 	tel_append_escaped(text, value, TEL_ESCAPE_PROMETHEUS);
-	tel_append(text, "\"");
+	tel_append_str(text, "\"");
 }
 
 static void principal(struct tel_text *text, const char *name, const struct sm_tel_workload *w)
@@ -103,35 +104,31 @@ static void principal(struct tel_text *text, const char *name, const struct sm_t
 		label(text, name, NULL);
 		return;
 	}
-	tel_append(text, ",%s=\"spiffe://", name);
+	tel_append_str(text, name);
+	tel_append_str(text, "spiffe://");
 	tel_append_escaped(text, w->trust_domain, TEL_ESCAPE_PROMETHEUS);
-	tel_append(text, "/ns/");
+	tel_append_str(text, "/ns/");
 	tel_append_escaped(text, w->namespace, TEL_ESCAPE_PROMETHEUS);
-	tel_append(text, "/sa/");
+	tel_append_str(text, "/sa/");
 	tel_append_escaped(text, w->service_account, TEL_ESCAPE_PROMETHEUS);
-	tel_append(text, "\"");
+	tel_append_str(text, "\"");
 }
 
-static void side(struct tel_text *text, const char *prefix, const struct sm_tel_workload *w)
-{
-	char name[64];
+#define SIDE_LABELS(prefix)                                                                                    \
+	{ "," prefix "_workload=\"", "," prefix "_canonical_service=\"", "," prefix "_canonical_revision=\"",     \
+	  "," prefix "_workload_namespace=\"", "," prefix "_principal=\"", "," prefix "_app=\"",                  \
+	  "," prefix "_version=\"", "," prefix "_cluster=\"" }
 
-	snprintf(name, sizeof(name), "%s_workload", prefix);
-	label(text, name, w->workload);
-	snprintf(name, sizeof(name), "%s_canonical_service", prefix);
-	label(text, name, w->canonical_service);
-	snprintf(name, sizeof(name), "%s_canonical_revision", prefix);
-	label(text, name, w->canonical_revision);
-	snprintf(name, sizeof(name), "%s_workload_namespace", prefix);
-	label(text, name, w->namespace);
-	snprintf(name, sizeof(name), "%s_principal", prefix);
-	principal(text, name, w);
-	snprintf(name, sizeof(name), "%s_app", prefix);
-	label(text, name, w->canonical_service);
-	snprintf(name, sizeof(name), "%s_version", prefix);
-	label(text, name, w->canonical_revision);
-	snprintf(name, sizeof(name), "%s_cluster", prefix);
-	label(text, name, w->cluster);
+static void side(struct tel_text *text, const char *const names[8], const struct sm_tel_workload *w)
+{
+	label(text, names[0], w->workload);
+	label(text, names[1], w->canonical_service);
+	label(text, names[2], w->canonical_revision);
+	label(text, names[3], w->namespace);
+	principal(text, names[4], w);
+	label(text, names[5], w->canonical_service);
+	label(text, names[6], w->canonical_revision);
+	label(text, names[7], w->cluster);
 }
 
 static const char *response_flags(uint8_t response)
@@ -145,20 +142,23 @@ static const char *response_flags(uint8_t response)
 
 static void labels_of(const struct sm_tel_conn *c, struct tel_text *text)
 {
-	label(text, "reporter", c->direction == SM_CONN_OUTBOUND ? "source" : "destination");
-	side(text, "source", &c->src);
-	label(text, "destination_service", c->service.hostname);
-	label(text, "destination_service_namespace", c->service.namespace);
-	label(text, "destination_service_name", c->service.name);
-	side(text, "destination", &c->dst);
-	label(text, "request_protocol", "tcp");
-	label(text, "response_flags", response_flags(c->response));
+	static const char *const source[8] = SIDE_LABELS("source");
+	static const char *const destination[8] = SIDE_LABELS("destination");
+
+	label(text, "reporter=\"", c->direction == SM_CONN_OUTBOUND ? "source" : "destination");
+	side(text, source, &c->src);
+	label(text, ",destination_service=\"", c->service.hostname);
+	label(text, ",destination_service_namespace=\"", c->service.namespace);
+	label(text, ",destination_service_name=\"", c->service.name);
+	side(text, destination, &c->dst);
+	label(text, ",request_protocol=\"", "tcp");
+	label(text, ",response_flags=\"", response_flags(c->response));
 	/* sockmesh does not encrypt: never mutual_tls */
-	label(text, "connection_security_policy", "none");
-	label(text, "source_region", c->src.region);
-	label(text, "source_zone", c->src.zone);
-	label(text, "destination_region", c->dst.region);
-	label(text, "destination_zone", c->dst.zone);
+	label(text, ",connection_security_policy=\"", "none");
+	label(text, ",source_region=\"", c->src.region);
+	label(text, ",source_zone=\"", c->src.zone);
+	label(text, ",destination_region=\"", c->dst.region);
+	label(text, ",destination_zone=\"", c->dst.zone);
 }
 
 /* ---- series ---- */

@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "telemetry/internal.h"
 
@@ -42,6 +43,16 @@ void tel_append(struct tel_text *text, const char *fmt, ...)
 	text->len += (size_t)n;
 }
 
+void tel_append_str(struct tel_text *text, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!reserve(text, n + 1))
+		return;
+	memcpy(text->data + text->len, s, n + 1);
+	text->len += n;
+}
+
 /* The escape of c, or NULL when c stands for itself. */
 static const char *escape_of(unsigned char c, enum tel_escape escape, char buf[16])
 {
@@ -64,17 +75,23 @@ static const char *escape_of(unsigned char c, enum tel_escape escape, char buf[1
 void tel_append_escaped(struct tel_text *text, const char *value, enum tel_escape escape)
 {
 	char buf[16];
+	const char *run;
 
 	if (!value || !value[0])
 		value = "unknown";
-	for (const char *p = value; *p; p++) {
-		const char *e = escape_of((unsigned char)*p, escape, buf);
-		if (!reserve(text, e ? 16 : 1))
+	/* runs of characters that stand for themselves are copied whole */
+	for (const char *p = value; *p;) {
+		const char *e = NULL;
+		for (run = p; *p && !(e = escape_of((unsigned char)*p, escape, buf)); p++)
+			;
+		if (!reserve(text, (size_t)(p - run) + (e ? 16 : 0) + 1))
 			return;
-		if (e)
+		memcpy(text->data + text->len, run, (size_t)(p - run));
+		text->len += (size_t)(p - run);
+		if (e) {
 			text->len += (size_t)snprintf(text->data + text->len, 16, "%s", e);
-		else
-			text->data[text->len++] = *p;
+			p++;
+		}
 		text->data[text->len] = '\0';
 	}
 }

@@ -79,18 +79,26 @@ static void name_workload(const struct sm_model *model, const uint8_t addr[16], 
 	};
 }
 
-static void name_service(const struct sm_model *model, const uint8_t addr[16], struct sm_tel_service *out)
+/* Outbound (orig set): the service whose VIP the client connected to, none for a pod or an outside
+ * address, as ztunnel. Inbound, which does not know the VIP: ztunnel's guess, a service of the local
+ * workload on its port. */
+static void name_service(const struct sm_model *model, const uint8_t orig[16], const uint8_t dst[16],
+			 uint16_t port, struct sm_tel_service *out)
 {
 	struct sm_service_labels s;
+	bool found = orig ? sm_model_service_at(model, orig, &s) : sm_model_service_of_port(model, dst, port, &s);
 
 	*out = (struct sm_tel_service){ 0 };
-	if (sm_model_service_at(model, addr, &s))
+	if (found)
 		*out = (struct sm_tel_service){ .hostname = s.hostname, .name = s.name, .namespace = s.namespace };
 }
 
-/* Counts conn (its names filled under the model lock here) and queues its access log line at its end. */
+/*
+ * Counts conn (its names filled under the model lock here) and queues its access log line at its end.
+ * orig: what the client connected to (outbound), NULL inbound; dst_port: the server's port (inbound).
+ */
 static void record(struct agent_telemetry *t, struct sm_tel_conn *conn, const uint8_t src[16], const uint8_t dst[16],
-		   const uint8_t orig[16])
+		   const uint8_t orig[16], uint16_t dst_port)
 {
 	bool ends = conn->kind == SM_CONN_CLOSED || conn->kind == SM_CONN_FAILED;
 	char line[LINE_MAX_BYTES];
@@ -105,8 +113,7 @@ static void record(struct agent_telemetry *t, struct sm_tel_conn *conn, const ui
 		name_workload(t->model, orig, &conn->dst);
 	if (!conn->dst.uid)
 		name_workload(t->model, dst, &conn->dst);
-	if (orig)
-		name_service(t->model, orig, &conn->service);
+	name_service(t->model, orig, dst, dst_port, &conn->service);
 	if (sm_telemetry_record(t->counters, conn))
 		atomic_fetch_add(&t->record_failures, 1);
 	if (ends && t->log)
@@ -153,9 +160,9 @@ static int on_conn_event(void *ctx, const struct sm_conn_event *ev)
 	/* the client is the source: the local socket's when it connected out */
 	conn.src_addr = outbound ? local : remote;
 	conn.dst_addr = outbound ? remote : local;
-	/* the service the client asked for: only an outbound connect knows the address before translation */
+	/* only an outbound connect knows the address before translation */
 	record(t, &conn, outbound ? ev->local_addr : ev->remote_addr, outbound ? ev->remote_addr : ev->local_addr,
-	       outbound ? ev->orig_addr : NULL);
+	       outbound ? ev->orig_addr : NULL, outbound ? 0 : ntohs(ev->local_port));
 	return 0;
 }
 
@@ -176,7 +183,7 @@ void agent_telemetry_denied(void *ctx, const struct sm_authz_event *ev, const ch
 		return;
 	format_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
 	format_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
-	record(t, &conn, ev->src_addr, ev->dst_addr, NULL);
+	record(t, &conn, ev->src_addr, ev->dst_addr, NULL, ntohs(ev->dst_port));
 }
 
 /* ---- the events thread ---- */

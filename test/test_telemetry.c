@@ -442,6 +442,10 @@ static void model_lookups_by_address(void **state)
 	assert_string_equal(w.zone, "eu-1");
 	assert_true(sm_model_authz_identity(h.model, addr, &id));
 	assert_string_equal(id.namespace, "shop");
+	/* ztunnel's guess for an inbound connection: the workload's service whose target is the port */
+	assert_true(sm_model_service_of_port(h.model, addr, 8080, &s));
+	assert_string_equal(s.hostname, "echo.shop.svc.cluster.local");
+	assert_false(sm_model_service_of_port(h.model, addr, 80, &s));
 	address16("fd00::7", addr);
 	assert_true(sm_model_workload_at(h.model, addr, &w));
 	assert_false(sm_model_service_at(h.model, addr, &s));

@@ -114,6 +114,17 @@ bool sm_model_workload_at(const struct sm_model *model, const uint8_t addr[16], 
 	return true;
 }
 
+static void service_labels(const struct svc *svc, struct sm_service_labels *out)
+{
+	const char *slash = strchr(svc->key, '/');
+
+	*out = (struct sm_service_labels){
+		.hostname = slash ? slash + 1 : svc->key,
+		.name = svc->def->name,
+		.namespace = svc->def->namespace,
+	};
+}
+
 bool sm_model_service_at(const struct sm_model *model, const uint8_t addr[16], struct sm_service_labels *out)
 {
 	const struct ip_claims *ip;
@@ -123,13 +134,27 @@ bool sm_model_service_at(const struct sm_model *model, const uint8_t addr[16], s
 		const struct svc *svc = ip->claims[i].owner;
 		if (ip->claims[i].kind != OWNER_SERVICE || !svc->def)
 			continue;
-		const char *slash = strchr(svc->key, '/');
-		*out = (struct sm_service_labels){
-			.hostname = slash ? slash + 1 : svc->key,
-			.name = svc->def->name,
-			.namespace = svc->def->namespace,
-		};
+		service_labels(svc, out);
 		return true;
+	}
+	return false;
+}
+
+bool sm_model_service_of_port(const struct sm_model *model, const uint8_t addr[16], uint16_t port,
+			      struct sm_service_labels *out)
+{
+	const struct wl *wl = workload_at(model, addr, true);
+
+	for (uint16_t m = 0; wl && m < wl->def->n_memberships; m++) {
+		const struct membership *membership = &wl->def->memberships[m];
+		const struct svc_def *def = membership->service->def;
+		for (uint8_t p = 0; def && p < def->n_ports; p++) {
+			uint16_t target = target_port(def, p, membership);
+			if ((target ? target : def->ports[p].service_port) == port) {
+				service_labels(membership->service, out);
+				return true;
+			}
+		}
 	}
 	return false;
 }

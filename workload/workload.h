@@ -174,6 +174,10 @@ struct sm_service_labels {
 	const char *hostname, *name, *namespace;
 };
 bool sm_model_service_at(const struct sm_model *model, const uint8_t addr[16], struct sm_service_labels *out);
+/* A service the workload holding addr backs on its port (host order), ztunnel's guess for a connection
+ * that named no VIP: the first of its services with a port whose target is port; false when none. */
+bool sm_model_service_of_port(const struct sm_model *model, const uint8_t addr[16], uint16_t port,
+			      struct sm_service_labels *out);
 
 /* Whether a workload of this uid is defined. */
 bool sm_model_workload_exists(const struct sm_model *model, const char *uid);

@@ -20,7 +20,7 @@
 #define EVICT_SECONDS 5
 /* A gone workload's sockets are reported closed at once: one silent this long after lost its CLOSED. */
 #define STALE_SECONDS 300
-#define LINE_MAX_BYTES 4096
+#define LINE_MAX_BYTES 8192 /* a longer line (names are at most a few hundred bytes) is not written */
 
 struct agent_telemetry {
 	struct sm_telemetry *counters;

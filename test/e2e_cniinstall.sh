@@ -54,7 +54,8 @@ check "... nor the config" primary_only
 
 NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=istio-system INSTANCE_IP=127.0.0.1 \
   spawn_ns "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --admin-address "$admin" \
-  --local-config "$work/config.yaml" --cni-conf-dir "$conf" --cni-bin-dir "$bin" --cni-plugin "$plugin" 2>>"$work/agent.log"
+  --local-config "$work/config.yaml" --cni-conf-dir "$conf" --cni-bin-dir "$bin" --cni-plugin "$plugin" 2>>"$work/agent.log" \
+  >>"$work/access.log"
 agent_pid=$!
 check "the agent with --cni-conf-dir becomes ready" wait_for 20 ready
 check "the plugin binary is installed, executable" sh -c 'cmp "$0" "$1/sockmesh-cni" && test -x "$1/sockmesh-cni"' "$plugin" "$bin"

@@ -84,7 +84,7 @@ enroll_all=--enroll-all
 start_agent() { # extra options
   NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=${POD_NAMESPACE:-istio-system} INSTANCE_IP=127.0.0.1 \
     spawn_ns "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" ${enroll_all:+"$enroll_all"} \
-    --admin-address "$admin" "$@" 2>>"$work/agent.log"
+    --admin-address "$admin" "$@" 2>>"$work/agent.log" >>"$work/access.log"
   agent_pid=$!
 }
 

@@ -16,7 +16,7 @@ start_server --stream "$work/local.xds"
 # 1. no pod environment: the agent warns, naming what is missing (NODE_NAME is given)
 env -u POD_NAME -u POD_NAMESPACE -u INSTANCE_IP NODE_NAME=local \
   nsenter --net="/run/netns/$netns" "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --enroll-all \
-  --admin-address "$admin" --xds-address "127.0.0.1:$port" --xds-plaintext 2>>"$work/agent.log" &
+  --admin-address "$admin" --xds-address "127.0.0.1:$port" --xds-plaintext 2>>"$work/agent.log" >>"$work/access.log" &
 agent_pid=$!
 pids+=("$agent_pid")
 check "the agent becomes ready" wait_for 20 ready

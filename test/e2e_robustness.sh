@@ -308,7 +308,7 @@ valgrind_agent() {
     --suppressions="$source_dir/test/valgrind.supp" \
     --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --log-file="$work/valgrind.log" \
     "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" --enroll-all --admin-address "$admin" \
-    --xds-address "127.0.0.1:$port" --xds-plaintext 2>>"$work/agent.log"
+    --xds-address "127.0.0.1:$port" --xds-plaintext 2>>"$work/agent.log" >>"$work/access.log"
   agent_pid=$!
 }
 acked() { grep -c "\"responseNonce\":\"$1\",.*\"ack\":true" "$server_log"; }

@@ -122,8 +122,8 @@ kill -9 "$agent_pid"; wait "$agent_pid" 2>/dev/null
 mv "$work/agent.log" "$work/agent-before-kill.log"
 start_agent --local-config "$local_yaml" --admin-address 127.0.0.1:0
 restart_after_kill() {
-  wait_for 20 grep -q 'serving; admin endpoint on 127.0.0.1:[1-9][0-9]*$' "$work/agent.log" || return 1
-  local bound; bound="$(sed -n 's/.*serving; admin endpoint on //p' "$work/agent.log")"
+  wait_for 20 grep -Eq 'serving; admin endpoint on 127.0.0.1:[1-9][0-9]*(,|$)' "$work/agent.log" || return 1
+  local bound; bound="$(sed -n 's/.*serving; admin endpoint on \([^,]*\).*/\1/p' "$work/agent.log")"
   in_ns curl -sf "http://$bound/healthz/ready"
 }
 check "after kill -9 the next agent takes the pin directory (admin port 0: the bound port is logged)" restart_after_kill

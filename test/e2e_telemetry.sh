@@ -18,6 +18,8 @@ peer="$source_dir/test/tel_peer.py"
 log_file="$work/agent.log" # the agent's stdout (the access log, as ztunnel's) and stderr
 
 skip() { tests=$((tests + 1)); echo "ok $tests - $1 # SKIP $2"; }
+# like wait_for, and when time is up the last attempt's output is shown (check_showing prints it)
+settle() { local seconds=$1; shift; wait_for "$seconds" "$@" || { "$@"; return 1; }; }
 
 e2e_world
 for a in fd00:15::10 fd00:15::21 fd00:15::31; do in_ns ip -6 addr add "$a/128" dev lo nodad; done
@@ -123,17 +125,17 @@ exact_case() {
   check_showing "$title: $client sends $n bytes, the server answers $m" talk "$client" "$dst" "$port" "$n" "$m"
   # shellcheck disable=SC2086
   check_showing "$title: reporter=source counts exactly $n request and $m response bytes, ztunnel's labels" \
-    wait_for 10 counted source "$client" "$n" "$m" "$@" $ok_labels
+    settle 10 counted source "$client" "$n" "$m" "$@" $ok_labels
   local fields=("src.workload=$client-0" src.namespace=frontend direction=outbound "bytes_sent=$n" "bytes_recv=$m" "duration=*")
   [[ $service == unknown ]] || fields+=("dst.service=$service")
   check_showing "$title: the outbound log line has bytes_sent=$n bytes_recv=$m${service:+ dst.service=$service}" \
-    wait_for 5 logged_once "${fields[@]}"
+    settle 3 logged_once "${fields[@]}"
   [[ $reporters == both ]] || return 0
   # shellcheck disable=SC2086
   check_showing "$title: reporter=destination counts exactly $n and $m too" \
-    wait_for 10 counted destination "$client" "$n" "$m" $srv_labels $ok_labels
+    settle 3 counted destination "$client" "$n" "$m" $srv_labels $ok_labels
   check_showing "$title: the inbound log line (srv's view) has bytes_sent=$m bytes_recv=$n" \
-    wait_for 5 logged_once "src.workload=$client-0" direction=inbound "bytes_sent=$m" "bytes_recv=$n" \
+    settle 3 logged_once "src.workload=$client-0" direction=inbound "bytes_sent=$m" "bytes_recv=$n" \
     dst.workload=srv-0 dst.namespace=prod
 }
 
@@ -148,91 +150,112 @@ long_case() {
   pids+=("$long_pid")
   check "$title: the connection is open and sending" wait_for 5 grep -q sending "$work/$client.out"
   check_showing "$title: its request bytes are counted while it sends (within 5 s)" \
-    wait_for 5 expect istio_tcp_received_bytes_total ">0" "${labels[@]}"
+    settle 5 expect istio_tcp_received_bytes_total ">0" "${labels[@]}"
   check "$title: the exchange ends, the connection stays open" wait_for 10 grep -q exchanged "$work/$client.out"
   all_while_open() {
     expect istio_tcp_received_bytes_total "$n" "${labels[@]}" && expect istio_tcp_sent_bytes_total "$m" "${labels[@]}" &&
       expect_not istio_tcp_connections_closed_total ">0" "${labels[@]}"
   }
-  check_showing "$title: exactly $n and $m within 5 s, while it is open (not closed)" wait_for 5 all_while_open
+  check_showing "$title: exactly $n and $m within 5 s, while it is open (not closed)" settle 5 all_while_open
   touch "$stop"
   wait "$long_pid"
   # shellcheck disable=SC2086
   check_showing "$title: closed once, the totals unchanged" \
-    wait_for 10 counted source "$client" "$n" "$m" $vip_labels $srv_labels $ok_labels
+    settle 10 counted source "$client" "$n" "$m" $vip_labels $srv_labels $ok_labels
+}
+
+# serving PHASE PORT PATH: the agent is ready and its metrics address serves PATH; else the phase ends
+serving() {
+  local before=$failures
+  url="http://127.0.0.1:$2$3"
+  check "$1: the agent becomes ready" wait_for 20 ready
+  check "$1: the metrics address serves $3 (port $2)" wait_for 10 in_ns curl -sf -o /dev/null "$url"
+  ((failures == before))
 }
 
 # ==== 1. telemetry, no acceleration: plain TCP; the plain k=v log; the default metrics address ====
-write_config
-start_agent --local-config "$file" --node-addresses 127.0.0.50 --no-accelerate >>"$log_file"
-url="http://127.0.0.1:15020/stats/prometheus"
-check "the agent becomes ready" wait_for 20 ready
-check "the default metrics address (0.0.0.0:15020) serves /stats/prometheus" wait_for 10 in_ns curl -sf -o /dev/null "$url"
-check "... and /metrics" in_ns curl -sf -o /dev/null "http://127.0.0.1:15020/metrics"
+phase_plain() {
+  serving "plain" 15020 /stats/prometheus || return
+  check "... and /metrics" in_ns curl -sf -o /dev/null "http://127.0.0.1:15020/metrics"
 
-# shellcheck disable=SC2086
-exact_case "plain" c-plain 127.10.0.10 80 1000 20000 both $vip_labels $srv_labels
-# shellcheck disable=SC2086
-exact_case "IPv6" c-v6 fd00:15:a::10 80 3000 40000 both $vip_labels $srv_labels
-# shellcheck disable=SC2086
-exact_case "to a pod address (no service)" c-direct 127.0.0.10 8080 2000 100 both $no_service $srv_labels
-# shellcheck disable=SC2086
-exact_case "waypoint (TLV)" c-wp 127.10.0.20 80 5000 7000 source $shop_labels
-check_showing "waypoint: the waypoint got the TLV naming the VIP, then the application's bytes" \
-  grep -x "127.10.0.20 80" "$work/tlv.txt"
+  # shellcheck disable=SC2086
+  exact_case "plain" c-plain 127.10.0.10 80 1000 20000 both $vip_labels $srv_labels
+  # shellcheck disable=SC2086
+  exact_case "IPv6" c-v6 fd00:15:a::10 80 3000 40000 both $vip_labels $srv_labels
+  # shellcheck disable=SC2086
+  exact_case "to a pod address (no service)" c-direct 127.0.0.10 8080 2000 100 both $no_service $srv_labels
+  # shellcheck disable=SC2086
+  exact_case "waypoint (TLV)" c-wp 127.10.0.20 80 5000 7000 source $shop_labels
+  check_showing "waypoint: the waypoint got the TLV naming the VIP, then the application's bytes" \
+    grep -x "127.10.0.20 80" "$work/tlv.txt"
+
+  failures_of_a_kind
+  long_case "long" c-long
+  consumers
+}
 
 # failures: a connect refused, one that times out (both response_flags=CONNECT), a policy denial (DENY)
-fail_labels() { echo "reporter=source $(src_labels "$1") $srv_labels response_flags=CONNECT"; }
-failed_once() { # labels...: opened, closed and failed once, no bytes
-  local m
-  for m in opened closed failed; do expect "istio_tcp_connections_${m}_total" 1 "$@" || return 1; done
-  expect_not istio_tcp_received_bytes_total ">0" "$@" && expect_not istio_tcp_sent_bytes_total ">0" "$@"
+fail_labels() { echo "reporter=source $(src_labels "$1") $srv_labels"; }
+failed_once() { # flag labels...: opened once (under "-", as ztunnel counts it before the end is known),
+  local flag=$1; shift # closed and failed once under the flag; no bytes
+  expect istio_tcp_connections_opened_total 1 "$@" response_flags=- &&
+    expect istio_tcp_connections_closed_total 1 "$@" "response_flags=$flag" &&
+    expect istio_tcp_connections_failed_total 1 "$@" "response_flags=$flag" || return 1
+  local f m
+  for f in - "$flag"; do
+    for m in received sent; do expect_not "istio_tcp_${m}_bytes_total" ">0" "$@" "response_flags=$f" || return 1; done
+  done
 }
-check_showing "refused: nothing listens on srv's port 9999" fails_with refused 127.0.1.6 127.0.0.10 9999
-# shellcheck disable=SC2046
-check_showing "refused: opened, closed and failed once with response_flags=CONNECT, no bytes" \
-  wait_for 10 failed_once $(fail_labels c-refused)
-check_showing "refused: the outbound log line has an error" \
-  wait_for 5 logged_once src.workload=c-refused-0 direction=outbound bytes_sent=0 bytes_recv=0 "error=*"
-
-started=$SECONDS
-check_showing "timeout: a SYN never answered (TCP_SYNCNT=1)" fails_with timeout 127.0.1.7 127.0.0.10 9998 1
-echo "# the connect timed out after $((SECONDS - started)) s"
-# shellcheck disable=SC2046
-check_showing "timeout: opened, closed and failed once with response_flags=CONNECT" \
-  wait_for 10 failed_once $(fail_labels c-timeout)
-check_showing "timeout: the outbound log line has an error" \
-  wait_for 5 logged_once src.workload=c-timeout-0 direction=outbound "error=*"
-
 denied() { local out; out="$(fails_with refused 127.0.3.1 127.0.0.10 8080)" || [[ $out == reset ]]; echo "$out"; }
-check_showing "denied: other/bad is refused by prod's policy" denied
 deny_labels="reporter=destination source_workload=bad source_workload_namespace=other
-  source_principal=spiffe://cluster.local/ns/other/sa/bad-sa $srv_labels response_flags=DENY"
-# shellcheck disable=SC2086
-check_showing "denied: reporter=destination counts it opened, closed and failed with response_flags=DENY" \
-  wait_for 10 failed_once $deny_labels
-check_showing "denied: the inbound log line names the policy rejection" \
-  wait_for 5 logged_once "src.addr=127.0.3.1:*" direction=inbound "error=connection closed due to policy rejection*"
+  source_principal=spiffe://cluster.local/ns/other/sa/bad-sa $srv_labels"
+failures_of_a_kind() {
+  check_showing "refused: nothing listens on srv's port 9999" fails_with refused 127.0.1.6 127.0.0.10 9999
+  # shellcheck disable=SC2046
+  check_showing "refused: opened, closed and failed once with response_flags=CONNECT, no bytes" \
+    settle 10 failed_once CONNECT $(fail_labels c-refused)
+  check_showing "refused: the outbound log line has an error" \
+    settle 3 logged_once src.workload=c-refused-0 direction=outbound bytes_sent=0 bytes_recv=0 "error=*"
 
-long_case "long" c-long
+  local started=$SECONDS
+  check_showing "timeout: a SYN never answered (TCP_SYNCNT=1)" fails_with timeout 127.0.1.7 127.0.0.10 9998 1
+  echo "# the connect timed out after $((SECONDS - started)) s"
+  # shellcheck disable=SC2046
+  check_showing "timeout: opened, closed and failed once with response_flags=CONNECT" \
+    settle 10 failed_once CONNECT $(fail_labels c-timeout)
+  check_showing "timeout: the outbound log line has an error" \
+    settle 3 logged_once src.workload=c-timeout-0 direction=outbound "error=*"
 
-# the exposition: ztunnel's label order everywhere; promtool; Prometheus scrapes and queries it
-check_showing "every istio_tcp_* series has ztunnel's labels in ztunnel's order; counters with HELP" \
-  in_ns python3 "$peer" labels "$url"
+  check_showing "denied: other/bad is refused by prod's policy" denied
+  # shellcheck disable=SC2086
+  check_showing "denied: reporter=destination counts it opened, closed and failed with response_flags=DENY" \
+    settle 10 failed_once DENY $deny_labels
+  check_showing "denied: one inbound log line, naming the policy rejection" \
+    settle 3 logged_once "src.addr=127.0.3.1:*" direction=inbound "error=connection closed due to policy rejection*"
+}
+
 admin_kept() {
   metrics >"$work/admin.txt"
   grep -E '^sockmesh_telemetry_events_dropped_total(\{[^}]*\})? ' "$work/admin.txt"
   grep -q '^sockmesh_datapath_total' "$work/admin.txt" &&
     grep -Eq '^sockmesh_telemetry_events_dropped_total(\{[^}]*\})? 0$' "$work/admin.txt"
 }
-check_showing "the admin endpoint keeps sockmesh_*, with no telemetry event dropped" admin_kept
-in_ns curl -sf "$url" >"$work/exposition.txt"
-if command -v promtool >/dev/null; then
-  check_showing "promtool check metrics accepts the exposition" sh -c "promtool check metrics <'$work/exposition.txt'"
-else
-  skip "promtool check metrics accepts the exposition" "promtool is not installed (scripts/install-deps)"
-fi
-if command -v prometheus >/dev/null; then
+# the exposition: ztunnel's label order everywhere; promtool; Prometheus scrapes and queries it
+consumers() {
+  check_showing "every istio_tcp_* series has ztunnel's labels in ztunnel's order; counters with HELP" \
+    in_ns python3 "$peer" labels "$url"
+  check_showing "the admin endpoint keeps sockmesh_*, with no telemetry event dropped" admin_kept
+  in_ns curl -sf "$url" >"$work/exposition.txt"
+  if command -v promtool >/dev/null; then
+    check_showing "promtool check metrics accepts the exposition" \
+      sh -c "[ -s '$work/exposition.txt' ] && promtool check metrics <'$work/exposition.txt'"
+  else
+    skip "promtool check metrics accepts the exposition" "promtool is not installed (scripts/install-deps)"
+  fi
+  if ! command -v prometheus >/dev/null; then
+    skip "Prometheus scrapes the agent and queries the series" "prometheus is not installed (scripts/install-deps)"
+    return
+  fi
   cat >"$work/prometheus.yml" <<'YAML'
 global: {scrape_interval: 1s, evaluation_interval: 1s}
 scrape_configs:
@@ -242,66 +265,41 @@ scrape_configs:
 YAML
   spawn_ns prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prometheus" \
     --web.listen-address=127.0.0.1:9090 >"$work/prometheus.log" 2>&1
-  prom_pid=$!
+  local prom_pid=$!
   check "Prometheus starts in the test's namespace" wait_for 30 in_ns curl -sf -o /dev/null http://127.0.0.1:9090/-/ready
   # shellcheck disable=SC2046,SC2086
   check_showing "Prometheus' query API returns istio_tcp_connections_opened_total with ztunnel's labels" \
-    wait_for 20 prom_query 'istio_tcp_connections_opened_total{source_workload="c-plain"}' job=sockmesh \
+    settle 20 prom_query 'istio_tcp_connections_opened_total{source_workload="c-plain"}' job=sockmesh \
     reporter=source $(src_labels c-plain) $vip_labels $srv_labels $ok_labels
   # shellcheck disable=SC2086
   check_showing "... and the destination reporter's request bytes" \
     prom_query 'istio_tcp_received_bytes_total{reporter="destination",source_workload="c-plain"} == 1000' $srv_labels
   kill "$prom_pid" 2>/dev/null
   wait "$prom_pid" 2>/dev/null
-else
-  skip "Prometheus scrapes the agent and queries the series" "prometheus is not installed (scripts/install-deps)"
-fi
-stop_agent
+}
 
 # ==== 2. same-node acceleration on (the default); LOG_FORMAT=json; --metrics-address ====
-LOG_FORMAT=json start_agent --local-config "$file" --node-addresses 127.0.0.50 --metrics-address 127.0.0.1:15021 \
-  >>"$log_file"
-url="http://127.0.0.1:15021/metrics"
-check "accelerated: the agent becomes ready again" wait_for 20 ready
-check "--metrics-address 127.0.0.1:15021 serves /metrics" wait_for 10 in_ns curl -sf -o /dev/null "$url"
 accelerated_count() { metrics | awk '/^sockmesh_datapath_total\{outcome="accelerated"\}/ {print $2}'; }
-before="$(accelerated_count)"
-# shellcheck disable=SC2086
-exact_case "accelerated" c-accel 127.10.0.10 80 70000 300000 both $vip_labels $srv_labels
 went_through_sockhash() { local now; now="$(accelerated_count)"; echo "before ${before:-0} after $now"; ((now > ${before:-0})); }
-check_showing "accelerated: the bytes really went through the sockhash" went_through_sockhash
-check_showing "accelerated: the outbound JSON log line says accelerated" \
-  logged_once src.workload=c-accel-0 direction=outbound accelerated=true
-# shellcheck disable=SC2086
-exact_case "accelerated IPv6" c-v6a fd00:15:a::10 80 9000 11000 both $vip_labels $srv_labels
-# shellcheck disable=SC2086
-exact_case "accelerated waypoint (TLV)" c-wpa 127.10.0.20 80 6000 8000 source $shop_labels
-check_showing "accelerated waypoint: the log line says waypoint" \
-  logged_once src.workload=c-wpa-0 direction=outbound waypoint=true
-long_case "accelerated long" c-longa
-stop_agent
+phase_accelerated() {
+  serving "accelerated, --metrics-address" 15021 /metrics || return
+  before="$(accelerated_count)"
+  # shellcheck disable=SC2086
+  exact_case "accelerated" c-accel 127.10.0.10 80 70000 300000 both $vip_labels $srv_labels
+  check_showing "accelerated: the bytes really went through the sockhash" went_through_sockhash
+  check_showing "accelerated: the outbound JSON log line says accelerated" \
+    logged_once src.workload=c-accel-0 direction=outbound accelerated=true
+  # shellcheck disable=SC2086
+  exact_case "accelerated IPv6" c-v6a fd00:15:a::10 80 9000 11000 both $vip_labels $srv_labels
+  # shellcheck disable=SC2086
+  exact_case "accelerated waypoint (TLV)" c-wpa 127.10.0.20 80 6000 8000 source $shop_labels
+  check_showing "accelerated waypoint: the log line says waypoint" \
+    logged_once src.workload=c-wpa-0 direction=outbound waypoint=true
+  long_case "accelerated long" c-longa
+}
 
 # ==== 3. cardinality: 1,000 short-lived workloads come and go; --access-log off ====
-log_lines_before=$(wc -l <"$log_file")
-start_agent --local-config "$file" --node-addresses 127.0.0.50 --access-log off >>"$log_file"
-url="http://127.0.0.1:15020/metrics"
-check "cardinality: the agent becomes ready again (--access-log off)" wait_for 20 ready
-check "cardinality: the metrics address serves" wait_for 10 in_ns curl -sf -o /dev/null "$url"
-check_showing "a connection before the burst" talk c-plain 127.10.0.10 80 100 100
-# shellcheck disable=SC2086
-check_showing "... is counted" wait_for 10 counted source c-plain 100 100 $vip_labels $srv_labels $ok_labels
-baseline="$(series_count)"
-echo "# baseline: $baseline istio_tcp_* series"
-reloaded=$(reloads)
-write_config burst
 more_reloads() { (($(reloads) > reloaded)); }
-check "1,000 client workloads added to the file are applied" wait_for 30 more_reloads
-for ((i = 0; i < 1000; i++)); do burst_addr "$i"; done >"$work/burst.txt"
-started=$SECONDS
-check_showing "each of the 1,000 connects once (to srv, 100 bytes each way)" \
-  in_mesh python3 "$peer" burst "$work/burst.txt" 127.0.0.10 8080 100 100
-burst_seconds=$((SECONDS - started))
-check_showing "... within 60 s" sh -c "echo '$burst_seconds s'; [ $burst_seconds -lt 60 ]"
 all_counted() { # both reporters closed 1,000 connections of cb-*
   local r n
   for r in source destination; do
@@ -309,19 +307,50 @@ all_counted() { # both reporters closed 1,000 connections of cb-*
     echo "reporter=$r: $n"; ((n == 1000)) || return 1
   done
 }
-check_showing "both reporters count the 1,000 workloads' connections" wait_for 30 all_counted
-echo "# with the 1,000 workloads: $(series_count) istio_tcp_* series"
 no_access_log() { ! tail -n +"$((log_lines_before + 1))" "$log_file" | grep 'connection complete'; }
-check_showing "--access-log off: no access log line" no_access_log
-reloaded=$(reloads)
-write_config
-check "the 1,000 workloads removed from the file are applied" wait_for 30 more_reloads
-started=$SECONDS
 back_to_baseline() { local n; n="$(series_count)"; echo "$n series (baseline $baseline)"; ((n == baseline)); }
-check_showing "the istio_tcp_* series return to the baseline once the workloads are gone" wait_for 30 back_to_baseline
-echo "# back to the baseline in $((SECONDS - started)) s"
-# shellcheck disable=SC2086
-check_showing "the earlier workload's series are still there" \
-  counted source c-plain 100 100 $vip_labels $srv_labels $ok_labels
+phase_cardinality() {
+  serving "cardinality, --access-log off" 15020 /metrics || return
+  check_showing "a connection before the burst" talk c-plain 127.10.0.10 80 100 100
+  # shellcheck disable=SC2086
+  check_showing "... is counted" settle 10 counted source c-plain 100 100 $vip_labels $srv_labels $ok_labels
+  baseline="$(series_count)"
+  echo "# baseline: $baseline istio_tcp_* series"
+  reloaded=$(reloads)
+  write_config burst
+  check "1,000 client workloads added to the file are applied" wait_for 30 more_reloads
+  local i started=$SECONDS
+  for ((i = 0; i < 1000; i++)); do burst_addr "$i"; done >"$work/burst.txt"
+  check_showing "each of the 1,000 connects once (to srv, 100 bytes each way)" \
+    in_mesh python3 "$peer" burst "$work/burst.txt" 127.0.0.10 8080 100 100
+  local burst_seconds=$((SECONDS - started))
+  check_showing "... within 60 s" sh -c "echo '$burst_seconds s'; [ $burst_seconds -lt 60 ]"
+  check_showing "both reporters count the 1,000 workloads' connections" settle 30 all_counted
+  echo "# with the 1,000 workloads: $(series_count) istio_tcp_* series"
+  check_showing "--access-log off: no access log line" no_access_log
+  reloaded=$(reloads)
+  write_config
+  check "the 1,000 workloads removed from the file are applied" wait_for 30 more_reloads
+  started=$SECONDS
+  check_showing "the istio_tcp_* series return to the baseline once the workloads are gone" settle 30 back_to_baseline
+  echo "# back to the baseline in $((SECONDS - started)) s"
+  # shellcheck disable=SC2086
+  check_showing "the earlier workload's series are still there" \
+    counted source c-plain 100 100 $vip_labels $srv_labels $ok_labels
+}
+
+write_config
+start_agent --local-config "$file" --node-addresses 127.0.0.50 --no-accelerate >>"$log_file"
+phase_plain
+stop_agent
+
+LOG_FORMAT=json start_agent --local-config "$file" --node-addresses 127.0.0.50 --metrics-address 127.0.0.1:15021 \
+  >>"$log_file"
+phase_accelerated
+stop_agent
+
+log_lines_before=$(wc -l <"$log_file")
+start_agent --local-config "$file" --node-addresses 127.0.0.50 --access-log off >>"$log_file"
+phase_cardinality
 
 e2e_end

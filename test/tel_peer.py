@@ -337,4 +337,8 @@ if __name__ == "__main__":
     verb, args = sys.argv[1], sys.argv[2:]
     verbs = {"serve": serve, "talk": talk, "long": long, "burst": burst, "expect": expect,
              "labels": labels, "count": count, "log": log, "query": query}
-    sys.exit(verbs[verb](*args) or 0)
+    try:
+        sys.exit(verbs[verb](*args) or 0)
+    except (OSError, ValueError) as err:  # the endpoint is not there, or not Prometheus text
+        print("%s: %s" % (verb, err))
+        sys.exit(1)

@@ -19,6 +19,7 @@
 #include "agent/explain.h"
 #include "agent/enroller.h"
 #include "agent/log.h"
+#include "agent/telemetry.h"
 
 struct admin {
 	struct MHD_Daemon *daemon;
@@ -126,12 +127,20 @@ static char *metrics(struct agent *agent, size_t *len)
 	for (int m = 0; m < SM_MAP_COUNT; m++)
 		append(&text, "sockmesh_map_overflows_total{map=\"%s\"} %llu\n", sm_map_name(m),
 		       (unsigned long long)model.map_overflows[m]);
-	if (sm_datapath_counters(agent->dp, counters) == 0) {
+	bool have_counters = sm_datapath_counters(agent->dp, counters) == 0;
+	if (have_counters) {
 		append(&text, "# HELP sockmesh_datapath_total connections and messages by outcome\n"
 			      "# TYPE sockmesh_datapath_total counter\n");
 		for (int c = 0; c < SM_COUNTER_MAX; c++)
 			append(&text, "sockmesh_datapath_total{outcome=\"%s\"} %llu\n", sm_counter_name(c),
 			       (unsigned long long)counters[c]);
+	}
+	if (agent->telemetry) {
+		char *telemetry = agent_telemetry_admin_metrics(agent->telemetry, have_counters ? counters : NULL);
+		if (telemetry)
+			append(&text, "%s", telemetry);
+		text.failed |= !telemetry;
+		free(telemetry);
 	}
 	char *authz = agent_authz_metrics(agent->authz);
 	if (authz)
@@ -224,7 +233,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
 	return respond_text(connection, MHD_HTTP_NOT_FOUND, "sockmesh serves /config_dump, /explain?from=IP&to=IP:PORT, /healthz/ready and /metrics\n");
 }
 
-int admin_bind(const char *address, int *fd_out, char *bound, size_t bound_size, char *err, size_t size)
+int admin_bind(const char *what, const char *address, int *fd_out, char *bound, size_t bound_size, char *err,
+	       size_t size)
 {
 	struct sockaddr_storage addr;
 	socklen_t len;
@@ -232,19 +242,19 @@ int admin_bind(const char *address, int *fd_out, char *bound, size_t bound_size,
 	int fd, ret = parse_ip_port(address, &addr);
 
 	if (ret) {
-		snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", address);
+		snprintf(err, size, "%s address '%s' is not IP:PORT or [IPv6]:PORT", what, address);
 		return ret;
 	}
 	len = addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 	fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		snprintf(err, size, "admin address %s: socket: %s", address, strerror(errno));
+		snprintf(err, size, "%s address %s: socket: %s", what, address, strerror(errno));
 		return -errno;
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int)) || bind(fd, (struct sockaddr *)&addr, len) ||
 	    listen(fd, 64) || getsockname(fd, (struct sockaddr *)&addr, &len)) {
 		ret = -errno;
-		snprintf(err, size, "cannot serve the admin endpoint on %s: %s", address, strerror(-ret));
+		snprintf(err, size, "cannot serve the %s endpoint on %s: %s", what, address, strerror(-ret));
 		close(fd);
 		return ret;
 	}
@@ -275,26 +285,59 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_msg(LOG_WARN, "admin endpoint: %s", line);
 }
 
-int admin_start(struct agent *agent, int fd, struct admin **out, char *err, size_t size)
+/* The metrics endpoint (--metrics-address): the istio_tcp_* counters, at ztunnel's two paths. */
+static enum MHD_Result handle_metrics(void *cls, struct MHD_Connection *connection, const char *url,
+				      const char *method, const char *version, const char *upload_data,
+				      size_t *upload_data_size, void **state)
+{
+	struct admin *admin = cls;
+	size_t len;
+
+	(void)version;
+	(void)upload_data;
+	(void)upload_data_size;
+	(void)state;
+	if (strcmp(method, "GET") != 0)
+		return respond_text(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET\n");
+	if (strcmp(url, "/metrics") != 0 && strcmp(url, "/stats/prometheus") != 0)
+		return respond_text(connection, MHD_HTTP_NOT_FOUND, "sockmesh serves /metrics and /stats/prometheus here\n");
+	char *text = agent_telemetry_istio_metrics(admin->agent->telemetry, &len);
+	if (!text)
+		return respond_text(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return respond(connection, MHD_HTTP_OK, text, len, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+static int start_daemon(struct agent *agent, int fd, MHD_AccessHandlerCallback handler, const char *what,
+			struct admin **out, char *err, size_t size)
 {
 	struct admin *admin = calloc(1, sizeof(*admin));
 
 	if (!admin) {
-		snprintf(err, size, "admin endpoint: out of memory");
+		snprintf(err, size, "%s endpoint: out of memory", what);
 		return -ENOMEM;
 	}
 	admin->agent = agent;
 	/* the logger first: libmicrohttpd prints on stderr what comes before it */
-	admin->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle, admin,
-					 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+	admin->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, handler,
+					 admin, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
 					 MHD_OPTION_END);
 	if (!admin->daemon) {
-		snprintf(err, size, "cannot start the admin endpoint (libmicrohttpd's message above says why)");
+		snprintf(err, size, "cannot start the %s endpoint (libmicrohttpd's message above says why)", what);
 		free(admin);
 		return -EIO;
 	}
 	*out = admin;
 	return 0;
+}
+
+int admin_start(struct agent *agent, int fd, struct admin **out, char *err, size_t size)
+{
+	return start_daemon(agent, fd, handle, "admin", out, err, size);
+}
+
+int metrics_start(struct agent *agent, int fd, struct admin **out, char *err, size_t size)
+{
+	return start_daemon(agent, fd, handle_metrics, "metrics", out, err, size);
 }
 
 void admin_stop(struct admin *admin)

@@ -22,6 +22,10 @@ struct run_options {
 	const char *cgroup;
 	const char *pin_dir;
 	const char *admin_address;
+	const char *metrics_address; /* the istio_tcp_* counters (docs/telemetry.md) */
+	bool telemetry;		     /* connection events from the datapath (SM_CONFIG_TELEMETRY) */
+	bool access_log;	     /* ztunnel's access log on stdout */
+	bool log_json;		     /* LOG_FORMAT=json: the access log in JSON */
 	const char *record;
 	const char *dns_proxy;
 	bool enroll_all;
@@ -60,6 +64,9 @@ struct agent {
 	char cni_plugin[4096];		/* --cni-conf-dir: the sockmesh-cni binary to install */
 	struct sm_cni_watch *cni_watch; /* keeps its conflist entry in place */
 	struct agent_authz *authz;	/* L4 authorization: compiles, writes, logs */
+	struct agent_telemetry *telemetry; /* NULL with --no-telemetry */
+	int metrics_fd;			/* like admin_fd, for --metrics-address */
+	char metrics_bound[64];
 };
 
 /* After each response is applied (under the model lock): local addresses, a layout migration's switch. */
@@ -81,9 +88,12 @@ struct admin;
  * Binds and listens on address ("IP:PORT" or "[IPv6]:PORT"; port 0 picks one) before anything touches
  * the kernel; bound is the address actually bound. The fd is admin_start's (or the caller's to close).
  */
-int admin_bind(const char *address, int *fd, char *bound, size_t bound_size, char *err, size_t err_size);
+int admin_bind(const char *what, const char *address, int *fd, char *bound, size_t bound_size, char *err,
+	       size_t err_size);
 /* Serves /config_dump, /healthz/ready and /metrics on the listening fd, which it then owns. */
 int admin_start(struct agent *agent, int fd, struct admin **out, char *err, size_t err_size);
+/* Serves the istio_tcp_* counters at /metrics and /stats/prometheus (as ztunnel's :15020); stopped with admin_stop. */
+int metrics_start(struct agent *agent, int fd, struct admin **out, char *err, size_t err_size);
 void admin_stop(struct admin *admin);
 
 #endif

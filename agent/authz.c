@@ -66,6 +66,8 @@ struct agent_authz {
 	struct policy_name *names;
 
 	struct sm_authz_events *events;
+	agent_authz_denied_fn denied_hook; /* telemetry's: set before start */
+	void *denied_ctx;
 	pthread_t events_thread;
 	bool events_running;
 	atomic_bool stop;
@@ -467,16 +469,21 @@ static int on_event(void *ctx, const struct sm_authz_event *ev)
 	struct agent_authz *authz = ctx;
 	char src[64], dst[64], identity[640], policy[600], error[700];
 
-	if (!log_allowed(authz))
-		return 0;
-	format_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
-	format_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
-	identity_text(authz, ev->src_addr, identity, sizeof(identity));
 	policy_key(authz, ev->policy, policy, sizeof(policy));
 	if (ev->reason == SM_AUTHZ_DENY_MATCHED)
 		snprintf(error, sizeof(error), "explicitly denied by: %s", policy);
 	else
 		snprintf(error, sizeof(error), "allow policies exist, but none allowed");
+	if (ev->kind == SM_AUTHZ_EVENT_DENIED && authz->denied_hook) {
+		char text[760];
+		snprintf(text, sizeof(text), "connection closed due to policy rejection: %s", error);
+		authz->denied_hook(authz->denied_ctx, ev, text);
+	}
+	if (!log_allowed(authz))
+		return 0;
+	format_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
+	format_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
+	identity_text(authz, ev->src_addr, identity, sizeof(identity));
 	switch (ev->kind) {
 	case SM_AUTHZ_EVENT_DENIED:
 		log_msg(LOG_INFO, "access connection complete src.addr=%s src.identity=\"%s\" dst.addr=%s "
@@ -575,6 +582,12 @@ static void maintain_guards(struct agent_authz *authz, time_t *next)
 	swept = sm_datapath_sweep_guards(authz->dp);
 	if (swept > 0)
 		log_msg(LOG_INFO, "authorization: %d guards of network namespaces that are gone removed", swept);
+}
+
+void agent_authz_set_denied_hook(struct agent_authz *authz, agent_authz_denied_fn fn, void *ctx)
+{
+	authz->denied_hook = fn;
+	authz->denied_ctx = ctx;
 }
 
 void agent_authz_guard_enrolled(struct agent_authz *authz)

@@ -35,6 +35,11 @@ void agent_authz_free(struct agent_authz *authz);
  * sm_enrolled are guarded by the agent (found through /run/netns or a process in them). */
 void agent_authz_guard_enrolled(struct agent_authz *authz);
 
+/* Before start: fn is called (from the events thread) with each connection the datapath denied and the
+ * access log's error text, before the rate-limited log line; telemetry counts them. */
+typedef void (*agent_authz_denied_fn)(void *ctx, const struct sm_authz_event *ev, const char *error);
+void agent_authz_set_denied_hook(struct agent_authz *authz, agent_authz_denied_fn fn, void *ctx);
+
 /* The model's check (sm_model_set_authz_check): the state compiles within the tables' limits. */
 int agent_authz_check(void *authz, const struct sm_model *model, char *reason, size_t reason_size);
 

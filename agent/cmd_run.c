@@ -27,6 +27,7 @@
 #include "agent/enroller.h"
 #include "agent/local_config.h"
 #include "agent/log.h"
+#include "agent/telemetry.h"
 #include "k8s/k8s.h"
 #include "netns/netns.h"
 
@@ -34,6 +35,7 @@
 #define DEFAULT_ROOT_CERT "/var/run/secrets/istio/root-cert.pem"
 #define DEFAULT_TOKEN "/var/run/secrets/tokens/istio-token"
 #define DEFAULT_ADMIN_ADDRESS "127.0.0.1:15000"
+#define DEFAULT_METRICS_ADDRESS "0.0.0.0:15020"
 #define DEFAULT_CNI_SOCKET "/var/run/sockmesh/cni.sock"
 #define DEFAULT_PROC_ROOT "/proc"
 
@@ -63,6 +65,12 @@ static void run_usage(FILE *out)
 		"  --pin-dir PATH           where maps and links are pinned (default " SM_DEFAULT_PIN_DIR ")\n"
 		"  --admin-address IP:PORT  /config_dump, /healthz/ready, /metrics (default " DEFAULT_ADMIN_ADDRESS ";\n"
 		"                           port 0: one the kernel picks, logged)\n"
+		"  --metrics-address IP:PORT  Istio's istio_tcp_* metrics at /metrics and /stats/prometheus\n"
+		"                           (default " DEFAULT_METRICS_ADDRESS ", as ztunnel; port 0: one the kernel picks)\n"
+		"  --access-log on|off      ztunnel's access log on stdout, a line per connection (default on;\n"
+		"                           JSON with LOG_FORMAT=json)\n"
+		"  --no-telemetry           no connection events from the datapath: no metrics endpoint, no\n"
+		"                           access log\n"
 		"  --enroll-all             steer every network namespace, not only enrolled ones\n"
 		"  --no-accelerate          no same-node sockmap acceleration\n"
 		"  --dns-proxy IP:PORT      send DNS (port 53) to this proxy; [IPv6]:PORT for IPv6 sockets\n"
@@ -139,6 +147,8 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		{ "kube-ca", required_argument, NULL, 'C' },	 { "cni-socket", required_argument, NULL, 'S' },
 		{ "proc-root", required_argument, NULL, 'O' },	 { "enroll-system-namespaces", no_argument, NULL, 'Y' },
 		{ "node-addresses", required_argument, NULL, 1004 },
+		{ "metrics-address", required_argument, NULL, 1005 }, { "access-log", required_argument, NULL, 1006 },
+		{ "no-telemetry", no_argument, NULL, 1007 },
 		{ "help", no_argument, NULL, 'h' },		 { 0 },
 	};
 	const char *token = NULL, *xds_flag = NULL; /* an explicit --xds-* or --record, refused with a local config */
@@ -150,6 +160,10 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		.local_config = env_or("LOCAL_XDS_PATH", NULL),
 		.pin_dir = SM_DEFAULT_PIN_DIR,
 		.admin_address = DEFAULT_ADMIN_ADDRESS,
+		.metrics_address = DEFAULT_METRICS_ADDRESS,
+		.telemetry = true,
+		.access_log = true,
+		.log_json = strcmp(env_or("LOG_FORMAT", ""), "json") == 0,
 		.accelerate = true,
 		.kube_watch = env_or("KUBERNETES_SERVICE_HOST", NULL) != NULL,
 		.cni_socket = DEFAULT_CNI_SOCKET,
@@ -177,6 +191,15 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 		case 1002: o->cni_bin_dir = optarg; break;
 		case 1003: o->cni_plugin = optarg; break;
 		case 1004: o->node_addresses = optarg; break;
+		case 1005: o->metrics_address = optarg; break;
+		case 1006:
+			if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+				fprintf(stderr, "sockmesh run: --access-log '%s' is not on or off\n", optarg);
+				return 2;
+			}
+			o->access_log = strcmp(optarg, "on") == 0;
+			break;
+		case 1007: o->telemetry = false; break;
 		case 'K': o->kube_api = optarg; o->kube_watch = true; break;
 		case 'T': o->kube_token = optarg; break;
 		case 'C': o->kube_ca = optarg; break;
@@ -261,6 +284,8 @@ static int make_knobs(const struct run_options *options, struct sm_config *confi
 		config->flags |= SM_CONFIG_ENROLL_ALL;
 	if (options->accelerate)
 		config->flags |= SM_CONFIG_ACCELERATE;
+	if (options->telemetry)
+		config->flags |= SM_CONFIG_TELEMETRY;
 	if (options->dns_proxy && parse_dns_proxy(options->dns_proxy, config)) {
 		snprintf(err, size, "--dns-proxy '%s' is not IP:PORT or [IPv6]:PORT with a port", options->dns_proxy);
 		return -EINVAL;
@@ -425,6 +450,12 @@ static int open_layers(struct agent *agent)
 		log_msg(LOG_ERROR, "the workload model: %s", strerror(-ret));
 		return ret;
 	}
+	/* before authorization's thread, whose denials it counts */
+	if (agent->telemetry &&
+	    (ret = agent_telemetry_start(agent->telemetry, agent->dp, agent->model, &agent->model_lock, err, sizeof(err)))) {
+		log_msg(LOG_ERROR, "telemetry: %s", err);
+		return ret;
+	}
 	return start_authz(agent);
 }
 
@@ -569,7 +600,7 @@ static int prepare(struct agent *agent, struct local_config *local, char *err, s
 {
 	const struct run_options *o = &agent->options;
 	struct sm_datapath_options dp_options = { .pin_dir = o->pin_dir, .cgroup = o->cgroup, .capacity = o->capacity };
-	struct sockaddr_storage admin;
+	struct sockaddr_storage admin, metrics;
 	int ret = sm_datapath_check_options(&dp_options, err, size);
 
 	if (!ret)
@@ -580,6 +611,12 @@ static int prepare(struct agent *agent, struct local_config *local, char *err, s
 		ret = check_record(o->record, err, size);
 	if (!ret)
 		ret = agent_authz_new(o->node_addresses, &agent->authz, err, size);
+	if (!ret && o->telemetry) {
+		ret = agent_telemetry_new(o->access_log, o->log_json ? SM_TEL_LOG_JSON : SM_TEL_LOG_PLAIN, &agent->telemetry,
+					  err, size);
+		if (!ret)
+			agent_authz_set_denied_hook(agent->authz, agent_telemetry_denied, agent->telemetry);
+	}
 	if (!ret && o->local_config) {
 		ret = local_config_read(o->local_config, o->capacity, agent->node.node_name, agent->authz, local);
 		if (ret)
@@ -593,20 +630,27 @@ static int prepare(struct agent *agent, struct local_config *local, char *err, s
 		snprintf(err, size, "admin address '%s' is not IP:PORT or [IPv6]:PORT", o->admin_address);
 		ret = -EINVAL;
 	}
+	if (!ret && o->telemetry && parse_ip_port(o->metrics_address, &metrics)) {
+		snprintf(err, size, "--metrics-address '%s' is not IP:PORT or [IPv6]:PORT", o->metrics_address);
+		ret = -EINVAL;
+	}
 	/* the operator's typos first, then the owner: a second agent is told whose the pin directory is */
 	if (!ret)
 		ret = sm_pin_dir_lock(o->pin_dir, &agent->lock, err, size);
 	if (!ret)
-		ret = admin_bind(o->admin_address, &agent->admin_fd, agent->admin_bound, sizeof(agent->admin_bound), err,
-				 size);
+		ret = admin_bind("admin", o->admin_address, &agent->admin_fd, agent->admin_bound, sizeof(agent->admin_bound),
+				 err, size);
+	if (!ret && o->telemetry)
+		ret = admin_bind("metrics", o->metrics_address, &agent->metrics_fd, agent->metrics_bound,
+				 sizeof(agent->metrics_bound), err, size);
 	return ret;
 }
 
 int cmd_run(int argc, char **argv)
 {
-	struct agent agent = { .model_lock = PTHREAD_MUTEX_INITIALIZER, .admin_fd = -1 };
+	struct agent agent = { .model_lock = PTHREAD_MUTEX_INITIALIZER, .admin_fd = -1, .metrics_fd = -1 };
 	struct local_config first_config = { 0 }; /* local-config mode: the file, read before the kernel is touched */
-	struct admin *admin = NULL;
+	struct admin *admin = NULL, *metrics = NULL;
 	sigset_t signals;
 	char err[512];
 	int ret;
@@ -640,6 +684,12 @@ int cmd_run(int argc, char **argv)
 		if (ret)
 			log_msg(LOG_ERROR, "%s", err);
 	}
+	if (!ret && agent.telemetry) {
+		ret = metrics_start(&agent, agent.metrics_fd, &metrics, err, sizeof(err));
+		agent.metrics_fd = -1;
+		if (ret)
+			log_msg(LOG_ERROR, "%s", err);
+	}
 	if (!ret)
 		ret = set_knobs(&agent);
 	if (!ret && agent.options.kube_watch)
@@ -651,7 +701,8 @@ int cmd_run(int argc, char **argv)
 	if (!ret)
 		ret = cni_install_start(&agent);
 	if (!ret) {
-		log_msg(LOG_INFO, "serving; admin endpoint on %s", agent.admin_bound);
+		log_msg(LOG_INFO, "serving; admin endpoint on %s, metrics on %s", agent.admin_bound,
+			agent.telemetry ? agent.metrics_bound : "(none: --no-telemetry)");
 		int sig;
 		while ((sig = wait_for_signal()) == SIGHUP) {
 			if (agent.options.local_config)
@@ -663,11 +714,13 @@ int cmd_run(int argc, char **argv)
 	}
 
 	admin_stop(admin); /* first: its handlers read the client and the model */
+	admin_stop(metrics);
 	local_config_stop(&agent);
 	enroller_stop(atomic_load(&agent.enroller)); /* before the datapath closes: it writes sm_enrolled */
 	cni_install_stop(&agent);
 	sm_xds_client_free(agent.xds);
-	agent_authz_free(agent.authz); /* after the last apply */
+	agent_authz_free(agent.authz); /* after the last apply; its thread calls telemetry's denial hook */
+	agent_telemetry_free(agent.telemetry); /* before the datapath closes: it reads its events */
 	if (ret)
 		sm_datapath_abandon(agent.dp);
 	else
@@ -677,6 +730,8 @@ int cmd_run(int argc, char **argv)
 	sm_pin_dir_unlock(agent.lock); /* last: the datapath is left as it should be */
 	if (agent.admin_fd >= 0)
 		close(agent.admin_fd);
+	if (agent.metrics_fd >= 0)
+		close(agent.metrics_fd);
 	local_config_free(&first_config);
 	return ret ? 1 : 0;
 }

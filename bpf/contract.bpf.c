@@ -51,6 +51,8 @@ enum sm_contract_defines {
 	SM_DEFINE(SM_DEFAULT_MAX_AUTHZ_VERDICTS),
 	SM_DEFINE(SM_DEFAULT_MAX_AUTHZ_POLICIES),
 	SM_DEFINE(SM_AUTHZ_EVENTS_BYTES),
+	SM_DEFINE(SM_CONN_EVENTS_BYTES),
+	SM_DEFINE(SM_CONN_REPORT_NS), /* 2e9: fits an int */
 };
 
 /* One member per type of the header, so that each is in the BTF. */
@@ -89,4 +91,10 @@ struct sm_contract {
 	struct sm_authz_verdict authz_verdict;
 	struct sm_authz_policy_counts authz_policy_counts;
 	struct sm_authz_event authz_event;
+	enum sm_conn_direction conn_direction;
+	enum sm_conn_event_kind conn_event_kind;
+	enum sm_conn_failure conn_failure;
+	enum sm_conn_flags conn_flags;
+	struct sm_conn_stats conn_stats;
+	struct sm_conn_event conn_event;
 } sm_contract;

@@ -25,6 +25,13 @@ struct {
 } probe_array SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u64);
+} probe_hash SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 1);
 	__type(key, __u64);
@@ -106,6 +113,26 @@ int probe_recvmsg6(struct bpf_sock_addr *ctx)
 	return probe_sock_addr(ctx);
 }
 
+/* The ring buffer, from the hooks of L4 authorization and telemetry. */
+static __always_inline void probe_event(__u64 value)
+{
+	__u64 *event = bpf_ringbuf_reserve(&probe_ringbuf, sizeof(*event), 0);
+
+	if (!event)
+		return;
+	*event = value;
+	bpf_ringbuf_submit(event, 0);
+}
+
+/* Telemetry reads the socket through its BTF (bpf_skc_to_tcp_sock) from sockops and sk_msg. */
+static __always_inline void probe_tcp_sock(struct bpf_sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	if (tp)
+		probe_event(tp->bytes_acked + bpf_ktime_get_ns());
+}
+
 SEC("sockops")
 int probe_sockops(struct bpf_sock_ops *ops)
 {
@@ -113,8 +140,14 @@ int probe_sockops(struct bpf_sock_ops *ops)
 	struct bpf_sock *sk = ops->sk;
 
 	bpf_sock_ops_cb_flags_set(ops, BPF_SOCK_OPS_STATE_CB_FLAG);
-	if (sk)
+	if (sk) {
 		bpf_sk_storage_get(&probe_storage, sk, 0, 0);
+		probe_tcp_sock(sk);
+	}
+	/* telemetry's per-socket byte counts: written at ESTABLISHED, deleted at the close */
+	if (bpf_map_update_elem(&probe_hash, &key, &key, BPF_ANY) == 0)
+		bpf_map_delete_elem(&probe_hash, &key);
+	bpf_get_socket_cookie(ops);
 	if (probe_lookup())
 		return 1;
 	bpf_sock_hash_update(ops, &probe_sockhash, &key, BPF_NOEXIST);
@@ -127,24 +160,17 @@ int probe_sk_msg(struct sk_msg_md *msg)
 	__u64 key = bpf_get_netns_cookie(msg);
 	struct bpf_sock *sk = msg->sk;
 
-	if (sk)
+	if (sk) {
 		bpf_sk_storage_get(&probe_storage, sk, 0, 0);
+		probe_tcp_sock(sk);
+	}
+	if (bpf_map_lookup_elem(&probe_hash, &key))
+		return SK_PASS;
 	if (probe_lookup())
 		return SK_PASS;
 	if (bpf_msg_push_data(msg, 0, 16, 0) || bpf_msg_pull_data(msg, 0, 16, 0))
 		return SK_PASS;
 	return bpf_msg_redirect_hash(msg, &probe_sockhash, &key, BPF_F_INGRESS);
-}
-
-/* The ring buffer, from the hooks of L4 authorization. */
-static __always_inline void probe_event(__u64 value)
-{
-	__u64 *event = bpf_ringbuf_reserve(&probe_ringbuf, sizeof(*event), 0);
-
-	if (!event)
-		return;
-	*event = value;
-	bpf_ringbuf_submit(event, 0);
 }
 
 SEC("sk_lookup")

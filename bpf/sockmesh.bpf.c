@@ -760,16 +760,46 @@ static __always_inline bool peer_is_local(const __u8 remote[16])
 	return is_loopback((const __u32 *)remote) || bpf_map_lookup_elem(&sm_local_addrs, remote);
 }
 
+#include "bpf/telemetry.bpf.h"
+
+/*
+ * Into the sockhash: accelerated (its peer is local), or owing its first message a TLV. An
+ * accelerated socket needs no storage of its own (creating it costs a microsecond a socket):
+ * sk_msg redirects any message whose peer it finds in the sockhash.
+ */
+static __always_inline void enter_sockhash(struct bpf_sock_ops *ops, struct bpf_sock *sk, const struct sm_config *cfg,
+					   struct sm_sock_key *key)
+{
+	struct sm_sock_state *state;
+	bool accelerate = cfg && (cfg->flags & SM_CONFIG_ACCELERATE) && peer_is_local(key->remote_addr);
+
+	if (!accelerate) {
+		state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+		if (!state || !(state->flags & SM_SOCK_TLV_PENDING))
+			return;
+		state->flags |= SM_SOCK_TLV_ONLY;
+	}
+	finish_key(key, ops);
+	if (accelerate)
+		conn_accelerated(sk, key); /* before its peer can find it */
+	if (bpf_sock_hash_update(ops, &sm_sockhash, key, BPF_ANY))
+		count(SM_COUNTER_ERRORS);
+}
+
 SEC("sockops")
 int sm_sockops(struct bpf_sock_ops *ops)
 {
 	const struct sm_config *cfg;
-	struct sm_sock_state *state;
 	struct sm_sock_key key = {};
 	struct bpf_sock *sk;
-	bool accelerate;
+	__u32 op = ops->op;
 
-	if (ops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && ops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+	if (op == BPF_SOCK_OPS_STATE_CB || op == BPF_SOCK_OPS_RTT_CB) {
+		conn_progress(ops); /* only sockets that telemetry follows asked for these */
+		return 1;
+	}
+	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_TCP_CONNECT_CB)
 		return 1;
 	if (ops->family != AF_INET && ops->family != AF_INET6)
 		return 1;
@@ -777,25 +807,18 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	if (!sk)
 		return 1;
 	cfg = knobs();
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+		if (telemetry_on(cfg) && is_enrolled(ops, cfg))
+			conn_start(ops, sk, SM_CONN_OUTBOUND);
+		return 1;
+	}
 	if (!is_enrolled(ops, cfg))
 		return 1;
-
-	/*
-	 * Into the sockhash: accelerated (its peer is local), or owing its first message a TLV. An
-	 * accelerated socket needs no storage of its own (creating it costs a microsecond a socket):
-	 * sk_msg redirects any message whose peer it finds in the sockhash.
-	 */
 	key_from_ops(&key, ops);
-	accelerate = cfg && (cfg->flags & SM_CONFIG_ACCELERATE) && peer_is_local(key.remote_addr);
-	if (!accelerate) {
-		state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
-		if (!state || !(state->flags & SM_SOCK_TLV_PENDING))
-			return 1;
-		state->flags |= SM_SOCK_TLV_ONLY;
-	}
-	finish_key(&key, ops);
-	if (bpf_sock_hash_update(ops, &sm_sockhash, &key, BPF_ANY))
-		count(SM_COUNTER_ERRORS);
+	/* followed before it can enter the sockhash, so that no message its peer redirects goes uncounted */
+	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && telemetry_on(cfg) && peer_is_local(key.local_addr))
+		conn_start(ops, sk, SM_CONN_INBOUND);
+	enter_sockhash(ops, sk, cfg, &key);
 	return 1;
 }
 
@@ -859,6 +882,7 @@ int sm_sk_msg(struct sk_msg_md *msg)
 			count(SM_COUNTER_ERRORS);
 			return SK_DROP;
 		}
+		conn_tlv(sk, state->flags & SM_SOCK_ORIG_V4 ? SM_TLV_LEN_V4 : SM_TLV_LEN_V6);
 	}
 	if (state && (state->flags & SM_SOCK_TLV_ONLY))
 		return SK_PASS; /* its peer is not local: no redirect to try */
@@ -868,8 +892,10 @@ int sm_sk_msg(struct sk_msg_md *msg)
 
 	/* the peer is in the sockhash only when it is local and accelerated; else the message goes out */
 	peer_key_from_msg(&peer, msg);
-	if (bpf_msg_redirect_hash(msg, &sm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS)
+	if (bpf_msg_redirect_hash(msg, &sm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		count(SM_COUNTER_ACCELERATED);
+		conn_redirected(msg, sk, &peer, msg->size);
+	}
 	return SK_PASS;
 }
 

@@ -156,6 +156,7 @@ enum sm_counter {
 	SM_COUNTER_AUTHZ_UNGUARDED,	/* a connection in a guarded netns to an address with no policy */
 	SM_COUNTER_AUTHZ_CLOSED,	/* an established connection closed because a change now denies it */
 	SM_COUNTER_AUTHZ_EVENTS_LOST,	/* authorization events the ring buffer had no room for */
+	SM_COUNTER_CONN_EVENTS_LOST,	/* connection events (telemetry) the ring buffer had no room for */
 	SM_COUNTER_MAX,
 };
 
@@ -364,7 +365,10 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  * close: sockops sets the state callback at TCP_CONNECT_CB / PASSIVE_ESTABLISHED_CB, keeps sm_conn_stats
  * in socket storage and emits sm_conn_event records. Bytes are the application's: TCP's bytes_acked and
  * bytes_received, plus what sk_msg handed to (or received from) a local peer through the sockhash, which
- * never passes through TCP, minus the waypoint TLV's bytes.
+ * never passes through TCP, minus the waypoint TLV's bytes. What a local peer's sk_msg hands to a
+ * followed accelerated socket is added up in sm_conn_received (hash: the receiver's struct sm_sock_key,
+ * as in the sockhash → __u64 bytes), since sk_msg cannot reach the receiver's socket storage; the
+ * receiver's events read it into msg_received and its close deletes it (bpf/telemetry.bpf.h).
  */
 #define SM_CONN_EVENTS_BYTES (1024 * 1024) /* ring buffer of connection events */
 #define SM_CONN_REPORT_NS 2000000000ULL	   /* an open connection reports its bytes at most this often */

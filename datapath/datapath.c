@@ -43,6 +43,9 @@ static const char *const dp_map_names[SM_DP_MAP_COUNT] = {
 	[SM_DP_MAP_AUTHZ_VERDICTS] = "sm_authz_verdicts",
 	[SM_DP_MAP_AUTHZ_POLICY_COUNTERS] = "sm_authz_policy_counters",
 	[SM_DP_MAP_AUTHZ_EVENTS] = "sm_authz_events",
+	[SM_DP_MAP_CONN_STATS] = "sm_conn_stats",
+	[SM_DP_MAP_CONN_EVENTS] = "sm_conn_events",
+	[SM_DP_MAP_CONN_RECEIVED] = "sm_conn_received",
 };
 
 const char *sm_dp_map_name(int map)
@@ -1033,6 +1036,7 @@ const char *sm_counter_name(enum sm_counter counter)
 		[SM_COUNTER_AUTHZ_UNGUARDED] = "authz_unguarded",
 		[SM_COUNTER_AUTHZ_CLOSED] = "authz_closed",
 		[SM_COUNTER_AUTHZ_EVENTS_LOST] = "authz_events_lost",
+		[SM_COUNTER_CONN_EVENTS_LOST] = "conn_events_lost",
 	};
 	return counter < SM_COUNTER_MAX ? names[counter] : "unknown";
 }

@@ -116,6 +116,9 @@ enum sm_dp_map_id {
 	SM_DP_MAP_AUTHZ_VERDICTS,
 	SM_DP_MAP_AUTHZ_POLICY_COUNTERS,
 	SM_DP_MAP_AUTHZ_EVENTS,
+	SM_DP_MAP_CONN_STATS,
+	SM_DP_MAP_CONN_EVENTS,
+	SM_DP_MAP_CONN_RECEIVED,
 	SM_DP_MAP_COUNT,
 };
 
@@ -268,6 +271,22 @@ int sm_datapath_authz_lookup(const struct sm_datapath *dp, const uint8_t src[16]
 int sm_datapath_authz_policy_counts(const struct sm_datapath *dp,
 				    int (*fn)(void *ctx, uint64_t policy, const struct sm_authz_policy_counts *sum),
 				    void *ctx);
+
+/* ---- L4 telemetry (datapath/telemetry.c; bpf/sockmesh.h's "L4 telemetry" section) ---- */
+
+/*
+ * The ring buffer of connection events (sm_conn_events), written while the knobs have
+ * SM_CONFIG_TELEMETRY (sm_datapath_set_config). fn gets each event; its non-zero return stops a poll.
+ */
+struct sm_conn_events;
+int sm_datapath_conn_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, const struct sm_conn_event *ev),
+				 void *ctx, struct sm_conn_events **out);
+/* Calls fn for each event waiting, waiting up to timeout_ms for one; returns how many or -errno
+ * (fn's non-zero return stops it and is returned). */
+int sm_conn_events_poll(struct sm_conn_events *e, int timeout_ms);
+/* An epoll fd that is readable when events wait, for the caller's own loop (then sm_conn_events_poll(.., 0)). */
+int sm_conn_events_fd(const struct sm_conn_events *e);
+void sm_conn_events_close(struct sm_conn_events *e);
 
 /*
  * The map writer over BPF map fds: consecutive ops on one map go in one batch call (the kernel's

@@ -231,26 +231,6 @@ int sm_model_authz_build(const struct sm_model *model, const uint8_t (*node_addr
 	return 0;
 }
 
-static const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first)
-{
-	if (local_first) {
-		for (size_t i = 0; i < model->local_workloads.n; i++) {
-			const struct wl *wl = VEC_AT(&model->local_workloads, struct wl *, i);
-			for (uint8_t a = 0; a < wl->def->n_addresses; a++) {
-				if (memcmp(wl->def->addresses[a].bytes, addr, 16) == 0)
-					return wl;
-			}
-		}
-	}
-	for (const struct wl *wl = model->workloads; wl; wl = wl->hh.next) {
-		for (uint8_t a = 0; wl->def && a < wl->def->n_addresses; a++) {
-			if (memcmp(wl->def->addresses[a].bytes, addr, 16) == 0)
-				return wl;
-		}
-	}
-	return NULL;
-}
-
 int sm_model_authz_policies_for(const struct sm_model *model, const uint8_t addr[16],
 				const struct sm_authz_policy ***policies, size_t *n, bool *local)
 {

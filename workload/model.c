@@ -308,6 +308,10 @@ static int link_workload(struct sm_model *model, struct wl *wl, struct wl_def *d
 			return -ENOMEM;
 		model->local_dirty = true;
 	}
+	for (uint8_t i = 0; i < def->n_addresses; i++) {
+		if (addr_index_add(model, &def->addresses[i], wl))
+			return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -328,6 +332,8 @@ static void unlink_workload(struct sm_model *model, struct wl *wl, struct wl_def
 		remove_local(model, wl);
 		model->local_dirty = true;
 	}
+	for (uint8_t i = 0; i < def->n_addresses; i++)
+		addr_index_remove(model, &def->addresses[i], wl);
 	model->n_workloads--;
 	mark_workload(model, wl);
 }
@@ -555,6 +561,7 @@ void sm_model_free(struct sm_model *model)
 		free(authz->key);
 		free(authz);
 	}
+	addr_index_free(model);
 	struct ip_claims *ip, *ip_tmp;
 	HASH_ITER(hh, model->ips, ip, ip_tmp) {
 		HASH_DEL(model->ips, ip);

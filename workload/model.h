@@ -159,6 +159,14 @@ struct ip_claims {
 	uint32_t dirty_epoch;
 };
 
+/* Every workload by each of its addresses (usually one owner; more across networks). */
+struct addr_owners {
+	UT_hash_handle hh;
+	struct sm_ip ip;
+	uint16_t n, capacity;
+	struct wl **owners;
+};
+
 struct interned {
 	UT_hash_handle hh;
 	uint32_t refs;
@@ -201,6 +209,7 @@ struct sm_model {
 	struct svc *services;
 	struct authz *authorizations;
 	struct ip_claims *ips;
+	struct addr_owners *addr_owners; /* lookup.c: address → workloads */
 	struct interned *strings;
 	size_t n_workloads, n_services, n_authorizations; /* with a definition */
 
@@ -306,6 +315,13 @@ int plan_dirty(struct sm_model *model, bool sweep, char *reason, size_t reason_s
 void service_value(const struct sm_image *image, const struct svc *svc, struct sm_service_value *out);
 void backend_value(const struct wl *wl, struct sm_backend_value *out);
 bool ip_is_v4(const struct sm_ip *ip);
+
+/* lookup.c: the address index, kept by workload_set_def */
+int addr_index_add(struct sm_model *model, const struct sm_ip *ip, struct wl *wl);
+void addr_index_remove(struct sm_model *model, const struct sm_ip *ip, const struct wl *wl);
+void addr_index_free(struct sm_model *model);
+/* The workload holding addr (a local one first when local_first), or NULL. */
+const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first);
 
 /* marking (model.c) */
 void mark_workload(struct sm_model *model, struct wl *wl);

@@ -152,6 +152,36 @@ int sm_model_for_each_local_address(const struct sm_model *model, int (*fn)(void
 uint32_t sm_model_service_id(const struct sm_model *model, const char *key);
 uint32_t sm_model_backend_id(const struct sm_model *model, const char *uid);
 
+/* ---- Lookups by address (telemetry): hash lookups, strings point into the model until its next apply ---- */
+
+/* What names a workload in Istio's telemetry; NULL fields are unknown. */
+struct sm_workload_labels {
+	const char *uid;
+	const char *workload_name; /* the controller (Deployment), istio's *_workload label */
+	const char *name;	   /* the pod */
+	const char *namespace;
+	const char *canonical_name, *canonical_revision;
+	const char *cluster_id;
+	const char *trust_domain, *service_account; /* never NULL: "cluster.local" and "default" when not given */
+	const char *region, *zone;
+};
+
+/* The workload holding addr (16 bytes, IPv4 mapped), one on this node first; false when none does. */
+bool sm_model_workload_at(const struct sm_model *model, const uint8_t addr[16], struct sm_workload_labels *out);
+
+/* The service whose VIP addr is: hostname, name, namespace; false when it is no service's. */
+struct sm_service_labels {
+	const char *hostname, *name, *namespace;
+};
+bool sm_model_service_at(const struct sm_model *model, const uint8_t addr[16], struct sm_service_labels *out);
+/* A service the workload holding addr backs on its port (host order), ztunnel's guess for a connection
+ * that named no VIP: the first of its services with a port whose target is port; false when none. */
+bool sm_model_service_of_port(const struct sm_model *model, const uint8_t addr[16], uint16_t port,
+			      struct sm_service_labels *out);
+
+/* Whether a workload of this uid is defined. */
+bool sm_model_workload_exists(const struct sm_model *model, const char *uid);
+
 /* ---- L4 authorization: what authz/'s compiler needs from the model ---- */
 
 struct sm_authz_compile_input;

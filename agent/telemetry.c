@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Connection events → telemetry: each event's ends are named from the model (under its lock, two hash
+ * lookups each), counted by telemetry/ and, at a connection's end, written to the access log. Series of
+ * workloads that are gone are evicted every EVICT_SECONDS.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/access_log.h"
+#include "agent/log.h"
+#include "agent/telemetry.h"
+
+#define EVICT_SECONDS 5
+#define LINE_MAX_BYTES 4096
+
+struct agent_telemetry {
+	struct sm_telemetry *counters;
+	struct access_log *log; /* NULL with --access-log off */
+	enum sm_tel_log_format format;
+	const struct sm_model *model;
+	pthread_mutex_t *model_lock;
+	struct sm_conn_events *events;
+	pthread_t thread;
+	bool running;
+	atomic_bool stop;
+	atomic_uint_least64_t events_read, record_failures;
+};
+
+int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct agent_telemetry **out, char *err,
+			size_t size)
+{
+	struct agent_telemetry *t = calloc(1, sizeof(*t));
+	int ret = t ? sm_telemetry_new(&t->counters) : -ENOMEM;
+
+	if (!ret && access_log)
+		ret = access_log_new(AGENT_ACCESS_LOG_BUFFER, STDOUT_FILENO, &t->log);
+	if (ret) {
+		snprintf(err, size, "telemetry: %s", strerror(-ret));
+		agent_telemetry_free(t);
+		return ret;
+	}
+	t->format = format;
+	*out = t;
+	return 0;
+}
+
+/* ---- naming the ends ---- */
+
+static void format_endpoint(const uint8_t addr[16], uint16_t port, char *buf, size_t size)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	char text[INET6_ADDRSTRLEN];
+	bool v4 = memcmp(addr, mapped, 12) == 0;
+
+	inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? addr + 12 : addr, text, sizeof(text));
+	snprintf(buf, size, v4 ? "%s:%u" : "[%s]:%u", text, port);
+}
+
+/* Under the model lock: the strings point into the model. */
+static void name_workload(const struct sm_model *model, const uint8_t addr[16], struct sm_tel_workload *out)
+{
+	struct sm_workload_labels w;
+
+	*out = (struct sm_tel_workload){ 0 };
+	if (!sm_model_workload_at(model, addr, &w))
+		return;
+	*out = (struct sm_tel_workload){
+		.uid = w.uid, .workload = w.workload_name, .pod = w.name, .namespace = w.namespace,
+		.canonical_service = w.canonical_name, .canonical_revision = w.canonical_revision,
+		.cluster = w.cluster_id, .trust_domain = w.trust_domain, .service_account = w.service_account,
+		.region = w.region, .zone = w.zone,
+	};
+}
+
+/* Outbound (orig set): the service whose VIP the client connected to, none for a pod or an outside
+ * address, as ztunnel. Inbound, which does not know the VIP: ztunnel's guess, a service of the local
+ * workload on its port. */
+static void name_service(const struct sm_model *model, const uint8_t orig[16], const uint8_t dst[16],
+			 uint16_t port, struct sm_tel_service *out)
+{
+	struct sm_service_labels s;
+	bool found = orig ? sm_model_service_at(model, orig, &s) : sm_model_service_of_port(model, dst, port, &s);
+
+	*out = (struct sm_tel_service){ 0 };
+	if (found)
+		*out = (struct sm_tel_service){ .hostname = s.hostname, .name = s.name, .namespace = s.namespace };
+}
+
+/*
+ * Counts conn (its names filled under the model lock here) and queues its access log line at its end.
+ * orig: what the client connected to (outbound), NULL inbound; dst_port: the server's port (inbound).
+ */
+static void record(struct agent_telemetry *t, struct sm_tel_conn *conn, const uint8_t src[16], const uint8_t dst[16],
+		   const uint8_t orig[16], uint16_t dst_port)
+{
+	bool ends = conn->kind == SM_CONN_CLOSED || conn->kind == SM_CONN_FAILED;
+	char line[LINE_MAX_BYTES];
+	size_t len = 0;
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	pthread_mutex_lock(t->model_lock);
+	name_workload(t->model, src, &conn->src);
+	/* the pod the client named (sent through its waypoint), else the peer it reached */
+	if (orig)
+		name_workload(t->model, orig, &conn->dst);
+	if (!conn->dst.uid)
+		name_workload(t->model, dst, &conn->dst);
+	name_service(t->model, orig, dst, dst_port, &conn->service);
+	if (sm_telemetry_record(t->counters, conn))
+		atomic_fetch_add(&t->record_failures, 1);
+	if (ends && t->log)
+		len = sm_telemetry_access_log(conn, t->format, &now, line, sizeof(line));
+	pthread_mutex_unlock(t->model_lock);
+	if (len && len < sizeof(line))
+		access_log_write(t->log, line, len);
+}
+
+static const char *failure_text(uint8_t failure)
+{
+	switch (failure) {
+	case SM_CONN_FAIL_REFUSED: return "connection refused";
+	case SM_CONN_FAIL_TIMEOUT: return "connection timed out";
+	default: return "connection failed";
+	}
+}
+
+static int on_conn_event(void *ctx, const struct sm_conn_event *ev)
+{
+	struct agent_telemetry *t = ctx;
+	bool outbound = ev->direction == SM_CONN_OUTBOUND;
+	char local[64], remote[64];
+	struct sm_tel_conn conn = {
+		.id = ev->socket_cookie,
+		.kind = ev->kind,
+		.direction = ev->direction,
+		.response = ev->kind == SM_CONN_FAILED ? SM_TEL_RESPONSE_CONNECT : SM_TEL_RESPONSE_OK,
+		.flags = ev->flags,
+		.bytes_sent = ev->bytes_sent,
+		.bytes_received = ev->bytes_received,
+		.duration_ns = ev->now_ns > ev->start_ns ? ev->now_ns - ev->start_ns : 0,
+		.srtt_us = ev->srtt_us,
+		.min_rtt_us = ev->min_rtt_us == UINT32_MAX ? 0 : ev->min_rtt_us, /* the kernel's ~0: no sample yet */
+		.retransmits = ev->total_retrans,
+		.error = ev->kind == SM_CONN_FAILED ? failure_text(ev->failure) : NULL,
+	};
+
+	atomic_fetch_add(&t->events_read, 1);
+	if (ev->direction != SM_CONN_OUTBOUND && ev->direction != SM_CONN_INBOUND)
+		return 0;
+	format_endpoint(ev->local_addr, ntohs(ev->local_port), local, sizeof(local));
+	format_endpoint(ev->remote_addr, ntohs(ev->remote_port), remote, sizeof(remote));
+	/* the client is the source: the local socket's when it connected out */
+	conn.src_addr = outbound ? local : remote;
+	conn.dst_addr = outbound ? remote : local;
+	/* only an outbound connect knows the address before translation */
+	record(t, &conn, outbound ? ev->local_addr : ev->remote_addr, outbound ? ev->remote_addr : ev->local_addr,
+	       outbound ? ev->orig_addr : NULL, outbound ? 0 : ntohs(ev->local_port));
+	return 0;
+}
+
+void agent_telemetry_denied(void *ctx, const struct sm_authz_event *ev, const char *error)
+{
+	struct agent_telemetry *t = ctx;
+	char src[64], dst[64];
+	struct sm_tel_conn conn = {
+		.kind = SM_CONN_FAILED,
+		.direction = SM_CONN_INBOUND,
+		.response = SM_TEL_RESPONSE_DENY,
+		.src_addr = src,
+		.dst_addr = dst,
+		.error = error,
+	};
+
+	if (!t || !t->model)
+		return;
+	format_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
+	format_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
+	record(t, &conn, ev->src_addr, ev->dst_addr, NULL, ntohs(ev->dst_port));
+}
+
+/* ---- the events thread ---- */
+
+static bool workload_exists(void *ctx, const char *uid)
+{
+	return sm_model_workload_exists(ctx, uid);
+}
+
+static void evict(struct agent_telemetry *t, time_t *next)
+{
+	time_t now = time(NULL);
+	size_t removed;
+
+	if (now < *next)
+		return;
+	*next = now + EVICT_SECONDS;
+	/* the model lock first, then telemetry's: the order record() takes them in */
+	pthread_mutex_lock(t->model_lock);
+	removed = sm_telemetry_evict(t->counters, workload_exists, (void *)t->model);
+	pthread_mutex_unlock(t->model_lock);
+	if (removed)
+		log_msg(LOG_DEBUG, "telemetry: %zu series of workloads that are gone removed", removed);
+}
+
+static void *events_main(void *arg)
+{
+	struct agent_telemetry *t = arg;
+	time_t next_evict = time(NULL) + EVICT_SECONDS;
+
+	while (!atomic_load(&t->stop)) {
+		int ret = sm_conn_events_poll(t->events, 200);
+		if (ret < 0 && ret != -EINTR) {
+			log_msg(LOG_WARN, "telemetry: reading the connection events: %s", strerror(-ret));
+			break;
+		}
+		evict(t, &next_evict);
+	}
+	return NULL;
+}
+
+int agent_telemetry_start(struct agent_telemetry *t, struct sm_datapath *dp, const struct sm_model *model,
+			  pthread_mutex_t *model_lock, char *err, size_t size)
+{
+	int ret;
+
+	t->model_lock = model_lock;
+	ret = sm_datapath_conn_events_open(dp, on_conn_event, t, &t->events);
+	if (ret) {
+		snprintf(err, size, "opening the connection events: %s", strerror(-ret));
+		return ret;
+	}
+	t->model = model; /* from here on the denial hook records too */
+	ret = -pthread_create(&t->thread, NULL, events_main, t);
+	if (ret) {
+		snprintf(err, size, "starting the telemetry thread: %s", strerror(-ret));
+		return ret;
+	}
+	t->running = true;
+	return 0;
+}
+
+void agent_telemetry_free(struct agent_telemetry *t)
+{
+	if (!t)
+		return;
+	atomic_store(&t->stop, true);
+	if (t->running)
+		pthread_join(t->thread, NULL);
+	sm_conn_events_close(t->events);
+	access_log_free(t->log);
+	sm_telemetry_free(t->counters);
+	free(t);
+}
+
+/* ---- metrics ---- */
+
+char *agent_telemetry_istio_metrics(struct agent_telemetry *t, size_t *len)
+{
+	return sm_telemetry_render(t->counters, len);
+}
+
+char *agent_telemetry_admin_metrics(struct agent_telemetry *t, const uint64_t *counters)
+{
+	size_t series, open;
+	char *text = NULL;
+
+	sm_telemetry_counts(t->counters, &series, &open);
+	if (asprintf(&text,
+		     "# HELP sockmesh_telemetry_events_dropped_total connection events the ring buffer had no room for\n"
+		     "# TYPE sockmesh_telemetry_events_dropped_total counter\n"
+		     "sockmesh_telemetry_events_dropped_total %llu\n"
+		     "# HELP sockmesh_telemetry_events_total connection events read\n"
+		     "# TYPE sockmesh_telemetry_events_total counter\n"
+		     "sockmesh_telemetry_events_total %llu\n"
+		     "# HELP sockmesh_telemetry_series label sets held by the istio_tcp_* counters\n"
+		     "# TYPE sockmesh_telemetry_series gauge\n"
+		     "sockmesh_telemetry_series %zu\n"
+		     "# HELP sockmesh_telemetry_open_connections connections followed that have not ended\n"
+		     "# TYPE sockmesh_telemetry_open_connections gauge\n"
+		     "sockmesh_telemetry_open_connections %zu\n"
+		     "# HELP sockmesh_telemetry_record_failures_total events not counted (out of memory)\n"
+		     "# TYPE sockmesh_telemetry_record_failures_total counter\n"
+		     "sockmesh_telemetry_record_failures_total %llu\n"
+		     "# HELP sockmesh_access_log_dropped_total access log lines dropped because stdout fell behind\n"
+		     "# TYPE sockmesh_access_log_dropped_total counter\n"
+		     "sockmesh_access_log_dropped_total %llu\n",
+		     counters ? (unsigned long long)counters[SM_COUNTER_CONN_EVENTS_LOST] : 0ULL,
+		     (unsigned long long)atomic_load(&t->events_read), series, open,
+		     (unsigned long long)atomic_load(&t->record_failures), (unsigned long long)access_log_dropped(t->log)) < 0)
+		return NULL;
+	return text;
+}

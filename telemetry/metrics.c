@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The istio_tcp_* counters: one series per label set (the rendered label text is its key), the open
+ * connections by socket cookie with the cumulative bytes already counted, so each event adds only its delta.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uthash.h>
+
+#include "bpf/sockmesh.h"
+#include "telemetry/internal.h"
+#include "telemetry/telemetry.h"
+
+/* The uids of the workloads that fed one side of a series (a Deployment's pods share its labels). */
+struct uids {
+	char **items;
+	size_t n, capacity;
+};
+
+struct series {
+	UT_hash_handle hh;
+	char *labels; /* `reporter="source",...`: the key */
+	uint64_t opened, closed, failed, received_bytes, sent_bytes;
+	size_t open; /* connections open on it: never evicted before they close */
+	struct uids src_uids, dst_uids;
+};
+
+struct conn {
+	UT_hash_handle hh;
+	uint64_t id;
+	struct series *series;
+	uint64_t bytes_sent, bytes_received; /* the cumulative values already counted */
+};
+
+struct sm_telemetry {
+	pthread_mutex_t lock;
+	struct series *series;
+	struct conn *conns;
+	size_t n_series, n_open;
+};
+
+int sm_telemetry_new(struct sm_telemetry **out)
+{
+	struct sm_telemetry *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	pthread_mutex_init(&t->lock, NULL);
+	*out = t;
+	return 0;
+}
+
+static void uids_free(struct uids *uids)
+{
+	for (size_t i = 0; i < uids->n; i++)
+		free(uids->items[i]);
+	free(uids->items);
+}
+
+static void series_free(struct series *s)
+{
+	uids_free(&s->src_uids);
+	uids_free(&s->dst_uids);
+	free(s->labels);
+	free(s);
+}
+
+void sm_telemetry_free(struct sm_telemetry *t)
+{
+	struct series *s, *s_tmp;
+	struct conn *c, *c_tmp;
+
+	if (!t)
+		return;
+	HASH_ITER(hh, t->conns, c, c_tmp) {
+		HASH_DEL(t->conns, c);
+		free(c);
+	}
+	HASH_ITER(hh, t->series, s, s_tmp) {
+		HASH_DEL(t->series, s);
+		series_free(s);
+	}
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+/* ---- labels, in ztunnel's order (CommonTrafficLabels) ---- */
+
+/* name includes its separator and the opening quote: `,source_app="` */
+static void label(struct tel_text *text, const char *name, const char *value)
+{
+	tel_append_str(text, name);
+	tel_append_escaped(text, value, TEL_ESCAPE_PROMETHEUS);
+	tel_append_str(text, "\"");
+}
+
+static void principal(struct tel_text *text, const char *name, const struct sm_tel_workload *w)
+{
+	if (!w->namespace || !w->namespace[0] || !w->trust_domain || !w->service_account) {
+		label(text, name, NULL);
+		return;
+	}
+	tel_append_str(text, name);
+	tel_append_str(text, "spiffe://");
+	tel_append_escaped(text, w->trust_domain, TEL_ESCAPE_PROMETHEUS);
+	tel_append_str(text, "/ns/");
+	tel_append_escaped(text, w->namespace, TEL_ESCAPE_PROMETHEUS);
+	tel_append_str(text, "/sa/");
+	tel_append_escaped(text, w->service_account, TEL_ESCAPE_PROMETHEUS);
+	tel_append_str(text, "\"");
+}
+
+#define SIDE_LABELS(prefix)                                                                                    \
+	{ "," prefix "_workload=\"", "," prefix "_canonical_service=\"", "," prefix "_canonical_revision=\"",     \
+	  "," prefix "_workload_namespace=\"", "," prefix "_principal=\"", "," prefix "_app=\"",                  \
+	  "," prefix "_version=\"", "," prefix "_cluster=\"" }
+
+static void side(struct tel_text *text, const char *const names[8], const struct sm_tel_workload *w)
+{
+	label(text, names[0], w->workload);
+	label(text, names[1], w->canonical_service);
+	label(text, names[2], w->canonical_revision);
+	label(text, names[3], w->namespace);
+	principal(text, names[4], w);
+	label(text, names[5], w->canonical_service);
+	label(text, names[6], w->canonical_revision);
+	label(text, names[7], w->cluster);
+}
+
+static const char *response_flags(uint8_t response)
+{
+	switch (response) {
+	case SM_TEL_RESPONSE_DENY: return "DENY";
+	case SM_TEL_RESPONSE_CONNECT: return "CONNECT";
+	default: return "-";
+	}
+}
+
+static void labels_of(const struct sm_tel_conn *c, struct tel_text *text)
+{
+	static const char *const source[8] = SIDE_LABELS("source");
+	static const char *const destination[8] = SIDE_LABELS("destination");
+
+	label(text, "reporter=\"", c->direction == SM_CONN_OUTBOUND ? "source" : "destination");
+	side(text, source, &c->src);
+	label(text, ",destination_service=\"", c->service.hostname);
+	label(text, ",destination_service_namespace=\"", c->service.namespace);
+	label(text, ",destination_service_name=\"", c->service.name);
+	side(text, destination, &c->dst);
+	label(text, ",request_protocol=\"", "tcp");
+	label(text, ",response_flags=\"", response_flags(c->response));
+	/* sockmesh does not encrypt: never mutual_tls */
+	label(text, ",connection_security_policy=\"", "none");
+	label(text, ",source_region=\"", c->src.region);
+	label(text, ",source_zone=\"", c->src.zone);
+	label(text, ",destination_region=\"", c->dst.region);
+	label(text, ",destination_zone=\"", c->dst.zone);
+}
+
+/* ---- series ---- */
+
+static int uids_add(struct uids *uids, const char *uid)
+{
+	if (!uid || !uid[0])
+		return 0;
+	for (size_t i = 0; i < uids->n; i++) {
+		if (strcmp(uids->items[i], uid) == 0)
+			return 0;
+	}
+	if (uids->n == uids->capacity) {
+		size_t capacity = uids->capacity ? uids->capacity * 2 : 2;
+		char **items = realloc(uids->items, capacity * sizeof(*items));
+		if (!items)
+			return -ENOMEM;
+		uids->items = items;
+		uids->capacity = capacity;
+	}
+	if (!(uids->items[uids->n] = strdup(uid)))
+		return -ENOMEM;
+	uids->n++;
+	return 0;
+}
+
+/* The series of c's labels, created when new; NULL when out of memory. */
+static struct series *series_of(struct sm_telemetry *t, const struct sm_tel_conn *c)
+{
+	struct tel_text text = { 0 };
+	struct series *s;
+
+	labels_of(c, &text);
+	if (text.failed) {
+		free(text.data);
+		return NULL;
+	}
+	HASH_FIND(hh, t->series, text.data, text.len, s);
+	if (s) {
+		free(text.data);
+	} else {
+		s = calloc(1, sizeof(*s));
+		if (!s) {
+			free(text.data);
+			return NULL;
+		}
+		s->labels = text.data;
+		HASH_ADD_KEYPTR(hh, t->series, s->labels, text.len, s);
+		t->n_series++;
+	}
+	if (uids_add(&s->src_uids, c->src.uid) || uids_add(&s->dst_uids, c->dst.uid))
+		return NULL; /* the series stays: it may count without knowing every uid */
+	return s;
+}
+
+/* ---- recording ---- */
+
+/* What grows: d = now - before, 0 when a counter went back (it cannot, unless an event was lost). */
+static uint64_t delta(uint64_t now, uint64_t *before)
+{
+	uint64_t d = now >= *before ? now - *before : 0;
+
+	*before = now;
+	return d;
+}
+
+/* Request bytes (client → server: istio_tcp_received_bytes_total) and response bytes, for the reporter. */
+static void add_bytes(struct series *s, const struct sm_tel_conn *c, struct conn *conn)
+{
+	uint64_t sent = delta(c->bytes_sent, &conn->bytes_sent);
+	uint64_t received = delta(c->bytes_received, &conn->bytes_received);
+
+	/* the client's own sends are the request; the server's receives are */
+	s->received_bytes += c->direction == SM_CONN_OUTBOUND ? sent : received;
+	s->sent_bytes += c->direction == SM_CONN_OUTBOUND ? received : sent;
+}
+
+int sm_telemetry_record(struct sm_telemetry *t, const struct sm_tel_conn *c)
+{
+	bool ends = c->kind == SM_CONN_CLOSED || c->kind == SM_CONN_FAILED;
+	struct conn one_shot = { 0 }, *conn = NULL;
+	int err = 0;
+
+	pthread_mutex_lock(&t->lock);
+	if (c->id)
+		HASH_FIND(hh, t->conns, &c->id, sizeof(c->id), conn);
+	if (!conn) {
+		/* opened under "-" whatever its end, as ztunnel counts it before it knows */
+		struct sm_tel_conn opening = *c;
+		opening.response = SM_TEL_RESPONSE_OK;
+		struct series *s = series_of(t, &opening);
+		conn = c->id ? calloc(1, sizeof(*conn)) : &one_shot;
+		if (!s || !conn) {
+			if (conn != &one_shot)
+				free(conn);
+			err = -ENOMEM;
+			goto out;
+		}
+		conn->id = c->id;
+		conn->series = s;
+		s->opened++;
+		s->open++;
+		t->n_open++;
+		if (c->id)
+			HASH_ADD(hh, t->conns, id, sizeof(conn->id), conn);
+	}
+	add_bytes(conn->series, c, conn);
+	if (!ends)
+		goto out;
+	/* as ztunnel: the end is counted under the final response_flags, the opening under "-" */
+	struct series *end = c->response == SM_TEL_RESPONSE_OK ? conn->series : series_of(t, c);
+	if (!end)
+		end = conn->series;
+	end->closed++;
+	if (c->kind == SM_CONN_FAILED || c->response != SM_TEL_RESPONSE_OK)
+		end->failed++;
+	conn->series->open--;
+	t->n_open--;
+	if (conn != &one_shot) {
+		HASH_DEL(t->conns, conn);
+		free(conn);
+	}
+out:
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+/* ---- eviction ---- */
+
+/* Drops the uids that no longer exist; true when the side had some and none is left. */
+static bool side_gone(struct uids *uids, bool (*exists)(void *ctx, const char *uid), void *ctx)
+{
+	if (!uids->n)
+		return false;
+	for (size_t i = 0; i < uids->n;) {
+		if (exists(ctx, uids->items[i])) {
+			i++;
+			continue;
+		}
+		free(uids->items[i]);
+		uids->items[i] = uids->items[--uids->n];
+	}
+	return uids->n == 0;
+}
+
+size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, const char *uid), void *ctx)
+{
+	struct series *s, *tmp;
+	size_t removed = 0;
+
+	pthread_mutex_lock(&t->lock);
+	HASH_ITER(hh, t->series, s, tmp) {
+		/* left whole while open: its uids decide once the last connection is closed */
+		if (s->open)
+			continue;
+		/* both sides are pruned: a side's last uid gone decides, whichever side it is */
+		bool src_gone = side_gone(&s->src_uids, exists, ctx);
+		bool dst_gone = side_gone(&s->dst_uids, exists, ctx);
+		if (!src_gone && !dst_gone)
+			continue;
+		HASH_DEL(t->series, s);
+		series_free(s);
+		t->n_series--;
+		removed++;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return removed;
+}
+
+void sm_telemetry_counts(struct sm_telemetry *t, size_t *series, size_t *open)
+{
+	pthread_mutex_lock(&t->lock);
+	*series = t->n_series;
+	*open = t->n_open;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- rendering ---- */
+
+static const struct {
+	const char *name, *help;
+	size_t offset;
+} counters[] = {
+	{ "istio_tcp_connections_opened_total", "The total number of TCP connections opened",
+	  offsetof(struct series, opened) },
+	{ "istio_tcp_connections_closed_total", "The total number of TCP connections closed",
+	  offsetof(struct series, closed) },
+	{ "istio_tcp_received_bytes_total",
+	  "The size of total bytes received during request in case of a TCP connection",
+	  offsetof(struct series, received_bytes) },
+	{ "istio_tcp_sent_bytes_total", "The size of total bytes sent during response in case of a TCP connection",
+	  offsetof(struct series, sent_bytes) },
+	{ "istio_tcp_connections_failed_total", "The total number of TCP connections that failed",
+	  offsetof(struct series, failed) },
+};
+
+char *sm_telemetry_render(struct sm_telemetry *t, size_t *len)
+{
+	struct tel_text text = { 0 };
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		tel_append(&text, "# HELP %s %s.\n# TYPE %s counter\n", counters[i].name, counters[i].help,
+			   counters[i].name);
+		for (const struct series *s = t->series; s; s = s->hh.next) {
+			uint64_t value = *(const uint64_t *)((const char *)s + counters[i].offset);
+			tel_append(&text, "%s{%s} %llu\n", counters[i].name, s->labels, (unsigned long long)value);
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (text.failed || !text.data) {
+		free(text.data);
+		return NULL;
+	}
+	*len = text.len;
+	return text.data;
+}

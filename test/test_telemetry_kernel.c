@@ -1,0 +1,488 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * L4 telemetry in the kernel: real TCP connections inside the case's own network namespace and cgroup
+ * (test/datapath_env.h), read back from sm_conn_events. A client sends N bytes and the server M back,
+ * then both close: the client's OUTBOUND and the server's INBOUND CLOSED events carry exactly N and M,
+ * each from its own view, over plain TCP, the sockhash (accelerated), a waypoint (the TLV is not the
+ * client's) and IPv6. Refused and timed-out connects fail with their reason; an open connection
+ * reports its bytes; with the knob off nothing is recorded. The added cost per connection is printed.
+ */
+#include <time.h>
+
+#include <bpf/bpf.h>
+
+#include "clock.h"
+#include "datapath_env.h"
+#include "helpers.h"
+
+#define N_SENT 30011
+#define M_BACK 20011
+#define MAX_EVENTS 512
+
+struct events {
+	struct sm_conn_event ev[MAX_EVENTS];
+	size_t n;
+};
+
+static int collect(void *ctx, const struct sm_conn_event *ev)
+{
+	struct events *events = ctx;
+
+	if (events->n < MAX_EVENTS)
+		events->ev[events->n++] = *ev;
+	return 0;
+}
+
+static void telemetry(struct sm_config *config)
+{
+	config->flags |= SM_CONFIG_TELEMETRY;
+}
+
+static void telemetry_accelerated(struct sm_config *config)
+{
+	config->flags |= SM_CONFIG_TELEMETRY | SM_CONFIG_ACCELERATE;
+}
+
+static uint16_t local_port_of(int fd)
+{
+	union sockaddr_any sa;
+	socklen_t len = sizeof(sa);
+
+	CHECK(getsockname(fd, &sa.sa, &len) == 0, "getsockname: %s", strerror(errno));
+	return ntohs(sa.sa.sa_family == AF_INET ? sa.in.sin_port : sa.in6.sin6_port);
+}
+
+/* The event of a kind and direction of the connection whose client port is port; NULL when none. */
+static const struct sm_conn_event *find(const struct events *events, uint8_t kind, uint8_t direction, uint16_t port)
+{
+	for (size_t i = 0; i < events->n; i++) {
+		const struct sm_conn_event *ev = &events->ev[i];
+		uint16_t client = ntohs(direction == SM_CONN_OUTBOUND ? ev->local_port : ev->remote_port);
+
+		if (ev->kind == kind && ev->direction == direction && client == port)
+			return ev;
+	}
+	return NULL;
+}
+
+static size_t count_kind(const struct events *events, uint8_t kind, uint64_t cookie)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < events->n; i++)
+		n += events->ev[i].kind == kind && events->ev[i].socket_cookie == cookie;
+	return n;
+}
+
+/* Polls until fn holds or ms pass. */
+static bool poll_until(struct sm_conn_events *ring, struct events *events, int ms,
+		       bool (*done)(const struct events *events, const void *arg), const void *arg)
+{
+	double end = now_seconds() + ms / 1000.0;
+
+	do {
+		CHECK(sm_conn_events_poll(ring, 50) >= 0, "polling the events");
+		if (done(events, arg))
+			return true;
+	} while (now_seconds() < end);
+	return false;
+}
+
+static bool both_closed(const struct events *events, const void *arg)
+{
+	uint16_t port = *(const uint16_t *)arg;
+
+	return find(events, SM_CONN_CLOSED, SM_CONN_OUTBOUND, port) && find(events, SM_CONN_CLOSED, SM_CONN_INBOUND, port);
+}
+
+static void fill(uint8_t *buf, size_t n, uint8_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (uint8_t)(i * 13 + seed);
+}
+
+/* ---- exact byte counts ---- */
+
+struct bytes_row {
+	const char *name;
+	void (*knobs)(struct sm_config *config);
+	void (*resources)(struct env *env); /* NULL: none */
+	int family;
+	const char *listen_addr;
+	uint16_t listen_port;
+	const char *connect_addr;
+	uint16_t connect_port;
+	size_t tlv;	       /* bytes the server reads before the client's (the waypoint TLV) */
+	uint8_t client_flags;  /* the flags the client's events must carry */
+	uint8_t server_flags;
+};
+
+static void web_service_waypoint(struct env *env)
+{
+	struct service_spec svc = { .namespace = "ns", .hostname = "web", .vips = { "127.10.0.1" },
+				    .ports = { { 80, 8080 } }, .waypoint_ip = "127.0.7.7" };
+	struct workload_spec w = { .uid = "w/a", .addresses = { "127.0.1.1" }, .services = { { "ns/web" } } };
+	struct response r;
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &svc, "v1");
+	response_add_workload(&r, &w, "v1");
+	env_apply(env, &r);
+}
+
+static const struct bytes_row bytes_rows[] = {
+	{ "plain TCP over IPv4", telemetry, NULL, AF_INET, "127.0.0.1", 9000, "127.0.0.1", 9000, 0, 0, 0 },
+	{ "accelerated (sockhash) over IPv4", telemetry_accelerated, NULL, AF_INET, "127.0.0.1", 9000, "127.0.0.1",
+	  9000, 0, SM_CONN_ACCELERATED, SM_CONN_ACCELERATED },
+	{ "a waypoint with the TLV", telemetry, web_service_waypoint, AF_INET, "127.0.7.7", 15008, "127.10.0.1", 80,
+	  SM_TLV_LEN_V4, SM_CONN_WAYPOINT | SM_CONN_TRANSLATED, 0 },
+	{ "an accelerated waypoint with the TLV", telemetry_accelerated, web_service_waypoint, AF_INET, "127.0.7.7",
+	  15008, "127.10.0.1", 80, SM_TLV_LEN_V4, SM_CONN_WAYPOINT | SM_CONN_TRANSLATED | SM_CONN_ACCELERATED,
+	  SM_CONN_ACCELERATED },
+	{ "plain TCP over IPv6", telemetry, NULL, AF_INET6, "::1", 9000, "::1", 9000, 0, 0, 0 },
+	{ "accelerated over IPv6", telemetry_accelerated, NULL, AF_INET6, "::1", 9000, "::1", 9000, 0,
+	  SM_CONN_ACCELERATED, SM_CONN_ACCELERATED },
+};
+
+static void exact_bytes(struct env *env, const void *arg)
+{
+	const struct bytes_row *row = arg;
+	static struct events events;
+	struct sm_conn_events *ring = NULL;
+	uint8_t *out = malloc(N_SENT), *in = malloc(N_SENT + SM_TLV_LEN_V6);
+
+	CHECK(out && in, "out of memory");
+	events.n = 0;
+	if (row->resources)
+		row->resources(env);
+	env_config(env, row->knobs);
+	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
+	int listener = listen_on(SOCK_STREAM, row->listen_addr, row->listen_port);
+	int fd = connect_to(row->family, row->connect_addr, row->connect_port);
+	CHECK(fd >= 0, "connect: %s", strerror(-fd));
+	int server = accept_within(listener, 2000);
+	CHECK(server >= 0, "no connection");
+	uint16_t port = local_port_of(fd);
+
+	fill(out, N_SENT, 1);
+	write_all(fd, out, N_SENT);
+	read_exactly(server, in, N_SENT + row->tlv);
+	CHECK(memcmp(in + row->tlv, out, N_SENT) == 0, "the server read other bytes");
+	fill(out, M_BACK, 2);
+	write_all(server, out, M_BACK);
+	read_exactly(fd, in, M_BACK);
+	CHECK(memcmp(in, out, M_BACK) == 0, "the client read other bytes");
+	close(fd);
+	char end;
+	struct pollfd pfd = { .fd = server, .events = POLLIN };
+	CHECK(poll(&pfd, 1, 2000) == 1 && read(server, &end, 1) == 0, "the server did not see the end");
+	close(server);
+	close(listener);
+
+	CHECK(poll_until(ring, &events, 3000, both_closed, &port), "no CLOSED event of both ends (%zu events)",
+	      events.n);
+	const struct sm_conn_event *client = find(&events, SM_CONN_CLOSED, SM_CONN_OUTBOUND, port);
+	const struct sm_conn_event *srv = find(&events, SM_CONN_CLOSED, SM_CONN_INBOUND, port);
+	CHECK(client->bytes_sent == N_SENT && client->bytes_received == M_BACK,
+	      "the client's view: sent %llu (want %d), received %llu (want %d)", (unsigned long long)client->bytes_sent,
+	      N_SENT, (unsigned long long)client->bytes_received, M_BACK);
+	CHECK(srv->bytes_received == N_SENT + row->tlv && srv->bytes_sent == M_BACK,
+	      "the server's view: received %llu (want %zu), sent %llu (want %d)",
+	      (unsigned long long)srv->bytes_received, N_SENT + row->tlv, (unsigned long long)srv->bytes_sent, M_BACK);
+	CHECK(client->flags == row->client_flags && srv->flags == row->server_flags, "flags: client %#x, server %#x",
+	      client->flags, srv->flags);
+	CHECK(count_kind(&events, SM_CONN_OPENED, client->socket_cookie) == 1 &&
+		      count_kind(&events, SM_CONN_OPENED, srv->socket_cookie) == 1,
+	      "OPENED is not once per socket");
+	CHECK(client->socket_cookie != srv->socket_cookie && client->netns_cookie && client->netns_cookie == srv->netns_cookie,
+	      "cookies: socket %llu/%llu, netns %llu/%llu", (unsigned long long)client->socket_cookie,
+	      (unsigned long long)srv->socket_cookie, (unsigned long long)client->netns_cookie,
+	      (unsigned long long)srv->netns_cookie);
+	CHECK(client->failure == SM_CONN_FAIL_NONE && client->now_ns >= client->start_ns && client->start_ns,
+	      "times or failure");
+	CHECK(memcmp(client->local_addr, srv->remote_addr, 16) == 0 && client->remote_port == srv->local_port,
+	      "the two ends disagree on the addresses");
+	union sockaddr_any orig;
+	make_addr(row->connect_addr, row->connect_port, &orig);
+	CHECK(client->orig_port == htons(row->connect_port), "orig port %u", ntohs(client->orig_port));
+	if (orig.sa.sa_family == AF_INET)
+		CHECK(memcmp(client->orig_addr + 12, &orig.in.sin_addr, 4) == 0, "the orig address differs");
+	else
+		CHECK(memcmp(client->orig_addr, &orig.in6.sin6_addr, 16) == 0, "the orig address differs");
+	CHECK(env_counter(env, SM_COUNTER_CONN_EVENTS_LOST) == 0, "events lost");
+	sm_conn_events_close(ring);
+	free(out);
+	free(in);
+}
+
+static void run_bytes_row(void **state)
+{
+	assert_int_equal(run_case(exact_bytes, *state), 0);
+}
+
+/* ---- failures ---- */
+
+static bool failed(const struct events *events, const void *arg)
+{
+	return find(events, SM_CONN_FAILED, SM_CONN_OUTBOUND, *(const uint16_t *)arg) != NULL;
+}
+
+/* Connects fd (bound to a port first, so that its events can be found); returns the port and the errno. */
+static uint16_t connect_bound(int fd, const char *addr, uint16_t port, int *err)
+{
+	union sockaddr_any sa, any;
+	socklen_t len = make_addr(addr, port, &sa);
+
+	make_addr("127.0.0.1", 0, &any);
+	CHECK(bind(fd, &any.sa, sizeof(any.in)) == 0, "bind: %s", strerror(errno));
+	uint16_t local = local_port_of(fd);
+	*err = connect(fd, &sa.sa, len) ? errno : 0;
+	return local;
+}
+
+static void refused(struct env *env, const void *arg)
+{
+	(void)arg;
+	static struct events events;
+	struct sm_conn_events *ring = NULL;
+	int err;
+
+	events.n = 0;
+	env_config(env, telemetry);
+	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	uint16_t port = connect_bound(fd, "127.0.0.1", 9, &err);
+	CHECK(err == ECONNREFUSED, "connect to a closed port: %s", strerror(err));
+	CHECK(poll_until(ring, &events, 3000, failed, &port), "no FAILED event");
+	const struct sm_conn_event *ev = find(&events, SM_CONN_FAILED, SM_CONN_OUTBOUND, port);
+	CHECK(ev->failure == SM_CONN_FAIL_REFUSED && ev->bytes_sent == 0 && ev->bytes_received == 0,
+	      "failure %u, bytes %llu/%llu", ev->failure, (unsigned long long)ev->bytes_sent,
+	      (unsigned long long)ev->bytes_received);
+	CHECK(find(&events, SM_CONN_OPENED, SM_CONN_OUTBOUND, port), "no OPENED before the failure");
+	close(fd);
+	sm_conn_events_close(ring);
+}
+
+/* A listener whose accept queue is full drops the next SYN: the client times out (in about a second). */
+static void timed_out(struct env *env, const void *arg)
+{
+	(void)arg;
+	static struct events events;
+	struct sm_conn_events *ring = NULL;
+	union sockaddr_any sa;
+	socklen_t len = make_addr("127.0.0.1", 9001, &sa);
+	int one = 1, syncnt = 1, user_timeout = 500, err;
+
+	events.n = 0;
+	env_config(env, telemetry);
+	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
+	int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	CHECK(bind(listener, &sa.sa, len) == 0 && listen(listener, 0) == 0, "listen: %s", strerror(errno));
+	int first = connect_to(AF_INET, "127.0.0.1", 9001); /* fills the accept queue */
+	CHECK(first >= 0, "the first connect: %s", strerror(-first));
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(setsockopt(fd, IPPROTO_TCP, TCP_SYNCNT, &syncnt, sizeof(syncnt)) == 0 &&
+		      setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout)) == 0,
+	      "TCP_SYNCNT / TCP_USER_TIMEOUT: %s", strerror(errno));
+	uint16_t port = connect_bound(fd, "127.0.0.1", 9001, &err);
+	CHECK(err == ETIMEDOUT, "connect to a full listener: %s", strerror(err));
+	CHECK(poll_until(ring, &events, 3000, failed, &port), "no FAILED event");
+	const struct sm_conn_event *ev = find(&events, SM_CONN_FAILED, SM_CONN_OUTBOUND, port);
+	CHECK(ev->failure == SM_CONN_FAIL_TIMEOUT, "failure %u", ev->failure);
+	close(fd);
+	close(first);
+	close(listener);
+	sm_conn_events_close(ring);
+}
+
+/* ---- a long connection, the knob off ---- */
+
+static bool updated(const struct events *events, const void *arg)
+{
+	const struct sm_conn_event *ev = find(events, SM_CONN_UPDATE, SM_CONN_OUTBOUND, *(const uint16_t *)arg);
+
+	return ev && ev->bytes_sent > 0;
+}
+
+/* A connection that keeps sending reports its bytes while open, within 5 s. */
+static void long_connection(struct env *env, const void *arg)
+{
+	void (*knobs)(struct sm_config *config) = arg;
+	static struct events events;
+	struct sm_conn_events *ring = NULL;
+	char buf[1000] = { 0 };
+
+	events.n = 0;
+	env_config(env, knobs);
+	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
+	int listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
+	int fd = connect_to(AF_INET, "127.0.0.1", 9000);
+	int server = accept_within(listener, 2000);
+	CHECK(fd >= 0 && server >= 0, "connect");
+	uint16_t port = local_port_of(fd);
+	double end = now_seconds() + 5;
+	bool seen = false;
+	while (!seen && now_seconds() < end) {
+		write_all(fd, buf, sizeof(buf));
+		read_exactly(server, buf, sizeof(buf));
+		seen = poll_until(ring, &events, 50, updated, &port);
+	}
+	CHECK(seen, "no UPDATE with bytes within 5 s (%zu events)", events.n);
+	CHECK(find(&events, SM_CONN_CLOSED, SM_CONN_OUTBOUND, port) == NULL, "closed while open");
+	close(fd);
+	close(server);
+	close(listener);
+	sm_conn_events_close(ring);
+}
+
+static void knob_off(struct env *env, const void *arg)
+{
+	(void)arg;
+	static struct events events;
+	struct sm_conn_events *ring = NULL;
+	char byte = 'x';
+	int err;
+
+	events.n = 0;
+	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
+	int listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
+	int fd = connect_to(AF_INET, "127.0.0.1", 9000);
+	int server = accept_within(listener, 2000);
+	CHECK(fd >= 0 && server >= 0, "connect");
+	write_all(fd, &byte, 1);
+	read_exactly(server, &byte, 1);
+	close(fd);
+	close(server);
+	close(listener);
+	int refused_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	connect_bound(refused_fd, "127.0.0.1", 9, &err);
+	close(refused_fd);
+	CHECK(sm_conn_events_poll(ring, 500) == 0 && events.n == 0, "%zu events with the knob off", events.n);
+	sm_conn_events_close(ring);
+}
+
+/* ---- the cost: the datapath's sockops and sk_msg run time per connection, knob off and on ---- */
+
+static uint64_t prog_run_ns(uint32_t id, uint64_t *runs)
+{
+	struct bpf_prog_info info = { 0 };
+	uint32_t len = sizeof(info);
+	int fd = bpf_prog_get_fd_by_id(id);
+
+	CHECK(fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0, "reading program %u", id);
+	close(fd);
+	*runs += info.run_cnt;
+	return info.run_time_ns;
+}
+
+/* The run time so far of the cgroup's sockops and of the sockhash's sk_msg. */
+static uint64_t run_ns(struct env *env, uint64_t *runs)
+{
+	uint32_t ids[4], n = 4;
+	char path[256];
+	uint64_t total = 0;
+	int cgroup = open(env->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	CHECK(cgroup >= 0 && bpf_prog_query(cgroup, BPF_CGROUP_SOCK_OPS, 0, NULL, ids, &n) == 0 && n == 1,
+	      "querying the cgroup's sockops: %s", strerror(errno));
+	close(cgroup);
+	total += prog_run_ns(ids[0], runs);
+	snprintf(path, sizeof(path), "%s/maps-v%u/sm_sockhash", env->pin_dir, SM_LAYOUT_VERSION);
+	int sockhash = bpf_obj_get(path);
+	n = 4;
+	CHECK(sockhash >= 0 && bpf_prog_query(sockhash, BPF_SK_MSG_VERDICT, 0, NULL, ids, &n) == 0 && n == 1,
+	      "querying the sockhash's sk_msg: %s", strerror(errno));
+	close(sockhash);
+	total += prog_run_ns(ids[0], runs);
+	return total;
+}
+
+/* Connections with one message each way and a close; returns the ns of program run time per connection. */
+static double cost_per_connection(struct env *env, int listener, int n)
+{
+	uint64_t runs = 0, before = run_ns(env, &runs);
+	char byte = 'x';
+
+	for (int i = 0; i < n; i++) {
+		int fd = connect_to(AF_INET, "127.0.0.1", 9000);
+		int server = accept_within(listener, 2000);
+		CHECK(fd >= 0 && server >= 0, "connect %d", i);
+		write_all(fd, &byte, 1);
+		read_exactly(server, &byte, 1);
+		write_all(server, &byte, 1);
+		read_exactly(fd, &byte, 1);
+		close(fd);
+		close(server);
+	}
+	usleep(100 * 1000); /* the last closes */
+	return (double)(run_ns(env, &runs) - before) / n;
+}
+
+static void cost(struct env *env, const void *arg)
+{
+	(void)arg;
+	static struct events events;
+	struct sm_conn_events *ring = NULL;
+	int stats = bpf_enable_stats(BPF_STATS_RUN_TIME);
+
+	CHECK(stats >= 0, "bpf_enable_stats: %s", strerror(errno));
+	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
+	int listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
+	for (int accelerated = 0; accelerated < 2; accelerated++) {
+		struct sm_config config;
+		CHECK(sm_datapath_get_config(env->dp, &config) == 0, "reading the config");
+		config.flags &= ~SM_CONFIG_TELEMETRY;
+		if (accelerated)
+			config.flags |= SM_CONFIG_ACCELERATE;
+		CHECK(sm_datapath_set_config(env->dp, &config) == 0, "writing the config");
+		double off = cost_per_connection(env, listener, 200);
+		config.flags |= SM_CONFIG_TELEMETRY;
+		CHECK(sm_datapath_set_config(env->dp, &config) == 0, "writing the config");
+		events.n = 0;
+		double on = cost_per_connection(env, listener, 200);
+		while (sm_conn_events_poll(ring, 0) > 0) /* the ring holds 8,192 events: room for the next round */
+			;
+		printf("# %s: sockops + sk_msg run time per connection (both ends, one message each way): "
+		       "%.0f ns with telemetry off, %.0f ns on: %.0f ns added\n",
+		       accelerated ? "accelerated" : "plain TCP", off, on, on - off);
+	}
+	close(listener);
+	close(stats);
+	sm_conn_events_close(ring);
+}
+
+typedef void (*case_fn)(struct env *env, const void *arg);
+
+static const struct case_row {
+	const char *name;
+	case_fn fn;
+	const void *arg;
+} cases[] = {
+	{ "a refused connect fails as REFUSED", refused, NULL },
+	{ "an unanswered SYN fails as TIMEOUT", timed_out, NULL },
+	{ "an open connection reports its bytes (TCP)", long_connection, (const void *)telemetry },
+	{ "an open connection reports its bytes (accelerated)", long_connection, (const void *)telemetry_accelerated },
+	{ "with the knob off nothing is recorded", knob_off, NULL },
+	{ "the added cost per connection (printed)", cost, NULL },
+};
+
+static void run_named_case(void **state)
+{
+	const struct case_row *row = *state;
+
+	assert_int_equal(run_case(row->fn, row->arg), 0);
+}
+
+int main(void)
+{
+	struct CMUnitTest tests[TEST_ARRAY_SIZE(bytes_rows) + TEST_ARRAY_SIZE(cases)];
+	size_t n = 0;
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(bytes_rows); i++)
+		tests[n++] = (struct CMUnitTest){ bytes_rows[i].name, run_bytes_row, NULL, NULL, (void *)&bytes_rows[i] };
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(cases); i++)
+		tests[n++] = (struct CMUnitTest){ cases[i].name, run_named_case, NULL, NULL, (void *)&cases[i] };
+	return _cmocka_run_group_tests("telemetry-kernel", tests, n, NULL, NULL);
+}

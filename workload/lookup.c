@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Lookups by address (workload/workload.h): an index of every workload address, kept by workload_set_def,
+ * so that naming a connection's ends costs two hash lookups (telemetry resolves thousands a second).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "workload/model.h"
+
+#define DEFAULT_TRUST_DOMAIN "cluster.local"
+#define DEFAULT_SERVICE_ACCOUNT "default"
+
+static struct addr_owners *find(const struct sm_model *model, const uint8_t addr[16])
+{
+	struct addr_owners *entry;
+
+	HASH_FIND(hh, model->addr_owners, addr, sizeof(struct sm_ip), entry);
+	return entry;
+}
+
+int addr_index_add(struct sm_model *model, const struct sm_ip *ip, struct wl *wl)
+{
+	struct addr_owners *entry = find(model, ip->bytes);
+
+	if (!entry) {
+		entry = calloc(1, sizeof(*entry));
+		if (!entry)
+			return -ENOMEM;
+		entry->ip = *ip;
+		HASH_ADD(hh, model->addr_owners, ip, sizeof(entry->ip), entry);
+	}
+	if (entry->n == entry->capacity) {
+		uint16_t capacity = entry->capacity ? entry->capacity * 2 : 1;
+		struct wl **owners = realloc(entry->owners, capacity * sizeof(*owners));
+		if (!owners)
+			return -ENOMEM;
+		entry->owners = owners;
+		entry->capacity = capacity;
+	}
+	entry->owners[entry->n++] = wl;
+	return 0;
+}
+
+void addr_index_remove(struct sm_model *model, const struct sm_ip *ip, const struct wl *wl)
+{
+	struct addr_owners *entry = find(model, ip->bytes);
+
+	for (uint16_t i = 0; entry && i < entry->n; i++) {
+		if (entry->owners[i] != wl)
+			continue;
+		entry->owners[i] = entry->owners[--entry->n];
+		if (!entry->n) {
+			HASH_DEL(model->addr_owners, entry);
+			free(entry->owners);
+			free(entry);
+		}
+		return;
+	}
+}
+
+void addr_index_free(struct sm_model *model)
+{
+	struct addr_owners *entry, *tmp;
+
+	HASH_ITER(hh, model->addr_owners, entry, tmp) {
+		HASH_DEL(model->addr_owners, entry);
+		free(entry->owners);
+		free(entry);
+	}
+}
+
+const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first)
+{
+	const struct addr_owners *entry = find(model, addr);
+
+	if (!entry || !entry->n)
+		return NULL;
+	for (uint16_t i = 0; local_first && i < entry->n; i++) {
+		const struct wl_def *def = entry->owners[i]->def;
+		if (model->node_name && def->node == model->node_name)
+			return entry->owners[i];
+	}
+	return entry->owners[0];
+}
+
+static const char *or_default(const char *value, const char *fallback)
+{
+	return value && value[0] ? value : fallback;
+}
+
+bool sm_model_workload_at(const struct sm_model *model, const uint8_t addr[16], struct sm_workload_labels *out)
+{
+	const struct wl *wl = workload_at(model, addr, true);
+	const struct wl_def *def;
+
+	if (!wl)
+		return false;
+	def = wl->def;
+	*out = (struct sm_workload_labels){
+		.uid = wl->uid,
+		.workload_name = def->workload_name,
+		.name = def->name,
+		.namespace = def->namespace,
+		.canonical_name = def->canonical_name,
+		.canonical_revision = def->canonical_revision,
+		.cluster_id = def->cluster_id,
+		.trust_domain = or_default(def->trust_domain, DEFAULT_TRUST_DOMAIN),
+		.service_account = or_default(def->service_account, DEFAULT_SERVICE_ACCOUNT),
+		.region = def->region,
+		.zone = def->zone,
+	};
+	return true;
+}
+
+static void service_labels(const struct svc *svc, struct sm_service_labels *out)
+{
+	const char *slash = strchr(svc->key, '/');
+
+	*out = (struct sm_service_labels){
+		.hostname = slash ? slash + 1 : svc->key,
+		.name = svc->def->name,
+		.namespace = svc->def->namespace,
+	};
+}
+
+bool sm_model_service_at(const struct sm_model *model, const uint8_t addr[16], struct sm_service_labels *out)
+{
+	const struct ip_claims *ip;
+
+	HASH_FIND(hh, model->ips, addr, sizeof(struct sm_frontend_key), ip);
+	for (uint16_t i = 0; ip && i < ip->n; i++) {
+		const struct svc *svc = ip->claims[i].owner;
+		if (ip->claims[i].kind != OWNER_SERVICE || !svc->def)
+			continue;
+		service_labels(svc, out);
+		return true;
+	}
+	return false;
+}
+
+bool sm_model_service_of_port(const struct sm_model *model, const uint8_t addr[16], uint16_t port,
+			      struct sm_service_labels *out)
+{
+	const struct wl *wl = workload_at(model, addr, true);
+
+	for (uint16_t m = 0; wl && m < wl->def->n_memberships; m++) {
+		const struct membership *membership = &wl->def->memberships[m];
+		const struct svc_def *def = membership->service->def;
+		for (uint8_t p = 0; def && p < def->n_ports; p++) {
+			uint16_t target = target_port(def, p, membership);
+			if ((target ? target : def->ports[p].service_port) == port) {
+				service_labels(membership->service, out);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+bool sm_model_workload_exists(const struct sm_model *model, const char *uid)
+{
+	const struct wl *wl;
+
+	HASH_FIND_STR(model->workloads, uid, wl);
+	return wl && wl->def;
+}

@@ -18,7 +18,9 @@
 #include "agent/telemetry.h"
 
 #define EVICT_SECONDS 5
-#define LINE_MAX_BYTES 4096
+/* A gone workload's sockets are reported closed at once: one silent this long after lost its CLOSED. */
+#define STALE_SECONDS 300
+#define LINE_MAX_BYTES 8192 /* a longer line (names are at most a few hundred bytes) is not written */
 
 struct agent_telemetry {
 	struct sm_telemetry *counters;
@@ -203,7 +205,7 @@ static void evict(struct agent_telemetry *t, time_t *next)
 	*next = now + EVICT_SECONDS;
 	/* the model lock first, then telemetry's: the order record() takes them in */
 	pthread_mutex_lock(t->model_lock);
-	removed = sm_telemetry_evict(t->counters, workload_exists, (void *)t->model);
+	removed = sm_telemetry_evict(t->counters, workload_exists, (void *)t->model, STALE_SECONDS);
 	pthread_mutex_unlock(t->model_lock);
 	if (removed)
 		log_msg(LOG_DEBUG, "telemetry: %zu series of workloads that are gone removed", removed);
@@ -268,10 +270,10 @@ char *agent_telemetry_istio_metrics(struct agent_telemetry *t, size_t *len)
 
 char *agent_telemetry_admin_metrics(struct agent_telemetry *t, const uint64_t *counters)
 {
-	size_t series, open;
+	struct sm_telemetry_counts counts;
 	char *text = NULL;
 
-	sm_telemetry_counts(t->counters, &series, &open);
+	sm_telemetry_counts(t->counters, &counts);
 	if (asprintf(&text,
 		     "# HELP sockmesh_telemetry_events_dropped_total connection events the ring buffer had no room for\n"
 		     "# TYPE sockmesh_telemetry_events_dropped_total counter\n"
@@ -285,6 +287,9 @@ char *agent_telemetry_admin_metrics(struct agent_telemetry *t, const uint64_t *c
 		     "# HELP sockmesh_telemetry_open_connections connections followed that have not ended\n"
 		     "# TYPE sockmesh_telemetry_open_connections gauge\n"
 		     "sockmesh_telemetry_open_connections %zu\n"
+		     "# HELP sockmesh_telemetry_stale_connections_total connections of gone workloads forgotten (their end was lost)\n"
+		     "# TYPE sockmesh_telemetry_stale_connections_total counter\n"
+		     "sockmesh_telemetry_stale_connections_total %llu\n"
 		     "# HELP sockmesh_telemetry_record_failures_total events not counted (out of memory)\n"
 		     "# TYPE sockmesh_telemetry_record_failures_total counter\n"
 		     "sockmesh_telemetry_record_failures_total %llu\n"
@@ -292,8 +297,9 @@ char *agent_telemetry_admin_metrics(struct agent_telemetry *t, const uint64_t *c
 		     "# TYPE sockmesh_access_log_dropped_total counter\n"
 		     "sockmesh_access_log_dropped_total %llu\n",
 		     counters ? (unsigned long long)counters[SM_COUNTER_CONN_EVENTS_LOST] : 0ULL,
-		     (unsigned long long)atomic_load(&t->events_read), series, open,
-		     (unsigned long long)atomic_load(&t->record_failures), (unsigned long long)access_log_dropped(t->log)) < 0)
+		     (unsigned long long)atomic_load(&t->events_read), counts.series, counts.open,
+		     (unsigned long long)counts.forgotten, (unsigned long long)atomic_load(&t->record_failures),
+		     (unsigned long long)access_log_dropped(t->log)) < 0)
 		return NULL;
 	return text;
 }

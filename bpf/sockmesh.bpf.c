@@ -6,7 +6,9 @@
  * connection, so no packet ever carries the VIP; sendmsg4/6 send DNS to the proxy; getpeername4/6 and
  * recvmsg4/6 give the application back the address it asked for. sockops puts a TCP socket in the
  * sockhash when its first message needs the waypoint TLV or its peer is a local socket; sk_msg writes
- * the TLV once and hands a local peer's data straight to its receive queue.
+ * the TLV once and hands a local peer's data straight to its receive queue. With SM_CONFIG_TELEMETRY,
+ * sockops also follows each connection from its connect or accept to its close and sk_msg counts the
+ * bytes it hands over (bpf/telemetry.bpf.h).
  *
  * Map keys and values: bpf/sockmesh.h. Addresses are kept as 16 bytes, IPv4 as ::ffff:a.b.c.d.
  */
@@ -894,7 +896,9 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	peer_key_from_msg(&peer, msg);
 	if (bpf_msg_redirect_hash(msg, &sm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		count(SM_COUNTER_ACCELERATED);
-		conn_redirected(msg, sk, &peer, msg->size);
+		/* knob off: nothing more per message (connections followed before go uncounted meanwhile) */
+		if (telemetry_on(cfg))
+			conn_redirected(msg, sk, &peer, msg->size);
 	}
 	return SK_PASS;
 }

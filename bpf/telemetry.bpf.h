@@ -10,10 +10,10 @@
  *
  * Bytes sk_msg redirects to a local peer: the sender counts them in its own msg_sent. The peer's count
  * cannot go in the peer's storage from there: sk_msg may look the peer up in the sockhash, but that
- * takes a reference it has no helper to release (bpf_sk_release is not an sk_msg helper; measured on
- * 6.18). So a followed socket that enters the sockhash as accelerated gets an entry in sm_conn_received
- * under its own sockhash key, which is the key the sender redirects with: the sender adds to it, and the
- * socket's events read it into msg_received. Its close deletes it.
+ * takes a reference it has no helper to release (the verifier on 6.18: "program of this type cannot
+ * use helper bpf_sk_release"). So a followed socket that enters the sockhash as accelerated gets an
+ * entry in sm_conn_received under its own sockhash key, which is the key the sender redirects with: the
+ * sender adds to it, and the socket's events read it into msg_received. Its close deletes it.
  */
 #ifndef SOCKMESH_BPF_TELEMETRY_H
 #define SOCKMESH_BPF_TELEMETRY_H
@@ -63,7 +63,7 @@ static __always_inline bool fin_queued(int state)
  * side's SYN (acked by the SYN-ACK; the accepting side's SYN-ACK is not counted: its child starts past
  * it) and our FIN once acked (the FIN is the last sequence number: acked when snd_una reached
  * write_seq). bytes_received counts the peer's FIN once it came (tcp_fin sets SOCK_DONE), never its
- * SYN. What sk_msg handed over through the sockhash never touched TCP; the TLV is not the application's.
+ * SYN. (test_telemetry_kernel's exact counts hold each of these.) What sk_msg handed over through the sockhash never touched TCP; the TLV is not the application's.
  */
 static __always_inline void conn_bytes(const struct tcp_sock *tp, const struct sm_conn_stats *st,
 				       struct sm_conn_event *ev)
@@ -80,34 +80,6 @@ static __always_inline void conn_bytes(const struct tcp_sock *tp, const struct s
 	sent = acked + st->msg_sent;
 	ev->bytes_sent = sent > st->tlv_bytes ? sent - st->tlv_bytes : 0;
 	ev->bytes_received = received + st->msg_received;
-}
-
-static __always_inline void conn_addrs(struct bpf_sock *bsk, const struct tcp_sock *tp,
-				       const struct sm_conn_stats *st, struct sm_conn_event *ev)
-{
-	const struct sock_common *c = &tp->inet_conn.icsk_inet.sk.__sk_common;
-	const struct sm_sock_state *state;
-	__u32 *local = (__u32 *)ev->local_addr, *remote = (__u32 *)ev->remote_addr;
-
-	if (c->skc_family == AF_INET) {
-		map_v4(local, c->skc_rcv_saddr);
-		map_v4(remote, c->skc_daddr);
-	} else {
-		for (int i = 0; i < 4; i++) {
-			local[i] = c->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
-			remote[i] = c->skc_v6_daddr.in6_u.u6_addr32[i];
-		}
-	}
-	ev->local_port = bpf_htons(c->skc_num);
-	ev->remote_port = c->skc_dport;
-	state = (st->flags & SM_CONN_TRANSLATED) ? bpf_sk_storage_get(&sm_sock_state, bsk, 0, 0) : NULL;
-	if (state && (state->flags & SM_SOCK_REDIRECTED)) {
-		__builtin_memcpy(ev->orig_addr, state->orig_addr, 16);
-		ev->orig_port = state->orig_port;
-	} else {
-		__builtin_memcpy(ev->orig_addr, ev->remote_addr, 16);
-		ev->orig_port = ev->remote_port;
-	}
 }
 
 /* The socket's own sockhash key (key_from_ops + finish_key), from its BTF. */
@@ -130,14 +102,31 @@ static __always_inline void own_key(void *ctx, const struct tcp_sock *tp, struct
 	finish_key(key, ctx);
 }
 
-/* What local peers redirected to this socket so far (sm_conn_received). */
-static __always_inline void conn_received(void *ctx, const struct tcp_sock *tp, struct sm_conn_stats *st)
+/* The event's addresses: the socket's own, and what the application connected to. */
+static __always_inline void conn_addrs(struct bpf_sock *bsk, const struct sm_sock_key *key,
+				       const struct sm_conn_stats *st, struct sm_conn_event *ev)
 {
-	struct sm_sock_key key = {};
-	__u64 *received;
+	const struct sm_sock_state *state;
 
-	own_key(ctx, tp, &key);
-	received = bpf_map_lookup_elem(&sm_conn_received, &key);
+	__builtin_memcpy(ev->local_addr, key->local_addr, 16);
+	__builtin_memcpy(ev->remote_addr, key->remote_addr, 16);
+	ev->local_port = bpf_htons((__u16)key->local_port);
+	ev->remote_port = bpf_htons((__u16)key->remote_port);
+	state = (st->flags & SM_CONN_TRANSLATED) ? bpf_sk_storage_get(&sm_sock_state, bsk, 0, 0) : NULL;
+	if (state && (state->flags & SM_SOCK_REDIRECTED)) {
+		__builtin_memcpy(ev->orig_addr, state->orig_addr, 16);
+		ev->orig_port = state->orig_port;
+	} else {
+		__builtin_memcpy(ev->orig_addr, ev->remote_addr, 16);
+		ev->orig_port = ev->remote_port;
+	}
+}
+
+/* What local peers redirected to this socket so far (sm_conn_received). */
+static __always_inline void conn_received(const struct sm_sock_key *key, struct sm_conn_stats *st)
+{
+	__u64 *received = bpf_map_lookup_elem(&sm_conn_received, key);
+
 	if (received && *received) {
 		st->msg_received = *received;
 		st->flags |= SM_CONN_ACCELERATED;
@@ -149,12 +138,14 @@ static __always_inline void conn_emit(void *ctx, struct bpf_sock *bsk, struct sm
 				      __u8 failure)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(bsk);
+	struct sm_sock_key key = {};
 	struct sm_conn_event *ev;
 
 	if (!tp)
 		return;
 	st->reported_ns = bpf_ktime_get_ns();
-	conn_received(ctx, tp, st);
+	own_key(ctx, tp, &key);
+	conn_received(&key, st);
 	ev = bpf_ringbuf_reserve(&sm_conn_events, sizeof(*ev), 0);
 	if (!ev) {
 		count(SM_COUNTER_CONN_EVENTS_LOST);
@@ -167,7 +158,7 @@ static __always_inline void conn_emit(void *ctx, struct bpf_sock *bsk, struct sm
 	ev->start_ns = st->start_ns;
 	ev->now_ns = st->reported_ns;
 	conn_bytes(tp, st, ev);
-	conn_addrs(bsk, tp, st, ev);
+	conn_addrs(bsk, &key, st, ev);
 	ev->kind = kind;
 	ev->direction = st->direction;
 	ev->flags = st->flags;

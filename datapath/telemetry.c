@@ -25,7 +25,7 @@ static int on_conn_event(void *ctx, void *data, size_t size)
 
 	if (size < sizeof(ev))
 		return 0; /* not of this layout: skipped */
-	memcpy(&ev, data, sizeof(ev)); /* the ring's records are 8-byte aligned; a copy costs nothing here */
+	memcpy(&ev, data, sizeof(ev));
 	return e->fn(e->ctx, &ev);
 }
 

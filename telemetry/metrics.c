@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <uthash.h>
 
@@ -27,6 +28,7 @@ struct series {
 	uint64_t opened, closed, failed, received_bytes, sent_bytes;
 	size_t open; /* connections open on it: never evicted before they close */
 	struct uids src_uids, dst_uids;
+	bool gone; /* eviction's mark: a side's workloads are all gone */
 };
 
 struct conn {
@@ -34,6 +36,7 @@ struct conn {
 	uint64_t id;
 	struct series *series;
 	uint64_t bytes_sent, bytes_received; /* the cumulative values already counted */
+	time_t last_event; /* monotonic seconds */
 };
 
 struct sm_telemetry {
@@ -41,6 +44,7 @@ struct sm_telemetry {
 	struct series *series;
 	struct conn *conns;
 	size_t n_series, n_open;
+	uint64_t forgotten; /* connections dropped as stale by eviction */
 };
 
 int sm_telemetry_new(struct sm_telemetry **out)
@@ -216,6 +220,14 @@ static struct series *series_of(struct sm_telemetry *t, const struct sm_tel_conn
 
 /* ---- recording ---- */
 
+static time_t monotonic_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec;
+}
+
 /* What grows: d = now - before, 0 when a counter went back (it cannot, unless an event was lost). */
 static uint64_t delta(uint64_t now, uint64_t *before)
 {
@@ -265,6 +277,7 @@ int sm_telemetry_record(struct sm_telemetry *t, const struct sm_tel_conn *c)
 		if (c->id)
 			HASH_ADD(hh, t->conns, id, sizeof(conn->id), conn);
 	}
+	conn->last_event = monotonic_seconds();
 	add_bytes(conn->series, c, conn);
 	if (!ends)
 		goto out;
@@ -288,36 +301,61 @@ out:
 
 /* ---- eviction ---- */
 
-/* Drops the uids that no longer exist; true when the side had some and none is left. */
-static bool side_gone(struct uids *uids, bool (*exists)(void *ctx, const char *uid), void *ctx)
+/* True when the side had uids and none exists any more; with prune, the ones gone are dropped. */
+static bool side_gone(struct uids *uids, bool (*exists)(void *ctx, const char *uid), void *ctx, bool prune)
 {
-	if (!uids->n)
-		return false;
+	bool had = uids->n > 0, any = false;
+
 	for (size_t i = 0; i < uids->n;) {
 		if (exists(ctx, uids->items[i])) {
+			any = true;
 			i++;
-			continue;
+		} else if (prune) {
+			free(uids->items[i]);
+			uids->items[i] = uids->items[--uids->n];
+		} else {
+			i++;
 		}
-		free(uids->items[i]);
-		uids->items[i] = uids->items[--uids->n];
 	}
-	return uids->n == 0;
+	return had && !any;
 }
 
-size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, const char *uid), void *ctx)
+/* Connections of gone workloads without an event for stale_seconds: their end was lost. */
+static void forget_stale(struct sm_telemetry *t, unsigned stale_seconds)
+{
+	time_t now = monotonic_seconds();
+	struct conn *c, *tmp;
+
+	HASH_ITER(hh, t->conns, c, tmp) {
+		if (!c->series->gone || now - c->last_event < (time_t)stale_seconds)
+			continue;
+		c->series->open--;
+		t->n_open--;
+		t->forgotten++;
+		HASH_DEL(t->conns, c);
+		free(c);
+	}
+}
+
+size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, const char *uid), void *ctx,
+			  unsigned stale_seconds)
 {
 	struct series *s, *tmp;
 	size_t removed = 0;
+	bool stale = false;
 
 	pthread_mutex_lock(&t->lock);
+	/* a series with open connections keeps its uids: they decide once the last one is closed */
+	for (s = t->series; s; s = s->hh.next) {
+		bool src_gone = side_gone(&s->src_uids, exists, ctx, !s->open);
+		bool dst_gone = side_gone(&s->dst_uids, exists, ctx, !s->open);
+		s->gone = src_gone || dst_gone;
+		stale |= s->gone && s->open;
+	}
+	if (stale)
+		forget_stale(t, stale_seconds);
 	HASH_ITER(hh, t->series, s, tmp) {
-		/* left whole while open: its uids decide once the last connection is closed */
-		if (s->open)
-			continue;
-		/* both sides are pruned: a side's last uid gone decides, whichever side it is */
-		bool src_gone = side_gone(&s->src_uids, exists, ctx);
-		bool dst_gone = side_gone(&s->dst_uids, exists, ctx);
-		if (!src_gone && !dst_gone)
+		if (s->open || !s->gone)
 			continue;
 		HASH_DEL(t->series, s);
 		series_free(s);
@@ -328,11 +366,10 @@ size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, cons
 	return removed;
 }
 
-void sm_telemetry_counts(struct sm_telemetry *t, size_t *series, size_t *open)
+void sm_telemetry_counts(struct sm_telemetry *t, struct sm_telemetry_counts *out)
 {
 	pthread_mutex_lock(&t->lock);
-	*series = t->n_series;
-	*open = t->n_open;
+	*out = (struct sm_telemetry_counts){ .series = t->n_series, .open = t->n_open, .forgotten = t->forgotten };
 	pthread_mutex_unlock(&t->lock);
 }
 

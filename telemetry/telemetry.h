@@ -70,13 +70,20 @@ int sm_telemetry_record(struct sm_telemetry *t, const struct sm_tel_conn *conn);
 
 /*
  * Removes the series that have no open connection and whose source or destination workload is gone: a
- * side with uids, none of which exists any more. exists is called with the telemetry lock held (take
- * the lock exists needs before calling this, never the other way round). Returns how many went.
+ * side with uids, none of which exists any more. A connection of such a series that has had no event for
+ * stale_seconds is forgotten first (its CLOSED was lost: the kernel reports a gone workload's sockets
+ * closing). exists is called with the telemetry lock held (take the lock exists needs before calling
+ * this, never the other way round). Returns how many series went.
  */
-size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, const char *uid), void *ctx);
+size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, const char *uid), void *ctx,
+			  unsigned stale_seconds);
 
-/* Series held, connections open. */
-void sm_telemetry_counts(struct sm_telemetry *t, size_t *series, size_t *open);
+struct sm_telemetry_counts {
+	size_t series;	    /* label sets held */
+	size_t open;	    /* connections followed that have not ended */
+	uint64_t forgotten; /* connections eviction found stale */
+};
+void sm_telemetry_counts(struct sm_telemetry *t, struct sm_telemetry_counts *out);
 
 /* The five istio_tcp_* counters in Prometheus text (# HELP, # TYPE counter); malloc'ed, NULL when out of memory. */
 char *sm_telemetry_render(struct sm_telemetry *t, size_t *len);

@@ -192,7 +192,7 @@ static void deltas_across_updates(void **state)
 {
 	const char *labels = CLIENT_TO_SERVER("source", "-");
 	struct sm_telemetry *t;
-	size_t series, open;
+	struct sm_telemetry_counts counts;
 
 	(void)state;
 	assert_int_equal(sm_telemetry_new(&t), 0);
@@ -204,9 +204,9 @@ static void deltas_across_updates(void **state)
 	record_ok(t, conn_of(7, SM_CONN_UPDATE, SM_CONN_OUTBOUND, 30, 20));
 	/* another connection of the same labels adds to the same series */
 	record_ok(t, conn_of(8, SM_CONN_UPDATE, SM_CONN_OUTBOUND, 5, 5));
-	sm_telemetry_counts(t, &series, &open);
-	assert_int_equal(series, 1);
-	assert_int_equal(open, 2);
+	sm_telemetry_counts(t, &counts);
+	assert_int_equal(counts.series, 1);
+	assert_int_equal(counts.open, 2);
 	record_ok(t, conn_of(7, SM_CONN_CLOSED, SM_CONN_OUTBOUND, 50, 70));
 	assert_int_equal(value_of(t, "istio_tcp_received_bytes_total", labels), 55);
 	assert_int_equal(value_of(t, "istio_tcp_sent_bytes_total", labels), 75);
@@ -216,8 +216,8 @@ static void deltas_across_updates(void **state)
 	record_ok(t, conn_of(7, SM_CONN_CLOSED, SM_CONN_OUTBOUND, 1, 1));
 	assert_int_equal(value_of(t, "istio_tcp_connections_opened_total", labels), 3);
 	assert_int_equal(value_of(t, "istio_tcp_received_bytes_total", labels), 56);
-	sm_telemetry_counts(t, &series, &open);
-	assert_int_equal(open, 1);
+	sm_telemetry_counts(t, &counts);
+	assert_int_equal(counts.open, 1);
 	sm_telemetry_free(t); /* with connection 8 still open */
 }
 
@@ -249,9 +249,9 @@ static void failures_and_denials(void **state)
 	assert_int_equal(value_of(t, "istio_tcp_connections_opened_total", CLIENT_TO_SERVER("destination", "-")), 1);
 	assert_int_equal(value_of(t, "istio_tcp_connections_closed_total", CLIENT_TO_SERVER("destination", "DENY")), 1);
 	assert_int_equal(value_of(t, "istio_tcp_connections_failed_total", CLIENT_TO_SERVER("destination", "DENY")), 1);
-	size_t series, open;
-	sm_telemetry_counts(t, &series, &open);
-	assert_int_equal(open, 0);
+	struct sm_telemetry_counts counts;
+	sm_telemetry_counts(t, &counts);
+	assert_int_equal(counts.open, 0);
 	sm_telemetry_free(t);
 }
 
@@ -280,7 +280,7 @@ static void series_of_gone_workloads_evicted(void **state)
 	struct uids all = { { client.uid, server.uid, "Kubernetes//Pod/shop/sleep-other" } };
 	struct uids replica_gone = { { "Kubernetes//Pod/shop/sleep-other", server.uid } };
 	struct uids none = { { NULL } };
-	size_t series, open;
+	struct sm_telemetry_counts counts;
 
 	(void)state;
 	assert_int_equal(sm_telemetry_new(&t), 0);
@@ -293,24 +293,40 @@ static void series_of_gone_workloads_evicted(void **state)
 	external.src = (struct sm_tel_workload){ 0 };
 	external.dst = (struct sm_tel_workload){ 0 };
 	record_ok(t, external);
-	sm_telemetry_counts(t, &series, &open);
-	assert_int_equal(series, 2);
+	sm_telemetry_counts(t, &counts);
+	assert_int_equal(counts.series, 2);
 
-	assert_int_equal(sm_telemetry_evict(t, listed, &all), 0);
+	assert_int_equal(sm_telemetry_evict(t, listed, &all, 3600), 0);
 	/* everything gone, but connections are open on it */
-	assert_int_equal(sm_telemetry_evict(t, listed, &none), 0);
+	assert_int_equal(sm_telemetry_evict(t, listed, &none, 3600), 0);
 	record_ok(t, conn_of(1, SM_CONN_CLOSED, SM_CONN_OUTBOUND, 0, 0));
 	/* one pod of the Deployment is gone, the other is not; a connection is still open */
-	assert_int_equal(sm_telemetry_evict(t, listed, &replica_gone), 0);
+	assert_int_equal(sm_telemetry_evict(t, listed, &replica_gone, 3600), 0);
 	other.kind = SM_CONN_CLOSED;
 	record_ok(t, other);
-	assert_int_equal(sm_telemetry_evict(t, listed, &replica_gone), 0);
+	assert_int_equal(sm_telemetry_evict(t, listed, &replica_gone, 3600), 0);
 	assert_int_equal(value_of(t, "istio_tcp_connections_closed_total", CLIENT_TO_SERVER("source", "-")), 2);
 	/* now the last pod goes (it went while its connection was open: that closed since) */
-	assert_int_equal(sm_telemetry_evict(t, listed, &none), 1);
+	assert_int_equal(sm_telemetry_evict(t, listed, &none, 3600), 1);
 	assert_int_equal(value_of(t, "istio_tcp_connections_closed_total", CLIENT_TO_SERVER("source", "-")), -1);
-	sm_telemetry_counts(t, &series, &open);
-	assert_int_equal(series, 1);
+	sm_telemetry_counts(t, &counts);
+	assert_int_equal(counts.series, 1);
+
+	/* a connection whose CLOSED was lost: kept while it may be alive, forgotten once stale */
+	record_ok(t, conn_of(9, SM_CONN_OPENED, SM_CONN_OUTBOUND, 0, 0));
+	assert_int_equal(sm_telemetry_evict(t, listed, &none, 3600), 0);
+	sm_telemetry_counts(t, &counts);
+	assert_int_equal(counts.open, 1);
+	assert_int_equal(sm_telemetry_evict(t, listed, &none, 0), 1);
+	sm_telemetry_counts(t, &counts);
+	assert_int_equal(counts.open, 0);
+	assert_int_equal(counts.forgotten, 1);
+	assert_int_equal(counts.series, 1);
+	/* a workload that exists keeps its idle connection, stale or not */
+	record_ok(t, conn_of(10, SM_CONN_OPENED, SM_CONN_OUTBOUND, 0, 0));
+	assert_int_equal(sm_telemetry_evict(t, listed, &all, 0), 0);
+	sm_telemetry_counts(t, &counts);
+	assert_int_equal(counts.open, 1);
 	sm_telemetry_free(t);
 }
 

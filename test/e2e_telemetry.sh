@@ -45,7 +45,7 @@ spawn_mesh python3 "$peer" serve 127.0.0.11 8080
 clients=(
   c-plain:127.0.1.1 c-v6:fd00:15::21 c-wp:127.0.1.3 c-direct:127.0.1.5 c-refused:127.0.1.6
   c-timeout:127.0.1.7 c-long:127.0.1.8
-  c-accel:127.0.1.11 c-v6a:fd00:15::31 c-wpa:127.0.1.13 c-longa:127.0.1.18
+  c-accel:127.0.1.11 c-v6a:fd00:15::31 c-wpa:127.0.1.13 c-longa:127.0.1.18 c-restart:127.0.1.21
 )
 addr_of() { local c; for c in "${clients[@]}"; do [[ ${c%%:*} == "$1" ]] && echo "${c#*:}"; done; }
 
@@ -311,6 +311,29 @@ phase_accelerated() {
   long_case "accelerated long" c-longa
 }
 
+# A connection that ends while the agent is down: the pinned ring buffer keeps its events for the next
+# agent, which counts it whole (docs/telemetry.md, "What an agent restart loses").
+hold_across_restart() {
+  in_mesh python3 "$peer" long 127.0.1.21 127.10.0.10 80 50000 6000 "$work/c-restart.stop" >"$work/c-restart.out" 2>&1 &
+  restart_pid=$!
+  pids+=("$restart_pid")
+  check "restart: c-restart's connection is open before the agent stops" wait_for 10 grep -q exchanged "$work/c-restart.out"
+}
+end_while_down() {
+  touch "$work/c-restart.stop"
+  wait "$restart_pid"
+}
+counted_after_restart() {
+  [[ -n ${restart_pid:-} ]] || return 0
+  local before=$failures
+  # shellcheck disable=SC2086
+  check_showing "restart: the connection that ended while the agent was down is counted whole" \
+    settle 10 counted source c-restart 50000 6000 $vip_labels $srv_labels $ok_labels
+  # shellcheck disable=SC2086
+  check_showing "restart: ... by both reporters" settle 3 counted destination c-restart 50000 6000 $srv_labels $ok_labels
+  ((failures == before)) || in_ns curl -s "$url" | grep ' 50000$' | sed 's/^/# the series with 50000: /'
+}
+
 # ==== 3. cardinality: 1,000 short-lived workloads come and go; --access-log off ====
 more_reloads() { (($(reloads) > reloaded)); }
 all_counted() { # both reporters closed 1,000 connections of cb-*
@@ -330,6 +353,7 @@ held_stays() { sleep 5; local n; n="$(series_count source_workload=cb-0)"; echo 
 back_to_baseline() { local n; n="$(series_count)"; echo "$n series (baseline $baseline)"; ((n == baseline)); }
 phase_cardinality() {
   serving "cardinality, --access-log off" 15020 /metrics || return
+  counted_after_restart
   check_showing "a connection before the burst" talk c-plain 127.10.0.10 80 100 100
   # shellcheck disable=SC2086
   check_showing "... is counted" settle 10 counted source c-plain 100 100 $vip_labels $srv_labels $ok_labels
@@ -383,7 +407,9 @@ if [[ $phases == *" accelerated "* ]]; then
   LOG_FORMAT=json start_agent --local-config "$file" --node-addresses 127.0.0.50 --metrics-address 127.0.0.1:15021 \
     >>"$log_file"
   phase_accelerated
+  hold_across_restart
   stop_agent
+  end_while_down
 fi
 if [[ $phases == *" cardinality "* ]]; then
   log_lines_before=$(wc -l <"$log_file" 2>/dev/null || echo 0)

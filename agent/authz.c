@@ -71,6 +71,7 @@ struct agent_authz {
 
 	struct sm_authz_events *events;
 	agent_authz_denied_fn denied_hook; /* telemetry's: set before start */
+	bool hook_logs;			   /* ... which writes the denial's access log line */
 	void *denied_ctx;
 	pthread_t events_thread;
 	bool events_running;
@@ -533,6 +534,9 @@ static int on_event(void *ctx, const struct sm_authz_event *ev)
 		snprintf(text, sizeof(text), "connection closed due to policy rejection: %s", error);
 		authz->denied_hook(authz->denied_ctx, ev, text);
 	}
+	/* the access log has its line (ztunnel's, with the workloads' names): not twice */
+	if (ev->kind == SM_AUTHZ_EVENT_DENIED && authz->denied_hook && authz->hook_logs)
+		return 0;
 	if (!log_allowed(authz))
 		return 0;
 	format_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
@@ -638,8 +642,9 @@ static void maintain_guards(struct agent_authz *authz, time_t *next)
 		log_msg(LOG_INFO, "authorization: %d guards of network namespaces that are gone removed", swept);
 }
 
-void agent_authz_set_denied_hook(struct agent_authz *authz, agent_authz_denied_fn fn, void *ctx)
+void agent_authz_set_denied_hook(struct agent_authz *authz, agent_authz_denied_fn fn, void *ctx, bool logs)
 {
+	authz->hook_logs = logs;
 	authz->denied_hook = fn;
 	authz->denied_ctx = ctx;
 }

@@ -36,9 +36,10 @@ void agent_authz_free(struct agent_authz *authz);
 void agent_authz_guard_enrolled(struct agent_authz *authz);
 
 /* Before start: fn is called (from the events thread) with each connection the datapath denied and the
- * access log's error text, before the rate-limited log line; telemetry counts them. */
+ * access log's error text; telemetry counts them. When logs, fn writes the access log line and the
+ * agent's own (rate-limited) denial line is left out. */
 typedef void (*agent_authz_denied_fn)(void *ctx, const struct sm_authz_event *ev, const char *error);
-void agent_authz_set_denied_hook(struct agent_authz *authz, agent_authz_denied_fn fn, void *ctx);
+void agent_authz_set_denied_hook(struct agent_authz *authz, agent_authz_denied_fn fn, void *ctx, bool logs);
 
 /* The model's check (sm_model_set_authz_check): the state compiles within the tables' limits. The agent's
  * model keeps the compilation for the sync after the response; a scratch model (a dry run) uses

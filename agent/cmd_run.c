@@ -615,7 +615,8 @@ static int prepare(struct agent *agent, struct local_config *local, char *err, s
 		ret = agent_telemetry_new(o->access_log, o->log_json ? SM_TEL_LOG_JSON : SM_TEL_LOG_PLAIN, &agent->telemetry,
 					  err, size);
 		if (!ret)
-			agent_authz_set_denied_hook(agent->authz, agent_telemetry_denied, agent->telemetry);
+			agent_authz_set_denied_hook(agent->authz, agent_telemetry_denied, agent->telemetry,
+						    o->access_log);
 	}
 	if (!ret && o->local_config) {
 		ret = local_config_read(o->local_config, o->capacity, agent->node.node_name, agent->authz, local);

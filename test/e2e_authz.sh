@@ -40,7 +40,7 @@ policies() {
 }
 file="$work/config.yaml"
 write_config() { { workloads; policies "$@"; } >"$work/config.new" && mv "$work/config.new" "$file"; }
-logged() { grep -qF -- "$1" "$work/agent.log"; }
+logged() { grep -qF -- "$1" "$work/agent.log" "$work/access.log" 2>/dev/null; } # the agent's log, and the access log
 outcome() { in_mesh python3 "$peer" connect "$1" "$2" "${3:-8080}"; }
 answered() { outcome "$@" | grep -q '^answered'; }
 # refused at once: a reset to the SYN, in well under a second (never a timeout)

@@ -80,11 +80,12 @@ start_server() { # stream files..., then server options
 }
 
 # Every namespace steered unless a script enrolls its own (enroll_all=""). POD_NAMESPACE may be set too.
+# The agent's stdout (the access log) goes to $work/access.log, or to $agent_stdout when a script sets it.
 enroll_all=--enroll-all
 start_agent() { # extra options
   NODE_NAME=local POD_NAME=sockmesh-e2e POD_NAMESPACE=${POD_NAMESPACE:-istio-system} INSTANCE_IP=127.0.0.1 \
     spawn_ns "$sockmesh" run --cgroup "$cgroup" --pin-dir "$pin_dir" ${enroll_all:+"$enroll_all"} \
-    --admin-address "$admin" "$@" 2>>"$work/agent.log" >>"$work/access.log"
+    --admin-address "$admin" "$@" 2>>"$work/agent.log" >>"${agent_stdout:-$work/access.log}"
   agent_pid=$!
 }
 

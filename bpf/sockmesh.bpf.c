@@ -818,7 +818,10 @@ int sm_sockops(struct bpf_sock_ops *ops)
 		return 1;
 	key_from_ops(&key, ops);
 	/* followed before it can enter the sockhash, so that no message its peer redirects goes uncounted */
-	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && telemetry_on(cfg) && peer_is_local(key.local_addr))
+	/* reporter="destination": connections to a workload of this node, as ztunnel's inbound (a loopback
+	 * listener that is no workload's, such as a waypoint's or the pod's own localhost, is not one) */
+	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && telemetry_on(cfg) &&
+	    bpf_map_lookup_elem(&sm_local_addrs, key.local_addr))
 		conn_start(ops, sk, SM_CONN_INBOUND);
 	enter_sockhash(ops, sk, cfg, &key);
 	return 1;

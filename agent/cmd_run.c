@@ -340,6 +340,8 @@ void agent_after_apply(void *ctx, const char *type_url)
 	}
 	free(local.items);
 	agent_authz_after_apply(agent->authz, agent->model, type_url);
+	if (agent_authz_full_state(agent->authz))
+		agent_telemetry_model_synced(agent->telemetry);
 	if (strcmp(type_url, SM_TYPE_URL_ADDRESS) == 0 && !agent->datapath_committed) {
 		if (sm_datapath_commit(agent->dp, err, sizeof(err)))
 			log_msg(LOG_ERROR, "switching to the new datapath layout: %s", err);

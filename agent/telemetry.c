@@ -32,6 +32,7 @@ struct agent_telemetry {
 	pthread_t thread;
 	bool running;
 	atomic_bool stop;
+	atomic_bool model_synced; /* the first Address and Authorization responses (or the local config) applied */
 	atomic_uint_least64_t events_read, record_failures;
 };
 
@@ -216,6 +217,10 @@ static void *events_main(void *arg)
 	struct agent_telemetry *t = arg;
 	time_t next_evict = time(NULL) + EVICT_SECONDS;
 
+	/* Events wait in the ring buffer (those of connections that ended while no agent ran among them) until
+	 * the model holds the whole state: read before, their workloads would all be unknown. */
+	while (!atomic_load(&t->stop) && !atomic_load(&t->model_synced))
+		usleep(50 * 1000);
 	while (!atomic_load(&t->stop)) {
 		int ret = sm_conn_events_poll(t->events, 200);
 		if (ret < 0 && ret != -EINTR) {
@@ -246,6 +251,12 @@ int agent_telemetry_start(struct agent_telemetry *t, struct sm_datapath *dp, con
 	}
 	t->running = true;
 	return 0;
+}
+
+void agent_telemetry_model_synced(struct agent_telemetry *t)
+{
+	if (t)
+		atomic_store(&t->model_synced, true);
 }
 
 void agent_telemetry_free(struct agent_telemetry *t)

@@ -28,6 +28,9 @@ int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct a
 int agent_telemetry_start(struct agent_telemetry *t, struct sm_datapath *dp, const struct sm_model *model,
 			  pthread_mutex_t *model_lock, char *err, size_t err_size);
 /* Stops the threads (the access log is written out first) and frees; NULL is fine. */
+/* Once the model holds the whole state (the first response of each type, or the local config): only then
+ * are the connection events read, so that their workloads are known. */
+void agent_telemetry_model_synced(struct agent_telemetry *t);
 void agent_telemetry_free(struct agent_telemetry *t);
 
 /* An authorization denial (agent/authz.c's hook): opened, closed and failed with response_flags DENY,

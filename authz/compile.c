@@ -257,7 +257,8 @@ static int build_verdicts(struct sm_compiler *c)
 	struct sm_authz_tables *t = c->t;
 	size_t n = c->n_rows;
 
-	qsort(c->rows, n, sizeof(*c->rows), sm_authz_cmp_verdict);
+	if (n) /* no rows: rows is NULL, which qsort may not take */
+		qsort(c->rows, n, sizeof(*c->rows), sm_authz_cmp_verdict);
 	t->verdict_keys = calloc(n ? n : 1, sizeof(*t->verdict_keys));
 	t->verdicts = calloc(n ? n : 1, sizeof(*t->verdicts));
 	if (!t->verdict_keys || !t->verdicts)

@@ -42,6 +42,10 @@ struct run_options {
 
 /* IP:PORT or [IPv6]:PORT (port 0 included); 0 or -EINVAL. */
 int parse_ip_port(const char *text, struct sockaddr_storage *out);
+/* An IPv4 or IPv6 address as the maps hold it (IPv4 as ::ffff:a.b.c.d); 0 or -EINVAL. */
+int parse_mapped_address(const char *text, uint8_t out[16]);
+/* Such an address and a port (host order) as "a.b.c.d:P" or "[v6]:P". */
+void format_mapped_endpoint(const uint8_t addr[16], uint16_t port, char *buf, size_t size);
 
 struct agent {
 	struct run_options options;

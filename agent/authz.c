@@ -21,6 +21,7 @@
 
 #include <uthash.h>
 
+#include "agent/agent.h"
 #include "agent/authz.h"
 #include "agent/log.h"
 #include "authz/authz.h"
@@ -82,19 +83,6 @@ struct agent_authz {
 
 /* ---- options ---- */
 
-static int parse_address(const char *text, uint8_t out[16])
-{
-	struct in_addr v4;
-
-	if (inet_pton(AF_INET, text, &v4) == 1) {
-		memset(out, 0, 10);
-		out[10] = out[11] = 0xff;
-		memcpy(out + 12, &v4, 4);
-		return 0;
-	}
-	return inet_pton(AF_INET6, text, out) == 1 ? 0 : -EINVAL;
-}
-
 static int parse_node_list(struct agent_authz *authz, const char *text, char *err, size_t size)
 {
 	char *copy = strdup(text), *save = NULL;
@@ -104,7 +92,7 @@ static int parse_node_list(struct agent_authz *authz, const char *text, char *er
 		if (authz->n_node == MAX_NODE_ADDRESSES) {
 			snprintf(err, size, "--node-addresses: more than %d addresses", MAX_NODE_ADDRESSES);
 			ret = -EINVAL;
-		} else if (parse_address(item, authz->node[authz->n_node++])) {
+		} else if (parse_mapped_address(item, authz->node[authz->n_node++])) {
 			snprintf(err, size, "--node-addresses: '%s' is not an IPv4 or IPv6 address", item);
 			ret = -EINVAL;
 		}
@@ -469,16 +457,6 @@ void agent_authz_after_apply(struct agent_authz *authz, const struct sm_model *m
 
 /* ---- the datapath's events: logged like ztunnel's access log, at most DENIAL_LOG_BURST lines a second ---- */
 
-static void format_endpoint(const uint8_t addr[16], uint16_t port, char *buf, size_t size)
-{
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	char text[INET6_ADDRSTRLEN];
-	bool v4 = memcmp(addr, mapped, 12) == 0;
-
-	inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? addr + 12 : addr, text, sizeof(text));
-	snprintf(buf, size, v4 ? "%s:%u" : "[%s]:%u", text, port);
-}
-
 static void policy_key(struct agent_authz *authz, uint64_t hash, char *buf, size_t size)
 {
 	struct policy_name *entry;
@@ -544,8 +522,8 @@ static int on_event(void *ctx, const struct sm_authz_event *ev)
 		return 0;
 	if (!log_allowed(authz))
 		return 0;
-	format_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
-	format_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
+	format_mapped_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
+	format_mapped_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
 	identity_text(authz, ev->src_addr, identity, sizeof(identity));
 	switch (ev->kind) {
 	case SM_AUTHZ_EVENT_DENIED:

@@ -25,19 +25,6 @@ static void to_mapped(const struct sockaddr_storage *ss, uint8_t out[16], uint16
 	}
 }
 
-static int parse_from(const char *text, uint8_t out[16])
-{
-	struct in_addr v4;
-
-	if (inet_pton(AF_INET, text, &v4) == 1) {
-		memset(out, 0, 10);
-		out[10] = out[11] = 0xff;
-		memcpy(out + 12, &v4, 4);
-		return 0;
-	}
-	return inet_pton(AF_INET6, text, out) == 1 ? 0 : -EINVAL;
-}
-
 static const char *str_of(const json_t *object, const char *key)
 {
 	const char *value = json_string_value(json_object_get(object, key));
@@ -149,7 +136,7 @@ static void add_landing(struct agent *agent, json_t *landings, const uint8_t src
 	uint8_t dst[16];
 	char text[80];
 
-	if (!address || parse_from(address, dst))
+	if (!address || parse_mapped_address(address, dst))
 		return;
 	snprintf(text, sizeof(text), strchr(address, ':') ? "[%s]:%lld" : "%s:%lld", address, (long long)port);
 	json_t *authz = authz_json(agent, src, dst, (uint16_t)port);
@@ -200,7 +187,7 @@ json_t *agent_explain(struct agent *agent, const char *from, const char *to, cha
 	uint16_t port;
 	json_t *out, *translation, *landings;
 
-	if (!from || parse_from(from, src)) {
+	if (!from || parse_mapped_address(from, src)) {
 		snprintf(err, size, "from: '%s' is not an IPv4 or IPv6 address", from ? from : "");
 		return NULL;
 	}

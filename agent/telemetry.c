@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "agent/access_log.h"
+#include "agent/agent.h"
 #include "agent/log.h"
 #include "agent/telemetry.h"
 
@@ -55,16 +56,6 @@ int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct a
 }
 
 /* ---- naming the ends ---- */
-
-static void format_endpoint(const uint8_t addr[16], uint16_t port, char *buf, size_t size)
-{
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	char text[INET6_ADDRSTRLEN];
-	bool v4 = memcmp(addr, mapped, 12) == 0;
-
-	inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? addr + 12 : addr, text, sizeof(text));
-	snprintf(buf, size, v4 ? "%s:%u" : "[%s]:%u", text, port);
-}
 
 /* Under the model lock: the strings point into the model. */
 static void name_workload(const struct sm_model *model, const uint8_t addr[16], struct sm_tel_workload *out)
@@ -158,8 +149,8 @@ static int on_conn_event(void *ctx, const struct sm_conn_event *ev)
 	atomic_fetch_add(&t->events_read, 1);
 	if (ev->direction != SM_CONN_OUTBOUND && ev->direction != SM_CONN_INBOUND)
 		return 0;
-	format_endpoint(ev->local_addr, ntohs(ev->local_port), local, sizeof(local));
-	format_endpoint(ev->remote_addr, ntohs(ev->remote_port), remote, sizeof(remote));
+	format_mapped_endpoint(ev->local_addr, ntohs(ev->local_port), local, sizeof(local));
+	format_mapped_endpoint(ev->remote_addr, ntohs(ev->remote_port), remote, sizeof(remote));
 	/* the client is the source: the local socket's when it connected out */
 	conn.src_addr = outbound ? local : remote;
 	conn.dst_addr = outbound ? remote : local;
@@ -184,8 +175,8 @@ void agent_telemetry_denied(void *ctx, const struct sm_authz_event *ev, const ch
 
 	if (!t || !t->model)
 		return;
-	format_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
-	format_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
+	format_mapped_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
+	format_mapped_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
 	record(t, &conn, ev->src_addr, ev->dst_addr, NULL, ntohs(ev->dst_port));
 }
 

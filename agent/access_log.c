@@ -5,9 +5,14 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent/access_log.h"
+
+/* The writer wakes this often, or when a quarter of the buffer waits: a wakeup per line cost the
+ * recording thread more than the line (a futex wake and two context switches). */
+#define FLUSH_INTERVAL_NS (100 * 1000 * 1000L)
 
 struct access_log {
 	pthread_mutex_t lock;
@@ -42,6 +47,17 @@ static void *writer_main(void *arg)
 	for (;;) {
 		while (!log->used && !log->stop)
 			pthread_cond_wait(&log->ready, &log->lock);
+		if (log->used < log->capacity / 4 && !log->stop) {
+			struct timespec until;
+
+			clock_gettime(CLOCK_MONOTONIC, &until);
+			until.tv_nsec += FLUSH_INTERVAL_NS;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&log->ready, &log->lock, &until);
+		}
 		if (!log->used)
 			break;
 		/* the oldest contiguous run: the producer only writes into the free part, never into it */
@@ -68,7 +84,11 @@ int access_log_new(size_t capacity, int fd, struct access_log **out)
 	log->capacity = capacity;
 	log->fd = fd;
 	pthread_mutex_init(&log->lock, NULL);
-	pthread_cond_init(&log->ready, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&log->ready, &attr);
+	pthread_condattr_destroy(&attr);
 	err = -pthread_create(&log->thread, NULL, writer_main, log);
 	if (err) {
 		pthread_cond_destroy(&log->ready);
@@ -93,8 +113,10 @@ void access_log_write(struct access_log *log, const char *line, size_t len)
 	memcpy(log->ring + log->head, line, first);
 	memcpy(log->ring, line + first, len - first);
 	log->head = (log->head + len) % log->capacity;
+	/* the writer is asleep (nothing waited) or on its timer (a quarter waits: now) */
+	if (!log->used || (log->used < log->capacity / 4 && log->used + len >= log->capacity / 4))
+		pthread_cond_signal(&log->ready);
 	log->used += len;
-	pthread_cond_signal(&log->ready);
 	pthread_mutex_unlock(&log->lock);
 }
 

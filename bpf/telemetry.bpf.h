@@ -166,7 +166,10 @@ static __always_inline void conn_emit(void *ctx, struct bpf_sock *bsk, struct sm
 	ev->srtt_us = tp->srtt_us >> 3;
 	ev->min_rtt_us = tp->rtt_min.s[0].v;
 	ev->total_retrans = tp->total_retrans;
-	bpf_ringbuf_submit(ev, 0);
+	/* no wakeup per event (it costs the program a wakeup of the agent, microseconds): the agent drains
+	 * on a timer, and is woken only when the ring is half full */
+	bpf_ringbuf_submit(ev, bpf_ringbuf_query(&sm_conn_events, BPF_RB_AVAIL_DATA) >= SM_CONN_EVENTS_BYTES / 2 ?
+				       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /* Follows a connection from here: its stats, the state callback (its close) and the RTT callback (a

@@ -54,7 +54,10 @@ int sm_datapath_conn_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, co
 
 int sm_conn_events_poll(struct sm_conn_events *e, int timeout_ms)
 {
-	return ring_buffer__poll(e->ring, timeout_ms);
+	int ret = ring_buffer__poll(e->ring, timeout_ms);
+
+	/* the programs wake the reader only when the ring fills up: whatever the wait, read what is there */
+	return ret < 0 ? ret : ring_buffer__consume(e->ring);
 }
 
 int sm_conn_events_fd(const struct sm_conn_events *e)

@@ -281,11 +281,9 @@ int sm_datapath_authz_policy_counts(const struct sm_datapath *dp,
 struct sm_conn_events;
 int sm_datapath_conn_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, const struct sm_conn_event *ev),
 				 void *ctx, struct sm_conn_events **out);
-/* Calls fn for each event waiting, waiting up to timeout_ms for one; returns how many or -errno
- * (fn's non-zero return stops it and is returned). */
+/* Waits up to timeout_ms (the programs wake the reader only when the ring is half full), then calls fn for
+ * each event waiting; returns how many or -errno (fn's non-zero return stops it and is returned). */
 int sm_conn_events_poll(struct sm_conn_events *e, int timeout_ms);
-/* An epoll fd that is readable when events wait, for the caller's own loop (then sm_conn_events_poll(.., 0)). */
-int sm_conn_events_fd(const struct sm_conn_events *e);
 void sm_conn_events_close(struct sm_conn_events *e);
 
 /*

@@ -60,11 +60,6 @@ int sm_conn_events_poll(struct sm_conn_events *e, int timeout_ms)
 	return ret < 0 ? ret : ring_buffer__consume(e->ring);
 }
 
-int sm_conn_events_fd(const struct sm_conn_events *e)
-{
-	return ring_buffer__epoll_fd(e->ring);
-}
-
 void sm_conn_events_close(struct sm_conn_events *e)
 {
 	if (!e)

@@ -5,7 +5,6 @@
  * datapath's events and logs them, rate-limited; /metrics reads the per-policy counters.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -15,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +22,7 @@
 #include "agent/agent.h"
 #include "agent/authz.h"
 #include "agent/log.h"
+#include "agent/netns_open.h"
 #include "authz/authz.h"
 #include "netns/netns.h"
 
@@ -306,51 +305,6 @@ struct reap_pass {
 	unsigned closed;
 };
 
-/* Opens path when it is the network namespace with this cookie (each namespace tried once: seen). */
-static int try_netns(const char *path, uint64_t cookie, ino_t *seen, size_t *n_seen, size_t max_seen, int *fd_out)
-{
-	struct stat st;
-	uint64_t found;
-
-	if (stat(path, &st))
-		return -ENOENT;
-	for (size_t i = 0; i < *n_seen; i++) {
-		if (seen[i] == st.st_ino)
-			return -ENOENT;
-	}
-	if (*n_seen < max_seen)
-		seen[(*n_seen)++] = st.st_ino;
-	if (sm_netns_cookie_at(path, &found) || found != cookie)
-		return -ENOENT;
-	*fd_out = open(path, O_RDONLY | O_CLOEXEC);
-	return *fd_out < 0 ? -errno : 0;
-}
-
-/* The network namespace whose cookie is cookie, opened through a process in it or its /run/netns name;
- * -ENOENT when none is found. */
-static int open_netns_by_cookie(uint64_t cookie, int *fd_out)
-{
-	static const char *const dirs[] = { "/run/netns", "/proc" };
-	ino_t seen[1024];
-	size_t n_seen = 0;
-	int ret = -ENOENT;
-
-	for (size_t d = 0; d < 2 && ret == -ENOENT; d++) {
-		DIR *dir = opendir(dirs[d]);
-		struct dirent *entry;
-		while (dir && ret == -ENOENT && (entry = readdir(dir))) {
-			char path[300];
-			if (entry->d_name[0] == '.' || (d == 1 && (entry->d_name[0] < '1' || entry->d_name[0] > '9')))
-				continue;
-			snprintf(path, sizeof(path), d == 1 ? "%s/%s/ns/net" : "%s/%s", dirs[d], entry->d_name);
-			ret = try_netns(path, cookie, seen, &n_seen, sizeof(seen) / sizeof(seen[0]), fd_out);
-		}
-		if (dir)
-			closedir(dir);
-	}
-	return ret;
-}
-
 static int reap_one(void *ctx, uint64_t cookie)
 {
 	struct reap_pass *pass = ctx;
@@ -358,7 +312,7 @@ static int reap_one(void *ctx, uint64_t cookie)
 	unsigned closed = 0;
 	int fd = -1, ret;
 
-	if (cookie != pass->own_cookie && (ret = open_netns_by_cookie(cookie, &fd))) {
+	if (cookie != pass->own_cookie && (ret = agent_netns_open(cookie, &fd))) {
 		log_msg(LOG_DEBUG, "authorization: no process is in guarded network namespace %llu: %s",
 			(unsigned long long)cookie, strerror(-ret));
 		return 0;
@@ -589,7 +543,7 @@ static void guard_enrolled(struct agent_authz *authz)
 		goto out;
 	for (size_t i = 0; i < enrolled.n; i++) {
 		int fd = -1;
-		if (listed_cookie(&guarded, enrolled.items[i]) || open_netns_by_cookie(enrolled.items[i], &fd))
+		if (listed_cookie(&guarded, enrolled.items[i]) || agent_netns_open(enrolled.items[i], &fd))
 			continue;
 		if (sm_datapath_guard_netns(authz->dp, fd, enrolled.items[i], err, sizeof(err)))
 			log_msg(LOG_WARN, "authorization: guarding enrolled network namespace %llu: %s",

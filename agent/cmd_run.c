@@ -25,6 +25,7 @@
 #include "agent/cni_install.h"
 #include "agent/commands.h"
 #include "agent/enroller.h"
+#include "agent/netns_open.h"
 #include "agent/local_config.h"
 #include "agent/log.h"
 #include "agent/telemetry.h"
@@ -588,6 +589,7 @@ static int start_enroller(struct agent *agent)
 		return ret;
 	}
 	atomic_store(&agent->enroller, enroller); /* the admin endpoint reads it from here on */
+	agent_netns_set_enroller(enroller);	  /* the reaper and telemetry's flush find pods' namespaces there */
 	log_msg(LOG_INFO, "enrolling the labelled pods of node %s; sockmesh-cni served on %s", options.node_name,
 			o->cni_socket);
 	return 0;
@@ -719,6 +721,7 @@ int cmd_run(int argc, char **argv)
 	admin_stop(admin); /* first: its handlers read the client and the model */
 	admin_stop(metrics);
 	local_config_stop(&agent);
+	agent_netns_set_enroller(NULL);
 	enroller_stop(atomic_load(&agent.enroller)); /* before the datapath closes: it writes sm_enrolled */
 	cni_install_stop(&agent);
 	sm_xds_client_free(agent.xds);

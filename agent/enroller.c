@@ -562,6 +562,22 @@ size_t enroller_enrolled_pods(struct enroller *e)
 	return n;
 }
 
+int enroller_open_netns(struct enroller *e, uint64_t cookie, int *fd)
+{
+	int ret = -ENOENT;
+
+	if (!e)
+		return ret;
+	pthread_mutex_lock(&e->lock);
+	for (size_t i = 0; i < e->n_pods && ret == -ENOENT; i++) {
+		const struct pod *pod = e->pods[i];
+		if (pod->has_cookie && pod->cookie == cookie && pod->netns_fd >= 0)
+			ret = (*fd = fcntl(pod->netns_fd, F_DUPFD_CLOEXEC, 0)) < 0 ? -errno : 0;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return ret;
+}
+
 int enroller_start(const struct enroller_options *options, struct sm_datapath *dp, struct enroller **out, char *err,
 		   size_t size)
 {

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "datapath/datapath.h"
 
@@ -32,6 +33,9 @@ int enroller_start(const struct enroller_options *options, struct sm_datapath *d
 		   size_t size);
 /* Stops every thread (the watchers, the CNI server, the periodic pass) and frees. NULL is a no-op. */
 void enroller_stop(struct enroller *enroller);
+/* The network namespace of a pod with this cookie, opened anew (the caller closes *fd); -ENOENT when no
+ * pod has it at hand. */
+int enroller_open_netns(struct enroller *enroller, uint64_t cookie, int *fd);
 /* Pods whose cookie is in sm_enrolled now. */
 size_t enroller_enrolled_pods(struct enroller *enroller);
 

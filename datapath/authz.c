@@ -642,49 +642,10 @@ int sm_datapath_relink_guards(struct sm_datapath *dp, char *err, size_t size)
 
 /* ---- reaping established connections ---- */
 
-struct reap_job {
-	int link_fd;
-	int netns_fd;
-	unsigned closed;
-	int ret;
-	char *err;
-	size_t size;
-};
-
-/* Reads the iterator to its end: each byte is a socket it closed. */
-static void reap_here(struct reap_job *job)
-{
-	char buf[4096];
-	ssize_t n;
-	int fd;
-
-	if (job->netns_fd >= 0 && setns(job->netns_fd, CLONE_NEWNET)) {
-		job->ret = fail(job->err, job->size, -errno, "entering the network namespace to reap: %s", strerror(errno));
-		return;
-	}
-	fd = bpf_iter_create(job->link_fd); /* the iterator walks the namespace of the thread creating it */
-	if (fd < 0) {
-		job->ret = fail(job->err, job->size, -errno, "creating the sm_authz_reap iterator: %s", strerror(errno));
-		return;
-	}
-	while ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
-		job->closed += n > 0 ? (unsigned)n : 0;
-	if (n < 0)
-		job->ret = fail(job->err, job->size, -errno, "reading the sm_authz_reap iterator: %s", strerror(errno));
-	close(fd);
-}
-
-static void *reap_thread(void *arg)
-{
-	reap_here(arg);
-	return NULL;
-}
-
+/* The sm_authz_reap iterator writes a byte for each socket it closed. */
 int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *closed, char *err, size_t size)
 {
-	struct reap_job job = { .netns_fd = netns_fd, .err = err, .size = size };
-	struct bpf_link *link;
-	pthread_t thread;
+	size_t output = 0;
 	int ret = check_loaded(dp, err, size);
 
 	*closed = 0;
@@ -693,20 +654,9 @@ int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *close
 	if (!dp->can_reap)
 		return fail(err, size, -EOPNOTSUPP, "this kernel cannot close sockets from BPF (bpf_sock_destroy, Linux 6.5 "
 			    "or later): established connections stay until they end");
-	link = bpf_program__attach_iter(dp->skel->progs.sm_authz_reap, NULL);
-	if (!link)
-		return fail(err, size, -errno, "attaching the sm_authz_reap iterator: %s", strerror(errno));
-	job.link_fd = bpf_link__fd(link);
-	if (netns_fd < 0) {
-		reap_here(&job);
-	} else if ((ret = pthread_create(&thread, NULL, reap_thread, &job))) {
-		job.ret = fail(err, size, -ret, "starting the thread that reaps: %s", strerror(ret));
-	} else {
-		pthread_join(thread, NULL); /* the thread, and the namespace it entered, end here */
-	}
-	bpf_link__destroy(link);
-	*closed = job.closed;
-	return job.ret;
+	ret = sm_dp_run_tcp_iter(dp->skel->progs.sm_authz_reap, netns_fd, &output, err, size);
+	*closed = (unsigned)output;
+	return ret;
 }
 
 /* ---- events and counts ---- */

@@ -32,6 +32,9 @@ struct sm_datapath {
 
 /* The pinned name of a datapath map ("sm_frontends"). */
 const char *sm_dp_map_name(int map);
+/* Runs an iter/tcp program over the TCP sockets of netns_fd's namespace (-1: the caller's), in a
+ * short-lived thread that enters it; *output: the bytes the program wrote (datapath/iter.c). */
+int sm_dp_run_tcp_iter(struct bpf_program *prog, int netns_fd, size_t *output, char *err, size_t size);
 /* Switches the pinned sk_lookup links (links/authz-*) to this datapath's program (datapath/authz.c). */
 int sm_datapath_relink_guards(struct sm_datapath *dp, char *err, size_t size);
 

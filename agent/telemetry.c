@@ -16,9 +16,14 @@
 #include "agent/access_log.h"
 #include "agent/agent.h"
 #include "agent/log.h"
+#include "agent/netns_open.h"
 #include "agent/telemetry.h"
+#include "netns/netns.h"
 
 #define EVICT_SECONDS 5
+/* How often each enrolled namespace's open connections are flushed (sm_conn_flush): with the kernel's
+ * SM_CONN_REPORT_NS (2 s), bytes are counted within 2 + 1.5 s (+ the ring's 200 ms) of passing. */
+#define FLUSH_INTERVAL_MS 1500
 /* A gone workload's sockets are reported closed at once: one silent this long after lost its CLOSED. */
 #define STALE_SECONDS 300
 #define LINE_MAX_BYTES 8192 /* a longer line (names are at most a few hundred bytes) is not written */
@@ -30,6 +35,8 @@ struct agent_telemetry {
 	const struct sm_model *model;
 	pthread_mutex_t *model_lock;
 	struct sm_conn_events *events;
+	struct sm_datapath *dp;
+	uint64_t own_netns_cookie;
 	pthread_t thread;
 	bool running;
 	atomic_bool stop;
@@ -203,10 +210,49 @@ static void evict(struct agent_telemetry *t, time_t *next)
 		log_msg(LOG_DEBUG, "telemetry: %zu series of workloads that are gone removed", removed);
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+/* One enrolled (guarded) namespace's open connections that have not reported lately report now. */
+static int flush_one(void *ctx, uint64_t cookie)
+{
+	struct agent_telemetry *t = ctx;
+	char err[256];
+	int fd = -1, ret;
+
+	if (cookie != t->own_netns_cookie && (ret = agent_netns_open(cookie, &fd))) {
+		log_msg(LOG_DEBUG, "telemetry: no way into enrolled network namespace %llu to flush it: %s",
+			(unsigned long long)cookie, strerror(-ret));
+		return 0;
+	}
+	ret = sm_datapath_conn_flush(t->dp, fd, err, sizeof(err));
+	if (fd >= 0)
+		close(fd);
+	if (ret)
+		log_msg(LOG_WARN, "telemetry: flushing network namespace %llu: %s", (unsigned long long)cookie, err);
+	return 0;
+}
+
+static void flush(struct agent_telemetry *t, uint64_t *next)
+{
+	uint64_t now = now_ms();
+
+	if (now < *next)
+		return;
+	*next = now + FLUSH_INTERVAL_MS;
+	sm_datapath_for_each_guard(t->dp, flush_one, t);
+}
+
 static void *events_main(void *arg)
 {
 	struct agent_telemetry *t = arg;
 	time_t next_evict = time(NULL) + EVICT_SECONDS;
+	uint64_t next_flush = 0;
 
 	/* Events wait in the ring buffer (those of connections that ended while no agent ran among them) until
 	 * the model holds the whole state: read before, their workloads would all be unknown. */
@@ -218,6 +264,7 @@ static void *events_main(void *arg)
 			log_msg(LOG_WARN, "telemetry: reading the connection events: %s", strerror(-ret));
 			break;
 		}
+		flush(t, &next_flush);
 		evict(t, &next_evict);
 	}
 	return NULL;
@@ -229,6 +276,8 @@ int agent_telemetry_start(struct agent_telemetry *t, struct sm_datapath *dp, con
 	int ret;
 
 	t->model_lock = model_lock;
+	t->dp = dp;
+	sm_netns_cookie_here(&t->own_netns_cookie); /* 0 if it fails: the own namespace is then opened like others */
 	ret = sm_datapath_conn_events_open(dp, on_conn_event, t, &t->events);
 	if (ret) {
 		snprintf(err, size, "opening the connection events: %s", strerror(-ret));

@@ -796,8 +796,8 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	struct bpf_sock *sk;
 	__u32 op = ops->op;
 
-	if (op == BPF_SOCK_OPS_STATE_CB || op == BPF_SOCK_OPS_RTT_CB) {
-		conn_progress(ops); /* only sockets that telemetry follows asked for these */
+	if (op == BPF_SOCK_OPS_STATE_CB) {
+		conn_progress(ops); /* only sockets that telemetry follows asked for it */
 		return 1;
 	}
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
@@ -901,7 +901,7 @@ int sm_sk_msg(struct sk_msg_md *msg)
 		count(SM_COUNTER_ACCELERATED);
 		/* knob off: nothing more per message (connections followed before go uncounted meanwhile) */
 		if (telemetry_on(cfg))
-			conn_redirected(msg, sk, &peer, msg->size);
+			conn_redirected(sk, &peer, msg->size);
 	}
 	return SK_PASS;
 }

@@ -363,7 +363,9 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  * With SM_CONFIG_TELEMETRY, a TCP connection of an enrolled namespace is followed from its connect (or,
  * on the server side, from the handshake's end when its local address is a local workload's) to its
  * close: sockops sets the state callback at TCP_CONNECT_CB / PASSIVE_ESTABLISHED_CB, keeps sm_conn_stats
- * in socket storage and emits sm_conn_event records. Bytes are the application's: TCP's bytes_acked and
+ * in socket storage and emits an sm_conn_event at the close; the iterator sm_conn_flush, which the
+ * agent runs in each enrolled namespace, emits one for each connection open or unreported for
+ * SM_CONN_REPORT_NS. Bytes are the application's: TCP's bytes_acked and
  * bytes_received, plus what sk_msg handed to (or received from) a local peer through the sockhash, which
  * never passes through TCP, minus the waypoint TLV's bytes. What a local peer's sk_msg hands to a
  * followed accelerated socket is added up in sm_conn_received (hash: the receiver's struct sm_sock_key,
@@ -371,7 +373,7 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  * receiver's events read it into msg_received and its close deletes it (bpf/telemetry.bpf.h).
  */
 #define SM_CONN_EVENTS_BYTES (1024 * 1024) /* ring buffer of connection events */
-#define SM_CONN_REPORT_NS 2000000000ULL	   /* an open connection reports its bytes at most this often */
+#define SM_CONN_REPORT_NS 2000000000ULL	   /* sm_conn_flush reports a connection open or unreported this long */
 
 enum sm_conn_direction {
 	SM_CONN_OUTBOUND = 1, /* a local workload opened it: reporter="source" */
@@ -379,8 +381,8 @@ enum sm_conn_direction {
 };
 
 enum sm_conn_event_kind {
-	SM_CONN_OPENED = 1,  /* attempted (outbound: at connect) or accepted (inbound) */
-	SM_CONN_UPDATE = 2,  /* still open: its bytes so far */
+	SM_CONN_OPENED = 1,  /* retired: no longer emitted (a connection's first event counts it opened) */
+	SM_CONN_UPDATE = 2,  /* still open: its bytes so far (sm_conn_flush) */
 	SM_CONN_CLOSED = 3,  /* ended after it was established */
 	SM_CONN_FAILED = 4,  /* ended before it was established (failure says how) */
 };

@@ -1,12 +1,19 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * L4 telemetry (bpf/sockmesh.h, "L4 telemetry"), included by sockmesh.bpf.c after its helpers: its
- * sockops starts following a connection (conn_start) and hands the state and RTT callbacks here
+ * sockops starts following a connection (conn_start) and hands the state callback here
  * (conn_progress); its sk_msg counts the bytes that bypass TCP (conn_redirected, conn_tlv).
  *
  * A connection is followed when sm_conn_stats exists for its socket: made at TCP_CONNECT_CB (outbound)
  * or PASSIVE_ESTABLISHED_CB (inbound) while the knob is on. Everything after reads the socket through
- * its BTF (bpf_skc_to_tcp_sock), the same from sockops and sk_msg.
+ * its BTF (bpf_skc_to_tcp_sock), the same from sockops, sk_msg and the flush iterator.
+ *
+ * What a connection costs is the point: one socket storage, the state callback (no RTT callback, no
+ * event at its start) and one event at its end. A connection still open after SM_CONN_REPORT_NS is
+ * reported by sm_conn_flush, an iter/tcp program the agent runs in each enrolled namespace every
+ * second or two: the first report counts it opened, and bytes move within seconds even when it went
+ * idle after its last burst. Events do not wake the agent (it drains the ring on a timer) unless the
+ * ring is half full.
  *
  * Bytes sk_msg redirects to a local peer: the sender counts them in its own msg_sent. The peer's count
  * cannot go in the peer's storage from there: sk_msg may look the peer up in the sockhash, but that
@@ -82,8 +89,14 @@ static __always_inline void conn_bytes(const struct tcp_sock *tp, const struct s
 	ev->bytes_received = received + st->msg_received;
 }
 
+/* The socket's network namespace, from its BTF: the same in sockops, sk_msg and an iterator. */
+static __always_inline __u64 sock_netns_cookie(const struct tcp_sock *tp)
+{
+	return tp->inet_conn.icsk_inet.sk.__sk_common.skc_net.net->net_cookie;
+}
+
 /* The socket's own sockhash key (key_from_ops + finish_key), from its BTF. */
-static __always_inline void own_key(void *ctx, const struct tcp_sock *tp, struct sm_sock_key *key)
+static __always_inline void own_key(const struct tcp_sock *tp, __u64 netns_cookie, struct sm_sock_key *key)
 {
 	const struct sock_common *c = &tp->inet_conn.icsk_inet.sk.__sk_common;
 	__u32 *local = (__u32 *)key->local_addr, *remote = (__u32 *)key->remote_addr;
@@ -99,11 +112,11 @@ static __always_inline void own_key(void *ctx, const struct tcp_sock *tp, struct
 	}
 	key->local_port = c->skc_num;
 	key->remote_port = bpf_ntohs(c->skc_dport);
-	finish_key(key, ctx);
+	key->netns = is_loopback(remote) ? netns_cookie : 0; /* as finish_key */
 }
 
 /* The event's addresses: the socket's own, and what the application connected to. */
-static __always_inline void conn_addrs(struct bpf_sock *bsk, const struct sm_sock_key *key,
+static __always_inline void conn_addrs(struct tcp_sock *tp, const struct sm_sock_key *key,
 				       const struct sm_conn_stats *st, struct sm_conn_event *ev)
 {
 	const struct sm_sock_state *state;
@@ -112,7 +125,7 @@ static __always_inline void conn_addrs(struct bpf_sock *bsk, const struct sm_soc
 	__builtin_memcpy(ev->remote_addr, key->remote_addr, 16);
 	ev->local_port = bpf_htons((__u16)key->local_port);
 	ev->remote_port = bpf_htons((__u16)key->remote_port);
-	state = (st->flags & SM_CONN_TRANSLATED) ? bpf_sk_storage_get(&sm_sock_state, bsk, 0, 0) : NULL;
+	state = (st->flags & SM_CONN_TRANSLATED) ? bpf_sk_storage_get(&sm_sock_state, tp, 0, 0) : NULL;
 	if (state && (state->flags & SM_SOCK_REDIRECTED)) {
 		__builtin_memcpy(ev->orig_addr, state->orig_addr, 16);
 		ev->orig_port = state->orig_port;
@@ -134,17 +147,14 @@ static __always_inline void conn_received(const struct sm_sock_key *key, struct 
 }
 
 /* One record; a full ring buffer loses it (counted), never waits. */
-static __always_inline void conn_emit(void *ctx, struct bpf_sock *bsk, struct sm_conn_stats *st, __u8 kind,
-				      __u8 failure)
+static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats *st, __u8 kind, __u8 failure)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(bsk);
+	__u64 netns_cookie = sock_netns_cookie(tp);
 	struct sm_sock_key key = {};
 	struct sm_conn_event *ev;
 
-	if (!tp)
-		return;
 	st->reported_ns = bpf_ktime_get_ns();
-	own_key(ctx, tp, &key);
+	own_key(tp, netns_cookie, &key);
 	conn_received(&key, st);
 	ev = bpf_ringbuf_reserve(&sm_conn_events, sizeof(*ev), 0);
 	if (!ev) {
@@ -154,11 +164,11 @@ static __always_inline void conn_emit(void *ctx, struct bpf_sock *bsk, struct sm
 	__builtin_memset(ev, 0, sizeof(*ev));
 	/* set by bpf_get_socket_cookie at conn_start; sk_msg has no cookie helper */
 	ev->socket_cookie = tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
-	ev->netns_cookie = bpf_get_netns_cookie(ctx);
+	ev->netns_cookie = netns_cookie;
 	ev->start_ns = st->start_ns;
 	ev->now_ns = st->reported_ns;
 	conn_bytes(tp, st, ev);
-	conn_addrs(bsk, &key, st, ev);
+	conn_addrs(tp, &key, st, ev);
 	ev->kind = kind;
 	ev->direction = st->direction;
 	ev->flags = st->flags;
@@ -172,8 +182,8 @@ static __always_inline void conn_emit(void *ctx, struct bpf_sock *bsk, struct sm
 				       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-/* Follows a connection from here: its stats, the state callback (its close) and the RTT callback (a
- * cheap tick while bytes flow: one per RTT sample, which only data and its ACKs bring). */
+/* Follows a connection from here: its stats and the state callback (its close). Nothing is emitted:
+ * its end, or sm_conn_flush if it lasts, reports it. */
 static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock *sk, __u8 direction)
 {
 	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -185,6 +195,7 @@ static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock
 	}
 	__builtin_memset(st, 0, sizeof(*st)); /* a socket may connect again after a failed connect */
 	st->start_ns = bpf_ktime_get_ns();
+	st->reported_ns = st->start_ns; /* sm_conn_flush reports it once it is SM_CONN_REPORT_NS old */
 	st->direction = direction;
 	state = direction == SM_CONN_OUTBOUND ? bpf_sk_storage_get(&sm_sock_state, sk, 0, 0) : NULL;
 	if (state && (state->flags & SM_SOCK_REDIRECTED))
@@ -192,16 +203,13 @@ static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock
 	if (state && (state->flags & SM_SOCK_TLV_PENDING))
 		st->flags |= SM_CONN_WAYPOINT;
 	bpf_get_socket_cookie(ops); /* gives the socket its cookie, which every event reads */
-	if (bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
-						   BPF_SOCK_OPS_RTT_CB_FLAG))
+	if (bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG))
 		count(SM_COUNTER_ERRORS);
-	conn_emit(ops, sk, st, SM_CONN_OPENED, SM_CONN_FAIL_NONE);
 }
 
-static __always_inline __u8 conn_failure(struct bpf_sock *bsk)
+static __always_inline __u8 conn_failure(const struct tcp_sock *tp)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(bsk);
-	int err = tp ? tp->inet_conn.icsk_inet.sk.sk_err : 0;
+	int err = tp->inet_conn.icsk_inet.sk.sk_err;
 
 	if (err == ECONNREFUSED)
 		return SM_CONN_FAIL_REFUSED;
@@ -220,31 +228,26 @@ static __always_inline void conn_forget_received(struct bpf_sock_ops *ops)
 	bpf_map_delete_elem(&sm_conn_received, &key);
 }
 
-/* STATE_CB and RTT_CB, which only followed sockets asked for: the close, or a report now and then. */
+/* STATE_CB, which only followed sockets asked for: their close. It runs before the state changes: args
+ * are the old state and the new; only the move to CLOSE matters (several moves lead there). */
 static __always_inline void conn_progress(struct bpf_sock_ops *ops)
 {
 	struct bpf_sock *sk = ops->sk;
 	struct sm_conn_stats *st;
+	struct tcp_sock *tp;
 
-	if (!sk)
+	if (ops->args[1] != BPF_TCP_CLOSE || !sk)
 		return;
 	st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
-	if (!st)
+	tp = st ? bpf_skc_to_tcp_sock(sk) : NULL;
+	if (!tp)
 		return;
-	if (ops->op == BPF_SOCK_OPS_STATE_CB) {
-		/* the callback runs before the state changes: args are the old state and the new */
-		if (ops->args[1] != BPF_TCP_CLOSE)
-			return;
-		if (ops->args[0] == BPF_TCP_SYN_SENT) {
-			conn_emit(ops, sk, st, SM_CONN_FAILED, conn_failure(sk));
-			return;
-		}
-		conn_emit(ops, sk, st, SM_CONN_CLOSED, SM_CONN_FAIL_NONE);
-		conn_forget_received(ops);
+	if (ops->args[0] == BPF_TCP_SYN_SENT) {
+		conn_emit(tp, st, SM_CONN_FAILED, conn_failure(tp));
 		return;
 	}
-	if (bpf_ktime_get_ns() - st->reported_ns >= SM_CONN_REPORT_NS)
-		conn_emit(ops, sk, st, SM_CONN_UPDATE, SM_CONN_FAIL_NONE);
+	conn_emit(tp, st, SM_CONN_CLOSED, SM_CONN_FAIL_NONE);
+	conn_forget_received(ops);
 }
 
 /* sk_msg pushed the waypoint TLV: TCP will count it, the application did not send it. */
@@ -259,11 +262,9 @@ static __always_inline void conn_tlv(struct bpf_sock *sk, __u32 len)
 /*
  * sk_msg handed size bytes straight to the peer's receive queue: TCP sees them on neither side. The
  * sender counts them sent; the peer received, in its sm_conn_received entry (when it is followed), whose
- * key is the one the redirect used. An accelerated sender has no ACKs, so no RTT callback: it reports
- * from here.
+ * key is the one the redirect used.
  */
-static __always_inline void conn_redirected(struct sk_msg_md *msg, struct bpf_sock *sk, const struct sm_sock_key *peer_key,
-					    __u32 size)
+static __always_inline void conn_redirected(struct bpf_sock *sk, const struct sm_sock_key *peer_key, __u32 size)
 {
 	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
 	__u64 *received = bpf_map_lookup_elem(&sm_conn_received, peer_key);
@@ -274,8 +275,6 @@ static __always_inline void conn_redirected(struct sk_msg_md *msg, struct bpf_so
 		return;
 	st->msg_sent += size; /* only this socket's own sends run here, under its lock */
 	st->flags |= SM_CONN_ACCELERATED;
-	if (bpf_ktime_get_ns() - st->reported_ns >= SM_CONN_REPORT_NS)
-		conn_emit(msg, sk, st, SM_CONN_UPDATE, SM_CONN_FAIL_NONE);
 }
 
 /* A followed socket entering the sockhash as accelerated: its peer's redirects are counted from now. */
@@ -288,6 +287,32 @@ static __always_inline void conn_accelerated(struct bpf_sock *sk, const struct s
 	/* BPF_ANY: a connection that reuses the key of one before it starts from zero */
 	if (bpf_map_update_elem(&sm_conn_received, key, &zero, BPF_ANY))
 		count(SM_COUNTER_ERRORS);
+}
+
+/*
+ * The agent runs this over the TCP sockets of each enrolled namespace every second or two: a followed
+ * connection not reported for SM_CONN_REPORT_NS (one open for that long, or reported that long ago)
+ * reports its bytes so far. Established ones and those closing; not one still connecting (its end
+ * says what became of it).
+ */
+SEC("iter/tcp")
+int sm_conn_flush(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct sm_conn_stats *st;
+	struct tcp_sock *tp;
+	__u8 state;
+
+	if (!skc)
+		return 0;
+	state = skc->skc_state;
+	if (state == BPF_TCP_SYN_SENT || state == BPF_TCP_LISTEN || state == BPF_TCP_CLOSE)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	st = tp ? bpf_sk_storage_get(&sm_conn_stats, tp, 0, 0) : NULL;
+	if (st && bpf_ktime_get_ns() - st->reported_ns >= SM_CONN_REPORT_NS)
+		conn_emit(tp, st, SM_CONN_UPDATE, SM_CONN_FAIL_NONE);
+	return 0;
 }
 
 #endif

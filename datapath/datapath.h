@@ -285,6 +285,12 @@ int sm_datapath_conn_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, co
  * each event waiting; returns how many or -errno (fn's non-zero return stops it and is returned). */
 int sm_conn_events_poll(struct sm_conn_events *e, int timeout_ms);
 void sm_conn_events_close(struct sm_conn_events *e);
+/*
+ * Reports the followed connections of netns_fd's namespace (-1: the caller's) that have not reported for
+ * SM_CONN_REPORT_NS (the sm_conn_flush iterator: an UPDATE event each). Run every second or two in each
+ * enrolled namespace, it counts a long connection opened, and its bytes, within seconds.
+ */
+int sm_datapath_conn_flush(struct sm_datapath *dp, int netns_fd, char *err, size_t size);
 
 /*
  * The map writer over BPF map fds: consecutive ops on one map go in one batch call (the kernel's

@@ -4,6 +4,7 @@
  * SM_CONFIG_TELEMETRY in sm_datapath_set_config; what the kernel records: bpf/telemetry.bpf.h.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,4 +67,15 @@ void sm_conn_events_close(struct sm_conn_events *e)
 		return;
 	ring_buffer__free(e->ring);
 	free(e);
+}
+
+int sm_datapath_conn_flush(struct sm_datapath *dp, int netns_fd, char *err, size_t size)
+{
+	size_t output;
+
+	if (!dp || !dp->skel) {
+		snprintf(err, size, "the datapath's programs are not loaded here");
+		return -EINVAL;
+	}
+	return sm_dp_run_tcp_iter(dp->skel->progs.sm_conn_flush, netns_fd, &output, err, size);
 }

@@ -4,8 +4,9 @@
  * (test/datapath_env.h), read back from sm_conn_events. A client sends N bytes and the server M back,
  * then both close: the client's OUTBOUND and the server's INBOUND CLOSED events carry exactly N and M,
  * each from its own view, over plain TCP, the sockhash (accelerated), a waypoint (the TLV is not the
- * client's) and IPv6. Refused and timed-out connects fail with their reason; an open connection
- * reports its bytes; with the knob off nothing is recorded. The added cost per connection is printed.
+ * client's) and IPv6; the end is each socket's only event. Refused and timed-out connects fail with their
+ * reason; an open connection reports its bytes when the flush iterator runs, also the last burst of one
+ * gone idle; with the knob off nothing is recorded. The added cost per connection is printed.
  */
 #include <time.h>
 
@@ -20,6 +21,7 @@
 #define MAX_EVENTS 512
 #define COST_ROUNDS 5
 #define COST_CONNECTIONS 100
+#define FLUSH_SECONDS 1.5 /* the agent's flush interval */
 
 struct events {
 	struct sm_conn_event ev[MAX_EVENTS];
@@ -67,13 +69,21 @@ static const struct sm_conn_event *find(const struct events *events, uint8_t kin
 	return NULL;
 }
 
-static size_t count_kind(const struct events *events, uint8_t kind, uint64_t cookie)
+static size_t count_of(const struct events *events, uint64_t cookie)
 {
 	size_t n = 0;
 
 	for (size_t i = 0; i < events->n; i++)
-		n += events->ev[i].kind == kind && events->ev[i].socket_cookie == cookie;
+		n += events->ev[i].socket_cookie == cookie;
 	return n;
+}
+
+/* What the agent does every second or two in each enrolled namespace (here: the test's own). */
+static void flush(struct env *env)
+{
+	char err[256];
+
+	CHECK(sm_datapath_conn_flush(env->dp, -1, err, sizeof(err)) == 0, "flushing: %s", err);
 }
 
 /* Polls until fn holds or ms pass. */
@@ -229,9 +239,9 @@ static void exact_bytes(struct env *env, const void *arg)
 	      (unsigned long long)srv->bytes_received, N_SENT + row->tlv, (unsigned long long)srv->bytes_sent, M_BACK);
 	CHECK(client->flags == row->client_flags && srv->flags == row->server_flags, "flags: client %#x, server %#x",
 	      client->flags, srv->flags);
-	CHECK(count_kind(&events, SM_CONN_OPENED, client->socket_cookie) == 1 &&
-		      count_kind(&events, SM_CONN_OPENED, srv->socket_cookie) == 1,
-	      "OPENED is not once per socket");
+	CHECK(count_of(&events, client->socket_cookie) == 1 && count_of(&events, srv->socket_cookie) == 1,
+	      "the close is not each socket's only event (client %zu, server %zu)", count_of(&events, client->socket_cookie),
+	      count_of(&events, srv->socket_cookie));
 	CHECK(client->socket_cookie != srv->socket_cookie && client->netns_cookie && client->netns_cookie == srv->netns_cookie,
 	      "cookies: socket %llu/%llu, netns %llu/%llu", (unsigned long long)client->socket_cookie,
 	      (unsigned long long)srv->socket_cookie, (unsigned long long)client->netns_cookie,
@@ -297,7 +307,7 @@ static void refused(struct env *env, const void *arg)
 	CHECK(ev->failure == SM_CONN_FAIL_REFUSED && ev->bytes_sent == 0 && ev->bytes_received == 0,
 	      "failure %u, bytes %llu/%llu", ev->failure, (unsigned long long)ev->bytes_sent,
 	      (unsigned long long)ev->bytes_received);
-	CHECK(find(&events, SM_CONN_OPENED, SM_CONN_OUTBOUND, port), "no OPENED before the failure");
+	CHECK(count_of(&events, ev->socket_cookie) == 1, "the failure is not the socket's only event");
 	close(fd);
 	sm_conn_events_close(ring);
 }
@@ -361,14 +371,18 @@ static void long_connection(struct env *env, const void *arg)
 	int server = accept_within(listener, 2000);
 	CHECK(fd >= 0 && server >= 0, "connect");
 	uint16_t port = local_port_of(fd);
-	double end = now_seconds() + 5;
+	double end = now_seconds() + 5, next_flush = now_seconds() + FLUSH_SECONDS;
 	bool seen = false;
 	while (!seen && now_seconds() < end) {
 		write_all(fd, buf, sizeof(buf));
 		read_exactly(server, buf, sizeof(buf));
+		if (now_seconds() >= next_flush) {
+			flush(env);
+			next_flush += FLUSH_SECONDS;
+		}
 		seen = poll_until(ring, &events, 50, updated, &port);
 	}
-	CHECK(seen, "no UPDATE with bytes within 5 s (%zu events)", events.n);
+	CHECK(seen, "no UPDATE with bytes within 5 s, flushing every %.1f s (%zu events)", FLUSH_SECONDS, events.n);
 	CHECK(find(&events, SM_CONN_CLOSED, SM_CONN_OUTBOUND, port) == NULL, "closed while open");
 	close(fd);
 	close(server);
@@ -491,6 +505,73 @@ static double cost_per_mib(struct env *env, int listener, double *runs_per)
 	return (double)(after - before) / (BULK_BYTES >> 20);
 }
 
+/* The UPDATE of the connection whose client port is port, in direction, that carries `sent` bytes. */
+struct update_want {
+	uint16_t port;
+	uint8_t direction;
+	uint64_t sent, received;
+};
+
+static bool updated_to(const struct events *events, const void *arg)
+{
+	const struct update_want *want = arg;
+
+	for (size_t i = 0; i < events->n; i++) {
+		const struct sm_conn_event *ev = &events->ev[i];
+		uint16_t client = ntohs(want->direction == SM_CONN_OUTBOUND ? ev->local_port : ev->remote_port);
+		if (ev->kind == SM_CONN_UPDATE && ev->direction == want->direction && client == want->port &&
+		    ev->bytes_sent == want->sent && ev->bytes_received == want->received)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A connection that sends a burst and goes idle: no callback runs any more, yet the next flush after
+ * SM_CONN_REPORT_NS reports exactly the bytes so far, at both ends, and a second burst the same way.
+ */
+static void idle_burst(struct env *env, const void *arg)
+{
+	void (*knobs)(struct sm_config *config) = arg;
+	static struct events events;
+	struct sm_conn_events *ring = NULL;
+	static uint8_t buf[N_SENT];
+
+	events.n = 0;
+	local_workload(env, "127.0.0.1");
+	env_config(env, knobs);
+	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
+	int listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
+	int fd = connect_to(AF_INET, "127.0.0.1", 9000);
+	int server = accept_within(listener, 2000);
+	CHECK(fd >= 0 && server >= 0, "connect");
+	uint16_t port = local_port_of(fd);
+	uint64_t sent = 0, back = 0;
+	for (int burst = 0; burst < 2; burst++) {
+		write_all(fd, buf, N_SENT);
+		read_exactly(server, buf, N_SENT);
+		write_all(server, buf, M_BACK);
+		read_exactly(fd, buf, M_BACK);
+		sent += N_SENT;
+		back += M_BACK;
+		struct update_want client = { port, SM_CONN_OUTBOUND, sent, back }, srv = { port, SM_CONN_INBOUND, back, sent };
+		usleep((useconds_t)(SM_CONN_REPORT_NS / 1000) + 100 * 1000); /* idle, longer than a report's age */
+		events.n = 0;
+		flush(env);
+		CHECK(poll_until(ring, &events, 1000, updated_to, &client), "burst %d: no UPDATE of the client with %llu/%llu bytes "
+		      "(%zu events)", burst, (unsigned long long)sent, (unsigned long long)back, events.n);
+		CHECK(updated_to(&events, &srv), "burst %d: no UPDATE of the server with %llu/%llu bytes", burst,
+		      (unsigned long long)back, (unsigned long long)sent);
+		events.n = 0;
+		flush(env); /* reported just now: nothing to say */
+		CHECK(sm_conn_events_poll(ring, 100) == 0 && events.n == 0, "a second flush reported %zu events", events.n);
+	}
+	close(fd);
+	close(server);
+	close(listener);
+	sm_conn_events_close(ring);
+}
+
 static double least(double a, double b)
 {
 	return a < b ? a : b;
@@ -552,6 +633,9 @@ static const struct case_row {
 	{ "an unanswered SYN fails as TIMEOUT", timed_out, NULL },
 	{ "an open connection reports its bytes (TCP)", long_connection, (const void *)telemetry },
 	{ "an open connection reports its bytes (accelerated)", long_connection, (const void *)telemetry_accelerated },
+	{ "an idle connection's last burst is reported by the flush (TCP)", idle_burst, (const void *)telemetry },
+	{ "an idle connection's last burst is reported by the flush (accelerated)", idle_burst,
+	  (const void *)telemetry_accelerated },
 	{ "with the knob off nothing is recorded", knob_off, NULL },
 	{ "the added cost per connection (printed)", cost, NULL },
 };

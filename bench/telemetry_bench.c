@@ -3,7 +3,7 @@
  * The agent's work per connection event for L4 telemetry, in one process: a model of WORKLOADS pods
  * (ten per Deployment) behind SERVICES services, all on this node, and synthetic connection ends fed
  * through what the agent runs for each event: the ends named from the model, sm_telemetry_record, the
- * access log line (plain) and its queueing to the writer (which writes to /dev/null). The mix: nine in ten
+ * access log line (plain, or JSON) and its queueing to the writer (which writes to /dev/null). The mix: nine in ten
  * connections between two pods through a service VIP, each reported by both ends (reporter=source and
  * reporter=destination), one in twenty to an address outside the mesh, one in twenty from one.
  *
@@ -13,7 +13,7 @@
  * Built with -DTELEMETRY_BENCH_BASELINE, it runs the agent's code as it was before issue 15's second
  * round (a copy of agent/telemetry.c's record()), to be built in a tree of that commit.
  *
- * Usage: telemetry_bench [EVENTS [WORKLOADS [SERVICES [ROUNDS]]]]
+ * Usage: telemetry_bench [EVENTS [WORKLOADS [SERVICES [ROUNDS [plain|json]]]]]
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -197,6 +197,7 @@ struct bench {
 	const struct sm_model *model;
 	struct sm_telemetry *counters;
 	struct access_log *log;
+	enum sm_tel_log_format format;
 	uint64_t log_digest;
 	size_t log_bytes;
 #ifndef TELEMETRY_BENCH_BASELINE
@@ -261,7 +262,7 @@ static size_t event_line(struct bench *b, const struct sm_conn_event *ev, const 
 		name_workload(b->model, dst, &conn.dst);
 	name_service(b->model, orig, dst, port, &conn.service);
 	sm_telemetry_record(b->counters, &conn);
-	len = sm_telemetry_access_log(&conn, SM_TEL_LOG_PLAIN, now, line, size);
+	len = sm_telemetry_access_log(&conn, b->format, now, line, size);
 	return len;
 }
 #else
@@ -316,13 +317,14 @@ int main(int argc, char **argv)
 	int n_workloads = argc > 2 ? atoi(argv[2]) : 300;
 	int n_services = argc > 3 ? atoi(argv[3]) : 6;
 	int rounds = argc > 4 ? atoi(argv[4]) : 5;
-	struct bench b = { .log_digest = 14695981039346656037ULL };
+	bool json = argc > 5 && strcmp(argv[5], "json") == 0;
+	struct bench b = { .log_digest = 14695981039346656037ULL, .format = json ? SM_TEL_LOG_JSON : SM_TEL_LOG_PLAIN };
 	int null_fd = open("/dev/null", O_WRONLY);
 	double *ns = calloc((size_t)rounds, sizeof(double));
 
 	if (n_workloads < 10 * n_services || n_workloads % 10 || n_services < 1 || n_services > 250 || n_workloads > 65536 || rounds < 1 ||
 	    null_fd < 0) {
-		fprintf(stderr, "usage: telemetry_bench [EVENTS [WORKLOADS [SERVICES [ROUNDS]]]]\n");
+		fprintf(stderr, "usage: telemetry_bench [EVENTS [WORKLOADS [SERVICES [ROUNDS [plain|json]]]]]\n");
 		return 2;
 	}
 	b.model = make_model(n_workloads, n_services);
@@ -334,7 +336,7 @@ int main(int argc, char **argv)
 	if (sm_telemetry_new(&b.counters))
 		return 1;
 #ifndef TELEMETRY_BENCH_BASELINE
-	b.sink = (struct tel_event_sink){ .counters = b.counters, .access_log = true, .format = SM_TEL_LOG_PLAIN };
+	b.sink = (struct tel_event_sink){ .counters = b.counters, .access_log = true, .format = b.format };
 #endif
 	/* a first pass creates the series (and digests the lines); the rounds measure the steady state */
 	double first = run(&b, events, n, true) * 1e9 / (double)n;

@@ -318,7 +318,8 @@ int main(int argc, char **argv)
 	int n_services = argc > 3 ? atoi(argv[3]) : 6;
 	int rounds = argc > 4 ? atoi(argv[4]) : 5;
 	bool json = argc > 5 && strcmp(argv[5], "json") == 0;
-	struct bench b = { .log_digest = 14695981039346656037ULL, .format = json ? SM_TEL_LOG_JSON : SM_TEL_LOG_PLAIN };
+	struct bench b = { .log_digest = 14695981039346656037ULL,
+			   .format = json ? SM_TEL_LOG_JSON : SM_TEL_LOG_PLAIN };
 	int null_fd = open("/dev/null", O_WRONLY);
 	double *ns = calloc((size_t)rounds, sizeof(double));
 

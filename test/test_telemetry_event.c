@@ -200,6 +200,11 @@ static long long closed_with(struct sm_telemetry *t, const char *part)
 	return value;
 }
 
+/* The labels of the client's series as the source reporter, up to its namespace. */
+#define SOURCE_IN_SHOP                                                                                     \
+	"reporter=\"source\",source_workload=\"unknown\",source_canonical_service=\"unknown\","               \
+	"source_canonical_revision=\"unknown\",source_workload_namespace=\"shop\""
+
 static void record_ok(struct tel_event_sink *sink, struct harness *h, struct sm_conn_event ev, char *line,
 		      size_t size)
 {
@@ -239,7 +244,7 @@ static void cached_names_follow_the_model(void **state)
 	for (uint64_t cookie = 1; cookie <= 4; cookie++)
 		record_ok(&sink, &h, event_of(cookie, SM_CONN_CLOSED, cookie % 2 ? SM_CONN_OUTBOUND : SM_CONN_INBOUND),
 			  line, sizeof(line));
-	assert_int_equal(closed_with(sink.counters, "reporter=\"source\",source_workload=\"unknown\",source_canonical_service=\"unknown\",source_canonical_revision=\"unknown\",source_workload_namespace=\"shop\""), 2);
+	assert_int_equal(closed_with(sink.counters, SOURCE_IN_SHOP), 2);
 	assert_non_null(strstr(line, "dst.service=\"echo.shop.svc.cluster.local\""));
 	sm_telemetry_counts(sink.counters, &counts);
 	assert_int_equal(counts.series, 2);
@@ -250,7 +255,7 @@ static void cached_names_follow_the_model(void **state)
 	pods[0].namespace = "store";
 	apply_workloads(&h, pods, 1);
 	record_ok(&sink, &h, event_of(5, SM_CONN_CLOSED, SM_CONN_OUTBOUND), line, sizeof(line));
-	assert_int_equal(closed_with(sink.counters, "reporter=\"source\",source_workload=\"unknown\",source_canonical_service=\"unknown\",source_canonical_revision=\"unknown\",source_workload_namespace=\"shop\""), 2);
+	assert_int_equal(closed_with(sink.counters, SOURCE_IN_SHOP), 2);
 	assert_int_equal(closed_with(sink.counters, "source_workload_namespace=\"store\""), 1);
 	assert_non_null(strstr(line, "src.namespace=\"store\""));
 

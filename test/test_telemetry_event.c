@@ -274,6 +274,87 @@ static void cached_names_follow_the_model(void **state)
 	harness_close(&h);
 }
 
+/* ---- cached and uncached counting agree ---- */
+
+struct world {
+	char strings[48][16]; /* 24 values, each twice: equal strings at two addresses */
+	unsigned epoch;	      /* which uids exist: changes at each eviction */
+};
+
+static const char *pick(struct world *w, uint64_t *random)
+{
+	uint32_t r = next_random(random) % 52;
+
+	return r < 48 ? w->strings[r] : r < 50 ? NULL : "";
+}
+
+static bool world_exists(void *ctx, const char *uid)
+{
+	const struct world *w = ctx;
+
+	return (uid[0] + w->epoch) % 3 != 0;
+}
+
+static void random_names(struct world *w, uint64_t *random, struct sm_tel_workload *side)
+{
+	const char **fields[] = { &side->uid, &side->workload, &side->pod, &side->namespace,
+				  &side->canonical_service, &side->canonical_revision, &side->cluster,
+				  &side->trust_domain, &side->service_account, &side->region, &side->zone };
+
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(fields); i++)
+		*fields[i] = pick(w, random);
+}
+
+/* Random events into two counters, one given the names' generation (the cache, cleared as it fills, by
+ * new generations and by eviction) and one not: their metrics text must be the same. Nearly every event's
+ * names are new, so the cache fills past its bound. */
+static void cached_and_uncached_agree(void **state)
+{
+	static struct world w;
+	struct sm_telemetry *cached, *uncached;
+	uint64_t random = 777, generation = 1;
+
+	(void)state;
+	for (int i = 0; i < 48; i++) /* a few values only (cut to one letter, then two) */
+		snprintf(w.strings[i], sizeof(w.strings[i]), "%c%c", 'a' + (i % 24) % 6, (i % 24) < 6 ? '\0' : 'a' + (i % 24) / 6);
+	assert_int_equal(sm_telemetry_new(&cached), 0);
+	assert_int_equal(sm_telemetry_new(&uncached), 0);
+	for (int k = 0; k < 40000; k++) {
+		static const uint8_t kinds[] = { SM_CONN_OPENED, SM_CONN_UPDATE, SM_CONN_CLOSED, SM_CONN_FAILED };
+		struct sm_tel_conn c = {
+			.id = next_random(&random) % 64,
+			.kind = kinds[next_random(&random) % 4],
+			.direction = next_random(&random) % 2 ? SM_CONN_OUTBOUND : SM_CONN_INBOUND,
+			.response = (uint8_t)(next_random(&random) % 3),
+			.bytes_sent = next_random(&random) % 1000,
+			.bytes_received = next_random(&random) % 1000,
+		};
+		random_names(&w, &random, &c.src);
+		random_names(&w, &random, &c.dst);
+		c.service = (struct sm_tel_service){ pick(&w, &random), pick(&w, &random), pick(&w, &random) };
+		/* one generation for the first half (past the cache's bound of 16,384), then many */
+		if (k > 20000 && next_random(&random) % 1000 == 0)
+			generation++;
+		c.names_generation = generation;
+		assert_int_equal(sm_telemetry_record(cached, &c), 0);
+		c.names_generation = 0;
+		assert_int_equal(sm_telemetry_record(uncached, &c), 0);
+		if (next_random(&random) % 4000 == 0) {
+			w.epoch++;
+			assert_int_equal(sm_telemetry_evict(cached, world_exists, &w, 3600),
+					 sm_telemetry_evict(uncached, world_exists, &w, 3600));
+		}
+	}
+	size_t cached_len, uncached_len;
+	char *a = sm_telemetry_render(cached, &cached_len), *b = sm_telemetry_render(uncached, &uncached_len);
+	assert_int_equal(cached_len, uncached_len);
+	assert_memory_equal(a, b, cached_len);
+	free(a);
+	free(b);
+	sm_telemetry_free(cached);
+	sm_telemetry_free(uncached);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -281,6 +362,7 @@ int main(void)
 		cmocka_unit_test(timestamps_as_strftime),
 		cmocka_unit_test(escapes_as_before),
 		cmocka_unit_test(cached_names_follow_the_model),
+		cmocka_unit_test(cached_and_uncached_agree),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -57,18 +57,19 @@ int parse_mapped_address(const char *text, uint8_t out[16])
 	return inet_pton(AF_INET6, text, out) == 1 ? 0 : -EINVAL;
 }
 
-/* n in decimal at p; returns the end */
+/* n (below 100,000: a port or an octet) in decimal at p; returns the end */
 static char *decimal(char *p, unsigned n)
 {
-	char digits[10];
-	size_t i = sizeof(digits);
-
-	do {
-		digits[--i] = (char)('0' + n % 10);
-		n /= 10;
-	} while (n);
-	memcpy(p, digits + i, sizeof(digits) - i);
-	return p + sizeof(digits) - i;
+	if (n >= 10000)
+		*p++ = (char)('0' + n / 10000);
+	if (n >= 1000)
+		*p++ = (char)('0' + n / 1000 % 10);
+	if (n >= 100)
+		*p++ = (char)('0' + n / 100 % 10);
+	if (n >= 10)
+		*p++ = (char)('0' + n / 10 % 10);
+	*p++ = (char)('0' + n % 10);
+	return p;
 }
 
 void format_mapped_endpoint(const uint8_t addr[16], uint16_t port, char *buf, size_t size)

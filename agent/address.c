@@ -57,12 +57,43 @@ int parse_mapped_address(const char *text, uint8_t out[16])
 	return inet_pton(AF_INET6, text, out) == 1 ? 0 : -EINVAL;
 }
 
+/* n (below 100,000: a port or an octet) in decimal at p; returns the end */
+static char *decimal(char *p, unsigned n)
+{
+	if (n >= 10000)
+		*p++ = (char)('0' + n / 10000);
+	if (n >= 1000)
+		*p++ = (char)('0' + n / 1000 % 10);
+	if (n >= 100)
+		*p++ = (char)('0' + n / 100 % 10);
+	if (n >= 10)
+		*p++ = (char)('0' + n / 10 % 10);
+	*p++ = (char)('0' + n % 10);
+	return p;
+}
+
 void format_mapped_endpoint(const uint8_t addr[16], uint16_t port, char *buf, size_t size)
 {
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	char text[INET6_ADDRSTRLEN];
-	bool v4 = memcmp(addr, mapped, 12) == 0;
+	char text[INET6_ADDRSTRLEN + 8], *p = text;
 
-	inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? addr + 12 : addr, text, sizeof(text));
-	snprintf(buf, size, v4 ? "%s:%u" : "[%s]:%u", text, port);
+	/* by hand: inet_ntop and snprintf cost telemetry more than the rest of naming a connection */
+	if (memcmp(addr, mapped, 12) == 0) {
+		for (int i = 12; i < 16; i++) {
+			p = decimal(p, addr[i]);
+			*p++ = i < 15 ? '.' : ':';
+		}
+	} else {
+		*p++ = '[';
+		inet_ntop(AF_INET6, addr, p, INET6_ADDRSTRLEN);
+		p += strlen(p);
+		*p++ = ']';
+		*p++ = ':';
+	}
+	p = decimal(p, port);
+	if (size) { /* cut like snprintf */
+		size_t n = (size_t)(p - text) < size ? (size_t)(p - text) : size - 1;
+		memcpy(buf, text, n);
+		buf[n] = '\0';
+	}
 }

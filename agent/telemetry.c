@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Connection events → telemetry: each event's ends are named from the model (under its lock, two hash
- * lookups each), counted by telemetry/ and, at a connection's end, written to the access log. Series of
- * workloads that are gone are evicted every EVICT_SECONDS.
+ * lookups each), counted by telemetry/ and, at a connection's end, written to the access log
+ * (agent/telemetry_event.c). Series of workloads that are gone are evicted every EVICT_SECONDS.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,6 +17,7 @@
 #include "agent/log.h"
 #include "agent/netns_open.h"
 #include "agent/telemetry.h"
+#include "agent/telemetry_event.h"
 #include "netns/netns.h"
 
 #define EVICT_SECONDS 5
@@ -31,7 +31,7 @@
 struct agent_telemetry {
 	struct sm_telemetry *counters;
 	struct access_log *log; /* NULL with --access-log off */
-	enum sm_tel_log_format format;
+	struct tel_event_sink sink; /* the counters, and whether and how a line is formatted */
 	const struct sm_model *model;
 	pthread_mutex_t *model_lock;
 	struct sm_conn_events *events;
@@ -57,134 +57,54 @@ int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct a
 		agent_telemetry_free(t);
 		return ret;
 	}
-	t->format = format;
+	t->sink = (struct tel_event_sink){ .counters = t->counters, .access_log = access_log, .format = format };
 	*out = t;
 	return 0;
 }
 
-/* ---- naming the ends ---- */
+/* ---- events (counted and formatted by agent/telemetry_event.c, under the model lock) ---- */
 
-/* Under the model lock: the strings point into the model. */
-static void name_workload(const struct sm_model *model, const uint8_t addr[16], struct sm_tel_workload *out)
+/* After an event: a failure to count it counted, its access log line queued. */
+static void finish(struct agent_telemetry *t, int ret, const char *line, size_t len, size_t size)
 {
-	struct sm_workload_labels w;
-
-	*out = (struct sm_tel_workload){ 0 };
-	if (!sm_model_workload_at(model, addr, &w))
-		return;
-	*out = (struct sm_tel_workload){
-		.uid = w.uid, .workload = w.workload_name, .pod = w.name, .namespace = w.namespace,
-		.canonical_service = w.canonical_name, .canonical_revision = w.canonical_revision,
-		.cluster = w.cluster_id, .trust_domain = w.trust_domain, .service_account = w.service_account,
-		.region = w.region, .zone = w.zone,
-	};
-}
-
-/* Outbound (orig set): the service whose VIP the client connected to, none for a pod or an outside
- * address, as ztunnel. Inbound, which does not know the VIP: ztunnel's guess, a service of the local
- * workload on its port. */
-static void name_service(const struct sm_model *model, const uint8_t orig[16], const uint8_t dst[16],
-			 uint16_t port, struct sm_tel_service *out)
-{
-	struct sm_service_labels s;
-	bool found = orig ? sm_model_service_at(model, orig, &s) : sm_model_service_of_port(model, dst, port, &s);
-
-	*out = (struct sm_tel_service){ 0 };
-	if (found)
-		*out = (struct sm_tel_service){ .hostname = s.hostname, .name = s.name, .namespace = s.namespace };
-}
-
-/*
- * Counts conn (its names filled under the model lock here) and queues its access log line at its end.
- * orig: what the client connected to (outbound), NULL inbound; dst_port: the server's port (inbound).
- */
-static void record(struct agent_telemetry *t, struct sm_tel_conn *conn, const uint8_t src[16], const uint8_t dst[16],
-		   const uint8_t orig[16], uint16_t dst_port)
-{
-	bool ends = conn->kind == SM_CONN_CLOSED || conn->kind == SM_CONN_FAILED;
-	char line[LINE_MAX_BYTES];
-	size_t len = 0;
-	struct timespec now;
-
-	clock_gettime(CLOCK_REALTIME, &now);
-	pthread_mutex_lock(t->model_lock);
-	name_workload(t->model, src, &conn->src);
-	/* the pod the client named (sent through its waypoint), else the peer it reached */
-	if (orig)
-		name_workload(t->model, orig, &conn->dst);
-	if (!conn->dst.uid)
-		name_workload(t->model, dst, &conn->dst);
-	name_service(t->model, orig, dst, dst_port, &conn->service);
-	if (sm_telemetry_record(t->counters, conn))
+	if (ret)
 		atomic_fetch_add(&t->record_failures, 1);
-	if (ends && t->log)
-		len = sm_telemetry_access_log(conn, t->format, &now, line, sizeof(line));
-	pthread_mutex_unlock(t->model_lock);
-	if (len && len < sizeof(line))
+	if (len && len < size)
 		access_log_write(t->log, line, len);
-}
-
-static const char *failure_text(uint8_t failure)
-{
-	switch (failure) {
-	case SM_CONN_FAIL_REFUSED: return "connection refused";
-	case SM_CONN_FAIL_TIMEOUT: return "connection timed out";
-	default: return "connection failed";
-	}
 }
 
 static int on_conn_event(void *ctx, const struct sm_conn_event *ev)
 {
 	struct agent_telemetry *t = ctx;
-	bool outbound = ev->direction == SM_CONN_OUTBOUND;
-	char local[64], remote[64];
-	struct sm_tel_conn conn = {
-		.id = ev->socket_cookie,
-		.kind = ev->kind,
-		.direction = ev->direction,
-		.response = ev->kind == SM_CONN_FAILED ? SM_TEL_RESPONSE_CONNECT : SM_TEL_RESPONSE_OK,
-		.flags = ev->flags,
-		.bytes_sent = ev->bytes_sent,
-		.bytes_received = ev->bytes_received,
-		.duration_ns = ev->now_ns > ev->start_ns ? ev->now_ns - ev->start_ns : 0,
-		.srtt_us = ev->srtt_us,
-		.min_rtt_us = ev->min_rtt_us == UINT32_MAX ? 0 : ev->min_rtt_us, /* the kernel's ~0: no sample yet */
-		.retransmits = ev->total_retrans,
-		.error = ev->kind == SM_CONN_FAILED ? failure_text(ev->failure) : NULL,
-	};
+	char line[LINE_MAX_BYTES];
+	struct timespec now;
+	size_t len;
+	int ret;
 
 	atomic_fetch_add(&t->events_read, 1);
-	if (ev->direction != SM_CONN_OUTBOUND && ev->direction != SM_CONN_INBOUND)
-		return 0;
-	format_mapped_endpoint(ev->local_addr, ntohs(ev->local_port), local, sizeof(local));
-	format_mapped_endpoint(ev->remote_addr, ntohs(ev->remote_port), remote, sizeof(remote));
-	/* the client is the source: the local socket's when it connected out */
-	conn.src_addr = outbound ? local : remote;
-	conn.dst_addr = outbound ? remote : local;
-	/* only an outbound connect knows the address before translation */
-	record(t, &conn, outbound ? ev->local_addr : ev->remote_addr, outbound ? ev->remote_addr : ev->local_addr,
-	       outbound ? ev->orig_addr : NULL, outbound ? 0 : ntohs(ev->local_port));
+	clock_gettime(CLOCK_REALTIME, &now);
+	pthread_mutex_lock(t->model_lock);
+	ret = tel_event_conn(&t->sink, t->model, ev, &now, line, sizeof(line), &len);
+	pthread_mutex_unlock(t->model_lock);
+	finish(t, ret, line, len, sizeof(line));
 	return 0;
 }
 
 void agent_telemetry_denied(void *ctx, const struct sm_authz_event *ev, const char *error)
 {
 	struct agent_telemetry *t = ctx;
-	char src[64], dst[64];
-	struct sm_tel_conn conn = {
-		.kind = SM_CONN_FAILED,
-		.direction = SM_CONN_INBOUND,
-		.response = SM_TEL_RESPONSE_DENY,
-		.src_addr = src,
-		.dst_addr = dst,
-		.error = error,
-	};
+	char line[LINE_MAX_BYTES];
+	struct timespec now;
+	size_t len;
+	int ret;
 
 	if (!t || !t->model)
 		return;
-	format_mapped_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
-	format_mapped_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
-	record(t, &conn, ev->src_addr, ev->dst_addr, NULL, ntohs(ev->dst_port));
+	clock_gettime(CLOCK_REALTIME, &now);
+	pthread_mutex_lock(t->model_lock);
+	ret = tel_event_denied(&t->sink, t->model, ev, error, &now, line, sizeof(line), &len);
+	pthread_mutex_unlock(t->model_lock);
+	finish(t, ret, line, len, sizeof(line));
 }
 
 /* ---- the events thread ---- */

@@ -4,8 +4,7 @@
  * then what the kernel adds (RTT, retransmissions, how the bytes went). Unknown names are left out, as
  * ztunnel leaves out a field with no value.
  */
-#include <stdio.h>
-#include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "bpf/sockmesh.h"
@@ -13,69 +12,95 @@
 #include "telemetry/telemetry.h"
 
 struct line {
-	struct tel_text text;
+	struct tel_text text; /* the caller's buffer */
 	enum sm_tel_log_format format;
 	bool started; /* a field is written: the next is separated */
 };
 
-static void key(struct line *l, const char *name)
+static void key(struct line *l, const char *name, size_t len)
 {
 	if (l->format == SM_TEL_LOG_JSON) {
-		tel_append_str(&l->text, ",\"");
-		tel_append_str(&l->text, name);
-		tel_append_str(&l->text, "\":");
+		TEL_APPEND_LITERAL(&l->text, ",\"");
+		tel_append_mem(&l->text, name, len);
+		TEL_APPEND_LITERAL(&l->text, "\":");
 	} else {
 		if (l->started)
-			tel_append_str(&l->text, " ");
-		tel_append_str(&l->text, name);
-		tel_append_str(&l->text, "=");
+			TEL_APPEND_LITERAL(&l->text, " ");
+		tel_append_mem(&l->text, name, len);
+		TEL_APPEND_LITERAL(&l->text, "=");
 	}
 	l->started = true;
 }
 
-/* A string field, quoted (ztunnel quotes its string values); skipped when unknown. */
-static void string(struct line *l, const char *name, const char *value)
+/* The field names are literals: their lengths are known here. */
+#define KEY(l, name) key((l), "" name, sizeof(name) - 1)
+
+static void quoted(struct line *l, const char *value)
 {
-	if (!value || !value[0])
-		return;
-	key(l, name);
-	tel_append_str(&l->text, "\"");
+	TEL_APPEND_LITERAL(&l->text, "\"");
 	tel_append_escaped(&l->text, value, l->format == SM_TEL_LOG_JSON ? TEL_ESCAPE_JSON : TEL_ESCAPE_QUOTED);
-	tel_append_str(&l->text, "\"");
+	TEL_APPEND_LITERAL(&l->text, "\"");
 }
 
+/* A string field, quoted (ztunnel quotes its string values); skipped when unknown. */
+#define STRING(l, name, value)                          \
+	do {                                            \
+		const char *value_ = (value);           \
+		if (value_ && value_[0]) {              \
+			KEY(l, name);                   \
+			quoted(l, value_);              \
+		}                                       \
+	} while (0)
+
 /* An address: unquoted in the plain format, as ztunnel displays a socket address. */
-static void address(struct line *l, const char *name, const char *value)
+static void address(struct line *l, const char *name, size_t len, const char *value)
 {
 	if (l->format == SM_TEL_LOG_JSON) {
-		string(l, name, value);
+		if (!value || !value[0])
+			return;
+		key(l, name, len);
+		quoted(l, value);
 		return;
 	}
-	key(l, name);
+	key(l, name, len);
 	tel_append_str(&l->text, value && value[0] ? value : "unknown");
 }
 
-static void number(struct line *l, const char *name, unsigned long long value)
-{
-	key(l, name);
-	tel_append(&l->text, "%llu", value);
-}
+#define ADDRESS(l, name, value) address((l), "" name, sizeof(name) - 1, (value))
 
-static void boolean(struct line *l, const char *name, bool value)
-{
-	key(l, name);
-	tel_append_str(&l->text, value ? "true" : "false");
-}
+#define NUMBER(l, name, value)                    \
+	do {                                      \
+		KEY(l, name);                     \
+		tel_append_u64(&(l)->text, (value)); \
+	} while (0)
 
-static void identity(struct line *l, const char *name, const struct sm_tel_workload *w)
+#define BOOLEAN(l, name, value)                                                           \
+	do {                                                                              \
+		KEY(l, name);                                                             \
+		if (value)                                                                \
+			TEL_APPEND_LITERAL(&(l)->text, "true");                           \
+		else                                                                      \
+			TEL_APPEND_LITERAL(&(l)->text, "false");                          \
+	} while (0)
+
+static void identity(struct line *l, const char *name, size_t len, const struct sm_tel_workload *w)
 {
-	char id[1024];
+	enum tel_escape escape = l->format == SM_TEL_LOG_JSON ? TEL_ESCAPE_JSON : TEL_ESCAPE_QUOTED;
 
 	if (!w->namespace || !w->namespace[0] || !w->trust_domain || !w->service_account)
 		return;
-	snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", w->trust_domain, w->namespace, w->service_account);
-	string(l, name, id);
+	/* spiffe://TD/ns/NS/sa/SA, each part escaped as the whole would be (escaping works byte by byte) */
+	key(l, name, len);
+	TEL_APPEND_LITERAL(&l->text, "\"spiffe://");
+	tel_append_escaped_raw(&l->text, w->trust_domain, escape);
+	TEL_APPEND_LITERAL(&l->text, "/ns/");
+	tel_append_escaped_raw(&l->text, w->namespace, escape);
+	TEL_APPEND_LITERAL(&l->text, "/sa/");
+	tel_append_escaped_raw(&l->text, w->service_account, escape);
+	TEL_APPEND_LITERAL(&l->text, "\"");
 }
+
+#define IDENTITY(l, name, w) identity((l), "" name, sizeof(name) - 1, (w))
 
 /* ztunnel's src.workload / dst.workload: the pod's name, else its canonical service. */
 static const char *workload_name(const struct sm_tel_workload *w)
@@ -85,60 +110,107 @@ static const char *workload_name(const struct sm_tel_workload *w)
 
 static void fields(struct line *l, const struct sm_tel_conn *c)
 {
-	char duration[32];
-
-	address(l, "src.addr", c->src_addr);
-	string(l, "src.workload", workload_name(&c->src));
-	string(l, "src.namespace", c->src.namespace);
-	identity(l, "src.identity", &c->src);
-	address(l, "dst.addr", c->dst_addr);
-	string(l, "dst.service", c->service.hostname);
-	string(l, "dst.workload", workload_name(&c->dst));
-	string(l, "dst.namespace", c->dst.namespace);
-	identity(l, "dst.identity", &c->dst);
-	string(l, "direction", c->direction == SM_CONN_OUTBOUND ? "outbound" : "inbound");
+	ADDRESS(l, "src.addr", c->src_addr);
+	STRING(l, "src.workload", workload_name(&c->src));
+	STRING(l, "src.namespace", c->src.namespace);
+	IDENTITY(l, "src.identity", &c->src);
+	ADDRESS(l, "dst.addr", c->dst_addr);
+	STRING(l, "dst.service", c->service.hostname);
+	STRING(l, "dst.workload", workload_name(&c->dst));
+	STRING(l, "dst.namespace", c->dst.namespace);
+	IDENTITY(l, "dst.identity", &c->dst);
+	STRING(l, "direction", c->direction == SM_CONN_OUTBOUND ? "outbound" : "inbound");
 	/* the local workload's view, as ztunnel's log (not the metrics' request/response) */
-	number(l, "bytes_sent", c->bytes_sent);
-	number(l, "bytes_recv", c->bytes_received);
-	snprintf(duration, sizeof(duration), "%llums", (unsigned long long)(c->duration_ns / 1000000));
-	string(l, "duration", duration);
-	string(l, "error", c->error);
-	number(l, "rtt_us", c->srtt_us);
-	number(l, "min_rtt_us", c->min_rtt_us);
-	number(l, "retransmits", c->retransmits);
-	boolean(l, "accelerated", c->flags & SM_CONN_ACCELERATED);
-	boolean(l, "waypoint", c->flags & SM_CONN_WAYPOINT);
+	NUMBER(l, "bytes_sent", c->bytes_sent);
+	NUMBER(l, "bytes_recv", c->bytes_received);
+	KEY(l, "duration"); /* "13ms": a string, as ztunnel's */
+	TEL_APPEND_LITERAL(&l->text, "\"");
+	tel_append_u64(&l->text, c->duration_ns / 1000000);
+	TEL_APPEND_LITERAL(&l->text, "ms\"");
+	STRING(l, "error", c->error);
+	NUMBER(l, "rtt_us", c->srtt_us);
+	NUMBER(l, "min_rtt_us", c->min_rtt_us);
+	NUMBER(l, "retransmits", c->retransmits);
+	BOOLEAN(l, "accelerated", c->flags & SM_CONN_ACCELERATED);
+	BOOLEAN(l, "waypoint", c->flags & SM_CONN_WAYPOINT);
+}
+
+/* n as two digits, or four */
+static char *digits(char *at, unsigned n, int width)
+{
+	for (int i = width - 1; i >= 0; i--, n /= 10)
+		at[i] = (char)('0' + n % 10);
+	return at + width;
+}
+
+/*
+ * YYYY-MM-DDTHH:MM:SS.uuuuuuZ, as gmtime_r and strftime gave it (years 0 to 9999), without them: the civil
+ * date of a day count is a few divisions (H. Hinnant's days_to_civil), where gmtime_r and strftime cost more
+ * than the rest of the line.
+ */
+static size_t timestamp(const struct timespec *now, char out[32])
+{
+	int64_t days = now->tv_sec / 86400, secs = now->tv_sec % 86400;
+	char *p = out;
+
+	if (secs < 0) {
+		secs += 86400;
+		days--;
+	}
+	days += 719468;
+	int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+	unsigned doe = (unsigned)(days - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned mp = (5 * doy + 2) / 153;
+	unsigned day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
+	int64_t year = (int64_t)yoe + era * 400 + (month <= 2);
+
+	if (year < 0 || year > 9999) /* no clock says so; keep the line's shape */
+		year = year < 0 ? 0 : 9999;
+	p = digits(p, (unsigned)year, 4);
+	*p++ = '-';
+	p = digits(p, month, 2);
+	*p++ = '-';
+	p = digits(p, day, 2);
+	*p++ = 'T';
+	p = digits(p, (unsigned)(secs / 3600), 2);
+	*p++ = ':';
+	p = digits(p, (unsigned)(secs / 60 % 60), 2);
+	*p++ = ':';
+	p = digits(p, (unsigned)(secs % 60), 2);
+	*p++ = '.';
+	p = digits(p, (unsigned)(now->tv_nsec / 1000), 6);
+	*p++ = 'Z';
+	return (size_t)(p - out);
 }
 
 size_t sm_telemetry_access_log(const struct sm_tel_conn *c, enum sm_tel_log_format format, const struct timespec *now,
 			       char *buf, size_t size)
 {
-	struct line l = { .format = format };
+	struct line l = { .text = tel_text_fixed(buf, size), .format = format };
 	bool failed = c->kind == SM_CONN_FAILED || c->response != SM_TEL_RESPONSE_OK || (c->error && c->error[0]);
-	const char *level = failed ? "error" : "info";
-	char stamp[64];
-	struct tm tm;
-	size_t len;
+	char stamp[32];
+	size_t stamp_len = timestamp(now, stamp);
 
-	gmtime_r(&now->tv_sec, &tm);
-	len = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(stamp + len, sizeof(stamp) - len, ".%06ldZ", now->tv_nsec / 1000);
-	if (format == SM_TEL_LOG_JSON)
-		tel_append(&l.text, "{\"level\":\"%s\",\"time\":\"%s\",\"scope\":\"access\",\"message\":\"connection complete\"",
-			   level, stamp);
-	else
-		tel_append(&l.text, "%s\t%s\taccess\tconnection complete\t", stamp, level);
-	fields(&l, c);
-	tel_append(&l.text, format == SM_TEL_LOG_JSON ? "}\n" : "\n");
-	if (l.text.failed || !l.text.data) {
-		free(l.text.data);
-		if (size)
-			buf[0] = '\0';
-		return 0;
+	if (format == SM_TEL_LOG_JSON) {
+		if (failed)
+			TEL_APPEND_LITERAL(&l.text, "{\"level\":\"error\",\"time\":\"");
+		else
+			TEL_APPEND_LITERAL(&l.text, "{\"level\":\"info\",\"time\":\"");
+		tel_append_mem(&l.text, stamp, stamp_len);
+		TEL_APPEND_LITERAL(&l.text, "\",\"scope\":\"access\",\"message\":\"connection complete\"");
+	} else {
+		tel_append_mem(&l.text, stamp, stamp_len);
+		if (failed)
+			TEL_APPEND_LITERAL(&l.text, "\terror\taccess\tconnection complete\t");
+		else
+			TEL_APPEND_LITERAL(&l.text, "\tinfo\taccess\tconnection complete\t");
 	}
-	len = l.text.len;
-	if (size)
-		snprintf(buf, size, "%s", l.text.data);
-	free(l.text.data);
-	return len;
+	fields(&l, c);
+	if (format == SM_TEL_LOG_JSON)
+		TEL_APPEND_LITERAL(&l.text, "}\n");
+	else
+		TEL_APPEND_LITERAL(&l.text, "\n");
+	return tel_text_end(&l.text);
 }

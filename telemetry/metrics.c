@@ -2,6 +2,8 @@
 /*
  * The istio_tcp_* counters: one series per label set (the rendered label text is its key), the open
  * connections by socket cookie with the cumulative bytes already counted, so each event adds only its delta.
+ * Rendering a label set costs more than the rest of an event: while the caller's names stay put (their
+ * generation), the series of names already seen is found by their pointers instead.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,9 +19,15 @@
 #include "telemetry/telemetry.h"
 
 /* The uids of the workloads that fed one side of a series (a Deployment's pods share its labels). */
+struct uid {
+	char *copy;
+	const char *seen; /* the caller's pointer to it in seen_generation, compared before the bytes */
+};
+
 struct uids {
-	char **items;
+	struct uid *items;
 	size_t n, capacity;
+	uint64_t seen_generation;
 };
 
 struct series {
@@ -39,12 +47,33 @@ struct conn {
 	time_t last_event; /* monotonic seconds */
 };
 
+/* What decides a label set, by pointer: equal pointers are equal strings within one names_generation. */
+struct names_key {
+	const char *side[2][9]; /* the names of struct sm_tel_workload in its labels */
+	const char *service[3];
+	uint8_t direction, response;
+	uint8_t pad[6];
+};
+
+struct cached_series {
+	UT_hash_handle hh;
+	struct names_key key;
+	struct series *series;
+};
+
+/* More names than this (pairs of workloads that talk, per direction) and the cache starts again. */
+#define MAX_CACHED 16384
+
 struct sm_telemetry {
 	pthread_mutex_t lock;
 	struct series *series;
 	struct conn *conns;
 	size_t n_series, n_open;
 	uint64_t forgotten; /* connections dropped as stale by eviction */
+	struct cached_series *cache;
+	size_t n_cached;
+	uint64_t cache_generation; /* the names_generation the cache holds */
+	struct tel_text scratch;   /* a label set being rendered */
 };
 
 int sm_telemetry_new(struct sm_telemetry **out)
@@ -61,7 +90,7 @@ int sm_telemetry_new(struct sm_telemetry **out)
 static void uids_free(struct uids *uids)
 {
 	for (size_t i = 0; i < uids->n; i++)
-		free(uids->items[i]);
+		free(uids->items[i].copy);
 	free(uids->items);
 }
 
@@ -73,6 +102,17 @@ static void series_free(struct series *s)
 	free(s);
 }
 
+static void cache_clear(struct sm_telemetry *t)
+{
+	struct cached_series *entry, *tmp;
+
+	HASH_ITER(hh, t->cache, entry, tmp) {
+		HASH_DEL(t->cache, entry);
+		free(entry);
+	}
+	t->n_cached = 0;
+}
+
 void sm_telemetry_free(struct sm_telemetry *t)
 {
 	struct series *s, *s_tmp;
@@ -80,6 +120,8 @@ void sm_telemetry_free(struct sm_telemetry *t)
 
 	if (!t)
 		return;
+	cache_clear(t);
+	free(t->scratch.data);
 	HASH_ITER(hh, t->conns, c, c_tmp) {
 		HASH_DEL(t->conns, c);
 		free(c);
@@ -167,53 +209,144 @@ static void labels_of(const struct sm_tel_conn *c, struct tel_text *text)
 
 /* ---- series ---- */
 
-static int uids_add(struct uids *uids, const char *uid)
+/* generation: the names_generation uid comes with (0: none), in which equal pointers are equal uids. */
+static int uids_add(struct uids *uids, const char *uid, uint64_t generation)
 {
 	if (!uid || !uid[0])
 		return 0;
-	for (size_t i = 0; i < uids->n; i++) {
-		if (strcmp(uids->items[i], uid) == 0)
+	if (generation && generation != uids->seen_generation) {
+		for (size_t i = 0; i < uids->n; i++)
+			uids->items[i].seen = NULL;
+		uids->seen_generation = generation;
+	}
+	for (size_t i = 0; generation && i < uids->n; i++) {
+		if (uids->items[i].seen == uid)
 			return 0;
+	}
+	for (size_t i = 0; i < uids->n; i++) {
+		if (strcmp(uids->items[i].copy, uid) == 0) {
+			uids->items[i].seen = generation ? uid : NULL;
+			return 0;
+		}
 	}
 	if (uids->n == uids->capacity) {
 		size_t capacity = uids->capacity ? uids->capacity * 2 : 2;
-		char **items = realloc(uids->items, capacity * sizeof(*items));
+		struct uid *items = realloc(uids->items, capacity * sizeof(*items));
 		if (!items)
 			return -ENOMEM;
 		uids->items = items;
 		uids->capacity = capacity;
 	}
-	if (!(uids->items[uids->n] = strdup(uid)))
+	if (!(uids->items[uids->n].copy = strdup(uid)))
 		return -ENOMEM;
-	uids->n++;
+	uids->items[uids->n++].seen = generation ? uid : NULL;
 	return 0;
 }
 
 /* The series of c's labels, created when new; NULL when out of memory. */
-static struct series *series_of(struct sm_telemetry *t, const struct sm_tel_conn *c)
+static struct series *series_by_labels(struct sm_telemetry *t, const struct sm_tel_conn *c)
 {
-	struct tel_text text = { 0 };
+	struct tel_text *text = &t->scratch;
 	struct series *s;
 
-	labels_of(c, &text);
-	if (text.failed) {
-		free(text.data);
+	text->len = 0;
+	text->failed = false;
+	labels_of(c, text);
+	if (text->failed)
 		return NULL;
-	}
-	HASH_FIND(hh, t->series, text.data, text.len, s);
-	if (s) {
-		free(text.data);
-	} else {
+	HASH_FIND(hh, t->series, text->data, text->len, s);
+	if (!s) {
 		s = calloc(1, sizeof(*s));
-		if (!s) {
-			free(text.data);
+		if (!s || !(s->labels = malloc(text->len + 1))) {
+			free(s);
 			return NULL;
 		}
-		s->labels = text.data;
-		HASH_ADD_KEYPTR(hh, t->series, s->labels, text.len, s);
+		memcpy(s->labels, text->data, text->len);
+		s->labels[text->len] = '\0';
+		HASH_ADD_KEYPTR(hh, t->series, s->labels, text->len, s);
 		t->n_series++;
 	}
-	if (uids_add(&s->src_uids, c->src.uid) || uids_add(&s->dst_uids, c->dst.uid))
+	return s;
+}
+
+static void side_key(const struct sm_tel_workload *w, const char *out[9])
+{
+	out[0] = w->workload;
+	out[1] = w->namespace;
+	out[2] = w->canonical_service;
+	out[3] = w->canonical_revision;
+	out[4] = w->cluster;
+	out[5] = w->trust_domain;
+	out[6] = w->service_account;
+	out[7] = w->region;
+	out[8] = w->zone;
+}
+
+static void names_key_of(const struct sm_tel_conn *c, struct names_key *key)
+{
+	memset(key, 0, sizeof(*key));
+	side_key(&c->src, key->side[0]);
+	side_key(&c->dst, key->side[1]);
+	key->service[0] = c->service.hostname;
+	key->service[1] = c->service.name;
+	key->service[2] = c->service.namespace;
+	key->direction = c->direction;
+	key->response = c->response;
+}
+
+/* The key's words mixed (uthash's own hash reads the bytes one at a time). */
+static unsigned names_hash(const struct names_key *key)
+{
+	uint64_t h = 0;
+
+	_Static_assert(sizeof(*key) % sizeof(uintptr_t) == 0, "names_key is whole words");
+	for (size_t i = 0; i < sizeof(*key); i += sizeof(uintptr_t)) {
+		uintptr_t word;
+		memcpy(&word, (const char *)key + i, sizeof(word));
+		h = (h ^ word) * 0x9e3779b97f4a7c15ULL;
+	}
+	return (unsigned)(h >> 32);
+}
+
+/* The series of c's labels, found by their pointers when they are cached. */
+static struct series *series_by_names(struct sm_telemetry *t, const struct sm_tel_conn *c)
+{
+	struct cached_series *entry;
+	struct names_key key;
+	struct series *s;
+	unsigned hash;
+
+	if (c->names_generation != t->cache_generation) {
+		cache_clear(t);
+		t->cache_generation = c->names_generation;
+	}
+	names_key_of(c, &key);
+	hash = names_hash(&key);
+	HASH_FIND_BYHASHVALUE(hh, t->cache, &key, sizeof(key), hash, entry);
+	if (entry)
+		return entry->series;
+	s = series_by_labels(t, c);
+	if (!s)
+		return NULL;
+	if (t->n_cached >= MAX_CACHED)
+		cache_clear(t);
+	entry = malloc(sizeof(*entry));
+	if (entry) { /* else found by its labels next time */
+		entry->key = key;
+		entry->series = s;
+		HASH_ADD_BYHASHVALUE(hh, t->cache, key, sizeof(entry->key), hash, entry);
+		t->n_cached++;
+	}
+	return s;
+}
+
+/* The series of c's labels, created when new, with c's uids; NULL when out of memory. */
+static struct series *series_of(struct sm_telemetry *t, const struct sm_tel_conn *c)
+{
+	struct series *s = c->names_generation ? series_by_names(t, c) : series_by_labels(t, c);
+
+	if (!s || uids_add(&s->src_uids, c->src.uid, c->names_generation) ||
+	    uids_add(&s->dst_uids, c->dst.uid, c->names_generation))
 		return NULL; /* the series stays: it may count without knowing every uid */
 	return s;
 }
@@ -262,7 +395,8 @@ int sm_telemetry_record(struct sm_telemetry *t, const struct sm_tel_conn *c)
 		struct sm_tel_conn opening = *c;
 		opening.response = SM_TEL_RESPONSE_OK;
 		struct series *s = series_of(t, &opening);
-		conn = c->id ? calloc(1, sizeof(*conn)) : &one_shot;
+		/* one whose first event is its end (most short ones) is counted without being followed */
+		conn = c->id && !ends ? calloc(1, sizeof(*conn)) : &one_shot;
 		if (!s || !conn) {
 			if (conn != &one_shot)
 				free(conn);
@@ -274,13 +408,14 @@ int sm_telemetry_record(struct sm_telemetry *t, const struct sm_tel_conn *c)
 		s->opened++;
 		s->open++;
 		t->n_open++;
-		if (c->id)
+		if (conn != &one_shot)
 			HASH_ADD(hh, t->conns, id, sizeof(conn->id), conn);
 	}
-	conn->last_event = monotonic_seconds();
 	add_bytes(conn->series, c, conn);
-	if (!ends)
+	if (!ends) {
+		conn->last_event = monotonic_seconds();
 		goto out;
+	}
 	/* as ztunnel: the end is counted under the final response_flags, the opening under "-" */
 	struct series *end = c->response == SM_TEL_RESPONSE_OK ? conn->series : series_of(t, c);
 	if (!end)
@@ -307,11 +442,11 @@ static bool side_gone(struct uids *uids, bool (*exists)(void *ctx, const char *u
 	bool had = uids->n > 0, any = false;
 
 	for (size_t i = 0; i < uids->n;) {
-		if (exists(ctx, uids->items[i])) {
+		if (exists(ctx, uids->items[i].copy)) {
 			any = true;
 			i++;
 		} else if (prune) {
-			free(uids->items[i]);
+			free(uids->items[i].copy);
 			uids->items[i] = uids->items[--uids->n];
 		} else {
 			i++;
@@ -362,6 +497,8 @@ size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, cons
 		t->n_series--;
 		removed++;
 	}
+	if (removed)
+		cache_clear(t); /* it may point at them */
 	pthread_mutex_unlock(&t->lock);
 	return removed;
 }
@@ -402,14 +539,19 @@ char *sm_telemetry_render(struct sm_telemetry *t, size_t *len)
 			   counters[i].name);
 		for (const struct series *s = t->series; s; s = s->hh.next) {
 			uint64_t value = *(const uint64_t *)((const char *)s + counters[i].offset);
-			tel_append(&text, "%s{%s} %llu\n", counters[i].name, s->labels, (unsigned long long)value);
+			tel_append_str(&text, counters[i].name);
+			TEL_APPEND_LITERAL(&text, "{");
+			tel_append_mem(&text, s->labels, s->hh.keylen);
+			TEL_APPEND_LITERAL(&text, "} ");
+			tel_append_u64(&text, value);
+			TEL_APPEND_LITERAL(&text, "\n");
 		}
 	}
 	pthread_mutex_unlock(&t->lock);
+	*len = tel_text_end(&text);
 	if (text.failed || !text.data) {
 		free(text.data);
 		return NULL;
 	}
-	*len = text.len;
 	return text.data;
 }

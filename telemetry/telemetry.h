@@ -54,6 +54,10 @@ struct sm_tel_conn {
 	const char *error;		 /* why it failed (access log); NULL when it did not */
 	struct sm_tel_workload src, dst;
 	struct sm_tel_service service;
+	/* 0, or the generation of the names above (e.g. sm_model_generation for names that point into the model):
+	 * while it stays the same, equal pointers are equal strings that stay in place, and the series of names
+	 * already seen is found by their pointers instead of by rendering their labels. */
+	uint64_t names_generation;
 };
 
 struct sm_telemetry;

@@ -673,6 +673,8 @@ int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__
 	if (!items)
 		return -ENOMEM;
 
+	/* counted whatever the outcome: a failed batch may have changed what the lookups return before its undo */
+	model->changes++;
 	err = collect_items(response, items, &n, rejections);
 	if (!err)
 		err = apply_items(model, type, items, n, type == TYPE_ADDRESS && model->sweep_pending, writer,

@@ -159,6 +159,11 @@ bool sm_model_service_of_port(const struct sm_model *model, const uint8_t addr[1
 	return false;
 }
 
+uint64_t sm_model_generation(const struct sm_model *model)
+{
+	return model->changes;
+}
+
 bool sm_model_workload_exists(const struct sm_model *model, const char *uid)
 {
 	const struct wl *wl;

@@ -490,6 +490,7 @@ int sm_model_new(const struct sm_model_options *options, struct sm_model **out)
 	if (!model)
 		return -ENOMEM;
 	model->epoch = 1;
+	model->changes = 1; /* sm_model_generation is never 0 */
 	sm_pb_arena_init(&model->decode_arena);
 	model->next_service_id = 1;
 	model->next_backend_id = 1;
@@ -622,8 +623,10 @@ static int hint_backend(void *ctx, uint32_t id, const void *value)
 
 int sm_model_adopt(struct sm_model *model, const struct sm_image *maps)
 {
-	int err = image_copy(model->image, maps);
+	int err;
 
+	model->changes++;
+	err = image_copy(model->image, maps);
 	if (!err)
 		err = image_for_each_id(model->image, SM_MAP_SERVICES, hint_service, model);
 	if (!err)

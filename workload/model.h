@@ -243,6 +243,7 @@ struct sm_model {
 	void *authz_check_ctx;
 	bool authz_dirty;      /* the batch changed a policy, or a workload's address, identity or node */
 	uint64_t authz_changes; /* committed batches that changed the authorization state */
+	uint64_t changes;	/* applies and adoptions: sm_model_generation */
 };
 
 struct id_hint {

@@ -179,6 +179,10 @@ bool sm_model_service_at(const struct sm_model *model, const uint8_t addr[16], s
 bool sm_model_service_of_port(const struct sm_model *model, const uint8_t addr[16], uint16_t port,
 			      struct sm_service_labels *out);
 
+/* A counter of the model's changes (every apply and adopt, whatever their outcome), never 0: while it stays
+ * the same, every lookup above gives the same answer, with the same pointers to the same strings. */
+uint64_t sm_model_generation(const struct sm_model *model);
+
 /* Whether a workload of this uid is defined. */
 bool sm_model_workload_exists(const struct sm_model *model, const char *uid);
 

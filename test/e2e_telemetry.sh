@@ -165,7 +165,7 @@ long_case() {
   check "$title: the connection is open and sending" wait_for 5 grep -q sending "$work/$client.out"
   check_showing "$title: its request bytes are counted while it sends (within 5 s)" \
     settle 5 expect istio_tcp_received_bytes_total ">0" "${labels[@]}"
-  check "$title: the exchange ends, the connection stays open" wait_for 10 grep -q exchanged "$work/$client.out"
+  check "$title: the exchange ends, the connection stays open" wait_for 20 grep -q exchanged "$work/$client.out"
   # the flush (sm_conn_flush, every 1.5 s in each enrolled namespace) reports an idle connection's last burst
   all_while_open() {
     expect istio_tcp_received_bytes_total "$n" "${labels[@]}" && expect istio_tcp_sent_bytes_total "$m" "${labels[@]}" &&
@@ -319,7 +319,7 @@ hold_across_restart() {
   in_mesh python3 "$peer" long 127.0.1.21 127.10.0.10 80 50000 6000 "$work/c-restart.stop" >"$work/c-restart.out" 2>&1 &
   restart_pid=$!
   pids+=("$restart_pid")
-  check "restart: c-restart's connection is open before the agent stops" wait_for 10 grep -q exchanged "$work/c-restart.out"
+  check "restart: c-restart's connection is open before the agent stops" wait_for 20 grep -q exchanged "$work/c-restart.out"
 }
 end_while_down() {
   touch "$work/c-restart.stop"
@@ -378,7 +378,7 @@ phase_cardinality() {
   in_mesh python3 "$peer" long "$(burst_addr 0)" 127.0.0.11 8080 1000 100 "$work/cb-0.stop" >"$work/cb-0.out" 2>&1 &
   local held=$!
   pids+=("$held")
-  check "cb-0 holds a connection open" wait_for 10 grep -q exchanged "$work/cb-0.out"
+  check "cb-0 holds a connection open" wait_for 20 grep -q exchanged "$work/cb-0.out"
 
   reloaded=$(reloads)
   write_config

@@ -121,7 +121,8 @@ static __always_inline void probe_event(__u64 value)
 	if (!event)
 		return;
 	*event = value;
-	bpf_ringbuf_submit(event, 0);
+	/* telemetry wakes its reader only when the ring fills up */
+	bpf_ringbuf_submit(event, bpf_ringbuf_query(&probe_ringbuf, BPF_RB_AVAIL_DATA) > 2048 ? BPF_RB_FORCE_WAKEUP : 0);
 }
 
 /* Telemetry reads the socket through its BTF (bpf_skc_to_tcp_sock) from sockops and sk_msg. */
@@ -197,6 +198,10 @@ int probe_iter_tcp(struct bpf_iter__tcp *ctx)
 	if (!probe_lookup())
 		bpf_map_update_elem(&probe_array, &key, &zero, BPF_ANY);
 	probe_event(sk->skc_num);
+	/* telemetry's flush: a followed socket's storage, read through its BTF */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (tp && bpf_sk_storage_get(&probe_storage, tp, 0, 0))
+		probe_event(bpf_ktime_get_ns());
 	if (sk->skc_state == 255 && bpf_sock_destroy(sk) == 0) /* never true: only its loading counts */
 		bpf_seq_write(ctx->meta->seq, &zero, 1);
 	return 0;

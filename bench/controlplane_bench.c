@@ -543,6 +543,6 @@ int main(int argc, char **argv)
 	if (rounds > 0)
 		push_rounds(workloads, services, updates, rounds);
 	for (int n = memory_from; n > 0 && n <= workloads; n *= 10)
-		agent_memory(n, n == workloads ? services : (n / 10 ? n / 10 : 1), 3);
+		agent_memory(n, n == workloads ? services : (n / 10 ? n / 10 : 1), getenv("MEMORY_ROUNDS") ? atoi(getenv("MEMORY_ROUNDS")) : 3);
 	return 0;
 }

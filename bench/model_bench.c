@@ -7,11 +7,14 @@
  * Baseline, measured in the same run: protobuf-c decoding the same bytes (the response and every
  * resource in it), the floor under any agent that reads this config.
  *
- * Usage: model_bench [WORKLOADS [SERVICES [UPDATES]]]
+ * Both in ROUNDS rounds (default 9) whose order alternates: medians and the per-round spread.
+ *
+ * Usage: model_bench [WORKLOADS [SERVICES [UPDATES [ROUNDS]]]]
  */
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "bench/snapshot.h"
@@ -66,32 +69,69 @@ static int compare_doubles(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static double median(const double *values, int n)
+{
+	double *sorted = malloc((size_t)n * sizeof(double));
+
+	memcpy(sorted, values, (size_t)n * sizeof(double));
+	qsort(sorted, (size_t)n, sizeof(double), compare_doubles);
+	double m = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+	free(sorted);
+	return m;
+}
+
+static void spread(const double *values, int n, double *lo, double *hi)
+{
+	*lo = *hi = values[0];
+	for (int i = 1; i < n; i++) {
+		*lo = values[i] < *lo ? values[i] : *lo;
+		*hi = values[i] > *hi ? values[i] : *hi;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	int n_workloads = argc > 1 ? atoi(argv[1]) : 100000;
 	int n_services = argc > 2 ? atoi(argv[2]) : 10000;
 	int n_updates = argc > 3 ? atoi(argv[3]) : 2000;
+	int rounds = argc > 4 ? atoi(argv[4]) : 9;
 	struct sm_model_options options = { .node_name = "node-7" };
+	struct sm_model *model = NULL;
+	struct mallinfo2 before = { 0 }, after = { 0 };
 	size_t len;
 
+	if (rounds < 1)
+		rounds = 1;
 	uint8_t *bytes = make_snapshot(n_workloads, n_services, &len);
 	size_t full_len = len;
+	double *baseline = calloc((size_t)rounds, sizeof(double)), *full = calloc((size_t)rounds, sizeof(double));
+	double *ratio = calloc((size_t)rounds, sizeof(double));
 
-	double baseline = decode_baseline(bytes, len);
-
-	struct mallinfo2 before = mallinfo2();
-	struct sm_model *model;
-	if (sm_model_new(&options, &model))
-		return 1;
-	double full = apply_bytes(model, bytes, len);
-	struct mallinfo2 after = mallinfo2();
+	/* Decoding alone and the full apply into a new model, in rounds whose order alternates. */
+	for (int r = 0; r < rounds; r++) {
+		for (int k = 0; k < 2; k++) {
+			if ((r + k) % 2 == 0) {
+				baseline[r] = decode_baseline(bytes, len);
+				continue;
+			}
+			sm_model_free(model);
+			malloc_trim(0);
+			before = mallinfo2();
+			if (sm_model_new(&options, &model))
+				return 1;
+			full[r] = apply_bytes(model, bytes, len);
+			after = mallinfo2();
+		}
+		ratio[r] = full[r] / baseline[r];
+		printf("  round %d: decode %.3f s, full %.3f s = %.2fx\n", r + 1, baseline[r], full[r], ratio[r]);
+	}
 	free(bytes);
 
 	struct sm_model_stats stats;
 	sm_model_stats(model, &stats);
 
 	/* Single-workload updates at this scale: a capacity change moves the workload's slots. */
-	double *latencies = calloc((size_t)n_updates, sizeof(double));
+	double *latencies = calloc((size_t)n_updates + 1, sizeof(double));
 	for (int u = 0; u < n_updates; u++) {
 		int i = (int)(((unsigned)u * 2654435761u) % (unsigned)n_workloads);
 		uint8_t *update = make_update(i, n_services, u, &len);
@@ -101,19 +141,31 @@ int main(int argc, char **argv)
 	qsort(latencies, (size_t)n_updates, sizeof(double), compare_doubles);
 
 	double bytes_per_workload = (double)(after.uordblks - before.uordblks) / n_workloads;
-	printf("model_bench: %d workloads, %d services, a %zu-byte response\n", n_workloads, n_services, full_len);
+	double lo, hi, lo2, hi2, lo3, hi3;
+	spread(baseline, rounds, &lo, &hi);
+	spread(full, rounds, &lo2, &hi2);
+	spread(ratio, rounds, &lo3, &hi3);
+	printf("model_bench: %d workloads, %d services, a %zu-byte response; %d rounds, order alternating\n", n_workloads,
+	       n_services, full_len, rounds);
 	printf("  map entries: %zu frontends, %zu services, %zu endpoints, %zu backends\n",
 	       stats.map_entries[SM_MAP_FRONTENDS], stats.map_entries[SM_MAP_SERVICES],
 	       stats.map_entries[SM_MAP_ENDPOINTS], stats.map_entries[SM_MAP_BACKENDS]);
-	printf("  baseline, protobuf-c decode only:       %8.3f s\n", baseline);
-	printf("  full snapshot (decode+validate+model+plan): %8.3f s  = %.2fx the baseline  (target < 1.0 s)\n",
-	       full, full / baseline);
-	printf("  single-workload update: p50 %.1f us, p99 %.1f us  (target < 20 us) = %.1fx a workload's share of the full push\n",
-	       latencies[n_updates / 2] * 1e6, latencies[n_updates * 99 / 100] * 1e6,
-	       latencies[n_updates / 2] / (full / n_workloads));
+	printf("  baseline, protobuf-c decode only:           median %8.3f s (%.3f-%.3f)\n", median(baseline, rounds), lo,
+	       hi);
+	printf("  full snapshot (decode+validate+model+plan): median %8.3f s (%.3f-%.3f) = %.2fx the baseline (rounds "
+	       "%.2f-%.2fx)\n",
+	       median(full, rounds), lo2, hi2, median(ratio, rounds), lo3, hi3);
+	if (n_updates > 0)
+		printf("  single-workload update: p50 %.1f us, p99 %.1f us  (target <= 20 us) = %.1fx a workload's share of "
+		       "the full push\n",
+		       latencies[n_updates / 2] * 1e6, latencies[n_updates * 99 / 100] * 1e6,
+		       latencies[n_updates / 2] / (median(full, rounds) / n_workloads));
 	printf("  model memory: %.0f bytes per workload (target < 1024; ztunnel's workload alone is 528)\n",
 	       bytes_per_workload);
 	free(latencies);
+	free(baseline);
+	free(full);
+	free(ratio);
 	sm_model_free(model);
 	return 0;
 }

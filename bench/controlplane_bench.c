@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -406,21 +407,43 @@ static void push_rounds(int workloads, int services, int updates, int rounds)
 
 /* ---- the agent's memory ---- */
 
-static bool agent_ready(int admin_port)
+/* GET path from the agent's admin server; the reply (head and body) in reply. Returns its length. */
+static size_t admin_get(int admin_port, const char *path, char *reply, size_t size)
 {
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)admin_port) };
-	char reply[64] = "";
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	bool ready = false;
+	size_t len = 0;
+	char request[128];
 
 	inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
-		const char *request = "GET /healthz/ready HTTP/1.0\r\n\r\n";
-		if (write(fd, request, strlen(request)) > 0 && read(fd, reply, sizeof(reply) - 1) > 0)
-			ready = strstr(reply, " 200 ") != NULL;
+	snprintf(request, sizeof(request), "GET %s HTTP/1.0\r\n\r\n", path);
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 && write(fd, request, strlen(request)) > 0) {
+		ssize_t n;
+		while (len + 1 < size && (n = read(fd, reply + len, size - len - 1)) > 0)
+			len += (size_t)n;
 	}
+	reply[len] = '\0';
 	close(fd);
-	return ready;
+	return len;
+}
+
+static bool agent_ready(int admin_port)
+{
+	char reply[64];
+
+	admin_get(admin_port, "/healthz/ready", reply, sizeof(reply));
+	return strstr(reply, " 200 ") != NULL;
+}
+
+/* The agent's own time to decode, apply and write what it was sent (its apply histogram's sum). */
+static double agent_apply_seconds(int admin_port)
+{
+	static char reply[1 << 20];
+	const char *name = "sockmesh_apply_duration_seconds_sum ";
+
+	admin_get(admin_port, "/metrics", reply, sizeof(reply));
+	const char *at = strstr(reply, name);
+	return at ? strtod(at + strlen(name), NULL) : -1;
 }
 
 static long status_kib(pid_t pid, const char *field)
@@ -473,7 +496,7 @@ static void agent_memory(int workloads, int services, int rounds)
 	int port, admin_port = 15500;
 	uint32_t capacity[SM_MAP_COUNT];
 	double *ready = calloc((size_t)rounds, sizeof(double)), *rss = calloc((size_t)rounds, sizeof(double));
-	double *peak = calloc((size_t)rounds, sizeof(double)), maps = 0;
+	double *peak = calloc((size_t)rounds, sizeof(double)), *apply = calloc((size_t)rounds, sizeof(double)), maps = 0;
 
 	capacities(workloads, services, capacity);
 	for (int m = 0; m < SM_MAP_COUNT; m++)
@@ -498,6 +521,7 @@ static void agent_memory(int workloads, int services, int rounds)
 		while (!agent_ready(admin_port) && now_seconds() - start < 300)
 			sleep_ms(20);
 		ready[r] = now_seconds() - start;
+		apply[r] = agent_apply_seconds(admin_port);
 		sleep_ms(500); /* steady: the full push's scratch is given back */
 		rss[r] = status_kib(agent, "VmRSS:") / 1024.0;
 		peak[r] = status_kib(agent, "VmHWM:") / 1024.0;
@@ -505,17 +529,21 @@ static void agent_memory(int workloads, int services, int rounds)
 		stop(agent);
 		sm_datapath_uninstall(pin_dir, err, sizeof(err));
 	}
-	double lo[3], hi[3];
+	double lo[4], hi[4];
 	spread(ready, rounds, &lo[0], &hi[0]);
+	spread(apply, rounds, &lo[3], &hi[3]);
 	spread(rss, rounds, &lo[1], &hi[1]);
 	spread(peak, rounds, &lo[2], &hi[2]);
-	printf("agent at %7d workloads, %6d services (%d rounds): ready in %.2f s (%.2f-%.2f), RSS %.1f MiB "
-	       "(%.1f-%.1f), peak RSS %.1f MiB (%.1f-%.1f), BPF maps %.1f MiB (%.0f B of RSS per workload)\n",
-	       workloads, services, rounds, median(ready, rounds), lo[0], hi[0], median(rss, rounds), lo[1], hi[1],
+	printf("agent at %7d workloads, %6d services (%d rounds): ready in %.2f s (%.2f-%.2f), of which its apply "
+	       "%.2f s (%.2f-%.2f), RSS %.1f MiB (%.1f-%.1f), peak RSS %.1f MiB (%.1f-%.1f), BPF maps %.1f MiB (%.0f B of "
+	       "RSS per workload)\n",
+	       workloads, services, rounds, median(ready, rounds), lo[0], hi[0], median(apply, rounds), lo[3], hi[3],
+	       median(rss, rounds), lo[1], hi[1],
 	       median(peak, rounds), lo[2], hi[2], maps, median(rss, rounds) * 1048576.0 / workloads);
 	free(ready);
 	free(rss);
 	free(peak);
+	free(apply);
 	stop(mock);
 	unlink(stream);
 }
@@ -539,6 +567,7 @@ int main(int argc, char **argv)
 	int memory_from = argc > 7 ? atoi(argv[7]) : 1000;
 
 	setvbuf(stdout, NULL, _IOLBF, 0); /* children must not inherit unwritten lines */
+	mallopt(M_ARENA_MAX, 1);	  /* as the agent does (agent/main.c): the push below runs in-process */
 	setup_world();
 	if (rounds > 0)
 		push_rounds(workloads, services, updates, rounds);

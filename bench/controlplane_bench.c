@@ -198,6 +198,15 @@ static int compare(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Time this thread ran (the kernel's share included): on a shared machine, the cost without waits. */
+static double thread_cpu_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static double median(const double *values, int n)
 {
 	double *sorted = malloc((size_t)n * sizeof(double));
@@ -305,7 +314,7 @@ static struct push full_push(int port, int workloads, int services, const uint32
 		exit(fprintf(stderr, "controlplane_bench: the push did not complete\n") > 0);
 
 	if (updates > 0) {
-		double *latency = calloc((size_t)updates, sizeof(double));
+		double *latency = calloc((size_t)updates, sizeof(double)), *cpu = calloc((size_t)updates, sizeof(double));
 		pthread_mutex_lock(&lock);
 		for (int u = 0; u < updates; u++) {
 			size_t len;
@@ -313,21 +322,25 @@ static struct push full_push(int port, int workloads, int services, const uint32
 			uint8_t *update = make_update(i, services, u, &len);
 			struct sm_rejections rejections = { 0 };
 			ProtobufCMessage *response;
-			double t0 = now_seconds();
+			double c0 = thread_cpu_seconds(), t0 = now_seconds(); /* the CPU clock is a syscall: outside */
 			sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, update, len,
 				     &response, err, sizeof(err));
 			sm_model_apply(model, (void *)response, sm_datapath_writer(dp), &rejections);
 			latency[u] = now_seconds() - t0;
+			cpu[u] = thread_cpu_seconds() - c0;
 			protobuf_c_message_free_unpacked(response, NULL);
 			sm_rejections_clear(&rejections);
 			free(update);
 		}
 		pthread_mutex_unlock(&lock);
 		qsort(latency, (size_t)updates, sizeof(double), compare);
-		printf("single-workload update into the real maps at this scale (%d updates): p50 %.1f us, p99 %.1f us "
-		       "(target <= 20 us)\n",
-		       updates, latency[updates / 2] * 1e6, latency[updates * 99 / 100] * 1e6);
+		qsort(cpu, (size_t)updates, sizeof(double), compare);
+		printf("single-workload update into the real maps at this scale (%d updates): p50 %.1f us, p99 %.1f us; "
+		       "this thread's CPU time p50 %.1f us, p99 %.1f us (target <= 20 us)\n",
+		       updates, latency[updates / 2] * 1e6, latency[updates * 99 / 100] * 1e6, cpu[updates / 2] * 1e6,
+		       cpu[updates * 99 / 100] * 1e6);
 		free(latency);
+		free(cpu);
 	}
 	sm_xds_client_free(client);
 	sm_model_free(model);

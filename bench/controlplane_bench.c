@@ -109,7 +109,7 @@ static pid_t start_mock(const char *stream, int *port)
 		_exit(127);
 	}
 	children[0] = pid;
-	for (int i = 0; i < 1000; i++) {
+	for (int i = 0; i < 12000; i++) { /* 2 min: at 1M workloads it reads a 256 MiB stream */
 		FILE *f = fopen(port_file, "r");
 		if (f && fscanf(f, "%d", port) == 1) {
 			fclose(f);

@@ -133,12 +133,14 @@ int main(int argc, char **argv)
 	/* Decoding alone and the full apply into a new model, in rounds whose order alternates. */
 	for (int r = 0; r < rounds; r++) {
 		for (int k = 0; k < 2; k++) {
+			/* Each on a heap given back to the system: both pay their page faults, as a first push does. */
+			sm_model_free(model);
+			model = NULL;
+			malloc_trim(0);
 			if ((r + k) % 2 == 0) {
 				t[DECODE][r] = decode_baseline(bytes, len, &t[DECODE_CPU][r]);
 				continue;
 			}
-			sm_model_free(model);
-			malloc_trim(0);
 			before = mallinfo2();
 			if (sm_model_new(&options, &model))
 				return 1;

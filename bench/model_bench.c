@@ -123,6 +123,12 @@ int main(int argc, char **argv)
 
 	if (rounds < 1)
 		rounds = 1;
+	/* a mesh past the contract's default capacities gets maps that hold it */
+	uint32_t w = (uint32_t)n_workloads + (uint32_t)n_workloads / 8, s = (uint32_t)n_services * 2 + 1024;
+	options.capacity[SM_MAP_FRONTENDS] = s > SM_DEFAULT_MAX_FRONTENDS ? s : 0;
+	options.capacity[SM_MAP_SERVICES] = s > SM_DEFAULT_MAX_SERVICES ? s : 0;
+	options.capacity[SM_MAP_ENDPOINTS] = w > SM_DEFAULT_MAX_ENDPOINTS ? w : 0;
+	options.capacity[SM_MAP_BACKENDS] = w > SM_DEFAULT_MAX_BACKENDS ? w : 0;
 	uint8_t *bytes = make_snapshot(n_workloads, n_services, &len);
 	size_t full_len = len;
 	double *t[6];

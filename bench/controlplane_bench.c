@@ -34,6 +34,7 @@ static struct cgroup2 cgroup2; /* the cgroup2 mount, found or mounted for the ru
 static char cgroup[PATH_MAX + 64], pin_dir[128];
 static const char *mock_path, *sockmesh_path;
 static pid_t children[2]; /* the mock server and the agent, while they run */
+static char stream_path[128]; /* the recorded stream being served, removed at exit */
 
 static void cleanup(void)
 {
@@ -46,6 +47,8 @@ static void cleanup(void)
 		}
 	}
 	sm_datapath_uninstall(pin_dir, err, sizeof(err));
+	if (stream_path[0])
+		unlink(stream_path);
 	rmdir(cgroup);
 	cgroup2_close(&cgroup2);
 }
@@ -91,6 +94,7 @@ static void write_stream(const char *path, int workloads, int services)
 {
 	int err = write_snapshot_stream(path, workloads, services);
 
+	snprintf(stream_path, sizeof(stream_path), "%s", path);
 	if (err)
 		exit(fprintf(stderr, "controlplane_bench: writing %s: %s\n", path, strerror(-err)) > 0);
 }
@@ -113,6 +117,7 @@ static pid_t start_mock(const char *stream, int *port)
 		FILE *f = fopen(port_file, "r");
 		if (f && fscanf(f, "%d", port) == 1) {
 			fclose(f);
+			unlink(port_file);
 			return pid;
 		}
 		if (f)

@@ -346,6 +346,7 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 	sm_rejections_clear(&rejections);
 }
 
+/* Takes the buffer: it is freed as soon as its bytes are in one slice (a full push is tens of MB). */
 static void handle_message(struct sm_xds_client *client, struct stream *stream, grpc_byte_buffer *buffer)
 {
 	grpc_byte_buffer_reader reader;
@@ -354,19 +355,24 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 
 	if (!grpc_byte_buffer_reader_init(&reader, buffer)) {
 		xds_log(client, SM_XDS_LOG_ERROR, "a response could not be decompressed");
+		grpc_byte_buffer_destroy(buffer);
 		return;
 	}
 	double start = monotonic_seconds();
 	grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
 	grpc_byte_buffer_reader_destroy(&reader);
+	grpc_byte_buffer_destroy(buffer);
 	const uint8_t *bytes = GRPC_SLICE_START_PTR(slice);
 	size_t len = GRPC_SLICE_LENGTH(slice);
 
 	stream->responses++;
 	WITH_STATS(client, client->stats.responses++);
 	record(client, bytes, len);
-	if (sm_pb_decode_in(&client->arena, &envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes,
-			    len, &response, err, sizeof(err))) {
+	int decode_err = sm_pb_decode_in(&client->arena, &envoy__service__discovery__v3__delta_discovery_response__descriptor,
+					 bytes, len, &response, err, sizeof(err));
+	/* The decoded response holds copies of everything it needs: the bytes go before the apply's peak. */
+	grpc_slice_unref(slice);
+	if (decode_err) {
 		/* Without its type and nonce it cannot be answered as such; say so in a NACK all the same. */
 		char *detail = NULL;
 		xds_log(client, SM_XDS_LOG_ERROR, "a %zu-byte response does not decode: %s", len, err);
@@ -380,7 +386,6 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 			       start);
 	}
 	sm_pb_arena_reset(&client->arena);
-	grpc_slice_unref(slice);
 	/* A full push leaves the heap at its peak; give what it freed back to the system. */
 	if (len >= TRIM_AFTER_BYTES)
 		malloc_trim(0);
@@ -549,7 +554,6 @@ static void on_event(struct sm_xds_client *client, struct stream *stream, const 
 			break; /* the stream is ending; its status says how */
 		WITH_STATS(client, client->stats.connected = true);
 		handle_message(client, stream, stream->received);
-		grpc_byte_buffer_destroy(stream->received);
 		stream->received = NULL;
 		receive_next(stream);
 		pump_sends(stream);

@@ -5,7 +5,8 @@
  *
  *   netbench echo ADDR PORT                 echo server (epoll, one thread)
  *   netbench sink ADDR PORT                 reads and drops everything
- *   netbench short ADDR PORT SECONDS SIZE   connect, send SIZE, read SIZE back, close; again
+ *   netbench short ADDR[,ADDR...] PORT SECONDS SIZE   connect, send SIZE, read SIZE back, close; again
+ *                                           (to one of the addresses, drawn at random)
  *   netbench pingpong ADDR PORT CONNS SECONDS SIZE   CONNS connections, each a request/response loop
  *   netbench stream ADDR PORT SECONDS CHUNK one connection writing CHUNK-byte sends
  */
@@ -135,19 +136,33 @@ static void write_all(int fd, const char *buf, size_t n)
 	}
 }
 
-static int short_connections(const char *addr, const char *port, double seconds, size_t size)
+#define MAX_SHORT_ADDRS 8
+
+/* addrs: one address, or several separated by commas, one drawn at random per connection (a
+ * baseline spread over the same servers as a VIP's random pick) */
+static int short_connections(const char *addrs, const char *port, double seconds, size_t size)
 {
-	union addr a;
-	socklen_t len = make_addr("netbench", addr, port, &a);
+	union addr a[MAX_SHORT_ADDRS];
+	socklen_t len[MAX_SHORT_ADDRS];
+	char list[256], *save = NULL;
+	int n = 0;
 	struct samples total = { 0 }, connect_time = { 0 };
 	char *buf = calloc(1, size ? size : 1);
 	unsigned long failures = 0;
 	double end = now_seconds() + seconds, start = now_seconds();
 
+	snprintf(list, sizeof(list), "%s", addrs);
+	for (char *addr = strtok_r(list, ",", &save); addr && n < MAX_SHORT_ADDRS; addr = strtok_r(NULL, ",", &save)) {
+		len[n] = make_addr("netbench", addr, port, &a[n]);
+		n++;
+	}
+	if (!n)
+		die("no address");
 	while (now_seconds() < end) {
-		int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+		int k = n > 1 ? rand() % n : 0;
+		int fd = socket(a[k].sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
 		double t0 = now_seconds();
-		if (connect(fd, &a.sa, len)) {
+		if (connect(fd, &a[k].sa, len[k])) {
 			failures++;
 			close(fd);
 			continue;

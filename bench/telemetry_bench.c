@@ -10,8 +10,7 @@
  * Prints ns per event for each round and their median, and digests of the access log lines (at a fixed
  * clock) and of the metrics text, so that two builds can be checked to give the same output byte for byte.
  *
- * Built with -DTELEMETRY_BENCH_BASELINE, it runs the agent's code as it was before issue 15's second
- * round (a copy of agent/telemetry.c's record()), to be built in a tree of that commit.
+ * To compare with an older agent, build this file in a tree of that commit (its digests must match).
  *
  * Usage: telemetry_bench [EVENTS [WORKLOADS [SERVICES [ROUNDS [plain|json]]]]]
  */
@@ -28,9 +27,7 @@
 #include "bpf/sockmesh.h"
 #include "telemetry/telemetry.h"
 
-#ifndef TELEMETRY_BENCH_BASELINE
 #include "agent/telemetry_event.h"
-#endif
 
 #define LINE_MAX_BYTES 8192 /* as agent/telemetry.c */
 
@@ -200,72 +197,9 @@ struct bench {
 	enum sm_tel_log_format format;
 	uint64_t log_digest;
 	size_t log_bytes;
-#ifndef TELEMETRY_BENCH_BASELINE
 	struct tel_event_sink sink;
-#endif
 };
 
-#ifdef TELEMETRY_BENCH_BASELINE
-/* agent/telemetry.c before: name_workload, name_service, record() and on_conn_event, as they were */
-static void name_workload(const struct sm_model *model, const uint8_t addr[16], struct sm_tel_workload *out)
-{
-	struct sm_workload_labels w;
-
-	*out = (struct sm_tel_workload){ 0 };
-	if (!sm_model_workload_at(model, addr, &w))
-		return;
-	*out = (struct sm_tel_workload){
-		.uid = w.uid, .workload = w.workload_name, .pod = w.name, .namespace = w.namespace,
-		.canonical_service = w.canonical_name, .canonical_revision = w.canonical_revision,
-		.cluster = w.cluster_id, .trust_domain = w.trust_domain, .service_account = w.service_account,
-		.region = w.region, .zone = w.zone,
-	};
-}
-
-static void name_service(const struct sm_model *model, const uint8_t orig[16], const uint8_t dst[16],
-			 uint16_t port, struct sm_tel_service *out)
-{
-	struct sm_service_labels s;
-	bool found = orig ? sm_model_service_at(model, orig, &s) : sm_model_service_of_port(model, dst, port, &s);
-
-	*out = (struct sm_tel_service){ 0 };
-	if (found)
-		*out = (struct sm_tel_service){ .hostname = s.hostname, .name = s.name, .namespace = s.namespace };
-}
-
-static size_t event_line(struct bench *b, const struct sm_conn_event *ev, const struct timespec *now, char *line,
-			 size_t size)
-{
-	bool outbound = ev->direction == SM_CONN_OUTBOUND;
-	char local[64], remote[64];
-	struct sm_tel_conn conn = {
-		.id = ev->socket_cookie, .kind = ev->kind, .direction = ev->direction,
-		.response = ev->kind == SM_CONN_FAILED ? SM_TEL_RESPONSE_CONNECT : SM_TEL_RESPONSE_OK,
-		.flags = ev->flags, .bytes_sent = ev->bytes_sent, .bytes_received = ev->bytes_received,
-		.duration_ns = ev->now_ns > ev->start_ns ? ev->now_ns - ev->start_ns : 0,
-		.srtt_us = ev->srtt_us, .min_rtt_us = ev->min_rtt_us == UINT32_MAX ? 0 : ev->min_rtt_us,
-		.retransmits = ev->total_retrans, .error = ev->kind == SM_CONN_FAILED ? "connection refused" : NULL,
-	};
-	const uint8_t *src = outbound ? ev->local_addr : ev->remote_addr, *dst = outbound ? ev->remote_addr : ev->local_addr;
-	const uint8_t *orig = outbound ? ev->orig_addr : NULL;
-	uint16_t port = outbound ? 0 : ntohs(ev->local_port);
-	size_t len = 0;
-
-	format_mapped_endpoint(ev->local_addr, ntohs(ev->local_port), local, sizeof(local));
-	format_mapped_endpoint(ev->remote_addr, ntohs(ev->remote_port), remote, sizeof(remote));
-	conn.src_addr = outbound ? local : remote;
-	conn.dst_addr = outbound ? remote : local;
-	name_workload(b->model, src, &conn.src);
-	if (orig)
-		name_workload(b->model, orig, &conn.dst);
-	if (!conn.dst.uid)
-		name_workload(b->model, dst, &conn.dst);
-	name_service(b->model, orig, dst, port, &conn.service);
-	sm_telemetry_record(b->counters, &conn);
-	len = sm_telemetry_access_log(&conn, b->format, now, line, size);
-	return len;
-}
-#else
 static size_t event_line(struct bench *b, const struct sm_conn_event *ev, const struct timespec *now, char *line,
 			 size_t size)
 {
@@ -274,7 +208,6 @@ static size_t event_line(struct bench *b, const struct sm_conn_event *ev, const 
 	tel_event_conn(&b->sink, b->model, ev, now, line, size, &len);
 	return len;
 }
-#endif
 
 /* One pass over the events, as the agent's events thread runs it (the model lock is not contended). */
 static double run(struct bench *b, const struct sm_conn_event *events, size_t n, bool keep_digest)
@@ -336,9 +269,7 @@ int main(int argc, char **argv)
 	}
 	if (sm_telemetry_new(&b.counters))
 		return 1;
-#ifndef TELEMETRY_BENCH_BASELINE
 	b.sink = (struct tel_event_sink){ .counters = b.counters, .access_log = true, .format = b.format };
-#endif
 	/* a first pass creates the series (and digests the lines); the rounds measure the steady state */
 	double first = run(&b, events, n, true) * 1e9 / (double)n;
 	printf("%zu connection ends of %d workloads behind %d services; the first pass %.0f ns per event; %d rounds:",

@@ -25,6 +25,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "bench/rounds.h"
 #include "bench/snapshot.h"
 #include "datapath/datapath.h"
 #include "test/cgroup2.h"
@@ -197,11 +198,6 @@ static double raw_writes(const struct sm_image *image, bool batch, size_t *calls
 
 /* ---- the full push through gRPC into the datapath's maps ---- */
 
-static int compare(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
 /* Time this thread ran (the kernel's share included): on a shared machine, the cost without waits. */
 static double thread_cpu_seconds(void)
@@ -212,25 +208,7 @@ static double thread_cpu_seconds(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static double median(const double *values, int n)
-{
-	double *sorted = malloc((size_t)n * sizeof(double));
 
-	memcpy(sorted, values, (size_t)n * sizeof(double));
-	qsort(sorted, (size_t)n, sizeof(double), compare);
-	double m = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-	free(sorted);
-	return m;
-}
-
-static void spread(const double *values, int n, double *lo, double *hi)
-{
-	*lo = *hi = values[0];
-	for (int i = 1; i < n; i++) {
-		*lo = values[i] < *lo ? values[i] : *lo;
-		*hi = values[i] > *hi ? values[i] : *hi;
-	}
-}
 
 /* Map capacities that hold this mesh: the contract's defaults, raised for a mesh past them. */
 static void capacities(int workloads, int services, uint32_t capacity[SM_MAP_COUNT])
@@ -338,8 +316,8 @@ static struct push full_push(int port, int workloads, int services, const uint32
 			free(update);
 		}
 		pthread_mutex_unlock(&lock);
-		qsort(latency, (size_t)updates, sizeof(double), compare);
-		qsort(cpu, (size_t)updates, sizeof(double), compare);
+		qsort(latency, (size_t)updates, sizeof(double), compare_doubles);
+		qsort(cpu, (size_t)updates, sizeof(double), compare_doubles);
 		printf("single-workload update into the real maps at this scale (%d updates): p50 %.1f us, p99 %.1f us; "
 		       "this thread's CPU time p50 %.1f us, p99 %.1f us (target <= 20 us)\n",
 		       updates, latency[updates / 2] * 1e6, latency[updates * 99 / 100] * 1e6, cpu[updates / 2] * 1e6,

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/rounds.h"
 #include "bench/snapshot.h"
 
 static int null_apply(struct sm_map_writer *writer, const struct sm_map_op *ops, size_t n, size_t *applied)
@@ -75,31 +76,8 @@ static double apply_bytes(struct sm_model *model, const uint8_t *bytes, size_t l
 	return elapsed;
 }
 
-static int compare_doubles(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
-static double median(const double *values, int n)
-{
-	double *sorted = malloc((size_t)n * sizeof(double));
 
-	memcpy(sorted, values, (size_t)n * sizeof(double));
-	qsort(sorted, (size_t)n, sizeof(double), compare_doubles);
-	double m = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-	free(sorted);
-	return m;
-}
-
-static void spread(const double *values, int n, double *lo, double *hi)
-{
-	*lo = *hi = values[0];
-	for (int i = 1; i < n; i++) {
-		*lo = values[i] < *lo ? values[i] : *lo;
-		*hi = values[i] > *hi ? values[i] : *hi;
-	}
-}
 
 /* "median (min-max)" of values */
 static void print_spread(const char *label, const double *values, int n, double scale, const char *unit)

@@ -354,6 +354,38 @@ static bool updated(const struct events *events, const void *arg)
 	return ev && ev->bytes_sent > 0;
 }
 
+/* One connection between two sockets on 127.0.0.1 (a local workload), followed with knobs, its events
+ * read into events (emptied first). */
+struct followed {
+	int listener, client, server;
+	uint16_t port; /* the client's */
+};
+
+static struct followed follow_one(struct env *env, void (*knobs)(struct sm_config *config), struct events *events,
+				  struct sm_conn_events **ring)
+{
+	struct followed c;
+
+	events->n = 0;
+	local_workload(env, "127.0.0.1");
+	env_config(env, knobs);
+	CHECK(sm_datapath_conn_events_open(env->dp, collect, events, ring) == 0, "opening the events");
+	c.listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
+	c.client = connect_to(AF_INET, "127.0.0.1", 9000);
+	c.server = accept_within(c.listener, 2000);
+	CHECK(c.client >= 0 && c.server >= 0, "connect");
+	c.port = local_port_of(c.client);
+	return c;
+}
+
+static void unfollow(struct followed *c, struct sm_conn_events *ring)
+{
+	close(c->client);
+	close(c->server);
+	close(c->listener);
+	sm_conn_events_close(ring);
+}
+
 /* A connection that keeps sending reports its bytes while open, within 5 s. */
 static void long_connection(struct env *env, const void *arg)
 {
@@ -362,15 +394,9 @@ static void long_connection(struct env *env, const void *arg)
 	struct sm_conn_events *ring = NULL;
 	char buf[1000] = { 0 };
 
-	events.n = 0;
-	local_workload(env, "127.0.0.1");
-	env_config(env, knobs);
-	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
-	int listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
-	int fd = connect_to(AF_INET, "127.0.0.1", 9000);
-	int server = accept_within(listener, 2000);
-	CHECK(fd >= 0 && server >= 0, "connect");
-	uint16_t port = local_port_of(fd);
+	struct followed c = follow_one(env, knobs, &events, &ring);
+	int fd = c.client, server = c.server;
+	uint16_t port = c.port;
 	double end = now_seconds() + 5, next_flush = now_seconds() + FLUSH_SECONDS;
 	bool seen = false;
 	while (!seen && now_seconds() < end) {
@@ -384,10 +410,7 @@ static void long_connection(struct env *env, const void *arg)
 	}
 	CHECK(seen, "no UPDATE with bytes within 5 s, flushing every %.1f s (%zu events)", FLUSH_SECONDS, events.n);
 	CHECK(find(&events, SM_CONN_CLOSED, SM_CONN_OUTBOUND, port) == NULL, "closed while open");
-	close(fd);
-	close(server);
-	close(listener);
-	sm_conn_events_close(ring);
+	unfollow(&c, ring);
 }
 
 static void knob_off(struct env *env, const void *arg)
@@ -537,15 +560,9 @@ static void idle_burst(struct env *env, const void *arg)
 	struct sm_conn_events *ring = NULL;
 	static uint8_t buf[N_SENT];
 
-	events.n = 0;
-	local_workload(env, "127.0.0.1");
-	env_config(env, knobs);
-	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
-	int listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
-	int fd = connect_to(AF_INET, "127.0.0.1", 9000);
-	int server = accept_within(listener, 2000);
-	CHECK(fd >= 0 && server >= 0, "connect");
-	uint16_t port = local_port_of(fd);
+	struct followed c = follow_one(env, knobs, &events, &ring);
+	int fd = c.client, server = c.server;
+	uint16_t port = c.port;
 	uint64_t sent = 0, back = 0;
 	for (int burst = 0; burst < 2; burst++) {
 		write_all(fd, buf, N_SENT);
@@ -566,10 +583,7 @@ static void idle_burst(struct env *env, const void *arg)
 		flush(env); /* reported just now: nothing to say */
 		CHECK(sm_conn_events_poll(ring, 100) == 0 && events.n == 0, "a second flush reported %zu events", events.n);
 	}
-	close(fd);
-	close(server);
-	close(listener);
-	sm_conn_events_close(ring);
+	unfollow(&c, ring);
 }
 
 static double least(double a, double b)

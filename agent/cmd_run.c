@@ -296,10 +296,11 @@ static int make_knobs(const struct run_options *options, struct sm_config *confi
 
 static int set_knobs(struct agent *agent)
 {
-	int err = sm_datapath_set_config(agent->dp, &agent->knobs);
+	char why[256];
+	int err = sm_datapath_set_config(agent->dp, &agent->knobs, why, sizeof(why));
 
 	if (err)
-		log_msg(LOG_ERROR, "writing the datapath's config: %s", strerror(-err));
+		log_msg(LOG_ERROR, "%s", why);
 	return err;
 }
 

@@ -402,10 +402,31 @@ static int attach_close(struct sm_datapath *dp, char *err, size_t size)
 		bpf_link__destroy(link); /* not pinned: closing the only fd detaches it */
 		return fail(err, size, ret, "pinning %s: %s", path, strerror(-ret));
 	}
-	bpf_link__destroy(dp->close_link); /* a retried commit: our handle of an earlier attempt */
 	dp->close_link = link;
 	dp->created_close_link = !replaces;
 	return 0;
+}
+
+/* Telemetry off: no close program runs on the node's TCP state changes (an earlier agent's is released). */
+static void release_close(struct sm_datapath *dp)
+{
+	char path[PATH_MAX];
+
+	link_path(path, sizeof(path), dp->pin_dir, bpf_program__name(dp->skel->progs.sm_conn_close));
+	unlink(path);
+	bpf_link__destroy(dp->close_link);
+	dp->close_link = NULL;
+	dp->created_close_link = false;
+}
+
+/* The close program runs exactly while telemetry is on: it is the node's, every TCP state change pays it. */
+static int sync_close(struct sm_datapath *dp, const struct sm_config *config, char *err, size_t size)
+{
+	if (!(config->flags & SM_CONFIG_TELEMETRY)) {
+		release_close(dp);
+		return 0;
+	}
+	return dp->close_link ? 0 : attach_close(dp, err, size);
 }
 
 static int attach_all(struct sm_datapath *dp, const char *cgroup, char *err, size_t size)
@@ -428,8 +449,6 @@ static int attach_all(struct sm_datapath *dp, const char *cgroup, char *err, siz
 	dp->cgroup_id = (__u64)st.st_ino;
 	for (int hook = 0; hook < SM_CGROUP_HOOKS && !ret; hook++)
 		ret = attach_hook(dp, hook, cgroup_fd, dp->cgroup_id, err, size);
-	if (!ret)
-		ret = attach_close(dp, err, size);
 out:
 	if (cgroup_fd >= 0)
 		close(cgroup_fd);
@@ -640,9 +659,14 @@ int sm_datapath_commit(struct sm_datapath *dp, char *err, size_t size)
 
 	if (!dp->migrating)
 		return 0;
+	struct sm_config config;
 	ret = attach_all(dp, dp->cgroup, err, size);
 	if (!ret)
 		ret = sm_datapath_relink_guards(dp, err, size);
+	if (!ret && sm_datapath_get_config(dp, &config))
+		ret = fail(err, size, -errno, "reading the datapath's config: %s", strerror(errno));
+	if (!ret)
+		ret = sync_close(dp, &config, err, size);
 	if (ret)
 		return ret;
 	dp->migrating = false;
@@ -915,7 +939,7 @@ void sm_pin_dir_unlock(struct sm_pin_lock *lock)
 
 /* ---- using it ---- */
 
-/* Telemetry's close program: a tracing link, attached for as long as it is pinned. */
+/* Telemetry's close program (while telemetry is on): a tracing link, attached for as long as it is pinned. */
 static int close_link_pinned(const struct sm_datapath *dp, char *why, size_t size)
 {
 	char path[PATH_MAX];
@@ -953,7 +977,7 @@ int sm_datapath_attached(const struct sm_datapath *dp, char *why, size_t size)
 		if (ret)
 			return ret;
 	}
-	return close_link_pinned(dp, why, size);
+	return dp->close_link ? close_link_pinned(dp, why, size) : 0;
 }
 
 bool sm_datapath_adopted(const struct sm_datapath *dp)
@@ -983,11 +1007,14 @@ int sm_datapath_capacity(const struct sm_datapath *dp, enum sm_map_id map, uint3
 	return 0;
 }
 
-int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *config)
+int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *config, char *err, size_t size)
 {
 	__u32 key = 0;
 
-	return bpf_map_update_elem(dp->fds[SM_DP_MAP_CONFIG], &key, config, BPF_ANY) ? -errno : 0;
+	if (bpf_map_update_elem(dp->fds[SM_DP_MAP_CONFIG], &key, config, BPF_ANY))
+		return fail(err, size, -errno, "writing the datapath's config: %s", strerror(errno));
+	/* migrating: the older layout's programs serve until commit, which follows the config then */
+	return dp->skel && !dp->migrating ? sync_close(dp, config, err, size) : 0;
 }
 
 int sm_datapath_get_config(const struct sm_datapath *dp, struct sm_config *config)

@@ -47,6 +47,11 @@ static void telemetry_accelerated(struct sm_config *config)
 	config->flags |= SM_CONFIG_TELEMETRY | SM_CONFIG_ACCELERATE;
 }
 
+static void no_telemetry(struct sm_config *config)
+{
+	config->flags &= ~SM_CONFIG_TELEMETRY;
+}
+
 static uint16_t local_port_of(int fd)
 {
 	union sockaddr_any sa;
@@ -418,8 +423,8 @@ static void overlapping_close(struct env *env, const void *arg)
 	static struct events events;
 	struct sm_conn_events *ring = NULL;
 	char byte = 'x';
+	struct followed c = follow_one(env, telemetry, &events, &ring); /* telemetry on: the close link is pinned */
 	int second = second_close_link(env);
-	struct followed c = follow_one(env, telemetry, &events, &ring);
 
 	write_all(c.client, &byte, 1);
 	read_exactly(c.server, &byte, 1);
@@ -462,9 +467,16 @@ static void knob_off(struct env *env, const void *arg)
 	(void)arg;
 	static struct events events;
 	struct sm_conn_events *ring = NULL;
-	char byte = 'x';
+	char byte = 'x', close_link[256];
 	int err;
 
+	/* the close program runs on the node's TCP state changes only while the knob is on */
+	snprintf(close_link, sizeof(close_link), "%s/links/sm_conn_close", env->pin_dir);
+	CHECK(access(close_link, F_OK) != 0, "the close program is attached with the knob off");
+	env_config(env, telemetry);
+	CHECK(access(close_link, F_OK) == 0, "the knob on did not attach the close program");
+	env_config(env, no_telemetry);
+	CHECK(access(close_link, F_OK) != 0, "the knob off did not release the close program");
 	events.n = 0;
 	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
 	int listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
@@ -519,9 +531,10 @@ static uint64_t run_ns(struct env *env, uint64_t *runs)
 	struct bpf_link_info link = { 0 };
 	uint32_t len = sizeof(link);
 	snprintf(path, sizeof(path), "%s/links/sm_conn_close", env->pin_dir);
-	int close_link = bpf_obj_get(path);
-	CHECK(close_link >= 0 && bpf_obj_get_info_by_fd(close_link, &link, &len) == 0, "reading %s: %s", path,
-	      strerror(errno));
+	int close_link = bpf_obj_get(path); /* pinned while telemetry is on */
+	if (close_link < 0)
+		return total;
+	CHECK(bpf_obj_get_info_by_fd(close_link, &link, &len) == 0, "reading %s: %s", path, strerror(errno));
 	close(close_link);
 	total += prog_run_ns(link.prog_id, runs); /* the whole host's TCP state changes: this test's, mostly */
 	return total;
@@ -661,6 +674,7 @@ static void cost(struct env *env, const void *arg)
 	static struct events events;
 	struct sm_conn_events *ring = NULL;
 	int stats = bpf_enable_stats(BPF_STATS_RUN_TIME);
+	char err[256];
 
 	CHECK(stats >= 0, "bpf_enable_stats: %s", strerror(errno));
 	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
@@ -676,12 +690,12 @@ static void cost(struct env *env, const void *arg)
 		/* the least of a few rounds: the machine's other load only ever adds */
 		for (int round = 0; round < COST_ROUNDS; round++) {
 			config.flags &= ~SM_CONFIG_TELEMETRY;
-			CHECK(sm_datapath_set_config(env->dp, &config) == 0, "writing the config");
+			CHECK(sm_datapath_set_config(env->dp, &config, err, sizeof(err)) == 0, "%s", err);
 			off = least(off, cost_per_connection(env, listener, COST_CONNECTIONS, &runs_off, &cpu));
 			cpu_off = least(cpu_off, cpu);
 			bulk_off = least(bulk_off, cost_per_mib(env, listener, &bulk_runs_off));
 			config.flags |= SM_CONFIG_TELEMETRY;
-			CHECK(sm_datapath_set_config(env->dp, &config) == 0, "writing the config");
+			CHECK(sm_datapath_set_config(env->dp, &config, err, sizeof(err)) == 0, "%s", err);
 			on = least(on, cost_per_connection(env, listener, COST_CONNECTIONS, &runs_on, &cpu));
 			cpu_on = least(cpu_on, cpu);
 			bulk_on = least(bulk_on, cost_per_mib(env, listener, &bulk_runs_on));

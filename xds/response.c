@@ -186,12 +186,11 @@ static int read_any(struct reader *r, size_t pos, size_t end, Google__Protobuf__
 static int read_resource(struct reader *r, size_t pos, size_t end, Envoy__Service__Discovery__V3__Resource *res)
 {
 	struct pools *p = &r->pools;
+	size_t first_alias = p->n_aliases;
 	bool has_any = false;
 	struct field f;
 	int err = 0;
 
-	if (res)
-		res->aliases = p->aliases + p->n_aliases;
 	while (!err && pos < end) {
 		err = read_field(r, &pos, end, &f);
 		if (err)
@@ -235,8 +234,8 @@ static int read_resource(struct reader *r, size_t pos, size_t end, Envoy__Servic
 			break;
 		}
 	}
-	if (res && !res->n_aliases)
-		res->aliases = NULL;
+	if (res && res->n_aliases)
+		res->aliases = &p->aliases[first_alias];
 	return err;
 }
 

@@ -373,13 +373,16 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 	WITH_STATS(client, client->stats.responses++);
 	record(client, bytes, len);
 	int decode_err = sm_xds_response_read(&client->arena, bytes, len, &response);
-	if (decode_err == -EBADMSG || decode_err == -ENOTSUP)
+	if (decode_err == -EBADMSG || decode_err == -ENOTSUP) {
 		/* What the reader leaves to protobuf-c: forms it does not read, and saying why bytes do not decode. */
+		ProtobufCMessage *decoded = NULL;
 		decode_err = sm_pb_decode_in(&client->arena,
 					     &envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes,
-					     len, (ProtobufCMessage **)&response, err, sizeof(err));
-	else if (decode_err)
+					     len, &decoded, err, sizeof(err));
+		response = (Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)decoded;
+	} else if (decode_err) {
 		snprintf(err, sizeof(err), "%s", strerror(-decode_err));
+	}
 	if (decode_err) {
 		/* Without its type and nonce it cannot be answered as such; say so in a NACK all the same. */
 		char *detail = NULL;

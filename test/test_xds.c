@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "builders.h"
+#include "google/protobuf/duration.pb-c.h"
 #include "xds_env.h"
 
 #define FIXTURE_STREAM SM_FIXTURES_DIR "/wire/stream.xds"
@@ -171,6 +172,35 @@ static void unknown_type_url_is_nacked(void **state)
 	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(nack, "errorDetail"), "message")),
 			       "unknown type URL"));
 	json_decref(requests);
+	unlink(server.log);
+	unlink(stream_path);
+}
+
+/* A Resource with a ttl: a form the client's in-place reader leaves to protobuf-c, applied all the same. */
+static void response_in_a_form_left_to_protobuf_c_is_applied(void **state)
+{
+	(void)state;
+	char stream_path[128];
+	struct response r[1];
+	struct server server;
+	struct client c;
+	Google__Protobuf__Duration ttl = GOOGLE__PROTOBUF__DURATION__INIT;
+
+	temp_path(stream_path, sizeof(stream_path), "stream");
+	response_init(&r[0], SM_TYPE_URL_ADDRESS);
+	r[0].msg.nonce = "ttl-1";
+	response_add_workload(&r[0], &(struct workload_spec){ .uid = "w/ttl", .addresses = { "10.0.0.3" } }, "v1");
+	ttl.seconds = 30;
+	r[0].msg.resources[0]->ttl = &ttl;
+	write_stream(stream_path, r, 1);
+
+	server_start(&server, (const char *[]){ "--stream", stream_path, NULL });
+	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	WAIT_FOR(&c, 10, stats.acks == 1);
+	assert_int_equal(model_count(&c, SM_MAP_BACKENDS), 1);
+	assert_int_equal(client_stats(&c).nacks, 0);
+	client_stop(&c);
+	server_stop(&server);
 	unlink(server.log);
 	unlink(stream_path);
 }
@@ -586,6 +616,7 @@ int main(void)
 		cmocka_unit_test(node_identity_as_istiod_reads_it),
 		cmocka_unit_test(nack_names_every_rejection),
 		cmocka_unit_test(unknown_type_url_is_nacked),
+		cmocka_unit_test(response_in_a_form_left_to_protobuf_c_is_applied),
 		cmocka_unit_test(token_sent_and_reread),
 		cmocka_unit_test(tls),
 		cmocka_unit_test(slow_server_connected_on_first_attempt),

@@ -23,6 +23,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "xds/response.h"
 #include "xds/xds.h"
 
 #define MAX_MESSAGE_BYTES (256u << 20)
@@ -346,11 +347,14 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 	sm_rejections_clear(&rejections);
 }
 
-/* Takes the buffer: it is freed as soon as its bytes are in one slice (a full push is tens of MB). */
+/*
+ * Takes the buffer: it is freed as soon as its bytes are in one slice (a full push is tens of MB), which
+ * the decoded response points into until it is applied.
+ */
 static void handle_message(struct sm_xds_client *client, struct stream *stream, grpc_byte_buffer *buffer)
 {
 	grpc_byte_buffer_reader reader;
-	ProtobufCMessage *response;
+	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response;
 	char err[512];
 
 	if (!grpc_byte_buffer_reader_init(&reader, buffer)) {
@@ -362,16 +366,23 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 	grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
 	grpc_byte_buffer_reader_destroy(&reader);
 	grpc_byte_buffer_destroy(buffer);
-	const uint8_t *bytes = GRPC_SLICE_START_PTR(slice);
+	uint8_t *bytes = GRPC_SLICE_START_PTR(slice); /* readall's own copy: ours to write */
 	size_t len = GRPC_SLICE_LENGTH(slice);
 
 	stream->responses++;
 	WITH_STATS(client, client->stats.responses++);
 	record(client, bytes, len);
-	int decode_err = sm_pb_decode_in(&client->arena, &envoy__service__discovery__v3__delta_discovery_response__descriptor,
-					 bytes, len, &response, err, sizeof(err));
-	/* The decoded response holds copies of everything it needs: the bytes go before the apply's peak. */
-	grpc_slice_unref(slice);
+	int decode_err = sm_xds_response_read(&client->arena, bytes, len, &response);
+	if (decode_err == -EBADMSG || decode_err == -ENOTSUP) {
+		/* What the reader leaves to protobuf-c: forms it does not read, and saying why bytes do not decode. */
+		ProtobufCMessage *decoded = NULL;
+		decode_err = sm_pb_decode_in(&client->arena,
+					     &envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes,
+					     len, &decoded, err, sizeof(err));
+		response = (Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)decoded;
+	} else if (decode_err) {
+		snprintf(err, sizeof(err), "%s", strerror(-decode_err));
+	}
 	if (decode_err) {
 		/* Without its type and nonce it cannot be answered as such; say so in a NACK all the same. */
 		char *detail = NULL;
@@ -382,10 +393,10 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 		free(detail);
 		WITH_STATS(client, client->stats.nacks++);
 	} else {
-		apply_response(client, stream, (const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *)response,
-			       start);
+		apply_response(client, stream, response, start);
 	}
 	sm_pb_arena_reset(&client->arena);
+	grpc_slice_unref(slice);
 	/* A full push leaves the heap at its peak; give what it freed back to the system. */
 	if (len >= TRIM_AFTER_BYTES)
 		malloc_trim(0);

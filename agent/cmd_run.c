@@ -296,11 +296,10 @@ static int make_knobs(const struct run_options *options, struct sm_config *confi
 
 static int set_knobs(struct agent *agent)
 {
-	char why[256];
-	int err = sm_datapath_set_config(agent->dp, &agent->knobs, why, sizeof(why));
+	int err = sm_datapath_set_config(agent->dp, &agent->knobs);
 
 	if (err)
-		log_msg(LOG_ERROR, "%s", why);
+		log_msg(LOG_ERROR, "writing the datapath's config: %s", strerror(-err));
 	return err;
 }
 

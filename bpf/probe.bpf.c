@@ -9,7 +9,6 @@
 #include "vmlinux.h"
 
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -205,23 +204,6 @@ int probe_iter_tcp(struct bpf_iter__tcp *ctx)
 		probe_event(bpf_ktime_get_ns());
 	if (sk->skc_state == 255 && bpf_sock_destroy(sk) == 0) /* never true: only its loading counts */
 		bpf_seq_write(ctx->meta->seq, &zero, 1);
-	return 0;
-}
-
-/* Telemetry's close: a BTF tracepoint program reading and deleting socket storage (Linux 5.11). */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(probe_conn_close, const struct sock *sk, int oldstate, int newstate)
-{
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
-	__u64 key = 0, *value = probe_lookup();
-
-	if (bpf_sk_storage_get(&probe_storage, (void *)sk, 0, 0) && tp) {
-		probe_event(tp->bytes_acked + bpf_ktime_get_ns() + oldstate + newstate);
-		bpf_sk_storage_delete(&probe_storage, (void *)sk);
-	}
-	bpf_map_delete_elem(&probe_hash, &key);
-	if (value)
-		*value += 1;
 	return 0;
 }
 

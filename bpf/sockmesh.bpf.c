@@ -16,7 +16,6 @@
 
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
 
 #include "bpf/sockmesh.h"
 
@@ -797,6 +796,10 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	struct bpf_sock *sk;
 	__u32 op = ops->op;
 
+	if (op == BPF_SOCK_OPS_STATE_CB) {
+		conn_progress(ops); /* only sockets that telemetry follows asked for it */
+		return 1;
+	}
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
 	    op != BPF_SOCK_OPS_TCP_CONNECT_CB)
 		return 1;

@@ -362,9 +362,8 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
 /*
  * With SM_CONFIG_TELEMETRY, a TCP connection of an enrolled namespace is followed from its connect (or,
  * on the server side, from the handshake's end when its local address is a local workload's) to its
- * close: sockops makes its sm_conn_stats (socket storage) at TCP_CONNECT_CB / PASSIVE_ESTABLISHED_CB;
- * sm_conn_close, on the tracepoint inet_sock_set_state, emits an sm_conn_event as it moves to CLOSE and
- * deletes the storage (so that it is reported once); the iterator sm_conn_flush, which the
+ * close: sockops sets the state callback at TCP_CONNECT_CB / PASSIVE_ESTABLISHED_CB, keeps sm_conn_stats
+ * in socket storage and emits an sm_conn_event at the close; the iterator sm_conn_flush, which the
  * agent runs in each enrolled namespace, emits one for each connection open or unreported for
  * SM_CONN_REPORT_NS. Bytes are the application's: TCP's bytes_acked and
  * bytes_received, plus what sk_msg handed to (or received from) a local peer through the sockhash, which

@@ -1,34 +1,26 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * L4 telemetry (bpf/sockmesh.h, "L4 telemetry"), included by sockmesh.bpf.c after its helpers: its
- * sockops starts following a connection (conn_start); its sk_msg counts the bytes that bypass TCP
- * (conn_redirected, conn_tlv); sm_conn_close reports its end.
+ * sockops starts following a connection (conn_start) and hands the state callback here
+ * (conn_progress); its sk_msg counts the bytes that bypass TCP (conn_redirected, conn_tlv).
  *
  * A connection is followed when sm_conn_stats exists for its socket: made at TCP_CONNECT_CB (outbound)
  * or PASSIVE_ESTABLISHED_CB (inbound) while the knob is on. Everything after reads the socket through
- * its BTF (bpf_skc_to_tcp_sock), the same from sockops, sk_msg, the close and the flush iterator.
+ * its BTF (bpf_skc_to_tcp_sock), the same from sockops, sk_msg and the flush iterator.
  *
- * What a connection costs is the point: one socket storage and one event at its end. The end is read
- * from the tracepoint every TCP state change passes (sm_conn_close, tp_btf/inet_sock_set_state) rather
- * than from sockops' state callback: the callback runs at each of the eight or so state changes of a
- * connection's two ends, ~200 ns each (softirq, cold caches), while the tracepoint's program returns at
- * once unless the socket moves to CLOSE. There, as at the callback, the socket still holds its last
- * state and sk_err (a failed connect is told apart: refused or timed out) and its counts are final.
- * The end deletes the storage, so nothing reports a connection twice (also while the two close
- * programs of a restart overlap: both run, the first reports). The tracepoint is the whole host's: the
- * storage picks out the followed sockets.
- *
- * A connection still open after SM_CONN_REPORT_NS is reported by sm_conn_flush, an iter/tcp program
- * the agent runs in each enrolled namespace every second or two: the first report counts it opened,
- * and bytes move within seconds even when it went idle after its last burst. Events do not wake the
- * agent (it drains the ring on a timer) unless the ring is half full.
+ * What a connection costs is the point: one socket storage, the state callback (no RTT callback, no
+ * event at its start) and one event at its end. A connection still open after SM_CONN_REPORT_NS is
+ * reported by sm_conn_flush, an iter/tcp program the agent runs in each enrolled namespace every
+ * second or two: the first report counts it opened, and bytes move within seconds even when it went
+ * idle after its last burst. Events do not wake the agent (it drains the ring on a timer) unless the
+ * ring is half full.
  *
  * Bytes sk_msg redirects to a local peer: the sender counts them in its own msg_sent. The peer's count
  * cannot go in the peer's storage from there: sk_msg may look the peer up in the sockhash, but that
  * takes a reference it has no helper to release (the verifier on 6.18: "program of this type cannot
  * use helper bpf_sk_release"). So a followed socket that enters the sockhash as accelerated gets an
  * entry in sm_conn_received under its own sockhash key, which is the key the sender redirects with: the
- * sender adds to it, and the socket's events read it into msg_received. Its end deletes it.
+ * sender adds to it, and the socket's events read it into msg_received. Its close deletes it.
  */
 #ifndef SOCKMESH_BPF_TELEMETRY_H
 #define SOCKMESH_BPF_TELEMETRY_H
@@ -118,9 +110,7 @@ static __always_inline void own_key(const struct tcp_sock *tp, __u64 netns_cooki
 			remote[i] = c->skc_v6_daddr.in6_u.u6_addr32[i];
 		}
 	}
-	/* not skc_num: a socket moving to CLOSE gives its port back (zeroing skc_num) before the
-	 * tracepoint sm_conn_close reads it; inet_sport keeps it */
-	key->local_port = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	key->local_port = c->skc_num;
 	key->remote_port = bpf_ntohs(c->skc_dport);
 	key->netns = is_loopback(remote) ? netns_cookie : 0; /* as finish_key */
 }
@@ -156,16 +146,16 @@ static __always_inline void conn_received(const struct sm_sock_key *key, struct 
 	}
 }
 
-/* One record; a full ring buffer loses it (counted), never waits. key: the socket's sockhash key. */
-static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats *st, __u8 kind, __u8 failure,
-				      struct sm_sock_key *key)
+/* One record; a full ring buffer loses it (counted), never waits. */
+static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats *st, __u8 kind, __u8 failure)
 {
 	__u64 netns_cookie = sock_netns_cookie(tp);
+	struct sm_sock_key key = {};
 	struct sm_conn_event *ev;
 
 	st->reported_ns = bpf_ktime_get_ns();
-	own_key(tp, netns_cookie, key);
-	conn_received(key, st);
+	own_key(tp, netns_cookie, &key);
+	conn_received(&key, st);
 	ev = bpf_ringbuf_reserve(&sm_conn_events, sizeof(*ev), 0);
 	if (!ev) {
 		count(SM_COUNTER_CONN_EVENTS_LOST);
@@ -178,7 +168,7 @@ static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats 
 	ev->start_ns = st->start_ns;
 	ev->now_ns = st->reported_ns;
 	conn_bytes(tp, st, ev);
-	conn_addrs(tp, key, st, ev);
+	conn_addrs(tp, &key, st, ev);
 	ev->kind = kind;
 	ev->direction = st->direction;
 	ev->flags = st->flags;
@@ -192,8 +182,8 @@ static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats 
 				       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-/* Follows a connection from here: its stats. Nothing is emitted: its end (sm_conn_close), or
- * sm_conn_flush if it lasts, reports it. */
+/* Follows a connection from here: its stats and the state callback (its close). Nothing is emitted:
+ * its end, or sm_conn_flush if it lasts, reports it. */
 static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock *sk, __u8 direction)
 {
 	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -213,6 +203,8 @@ static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock
 	if (state && (state->flags & SM_SOCK_TLV_PENDING))
 		st->flags |= SM_CONN_WAYPOINT;
 	bpf_get_socket_cookie(ops); /* gives the socket its cookie, which every event reads */
+	if (bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG))
+		count(SM_COUNTER_ERRORS);
 }
 
 static __always_inline __u8 conn_failure(const struct tcp_sock *tp)
@@ -226,37 +218,36 @@ static __always_inline __u8 conn_failure(const struct tcp_sock *tp)
 	return SM_CONN_FAIL_OTHER;
 }
 
-/* The last event of a connection: what it carried, then its storage and its entry in
- * sm_conn_received (the key as it entered the sockhash) go, so that nothing reports it again. */
-static __always_inline void conn_end(struct tcp_sock *tp, const struct sock *sk, struct sm_conn_stats *st,
-				     __u8 kind, __u8 failure)
+/* The socket's entry in sm_conn_received goes with it (the key as it entered the sockhash). */
+static __always_inline void conn_forget_received(struct bpf_sock_ops *ops)
 {
 	struct sm_sock_key key = {};
 
-	conn_emit(tp, st, kind, failure, &key);
+	key_from_ops(&key, ops);
+	finish_key(&key, ops);
 	bpf_map_delete_elem(&sm_conn_received, &key);
-	bpf_sk_storage_delete(&sm_conn_stats, (void *)sk);
 }
 
-/* Every TCP state change of the host, before the socket takes the new state: only a followed
- * socket's move to CLOSE matters (several moves lead there; from SYN_SENT, its connect failed). */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(sm_conn_close, const struct sock *sk, int oldstate, int newstate)
+/* STATE_CB, which only followed sockets asked for: their close. It runs before the state changes: args
+ * are the old state and the new; only the move to CLOSE matters (several moves lead there). */
+static __always_inline void conn_progress(struct bpf_sock_ops *ops)
 {
+	struct bpf_sock *sk = ops->sk;
 	struct sm_conn_stats *st;
 	struct tcp_sock *tp;
 
-	if (newstate != BPF_TCP_CLOSE)
-		return 0;
-	st = bpf_sk_storage_get(&sm_conn_stats, (void *)sk, 0, 0);
-	tp = st ? bpf_skc_to_tcp_sock((void *)sk) : NULL;
+	if (ops->args[1] != BPF_TCP_CLOSE || !sk)
+		return;
+	st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+	tp = st ? bpf_skc_to_tcp_sock(sk) : NULL;
 	if (!tp)
-		return 0;
-	if (oldstate == BPF_TCP_SYN_SENT)
-		conn_end(tp, sk, st, SM_CONN_FAILED, conn_failure(tp));
-	else
-		conn_end(tp, sk, st, SM_CONN_CLOSED, SM_CONN_FAIL_NONE);
-	return 0;
+		return;
+	if (ops->args[0] == BPF_TCP_SYN_SENT) {
+		conn_emit(tp, st, SM_CONN_FAILED, conn_failure(tp));
+		return;
+	}
+	conn_emit(tp, st, SM_CONN_CLOSED, SM_CONN_FAIL_NONE);
+	conn_forget_received(ops);
 }
 
 /* sk_msg pushed the waypoint TLV: TCP will count it, the application did not send it. */
@@ -308,7 +299,6 @@ SEC("iter/tcp")
 int sm_conn_flush(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
-	struct sm_sock_key key = {};
 	struct sm_conn_stats *st;
 	struct tcp_sock *tp;
 	__u8 state;
@@ -321,7 +311,7 @@ int sm_conn_flush(struct bpf_iter__tcp *ctx)
 	tp = bpf_skc_to_tcp_sock(skc);
 	st = tp ? bpf_sk_storage_get(&sm_conn_stats, tp, 0, 0) : NULL;
 	if (st && bpf_ktime_get_ns() - st->reported_ns >= SM_CONN_REPORT_NS)
-		conn_emit(tp, st, SM_CONN_UPDATE, SM_CONN_FAIL_NONE, &key);
+		conn_emit(tp, st, SM_CONN_UPDATE, SM_CONN_FAIL_NONE);
 	return 0;
 }
 

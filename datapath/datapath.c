@@ -175,7 +175,6 @@ static const struct probe_need probe_needs[] = {
 	{ "probe_sockops", "sockops programs with sockhash updates and netns cookies (Linux 5.15 or later)" },
 	{ "probe_sk_msg", "sk_msg programs with message push and pull, socket storage and netns cookies (Linux 5.15 or later)" },
 	{ "probe_sk_lookup", "sk_lookup programs with ring buffers (Linux 5.9 or later)" },
-	{ "probe_conn_close", "BTF tracepoint programs (tp_btf/inet_sock_set_state) with socket storage (Linux 5.11 or later)" },
 	{ "probe_iter_tcp", "TCP socket iterators that close sockets (the bpf_sock_destroy kfunc, Linux 6.5 or later)" },
 };
 
@@ -375,60 +374,6 @@ static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cg
 	return 0;
 }
 
-/*
- * sm_conn_close (telemetry's end of a connection) is a tracing link: it takes no new program in place.
- * The new link is attached and pinned beside the old, then renamed over it, which releases the old:
- * the hook is never missing. A connection that ends while both run is reported once (the first one
- * deletes its storage).
- */
-static int attach_close(struct sm_datapath *dp, char *err, size_t size)
-{
-	struct bpf_program *prog = dp->skel->progs.sm_conn_close;
-	const char *name = bpf_program__name(prog);
-	char path[PATH_MAX], staged[PATH_MAX + 4];
-	bool replaces;
-	struct bpf_link *link;
-
-	link_path(path, sizeof(path), dp->pin_dir, name);
-	snprintf(staged, sizeof(staged), "%s-new", path); /* bpffs takes no dot in a name */
-	replaces = access(path, F_OK) == 0;
-	link = bpf_program__attach_trace(prog);
-	if (!link)
-		return fail(err, size, -errno, "attaching %s to the inet_sock_set_state tracepoint: %s", name, strerror(errno));
-	unlink(staged); /* left by an agent that died here */
-	if (bpf_obj_pin(bpf_link__fd(link), staged) || rename(staged, path)) {
-		int ret = -errno;
-		unlink(staged);
-		bpf_link__destroy(link); /* not pinned: closing the only fd detaches it */
-		return fail(err, size, ret, "pinning %s: %s", path, strerror(-ret));
-	}
-	dp->close_link = link;
-	dp->created_close_link = !replaces;
-	return 0;
-}
-
-/* Telemetry off: no close program runs on the node's TCP state changes (an earlier agent's is released). */
-static void release_close(struct sm_datapath *dp)
-{
-	char path[PATH_MAX];
-
-	link_path(path, sizeof(path), dp->pin_dir, bpf_program__name(dp->skel->progs.sm_conn_close));
-	unlink(path);
-	bpf_link__destroy(dp->close_link);
-	dp->close_link = NULL;
-	dp->created_close_link = false;
-}
-
-/* The close program runs exactly while telemetry is on: it is the node's, every TCP state change pays it. */
-static int sync_close(struct sm_datapath *dp, const struct sm_config *config, char *err, size_t size)
-{
-	if (!(config->flags & SM_CONFIG_TELEMETRY)) {
-		release_close(dp);
-		return 0;
-	}
-	return dp->close_link ? 0 : attach_close(dp, err, size);
-}
-
 static int attach_all(struct sm_datapath *dp, const char *cgroup, char *err, size_t size)
 {
 	struct stat st;
@@ -537,10 +482,6 @@ static void undo_open(struct sm_datapath *dp)
 			continue;
 		bpf_link__detach(dp->links[hook]);
 		bpf_link__unpin(dp->links[hook]);
-	}
-	if (dp->created_close_link) {
-		link_path(path, sizeof(path), dp->pin_dir, bpf_program__name(dp->skel->progs.sm_conn_close));
-		unlink(path); /* our fd, closed with the datapath, is then the link's last */
 	}
 	if (dp->skel && !dp->adopted) {
 		bpf_object__unpin_maps(dp->skel->obj, NULL); /* sm_sk_msg goes with the sockhash's last fd */
@@ -659,14 +600,9 @@ int sm_datapath_commit(struct sm_datapath *dp, char *err, size_t size)
 
 	if (!dp->migrating)
 		return 0;
-	struct sm_config config;
 	ret = attach_all(dp, dp->cgroup, err, size);
 	if (!ret)
 		ret = sm_datapath_relink_guards(dp, err, size);
-	if (!ret && sm_datapath_get_config(dp, &config))
-		ret = fail(err, size, -errno, "reading the datapath's config: %s", strerror(errno));
-	if (!ret)
-		ret = sync_close(dp, &config, err, size);
 	if (ret)
 		return ret;
 	dp->migrating = false;
@@ -717,7 +653,6 @@ void sm_datapath_close(struct sm_datapath *dp)
 		return;
 	for (int hook = 0; hook < SM_CGROUP_HOOKS; hook++)
 		bpf_link__destroy(dp->links[hook]); /* closes our fd; the pinned link stays attached */
-	bpf_link__destroy(dp->close_link);
 	sm_bpf_writer_release(&dp->writer);
 	if (dp->skel) {
 		sm_sockmesh__destroy(dp->skel);
@@ -939,20 +874,6 @@ void sm_pin_dir_unlock(struct sm_pin_lock *lock)
 
 /* ---- using it ---- */
 
-/* Telemetry's close program (while telemetry is on): a tracing link, attached for as long as it is pinned. */
-static int close_link_pinned(const struct sm_datapath *dp, char *why, size_t size)
-{
-	char path[PATH_MAX];
-	int fd;
-
-	link_path(path, sizeof(path), dp->pin_dir, bpf_program__name(dp->skel->progs.sm_conn_close));
-	fd = bpf_obj_get(path);
-	if (fd < 0)
-		return fail(why, size, -errno, "the pinned link %s is gone: %s", path, strerror(errno));
-	close(fd);
-	return 0;
-}
-
 int sm_datapath_attached(const struct sm_datapath *dp, char *why, size_t size)
 {
 	if (!dp->skel)
@@ -977,7 +898,7 @@ int sm_datapath_attached(const struct sm_datapath *dp, char *why, size_t size)
 		if (ret)
 			return ret;
 	}
-	return dp->close_link ? close_link_pinned(dp, why, size) : 0;
+	return 0;
 }
 
 bool sm_datapath_adopted(const struct sm_datapath *dp)
@@ -1007,14 +928,11 @@ int sm_datapath_capacity(const struct sm_datapath *dp, enum sm_map_id map, uint3
 	return 0;
 }
 
-int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *config, char *err, size_t size)
+int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *config)
 {
 	__u32 key = 0;
 
-	if (bpf_map_update_elem(dp->fds[SM_DP_MAP_CONFIG], &key, config, BPF_ANY))
-		return fail(err, size, -errno, "writing the datapath's config: %s", strerror(errno));
-	/* migrating: the older layout's programs serve until commit, which follows the config then */
-	return dp->skel && !dp->migrating ? sync_close(dp, config, err, size) : 0;
+	return bpf_map_update_elem(dp->fds[SM_DP_MAP_CONFIG], &key, config, BPF_ANY) ? -errno : 0;
 }
 
 int sm_datapath_get_config(const struct sm_datapath *dp, struct sm_config *config)

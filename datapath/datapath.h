@@ -198,9 +198,7 @@ int sm_datapath_for_each(const struct sm_datapath *dp, enum sm_map_id map,
 			 int (*fn)(void *ctx, const void *key, const void *value), void *ctx);
 /* The capacity a model may fill the map to (its kernel max_entries leave room for changes in flight). */
 int sm_datapath_capacity(const struct sm_datapath *dp, enum sm_map_id map, uint32_t *capacity);
-/* Writes the knobs. With SM_CONFIG_TELEMETRY, the close program (bpf/telemetry.bpf.h) is attached to
- * the node's TCP state changes (links/sm_conn_close); without, it is released. */
-int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *config, char *err, size_t err_size);
+int sm_datapath_set_config(struct sm_datapath *dp, const struct sm_config *config);
 int sm_datapath_get_config(const struct sm_datapath *dp, struct sm_config *config);
 /* Enrolls (or not) the network namespace with this cookie. */
 int sm_datapath_enroll(struct sm_datapath *dp, uint64_t netns_cookie, bool enrolled);

@@ -17,7 +17,6 @@
 struct sm_datapath {
 	struct sm_sockmesh *skel; /* NULL when only the pinned maps were opened */
 	struct bpf_link *links[SM_CGROUP_HOOKS];
-	struct bpf_link *close_link; /* sm_conn_close on inet_sock_set_state: global, not the cgroup's */
 	int fds[SM_DP_MAP_COUNT];
 	struct sm_bpf_writer writer;
 	bool adopted;
@@ -25,7 +24,6 @@ struct sm_datapath {
 	bool migrating;		    /* new maps loaded beside an older layout's; attached at commit */
 	bool created_dirs[3];	    /* the pin dir, links/ and maps-vN/: made by this open */
 	bool created_links[SM_CGROUP_HOOKS]; /* pinned by this open (not an earlier agent's, updated in place) */
-	bool created_close_link;	     /* close_link replaced no earlier agent's */
 	__u64 cgroup_id;		    /* the cgroup's inode number, as links report it */
 	char old_maps[PIN_DIR_MAX + 32]; /* the older layout's maps directory, removed at commit */
 	char cgroup[PATH_MAX];

@@ -179,14 +179,7 @@ static inline int env_setup(struct env *env)
 		fprintf(stderr, "creating %s: %s\n", env->cgroup, strerror(errno));
 		return -1;
 	}
-	char err[256];
-	if (env_open_datapath(env))
-		return -1;
-	if (sm_datapath_set_config(env->dp, &config, err, sizeof(err))) {
-		fprintf(stderr, "%s\n", err);
-		return -1;
-	}
-	if (join_cgroup(env->cgroup))
+	if (env_open_datapath(env) || sm_datapath_set_config(env->dp, &config) || join_cgroup(env->cgroup))
 		return -1;
 	if (sm_model_new(&(struct sm_model_options){ .node_name = "node-a" }, &env->model))
 		return -1;
@@ -262,11 +255,10 @@ static inline void env_apply(struct env *env, struct response *r)
 static inline void env_config(struct env *env, void (*change)(struct sm_config *config))
 {
 	struct sm_config config;
-	char err[256];
 
 	CHECK(sm_datapath_get_config(env->dp, &config) == 0, "reading the config");
 	change(&config);
-	CHECK(sm_datapath_set_config(env->dp, &config, err, sizeof(err)) == 0, "%s", err);
+	CHECK(sm_datapath_set_config(env->dp, &config) == 0, "writing the config");
 }
 
 static inline uint64_t env_counter(struct env *env, enum sm_counter counter)

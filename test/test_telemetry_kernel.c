@@ -47,11 +47,6 @@ static void telemetry_accelerated(struct sm_config *config)
 	config->flags |= SM_CONFIG_TELEMETRY | SM_CONFIG_ACCELERATE;
 }
 
-static void no_telemetry(struct sm_config *config)
-{
-	config->flags &= ~SM_CONFIG_TELEMETRY;
-}
-
 static uint16_t local_port_of(int fd)
 {
 	union sockaddr_any sa;
@@ -383,55 +378,11 @@ static struct followed follow_one(struct env *env, void (*knobs)(struct sm_confi
 	return c;
 }
 
-static void unfollow_sockets(struct followed *c)
+static void unfollow(struct followed *c, struct sm_conn_events *ring)
 {
 	close(c->client);
 	close(c->server);
 	close(c->listener);
-}
-
-static void unfollow(struct followed *c, struct sm_conn_events *ring)
-{
-	unfollow_sockets(c);
-	sm_conn_events_close(ring);
-}
-
-/* The pinned close link's program, attached a second time: a restart's overlap, when the new agent's
- * close program runs beside the old one's until the old link is released. */
-static int second_close_link(struct env *env)
-{
-	struct bpf_link_info link = { 0 };
-	uint32_t len = sizeof(link);
-	char path[256];
-
-	snprintf(path, sizeof(path), "%s/links/sm_conn_close", env->pin_dir);
-	int pinned = bpf_obj_get(path);
-	CHECK(pinned >= 0 && bpf_obj_get_info_by_fd(pinned, &link, &len) == 0, "reading %s: %s", path, strerror(errno));
-	close(pinned);
-	int prog = bpf_prog_get_fd_by_id(link.prog_id);
-	CHECK(prog >= 0, "the close program: %s", strerror(errno));
-	int second = bpf_raw_tracepoint_open(NULL, prog);
-	CHECK(second >= 0, "attaching the close program again: %s", strerror(errno));
-	close(prog);
-	return second;
-}
-
-/* Two close programs at once report each end once: the first deletes the storage the second looks for. */
-static void overlapping_close(struct env *env, const void *arg)
-{
-	(void)arg;
-	static struct events events;
-	struct sm_conn_events *ring = NULL;
-	char byte = 'x';
-	struct followed c = follow_one(env, telemetry, &events, &ring); /* telemetry on: the close link is pinned */
-	int second = second_close_link(env);
-
-	write_all(c.client, &byte, 1);
-	read_exactly(c.server, &byte, 1);
-	unfollow_sockets(&c);
-	CHECK(poll_until(ring, &events, 3000, both_closed, &c.port), "no CLOSED event of both ends (%zu events)", events.n);
-	CHECK(sm_conn_events_poll(ring, 300) >= 0 && events.n == 2, "%zu events for one connection's two ends", events.n);
-	close(second);
 	sm_conn_events_close(ring);
 }
 
@@ -467,16 +418,9 @@ static void knob_off(struct env *env, const void *arg)
 	(void)arg;
 	static struct events events;
 	struct sm_conn_events *ring = NULL;
-	char byte = 'x', close_link[256];
+	char byte = 'x';
 	int err;
 
-	/* the close program runs on the node's TCP state changes only while the knob is on */
-	snprintf(close_link, sizeof(close_link), "%s/links/sm_conn_close", env->pin_dir);
-	CHECK(access(close_link, F_OK) != 0, "the close program is attached with the knob off");
-	env_config(env, telemetry);
-	CHECK(access(close_link, F_OK) == 0, "the knob on did not attach the close program");
-	env_config(env, no_telemetry);
-	CHECK(access(close_link, F_OK) != 0, "the knob off did not release the close program");
 	events.n = 0;
 	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
 	int listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
@@ -509,7 +453,7 @@ static uint64_t prog_run_ns(uint32_t id, uint64_t *runs)
 	return info.run_time_ns;
 }
 
-/* The run time so far of the cgroup's sockops, the sockhash's sk_msg and the close tracepoint's program. */
+/* The run time so far of the cgroup's sockops and of the sockhash's sk_msg. */
 static uint64_t run_ns(struct env *env, uint64_t *runs)
 {
 	uint32_t ids[4], n = 4;
@@ -528,15 +472,6 @@ static uint64_t run_ns(struct env *env, uint64_t *runs)
 	      "querying the sockhash's sk_msg: %s", strerror(errno));
 	close(sockhash);
 	total += prog_run_ns(ids[0], runs);
-	struct bpf_link_info link = { 0 };
-	uint32_t len = sizeof(link);
-	snprintf(path, sizeof(path), "%s/links/sm_conn_close", env->pin_dir);
-	int close_link = bpf_obj_get(path); /* pinned while telemetry is on */
-	if (close_link < 0)
-		return total;
-	CHECK(bpf_obj_get_info_by_fd(close_link, &link, &len) == 0, "reading %s: %s", path, strerror(errno));
-	close(close_link);
-	total += prog_run_ns(link.prog_id, runs); /* the whole host's TCP state changes: this test's, mostly */
 	return total;
 }
 
@@ -674,7 +609,6 @@ static void cost(struct env *env, const void *arg)
 	static struct events events;
 	struct sm_conn_events *ring = NULL;
 	int stats = bpf_enable_stats(BPF_STATS_RUN_TIME);
-	char err[256];
 
 	CHECK(stats >= 0, "bpf_enable_stats: %s", strerror(errno));
 	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
@@ -690,19 +624,19 @@ static void cost(struct env *env, const void *arg)
 		/* the least of a few rounds: the machine's other load only ever adds */
 		for (int round = 0; round < COST_ROUNDS; round++) {
 			config.flags &= ~SM_CONFIG_TELEMETRY;
-			CHECK(sm_datapath_set_config(env->dp, &config, err, sizeof(err)) == 0, "%s", err);
+			CHECK(sm_datapath_set_config(env->dp, &config) == 0, "writing the config");
 			off = least(off, cost_per_connection(env, listener, COST_CONNECTIONS, &runs_off, &cpu));
 			cpu_off = least(cpu_off, cpu);
 			bulk_off = least(bulk_off, cost_per_mib(env, listener, &bulk_runs_off));
 			config.flags |= SM_CONFIG_TELEMETRY;
-			CHECK(sm_datapath_set_config(env->dp, &config, err, sizeof(err)) == 0, "%s", err);
+			CHECK(sm_datapath_set_config(env->dp, &config) == 0, "writing the config");
 			on = least(on, cost_per_connection(env, listener, COST_CONNECTIONS, &runs_on, &cpu));
 			cpu_on = least(cpu_on, cpu);
 			bulk_on = least(bulk_on, cost_per_mib(env, listener, &bulk_runs_on));
 			while (sm_conn_events_poll(ring, 0) > 0) /* room in the ring for the next round */
 				;
 		}
-		printf("# %s: sockops, sk_msg and close run time per connection (both ends, one message each way; the least "
+		printf("# %s: sockops + sk_msg run time per connection (both ends, one message each way; the least "
 		       "of %d rounds of %d): %.0f ns in %.1f runs with telemetry off, %.0f ns in %.1f runs on: %.0f ns added\n",
 		       accelerated ? "accelerated" : "plain TCP", COST_ROUNDS, COST_CONNECTIONS, off, runs_off, on, runs_on,
 		       on - off);
@@ -734,7 +668,6 @@ static const struct case_row {
 	{ "an idle connection's last burst is reported by the flush (accelerated)", idle_burst,
 	  (const void *)telemetry_accelerated },
 	{ "with the knob off nothing is recorded", knob_off, NULL },
-	{ "two close programs at once (a restart's overlap) report a connection once", overlapping_close, NULL },
 	{ "the added cost per connection (printed)", cost, NULL },
 };
 

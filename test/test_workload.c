@@ -767,6 +767,168 @@ static void failed_write_is_undone(void **state)
 	harness_close(&h);
 }
 
+/* A full push's writes reach the writer in parts; a part that fails is undone with all before it. */
+enum { LARGE_BATCH = 3000 }; /* about 9,000 writes: a backend, a slot and a frontend each (a workload
+				* with a waypoint of its own is a frontend) */
+
+struct large_batch {
+	char uids[LARGE_BATCH][16], ips[LARGE_BATCH][16];
+	struct workload_spec specs[LARGE_BATCH];
+};
+
+static void large_batch_init(struct large_batch *b)
+{
+	for (int i = 0; i < LARGE_BATCH; i++) {
+		snprintf(b->uids[i], sizeof(b->uids[i]), "w/%d", i);
+		snprintf(b->ips[i], sizeof(b->ips[i]), "10.1.%d.%d", i / 250, i % 250 + 1);
+		b->specs[i] = (struct workload_spec){ .uid = b->uids[i], .addresses = { b->ips[i] },
+						      .services = { { REVIEWS } }, .waypoint_ip = "10.0.0.9" };
+	}
+}
+
+/*
+ * The image writer, failing either once at a given write or at every write of one frontend, as a full
+ * map does. After a failure it checks, at the first write of the split that follows (a backend's
+ * update: the undo never writes one here), that the undo left the maps as they were before the batch,
+ * and that no undo deletes what is not there.
+ */
+struct failing_writer {
+	struct sm_map_writer writer;
+	struct sm_image_writer *inner;
+	size_t fail_at;	 /* the 1-based write that fails, once; 0: none */
+	const char *refused; /* a frontend whose every write fails; NULL: none */
+	const struct sm_image *before; /* the maps before the batch */
+	size_t writes, largest_call;
+	bool failed, checked;
+	char undo_diff[256]; /* empty: the undo restored the maps, and exactly */
+};
+
+static bool refused_write(const struct failing_writer *w, const struct sm_map_op *op)
+{
+	union sm_map_key key = { .frontend = ip_key(w->refused ? w->refused : "0.0.0.0") };
+
+	return w->refused && op->map == SM_MAP_FRONTENDS && op->kind == SM_OP_UPDATE &&
+	       memcmp(&op->key.frontend, &key.frontend, sizeof(key.frontend)) == 0;
+}
+
+static int failing_apply(struct sm_map_writer *base, const struct sm_map_op *ops, size_t n, size_t *applied)
+{
+	struct failing_writer *w = (struct failing_writer *)base;
+	size_t ok = 0;
+
+	if (n > w->largest_call)
+		w->largest_call = n;
+	if (w->failed && !w->checked && ops[0].map == SM_MAP_BACKENDS && ops[0].kind == SM_OP_UPDATE) {
+		w->checked = true;
+		if (sm_image_equivalent(w->inner->image, w->before, w->undo_diff, sizeof(w->undo_diff)))
+			w->undo_diff[0] = '\0';
+	}
+	for (size_t i = 0; w->failed && i < n && !w->undo_diff[0]; i++) {
+		if (ops[i].kind == SM_OP_DELETE && !sm_image_get(w->inner->image, ops[i].map, &ops[i].key))
+			snprintf(w->undo_diff, sizeof(w->undo_diff), "a delete of a %s entry that is not there",
+				 sm_map_name(ops[i].map)); /* an undo of a write that never took effect */
+	}
+	while (ok < n && !refused_write(w, &ops[ok]) && w->writes + ok + 1 != w->fail_at)
+		ok++;
+	int err = w->inner->writer.apply(&w->inner->writer, ops, ok, applied);
+	w->writes += *applied;
+	if (err || ok == n)
+		return err;
+	if (w->writes + 1 == w->fail_at)
+		w->fail_at = 0;
+	w->failed = true;
+	return -ENOSPC;
+}
+
+/* The maps of a harness given the same service and, when pre_existing, the last workload. */
+static struct sm_image *maps_before(const struct large_batch *b, bool pre_existing, struct harness *reference)
+{
+	harness_open(reference, NULL, NULL);
+	apply_service(reference, &reviews);
+	if (pre_existing)
+		apply_workloads(reference, &b->specs[LARGE_BATCH - 1], 1);
+	return reference->kernel;
+}
+
+static void large_batch_failing_late_is_undone(void **state)
+{
+	(void)state;
+	struct large_batch *b = malloc(sizeof(*b));
+	struct harness h, reference;
+	struct response r;
+
+	assert_non_null(b);
+	large_batch_init(b);
+	harness_open(&h, NULL, NULL);
+	h.writer.check_each_write = false; /* assert_consistent checks the end state */
+	apply_service(&h, &reviews);
+
+	/* The last workload's frontend is among the last writes: every part before it is undone, then each
+	 * workload goes alone and only that one is rejected. */
+	struct failing_writer failing = { .writer.apply = failing_apply, .inner = &h.writer,
+					  .refused = b->ips[LARGE_BATCH - 1],
+					  .before = maps_before(b, false, &reference) };
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	for (int i = 0; i < LARGE_BATCH; i++)
+		response_add_workload(&r, &b->specs[i], "v1");
+	sm_rejections_clear(&h.rejections);
+	assert_int_equal(sm_model_apply(h.model, &r.msg, &failing.writer, &h.rejections), 0);
+	response_free(&r);
+	assert_true(failing.checked);
+	if (failing.undo_diff[0])
+		fail_msg("the undo left: %s", failing.undo_diff);
+	assert_int_equal(h.rejections.count, 1);
+	assert_true(has_rejection(&h, b->uids[LARGE_BATCH - 1], "frontends map is full"));
+	assert_true(failing.largest_call < 3 * LARGE_BATCH); /* never the whole plan at once */
+	assert_null(backend(&h, b->uids[LARGE_BATCH - 1]));
+	assert_null(frontend(&h, b->ips[LARGE_BATCH - 1]));
+	assert_non_null(frontend(&h, b->ips[0]));
+	assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], LARGE_BATCH - 1);
+	assert_consistent(&h);
+	harness_close(&reference);
+	harness_close(&h);
+	free(b);
+}
+
+static void large_batch_failing_at_each_part_is_undone(void **state)
+{
+	(void)state;
+	struct large_batch *b = malloc(sizeof(*b));
+
+	assert_non_null(b);
+	large_batch_init(b);
+	/* A failure at the first, a middle and the last write of a part, and past the second part. */
+	const size_t fail_at[] = { 1, 2048, 4096, 4097, 8192, 8193, 8990 };
+	for (size_t f = 0; f < sizeof(fail_at) / sizeof(fail_at[0]); f++) {
+		struct harness h, reference;
+		struct response r;
+
+		harness_open(&h, NULL, NULL);
+		h.writer.check_each_write = false;
+		apply_service(&h, &reviews);
+		apply_workloads(&h, &b->specs[LARGE_BATCH - 1], 1); /* there before: must stay */
+		struct failing_writer failing = { .writer.apply = failing_apply, .inner = &h.writer,
+						  .fail_at = fail_at[f], .before = maps_before(b, true, &reference) };
+		response_init(&r, SM_TYPE_URL_ADDRESS);
+		for (int i = 0; i < LARGE_BATCH - 1; i++)
+			response_add_workload(&r, &b->specs[i], "v1");
+		sm_rejections_clear(&h.rejections);
+		assert_int_equal(sm_model_apply(h.model, &r.msg, &failing.writer, &h.rejections), 0);
+		response_free(&r);
+		if (!failing.checked)
+			fail_msg("failing at write %zu: no split followed", fail_at[f]);
+		if (failing.undo_diff[0])
+			fail_msg("failing at write %zu, the undo left: %s", fail_at[f], failing.undo_diff);
+		assert_int_equal(h.rejections.count, 0); /* undone, then split: everything fits */
+		assert_non_null(frontend(&h, b->ips[LARGE_BATCH - 1]));
+		assert_int_equal(service(&h, REVIEWS)->endpoint_counts[0], LARGE_BATCH);
+		assert_consistent(&h);
+		harness_close(&reference);
+		harness_close(&h);
+	}
+	free(b);
+}
+
 /* ---- restarts ---- */
 
 static void restart_rewrites_nothing_unchanged(void **state)
@@ -981,6 +1143,8 @@ int main(void)
 		cmocka_unit_test(malformed_resources),
 		cmocka_unit_test(overflow_is_rejected_whole),
 		cmocka_unit_test(failed_write_is_undone),
+		cmocka_unit_test(large_batch_failing_late_is_undone),
+		cmocka_unit_test(large_batch_failing_at_each_part_is_undone),
 		cmocka_unit_test(restart_rewrites_nothing_unchanged),
 		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),
 		cmocka_unit_test(authorizations_select_workloads),

@@ -447,37 +447,61 @@ static void batch_rollback(struct sm_model *model)
 	model->undo.n = 0;
 }
 
+/* Net writes handed to the writer at a time: a full push's would take tens of MB at once. */
+#define WRITE_CHUNK 4096
+
+static void describe_failed_write(struct sm_model *model, int err, enum sm_map_id map, char *reason, size_t size)
+{
+	if (err == -E2BIG || err == -ENOSPC) {
+		snprintf(reason, size, "the kernel's %s map is full", sm_map_name(map));
+		model->overflowed = map;
+	} else {
+		snprintf(reason, size, "writing the %s map failed: %s", sm_map_name(map), strerror(-err));
+	}
+}
+
+/* Undoes every write before the cursor, last first. Returns -EIO if it cannot. */
+static int undo_writes(struct sm_model *model, struct sm_map_writer *writer, struct diff_cursor *cursor)
+{
+	for (;;) {
+		size_t undone = 0;
+		if (image_undo_next(model->image, cursor, &model->undo_plan, WRITE_CHUNK))
+			return -EIO;
+		if (!model->undo_plan.n)
+			return 0;
+		if (writer->apply(writer, model->undo_plan.ops, model->undo_plan.n, &undone))
+			return -EIO;
+	}
+}
+
 /* Issues the batch's net writes; on failure, undoes those that took effect. Returns -EIO if it cannot. */
 static int write_batch(struct sm_model *model, struct sm_map_writer *writer, char *reason, size_t size)
 {
+	struct diff_cursor cursor, chunk_start;
 	size_t applied = 0;
 	int err;
 
-	plan_reset(&model->plan);
-	err = image_diff(model->image, &model->plan);
-	if (err)
-		return err;
-	if (!model->plan.n)
-		return 0;
-	err = writer->apply(writer, model->plan.ops, model->plan.n, &applied);
+	image_diff_begin(model->image, &cursor);
+	for (;;) {
+		chunk_start = cursor;
+		applied = 0;
+		err = image_diff_next(model->image, &cursor, &model->plan, WRITE_CHUNK);
+		if (err || !model->plan.n)
+			break;
+		err = writer->apply(writer, model->plan.ops, model->plan.n, &applied);
+		if (err) {
+			size_t failed = applied < model->plan.n ? applied : model->plan.n - 1;
+			describe_failed_write(model, err, model->plan.ops[failed].map, reason, size);
+			break;
+		}
+	}
 	if (!err)
 		return 0;
-	size_t failed = applied < model->plan.n ? applied : model->plan.n - 1;
-	if (err == -E2BIG || err == -ENOSPC) {
-		snprintf(reason, size, "the kernel's %s map is full", sm_map_name(model->plan.ops[failed].map));
-		model->overflowed = model->plan.ops[failed].map;
-	}
-	else
-		snprintf(reason, size, "writing the %s map failed: %s", sm_map_name(model->plan.ops[failed].map),
-			 strerror(-err));
-	if (!applied)
-		return err;
-
-	size_t undone = 0;
-	if (image_undo_plan(&model->plan, applied, &model->undo_plan) ||
-	    writer->apply(writer, model->undo_plan.ops, model->undo_plan.n, &undone))
+	/* back to just after the last write that took effect */
+	cursor = chunk_start;
+	if (applied && image_diff_next(model->image, &cursor, &model->plan, applied))
 		return -EIO;
-	return err;
+	return undo_writes(model, writer, &cursor) ? -EIO : err;
 }
 
 /* The agent's check that the batch's authorization state compiles; a compile that does not fit is an

@@ -64,9 +64,14 @@ struct frontend_entry {
 	bool present; /* false: a tombstone kept until the transaction ends */
 };
 
+/* A journal entry's place in the net writes: its write phase, or none. */
+#define WRITE_PHASES 8
+#define NO_WRITE 0xff
+
 struct journal_entry {
 	uint8_t map;
 	bool had;
+	uint8_t phase; /* set by image_diff_begin */
 	union sm_map_key key;
 	size_t before_offset; /* into the arena, when had */
 };
@@ -485,7 +490,6 @@ void plan_reset(struct plan *plan)
 void plan_free(struct plan *plan)
 {
 	free(plan->ops);
-	free(plan->before);
 	*plan = (struct plan){ 0 };
 }
 
@@ -501,88 +505,87 @@ static int plan_reserve(struct plan *plan, size_t n)
 	if (!ops)
 		return -ENOMEM;
 	plan->ops = ops;
-	const void **before = realloc(plan->before, capacity * sizeof(*before));
-	if (!before)
-		return -ENOMEM;
-	plan->before = before;
 	plan->capacity = capacity;
 	return 0;
 }
 
 /* Updates bottom-up so each reference is written before what refers to it; deletes top-down. */
-static int write_phase(enum sm_map_id map, enum sm_map_op_kind kind)
+static uint8_t write_phase(enum sm_map_id map, enum sm_map_op_kind kind)
 {
-	static const int update_phase[SM_MAP_COUNT] = {
+	static const uint8_t update_phase[SM_MAP_COUNT] = {
 		[SM_MAP_BACKENDS] = 0, [SM_MAP_ENDPOINTS] = 1, [SM_MAP_SERVICES] = 2, [SM_MAP_FRONTENDS] = 3,
 	};
-	static const int delete_phase[SM_MAP_COUNT] = {
+	static const uint8_t delete_phase[SM_MAP_COUNT] = {
 		[SM_MAP_FRONTENDS] = 4, [SM_MAP_SERVICES] = 5, [SM_MAP_ENDPOINTS] = 6, [SM_MAP_BACKENDS] = 7,
 	};
 	return kind == SM_OP_UPDATE ? update_phase[map] : delete_phase[map];
 }
 
-#define WRITE_PHASES 8
-
-int image_diff(struct sm_image *image, struct plan *plan)
+static const void *journal_before(const struct sm_image *image, const struct journal_entry *entry)
 {
-	size_t per_phase[WRITE_PHASES] = { 0 };
-	size_t next[WRITE_PHASES] = { 0 };
-	size_t base = plan->n;
+	return entry->had ? image->arena + entry->before_offset : NULL;
+}
 
-	/* Two passes: count per phase, then place each write at its phase's next position. */
-	for (int pass = 0; pass < 2; pass++) {
-		if (pass == 1) {
-			size_t total = 0;
-			for (int p = 0; p < WRITE_PHASES; p++) {
-				next[p] = base + total;
-				total += per_phase[p];
-			}
-			if (plan_reserve(plan, base + total))
-				return -ENOMEM;
-			plan->n = base + total;
-		}
-		for (size_t i = 0; i < image->journal_len; i++) {
-			const struct journal_entry *entry = &image->journal[i];
-			const void *before = entry->had ? image->arena + entry->before_offset : NULL;
+void image_diff_begin(struct sm_image *image, struct diff_cursor *cursor)
+{
+	for (size_t i = 0; i < image->journal_len; i++) {
+		struct journal_entry *entry = &image->journal[i];
+		const void *before = journal_before(image, entry);
+		const void *after = sm_image_get(image, entry->map, &entry->key);
+
+		if ((!before && !after) ||
+		    (before && after && memcmp(before, after, sm_map_value_size(entry->map)) == 0))
+			entry->phase = NO_WRITE;
+		else
+			entry->phase = write_phase(entry->map, after ? SM_OP_UPDATE : SM_OP_DELETE);
+	}
+	*cursor = (struct diff_cursor){ 0 };
+}
+
+int image_diff_next(struct sm_image *image, struct diff_cursor *cursor, struct plan *plan, size_t max)
+{
+	plan_reset(plan);
+	if (plan_reserve(plan, max))
+		return -ENOMEM;
+	for (; cursor->phase < WRITE_PHASES && plan->n < max; cursor->phase++, cursor->index = 0) {
+		for (; cursor->index < image->journal_len && plan->n < max; cursor->index++) {
+			const struct journal_entry *entry = &image->journal[cursor->index];
+			if (entry->phase != cursor->phase)
+				continue;
 			const void *after = sm_image_get(image, entry->map, &entry->key);
-
-			if (!before && !after)
-				continue;
-			if (before && after && memcmp(before, after, sm_map_value_size(entry->map)) == 0)
-				continue;
-			enum sm_map_op_kind kind = after ? SM_OP_UPDATE : SM_OP_DELETE;
-			int phase = write_phase(entry->map, kind);
-			if (pass == 0) {
-				per_phase[phase]++;
-				continue;
-			}
-			size_t at = next[phase]++;
-			plan->ops[at] = (struct sm_map_op){
-				.map = entry->map, .kind = (uint8_t)kind, .key = entry->key, .value = after,
+			plan->ops[plan->n] = (struct sm_map_op){
+				.map = entry->map, .kind = after ? SM_OP_UPDATE : SM_OP_DELETE, .key = entry->key,
+				.value = after,
 			};
-			plan->before[at] = before;
+			plan->n++;
 		}
+		if (cursor->index < image->journal_len)
+			break; /* the plan is full within this phase */
 	}
 	return 0;
 }
 
-int image_undo_plan(const struct plan *plan, size_t n, struct plan *undo)
+int image_undo_next(struct sm_image *image, struct diff_cursor *cursor, struct plan *undo, size_t max)
 {
 	plan_reset(undo);
-	if (plan_reserve(undo, n))
+	if (plan_reserve(undo, max))
 		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		const struct sm_map_op *op = &plan->ops[n - 1 - i];
-		const void *before = plan->before[n - 1 - i];
-		undo->ops[i] = (struct sm_map_op){
-			.map = op->map,
-			.kind = before ? SM_OP_UPDATE : SM_OP_DELETE,
-			.key = op->key,
+	while (undo->n < max && (cursor->phase > 0 || cursor->index > 0)) {
+		if (cursor->index == 0 || cursor->phase >= WRITE_PHASES) {
+			cursor->phase--;
+			cursor->index = image->journal_len;
+			continue;
+		}
+		const struct journal_entry *entry = &image->journal[--cursor->index];
+		if (entry->phase != cursor->phase)
+			continue;
+		const void *before = journal_before(image, entry);
+		undo->ops[undo->n] = (struct sm_map_op){
+			.map = entry->map, .kind = before ? SM_OP_UPDATE : SM_OP_DELETE, .key = entry->key,
 			.value = before,
 		};
-		undo->before[i] = op->value;
+		undo->n++;
 	}
-	undo->n = n;
 	return 0;
 }
 

@@ -5,10 +5,9 @@
 
 #include "workload/workload.h"
 
-/* A planned write list: ops in phase order, with each key's value before the change (NULL: absent). */
+/* A planned write list: ops in phase order. */
 struct plan {
 	struct sm_map_op *ops;
-	const void **before;
 	size_t n;
 	size_t capacity;
 };
@@ -18,14 +17,22 @@ void plan_free(struct plan *plan);
 
 /*
  * Transactions: between begin and commit/rollback, the image remembers each touched key's first value.
- * diff gives the net writes (one per changed key) in the order readers need: updates of backends,
- * endpoints, services, frontends, then deletes of frontends, services, endpoints, backends. Value
- * pointers in the plan stay valid until the image changes again.
+ * Its net writes (one per changed key) come in the order readers need: updates of backends, endpoints,
+ * services, frontends, then deletes of frontends, services, endpoints, backends. They are handed out
+ * a plan at a time, so that a full push never holds them all: diff_begin marks what each touched key
+ * needs, diff_next fills a plan with the next writes from the cursor (none at the end), undo_next
+ * with the writes that undo those before the cursor, last first. Value pointers in a plan stay valid
+ * until the image changes again.
  */
+struct diff_cursor {
+	uint8_t phase;
+	size_t index; /* into the journal */
+};
+
 void image_begin(struct sm_image *image);
-int image_diff(struct sm_image *image, struct plan *plan);
-/* The writes that undo the first n ops of plan, in the order to issue them (reverse). */
-int image_undo_plan(const struct plan *plan, size_t n, struct plan *undo);
+void image_diff_begin(struct sm_image *image, struct diff_cursor *cursor);
+int image_diff_next(struct sm_image *image, struct diff_cursor *cursor, struct plan *plan, size_t max);
+int image_undo_next(struct sm_image *image, struct diff_cursor *cursor, struct plan *undo, size_t max);
 void image_rollback(struct sm_image *image);
 void image_commit(struct sm_image *image);
 /* Frees the transaction record's buffers when they hold more than keep entries. */

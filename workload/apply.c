@@ -334,7 +334,6 @@ static void collect(struct sm_model *model)
 			release_backend_id(model, wl);
 		if (!wl->def && !wl->backend_id) {
 			HASH_DEL(model->workloads, wl);
-			free(wl->uid);
 			free(wl);
 		}
 	}

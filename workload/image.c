@@ -73,7 +73,7 @@ struct journal_entry {
 	bool had;
 	uint8_t phase; /* set by image_diff_begin */
 	union sm_map_key key;
-	size_t before_offset; /* into the arena, when had */
+	uint32_t before_offset; /* into the arena, when had: 24 bytes an entry, and a full push has 225,000 */
 };
 
 struct sm_image {
@@ -248,9 +248,11 @@ static int journal_record(struct sm_image *image, enum sm_map_id map, const void
 	*entry = (struct journal_entry){ .map = (uint8_t)map, .had = before != NULL };
 	memcpy(&entry->key, key, sm_map_key_size(map)); /* callers may pass just the map's key type */
 	if (before) {
+		if (image->arena_len + value_size > UINT32_MAX)
+			return -ENOMEM; /* 4 GiB of first values: no map holds that many entries */
 		if (grow((void **)&image->arena, &image->arena_capacity, image->arena_len + value_size + 8, 1))
 			return -ENOMEM;
-		entry->before_offset = image->arena_len;
+		entry->before_offset = (uint32_t)image->arena_len;
 		memcpy(image->arena + image->arena_len, before, value_size);
 		/* Undo writes hand these out as values: keep each one aligned like its struct. */
 		image->arena_len += (value_size + 7) & ~(size_t)7;

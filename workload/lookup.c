@@ -20,6 +20,12 @@ static struct addr_owners *find(const struct sm_model *model, const uint8_t addr
 	return entry;
 }
 
+/* The owners array when it is allocated, else NULL (the one owner is held in the entry). */
+static struct wl **owners_heap(struct addr_owners *entry)
+{
+	return entry->owners == &entry->one_owner ? NULL : entry->owners;
+}
+
 int addr_index_add(struct sm_model *model, const struct sm_ip *ip, struct wl *wl)
 {
 	struct addr_owners *entry = find(model, ip->bytes);
@@ -31,11 +37,17 @@ int addr_index_add(struct sm_model *model, const struct sm_ip *ip, struct wl *wl
 		entry->ip = *ip;
 		HASH_ADD(hh, model->addr_owners, ip, sizeof(entry->ip), entry);
 	}
+	if (!entry->capacity) {
+		entry->owners = &entry->one_owner;
+		entry->capacity = 1;
+	}
 	if (entry->n == entry->capacity) {
-		uint16_t capacity = entry->capacity ? entry->capacity * 2 : 1;
-		struct wl **owners = realloc(entry->owners, capacity * sizeof(*owners));
+		uint16_t capacity = entry->capacity * 2;
+		struct wl **owners = realloc(owners_heap(entry), capacity * sizeof(*owners));
 		if (!owners)
 			return -ENOMEM;
+		if (entry->owners == &entry->one_owner)
+			owners[0] = entry->one_owner;
 		entry->owners = owners;
 		entry->capacity = capacity;
 	}
@@ -53,7 +65,7 @@ void addr_index_remove(struct sm_model *model, const struct sm_ip *ip, const str
 		entry->owners[i] = entry->owners[--entry->n];
 		if (!entry->n) {
 			HASH_DEL(model->addr_owners, entry);
-			free(entry->owners);
+			free(owners_heap(entry));
 			free(entry);
 		}
 		return;
@@ -66,7 +78,7 @@ void addr_index_free(struct sm_model *model)
 
 	HASH_ITER(hh, model->addr_owners, entry, tmp) {
 		HASH_DEL(model->addr_owners, entry);
-		free(entry->owners);
+		free(owners_heap(entry));
 		free(entry);
 	}
 }

@@ -157,13 +157,13 @@ struct wl *workload_ref(struct sm_model *model, const char *uid)
 	HASH_FIND_STR(model->workloads, uid, wl);
 	if (wl)
 		return wl;
-	wl = calloc(1, sizeof(*wl));
-	if (!wl || !(wl->uid = strdup(uid))) {
-		free(wl);
+	size_t len = strlen(uid);
+	wl = calloc(1, sizeof(*wl) + len + 1);
+	if (!wl)
 		return NULL;
-	}
+	memcpy(wl->uid, uid, len);
 	wl->name_hash = name_hash(uid);
-	HASH_ADD_KEYPTR(hh, model->workloads, wl->uid, strlen(wl->uid), wl);
+	HASH_ADD_KEYPTR(hh, model->workloads, wl->uid, len, wl);
 	mark_workload(model, wl);
 	return wl;
 }
@@ -545,7 +545,6 @@ void sm_model_free(struct sm_model *model)
 	HASH_ITER(hh, model->workloads, wl, wl_tmp) {
 		HASH_DEL(model->workloads, wl); /* not unlinked: what it links to goes too */
 		free_wl_def(model, wl->def);
-		free(wl->uid);
 		free(wl);
 	}
 	struct svc *svc, *svc_tmp;

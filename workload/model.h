@@ -88,11 +88,11 @@ struct wl_def {
 
 struct wl {
 	UT_hash_handle hh; /* by uid */
-	char *uid;
 	uint64_t name_hash;
 	struct wl_def *def;
 	uint32_t backend_id;
 	uint32_t dirty_epoch;
+	char uid[]; /* in the same allocation: one fewer per workload (a full push makes 100,000) */
 };
 
 struct service_port {
@@ -164,7 +164,8 @@ struct addr_owners {
 	UT_hash_handle hh;
 	struct sm_ip ip;
 	uint16_t n, capacity;
-	struct wl **owners;
+	struct wl **owners; /* &one_owner while there is just one (the usual case) */
+	struct wl *one_owner;
 };
 
 struct interned {

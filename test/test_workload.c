@@ -767,6 +767,93 @@ static void failed_write_is_undone(void **state)
 	harness_close(&h);
 }
 
+/* ---- releasing the response before the writes ---- */
+
+/*
+ * sm_model_apply_releasing's callback in tests: poisons the response's bytes and frees them, so that a
+ * read after the release shows (and ASan and valgrind catch it), and notes how many writes came before.
+ */
+struct release_check {
+	struct response *r;
+	const struct sm_image_writer *writer;
+	size_t writes_at_start, writes_at_release;
+	int calls;
+};
+
+static void poison_and_free(void *ctx)
+{
+	struct release_check *check = ctx;
+	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *msg = &check->r->msg;
+
+	check->calls++;
+	check->writes_at_release = check->writer->ops_applied;
+	for (size_t i = 0; i < msg->n_resources; i++) {
+		memset(msg->resources[i]->name, 'X', strlen(msg->resources[i]->name));
+		memset(msg->resources[i]->resource->value.data, 0xff, msg->resources[i]->resource->value.len);
+	}
+	for (size_t i = 0; i < msg->n_removed_resources; i++)
+		memset(msg->removed_resources[i], 'X', strlen(msg->removed_resources[i]));
+	response_free(check->r);
+	msg->n_resources = msg->n_removed_resources = 0;
+}
+
+/* Applies r releasing it, which must happen once and before any write; r is freed either way. */
+static void apply_releasing(struct harness *h, struct response *r, struct sm_map_writer *writer)
+{
+	struct release_check check = { .r = r, .writer = &h->writer, .writes_at_start = h->writer.ops_applied };
+
+	sm_rejections_clear(&h->rejections);
+	assert_int_equal(sm_model_apply_releasing(h->model, &r->msg, poison_and_free, &check,
+						  writer ? writer : &h->writer.writer, &h->rejections),
+			 0);
+	assert_int_equal(check.calls, 1);
+	assert_int_equal(check.writes_at_release, check.writes_at_start);
+	assert_consistent(h);
+}
+
+static void split_after_release_needs_no_response(void **state)
+{
+	(void)state;
+	uint32_t capacity[SM_MAP_COUNT] = { [SM_MAP_ENDPOINTS] = 3 };
+	struct service_spec a = { .namespace = "ns", .hostname = "a", .vips = { "10.96.0.1" }, .ports = { { 80 } } };
+	struct workload_spec w[] = {
+		{ .uid = "w/0", .addresses = { "10.0.0.10" }, .services = { { "ns/a" } } },
+		{ .uid = "w/1", .addresses = { "10.0.0.1" }, .services = { { "ns/a" } } },
+		{ .uid = "w/2", .addresses = { "10.0.0.2" }, .capacity = 3, .services = { { "ns/a" } } },
+		{ .uid = "w/3", .addresses = { "10.0.0.3" }, .services = { { "ns/a" } } },
+		{ .uid = "w/bad", .addresses = { "10.0.0.4" } },
+	};
+	struct harness h;
+	struct response r;
+
+	harness_open(&h, NULL, capacity);
+	apply_service(&h, &a);
+	apply_workloads(&h, &w[0], 1);
+
+	/* Five slots asked for three: the batch overflows and is split after the response is gone. In it:
+	 * a removal (which makes room), an invalid resource, and an unnamed one that cannot fit. */
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_remove(&r, "w/0");
+	response_add_workload(&r, &w[1], "v1");
+	response_add_workload(&r, &w[2], "v1");
+	r.msg.resources[1]->name = response_keep(&r, strdup(""));
+	response_add_workload(&r, &w[3], "v1");
+	Istio__Workload__Workload *bad = workload_from(&r, &w[4]);
+	bad->status = 9;
+	response_add_workload_msg(&r, bad, "v1");
+	apply_releasing(&h, &r, NULL);
+
+	assert_int_equal(h.rejections.count, 2);
+	assert_true(has_rejection(&h, "w/bad", "unknown status 9"));
+	assert_true(has_rejection(&h, "(unnamed)", "endpoints map would hold"));
+	assert_null(backend(&h, "w/0"));
+	assert_non_null(backend(&h, "w/1"));
+	assert_null(backend(&h, "w/2"));
+	assert_non_null(backend(&h, "w/3"));
+	assert_int_equal(slots_of(&h, "ns/a", 0, "w/1") + slots_of(&h, "ns/a", 0, "w/3"), 2);
+	harness_close(&h);
+}
+
 /* A full push's writes reach the writer in parts; a part that fails is undone with all before it. */
 enum { LARGE_BATCH = 3000 }; /* about 9,000 writes: a backend, a slot and a frontend each (a workload
 				* with a waypoint of its own is a frontend) */
@@ -871,9 +958,7 @@ static void large_batch_failing_late_is_undone(void **state)
 	response_init(&r, SM_TYPE_URL_ADDRESS);
 	for (int i = 0; i < LARGE_BATCH; i++)
 		response_add_workload(&r, &b->specs[i], "v1");
-	sm_rejections_clear(&h.rejections);
-	assert_int_equal(sm_model_apply(h.model, &r.msg, &failing.writer, &h.rejections), 0);
-	response_free(&r);
+	apply_releasing(&h, &r, &failing.writer);
 	assert_true(failing.checked);
 	if (failing.undo_diff[0])
 		fail_msg("the undo left: %s", failing.undo_diff);
@@ -912,9 +997,7 @@ static void large_batch_failing_at_each_part_is_undone(void **state)
 		response_init(&r, SM_TYPE_URL_ADDRESS);
 		for (int i = 0; i < LARGE_BATCH - 1; i++)
 			response_add_workload(&r, &b->specs[i], "v1");
-		sm_rejections_clear(&h.rejections);
-		assert_int_equal(sm_model_apply(h.model, &r.msg, &failing.writer, &h.rejections), 0);
-		response_free(&r);
+		apply_releasing(&h, &r, &failing.writer);
 		if (!failing.checked)
 			fail_msg("failing at write %zu: no split followed", fail_at[f]);
 		if (failing.undo_diff[0])
@@ -1143,6 +1226,7 @@ int main(void)
 		cmocka_unit_test(malformed_resources),
 		cmocka_unit_test(overflow_is_rejected_whole),
 		cmocka_unit_test(failed_write_is_undone),
+		cmocka_unit_test(split_after_release_needs_no_response),
 		cmocka_unit_test(large_batch_failing_late_is_undone),
 		cmocka_unit_test(large_batch_failing_at_each_part_is_undone),
 		cmocka_unit_test(restart_rewrites_nothing_unchanged),

@@ -16,11 +16,27 @@
 /* Scratch entries kept between batches; a full push needs far more, once. */
 #define SCRATCH_KEEP 4096
 
-/* An item of a response: a resource to set, or a name to remove. */
+/*
+ * An item of a response: a resource to set, or a name to remove. The first pass applies it from the
+ * response and stages what applying it again takes, so that a batch split after a failure needs the
+ * response no more (a caller may free it before the batch's writes: tens of MB in a full push).
+ */
 struct item {
-	const Envoy__Service__Discovery__V3__Resource *resource;
-	const char *removed;
+	union {
+		const Envoy__Service__Discovery__V3__Resource *resource; /* until staged */
+		void *def; /* once staged, while the model does not hold it: what it sets (NULL: a removal) */
+	};
+	const char *removed; /* until staged */
+	void *entity;	     /* what it sets or clears; NULL: nothing (a removal of an unknown name) */
+	uint32_t undo_index; /* its undo entry in the batch it was last applied in; NO_UNDO: none (a
+			      * response within the message limit holds far fewer than 2^32 items) */
+	bool staged;
+	bool rejected; /* invalid: its rejection stays, and it is not applied again */
+	bool unnamed;  /* a resource without a name: its rejections say "(unnamed)" */
+	uint8_t kind;  /* enum undo_kind, when entity */
 };
+
+#define NO_UNDO UINT32_MAX
 
 /* ---- rejections ---- */
 
@@ -278,14 +294,64 @@ static int remove_authorization(struct sm_model *model, const char *name)
 	return authz && authz->def ? set_def(model, UNDO_AUTHORIZATION, authz, NULL) : 0;
 }
 
-static int apply_item(struct sm_model *model, enum resource_type type, const struct item *item,
-		      struct sm_rejections *rejections)
+static int apply_from_response(struct sm_model *model, enum resource_type type, const struct item *item,
+			       struct sm_rejections *rejections)
 {
 	if (item->removed)
 		return type == TYPE_ADDRESS ? remove_address(model, item->removed)
 					    : remove_authorization(model, item->removed);
 	return type == TYPE_ADDRESS ? apply_address(model, item->resource, rejections)
 				    : apply_authorization(model, item->resource, rejections);
+}
+
+/* Applies an item again from what the first pass staged: the same set, or the same removal. */
+static int apply_staged(struct sm_model *model, struct item *item)
+{
+	if (item->rejected || !item->entity || (!item->def && !def_of(item->kind, item->entity)))
+		return 0;
+	void *def = item->def;
+	item->def = NULL;
+	item->undo_index = (uint32_t)model->undo.n;
+	return set_def(model, item->kind, item->entity, def);
+}
+
+static int apply_item(struct sm_model *model, enum resource_type type, struct item *item,
+		      struct sm_rejections *rejections)
+{
+	item->undo_index = NO_UNDO;
+	if (item->staged)
+		return apply_staged(model, item);
+
+	size_t rejections_before = rejections->count, undo_before = model->undo.n;
+	int err = apply_from_response(model, type, item, rejections);
+	item->staged = true;
+	item->rejected = rejections->count > rejections_before;
+	item->unnamed = item->resource && !item->resource->name[0];
+	item->resource = NULL;
+	item->removed = NULL;
+	if (model->undo.n > undo_before) {
+		const struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, undo_before);
+		item->kind = undo->kind;
+		item->entity = undo->entity;
+		item->undo_index = (uint32_t)undo_before;
+	}
+	return err;
+}
+
+/* The name a rejection of a staged item gives: its entity's key, as the response named it. */
+static const char *item_name(const struct item *item)
+{
+	if (item->unnamed || !item->entity)
+		return "";
+	switch (item->kind) {
+	case UNDO_WORKLOAD:
+		return ((const struct wl *)item->entity)->uid;
+	case UNDO_SERVICE:
+		return ((const struct svc *)item->entity)->key;
+	case UNDO_AUTHORIZATION:
+		return ((const struct authz *)item->entity)->key;
+	}
+	return "";
 }
 
 /* ---- batches ---- */
@@ -324,29 +390,53 @@ static void release_backend_id(struct sm_model *model, struct wl *wl)
 	wl->backend_id = 0;
 }
 
-/* Frees what nothing refers to any more, and ids whose entries are gone. */
+/*
+ * Releases a workload's backend id once its entry is gone, and frees the workload once nothing holds
+ * it, unless items staged for a split still point at it (keep_entities).
+ */
+static void collect_workload(struct sm_model *model, struct wl *wl)
+{
+	if (wl->backend_id && !sm_image_get(model->image, SM_MAP_BACKENDS, &wl->backend_id))
+		release_backend_id(model, wl);
+	if (!wl->def && !wl->backend_id && !model->keep_entities) {
+		HASH_DEL(model->workloads, wl);
+		free(wl);
+	}
+}
+
+static void collect_service(struct sm_model *model, struct svc *svc)
+{
+	if (svc->id && !sm_image_get(model->image, SM_MAP_SERVICES, &svc->id))
+		release_service_id(model, svc);
+	if (!svc->def && !svc->id && !svc->members && !svc->dependents && !model->keep_entities) {
+		HASH_DEL(model->services, svc);
+		free(svc->key);
+		free(svc);
+	}
+}
+
+static void collect_authorizations(struct sm_model *model)
+{
+	struct authz *authz, *tmp;
+
+	if (model->keep_entities)
+		return;
+	HASH_ITER(hh, model->authorizations, authz, tmp) {
+		if (!authz->def) {
+			HASH_DEL(model->authorizations, authz);
+			free(authz->key);
+			free(authz);
+		}
+	}
+}
+
+/* Frees what nothing refers to any more, and ids whose entries are gone, among what the batch touched. */
 static void collect(struct sm_model *model)
 {
-	for (size_t i = 0; i < model->dirty_workloads.n; i++) {
-		struct wl *wl = VEC_AT(&model->dirty_workloads, struct wl *, i);
-		if (wl->backend_id &&
-		    !sm_image_get(model->image, SM_MAP_BACKENDS, &wl->backend_id))
-			release_backend_id(model, wl);
-		if (!wl->def && !wl->backend_id) {
-			HASH_DEL(model->workloads, wl);
-			free(wl);
-		}
-	}
-	for (size_t i = 0; i < model->dirty_services.n; i++) {
-		struct svc *svc = VEC_AT(&model->dirty_services, struct svc *, i);
-		if (svc->id && !sm_image_get(model->image, SM_MAP_SERVICES, &svc->id))
-			release_service_id(model, svc);
-		if (!svc->def && !svc->id && !svc->members && !svc->dependents) {
-			HASH_DEL(model->services, svc);
-			free(svc->key);
-			free(svc);
-		}
-	}
+	for (size_t i = 0; i < model->dirty_workloads.n; i++)
+		collect_workload(model, VEC_AT(&model->dirty_workloads, struct wl *, i));
+	for (size_t i = 0; i < model->dirty_services.n; i++)
+		collect_service(model, VEC_AT(&model->dirty_services, struct svc *, i));
 	for (size_t i = 0; i < model->dirty_ips.n; i++) {
 		struct ip_claims *ip = VEC_AT(&model->dirty_ips, struct ip_claims *, i);
 		if (!ip->n && !sm_image_get(model->image, SM_MAP_FRONTENDS, &ip->ip)) {
@@ -358,16 +448,22 @@ static void collect(struct sm_model *model)
 	bool authorizations_changed = false;
 	for (size_t i = 0; i < model->undo.n; i++)
 		authorizations_changed |= VEC_AT(&model->undo, struct undo_entry, i).kind == UNDO_AUTHORIZATION;
-	if (authorizations_changed) {
-		struct authz *authz, *tmp;
-		HASH_ITER(hh, model->authorizations, authz, tmp) {
-			if (!authz->def) {
-				HASH_DEL(model->authorizations, authz);
-				free(authz->key);
-				free(authz);
-			}
-		}
-	}
+	if (authorizations_changed)
+		collect_authorizations(model);
+}
+
+/* After a split, whose batches kept every entity for the staged items: all that nothing holds. */
+static void collect_kept(struct sm_model *model)
+{
+	struct wl *wl, *wl_tmp;
+	struct svc *svc, *svc_tmp;
+
+	model->keep_entities = false;
+	HASH_ITER(hh, model->workloads, wl, wl_tmp)
+		collect_workload(model, wl);
+	HASH_ITER(hh, model->services, svc, svc_tmp)
+		collect_service(model, svc);
+	collect_authorizations(model);
 }
 
 static void unintern_local(struct sm_model *model, struct local_locality *local)
@@ -409,8 +505,13 @@ static void batch_commit(struct sm_model *model)
 	collect(model);
 }
 
-static void batch_rollback(struct sm_model *model)
+/*
+ * Puts back what the batch replaced. The definitions it had set go back to their items, staged for a
+ * split; until the split ends, no entity is freed, since staged items and definitions point at them.
+ */
+static void batch_rollback(struct sm_model *model, struct item *items, size_t n)
 {
+	model->keep_entities = true;
 	image_rollback(model->image);
 	for (size_t i = model->undo.n; i-- > 0;) {
 		struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);
@@ -429,8 +530,13 @@ static void batch_rollback(struct sm_model *model)
 			authorization_set_def(model, undo->entity, undo->old_def);
 			break;
 		}
-		free_def(model, undo->kind, current);
-		undo->old_def = NULL;
+		undo->old_def = current;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].undo_index < model->undo.n) {
+			items[i].def = VEC_AT(&model->undo, struct undo_entry, items[i].undo_index).old_def;
+			items[i].undo_index = NO_UNDO;
+		}
 	}
 	for (size_t i = 0; i < model->new_ids.n; i++) {
 		struct id_grant *grant = &VEC_AT(&model->new_ids, struct id_grant, i);
@@ -517,14 +623,14 @@ static bool is_fatal(int err)
 	return err == -ENOMEM || err == -EIO;
 }
 
-static int apply_items(struct sm_model *model, enum resource_type type, const struct item *items, size_t n,
+static int apply_items(struct sm_model *model, enum resource_type type, struct item *items, size_t n,
 		       bool sweep, struct sm_map_writer *writer, struct sm_rejections *rejections);
 
 /*
  * Applies each item alone. With deferred, an item that overflows a map is not rejected but listed
  * there (its index), to be tried again once the adopted leftovers are swept.
  */
-static int split(struct sm_model *model, enum resource_type type, const struct item *items, size_t n,
+static int split(struct sm_model *model, enum resource_type type, struct item *items, size_t n,
 		 struct sm_map_writer *writer, struct sm_rejections *rejections, struct vec *deferred)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -548,7 +654,7 @@ static int split(struct sm_model *model, enum resource_type type, const struct i
  * only at the sweep. What did not fit beside them is tried again after it, so that a restart takes
  * what a fresh start would.
  */
-static int split_sweeping(struct sm_model *model, enum resource_type type, const struct item *items, size_t n,
+static int split_sweeping(struct sm_model *model, enum resource_type type, struct item *items, size_t n,
 			  struct sm_map_writer *writer, struct sm_rejections *rejections)
 {
 	struct vec deferred = { 0 };
@@ -566,10 +672,9 @@ static int split_sweeping(struct sm_model *model, enum resource_type type, const
  * Applies items as one batch. On an overflow or a failed write, rolls the batch back and, when split
  * is allowed, applies each item alone so that only the ones that cannot fit are rejected.
  */
-static int apply_items(struct sm_model *model, enum resource_type type, const struct item *items, size_t n,
+static int apply_items(struct sm_model *model, enum resource_type type, struct item *items, size_t n,
 		       bool sweep, struct sm_map_writer *writer, struct sm_rejections *rejections)
 {
-	size_t rejections_before = rejections->count;
 	char reason[512] = "";
 	int err = 0;
 
@@ -577,6 +682,11 @@ static int apply_items(struct sm_model *model, enum resource_type type, const st
 	model->overflowed = -1;
 	for (size_t i = 0; i < n && !err; i++)
 		err = apply_item(model, type, &items[i], rejections);
+	if (model->release_response) {
+		/* every item is staged: the response is read no more */
+		model->release_response(model->release_ctx);
+		model->release_response = NULL;
+	}
 	if (!err)
 		err = plan_dirty(model, sweep, reason, sizeof(reason));
 	if (!err && model->authz_dirty && model->authz_check)
@@ -593,15 +703,14 @@ static int apply_items(struct sm_model *model, enum resource_type type, const st
 	if (err == -EIO)
 		return err;
 
-	batch_rollback(model);
+	batch_rollback(model, items, n);
 	if (is_fatal(err))
 		return err;
-	truncate_rejections(rejections, rejections_before);
 	if (n == 1 && !sweep) {
 		/* Alone it still fails: it is valid, but the maps cannot take it. */
 		if (model->overflowed >= 0)
 			model->overflows[model->overflowed]++;
-		return add_rejection(rejections, items->removed ? items->removed : items->resource->name, "%s", reason);
+		return add_rejection(rejections, item_name(items), "%s", reason);
 	}
 	if (n == 0)
 		return err;
@@ -679,8 +788,20 @@ static int collect_items(const Envoy__Service__Discovery__V3__DeltaDiscoveryResp
 	return err;
 }
 
-int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
-		   struct sm_map_writer *writer, struct sm_rejections *rejections)
+/* Frees what a split left staged (the definitions of items it rejected) and what nothing holds. */
+static void end_split(struct sm_model *model, struct item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].staged && items[i].def)
+			free_def(model, items[i].kind, items[i].def);
+	}
+	collect_kept(model);
+}
+
+int sm_model_apply_releasing(struct sm_model *model,
+			     const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
+			     void (*release)(void *ctx), void *ctx, struct sm_map_writer *writer,
+			     struct sm_rejections *rejections)
 {
 	enum resource_type type;
 	struct item *items;
@@ -699,9 +820,21 @@ int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__
 	/* counted whatever the outcome: a failed batch may have changed what the lookups return before its undo */
 	model->changes++;
 	err = collect_items(response, items, &n, rejections);
-	if (!err)
+	if (!err) {
+		model->release_response = release;
+		model->release_ctx = ctx;
 		err = apply_items(model, type, items, n, type == TYPE_ADDRESS && model->sweep_pending, writer,
 				  rejections);
+		model->release_response = NULL;
+	}
+	if (model->keep_entities)
+		end_split(model, items, n);
 	free(items);
 	return err;
+}
+
+int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
+		   struct sm_map_writer *writer, struct sm_rejections *rejections)
+{
+	return sm_model_apply_releasing(model, response, NULL, NULL, writer, rejections);
 }

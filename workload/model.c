@@ -406,7 +406,7 @@ void free_def(struct sm_model *model, enum undo_kind kind, void *def)
 	}
 }
 
-static void *def_of(enum undo_kind kind, const void *entity)
+void *def_of(enum undo_kind kind, const void *entity)
 {
 	switch (kind) {
 	case UNDO_WORKLOAD:

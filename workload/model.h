@@ -221,6 +221,10 @@ struct sm_model {
 	/* name hash → id, of entries adopted from pinned maps */
 	struct id_hint *service_hints, *backend_hints;
 	bool sweep_pending;
+	/* sm_model_apply_releasing's, until its first batch has staged every item */
+	void (*release_response)(void *ctx);
+	void *release_ctx;
+	bool keep_entities; /* a split is under way: staged items point at entities that hold no definition */
 
 	/* the batch being applied */
 	uint32_t epoch;
@@ -292,6 +296,8 @@ struct membership *find_membership(const struct wl_def *def, const struct svc *s
 uint16_t target_port(const struct svc_def *def, uint8_t port, const struct membership *membership);
 /* Sets a definition (owning it from here on, also on failure) and journals the one it replaces. */
 int set_def(struct sm_model *model, enum undo_kind kind, void *entity, void *def);
+/* The definition an entity holds now (NULL: none). */
+void *def_of(enum undo_kind kind, const void *entity);
 void free_def(struct sm_model *model, enum undo_kind kind, void *def);
 int model_classify(const char *type_url, enum resource_type *type);
 

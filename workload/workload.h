@@ -120,6 +120,18 @@ char *sm_rejections_format(const struct sm_rejections *rejections);
 int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
 		   struct sm_map_writer *writer, struct sm_rejections *rejections);
 
+/*
+ * The same, calling release(ctx) as soon as the response is read no more: once its resources are
+ * decoded into the model, before the batch is planned and written (also when it must then be split).
+ * A caller that holds a large response (a full push is tens of MB) frees it there, which lowers the
+ * apply's peak memory. release may not be called at all (a response rejected whole, an error before
+ * that point): the caller frees what is left once this returns.
+ */
+int sm_model_apply_releasing(struct sm_model *model,
+			     const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
+			     void (*release)(void *ctx), void *ctx, struct sm_map_writer *writer,
+			     struct sm_rejections *rejections);
+
 /* The image the model holds the maps to be in. */
 const struct sm_image *sm_model_image(const struct sm_model *model);
 

@@ -304,19 +304,49 @@ static void record(struct sm_xds_client *client, const uint8_t *bytes, size_t le
 		xds_log(client, SM_XDS_LOG_ERROR, "recording to %s: %s", client->options.record_path, strerror(-err));
 }
 
-/* start: when the response's bytes were in hand (the apply histogram covers decoding too). */
-static void apply_response(struct sm_xds_client *client, struct stream *stream,
-			   const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response, double start)
+/* A decoded response and what holds its bytes: the received slice, and the structs in the arena. */
+struct held_response {
+	const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response;
+	grpc_slice slice;
+	struct sm_pb_arena *arena;
+	bool released;
+};
+
+/* Frees a response as soon as the model has read it: a full push's are tens of MB, held otherwise
+ * through the whole apply, at its peak. */
+static void release_response(void *ctx)
 {
+	struct held_response *held = ctx;
+
+	if (held->released)
+		return;
+	held->released = true;
+	held->response = NULL;
+	sm_pb_arena_reset(held->arena);
+	grpc_slice_unref(held->slice);
+}
+
+/* start: when the response's bytes were in hand (the apply histogram covers decoding too). */
+static void apply_response(struct sm_xds_client *client, struct stream *stream, struct held_response *held,
+			   double start)
+{
+	const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response = held->response;
 	struct sm_rejections rejections = { 0 };
 	char *error = NULL;
 	int type = type_index(response->type_url);
+	/* What the answer needs once the response is released; without copies, it is kept to the end. */
+	char *type_url_copy = strdup(response->type_url), *nonce_copy = strdup(response->nonce);
+	bool copied = type_url_copy && nonce_copy;
+	const char *type_url = copied ? type_url_copy : response->type_url;
+	const char *nonce = copied ? nonce_copy : response->nonce;
+	size_t n_resources = response->n_resources, n_removed = response->n_removed_resources;
 
 	if (client->options.model_lock)
 		pthread_mutex_lock(client->options.model_lock);
-	int err = sm_model_apply(client->options.model, response, client->options.writer, &rejections);
+	int err = sm_model_apply_releasing(client->options.model, response, copied ? release_response : NULL, held,
+					   client->options.writer, &rejections);
 	if (!err && client->options.after_apply)
-		client->options.after_apply(client->options.after_apply_ctx, response->type_url);
+		client->options.after_apply(client->options.after_apply_ctx, type_url);
 	if (client->options.model_lock)
 		pthread_mutex_unlock(client->options.model_lock);
 	WITH_STATS(client, sm_latency_record(&client->stats.apply, monotonic_seconds() - start));
@@ -324,15 +354,14 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 	if (err) {
 		if (asprintf(&error, "the response could not be applied: %s", strerror(-err)) < 0)
 			error = NULL;
-		xds_log(client, SM_XDS_LOG_ERROR, "%s response %s: %s", response->type_url, response->nonce,
-			error ? error : strerror(-err));
+		xds_log(client, SM_XDS_LOG_ERROR, "%s response %s: %s", type_url, nonce, error ? error : strerror(-err));
 	} else if (rejections.count) {
 		error = sm_rejections_format(&rejections);
-		xds_log(client, SM_XDS_LOG_WARN, "NACK %s response %s: %zu rejected: %s", response->type_url,
-			response->nonce, rejections.count, error ? error : "(out of memory)");
+		xds_log(client, SM_XDS_LOG_WARN, "NACK %s response %s: %zu rejected: %s", type_url, nonce,
+			rejections.count, error ? error : "(out of memory)");
 	} else {
-		xds_log(client, SM_XDS_LOG_DEBUG, "ACK %s response %s: %zu resources, %zu removed", response->type_url,
-			response->nonce, response->n_resources, response->n_removed_resources);
+		xds_log(client, SM_XDS_LOG_DEBUG, "ACK %s response %s: %zu resources, %zu removed", type_url, nonce,
+			n_resources, n_removed);
 	}
 	WITH_STATS(client, {
 		client->stats.rejected_resources += rejections.count;
@@ -341,15 +370,16 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 		else
 			client->stats.acks++;
 	});
-	answer(client, stream, response->type_url, response->nonce, err || rejections.count ? (error ? error : "rejected") : NULL,
-	       type);
+	answer(client, stream, type_url, nonce, err || rejections.count ? (error ? error : "rejected") : NULL, type);
 	free(error);
 	sm_rejections_clear(&rejections);
+	free(type_url_copy);
+	free(nonce_copy);
 }
 
 /*
  * Takes the buffer: it is freed as soon as its bytes are in one slice (a full push is tens of MB), which
- * the decoded response points into until it is applied.
+ * the decoded response points into until the model has read it.
  */
 static void handle_message(struct sm_xds_client *client, struct stream *stream, grpc_byte_buffer *buffer)
 {
@@ -368,6 +398,7 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 	grpc_byte_buffer_destroy(buffer);
 	uint8_t *bytes = GRPC_SLICE_START_PTR(slice); /* readall's own copy: ours to write */
 	size_t len = GRPC_SLICE_LENGTH(slice);
+	struct held_response held = { .slice = slice, .arena = &client->arena };
 
 	stream->responses++;
 	WITH_STATS(client, client->stats.responses++);
@@ -393,10 +424,10 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 		free(detail);
 		WITH_STATS(client, client->stats.nacks++);
 	} else {
-		apply_response(client, stream, response, start);
+		held.response = response;
+		apply_response(client, stream, &held, start);
 	}
-	sm_pb_arena_reset(&client->arena);
-	grpc_slice_unref(slice);
+	release_response(&held);
 	/* A full push leaves the heap at its peak; give what it freed back to the system. */
 	if (len >= TRIM_AFTER_BYTES)
 		malloc_trim(0);

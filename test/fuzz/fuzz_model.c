@@ -11,6 +11,9 @@
  * them, and a write beyond that traps: the model must never ask for a change the kernel would refuse
  * (-E2BIG), even with a map full to its capacity. Injected write failures run the undo paths.
  *
+ * Responses go through sm_model_apply_releasing: once the model releases one, its names and resource
+ * bytes are overwritten and poisoned for ASan, so that a split reading it afterwards traps.
+ *
  * After every response: no write left a dangling reference, the kernel's image is sound and equal to
  * the model's, a from-scratch build equals the model's image, every rejection says why, and the
  * versions the model would send on reconnect are those of the resources it accepted. After a restart
@@ -21,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sanitizer/asan_interface.h>
 
 #include "builders.h"
 #include "fuzz_input.h"
@@ -298,11 +303,70 @@ static void exercise_readers(struct fuzz *f)
 		(void)sm_model_backend_id(f->model, workload_uids[i]);
 }
 
+/*
+ * Once the model says it reads the response no more, its names and resource bytes are overwritten and,
+ * under ASan, made unreadable until the step frees them: a read after the release traps.
+ */
+struct release_check {
+	struct response *r;
+	size_t lens[MAX_ITEMS + N_NAMES + 1]; /* each name's length with its NUL, resources then removals */
+	int calls;
+};
+
+static void poison_bytes(void *bytes, size_t len)
+{
+	memset(bytes, 0xa5, len);
+	ASAN_POISON_MEMORY_REGION(bytes, len);
+}
+
+static void release_response(void *ctx)
+{
+	struct release_check *check = ctx;
+	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *msg = &check->r->msg;
+	size_t at = 0;
+
+	check->calls++;
+	for (size_t i = 0; i < msg->n_resources; i++) {
+		const Google__Protobuf__Any *any = msg->resources[i]->resource; /* NULL in some broken ones */
+		poison_bytes(msg->resources[i]->name, check->lens[at++]);
+		if (any)
+			poison_bytes(any->value.data, any->value.len);
+	}
+	for (size_t i = 0; i < msg->n_removed_resources; i++)
+		poison_bytes(msg->removed_resources[i], check->lens[at++]);
+}
+
+static void unpoison_response(struct release_check *check)
+{
+	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *msg = &check->r->msg;
+	size_t at = 0;
+
+	for (size_t i = 0; i < msg->n_resources; i++) {
+		const Google__Protobuf__Any *any = msg->resources[i]->resource;
+		ASAN_UNPOISON_MEMORY_REGION(msg->resources[i]->name, check->lens[at++]);
+		if (any)
+			ASAN_UNPOISON_MEMORY_REGION(any->value.data, any->value.len);
+	}
+	for (size_t i = 0; i < msg->n_removed_resources; i++)
+		ASAN_UNPOISON_MEMORY_REGION(msg->removed_resources[i], check->lens[at++]);
+}
+
 static void apply_response(struct fuzz *f, struct response *r)
 {
+	struct release_check check = { .r = r };
+	size_t n = 0;
+
+	CHECK(r->msg.n_resources + r->msg.n_removed_resources <= ARRAY_SIZE(check.lens), "a response too large");
+	for (size_t i = 0; i < r->msg.n_resources; i++)
+		check.lens[n++] = strlen(r->msg.resources[i]->name) + 1;
+	for (size_t i = 0; i < r->msg.n_removed_resources; i++)
+		check.lens[n++] = strlen(r->msg.removed_resources[i]) + 1;
 	sm_rejections_clear(&f->rejections);
-	int err = sm_model_apply(f->model, &r->msg, &f->writer.writer, &f->rejections);
+	int err = sm_model_apply_releasing(f->model, &r->msg, release_response, &check, &f->writer.writer,
+					   &f->rejections);
+	unpoison_response(&check);
 	CHECK(err == 0, "sm_model_apply returned %d (%s)", err, strerror(-err));
+	CHECK(check.calls == 1, "the response was released %d times", check.calls);
 	check_consistent(f);
 	exercise_readers(f);
 }

@@ -682,8 +682,8 @@ static int apply_items(struct sm_model *model, enum resource_type type, struct i
 	model->overflowed = -1;
 	for (size_t i = 0; i < n && !err; i++)
 		err = apply_item(model, type, &items[i], rejections);
-	if (model->release_response) {
-		/* every item is staged: the response is read no more */
+	if (!err && model->release_response) {
+		/* every item is staged: the response is read no more (after an error some may not be) */
 		model->release_response(model->release_ctx);
 		model->release_response = NULL;
 	}

@@ -515,18 +515,15 @@ static void batch_rollback(struct sm_model *model, struct item *items, size_t n)
 	image_rollback(model->image);
 	for (size_t i = model->undo.n; i-- > 0;) {
 		struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);
-		void *current = NULL;
+		void *current = def_of(undo->kind, undo->entity);
 		switch (undo->kind) {
 		case UNDO_WORKLOAD:
-			current = ((struct wl *)undo->entity)->def;
 			workload_set_def(model, undo->entity, undo->old_def);
 			break;
 		case UNDO_SERVICE:
-			current = ((struct svc *)undo->entity)->def;
 			service_set_def(model, undo->entity, undo->old_def);
 			break;
 		case UNDO_AUTHORIZATION:
-			current = ((struct authz *)undo->entity)->def;
 			authorization_set_def(model, undo->entity, undo->old_def);
 			break;
 		}
@@ -623,8 +620,15 @@ static bool is_fatal(int err)
 	return err == -ENOMEM || err == -EIO;
 }
 
+/* Who frees the response once the first batch has read it (NULL in the batches of a split). */
+struct release {
+	void (*fn)(void *ctx);
+	void *ctx;
+};
+
 static int apply_items(struct sm_model *model, enum resource_type type, struct item *items, size_t n,
-		       bool sweep, struct sm_map_writer *writer, struct sm_rejections *rejections);
+		       bool sweep, const struct release *release, struct sm_map_writer *writer,
+		       struct sm_rejections *rejections);
 
 /*
  * Applies each item alone. With deferred, an item that overflows a map is not rejected but listed
@@ -635,7 +639,7 @@ static int split(struct sm_model *model, enum resource_type type, struct item *i
 {
 	for (size_t i = 0; i < n; i++) {
 		size_t before = rejections->count;
-		int err = apply_items(model, type, &items[i], 1, false, writer, rejections);
+		int err = apply_items(model, type, &items[i], 1, false, NULL, writer, rejections);
 		if (is_fatal(err))
 			return err;
 		if (deferred && model->overflowed >= 0 && rejections->count > before) {
@@ -661,9 +665,9 @@ static int split_sweeping(struct sm_model *model, enum resource_type type, struc
 	int err = split(model, type, items, n, writer, rejections, &deferred);
 
 	if (!err)
-		err = apply_items(model, type, NULL, 0, true, writer, rejections);
+		err = apply_items(model, type, NULL, 0, true, NULL, writer, rejections);
 	for (size_t i = 0; !err && i < deferred.n; i++)
-		err = apply_items(model, type, &items[VEC_AT(&deferred, size_t, i)], 1, false, writer, rejections);
+		err = apply_items(model, type, &items[VEC_AT(&deferred, size_t, i)], 1, false, NULL, writer, rejections);
 	free(deferred.items);
 	return err;
 }
@@ -673,7 +677,8 @@ static int split_sweeping(struct sm_model *model, enum resource_type type, struc
  * is allowed, applies each item alone so that only the ones that cannot fit are rejected.
  */
 static int apply_items(struct sm_model *model, enum resource_type type, struct item *items, size_t n,
-		       bool sweep, struct sm_map_writer *writer, struct sm_rejections *rejections)
+		       bool sweep, const struct release *release, struct sm_map_writer *writer,
+		       struct sm_rejections *rejections)
 {
 	char reason[512] = "";
 	int err = 0;
@@ -682,11 +687,8 @@ static int apply_items(struct sm_model *model, enum resource_type type, struct i
 	model->overflowed = -1;
 	for (size_t i = 0; i < n && !err; i++)
 		err = apply_item(model, type, &items[i], rejections);
-	if (!err && model->release_response) {
-		/* every item is staged: the response is read no more (after an error some may not be) */
-		model->release_response(model->release_ctx);
-		model->release_response = NULL;
-	}
+	if (!err && release && release->fn)
+		release->fn(release->ctx); /* every item is staged (after an error some may not be) */
 	if (!err)
 		err = plan_dirty(model, sweep, reason, sizeof(reason));
 	if (!err && model->authz_dirty && model->authz_check)
@@ -820,13 +822,9 @@ int sm_model_apply_releasing(struct sm_model *model,
 	/* counted whatever the outcome: a failed batch may have changed what the lookups return before its undo */
 	model->changes++;
 	err = collect_items(response, items, &n, rejections);
-	if (!err) {
-		model->release_response = release;
-		model->release_ctx = ctx;
-		err = apply_items(model, type, items, n, type == TYPE_ADDRESS && model->sweep_pending, writer,
-				  rejections);
-		model->release_response = NULL;
-	}
+	if (!err)
+		err = apply_items(model, type, items, n, type == TYPE_ADDRESS && model->sweep_pending,
+				  &(struct release){ .fn = release, .ctx = ctx }, writer, rejections);
 	if (model->keep_entities)
 		end_split(model, items, n);
 	free(items);

@@ -468,14 +468,18 @@ void image_commit(struct sm_image *image)
 	purge_frontend_tombstones(image);
 }
 
+static const void *journal_before(const struct sm_image *image, const struct journal_entry *entry)
+{
+	return entry->had ? image->arena + entry->before_offset : NULL;
+}
+
 void image_rollback(struct sm_image *image)
 {
 	/* Restoring first values can only free memory or reuse what the transaction allocated. */
 	image->in_transaction = false;
 	for (size_t i = image->journal_len; i-- > 0;) {
 		const struct journal_entry *entry = &image->journal[i];
-		const void *before = entry->had ? image->arena + entry->before_offset : NULL;
-		sm_image_set(image, entry->map, &entry->key, before);
+		sm_image_set(image, entry->map, &entry->key, journal_before(image, entry));
 	}
 	purge_frontend_tombstones(image);
 	image->journal_len = 0;
@@ -521,11 +525,6 @@ static uint8_t write_phase(enum sm_map_id map, enum sm_map_op_kind kind)
 		[SM_MAP_FRONTENDS] = 4, [SM_MAP_SERVICES] = 5, [SM_MAP_ENDPOINTS] = 6, [SM_MAP_BACKENDS] = 7,
 	};
 	return kind == SM_OP_UPDATE ? update_phase[map] : delete_phase[map];
-}
-
-static const void *journal_before(const struct sm_image *image, const struct journal_entry *entry)
-{
-	return entry->had ? image->arena + entry->before_offset : NULL;
 }
 
 void image_diff_begin(struct sm_image *image, struct diff_cursor *cursor)

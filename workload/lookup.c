@@ -35,11 +35,9 @@ int addr_index_add(struct sm_model *model, const struct sm_ip *ip, struct wl *wl
 		if (!entry)
 			return -ENOMEM;
 		entry->ip = *ip;
-		HASH_ADD(hh, model->addr_owners, ip, sizeof(entry->ip), entry);
-	}
-	if (!entry->capacity) {
 		entry->owners = &entry->one_owner;
 		entry->capacity = 1;
+		HASH_ADD(hh, model->addr_owners, ip, sizeof(entry->ip), entry);
 	}
 	if (entry->n == entry->capacity) {
 		uint16_t capacity = entry->capacity * 2;

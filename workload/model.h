@@ -221,9 +221,6 @@ struct sm_model {
 	/* name hash → id, of entries adopted from pinned maps */
 	struct id_hint *service_hints, *backend_hints;
 	bool sweep_pending;
-	/* sm_model_apply_releasing's, until its first batch has staged every item */
-	void (*release_response)(void *ctx);
-	void *release_ctx;
 	bool keep_entities; /* a split is under way: staged items point at entities that hold no definition */
 
 	/* the batch being applied */

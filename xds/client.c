@@ -304,9 +304,8 @@ static void record(struct sm_xds_client *client, const uint8_t *bytes, size_t le
 		xds_log(client, SM_XDS_LOG_ERROR, "recording to %s: %s", client->options.record_path, strerror(-err));
 }
 
-/* A decoded response and what holds its bytes: the received slice, and the structs in the arena. */
+/* What holds a decoded response's bytes: the received slice, and the structs in the arena. */
 struct held_response {
-	const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response;
 	grpc_slice slice;
 	struct sm_pb_arena *arena;
 	bool released;
@@ -321,16 +320,15 @@ static void release_response(void *ctx)
 	if (held->released)
 		return;
 	held->released = true;
-	held->response = NULL;
 	sm_pb_arena_reset(held->arena);
 	grpc_slice_unref(held->slice);
 }
 
 /* start: when the response's bytes were in hand (the apply histogram covers decoding too). */
-static void apply_response(struct sm_xds_client *client, struct stream *stream, struct held_response *held,
-			   double start)
+static void apply_response(struct sm_xds_client *client, struct stream *stream,
+			   const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
+			   struct held_response *held, double start)
 {
-	const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response = held->response;
 	struct sm_rejections rejections = { 0 };
 	char *error = NULL;
 	int type = type_index(response->type_url);
@@ -424,8 +422,7 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 		free(detail);
 		WITH_STATS(client, client->stats.nacks++);
 	} else {
-		held.response = response;
-		apply_response(client, stream, &held, start);
+		apply_response(client, stream, response, &held, start);
 	}
 	release_response(&held);
 	/* A full push leaves the heap at its peak; give what it freed back to the system. */

@@ -488,6 +488,40 @@ static void model_lookups_by_address(void **state)
 	harness_close(&h);
 }
 
+/* Workloads that share an address (the index holds the first owner inline, more in an array). */
+static void model_lookups_by_shared_address(void **state)
+{
+	struct workload_spec specs[] = {
+		{ .uid = "w/a", .addresses = { "10.2.0.1" } },
+		{ .uid = "w/b", .addresses = { "10.2.0.1" } },
+		{ .uid = "w/c", .addresses = { "10.2.0.1" } },
+	};
+	struct sm_workload_labels w;
+	struct harness h;
+	uint8_t addr[16];
+
+	(void)state;
+	harness_open(&h, "node-a", NULL);
+	address16("10.2.0.1", addr);
+	for (size_t i = 0; i < 3; i++) {
+		apply_workloads(&h, &specs[i], 1);
+		assert_true(sm_model_workload_at(h.model, addr, &w));
+		assert_string_equal(w.uid, "w/a"); /* the first owner stays first as the owners grow */
+	}
+	/* a removed owner's place goes to the last one */
+	const char *const removals[] = { "w/a", "w/c", "w/b" }, *const next[] = { "w/c", "w/b", NULL };
+	for (size_t i = 0; i < 3; i++) {
+		remove_names(&h, &removals[i], 1);
+		if (!next[i]) {
+			assert_false(sm_model_workload_at(h.model, addr, &w));
+			continue;
+		}
+		assert_true(sm_model_workload_at(h.model, addr, &w));
+		assert_string_equal(w.uid, next[i]);
+	}
+	harness_close(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -501,6 +535,7 @@ int main(void)
 		cmocka_unit_test(access_log_plain),
 		cmocka_unit_test(access_log_json),
 		cmocka_unit_test(model_lookups_by_address),
+		cmocka_unit_test(model_lookups_by_shared_address),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

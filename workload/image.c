@@ -64,8 +64,7 @@ struct frontend_entry {
 	bool present; /* false: a tombstone kept until the transaction ends */
 };
 
-/* A journal entry's place in the net writes: its write phase, or none. */
-#define WRITE_PHASES 8
+/* A journal entry's place in the net writes: its write phase (< WRITE_PHASES), or none. */
 #define NO_WRITE 0xff
 
 struct journal_entry {
@@ -529,18 +528,20 @@ static uint8_t write_phase(enum sm_map_id map, enum sm_map_op_kind kind)
 
 void image_diff_begin(struct sm_image *image, struct diff_cursor *cursor)
 {
+	*cursor = (struct diff_cursor){ 0 };
 	for (size_t i = 0; i < image->journal_len; i++) {
 		struct journal_entry *entry = &image->journal[i];
 		const void *before = journal_before(image, entry);
 		const void *after = sm_image_get(image, entry->map, &entry->key);
 
 		if ((!before && !after) ||
-		    (before && after && memcmp(before, after, sm_map_value_size(entry->map)) == 0))
+		    (before && after && memcmp(before, after, sm_map_value_size(entry->map)) == 0)) {
 			entry->phase = NO_WRITE;
-		else
-			entry->phase = write_phase(entry->map, after ? SM_OP_UPDATE : SM_OP_DELETE);
+			continue;
+		}
+		entry->phase = write_phase(entry->map, after ? SM_OP_UPDATE : SM_OP_DELETE);
+		cursor->left[entry->phase]++;
 	}
-	*cursor = (struct diff_cursor){ 0 };
 }
 
 int image_diff_next(struct sm_image *image, struct diff_cursor *cursor, struct plan *plan, size_t max)
@@ -549,18 +550,19 @@ int image_diff_next(struct sm_image *image, struct diff_cursor *cursor, struct p
 	if (plan_reserve(plan, max))
 		return -ENOMEM;
 	for (; cursor->phase < WRITE_PHASES && plan->n < max; cursor->phase++, cursor->index = 0) {
-		for (; cursor->index < image->journal_len && plan->n < max; cursor->index++) {
+		/* a phase with writes left has one at or past index: the scan stays in the journal */
+		for (; cursor->left[cursor->phase] && plan->n < max; cursor->index++) {
 			const struct journal_entry *entry = &image->journal[cursor->index];
 			if (entry->phase != cursor->phase)
 				continue;
 			const void *after = sm_image_get(image, entry->map, &entry->key);
-			plan->ops[plan->n] = (struct sm_map_op){
+			plan->ops[plan->n++] = (struct sm_map_op){
 				.map = entry->map, .kind = after ? SM_OP_UPDATE : SM_OP_DELETE, .key = entry->key,
 				.value = after,
 			};
-			plan->n++;
+			cursor->left[cursor->phase]--;
 		}
-		if (cursor->index < image->journal_len)
+		if (cursor->left[cursor->phase])
 			break; /* the plan is full within this phase */
 	}
 	return 0;

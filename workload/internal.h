@@ -24,9 +24,12 @@ void plan_free(struct plan *plan);
  * with the writes that undo those before the cursor, last first. Value pointers in a plan stay valid
  * until the image changes again.
  */
+#define WRITE_PHASES 8
+
 struct diff_cursor {
 	uint8_t phase;
-	size_t index; /* into the journal */
+	size_t index;		     /* into the journal */
+	size_t left[WRITE_PHASES]; /* writes of each phase not handed out yet: a phase ends at its last */
 };
 
 void image_begin(struct sm_image *image);

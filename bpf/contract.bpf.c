@@ -97,4 +97,6 @@ struct sm_contract {
 	enum sm_conn_flags conn_flags;
 	struct sm_conn_stats conn_stats;
 	struct sm_conn_event conn_event;
+	enum sm_conn_handover conn_handover;
+	struct sm_conn_received conn_received;
 } sm_contract;

@@ -819,9 +819,10 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	key_from_ops(&key, ops);
 	/* followed before it can enter the sockhash, so that no message its peer redirects goes uncounted */
 	/* reporter="destination": connections to a workload of this node, as ztunnel's inbound (a loopback
-	 * listener that is no workload's, such as a waypoint's or the pod's own localhost, is not one) */
+	 * listener that is no workload's, such as a waypoint's or the pod's own localhost, is not one), unless
+	 * a local connecting end reports this one too */
 	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && telemetry_on(cfg) &&
-	    bpf_map_lookup_elem(&sm_local_addrs, key.local_addr))
+	    bpf_map_lookup_elem(&sm_local_addrs, key.local_addr) && !conn_handed_over(ops, cfg, &key))
 		conn_start(ops, sk, SM_CONN_INBOUND);
 	enter_sockhash(ops, sk, cfg, &key);
 	return 1;

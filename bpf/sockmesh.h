@@ -20,8 +20,10 @@
 
 /* 1: the first layout. 2: SM_SOCK_TLV_ONLY moved off bit 3, which layout 1 had given to
  * SM_SOCK_ACCELERATED, retired then reused without a bump. 3: L4 authorization (the sm_authz_* maps,
- * their counters) and L4 telemetry (sm_conn_stats, sm_conn_events, SM_CONFIG_TELEMETRY). */
-#define SM_LAYOUT_VERSION 3
+ * their counters) and L4 telemetry (sm_conn_stats, sm_conn_events, SM_CONFIG_TELEMETRY). 4: a local
+ * connection's two ends reported by its connecting end (SM_CONN_BOTH_ENDS, sm_conn_received's value a
+ * struct sm_conn_received with its handover). */
+#define SM_LAYOUT_VERSION 4
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
@@ -369,8 +371,17 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  * bytes_received, plus what sk_msg handed to (or received from) a local peer through the sockhash, which
  * never passes through TCP, minus the waypoint TLV's bytes. What a local peer's sk_msg hands to a
  * followed accelerated socket is added up in sm_conn_received (hash: the receiver's struct sm_sock_key,
- * as in the sockhash → __u64 bytes), since sk_msg cannot reach the receiver's socket storage; the
- * receiver's events read it into msg_received and its close deletes it (bpf/telemetry.bpf.h).
+ * as in the sockhash → struct sm_conn_received), since sk_msg cannot reach the receiver's socket
+ * storage; the receiver's events read it into msg_received and its close deletes it
+ * (bpf/telemetry.bpf.h).
+ *
+ * One end for two: a followed connecting end that is accelerated (its peer is a local socket) holds
+ * every byte count of the connection, both ways. When its peer is a local workload that would be followed
+ * too, the peer takes the handover its sm_conn_received entry offers instead of following itself (no
+ * socket storage, no state callback, no event), and the connecting end's events carry SM_CONN_BOTH_ENDS:
+ * the reader of the ring (datapath/telemetry.c) hands on each such event and the accepting end's, made
+ * from it. The handover is decided by one atomic OR of each side on the entry's handover word, so that a
+ * connecting end closing while its peer is being accepted never leaves the peer's record to no one.
  */
 #define SM_CONN_EVENTS_BYTES (1024 * 1024) /* ring buffer of connection events */
 #define SM_CONN_REPORT_NS 2000000000ULL	   /* sm_conn_flush reports a connection open or unreported this long */
@@ -398,7 +409,28 @@ enum sm_conn_flags {
 	SM_CONN_ACCELERATED = 1 << 0, /* some of its bytes went through the sockhash to a local peer */
 	SM_CONN_WAYPOINT = 1 << 1,    /* sent to a waypoint, with the original-destination TLV */
 	SM_CONN_TRANSLATED = 1 << 2,  /* orig_addr:orig_port (a service VIP) was rewritten */
+	/* the connecting end's event stands for the accepting end too (the handover above); the accepting end's
+	 * event that the ring's reader makes from it carries it as well: its duration and RTT are the
+	 * connecting end's, its socket_cookie that end's with the top bit set, its netns_cookie 0 */
+	SM_CONN_BOTH_ENDS = 1 << 3,
 };
+
+/* sm_conn_received's handover word: bits set by one atomic OR each, never cleared. */
+enum sm_conn_handover {
+	SM_CONN_HANDOVER_OFFERED = 1 << 0, /* at the entry's creation: a connecting end that can report its peer */
+	SM_CONN_HANDOVER_TAKEN = 1 << 1,   /* by the accepting end; it left its record to the connecting end
+					    * unless it found CLOSED already set */
+	SM_CONN_HANDOVER_CLOSED = 1 << 2,  /* by the connecting end's close; it reports its peer only if it
+					    * found TAKEN already set */
+};
+
+/* sm_conn_received (hash, a followed accelerated socket's struct sm_sock_key → this). */
+struct sm_conn_received {
+	__u64 bytes;	/* what local peers' sk_msg handed to this socket */
+	__u32 handover; /* enum sm_conn_handover */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct sm_conn_received) == 16, "sm_conn_received layout");
 
 /* sm_conn_stats (socket storage): what a followed connection carries. */
 struct sm_conn_stats {

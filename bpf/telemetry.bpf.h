@@ -21,6 +21,12 @@
  * use helper bpf_sk_release"). So a followed socket that enters the sockhash as accelerated gets an
  * entry in sm_conn_received under its own sockhash key, which is the key the sender redirects with: the
  * sender adds to it, and the socket's events read it into msg_received. Its close deletes it.
+ *
+ * The same entry carries the handover (bpf/sockmesh.h, "One end for two"): a connecting end creates it
+ * OFFERED, an accepting local workload that finds it ORs in TAKEN and is not followed unless the
+ * connecting end had closed, and the connecting end's close ORs in CLOSED and reports both ends if TAKEN
+ * came first. The connecting end's entry is there before its peer is accepted: it is made at
+ * ACTIVE_ESTABLISHED_CB, before the connecting end sends the ACK whose arrival makes the accepted socket.
  */
 #ifndef SOCKMESH_BPF_TELEMETRY_H
 #define SOCKMESH_BPF_TELEMETRY_H
@@ -49,7 +55,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SM_DEFAULT_MAX_SOCKETS);
 	__type(key, struct sm_sock_key);
-	__type(value, __u64);
+	__type(value, struct sm_conn_received);
 	__uint(pinning, SM_MAP_PINNING);
 } sm_conn_received SEC(".maps");
 
@@ -135,15 +141,22 @@ static __always_inline void conn_addrs(struct tcp_sock *tp, const struct sm_sock
 	}
 }
 
-/* What local peers redirected to this socket so far (sm_conn_received). */
-static __always_inline void conn_received(const struct sm_sock_key *key, struct sm_conn_stats *st)
+/* What local peers redirected to this socket so far (sm_conn_received), and whether this end reports its
+ * peer too: at the close, its OR of CLOSED settles that against the peer's OR of TAKEN. */
+static __always_inline void conn_received(const struct sm_sock_key *key, struct sm_conn_stats *st, bool closing)
 {
-	__u64 *received = bpf_map_lookup_elem(&sm_conn_received, key);
+	struct sm_conn_received *received = bpf_map_lookup_elem(&sm_conn_received, key);
+	__u32 handover;
 
-	if (received && *received) {
-		st->msg_received = *received;
+	if (!received)
+		return;
+	if (received->bytes) {
+		st->msg_received = received->bytes;
 		st->flags |= SM_CONN_ACCELERATED;
 	}
+	handover = closing ? __sync_fetch_and_or(&received->handover, SM_CONN_HANDOVER_CLOSED) : received->handover;
+	if ((handover & SM_CONN_HANDOVER_OFFERED) && (handover & SM_CONN_HANDOVER_TAKEN))
+		st->flags |= SM_CONN_BOTH_ENDS;
 }
 
 /* One record; a full ring buffer loses it (counted), never waits. */
@@ -155,7 +168,7 @@ static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats 
 
 	st->reported_ns = bpf_ktime_get_ns();
 	own_key(tp, netns_cookie, &key);
-	conn_received(&key, st);
+	conn_received(&key, st, kind == SM_CONN_CLOSED);
 	ev = bpf_ringbuf_reserve(&sm_conn_events, sizeof(*ev), 0);
 	if (!ev) {
 		count(SM_COUNTER_CONN_EVENTS_LOST);
@@ -267,10 +280,10 @@ static __always_inline void conn_tlv(struct bpf_sock *sk, __u32 len)
 static __always_inline void conn_redirected(struct bpf_sock *sk, const struct sm_sock_key *peer_key, __u32 size)
 {
 	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
-	__u64 *received = bpf_map_lookup_elem(&sm_conn_received, peer_key);
+	struct sm_conn_received *received = bpf_map_lookup_elem(&sm_conn_received, peer_key);
 
 	if (received)
-		__sync_fetch_and_add(received, size);
+		__sync_fetch_and_add(&received->bytes, size);
 	if (!st)
 		return;
 	st->msg_sent += size; /* only this socket's own sends run here, under its lock */
@@ -280,13 +293,44 @@ static __always_inline void conn_redirected(struct bpf_sock *sk, const struct sm
 /* A followed socket entering the sockhash as accelerated: its peer's redirects are counted from now. */
 static __always_inline void conn_accelerated(struct bpf_sock *sk, const struct sm_sock_key *key)
 {
-	__u64 zero = 0;
+	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+	struct sm_conn_received entry = {};
 
-	if (!bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0))
+	if (!st)
 		return;
+	/* a connecting end sees every byte of the connection, both ways, unless it talks to a waypoint:
+	 * the waypoint's own count holds the TLV, which this end's takes out */
+	if (st->direction == SM_CONN_OUTBOUND && !(st->flags & SM_CONN_WAYPOINT))
+		entry.handover = SM_CONN_HANDOVER_OFFERED;
 	/* BPF_ANY: a connection that reuses the key of one before it starts from zero */
-	if (bpf_map_update_elem(&sm_conn_received, key, &zero, BPF_ANY))
+	if (bpf_map_update_elem(&sm_conn_received, key, &entry, BPF_ANY))
 		count(SM_COUNTER_ERRORS);
+}
+
+/*
+ * An accepted connection to a local workload (key: its own, without finish_key): true when its
+ * connecting end, a followed local socket, offered to report it and this end took the handover before
+ * that end's close; it is then not followed. Only accelerated connecting ends have an entry.
+ */
+static __always_inline bool conn_handed_over(struct bpf_sock_ops *ops, const struct sm_config *cfg,
+					     const struct sm_sock_key *key)
+{
+	struct sm_sock_key peer = {};
+	struct sm_conn_received *entry;
+	__u32 handover;
+
+	if (!(cfg->flags & SM_CONFIG_ACCELERATE))
+		return false;
+	__builtin_memcpy(peer.local_addr, key->remote_addr, 16);
+	__builtin_memcpy(peer.remote_addr, key->local_addr, 16);
+	peer.local_port = key->remote_port;
+	peer.remote_port = key->local_port;
+	finish_key(&peer, ops);
+	entry = bpf_map_lookup_elem(&sm_conn_received, &peer);
+	if (!entry || !(entry->handover & SM_CONN_HANDOVER_OFFERED))
+		return false;
+	handover = __sync_fetch_and_or(&entry->handover, SM_CONN_HANDOVER_TAKEN);
+	return !(handover & SM_CONN_HANDOVER_CLOSED);
 }
 
 /*

@@ -276,7 +276,9 @@ int sm_datapath_authz_policy_counts(const struct sm_datapath *dp,
 
 /*
  * The ring buffer of connection events (sm_conn_events), written while the knobs have
- * SM_CONFIG_TELEMETRY (sm_datapath_set_config). fn gets each event; its non-zero return stops a poll.
+ * SM_CONFIG_TELEMETRY (sm_datapath_set_config). fn gets each event; its non-zero return stops a poll. A
+ * connecting end's event with SM_CONN_BOTH_ENDS is followed by its accepting end's, made from it (the kernel
+ * followed only the connecting end): as if each end had reported, with the flag on both.
  */
 struct sm_conn_events;
 int sm_datapath_conn_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, const struct sm_conn_event *ev),

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * L4 telemetry's user side: the ring buffer of connection events (sm_conn_events). The knob is
- * SM_CONFIG_TELEMETRY in sm_datapath_set_config; what the kernel records: bpf/telemetry.bpf.h.
+ * SM_CONFIG_TELEMETRY in sm_datapath_set_config; what the kernel records: bpf/telemetry.bpf.h. An event that
+ * stands for both ends of a local connection is handed on as two, one per end.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,15 +20,52 @@ struct sm_conn_events {
 	void *ctx;
 };
 
+/* The top bit of a socket cookie: the kernel counts cookies up from 1 and never reaches it. */
+#define PEER_COOKIE_BIT (1ULL << 63)
+
+/*
+ * The accepting end's event, made from its connecting end's that carries SM_CONN_BOTH_ENDS (bpf/sockmesh.h,
+ * "One end for two"): the same connection from the other side, bytes swapped, as an inbound one to the
+ * address the connecting end reached.
+ */
+static void peer_event(const struct sm_conn_event *ev, struct sm_conn_event *peer)
+{
+	*peer = (struct sm_conn_event){
+		.socket_cookie = ev->socket_cookie | PEER_COOKIE_BIT,
+		.start_ns = ev->start_ns,
+		.now_ns = ev->now_ns,
+		.bytes_sent = ev->bytes_received,
+		.bytes_received = ev->bytes_sent,
+		.local_port = ev->remote_port,
+		.remote_port = ev->local_port,
+		.orig_port = ev->local_port, /* as the kernel's inbound events: no original destination */
+		.kind = ev->kind,
+		.direction = SM_CONN_INBOUND,
+		.flags = ev->flags & (SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS),
+		.failure = ev->failure,
+		.srtt_us = ev->srtt_us,
+		.min_rtt_us = ev->min_rtt_us,
+		.total_retrans = ev->total_retrans,
+	};
+	memcpy(peer->local_addr, ev->remote_addr, sizeof(peer->local_addr));
+	memcpy(peer->remote_addr, ev->local_addr, sizeof(peer->remote_addr));
+	memcpy(peer->orig_addr, ev->local_addr, sizeof(peer->orig_addr));
+}
+
 static int on_conn_event(void *ctx, void *data, size_t size)
 {
 	struct sm_conn_events *e = ctx;
-	struct sm_conn_event ev;
+	struct sm_conn_event ev, peer;
+	int ret;
 
 	if (size < sizeof(ev))
 		return 0; /* not of this layout: skipped */
 	memcpy(&ev, data, sizeof(ev));
-	return e->fn(e->ctx, &ev);
+	ret = e->fn(e->ctx, &ev);
+	if (ret || !(ev.flags & SM_CONN_BOTH_ENDS) || ev.direction != SM_CONN_OUTBOUND)
+		return ret;
+	peer_event(&ev, &peer);
+	return e->fn(e->ctx, &peer);
 }
 
 int sm_datapath_conn_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, const struct sm_conn_event *ev),

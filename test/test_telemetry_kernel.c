@@ -4,7 +4,8 @@
  * (test/datapath_env.h), read back from sm_conn_events. A client sends N bytes and the server M back,
  * then both close: the client's OUTBOUND and the server's INBOUND CLOSED events carry exactly N and M,
  * each from its own view, over plain TCP, the sockhash (accelerated), a waypoint (the TLV is not the
- * client's) and IPv6; the end is each socket's only event. Refused and timed-out connects fail with their
+ * client's) and IPv6; the end is each socket's only event. An accelerated connection through no waypoint
+ * is followed at its connecting end only, which reports both (the accepting socket has no sm_conn_stats). Refused and timed-out connects fail with their
  * reason; an open connection reports its bytes when the flush iterator runs, also the last burst of one
  * gone idle; with the knob off nothing is recorded. The added cost per connection is printed.
  */
@@ -159,7 +160,7 @@ static void web_service_waypoint(struct env *env)
 static const struct bytes_row bytes_rows[] = {
 	{ "plain TCP over IPv4", telemetry, NULL, AF_INET, "127.0.0.1", 9000, "127.0.0.1", 9000, 0, 0, 0 },
 	{ "accelerated (sockhash) over IPv4", telemetry_accelerated, NULL, AF_INET, "127.0.0.1", 9000, "127.0.0.1",
-	  9000, 0, SM_CONN_ACCELERATED, SM_CONN_ACCELERATED },
+	  9000, 0, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS },
 	{ "a waypoint with the TLV", telemetry, web_service_waypoint, AF_INET, "127.0.7.7", 15008, "127.10.0.1", 80,
 	  SM_TLV_LEN_V4, SM_CONN_WAYPOINT | SM_CONN_TRANSLATED, 0 },
 	{ "an accelerated waypoint with the TLV", telemetry_accelerated, web_service_waypoint, AF_INET, "127.0.7.7",
@@ -167,10 +168,25 @@ static const struct bytes_row bytes_rows[] = {
 	  SM_CONN_ACCELERATED },
 	{ "plain TCP over IPv6", telemetry, NULL, AF_INET6, "::1", 9000, "::1", 9000, 0, 0, 0 },
 	{ "accelerated over IPv6", telemetry_accelerated, NULL, AF_INET6, "::1", 9000, "::1", 9000, 0,
-	  SM_CONN_ACCELERATED, SM_CONN_ACCELERATED },
+	  SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS },
 	{ "accelerated, an IPv6 client to an IPv4 server", telemetry_accelerated, NULL, AF_INET6, "127.0.0.1", 9000,
-	  "::ffff:127.0.0.1", 9000, 0, SM_CONN_ACCELERATED, SM_CONN_ACCELERATED },
+	  "::ffff:127.0.0.1", 9000, 0, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS },
 };
+
+/* Whether the kernel follows the socket fd (its sm_conn_stats, which userspace looks up by the socket's fd). */
+static bool followed_socket(struct env *env, int fd)
+{
+	char path[256];
+	struct sm_conn_stats st;
+
+	snprintf(path, sizeof(path), "%s/maps-v%u/sm_conn_stats", env->pin_dir, SM_LAYOUT_VERSION);
+	int map = bpf_obj_get(path);
+	CHECK(map >= 0, "opening the pinned sm_conn_stats: %s", strerror(errno));
+	int ret = bpf_map_lookup_elem(map, &fd, &st) ? -errno : 0;
+	close(map);
+	CHECK(ret == 0 || ret == -ENOENT, "looking socket %d up in sm_conn_stats: %s", fd, strerror(-ret));
+	return ret == 0;
+}
 
 /* Entries left in sm_conn_received (each followed accelerated socket's, until its close). */
 static size_t received_entries(struct env *env)
@@ -211,6 +227,7 @@ static void exact_bytes(struct env *env, const void *arg)
 	int server = accept_within(listener, 2000);
 	CHECK(server >= 0, "no connection");
 	uint16_t port = local_port_of(fd);
+	bool both_ends = row->server_flags & SM_CONN_BOTH_ENDS;
 
 	fill(out, N_SENT, 1);
 	write_all(fd, out, N_SENT);
@@ -220,6 +237,10 @@ static void exact_bytes(struct env *env, const void *arg)
 	write_all(server, out, M_BACK);
 	read_exactly(fd, in, M_BACK);
 	CHECK(memcmp(in, out, M_BACK) == 0, "the client read other bytes");
+	/* the accepting end of a connection its connecting end reports is not followed at all */
+	CHECK(followed_socket(env, fd) && followed_socket(env, server) == !both_ends,
+	      "followed: client %d, server %d (want 1, %d)", followed_socket(env, fd), followed_socket(env, server),
+	      !both_ends);
 	close(fd);
 	char end;
 	struct pollfd pfd = { .fd = server, .events = POLLIN };
@@ -242,14 +263,21 @@ static void exact_bytes(struct env *env, const void *arg)
 	CHECK(count_of(&events, client->socket_cookie) == 1 && count_of(&events, srv->socket_cookie) == 1,
 	      "the close is not each socket's only event (client %zu, server %zu)", count_of(&events, client->socket_cookie),
 	      count_of(&events, srv->socket_cookie));
-	CHECK(client->socket_cookie != srv->socket_cookie && client->netns_cookie && client->netns_cookie == srv->netns_cookie,
+	/* the event made from the connecting end's: that end's cookie with the top bit, no namespace */
+	CHECK(client->socket_cookie != srv->socket_cookie && client->netns_cookie &&
+		      (both_ends ? srv->socket_cookie == (client->socket_cookie | 1ULL << 63) && srv->netns_cookie == 0
+				 : client->netns_cookie == srv->netns_cookie),
 	      "cookies: socket %llu/%llu, netns %llu/%llu", (unsigned long long)client->socket_cookie,
 	      (unsigned long long)srv->socket_cookie, (unsigned long long)client->netns_cookie,
 	      (unsigned long long)srv->netns_cookie);
 	CHECK(client->failure == SM_CONN_FAIL_NONE && client->now_ns >= client->start_ns && client->start_ns,
 	      "times or failure");
-	CHECK(memcmp(client->local_addr, srv->remote_addr, 16) == 0 && client->remote_port == srv->local_port,
+	CHECK(memcmp(client->local_addr, srv->remote_addr, 16) == 0 && memcmp(client->remote_addr, srv->local_addr, 16) == 0 &&
+		      client->local_port == srv->remote_port && client->remote_port == srv->local_port,
 	      "the two ends disagree on the addresses");
+	/* an accepted socket knows no original destination: the kernel's inbound events give the remote end */
+	CHECK(memcmp(srv->orig_addr, srv->remote_addr, 16) == 0 && srv->orig_port == srv->remote_port,
+	      "the server's event names an original destination");
 	union sockaddr_any orig;
 	make_addr(row->connect_addr, row->connect_port, &orig);
 	CHECK(client->orig_port == htons(row->connect_port), "orig port %u", ntohs(client->orig_port));
@@ -612,6 +640,7 @@ static void cost(struct env *env, const void *arg)
 
 	CHECK(stats >= 0, "bpf_enable_stats: %s", strerror(errno));
 	CHECK(sm_datapath_conn_events_open(env->dp, collect, &events, &ring) == 0, "opening the events");
+	local_workload(env, "127.0.0.1"); /* both ends are local workloads, as in bench/run telemetry */
 	int listener = listen_on(SOCK_STREAM, "127.0.0.1", 9000);
 	for (int accelerated = 0; accelerated < 2; accelerated++) {
 		struct sm_config config;

@@ -375,9 +375,11 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  * storage; the receiver's events read it into msg_received and its close deletes it
  * (bpf/telemetry.bpf.h).
  *
- * One end for two: a followed connecting end that is accelerated (its peer is a local socket) holds
- * every byte count of the connection, both ways. When its peer is a local workload that would be followed
- * too, the peer takes the handover its sm_conn_received entry offers instead of following itself (no
+ * One end for two: a followed connecting end holds every byte count of the connection, both ways (what
+ * its TCP acked and received, what it and its peer handed over through the sockhash), unless it talks to a
+ * waypoint, whose count holds the TLV. When its peer is a local workload that would be followed too, the
+ * connecting end makes an sm_conn_received entry even if it is not accelerated, and the peer takes the
+ * handover that entry offers instead of following itself (no
  * socket storage, no state callback, no event), and the connecting end's events carry SM_CONN_BOTH_ENDS:
  * the reader of the ring (datapath/telemetry.c) hands on each such event and the accepting end's, made
  * from it. The handover is decided by one atomic OR of each side on the entry's handover word, so that a

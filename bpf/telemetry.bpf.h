@@ -23,7 +23,7 @@
  * sender adds to it, and the socket's events read it into msg_received. Its close deletes it.
  *
  * The same entry carries the handover (bpf/sockmesh.h, "One end for two"): a connecting end creates it
- * OFFERED, an accepting local workload that finds it ORs in TAKEN and is not followed unless the
+ * OFFERED (one that is not accelerated, only to offer it, when its peer is a local workload), an accepting local workload that finds it ORs in TAKEN and is not followed unless the
  * connecting end had closed, and the connecting end's close ORs in CLOSED and reports both ends if TAKEN
  * came first. The connecting end's entry is there before its peer is accepted: it is made at
  * ACTIVE_ESTABLISHED_CB, before the connecting end sends the ACK whose arrival makes the accepted socket.
@@ -290,37 +290,63 @@ static __always_inline void conn_redirected(struct bpf_sock *sk, const struct sm
 	st->flags |= SM_CONN_ACCELERATED;
 }
 
-/* A followed socket entering the sockhash as accelerated: its peer's redirects are counted from now. */
-static __always_inline void conn_accelerated(struct bpf_sock *sk, const struct sm_sock_key *key)
+/* A connecting end sees every byte of the connection, both ways, unless it talks to a waypoint: the
+ * waypoint's own count holds the TLV, which this end's takes out. */
+static __always_inline bool can_report_peer(const struct sm_conn_stats *st)
 {
-	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+	return st->direction == SM_CONN_OUTBOUND && !(st->flags & SM_CONN_WAYPOINT);
+}
+
+/* A followed socket's sm_conn_received entry (key: as in the sockhash). */
+static __always_inline void conn_enter_received(const struct sm_conn_stats *st, const struct sm_sock_key *key)
+{
 	struct sm_conn_received entry = {};
 
-	if (!st)
-		return;
-	/* a connecting end sees every byte of the connection, both ways, unless it talks to a waypoint:
-	 * the waypoint's own count holds the TLV, which this end's takes out */
-	if (st->direction == SM_CONN_OUTBOUND && !(st->flags & SM_CONN_WAYPOINT))
+	if (can_report_peer(st))
 		entry.handover = SM_CONN_HANDOVER_OFFERED;
 	/* BPF_ANY: a connection that reuses the key of one before it starts from zero */
 	if (bpf_map_update_elem(&sm_conn_received, key, &entry, BPF_ANY))
 		count(SM_COUNTER_ERRORS);
 }
 
+/* A followed socket entering the sockhash as accelerated: its peer's redirects are counted from now. */
+static __always_inline void conn_accelerated(struct bpf_sock *sk, const struct sm_sock_key *key)
+{
+	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+
+	if (st)
+		conn_enter_received(st, key);
+}
+
+/*
+ * A followed connecting end that is not accelerated, established to a local workload: an entry that
+ * only offers the handover (TCP carries every byte, and each end's TCP counts the other's).
+ */
+static __always_inline void conn_established_unaccelerated(struct bpf_sock_ops *ops, struct bpf_sock *sk,
+							   struct sm_sock_key *key)
+{
+	struct sm_conn_stats *st;
+
+	if (!bpf_map_lookup_elem(&sm_local_addrs, key->remote_addr))
+		return;
+	st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+	if (!st || !can_report_peer(st))
+		return;
+	finish_key(key, ops);
+	conn_enter_received(st, key);
+}
+
 /*
  * An accepted connection to a local workload (key: its own, without finish_key): true when its
  * connecting end, a followed local socket, offered to report it and this end took the handover before
- * that end's close; it is then not followed. Only accelerated connecting ends have an entry.
+ * that end's close; it is then not followed.
  */
-static __always_inline bool conn_handed_over(struct bpf_sock_ops *ops, const struct sm_config *cfg,
-					     const struct sm_sock_key *key)
+static __always_inline bool conn_handed_over(struct bpf_sock_ops *ops, const struct sm_sock_key *key)
 {
 	struct sm_sock_key peer = {};
 	struct sm_conn_received *entry;
 	__u32 handover;
 
-	if (!(cfg->flags & SM_CONFIG_ACCELERATE))
-		return false;
 	__builtin_memcpy(peer.local_addr, key->remote_addr, 16);
 	__builtin_memcpy(peer.remote_addr, key->local_addr, 16);
 	peer.local_port = key->remote_port;

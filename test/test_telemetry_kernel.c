@@ -4,8 +4,8 @@
  * (test/datapath_env.h), read back from sm_conn_events. A client sends N bytes and the server M back,
  * then both close: the client's OUTBOUND and the server's INBOUND CLOSED events carry exactly N and M,
  * each from its own view, over plain TCP, the sockhash (accelerated), a waypoint (the TLV is not the
- * client's) and IPv6; the end is each socket's only event. An accelerated connection through no waypoint
- * is followed at its connecting end only, which reports both (the accepting socket has no sm_conn_stats). Refused and timed-out connects fail with their
+ * client's) and IPv6; the end is each socket's only event. A connection through no waypoint is followed at
+ * its connecting end only, which reports both (the accepting socket has no sm_conn_stats). Refused and timed-out connects fail with their
  * reason; an open connection reports its bytes when the flush iterator runs, also the last burst of one
  * gone idle; with the knob off nothing is recorded. The added cost per connection is printed.
  */
@@ -158,7 +158,8 @@ static void web_service_waypoint(struct env *env)
 }
 
 static const struct bytes_row bytes_rows[] = {
-	{ "plain TCP over IPv4", telemetry, NULL, AF_INET, "127.0.0.1", 9000, "127.0.0.1", 9000, 0, 0, 0 },
+	{ "plain TCP over IPv4", telemetry, NULL, AF_INET, "127.0.0.1", 9000, "127.0.0.1", 9000, 0, SM_CONN_BOTH_ENDS,
+	  SM_CONN_BOTH_ENDS },
 	{ "accelerated (sockhash) over IPv4", telemetry_accelerated, NULL, AF_INET, "127.0.0.1", 9000, "127.0.0.1",
 	  9000, 0, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS },
 	{ "a waypoint with the TLV", telemetry, web_service_waypoint, AF_INET, "127.0.7.7", 15008, "127.10.0.1", 80,
@@ -166,7 +167,8 @@ static const struct bytes_row bytes_rows[] = {
 	{ "an accelerated waypoint with the TLV", telemetry_accelerated, web_service_waypoint, AF_INET, "127.0.7.7",
 	  15008, "127.10.0.1", 80, SM_TLV_LEN_V4, SM_CONN_WAYPOINT | SM_CONN_TRANSLATED | SM_CONN_ACCELERATED,
 	  SM_CONN_ACCELERATED },
-	{ "plain TCP over IPv6", telemetry, NULL, AF_INET6, "::1", 9000, "::1", 9000, 0, 0, 0 },
+	{ "plain TCP over IPv6", telemetry, NULL, AF_INET6, "::1", 9000, "::1", 9000, 0, SM_CONN_BOTH_ENDS,
+	  SM_CONN_BOTH_ENDS },
 	{ "accelerated over IPv6", telemetry_accelerated, NULL, AF_INET6, "::1", 9000, "::1", 9000, 0,
 	  SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS },
 	{ "accelerated, an IPv6 client to an IPv4 server", telemetry_accelerated, NULL, AF_INET6, "127.0.0.1", 9000,

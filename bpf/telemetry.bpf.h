@@ -23,10 +23,11 @@
  * sender adds to it, and the socket's events read it into msg_received. Its close deletes it.
  *
  * The same entry carries the handover (bpf/sockmesh.h, "One end for two"): a connecting end creates it
- * OFFERED (one that is not accelerated, only to offer it, when its peer is a local workload), an accepting local workload that finds it ORs in TAKEN and is not followed unless the
- * connecting end had closed, and the connecting end's close ORs in CLOSED and reports both ends if TAKEN
- * came first. The connecting end's entry is there before its peer is accepted: it is made at
- * ACTIVE_ESTABLISHED_CB, before the connecting end sends the ACK whose arrival makes the accepted socket.
+ * OFFERED (one that is not accelerated only to offer it, when its peer is a local workload); an accepting
+ * local workload that finds it ORs in TAKEN and is not followed unless the connecting end had closed; the
+ * connecting end's close ORs in CLOSED and reports both ends if TAKEN came first. The connecting end's
+ * entry is there before its peer is accepted: it is made at ACTIVE_ESTABLISHED_CB, before the connecting
+ * end sends the ACK whose arrival makes the accepted socket.
  */
 #ifndef SOCKMESH_BPF_TELEMETRY_H
 #define SOCKMESH_BPF_TELEMETRY_H
@@ -48,8 +49,8 @@ struct {
 	__uint(pinning, SM_MAP_PINNING);
 } sm_conn_events SEC(".maps");
 
-/* Bytes redirected to a followed accelerated socket, keyed like the sockhash (not in the contract: read
- * and written by these programs only). */
+/* A followed connecting or accelerated socket's entry, keyed like the sockhash: the bytes redirected to it
+ * and the handover of its peer (bpf/sockmesh.h; read and written by these programs only). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -76,7 +77,8 @@ static __always_inline bool fin_queued(int state)
  * side's SYN (acked by the SYN-ACK; the accepting side's SYN-ACK is not counted: its child starts past
  * it) and our FIN once acked (the FIN is the last sequence number: acked when snd_una reached
  * write_seq). bytes_received counts the peer's FIN once it came (tcp_fin sets SOCK_DONE), never its
- * SYN. (test_telemetry_kernel's exact counts hold each of these.) What sk_msg handed over through the sockhash never touched TCP; the TLV is not the application's.
+ * SYN. (test_telemetry_kernel's exact counts hold each of these.) What sk_msg handed over through the
+ * sockhash never touched TCP; the TLV is not the application's.
  */
 static __always_inline void conn_bytes(const struct tcp_sock *tp, const struct sm_conn_stats *st,
 				       struct sm_conn_event *ev)

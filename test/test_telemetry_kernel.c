@@ -4,10 +4,11 @@
  * (test/datapath_env.h), read back from sm_conn_events. A client sends N bytes and the server M back,
  * then both close: the client's OUTBOUND and the server's INBOUND CLOSED events carry exactly N and M,
  * each from its own view, over plain TCP, the sockhash (accelerated), a waypoint (the TLV is not the
- * client's) and IPv6; the end is each socket's only event. A connection through no waypoint is followed at
- * its connecting end only, which reports both (the accepting socket has no sm_conn_stats). Refused and timed-out connects fail with their
- * reason; an open connection reports its bytes when the flush iterator runs, also the last burst of one
- * gone idle; with the knob off nothing is recorded. The added cost per connection is printed.
+ * client's) and IPv6; the end is each socket's only event. A connection through no waypoint is followed
+ * at its connecting end only, which reports both (the accepting socket has no sm_conn_stats). Refused and
+ * timed-out connects fail with their reason; an open connection reports its bytes when the flush iterator
+ * runs, also the last burst of one gone idle; with the knob off nothing is recorded. The added cost per
+ * connection is printed.
  */
 #include <time.h>
 

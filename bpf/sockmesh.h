@@ -379,11 +379,11 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  * its TCP acked and received, what it and its peer handed over through the sockhash), unless it talks to a
  * waypoint, whose count holds the TLV. When its peer is a local workload that would be followed too, the
  * connecting end makes an sm_conn_received entry even if it is not accelerated, and the peer takes the
- * handover that entry offers instead of following itself (no
- * socket storage, no state callback, no event), and the connecting end's events carry SM_CONN_BOTH_ENDS:
- * the reader of the ring (datapath/telemetry.c) hands on each such event and the accepting end's, made
- * from it. The handover is decided by one atomic OR of each side on the entry's handover word, so that a
- * connecting end closing while its peer is being accepted never leaves the peer's record to no one.
+ * handover that entry offers instead of following itself (no socket storage, no state callback, no
+ * event). The connecting end's events then carry SM_CONN_BOTH_ENDS: the reader of the ring
+ * (datapath/telemetry.c) hands on each such event and the accepting end's, made from it. The handover is
+ * decided by one atomic OR of each side on the entry's handover word, so that a connecting end closing
+ * while its peer is being accepted never leaves the peer's record to no one.
  */
 #define SM_CONN_EVENTS_BYTES (1024 * 1024) /* ring buffer of connection events */
 #define SM_CONN_REPORT_NS 2000000000ULL	   /* sm_conn_flush reports a connection open or unreported this long */
@@ -426,7 +426,8 @@ enum sm_conn_handover {
 					    * found TAKEN already set */
 };
 
-/* sm_conn_received (hash, a followed accelerated socket's struct sm_sock_key → this). */
+/* sm_conn_received (hash, struct sm_sock_key → this): a followed socket's that is accelerated, or that
+ * connected to a local workload and offers the handover. */
 struct sm_conn_received {
 	__u64 bytes;	/* what local peers' sk_msg handed to this socket */
 	__u32 handover; /* enum sm_conn_handover */

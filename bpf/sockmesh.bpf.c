@@ -767,9 +767,9 @@ static __always_inline bool peer_is_local(const __u8 remote[16])
 /*
  * Into the sockhash: accelerated (its peer is local), or owing its first message a TLV. An
  * accelerated socket needs no storage of its own (creating it costs a microsecond a socket):
- * sk_msg redirects any message whose peer it finds in the sockhash. Returns whether it is accelerated.
+ * sk_msg redirects any message whose peer it finds in the sockhash.
  */
-static __always_inline bool enter_sockhash(struct bpf_sock_ops *ops, struct bpf_sock *sk, const struct sm_config *cfg,
+static __always_inline void enter_sockhash(struct bpf_sock_ops *ops, struct bpf_sock *sk, const struct sm_config *cfg,
 					   struct sm_sock_key *key)
 {
 	struct sm_sock_state *state;
@@ -778,7 +778,7 @@ static __always_inline bool enter_sockhash(struct bpf_sock_ops *ops, struct bpf_
 	if (!accelerate) {
 		state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
 		if (!state || !(state->flags & SM_SOCK_TLV_PENDING))
-			return false;
+			return;
 		state->flags |= SM_SOCK_TLV_ONLY;
 	}
 	finish_key(key, ops);
@@ -786,7 +786,6 @@ static __always_inline bool enter_sockhash(struct bpf_sock_ops *ops, struct bpf_
 		conn_accelerated(sk, key); /* before its peer can find it */
 	if (bpf_sock_hash_update(ops, &sm_sockhash, key, BPF_ANY))
 		count(SM_COUNTER_ERRORS);
-	return accelerate;
 }
 
 SEC("sockops")
@@ -825,8 +824,11 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && telemetry_on(cfg) &&
 	    bpf_map_lookup_elem(&sm_local_addrs, key.local_addr) && !conn_handed_over(ops, &key))
 		conn_start(ops, sk, SM_CONN_INBOUND);
-	if (!enter_sockhash(ops, sk, cfg, &key) && op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && telemetry_on(cfg))
-		conn_established_unaccelerated(ops, sk, &key); /* what an accelerated one's entry does, minus the bytes */
+	enter_sockhash(ops, sk, cfg, &key);
+	/* with the knob on, a local peer made it accelerated (its entry is made there) and any other needs none:
+	 * only with it off does a connecting end look its peer up among the local workloads */
+	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && telemetry_on(cfg) && !(cfg->flags & SM_CONFIG_ACCELERATE))
+		conn_established_unaccelerated(ops, sk, &key);
 	return 1;
 }
 

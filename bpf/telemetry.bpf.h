@@ -321,7 +321,7 @@ static __always_inline void conn_accelerated(struct bpf_sock *sk, const struct s
 }
 
 /*
- * A followed connecting end that is not accelerated, established to a local workload: an entry that
+ * A followed connecting end established with the accelerate knob off, to a local workload: an entry that
  * only offers the handover (TCP carries every byte, and each end's TCP counts the other's).
  */
 static __always_inline void conn_established_unaccelerated(struct bpf_sock_ops *ops, struct bpf_sock *sk,

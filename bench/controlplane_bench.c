@@ -37,6 +37,7 @@ static char cgroup[PATH_MAX + 64], pin_dir[128];
 static const char *mock_path, *sockmesh_path;
 static pid_t children[2]; /* the mock server and the agent, while they run */
 static char stream_path[128]; /* the recorded stream being served, removed at exit */
+static struct irq_work_counter irq_work = { .fd = -1 }; /* while single updates run (it may mount tracefs) */
 
 static void cleanup(void)
 {
@@ -48,6 +49,7 @@ static void cleanup(void)
 			waitpid(children[i], NULL, 0);
 		}
 	}
+	irq_work_counter_close(&irq_work);
 	sm_datapath_uninstall(pin_dir, err, sizeof(err));
 	if (stream_path[0])
 		unlink(stream_path);
@@ -289,7 +291,6 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 {
 	double *latency = calloc((size_t)updates, sizeof(double)), *cpu = calloc((size_t)updates, sizeof(double));
 	uint64_t *irq = calloc((size_t)updates, sizeof(uint64_t));
-	struct irq_work_counter irq_work;
 	int irq_work_err = irq_work_counter_open(&irq_work);
 	char err[512];
 

@@ -4,8 +4,9 @@
  * services) from a recorded stream through the mock istiod and the real gRPC client into fresh BPF
  * maps, against the limit of writing the same entries with raw bpf_map_update_elem calls (one at a
  * time, and in batches) in a tight loop, in rounds whose order rotates (medians and the per-round
- * spread). Then single-workload updates at that scale into the real maps, and the agent's time to
- * ready and memory (RSS, peak RSS, BPF map memory) at 1k, 10k, 100k (and 1M) workloads.
+ * spread). Then single-workload updates at that scale into the real maps (those during which the kernel
+ * ran IRQ work told apart: bench/irq_work.h), and the agent's time to ready and memory (RSS, peak RSS,
+ * BPF map memory) at 1k, 10k, 100k (and 1M) workloads.
  *
  * Runs in its own network namespace, cgroup and pin directory, removed at the end.
  * Usage: controlplane_bench MOCK_SERVER SOCKMESH [WORKLOADS [SERVICES [UPDATES [ROUNDS [MEMORY_FROM]]]]]

@@ -22,8 +22,8 @@
  * SM_SOCK_ACCELERATED, retired then reused without a bump. 3: L4 authorization (the sm_authz_* maps,
  * their counters) and L4 telemetry (sm_conn_stats, sm_conn_events, SM_CONFIG_TELEMETRY). 4: a local
  * connection's two ends reported by its connecting end (SM_CONN_BOTH_ENDS, sm_conn_received's value a
- * struct sm_conn_received with its handover). */
-#define SM_LAYOUT_VERSION 4
+ * struct sm_conn_received with its handover). 5: sm_conn_received preallocated. */
+#define SM_LAYOUT_VERSION 5
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */

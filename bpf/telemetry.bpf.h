@@ -50,10 +50,12 @@ struct {
 } sm_conn_events SEC(".maps");
 
 /* A followed connecting or accelerated socket's entry, keyed like the sockhash: the bytes redirected to it
- * and the handover of its peer (bpf/sockmesh.h; read and written by these programs only). */
+ * and the handover of its peer (bpf/sockmesh.h; read and written by these programs only). Preallocated
+ * (7 MiB): an entry is made where a connect completes and deleted where its close runs, often on two CPUs,
+ * and an allocating map then refills one CPU's cache of elements and trims the other's in IRQ work, about
+ * a microsecond of program time per followed connection (docs/benchmarks.md, "L4 telemetry"). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SM_DEFAULT_MAX_SOCKETS);
 	__type(key, struct sm_sock_key);
 	__type(value, struct sm_conn_received);

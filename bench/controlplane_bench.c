@@ -267,11 +267,6 @@ struct irq_work_split {
 	double with_p50, without_p50, without_p99;
 };
 
-static double percentile(const double *sorted, int n, int percent)
-{
-	return n ? sorted[n * percent / 100] : 0.0;
-}
-
 static struct irq_work_split split_by_irq_work(const double *latency, const uint64_t *irq, int updates)
 {
 	double *with = calloc((size_t)updates, sizeof(double)), *without = calloc((size_t)updates, sizeof(double));
@@ -329,8 +324,8 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 	qsort(cpu, (size_t)updates, sizeof(double), compare_doubles);
 	printf("single-workload update into the real maps at this scale (%d updates): p50 %.1f us, p99 %.1f us; "
 	       "this thread's CPU time p50 %.1f us, p99 %.1f us (target <= 20 us)\n",
-	       updates, latency[updates / 2] * 1e6, latency[updates * 99 / 100] * 1e6, cpu[updates / 2] * 1e6,
-	       cpu[updates * 99 / 100] * 1e6);
+	       updates, percentile(latency, updates, 50) * 1e6, percentile(latency, updates, 99) * 1e6,
+	       percentile(cpu, updates, 50) * 1e6, percentile(cpu, updates, 99) * 1e6);
 	if (irq_work_err)
 		printf("  (the kernel's IRQ work is not told apart: irq_vectors:irq_work_entry: %s)\n", strerror(-irq_work_err));
 	else

@@ -169,8 +169,8 @@ int main(int argc, char **argv)
 	if (n_updates > 0)
 		printf("  single-workload update (%d): p50 %.1f us, p99 %.1f us; CPU time p50 %.1f us, p99 %.1f us (target "
 		       "<= 20 us)\n",
-		       n_updates, latencies[n_updates / 2] * 1e6, latencies[n_updates * 99 / 100] * 1e6,
-		       cpu[n_updates / 2] * 1e6, cpu[n_updates * 99 / 100] * 1e6);
+		       n_updates, percentile(latencies, n_updates, 50) * 1e6, percentile(latencies, n_updates, 99) * 1e6,
+		       percentile(cpu, n_updates, 50) * 1e6, percentile(cpu, n_updates, 99) * 1e6);
 	printf("  model memory: %.0f bytes per workload (target < 1024; ztunnel's workload alone is 528)\n",
 	       bytes_per_workload);
 	free(latencies);

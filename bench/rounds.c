@@ -21,6 +21,11 @@ double median(const double *values, int n)
 	return m;
 }
 
+double percentile(const double *sorted, int n, int percent)
+{
+	return n > 0 ? sorted[n * percent / 100] : 0.0;
+}
+
 void spread(const double *values, int n, double *lo, double *hi)
 {
 	*lo = *hi = values[0];

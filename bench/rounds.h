@@ -7,6 +7,8 @@
 int compare_doubles(const void *a, const void *b);
 /* The median of n > 0 values (they stay in their order). */
 double median(const double *values, int n);
+/* The value at percent (0..99) of n sorted values; 0 for none. */
+double percentile(const double *sorted, int n, int percent);
 /* The least and the greatest of n > 0 values. */
 void spread(const double *values, int n, double *lo, double *hi);
 

@@ -31,6 +31,7 @@
 struct agent_telemetry {
 	struct sm_telemetry *counters;
 	struct access_log *log; /* NULL with --access-log off */
+	struct sm_tel_log_cache *log_cache; /* its lines' names, NULL with it off */
 	struct tel_event_sink sink; /* the counters, and whether and how a line is formatted */
 	const struct sm_model *model;
 	pthread_mutex_t *model_lock;
@@ -52,12 +53,16 @@ int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct a
 
 	if (!ret && access_log)
 		ret = access_log_new(AGENT_ACCESS_LOG_BUFFER, STDOUT_FILENO, &t->log);
+	if (!ret && access_log)
+		ret = sm_tel_log_cache_new(&t->log_cache);
 	if (ret) {
 		snprintf(err, size, "telemetry: %s", strerror(-ret));
 		agent_telemetry_free(t);
 		return ret;
 	}
-	t->sink = (struct tel_event_sink){ .counters = t->counters, .access_log = access_log, .format = format };
+	t->sink = (struct tel_event_sink){
+		.counters = t->counters, .access_log = access_log, .format = format, .log_cache = t->log_cache,
+	};
 	*out = t;
 	return 0;
 }
@@ -228,6 +233,7 @@ void agent_telemetry_free(struct agent_telemetry *t)
 		pthread_join(t->thread, NULL);
 	sm_conn_events_close(t->events);
 	access_log_free(t->log);
+	sm_tel_log_cache_free(t->log_cache);
 	sm_telemetry_free(t->counters);
 	free(t);
 }

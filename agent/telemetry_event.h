@@ -19,6 +19,7 @@ struct tel_event_sink {
 	struct sm_telemetry *counters;
 	bool access_log; /* format the line of a connection's end */
 	enum sm_tel_log_format format;
+	struct sm_tel_log_cache *log_cache; /* the lines' names kept formatted; NULL: none (the model lock guards it) */
 };
 
 /*

@@ -194,6 +194,7 @@ struct bench {
 	const struct sm_model *model;
 	struct sm_telemetry *counters;
 	struct access_log *log;
+	struct sm_tel_log_cache *log_cache;
 	enum sm_tel_log_format format;
 	uint64_t log_digest;
 	size_t log_bytes;
@@ -267,9 +268,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "telemetry_bench: the access log\n");
 		return 1;
 	}
-	if (sm_telemetry_new(&b.counters))
+	if (sm_telemetry_new(&b.counters) || sm_tel_log_cache_new(&b.log_cache))
 		return 1;
-	b.sink = (struct tel_event_sink){ .counters = b.counters, .access_log = true, .format = b.format };
+	b.sink = (struct tel_event_sink){
+		.counters = b.counters, .access_log = true, .format = b.format, .log_cache = b.log_cache,
+	};
 	/* a first pass creates the series (and digests the lines); the rounds measure the steady state */
 	double first = run(&b, events, n, true) * 1e9 / (double)n;
 	printf("%zu connection ends of %d workloads behind %d services; the first pass %.0f ns per event; %d rounds:",
@@ -291,6 +294,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)digest(14695981039346656037ULL, metrics, len));
 	free(metrics);
 	access_log_free(b.log);
+	sm_tel_log_cache_free(b.log_cache);
 	sm_telemetry_free(b.counters);
 	sm_model_free((struct sm_model *)b.model);
 	free(events);

@@ -2,7 +2,8 @@
 /*
  * ztunnel's access log line ("connection complete"), plain or JSON, with its field names and order,
  * then what the kernel adds (RTT, retransmissions, how the bytes went). Unknown names are left out, as
- * ztunnel leaves out a field with no value.
+ * ztunnel leaves out a field with no value. The names of each side, formatted once, are copied from the
+ * caller's cache (telemetry/log_cache.c) while their generation lasts.
  */
 #include <stdint.h>
 #include <string.h>
@@ -17,23 +18,28 @@ struct line {
 	bool started; /* a field is written: the next is separated */
 };
 
-static void key(struct line *l, const char *name, size_t len)
+/* A field's name with its separator and its '=' or ':': ` name=` in the plain format, `,"name":` in JSON
+ * (whose header comes before any field), both spelled out at compile time by FIELD. */
+struct field {
+	const char *plain, *json;
+	size_t plain_len, json_len;
+};
+
+#define FIELD(name) \
+	((struct field){ " " name "=", ",\"" name "\":", sizeof(" " name "=") - 1, sizeof(",\"" name "\":") - 1 })
+
+static void key(struct line *l, struct field f)
 {
-	if (l->format == SM_TEL_LOG_JSON) {
-		TEL_APPEND_LITERAL(&l->text, ",\"");
-		tel_append_mem(&l->text, name, len);
-		TEL_APPEND_LITERAL(&l->text, "\":");
-	} else {
-		if (l->started)
-			TEL_APPEND_LITERAL(&l->text, " ");
-		tel_append_mem(&l->text, name, len);
-		TEL_APPEND_LITERAL(&l->text, "=");
-	}
+	if (l->format == SM_TEL_LOG_JSON)
+		tel_append_mem(&l->text, f.json, f.json_len);
+	else if (l->started)
+		tel_append_mem(&l->text, f.plain, f.plain_len);
+	else /* the first field: no separator */
+		tel_append_mem(&l->text, f.plain + 1, f.plain_len - 1);
 	l->started = true;
 }
 
-/* The field names are literals: their lengths are known here. */
-#define KEY(l, name) key((l), "" name, sizeof(name) - 1)
+#define KEY(l, name) key((l), FIELD(name))
 
 static void quoted(struct line *l, const char *value)
 {
@@ -53,20 +59,20 @@ static void quoted(struct line *l, const char *value)
 	} while (0)
 
 /* An address: unquoted in the plain format, as ztunnel displays a socket address. */
-static void address(struct line *l, const char *name, size_t len, const char *value)
+static void address(struct line *l, struct field f, const char *value)
 {
 	if (l->format == SM_TEL_LOG_JSON) {
 		if (!value || !value[0])
 			return;
-		key(l, name, len);
+		key(l, f);
 		quoted(l, value);
 		return;
 	}
-	key(l, name, len);
+	key(l, f);
 	tel_append_str(&l->text, value && value[0] ? value : "unknown");
 }
 
-#define ADDRESS(l, name, value) address((l), "" name, sizeof(name) - 1, (value))
+#define ADDRESS(l, name, value) address((l), FIELD(name), (value))
 
 #define NUMBER(l, name, value)                    \
 	do {                                      \
@@ -83,14 +89,14 @@ static void address(struct line *l, const char *name, size_t len, const char *va
 			TEL_APPEND_LITERAL(&(l)->text, "false");                          \
 	} while (0)
 
-static void identity(struct line *l, const char *name, size_t len, const struct sm_tel_workload *w)
+static void identity(struct line *l, struct field f, const struct sm_tel_workload *w)
 {
 	enum tel_escape escape = l->format == SM_TEL_LOG_JSON ? TEL_ESCAPE_JSON : TEL_ESCAPE_QUOTED;
 
 	if (!w->namespace || !w->namespace[0] || !w->trust_domain || !w->service_account)
 		return;
 	/* spiffe://TD/ns/NS/sa/SA, each part escaped as the whole would be (escaping works byte by byte) */
-	key(l, name, len);
+	key(l, f);
 	TEL_APPEND_LITERAL(&l->text, "\"spiffe://");
 	tel_append_escaped_raw(&l->text, w->trust_domain, escape);
 	TEL_APPEND_LITERAL(&l->text, "/ns/");
@@ -100,7 +106,7 @@ static void identity(struct line *l, const char *name, size_t len, const struct 
 	TEL_APPEND_LITERAL(&l->text, "\"");
 }
 
-#define IDENTITY(l, name, w) identity((l), "" name, sizeof(name) - 1, (w))
+#define IDENTITY(l, name, w) identity((l), FIELD(name), (w))
 
 /* ztunnel's src.workload / dst.workload: the pod's name, else its canonical service. */
 static const char *workload_name(const struct sm_tel_workload *w)
@@ -108,18 +114,65 @@ static const char *workload_name(const struct sm_tel_workload *w)
 	return w->pod && w->pod[0] ? w->pod : w->canonical_service;
 }
 
-static void fields(struct line *l, const struct sm_tel_conn *c)
+static void source_names(struct line *l, const struct sm_tel_conn *c)
 {
-	ADDRESS(l, "src.addr", c->src_addr);
 	STRING(l, "src.workload", workload_name(&c->src));
 	STRING(l, "src.namespace", c->src.namespace);
 	IDENTITY(l, "src.identity", &c->src);
-	ADDRESS(l, "dst.addr", c->dst_addr);
+}
+
+static void destination_names(struct line *l, const struct sm_tel_conn *c)
+{
 	STRING(l, "dst.service", c->service.hostname);
 	STRING(l, "dst.workload", workload_name(&c->dst));
 	STRING(l, "dst.namespace", c->dst.namespace);
 	IDENTITY(l, "dst.identity", &c->dst);
 	STRING(l, "direction", c->direction == SM_CONN_OUTBOUND ? "outbound" : "inbound");
+}
+
+/*
+ * One side's names, from the cache when they were formatted before. Each follows an address, which
+ * always writes its key in the plain format: a fragment never starts the line, so it reads the same
+ * wherever it goes.
+ */
+static void names(struct line *l, struct sm_tel_log_cache *cache, enum tel_log_side side,
+		  const struct sm_tel_conn *c)
+{
+	const struct sm_tel_workload *w = side == TEL_LOG_SOURCE ? &c->src : &c->dst;
+	struct tel_log_fragment *slot;
+	struct tel_log_names key;
+	size_t start = l->text.len;
+
+	memset(&key, 0, sizeof(key));
+	key.names[0] = workload_name(w);
+	key.names[1] = w->namespace;
+	key.names[2] = w->trust_domain;
+	key.names[3] = w->service_account;
+	if (side == TEL_LOG_DESTINATION) {
+		key.names[4] = c->service.hostname;
+		key.direction = c->direction;
+	}
+	key.generation = c->names_generation;
+	key.format = (uint8_t)l->format;
+	slot = tel_log_cache_slot(cache, side, &key);
+	if (tel_log_fragment_is(slot, &key)) {
+		tel_append_mem(&l->text, slot->text, slot->len);
+		return;
+	}
+	if (side == TEL_LOG_SOURCE)
+		source_names(l, c);
+	else
+		destination_names(l, c);
+	if (l->text.len < l->text.capacity) /* all of it is in the buffer */
+		tel_log_fragment_keep(slot, &key, l->text.data + start, l->text.len - start);
+}
+
+static void fields(struct line *l, struct sm_tel_log_cache *cache, const struct sm_tel_conn *c)
+{
+	ADDRESS(l, "src.addr", c->src_addr);
+	names(l, cache, TEL_LOG_SOURCE, c);
+	ADDRESS(l, "dst.addr", c->dst_addr);
+	names(l, cache, TEL_LOG_DESTINATION, c);
 	/* the local workload's view, as ztunnel's log (not the metrics' request/response) */
 	NUMBER(l, "bytes_sent", c->bytes_sent);
 	NUMBER(l, "bytes_recv", c->bytes_received);
@@ -185,8 +238,8 @@ static size_t timestamp(const struct timespec *now, char out[32])
 	return (size_t)(p - out);
 }
 
-size_t sm_telemetry_access_log(const struct sm_tel_conn *c, enum sm_tel_log_format format, const struct timespec *now,
-			       char *buf, size_t size)
+size_t sm_telemetry_access_log(const struct sm_tel_conn *c, enum sm_tel_log_format format,
+			       struct sm_tel_log_cache *cache, const struct timespec *now, char *buf, size_t size)
 {
 	struct line l = { .text = tel_text_fixed(buf, size), .format = format };
 	bool failed = c->kind == SM_CONN_FAILED || c->response != SM_TEL_RESPONSE_OK || (c->error && c->error[0]);
@@ -207,7 +260,7 @@ size_t sm_telemetry_access_log(const struct sm_tel_conn *c, enum sm_tel_log_form
 		else
 			TEL_APPEND_LITERAL(&l.text, "\tinfo\taccess\tconnection complete\t");
 	}
-	fields(&l, c);
+	fields(&l, cache, c);
 	if (format == SM_TEL_LOG_JSON)
 		TEL_APPEND_LITERAL(&l.text, "}\n");
 	else

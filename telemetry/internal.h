@@ -63,4 +63,36 @@ void tel_append_escaped(struct tel_text *text, const char *value, enum tel_escap
 /* The same, value as it is ("" stays empty). */
 void tel_append_escaped_raw(struct tel_text *text, const char *value, enum tel_escape escape);
 
+/* What a fragment of the access log line is made of: the names' pointers (equal pointers are equal strings
+ * within one generation), its format and direction. Zeroed before it is filled: it is compared whole. */
+struct tel_log_names {
+	const char *names[5];
+	uint64_t generation;
+	uint8_t format, direction;
+	uint8_t pad[6];
+};
+
+/* A fragment kept: names and the text they gave. */
+struct tel_log_fragment {
+	struct tel_log_names names;
+	uint16_t len;
+	char text[230]; /* longer names are formatted each time */
+};
+
+enum tel_log_side {
+	TEL_LOG_SOURCE,	     /* src.workload .. src.identity */
+	TEL_LOG_DESTINATION, /* dst.service .. direction */
+};
+
+struct sm_tel_log_cache;
+
+/* The slot names' fragment would be kept in; NULL without a cache or a generation (nothing is kept). */
+struct tel_log_fragment *tel_log_cache_slot(struct sm_tel_log_cache *cache, enum tel_log_side side,
+					    const struct tel_log_names *names);
+/* True when slot holds names' fragment. */
+bool tel_log_fragment_is(const struct tel_log_fragment *slot, const struct tel_log_names *names);
+/* Keeps text as names' fragment in slot (NULL: nowhere), unless it is longer than a slot holds. */
+void tel_log_fragment_keep(struct tel_log_fragment *slot, const struct tel_log_names *names, const char *text,
+			   size_t len);
+
 #endif

@@ -98,10 +98,19 @@ enum sm_tel_log_format {
 };
 
 /*
+ * The names of the access log's recent lines, kept formatted while their names_generation lasts (a few
+ * hundred KiB, fixed). One caller at a time.
+ */
+struct sm_tel_log_cache;
+int sm_tel_log_cache_new(struct sm_tel_log_cache **out);
+void sm_tel_log_cache_free(struct sm_tel_log_cache *cache);
+
+/*
  * ztunnel's "connection complete" line for a CLOSED or FAILED event, at now (wall clock), newline ended.
+ * With a cache (may be NULL) and conn's names_generation, names formatted before are copied from it.
  * Returns the length it needed (as snprintf: the line is cut when that is >= size).
  */
 size_t sm_telemetry_access_log(const struct sm_tel_conn *conn, enum sm_tel_log_format format,
-			       const struct timespec *now, char *buf, size_t size);
+			       struct sm_tel_log_cache *cache, const struct timespec *now, char *buf, size_t size);
 
 #endif

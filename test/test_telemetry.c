@@ -346,7 +346,7 @@ static void access_log_plain(void **state)
 	c.min_rtt_us = 30;
 	c.retransmits = 2;
 	c.flags = SM_CONN_ACCELERATED;
-	len = sm_telemetry_access_log(&c, SM_TEL_LOG_PLAIN, &log_time, line, sizeof(line));
+	len = sm_telemetry_access_log(&c, SM_TEL_LOG_PLAIN, NULL, &log_time, line, sizeof(line));
 	assert_string_equal(line,
 			    "2024-04-11T15:38:42.123456Z\tinfo\taccess\tconnection complete\t"
 			    "src.addr=10.0.0.1:40000 src.workload=\"sleep-7d9\" src.namespace=\"shop\" "
@@ -364,7 +364,7 @@ static void access_log_plain(void **state)
 	c.response = SM_TEL_RESPONSE_DENY;
 	c.error = "denied by \"ns/p\"";
 	c.flags = SM_CONN_WAYPOINT;
-	sm_telemetry_access_log(&c, SM_TEL_LOG_PLAIN, &log_time, line, sizeof(line));
+	sm_telemetry_access_log(&c, SM_TEL_LOG_PLAIN, NULL, &log_time, line, sizeof(line));
 	assert_string_equal(line,
 			    "2024-04-11T15:38:42.123456Z\terror\taccess\tconnection complete\t"
 			    "src.addr=10.0.0.1:40000 dst.addr=10.0.0.2:8080 dst.workload=\"echo-5c4\" "
@@ -375,7 +375,7 @@ static void access_log_plain(void **state)
 
 	/* a short buffer: cut, the length needed returned */
 	char small[16];
-	len = sm_telemetry_access_log(&c, SM_TEL_LOG_PLAIN, &log_time, small, sizeof(small));
+	len = sm_telemetry_access_log(&c, SM_TEL_LOG_PLAIN, NULL, &log_time, small, sizeof(small));
 	assert_int_equal(len, strlen(line));
 	assert_int_equal(strlen(small), sizeof(small) - 1);
 }
@@ -392,7 +392,7 @@ static void access_log_json(void **state)
 	c.src.pod = NULL; /* falls back to the canonical service, as ztunnel */
 	c.src.namespace = "sh\top";
 	c.duration_ns = 2500000;
-	sm_telemetry_access_log(&c, SM_TEL_LOG_JSON, &log_time, line, sizeof(line));
+	sm_telemetry_access_log(&c, SM_TEL_LOG_JSON, NULL, &log_time, line, sizeof(line));
 	assert_string_equal(line,
 			    "{\"level\":\"error\",\"time\":\"2024-04-11T15:38:42.123456Z\",\"scope\":\"access\","
 			    "\"message\":\"connection complete\",\"src.addr\":\"10.0.0.1:40000\",\"src.workload\":\"sleep\","
@@ -403,7 +403,7 @@ static void access_log_json(void **state)
 			    "\"accelerated\":false,\"waypoint\":false}\n");
 	/* a control character becomes \u00XX */
 	c.error = "x\001y";
-	sm_telemetry_access_log(&c, SM_TEL_LOG_JSON, &log_time, line, sizeof(line));
+	sm_telemetry_access_log(&c, SM_TEL_LOG_JSON, NULL, &log_time, line, sizeof(line));
 	assert_non_null(strstr(line, "\"error\":\"x\\u0001y\""));
 }
 

@@ -3,7 +3,8 @@
  * The agent's per-event telemetry path (agent/telemetry_event.c) and the hand-written formatting under it,
  * against what they replaced: endpoints as inet_ntop and snprintf wrote them, timestamps as gmtime_r and
  * strftime, escapes as the per-character escaper; series found by the names' pointers follow the model's
- * changes and eviction; a connection whose first event is its end is not followed.
+ * changes and eviction, and access log lines whose names are kept formatted read as those formatted anew; a
+ * connection whose first event is its end is not followed.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -98,7 +99,7 @@ static void timestamps_as_strftime(void **state)
 		gmtime_r(&now.tv_sec, &tm);
 		len = strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%S", &tm);
 		snprintf(want + len, sizeof(want) - len, ".%06ldZ\t", now.tv_nsec / 1000);
-		sm_telemetry_access_log(&c, SM_TEL_LOG_PLAIN, &now, line, sizeof(line));
+		sm_telemetry_access_log(&c, SM_TEL_LOG_PLAIN, NULL, &now, line, sizeof(line));
 		if (strncmp(line, want, strlen(want)) != 0)
 			fail_msg("%lld.%09ld: %.28s, want %s", (long long)now.tv_sec, now.tv_nsec, line, want);
 	}
@@ -355,6 +356,80 @@ static void cached_and_uncached_agree(void **state)
 	sm_telemetry_free(uncached);
 }
 
+/* Names for the access log: short, escaped, longer than a kept fragment; rewritten in place at each new
+ * generation, as a model may reuse its memory once its generation moved. A few workloads and services made
+ * of them, so that most lines' names were seen before. */
+struct log_world {
+	char strings[12][300];
+	struct sm_tel_workload workloads[6];
+	const char *services[4];
+};
+
+static const char *log_pick(struct log_world *w, uint64_t *random)
+{
+	uint32_t r = next_random(random) % (TEST_ARRAY_SIZE(w->strings) + 2);
+
+	return r < TEST_ARRAY_SIZE(w->strings) ? w->strings[r] : r == TEST_ARRAY_SIZE(w->strings) ? NULL : "";
+}
+
+static void log_world_fill(struct log_world *w, uint64_t *random)
+{
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(w->strings); i++) {
+		size_t len = i % 4 == 3 ? 240 + next_random(random) % 50 : 1 + next_random(random) % 12;
+		for (size_t k = 0; k < len; k++)
+			w->strings[i][k] = "ab\"\t-x."[next_random(random) % 7];
+		w->strings[i][len] = '\0';
+	}
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(w->workloads); i++)
+		w->workloads[i] = (struct sm_tel_workload){
+			.uid = log_pick(w, random), .pod = log_pick(w, random), .namespace = log_pick(w, random),
+			.canonical_service = log_pick(w, random), .trust_domain = log_pick(w, random),
+			.service_account = log_pick(w, random),
+		};
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(w->services); i++)
+		w->services[i] = log_pick(w, random);
+}
+
+/* Access log lines formatted with the cache of names (both formats in one cache, buffers of every size,
+ * generations that rewrite the strings in place) and without it: the same bytes and lengths. */
+static void cached_and_uncached_lines_agree(void **state)
+{
+	static struct log_world w;
+	struct timespec now = { .tv_sec = 1712849922 };
+	struct sm_tel_log_cache *cache;
+	uint64_t random = 4242, generation = 1;
+
+	(void)state;
+	log_world_fill(&w, &random);
+	assert_int_equal(sm_tel_log_cache_new(&cache), 0);
+	for (int k = 0; k < 20000; k++) {
+		enum sm_tel_log_format format = next_random(&random) % 2 ? SM_TEL_LOG_JSON : SM_TEL_LOG_PLAIN;
+		size_t size = next_random(&random) % 8 ? 4096 : next_random(&random) % 700;
+		struct sm_tel_conn c = {
+			.kind = SM_CONN_CLOSED,
+			.direction = next_random(&random) % 2 ? SM_CONN_OUTBOUND : SM_CONN_INBOUND,
+			.src_addr = "10.0.0.1:40000",
+			.dst_addr = "10.0.0.2:8080",
+		};
+		char cached[4096], uncached[4096];
+
+		c.src = w.workloads[next_random(&random) % TEST_ARRAY_SIZE(w.workloads)];
+		c.dst = w.workloads[next_random(&random) % TEST_ARRAY_SIZE(w.workloads)];
+		c.service.hostname = w.services[next_random(&random) % TEST_ARRAY_SIZE(w.services)];
+		if (next_random(&random) % 500 == 0) {
+			log_world_fill(&w, &random);
+			generation++;
+		}
+		c.names_generation = next_random(&random) % 50 ? generation : 0;
+		memset(cached, 'x', sizeof(cached));
+		memset(uncached, 'x', sizeof(uncached));
+		assert_int_equal(sm_telemetry_access_log(&c, format, cache, &now, cached, size),
+				 sm_telemetry_access_log(&c, format, NULL, &now, uncached, size));
+		assert_memory_equal(cached, uncached, sizeof(cached));
+	}
+	sm_tel_log_cache_free(cache);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -363,6 +438,7 @@ int main(void)
 		cmocka_unit_test(escapes_as_before),
 		cmocka_unit_test(cached_names_follow_the_model),
 		cmocka_unit_test(cached_and_uncached_agree),
+		cmocka_unit_test(cached_and_uncached_lines_agree),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,7 +3,8 @@
  * The istio_tcp_* counters: one series per label set (the rendered label text is its key), the open
  * connections by socket cookie with the cumulative bytes already counted, so each event adds only its delta.
  * Rendering a label set costs more than the rest of an event: while the caller's names stay put (their
- * generation), the series of names already seen is found by their pointers instead.
+ * generation), the series of names already seen is found by their pointers instead, and the uids already on
+ * it by theirs.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -55,10 +56,14 @@ struct names_key {
 	uint8_t pad[6];
 };
 
+/* A side's uids already on the series, by pointer (a few slots): most events need not look at its uids. */
+#define UIDS_SEEN 8
+
 struct cached_series {
 	UT_hash_handle hh;
 	struct names_key key;
 	struct series *series;
+	const char *uids_seen[2][UIDS_SEEN]; /* source, destination */
 };
 
 /* More names than this (pairs of workloads that talk, per direction) and the cache starts again. */
@@ -308,8 +313,9 @@ static unsigned names_hash(const struct names_key *key)
 	return (unsigned)(h >> 32);
 }
 
-/* The series of c's labels, found by their pointers when they are cached. */
-static struct series *series_by_names(struct sm_telemetry *t, const struct sm_tel_conn *c)
+/* The cache's entry for c's names, made when new (its series found by its labels, or created); NULL when out of
+ * memory. */
+static struct cached_series *cached_series(struct sm_telemetry *t, const struct sm_tel_conn *c)
 {
 	struct cached_series *entry;
 	struct names_key key;
@@ -324,29 +330,46 @@ static struct series *series_by_names(struct sm_telemetry *t, const struct sm_te
 	hash = names_hash(&key);
 	HASH_FIND_BYHASHVALUE(hh, t->cache, &key, sizeof(key), hash, entry);
 	if (entry)
-		return entry->series;
+		return entry;
 	s = series_by_labels(t, c);
 	if (!s)
 		return NULL;
 	if (t->n_cached >= MAX_CACHED)
 		cache_clear(t);
-	entry = malloc(sizeof(*entry));
-	if (entry) { /* else found by its labels next time */
-		entry->key = key;
-		entry->series = s;
-		HASH_ADD_BYHASHVALUE(hh, t->cache, key, sizeof(entry->key), hash, entry);
-		t->n_cached++;
-	}
-	return s;
+	entry = calloc(1, sizeof(*entry));
+	if (!entry)
+		return NULL;
+	entry->key = key;
+	entry->series = s;
+	HASH_ADD_BYHASHVALUE(hh, t->cache, key, sizeof(entry->key), hash, entry);
+	t->n_cached++;
+	return entry;
 }
 
-/* The series of c's labels, created when new, with c's uids; NULL when out of memory. */
+/* uid on a side of s, known by entry's memo when there is one (NULL: uids_add decides). */
+static int add_uid(struct series *s, struct cached_series *entry, int side, const char *uid, uint64_t generation)
+{
+	_Static_assert(UIDS_SEEN == 8, "the slot is the hash's top 3 bits");
+	const char **seen = entry ? &entry->uids_seen[side][(uint64_t)(uintptr_t)uid * 0x9e3779b97f4a7c15ULL >> 61] : NULL;
+	int err;
+
+	if (seen && *seen == uid)
+		return 0;
+	err = uids_add(side ? &s->dst_uids : &s->src_uids, uid, generation);
+	if (!err && seen)
+		*seen = uid;
+	return err;
+}
+
+/* The series of c's labels, created when new, with c's uids; NULL when out of memory. Names whose pointers
+ * are cached find it without rendering their labels, and their uids without looking at the series' uids. */
 static struct series *series_of(struct sm_telemetry *t, const struct sm_tel_conn *c)
 {
-	struct series *s = c->names_generation ? series_by_names(t, c) : series_by_labels(t, c);
+	struct cached_series *entry = c->names_generation ? cached_series(t, c) : NULL;
+	struct series *s = entry ? entry->series : series_by_labels(t, c);
 
-	if (!s || uids_add(&s->src_uids, c->src.uid, c->names_generation) ||
-	    uids_add(&s->dst_uids, c->dst.uid, c->names_generation))
+	if (!s || add_uid(s, entry, 0, c->src.uid, c->names_generation) ||
+	    add_uid(s, entry, 1, c->dst.uid, c->names_generation))
 		return NULL; /* the series stays: it may count without knowing every uid */
 	return s;
 }
@@ -436,8 +459,10 @@ out:
 
 /* ---- eviction ---- */
 
-/* True when the side had uids and none exists any more; with prune, the ones gone are dropped. */
-static bool side_gone(struct uids *uids, bool (*exists)(void *ctx, const char *uid), void *ctx, bool prune)
+/* True when the side had uids and none exists any more; with prune, the ones gone are dropped (and counted
+ * in *pruned). */
+static bool side_gone(struct uids *uids, bool (*exists)(void *ctx, const char *uid), void *ctx, bool prune,
+		      size_t *pruned)
 {
 	bool had = uids->n > 0, any = false;
 
@@ -448,6 +473,7 @@ static bool side_gone(struct uids *uids, bool (*exists)(void *ctx, const char *u
 		} else if (prune) {
 			free(uids->items[i].copy);
 			uids->items[i] = uids->items[--uids->n];
+			(*pruned)++;
 		} else {
 			i++;
 		}
@@ -476,14 +502,14 @@ size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, cons
 			  unsigned stale_seconds)
 {
 	struct series *s, *tmp;
-	size_t removed = 0;
+	size_t removed = 0, pruned = 0;
 	bool stale = false;
 
 	pthread_mutex_lock(&t->lock);
 	/* a series with open connections keeps its uids: they decide once the last one is closed */
 	for (s = t->series; s; s = s->hh.next) {
-		bool src_gone = side_gone(&s->src_uids, exists, ctx, !s->open);
-		bool dst_gone = side_gone(&s->dst_uids, exists, ctx, !s->open);
+		bool src_gone = side_gone(&s->src_uids, exists, ctx, !s->open, &pruned);
+		bool dst_gone = side_gone(&s->dst_uids, exists, ctx, !s->open, &pruned);
 		s->gone = src_gone || dst_gone;
 		stale |= s->gone && s->open;
 	}
@@ -497,8 +523,8 @@ size_t sm_telemetry_evict(struct sm_telemetry *t, bool (*exists)(void *ctx, cons
 		t->n_series--;
 		removed++;
 	}
-	if (removed)
-		cache_clear(t); /* it may point at them */
+	if (removed || pruned)
+		cache_clear(t); /* it may point at them, or remember uids they no longer hold */
 	pthread_mutex_unlock(&t->lock);
 	return removed;
 }

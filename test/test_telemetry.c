@@ -330,6 +330,30 @@ static void series_of_gone_workloads_evicted(void **state)
 	sm_telemetry_free(t);
 }
 
+/* A uid that eviction dropped from its series and that comes back within the same names_generation is on the
+ * series again: what the cache of names remembered was dropped with it. */
+static void uids_dropped_by_eviction_come_back(void **state)
+{
+	const char *replica = "Kubernetes//Pod/shop/sleep-other";
+	struct uids first_gone = { { replica, server.uid } }, second_gone = { { client.uid, server.uid } };
+	struct sm_tel_conn c = conn_of(0, SM_CONN_CLOSED, SM_CONN_OUTBOUND, 0, 0);
+	struct sm_telemetry *t;
+
+	(void)state;
+	assert_int_equal(sm_telemetry_new(&t), 0);
+	c.names_generation = 1;
+	record_ok(t, c);
+	c.src.uid = replica;
+	record_ok(t, c);
+	assert_int_equal(sm_telemetry_evict(t, listed, &first_gone, 3600), 0);
+	c.src.uid = client.uid;
+	record_ok(t, c);
+	/* the first pod is back on the series: the replica going leaves it */
+	assert_int_equal(sm_telemetry_evict(t, listed, &second_gone, 3600), 0);
+	assert_int_equal(value_of(t, "istio_tcp_connections_closed_total", CLIENT_TO_SERVER("source", "-")), 3);
+	sm_telemetry_free(t);
+}
+
 /* ---- the access log ---- */
 
 static const struct timespec log_time = { .tv_sec = 1712849922, .tv_nsec = 123456789 }; /* 2024-04-11T15:38:42 */
@@ -532,6 +556,7 @@ int main(void)
 		cmocka_unit_test(deltas_across_updates),
 		cmocka_unit_test(failures_and_denials),
 		cmocka_unit_test(series_of_gone_workloads_evicted),
+		cmocka_unit_test(uids_dropped_by_eviction_come_back),
 		cmocka_unit_test(access_log_plain),
 		cmocka_unit_test(access_log_json),
 		cmocka_unit_test(model_lookups_by_address),

@@ -55,7 +55,9 @@ static int record(const struct tel_event_sink *sink, const struct sm_model *mode
 	name_service(model, orig, dst, dst_port, &conn->service);
 	conn->names_generation = sm_model_generation(model);
 	ret = sm_telemetry_record(sink->counters, conn);
-	*line_len = ends && sink->access_log ? sm_telemetry_access_log(conn, sink->format, sink->log_cache, now, line, size) : 0;
+	*line_len = 0;
+	if (ends && sink->access_log)
+		*line_len = sm_telemetry_access_log(conn, sink->format, sink->log_cache, now, line, size);
 	return ret;
 }
 

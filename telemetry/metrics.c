@@ -346,11 +346,17 @@ static struct cached_series *cached_series(struct sm_telemetry *t, const struct 
 	return entry;
 }
 
+/* The memo slot of uid: the top 3 bits of its pointer, mixed. */
+static size_t uid_slot(const char *uid)
+{
+	_Static_assert(UIDS_SEEN == 8, "three bits");
+	return (size_t)((uint64_t)(uintptr_t)uid * 0x9e3779b97f4a7c15ULL >> 61);
+}
+
 /* uid on a side of s, known by entry's memo when there is one (NULL: uids_add decides). */
 static int add_uid(struct series *s, struct cached_series *entry, int side, const char *uid, uint64_t generation)
 {
-	_Static_assert(UIDS_SEEN == 8, "the slot is the hash's top 3 bits");
-	const char **seen = entry ? &entry->uids_seen[side][(uint64_t)(uintptr_t)uid * 0x9e3779b97f4a7c15ULL >> 61] : NULL;
+	const char **seen = entry ? &entry->uids_seen[side][uid_slot(uid)] : NULL;
 	int err;
 
 	if (seen && *seen == uid)

@@ -26,17 +26,6 @@
 #define ENOTSUPP 524 /* the kernel's "operation not supported" for map commands a type lacks */
 #endif
 
-static int fail(char *err, size_t size, int ret, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t size, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, size, fmt, ap);
-	va_end(ap);
-	return ret;
-}
-
 static bool batch_unsupported(int error)
 {
 	return error == ENOTSUPP || error == EOPNOTSUPP || error == EINVAL;

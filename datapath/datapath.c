@@ -53,16 +53,6 @@ const char *sm_dp_map_name(int map)
 	return dp_map_names[map];
 }
 
-static int fail(char *err, size_t size, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, size, fmt, ap);
-	va_end(ap);
-	return ret;
-}
-
 /* ---- checks before loading ---- */
 
 static int check_fs(const char *path, long magic, const char *what, char *err, size_t size)

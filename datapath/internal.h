@@ -6,10 +6,23 @@
 #define SOCKMESH_DATAPATH_INTERNAL_H
 
 #include <limits.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "datapath/datapath.h"
 #include "sockmesh.skel.h"
+
+/* Writes the error's text into err and returns ret (-errno): `return fail(err, size, -EINVAL, "...")`. */
+__attribute__((format(printf, 4, 5))) static inline int fail(char *err, size_t size, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, size, fmt, ap);
+	va_end(ap);
+	return ret;
+}
 
 /* Pin directories are short paths on bpffs; bounding them keeps every derived path in PATH_MAX. */
 #define PIN_DIR_MAX 256

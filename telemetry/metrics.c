@@ -313,9 +313,9 @@ static unsigned names_hash(const struct names_key *key)
 	return (unsigned)(h >> 32);
 }
 
-/* The cache's entry for c's names, made when new (its series found by its labels, or created); NULL when out of
- * memory. */
-static struct cached_series *cached_series(struct sm_telemetry *t, const struct sm_tel_conn *c)
+/* The series of c's names, from the cache or by its labels (created when new; NULL when out of memory); *out:
+ * its cache entry, made when new (NULL when there was no memory for it: found by its labels next time). */
+static struct series *cached_series(struct sm_telemetry *t, const struct sm_tel_conn *c, struct cached_series **out)
 {
 	struct cached_series *entry;
 	struct names_key key;
@@ -329,21 +329,23 @@ static struct cached_series *cached_series(struct sm_telemetry *t, const struct 
 	names_key_of(c, &key);
 	hash = names_hash(&key);
 	HASH_FIND_BYHASHVALUE(hh, t->cache, &key, sizeof(key), hash, entry);
+	*out = entry;
 	if (entry)
-		return entry;
+		return entry->series;
 	s = series_by_labels(t, c);
 	if (!s)
 		return NULL;
 	if (t->n_cached >= MAX_CACHED)
 		cache_clear(t);
 	entry = calloc(1, sizeof(*entry));
-	if (!entry)
-		return NULL;
-	entry->key = key;
-	entry->series = s;
-	HASH_ADD_BYHASHVALUE(hh, t->cache, key, sizeof(entry->key), hash, entry);
-	t->n_cached++;
-	return entry;
+	if (entry) {
+		entry->key = key;
+		entry->series = s;
+		HASH_ADD_BYHASHVALUE(hh, t->cache, key, sizeof(entry->key), hash, entry);
+		t->n_cached++;
+	}
+	*out = entry;
+	return s;
 }
 
 /* The memo slot of uid: the top 3 bits of its pointer, mixed. */
@@ -371,8 +373,8 @@ static int add_uid(struct series *s, struct cached_series *entry, int side, cons
  * are cached find it without rendering their labels, and their uids without looking at the series' uids. */
 static struct series *series_of(struct sm_telemetry *t, const struct sm_tel_conn *c)
 {
-	struct cached_series *entry = c->names_generation ? cached_series(t, c) : NULL;
-	struct series *s = entry ? entry->series : series_by_labels(t, c);
+	struct cached_series *entry = NULL;
+	struct series *s = c->names_generation ? cached_series(t, c, &entry) : series_by_labels(t, c);
 
 	if (!s || add_uid(s, entry, 0, c->src.uid, c->names_generation) ||
 	    add_uid(s, entry, 1, c->dst.uid, c->names_generation))

@@ -14,6 +14,7 @@
 
 #include "agent/access_log.h"
 #include "agent/agent.h"
+#include "agent/flush_memo.h"
 #include "agent/log.h"
 #include "agent/netns_open.h"
 #include "agent/telemetry.h"
@@ -37,12 +38,14 @@ struct agent_telemetry {
 	pthread_mutex_t *model_lock;
 	struct sm_conn_events *events;
 	struct sm_datapath *dp;
+	struct flush_memo *flushed; /* what each enrolled namespace's last walk found */
+	bool flush_swept;	    /* counts left by earlier agents removed (the first round) */
 	uint64_t own_netns_cookie;
 	pthread_t thread;
 	bool running;
 	atomic_bool stop;
 	atomic_bool model_synced; /* the first Address and Authorization responses (or the local config) applied */
-	atomic_uint_least64_t events_read, record_failures;
+	atomic_uint_least64_t events_read, record_failures, flushes, flushes_skipped;
 };
 
 int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct agent_telemetry **out, char *err,
@@ -55,6 +58,8 @@ int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct a
 		ret = access_log_new(AGENT_ACCESS_LOG_BUFFER, STDOUT_FILENO, &t->log);
 	if (!ret && access_log)
 		ret = sm_tel_log_cache_new(&t->log_cache);
+	if (!ret)
+		ret = flush_memo_new(&t->flushed);
 	if (ret) {
 		snprintf(err, size, "telemetry: %s", strerror(-ret));
 		agent_telemetry_free(t);
@@ -143,34 +148,68 @@ static uint64_t now_ms(void)
 	return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 }
 
-/* One enrolled (guarded) namespace's open connections that have not reported lately report now. */
+/*
+ * One enrolled (guarded) namespace's open connections that have not reported lately report now, unless it
+ * has nothing to report (agent/flush_memo.h): its walk costs a pass over every bucket of its TCP table,
+ * which namespaces share with the host's unless the node says otherwise (docs/kubernetes.md).
+ */
 static int flush_one(void *ctx, uint64_t cookie)
 {
 	struct agent_telemetry *t = ctx;
+	uint64_t started = 0;
+	size_t followed;
 	char err[256];
 	int fd = -1, ret;
+	bool counted;
 
+	ret = sm_datapath_conn_started(t->dp, cookie, &started);
+	if (ret && ret != -ENOENT)
+		log_msg(LOG_DEBUG, "telemetry: no count of the connections started in network namespace %llu: %s",
+			(unsigned long long)cookie, strerror(-ret));
+	counted = !ret;
+	if (!flush_memo_due(t->flushed, cookie, counted, started)) {
+		atomic_fetch_add(&t->flushes_skipped, 1);
+		return 0;
+	}
 	if (cookie != t->own_netns_cookie && (ret = agent_netns_open(cookie, &fd))) {
 		log_msg(LOG_DEBUG, "telemetry: no way into enrolled network namespace %llu to flush it: %s",
 			(unsigned long long)cookie, strerror(-ret));
 		return 0;
 	}
-	ret = sm_datapath_conn_flush(t->dp, fd, err, sizeof(err));
+	ret = sm_datapath_conn_flush(t->dp, fd, &followed, err, sizeof(err));
 	if (fd >= 0)
 		close(fd);
+	atomic_fetch_add(&t->flushes, 1);
 	if (ret)
 		log_msg(LOG_WARN, "telemetry: flushing network namespace %llu: %s", (unsigned long long)cookie, err);
+	else if (flush_memo_walked(t->flushed, cookie, counted, started, followed))
+		log_msg(LOG_DEBUG, "telemetry: out of memory remembering network namespace %llu's flush",
+			(unsigned long long)cookie);
 	return 0;
+}
+
+static bool flush_remembers(void *ctx, uint64_t cookie)
+{
+	return flush_memo_knows(ctx, cookie);
 }
 
 static void flush(struct agent_telemetry *t, uint64_t *next)
 {
 	uint64_t now = now_ms();
+	int swept;
 
 	if (now < *next)
 		return;
 	*next = now + FLUSH_INTERVAL_MS;
 	sm_datapath_for_each_guard(t->dp, flush_one, t);
+	/* the counts of namespaces no longer enrolled go, and at the first round those earlier agents left */
+	if (!flush_memo_end_round(t->flushed) && t->flush_swept)
+		return;
+	swept = sm_datapath_conn_started_sweep(t->dp, flush_remembers, t->flushed);
+	if (swept < 0)
+		log_msg(LOG_WARN, "telemetry: removing the connection counts of namespaces no longer enrolled: %s",
+			strerror(-swept));
+	t->flush_swept = swept >= 0;
 }
 
 static void *events_main(void *arg)
@@ -234,6 +273,7 @@ void agent_telemetry_free(struct agent_telemetry *t)
 	sm_conn_events_close(t->events);
 	access_log_free(t->log);
 	sm_tel_log_cache_free(t->log_cache);
+	flush_memo_free(t->flushed);
 	sm_telemetry_free(t->counters);
 	free(t);
 }
@@ -270,12 +310,19 @@ char *agent_telemetry_admin_metrics(struct agent_telemetry *t, const uint64_t *c
 		     "# HELP sockmesh_telemetry_record_failures_total events not counted (out of memory)\n"
 		     "# TYPE sockmesh_telemetry_record_failures_total counter\n"
 		     "sockmesh_telemetry_record_failures_total %llu\n"
+		     "# HELP sockmesh_telemetry_flushes_total walks of an enrolled namespace's TCP sockets for long connections\n"
+		     "# TYPE sockmesh_telemetry_flushes_total counter\n"
+		     "sockmesh_telemetry_flushes_total %llu\n"
+		     "# HELP sockmesh_telemetry_flushes_skipped_total walks not needed: nothing followed in the namespace\n"
+		     "# TYPE sockmesh_telemetry_flushes_skipped_total counter\n"
+		     "sockmesh_telemetry_flushes_skipped_total %llu\n"
 		     "# HELP sockmesh_access_log_dropped_total access log lines dropped because stdout fell behind\n"
 		     "# TYPE sockmesh_access_log_dropped_total counter\n"
 		     "sockmesh_access_log_dropped_total %llu\n",
 		     counters ? (unsigned long long)counters[SM_COUNTER_CONN_EVENTS_LOST] : 0ULL,
 		     (unsigned long long)atomic_load(&t->events_read), counts.series, counts.open,
 		     (unsigned long long)counts.forgotten, (unsigned long long)atomic_load(&t->record_failures),
+		     (unsigned long long)atomic_load(&t->flushes), (unsigned long long)atomic_load(&t->flushes_skipped),
 		     (unsigned long long)access_log_dropped(t->log)) < 0)
 		return NULL;
 	return text;

@@ -22,8 +22,9 @@
  * SM_SOCK_ACCELERATED, retired then reused without a bump. 3: L4 authorization (the sm_authz_* maps,
  * their counters) and L4 telemetry (sm_conn_stats, sm_conn_events, SM_CONFIG_TELEMETRY). 4: a local
  * connection's two ends reported by its connecting end (SM_CONN_BOTH_ENDS, sm_conn_received's value a
- * struct sm_conn_received with its handover). 5: sm_conn_received preallocated. */
-#define SM_LAYOUT_VERSION 5
+ * struct sm_conn_received with its handover). 5: sm_conn_received preallocated. 6: sm_conn_started (the
+ * followed connections each namespace started, so that the agent flushes only namespaces with some). */
+#define SM_LAYOUT_VERSION 6
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
@@ -384,6 +385,12 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  * (datapath/telemetry.c) hands on each such event and the accepting end's, made from it. The handover is
  * decided by one atomic OR of each side on the entry's handover word, so that a connecting end closing
  * while its peer is being accepted never leaves the peer's record to no one.
+ *
+ * Namespaces with nothing to flush: sm_conn_started (per-CPU hash: network namespace cookie → __u64) counts
+ * the connections each enrolled namespace started following. The agent makes and removes its entries (a
+ * namespace without one is not counted); the programs only add to them. sm_conn_flush writes one byte per
+ * followed socket it finds (connecting or open). A namespace whose last flush found none, and whose count
+ * has not moved since that flush began, has nothing to report and is not walked.
  */
 #define SM_CONN_EVENTS_BYTES (1024 * 1024) /* ring buffer of connection events */
 #define SM_CONN_REPORT_NS 2000000000ULL	   /* sm_conn_flush reports a connection open or unreported this long */

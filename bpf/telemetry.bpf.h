@@ -63,6 +63,16 @@ struct {
 	__uint(pinning, SM_MAP_PINNING);
 } sm_conn_received SEC(".maps");
 
+/* The connections each enrolled namespace started following (bpf/sockmesh.h): entries the agent makes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SM_DEFAULT_MAX_NETNS);
+	__type(key, __u64); /* network namespace cookie */
+	__type(value, __u64);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_conn_started SEC(".maps");
+
 static __always_inline bool telemetry_on(const struct sm_config *cfg)
 {
 	return cfg && (cfg->flags & SM_CONFIG_TELEMETRY);
@@ -206,6 +216,7 @@ static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock
 {
 	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	const struct sm_sock_state *state;
+	__u64 netns, *started;
 
 	if (!st) {
 		count(SM_COUNTER_ERRORS);
@@ -223,6 +234,12 @@ static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock
 	bpf_get_socket_cookie(ops); /* gives the socket its cookie, which every event reads */
 	if (bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG))
 		count(SM_COUNTER_ERRORS);
+	/* after the storage: a flush that began before this count moved finds the socket (it is in the
+	 * namespace's TCP table from before TCP_CONNECT_CB and PASSIVE_ESTABLISHED_CB) */
+	netns = bpf_get_netns_cookie(ops);
+	started = bpf_map_lookup_elem(&sm_conn_started, &netns);
+	if (started)
+		__sync_fetch_and_add(started, 1); /* atomic: sockops may run in a softirq over its own CPU's task */
 }
 
 static __always_inline __u8 conn_failure(const struct tcp_sock *tp)
@@ -368,7 +385,8 @@ static __always_inline bool conn_handed_over(struct bpf_sock_ops *ops, const str
  * The agent runs this over the TCP sockets of each enrolled namespace every second or two: a followed
  * connection not reported for SM_CONN_REPORT_NS (one open for that long, or reported that long ago)
  * reports its bytes so far. Established ones and those closing; not one still connecting (its end
- * says what became of it).
+ * says what became of it). It writes a byte for each followed socket it finds, connecting ones too: the
+ * agent walks a namespace again only while it has some (or has started more).
  */
 SEC("iter/tcp")
 int sm_conn_flush(struct bpf_iter__tcp *ctx)
@@ -376,16 +394,19 @@ int sm_conn_flush(struct bpf_iter__tcp *ctx)
 	struct sock_common *skc = ctx->sk_common;
 	struct sm_conn_stats *st;
 	struct tcp_sock *tp;
-	__u8 state;
+	__u8 state, found = 1;
 
 	if (!skc)
 		return 0;
 	state = skc->skc_state;
-	if (state == BPF_TCP_SYN_SENT || state == BPF_TCP_LISTEN || state == BPF_TCP_CLOSE)
+	if (state == BPF_TCP_LISTEN || state == BPF_TCP_CLOSE)
 		return 0;
 	tp = bpf_skc_to_tcp_sock(skc);
 	st = tp ? bpf_sk_storage_get(&sm_conn_stats, tp, 0, 0) : NULL;
-	if (st && bpf_ktime_get_ns() - st->reported_ns >= SM_CONN_REPORT_NS)
+	if (!st)
+		return 0;
+	bpf_seq_write(ctx->meta->seq, &found, sizeof(found));
+	if (state != BPF_TCP_SYN_SENT && bpf_ktime_get_ns() - st->reported_ns >= SM_CONN_REPORT_NS)
 		conn_emit(tp, st, SM_CONN_UPDATE, SM_CONN_FAIL_NONE);
 	return 0;
 }

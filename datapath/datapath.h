@@ -119,6 +119,7 @@ enum sm_dp_map_id {
 	SM_DP_MAP_CONN_STATS,
 	SM_DP_MAP_CONN_EVENTS,
 	SM_DP_MAP_CONN_RECEIVED,
+	SM_DP_MAP_CONN_STARTED,
 	SM_DP_MAP_COUNT,
 };
 
@@ -290,9 +291,19 @@ void sm_conn_events_close(struct sm_conn_events *e);
 /*
  * Reports the followed connections of netns_fd's namespace (-1: the caller's) that have not reported for
  * SM_CONN_REPORT_NS (the sm_conn_flush iterator: an UPDATE event each). Run every second or two in each
- * enrolled namespace, it counts a long connection opened, and its bytes, within seconds.
+ * enrolled namespace, it counts a long connection opened, and its bytes, within seconds. *followed: how
+ * many followed sockets it found there, reported or not (connecting ones too).
  */
-int sm_datapath_conn_flush(struct sm_datapath *dp, int netns_fd, char *err, size_t size);
+int sm_datapath_conn_flush(struct sm_datapath *dp, int netns_fd, size_t *followed, char *err, size_t size);
+/*
+ * The connections the namespace of netns_cookie started following, summed over CPUs (sm_conn_started,
+ * bpf/sockmesh.h): 0 with *started; -ENOENT when the namespace had no count, which is made now (its
+ * connections are counted from here on); -E2BIG when the map is full; another -errno.
+ */
+int sm_datapath_conn_started(struct sm_datapath *dp, uint64_t netns_cookie, uint64_t *started);
+/* Removes the counts of namespaces keep() says no to; returns how many or -errno. */
+int sm_datapath_conn_started_sweep(struct sm_datapath *dp, bool (*keep)(void *ctx, uint64_t netns_cookie),
+				   void *ctx);
 
 /*
  * The map writer over BPF map fds: consecutive ops on one map go in one batch call (the kernel's

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
 #include "datapath/datapath.h"
@@ -107,13 +108,56 @@ void sm_conn_events_close(struct sm_conn_events *e)
 	free(e);
 }
 
-int sm_datapath_conn_flush(struct sm_datapath *dp, int netns_fd, char *err, size_t size)
+/* sm_conn_flush writes a byte per followed socket it finds. */
+int sm_datapath_conn_flush(struct sm_datapath *dp, int netns_fd, size_t *followed, char *err, size_t size)
 {
-	size_t output;
+	*followed = 0;
+	if (!dp || !dp->skel)
+		return fail(err, size, -EINVAL, "the datapath's programs are not loaded here");
+	return sm_dp_run_tcp_iter(dp->skel->progs.sm_conn_flush, netns_fd, followed, err, size);
+}
 
-	if (!dp || !dp->skel) {
-		snprintf(err, size, "the datapath's programs are not loaded here");
-		return -EINVAL;
+/* A per-CPU map's value for one key, summed (values: room for each possible CPU). */
+static int sum_per_cpu(int fd, uint64_t key, __u64 *values, int cpus, uint64_t *sum)
+{
+	if (bpf_map_lookup_elem(fd, &key, values))
+		return -errno;
+	*sum = 0;
+	for (int cpu = 0; cpu < cpus; cpu++)
+		*sum += values[cpu];
+	return 0;
+}
+
+int sm_datapath_conn_started(struct sm_datapath *dp, uint64_t netns_cookie, uint64_t *started)
+{
+	int fd = dp->fds[SM_DP_MAP_CONN_STARTED], cpus = libbpf_num_possible_cpus(), ret;
+	__u64 *values;
+
+	if (cpus < 0)
+		return cpus;
+	values = calloc((size_t)cpus, sizeof(*values));
+	if (!values)
+		return -ENOMEM;
+	ret = sum_per_cpu(fd, netns_cookie, values, cpus, started);
+	if (ret == -ENOENT && bpf_map_update_elem(fd, &netns_cookie, values, BPF_NOEXIST) && errno != EEXIST)
+		ret = -errno; /* E2BIG: full */
+	free(values);
+	return ret;
+}
+
+int sm_datapath_conn_started_sweep(struct sm_datapath *dp, bool (*keep)(void *ctx, uint64_t netns_cookie),
+				   void *ctx)
+{
+	int fd = dp->fds[SM_DP_MAP_CONN_STARTED], removed = 0;
+	__u64 key, next, *previous = NULL;
+
+	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+		key = next;
+		previous = &key;
+		if (keep(ctx, key) || bpf_map_delete_elem(fd, &key))
+			continue;
+		removed++;
+		previous = NULL; /* the walk's position went with the entry: from the start again */
 	}
-	return sm_dp_run_tcp_iter(dp->skel->progs.sm_conn_flush, netns_fd, &output, err, size);
+	return errno == ENOENT ? removed : -errno;
 }

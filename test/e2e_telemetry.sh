@@ -206,7 +206,20 @@ phase_plain() {
 
   failures_of_a_kind
   long_case "long" c-long
+  check_showing "with nothing followed open, the flush leaves the namespace alone (skipped, not walked)" \
+    wait_for 15 flush_rests
   consumers
+}
+
+# flush_rests: over 3.2 s (two flush rounds), the flush skipped the namespace and walked none
+admin_value() { metrics | awk -v name="$1" '$1 == name { print $2 }'; }
+flush_rests() {
+  local walked skipped
+  walked="$(admin_value sockmesh_telemetry_flushes_total)" skipped="$(admin_value sockmesh_telemetry_flushes_skipped_total)"
+  sleep 3.2
+  echo "walks $walked -> $(admin_value sockmesh_telemetry_flushes_total), skips $skipped -> $(admin_value sockmesh_telemetry_flushes_skipped_total)"
+  [[ -n "$walked" && "$(admin_value sockmesh_telemetry_flushes_total)" == "$walked" ]] &&
+    (($(admin_value sockmesh_telemetry_flushes_skipped_total) > skipped))
 }
 
 # failures: a connect refused, one that times out (both response_flags=CONNECT), a policy denial (DENY)

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "datapath_env.h"
 #include "helpers.h"
+#include "netns/netns.h"
 
 #define N_SENT 30011
 #define M_BACK 20011
@@ -80,12 +81,15 @@ static size_t count_of(const struct events *events, uint64_t cookie)
 	return n;
 }
 
-/* What the agent does every second or two in each enrolled namespace (here: the test's own). */
-static void flush(struct env *env)
+/* What the agent does every second or two in each enrolled namespace (here: the test's own): returns how
+ * many followed sockets the flush found. */
+static size_t flush(struct env *env)
 {
+	size_t followed = 0;
 	char err[256];
 
-	CHECK(sm_datapath_conn_flush(env->dp, -1, err, sizeof(err)) == 0, "flushing: %s", err);
+	CHECK(sm_datapath_conn_flush(env->dp, -1, &followed, err, sizeof(err)) == 0, "flushing: %s", err);
+	return followed;
 }
 
 /* Polls until fn holds or ms pass. */
@@ -374,6 +378,72 @@ static void timed_out(struct env *env, const void *arg)
 	close(first);
 	close(listener);
 	sm_conn_events_close(ring);
+}
+
+/* ---- what lets the agent skip a namespace's flush (agent/flush_memo.h) ---- */
+
+static bool keep_none(void *ctx, uint64_t cookie)
+{
+	(void)ctx;
+	(void)cookie;
+	return false;
+}
+
+/* Polls the flush until it finds want followed sockets, for up to ms. */
+static size_t flush_until(struct env *env, size_t want, int ms)
+{
+	double end = now_seconds() + ms / 1000.0;
+	size_t found;
+
+	while ((found = flush(env)) != want && now_seconds() < end)
+		usleep(20 * 1000);
+	return found;
+}
+
+/*
+ * The namespace's count of started connections moves with each followed connect once it has an entry (made
+ * by the first read); the flush finds each followed socket, one still connecting too, and none once they
+ * are closed; a sweep removes the count.
+ */
+static void started_and_found(struct env *env, const void *arg)
+{
+	(void)arg;
+	union sockaddr_any sa;
+	socklen_t len = make_addr("127.0.0.1", 9002, &sa);
+	uint64_t cookie, started = 1;
+	int one = 1, syncnt = 1;
+
+	env_config(env, telemetry);
+	CHECK(sm_netns_cookie_here(&cookie) == 0, "the namespace's cookie: %s", strerror(errno));
+	CHECK(sm_datapath_conn_started(env->dp, cookie, &started) == -ENOENT, "a count before the first read");
+	CHECK(sm_datapath_conn_started(env->dp, cookie, &started) == 0 && started == 0, "count %llu, not 0",
+	      (unsigned long long)started);
+	CHECK(flush(env) == 0, "the flush found followed sockets in an empty namespace");
+	int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	CHECK(bind(listener, &sa.sa, len) == 0 && listen(listener, 0) == 0, "listen: %s", strerror(errno));
+	int first = connect_to(AF_INET, "127.0.0.1", 9002); /* established, and fills the accept queue */
+	CHECK(first >= 0, "the first connect: %s", strerror(-first));
+	CHECK(sm_datapath_conn_started(env->dp, cookie, &started) == 0 && started == 1, "count %llu after a connect",
+	      (unsigned long long)started);
+	CHECK(flush(env) == 1, "the flush did not find the established socket");
+	int connecting = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	CHECK(setsockopt(connecting, IPPROTO_TCP, TCP_SYNCNT, &syncnt, sizeof(syncnt)) == 0, "TCP_SYNCNT: %s",
+	      strerror(errno));
+	CHECK(connect(connecting, &sa.sa, len) && errno == EINPROGRESS, "a connect to a full listener: %s",
+	      strerror(errno));
+	CHECK(sm_datapath_conn_started(env->dp, cookie, &started) == 0 && started == 2, "count %llu after two connects",
+	      (unsigned long long)started);
+	CHECK(flush(env) == 2, "the flush did not find the socket still connecting");
+	close(connecting);
+	close(first);
+	close(listener);
+	size_t left = flush_until(env, 0, 3000);
+	CHECK(left == 0, "the flush found %zu followed sockets after all closed", left);
+	CHECK(sm_datapath_conn_started(env->dp, cookie, &started) == 0 && started == 2, "count %llu after the closes",
+	      (unsigned long long)started);
+	CHECK(sm_datapath_conn_started_sweep(env->dp, keep_none, NULL) >= 1, "the sweep removed nothing");
+	CHECK(sm_datapath_conn_started(env->dp, cookie, &started) == -ENOENT, "the count survived the sweep");
 }
 
 /* ---- a long connection, the knob off ---- */
@@ -699,6 +769,8 @@ static const struct case_row {
 	{ "an idle connection's last burst is reported by the flush (TCP)", idle_burst, (const void *)telemetry },
 	{ "an idle connection's last burst is reported by the flush (accelerated)", idle_burst,
 	  (const void *)telemetry_accelerated },
+	{ "a namespace's started connections counted, its followed sockets found by the flush", started_and_found,
+	  NULL },
 	{ "with the knob off nothing is recorded", knob_off, NULL },
 	{ "the added cost per connection (printed)", cost, NULL },
 };

@@ -53,6 +53,9 @@ enum sm_contract_defines {
 	SM_DEFINE(SM_AUTHZ_EVENTS_BYTES),
 	SM_DEFINE(SM_CONN_EVENTS_BYTES),
 	SM_DEFINE(SM_CONN_REPORT_NS), /* 2e9: fits an int */
+	SM_DEFINE(SM_CONN_IDLE_REPORT_S),
+	sm_define_SM_CONN_NOT_REPORTED = (int)(SM_CONN_NOT_REPORTED & 0xffffffffu),
+	sm_define_SM_CONN_NOT_REPORTED_HIGH = (int)(SM_CONN_NOT_REPORTED >> 32),
 };
 
 /* One member per type of the header, so that each is in the BTF. */

@@ -23,7 +23,8 @@
  * their counters) and L4 telemetry (sm_conn_stats, sm_conn_events, SM_CONFIG_TELEMETRY). 4: a local
  * connection's two ends reported by its connecting end (SM_CONN_BOTH_ENDS, sm_conn_received's value a
  * struct sm_conn_received with its handover). 5: sm_conn_received preallocated. 6: sm_conn_started (the
- * followed connections each namespace started, so that the agent flushes only namespaces with some). */
+ * followed connections each namespace started, so that the agent flushes only namespaces with some), and
+ * an open connection reported only when its bytes moved (sm_conn_stats.reported_sent, reported_received). */
 #define SM_LAYOUT_VERSION 6
 
 /* Limits a resource is checked against before it reaches the maps. */
@@ -368,7 +369,8 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  * close: sockops sets the state callback at TCP_CONNECT_CB / PASSIVE_ESTABLISHED_CB, keeps sm_conn_stats
  * in socket storage and emits an sm_conn_event at the close; the iterator sm_conn_flush, which the
  * agent runs in each enrolled namespace, emits one for each connection open or unreported for
- * SM_CONN_REPORT_NS. Bytes are the application's: TCP's bytes_acked and
+ * SM_CONN_REPORT_NS whose bytes moved since its last report (or that has none, or none for
+ * SM_CONN_IDLE_REPORT_S). Bytes are the application's: TCP's bytes_acked and
  * bytes_received, plus what sk_msg handed to (or received from) a local peer through the sockhash, which
  * never passes through TCP, minus the waypoint TLV's bytes. What a local peer's sk_msg hands to a
  * followed accelerated socket is added up in sm_conn_received (hash: the receiver's struct sm_sock_key,
@@ -394,6 +396,8 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  */
 #define SM_CONN_EVENTS_BYTES (1024 * 1024) /* ring buffer of connection events */
 #define SM_CONN_REPORT_NS 2000000000ULL	   /* sm_conn_flush reports a connection open or unreported this long */
+#define SM_CONN_IDLE_REPORT_S 60	   /* ... if its bytes moved since its last report, or it is this old */
+#define SM_CONN_NOT_REPORTED 0xffffffffffffffffULL /* sm_conn_stats.reported_sent before the first report */
 
 enum sm_conn_direction {
 	SM_CONN_OUTBOUND = 1, /* a local workload opened it: reporter="source" */
@@ -448,12 +452,14 @@ struct sm_conn_stats {
 	__u64 msg_sent;	    /* bytes handed to a local peer's receive queue by sk_msg */
 	__u64 msg_received; /* bytes a local peer's sk_msg handed to this socket */
 	__u64 reported_ns;  /* the last event's time */
+	__u64 reported_sent;	   /* bytes_sent in the last event, or SM_CONN_NOT_REPORTED before the first */
+	__u64 reported_received; /* bytes_received in the last event */
 	__u32 tlv_bytes;    /* waypoint TLV bytes in TCP's count, to take out */
 	__u8 direction;	    /* enum sm_conn_direction */
 	__u8 flags;	    /* enum sm_conn_flags */
 	__u8 pad[2];
 };
-_Static_assert(sizeof(struct sm_conn_stats) == 40, "sm_conn_stats layout");
+_Static_assert(sizeof(struct sm_conn_stats) == 56, "sm_conn_stats layout");
 
 /* sm_conn_events (ring buffer): one record per event. Addresses as everywhere (16 bytes, IPv4 mapped). */
 struct sm_conn_event {

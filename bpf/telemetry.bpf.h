@@ -93,8 +93,8 @@ static __always_inline bool fin_queued(int state)
  * SYN. (test_telemetry_kernel's exact counts hold each of these.) What sk_msg handed over through the
  * sockhash never touched TCP; the TLV is not the application's.
  */
-static __always_inline void conn_bytes(const struct tcp_sock *tp, const struct sm_conn_stats *st,
-				       struct sm_conn_event *ev)
+static __always_inline void conn_bytes(const struct tcp_sock *tp, const struct sm_conn_stats *st, __u64 *bytes_sent,
+				       __u64 *bytes_received)
 {
 	const struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 	__u64 acked = tp->bytes_acked, received = tp->bytes_received, sent;
@@ -106,8 +106,8 @@ static __always_inline void conn_bytes(const struct tcp_sock *tp, const struct s
 	if (((sk->__sk_common.skc_flags >> SOCK_DONE) & 1) && received)
 		received--;
 	sent = acked + st->msg_sent;
-	ev->bytes_sent = sent > st->tlv_bytes ? sent - st->tlv_bytes : 0;
-	ev->bytes_received = received + st->msg_received;
+	*bytes_sent = sent > st->tlv_bytes ? sent - st->tlv_bytes : 0;
+	*bytes_received = received + st->msg_received;
 }
 
 /* The socket's network namespace, from its BTF: the same in sockops, sk_msg and an iterator. */
@@ -195,7 +195,9 @@ static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats 
 	ev->netns_cookie = netns_cookie;
 	ev->start_ns = st->start_ns;
 	ev->now_ns = st->reported_ns;
-	conn_bytes(tp, st, ev);
+	conn_bytes(tp, st, &ev->bytes_sent, &ev->bytes_received);
+	st->reported_sent = ev->bytes_sent;
+	st->reported_received = ev->bytes_received;
 	conn_addrs(tp, &key, st, ev);
 	ev->kind = kind;
 	ev->direction = st->direction;
@@ -223,6 +225,7 @@ static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock
 		return;
 	}
 	__builtin_memset(st, 0, sizeof(*st)); /* a socket may connect again after a failed connect */
+	st->reported_sent = SM_CONN_NOT_REPORTED;
 	st->start_ns = bpf_ktime_get_ns();
 	st->reported_ns = st->start_ns; /* sm_conn_flush reports it once it is SM_CONN_REPORT_NS old */
 	st->direction = direction;
@@ -382,11 +385,29 @@ static __always_inline bool conn_handed_over(struct bpf_sock_ops *ops, const str
 }
 
 /*
+ * Whether an open connection has something to report: its first report (which counts it opened), bytes that
+ * passed since its last, or nothing for SM_CONN_IDLE_REPORT_S (the agent forgets a gone workload's connection
+ * that stays silent for minutes).
+ */
+static __always_inline bool conn_has_news(struct tcp_sock *tp, struct sm_conn_stats *st, __u64 now)
+{
+	struct sm_sock_key key = {};
+	__u64 sent, received;
+
+	if (st->reported_sent == SM_CONN_NOT_REPORTED || now - st->reported_ns >= SM_CONN_IDLE_REPORT_S * 1000000000ULL)
+		return true;
+	own_key(tp, sock_netns_cookie(tp), &key);
+	conn_received(&key, st, false);
+	conn_bytes(tp, st, &sent, &received);
+	return sent != st->reported_sent || received != st->reported_received;
+}
+
+/*
  * The agent runs this over the TCP sockets of each enrolled namespace every second or two: a followed
  * connection not reported for SM_CONN_REPORT_NS (one open for that long, or reported that long ago)
- * reports its bytes so far. Established ones and those closing; not one still connecting (its end
- * says what became of it). It writes a byte for each followed socket it finds, connecting ones too: the
- * agent walks a namespace again only while it has some (or has started more).
+ * reports its bytes so far if it has news (conn_has_news). Established ones and those closing; not one
+ * still connecting (its end says what became of it). It writes a byte for each followed socket it finds,
+ * connecting ones too: the agent walks a namespace again only while it has some (or has started more).
  */
 SEC("iter/tcp")
 int sm_conn_flush(struct bpf_iter__tcp *ctx)
@@ -395,6 +416,7 @@ int sm_conn_flush(struct bpf_iter__tcp *ctx)
 	struct sm_conn_stats *st;
 	struct tcp_sock *tp;
 	__u8 state, found = 1;
+	__u64 now;
 
 	if (!skc)
 		return 0;
@@ -406,7 +428,8 @@ int sm_conn_flush(struct bpf_iter__tcp *ctx)
 	if (!st)
 		return 0;
 	bpf_seq_write(ctx->meta->seq, &found, sizeof(found));
-	if (state != BPF_TCP_SYN_SENT && bpf_ktime_get_ns() - st->reported_ns >= SM_CONN_REPORT_NS)
+	now = bpf_ktime_get_ns();
+	if (state != BPF_TCP_SYN_SENT && now - st->reported_ns >= SM_CONN_REPORT_NS && conn_has_news(tp, st, now))
 		conn_emit(tp, st, SM_CONN_UPDATE, SM_CONN_FAIL_NONE);
 	return 0;
 }

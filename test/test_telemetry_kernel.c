@@ -664,7 +664,8 @@ static bool updated_to(const struct events *events, const void *arg)
 
 /*
  * A connection that sends a burst and goes idle: no callback runs any more, yet the next flush after
- * SM_CONN_REPORT_NS reports exactly the bytes so far, at both ends, and a second burst the same way.
+ * SM_CONN_REPORT_NS reports exactly the bytes so far, at both ends, and a second burst the same way; once
+ * those are reported, flushes say nothing while no byte passes (until SM_CONN_IDLE_REPORT_S).
  */
 static void idle_burst(struct env *env, const void *arg)
 {
@@ -696,6 +697,12 @@ static void idle_burst(struct env *env, const void *arg)
 		flush(env); /* reported just now: nothing to say */
 		CHECK(sm_conn_events_poll(ring, 100) == 0 && events.n == 0, "a second flush reported %zu events", events.n);
 	}
+	/* idle for longer than a report's age, no byte since the last report: nothing to say either */
+	usleep((useconds_t)(SM_CONN_REPORT_NS / 1000) + 100 * 1000);
+	events.n = 0;
+	CHECK(flush(env) == 1, "the flush did not find the idle connection");
+	CHECK(sm_conn_events_poll(ring, 100) == 0 && events.n == 0, "an idle connection reported again (%zu events)",
+	      events.n);
 	unfollow(&c, ring);
 }
 

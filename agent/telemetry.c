@@ -22,9 +22,10 @@
 #include "netns/netns.h"
 
 #define EVICT_SECONDS 5
-/* How often each enrolled namespace's open connections are flushed (sm_conn_flush): with the kernel's
- * SM_CONN_REPORT_NS (2 s), bytes are counted within 2 + 1.5 s (+ the ring's 200 ms) of passing. */
-#define FLUSH_INTERVAL_MS 1500
+/* How often each enrolled namespace's open connections are flushed (sm_conn_flush). Longer than the kernel's
+ * SM_CONN_REPORT_NS (1 s), so that a connection reported at one flush is due at the next: bytes are counted
+ * within one interval (+ the ring's 200 ms) of passing, a connection open within 1 s + one interval. */
+#define FLUSH_INTERVAL_MS 2500
 /* A gone workload's sockets are reported closed at once: one silent this long after lost its CLOSED. */
 #define STALE_SECONDS 300
 #define LINE_MAX_BYTES 8192 /* a longer line (names are at most a few hundred bytes) is not written */

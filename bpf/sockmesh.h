@@ -24,7 +24,8 @@
  * connection's two ends reported by its connecting end (SM_CONN_BOTH_ENDS, sm_conn_received's value a
  * struct sm_conn_received with its handover). 5: sm_conn_received preallocated. 6: sm_conn_started (the
  * followed connections each namespace started, so that the agent flushes only namespaces with some), and
- * an open connection reported only when its bytes moved (sm_conn_stats.reported_sent, reported_received). */
+ * an open connection reported only when its bytes moved (sm_conn_stats.reported_sent, reported_received);
+ * SM_CONN_REPORT_NS 1 s (was 2 s), under the agent's flush interval. */
 #define SM_LAYOUT_VERSION 6
 
 /* Limits a resource is checked against before it reaches the maps. */
@@ -395,7 +396,7 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  * has not moved since that flush began, has nothing to report and is not walked.
  */
 #define SM_CONN_EVENTS_BYTES (1024 * 1024) /* ring buffer of connection events */
-#define SM_CONN_REPORT_NS 2000000000ULL	   /* sm_conn_flush reports a connection open or unreported this long */
+#define SM_CONN_REPORT_NS 1000000000ULL	   /* sm_conn_flush reports a connection open or unreported this long */
 #define SM_CONN_IDLE_REPORT_S 60	   /* ... if its bytes moved since its last report, or it is this old */
 #define SM_CONN_NOT_REPORTED 0xffffffffffffffffULL /* sm_conn_stats.reported_sent before the first report */
 

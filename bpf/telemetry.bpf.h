@@ -10,9 +10,9 @@
  *
  * What a connection costs is the point: one socket storage, the state callback (no RTT callback, no
  * event at its start) and one event at its end. A connection still open after SM_CONN_REPORT_NS is
- * reported by sm_conn_flush, an iter/tcp program the agent runs in each enrolled namespace every
- * second or two: the first report counts it opened, and bytes move within seconds even when it went
- * idle after its last burst. Events do not wake the agent (it drains the ring on a timer) unless the
+ * reported by sm_conn_flush, an iter/tcp program the agent runs in each enrolled namespace every few
+ * seconds: the first report counts it opened, and bytes move within seconds even when it went idle
+ * after its last burst. Events do not wake the agent (it drains the ring on a timer) unless the
  * ring is half full.
  *
  * Bytes sk_msg redirects to a local peer: the sender counts them in its own msg_sent. The peer's count
@@ -403,7 +403,7 @@ static __always_inline bool conn_has_news(struct tcp_sock *tp, struct sm_conn_st
 }
 
 /*
- * The agent runs this over the TCP sockets of each enrolled namespace every second or two: a followed
+ * The agent runs this over the TCP sockets of each enrolled namespace every few seconds: a followed
  * connection not reported for SM_CONN_REPORT_NS (one open for that long, or reported that long ago)
  * reports its bytes so far if it has news (conn_has_news). Established ones and those closing; not one
  * still connecting (its end says what became of it). It writes a byte for each followed socket it finds,

@@ -166,7 +166,7 @@ long_case() {
   check_showing "$title: its request bytes are counted while it sends (within 5 s)" \
     settle 5 expect istio_tcp_received_bytes_total ">0" "${labels[@]}"
   check "$title: the exchange ends, the connection stays open" wait_for 20 grep -q exchanged "$work/$client.out"
-  # the flush (sm_conn_flush, every 1.5 s in each enrolled namespace) reports an idle connection's last burst
+  # the flush (sm_conn_flush, every 2.5 s in each enrolled namespace) reports an idle connection's last burst
   all_while_open() {
     expect istio_tcp_received_bytes_total "$n" "${labels[@]}" && expect istio_tcp_sent_bytes_total "$m" "${labels[@]}" &&
       expect_not istio_tcp_connections_closed_total ">0" "${labels[@]}"
@@ -211,7 +211,7 @@ phase_plain() {
   consumers
 }
 
-# flush_rests: over 3.2 s (two flush rounds), the flush skipped the namespace and walked none
+# flush_rests: over 3.2 s (at least one flush round), the flush skipped the namespace and walked none
 admin_value() { metrics | awk -v name="$1" '$1 == name { print $2 }'; }
 flush_rests() {
   local walked skipped

@@ -24,7 +24,7 @@
 #define MAX_EVENTS 512
 #define COST_ROUNDS 5
 #define COST_CONNECTIONS 100
-#define FLUSH_SECONDS 1.5 /* the agent's flush interval */
+#define FLUSH_SECONDS 2.5 /* the agent's flush interval */
 
 struct events {
 	struct sm_conn_event ev[MAX_EVENTS];
@@ -81,7 +81,7 @@ static size_t count_of(const struct events *events, uint64_t cookie)
 	return n;
 }
 
-/* What the agent does every second or two in each enrolled namespace (here: the test's own): returns how
+/* What the agent does every few seconds in each enrolled namespace (here: the test's own): returns how
  * many followed sockets the flush found. */
 static size_t flush(struct env *env)
 {

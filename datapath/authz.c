@@ -708,15 +708,12 @@ int sm_datapath_authz_policy_counts(const struct sm_datapath *dp,
 				    int (*fn)(void *ctx, uint64_t policy, const struct sm_authz_policy_counts *sum),
 				    void *ctx)
 {
-	int fd = dp->fds[SM_DP_MAP_AUTHZ_POLICY_COUNTERS], cpus = libbpf_num_possible_cpus(), ret = 0;
-	struct sm_authz_policy_counts *values;
+	int fd = dp->fds[SM_DP_MAP_AUTHZ_POLICY_COUNTERS], cpus, ret = 0;
+	struct sm_authz_policy_counts *values = sm_dp_per_cpu_values(sizeof(*values), &cpus);
 	__u64 key, next, *previous = NULL;
 
-	if (cpus < 0)
-		return cpus;
-	values = calloc((size_t)cpus, sizeof(*values));
 	if (!values)
-		return -ENOMEM;
+		return cpus;
 	while (!ret && bpf_map_get_next_key(fd, previous, &next) == 0) {
 		struct sm_authz_policy_counts sum = { 0 };
 		key = next;

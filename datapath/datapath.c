@@ -987,16 +987,26 @@ int sm_datapath_set_local_addresses(struct sm_datapath *dp, const struct sm_fron
 	return 0;
 }
 
+void *sm_dp_per_cpu_values(size_t value_size, int *cpus)
+{
+	void *values;
+
+	*cpus = libbpf_num_possible_cpus();
+	if (*cpus < 0)
+		return NULL;
+	values = calloc((size_t)*cpus, value_size);
+	if (!values)
+		*cpus = -ENOMEM;
+	return values;
+}
+
 int sm_datapath_counters(const struct sm_datapath *dp, uint64_t counters[SM_COUNTER_MAX])
 {
-	int cpus = libbpf_num_possible_cpus();
-	__u64 *values;
+	int cpus;
+	__u64 *values = sm_dp_per_cpu_values(sizeof(*values), &cpus);
 
-	if (cpus < 0)
-		return cpus;
-	values = calloc((size_t)cpus, sizeof(*values));
 	if (!values)
-		return -ENOMEM;
+		return cpus;
 	for (__u32 c = 0; c < SM_COUNTER_MAX; c++) {
 		counters[c] = 0;
 		if (bpf_map_lookup_elem(dp->fds[SM_DP_MAP_COUNTERS], &c, values))

@@ -130,14 +130,11 @@ static int sum_per_cpu(int fd, uint64_t key, __u64 *values, int cpus, uint64_t *
 
 int sm_datapath_conn_started(struct sm_datapath *dp, uint64_t netns_cookie, uint64_t *started)
 {
-	int fd = dp->fds[SM_DP_MAP_CONN_STARTED], cpus = libbpf_num_possible_cpus(), ret;
-	__u64 *values;
+	int fd = dp->fds[SM_DP_MAP_CONN_STARTED], cpus, ret;
+	__u64 *values = sm_dp_per_cpu_values(sizeof(*values), &cpus);
 
-	if (cpus < 0)
-		return cpus;
-	values = calloc((size_t)cpus, sizeof(*values));
 	if (!values)
-		return -ENOMEM;
+		return cpus;
 	ret = sum_per_cpu(fd, netns_cookie, values, cpus, started);
 	if (ret == -ENOENT && bpf_map_update_elem(fd, &netns_cookie, values, BPF_NOEXIST) && errno != EEXIST)
 		ret = -errno; /* E2BIG: full */

@@ -397,7 +397,7 @@ _Static_assert(sizeof(struct sm_authz_event) == 56, "sm_authz_event layout");
  */
 #define SM_CONN_EVENTS_BYTES (1024 * 1024) /* ring buffer of connection events */
 #define SM_CONN_REPORT_NS 1000000000ULL	   /* sm_conn_flush reports a connection open or unreported this long */
-#define SM_CONN_IDLE_REPORT_S 60	   /* ... if its bytes moved since its last report, or it is this old */
+#define SM_CONN_IDLE_REPORT_S 60	   /* ... when its bytes moved since its last report, or that was this long ago */
 #define SM_CONN_NOT_REPORTED 0xffffffffffffffffULL /* sm_conn_stats.reported_sent before the first report */
 
 enum sm_conn_direction {

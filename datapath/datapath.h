@@ -290,9 +290,9 @@ int sm_conn_events_poll(struct sm_conn_events *e, int timeout_ms);
 void sm_conn_events_close(struct sm_conn_events *e);
 /*
  * Reports the followed connections of netns_fd's namespace (-1: the caller's) that have not reported for
- * SM_CONN_REPORT_NS and whose bytes moved (the sm_conn_flush iterator: an UPDATE event each). Run every few seconds in each
- * enrolled namespace, it counts a long connection opened, and its bytes, within seconds. *followed: how
- * many followed sockets it found there, reported or not (connecting ones too).
+ * SM_CONN_REPORT_NS and whose bytes moved (the sm_conn_flush iterator: an UPDATE event each). Run every
+ * few seconds in each enrolled namespace, it counts a long connection opened, and its bytes, within
+ * seconds. *followed: how many followed sockets it found there, reported or not (connecting ones too).
  */
 int sm_datapath_conn_flush(struct sm_datapath *dp, int netns_fd, size_t *followed, char *err, size_t size);
 /*

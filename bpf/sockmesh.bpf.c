@@ -227,14 +227,16 @@ static __always_inline const struct sm_config *knobs(void)
 	return bpf_map_lookup_elem(&sm_config, &key);
 }
 
+static __always_inline bool netns_enrolled(const struct sm_config *cfg, __u64 netns_cookie)
+{
+	return (cfg && (cfg->flags & SM_CONFIG_ENROLL_ALL)) || bpf_map_lookup_elem(&sm_enrolled, &netns_cookie);
+}
+
 static __always_inline bool is_enrolled(void *ctx, const struct sm_config *cfg)
 {
-	__u64 cookie;
-
 	if (cfg && (cfg->flags & SM_CONFIG_ENROLL_ALL))
 		return true;
-	cookie = bpf_get_netns_cookie(ctx);
-	return bpf_map_lookup_elem(&sm_enrolled, &cookie) != NULL;
+	return netns_enrolled(cfg, bpf_get_netns_cookie(ctx));
 }
 
 /* A destination as the maps key it: 16 bytes, IPv4 mapped into IPv6. */
@@ -795,6 +797,7 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	struct sm_sock_key key = {};
 	struct bpf_sock *sk;
 	__u32 op = ops->op;
+	__u64 netns;
 
 	if (op == BPF_SOCK_OPS_STATE_CB) {
 		conn_progress(ops); /* only sockets that telemetry follows asked for it */
@@ -809,13 +812,15 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	if (!sk)
 		return 1;
 	cfg = knobs();
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB && !telemetry_on(cfg))
+		return 1;
+	netns = bpf_get_netns_cookie(ops); /* once: whether it is enrolled, and telemetry's count of what it started */
+	if (!netns_enrolled(cfg, netns))
+		return 1;
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
-		if (telemetry_on(cfg) && is_enrolled(ops, cfg))
-			conn_start(ops, sk, SM_CONN_OUTBOUND);
+		conn_start(ops, sk, SM_CONN_OUTBOUND, netns);
 		return 1;
 	}
-	if (!is_enrolled(ops, cfg))
-		return 1;
 	key_from_ops(&key, ops);
 	/* followed before it can enter the sockhash, so that no message its peer redirects goes uncounted */
 	/* reporter="destination": connections to a workload of this node, as ztunnel's inbound (a loopback
@@ -823,7 +828,7 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	 * a local connecting end reports this one too */
 	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && telemetry_on(cfg) &&
 	    bpf_map_lookup_elem(&sm_local_addrs, key.local_addr) && !conn_handed_over(ops, &key))
-		conn_start(ops, sk, SM_CONN_INBOUND);
+		conn_start(ops, sk, SM_CONN_INBOUND, netns);
 	enter_sockhash(ops, sk, cfg, &key);
 	/* with the knob on, a local peer made it accelerated (its entry is made there) and any other needs none:
 	 * only with it off does a connecting end look its peer up among the local workloads */

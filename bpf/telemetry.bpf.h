@@ -212,13 +212,14 @@ static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats 
 				       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-/* Follows a connection from here: its stats and the state callback (its close). Nothing is emitted:
- * its end, or sm_conn_flush if it lasts, reports it. */
-static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock *sk, __u8 direction)
+/* Follows a connection from here: its stats and the state callback (its close), counted in its namespace's
+ * (netns: that namespace's cookie) sm_conn_started. Nothing is emitted: its end, or sm_conn_flush if it
+ * lasts, reports it. */
+static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock *sk, __u8 direction, __u64 netns)
 {
 	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	const struct sm_sock_state *state;
-	__u64 netns, *started;
+	__u64 *started;
 
 	if (!st) {
 		count(SM_COUNTER_ERRORS);
@@ -239,7 +240,6 @@ static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock
 		count(SM_COUNTER_ERRORS);
 	/* after the storage: a flush that began before this count moved finds the socket (it is in the
 	 * namespace's TCP table from before TCP_CONNECT_CB and PASSIVE_ESTABLISHED_CB) */
-	netns = bpf_get_netns_cookie(ops);
 	started = bpf_map_lookup_elem(&sm_conn_started, &netns);
 	if (started)
 		__sync_fetch_and_add(started, 1); /* atomic: sockops may run in a softirq over its own CPU's task */

@@ -1000,6 +1000,16 @@ void *sm_dp_per_cpu_values(size_t value_size, int *cpus)
 	return values;
 }
 
+int sm_dp_sum_per_cpu(int fd, const void *key, __u64 *values, int cpus, uint64_t *sum)
+{
+	if (bpf_map_lookup_elem(fd, key, values))
+		return -errno;
+	*sum = 0;
+	for (int cpu = 0; cpu < cpus; cpu++)
+		*sum += values[cpu];
+	return 0;
+}
+
 int sm_datapath_counters(const struct sm_datapath *dp, uint64_t counters[SM_COUNTER_MAX])
 {
 	int cpus;
@@ -1008,11 +1018,8 @@ int sm_datapath_counters(const struct sm_datapath *dp, uint64_t counters[SM_COUN
 	if (!values)
 		return cpus;
 	for (__u32 c = 0; c < SM_COUNTER_MAX; c++) {
-		counters[c] = 0;
-		if (bpf_map_lookup_elem(dp->fds[SM_DP_MAP_COUNTERS], &c, values))
-			continue;
-		for (int cpu = 0; cpu < cpus; cpu++)
-			counters[c] += values[cpu];
+		if (sm_dp_sum_per_cpu(dp->fds[SM_DP_MAP_COUNTERS], &c, values, cpus, &counters[c]))
+			counters[c] = 0;
 	}
 	free(values);
 	return 0;

@@ -51,6 +51,9 @@ int sm_dp_run_tcp_iter(struct bpf_program *prog, int netns_fd, size_t *output, c
 /* Room for one key's value of a per-CPU map (value_size bytes for each possible CPU), zeroed, and in *cpus
  * how many CPUs; NULL, with *cpus the -errno, when it cannot be had. */
 void *sm_dp_per_cpu_values(size_t value_size, int *cpus);
+/* One key's __u64 value of a per-CPU map, summed over the cpus (values: room from sm_dp_per_cpu_values); 0 or
+ * -errno (-ENOENT: no such key). */
+int sm_dp_sum_per_cpu(int fd, const void *key, __u64 *values, int cpus, uint64_t *sum);
 /* Switches the pinned sk_lookup links (links/authz-*) to this datapath's program (datapath/authz.c). */
 int sm_datapath_relink_guards(struct sm_datapath *dp, char *err, size_t size);
 

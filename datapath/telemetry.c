@@ -117,17 +117,6 @@ int sm_datapath_conn_flush(struct sm_datapath *dp, int netns_fd, size_t *followe
 	return sm_dp_run_tcp_iter(dp->skel->progs.sm_conn_flush, netns_fd, followed, err, size);
 }
 
-/* A per-CPU map's value for one key, summed (values: room for each possible CPU). */
-static int sum_per_cpu(int fd, uint64_t key, __u64 *values, int cpus, uint64_t *sum)
-{
-	if (bpf_map_lookup_elem(fd, &key, values))
-		return -errno;
-	*sum = 0;
-	for (int cpu = 0; cpu < cpus; cpu++)
-		*sum += values[cpu];
-	return 0;
-}
-
 int sm_datapath_conn_started(struct sm_datapath *dp, uint64_t netns_cookie, uint64_t *started)
 {
 	int fd = dp->fds[SM_DP_MAP_CONN_STARTED], cpus, ret;
@@ -135,7 +124,7 @@ int sm_datapath_conn_started(struct sm_datapath *dp, uint64_t netns_cookie, uint
 
 	if (!values)
 		return cpus;
-	ret = sum_per_cpu(fd, netns_cookie, values, cpus, started);
+	ret = sm_dp_sum_per_cpu(fd, &netns_cookie, values, cpus, started);
 	if (ret == -ENOENT && bpf_map_update_elem(fd, &netns_cookie, values, BPF_NOEXIST) && errno != EEXIST)
 		ret = -errno; /* E2BIG: full */
 	free(values);

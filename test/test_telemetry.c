@@ -202,6 +202,10 @@ static void deltas_across_updates(void **state)
 	assert_int_equal(value_of(t, "istio_tcp_received_bytes_total", labels), 10);
 	assert_int_equal(value_of(t, "istio_tcp_sent_bytes_total", labels), 20);
 	record_ok(t, conn_of(7, SM_CONN_UPDATE, SM_CONN_OUTBOUND, 30, 20));
+	/* an idle connection's report once a minute (SM_CONN_IDLE_REPORT_S) repeats its bytes: it adds nothing */
+	record_ok(t, conn_of(7, SM_CONN_UPDATE, SM_CONN_OUTBOUND, 30, 20));
+	assert_int_equal(value_of(t, "istio_tcp_received_bytes_total", labels), 30);
+	assert_int_equal(value_of(t, "istio_tcp_connections_opened_total", labels), 1);
 	/* another connection of the same labels adds to the same series */
 	record_ok(t, conn_of(8, SM_CONN_UPDATE, SM_CONN_OUTBOUND, 5, 5));
 	sm_telemetry_counts(t, &counts);

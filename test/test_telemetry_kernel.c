@@ -662,10 +662,30 @@ static bool updated_to(const struct events *events, const void *arg)
 	return false;
 }
 
+/* Moves the followed socket fd's last report ns back in time (its sm_conn_stats, written by the socket's fd),
+ * as if that long had passed: the idle report is a minute away, too long for a test to wait. */
+static void age_last_report(struct env *env, int fd, uint64_t ns)
+{
+	char path[256];
+	struct sm_conn_stats st;
+
+	snprintf(path, sizeof(path), "%s/maps-v%u/sm_conn_stats", env->pin_dir, SM_LAYOUT_VERSION);
+	int map = bpf_obj_get(path);
+	CHECK(map >= 0, "opening the pinned sm_conn_stats: %s", strerror(errno));
+	int ret = bpf_map_lookup_elem(map, &fd, &st) ? -errno : 0;
+	if (ret == 0) {
+		st.reported_ns -= ns;
+		ret = bpf_map_update_elem(map, &fd, &st, BPF_EXIST) ? -errno : 0;
+	}
+	close(map);
+	CHECK(ret == 0, "moving socket %d's last report back: %s", fd, strerror(-ret));
+}
+
 /*
  * A connection that sends a burst and goes idle: no callback runs any more, yet the next flush after
  * SM_CONN_REPORT_NS reports exactly the bytes so far, at both ends, and a second burst the same way; once
- * those are reported, flushes say nothing while no byte passes (until SM_CONN_IDLE_REPORT_S).
+ * those are reported, flushes say nothing while no byte passes, until SM_CONN_IDLE_REPORT_S after the last
+ * report, when the same bytes are reported once more.
  */
 static void idle_burst(struct env *env, const void *arg)
 {
@@ -703,6 +723,18 @@ static void idle_burst(struct env *env, const void *arg)
 	CHECK(flush(env) == 1, "the flush did not find the idle connection");
 	CHECK(sm_conn_events_poll(ring, 100) == 0 && events.n == 0, "an idle connection reported again (%zu events)",
 	      events.n);
+	/* ... until its last report is SM_CONN_IDLE_REPORT_S old: then the same bytes again, once */
+	age_last_report(env, fd, SM_CONN_IDLE_REPORT_S * 1000000000ULL);
+	struct update_want client = { port, SM_CONN_OUTBOUND, sent, back }, srv = { port, SM_CONN_INBOUND, back, sent };
+	events.n = 0;
+	flush(env);
+	CHECK(poll_until(ring, &events, 1000, updated_to, &client), "no heartbeat UPDATE of the client with %llu/%llu "
+	      "bytes (%zu events)", (unsigned long long)sent, (unsigned long long)back, events.n);
+	CHECK(updated_to(&events, &srv), "no heartbeat UPDATE of the server with %llu/%llu bytes",
+	      (unsigned long long)back, (unsigned long long)sent);
+	events.n = 0;
+	flush(env);
+	CHECK(sm_conn_events_poll(ring, 100) == 0 && events.n == 0, "the heartbeat repeated (%zu events)", events.n);
 	unfollow(&c, ring);
 }
 

@@ -202,7 +202,6 @@ static double raw_writes(const struct sm_image *image, bool batch, size_t *calls
 
 /* ---- the full push through gRPC into the datapath's maps ---- */
 
-
 /* Time this thread ran (the kernel's share included): on a shared machine, the cost without waits. */
 static double thread_cpu_seconds(void)
 {
@@ -211,8 +210,6 @@ static double thread_cpu_seconds(void)
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
-
-
 
 /* Map capacities that hold this mesh: the contract's defaults, raised for a mesh past them. */
 static void capacities(int workloads, int services, uint32_t capacity[SM_MAP_COUNT])

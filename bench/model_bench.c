@@ -76,9 +76,6 @@ static double apply_bytes(struct sm_model *model, const uint8_t *bytes, size_t l
 	return elapsed;
 }
 
-
-
-
 /* "median (min-max)" of values */
 static void print_spread(const char *label, const double *values, int n, double scale, const char *unit)
 {

@@ -26,7 +26,6 @@ in_other_mesh() { nsenter --net="/run/netns/$other" sh -c 'echo $$ > "$0/cgroup.
 spawn_mesh "$echo_tool" serve 127.0.0.1 8080 one
 nsenter --net="/run/netns/$other" "$echo_tool" serve 127.0.0.1 8080 bee & pids+=($!)
 
-
 enroll_all="" # only the namespaces this test enrolls
 start_enrolling_agent() { start_agent --local-config "$fixtures/one-service.yaml"; }
 inside_cookie() { # the cookie of a socket made inside the namespace at PATH

@@ -56,7 +56,6 @@ becomes() { wait_for 10 "$@"; }
 
 make_pod pa && make_pod pb || { echo "1..0 # cannot make the pods' namespaces and cgroups"; exit 1; }
 
-
 # the mock API, driven over a coprocess: one JSON command a line, one answer a line
 coproc MOCK { nsenter --net="/run/netns/$netns" "$py" "$mock_api" --node local 2>>"$work/mock.log"; }
 mock_pid=$MOCK_PID

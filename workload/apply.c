@@ -373,7 +373,6 @@ static void batch_begin(struct sm_model *model)
 	image_begin(model->image);
 }
 
-
 static void release_service_id(struct sm_model *model, struct svc *svc)
 {
 	model->service_owner[svc->id] = NULL;

@@ -937,6 +937,44 @@ static struct sm_image *maps_before(const struct large_batch *b, bool pre_existi
 	return reference->kernel;
 }
 
+/* Each of thousands of names decided once, as for a few: the first copy of a name sent twice applied,
+ * a name both sent and removed rejected, a removal named twice or never sent ignored. */
+static void many_names_each_decided_once(void **state)
+{
+	(void)state;
+	struct large_batch *b = malloc(sizeof(*b));
+	struct harness h;
+	struct response r;
+	enum { THIRD = LARGE_BATCH / 3 };
+
+	assert_non_null(b);
+	large_batch_init(b);
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	for (int i = 0; i < LARGE_BATCH; i++)
+		response_add_workload(&r, &b->specs[i], "v1");
+	for (int i = 0; i < THIRD; i++)
+		response_add_workload(&r, &b->specs[i], "v2");
+	for (int i = THIRD; i < 2 * THIRD; i++)
+		response_remove(&r, b->uids[i]);
+	response_remove(&r, "w/never");
+	response_remove(&r, "w/never");
+	apply(&h, &r);
+	assert_int_equal(h.rejections.count, 2 * THIRD);
+	assert_true(has_rejection(&h, b->uids[0], "appears more than once in this response"));
+	assert_true(has_rejection(&h, b->uids[THIRD - 1], "appears more than once in this response"));
+	assert_true(has_rejection(&h, b->uids[THIRD], "is both sent and removed in this response"));
+	assert_true(has_rejection(&h, b->uids[2 * THIRD - 1], "is both sent and removed in this response"));
+	for (int i = 0; i < LARGE_BATCH; i++) {
+		bool applied = i < THIRD || i >= 2 * THIRD;
+		if ((backend(&h, b->uids[i]) != NULL) != applied)
+			fail_msg("workload %s: applied %d, expected %d", b->uids[i], !applied, applied);
+	}
+	harness_close(&h);
+	free(b);
+}
+
 static void large_batch_failing_late_is_undone(void **state)
 {
 	(void)state;
@@ -1227,6 +1265,7 @@ int main(void)
 		cmocka_unit_test(overflow_is_rejected_whole),
 		cmocka_unit_test(failed_write_is_undone),
 		cmocka_unit_test(split_after_release_needs_no_response),
+		cmocka_unit_test(many_names_each_decided_once),
 		cmocka_unit_test(large_batch_failing_late_is_undone),
 		cmocka_unit_test(large_batch_failing_at_each_part_is_undone),
 		cmocka_unit_test(restart_rewrites_nothing_unchanged),

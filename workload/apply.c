@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "workload/model.h"
 
 /* Scratch entries kept between batches; a full push needs far more, once. */
@@ -719,24 +721,53 @@ static int apply_items(struct sm_model *model, enum resource_type type, struct i
 		     : split(model, type, items, n, writer, rejections, NULL);
 }
 
-struct seen_name {
-	UT_hash_handle hh;
-	const Envoy__Service__Discovery__V3__Resource *applied; /* the copy applied, if any */
+/*
+ * A response's names, each once, for collect_items: an open-addressing table over the response's own
+ * strings, at most half full, with no allocation per name (a full push has 110,000 of them).
+ */
+struct name_slot {
+	const char *name; /* NULL: free */
+	uint32_t hash;
+	uint32_t applied; /* the index of the resource applied under this name; NOT_APPLIED: none */
 	bool removed;
 	bool sent;
 	bool queued;
 };
 
-static int see(struct seen_name **seen, const char *name, struct seen_name **out)
+#define NOT_APPLIED UINT32_MAX
+
+struct name_table {
+	struct name_slot *slots;
+	size_t mask;
+};
+
+static int name_table_init(struct name_table *table, size_t names)
 {
-	HASH_FIND_STR(*seen, name, *out);
-	if (*out)
-		return 0;
-	*out = calloc(1, sizeof(**out));
-	if (!*out)
+	size_t size = 16;
+
+	while (size < 2 * names)
+		size <<= 1;
+	table->slots = calloc(size, sizeof(*table->slots));
+	if (!table->slots)
 		return -ENOMEM;
-	HASH_ADD_KEYPTR(hh, *seen, name, strlen(name), *out);
+	table->mask = size - 1;
 	return 0;
+}
+
+/* name's slot, taken for it when it has none */
+static struct name_slot *name_slot(struct name_table *table, const char *name)
+{
+	uint32_t hash = (uint32_t)XXH3_64bits(name, strlen(name));
+
+	for (size_t i = hash & table->mask;; i = (i + 1) & table->mask) {
+		struct name_slot *slot = &table->slots[i];
+		if (!slot->name) {
+			*slot = (struct name_slot){ .name = name, .hash = hash, .applied = NOT_APPLIED };
+			return slot;
+		}
+		if (slot->hash == hash && strcmp(slot->name, name) == 0)
+			return slot;
+	}
 }
 
 /*
@@ -748,44 +779,43 @@ static int see(struct seen_name **seen, const char *name, struct seen_name **out
 static int collect_items(const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response, struct item *items,
 			 size_t *n, struct sm_rejections *rejections)
 {
-	struct seen_name *seen = NULL, *entry, *tmp;
-	int err = 0;
+	size_t n_removed = response->n_removed_resources, n_sent = response->n_resources;
+	struct name_table names = { 0 };
+	struct name_slot **slot_of; /* each removed name's slot, then each resource's (NULL: unnamed) */
+	int err = name_table_init(&names, n_removed + n_sent);
 
-	for (size_t i = 0; i < response->n_removed_resources && !err; i++) {
-		err = see(&seen, response->removed_resources[i], &entry);
-		if (!err)
-			entry->removed = true;
+	slot_of = err ? NULL : calloc(n_removed + n_sent + 1, sizeof(*slot_of));
+	if (!slot_of)
+		err = -ENOMEM;
+	for (size_t i = 0; i < n_removed && !err; i++) {
+		slot_of[i] = name_slot(&names, response->removed_resources[i]);
+		slot_of[i]->removed = true;
 	}
-	for (size_t i = 0; i < response->n_resources && !err; i++) {
+	for (size_t i = 0; i < n_sent && !err; i++) {
 		const Envoy__Service__Discovery__V3__Resource *resource = response->resources[i];
-		if (!resource->name[0] || (err = see(&seen, resource->name, &entry)))
+		if (!resource->name[0])
 			continue;
-		if (entry->removed)
+		struct name_slot *slot = slot_of[n_removed + i] = name_slot(&names, resource->name);
+		if (slot->removed)
 			err = add_rejection(rejections, resource->name, "is both sent and removed in this response");
-		else if (entry->sent)
+		else if (slot->sent)
 			err = add_rejection(rejections, resource->name, "appears more than once in this response");
 		else
-			entry->applied = resource;
-		entry->sent = true;
+			slot->applied = (uint32_t)i;
+		slot->sent = true;
 	}
-	for (size_t i = 0; i < response->n_removed_resources && !err; i++) {
-		HASH_FIND_STR(seen, response->removed_resources[i], entry);
-		if (!entry->sent && !entry->queued)
+	for (size_t i = 0; i < n_removed && !err; i++) {
+		if (!slot_of[i]->sent && !slot_of[i]->queued)
 			items[(*n)++].removed = response->removed_resources[i];
-		entry->queued = true;
+		slot_of[i]->queued = true;
 	}
-	for (size_t i = 0; i < response->n_resources && !err; i++) {
-		const Envoy__Service__Discovery__V3__Resource *resource = response->resources[i];
-		entry = NULL;
-		if (resource->name[0])
-			HASH_FIND_STR(seen, resource->name, entry);
-		if (!entry || entry->applied == resource)
-			items[(*n)++].resource = resource;
+	for (size_t i = 0; i < n_sent && !err; i++) {
+		const struct name_slot *slot = slot_of[n_removed + i];
+		if (!slot || slot->applied == i)
+			items[(*n)++].resource = response->resources[i];
 	}
-	HASH_ITER(hh, seen, entry, tmp) {
-		HASH_DEL(seen, entry);
-		free(entry);
-	}
+	free(slot_of);
+	free(names.slots);
 	return err;
 }
 

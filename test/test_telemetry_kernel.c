@@ -180,15 +180,22 @@ static const struct bytes_row bytes_rows[] = {
 	  "::ffff:127.0.0.1", 9000, 0, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS },
 };
 
-/* Whether the kernel follows the socket fd (its sm_conn_stats, which userspace looks up by the socket's fd). */
-static bool followed_socket(struct env *env, int fd)
+/* The pinned sm_conn_stats, whose entries userspace reads and writes by the socket's fd. */
+static int pinned_conn_stats(struct env *env)
 {
 	char path[256];
-	struct sm_conn_stats st;
 
 	snprintf(path, sizeof(path), "%s/maps-v%u/sm_conn_stats", env->pin_dir, SM_LAYOUT_VERSION);
 	int map = bpf_obj_get(path);
 	CHECK(map >= 0, "opening the pinned sm_conn_stats: %s", strerror(errno));
+	return map;
+}
+
+/* Whether the kernel follows the socket fd (it has sm_conn_stats). */
+static bool followed_socket(struct env *env, int fd)
+{
+	struct sm_conn_stats st;
+	int map = pinned_conn_stats(env);
 	int ret = bpf_map_lookup_elem(map, &fd, &st) ? -errno : 0;
 	close(map);
 	CHECK(ret == 0 || ret == -ENOENT, "looking socket %d up in sm_conn_stats: %s", fd, strerror(-ret));
@@ -662,16 +669,12 @@ static bool updated_to(const struct events *events, const void *arg)
 	return false;
 }
 
-/* Moves the followed socket fd's last report ns back in time (its sm_conn_stats, written by the socket's fd),
- * as if that long had passed: the idle report is a minute away, too long for a test to wait. */
+/* Moves the followed socket fd's last report ns back in time (in its sm_conn_stats), as if that long had
+ * passed: the idle report is a minute away, too long for a test to wait. */
 static void age_last_report(struct env *env, int fd, uint64_t ns)
 {
-	char path[256];
 	struct sm_conn_stats st;
-
-	snprintf(path, sizeof(path), "%s/maps-v%u/sm_conn_stats", env->pin_dir, SM_LAYOUT_VERSION);
-	int map = bpf_obj_get(path);
-	CHECK(map >= 0, "opening the pinned sm_conn_stats: %s", strerror(errno));
+	int map = pinned_conn_stats(env);
 	int ret = bpf_map_lookup_elem(map, &fd, &st) ? -errno : 0;
 	if (ret == 0) {
 		st.reported_ns -= ns;

@@ -954,8 +954,14 @@ static void many_names_each_decided_once(void **state)
 	response_init(&r, SM_TYPE_URL_ADDRESS);
 	for (int i = 0; i < LARGE_BATCH; i++)
 		response_add_workload(&r, &b->specs[i], "v1");
-	for (int i = 0; i < THIRD; i++)
-		response_add_workload(&r, &b->specs[i], "v2");
+	/* the second copies move each workload to another address: only the first copy's may be there */
+	static char moved[THIRD][16];
+	for (int i = 0; i < THIRD; i++) {
+		struct workload_spec again = b->specs[i];
+		snprintf(moved[i], sizeof(moved[i]), "10.2.%d.%d", i / 250, i % 250 + 1);
+		again.addresses[0] = moved[i];
+		response_add_workload(&r, &again, "v2");
+	}
 	for (int i = THIRD; i < 2 * THIRD; i++)
 		response_remove(&r, b->uids[i]);
 	response_remove(&r, "w/never");
@@ -970,6 +976,11 @@ static void many_names_each_decided_once(void **state)
 		bool applied = i < THIRD || i >= 2 * THIRD;
 		if ((backend(&h, b->uids[i]) != NULL) != applied)
 			fail_msg("workload %s: applied %d, expected %d", b->uids[i], !applied, applied);
+		if ((frontend(&h, b->ips[i]) != NULL) != applied)
+			fail_msg("workload %s: its first copy's address %s there %d, expected %d", b->uids[i], b->ips[i],
+				 !applied, applied);
+		if (i < THIRD && frontend(&h, moved[i]))
+			fail_msg("workload %s: its second copy's address %s was applied", b->uids[i], moved[i]);
 	}
 	harness_close(&h);
 	free(b);

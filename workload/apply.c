@@ -784,7 +784,7 @@ static int collect_items(const Envoy__Service__Discovery__V3__DeltaDiscoveryResp
 	struct name_slot **slot_of; /* each removed name's slot, then each resource's (NULL: unnamed) */
 	int err = name_table_init(&names, n_removed + n_sent);
 
-	slot_of = err ? NULL : calloc(n_removed + n_sent + 1, sizeof(*slot_of));
+	slot_of = err ? NULL : calloc(n_removed + n_sent + 1, sizeof(*slot_of)); /* + 1: never calloc(0) */
 	if (!slot_of)
 		err = -ENOMEM;
 	for (size_t i = 0; i < n_removed && !err; i++) {

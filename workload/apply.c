@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utlist.h>
 #include <xxhash.h>
 
 #include "workload/model.h"
@@ -276,13 +277,12 @@ static int apply_authorization(struct sm_model *model, const Envoy__Service__Dis
 /* A removed name is a workload uid, else a service key; names never seen are ignored. */
 static int remove_address(struct sm_model *model, const char *name)
 {
-	struct wl *wl;
+	struct wl *wl = workload_find(model, name);
 	struct svc *svc;
 
-	HASH_FIND_STR(model->workloads, name, wl);
 	if (wl && wl->def)
 		return set_def(model, UNDO_WORKLOAD, wl, NULL);
-	HASH_FIND_STR(model->services, name, svc);
+	svc = service_find(model, name);
 	if (svc && svc->def)
 		return set_def(model, UNDO_SERVICE, svc, NULL);
 	return 0;
@@ -399,21 +399,16 @@ static void collect_workload(struct sm_model *model, struct wl *wl)
 {
 	if (wl->backend_id && !sm_image_get(model->image, SM_MAP_BACKENDS, &wl->backend_id))
 		release_backend_id(model, wl);
-	if (!wl->def && !wl->backend_id && !model->keep_entities) {
-		HASH_DEL(model->workloads, wl);
-		free(wl);
-	}
+	if (!wl->def && !wl->backend_id && !model->keep_entities)
+		workload_free(model, wl);
 }
 
 static void collect_service(struct sm_model *model, struct svc *svc)
 {
 	if (svc->id && !sm_image_get(model->image, SM_MAP_SERVICES, &svc->id))
 		release_service_id(model, svc);
-	if (!svc->def && !svc->id && !svc->members && !svc->dependents && !model->keep_entities) {
-		HASH_DEL(model->services, svc);
-		free(svc->key);
-		free(svc);
-	}
+	if (!svc->def && !svc->id && !svc->members && !svc->dependents && !model->keep_entities)
+		service_free(model, svc);
 }
 
 static void collect_authorizations(struct sm_model *model)
@@ -460,9 +455,9 @@ static void collect_kept(struct sm_model *model)
 	struct svc *svc, *svc_tmp;
 
 	model->keep_entities = false;
-	HASH_ITER(hh, model->workloads, wl, wl_tmp)
+	DL_FOREACH_SAFE(model->workloads, wl, wl_tmp)
 		collect_workload(model, wl);
-	HASH_ITER(hh, model->services, svc, svc_tmp)
+	DL_FOREACH_SAFE(model->services, svc, svc_tmp)
 		collect_service(model, svc);
 	collect_authorizations(model);
 }

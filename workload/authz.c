@@ -118,7 +118,7 @@ static size_t count_addresses(const struct sm_model *model, bool local_only)
 			n += VEC_AT(&model->local_workloads, struct wl *, i)->def->n_addresses;
 		return n;
 	}
-	for (const struct wl *wl = model->workloads; wl; wl = wl->hh.next)
+	for (const struct wl *wl = model->workloads; wl; wl = wl->next)
 		n += wl->def ? wl->def->n_addresses : 0;
 	return n;
 }
@@ -167,7 +167,7 @@ static int build_sources(const struct sm_model *model, const uint8_t (*node)[16]
 		memcpy(b->sources[at].addr, node[i], 16);
 		b->sources[at].node = true;
 	}
-	for (const struct wl *wl = model->workloads; wl; wl = wl->hh.next) {
+	for (const struct wl *wl = model->workloads; wl; wl = wl->next) {
 		if (!wl->def)
 			continue;
 		for (uint8_t a = 0; a < wl->def->n_addresses; a++, at++) {

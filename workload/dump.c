@@ -145,7 +145,7 @@ static json_t *workload_json(const struct sm_model *model, const struct wl *wl)
 
 static int add_workloads(const struct sm_model *model, json_t *workloads)
 {
-	for (const struct wl *wl = model->workloads; wl; wl = wl->hh.next) {
+	for (const struct wl *wl = model->workloads; wl; wl = wl->next) {
 		if (!wl->def)
 			continue;
 		json_t *object = workload_json(model, wl);
@@ -261,7 +261,7 @@ static json_t *service_json(const struct svc *svc)
 
 static int add_services(const struct sm_model *model, json_t *services)
 {
-	for (const struct svc *svc = model->services; svc; svc = svc->hh.next) {
+	for (const struct svc *svc = model->services; svc; svc = svc->next) {
 		if (!svc->def)
 			continue;
 		json_t *object = service_json(svc);

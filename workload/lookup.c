@@ -7,17 +7,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "workload/model.h"
 
 #define DEFAULT_TRUST_DOMAIN "cluster.local"
 #define DEFAULT_SERVICE_ACCOUNT "default"
 
+static uint64_t addr_hash(const uint8_t addr[16])
+{
+	return XXH3_64bits(addr, sizeof(struct sm_ip));
+}
+
+static bool owners_of(const void *entry, const void *addr)
+{
+	return memcmp(((const struct addr_owners *)entry)->ip.bytes, addr, sizeof(struct sm_ip)) == 0;
+}
+
 static struct addr_owners *find(const struct sm_model *model, const uint8_t addr[16])
 {
-	struct addr_owners *entry;
-
-	HASH_FIND(hh, model->addr_owners, addr, sizeof(struct sm_ip), entry);
-	return entry;
+	return index_find(&model->addr_owners, addr_hash(addr), owners_of, addr);
 }
 
 /* The owners array when it is allocated, else NULL (the one owner is held in the entry). */
@@ -37,7 +46,10 @@ int addr_index_add(struct sm_model *model, const struct sm_ip *ip, struct wl *wl
 		entry->ip = *ip;
 		entry->owners = &entry->one_owner;
 		entry->capacity = 1;
-		HASH_ADD(hh, model->addr_owners, ip, sizeof(entry->ip), entry);
+		if (index_add(&model->addr_owners, addr_hash(ip->bytes), entry)) {
+			free(entry);
+			return -ENOMEM;
+		}
 	}
 	if (entry->n == entry->capacity) {
 		uint16_t capacity = entry->capacity * 2;
@@ -62,7 +74,7 @@ void addr_index_remove(struct sm_model *model, const struct sm_ip *ip, const str
 			continue;
 		entry->owners[i] = entry->owners[--entry->n];
 		if (!entry->n) {
-			HASH_DEL(model->addr_owners, entry);
+			index_remove(&model->addr_owners, addr_hash(ip->bytes), entry);
 			free(owners_heap(entry));
 			free(entry);
 		}
@@ -72,13 +84,14 @@ void addr_index_remove(struct sm_model *model, const struct sm_ip *ip, const str
 
 void addr_index_free(struct sm_model *model)
 {
-	struct addr_owners *entry, *tmp;
-
-	HASH_ITER(hh, model->addr_owners, entry, tmp) {
-		HASH_DEL(model->addr_owners, entry);
-		free(owners_heap(entry));
-		free(entry);
+	for (size_t i = 0; model->addr_owners.slots && i <= model->addr_owners.mask; i++) {
+		struct addr_owners *entry = model->addr_owners.slots[i].entry;
+		if (entry) {
+			free(owners_heap(entry));
+			free(entry);
+		}
 	}
+	index_free(&model->addr_owners);
 }
 
 const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first)
@@ -176,8 +189,7 @@ uint64_t sm_model_generation(const struct sm_model *model)
 
 bool sm_model_workload_exists(const struct sm_model *model, const char *uid)
 {
-	const struct wl *wl;
+	const struct wl *wl = workload_find(model, uid);
 
-	HASH_FIND_STR(model->workloads, uid, wl);
 	return wl && wl->def;
 }

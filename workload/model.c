@@ -36,19 +36,27 @@ void vec_free(struct vec *vec)
 	*vec = (struct vec){ 0 };
 }
 
+static bool interned_is(const void *entry, const void *text)
+{
+	return strcmp(((const struct interned *)entry)->text, text) == 0;
+}
+
 const char *model_intern(struct sm_model *model, const char *text)
 {
-	struct interned *entry;
 	size_t len = strlen(text);
+	uint64_t hash = XXH3_64bits(text, len);
+	struct interned *entry = index_find(&model->strings, hash, interned_is, text);
 
-	HASH_FIND(hh, model->strings, text, len, entry);
 	if (!entry) {
 		entry = malloc(sizeof(*entry) + len + 1);
 		if (!entry)
 			return NULL;
 		entry->refs = 0;
 		memcpy(entry->text, text, len + 1);
-		HASH_ADD_KEYPTR(hh, model->strings, entry->text, len, entry);
+		if (index_add(&model->strings, hash, entry)) {
+			free(entry);
+			return NULL;
+		}
 	}
 	entry->refs++;
 	return entry->text;
@@ -61,7 +69,7 @@ void model_unintern(struct sm_model *model, const char *text)
 
 	struct interned *entry = (struct interned *)(text - offsetof(struct interned, text));
 	if (--entry->refs == 0) {
-		HASH_DEL(model->strings, entry);
+		index_remove(&model->strings, XXH3_64bits(text, strlen(text)), entry);
 		free(entry);
 	}
 }
@@ -132,40 +140,81 @@ uint16_t target_port(const struct svc_def *def, uint8_t port, const struct membe
 	return target;
 }
 
+static bool svc_has_key(const void *entry, const void *key)
+{
+	return strcmp(((const struct svc *)entry)->key, key) == 0;
+}
+
+static bool wl_has_uid(const void *entry, const void *uid)
+{
+	return strcmp(((const struct wl *)entry)->uid, uid) == 0;
+}
+
+struct svc *service_find(const struct sm_model *model, const char *key)
+{
+	return index_find(&model->service_index, name_hash(key), svc_has_key, key);
+}
+
+struct wl *workload_find(const struct sm_model *model, const char *uid)
+{
+	return index_find(&model->workload_index, name_hash(uid), wl_has_uid, uid);
+}
+
 struct svc *model_service_ref(struct sm_model *model, const char *key)
 {
-	struct svc *svc;
+	uint64_t hash = name_hash(key);
+	struct svc *svc = index_find(&model->service_index, hash, svc_has_key, key);
 
-	HASH_FIND_STR(model->services, key, svc);
 	if (svc)
 		return svc;
 	svc = calloc(1, sizeof(*svc));
-	if (!svc || !(svc->key = strdup(key))) {
+	if (!svc || !(svc->key = strdup(key)) || index_add(&model->service_index, hash, svc)) {
+		if (svc)
+			free(svc->key);
 		free(svc);
 		return NULL;
 	}
-	svc->name_hash = name_hash(key);
-	HASH_ADD_KEYPTR(hh, model->services, svc->key, strlen(svc->key), svc);
+	svc->name_hash = hash;
+	DL_APPEND(model->services, svc);
 	mark_service(model, svc); /* so that it is collected if nothing comes to need it */
 	return svc;
 }
 
 struct wl *workload_ref(struct sm_model *model, const char *uid)
 {
-	struct wl *wl;
+	size_t len = strlen(uid);
+	uint64_t hash = XXH3_64bits(uid, len);
+	struct wl *wl = index_find(&model->workload_index, hash, wl_has_uid, uid);
 
-	HASH_FIND_STR(model->workloads, uid, wl);
 	if (wl)
 		return wl;
-	size_t len = strlen(uid);
 	wl = calloc(1, sizeof(*wl) + len + 1);
 	if (!wl)
 		return NULL;
 	memcpy(wl->uid, uid, len);
-	wl->name_hash = name_hash(uid);
-	HASH_ADD_KEYPTR(hh, model->workloads, wl->uid, len, wl);
+	wl->name_hash = hash;
+	if (index_add(&model->workload_index, hash, wl)) {
+		free(wl);
+		return NULL;
+	}
+	DL_APPEND(model->workloads, wl);
 	mark_workload(model, wl);
 	return wl;
+}
+
+void service_free(struct sm_model *model, struct svc *svc)
+{
+	index_remove(&model->service_index, svc->name_hash, svc);
+	DL_DELETE(model->services, svc);
+	free(svc->key);
+	free(svc);
+}
+
+void workload_free(struct sm_model *model, struct wl *wl)
+{
+	index_remove(&model->workload_index, wl->name_hash, wl);
+	DL_DELETE(model->workloads, wl);
+	free(wl);
 }
 
 struct authz *authorization_ref(struct sm_model *model, const char *key)
@@ -542,18 +591,18 @@ void sm_model_free(struct sm_model *model)
 		return;
 
 	struct wl *wl, *wl_tmp;
-	HASH_ITER(hh, model->workloads, wl, wl_tmp) {
-		HASH_DEL(model->workloads, wl); /* not unlinked: what it links to goes too */
-		free_wl_def(model, wl->def);
+	DL_FOREACH_SAFE(model->workloads, wl, wl_tmp) {
+		free_wl_def(model, wl->def); /* not unlinked: what it links to goes too */
 		free(wl);
 	}
+	index_free(&model->workload_index);
 	struct svc *svc, *svc_tmp;
-	HASH_ITER(hh, model->services, svc, svc_tmp) {
-		HASH_DEL(model->services, svc);
+	DL_FOREACH_SAFE(model->services, svc, svc_tmp) {
 		free_svc_def(model, svc->def);
 		free(svc->key);
 		free(svc);
 	}
+	index_free(&model->service_index);
 	struct authz *authz, *authz_tmp;
 	HASH_ITER(hh, model->authorizations, authz, authz_tmp) {
 		HASH_DEL(model->authorizations, authz);
@@ -572,6 +621,7 @@ void sm_model_free(struct sm_model *model)
 				  &model->local.network, &model->local.cluster, &model->node_name };
 	for (size_t i = 0; i < sizeof(locals) / sizeof(locals[0]); i++)
 		model_unintern(model, *locals[i]);
+	index_free(&model->strings); /* empty by now: every definition released its strings */
 	free_hints(&model->service_hints);
 	free_hints(&model->backend_hints);
 	sm_image_free(model->image);
@@ -668,11 +718,11 @@ int sm_model_for_each_version(const struct sm_model *model, const char *type_url
 		}
 		return 0;
 	}
-	for (struct wl *wl = model->workloads; wl; wl = wl->hh.next) {
+	for (struct wl *wl = model->workloads; wl; wl = wl->next) {
 		if (wl->def && (ret = fn(ctx, wl->uid, wl->def->version)))
 			return ret;
 	}
-	for (struct svc *svc = model->services; svc; svc = svc->hh.next) {
+	for (struct svc *svc = model->services; svc; svc = svc->next) {
 		if (svc->def && (ret = fn(ctx, svc->key, svc->def->version)))
 			return ret;
 	}
@@ -720,16 +770,14 @@ int sm_model_for_each_local_address(const struct sm_model *model, int (*fn)(void
 
 uint32_t sm_model_service_id(const struct sm_model *model, const char *key)
 {
-	struct svc *svc;
+	const struct svc *svc = service_find(model, key);
 
-	HASH_FIND_STR(model->services, key, svc);
 	return svc ? svc->id : 0;
 }
 
 uint32_t sm_model_backend_id(const struct sm_model *model, const char *uid)
 {
-	struct wl *wl;
+	const struct wl *wl = workload_find(model, uid);
 
-	HASH_FIND_STR(model->workloads, uid, wl);
 	return wl ? wl->backend_id : 0;
 }

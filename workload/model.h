@@ -13,6 +13,7 @@
 #include <uthash.h>
 
 #include "authz/authz.h"
+#include "workload/index.h"
 #include "workload/internal.h"
 
 /* The longest uid accepted (any Kubernetes-derived uid is far shorter). */
@@ -87,8 +88,8 @@ struct wl_def {
 };
 
 struct wl {
-	UT_hash_handle hh; /* by uid */
-	uint64_t name_hash;
+	struct wl *prev, *next; /* model->workloads, in the order first named (utlist): dumps follow it */
+	uint64_t name_hash;     /* XXH3 of the uid: its hash in workload_index, and its backend entry's */
 	struct wl_def *def;
 	uint32_t backend_id;
 	uint32_t dirty_epoch;
@@ -119,9 +120,9 @@ struct svc_def {
 };
 
 struct svc {
-	UT_hash_handle hh; /* by key, "namespace/hostname" */
+	struct svc *prev, *next; /* model->services, in the order first named (utlist): dumps follow it */
 	char *key;
-	uint64_t name_hash;
+	uint64_t name_hash;       /* XXH3 of the key: its hash in service_index, and its service entry's */
 	struct svc_def *def;
 	uint32_t id;
 	struct membership *members;  /* the workloads whose Workload.services name this key */
@@ -161,7 +162,6 @@ struct ip_claims {
 
 /* Every workload by each of its addresses (usually one owner; more across networks). */
 struct addr_owners {
-	UT_hash_handle hh;
 	struct sm_ip ip;
 	uint16_t n, capacity;
 	struct wl **owners; /* &one_owner while there is just one (the usual case) */
@@ -169,7 +169,6 @@ struct addr_owners {
 };
 
 struct interned {
-	UT_hash_handle hh;
 	uint32_t refs;
 	char text[];
 };
@@ -206,12 +205,14 @@ struct sm_model {
 	uint64_t overflows[SM_MAP_COUNT];
 	int overflowed; /* the map that made the last plan fail, or -1 */
 
+	struct flat_index workload_index; /* by uid */
+	struct flat_index service_index;  /* by key, "namespace/hostname" */
 	struct wl *workloads;
 	struct svc *services;
 	struct authz *authorizations;
 	struct ip_claims *ips;
-	struct addr_owners *addr_owners; /* lookup.c: address → workloads */
-	struct interned *strings;
+	struct flat_index addr_owners; /* struct addr_owners by address (lookup.c): address → workloads */
+	struct flat_index strings;     /* struct interned by text */
 	size_t n_workloads, n_services, n_authorizations; /* with a definition */
 
 	struct sm_image *image;
@@ -282,6 +283,12 @@ void model_unintern(struct sm_model *model, const char *text);
 /* entities (model.c) */
 struct svc *model_service_ref(struct sm_model *model, const char *key);
 struct wl *workload_ref(struct sm_model *model, const char *uid);
+/* The entity by its name, or NULL: no reference taken, nothing created. */
+struct svc *service_find(const struct sm_model *model, const char *key);
+struct wl *workload_find(const struct sm_model *model, const char *uid);
+/* Takes the entity out of its index and list and frees it (its definition is the caller's). */
+void service_free(struct sm_model *model, struct svc *svc);
+void workload_free(struct sm_model *model, struct wl *wl);
 struct authz *authorization_ref(struct sm_model *model, const char *key);
 int workload_set_def(struct sm_model *model, struct wl *wl, struct wl_def *def);
 int service_set_def(struct sm_model *model, struct svc *svc, struct svc_def *def);

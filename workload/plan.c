@@ -117,7 +117,7 @@ static int update_local(struct sm_model *model)
 	if (memcmp(&next, &model->local, sizeof(next)) == 0)
 		return 0;
 	set_local(model, &next);
-	for (struct svc *svc = model->services; svc; svc = svc->hh.next) {
+	for (struct svc *svc = model->services; svc; svc = svc->next) {
 		if (!svc->def || !svc->def->n_scopes)
 			continue;
 		struct membership *membership;
@@ -689,11 +689,11 @@ int sm_model_build_image(const struct sm_model *model, struct sm_image **out)
 	struct sm_image *image = NULL;
 	int err = sm_image_new(&image);
 
-	for (const struct svc *svc = model->services; !err && svc; svc = svc->hh.next) {
+	for (const struct svc *svc = model->services; !err && svc; svc = svc->next) {
 		if (svc->def && svc->id)
 			err = build_service(model, image, svc);
 	}
-	for (const struct wl *wl = model->workloads; !err && wl; wl = wl->hh.next) {
+	for (const struct wl *wl = model->workloads; !err && wl; wl = wl->next) {
 		union sm_map_key key = { .id = wl->backend_id };
 		struct sm_backend_value value;
 		if (!wl->backend_id || !needs_backend(wl))

@@ -249,11 +249,20 @@ def main():
         got = e and (e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") if field else e.get("value"))
         if not got or (field and got != field):
             problems.append(f"{name} is {e}, want {field or 'a value'}")
+    with open(os.path.join(source, "docs", "kubernetes.md")) as f:
+        settings = f.read()
+    for name in env:
+        if f"`{name}`" not in settings:
+            problems.append(f"{name} is set but docs/kubernetes.md does not name it")
+    tunables = env.get("GLIBC_TUNABLES", {}).get("value", "")
+    if "glibc.malloc.hugetlb=1" not in tunables.split(":"):
+        problems.append(f"GLIBC_TUNABLES is '{tunables}', want glibc.malloc.hugetlb=1 (malloc on transparent huge pages)")
     version = subprocess.run([sockmesh, "--version"], capture_output=True, text=True, timeout=30).stdout.split()[-1]
     for c in spec["containers"] + spec.get("initContainers", []):
         if c["image"].rpartition(":")[2] != version:
             problems.append(f"{c['name']}'s image {c['image']} is not tagged {version}")
-    check("node identity variables as ztunnel's chart sets them; the image tagged with the agent's version", problems)
+    check("node identity variables as ztunnel's chart sets them, malloc on huge pages, every variable documented; "
+          "the image tagged with the agent's version", problems)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
  * time, and in batches) in a tight loop, in rounds whose order rotates (medians and the per-round
  * spread). Then single-workload updates at that scale into the real maps (those during which the kernel
  * ran IRQ work told apart: bench/irq_work.h), and the agent's time to ready and memory (RSS, peak RSS,
- * BPF map memory) at 1k, 10k, 100k (and 1M) workloads.
+ * BPF map memory) at 1k, 10k, 100k (and 1M) workloads, and its time to ready again when restarted on the
+ * maps it pinned (as a DaemonSet update restarts it).
  *
  * Runs in its own network namespace, cgroup and pin directory, removed at the end.
  * Usage: controlplane_bench MOCK_SERVER SOCKMESH [WORKLOADS [SERVICES [UPDATES [ROUNDS [MEMORY_FROM]]]]]
@@ -535,7 +536,35 @@ static long map_memory_kib(void)
 	return total;
 }
 
-/* The agent's time to ready and memory on a mesh of this size, in rounds (an agent each). */
+static pid_t start_agent(const char *address, char capacity_args[SM_MAP_COUNT][64])
+{
+	pid_t agent = fork();
+
+	if (agent == 0) {
+		freopen("/dev/null", "w", stderr);
+		setenv("NODE_NAME", "node-7", 1);
+		execl(sockmesh_path, sockmesh_path, "run", "--xds-address", address, "--xds-plaintext", "--cgroup", cgroup,
+		      "--pin-dir", pin_dir, "--admin-address", "127.0.0.1:15500", "--map-capacity", capacity_args[0],
+		      "--map-capacity", capacity_args[1], "--map-capacity", capacity_args[2], "--map-capacity",
+		      capacity_args[3], (char *)NULL);
+		_exit(127);
+	}
+	children[1] = agent;
+	return agent;
+}
+
+/* From now until the agent answers ready (at most 300 s). */
+static double seconds_to_ready(int admin_port)
+{
+	double start = now_seconds();
+
+	while (!agent_ready(admin_port) && now_seconds() - start < 300)
+		sleep_ms(20);
+	return now_seconds() - start;
+}
+
+/* The agent's time to ready and memory on a mesh of this size, in rounds (an agent each), and again
+ * restarted on the maps it pinned. */
 static void agent_memory(int workloads, int services, int rounds)
 {
 	static const char *const names[SM_MAP_COUNT] = { [SM_MAP_FRONTENDS] = "frontends", [SM_MAP_SERVICES] = "services",
@@ -545,6 +574,7 @@ static void agent_memory(int workloads, int services, int rounds)
 	uint32_t capacity[SM_MAP_COUNT];
 	double *ready = calloc((size_t)rounds, sizeof(double)), *rss = calloc((size_t)rounds, sizeof(double));
 	double *peak = calloc((size_t)rounds, sizeof(double)), *apply = calloc((size_t)rounds, sizeof(double)), maps = 0;
+	double *restart_ready = calloc((size_t)rounds, sizeof(double)), *restart_apply = calloc((size_t)rounds, sizeof(double));
 
 	capacities(workloads, services, capacity);
 	for (int m = 0; m < SM_MAP_COUNT; m++)
@@ -554,26 +584,18 @@ static void agent_memory(int workloads, int services, int rounds)
 	pid_t mock = start_mock(stream, &port);
 	snprintf(address, sizeof(address), "127.0.0.1:%d", port);
 	for (int r = 0; r < rounds; r++) {
-		pid_t agent = fork();
-		if (agent == 0) {
-			freopen("/dev/null", "w", stderr);
-			setenv("NODE_NAME", "node-7", 1);
-			execl(sockmesh_path, sockmesh_path, "run", "--xds-address", address, "--xds-plaintext", "--cgroup",
-			      cgroup, "--pin-dir", pin_dir, "--admin-address", "127.0.0.1:15500", "--map-capacity",
-			      capacity_args[0], "--map-capacity", capacity_args[1], "--map-capacity", capacity_args[2],
-			      "--map-capacity", capacity_args[3], (char *)NULL);
-			_exit(127);
-		}
-		children[1] = agent;
-		double start = now_seconds();
-		while (!agent_ready(admin_port) && now_seconds() - start < 300)
-			sleep_ms(20);
-		ready[r] = now_seconds() - start;
+		pid_t agent = start_agent(address, capacity_args);
+		ready[r] = seconds_to_ready(admin_port);
 		apply[r] = agent_apply_seconds(admin_port);
 		sleep_ms(500); /* steady: the full push's scratch is given back */
 		rss[r] = status_kib(agent, "VmRSS:") / 1024.0;
 		peak[r] = status_kib(agent, "VmHWM:") / 1024.0;
 		maps = map_memory_kib() / 1024.0;
+		stop(agent); /* SIGTERM: the datapath stays pinned */
+		/* a restart, as a DaemonSet update makes one: the new agent adopts the pinned maps */
+		agent = start_agent(address, capacity_args);
+		restart_ready[r] = seconds_to_ready(admin_port);
+		restart_apply[r] = agent_apply_seconds(admin_port);
 		stop(agent);
 		sm_datapath_uninstall(pin_dir, err, sizeof(err));
 	}
@@ -588,10 +610,16 @@ static void agent_memory(int workloads, int services, int rounds)
 	       workloads, services, rounds, median(ready, rounds), lo[0], hi[0], median(apply, rounds), lo[3], hi[3],
 	       median(rss, rounds), lo[1], hi[1],
 	       median(peak, rounds), lo[2], hi[2], maps, median(rss, rounds) * 1048576.0 / workloads);
+	spread(restart_ready, rounds, &lo[0], &hi[0]);
+	spread(restart_apply, rounds, &lo[3], &hi[3]);
+	printf("  restarted on its pinned maps: ready in %.2f s (%.2f-%.2f), of which its apply %.2f s (%.2f-%.2f)\n",
+	       median(restart_ready, rounds), lo[0], hi[0], median(restart_apply, rounds), lo[3], hi[3]);
 	free(ready);
 	free(rss);
 	free(peak);
 	free(apply);
+	free(restart_ready);
+	free(restart_apply);
 	stop(mock);
 	unlink(stream);
 }

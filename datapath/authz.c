@@ -22,10 +22,6 @@
 #include "datapath/datapath.h"
 #include "datapath/internal.h"
 
-#ifndef ENOTSUPP
-#define ENOTSUPP 524 /* the kernel's "operation not supported" for map commands a type lacks */
-#endif
-
 static bool batch_unsupported(int error)
 {
 	return error == ENOTSUPP || error == EOPNOTSUPP || error == EINVAL;

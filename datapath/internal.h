@@ -24,6 +24,11 @@ __attribute__((format(printf, 4, 5))) static inline int fail(char *err, size_t s
 	return ret;
 }
 
+/* The kernel's "operation not supported" for bpf() commands a map type lacks; not in userspace errno.h. */
+#ifndef ENOTSUPP
+#define ENOTSUPP 524
+#endif
+
 /* Pin directories are short paths on bpffs; bounding them keeps every derived path in PATH_MAX. */
 #define PIN_DIR_MAX 256
 

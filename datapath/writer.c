@@ -10,12 +10,7 @@
 
 #include <bpf/bpf.h>
 
-#include "datapath/datapath.h"
-
-/* The kernel's "operation not supported" for bpf() commands a map type lacks; not in userspace errno.h. */
-#ifndef ENOTSUPP
-#define ENOTSUPP 524
-#endif
+#include "datapath/internal.h"
 
 /* Past a hundred or so elements a batch call gains nothing more; this bounds the scratch buffers. */
 #define BATCH_MAX 1024
@@ -141,24 +136,4 @@ void sm_bpf_writer_release(struct sm_bpf_writer *writer)
 	free(writer->values);
 	writer->keys = writer->values = NULL;
 	writer->batch_capacity = 0;
-}
-
-int sm_map_for_each(int fd, int (*fn)(void *ctx, const void *key, const void *value), void *ctx)
-{
-	union sm_map_key key, next;
-	struct sm_service_value value; /* the largest value */
-	void *previous = NULL;
-	int ret;
-
-	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
-		/* a key deleted since we saw it is skipped, and stays out of the cursor: the next key after
-		 * a missing one is the map's first, which would visit everything again */
-		if (bpf_map_lookup_elem(fd, &next, &value))
-			continue;
-		key = next;
-		previous = &key;
-		if ((ret = fn(ctx, &key, &value)))
-			return ret;
-	}
-	return errno == ENOENT ? 0 : -errno;
 }

@@ -241,6 +241,56 @@ static void batches_cut_the_calls(void **state)
 	maps_close(&maps);
 }
 
+struct count_ctx {
+	uint8_t seen[3001];
+	int wrong_values;
+};
+
+static int count_entry(void *ctx, const void *key, const void *value)
+{
+	struct count_ctx *count = ctx;
+	uint32_t id = *(const uint32_t *)key;
+	const struct sm_backend_value *backend = value;
+
+	if (id == 0 || id > 3000)
+		return -ERANGE;
+	count->seen[id]++;
+	count->wrong_values += backend->name_hash != id * 7919u;
+	return 0;
+}
+
+static int stop_at_1500(void *ctx, const void *key, const void *value)
+{
+	(void)key;
+	(void)value;
+	return ++*(int *)ctx == 1500 ? -ECANCELED : 0;
+}
+
+/* A restart reads its pinned maps whole: 3,000 entries (three batches, the last one short), each once. */
+static void a_map_is_read_whole_across_batches(void **state)
+{
+	(void)state;
+	struct kernel_maps maps;
+	struct count_ctx count = { 0 };
+
+	maps_open(&maps, (const uint32_t[SM_MAP_COUNT]){ 16, 16, 16, 4096 });
+	for (uint32_t id = 1; id <= 3000; id++) {
+		struct sm_backend_value value = { .name_hash = id * 7919u };
+		assert_int_equal(bpf_map_update_elem(maps.fds[SM_MAP_BACKENDS], &id, &value, BPF_NOEXIST), 0);
+	}
+	assert_int_equal(sm_map_for_each(maps.fds[SM_MAP_BACKENDS], count_entry, &count), 0);
+	for (uint32_t id = 1; id <= 3000; id++)
+		assert_int_equal(count.seen[id], 1);
+	assert_int_equal(count.wrong_values, 0);
+	/* an empty map: no entry, no error */
+	assert_int_equal(sm_map_for_each(maps.fds[SM_MAP_SERVICES], count_entry, &count), 0);
+	/* fn's error stops the walk, in the middle of a batch, and is returned */
+	int calls = 0;
+	assert_int_equal(sm_map_for_each(maps.fds[SM_MAP_BACKENDS], stop_at_1500, &calls), -ECANCELED);
+	assert_int_equal(calls, 1500);
+	maps_close(&maps);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -248,6 +298,7 @@ int main(void)
 		cmocka_unit_test(kernel_refusal_is_undone),
 		cmocka_unit_test(a_full_map_takes_a_swap),
 		cmocka_unit_test(batches_cut_the_calls),
+		cmocka_unit_test(a_map_is_read_whole_across_batches),
 	};
 
 	return cmocka_run_group_tests_name("workload-maps", tests, NULL, NULL);

@@ -80,7 +80,7 @@ static int walk_in_batches(int fd, const struct bpf_map_info *info, entry_fn *fn
 		}
 		last = ret == -ENOENT;
 		if (ret && !last)
-			break; /* -ENOSPC: one hash bucket holds more than a batch, which sizing the map rules out */
+			break; /* such as -ENOSPC: one hash bucket holding more entries than a batch takes */
 		ret = deliver(info, keys, values, count, fn, ctx);
 		cursor = next_cursor;
 		started = true;

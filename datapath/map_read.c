@@ -2,8 +2,8 @@
 /*
  * Reading a map of the contract whole (sm_map_for_each): an agent that restarts adopts what its pinned
  * maps hold, 225,000 entries at 100k workloads. Batch lookups read them in one bpf() call per 1,024
- * entries, where a walk by keys made two per entry; a kernel without batch ops for the map's type is
- * walked by keys.
+ * entries, where a walk by keys made two per entry. Every kernel the datapath loads on has them for hash
+ * maps (5.6; its cgroup/getpeername4 hook needs 5.8).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -23,26 +23,6 @@ struct entry {
 	struct sm_service_value value;
 };
 
-static int walk_by_keys(int fd, entry_fn *fn, void *ctx)
-{
-	union sm_map_key previous, next;
-	struct entry entry;
-	bool started = false;
-	int ret;
-
-	while (bpf_map_get_next_key(fd, started ? &previous : NULL, &next) == 0) {
-		/* a key deleted since we saw it is skipped, and stays out of the cursor: the next key after
-		 * a missing one is the map's first, which would visit everything again */
-		if (bpf_map_lookup_elem(fd, &next, &entry.value))
-			continue;
-		entry.key = previous = next;
-		started = true;
-		if ((ret = fn(ctx, &entry.key, &entry.value)))
-			return ret;
-	}
-	return errno == ENOENT ? 0 : -errno;
-}
-
 /* The entries of one batch, each copied out of the packed arrays the kernel filled. */
 static int deliver(const struct bpf_map_info *info, const unsigned char *keys, const unsigned char *values,
 		   __u32 count, entry_fn *fn, void *ctx)
@@ -59,10 +39,7 @@ static int deliver(const struct bpf_map_info *info, const unsigned char *keys, c
 	return 0;
 }
 
-/*
- * -EOPNOTSUPP when the first call finds no batch ops for this map (nothing delivered yet); -ENOENT from
- * the kernel marks the last batch, which may still hold entries.
- */
+/* -ENOENT from the kernel marks the last batch, which may still hold entries. */
 static int walk_in_batches(int fd, const struct bpf_map_info *info, entry_fn *fn, void *ctx)
 {
 	union sm_map_key cursor, next_cursor; /* opaque to us: a bucket for hash maps, a key for arrays */
@@ -74,10 +51,6 @@ static int walk_in_batches(int fd, const struct bpf_map_info *info, entry_fn *fn
 	while (!ret && !last) {
 		__u32 count = LOOKUP_BATCH;
 		ret = bpf_map_lookup_batch(fd, started ? &cursor : NULL, &next_cursor, keys, values, &count, NULL);
-		if (ret == -EINVAL || ret == -EOPNOTSUPP || ret == -ENOTSUPP) {
-			ret = started ? ret : -EOPNOTSUPP;
-			break;
-		}
 		last = ret == -ENOENT;
 		if (ret && !last)
 			break; /* such as -ENOSPC: one hash bucket holding more entries than a batch takes */
@@ -94,13 +67,11 @@ int sm_map_for_each(int fd, entry_fn *fn, void *ctx)
 {
 	struct bpf_map_info info = {};
 	__u32 len = sizeof(info);
-	int ret;
 
 	if (bpf_obj_get_info_by_fd(fd, &info, &len))
 		return -errno;
 	if (info.key_size > sizeof(union sm_map_key) || info.value_size > sizeof(struct sm_service_value) ||
 	    !info.key_size || !info.value_size)
 		return -EINVAL; /* not a map of the contract */
-	ret = walk_in_batches(fd, &info, fn, ctx);
-	return ret == -EOPNOTSUPP ? walk_by_keys(fd, fn, ctx) : ret;
+	return walk_in_batches(fd, &info, fn, ctx);
 }

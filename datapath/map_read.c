@@ -42,9 +42,10 @@ static int deliver(const struct bpf_map_info *info, const unsigned char *keys, c
 /* -ENOENT from the kernel marks the last batch, which may still hold entries. */
 static int walk_in_batches(int fd, const struct bpf_map_info *info, entry_fn *fn, void *ctx)
 {
-	union sm_map_key cursor, next_cursor; /* opaque to us: a bucket for hash maps, a key for arrays */
-	unsigned char *keys = malloc((size_t)LOOKUP_BATCH * info->key_size);
-	unsigned char *values = malloc((size_t)LOOKUP_BATCH * info->value_size);
+	union sm_map_key cursor = { 0 }, next_cursor = { 0 }; /* opaque: a bucket for hash maps, a key for arrays */
+	/* zeroed: valgrind does not model what a batch lookup writes, and would call them uninitialised */
+	unsigned char *keys = calloc(LOOKUP_BATCH, info->key_size);
+	unsigned char *values = calloc(LOOKUP_BATCH, info->value_size);
 	bool started = false, last = false;
 	int ret = keys && values ? 0 : -ENOMEM;
 

@@ -78,6 +78,24 @@ static void removing_an_absent_entry(void **state)
 	index_free(&index);
 }
 
+/* Room reserved at once: the adds that follow keep the same slots, and the index stays at most half full. */
+static void reserved_room_takes_the_adds(void **state)
+{
+	(void)state;
+	static struct item items[1000];
+	struct flat_index index = { 0 };
+
+	assert_int_equal(index_reserve(&index, 1000), 0);
+	const struct index_slot *slots = index.slots;
+	for (int i = 0; i < 1000; i++) {
+		items[i] = (struct item){ .hash = (uint64_t)i * 0x9e3779b97f4a7c15u, .key = i, .present = true };
+		assert_int_equal(index_add(&index, items[i].hash, &items[i]), 0);
+	}
+	assert_ptr_equal(index.slots, slots);
+	check_all(&index, items, 1000);
+	index_free(&index);
+}
+
 /* Random adds and removes over hashes drawn from a few values, most of them near the end of the slots. */
 static void random_steps_against_an_array(void **state)
 {
@@ -112,6 +130,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_run_across_the_end),
 		cmocka_unit_test(removing_an_absent_entry),
+		cmocka_unit_test(reserved_room_takes_the_adds),
 		cmocka_unit_test(random_steps_against_an_array),
 	};
 

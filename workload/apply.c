@@ -717,12 +717,11 @@ static int apply_items(struct sm_model *model, enum resource_type type, struct i
 }
 
 /*
- * A response's names, each once, for collect_items: an open-addressing table over the response's own
- * strings, at most half full, with no allocation per name (a full push has 110,000 of them).
+ * A response's names, each once, for collect_items: entries in one array (no allocation per name: a full
+ * push has 110,000 of them) over the response's own strings, found by the model's flat index.
  */
-struct name_slot {
-	const char *name; /* NULL: free */
-	uint32_t hash;
+struct name_entry {
+	const char *name;
 	uint32_t applied; /* the index of the resource applied under this name; NOT_APPLIED: none */
 	bool removed;
 	bool sent;
@@ -732,37 +731,43 @@ struct name_slot {
 #define NOT_APPLIED UINT32_MAX
 
 struct name_table {
-	struct name_slot *slots;
-	size_t mask;
+	struct flat_index index; /* the entries, by XXH3 of the name */
+	struct name_entry *entries;
+	size_t n;
 };
 
-static int name_table_init(struct name_table *table, size_t names)
+static bool entry_named(const void *entry, const void *name)
 {
-	size_t size = 16;
-
-	while (size < 2 * names)
-		size <<= 1;
-	table->slots = calloc(size, sizeof(*table->slots));
-	if (!table->slots)
-		return -ENOMEM;
-	table->mask = size - 1;
-	return 0;
+	return strcmp(((const struct name_entry *)entry)->name, name) == 0;
 }
 
-/* name's slot, taken for it when it has none */
-static struct name_slot *name_slot(struct name_table *table, const char *name)
+/* Room for names entries, reserved at once: name_entry neither grows nor fails after it. */
+static int name_table_init(struct name_table *table, size_t names)
 {
-	uint32_t hash = (uint32_t)XXH3_64bits(name, strlen(name));
+	*table = (struct name_table){ .entries = calloc(names + 1, sizeof(*table->entries)) }; /* + 1: not calloc(0) */
+	if (!table->entries)
+		return -ENOMEM;
+	return index_reserve(&table->index, names);
+}
 
-	for (size_t i = hash & table->mask;; i = (i + 1) & table->mask) {
-		struct name_slot *slot = &table->slots[i];
-		if (!slot->name) {
-			*slot = (struct name_slot){ .name = name, .hash = hash, .applied = NOT_APPLIED };
-			return slot;
-		}
-		if (slot->hash == hash && strcmp(slot->name, name) == 0)
-			return slot;
+static void name_table_free(struct name_table *table)
+{
+	index_free(&table->index);
+	free(table->entries);
+}
+
+/* name's entry, made for it when it has none */
+static struct name_entry *name_entry(struct name_table *table, const char *name)
+{
+	uint64_t hash = XXH3_64bits(name, strlen(name));
+	struct name_entry *entry = index_find(&table->index, hash, entry_named, name);
+
+	if (!entry) {
+		entry = &table->entries[table->n++];
+		*entry = (struct name_entry){ .name = name, .applied = NOT_APPLIED };
+		index_add(&table->index, hash, entry); /* reserved: cannot fail */
 	}
+	return entry;
 }
 
 /*
@@ -775,42 +780,42 @@ static int collect_items(const Envoy__Service__Discovery__V3__DeltaDiscoveryResp
 			 size_t *n, struct sm_rejections *rejections)
 {
 	size_t n_removed = response->n_removed_resources, n_sent = response->n_resources;
-	struct name_table names = { 0 };
-	struct name_slot **slot_of; /* each removed name's slot, then each resource's (NULL: unnamed) */
+	struct name_table names;
+	struct name_entry **entry_of; /* each removed name's entry, then each resource's (NULL: unnamed) */
 	int err = name_table_init(&names, n_removed + n_sent);
 
-	slot_of = err ? NULL : calloc(n_removed + n_sent + 1, sizeof(*slot_of)); /* + 1: never calloc(0) */
-	if (!slot_of)
+	entry_of = err ? NULL : calloc(n_removed + n_sent + 1, sizeof(*entry_of)); /* + 1: never calloc(0) */
+	if (!entry_of)
 		err = -ENOMEM;
 	for (size_t i = 0; i < n_removed && !err; i++) {
-		slot_of[i] = name_slot(&names, response->removed_resources[i]);
-		slot_of[i]->removed = true;
+		entry_of[i] = name_entry(&names, response->removed_resources[i]);
+		entry_of[i]->removed = true;
 	}
 	for (size_t i = 0; i < n_sent && !err; i++) {
 		const Envoy__Service__Discovery__V3__Resource *resource = response->resources[i];
 		if (!resource->name[0])
 			continue;
-		struct name_slot *slot = slot_of[n_removed + i] = name_slot(&names, resource->name);
-		if (slot->removed)
+		struct name_entry *entry = entry_of[n_removed + i] = name_entry(&names, resource->name);
+		if (entry->removed)
 			err = add_rejection(rejections, resource->name, "is both sent and removed in this response");
-		else if (slot->sent)
+		else if (entry->sent)
 			err = add_rejection(rejections, resource->name, "appears more than once in this response");
 		else
-			slot->applied = (uint32_t)i;
-		slot->sent = true;
+			entry->applied = (uint32_t)i;
+		entry->sent = true;
 	}
 	for (size_t i = 0; i < n_removed && !err; i++) {
-		if (!slot_of[i]->sent && !slot_of[i]->queued)
+		if (!entry_of[i]->sent && !entry_of[i]->queued)
 			items[(*n)++].removed = response->removed_resources[i];
-		slot_of[i]->queued = true;
+		entry_of[i]->queued = true;
 	}
 	for (size_t i = 0; i < n_sent && !err; i++) {
-		const struct name_slot *slot = slot_of[n_removed + i];
-		if (!slot || slot->applied == i)
+		const struct name_entry *entry = entry_of[n_removed + i];
+		if (!entry || entry->applied == i)
 			items[(*n)++].resource = response->resources[i];
 	}
-	free(slot_of);
-	free(names.slots);
+	free(entry_of);
+	name_table_free(&names);
 	return err;
 }
 

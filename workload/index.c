@@ -16,10 +16,9 @@ static void place(struct index_slot *slots, size_t mask, uint64_t hash, void *en
 	slots[i] = (struct index_slot){ .hash = hash, .entry = entry };
 }
 
-/* Doubles the slots and places every entry again from its kept hash: no key is read. */
-static int grow(struct flat_index *index)
+/* Moves every entry into size slots, placed again from its kept hash: no key is read. */
+static int rehash(struct flat_index *index, size_t size)
 {
-	size_t size = index->slots ? (index->mask + 1) * 2 : MIN_SLOTS;
 	struct index_slot *slots = calloc(size, sizeof(*slots));
 
 	if (!slots)
@@ -34,13 +33,21 @@ static int grow(struct flat_index *index)
 	return 0;
 }
 
+int index_reserve(struct flat_index *index, size_t n)
+{
+	size_t size = index->slots ? index->mask + 1 : MIN_SLOTS;
+
+	while (2 * (index->n + n) > size)
+		size *= 2;
+	return index->slots && size == index->mask + 1 ? 0 : rehash(index, size);
+}
+
 int index_add(struct flat_index *index, uint64_t hash, void *entry)
 {
-	if (!index->slots || 2 * (index->n + 1) > index->mask + 1) {
-		int err = grow(index);
-		if (err)
-			return err;
-	}
+	int err = index_reserve(index, 1);
+
+	if (err)
+		return err;
 	place(index->slots, index->mask, hash, entry);
 	index->n++;
 	return 0;

@@ -39,6 +39,8 @@ static inline void *index_find(const struct flat_index *index, uint64_t hash,
 	}
 }
 
+/* Makes room for n more entries at once: the adds that follow neither grow the index nor fail. */
+int index_reserve(struct flat_index *index, size_t n);
 /* Adds an entry that is not in the index; grows the index first if it would be over half full. */
 int index_add(struct flat_index *index, uint64_t hash, void *entry);
 /* Removes the entry (the pointer itself) added under hash; nothing if it is not there. */

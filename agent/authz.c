@@ -271,6 +271,10 @@ static void remember_names(struct agent_authz *authz, const struct sm_model_auth
 			entry->hash = policy->hash;
 			strcpy(entry->key, policy->key);
 			HASH_ADD(hh, names, hash, sizeof(entry->hash), entry);
+			if (!entry->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
+				free(entry);
+				break;
+			}
 		}
 	}
 	pthread_mutex_lock(&authz->names_lock);
@@ -279,10 +283,13 @@ static void remember_names(struct agent_authz *authz, const struct sm_model_auth
 		struct policy_name *kept;
 		HASH_FIND(hh, names, &entry->hash, sizeof(entry->hash), kept);
 		HASH_DEL(authz->names, entry);
-		if (kept)
+		if (kept) {
 			free(entry);
-		else
-			HASH_ADD(hh, names, hash, sizeof(entry->hash), entry);
+			continue;
+		}
+		HASH_ADD(hh, names, hash, sizeof(entry->hash), entry);
+		if (!entry->hh.tbl) /* uthash could not grow its table (HASH_NONFATAL_OOM): the name is lost */
+			free(entry);
 	}
 	authz->names = names;
 	pthread_mutex_unlock(&authz->names_lock);

@@ -73,6 +73,10 @@ int flush_memo_walked(struct flush_memo *m, uint64_t cookie, bool counted, uint6
 			return -ENOMEM; /* not remembered: walked again next round */
 		w->cookie = cookie;
 		HASH_ADD(hh, m->walks, cookie, sizeof(w->cookie), w);
+		if (!w->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
+			free(w);
+			return -ENOMEM;
+		}
 	}
 	w->started = started;
 	w->counted = counted;

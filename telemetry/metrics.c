@@ -269,6 +269,11 @@ static struct series *series_by_labels(struct sm_telemetry *t, const struct sm_t
 		memcpy(s->labels, text->data, text->len);
 		s->labels[text->len] = '\0';
 		HASH_ADD_KEYPTR(hh, t->series, s->labels, text->len, s);
+		if (!s->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
+			free(s->labels);
+			free(s);
+			return NULL;
+		}
 		t->n_series++;
 	}
 	return s;
@@ -342,7 +347,12 @@ static struct series *cached_series(struct sm_telemetry *t, const struct sm_tel_
 		entry->key = key;
 		entry->series = s;
 		HASH_ADD_BYHASHVALUE(hh, t->cache, key, sizeof(entry->key), hash, entry);
-		t->n_cached++;
+		if (entry->hh.tbl) {
+			t->n_cached++;
+		} else { /* uthash could not grow its table (HASH_NONFATAL_OOM): the series, not cached */
+			free(entry);
+			entry = NULL;
+		}
 	}
 	*out = entry;
 	return s;
@@ -436,11 +446,17 @@ int sm_telemetry_record(struct sm_telemetry *t, const struct sm_tel_conn *c)
 		}
 		conn->id = c->id;
 		conn->series = s;
+		if (conn != &one_shot) {
+			HASH_ADD(hh, t->conns, id, sizeof(conn->id), conn);
+			if (!conn->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
+				free(conn);
+				err = -ENOMEM;
+				goto out;
+			}
+		}
 		s->opened++;
 		s->open++;
 		t->n_open++;
-		if (conn != &one_shot)
-			HASH_ADD(hh, t->conns, id, sizeof(conn->id), conn);
 	}
 	add_bytes(conn->series, c, conn);
 	if (!ends) {

@@ -25,6 +25,8 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+/* the project builds uthash non-fatal (it never exits a library); this test server may */
+#define uthash_nonfatal_oom(obj) (fputs("mock_xds_server: out of memory\n", stderr), exit(1))
 #include <uthash.h>
 #include <utlist.h>
 

@@ -413,6 +413,10 @@ static int set_frontend(struct sm_image *image, const struct sm_frontend_key *ke
 			return -ENOMEM;
 		entry->key = *key;
 		HASH_ADD(hh, image->frontends, key, sizeof(entry->key), entry);
+		if (!entry->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
+			free(entry);
+			return -ENOMEM;
+		}
 	}
 	int err = journal_record(image, SM_MAP_FRONTENDS, key, &entry->epoch);
 	if (err)

@@ -230,6 +230,11 @@ struct authz *authorization_ref(struct sm_model *model, const char *key)
 		return NULL;
 	}
 	HASH_ADD_KEYPTR(hh, model->authorizations, authz->key, strlen(authz->key), authz);
+	if (!authz->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
+		free(authz->key);
+		free(authz);
+		return NULL;
+	}
 	return authz;
 }
 
@@ -245,6 +250,10 @@ struct ip_claims *model_ip(struct sm_model *model, const struct sm_frontend_key 
 		return NULL;
 	ip->ip = *key;
 	HASH_ADD(hh, model->ips, ip, sizeof(ip->ip), ip);
+	if (!ip->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
+		free(ip);
+		return NULL;
+	}
 	return ip;
 }
 
@@ -653,6 +662,10 @@ static int add_hint(struct id_hint **hints, uint64_t hash, uint32_t id)
 	hint->name_hash = hash;
 	hint->id = id;
 	HASH_ADD(hh, *hints, name_hash, sizeof(hint->name_hash), hint);
+	if (!hint->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
+		free(hint);
+		return -ENOMEM;
+	}
 	return 0;
 }
 

@@ -1021,6 +1021,11 @@ static bool first_of(struct reader *r, struct seen_name **seen, const char *key,
 	memcpy(entry->name, key, len + 1);
 	entry->line = line;
 	HASH_ADD(hh, *seen, name[0], len, entry);
+	if (!entry->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
+		r->out_of_memory = true;
+		problem(r, NULL, "out of memory");
+		return false;
+	}
 	return true;
 }
 

@@ -210,10 +210,42 @@ static bool can_nest_unbounded(const ProtobufCMessageDescriptor *desc)
 	return unbounded;
 }
 
+/*
+ * protobuf-c answers NULL both for bytes that do not decode and for memory it could not get; the allocator
+ * it is handed tells the two apart, so that a short allocation is not reported as the sender's fault.
+ */
+struct tracked_allocator {
+	ProtobufCAllocator allocator;
+	ProtobufCAllocator *inner; /* NULL: malloc and free, protobuf-c's own default */
+	bool failed;
+};
+
+static void *tracked_alloc(void *data, size_t size)
+{
+	struct tracked_allocator *tracked = data;
+	void *block = tracked->inner ? tracked->inner->alloc(tracked->inner->allocator_data, size) : malloc(size);
+
+	tracked->failed |= !block;
+	return block;
+}
+
+static void tracked_free(void *data, void *block)
+{
+	struct tracked_allocator *tracked = data;
+
+	if (tracked->inner)
+		tracked->inner->free(tracked->inner->allocator_data, block);
+	else
+		free(block);
+}
+
 static int decode(ProtobufCAllocator *allocator, const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
 		  size_t len, ProtobufCMessage **out, char *err, size_t err_size)
 {
 	struct explain_ctx ctx = { .err = err, .err_size = err_size, .max_depth = EXPLAIN_MAX_DEPTH };
+	struct tracked_allocator tracked = { .inner = allocator };
+
+	tracked.allocator = (ProtobufCAllocator){ .alloc = tracked_alloc, .free = tracked_free, .allocator_data = &tracked };
 
 	*out = NULL;
 	if (can_nest_unbounded(desc)) {
@@ -222,9 +254,13 @@ static int decode(ProtobufCAllocator *allocator, const ProtobufCMessageDescripto
 		if (explain_message(&bounded, desc, buf, len, 0, desc->short_name, 0))
 			return -EBADMSG;
 	}
-	*out = protobuf_c_message_unpack(desc, allocator, len, buf);
+	*out = protobuf_c_message_unpack(desc, &tracked.allocator, len, buf);
 	if (*out)
 		return 0;
+	if (tracked.failed) {
+		snprintf(err, err_size, "%s: out of memory decoding %zu bytes", desc->short_name, len);
+		return -ENOMEM;
+	}
 	if (explain_message(&ctx, desc, buf, len, 0, desc->short_name, 0) == 0)
 		snprintf(err, err_size, "%s: %zu bytes do not decode (a string, enum or nested value is invalid)",
 			 desc->short_name, len);

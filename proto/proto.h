@@ -26,7 +26,8 @@
 
 /*
  * Decodes len bytes as a message of type desc into *out (free with protobuf_c_message_free_unpacked).
- * Returns 0, or -EBADMSG with the first defect and its byte offset in err. Types that can contain
+ * Returns 0, -EBADMSG with the first defect and its byte offset in err, or -ENOMEM (not the bytes' fault:
+ * the same bytes may decode once memory is back). Types that can contain
  * themselves (google.protobuf.Value) are refused nested deeper than 64 messages: protobuf-c decodes
  * recursively, and so does everything that walks a decoded message.
  */

@@ -143,7 +143,10 @@ static int decode_any(struct sm_model *model, const Envoy__Service__Discovery__V
 		return -EINVAL;
 	}
 	char err[256];
-	if (sm_pb_decode_in(&model->decode_arena, desc, any->value.data, any->value.len, out, err, sizeof(err))) {
+	int ret = sm_pb_decode_in(&model->decode_arena, desc, any->value.data, any->value.len, out, err, sizeof(err));
+	if (ret == -ENOMEM)
+		return ret; /* the whole response fails: the resource is not at fault */
+	if (ret) {
 		snprintf(reason, size, "does not decode: %s", err);
 		return -EINVAL;
 	}
@@ -216,11 +219,10 @@ static int apply_address(struct sm_model *model, const Envoy__Service__Discovery
 {
 	ProtobufCMessage *decoded;
 	char reason[1024];
-	int err;
-
-	if (decode_any(model, resource, SM_TYPE_URL_ADDRESS, &istio__workload__address__descriptor, &decoded, reason,
-		       sizeof(reason)))
-		return add_rejection(rejections, resource->name, "%s", reason);
+	int err = decode_any(model, resource, SM_TYPE_URL_ADDRESS, &istio__workload__address__descriptor, &decoded,
+			     reason, sizeof(reason));
+	if (err)
+		return err == -ENOMEM ? err : add_rejection(rejections, resource->name, "%s", reason);
 
 	const Istio__Workload__Address *address = (const Istio__Workload__Address *)decoded;
 	switch (address->type_case) {
@@ -246,9 +248,10 @@ static int apply_authorization(struct sm_model *model, const Envoy__Service__Dis
 	struct authz_def *def;
 	int err;
 
-	if (decode_any(model, resource, SM_TYPE_URL_AUTHORIZATION, &istio__security__authorization__descriptor,
-		       &decoded, reason, sizeof(reason)))
-		return add_rejection(rejections, resource->name, "%s", reason);
+	err = decode_any(model, resource, SM_TYPE_URL_AUTHORIZATION, &istio__security__authorization__descriptor,
+			 &decoded, reason, sizeof(reason));
+	if (err)
+		return err == -ENOMEM ? err : add_rejection(rejections, resource->name, "%s", reason);
 
 	const Istio__Security__Authorization *msg = (const Istio__Security__Authorization *)decoded;
 	if (!msg->name[0] || !msg->namespace_[0]) {

@@ -486,14 +486,25 @@ static void trim_scratch(struct sm_model *model)
 	}
 	if (model->plan.capacity > SCRATCH_KEEP)
 		plan_free(&model->plan);
-	if (model->undo_plan.capacity > SCRATCH_KEEP)
-		plan_free(&model->undo_plan);
 	image_trim(model->image, SCRATCH_KEEP);
+}
+
+/* Frees the address entries that the definitions the batch unlinked left empty (undo's old_def: at a commit
+ * the ones replaced, after a rollback the ones taken back). */
+static void drop_emptied_addresses(struct sm_model *model)
+{
+	for (size_t i = 0; i < model->undo.n; i++) {
+		const struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);
+		const struct wl_def *def = undo->old_def;
+		for (uint8_t a = 0; undo->kind == UNDO_WORKLOAD && def && a < def->n_addresses; a++)
+			addr_index_drop_empty(model, &def->addresses[a]);
+	}
 }
 
 static void batch_commit(struct sm_model *model)
 {
 	image_commit(model->image);
+	drop_emptied_addresses(model);
 	model->authz_changes += model->authz_dirty;
 	if (model->local_changed)
 		unintern_local(model, &model->local_before);
@@ -507,6 +518,10 @@ static void batch_commit(struct sm_model *model)
 /*
  * Puts back what the batch replaced. The definitions it had set go back to their items, staged for a
  * split; until the split ends, no entity is freed, since staged items and definitions point at them.
+ * It needs no memory, so that it cannot stop half-way when memory is short (what failed the batch): what
+ * it links back was linked before the batch, in room the batch kept (address entries and claims are
+ * freed only after it, vectors do not shrink, the image keeps its rows); a dirty mark it cannot record
+ * costs nothing, since the next batch starts its marks anew.
  */
 static void batch_rollback(struct sm_model *model, struct item *items, size_t n)
 {
@@ -528,6 +543,7 @@ static void batch_rollback(struct sm_model *model, struct item *items, size_t n)
 		}
 		undo->old_def = current;
 	}
+	drop_emptied_addresses(model);
 	for (size_t i = 0; i < n; i++) {
 		if (items[i].undo_index < model->undo.n) {
 			items[i].def = VEC_AT(&model->undo, struct undo_entry, items[i].undo_index).old_def;
@@ -561,16 +577,20 @@ static void describe_failed_write(struct sm_model *model, int err, enum sm_map_i
 	}
 }
 
-/* Undoes every write before the cursor, last first. Returns -EIO if it cannot. */
+/*
+ * Undoes every write before the cursor, last first. Returns -EIO if it cannot. It takes no memory: the undo
+ * is planned in the room the writes had (a batch that wrote nothing has nothing to undo), so that running out
+ * of memory while writing never leaves the maps unlike the model.
+ */
 static int undo_writes(struct sm_model *model, struct sm_map_writer *writer, struct diff_cursor *cursor)
 {
 	for (;;) {
 		size_t undone = 0;
-		if (image_undo_next(model->image, cursor, &model->undo_plan, WRITE_CHUNK))
+		if (image_undo_next(model->image, cursor, &model->plan, WRITE_CHUNK))
 			return -EIO;
-		if (!model->undo_plan.n)
+		if (!model->plan.n)
 			return 0;
-		if (writer->apply(writer, model->undo_plan.ops, model->undo_plan.n, &undone))
+		if (writer->apply(writer, model->plan.ops, model->plan.n, &undone))
 			return -EIO;
 	}
 }

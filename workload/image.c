@@ -476,10 +476,20 @@ static const void *journal_before(const struct sm_image *image, const struct jou
 	return entry->had ? image->arena + entry->before_offset : NULL;
 }
 
+/*
+ * Puts every entry back to its first value, without memory: rows and slots do not shrink, so each entry finds
+ * the room it had. A backend's list of the slots naming it would grow beyond its old room if a slot were
+ * given back to it before another was taken away (the journal holds first values, not each step): every
+ * slot the transaction touched is emptied first, and only then are the first values restored.
+ */
 void image_rollback(struct sm_image *image)
 {
-	/* Restoring first values can only free memory or reuse what the transaction allocated. */
 	image->in_transaction = false;
+	for (size_t i = image->journal_len; i-- > 0;) {
+		const struct journal_entry *entry = &image->journal[i];
+		if (entry->map == SM_MAP_ENDPOINTS)
+			sm_image_set(image, entry->map, &entry->key, NULL);
+	}
 	for (size_t i = image->journal_len; i-- > 0;) {
 		const struct journal_entry *entry = &image->journal[i];
 		sm_image_set(image, entry->map, &entry->key, journal_before(image, entry));
@@ -575,6 +585,8 @@ int image_diff_next(struct sm_image *image, struct diff_cursor *cursor, struct p
 int image_undo_next(struct sm_image *image, struct diff_cursor *cursor, struct plan *undo, size_t max)
 {
 	plan_reset(undo);
+	if (cursor->phase == 0 && cursor->index == 0)
+		return 0; /* nothing was written: no room needed */
 	if (plan_reserve(undo, max))
 		return -ENOMEM;
 	while (undo->n < max && (cursor->phase > 0 || cursor->index > 0)) {

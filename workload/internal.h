@@ -35,6 +35,7 @@ struct diff_cursor {
 void image_begin(struct sm_image *image);
 void image_diff_begin(struct sm_image *image, struct diff_cursor *cursor);
 int image_diff_next(struct sm_image *image, struct diff_cursor *cursor, struct plan *plan, size_t max);
+/* The undo of the writes before cursor, last first; reserves max ops in undo only when there is any. */
 int image_undo_next(struct sm_image *image, struct diff_cursor *cursor, struct plan *undo, size_t max);
 void image_rollback(struct sm_image *image);
 void image_commit(struct sm_image *image);

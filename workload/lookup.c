@@ -70,15 +70,21 @@ void addr_index_remove(struct sm_model *model, const struct sm_ip *ip, const str
 	struct addr_owners *entry = find(model, ip->bytes);
 
 	for (uint16_t i = 0; entry && i < entry->n; i++) {
-		if (entry->owners[i] != wl)
-			continue;
-		entry->owners[i] = entry->owners[--entry->n];
-		if (!entry->n) {
-			index_remove(&model->addr_owners, addr_hash(ip->bytes), entry);
-			free(owners_heap(entry));
-			free(entry);
+		if (entry->owners[i] == wl) {
+			entry->owners[i] = entry->owners[--entry->n];
+			return;
 		}
-		return;
+	}
+}
+
+void addr_index_drop_empty(struct sm_model *model, const struct sm_ip *ip)
+{
+	struct addr_owners *entry = find(model, ip->bytes);
+
+	if (entry && !entry->n) {
+		index_remove(&model->addr_owners, addr_hash(ip->bytes), entry);
+		free(owners_heap(entry));
+		free(entry);
 	}
 }
 

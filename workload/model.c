@@ -644,7 +644,6 @@ void sm_model_free(struct sm_model *model)
 	vec_free(&model->new_ids);
 	vec_free(&model->local_workloads);
 	plan_free(&model->plan);
-	plan_free(&model->undo_plan);
 	sm_pb_arena_release(&model->decode_arena);
 	free(model);
 }

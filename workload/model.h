@@ -237,8 +237,7 @@ struct sm_model {
 	struct local_locality local_before; /* local at the batch's start; holds references once changed */
 	bool local_changed;
 	struct vec new_ids;	     /* struct id_grant: ids granted in this batch */
-	struct plan plan;
-	struct plan undo_plan;
+	struct plan plan; /* the batch's writes, then (in the same room) their undo */
 	struct sm_pb_arena decode_arena; /* each resource's Any, decoded */
 
 	/* Checks that a batch's authorization state compiles (set by the agent); NULL: not checked. */
@@ -328,9 +327,14 @@ void service_value(const struct sm_image *image, const struct svc *svc, struct s
 void backend_value(const struct wl *wl, struct sm_backend_value *out);
 bool ip_is_v4(const struct sm_ip *ip);
 
-/* lookup.c: the address index, kept by workload_set_def */
+/*
+ * lookup.c: the address index, kept by workload_set_def. An entry that loses its last owner stays, empty,
+ * until addr_index_drop_empty once the batch has ended: a rollback that puts the owner back then takes no
+ * memory (it cannot fail half-way).
+ */
 int addr_index_add(struct sm_model *model, const struct sm_ip *ip, struct wl *wl);
 void addr_index_remove(struct sm_model *model, const struct sm_ip *ip, const struct wl *wl);
+void addr_index_drop_empty(struct sm_model *model, const struct sm_ip *ip);
 void addr_index_free(struct sm_model *model);
 /* The workload holding addr (a local one first when local_first), or NULL. */
 const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first);

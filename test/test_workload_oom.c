@@ -7,86 +7,15 @@
  * ran short gives. Ids may differ (a rolled-back batch moves them on), so maps are compared by the names
  * they stand for, and models by their counts and lookups by address.
  *
- * Linked with --wrap, so that malloc, calloc, realloc, strdup and (v)asprintf called by the libraries linked
- * in statically (workload, authz, proto) come through here; what glibc allocates inside its own functions
- * does not.
+ * The libraries linked in statically (workload, authz, proto) allocate through failing_alloc.h.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "failing_alloc.h"
 #include "model_harness.h"
-
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t size);
-char *__real_strdup(const char *s);
-int __real_vasprintf(char **out, const char *fmt, va_list ap);
-
-enum failing { FAIL_NONE, FAIL_ONE, FAIL_FROM };
-
-static struct allocator {
-	bool armed;
-	enum failing mode;
-	long target;	  /* the allocation that fails (FAIL_ONE) or the first that does (FAIL_FROM) */
-	long count;	  /* allocations made while armed */
-	bool any_failed;
-} oom;
-
-__attribute__((noinline)) void failed_here(void);
-__attribute__((noinline)) void failed_here(void) { __asm__ volatile(""); }
-
-static bool allocation_fails(void)
-{
-	if (!oom.armed)
-		return false;
-	long n = oom.count++;
-	bool fails = (oom.mode == FAIL_ONE && n == oom.target) || (oom.mode == FAIL_FROM && n >= oom.target);
-	oom.any_failed |= fails;
-	if (fails)
-		failed_here();
-	return fails;
-}
-
-void *__wrap_malloc(size_t size)
-{
-	return allocation_fails() ? NULL : __real_malloc(size);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-	return allocation_fails() ? NULL : __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t size)
-{
-	return allocation_fails() ? NULL : __real_realloc(p, size);
-}
-
-char *__wrap_strdup(const char *s)
-{
-	return allocation_fails() ? NULL : __real_strdup(s);
-}
-
-int __wrap_vasprintf(char **out, const char *fmt, va_list ap)
-{
-	return allocation_fails() ? -1 : __real_vasprintf(out, fmt, ap);
-}
-
-int __wrap_asprintf(char **out, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (allocation_fails())
-		return -1;
-	va_start(ap, fmt);
-	n = __real_vasprintf(out, fmt, ap);
-	va_end(ap);
-	return n;
-}
 
 /* ---- the maps as the datapath reads them, with ids replaced by the names' hashes they stand for ---- */
 
@@ -388,7 +317,7 @@ static int apply_short(struct harness *h, const struct scenario *scenario, size_
 	int err;
 
 	sm_rejections_clear(&h->rejections);
-	oom = (struct allocator){ .armed = true, .mode = mode, .target = target };
+	oom_arm(mode, target);
 	err = sm_model_apply(h->model, scenario->responses[step], shield ? &shielded.writer : &h->writer.writer,
 			     &h->rejections);
 	oom.armed = false;

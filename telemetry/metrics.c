@@ -429,15 +429,22 @@ int sm_telemetry_record(struct sm_telemetry *t, const struct sm_tel_conn *c)
 	int err = 0;
 
 	pthread_mutex_lock(&t->lock);
+	/* as ztunnel: the end is counted under the final response_flags, the opening under "-"; a series that
+	 * may need memory is found first, so that running short counts nothing */
+	struct series *end_flagged = ends && c->response != SM_TEL_RESPONSE_OK ? series_of(t, c) : NULL;
+	if (ends && c->response != SM_TEL_RESPONSE_OK && !end_flagged) {
+		err = -ENOMEM;
+		goto out;
+	}
 	if (c->id)
 		HASH_FIND(hh, t->conns, &c->id, sizeof(c->id), conn);
 	if (!conn) {
 		/* opened under "-" whatever its end, as ztunnel counts it before it knows */
 		struct sm_tel_conn opening = *c;
 		opening.response = SM_TEL_RESPONSE_OK;
-		struct series *s = series_of(t, &opening);
 		/* one whose first event is its end (most short ones) is counted without being followed */
 		conn = c->id && !ends ? calloc(1, sizeof(*conn)) : &one_shot;
+		struct series *s = conn ? series_of(t, &opening) : NULL;
 		if (!s || !conn) {
 			if (conn != &one_shot)
 				free(conn);
@@ -463,10 +470,7 @@ int sm_telemetry_record(struct sm_telemetry *t, const struct sm_tel_conn *c)
 		conn->last_event = monotonic_seconds();
 		goto out;
 	}
-	/* as ztunnel: the end is counted under the final response_flags, the opening under "-" */
-	struct series *end = c->response == SM_TEL_RESPONSE_OK ? conn->series : series_of(t, c);
-	if (!end)
-		end = conn->series;
+	struct series *end = end_flagged ? end_flagged : conn->series;
 	end->closed++;
 	if (c->kind == SM_CONN_FAILED || c->response != SM_TEL_RESPONSE_OK)
 		end->failed++;

@@ -377,6 +377,49 @@ static void reconnect_resumes_and_removes_stale(void **state)
 	unlink(second);
 }
 
+/* The maps' writer runs short once: the response is NACKed, the stream ends, and the next one's resume
+ * brings what the failed response carried. */
+static void memory_short_applying_resumes_on_a_new_stream(void **state)
+{
+	(void)state;
+	char first[128], second[128];
+	struct server server;
+	struct client c;
+
+	temp_path(first, sizeof(first), "first");
+	temp_path(second, sizeof(second), "second");
+	resumable_streams(first, second);
+	server_start(&server, (const char *[]){ "--stream", first, NULL });
+	client_open(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	c.writer.fail_after = 1;
+	c.writer.fail_error = -ENOMEM;
+	assert_int_equal(sm_xds_client_start(c.xds), 0);
+	WAIT_FOR(&c, 10, stats.streams >= 2 && stats.ready && model_count(&c, SM_MAP_SERVICES) == 2 &&
+				 model_count(&c, SM_MAP_BACKENDS) == 1);
+	assert_int_equal(client_stats(&c).nacks, 1);
+	client_stop(&c);
+	server_stop(&server);
+
+	json_t *requests = server_events(&server, "request");
+	json_t *nack = request_of(requests, SM_TYPE_URL_ADDRESS, "full");
+	assert_non_null(nack);
+	assert_true(json_is_false(json_object_get(nack, "ack")));
+	const char *message = json_string_value(json_object_get(json_object_get(nack, "errorDetail"), "message"));
+	assert_non_null(strstr(message, "Cannot allocate memory"));
+	size_t i;
+	json_t *request;
+	bool resubscribed = false;
+	json_array_foreach(requests, i, request) {
+		resubscribed |= json_integer_value(json_object_get(request, "stream")) == 2 &&
+				strcmp(json_string_value(json_object_get(request, "typeUrl")), SM_TYPE_URL_ADDRESS) == 0;
+	}
+	assert_true(resubscribed);
+	json_decref(requests);
+	unlink(server.log);
+	unlink(first);
+	unlink(second);
+}
+
 static void server_killed_and_back(void **state)
 {
 	(void)state;
@@ -621,6 +664,7 @@ int main(void)
 		cmocka_unit_test(tls),
 		cmocka_unit_test(slow_server_connected_on_first_attempt),
 		cmocka_unit_test(reconnect_resumes_and_removes_stale),
+		cmocka_unit_test(memory_short_applying_resumes_on_a_new_stream),
 		cmocka_unit_test(server_killed_and_back),
 		cmocka_unit_test(large_response_accepted),
 		cmocka_unit_test(record_replays_what_came),

@@ -140,8 +140,8 @@ static inline void client_node(struct sm_xds_node *node)
 	assert_int_equal(sm_xds_node_from_env(node, env), 0);
 }
 
-/* Creates and starts a client; options may adjust everything but the model and writer. */
-static inline void client_start(struct client *c, const struct sm_xds_options *base)
+/* Creates a client, not started yet; options may adjust everything but the model and writer. */
+static inline void client_open(struct client *c, const struct sm_xds_options *base)
 {
 	struct sm_xds_options options = *base;
 
@@ -159,6 +159,12 @@ static inline void client_start(struct client *c, const struct sm_xds_options *b
 	options.log = quiet_log;
 	if (sm_xds_client_new(&options, &c->xds, c->error, sizeof(c->error)))
 		fail_msg("client: %s", c->error);
+}
+
+/* Creates and starts a client, as client_open. */
+static inline void client_start(struct client *c, const struct sm_xds_options *base)
+{
+	client_open(c, base);
 	assert_int_equal(sm_xds_client_start(c->xds), 0);
 }
 

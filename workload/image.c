@@ -860,7 +860,7 @@ static int image_writer_apply(struct sm_map_writer *base, const struct sm_map_op
 		const struct sm_map_op *op = &ops[*applied];
 		if (writer->fail_after && writer->ops_applied >= writer->fail_after) {
 			writer->fail_after = 0;
-			return -ENOSPC;
+			return writer->fail_error ? writer->fail_error : -ENOSPC;
 		}
 		int err = sm_image_set(writer->image, op->map, &op->key, op->kind == SM_OP_UPDATE ? op->value : NULL);
 		if (err)

@@ -52,7 +52,8 @@ struct sm_image_writer {
 	struct sm_map_writer writer;
 	struct sm_image *image;
 	bool check_each_write;	 /* run sm_image_check after every op; fail with -EFAULT on a violation */
-	size_t fail_after;	 /* when non-zero, ops beyond this many fail with -ENOSPC (then reset) */
+	size_t fail_after;	 /* when non-zero, the op after this many fails (then reset)... */
+	int fail_error;		 /* ...with this -errno (0: -ENOSPC, a full map) */
 	size_t ops_applied;	 /* counts every op applied */
 	char check_error[256];	 /* the violation that made an op fail */
 };

@@ -70,6 +70,9 @@ struct stream {
 	int outstanding; /* batches started and not completed */
 	bool status_received;
 	bool cancelled;
+	/* A response could not be applied for want of memory: the stream ends once its answers are sent, and
+	 * the next one's resume (what the model holds) has istiod send again what the failed response carried. */
+	bool restart;
 	uint64_t responses;
 };
 
@@ -369,6 +372,11 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 			client->stats.acks++;
 	});
 	answer(client, stream, type_url, nonce, err || rejections.count ? (error ? error : "rejected") : NULL, type);
+	if (err == -ENOMEM && !stream->restart) {
+		stream->restart = true;
+		xds_log(client, SM_XDS_LOG_WARN, "%s response %s: memory ran short; a new stream will ask for what "
+			"it carried", type_url, nonce);
+	}
 	free(error);
 	sm_rejections_clear(&rejections);
 	free(type_url_copy);
@@ -594,7 +602,8 @@ static void on_event(struct sm_xds_client *client, struct stream *stream, const 
 		WITH_STATS(client, client->stats.connected = true);
 		handle_message(client, stream, stream->received);
 		stream->received = NULL;
-		receive_next(stream);
+		if (!stream->restart)
+			receive_next(stream);
 		pump_sends(stream);
 		break;
 	case TAG_STATUS:
@@ -628,7 +637,9 @@ static grpc_status_code run_stream(struct sm_xds_client *client, bool *healthy)
 		grpc_event event = grpc_completion_queue_next(client->cq, tick, NULL);
 		if (event.type == GRPC_OP_COMPLETE)
 			on_event(client, &stream, &event);
-		if (stream.call && !stream.cancelled && (stopping(client) || (stream.status_received && stream.outstanding))) {
+		bool answered_before_restart = stream.restart && !stream.sending && !stream.queue;
+		if (stream.call && !stream.cancelled &&
+		    (stopping(client) || (stream.status_received && stream.outstanding) || answered_before_restart)) {
 			grpc_call_cancel(stream.call, NULL);
 			stream.cancelled = true;
 		}
@@ -648,7 +659,7 @@ static grpc_status_code run_stream(struct sm_xds_client *client, bool *healthy)
 				(unsigned long long)stream.responses, (int)status, details);
 		gpr_free(details);
 	}
-	*healthy = stream.responses > 0;
+	*healthy = stream.responses > 0 && !stream.restart; /* memory still short next time: the backoff doubles */
 	WITH_STATS(client, client->stats.connected = false);
 	close_stream(client, &stream);
 	return status;

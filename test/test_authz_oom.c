@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Memory running short in the policy compiler, at every allocation in turn, once or from there on, for
+ * seeded random worlds (test/authz_random.h): sm_authz_compile returns 0 or -ENOMEM and never exits; -ENOMEM
+ * hands out no tables; tables it does hand out give the evaluator's verdict for every connection tried. The
+ * library allocates through failing_alloc.h.
+ */
+#include "failing_alloc.h"
+#include "helpers.h"
+#include "authz_random.h"
+
+#define WORLDS 40
+#define CONNECTIONS 64
+
+static int compile(const struct authz_world *w, struct sm_authz_tables **out, char *reason, size_t size)
+{
+	struct sm_authz_compile_input in = { .destinations = w->destinations, .n_destinations = w->n_destinations,
+					     .sources = w->sources, .n_sources = w->n_sources };
+
+	*out = NULL;
+	return sm_authz_compile(&in, 7, out, reason, size);
+}
+
+static void check_tables(struct authz_rng *rng, const struct authz_world *w, const struct sm_authz_tables *t,
+			 size_t world, long target)
+{
+	char why[512];
+
+	for (int i = 0; i < CONNECTIONS; i++) {
+		struct sm_authz_connection conn;
+		authz_random_connection(rng, w, &conn);
+		if (!authz_tables_agree(w, t, &conn, why, sizeof(why)))
+			fail_msg("world %zu, allocation %ld failing: tables given out that are wrong: %s", world, target,
+				 why);
+	}
+}
+
+static void sweep(enum failing mode)
+{
+	struct authz_rng rng = { 20261205 };
+	long compiles = 0, survived = 0;
+
+	for (size_t world = 0; world < WORLDS; world++) {
+		struct authz_world w;
+		struct sm_authz_tables *t;
+		char reason[256];
+
+		authz_random_world(&rng, &w);
+		oom_arm(FAIL_NONE, 0);
+		assert_int_equal(compile(&w, &t, reason, sizeof(reason)), 0);
+		oom.armed = false;
+		long total = oom.count;
+		sm_authz_tables_free(t);
+		for (long target = 0; target < total; target++) {
+			oom_arm(mode, target);
+			int err = compile(&w, &t, reason, sizeof(reason));
+			oom.armed = false;
+			compiles++;
+			if (!oom.any_failed)
+				fail_msg("world %zu: allocation %ld of %ld was never made", world, target, total);
+			if (err != 0 && err != -ENOMEM)
+				fail_msg("world %zu, allocation %ld of %ld failing: compile returned %d (%s)", world, target,
+					 total, err, reason);
+			if (err) {
+				assert_null(t);
+				continue;
+			}
+			survived++;
+			check_tables(&rng, &w, t, world, target);
+			sm_authz_tables_free(t);
+		}
+		authz_world_free(&w);
+	}
+	print_message("# %ld compiles with an allocation failing, %ld of them giving tables\n", compiles, survived);
+}
+
+static void each_allocation_failing_once(void **state)
+{
+	(void)state;
+	sweep(FAIL_ONE);
+}
+
+static void every_allocation_failing_from_one_on(void **state)
+{
+	(void)state;
+	sweep(FAIL_FROM);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(each_allocation_failing_once),
+		cmocka_unit_test(every_allocation_failing_from_one_on),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -75,6 +75,11 @@ struct agent {
 
 /* After each response is applied (under the model lock): local addresses, a layout migration's switch. */
 void agent_after_apply(void *agent, const char *type_url);
+/*
+ * After a response could not be applied: on -EIO (the maps differ from the model) the agent stops, leaving
+ * the datapath pinned and serving, and exits 1 so that its restart adopts the maps as they are.
+ */
+void agent_apply_failed(void *agent, int err);
 
 /* Whether the agent serves: config applied (first response of each type, or the local config) and the
  * datapath attached. */

@@ -50,7 +50,8 @@ static void run_usage(FILE *out)
 		"Usage: sockmesh run --cgroup PATH [options]\n\n"
 		"Runs the node agent: takes config from istiod over Delta ADS (or from a local config file)\n"
 		"and programs the eBPF datapath attached to the cgroup. Stops on SIGTERM or SIGINT, leaving\n"
-		"the datapath pinned and serving the last config; SIGHUP reloads a local config. Every option is\n"
+		"the datapath pinned and serving the last config; SIGHUP reloads a local config; SIGUSR1 stops\n"
+		"it the same way with exit 1, for a restart that adopts the maps. Every option is\n"
 		"checked, the local config read, the pin directory locked and the admin address bound before the\n"
 		"kernel is touched.\n\n"
 		"  --xds-address HOST:PORT  istiod's xDS address (XDS_ADDRESS; default " DEFAULT_XDS_ADDRESS ")\n"
@@ -326,6 +327,19 @@ static int collect_address(void *ctx, const uint8_t addr[16])
 	return 0;
 }
 
+/* The signal by which a thread that found the maps unlike the model stops the agent for a restart. */
+#define SIGNAL_RESTART_TO_ADOPT SIGUSR1
+
+void agent_apply_failed(void *ctx, int err)
+{
+	(void)ctx;
+	if (err != -EIO)
+		return;
+	log_msg(LOG_ERROR, "the maps differ from the model: a map write failed and could not be undone; "
+		"stopping, so that the next start adopts the maps as they are");
+	kill(getpid(), SIGNAL_RESTART_TO_ADOPT);
+}
+
 /* After each response (under the model lock): this node's addresses may accelerate; a layout
  * migration switches over once the first Address response has filled the new maps. */
 void agent_after_apply(void *ctx, const char *type_url)
@@ -478,6 +492,8 @@ static int create_xds(struct agent *agent)
 		.model_lock = &agent->model_lock,
 		.after_apply = agent_after_apply,
 		.after_apply_ctx = agent,
+		.apply_failed = agent_apply_failed,
+		.apply_failed_ctx = agent,
 		.log = log_xds,
 	};
 	char err[512];
@@ -506,6 +522,7 @@ static int wait_for_signal(void)
 	sigaddset(&signals, SIGTERM);
 	sigaddset(&signals, SIGINT);
 	sigaddset(&signals, SIGHUP);
+	sigaddset(&signals, SIGNAL_RESTART_TO_ADOPT);
 	sigwait(&signals, &sig);
 	return sig;
 }
@@ -657,6 +674,7 @@ int cmd_run(int argc, char **argv)
 	struct local_config first_config = { 0 }; /* local-config mode: the file, read before the kernel is touched */
 	struct admin *admin = NULL, *metrics = NULL;
 	sigset_t signals;
+	bool restart_to_adopt = false;
 	char err[512];
 	int ret;
 
@@ -669,6 +687,7 @@ int cmd_run(int argc, char **argv)
 	sigaddset(&signals, SIGTERM);
 	sigaddset(&signals, SIGINT);
 	sigaddset(&signals, SIGHUP);
+	sigaddset(&signals, SIGNAL_RESTART_TO_ADOPT);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -715,7 +734,10 @@ int cmd_run(int argc, char **argv)
 			else
 				log_msg(LOG_INFO, "SIGHUP: nothing to reload, the config comes from istiod");
 		}
-		log_msg(LOG_INFO, "%s: stopping; the datapath stays pinned and serving", strsignal(sig));
+		if (sig == SIGNAL_RESTART_TO_ADOPT)
+			restart_to_adopt = true; /* said why above; exits 1, the datapath closed, not abandoned */
+		else
+			log_msg(LOG_INFO, "%s: stopping; the datapath stays pinned and serving", strsignal(sig));
 	}
 
 	admin_stop(admin); /* first: its handlers read the client and the model */
@@ -739,5 +761,5 @@ int cmd_run(int argc, char **argv)
 	if (agent.metrics_fd >= 0)
 		close(agent.metrics_fd);
 	local_config_free(&first_config);
-	return ret ? 1 : 0;
+	return ret || restart_to_adopt ? 1 : 0;
 }

@@ -216,6 +216,8 @@ int local_config_apply(struct agent *agent, struct local_config *config)
 		ret = apply_full_state(agent, responses[i], &rejections);
 		if (!ret)
 			agent_after_apply(agent, responses[i]->type_url);
+		else
+			agent_apply_failed(agent, ret);
 	}
 	pthread_mutex_unlock(&agent->model_lock);
 	sm_latency_record(&agent->local_apply, seconds_now() - start);

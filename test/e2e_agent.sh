@@ -90,6 +90,20 @@ sigterm() {
   (( status == 0 )) && reaches 127.10.0.1 80 local
 }
 check "SIGTERM: the agent exits 0 and the datapath keeps serving" sigterm
+
+# 4b. SIGUSR1 (what the agent sends itself when a map write cannot be undone): exits 1, the datapath keeps
+# serving, and the next start adopts the maps
+restart_to_adopt() {
+  start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+  wait_for 20 ready || return 1
+  local adopted; adopted="$(grep -c 'adopted the pinned maps' "$work/agent.log")"
+  kill -USR1 "$agent_pid"; wait "$agent_pid"; local status=$?
+  (( status == 1 )) && reaches 127.10.0.1 80 local || { echo "exit status $status"; return 1; }
+  start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+  wait_for 20 ready && reaches 127.10.0.1 80 local || return 1
+  (( $(grep -c 'adopted the pinned maps' "$work/agent.log") > adopted )) && stop_agent
+}
+check "SIGUSR1: the agent exits 1, the datapath keeps serving, the next start adopts it" restart_to_adopt
 stop_server
 
 # 5. readiness before any config: 503 with a reason

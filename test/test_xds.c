@@ -420,6 +420,49 @@ static void memory_short_applying_resumes_on_a_new_stream(void **state)
 	unlink(second);
 }
 
+/* A writer that stops taking writes after its first ok ones: a failed write, then a failed undo. */
+struct broken_writer {
+	struct sm_map_writer writer;
+	struct sm_map_writer *maps;
+	size_t ok;
+};
+
+static int broken_apply(struct sm_map_writer *base, const struct sm_map_op *ops, size_t n, size_t *applied)
+{
+	struct broken_writer *broken = (struct broken_writer *)base;
+	size_t take = n < broken->ok ? n : broken->ok;
+	int err = broken->maps->apply(broken->maps, ops, take, applied);
+
+	broken->ok -= *applied;
+	return err ? err : take < n ? -ENOSPC : 0;
+}
+
+static void record_failure(void *ctx, int err)
+{
+	*(int *)ctx = err;
+}
+
+/* A write fails and so does its undo: the apply says -EIO to apply_failed, and the response is NACKed. */
+static void undo_that_fails_is_reported(void **state)
+{
+	(void)state;
+	struct broken_writer broken = { .writer = { .apply = broken_apply }, .ok = 1 };
+	struct server server;
+	struct client c;
+	int failure = 0;
+
+	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, NULL });
+	client_open(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true, .writer = &broken.writer,
+						  .apply_failed = record_failure, .apply_failed_ctx = &failure });
+	broken.maps = &c.writer.writer;
+	assert_int_equal(sm_xds_client_start(c.xds), 0);
+	WAIT_FOR(&c, 10, stats.nacks >= 1);
+	client_stop(&c);
+	server_stop(&server);
+	assert_int_equal(failure, -EIO);
+	unlink(server.log);
+}
+
 static void server_killed_and_back(void **state)
 {
 	(void)state;
@@ -665,6 +708,7 @@ int main(void)
 		cmocka_unit_test(slow_server_connected_on_first_attempt),
 		cmocka_unit_test(reconnect_resumes_and_removes_stale),
 		cmocka_unit_test(memory_short_applying_resumes_on_a_new_stream),
+		cmocka_unit_test(undo_that_fails_is_reported),
 		cmocka_unit_test(server_killed_and_back),
 		cmocka_unit_test(large_response_accepted),
 		cmocka_unit_test(record_replays_what_came),

@@ -140,7 +140,8 @@ static inline void client_node(struct sm_xds_node *node)
 	assert_int_equal(sm_xds_node_from_env(node, env), 0);
 }
 
-/* Creates a client, not started yet; options may adjust everything but the model and writer. */
+/* Creates a client, not started yet; options may adjust everything but the model (and the writer: the image
+ * writer unless options name one, which may write through &c->writer.writer). */
 static inline void client_open(struct client *c, const struct sm_xds_options *base)
 {
 	struct sm_xds_options options = *base;
@@ -154,7 +155,7 @@ static inline void client_open(struct client *c, const struct sm_xds_options *ba
 	client_node(&c->node);
 	options.node = &c->node;
 	options.model = c->model;
-	options.writer = &c->writer.writer;
+	options.writer = base->writer ? base->writer : &c->writer.writer;
 	options.model_lock = &c->lock;
 	options.log = quiet_log;
 	if (sm_xds_client_new(&options, &c->xds, c->error, sizeof(c->error)))

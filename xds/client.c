@@ -372,6 +372,8 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 			client->stats.acks++;
 	});
 	answer(client, stream, type_url, nonce, err || rejections.count ? (error ? error : "rejected") : NULL, type);
+	if (err && client->options.apply_failed)
+		client->options.apply_failed(client->options.apply_failed_ctx, err);
 	if (err == -ENOMEM && !stream->restart) {
 		stream->restart = true;
 		xds_log(client, SM_XDS_LOG_WARN, "%s response %s: memory ran short; a new stream will ask for what "

@@ -74,6 +74,11 @@ struct sm_xds_options {
 	 * is sent. */
 	void (*after_apply)(void *ctx, const char *type_url);
 	void *after_apply_ctx;
+	/* Called with a response's error when it could not be applied (no lock held), after its NACK is
+	 * queued: -ENOMEM (the client itself resumes on a new stream), -EIO (a failed write could not be undone:
+	 * the maps differ from the model, and no later response repairs that). NULL: none. */
+	void (*apply_failed)(void *ctx, int err);
+	void *apply_failed_ctx;
 	/* Log lines (one per event); NULL: none. */
 	void (*log)(enum sm_xds_log_level level, const char *line);
 };

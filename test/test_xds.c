@@ -310,6 +310,20 @@ static void tls(void **state)
 	unlink(server.log);
 }
 
+/* The first request of type_url on the server's stream number stream, or NULL. */
+static json_t *first_request_on(json_t *requests, json_int_t stream, const char *type_url)
+{
+	size_t i;
+	json_t *request;
+
+	json_array_foreach(requests, i, request) {
+		if (json_integer_value(json_object_get(request, "stream")) == stream &&
+		    strcmp(json_string_value(json_object_get(request, "typeUrl")), type_url) == 0)
+			return request;
+	}
+	return NULL;
+}
+
 /* Two services and a workload, then a state where the workload and one service are gone. */
 static void resumable_streams(const char *first, const char *second)
 {
@@ -354,15 +368,7 @@ static void reconnect_resumes_and_removes_stale(void **state)
 	server_stop(&server);
 
 	json_t *requests = server_events(&server, "request");
-	size_t i;
-	json_t *request, *resumed = NULL;
-	json_array_foreach(requests, i, request) {
-		if (json_integer_value(json_object_get(request, "stream")) == 2 &&
-		    strcmp(json_string_value(json_object_get(request, "typeUrl")), SM_TYPE_URL_ADDRESS) == 0) {
-			resumed = request;
-			break;
-		}
-	}
+	json_t *resumed = first_request_on(requests, 2, SM_TYPE_URL_ADDRESS);
 	assert_non_null(resumed);
 	json_t *expected = json_pack("{s:s, s:s, s:s}", "ns/a", "a1", "ns/b", "b1", "w/1", "w1");
 	assert_true(json_equal(json_object_get(resumed, "initialResourceVersions"), expected));
@@ -406,14 +412,7 @@ static void memory_short_applying_resumes_on_a_new_stream(void **state)
 	assert_true(json_is_false(json_object_get(nack, "ack")));
 	const char *message = json_string_value(json_object_get(json_object_get(nack, "errorDetail"), "message"));
 	assert_non_null(strstr(message, "Cannot allocate memory"));
-	size_t i;
-	json_t *request;
-	bool resubscribed = false;
-	json_array_foreach(requests, i, request) {
-		resubscribed |= json_integer_value(json_object_get(request, "stream")) == 2 &&
-				strcmp(json_string_value(json_object_get(request, "typeUrl")), SM_TYPE_URL_ADDRESS) == 0;
-	}
-	assert_true(resubscribed);
+	assert_non_null(first_request_on(requests, 2, SM_TYPE_URL_ADDRESS)); /* subscribed again */
 	json_decref(requests);
 	unlink(server.log);
 	unlink(first);

@@ -2,8 +2,8 @@
 /*
  * Memory running short in telemetry/, at every allocation in turn, once or from there on: recording an
  * event returns 0 or -ENOMEM and never exits; -ENOMEM counts nothing (every counter is what it was; a series
- * made on the way shows 0), 0 counts what a telemetry that never ran short counts; rendering gives the whole exposition or NULL. The
- * library allocates through failing_alloc.h.
+ * made on the way shows 0), 0 counts what a telemetry that never ran short counts; rendering gives the
+ * whole exposition or NULL. The library allocates through failing_alloc.h.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -96,6 +96,8 @@ static char *metrics(struct agent *agent, size_t *len)
 		xds.apply = agent->local_apply;
 	pthread_mutex_lock(&agent->model_lock);
 	sm_model_stats(agent->model, &model);
+	if (!agent->xds)
+		xds.apply_failures = agent->local_apply_failures;
 	pthread_mutex_unlock(&agent->model_lock);
 
 	metric(&text, "sockmesh_ready", "gauge", "1 once config is applied and the datapath attached",
@@ -110,6 +112,9 @@ static char *metrics(struct agent *agent, size_t *len)
 	metric(&text, "sockmesh_xds_nacks_total", "counter", "responses answered with a NACK", xds.nacks);
 	metric(&text, "sockmesh_xds_rejected_resources_total", "counter", "resources rejected in NACKs",
 	       xds.rejected_resources);
+	metric(&text, "sockmesh_xds_apply_failures_total", "counter",
+	       "responses that could not be applied at all (out of memory; maps unlike the model), NACKed whole",
+	       xds.apply_failures);
 	histogram(&text, "sockmesh_apply_duration_seconds", "time to decode, apply and write one response", &xds.apply);
 
 	append(&text, "# HELP sockmesh_resources resources held, by type\n# TYPE sockmesh_resources gauge\n");

@@ -57,6 +57,7 @@ struct agent {
 	/* NULL without the Kubernetes watcher; set once started, after the admin endpoint serves */
 	_Atomic(struct enroller *) enroller;
 	struct sm_latency local_apply; /* local-config mode: its applies (the first and each reload) */
+	uint64_t local_apply_failures; /* local-config mode: applies that failed whole (under model_lock) */
 	atomic_bool local_config_applied;
 	struct local_state *local; /* local-config mode: the last applied file, the watcher */
 	atomic_bool datapath_committed; /* false while a layout migration waits for the first sync */

@@ -219,6 +219,7 @@ int local_config_apply(struct agent *agent, struct local_config *config)
 		else
 			agent_apply_failed(agent, ret);
 	}
+	agent->local_apply_failures += ret != 0;
 	pthread_mutex_unlock(&agent->model_lock);
 	sm_latency_record(&agent->local_apply, seconds_now() - start);
 	if (ret)

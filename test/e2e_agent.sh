@@ -22,7 +22,8 @@ check "a connect to a VIP reaches a backend (mock istiod -> agent -> datapath)" 
 
 metrics_have() {
   local m; m="$(metrics)" || return 1
-  for want in 'sockmesh_ready 1' 'sockmesh_xds_connected 1' 'sockmesh_xds_acks_total 2' 'sockmesh_resources{type="workload"} 2' \
+  for want in 'sockmesh_ready 1' 'sockmesh_xds_connected 1' 'sockmesh_xds_acks_total 2' 'sockmesh_xds_apply_failures_total 0' \
+              'sockmesh_resources{type="workload"} 2' \
               'sockmesh_resources{type="service"} 2' 'sockmesh_map_entries{map="services"} 2' \
               'sockmesh_map_capacity{map="endpoints"} 1048576' 'sockmesh_apply_duration_seconds_count 2'; do
     grep -qxF "$want" <<<"$m" || { echo "missing: $want"; return 1; }

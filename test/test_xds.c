@@ -403,6 +403,7 @@ static void memory_short_applying_resumes_on_a_new_stream(void **state)
 	WAIT_FOR(&c, 10, stats.streams >= 2 && stats.ready && model_count(&c, SM_MAP_SERVICES) == 2 &&
 				 model_count(&c, SM_MAP_BACKENDS) == 1);
 	assert_int_equal(client_stats(&c).nacks, 1);
+	assert_int_equal(client_stats(&c).apply_failures, 1);
 	client_stop(&c);
 	server_stop(&server);
 
@@ -456,6 +457,7 @@ static void undo_that_fails_is_reported(void **state)
 	broken.maps = &c.writer.writer;
 	assert_int_equal(sm_xds_client_start(c.xds), 0);
 	WAIT_FOR(&c, 10, stats.nacks >= 1);
+	assert_true(client_stats(&c).apply_failures >= 1);
 	client_stop(&c);
 	server_stop(&server);
 	assert_int_equal(failure, -EIO);

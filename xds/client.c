@@ -366,6 +366,7 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 	}
 	WITH_STATS(client, {
 		client->stats.rejected_resources += rejections.count;
+		client->stats.apply_failures += err != 0;
 		if (err || rejections.count)
 			client->stats.nacks++;
 		else

@@ -2,21 +2,27 @@
 /*
  * A seeded walk through random responses: valid and invalid workloads and services from small pools
  * (so that addresses collide, waypoints name services that come and go, localities shift), removals,
- * maps too small for everything, writes that fail, and agent restarts. After every write no reference
- * dangles; after every response the kernel's maps equal the model's image and a from-scratch build;
- * after every restart and resync, nothing that did not change is rewritten.
+ * maps too small for everything, writes that fail, memory that runs short at one allocation of an apply
+ * (failing_alloc.h; such an apply returns -ENOMEM, and only the items the model's versions name were taken),
+ * and agent restarts. After every write no reference dangles; after every response the kernel's maps equal
+ * the model's image and a from-scratch build; after every restart and resync, nothing that did not change is
+ * rewritten (so a failed apply left nothing behind but what it took).
  *
  * SM_PROPERTY_SEED and SM_PROPERTY_STEPS override the defaults.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "failing_alloc.h"
 #include "model_harness.h"
 
 #define N_SERVICES 12
 #define N_WORKLOADS 30
 #define DEFAULT_STEPS 10000
 #define RESTART_EVERY 500
+/* An apply short of memory fails one of its first this many allocations (a response here makes 4 to 65, 15
+ * in the median). */
+#define SHORT_WITHIN 32
 
 static const char *service_names[N_SERVICES] = { "ns/s0", "ns/s1", "ns/s2", "ns/s3", "ns/s4",  "ns/s5",
 						 "ns/s6", "ns/s7", "ns/s8", "ns/s9", "ns/s10", "ns/s11" };
@@ -152,6 +158,7 @@ static void corrupt(Istio__Workload__Address *address)
 
 struct step_item {
 	const char *name;
+	char version[16]; /* random: the model holding it says this update was applied */
 	uint8_t *bytes;
 	size_t len;
 	bool removal;
@@ -161,7 +168,6 @@ static void add_update(struct response *r, struct step_item *item, bool invalid)
 {
 	Istio__Workload__Address address = ISTIO__WORKLOAD__ADDRESS__INIT;
 	int index = (int)rnd(N_SERVICES + N_WORKLOADS);
-	char version[16];
 
 	if (index < N_SERVICES) {
 		struct service_spec spec;
@@ -181,8 +187,38 @@ static void add_update(struct response *r, struct step_item *item, bool invalid)
 	item->len = protobuf_c_message_get_packed_size(&address.base);
 	item->bytes = malloc(item->len ? item->len : 1); /* outlives the response */
 	protobuf_c_message_pack(&address.base, item->bytes);
-	snprintf(version, sizeof(version), "v%u", rnd(1000000));
-	response_add_raw(r, item->name, version, SM_TYPE_URL_ADDRESS, item->bytes, item->len);
+	snprintf(item->version, sizeof(item->version), "v%u", rnd(1000000));
+	response_add_raw(r, item->name, item->version, SM_TYPE_URL_ADDRESS, item->bytes, item->len);
+}
+
+struct version_check {
+	const struct step_item *item;
+	bool named, same_version;
+};
+
+static int check_version(void *ctx, const char *name, const char *version)
+{
+	struct version_check *check = ctx;
+
+	if (strcmp(name, check->item->name) == 0) {
+		check->named = true;
+		check->same_version = strcmp(version, check->item->version) == 0;
+	}
+	return 0;
+}
+
+/*
+ * Whether the model took item. An apply that ran short of memory may have taken some items: a response
+ * being applied item by item (after a map overflowed) keeps those done before; the versions say which.
+ */
+static bool taken(const struct harness *h, const struct step_item *item, int err)
+{
+	struct version_check check = { .item = item };
+
+	if (!err)
+		return !has_rejection(h, item->name, "");
+	assert_int_equal(sm_model_for_each_version(h->model, SM_TYPE_URL_ADDRESS, check_version, &check), 0);
+	return item->removal ? !check.named : check.same_version;
 }
 
 static bool name_used(const struct step_item *items, size_t n, const char *name)
@@ -194,7 +230,7 @@ static bool name_used(const struct step_item *items, size_t n, const char *name)
 	return false;
 }
 
-static void random_step(struct harness *h, size_t *rejections_seen)
+static void random_step(struct harness *h, size_t *rejections_seen, size_t *memory_failures)
 {
 	struct step_item items[8];
 	size_t n = 0;
@@ -222,11 +258,21 @@ static void random_step(struct harness *h, size_t *rejections_seen)
 	if (chance(3))
 		h->writer.fail_after = h->writer.ops_applied + 1 + rnd(6);
 
-	apply(h, &r);
+	sm_rejections_clear(&h->rejections);
+	if (chance(4))
+		oom_arm(FAIL_ONE, rnd(SHORT_WITHIN));
+	int err = sm_model_apply(h->model, &r.msg, &h->writer.writer, &h->rejections);
+	bool short_of_memory = oom.any_failed;
+	oom.armed = false;
+	if (err && !(err == -ENOMEM && short_of_memory))
+		fail_msg("the apply returned %d%s", err, short_of_memory ? " with an allocation failing" : "");
+	assert_consistent(h);
+	response_free(&r);
 	h->writer.fail_after = 0;
 	*rejections_seen += h->rejections.count;
+	*memory_failures += err != 0;
 	for (size_t i = 0; i < n; i++) {
-		if (!has_rejection(h, items[i].name, "")) {
+		if (taken(h, &items[i], err)) {
 			if (items[i].removal)
 				release(items[i].name);
 			else
@@ -262,7 +308,7 @@ static void random_walk(void **state)
 	const char *seed_env = getenv("SM_PROPERTY_SEED"), *steps_env = getenv("SM_PROPERTY_STEPS");
 	uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : 0x5eed5eedULL;
 	long steps = steps_env ? strtol(steps_env, NULL, 0) : DEFAULT_STEPS;
-	size_t rejections_seen = 0, restarts = 0;
+	size_t rejections_seen = 0, restarts = 0, memory_failures = 0;
 	struct harness h;
 
 	memcpy(options.capacity, capacity, sizeof(capacity));
@@ -274,18 +320,19 @@ static void random_walk(void **state)
 	harness_open(&h, "node-a", capacity);
 	for (long step = 1; step <= steps; step++) {
 		if (getenv("SM_PROPERTY_VERBOSE")) fprintf(stderr, "# step %ld\n", step);
-		random_step(&h, &rejections_seen);
+		random_step(&h, &rejections_seen, &memory_failures);
 		if (step % RESTART_EVERY == 0) {
 			restart(&h, &options);
 			restarts++;
 		}
 	}
-	printf("# %zu rejections, %zu restarts; held at the end: %zu resources, %zu map entries\n", rejections_seen,
-	       restarts, n_held,
+	printf("# %zu rejections, %zu applies short of memory, %zu restarts; held at the end: %zu resources, "
+	       "%zu map entries\n", rejections_seen, memory_failures, restarts, n_held,
 	       sm_image_count(h.kernel, SM_MAP_FRONTENDS) + sm_image_count(h.kernel, SM_MAP_SERVICES) +
 		       sm_image_count(h.kernel, SM_MAP_ENDPOINTS) + sm_image_count(h.kernel, SM_MAP_BACKENDS));
 	assert_true(rejections_seen > 0);
 	assert_true(restarts > 0);
+	assert_true(memory_failures > 0);
 	while (n_held)
 		release(held[0].name);
 	harness_close(&h);

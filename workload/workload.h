@@ -113,10 +113,13 @@ char *sm_rejections_format(const struct sm_rejections *rejections);
 
 /*
  * Applies one response (its resources, then its removals) and writes the changes through writer.
- * Rejected resources are appended to rejections. Returns 0, also when some were rejected; -ENOMEM; -EIO
- * when a failed write could not be undone (the maps then differ from the model's image); or the
- * writer's -errno when removing what the first response after a restart or resync no longer lists
- * failed (its resources are applied; the removal is tried again with the next Address response).
+ * Rejected resources are appended to rejections. Returns 0, also when some were rejected; -ENOMEM (memory
+ * ran short: nothing of the response is applied, but for a response being applied resource by resource
+ * after a map overflowed, whose resources done before stay applied; the versions the model holds say
+ * which; the maps equal the model's image either way); -EIO when a failed write could not be undone (the
+ * maps then differ from the model's image); or the writer's -errno when removing what the first response
+ * after a restart or resync no longer lists failed (its resources are applied; the removal is tried again
+ * with the next Address response).
  */
 int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
 		   struct sm_map_writer *writer, struct sm_rejections *rejections);

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "failing_alloc.h"
+#include "failing_writer.h"
 #include "model_harness.h"
 
 /* ---- the maps as the datapath reads them, with ids replaced by the names' hashes they stand for ---- */
@@ -288,32 +288,11 @@ static void harness_at(struct harness *h, const struct scenario *scenario, size_
 	}
 }
 
-/*
- * The kernel's memory is not the agent's: with memory short from some allocation on, the writes into the
- * stand-in for the maps are made with the allocator working (a single failure does reach them).
- */
-struct shielded_writer {
-	struct sm_map_writer writer;
-	struct sm_map_writer *maps;
-};
-
-static int shielded_apply(struct sm_map_writer *base, const struct sm_map_op *ops, size_t n, size_t *applied)
-{
-	struct shielded_writer *shielded = (struct shielded_writer *)base;
-	bool armed = oom.armed;
-	int err;
-
-	oom.armed = false;
-	err = shielded->maps->apply(shielded->maps, ops, n, applied);
-	oom.armed = armed;
-	return err;
-}
-
 /* Applies step with the allocator set as given; returns what the apply returned. */
 static int apply_short(struct harness *h, const struct scenario *scenario, size_t step, enum failing mode,
 		       long target, bool shield)
 {
-	struct shielded_writer shielded = { .writer = { .apply = shielded_apply }, .maps = &h->writer.writer };
+	struct shielded_writer shielded = shielded_writer(&h->writer.writer);
 	int err;
 
 	sm_rejections_clear(&h->rejections);

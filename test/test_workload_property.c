@@ -2,8 +2,9 @@
 /*
  * A seeded walk through random responses: valid and invalid workloads and services from small pools
  * (so that addresses collide, waypoints name services that come and go, localities shift), removals,
- * maps too small for everything, writes that fail, memory that runs short at one allocation of an apply
- * (failing_alloc.h; such an apply returns -ENOMEM, and only the items the model's versions name were taken),
+ * maps too small for everything, writes that fail, memory that runs short at one allocation of an apply or
+ * from one on (failing_writer.h; such an apply returns -ENOMEM, and only the items the model's versions name
+ * were taken),
  * and agent restarts. After every write no reference dangles; after every response the kernel's maps equal
  * the model's image and a from-scratch build; after every restart and resync, nothing that did not change is
  * rewritten (so a failed apply left nothing behind but what it took).
@@ -13,15 +14,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "failing_alloc.h"
+#include "failing_writer.h"
 #include "model_harness.h"
 
 #define N_SERVICES 12
 #define N_WORKLOADS 30
 #define DEFAULT_STEPS 10000
 #define RESTART_EVERY 500
-/* An apply short of memory fails one of its first this many allocations (a response here makes 4 to 65, 15
- * in the median). */
+/* An apply short of memory fails one of its first this many allocations, or every one from there (a response
+ * here makes 4 to 65, 15 in the median). */
 #define SHORT_WITHIN 32
 
 static const char *service_names[N_SERVICES] = { "ns/s0", "ns/s1", "ns/s2", "ns/s3", "ns/s4",  "ns/s5",
@@ -259,9 +260,13 @@ static void random_step(struct harness *h, size_t *rejections_seen, size_t *memo
 		h->writer.fail_after = h->writer.ops_applied + 1 + rnd(6);
 
 	sm_rejections_clear(&h->rejections);
-	if (chance(4))
-		oom_arm(FAIL_ONE, rnd(SHORT_WITHIN));
-	int err = sm_model_apply(h->model, &r.msg, &h->writer.writer, &h->rejections);
+	struct shielded_writer shielded = shielded_writer(&h->writer.writer);
+	bool persistent = false;
+	if (chance(4)) {
+		persistent = chance(50);
+		oom_arm(persistent ? FAIL_FROM : FAIL_ONE, rnd(SHORT_WITHIN));
+	}
+	int err = sm_model_apply(h->model, &r.msg, persistent ? &shielded.writer : &h->writer.writer, &h->rejections);
 	bool short_of_memory = oom.any_failed;
 	oom.armed = false;
 	if (err && !(err == -ENOMEM && short_of_memory))

@@ -431,8 +431,8 @@ int sm_telemetry_record(struct sm_telemetry *t, const struct sm_tel_conn *c)
 	pthread_mutex_lock(&t->lock);
 	/* as ztunnel: the end is counted under the final response_flags, the opening under "-"; a series that
 	 * may need memory is found first, so that running short counts nothing */
-	struct series *end_flagged = ends && c->response != SM_TEL_RESPONSE_OK ? series_of(t, c) : NULL;
-	if (ends && c->response != SM_TEL_RESPONSE_OK && !end_flagged) {
+	struct series *end_flagged = NULL;
+	if (ends && c->response != SM_TEL_RESPONSE_OK && !(end_flagged = series_of(t, c))) {
 		err = -ENOMEM;
 		goto out;
 	}

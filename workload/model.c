@@ -182,12 +182,12 @@ struct svc *model_service_ref(struct sm_model *model, const char *key)
 
 struct wl *workload_ref(struct sm_model *model, const char *uid)
 {
-	size_t len = strlen(uid);
-	uint64_t hash = XXH3_64bits(uid, len);
+	uint64_t hash = name_hash(uid); /* as workload_find's */
 	struct wl *wl = index_find(&model->workload_index, hash, wl_has_uid, uid);
 
 	if (wl)
 		return wl;
+	size_t len = strlen(uid);
 	wl = calloc(1, sizeof(*wl) + len + 1);
 	if (!wl)
 		return NULL;

@@ -77,20 +77,27 @@ static struct pod *find_pod(struct enroller *e, const char *uid)
 	return NULL;
 }
 
-static struct pod *add_pod(struct enroller *e, const char *uid, const char *namespace, const char *name)
+/* A pod entry with no labels yet; -ENOSPC when the table is full, -ENOMEM. */
+static int add_pod(struct enroller *e, const char *uid, const char *namespace, const char *name, struct pod **out)
 {
 	struct pod *pod;
 
-	if (e->n_pods == MAX_PODS || !(pod = calloc(1, sizeof(*pod))))
-		return NULL;
+	if (e->n_pods == MAX_PODS)
+		return -ENOSPC;
+	pod = calloc(1, sizeof(*pod));
+	if (!pod || !(pod->labels = json_object()) || !(pod->annotations = json_object())) {
+		if (pod)
+			json_decref(pod->labels);
+		free(pod);
+		return -ENOMEM;
+	}
 	snprintf(pod->uid, sizeof(pod->uid), "%s", uid);
 	snprintf(pod->namespace, sizeof(pod->namespace), "%s", namespace);
 	snprintf(pod->name, sizeof(pod->name), "%s", name);
-	pod->labels = json_object();
-	pod->annotations = json_object();
 	pod->netns_fd = -1;
 	e->pods[e->n_pods++] = pod;
-	return pod;
+	*out = pod;
+	return 0;
 }
 
 /* Keeps fd (owned from here on) as the pod's namespace, in place of the one it had. */
@@ -221,16 +228,20 @@ static void remove_pod(struct enroller *e, size_t index, const char *why)
 	free_pod(pod);
 }
 
-static void copy_pod(struct pod *to, const struct sm_k8s_pod *from)
+/* What the watcher says of a pod, copied in; -ENOMEM leaves the pod as it was. */
+static int copy_pod(struct pod *to, const struct sm_k8s_pod *from)
 {
+	json_t *labels = json_deep_copy(from->labels), *annotations = json_deep_copy(from->annotations);
+
+	if (!labels || !annotations) {
+		json_decref(labels);
+		json_decref(annotations);
+		return -ENOMEM;
+	}
 	json_decref(to->labels);
 	json_decref(to->annotations);
-	to->labels = json_deep_copy(from->labels);
-	to->annotations = json_deep_copy(from->annotations);
-	if (!to->labels)
-		to->labels = json_object();
-	if (!to->annotations)
-		to->annotations = json_object();
+	to->labels = labels;
+	to->annotations = annotations;
 	snprintf(to->namespace, sizeof(to->namespace), "%s", from->namespace ? from->namespace : "");
 	snprintf(to->name, sizeof(to->name), "%s", from->name ? from->name : "");
 	to->host_network = from->host_network;
@@ -241,6 +252,7 @@ static void copy_pod(struct pod *to, const struct sm_k8s_pod *from)
 		snprintf(to->ips[to->n_ips++], sizeof(to->ips[0]), "%s", from->pod_ips[i]);
 	to->seen = true;
 	to->marked = true;
+	return 0;
 }
 
 /* ---- sweeping sm_enrolled ---- */
@@ -278,9 +290,12 @@ static void sweep(struct enroller *e)
 
 /* ---- the watchers' callbacks ---- */
 
-static void on_pod(struct enroller *e, const struct sm_k8s_event *ev)
+/* A pod's event; -ENOMEM (the pods as they were) when its labels could not be kept. */
+static int on_pod(struct enroller *e, const struct sm_k8s_event *ev)
 {
 	struct pod *pod;
+	bool added;
+	int ret;
 
 	switch (ev->type) {
 	case SM_K8S_SYNC_BEGIN:
@@ -297,12 +312,22 @@ static void on_pod(struct enroller *e, const struct sm_k8s_event *ev)
 	case SM_K8S_ADDED:
 	case SM_K8S_MODIFIED:
 		pod = find_pod(e, ev->pod->uid);
-		if (!pod && !(pod = add_pod(e, ev->pod->uid, "", ""))) {
+		added = !pod;
+		ret = added ? add_pod(e, ev->pod->uid, "", "", &pod) : 0;
+		if (ret == -ENOSPC) {
+			/* asking again would stall every later event: the next relist brings it back */
 			log_msg(LOG_ERROR, "pod %s/%s: the enroller's table is full (%d pods)", ev->pod->namespace,
 				ev->pod->name, MAX_PODS);
 			break;
 		}
-		copy_pod(pod, ev->pod);
+		if (!ret)
+			ret = copy_pod(pod, ev->pod);
+		if (ret && added && pod) {
+			e->n_pods--; /* the entry just added, last in the table */
+			free_pod(pod);
+		}
+		if (ret)
+			return ret;
 		apply(e, pod);
 		break;
 	case SM_K8S_DELETED:
@@ -313,6 +338,7 @@ static void on_pod(struct enroller *e, const struct sm_k8s_event *ev)
 			}
 		break;
 	}
+	return 0;
 }
 
 static void redecide_namespace(struct enroller *e, const char *name)
@@ -322,7 +348,8 @@ static void redecide_namespace(struct enroller *e, const char *name)
 			apply(e, e->pods[i]);
 }
 
-static void on_namespace(struct enroller *e, const struct sm_k8s_event *ev)
+/* A namespace's event; -ENOMEM (the namespaces as they were) when its labels could not be kept. */
+static int on_namespace(struct enroller *e, const struct sm_k8s_event *ev)
 {
 	static const char mark[] = "\x01marked";
 	const char *name;
@@ -350,11 +377,13 @@ static void on_namespace(struct enroller *e, const struct sm_k8s_event *ev)
 	case SM_K8S_ADDED:
 	case SM_K8S_MODIFIED:
 		labels = json_deep_copy(ev->namespace->labels);
-		if (!labels || json_object_set_new(labels, mark, json_true()) ||
-		    json_object_set_new(e->namespaces, ev->namespace->name, labels)) {
-			log_msg(LOG_ERROR, "namespace %s: out of memory", ev->namespace->name);
-			break;
+		if (!labels || json_object_set_new(labels, mark, json_true())) {
+			json_decref(labels);
+			return -ENOMEM;
 		}
+		/* a namespace already known only has its labels replaced: a failure is a new one's, not kept */
+		if (json_object_set_new(e->namespaces, ev->namespace->name, labels))
+			return -ENOMEM; /* jansson freed labels */
 		redecide_namespace(e, ev->namespace->name);
 		break;
 	case SM_K8S_DELETED:
@@ -362,18 +391,19 @@ static void on_namespace(struct enroller *e, const struct sm_k8s_event *ev)
 		redecide_namespace(e, ev->namespace->name);
 		break;
 	}
+	return 0;
 }
 
-static void on_event(const struct sm_k8s_event *ev, void *ctx)
+/* The watcher logs nothing: a refused event shows in its stats, which the periodic pass logs. */
+static int on_event(const struct sm_k8s_event *ev, void *ctx)
 {
 	struct enroller *e = ctx;
+	int ret;
 
 	pthread_mutex_lock(&e->lock);
-	if (ev->kind == SM_K8S_PODS)
-		on_pod(e, ev);
-	else
-		on_namespace(e, ev);
+	ret = ev->kind == SM_K8S_PODS ? on_pod(e, ev) : on_namespace(e, ev);
 	pthread_mutex_unlock(&e->lock);
+	return ret;
 }
 
 /* ---- the CNI plugin's events ---- */
@@ -381,14 +411,18 @@ static void on_event(const struct sm_k8s_event *ev, void *ctx)
 static int cni_add(struct enroller *e, const struct sm_cni_event *ev, char *err, size_t size)
 {
 	struct pod *pod = find_pod(e, ev->uid);
+	int ret;
 
 	if (ev->cookie_error) {
 		snprintf(err, size, "the network namespace's cookie: %s", strerror(-ev->cookie_error));
 		return ev->cookie_error;
 	}
-	if (!pod && !(pod = add_pod(e, ev->uid, ev->namespace, ev->name))) {
-		snprintf(err, size, "the agent's pod table is full (%d pods)", MAX_PODS);
-		return -ENOSPC;
+	if (!pod && (ret = add_pod(e, ev->uid, ev->namespace, ev->name, &pod))) {
+		if (ret == -ENOSPC)
+			snprintf(err, size, "the agent's pod table is full (%d pods)", MAX_PODS);
+		else
+			snprintf(err, size, "the agent's pod table: %s", strerror(-ret));
+		return ret;
 	}
 	if (!pod->seen)
 		pod->pending_since = time(NULL);

@@ -102,8 +102,13 @@ struct sm_k8s_event {
 	const struct sm_k8s_namespace *namespace; /* kind NAMESPACES, not for SYNC_* */
 };
 
-/* Called on the watcher's thread, one event at a time; it must not stop its own watcher. */
-typedef void (*sm_k8s_event_fn)(const struct sm_k8s_event *event, void *ctx);
+/*
+ * Called on the watcher's thread, one event at a time; it must not stop its own watcher. 0 when the
+ * consumer took the event in; -errno (-ENOMEM, say) when it could not, having changed nothing for it.
+ * The watcher then handles it as a broken stream: it records the error, backs off and asks again from
+ * the last event taken in (a list is asked for again whole: the failed one gets no SYNC_END).
+ */
+typedef int (*sm_k8s_event_fn)(const struct sm_k8s_event *event, void *ctx);
 
 struct sm_k8s_watch_stats {
 	uint64_t lists;         /* successful lists (the first one and each relist) */
@@ -112,7 +117,7 @@ struct sm_k8s_watch_stats {
 	uint64_t bookmarks;
 	uint64_t gone;          /* 410 Gone, from the status or an ERROR event: each forces a relist */
 	uint64_t token_reloads; /* token file re-reads after a 401 */
-	uint64_t errors;        /* failed requests and broken streams (each followed by a back-off) */
+	uint64_t errors;        /* failed requests, broken streams, events not taken in (each then backs off) */
 	bool synced;            /* a list has completed */
 	int last_error;         /* -errno of the last error, 0 if none */
 	char last_error_msg[256];

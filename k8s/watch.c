@@ -41,6 +41,7 @@ struct sm_k8s_watch {
 	bool counted;     /* the watch stream was counted in stats */
 	unsigned lines;   /* events and bookmarks the current stream carried */
 	int abort_rc;     /* why the write callback stopped the transfer */
+	bool failed_here; /* the last request failed on this side (an event not taken in), not at the server */
 	char msg[256];    /* its message */
 	char *buf;
 	size_t len, cap;
@@ -131,12 +132,26 @@ static int parse_namespace(struct sm_k8s_watch *w, json_t *obj, struct sm_k8s_na
 	return 0;
 }
 
-/* Parses one object and hands it to the consumer; -EBADMSG (delivering nothing) when it is malformed. */
-static int deliver(struct sm_k8s_watch *w, enum sm_k8s_event_type type, json_t *obj)
+/* Names in w->msg what was not taken in (what: "ADDED event", ...), for want of memory or by the consumer. */
+static int not_taken(struct sm_k8s_watch *w, int rc, const char *what, const char *name)
+{
+	w->failed_here = true;
+	snprintf(w->msg, sizeof(w->msg), "the %s %s%s%.160s was not taken in: %s", kind_names[w->kind], what,
+		 name ? " of " : "", name ? name : "", strerror(-rc));
+	return rc;
+}
+
+/*
+ * Parses one object and hands it to the consumer. -EBADMSG, delivering nothing, when it is malformed
+ * (*malformed set); else the consumer's error, with w->msg naming the object.
+ */
+static int deliver(struct sm_k8s_watch *w, enum sm_k8s_event_type type, json_t *obj, const char *what,
+		   bool *malformed)
 {
 	struct sm_k8s_event ev = { .type = type, .kind = w->kind };
 	struct sm_k8s_namespace ns;
 	struct sm_k8s_pod pod;
+	char name[512];
 	int rc;
 
 	if (w->kind == SM_K8S_PODS) {
@@ -146,17 +161,25 @@ static int deliver(struct sm_k8s_watch *w, enum sm_k8s_event_type type, json_t *
 		rc = parse_namespace(w, obj, &ns);
 		ev.namespace = &ns;
 	}
+	*malformed = rc;
 	if (rc)
 		return rc;
-	w->fn(&ev, w->ctx);
-	return 0;
+	rc = w->fn(&ev, w->ctx);
+	if (!rc)
+		return 0;
+	if (w->kind == SM_K8S_PODS)
+		snprintf(name, sizeof(name), "%s/%s", pod.namespace, pod.name);
+	else
+		snprintf(name, sizeof(name), "%s", ns.name);
+	return not_taken(w, rc, what, name);
 }
 
-static void sync_mark(struct sm_k8s_watch *w, enum sm_k8s_event_type type)
+static int sync_mark(struct sm_k8s_watch *w, enum sm_k8s_event_type type)
 {
 	struct sm_k8s_event ev = { .type = type, .kind = w->kind };
+	int rc = w->fn(&ev, w->ctx);
 
-	w->fn(&ev, w->ctx);
+	return rc ? not_taken(w, rc, type == SM_K8S_SYNC_BEGIN ? "list's start" : "list's end", NULL) : 0;
 }
 
 /* One line of a watch stream: {"type": ..., "object": {...}}. */
@@ -172,7 +195,9 @@ static int handle_event(struct sm_k8s_watch *w, const char *line, size_t n)
 	const char *type = json_string_value(json_object_get(ev, "type"));
 	const char *rv = json_string_value(json_object_get(json_object_get(obj, "metadata"), "resourceVersion"));
 	int rc = -EBADMSG;
+	bool malformed;
 
+	/* jansson 2.14 reports a failed allocation as a syntax error: a relist then loses nothing either */
 	if (!ev) {
 		snprintf(w->msg, sizeof(w->msg), "a %s watch event is not JSON: %s", kind_names[w->kind], jerr.text);
 		return -EBADMSG;
@@ -206,12 +231,15 @@ static int handle_event(struct sm_k8s_watch *w, const char *line, size_t n)
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		if (strcmp(type, types[i].name))
 			continue;
-		rc = deliver(w, types[i].type, obj);
-		if (rc) {
+		char what[32];
+
+		snprintf(what, sizeof(what), "%s event", type);
+		rc = deliver(w, types[i].type, obj, what, &malformed);
+		if (malformed)
 			snprintf(w->msg, sizeof(w->msg), "a %s %s event lacks its name, namespace or uid",
 				 kind_names[w->kind], type);
+		if (rc)
 			goto out;
-		}
 		pthread_mutex_lock(&w->lock);
 		w->stats.events++;
 		pthread_mutex_unlock(&w->lock);
@@ -403,7 +431,7 @@ static char *resource_url(struct sm_k8s_watch *w, const char *query)
 static int list(struct sm_k8s_watch *w, long *status)
 {
 	char *url = resource_url(w, "");
-	json_t *body = NULL, *items, *item;
+	json_t *body = NULL, *items;
 	json_error_t jerr;
 	const char *rv;
 	size_t i, bad = 0;
@@ -427,11 +455,20 @@ static int list(struct sm_k8s_watch *w, long *status)
 			 kind_names[w->kind], body ? "" : ": ", body ? "" : jerr.text);
 		goto out;
 	}
-	sync_mark(w, SM_K8S_SYNC_BEGIN);
-	json_array_foreach(items, i, item)
-		if (deliver(w, SM_K8S_ADDED, item))
+	rc = sync_mark(w, SM_K8S_SYNC_BEGIN);
+	for (i = 0; !rc && i < json_array_size(items); i++) {
+		bool malformed;
+
+		rc = deliver(w, SM_K8S_ADDED, json_array_get(items, i), "listed object", &malformed);
+		if (malformed) {
 			bad++;
-	sync_mark(w, SM_K8S_SYNC_END);
+			rc = 0;
+		}
+	}
+	if (!rc)
+		rc = sync_mark(w, SM_K8S_SYNC_END);
+	if (rc)
+		goto out; /* not taken in: the whole list is asked for again */
 	set_rv(w, rv);
 	pthread_mutex_lock(&w->lock);
 	w->stats.lists++;
@@ -504,6 +541,8 @@ static void *run(void *arg)
 		struct timespec t0, t1;
 
 		w->msg[0] = '\0';
+		w->failed_here = false;
+		status = 0;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		rc = watching ? watch(w, &status) : list(w, &status);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -515,7 +554,7 @@ static void *run(void *arg)
 		 */
 		empty = !rc && watching && !w->lines &&
 			(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 1000;
-		if (status == 200 && rc != -EBADMSG && !empty) {
+		if (status == 200 && rc != -EBADMSG && !w->failed_here && !empty) {
 			backoff = 0;
 			reloaded = false;
 		}

@@ -2,8 +2,9 @@
 /*
  * k8s/'s client and watcher against test/mock_kube_api.py on 127.0.0.1 (plain HTTP, or TLS with a CA
  * made by openssl in this program's temporary directory): list then watch, the field selector, bookmark
- * resume, 410 relists that drop vanished pods, 401 token rotation, TLS and a wrong CA, bad JSON, the
- * merge-PATCH body, prompt stop, the in-cluster configuration.
+ * resume, 410 relists that drop vanished pods, 401 token rotation, TLS and a wrong CA, bad JSON, events the
+ * consumer or jansson has no memory for (asked again, nothing lost), the merge-PATCH body, prompt stop, the
+ * in-cluster configuration.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -135,8 +136,10 @@ struct view {
 	pthread_mutex_t lock;
 	json_t *objects; /* key -> summary of the object */
 	json_t *seen;    /* keys seen since SYNC_BEGIN, NULL outside a sync */
-	json_t *log;     /* "ADDED demo/a", ... */
+	json_t *log;     /* "ADDED demo/a", ... (the events taken in) */
 	int syncs;
+	const char *refuse; /* refuse the next event of this key once (-ENOMEM), as a consumer short of memory */
+	int refusals;
 };
 
 static void view_init(struct view *v)
@@ -167,7 +170,7 @@ static json_t *pod_summary(const struct sm_k8s_pod *p)
 			 "ips", ips, "deleting", p->deleting);
 }
 
-static void on_event(const struct sm_k8s_event *ev, void *ctx)
+static int on_event(const struct sm_k8s_event *ev, void *ctx)
 {
 	static const char *const names[] = { "SYNC_BEGIN", "ADDED", "MODIFIED", "DELETED", "SYNC_END" };
 	struct view *v = ctx;
@@ -181,6 +184,12 @@ static void on_event(const struct sm_k8s_event *ev, void *ctx)
 		snprintf(key, sizeof(key), "%s/%s", ev->pod->namespace, ev->pod->name);
 	else if (ev->namespace)
 		snprintf(key, sizeof(key), "%s", ev->namespace->name);
+	if (v->refuse && !strcmp(v->refuse, key)) {
+		v->refuse = NULL;
+		v->refusals++;
+		pthread_mutex_unlock(&v->lock);
+		return -ENOMEM;
+	}
 	switch (ev->type) {
 	case SM_K8S_SYNC_BEGIN:
 		json_decref(v->seen);
@@ -207,6 +216,27 @@ static void on_event(const struct sm_k8s_event *ev, void *ctx)
 	}
 	json_array_append_new(v->log, json_sprintf("%s %s", names[ev->type], key));
 	pthread_mutex_unlock(&v->lock);
+	return 0;
+}
+
+static void view_refuse(struct view *v, const char *key)
+{
+	pthread_mutex_lock(&v->lock);
+	v->refuse = key;
+	pthread_mutex_unlock(&v->lock);
+}
+
+/* How many events of the log read entry ("SYNC_END ", "ADDED demo/b", ...). */
+static size_t view_logged(struct view *v, const char *entry)
+{
+	size_t i, n = 0;
+	json_t *e;
+
+	pthread_mutex_lock(&v->lock);
+	json_array_foreach(v->log, i, e)
+		n += !strcmp(json_string_value(e), entry);
+	pthread_mutex_unlock(&v->lock);
+	return n;
 }
 
 static bool view_has(struct view *v, const char *key)
@@ -295,6 +325,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 
 	sm_k8s_watch_stop(f->watch);
+	json_set_alloc_funcs(malloc, free); /* as jansson_short_of_memory left it, also when it failed */
 	sm_k8s_client_free(f->client);
 	mock_stop(&f->mock);
 	view_clear(&f->view);
@@ -529,6 +560,88 @@ static void bad_json_relists(void **state)
 	WAIT_FOR(view_has(&f->view, "demo/b"), 5);
 }
 
+/* A consumer that cannot take a watch event in gets it again: the stream resumes before it, no relist. */
+static void refused_event_is_asked_again(void **state)
+{
+	struct fixture *f = *state;
+
+	put_pod(&f->mock, pod_obj("a", NODE, "10.1.0.1"));
+	start_pods(f);
+	WAIT_FOR(stats_of(f->watch).watches == 1, 5);
+	view_refuse(&f->view, "demo/b");
+	put_pod(&f->mock, pod_obj("b", NODE, "10.1.0.2"));
+	WAIT_FOR(view_has(&f->view, "demo/b"), 5);
+	assert_int_equal(f->view.refusals, 1);
+	assert_int_equal(view_logged(&f->view, "ADDED demo/b"), 1);
+	struct sm_k8s_watch_stats stats = stats_of(f->watch);
+	assert_int_equal(stats.lists, 1);
+	assert_int_equal(stats.errors, 1);
+	assert_int_equal(stats.last_error, -ENOMEM);
+	assert_non_null(strstr(stats.last_error_msg, "the pods ADDED event of demo/b was not taken in"));
+	assert_true(stats.watches >= 2);
+}
+
+/* An object of a list that is not taken in: the list gets no SYNC_END (which would drop the object) and is
+ * asked for again whole. */
+static void refused_list_item_relists(void **state)
+{
+	struct fixture *f = *state;
+
+	put_pod(&f->mock, pod_obj("a", NODE, "10.1.0.1"));
+	put_pod(&f->mock, pod_obj("b", NODE, "10.1.0.2"));
+	view_refuse(&f->view, "demo/b");
+	start_pods(f);
+	WAIT_FOR(view_syncs(&f->view) == 1, 5);
+	assert_true(view_has(&f->view, "demo/a"));
+	assert_true(view_has(&f->view, "demo/b"));
+	assert_int_equal(view_logged(&f->view, "SYNC_BEGIN "), 2);
+	assert_int_equal(view_logged(&f->view, "SYNC_END "), 1);
+	struct sm_k8s_watch_stats stats = stats_of(f->watch);
+	assert_int_equal(stats.lists, 1);
+	assert_int_equal(stats.errors, 1);
+	assert_non_null(strstr(stats.last_error_msg, "the pods listed object of demo/b was not taken in"));
+}
+
+/* jansson's allocations on the watcher's thread fail while this is set (the test's own thread's never do). */
+static bool jansson_short;
+static pthread_t test_thread;
+
+static void *jansson_malloc(size_t size)
+{
+	return __atomic_load_n(&jansson_short, __ATOMIC_SEQ_CST) && !pthread_equal(pthread_self(), test_thread) ?
+		       NULL : malloc(size);
+}
+
+static void set_jansson_short(bool short_of_memory)
+{
+	__atomic_store_n(&jansson_short, short_of_memory, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * A list or an event that jansson has no memory to parse: jansson 2.14 reports it as a syntax error, so the
+ * watcher lists again and loses nothing.
+ */
+static void jansson_short_of_memory(void **state)
+{
+	struct fixture *f = *state;
+
+	test_thread = pthread_self();
+	json_set_alloc_funcs(jansson_malloc, free);
+	put_pod(&f->mock, pod_obj("a", NODE, "10.1.0.1"));
+	set_jansson_short(true);
+	start_pods(f);
+	WAIT_FOR(stats_of(f->watch).errors >= 1, 5);
+	set_jansson_short(false);
+	WAIT_FOR(stats_of(f->watch).watches == 1, 5);
+	uint64_t errors = stats_of(f->watch).errors;
+	set_jansson_short(true);
+	put_pod(&f->mock, pod_obj("b", NODE, "10.1.0.2"));
+	WAIT_FOR(stats_of(f->watch).errors > errors, 5);
+	set_jansson_short(false);
+	WAIT_FOR(view_has(&f->view, "demo/b"), 5);
+	assert_true(view_has(&f->view, "demo/a"));
+}
+
 /* A server that ends every watch at once, empty: the watcher backs off instead of spinning. */
 static void empty_watches_back_off(void **state)
 {
@@ -729,6 +842,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(gone_event_relists, setup, teardown),
 		cmocka_unit_test_setup_teardown(token_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_json_relists, setup, teardown),
+		cmocka_unit_test_setup_teardown(refused_event_is_asked_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(refused_list_item_relists, setup, teardown),
+		cmocka_unit_test_setup_teardown(jansson_short_of_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(empty_watches_back_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(patch_annotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(stops_promptly, setup, teardown),

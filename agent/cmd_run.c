@@ -513,8 +513,10 @@ static int start_xds(struct agent *agent)
 	return sm_xds_client_start(agent->xds);
 }
 
-static int wait_for_signal(void)
+/* The next signal; 0 when timeout_ms (0: none) passed first. */
+static int wait_for_signal(unsigned timeout_ms)
 {
+	struct timespec timeout = { .tv_sec = timeout_ms / 1000, .tv_nsec = (long)(timeout_ms % 1000) * 1000000 };
 	sigset_t signals;
 	int sig;
 
@@ -523,8 +525,10 @@ static int wait_for_signal(void)
 	sigaddset(&signals, SIGINT);
 	sigaddset(&signals, SIGHUP);
 	sigaddset(&signals, SIGNAL_RESTART_TO_ADOPT);
-	sigwait(&signals, &sig);
-	return sig;
+	do
+		sig = sigtimedwait(&signals, NULL, timeout_ms ? &timeout : NULL);
+	while (sig < 0 && errno == EINTR);
+	return sig < 0 ? 0 : sig;
 }
 
 /* A CA file gRPC would reject on every connect (not PEM, not a certificate) is refused at start. */
@@ -728,7 +732,9 @@ int cmd_run(int argc, char **argv)
 		log_msg(LOG_INFO, "serving; admin endpoint on %s, metrics on %s", agent.admin_bound,
 			agent.telemetry ? agent.metrics_bound : "(none: --no-telemetry)");
 		int sig;
-		while ((sig = wait_for_signal()) == SIGHUP) {
+		/* no signal: the retry of a local config reload that ran out of memory */
+		while (!(sig = wait_for_signal(agent.options.local_config ? local_config_retry_ms(&agent) : 0)) ||
+		       sig == SIGHUP) {
 			if (agent.options.local_config)
 				local_config_reload(&agent);
 			else

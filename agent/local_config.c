@@ -24,6 +24,9 @@
 /* How long the directory must stay quiet after a change before the reload: an editor's save or a
  * ConfigMap swap is several events. */
 #define QUIET_MS 200
+/* A reload that ran out of memory is tried again after 1 s, doubling up to 30 s, until one is not short. */
+#define RETRY_FIRST_MS 1000
+#define RETRY_MAX_MS 30000
 
 struct local_state {
 	struct local_config applied; /* the last config applied: an unchanged file is not applied again */
@@ -32,6 +35,7 @@ struct local_state {
 	int inotify_fd;
 	int stop_fd;
 	char name[NAME_MAX + 1]; /* the file's name in its directory */
+	unsigned retry_ms; /* after a reload that ran out of memory: when to try again (0: not due) */
 };
 
 static struct local_state *state_of(struct agent *agent)
@@ -62,13 +66,12 @@ static double seconds_now(void)
 static int decode(const uint8_t *bytes, size_t len, Envoy__Service__Discovery__V3__DeltaDiscoveryResponse **out)
 {
 	char err[512];
+	int ret = sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len,
+			       (ProtobufCMessage **)out, err, sizeof(err));
 
-	if (sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len,
-			 (ProtobufCMessage **)out, err, sizeof(err))) {
+	if (ret)
 		log_msg(LOG_ERROR, "local config: %s", err);
-		return -EINVAL;
-	}
-	return 0;
+	return ret;
 }
 
 static void log_rejections(const char *path, const char *what, const struct sm_rejections *rejections)
@@ -282,7 +285,26 @@ static bool same_bytes(const uint8_t *a, size_t a_len, const uint8_t *b, size_t 
 	return a && b && a_len == b_len && memcmp(a, b, a_len) == 0;
 }
 
-int local_config_reload(struct agent *agent)
+/* A reload that ran out of memory is tried again after a back-off: no change or SIGHUP may come. */
+static int memory_short(struct agent *agent, const char *doing)
+{
+	struct local_state *state = state_of(agent);
+
+	if (state)
+		state->retry_ms = state->retry_ms ? state->retry_ms * 2 : RETRY_FIRST_MS;
+	if (state && state->retry_ms > RETRY_MAX_MS)
+		state->retry_ms = RETRY_MAX_MS;
+	log_msg(LOG_ERROR, "local config %s: out of memory %s it; the config applied before keeps serving%s",
+		agent->options.local_config, doing, state ? ", and the file is read again after a back-off" : "");
+	return -ENOMEM;
+}
+
+unsigned local_config_retry_ms(struct agent *agent)
+{
+	return agent->local ? agent->local->retry_ms : 0;
+}
+
+static int reload(struct agent *agent)
 {
 	const char *path = agent->options.local_config;
 	struct local_state *state = state_of(agent);
@@ -292,6 +314,8 @@ int local_config_reload(struct agent *agent)
 
 	map_capacities(agent, capacity);
 	ret = local_config_read(path, capacity, agent->node.node_name, agent->authz, &config);
+	if (ret == -ENOMEM)
+		return memory_short(agent, "reading");
 	if (ret) {
 		log_msg(LOG_ERROR, "local config %s: the new file is rejected; the config applied before keeps serving",
 			path);
@@ -305,6 +329,8 @@ int local_config_reload(struct agent *agent)
 		return 0;
 	}
 	ret = local_config_apply(agent, &config);
+	if (ret == -ENOMEM)
+		return memory_short(agent, "applying");
 	if (ret)
 		log_msg(LOG_ERROR, "local config %s: reloaded in part (see above); the rejected resources keep their old state",
 			path);
@@ -312,6 +338,15 @@ int local_config_reload(struct agent *agent)
 		agent->local_config_applied = true;
 		log_msg(LOG_INFO, "local config %s reloaded", path);
 	}
+	return ret;
+}
+
+int local_config_reload(struct agent *agent)
+{
+	int ret = reload(agent);
+
+	if (ret != -ENOMEM && agent->local)
+		agent->local->retry_ms = 0;
 	return ret;
 }
 

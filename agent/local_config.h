@@ -48,8 +48,11 @@ int local_config_load(struct agent *agent, struct local_config *config);
 /*
  * Reads the file again and, when it changed, applies it. A file that fails to read or check is
  * rejected whole (logged with its line); the state applied before keeps serving. Returns 0 or -errno.
+ * After -ENOMEM, local_config_retry_ms says when to call it again.
  */
 int local_config_reload(struct agent *agent);
+/* Milliseconds until the next try of a reload that ran out of memory (doubling from 1 s to 30 s); 0: none due. */
+unsigned local_config_retry_ms(struct agent *agent);
 
 /*
  * Watches the directory holding the file (so that editors' rename-over writes and Kubernetes

@@ -68,9 +68,35 @@ check "after SIGHUP the datapath still serves" reaches 127.10.0.1 80 one
 config 1 2 >"$file"
 check "rewritten in place: the returning service is reachable" wait_for 10 reaches 127.10.0.2 80 two
 check "rewritten in place: the dropped service is refused" wait_for 10 refused 127.10.0.3 80
+
+# 5. memory runs short reading a change: its address space capped at what the agent maps now (prlimit),
+# the agent logs it and keeps serving; once the cap is lifted, the read is tried again with no further
+# change or SIGHUP, and the change is applied
+vm_kib="$(awk '/^VmSize:/ { print $2 }' "/proc/$agent_pid/status")"
+reloads() { grep -c "local config $file reloaded" "$work/agent.log"; }
+before="$(reloads)"
+check "memory short: the agent's address space capped (soft limit)" prlimit --pid "$agent_pid" --as="$((vm_kib * 1024)):"
+padded_config() { # config 1 3 and 3,000 more workloads: a read that needs megabytes
+  config 1 3 | sed '/^services:/,$d'
+  for i in $(seq 0 2999); do
+    printf -- '- {uid: e2e//Pod/default/pad%s, name: pad%s, namespace: default, workloadIps: ["127.20.%s.%s"]}\n' \
+      "$i" "$i" "$((i / 200))" "$((i % 200 + 1))"
+  done
+  config 1 3 | sed -n '/^services:/,$p'
+}
+padded_config >"$file"
+check "memory short: the read is logged as out of memory, to be tried again" \
+  wait_for 10 logged "local config $file: out of memory reading it; the config applied before keeps serving, and the file is read again after a back-off"
+check "memory short: the agent keeps serving" reaches 127.10.0.1 80 one
+check "memory short: the change is not applied yet" refused 127.10.0.3 80
+check "memory back: the cap lifted" prlimit --pid "$agent_pid" --as=unlimited:
+applied_again() { (( $(reloads) > before )); }
+check "memory back: the read is tried again and the change applied, no SIGHUP" wait_for 40 applied_again
+check "memory back: the new service's VIP is reachable" wait_for 10 reaches 127.10.0.3 80 three
+check "memory back: the agent still runs" alive
 stop_agent
 
-# 5. a ConfigMap-style mount: config.yaml -> ..data/config.yaml, ..data -> ..v1, swapped to ..v2
+# 6. a ConfigMap-style mount: config.yaml -> ..data/config.yaml, ..data -> ..v1, swapped to ..v2
 cm="$work/configmap"
 mkdir -p "$cm/..v1" "$cm/..v2"
 config 1 >"$cm/..v1/config.yaml"

@@ -896,12 +896,19 @@ static int load_document(struct reader *r)
 		fclose(f);
 		return -EISDIR;
 	}
-	yaml_parser_initialize(&parser);
+	if (!yaml_parser_initialize(&parser)) {
+		snprintf(r->err, r->err_size, "%s: out of memory", r->path);
+		fclose(f);
+		return -ENOMEM;
+	}
 	yaml_parser_set_input_file(&parser, f);
 	if (!yaml_parser_load(&parser, &r->doc)) {
-		snprintf(r->err, r->err_size, "%s:%zu: %s", r->path, parser.problem_mark.line + 1,
-			 parser.problem ? parser.problem : "not YAML");
-		ret = -EINVAL;
+		ret = parser.error == YAML_MEMORY_ERROR ? -ENOMEM : -EINVAL;
+		if (ret == -ENOMEM)
+			snprintf(r->err, r->err_size, "%s: out of memory", r->path);
+		else
+			snprintf(r->err, r->err_size, "%s:%zu: %s", r->path, parser.problem_mark.line + 1,
+				 parser.problem ? parser.problem : "not YAML");
 	} else if (!yaml_document_get_root_node(&r->doc) ||
 		   yaml_document_get_root_node(&r->doc)->type != YAML_MAPPING_NODE) {
 		snprintf(r->err, r->err_size, "%s: expected a mapping of workloads, services and policies", r->path);

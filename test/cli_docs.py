@@ -5,7 +5,8 @@ Every command of 'sockmesh --help' is run with --help; every option its usage sh
 docs/agent.md where that command is described (its section, or its line in a command list) and on
 its line of README.md's command list (a README line that says '[options]' defers to docs/agent.md).
 Also: 'sockmesh --version', 'sockmesh version --help', option errors prefixed 'sockmesh CMD:', and
-'sockmesh print' showing addresses as IP text (base64 with --proto3-json).
+'sockmesh print' showing addresses as IP text (base64 with --proto3-json), and README.md's layout table
+naming every folder that has a meson.build.
 Usage: cli_docs.py BUILD_DIR SOURCE_DIR
 """
 import os
@@ -122,6 +123,14 @@ def main():
                     problems.append(f"README.md: the line of 'sockmesh {command}' lacks {option} "
                                     f"(shown by 'sockmesh {command} --help')")
         check(f"README.md lists 'sockmesh {command}' with the options of its --help", problems)
+
+    table = re.search(r"## Layout\n(.*?)\n\n", readme, re.S).group(1)
+    listed = set(re.findall(r"^\| `([^`/]+)/` \|", table, re.M))
+    built = {d for d in os.listdir(source) if os.path.isfile(os.path.join(source, d, "meson.build"))}
+    problems = [f"README.md's layout has no row for {d}/" for d in sorted(built - listed)]
+    problems += [f"README.md's layout lists {d}/, which is not a folder of the tree" for d in sorted(listed)
+                 if not os.path.isdir(os.path.join(source, d))]
+    check("README.md's layout names every folder that builds, and only folders that exist", problems)
 
     with tempfile.TemporaryDirectory() as work:
         stream = os.path.join(work, "local.xds")

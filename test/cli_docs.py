@@ -5,8 +5,8 @@ Every command of 'sockmesh --help' is run with --help; every option its usage sh
 docs/agent.md where that command is described (its section, or its line in a command list) and on
 its line of README.md's command list (a README line that says '[options]' defers to docs/agent.md).
 Also: 'sockmesh --version', 'sockmesh version --help', option errors prefixed 'sockmesh CMD:', and
-'sockmesh print' showing addresses as IP text (base64 with --proto3-json), and README.md's layout table
-naming every folder that has a meson.build.
+'sockmesh print' showing addresses as IP text (base64 with --proto3-json), and README.md's layout table and
+docs/architecture.md's table of layers naming every folder that has a meson.build.
 Usage: cli_docs.py BUILD_DIR SOURCE_DIR
 """
 import os
@@ -131,6 +131,10 @@ def main():
     problems += [f"README.md's layout lists {d}/, which is not a folder of the tree" for d in sorted(listed)
                  if not os.path.isdir(os.path.join(source, d))]
     check("README.md's layout names every folder that builds, and only folders that exist", problems)
+    with open(os.path.join(source, "docs", "architecture.md")) as f:
+        layers = set(re.findall(r"^\| `([^`/]+)/` \|", f.read(), re.M))
+    check("docs/architecture.md's table of layers has every folder that builds but test/ and bench/",
+          [f"docs/architecture.md has no row for {d}/" for d in sorted(built - layers - {"test", "bench"})])
 
     with tempfile.TemporaryDirectory() as work:
         stream = os.path.join(work, "local.xds")

@@ -201,6 +201,56 @@ static double raw_writes(const struct sm_image *image, bool batch, size_t *calls
 	return elapsed;
 }
 
+/* p50 and p99 of n latencies, sorted in place. */
+static void print_latencies(const char *what, double *latency, int n)
+{
+	qsort(latency, (size_t)n, sizeof(double), compare_doubles);
+	printf("  %s: p50 %.1f us, p99 %.1f us\n", what, percentile(latency, n, 50) * 1e6,
+	       percentile(latency, n, 99) * 1e6);
+}
+
+/*
+ * The kernel's floor under a single update: one bpf_map_update_elem into a map shaped as the endpoints
+ * map, holding as many entries, without preallocation, in a tight loop: inserting new keys (each takes
+ * an element from the BPF allocator's per-CPU cache, refilled in IRQ work) and replacing existing ones.
+ */
+static void kernel_floor(size_t entries, int updates)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
+	int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "bench_floor", sizeof(struct sm_endpoint_key),
+				sizeof(struct sm_endpoint_value), (__u32)(entries + (size_t)updates + 1), &opts);
+	double *inserts = calloc((size_t)updates, sizeof(double)), *replaces = calloc((size_t)updates, sizeof(double));
+	struct sm_endpoint_value value = { 0 };
+
+	if (fd < 0 || !inserts || !replaces)
+		exit(fprintf(stderr, "controlplane_bench: the floor's map: %s\n", strerror(errno)) > 0);
+	for (size_t i = 0; i < entries; i++) {
+		struct sm_endpoint_key key = { .service_id = (__u32)(i / 64), .index = (__u32)(i % 64) };
+		bpf_map_update_elem(fd, &key, &value, BPF_ANY);
+	}
+	for (int u = 0; u < updates; u++) {
+		struct sm_endpoint_key key = { .service_id = (__u32)(entries / 64 + 1 + (size_t)u / 64),
+					       .index = (__u32)(u % 64) };
+		double t0 = now_seconds();
+		bpf_map_update_elem(fd, &key, &value, BPF_ANY);
+		inserts[u] = now_seconds() - t0;
+	}
+	for (int u = 0; u < updates; u++) {
+		size_t i = ((size_t)u * 2654435761u) % entries;
+		struct sm_endpoint_key key = { .service_id = (__u32)(i / 64), .index = (__u32)(i % 64) };
+		double t0 = now_seconds();
+		bpf_map_update_elem(fd, &key, &value, BPF_ANY);
+		replaces[u] = now_seconds() - t0;
+	}
+	printf("the kernel's floor: one bpf_map_update_elem into a map of %zu entries shaped as the endpoints map, "
+	       "without preallocation (%d each)\n", entries, updates);
+	print_latencies("inserting a new key", inserts, updates);
+	print_latencies("replacing a key's value", replaces, updates);
+	close(fd);
+	free(inserts);
+	free(replaces);
+}
+
 /* ---- the full push through gRPC into the datapath's maps ---- */
 
 /* Time this thread ran (the kernel's share included): on a shared machine, the cost without waits. */
@@ -287,12 +337,46 @@ static struct irq_work_split split_by_irq_work(const double *latency, const uint
 	return split;
 }
 
+/* The datapath's writer, timed: how much of an update is the map writes (bpf() calls), how much the model. */
+struct timed_writer {
+	struct sm_map_writer writer;
+	struct sm_map_writer *maps;
+	double seconds; /* in apply since the last reset */
+};
+
+static int timed_apply(struct sm_map_writer *base, const struct sm_map_op *ops, size_t n, size_t *applied)
+{
+	struct timed_writer *timed = (struct timed_writer *)base;
+	double t0 = now_seconds();
+	int err = timed->maps->apply(timed->maps, ops, n, applied);
+
+	timed->seconds += now_seconds() - t0;
+	return err;
+}
+
+/* p50 and p99 of the updates without the kernel's IRQ work, of one part of their time. */
+static void print_part(const char *what, const double *part, const uint64_t *irq, int updates)
+{
+	double *without = calloc((size_t)updates, sizeof(double));
+	int n = 0;
+
+	for (int u = 0; u < updates; u++)
+		if (!irq[u])
+			without[n++] = part[u];
+	qsort(without, (size_t)n, sizeof(double), compare_doubles);
+	printf("    %s: p50 %.1f us, p99 %.1f us\n", what, percentile(without, n, 50) * 1e6,
+	       percentile(without, n, 99) * 1e6);
+	free(without);
+}
+
 /* Single-workload updates into the maps of a full push, with the client's lock held (no other apply). */
 static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthread_mutex_t *lock, int workloads,
 			   int services, int updates)
 {
 	double *latency = calloc((size_t)updates, sizeof(double)), *cpu = calloc((size_t)updates, sizeof(double));
+	double *writes = calloc((size_t)updates, sizeof(double)), *rest = calloc((size_t)updates, sizeof(double));
 	uint64_t *irq = calloc((size_t)updates, sizeof(uint64_t));
+	struct timed_writer timed = { .writer = { .apply = timed_apply }, .maps = sm_datapath_writer(dp) };
 	int irq_work_err = irq_work_counter_open(&irq_work);
 	char err[512];
 
@@ -307,8 +391,11 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 		double c0 = thread_cpu_seconds(), t0 = now_seconds(); /* the CPU clock is a syscall: outside */
 		sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, update, len, &response,
 			     err, sizeof(err));
-		sm_model_apply(model, (void *)response, sm_datapath_writer(dp), &rejections);
+		timed.seconds = 0;
+		sm_model_apply(model, (void *)response, &timed.writer, &rejections);
 		latency[u] = now_seconds() - t0;
+		writes[u] = timed.seconds;
+		rest[u] = latency[u] - timed.seconds;
 		cpu[u] = thread_cpu_seconds() - c0;
 		irq[u] = irq_work_counter_read(&irq_work) - irq0;
 		protobuf_c_message_free_unpacked(response, NULL);
@@ -332,8 +419,14 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 		       "updates: p50 %.1f us, p99 %.1f us\n",
 		       split.with, 100.0 * split.with / updates, split.with_p50 * 1e6, split.without_p50 * 1e6,
 		       split.without_p99 * 1e6);
+	if (!irq_work_err) {
+		print_part("of those, the map writes (bpf() calls)", writes, irq, updates);
+		print_part("of those, the rest (decoding, the model, planning)", rest, irq, updates);
+	}
 	free(latency);
 	free(cpu);
+	free(writes);
+	free(rest);
 	free(irq);
 }
 
@@ -376,8 +469,13 @@ static struct push full_push(int port, int workloads, int services, const uint32
 	if (!stats.ready)
 		exit(fprintf(stderr, "controlplane_bench: the push did not complete\n") > 0);
 
-	if (updates > 0)
+	if (updates > 0) {
+		struct sm_model_stats stats;
+
 		single_updates(model, dp, &lock, workloads, services, updates);
+		sm_model_stats(model, &stats);
+		kernel_floor(stats.map_entries[SM_MAP_ENDPOINTS], updates);
+	}
 	sm_xds_client_free(client);
 	sm_model_free(model);
 	sm_xds_node_clear(&node);

@@ -732,6 +732,9 @@ int main(int argc, char **argv)
 				"  tenth of the workloads below)\n");
 		return 2;
 	}
+	/* one malloc arena, as the agent runs (agent/main.c): the model built on the xDS thread and the single
+	 * updates made on this one then share it, as in the agent, where both are on the xDS thread */
+	mallopt(M_ARENA_MAX, 1);
 	mock_path = argv[1];
 	sockmesh_path = argv[2];
 	int workloads = argc > 3 ? atoi(argv[3]) : 100000;

@@ -27,6 +27,9 @@
 #include "netns/netns.h"
 
 #define MAX_NODE_ADDRESSES 256
+/* Tables that could not be compiled or written are tried again after 1 s, doubling up to 30 s. */
+#define RETRY_FIRST_MS 1000
+#define RETRY_MAX_MS 30000
 #define DENIAL_LOG_BURST 20 /* lines a second, then a count of those left out */
 
 enum node_mode {
@@ -55,6 +58,8 @@ struct agent_authz {
 	bool synced;
 	bool guarding_nothing;		/* the tables written last guard no address */
 	uint64_t synced_changes;	/* sm_model_authz_generation written last */
+	unsigned retry_ms;		/* after a failed sync: the wait before the next try (under the model lock) */
+	atomic_ullong retry_at_us;	/* when the events thread tries it (0: none due) */
 	bool guard_enrolled;		/* guard what `sockmesh enroll` enrolled (no enroller, no --enroll-all) */
 	/* the last check's compilation, and the model's count of authorization changes once its batch commits */
 	struct sm_authz_tables *checked;
@@ -368,10 +373,16 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	authz->compiles++;
 	if (ret) {
 		authz->compile_failures++;
-		log_msg(LOG_ERROR, "authorization: the tables in force (generation %u) stay: %s", authz->generation,
-			reason);
+		authz->retry_ms = authz->retry_ms ? authz->retry_ms * 2 : RETRY_FIRST_MS;
+		if (authz->retry_ms > RETRY_MAX_MS)
+			authz->retry_ms = RETRY_MAX_MS;
+		authz->retry_at_us = now_us() + authz->retry_ms * 1000ULL;
+		log_msg(LOG_ERROR, "authorization: the tables in force (generation %u) stay, tried again in %u s: %s",
+			authz->generation, authz->retry_ms / 1000, reason);
 		goto out;
 	}
+	authz->retry_ms = 0;
+	authz->retry_at_us = 0;
 	authz->generation = next;
 	authz->synced = true;
 	authz->synced_changes = sm_model_authz_generation(model);
@@ -598,6 +609,22 @@ void agent_authz_guard_enrolled(struct agent_authz *authz)
 	authz->guard_enrolled = true;
 }
 
+/*
+ * A sync that failed (memory, a map write) would otherwise wait for the next config change, which may be
+ * hours away, with the policies istiod was told were taken not enforced: tried again here.
+ */
+static void retry_sync(struct agent_authz *authz)
+{
+	uint64_t at = authz->retry_at_us;
+
+	if (!at || now_us() < at)
+		return;
+	pthread_mutex_lock(authz->model_lock);
+	if (authz->retry_at_us && now_us() >= authz->retry_at_us) /* an apply may have synced meanwhile */
+		sync_tables(authz, authz->model);
+	pthread_mutex_unlock(authz->model_lock);
+}
+
 static void *events_main(void *arg)
 {
 	struct agent_authz *authz = arg;
@@ -605,6 +632,7 @@ static void *events_main(void *arg)
 
 	while (!authz->stop) {
 		maintain_guards(authz, &next_maintenance);
+		retry_sync(authz);
 		int ret = sm_authz_events_poll(authz->events, 200);
 		if (ret < 0 && ret != -EINTR) {
 			log_msg(LOG_WARN, "authorization: reading the datapath's events: %s", strerror(-ret));

@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The agent's authorization tables when they cannot be written (agent/authz.c): the tables in force stay,
+ * and the agent tries again after a back-off (1 s, then 2 s, ...) with no config change, so that a policy
+ * istiod was told was taken is enforced once the datapath takes it. The real model and compiler; the
+ * datapath replaced by this test, its table writes failing on demand.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "builders.h"
+#include "clock.h"
+#include "helpers.h"
+
+#include "agent/authz.h"
+#include "agent/log.h"
+#include "agent/netns_open.h"
+#include "netns/netns.h"
+
+/* ---- what agent/authz.c calls, replaced ---- */
+
+static char handle; /* what the replaced constructors hand out */
+static atomic_int writes_to_fail;   /* the next table writes that fail with -ENOMEM */
+static atomic_int writes_failed, writes_taken;
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	(void)level;
+	(void)fmt;
+}
+
+int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err, size_t size)
+{
+	(void)dp, (void)tables;
+	if (atomic_load(&writes_to_fail) > 0) {
+		atomic_fetch_sub(&writes_to_fail, 1);
+		atomic_fetch_add(&writes_failed, 1);
+		snprintf(err, size, "writing sm_authz_dests: Cannot allocate memory");
+		return -ENOMEM;
+	}
+	atomic_fetch_add(&writes_taken, 1);
+	return 0;
+}
+
+int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generation)
+{
+	(void)dp;
+	*generation = 0;
+	return 0;
+}
+
+int sm_datapath_authz_capacity(const struct sm_datapath *dp, int map, uint32_t *per_generation)
+{
+	(void)dp, (void)map;
+	*per_generation = 4096;
+	return 0;
+}
+
+int sm_datapath_authz_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, const struct sm_authz_event *event),
+				  void *ctx, struct sm_authz_events **out)
+{
+	(void)dp, (void)fn, (void)ctx;
+	*out = (struct sm_authz_events *)&handle;
+	return 0;
+}
+
+int sm_authz_events_poll(struct sm_authz_events *events, int timeout_ms)
+{
+	(void)events;
+	usleep((useconds_t)timeout_ms * 1000);
+	return 0;
+}
+
+void sm_authz_events_close(struct sm_authz_events *events)
+{
+	(void)events;
+}
+
+int sm_datapath_sweep_guards(struct sm_datapath *dp)
+{
+	(void)dp;
+	return 0;
+}
+
+int sm_datapath_for_each_guard(const struct sm_datapath *dp, int (*fn)(void *ctx, uint64_t cookie), void *ctx)
+{
+	(void)dp, (void)fn, (void)ctx;
+	return 0;
+}
+
+int sm_datapath_for_each_enrolled(const struct sm_datapath *dp, int (*fn)(void *ctx, uint64_t netns_cookie), void *ctx)
+{
+	(void)dp, (void)fn, (void)ctx;
+	return 0;
+}
+
+int sm_datapath_guard_netns(struct sm_datapath *dp, int netns_fd, uint64_t cookie, char *err, size_t size)
+{
+	(void)dp, (void)netns_fd, (void)cookie, (void)err, (void)size;
+	return 0;
+}
+
+int sm_datapath_unguard_netns(struct sm_datapath *dp, uint64_t cookie)
+{
+	(void)dp, (void)cookie;
+	return 0;
+}
+
+int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *closed, char *err, size_t size)
+{
+	(void)dp, (void)netns_fd, (void)err, (void)size;
+	*closed = 0;
+	return 0;
+}
+
+int sm_datapath_authz_policy_counts(const struct sm_datapath *dp,
+				    int (*fn)(void *ctx, uint64_t policy, const struct sm_authz_policy_counts *sum),
+				    void *ctx)
+{
+	(void)dp, (void)fn, (void)ctx;
+	return 0;
+}
+
+int agent_netns_open(uint64_t cookie, int *fd)
+{
+	(void)cookie, (void)fd;
+	return -ENOENT;
+}
+
+int sm_netns_cookie_here(uint64_t *cookie)
+{
+	*cookie = 1;
+	return 0;
+}
+
+/* ---- the world: one workload of this node under one policy ---- */
+
+struct world {
+	struct sm_model *model;
+	struct sm_image *image;
+	struct sm_image_writer writer;
+	struct agent_authz *authz;
+	pthread_mutex_t lock;
+};
+
+static void world_open(struct world *w)
+{
+	struct sm_model_options options = { .node_name = "node-a" };
+	char err[256];
+
+	assert_int_equal(sm_model_new(&options, &w->model), 0);
+	assert_int_equal(sm_image_new(&w->image), 0);
+	sm_image_writer_init(&w->writer, w->image);
+	assert_int_equal(agent_authz_new("none", &w->authz, err, sizeof(err)), 0);
+	sm_model_set_authz_check(w->model, agent_authz_check, w->authz);
+	pthread_mutex_init(&w->lock, NULL);
+	assert_int_equal(agent_authz_start(w->authz, (struct sm_datapath *)&handle, w->model, &w->lock, err, sizeof(err)),
+			 0);
+}
+
+static void world_close(struct world *w)
+{
+	agent_authz_free(w->authz);
+	sm_model_free(w->model);
+	sm_image_free(w->image);
+	pthread_mutex_destroy(&w->lock);
+}
+
+/* Applies r as the apply thread does: under the model lock, then the agent's after-apply. */
+static void apply(struct world *w, struct response *r, const char *type_url)
+{
+	struct sm_rejections rejections = { 0 };
+	size_t len;
+	uint8_t *bytes = response_pack(r, &len);
+	ProtobufCMessage *decoded;
+	char err[256];
+
+	assert_int_equal(sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len,
+				      &decoded, err, sizeof(err)), 0);
+	pthread_mutex_lock(&w->lock);
+	assert_int_equal(sm_model_apply(w->model, (void *)decoded, &w->writer.writer, &rejections), 0);
+	assert_int_equal(rejections.count, 0);
+	agent_authz_after_apply(w->authz, w->model, type_url);
+	pthread_mutex_unlock(&w->lock);
+	protobuf_c_message_free_unpacked(decoded, NULL);
+	free(bytes);
+	response_free(r);
+}
+
+static void add_policy(struct world *w, const char *namespace, const char *name)
+{
+	struct response r;
+	Istio__Security__Authorization *policy;
+	char key[128];
+
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	policy = response_alloc(&r, sizeof(*policy));
+	istio__security__authorization__init(policy);
+	policy->namespace_ = (char *)namespace;
+	policy->name = (char *)name;
+	policy->scope = ISTIO__SECURITY__SCOPE__NAMESPACE;
+	policy->action = ISTIO__SECURITY__ACTION__DENY;
+	snprintf(key, sizeof(key), "%s/%s", namespace, name);
+	response_add_message(&r, response_keep(&r, strdup(key)), "v1", SM_TYPE_URL_AUTHORIZATION, &policy->base);
+	apply(w, &r, SM_TYPE_URL_AUTHORIZATION);
+}
+
+/* The authorization metrics' value of name (the agent's /metrics text). */
+static unsigned long long metric(struct world *w, const char *name)
+{
+	char *text = agent_authz_metrics(w->authz), *at, line[128];
+	unsigned long long value = 0;
+
+	assert_non_null(text);
+	snprintf(line, sizeof(line), "\n%s ", name); /* the sample, not its # HELP */
+	at = strstr(text, line);
+	assert_non_null(at);
+	assert_int_equal(sscanf(at + strlen(line), "%llu", &value), 1);
+	free(text);
+	return value;
+}
+
+static void failed_write_is_tried_again(void **state)
+{
+	static const struct workload_spec workload = { .uid = "w1", .addresses = { "10.0.0.1" }, .namespace = "ns",
+						       .node = "node-a", .policies = { "ns/deny" } };
+	struct world w = { 0 };
+	struct response r;
+
+	(void)state;
+	world_open(&w);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &workload, "v1");
+	apply(&w, &r, SM_TYPE_URL_ADDRESS);
+	atomic_store(&writes_to_fail, 2);
+	add_policy(&w, "ns", "deny");
+	assert_int_equal(atomic_load(&writes_failed), 1);
+	assert_int_equal(atomic_load(&writes_taken), 0);
+	assert_int_equal(metric(&w, "sockmesh_authz_generation"), 0);
+
+	/* no config change: the agent tries again after 1 s (fails), then 2 s more (taken) */
+	double start = now_seconds();
+	while (atomic_load(&writes_taken) == 0 && now_seconds() - start < 10)
+		sleep_ms(20);
+	double took = now_seconds() - start;
+	assert_int_equal(atomic_load(&writes_taken), 1);
+	assert_int_equal(atomic_load(&writes_failed), 2);
+	if (took < 2.5 || took > 6)
+		fail_msg("the tables were taken %.1f s after the first failure, not after 1 s and 2 s more", took);
+	assert_int_equal(metric(&w, "sockmesh_authz_compile_failures_total"), 2);
+	assert_int_equal(metric(&w, "sockmesh_authz_generation"), 1);
+
+	/* in force: nothing more is tried */
+	sleep_ms(1500);
+	assert_int_equal(atomic_load(&writes_taken), 1);
+	world_close(&w);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(failed_write_is_tried_again),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

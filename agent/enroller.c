@@ -48,6 +48,7 @@ struct pod {
 	 * long each time (up to PROC_RETRY_MAX_S); a pod event tries at once */
 	time_t proc_retry_at;
 	unsigned proc_wait_s;
+	bool datapath_failed; /* its sm_enrolled entry or its guard could not be written: the periodic pass retries */
 };
 
 struct enroller {
@@ -134,8 +135,11 @@ static void guard(struct enroller *e, struct pod *pod, bool enrolled)
 			pod->namespace, pod->name);
 		return;
 	}
-	if (sm_datapath_guard_netns(e->dp, pod->netns_fd, pod->cookie, err, sizeof(err)))
-		log_msg(LOG_ERROR, "pod %s/%s: authorization is not enforced for it: %s", pod->namespace, pod->name, err);
+	if (sm_datapath_guard_netns(e->dp, pod->netns_fd, pod->cookie, err, sizeof(err))) {
+		log_msg(LOG_ERROR, "pod %s/%s: authorization is not enforced for it (tried again in %d s): %s",
+			pod->namespace, pod->name, TICK_MS / 1000, err);
+		pod->datapath_failed = true;
+	}
 }
 
 static void set_enrolled(struct enroller *e, struct pod *pod, bool enrolled, const char *why)
@@ -146,8 +150,9 @@ static void set_enrolled(struct enroller *e, struct pod *pod, bool enrolled, con
 		return;
 	ret = sm_datapath_enroll(e->dp, pod->cookie, enrolled);
 	if (ret && !(ret == -ENOENT && !enrolled)) {
-		log_msg(LOG_ERROR, "%s pod %s/%s (cookie %llu): %s", enrolled ? "enrolling" : "unenrolling", pod->namespace,
-			pod->name, (unsigned long long)pod->cookie, strerror(-ret));
+		log_msg(LOG_ERROR, "%s pod %s/%s (cookie %llu), tried again in %d s: %s", enrolled ? "enrolling" : "unenrolling",
+			pod->namespace, pod->name, (unsigned long long)pod->cookie, TICK_MS / 1000, strerror(-ret));
+		pod->datapath_failed = true;
 		return;
 	}
 	pod->enrolled = enrolled;
@@ -477,6 +482,18 @@ static void log_watch_errors(struct sm_k8s_watch *watch, const char *what, uint6
 	*logged = stats.errors;
 }
 
+/* A write to the datapath that failed (the pod's sm_enrolled entry, its guard), tried again: until it is
+ * taken, the pod is not steered or its authorization is not enforced, and no event may come to redo it. */
+static void retry_datapath(struct enroller *e, struct pod *pod)
+{
+	bool was_enrolled = pod->enrolled;
+
+	pod->datapath_failed = false;
+	apply(e, pod); /* decides again: an enroll or unenroll that failed is written now */
+	if (was_enrolled && pod->enrolled && !pod->datapath_failed)
+		guard(e, pod, true); /* still enrolled, nothing changed: the guard that failed (guarding is idempotent) */
+}
+
 static void tick(struct enroller *e, bool sweep_now)
 {
 	time_t now = time(NULL);
@@ -487,6 +504,8 @@ static void tick(struct enroller *e, bool sweep_now)
 			remove_pod(e, i, "the API never showed the pod of this CNI ADD");
 		else if (pod->seen && !pod->has_cookie && now >= pod->proc_retry_at)
 			apply(e, pod);
+		else if (pod->datapath_failed)
+			retry_datapath(e, pod);
 	}
 	if (sweep_now)
 		sweep(e);

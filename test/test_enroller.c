@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The enroller (agent/enroller.c) when memory runs short, at every allocation of each event in turn (its own
- * and jansson's), once or from there on. The watchers and the CNI server are replaced by this test, which
+ * and jansson's), once or from there on; and when a write to the datapath fails. The watchers and the CNI server are replaced by this test, which
  * calls the enroller's callbacks with a scripted world (namespaces, CNI ADDs, pods, relabels, a relist), and
  * the datapath by a set of enrolled cookies.
  *
@@ -9,14 +9,22 @@
  * watcher then asks for it again (test k8s-watch), so it must never half-apply it, above all never unenroll
  * a pod for labels it could not copy. The same event given again with memory back, and every later one, give
  * what an enroller that never ran short gives.
+ *
+ * A write to the datapath that fails (a pod's sm_enrolled entry, its authorization guard) is tried again by
+ * the enroller's periodic pass: no event may come to redo it, and until then the pod is not steered or its
+ * inbound connections are not checked.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "failing_alloc.h"
+#include "clock.h"
 #include "helpers.h"
 
 #include "agent/enroller.h"
@@ -40,6 +48,8 @@ static struct {
 } world;
 
 static char handle; /* what the replaced constructors hand out */
+static atomic_int enroll_writes_to_fail, guard_writes_to_fail; /* the next ones fail with -ENOMEM */
+static atomic_int guards_taken;
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
@@ -115,6 +125,10 @@ int sm_datapath_enroll(struct sm_datapath *dp, uint64_t cookie, bool enrolled)
 	size_t i = enrolled_index(cookie);
 
 	(void)dp;
+	if (atomic_load(&enroll_writes_to_fail) > 0) {
+		atomic_fetch_sub(&enroll_writes_to_fail, 1);
+		return -ENOMEM;
+	}
 	if (enrolled && i == world.n_enrolled) {
 		assert_true(world.n_enrolled < MAX_COOKIES);
 		world.enrolled[world.n_enrolled++] = cookie;
@@ -143,7 +157,13 @@ int sm_datapath_for_each_enrolled(const struct sm_datapath *dp, int (*fn)(void *
 
 int sm_datapath_guard_netns(struct sm_datapath *dp, int netns_fd, uint64_t cookie, char *err, size_t size)
 {
-	(void)dp, (void)netns_fd, (void)cookie, (void)err, (void)size;
+	(void)dp, (void)netns_fd, (void)cookie;
+	if (atomic_load(&guard_writes_to_fail) > 0) {
+		atomic_fetch_sub(&guard_writes_to_fail, 1);
+		snprintf(err, size, "attaching sm_authz_check: Cannot allocate memory");
+		return -ENOMEM;
+	}
+	atomic_fetch_add(&guards_taken, 1);
 	return 0;
 }
 
@@ -365,11 +385,66 @@ static void every_allocation_failing_from_one_on(void **state)
 	sweep(FAIL_FROM);
 }
 
+/* The enroller's pods in sm_enrolled, as it counts them (under its lock: its periodic pass runs beside). */
+static bool enrolled_within(struct enroller *e, size_t n, double seconds)
+{
+	double until = now_seconds() + seconds;
+
+	while (enroller_enrolled_pods(e) != n && now_seconds() < until)
+		sleep_ms(20);
+	return enroller_enrolled_pods(e) == n;
+}
+
+static void failed_datapath_writes_are_tried_again(void **state)
+{
+	static const struct step before[] = {
+		NS_SYNC(SYNC_BEGIN), NS_EVENT(ADDED, "mesh", MESH), NS_SYNC(SYNC_END), POD_SYNC(SYNC_BEGIN), POD_SYNC(SYNC_END),
+	};
+	struct enroller *e = start();
+	int netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	char err[256];
+
+	(void)state;
+	assert_true(netns >= 0);
+	for (size_t i = 0; i < sizeof(before) / sizeof(before[0]); i++)
+		assert_int_equal(give(&before[i], FAIL_NONE, 0), 0);
+
+	/* the pod's sm_enrolled entry fails: not enrolled, then enrolled by the periodic pass (every 2 s) */
+	struct sm_cni_event p1 = { .command = "ADD", .uid = "uid-1", .namespace = "mesh", .name = "p1", .container_id = "c",
+				   .netns_fd = netns, .netns_cookie = 101 };
+	assert_int_equal(world.cni_fn(world.cni_ctx, &p1, err, sizeof(err)), 0);
+	atomic_store(&enroll_writes_to_fail, 1);
+	assert_int_equal(give(&(struct step)POD_EVENT(ADDED, "mesh", "p1", "uid-1", NULL), FAIL_NONE, 0), 0);
+	assert_int_equal(enroller_enrolled_pods(e), 0);
+	assert_true(enrolled_within(e, 1, 5));
+	assert_int_equal(atomic_load(&guards_taken), 1);
+
+	/* the next pod's guard fails: enrolled at once, guarded by the periodic pass */
+	struct sm_cni_event p2 = { .command = "ADD", .uid = "uid-2", .namespace = "mesh", .name = "p2", .container_id = "c",
+				   .netns_fd = netns, .netns_cookie = 102 };
+	assert_int_equal(world.cni_fn(world.cni_ctx, &p2, err, sizeof(err)), 0);
+	atomic_store(&guard_writes_to_fail, 1);
+	assert_int_equal(give(&(struct step)POD_EVENT(ADDED, "mesh", "p2", "uid-2", NULL), FAIL_NONE, 0), 0);
+	assert_int_equal(enroller_enrolled_pods(e), 2);
+	assert_int_equal(atomic_load(&guards_taken), 1);
+	double until = now_seconds() + 5;
+	while (atomic_load(&guards_taken) < 2 && now_seconds() < until)
+		sleep_ms(20);
+	assert_int_equal(atomic_load(&guards_taken), 2);
+
+	/* taken: nothing more is written */
+	sleep_ms(2500);
+	assert_int_equal(atomic_load(&guards_taken), 2);
+	enroller_stop(e);
+	close(netns);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(each_allocation_failing_once),
 		cmocka_unit_test(every_allocation_failing_from_one_on),
+		cmocka_unit_test(failed_datapath_writes_are_tried_again),
 	};
 
 	json_set_alloc_funcs(malloc, free); /* jansson's allocations fail with the enroller's */

@@ -139,6 +139,7 @@ struct view {
 	json_t *log;     /* "ADDED demo/a", ... (the events taken in) */
 	int syncs;
 	const char *refuse; /* refuse the next event of this key once (-ENOMEM), as a consumer short of memory */
+	bool refuse_again;  /* ... and every one after it, until cleared */
 	int refusals;
 };
 
@@ -185,7 +186,8 @@ static int on_event(const struct sm_k8s_event *ev, void *ctx)
 	else if (ev->namespace)
 		snprintf(key, sizeof(key), "%s", ev->namespace->name);
 	if (v->refuse && !strcmp(v->refuse, key)) {
-		v->refuse = NULL;
+		if (!v->refuse_again)
+			v->refuse = NULL;
 		v->refusals++;
 		pthread_mutex_unlock(&v->lock);
 		return -ENOMEM;
@@ -219,11 +221,20 @@ static int on_event(const struct sm_k8s_event *ev, void *ctx)
 	return 0;
 }
 
-static void view_refuse(struct view *v, const char *key)
+static void view_refuse(struct view *v, const char *key, bool again)
 {
 	pthread_mutex_lock(&v->lock);
 	v->refuse = key;
+	v->refuse_again = again;
 	pthread_mutex_unlock(&v->lock);
+}
+
+static int view_refusals(struct view *v)
+{
+	pthread_mutex_lock(&v->lock);
+	int n = v->refusals;
+	pthread_mutex_unlock(&v->lock);
+	return n;
 }
 
 /* How many events of the log read entry ("SYNC_END ", "ADDED demo/b", ...). */
@@ -568,7 +579,7 @@ static void refused_event_is_asked_again(void **state)
 	put_pod(&f->mock, pod_obj("a", NODE, "10.1.0.1"));
 	start_pods(f);
 	WAIT_FOR(stats_of(f->watch).watches == 1, 5);
-	view_refuse(&f->view, "demo/b");
+	view_refuse(&f->view, "demo/b", false);
 	put_pod(&f->mock, pod_obj("b", NODE, "10.1.0.2"));
 	WAIT_FOR(view_has(&f->view, "demo/b"), 5);
 	assert_int_equal(f->view.refusals, 1);
@@ -581,6 +592,27 @@ static void refused_event_is_asked_again(void **state)
 	assert_true(stats.watches >= 2);
 }
 
+/* A consumer that keeps refusing: the watcher backs off (a refusal after HTTP 200 does not reset it). */
+static void refusals_back_off(void **state)
+{
+	struct fixture *f = *state;
+
+	put_pod(&f->mock, pod_obj("a", NODE, "10.1.0.1"));
+	start_pods(f);
+	WAIT_FOR(stats_of(f->watch).watches == 1, 5);
+	view_refuse(&f->view, "demo/b", true);
+	put_pod(&f->mock, pod_obj("b", NODE, "10.1.0.2"));
+	WAIT_FOR(view_refusals(&f->view) >= 1, 5);
+	sleep_ms(1000);
+	/* Back-off 40 ms doubling to 200 ms: about 7 tries in a second; reset each time, about 25. */
+	int n = view_refusals(&f->view);
+	if (n > 12)
+		fail_msg("%d refusals in about a second: the back-off was reset", n);
+	view_refuse(&f->view, NULL, false);
+	WAIT_FOR(view_has(&f->view, "demo/b"), 5);
+	assert_int_equal(stats_of(f->watch).lists, 1);
+}
+
 /* An object of a list that is not taken in: the list gets no SYNC_END (which would drop the object) and is
  * asked for again whole. */
 static void refused_list_item_relists(void **state)
@@ -589,7 +621,7 @@ static void refused_list_item_relists(void **state)
 
 	put_pod(&f->mock, pod_obj("a", NODE, "10.1.0.1"));
 	put_pod(&f->mock, pod_obj("b", NODE, "10.1.0.2"));
-	view_refuse(&f->view, "demo/b");
+	view_refuse(&f->view, "demo/b", false);
 	start_pods(f);
 	WAIT_FOR(view_syncs(&f->view) == 1, 5);
 	assert_true(view_has(&f->view, "demo/a"));
@@ -844,6 +876,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(bad_json_relists, setup, teardown),
 		cmocka_unit_test_setup_teardown(refused_event_is_asked_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(refused_list_item_relists, setup, teardown),
+		cmocka_unit_test_setup_teardown(refusals_back_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(jansson_short_of_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(empty_watches_back_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(patch_annotation, setup, teardown),

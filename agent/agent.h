@@ -82,6 +82,17 @@ void agent_after_apply(void *agent, const char *type_url);
  */
 void agent_apply_failed(void *agent, int err);
 
+/*
+ * The wait before trying again what failed on the agent's side and no config change may redo (memory, a
+ * table write): 1 s after the first failure, doubling up to 30 s. previous_ms 0: the first.
+ */
+static inline unsigned agent_next_retry_ms(unsigned previous_ms)
+{
+	enum { FIRST_MS = 1000, MAX_MS = 30000 };
+
+	return !previous_ms ? FIRST_MS : previous_ms >= MAX_MS / 2 ? MAX_MS : previous_ms * 2;
+}
+
 /* Whether the agent serves: config applied (first response of each type, or the local config) and the
  * datapath attached. */
 bool agent_ready(struct agent *agent, char *why, size_t why_size);

@@ -27,9 +27,6 @@
 #include "netns/netns.h"
 
 #define MAX_NODE_ADDRESSES 256
-/* Tables that could not be compiled or written are tried again after 1 s, doubling up to 30 s. */
-#define RETRY_FIRST_MS 1000
-#define RETRY_MAX_MS 30000
 #define DENIAL_LOG_BURST 20 /* lines a second, then a count of those left out */
 
 enum node_mode {
@@ -373,9 +370,7 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	authz->compiles++;
 	if (ret) {
 		authz->compile_failures++;
-		authz->retry_ms = authz->retry_ms ? authz->retry_ms * 2 : RETRY_FIRST_MS;
-		if (authz->retry_ms > RETRY_MAX_MS)
-			authz->retry_ms = RETRY_MAX_MS;
+		authz->retry_ms = agent_next_retry_ms(authz->retry_ms);
 		authz->retry_at_us = now_us() + authz->retry_ms * 1000ULL;
 		log_msg(LOG_ERROR, "authorization: the tables in force (generation %u) stay, tried again in %u s: %s",
 			authz->generation, authz->retry_ms / 1000, reason);

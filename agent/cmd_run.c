@@ -732,9 +732,8 @@ int cmd_run(int argc, char **argv)
 		log_msg(LOG_INFO, "serving; admin endpoint on %s, metrics on %s", agent.admin_bound,
 			agent.telemetry ? agent.metrics_bound : "(none: --no-telemetry)");
 		int sig;
-		/* no signal: the retry of a local config reload that ran out of memory */
-		while (!(sig = wait_for_signal(agent.options.local_config ? local_config_retry_ms(&agent) : 0)) ||
-		       sig == SIGHUP) {
+		/* no signal: the retry of a local config reload that ran out of memory (0, none, with xDS) */
+		while (!(sig = wait_for_signal(local_config_retry_ms(&agent))) || sig == SIGHUP) {
 			if (agent.options.local_config)
 				local_config_reload(&agent);
 			else

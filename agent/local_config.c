@@ -24,9 +24,6 @@
 /* How long the directory must stay quiet after a change before the reload: an editor's save or a
  * ConfigMap swap is several events. */
 #define QUIET_MS 200
-/* A reload that ran out of memory is tried again after 1 s, doubling up to 30 s, until one is not short. */
-#define RETRY_FIRST_MS 1000
-#define RETRY_MAX_MS 30000
 
 struct local_state {
 	struct local_config applied; /* the last config applied: an unchanged file is not applied again */
@@ -291,9 +288,7 @@ static int memory_short(struct agent *agent, const char *doing)
 	struct local_state *state = state_of(agent);
 
 	if (state)
-		state->retry_ms = state->retry_ms ? state->retry_ms * 2 : RETRY_FIRST_MS;
-	if (state && state->retry_ms > RETRY_MAX_MS)
-		state->retry_ms = RETRY_MAX_MS;
+		state->retry_ms = agent_next_retry_ms(state->retry_ms);
 	log_msg(LOG_ERROR, "local config %s: out of memory %s it; the config applied before keeps serving%s",
 		agent->options.local_config, doing, state ? ", and the file is read again after a back-off" : "");
 	return -ENOMEM;

@@ -210,6 +210,19 @@ static void print_latencies(const char *what, double *latency, int n)
 	       percentile(latency, n, 99) * 1e6);
 }
 
+/* p50 and p99 of the updates without the kernel's IRQ work, of one part of their time. */
+static void print_part(const char *what, const double *part, const uint64_t *irq, int updates)
+{
+	double *without = calloc((size_t)updates, sizeof(double));
+	int n = 0;
+
+	for (int u = 0; u < updates; u++)
+		if (!irq[u])
+			without[n++] = part[u];
+	print_latencies(what, without, n);
+	free(without);
+}
+
 /*
  * The kernel's floor under a single update: one bpf_map_update_elem into a map shaped as the endpoints
  * map, holding as many entries, without preallocation, in a tight loop: inserting new keys (each takes
@@ -355,21 +368,6 @@ static int timed_apply(struct sm_map_writer *base, const struct sm_map_op *ops, 
 	return err;
 }
 
-/* p50 and p99 of the updates without the kernel's IRQ work, of one part of their time. */
-static void print_part(const char *what, const double *part, const uint64_t *irq, int updates)
-{
-	double *without = calloc((size_t)updates, sizeof(double));
-	int n = 0;
-
-	for (int u = 0; u < updates; u++)
-		if (!irq[u])
-			without[n++] = part[u];
-	qsort(without, (size_t)n, sizeof(double), compare_doubles);
-	printf("    %s: p50 %.1f us, p99 %.1f us\n", what, percentile(without, n, 50) * 1e6,
-	       percentile(without, n, 99) * 1e6);
-	free(without);
-}
-
 /* Single-workload updates into the maps of a full push, with the client's lock held (no other apply). */
 static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthread_mutex_t *lock, int workloads,
 			   int services, int updates)
@@ -424,8 +422,8 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 		       split.with, 100.0 * split.with / updates, split.with_p50 * 1e6, split.without_p50 * 1e6,
 		       split.without_p99 * 1e6);
 	if (!irq_work_err) {
-		print_part("of those, the map writes (bpf() calls)", writes, irq, updates);
-		print_part("of those, the rest (decoding, the model, planning)", rest, irq, updates);
+		print_part("  of those, the map writes (bpf() calls)", writes, irq, updates);
+		print_part("  of those, the rest (decoding, the model, planning)", rest, irq, updates);
 	}
 	free(latency);
 	free(cpu);

@@ -255,7 +255,7 @@ static const struct step script[] = {
 	NS_SYNC(SYNC_END),
 };
 
-#define N_STEPS (sizeof(script) / sizeof(script[0]))
+#define N_STEPS TEST_ARRAY_SIZE(script)
 
 /* The enrolled cookies as a bit set (cookies 100 + bit). */
 static unsigned enrolled_set(void)
@@ -406,7 +406,7 @@ static void failed_datapath_writes_are_tried_again(void **state)
 
 	(void)state;
 	assert_true(netns >= 0);
-	for (size_t i = 0; i < sizeof(before) / sizeof(before[0]); i++)
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(before); i++)
 		assert_int_equal(give(&before[i], FAIL_NONE, 0), 0);
 
 	/* the pod's sm_enrolled entry fails: not enrolled, then enrolled by the periodic pass (every 2 s) */

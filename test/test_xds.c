@@ -324,13 +324,19 @@ static json_t *first_request_on(json_t *requests, json_int_t stream, const char 
 	return NULL;
 }
 
-/* Two services and a workload, then a state where the workload and one service are gone. */
-static void resumable_streams(const char *first, const char *second)
+#define STREAM_PATH_MAX 128
+
+/* Two services and a workload, then a state where the workload and one service are gone: two stream files
+ * made here, their paths written to first and second. */
+static void resumable_streams(char first[STREAM_PATH_MAX], char second[STREAM_PATH_MAX])
 {
 	struct response r[2];
 	struct service_spec a = { .namespace = "ns", .hostname = "a", .vips = { "10.96.0.1" }, .ports = { { 80 } } };
 	struct service_spec b = { .namespace = "ns", .hostname = "b", .vips = { "10.96.0.2" }, .ports = { { 80 } } };
 	struct workload_spec w = { .uid = "w/1", .addresses = { "10.0.0.1" }, .services = { { "ns/a" } } };
+
+	temp_path(first, STREAM_PATH_MAX, "first");
+	temp_path(second, STREAM_PATH_MAX, "second");
 
 	response_init(&r[0], SM_TYPE_URL_ADDRESS);
 	r[0].msg.nonce = "full";
@@ -352,12 +358,10 @@ static void resumable_streams(const char *first, const char *second)
 static void reconnect_resumes_and_removes_stale(void **state)
 {
 	(void)state;
-	char first[128], second[128];
+	char first[STREAM_PATH_MAX], second[STREAM_PATH_MAX];
 	struct server server;
 	struct client c;
 
-	temp_path(first, sizeof(first), "first");
-	temp_path(second, sizeof(second), "second");
 	resumable_streams(first, second);
 	server_start(&server, (const char *[]){ "--stream", first, "--stream", second, "--close-after", "2", NULL });
 	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
@@ -388,12 +392,10 @@ static void reconnect_resumes_and_removes_stale(void **state)
 static void memory_short_applying_resumes_on_a_new_stream(void **state)
 {
 	(void)state;
-	char first[128], second[128];
+	char first[STREAM_PATH_MAX], second[STREAM_PATH_MAX];
 	struct server server;
 	struct client c;
 
-	temp_path(first, sizeof(first), "first");
-	temp_path(second, sizeof(second), "second");
 	resumable_streams(first, second);
 	server_start(&server, (const char *[]){ "--stream", first, NULL });
 	client_open(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });

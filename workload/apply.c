@@ -496,7 +496,10 @@ static void drop_emptied_addresses(struct sm_model *model)
 	for (size_t i = 0; i < model->undo.n; i++) {
 		const struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);
 		const struct wl_def *def = undo->old_def;
-		for (uint8_t a = 0; undo->kind == UNDO_WORKLOAD && def && a < def->n_addresses; a++)
+
+		if (undo->kind != UNDO_WORKLOAD || !def)
+			continue;
+		for (uint8_t a = 0; a < def->n_addresses; a++)
 			addr_index_drop_empty(model, &def->addresses[a]);
 	}
 }

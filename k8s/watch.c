@@ -188,7 +188,9 @@ static int handle_event(struct sm_k8s_watch *w, const char *line, size_t n)
 	static const struct {
 		const char *name;
 		enum sm_k8s_event_type type;
-	} types[] = { { "ADDED", SM_K8S_ADDED }, { "MODIFIED", SM_K8S_MODIFIED }, { "DELETED", SM_K8S_DELETED } };
+		const char *what; /* in the error when it is not taken in */
+	} types[] = { { "ADDED", SM_K8S_ADDED, "ADDED event" }, { "MODIFIED", SM_K8S_MODIFIED, "MODIFIED event" },
+		      { "DELETED", SM_K8S_DELETED, "DELETED event" } };
 	json_error_t jerr;
 	json_t *ev = json_loadb(line, n, 0, &jerr);
 	json_t *obj = json_object_get(ev, "object");
@@ -231,10 +233,7 @@ static int handle_event(struct sm_k8s_watch *w, const char *line, size_t n)
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		if (strcmp(type, types[i].name))
 			continue;
-		char what[32];
-
-		snprintf(what, sizeof(what), "%s event", type);
-		rc = deliver(w, types[i].type, obj, what, &malformed);
+		rc = deliver(w, types[i].type, obj, types[i].what, &malformed);
 		if (malformed)
 			snprintf(w->msg, sizeof(w->msg), "a %s %s event lacks its name, namespace or uid",
 				 kind_names[w->kind], type);

@@ -3,7 +3,8 @@
  * Memory running short reading a local config (ztunnel's example and the bookinfo config dump), at every
  * allocation in turn, once or from there on: sm_local_config_read returns 0 with the bytes a read that never
  * ran short gives, or -ENOMEM with "out of memory" in its error and both outputs NULL; it never exits. The
- * library allocates through failing_alloc.h (libyaml's own allocations are not failed).
+ * library allocates through failing_alloc.h; of libyaml's own allocations, its strdup copies are failed
+ * too (below), not its mallocs.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -12,6 +13,19 @@
 #include "failing_alloc.h"
 #include "helpers.h"
 #include "xds/xds.h"
+
+/*
+ * libyaml's loader copies each node's default tag with strdup (yaml_strdup), and fails without setting an
+ * error when that copy fails: defined here, this program's strdup interposes the C library's for libyaml,
+ * and its copies count and fail with the others (its malloc is wrapped).
+ */
+char *strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *copy = malloc(n);
+
+	return copy ? memcpy(copy, s, n) : NULL;
+}
 
 struct read_result {
 	int err;

@@ -903,7 +903,9 @@ static int load_document(struct reader *r)
 	}
 	yaml_parser_set_input_file(&parser, f);
 	if (!yaml_parser_load(&parser, &r->doc)) {
-		ret = parser.error == YAML_MEMORY_ERROR ? -ENOMEM : -EINVAL;
+		/* libyaml's loader fails with no error set only where it could not copy a node's default tag
+		 * (yaml_strdup in loader.c): memory, too */
+		ret = parser.error == YAML_MEMORY_ERROR || parser.error == YAML_NO_ERROR ? -ENOMEM : -EINVAL;
 		if (ret == -ENOMEM)
 			snprintf(r->err, r->err_size, "%s: out of memory", r->path);
 		else

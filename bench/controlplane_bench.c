@@ -5,7 +5,8 @@
  * maps, against the limit of writing the same entries with raw bpf_map_update_elem calls (one at a
  * time, and in batches) in a tight loop, in rounds whose order rotates (medians and the per-round
  * spread). Then single-workload updates at that scale into the real maps (those during which the kernel
- * ran IRQ work told apart: bench/irq_work.h), and the agent's time to ready and memory (RSS, peak RSS,
+ * ran IRQ work told apart: bench/irq_work.h), the same updates sent to the agent one at a time (its
+ * own apply time, with what it does after each response), and the agent's time to ready and memory (RSS, peak RSS,
  * BPF map memory) at 1k, 10k, 100k (and 1M) workloads, and its time to ready again when restarted on the
  * maps it pinned (as a DaemonSet update restarts it).
  *
@@ -97,18 +98,19 @@ static void setup_world(void)
 	libbpf_set_print(quiet);
 }
 
-static void write_stream(const char *path, int workloads, int services)
+static void write_stream(const char *path, int workloads, int services, int updates)
 {
-	int err = write_snapshot_stream(path, workloads, services);
+	int err = write_snapshot_stream(path, workloads, services, updates);
 
 	snprintf(stream_path, sizeof(stream_path), "%s", path);
 	if (err)
 		exit(fprintf(stderr, "controlplane_bench: writing %s: %s\n", path, strerror(-err)) > 0);
 }
 
-static pid_t start_mock(const char *stream, int *port)
+/* delay_ms: between responses (0: none) */
+static pid_t start_mock(const char *stream, unsigned delay_ms, int *port)
 {
-	char port_file[160];
+	char port_file[160], delay[16];
 	pid_t pid;
 
 	snprintf(port_file, sizeof(port_file), "%s.port", stream);
@@ -116,7 +118,8 @@ static pid_t start_mock(const char *stream, int *port)
 	pid = fork();
 	if (pid == 0) {
 		freopen("/dev/null", "w", stdout);
-		execl(mock_path, mock_path, "--stream", stream, "--port-file", port_file, (char *)NULL);
+		snprintf(delay, sizeof(delay), "%u", delay_ms);
+		execl(mock_path, mock_path, "--stream", stream, "--port-file", port_file, "--delay-ms", delay, (char *)NULL);
 		_exit(127);
 	}
 	children[0] = pid;
@@ -368,9 +371,18 @@ static int timed_apply(struct sm_map_writer *base, const struct sm_map_op *ops, 
 	return err;
 }
 
-/* Single-workload updates into the maps of a full push, with the client's lock held (no other apply). */
+/* Single updates paced (the in-process ones' second run, the agent's): far enough apart that each finds the
+ * caches as the rest of the node left them, as when istiod sends them. */
+#define UPDATE_GAP_MS 5
+
+/* The mean of the in-process updates paced as the agent's are (0: not measured), which agent_updates compares
+ * with. */
+static double paced_mean;
+
+/* Single-workload updates into the maps of a full push, with the client's lock held (no other apply) but
+ * for the gap_ms between two (0: back to back); the first is the sequence's update number first. */
 static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthread_mutex_t *lock, int workloads,
-			   int services, int updates)
+			   int services, int first, int updates, unsigned gap_ms)
 {
 	double *latency = calloc((size_t)updates, sizeof(double)), *cpu = calloc((size_t)updates, sizeof(double));
 	double *writes = calloc((size_t)updates, sizeof(double)), *rest = calloc((size_t)updates, sizeof(double));
@@ -383,8 +395,8 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 	pthread_mutex_lock(lock);
 	for (int u = 0; u < updates; u++) {
 		size_t len;
-		int i = (int)(((unsigned)u * 2654435761u) % (unsigned)workloads);
-		uint8_t *update = make_update(i, services, u, &len);
+		int i = update_workload(first + u, workloads);
+		uint8_t *update = make_update(i, services, first + u, &len);
 		struct sm_rejections rejections = { 0 };
 		Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response;
 		uint64_t irq0 = irq_work_counter_read(&irq_work);
@@ -402,17 +414,30 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 		irq[u] = irq_work_counter_read(&irq_work) - irq0;
 		sm_rejections_clear(&rejections);
 		free(update);
+		if (gap_ms) { /* caches and CPU as they are when the next update comes */
+			pthread_mutex_unlock(lock);
+			sleep_ms((int)gap_ms);
+			pthread_mutex_lock(lock);
+		}
 	}
 	pthread_mutex_unlock(lock);
 	sm_pb_arena_release(&arena);
 	irq_work_counter_close(&irq_work);
 	struct irq_work_split split = irq_work_err ? (struct irq_work_split){ 0 } : split_by_irq_work(latency, irq, updates);
+	double sum = 0;
+	for (int u = 0; u < updates; u++)
+		sum += latency[u];
+	if (gap_ms)
+		paced_mean = sum / updates;
 	qsort(latency, (size_t)updates, sizeof(double), compare_doubles);
 	qsort(cpu, (size_t)updates, sizeof(double), compare_doubles);
-	printf("single-workload update into the real maps at this scale (%d updates): p50 %.1f us, p99 %.1f us; "
-	       "this thread's CPU time p50 %.1f us, p99 %.1f us (target <= 20 us)\n",
-	       updates, percentile(latency, updates, 50) * 1e6, percentile(latency, updates, 99) * 1e6,
-	       percentile(cpu, updates, 50) * 1e6, percentile(cpu, updates, 99) * 1e6);
+	char pace[48] = "back to back";
+	if (gap_ms)
+		snprintf(pace, sizeof(pace), "one every %u ms", gap_ms);
+	printf("single-workload update into the real maps at this scale (%d updates, %s): p50 %.1f us, p99 %.1f us, "
+	       "mean %.1f us; this thread's CPU time p50 %.1f us, p99 %.1f us (target <= 20 us)\n",
+	       updates, pace, percentile(latency, updates, 50) * 1e6, percentile(latency, updates, 99) * 1e6,
+	       sum / updates * 1e6, percentile(cpu, updates, 50) * 1e6, percentile(cpu, updates, 99) * 1e6);
 	if (irq_work_err)
 		printf("  (the kernel's IRQ work is not told apart: irq_vectors:irq_work_entry: %s)\n", strerror(-irq_work_err));
 	else
@@ -474,7 +499,9 @@ static struct push full_push(int port, int workloads, int services, const uint32
 	if (updates > 0) {
 		struct sm_model_stats stats;
 
-		single_updates(model, dp, &lock, workloads, services, updates);
+		/* the paced ones go on where the others ended: other workloads, the same kinds of change */
+		single_updates(model, dp, &lock, workloads, services, 0, updates, 0);
+		single_updates(model, dp, &lock, workloads, services, updates, updates, UPDATE_GAP_MS);
 		sm_model_stats(model, &stats);
 		kernel_floor(stats.map_entries[SM_MAP_ENDPOINTS], updates);
 	}
@@ -502,8 +529,8 @@ static void push_rounds(int workloads, int services, int updates, int rounds)
 	for (int v = 0; v < VARIANTS; v++)
 		t[v] = calloc((size_t)rounds, sizeof(double));
 	snprintf(stream, sizeof(stream), "/tmp/sockmesh-bench-%d.xds", (int)getpid());
-	write_stream(stream, workloads, services);
-	pid_t mock = start_mock(stream, &port);
+	write_stream(stream, workloads, services, 0);
+	pid_t mock = start_mock(stream, 0, &port);
 	struct sm_model *reference = reference_model(workloads, services, capacity);
 	const struct sm_image *image = sm_model_image(reference);
 	for (int m = 0; m < SM_MAP_COUNT; m++)
@@ -595,6 +622,40 @@ static double agent_apply_seconds(int admin_port)
 	return at ? strtod(at + strlen(name), NULL) : -1;
 }
 
+/* The agent's apply histogram (sockmesh_apply_duration_seconds), its buckets apart (not cumulative). */
+struct apply_histogram {
+	double sum, count;
+	double buckets[SM_LATENCY_BUCKETS + 1];
+};
+
+#define APPLY_HISTOGRAM "sockmesh_apply_duration_seconds"
+
+/* false when the agent did not answer with it whole */
+static bool agent_apply_histogram(int admin_port, struct apply_histogram *h)
+{
+	static char reply[1 << 20];
+	const char *at = reply, *sum, *count;
+	double below = 0;
+
+	admin_get(admin_port, "/metrics", reply, sizeof(reply));
+	for (int b = 0; b <= SM_LATENCY_BUCKETS && at; b++) {
+		at = strstr(at, APPLY_HISTOGRAM "_bucket{le=");
+		at = at ? strchr(at, '}') : NULL;
+		if (at) {
+			double cumulative = strtod(at + 1, NULL);
+			h->buckets[b] = cumulative - below;
+			below = cumulative;
+		}
+	}
+	sum = strstr(reply, APPLY_HISTOGRAM "_sum ");
+	count = strstr(reply, APPLY_HISTOGRAM "_count ");
+	if (!at || !sum || !count)
+		return false;
+	h->sum = strtod(sum + strlen(APPLY_HISTOGRAM "_sum "), NULL);
+	h->count = strtod(count + strlen(APPLY_HISTOGRAM "_count "), NULL);
+	return true;
+}
+
 static long status_kib(pid_t pid, const char *field)
 {
 	char path[64], line[256];
@@ -680,8 +741,8 @@ static void agent_memory(int workloads, int services, int rounds)
 	for (int m = 0; m < SM_MAP_COUNT; m++)
 		snprintf(capacity_args[m], sizeof(capacity_args[m]), "%s=%u", names[m], capacity[m]);
 	snprintf(stream, sizeof(stream), "/tmp/sockmesh-bench-mem-%d.xds", (int)getpid());
-	write_stream(stream, workloads, services);
-	pid_t mock = start_mock(stream, &port);
+	write_stream(stream, workloads, services, 0);
+	pid_t mock = start_mock(stream, 0, &port);
 	snprintf(address, sizeof(address), "127.0.0.1:%d", port);
 	for (int r = 0; r < rounds; r++) {
 		pid_t agent = start_agent(address, capacity_args);
@@ -724,12 +785,66 @@ static void agent_memory(int workloads, int services, int rounds)
 	unlink(stream);
 }
 
+/*
+ * The agent's own single updates, sent one at a time as istiod sends them (one every UPDATE_GAP_MS): the time
+ * its apply histogram gives each (reading, the model, the map writes and the agent's work after a
+ * response), which the in-process updates above leave out. Its node holds a thousandth of the workloads.
+ */
+static void agent_updates(int workloads, int services, int updates)
+{
+	static const char *const names[SM_MAP_COUNT] = { [SM_MAP_FRONTENDS] = "frontends", [SM_MAP_SERVICES] = "services",
+							 [SM_MAP_ENDPOINTS] = "endpoints", [SM_MAP_BACKENDS] = "backends" };
+	char stream[128], address[32], err[256], capacity_args[SM_MAP_COUNT][64];
+	struct apply_histogram first, last;
+	uint32_t capacity[SM_MAP_COUNT];
+	int port, admin_port = 15500;
+
+	capacities(workloads, services, capacity);
+	for (int m = 0; m < SM_MAP_COUNT; m++)
+		snprintf(capacity_args[m], sizeof(capacity_args[m]), "%s=%u", names[m], capacity[m]);
+	snprintf(stream, sizeof(stream), "/tmp/sockmesh-bench-updates-%d.xds", (int)getpid());
+	write_stream(stream, workloads, services, updates);
+	pid_t mock = start_mock(stream, UPDATE_GAP_MS, &port);
+	snprintf(address, sizeof(address), "127.0.0.1:%d", port);
+	pid_t agent = start_agent(address, capacity_args);
+	seconds_to_ready(admin_port);
+	/* from the first reading after ready: the push is in it, and perhaps a few updates */
+	bool read = agent_apply_histogram(admin_port, &first);
+	double deadline = now_seconds() + updates * UPDATE_GAP_MS / 1000.0 + 60;
+	while (read && (read = agent_apply_histogram(admin_port, &last)) && last.count < updates + 2 &&
+	       now_seconds() < deadline)
+		sleep_ms(100);
+	stop(agent);
+	stop(mock);
+	sm_datapath_uninstall(pin_dir, err, sizeof(err));
+	unlink(stream);
+	double n = read ? last.count - first.count : 0;
+	if (n < 1) {
+		printf("the agent's own single updates: none measured (%s)\n", read ? "none applied" : "no metrics");
+		return;
+	}
+	double mean = (last.sum - first.sum) / n;
+	printf("the agent's own single updates at %d workloads (%d of them local), %.0f of %d measured, one every %d ms: "
+	       "mean %.1f us (its apply histogram", workloads, workloads / 1000, n, updates, UPDATE_GAP_MS, mean * 1e6);
+	if (paced_mean > 0)
+		printf("; %.2fx the same updates' in-process mean", mean / paced_mean);
+	printf(");");
+	double within = 0;
+	for (int b = 0; b < SM_LATENCY_BUCKETS && within < n; b++) {
+		within += last.buckets[b] - first.buckets[b];
+		printf(" %.1f%% within %g us%s", 100.0 * within / n, sm_latency_bounds[b] * 1e6,
+		       within < n && b + 1 < SM_LATENCY_BUCKETS ? "," : "");
+	}
+	printf("\n");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
 		fprintf(stderr, "usage: controlplane_bench MOCK_SERVER SOCKMESH [WORKLOADS [SERVICES [UPDATES [ROUNDS "
 				"[MEMORY_FROM]]]]]\n"
-				"  the push in ROUNDS rotated rounds (default 9), then the agent's memory at MEMORY_FROM (default\n"
+				"  the push in ROUNDS rotated rounds (default 9) and UPDATES single updates (default 2000) in-process\n"
+				"  and by the agent, then the agent's memory at MEMORY_FROM (default\n"
 				"  1000) workloads and each tenfold up to WORKLOADS (3 rounds each; SERVICES at WORKLOADS, a\n"
 				"  tenth of the workloads below)\n");
 		return 2;
@@ -750,6 +865,8 @@ int main(int argc, char **argv)
 	setup_world();
 	if (rounds > 0)
 		push_rounds(workloads, services, updates, rounds);
+	if (updates > 0)
+		agent_updates(workloads, services, updates);
 	for (int n = memory_from; n > 0 && n <= workloads; n *= 10)
 		agent_memory(n, n == workloads ? services : (n / 10 ? n / 10 : 1), getenv("MEMORY_ROUNDS") ? atoi(getenv("MEMORY_ROUNDS")) : 3);
 	return 0;

@@ -16,7 +16,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: gen_snapshot OUT WORKLOADS SERVICES\n");
 		return 2;
 	}
-	err = write_snapshot_stream(argv[1], atoi(argv[2]), atoi(argv[3]));
+	err = write_snapshot_stream(argv[1], atoi(argv[2]), atoi(argv[3]), 0);
 	if (err) {
 		fprintf(stderr, "gen_snapshot: writing %s: %s\n", argv[1], strerror(-err));
 		return 1;

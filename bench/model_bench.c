@@ -142,7 +142,7 @@ int main(int argc, char **argv)
 	double *latencies = calloc((size_t)n_updates + 1, sizeof(double));
 	double *cpu = calloc((size_t)n_updates + 1, sizeof(double));
 	for (int u = 0; u < n_updates; u++) {
-		int i = (int)(((unsigned)u * 2654435761u) % (unsigned)n_workloads);
+		int i = update_workload(u, n_workloads);
 		uint8_t *update = make_update(i, n_services, u, &len);
 		latencies[u] = apply_bytes(model, update, len, &cpu[u]);
 		free(update);

@@ -87,8 +87,14 @@ static inline uint8_t *make_update(int i, int n_services, int round, size_t *len
 	return bytes;
 }
 
-/* A recorded stream: the snapshot, then an empty Authorization response (readiness needs both). */
-static inline int write_snapshot_stream(const char *path, int n_workloads, int n_services)
+/* A recorded stream: the snapshot, then an empty Authorization response (readiness needs both), then
+ * `updates` single-workload updates (make_update, the workloads single updates pick: update_workload). */
+static inline int update_workload(int update, int n_workloads)
+{
+	return (int)(((unsigned)update * 2654435761u) % (unsigned)n_workloads);
+}
+
+static inline int write_snapshot_stream(const char *path, int n_workloads, int n_services, int updates)
 {
 	struct response authz;
 	size_t len;
@@ -101,6 +107,11 @@ static inline int write_snapshot_stream(const char *path, int n_workloads, int n
 		err = sm_stream_append(fd, snapshot, len);
 	if (!err)
 		err = response_append(fd, &authz);
+	for (int u = 0; !err && u < updates; u++) {
+		uint8_t *update = make_update(update_workload(u, n_workloads), n_services, u, &len);
+		err = update ? sm_stream_append(fd, update, len) : -ENOMEM;
+		free(update);
+	}
 	if (fd >= 0)
 		close(fd);
 	response_free(&authz);

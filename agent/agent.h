@@ -61,6 +61,9 @@ struct agent {
 	atomic_bool local_config_applied;
 	struct local_state *local; /* local-config mode: the last applied file, the watcher */
 	atomic_bool datapath_committed; /* false while a layout migration waits for the first sync */
+	/* sm_local_addrs (under model_lock): whether it holds the local addresses of this model generation */
+	bool local_addresses_written;
+	uint64_t local_addresses_generation;
 	/* What the start prepares before it touches the kernel: */
 	struct sm_config knobs;		/* the datapath's config map */
 	struct sm_pin_lock *lock;	/* the pin directory's, held for the agent's life */

@@ -13,12 +13,14 @@ spawn_mesh "$echo_tool" serve 127.0.0.1 8080 one
 spawn_mesh "$echo_tool" serve 127.0.0.2 8080 two
 spawn_mesh "$echo_tool" serve 127.0.0.3 8080 three
 
-# config SERVICE... : each service N (1-3) at VIP 127.10.0.N:80, backed by workload 127.0.0.N:8080
+# config SERVICE... : each service N (1-3) at VIP 127.10.0.N:80, backed by workload 127.0.0.N:8080 on
+# this node (start_agent's NODE_NAME), and one workload on another node that never changes
 config() {
   echo "workloads:"
   for n in "$@"; do
-    printf -- '- {uid: e2e//Pod/default/w%s, name: w%s, namespace: default, workloadIps: ["127.0.0.%s"], services: {"default/s%s.example.com": {80: 8080}}}\n' "$n" "$n" "$n" "$n"
+    printf -- '- {uid: e2e//Pod/default/w%s, name: w%s, namespace: default, node: local, workloadIps: ["127.0.0.%s"], services: {"default/s%s.example.com": {80: 8080}}}\n' "$n" "$n" "$n" "$n"
   done
+  echo '- {uid: e2e//Pod/default/far, name: far, namespace: default, node: elsewhere, workloadIps: ["10.9.9.9"]}'
   echo "services:"
   for n in "$@"; do
     printf -- '- {name: s%s, namespace: default, hostname: s%s.example.com, vips: ["/127.10.0.%s"], ports: {80: 8080}}\n' "$n" "$n" "$n"
@@ -29,6 +31,15 @@ serves() { # N:NAME...: VIP 127.10.0.N reaches the backend NAME
   for pair in "$@"; do reaches "127.10.0.${pair%%:*}" 80 "${pair#*:}" || return 1; done
 }
 alive() { kill -0 "$agent_pid"; }
+# local_addresses ADDRESS...: sm_local_addrs holds these IPv4 addresses (this node's workloads), and no other
+local_addresses() {
+  local maps=("$pin_dir"/maps-v*/sm_local_addrs) held
+  held="$(bpftool -j map dump pinned "${maps[0]}" | python3 -c '
+import json, sys
+print(" ".join(sorted(".".join(str(int(b, 16)) for b in e["key"][12:]) for e in json.load(sys.stdin))))')"
+  echo "sm_local_addrs: $held"
+  [[ $held == "$*" ]]
+}
 
 mkdir "$work/etc"
 file="$work/etc/config.yaml"
@@ -36,6 +47,7 @@ config 1 2 >"$file"
 start_agent --local-config "$file"
 check "local-config mode becomes ready" wait_for 20 ready
 check "the file's services are reachable" serves 1:one 2:two
+check_showing "this node's workload addresses are in sm_local_addrs" local_addresses 127.0.0.1 127.0.0.2
 check "the agent watches the file's directory" logged "watching $work/etc for changes to config.yaml"
 
 # 1. an editor's save: a new file renamed over the old one; s2 goes, s3 comes
@@ -45,6 +57,7 @@ check "renamed over: the removed service's VIP is refused" wait_for 10 refused 1
 check "renamed over: the kept service still reaches its backend" reaches 127.10.0.1 80 one
 reload_logged() { logged "local config $file reloaded" && logged "2 address resources no longer in the file removed"; }
 check "the reload is logged, with the removals (service s2 and workload w2)" reload_logged
+check_showing "renamed over: sm_local_addrs follows (w2 gone, w3 in)" local_addresses 127.0.0.1 127.0.0.3
 
 # 2. a bad file, written in place: rejected whole with its line, the old state keeps serving
 printf 'workloadz:\n- uid: e2e//Pod/default/w1\n' >"$file"
@@ -68,6 +81,7 @@ check "after SIGHUP the datapath still serves" reaches 127.10.0.1 80 one
 config 1 2 >"$file"
 check "rewritten in place: the returning service is reachable" wait_for 10 reaches 127.10.0.2 80 two
 check "rewritten in place: the dropped service is refused" wait_for 10 refused 127.10.0.3 80
+check_showing "rewritten in place: sm_local_addrs follows" local_addresses 127.0.0.1 127.0.0.2
 
 # 5. memory runs short reading a change: its address space capped at what the agent maps now (prlimit),
 # the agent logs it and keeps serving; once the cap is lifted, the read is tried again with no further
@@ -93,6 +107,7 @@ check "memory back: the cap lifted" prlimit --pid "$agent_pid" --as=unlimited:
 applied_again() { (( $(reloads) > before )); }
 check "memory back: the read is tried again and the change applied, no SIGHUP" wait_for 40 applied_again
 check "memory back: the new service's VIP is reachable" wait_for 10 reaches 127.10.0.3 80 three
+check_showing "memory back: sm_local_addrs follows" local_addresses 127.0.0.1 127.0.0.3
 check "memory back: the agent still runs" alive
 stop_agent
 
@@ -105,6 +120,8 @@ ln -s ..v1 "$cm/..data" && ln -s ..data/config.yaml "$cm/config.yaml"
 start_agent --local-config "$cm/config.yaml"
 check "ConfigMap mount: ready" wait_for 20 ready
 check "ConfigMap mount: its one service is reachable" reaches 127.10.0.1 80 one
+check_showing "restarted on the pinned maps: sm_local_addrs holds this config's, not the last agent's" \
+  local_addresses 127.0.0.1
 ln -s ..v2 "$cm/..data_tmp" && mv -T "$cm/..data_tmp" "$cm/..data"
 check "ConfigMap symlink swap: the new service's VIP is reachable" wait_for 10 reaches 127.10.0.3 80 three
 stop_agent

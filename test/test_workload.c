@@ -767,6 +767,72 @@ static void failed_write_is_undone(void **state)
 	harness_close(&h);
 }
 
+static int count_local_address(void *ctx, const uint8_t addr[16])
+{
+	(void)addr;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static int local_addresses(const struct harness *h)
+{
+	int n = 0;
+
+	assert_int_equal(sm_model_for_each_local_address(h->model, count_local_address, &n), 0);
+	return n;
+}
+
+/* The agent writes this node's addresses only when the local generation moved: it moves with every
+ * committed change to a workload of this node, and only then. */
+static void local_generation_follows_this_nodes_workloads(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct response r;
+	struct workload_spec remote = { .uid = "w/remote", .addresses = { "10.0.0.1" }, .node = "node-b",
+					.services = { { REVIEWS } } };
+	struct workload_spec local = { .uid = "w/local", .addresses = { "10.0.0.2" }, .node = "node-a",
+				       .services = { { REVIEWS } } };
+	struct workload_spec refused = { .uid = "w/refused", .addresses = { "10.0.0.3" }, .node = "node-a",
+					 .services = { { REVIEWS } }, .waypoint_ip = "10.0.0.9" };
+	uint64_t generation;
+
+	harness_open(&h, "node-a", NULL);
+	apply_service(&h, &reviews);
+	generation = sm_model_local_generation(h.model);
+	apply_workloads(&h, &remote, 1);
+	assert_int_equal(sm_model_local_generation(h.model), generation);
+
+	apply_workloads(&h, &local, 1);
+	assert_int_not_equal(sm_model_local_generation(h.model), generation);
+	assert_int_equal(local_addresses(&h), 1);
+	generation = sm_model_local_generation(h.model);
+
+	remote.capacity = 3; /* another node's workload changes: the local addresses are the same */
+	apply_workloads(&h, &remote, 1);
+	assert_int_equal(sm_model_local_generation(h.model), generation);
+
+	local.addresses[1] = "fd00::2";
+	apply_workloads(&h, &local, 1);
+	assert_int_not_equal(sm_model_local_generation(h.model), generation);
+	assert_int_equal(local_addresses(&h), 2);
+	generation = sm_model_local_generation(h.model);
+
+	/* a batch undone changes nothing */
+	h.writer.fail_after = h.writer.ops_applied + 1;
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &refused, "v1");
+	apply(&h, &r);
+	assert_true(has_rejection(&h, "w/refused", "map is full"));
+	assert_int_equal(sm_model_local_generation(h.model), generation);
+	assert_int_equal(local_addresses(&h), 2);
+
+	remove_names(&h, (const char *[]){ "w/local" }, 1);
+	assert_int_not_equal(sm_model_local_generation(h.model), generation);
+	assert_int_equal(local_addresses(&h), 0);
+	harness_close(&h);
+}
+
 /* ---- releasing the response before the writes ---- */
 
 /*
@@ -1275,6 +1341,7 @@ int main(void)
 		cmocka_unit_test(malformed_resources),
 		cmocka_unit_test(overflow_is_rejected_whole),
 		cmocka_unit_test(failed_write_is_undone),
+		cmocka_unit_test(local_generation_follows_this_nodes_workloads),
 		cmocka_unit_test(split_after_release_needs_no_response),
 		cmocka_unit_test(many_names_each_decided_once),
 		cmocka_unit_test(large_batch_failing_late_is_undone),

@@ -365,6 +365,7 @@ static int link_workload(struct sm_model *model, struct wl *wl, struct wl_def *d
 		if (vec_push(&model->local_workloads, &wl, sizeof(wl)))
 			return -ENOMEM;
 		model->local_dirty = true;
+		model->local_workloads_dirty = true;
 	}
 	for (uint8_t i = 0; i < def->n_addresses; i++) {
 		if (addr_index_add(model, &def->addresses[i], wl))
@@ -389,6 +390,7 @@ static void unlink_workload(struct sm_model *model, struct wl *wl, struct wl_def
 	if (is_local(model, def)) {
 		remove_local(model, wl);
 		model->local_dirty = true;
+		model->local_workloads_dirty = true;
 	}
 	for (uint8_t i = 0; i < def->n_addresses; i++)
 		addr_index_remove(model, &def->addresses[i], wl);
@@ -778,6 +780,11 @@ int sm_model_for_each_local_address(const struct sm_model *model, int (*fn)(void
 		}
 	}
 	return 0;
+}
+
+uint64_t sm_model_local_generation(const struct sm_model *model)
+{
+	return model->local_changes;
 }
 
 uint32_t sm_model_service_id(const struct sm_model *model, const char *key)

@@ -236,6 +236,8 @@ struct sm_model {
 	struct vec local_workloads;  /* struct wl *: those on this node */
 	struct local_locality local_before; /* local at the batch's start; holds references once changed */
 	bool local_changed;
+	bool local_workloads_dirty; /* the batch linked or unlinked a workload of this node */
+	uint64_t local_changes;	    /* committed batches that did: sm_model_local_generation */
 	struct vec new_ids;	     /* struct id_grant: ids granted in this batch */
 	struct plan plan; /* the batch's writes, then (in the same room) their undo */
 	struct sm_pb_arena decode_arena; /* each resource's Any, decoded */

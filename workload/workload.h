@@ -163,6 +163,9 @@ void sm_model_local_locality(const struct sm_model *model, struct sm_locality *o
 /* Calls fn with each address (16 bytes, IPv4 mapped) of the workloads on this node; stops on non-zero. */
 int sm_model_for_each_local_address(const struct sm_model *model, int (*fn)(void *ctx, const uint8_t addr[16]),
 				    void *ctx);
+/* A counter of batches that added, changed or removed a workload of this node: equal values, the same
+ * local addresses. */
+uint64_t sm_model_local_generation(const struct sm_model *model);
 
 /* The service and backend ids of a name (service "ns/hostname" or workload uid); 0 when it has none. */
 uint32_t sm_model_service_id(const struct sm_model *model, const char *key);

@@ -11,7 +11,7 @@
  *     The agent's work for authorization at scale, on the real pieces: a mesh of WORKLOADS workloads
  *     (100 namespaces, 20 service accounts, 2,000 nodes: 1 in 2,000 is on this node, all in namespace
  *     ns7) read from a local config, then per round: POLICIES policies applied (to each local workload),
- *     one of them changed, all removed. Each step is timed as the agent does it: the model's apply, whose
+ *     a workload of another node started and gone again (pod churn), one policy changed, all removed. Each step is timed as the agent does it: the model's apply, whose
  *     admission check compiles once (agent_authz_check), then sm_model_authz_build + sm_authz_compile +
  *     sm_datapath_authz_write (the write as root only, into a datapath in a network namespace, cgroup and
  *     pin directory made for it and removed after). Medians and the spread over ROUNDS; the process's
@@ -327,6 +327,25 @@ static long status_kib(const char *field)
 	return value;
 }
 
+/* A workload of another node, as a pod starting: its own Address response (the name stays the caller's). */
+static response_t *one_pod(void)
+{
+	struct response r;
+	size_t len;
+	struct workload_spec spec = { .uid = "bench//Pod/ns3/started", .addresses = { "10.200.0.1" }, .node = "node-99",
+				      .namespace = "ns3" };
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	Istio__Workload__Workload *w = workload_from(&r, &spec);
+	w->service_account = "sa4";
+	response_add_workload_msg(&r, w, "v1");
+	uint8_t *bytes = response_pack(&r, &len);
+	response_free(&r);
+	response_t *out = decode(bytes, len);
+	free(bytes);
+	return out;
+}
+
 /* The response that changes policy `changed` alone: its resource in `variant` (the file with it changed). */
 static response_t one_change(const response_t *all, const response_t *variant, int changed)
 {
@@ -356,6 +375,8 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	double (*apply_t)[STEPS] = calloc((size_t)rounds, sizeof(*apply_t));
 	double (*change_t)[STEPS] = calloc((size_t)rounds, sizeof(*change_t));
 	double (*remove_t)[STEPS] = calloc((size_t)rounds, sizeof(*remove_t));
+	double (*started_t)[STEPS] = calloc((size_t)rounds, sizeof(*started_t));
+	double (*gone_t)[STEPS] = calloc((size_t)rounds, sizeof(*gone_t));
 	int fd = mkstemp(path), changed = n_policies / 2 + 1;
 	int ret;
 
@@ -395,6 +416,12 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	removal.resources = NULL;
 	removal.removed_resources = names;
 	removal.n_removed_resources = policies->n_resources;
+	response_t *started = one_pod(), gone = *address;
+	char *started_name = started->resources[0]->name;
+	gone.n_resources = 0;
+	gone.resources = NULL;
+	gone.removed_resources = &started_name;
+	gone.n_removed_resources = 1;
 
 	long rss_before = status_kib("VmRSS:");
 	int clear = open("/proc/self/clear_refs", O_WRONLY);
@@ -407,6 +434,13 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 		check_apply += b.check_seconds;
 		if (r == rounds - 1)
 			print_steps("applying all the policies", apply_t, rounds, &b, b.dp);
+		/* pod churn elsewhere in the mesh while the policies are in force: the identities change */
+		step(&b, started, started_t[r]);
+		if (r == rounds - 1)
+			print_steps("a workload of another node started", started_t, rounds, &b, b.dp);
+		step(&b, &gone, gone_t[r]);
+		if (r == rounds - 1)
+			print_steps("that workload gone", gone_t, rounds, &b, b.dp);
 		step(&b, &change, change_t[r]);
 		check_change += b.check_seconds;
 		if (r == rounds - 1)
@@ -425,6 +459,9 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	free(apply_t);
 	free(change_t);
 	free(remove_t);
+	free(started_t);
+	free(gone_t);
+	protobuf_c_message_free_unpacked(&started->base, NULL);
 	protobuf_c_message_free_unpacked(&address->base, NULL);
 	protobuf_c_message_free_unpacked(&policies->base, NULL);
 	protobuf_c_message_free_unpacked(&variant->base, NULL);

@@ -305,59 +305,90 @@ static int compare_addr(const void *a, const void *b)
 	return memcmp(a, b, sizeof(struct sm_frontend_key));
 }
 
-/* An ident of the tables, sorted by address so that the map's entries can be looked up in them. */
-struct ident {
-	struct sm_frontend_key key;
-	struct sm_authz_ident_value value;
-};
+/* The map's idents, read back and sorted by address. */
+static int held_idents(int fd, struct sm_dp_ident **out, size_t *n)
+{
+	struct entries held = { 0 };
+	struct sm_dp_ident *sorted = NULL;
+	int ret = collect(fd, sizeof(struct sm_frontend_key), sizeof(struct sm_authz_ident_value), true, NULL, 0, &held);
+
+	if (!ret) {
+		sorted = malloc((held.n ? held.n : 1) * sizeof(*sorted));
+		ret = sorted ? 0 : -ENOMEM;
+	}
+	for (size_t i = 0; !ret && i < held.n; i++) {
+		memcpy(&sorted[i].key, (char *)held.keys + i * sizeof(sorted[i].key), sizeof(sorted[i].key));
+		memcpy(&sorted[i].value, (char *)held.values + i * sizeof(sorted[i].value), sizeof(sorted[i].value));
+	}
+	if (!ret) {
+		qsort(sorted, held.n, sizeof(*sorted), compare_addr);
+		*out = sorted;
+		*n = held.n;
+	} else {
+		free(sorted);
+	}
+	entries_free(&held);
+	return ret;
+}
+
+/* What the map holds after a write of the tables' idents (sorted), or NULL: not known, the next write reads
+ * it back. */
+static void remember_idents(struct sm_datapath *dp, struct sm_dp_ident *sorted, size_t n)
+{
+	free(dp->authz_idents);
+	dp->authz_idents = sorted;
+	dp->n_authz_idents = n;
+}
 
 /*
- * The idents as a diff: *stale gets the map's addresses the tables do not list (deleted after the
- * flip, while the generation in force may still use them); changed and new ones are written now.
+ * The idents as a diff against what the map holds (as the last write left it, else read back), in one walk
+ * of both sorted lists: *stale gets the map's addresses the tables do not list (deleted after the flip,
+ * while the generation in force may still use them); changed and new ones are written now. *wanted_out:
+ * the tables' idents, sorted (the caller's to free).
  */
-static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t, struct entries *stale, char *err,
-			size_t size)
+static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t, struct entries *stale,
+			struct sm_dp_ident **wanted_out, char *err, size_t size)
 {
-	int fd = dp->fds[SM_DP_MAP_AUTHZ_IDENTS], ret;
-	struct entries held = { 0 }, changed = { 0 };
-	struct ident *wanted = calloc(t->n_idents ? t->n_idents : 1, sizeof(*wanted));
+	int fd = dp->fds[SM_DP_MAP_AUTHZ_IDENTS], ret = 0;
+	struct entries changed = { 0 };
+	struct sm_dp_ident *wanted = calloc(t->n_idents ? t->n_idents : 1, sizeof(*wanted));
+	struct sm_dp_ident *held = dp->authz_idents, *read_back = NULL;
+	size_t n_held = dp->n_authz_idents, w = 0, h = 0;
 
 	if (!wanted)
 		return fail(err, size, -ENOMEM, "out of memory for %zu idents", t->n_idents);
 	for (size_t i = 0; i < t->n_idents; i++)
-		wanted[i] = (struct ident){ t->ident_keys[i], t->ident_values[i] };
+		wanted[i] = (struct sm_dp_ident){ t->ident_keys[i], t->ident_values[i] };
 	qsort(wanted, t->n_idents, sizeof(*wanted), compare_addr);
-	ret = collect(fd, sizeof(struct sm_frontend_key), sizeof(struct sm_authz_ident_value), true, NULL, 0, &held);
-	if (!ret) {
-		struct ident *sorted_held = malloc((held.n ? held.n : 1) * sizeof(*sorted_held));
-		ret = sorted_held ? 0 : -ENOMEM;
-		for (size_t i = 0; !ret && i < held.n; i++) {
-			memcpy(&sorted_held[i].key, (char *)held.keys + i * sizeof(struct sm_frontend_key), sizeof(sorted_held[i].key));
-			memcpy(&sorted_held[i].value, (char *)held.values + i * sizeof(struct sm_authz_ident_value),
-			       sizeof(sorted_held[i].value));
+	if (!held) {
+		ret = held_idents(fd, &read_back, &n_held);
+		held = read_back;
+	}
+	while (!ret && (w < t->n_idents || h < n_held)) {
+		int order = w == t->n_idents ? 1 : h == n_held ? -1 : compare_addr(&wanted[w], &held[h]);
+
+		if (order > 0) {
+			ret = entries_push(stale, &held[h].key, NULL, sizeof(held[h].key), 0);
+			h++;
+			continue;
 		}
-		if (!ret)
-			qsort(sorted_held, held.n, sizeof(*sorted_held), compare_addr);
-		for (size_t i = 0; !ret && i < t->n_idents; i++) {
-			const struct ident *h = bsearch(&wanted[i], sorted_held, held.n, sizeof(*sorted_held), compare_addr);
-			if (!h || h->value.identity != wanted[i].value.identity)
-				ret = entries_push(&changed, &wanted[i].key, &wanted[i].value, sizeof(wanted[i].key),
-						   sizeof(wanted[i].value));
-		}
-		for (size_t i = 0; !ret && i < held.n; i++) {
-			if (!bsearch(&sorted_held[i], wanted, t->n_idents, sizeof(*wanted), compare_addr))
-				ret = entries_push(stale, &sorted_held[i].key, NULL, sizeof(sorted_held[i].key), 0);
-		}
-		free(sorted_held);
+		if (order < 0 || held[h].value.identity != wanted[w].value.identity)
+			ret = entries_push(&changed, &wanted[w].key, &wanted[w].value, sizeof(wanted[w].key),
+					   sizeof(wanted[w].value));
+		h += order == 0;
+		w++;
 	}
 	if (!ret)
 		ret = update_entries(fd, changed.keys, changed.values, sizeof(struct sm_frontend_key),
 				     sizeof(struct sm_authz_ident_value), changed.n);
-	if (ret)
+	if (ret) {
 		fail(err, size, ret, "writing %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_IDENTS), strerror(-ret));
-	entries_free(&held);
+		free(wanted);
+	} else {
+		*wanted_out = wanted;
+	}
 	entries_free(&changed);
-	free(wanted);
+	free(read_back);
 	return ret;
 }
 
@@ -376,6 +407,7 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
 {
 	struct sm_authz_state state = { 0 };
 	struct entries stale_idents = { 0 };
+	struct sm_dp_ident *idents = NULL;
 	uint32_t in_force;
 	bool writing = false;
 	__u32 key = 0;
@@ -403,7 +435,7 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
 			     sm_dp_map_name(tt->map), strerror(-ret));
 	}
 	if (!ret)
-		ret = write_idents(dp, t, &stale_idents, err, size);
+		ret = write_idents(dp, t, &stale_idents, &idents, err, size);
 	state.generation = t->generation;
 	if (!ret && bpf_map_update_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state, BPF_ANY))
 		ret = fail(err, size, -errno, "flipping %s to generation %u: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE),
@@ -411,18 +443,25 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
 	if (ret) {
 		if (writing)
 			unwrite(dp, t);
+		remember_idents(dp, NULL, 0); /* some may have been written */
 		goto out;
 	}
 	/* in force: now what only the old generation used can go */
 	ret = delete_entries(dp->fds[SM_DP_MAP_AUTHZ_IDENTS], stale_idents.keys, sizeof(struct sm_frontend_key),
 			     stale_idents.n);
-	if (ret)
+	if (ret) {
 		fail(err, size, ret, "deleting stale entries of %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_IDENTS),
 		     strerror(-ret));
+		remember_idents(dp, NULL, 0);
+	} else {
+		remember_idents(dp, idents, t->n_idents);
+		idents = NULL;
+	}
 	for (int table = 0; table < TABLE_COUNT && !ret; table++)
 		ret = purge(dp, table, t->generation, err, size);
 out:
 	entries_free(&stale_idents);
+	free(idents);
 	return ret;
 }
 

@@ -653,6 +653,7 @@ void sm_datapath_close(struct sm_datapath *dp)
 				close(dp->fds[m]);
 		}
 	}
+	free(dp->authz_idents);
 	free(dp);
 }
 

@@ -32,6 +32,12 @@ __attribute__((format(printf, 4, 5))) static inline int fail(char *err, size_t s
 /* Pin directories are short paths on bpffs; bounding them keeps every derived path in PATH_MAX. */
 #define PIN_DIR_MAX 256
 
+/* An entry of sm_authz_idents (datapath/authz.c). */
+struct sm_dp_ident {
+	struct sm_frontend_key key;
+	struct sm_authz_ident_value value;
+};
+
 struct sm_datapath {
 	struct sm_sockmesh *skel; /* NULL when only the pinned maps were opened */
 	struct bpf_link *links[SM_CGROUP_HOOKS];
@@ -46,6 +52,10 @@ struct sm_datapath {
 	char old_maps[PIN_DIR_MAX + 32]; /* the older layout's maps directory, removed at commit */
 	char cgroup[PATH_MAX];
 	char pin_dir[PIN_DIR_MAX];
+	/* sm_authz_idents as the last write left it, sorted by address; NULL: not known (the next write reads
+	 * the map back) */
+	struct sm_dp_ident *authz_idents;
+	size_t n_authz_idents;
 };
 
 /* The pinned name of a datapath map ("sm_frontends"). */

@@ -812,6 +812,91 @@ static void big_writes(struct env *env, const void *arg)
 	CHECK(map_entries(env, "sm_authz_verdicts", 3, &of_g) == 200000 && of_g == 200000, "the failed write left verdicts");
 }
 
+/* Tables of generation g with only idents: n addresses from first on, each with an identity salted by salt. */
+static struct sm_authz_tables *ident_tables(uint32_t g, uint32_t first, uint32_t n, uint64_t salt)
+{
+	struct sm_authz_tables *t = calloc(1, sizeof(*t));
+
+	CHECK(t, "out of memory");
+	t->generation = g;
+	t->n_idents = n;
+	t->ident_keys = calloc(n ? n : 1, sizeof(*t->ident_keys));
+	t->ident_values = calloc(n ? n : 1, sizeof(*t->ident_values));
+	CHECK(t->ident_keys && t->ident_values, "out of memory");
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t a = first + i;
+		t->ident_keys[i].addr[0] = 0xfd, t->ident_keys[i].addr[1] = 2;
+		memcpy(&t->ident_keys[i].addr[12], &a, sizeof(a));
+		t->ident_values[i].identity = 1000 + a % 100 + salt;
+	}
+	return t;
+}
+
+/* Whether sm_authz_idents holds exactly the tables' idents. */
+static bool idents_exactly(struct env *env, const struct sm_authz_tables *t)
+{
+	char path[256];
+	struct sm_frontend_key key, next, *previous = NULL;
+	struct sm_authz_ident_value value;
+	size_t n = 0;
+	bool same = true;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/maps-v%d/sm_authz_idents", env->pin_dir, SM_LAYOUT_VERSION);
+	fd = bpf_obj_get(path);
+	CHECK(fd >= 0, "%s: %s", path, strerror(errno));
+	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+		key = next;
+		previous = &key;
+		n++;
+	}
+	for (size_t i = 0; i < t->n_idents && same; i++)
+		same = bpf_map_lookup_elem(fd, &t->ident_keys[i], &value) == 0 &&
+		       value.identity == t->ident_values[i].identity;
+	close(fd);
+	if (!same || n != t->n_idents)
+		printf("# sm_authz_idents holds %zu entries, the tables %zu%s\n", n, t->n_idents,
+		       same ? "" : "; some differ");
+	return same && n == t->n_idents;
+}
+
+/*
+ * The writer diffs the idents against what its last write left (kept in memory), and reads the map back
+ * when it does not know: after a write that failed part of the way. Either way the map ends holding the
+ * tables' idents exactly.
+ */
+static void idents_follow_each_write(struct env *env, const void *arg)
+{
+	struct sm_authz_tables *t;
+	uint32_t info_max = 0;
+	char err[256];
+
+	(void)arg;
+	t = ident_tables(1, 0, 1000, 0);
+	CHECK(sm_datapath_authz_write(env->dp, t, err, sizeof(err)) == 0, "writing generation 1: %s", err);
+	CHECK(idents_exactly(env, t), "generation 1's idents");
+	big_tables_free(t);
+	t = ident_tables(2, 500, 1000, 7); /* half gone, half changed, half new */
+	CHECK(sm_datapath_authz_write(env->dp, t, err, sizeof(err)) == 0, "writing generation 2: %s", err);
+	CHECK(idents_exactly(env, t), "generation 2's idents");
+	big_tables_free(t);
+
+	/* more idents than the map takes: written part of the way, then refused */
+	CHECK(sm_datapath_authz_capacity(env->dp, SM_DP_MAP_AUTHZ_IDENTS, &info_max) == 0, "the idents' capacity");
+	t = ident_tables(3, 0, info_max + 1, 3);
+	CHECK(sm_datapath_authz_write(env->dp, t, err, sizeof(err)) < 0 && strstr(err, "sm_authz_idents"),
+	      "an overfull idents write: %s", err);
+	big_tables_free(t);
+	t = ident_tables(4, 200, 700, 1);
+	CHECK(sm_datapath_authz_write(env->dp, t, err, sizeof(err)) == 0, "writing generation 4: %s", err);
+	CHECK(idents_exactly(env, t), "after the failed write, the next one's idents exactly");
+	big_tables_free(t);
+	t = ident_tables(5, 0, 0, 0);
+	CHECK(sm_datapath_authz_write(env->dp, t, err, sizeof(err)) == 0, "writing generation 5: %s", err);
+	CHECK(idents_exactly(env, t), "no idents left");
+	big_tables_free(t);
+}
+
 static const struct case_row {
 	const char *name;
 	void (*fn)(struct env *env, const void *arg);
@@ -824,6 +909,7 @@ static const struct case_row {
 	{ "sweep removes a guard whose namespace is gone", sweep },
 	{ "the check's run time", run_time },
 	{ "big tables: write time, one generation left, a failed write undone", big_writes },
+	{ "the idents follow each write, also after one that failed part of the way", idents_follow_each_write },
 };
 
 static void run_named_case(void **state)

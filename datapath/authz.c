@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <linux/membarrier.h>
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -392,6 +395,18 @@ static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t,
 	return ret;
 }
 
+/*
+ * Until every check that may have read the generation before the flip has ended: each runs under RCU, and
+ * MEMBARRIER_CMD_GLOBAL is synchronize_rcu() (kernel/sched/membarrier.c). Without it, a check that read
+ * the old generation could find its entries deleted halfway: unguarded, or no verdict. Where the command
+ * is refused (nohz_full), a pause far longer than any check.
+ */
+static void wait_for_checks_in_flight(void)
+{
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0)
+		usleep(20000);
+}
+
 int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generation)
 {
 	struct sm_authz_state state;
@@ -446,7 +461,8 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
 		remember_idents(dp, NULL, 0); /* some may have been written */
 		goto out;
 	}
-	/* in force: now what only the old generation used can go */
+	/* in force: what only the old generation used can go once no check still reads it */
+	wait_for_checks_in_flight();
 	ret = delete_entries(dp->fds[SM_DP_MAP_AUTHZ_IDENTS], stale_idents.keys, sizeof(struct sm_frontend_key),
 			     stale_idents.n);
 	if (ret) {

@@ -123,7 +123,6 @@ int sm_compile_cidr_classes(struct sm_compiler *c)
 		};
 		memcpy(t->cidr_keys[t->n_cidrs].addr, p->addr, 16);
 		t->cidr_values[t->n_cidrs++].cidr_class = id;
-		c->lengths[p->len / 64] |= 1ULL << (p->len % 64);
 	}
 out:
 	free(all);

@@ -64,9 +64,14 @@ int sm_authz_cmp_cidr(const void *a, const void *b);
 int sm_authz_cmp_source(const void *a, const void *b);
 int sm_authz_cmp_verdict(const void *a, const void *b);
 int sm_authz_cmp_ident(const void *a, const void *b);
-/* The CIDR class of addr: the longest prefix among the tables' entries, or 0. lengths: a bitmask of the
- * address prefix lengths (0..128) that occur, to skip the others; NULL: try every length. */
-uint32_t sm_authz_cidr_class(const struct sm_authz_tables *tables, const uint8_t addr[16], const uint64_t *lengths);
+/* The CIDR class of addr: the longest prefix among the tables' entries, or 0 (one lookup per length, as
+ * the kernel's LPM trie answers it). */
+uint32_t sm_authz_cidr_class(const struct sm_authz_tables *tables, const uint8_t addr[16]);
+/* The same for many addresses: the tables' entries, sorted by address then length (sm_authz_cmp_cidr), are
+ * nested or apart; *parent gets, per entry, the nearest one before it that contains it (-1: none). */
+#define SM_CIDR_DEPTH 130
+int sm_cidr_parents(const struct sm_authz_tables *tables, int32_t **parent);
+uint32_t sm_cidr_class_in(const struct sm_authz_tables *tables, const int32_t *parent, const uint8_t addr[16]);
 
 #endif
 
@@ -109,7 +114,6 @@ struct sm_compiler {
 
 	struct sm_intern cidr_atoms;	 /* distinct SOURCE_IPS lists */
 	struct sm_intern cidr_classes;	 /* distinct atom vectors; 0: the empty one */
-	uint64_t lengths[3];		 /* prefix lengths of the LPM entries */
 	struct sm_intern source_classes; /* distinct source vectors; source class = id + 1 */
 	bool *class_used;		 /* per source class id: has a verdict entry of its own */
 

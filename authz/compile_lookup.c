@@ -69,21 +69,65 @@ static long find(const void *keys, size_t n, size_t size, const void *key, int (
 	return found ? (long)((size_t)(found - (const uint8_t *)keys) / size) : -1;
 }
 
-uint32_t sm_authz_cidr_class(const struct sm_authz_tables *t, const uint8_t addr[16], const uint64_t *lengths)
+uint32_t sm_authz_cidr_class(const struct sm_authz_tables *t, const uint8_t addr[16])
 {
 	struct sm_authz_cidr_key key = { .generation = htonl(t->generation) };
 
 	for (int len = 128; len >= 0; len--) {
 		long i;
 
-		if (lengths && !(lengths[len / 64] >> (len % 64) & 1))
-			continue;
 		key.prefixlen = SM_AUTHZ_CIDR_PREFIX_BASE + (uint32_t)len;
 		sm_cidr_mask(key.addr, addr, (unsigned)len);
 		i = find(t->cidr_keys, t->n_cidrs, sizeof(key), &key, sm_authz_cmp_cidr);
 		if (i >= 0)
 			return t->cidr_values[i].cidr_class;
 	}
+	return 0;
+}
+
+static bool entry_contains(const struct sm_authz_cidr_key *key, const uint8_t addr[16])
+{
+	return sm_cidr_contains(key->addr, key->prefixlen - SM_AUTHZ_CIDR_PREFIX_BASE, addr);
+}
+
+int sm_cidr_parents(const struct sm_authz_tables *t, int32_t **out)
+{
+	int32_t *parent = malloc((t->n_cidrs ? t->n_cidrs : 1) * sizeof(*parent)), stack[SM_CIDR_DEPTH];
+	size_t depth = 0;
+
+	if (!parent)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n_cidrs; i++) {
+		while (depth && !entry_contains(&t->cidr_keys[stack[depth - 1]], t->cidr_keys[i].addr))
+			depth--;
+		parent[i] = depth ? stack[depth - 1] : -1;
+		if (depth < SM_CIDR_DEPTH) /* always: distinct nested prefixes are at most 129 deep */
+			stack[depth++] = (int32_t)i;
+	}
+	*out = parent;
+	return 0;
+}
+
+/*
+ * The last entry at or before addr in address order is the deepest that contains it, or inside it: the
+ * entries after that one start within it. So the first of its ancestors (itself included) that contains
+ * addr is the longest prefix that does.
+ */
+uint32_t sm_cidr_class_in(const struct sm_authz_tables *t, const int32_t *parent, const uint8_t addr[16])
+{
+	size_t lo = 0, hi = t->n_cidrs;
+
+	while (lo < hi) { /* the first entry that starts after addr */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (memcmp(t->cidr_keys[mid].addr, addr, 16) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (int32_t i = (int32_t)lo - 1; i >= 0; i = parent[i])
+		if (entry_contains(&t->cidr_keys[i], addr))
+			return t->cidr_values[i].cidr_class;
 	return 0;
 }
 
@@ -110,7 +154,7 @@ int sm_authz_tables_lookup(const struct sm_authz_tables *t, const uint8_t src[16
 		return 0;
 	dest_set = t->dest_values[i].dest_set;
 
-	source_key.cidr_class = sm_authz_cidr_class(t, src, NULL);
+	source_key.cidr_class = sm_authz_cidr_class(t, src);
 	source_key.identity = identity;
 	i = find(t->source_keys, t->n_sources, sizeof(source_key), &source_key, sm_authz_cmp_source);
 	if (i >= 0)

@@ -167,6 +167,7 @@ void sm_pairs_free(struct sm_pairs *ps)
 /* The pairs: each workload address's (identity, CIDR class of the address), (none, c) for every c. */
 int sm_compile_pairs(struct sm_compiler *c, const size_t *keep, size_t n_keep, struct sm_pairs *ps)
 {
+	int32_t *parent = NULL;
 	int err;
 
 	sm_intern_init(&ps->ids);
@@ -174,21 +175,19 @@ int sm_compile_pairs(struct sm_compiler *c, const size_t *keep, size_t n_keep, s
 	ps->scratch = calloc(SM_WORDS(c->n_src_bits) + 1, 8);
 	if (!ps->scratch)
 		return -ENOMEM;
-	if ((err = cidr_vectors(c, &ps->cidr_vectors)))
+	if ((err = cidr_vectors(c, &ps->cidr_vectors)) || (err = sm_cidr_parents(c->t, &parent)))
 		return err;
-	for (size_t i = 0; i < n_keep; i++) {
+	for (size_t i = 0; !err && i < n_keep; i++) {
 		const struct sm_authz_source *s = &c->in->sources[keep[i]];
 
-		if (s->node)
-			continue;
-		if ((err = add_pair(c, ps, c->t->ident_values[i].identity, &s->identity,
-				    sm_authz_cidr_class(c->t, s->addr, c->lengths))))
-			return err;
+		if (!s->node)
+			err = add_pair(c, ps, c->t->ident_values[i].identity, &s->identity,
+				       sm_cidr_class_in(c->t, parent, s->addr));
 	}
-	for (uint32_t k = 0; k < c->cidr_classes.n; k++)
-		if ((err = add_pair(c, ps, SM_AUTHZ_IDENTITY_NONE, NULL, k)))
-			return err;
-	return 0;
+	free(parent);
+	for (uint32_t k = 0; !err && k < c->cidr_classes.n; k++)
+		err = add_pair(c, ps, SM_AUTHZ_IDENTITY_NONE, NULL, k);
+	return err;
 }
 
 /* Only the pairs whose class has a verdict entry of its own: the others fall to class 0, the same. */

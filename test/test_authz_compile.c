@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <time.h>
 
+#include "authz/compile_internal.h"
 #include "authz_fixture.h"
 #include "authz_random.h"
 #include "helpers.h"
@@ -470,6 +471,73 @@ static void test_differential(void **state)
 	       (unsigned long long)guarded);
 }
 
+/* ---- finding many addresses' CIDR classes in one walk ---- */
+
+/* addr + delta (1 or -1) as a 128-bit big-endian number, wrapping */
+static void step_addr(uint8_t addr[16], int delta)
+{
+	for (int i = 15; i >= 0; i--) {
+		addr[i] = (uint8_t)(addr[i] + delta);
+		if (addr[i] != (delta > 0 ? 0x00 : 0xff))
+			return;
+	}
+}
+
+static void check_class(const struct sm_authz_tables *t, const int32_t *parent, const uint8_t addr[16],
+			uint64_t seed)
+{
+	uint32_t walked = sm_cidr_class_in(t, parent, addr), looked_up = sm_authz_cidr_class(t, addr);
+
+	if (walked != looked_up)
+		fail_msg("AUTHZ_SEED=%llu: class %u from the walk, %u from the lookups", (unsigned long long)seed,
+			 walked, looked_up);
+}
+
+/* sm_cidr_class_in (the compiler's, for every source) gives what the per-length lookups give: at each
+ * entry's first and last address and either side of them, and at random addresses. */
+static void cidr_classes_in_one_walk(void **state)
+{
+	uint64_t seed = env_number("AUTHZ_SEED", (uint64_t)time(NULL)), checked = 0;
+	struct authz_rng rng = { seed };
+
+	(void)state;
+	for (int world = 0; world < 300; world++) {
+		struct authz_world w;
+		struct sm_authz_tables *t;
+		int32_t *parent;
+
+		authz_random_world(&rng, &w);
+		t = compile_world(&w, 0);
+		assert_int_equal(sm_cidr_parents(t, &parent), 0);
+		for (size_t e = 0; e < t->n_cidrs; e++) {
+			uint8_t addr[16], last[16];
+			unsigned len = t->cidr_keys[e].prefixlen - SM_AUTHZ_CIDR_PREFIX_BASE;
+
+			memcpy(addr, t->cidr_keys[e].addr, 16);
+			memcpy(last, addr, 16);
+			for (unsigned bit = len; bit < 128; bit++)
+				last[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
+			check_class(t, parent, addr, seed);
+			check_class(t, parent, last, seed);
+			step_addr(addr, -1);
+			step_addr(last, 1);
+			check_class(t, parent, addr, seed);
+			check_class(t, parent, last, seed);
+			checked += 4;
+		}
+		for (int i = 0; i < 64; i++, checked++) {
+			uint8_t addr[16];
+
+			authz_random_addr(&rng, addr);
+			check_class(t, parent, addr, seed);
+		}
+		free(parent);
+		sm_authz_tables_free(t);
+		authz_world_free(&w);
+	}
+	printf("# %llu addresses: the walk and the lookups agree\n", (unsigned long long)checked);
+}
+
 /* ---- istiod's golden outputs ---- */
 
 #define GOLDEN_MAX 64
@@ -765,6 +833,7 @@ int main(void)
 		cmocka_unit_test(test_too_big_tables),
 		cmocka_unit_test(test_too_many_cells),
 		cmocka_unit_test(test_differential),
+		cmocka_unit_test(cidr_classes_in_one_walk),
 		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_large),
 	};

@@ -136,6 +136,8 @@ struct membership_spec {
 	struct port_spec ports[4];
 };
 
+#define SPEC_MAX_POLICIES 4 /* the authorization policies a workload_spec may name */
+
 struct workload_spec {
 	const char *uid;
 	const char *addresses[3]; /* text IPs */
@@ -151,7 +153,7 @@ struct workload_spec {
 	uint32_t capacity; /* 0: unset (weight 1) */
 	bool zero_capacity;
 	const char *namespace;
-	const char *policies[2];
+	const char *policies[SPEC_MAX_POLICIES];
 	bool host_network;
 };
 
@@ -270,8 +272,9 @@ static inline Istio__Workload__Workload *workload_from(struct response *r, const
 		*w->capacity = capacity_init;
 		w->capacity->value = spec->capacity;
 	}
-	w->authorization_policies = response_alloc(r, 2 * sizeof(char *));
-	for (; w->n_authorization_policies < 2 && spec->policies[w->n_authorization_policies]; w->n_authorization_policies++)
+	w->authorization_policies = response_alloc(r, SPEC_MAX_POLICIES * sizeof(char *));
+	for (; w->n_authorization_policies < SPEC_MAX_POLICIES && spec->policies[w->n_authorization_policies];
+	     w->n_authorization_policies++)
 		w->authorization_policies[w->n_authorization_policies] = (char *)spec->policies[w->n_authorization_policies];
 	if (spec->host_network)
 		w->network_mode = ISTIO__WORKLOAD__NETWORK_MODE__HOST_NETWORK;

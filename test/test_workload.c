@@ -1261,8 +1261,22 @@ static void authorizations_select_workloads(void **state)
 	struct workload_spec w[] = {
 		{ .uid = "w/picked", .addresses = { "10.0.0.1" }, .namespace = "default", .policies = { "default/pick" } },
 		{ .uid = "w/other", .addresses = { "10.0.0.2" }, .namespace = "other" },
+		/* names its selector policy twice, and two that apply to it by their scope anyway */
+		{ .uid = "w/repeats", .addresses = { "10.0.0.3" }, .namespace = "default",
+		  .policies = { "default/pick", "default/ns-wide", "default/pick", "istio-system/all" } },
 	};
-	apply_workloads(&h, w, 2);
+	apply_workloads(&h, w, 3);
+
+	const struct sm_authz_policy **applied;
+	size_t n_applied;
+	bool local;
+	uint8_t repeats_addr[16] = { [10] = 0xff, [11] = 0xff, [12] = 10, [15] = 3 };
+	assert_int_equal(sm_model_authz_policies_for(h.model, repeats_addr, &applied, &n_applied, &local), 0);
+	assert_int_equal(n_applied, 3); /* each once: all, ns-wide, pick */
+	for (size_t i = 0; i < n_applied; i++)
+		for (size_t j = i + 1; j < n_applied; j++)
+			assert_ptr_not_equal(applied[i], applied[j]);
+	free(applied);
 
 	json_t *dump = sm_model_config_dump(h.model);
 	assert_non_null(dump);

@@ -51,10 +51,8 @@ static bool listed(const struct sm_authz_policy *const *list, size_t n, const st
 	return false;
 }
 
-static int push_policy(struct builder *b, const struct sm_authz_policy *policy, size_t first)
+static int append_policy(struct builder *b, const struct sm_authz_policy *policy)
 {
-	if (listed(b->lists + first, b->n_lists - first, policy))
-		return 0;
 	if (b->n_lists == b->lists_capacity) {
 		size_t capacity = b->lists_capacity ? b->lists_capacity * 2 : 64;
 		const struct sm_authz_policy **lists = realloc(b->lists, capacity * sizeof(*lists));
@@ -65,6 +63,12 @@ static int push_policy(struct builder *b, const struct sm_authz_policy *policy, 
 	}
 	b->lists[b->n_lists++] = policy;
 	return 0;
+}
+
+/* Appends policy unless the list holds it from first on. */
+static int push_policy(struct builder *b, const struct sm_authz_policy *policy, size_t first)
+{
+	return listed(b->lists + first, b->n_lists - first, policy) ? 0 : append_policy(b, policy);
 }
 
 static int note_unknown(struct builder *b, const struct wl *wl, const char *key)
@@ -83,28 +87,34 @@ static int note_unknown(struct builder *b, const struct wl *wl, const char *key)
 	return 0;
 }
 
-/* Appends the policies that apply to wl (global, its namespace's, its own list) to b->lists. With b NULL
- * for unknown names, they are not recorded. */
+/* Whether a policy applies to every workload of def's namespace by its scope (global, or that namespace's). */
+static bool applies_by_scope(const struct authz *authz, const struct wl_def *def)
+{
+	return authz->def->scope == SM_AUTHZ_SCOPE_GLOBAL ||
+	       (authz->def->scope == SM_AUTHZ_SCOPE_NAMESPACE && authz->def->namespace == def->namespace);
+}
+
+/* Appends the policies that apply to wl (global, its namespace's, its own list) to b->lists; names of its
+ * list that no policy has are recorded when record_unknown. Each policy once: those by scope are distinct
+ * entities; a listed one is skipped when its scope took it, or when the list named it before. */
 static int applicable(const struct sm_model *model, const struct wl *wl, struct builder *b, bool record_unknown)
 {
 	const struct wl_def *def = wl->def;
-	size_t first = b->n_lists;
+	size_t listed_first;
 	int err = 0;
 
 	for (const struct authz *authz = model->authorizations; !err && authz; authz = authz->hh.next) {
-		if (!authz->def)
-			continue;
-		if (authz->def->scope == SM_AUTHZ_SCOPE_GLOBAL ||
-		    (authz->def->scope == SM_AUTHZ_SCOPE_NAMESPACE && authz->def->namespace == def->namespace))
-			err = push_policy(b, authz->def->policy, first);
+		if (authz->def && applies_by_scope(authz, def))
+			err = append_policy(b, authz->def->policy);
 	}
+	listed_first = b->n_lists;
 	for (uint16_t i = 0; !err && i < def->n_policies; i++) {
 		const struct authz *authz;
 		HASH_FIND_STR(model->authorizations, def->policies[i], authz);
-		if (authz && authz->def)
-			err = push_policy(b, authz->def->policy, first);
-		else if (record_unknown)
-			err = note_unknown(b, wl, def->policies[i]);
+		if (!authz || !authz->def)
+			err = record_unknown ? note_unknown(b, wl, def->policies[i]) : 0;
+		else if (!applies_by_scope(authz, def))
+			err = push_policy(b, authz->def->policy, listed_first);
 	}
 	return err;
 }

@@ -373,7 +373,6 @@ static void batch_begin(struct sm_model *model)
 	model->new_ids.n = 0;
 	model->local_dirty = false;
 	model->local_changed = false;
-	model->local_workloads_dirty = false;
 	model->local_before = model->local;
 	model->authz_dirty = false;
 	image_begin(model->image);
@@ -510,7 +509,7 @@ static void batch_commit(struct sm_model *model)
 	image_commit(model->image);
 	drop_emptied_addresses(model);
 	model->authz_changes += model->authz_dirty;
-	model->local_changes += model->local_workloads_dirty;
+	model->local_changes += model->local_dirty;
 	if (model->local_changed)
 		unintern_local(model, &model->local_before);
 	for (size_t i = 0; i < model->undo.n; i++) {

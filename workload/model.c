@@ -365,7 +365,6 @@ static int link_workload(struct sm_model *model, struct wl *wl, struct wl_def *d
 		if (vec_push(&model->local_workloads, &wl, sizeof(wl)))
 			return -ENOMEM;
 		model->local_dirty = true;
-		model->local_workloads_dirty = true;
 	}
 	for (uint8_t i = 0; i < def->n_addresses; i++) {
 		if (addr_index_add(model, &def->addresses[i], wl))
@@ -390,7 +389,6 @@ static void unlink_workload(struct sm_model *model, struct wl *wl, struct wl_def
 	if (is_local(model, def)) {
 		remove_local(model, wl);
 		model->local_dirty = true;
-		model->local_workloads_dirty = true;
 	}
 	for (uint8_t i = 0; i < def->n_addresses; i++)
 		addr_index_remove(model, &def->addresses[i], wl);

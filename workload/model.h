@@ -227,7 +227,7 @@ struct sm_model {
 	/* the batch being applied */
 	uint32_t epoch;
 	int mark_err; /* -ENOMEM when a dirty mark could not be recorded */
-	bool local_dirty;
+	bool local_dirty; /* the batch linked or unlinked a workload of this node */
 	struct vec dirty_workloads;  /* struct wl * */
 	struct vec dirty_services;   /* struct svc * */
 	struct vec dirty_pairs;	     /* struct dirty_pair */
@@ -236,8 +236,7 @@ struct sm_model {
 	struct vec local_workloads;  /* struct wl *: those on this node */
 	struct local_locality local_before; /* local at the batch's start; holds references once changed */
 	bool local_changed;
-	bool local_workloads_dirty; /* the batch linked or unlinked a workload of this node */
-	uint64_t local_changes;	    /* committed batches that did: sm_model_local_generation */
+	uint64_t local_changes;	    /* committed batches with local_dirty: sm_model_local_generation */
 	struct vec new_ids;	     /* struct id_grant: ids granted in this batch */
 	struct plan plan; /* the batch's writes, then (in the same room) their undo */
 	struct sm_pb_arena decode_arena; /* each resource's Any, decoded */

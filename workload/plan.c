@@ -113,7 +113,6 @@ static int update_local(struct sm_model *model)
 		const struct wl_def *def = chosen->def;
 		next = (struct local_locality){ def->region, def->zone, def->subzone, def->network, def->cluster_id };
 	}
-	model->local_dirty = false;
 	if (memcmp(&next, &model->local, sizeof(next)) == 0)
 		return 0;
 	set_local(model, &next);

@@ -395,6 +395,16 @@ static bool enrolled_within(struct enroller *e, size_t n, double seconds)
 	return enroller_enrolled_pods(e) == n;
 }
 
+/* A CNI ADD of pod NAME (uid UID) in namespace mesh, its network namespace open as netns_fd. */
+static void cni_add(const char *uid, const char *name, uint64_t cookie, int netns_fd)
+{
+	struct sm_cni_event ev = { .command = "ADD", .uid = uid, .namespace = "mesh", .name = name, .container_id = "c",
+				   .netns_fd = netns_fd, .netns_cookie = cookie };
+	char err[256];
+
+	assert_int_equal(world.cni_fn(world.cni_ctx, &ev, err, sizeof(err)), 0);
+}
+
 static void failed_datapath_writes_are_tried_again(void **state)
 {
 	static const struct step before[] = {
@@ -402,7 +412,6 @@ static void failed_datapath_writes_are_tried_again(void **state)
 	};
 	struct enroller *e = start();
 	int netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-	char err[256];
 
 	(void)state;
 	assert_true(netns >= 0);
@@ -410,9 +419,7 @@ static void failed_datapath_writes_are_tried_again(void **state)
 		assert_int_equal(give(&before[i], FAIL_NONE, 0), 0);
 
 	/* the pod's sm_enrolled entry fails: not enrolled, then enrolled by the periodic pass (every 2 s) */
-	struct sm_cni_event p1 = { .command = "ADD", .uid = "uid-1", .namespace = "mesh", .name = "p1", .container_id = "c",
-				   .netns_fd = netns, .netns_cookie = 101 };
-	assert_int_equal(world.cni_fn(world.cni_ctx, &p1, err, sizeof(err)), 0);
+	cni_add("uid-1", "p1", 101, netns);
 	atomic_store(&enroll_writes_to_fail, 1);
 	assert_int_equal(give(&(struct step)POD_EVENT(ADDED, "mesh", "p1", "uid-1", NULL), FAIL_NONE, 0), 0);
 	assert_int_equal(enroller_enrolled_pods(e), 0);
@@ -420,9 +427,7 @@ static void failed_datapath_writes_are_tried_again(void **state)
 	assert_int_equal(atomic_load(&guards_taken), 1);
 
 	/* the next pod's guard fails: enrolled at once, guarded by the periodic pass */
-	struct sm_cni_event p2 = { .command = "ADD", .uid = "uid-2", .namespace = "mesh", .name = "p2", .container_id = "c",
-				   .netns_fd = netns, .netns_cookie = 102 };
-	assert_int_equal(world.cni_fn(world.cni_ctx, &p2, err, sizeof(err)), 0);
+	cni_add("uid-2", "p2", 102, netns);
 	atomic_store(&guard_writes_to_fail, 1);
 	assert_int_equal(give(&(struct step)POD_EVENT(ADDED, "mesh", "p2", "uid-2", NULL), FAIL_NONE, 0), 0);
 	assert_int_equal(enroller_enrolled_pods(e), 2);

@@ -697,9 +697,17 @@ static long map_memory_kib(void)
 	return total;
 }
 
-static pid_t start_agent(const char *address, char capacity_args[SM_MAP_COUNT][64])
+/* An agent whose maps hold a mesh of this size (capacities()), as the in-process push's. */
+static pid_t start_agent(const char *address, int workloads, int services)
 {
-	pid_t agent = fork();
+	char capacity_args[SM_MAP_COUNT][64];
+	uint32_t capacity[SM_MAP_COUNT];
+	pid_t agent;
+
+	capacities(workloads, services, capacity);
+	for (int m = 0; m < SM_MAP_COUNT; m++)
+		snprintf(capacity_args[m], sizeof(capacity_args[m]), "%s=%u", sm_map_name(m), capacity[m]);
+	agent = fork();
 
 	if (agent == 0) {
 		freopen("/dev/null", "w", stderr);
@@ -728,24 +736,18 @@ static double seconds_to_ready(int admin_port)
  * restarted on the maps it pinned. */
 static void agent_memory(int workloads, int services, int rounds)
 {
-	static const char *const names[SM_MAP_COUNT] = { [SM_MAP_FRONTENDS] = "frontends", [SM_MAP_SERVICES] = "services",
-							 [SM_MAP_ENDPOINTS] = "endpoints", [SM_MAP_BACKENDS] = "backends" };
-	char stream[128], address[32], err[256], capacity_args[SM_MAP_COUNT][64];
+	char stream[128], address[32], err[256];
 	int port, admin_port = 15500;
-	uint32_t capacity[SM_MAP_COUNT];
 	double *ready = calloc((size_t)rounds, sizeof(double)), *rss = calloc((size_t)rounds, sizeof(double));
 	double *peak = calloc((size_t)rounds, sizeof(double)), *apply = calloc((size_t)rounds, sizeof(double)), maps = 0;
 	double *restart_ready = calloc((size_t)rounds, sizeof(double)), *restart_apply = calloc((size_t)rounds, sizeof(double));
 
-	capacities(workloads, services, capacity);
-	for (int m = 0; m < SM_MAP_COUNT; m++)
-		snprintf(capacity_args[m], sizeof(capacity_args[m]), "%s=%u", names[m], capacity[m]);
 	snprintf(stream, sizeof(stream), "/tmp/sockmesh-bench-mem-%d.xds", (int)getpid());
 	write_stream(stream, workloads, services, 0);
 	pid_t mock = start_mock(stream, 0, &port);
 	snprintf(address, sizeof(address), "127.0.0.1:%d", port);
 	for (int r = 0; r < rounds; r++) {
-		pid_t agent = start_agent(address, capacity_args);
+		pid_t agent = start_agent(address, workloads, services);
 		ready[r] = seconds_to_ready(admin_port);
 		apply[r] = agent_apply_seconds(admin_port);
 		sleep_ms(500); /* steady: the full push's scratch is given back */
@@ -754,7 +756,7 @@ static void agent_memory(int workloads, int services, int rounds)
 		maps = map_memory_kib() / 1024.0;
 		stop(agent); /* SIGTERM: the datapath stays pinned */
 		/* a restart, as a DaemonSet update makes one: the new agent adopts the pinned maps */
-		agent = start_agent(address, capacity_args);
+		agent = start_agent(address, workloads, services);
 		restart_ready[r] = seconds_to_ready(admin_port);
 		restart_apply[r] = agent_apply_seconds(admin_port);
 		stop(agent);
@@ -792,21 +794,15 @@ static void agent_memory(int workloads, int services, int rounds)
  */
 static void agent_updates(int workloads, int services, int updates)
 {
-	static const char *const names[SM_MAP_COUNT] = { [SM_MAP_FRONTENDS] = "frontends", [SM_MAP_SERVICES] = "services",
-							 [SM_MAP_ENDPOINTS] = "endpoints", [SM_MAP_BACKENDS] = "backends" };
-	char stream[128], address[32], err[256], capacity_args[SM_MAP_COUNT][64];
+	char stream[128], address[32], err[256];
 	struct apply_histogram first, last;
-	uint32_t capacity[SM_MAP_COUNT];
 	int port, admin_port = 15500;
 
-	capacities(workloads, services, capacity);
-	for (int m = 0; m < SM_MAP_COUNT; m++)
-		snprintf(capacity_args[m], sizeof(capacity_args[m]), "%s=%u", names[m], capacity[m]);
 	snprintf(stream, sizeof(stream), "/tmp/sockmesh-bench-updates-%d.xds", (int)getpid());
 	write_stream(stream, workloads, services, updates);
 	pid_t mock = start_mock(stream, UPDATE_GAP_MS, &port);
 	snprintf(address, sizeof(address), "127.0.0.1:%d", port);
-	pid_t agent = start_agent(address, capacity_args);
+	pid_t agent = start_agent(address, workloads, services);
 	seconds_to_ready(admin_port);
 	/* from the first reading after ready: the push is in it, and perhaps a few updates */
 	bool read = agent_apply_histogram(admin_port, &first);

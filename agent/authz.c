@@ -62,6 +62,11 @@ struct agent_authz {
 	struct sm_authz_tables *checked;
 	struct sm_model_authz *checked_input;
 	uint64_t checked_changes;
+	bool checked_sources_only;	/* its sources alone differ from in_force's (sm_authz_update_sources) */
+	/* the tables last written whole, with the sources written since, and the model's count of destination
+	 * changes they were compiled at: while it holds, a change of sources alone needs only new idents */
+	struct sm_authz_tables *in_force;
+	uint64_t in_force_dests;
 	atomic_uint generation;		/* in force */
 	atomic_size_t n_unknown;	/* listed policies not received, at the last compile */
 	atomic_ullong compiles, compile_failures, closed_total;
@@ -157,8 +162,11 @@ static void own_addresses(struct agent_authz *authz, const struct sm_model *mode
 
 /* ---- compiling ---- */
 
+/* The tables for the model's state: *sources_only when they are the tables in force with new idents (the
+ * destinations and policies unchanged, every source's class known), else compiled whole for generation. */
 static int compile(struct agent_authz *authz, const struct sm_model *model, uint32_t generation,
-		   struct sm_model_authz **input_out, struct sm_authz_tables **out, char *reason, size_t size)
+		   struct sm_model_authz **input_out, struct sm_authz_tables **out, bool *sources_only, char *reason,
+		   size_t size)
 {
 	struct sm_model_authz *input;
 	int ret;
@@ -175,7 +183,12 @@ static int compile(struct agent_authz *authz, const struct sm_model *model, uint
 	input->input->max_cidrs = authz->capacity_cidrs;
 	input->input->max_sources = authz->capacity_sources;
 	input->input->max_verdicts = authz->capacity_verdicts;
-	ret = sm_authz_compile(input->input, generation, out, reason, size);
+	ret = -ESRCH;
+	if (authz->in_force && authz->in_force_dests == sm_model_authz_destinations_generation(model))
+		ret = sm_authz_update_sources(authz->in_force, input->input, out, reason, size);
+	*sources_only = !ret;
+	if (ret == -ESRCH) /* a source of a class never evaluated, or other destinations or policies */
+		ret = sm_authz_compile(input->input, generation, out, reason, size);
 	if (ret || !input_out)
 		sm_model_authz_free(input);
 	else
@@ -205,11 +218,12 @@ int agent_authz_check_only(void *ctx, const struct sm_model *model, char *reason
 {
 	struct agent_authz *authz = ctx;
 	struct sm_authz_tables *tables = NULL;
+	bool sources_only;
 	int ret;
 
 	if (no_policies(model))
 		return 0;
-	ret = compile(authz, model, 1, NULL, &tables, reason, size);
+	ret = compile(authz, model, 1, NULL, &tables, &sources_only, reason, size);
 	sm_authz_tables_free(tables);
 	return ret;
 }
@@ -225,7 +239,7 @@ int agent_authz_check(void *ctx, const struct sm_model *model, char *reason, siz
 	forget_checked(authz);
 	if (no_policies(model))
 		return 0;
-	ret = compile(authz, model, 1, &input, &tables, reason, size);
+	ret = compile(authz, model, 1, &input, &tables, &authz->checked_sources_only, reason, size);
 	if (ret)
 		return ret;
 	authz->checked = tables;
@@ -346,53 +360,98 @@ static unsigned reap(struct agent_authz *authz)
 	return pass.closed;
 }
 
+/* The checked compilation, when it is still the model's state and, if it holds new idents only, for the
+ * tables in force. */
+static bool checked_fits(const struct agent_authz *authz, const struct sm_model *model)
+{
+	return authz->checked && authz->checked_changes == sm_model_authz_generation(model) &&
+	       (!authz->checked_sources_only ||
+		(authz->in_force && authz->checked->generation == authz->in_force->generation));
+}
+
+static void log_in_force(struct agent_authz *authz, const struct sm_model_authz *input, bool sources_only,
+			 unsigned closed)
+{
+	const struct sm_authz_tables *t = authz->in_force;
+
+	if (sources_only) {
+		log_msg(LOG_INFO,
+			"authorization: generation %u in force with new identities (%zu sources) in %.1f ms; %u "
+			"established connections closed",
+			t->generation, input->input->n_sources, (double)authz->last_compile_us / 1000.0, closed);
+		return;
+	}
+	log_msg(LOG_INFO,
+		"authorization: generation %u in force (%zu local addresses, %zu sources; %zu destination entries, %zu "
+		"prefixes, %zu source classes, %zu verdicts) in %.1f ms; %u established connections closed",
+		t->generation, input->input->n_destinations, input->input->n_sources, t->n_dests, t->n_cidrs,
+		t->n_sources, t->n_verdicts, (double)authz->last_compile_us / 1000.0, closed);
+}
+
+/* After a failed write: what is in force is read back (a write can fail after its flip), and the next
+ * write is a whole one. */
+static void sync_failed(struct agent_authz *authz, const char *reason)
+{
+	uint32_t in_force;
+
+	if (!sm_datapath_authz_generation(authz->dp, &in_force))
+		authz->generation = in_force;
+	sm_authz_tables_free(authz->in_force);
+	authz->in_force = NULL;
+	authz->compile_failures++;
+	authz->retry_ms = agent_next_retry_ms(authz->retry_ms);
+	authz->retry_at_us = now_us() + authz->retry_ms * 1000ULL;
+	log_msg(LOG_ERROR, "authorization: the tables in force (generation %u) stay, tried again in %u s: %s",
+		authz->generation, authz->retry_ms / 1000, reason);
+}
+
 static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 {
 	uint32_t next = authz->generation + 1 ? authz->generation + 1 : 1;
 	struct sm_model_authz *input = NULL;
 	struct sm_authz_tables *tables = NULL;
 	uint64_t started = now_us();
+	bool sources_only = false;
 	char reason[512];
 	int ret;
 
-	if (authz->checked && authz->checked_changes == sm_model_authz_generation(model)) {
+	if (checked_fits(authz, model)) {
 		tables = authz->checked;
 		input = authz->checked_input;
+		sources_only = authz->checked_sources_only;
 		authz->checked = NULL;
 		authz->checked_input = NULL;
-		retag(tables, next);
+		if (!sources_only)
+			retag(tables, next);
 		ret = 0;
 	} else
-		ret = compile(authz, model, next, &input, &tables, reason, sizeof(reason));
+		ret = compile(authz, model, next, &input, &tables, &sources_only, reason, sizeof(reason));
 	forget_checked(authz);
 	if (!ret)
-		ret = sm_datapath_authz_write(authz->dp, tables, reason, sizeof(reason));
+		ret = sources_only ? sm_datapath_authz_write_idents(authz->dp, tables, reason, sizeof(reason))
+				   : sm_datapath_authz_write(authz->dp, tables, reason, sizeof(reason));
 	authz->compiles++;
 	if (ret) {
-		authz->compile_failures++;
-		authz->retry_ms = agent_next_retry_ms(authz->retry_ms);
-		authz->retry_at_us = now_us() + authz->retry_ms * 1000ULL;
-		log_msg(LOG_ERROR, "authorization: the tables in force (generation %u) stay, tried again in %u s: %s",
-			authz->generation, authz->retry_ms / 1000, reason);
+		sync_failed(authz, reason);
 		goto out;
 	}
 	authz->retry_ms = 0;
 	authz->retry_at_us = 0;
-	authz->generation = next;
+	authz->generation = tables->generation;
 	authz->synced = true;
 	authz->synced_changes = sm_model_authz_generation(model);
 	authz->last_compile_us = now_us() - started;
 	authz->verdict_entries = tables->n_verdicts;
 	authz->guarding_nothing = tables->n_dests == 0;
+	sm_authz_tables_free(authz->in_force);
+	authz->in_force = tables;
+	authz->in_force_dests = sm_model_authz_destinations_generation(model);
+	tables = NULL;
 	remember_names(authz, input);
 	report_unknown(authz, input);
 	unsigned closed = reap(authz);
 	authz->closed_total += closed;
-	log_msg(LOG_INFO,
-		"authorization: generation %u in force (%zu local addresses, %zu sources; %zu destination entries, %zu "
-		"prefixes, %zu source classes, %zu verdicts) in %.1f ms; %u established connections closed",
-		next, input->input->n_destinations, input->input->n_sources, tables->n_dests, tables->n_cidrs,
-		tables->n_sources, tables->n_verdicts, (double)authz->last_compile_us / 1000.0, closed);
+	log_in_force(authz, input, sources_only, closed);
 out:
 	sm_authz_tables_free(tables);
 	sm_model_authz_free(input);
@@ -689,6 +748,7 @@ void agent_authz_free(struct agent_authz *authz)
 	}
 	sm_authz_events_close(authz->events);
 	forget_checked(authz);
+	sm_authz_tables_free(authz->in_force);
 	HASH_ITER(hh, authz->names, entry, tmp) {
 		HASH_DEL(authz->names, entry);
 		free(entry);

@@ -212,6 +212,17 @@ int sm_authz_compile(const struct sm_authz_compile_input *input, uint32_t genera
 void sm_authz_tables_free(struct sm_authz_tables *tables);
 
 /*
+ * The tables for input when only its sources differ from those prev was compiled from: the same
+ * destinations with the same policies (the caller knows: sm_model_authz_destinations_generation). They are
+ * prev's destinations, prefixes, sources and verdicts, of prev's generation, with input's idents: for
+ * every connection the verdict the tables of sm_authz_compile(input) give. Returns 0; -ESRCH when a source's
+ * (identity, CIDR class) pair is not among those prev evaluated (then compile in full), reason naming
+ * the address; -ENOMEM.
+ */
+int sm_authz_update_sources(const struct sm_authz_tables *prev, const struct sm_authz_compile_input *input,
+			    struct sm_authz_tables **out, char *reason, size_t reason_size);
+
+/*
  * What the tables say for one connection, following the lookups of bpf/sockmesh.h exactly as the kernel
  * does (a userspace model of sk_lookup, for tests and `sockmesh explain`): 1 and the verdict when the
  * destination is guarded, 0 when it is not, -ENOENT when the source is the node (exempt).

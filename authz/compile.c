@@ -131,21 +131,29 @@ static int distinct_addrs(const void *items, size_t n, size_t stride, size_t **o
 	return 0;
 }
 
-static int build_idents(struct sm_compiler *c, const size_t *keep, size_t n)
+int sm_compile_idents(const struct sm_authz_compile_input *in, struct sm_authz_tables *t, size_t **keep_out,
+		      size_t *n_out)
 {
-	struct sm_authz_tables *t = c->t;
+	size_t *keep = NULL, n = 0;
+	int err = distinct_addrs(in->sources, in->n_sources, sizeof(*in->sources), &keep, &n);
 
+	if (err)
+		return err;
 	t->ident_keys = calloc(n ? n : 1, sizeof(*t->ident_keys));
 	t->ident_values = calloc(n ? n : 1, sizeof(*t->ident_values));
-	if (!t->ident_keys || !t->ident_values)
+	if (!t->ident_keys || !t->ident_values) {
+		free(keep);
 		return -ENOMEM;
+	}
 	for (size_t i = 0; i < n; i++) {
-		const struct sm_authz_source *s = &c->in->sources[keep[i]];
+		const struct sm_authz_source *s = &in->sources[keep[i]];
 
 		memcpy(t->ident_keys[i].addr, s->addr, 16);
 		t->ident_values[i].identity = s->node ? SM_AUTHZ_IDENTITY_NODE : sm_authz_identity_hash(&s->identity);
 	}
 	t->n_idents = n;
+	*keep_out = keep;
+	*n_out = n;
 	return 0;
 }
 
@@ -321,8 +329,7 @@ static int compile(struct sm_compiler *c, char *reason, size_t reason_size)
 	size_t *keep = NULL, n_keep = 0;
 	int err;
 
-	if ((err = distinct_addrs(c->in->sources, c->in->n_sources, sizeof(*c->in->sources), &keep, &n_keep)) ||
-	    (err = build_idents(c, keep, n_keep)) || (err = build_dests(c)) ||
+	if ((err = sm_compile_idents(c->in, c->t, &keep, &n_keep)) || (err = build_dests(c)) ||
 	    (err = check_limit("dests", c->t->n_dests, c->max_dests, reason, reason_size)) ||
 	    (err = sm_compile_cidr_classes(c)) ||
 	    (err = check_limit("cidrs", c->t->n_cidrs, c->max_cidrs, reason, reason_size)) ||

@@ -138,12 +138,17 @@ struct sm_pairs {
 	uint64_t *scratch;
 };
 
+/* t's idents: each distinct address of in's sources (its first listing) with its identity, sorted by
+ * address; *keep gets their indices in in->sources, in the same order (the caller's to free). */
+int sm_compile_idents(const struct sm_authz_compile_input *in, struct sm_authz_tables *t, size_t **keep,
+		      size_t *n_keep);
 /* The CIDR classes (c->cidr_classes, 0: the empty vector) and the LPM entries (c->t's cidrs). */
 int sm_compile_cidr_classes(struct sm_compiler *c);
 /* The pairs of the keep[] sources (their indices in input order, as the idents table lists them) and
  * (no identity, c) for every CIDR class, with their source classes (c->source_classes). */
 int sm_compile_pairs(struct sm_compiler *c, const size_t *keep, size_t n_keep, struct sm_pairs *ps);
-/* The sources table, once the verdicts said which classes have entries of their own. */
+/* The sources table, once the verdicts said which classes have entries of their own, and every pair
+ * (t->pair_keys). */
 int sm_compile_sources(struct sm_compiler *c, const struct sm_pairs *ps);
 void sm_pairs_free(struct sm_pairs *ps);
 

@@ -192,5 +192,6 @@ void sm_authz_tables_free(struct sm_authz_tables *t)
 	free(t->verdicts);
 	free(t->ident_keys);
 	free(t->ident_values);
+	free(t->pair_keys);
 	free(t);
 }

@@ -190,6 +190,20 @@ int sm_compile_pairs(struct sm_compiler *c, const size_t *keep, size_t n_keep, s
 	return err;
 }
 
+/* Every pair, for sm_authz_update_sources: a source whose pair is among them needs no new class. */
+static int export_pairs(struct sm_authz_tables *t, const struct sm_pairs *ps)
+{
+	t->pair_keys = calloc(ps->n ? ps->n : 1, sizeof(*t->pair_keys));
+	if (!t->pair_keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < ps->n; i++)
+		t->pair_keys[i] = (struct sm_authz_source_key){ .cidr_class = ps->items[i].cidr_class,
+								.identity = ps->items[i].identity };
+	qsort(t->pair_keys, ps->n, sizeof(*t->pair_keys), sm_authz_cmp_source);
+	t->n_pairs = ps->n;
+	return 0;
+}
+
 /* Only the pairs whose class has a verdict entry of its own: the others fall to class 0, the same. */
 int sm_compile_sources(struct sm_compiler *c, const struct sm_pairs *ps)
 {
@@ -220,5 +234,5 @@ int sm_compile_sources(struct sm_compiler *c, const struct sm_pairs *ps)
 	}
 	t->n_sources = n;
 	free(rows);
-	return 0;
+	return export_pairs(t, ps);
 }

@@ -11,10 +11,12 @@
  *     The agent's work for authorization at scale, on the real pieces: a mesh of WORKLOADS workloads
  *     (100 namespaces, 20 service accounts, 2,000 nodes: 1 in 2,000 is on this node, all in namespace
  *     ns7) read from a local config, then per round: POLICIES policies applied (to each local workload),
- *     a workload of another node started and gone again (pod churn), one policy changed, all removed. Each step is timed as the agent does it: the model's apply, whose
- *     admission check compiles once (agent_authz_check), then sm_model_authz_build + sm_authz_compile +
- *     sm_datapath_authz_write (the write as root only, into a datapath in a network namespace, cgroup and
- *     pin directory made for it and removed after). Medians and the spread over ROUNDS; the process's
+ *     a workload of another node started and gone again (pod churn), first as one more pod of a service
+ *     account the mesh has, then with a new one, one policy changed, all removed. Each step is timed as the
+ *     agent does it: the model's apply, whose admission check compiles once (agent_authz_check), then
+ *     sm_model_authz_build + sm_authz_compile + sm_datapath_authz_write, or, when only sources changed and
+ *     their classes are known, sm_authz_update_sources + sm_datapath_authz_write_idents (the write as root
+ *     only, into a datapath in a network namespace, cgroup and pin directory made for it and removed after). Medians and the spread over ROUNDS; the process's
  *     peak RSS added by the rounds.
  */
 #include <errno.h>
@@ -213,15 +215,35 @@ static response_t *read_policies(const char *path)
 
 enum step { APPLY, BUILD, COMPILE, WRITE, TOTAL, STEPS };
 static const char *const step_names[STEPS] = { "model apply (with its admission compile)", "sm_model_authz_build",
-					       "sm_authz_compile", "sm_datapath_authz_write", "total" };
+					       "sm_authz_compile (or _update_sources)",
+					       "sm_datapath_authz_write (or _idents)", "total" };
 
 struct bench {
 	struct sm_model *model;
 	struct sm_datapath *dp;
 	uint32_t generation;
+	/* as the agent keeps them: the tables in force and the model's count of destination changes then */
+	struct sm_authz_tables *in_force;
+	uint64_t in_force_dests;
+	bool sources_only; /* the last step's tables: those in force with new idents */
 	double check_seconds; /* of the last apply: the admission compile */
 	size_t dests, cidrs, sources, verdicts, idents;
 };
+
+/* As agent/authz.c's compile(): the tables in force with new idents when only sources changed and each
+ * source's class is known, else a whole compilation. */
+static int compile(struct bench *b, const struct sm_model *model, const struct sm_authz_compile_input *input,
+		   uint32_t generation, struct sm_authz_tables **out, bool *sources_only, char *reason, size_t size)
+{
+	int ret = -ESRCH;
+
+	if (b->in_force && b->in_force_dests == sm_model_authz_destinations_generation(model))
+		ret = sm_authz_update_sources(b->in_force, input, out, reason, size);
+	*sources_only = !ret;
+	if (ret == -ESRCH)
+		ret = sm_authz_compile(input, generation, out, reason, size);
+	return ret;
+}
 
 /* The model's admission check, as agent_authz_check does it: the state must compile. */
 static int check(void *ctx, const struct sm_model *model, char *reason, size_t size)
@@ -230,10 +252,11 @@ static int check(void *ctx, const struct sm_model *model, char *reason, size_t s
 	struct sm_model_authz *input;
 	struct sm_authz_tables *tables = NULL;
 	double start = now_seconds();
+	bool sources_only;
 	int ret = sm_model_authz_build(model, NULL, 0, &input);
 
 	if (!ret) {
-		ret = sm_authz_compile(input->input, 1, &tables, reason, size);
+		ret = compile(b, model, input->input, 1, &tables, &sources_only, reason, size);
 		sm_model_authz_free(input);
 	}
 	sm_authz_tables_free(tables);
@@ -267,11 +290,12 @@ static void step(struct bench *b, const response_t *response, double t[STEPS])
 	if (sm_model_authz_build(b->model, NULL, 0, &input))
 		exit(fprintf(stderr, "authz_bench: sm_model_authz_build failed\n") > 0);
 	double t2 = now_seconds();
-	b->generation++;
-	if (sm_authz_compile(input->input, b->generation, &tables, reason, sizeof(reason)))
+	if (compile(b, b->model, input->input, b->generation + 1, &tables, &b->sources_only, reason, sizeof(reason)))
 		exit(fprintf(stderr, "authz_bench: compile: %s\n", reason) > 0);
+	b->generation = tables->generation;
 	double t3 = now_seconds();
-	if (b->dp && sm_datapath_authz_write(b->dp, tables, reason, sizeof(reason)))
+	if (b->dp && (b->sources_only ? sm_datapath_authz_write_idents(b->dp, tables, reason, sizeof(reason))
+				      : sm_datapath_authz_write(b->dp, tables, reason, sizeof(reason))))
 		exit(fprintf(stderr, "authz_bench: write: %s\n", reason) > 0);
 	double t4 = now_seconds();
 	t[APPLY] = t1 - t0;
@@ -284,7 +308,9 @@ static void step(struct bench *b, const response_t *response, double t[STEPS])
 	b->sources = tables->n_sources;
 	b->verdicts = tables->n_verdicts;
 	b->idents = tables->n_idents;
-	sm_authz_tables_free(tables);
+	sm_authz_tables_free(b->in_force);
+	b->in_force = tables;
+	b->in_force_dests = sm_model_authz_destinations_generation(b->model);
 	sm_model_authz_free(input);
 	sm_rejections_clear(&rejections);
 }
@@ -299,8 +325,9 @@ static void print_steps(const char *what, double (*t)[STEPS], int rounds, const 
 {
 	double sorted[64];
 
-	printf("%s: %zu local addresses, %zu prefixes, %zu source classes, %zu verdicts, %zu identities\n", what,
-	       b->dests, b->cidrs, b->sources, b->verdicts, b->idents);
+	printf("%s: %zu local addresses, %zu prefixes, %zu source classes, %zu verdicts, %zu identities%s\n", what,
+	       b->dests, b->cidrs, b->sources, b->verdicts, b->idents,
+	       b->sources_only ? "; new idents alone under the generation in force" : "");
 	for (int s = 0; s < STEPS; s++) {
 		if (s == WRITE && !written)
 			continue;
@@ -327,17 +354,18 @@ static long status_kib(const char *field)
 	return value;
 }
 
-/* A workload of another node, as a pod starting: its own Address response (the name stays the caller's). */
-static response_t *one_pod(void)
+/* A workload of another node in namespace ns3, as a pod starting: its own Address response (the name stays the
+ * caller's). The mesh's workloads run as sa0 .. sa19 in each namespace: as one of those it is one more pod of
+ * theirs, as another a new identity. */
+static response_t *one_pod(const char *uid, const char *service_account)
 {
 	struct response r;
 	size_t len;
-	struct workload_spec spec = { .uid = "bench//Pod/ns3/started", .addresses = { "10.200.0.1" }, .node = "node-99",
-				      .namespace = "ns3" };
+	struct workload_spec spec = { .uid = uid, .addresses = { "10.200.0.1" }, .node = "node-99", .namespace = "ns3" };
 
 	response_init(&r, SM_TYPE_URL_ADDRESS);
 	Istio__Workload__Workload *w = workload_from(&r, &spec);
-	w->service_account = "sa4";
+	w->service_account = (char *)service_account;
 	response_add_workload_msg(&r, w, "v1");
 	uint8_t *bytes = response_pack(&r, &len);
 	response_free(&r);
@@ -377,6 +405,8 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	double (*remove_t)[STEPS] = calloc((size_t)rounds, sizeof(*remove_t));
 	double (*started_t)[STEPS] = calloc((size_t)rounds, sizeof(*started_t));
 	double (*gone_t)[STEPS] = calloc((size_t)rounds, sizeof(*gone_t));
+	double (*new_sa_t)[STEPS] = calloc((size_t)rounds, sizeof(*new_sa_t));
+	double (*new_sa_gone_t)[STEPS] = calloc((size_t)rounds, sizeof(*new_sa_gone_t));
 	int fd = mkstemp(path), changed = n_policies / 2 + 1;
 	int ret;
 
@@ -416,12 +446,14 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	removal.resources = NULL;
 	removal.removed_resources = names;
 	removal.n_removed_resources = policies->n_resources;
-	response_t *started = one_pod(), gone = *address;
-	char *started_name = started->resources[0]->name;
-	gone.n_resources = 0;
-	gone.resources = NULL;
+	response_t *started = one_pod("bench//Pod/ns3/started", "sa3"), gone = *address;
+	response_t *new_sa = one_pod("bench//Pod/ns3/new-account", "sa-new"), new_sa_gone = *address;
+	char *started_name = started->resources[0]->name, *new_sa_name = new_sa->resources[0]->name;
+	gone.n_resources = new_sa_gone.n_resources = 0;
+	gone.resources = new_sa_gone.resources = NULL;
 	gone.removed_resources = &started_name;
-	gone.n_removed_resources = 1;
+	new_sa_gone.removed_resources = &new_sa_name;
+	gone.n_removed_resources = new_sa_gone.n_removed_resources = 1;
 
 	long rss_before = status_kib("VmRSS:");
 	int clear = open("/proc/self/clear_refs", O_WRONLY);
@@ -441,6 +473,13 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 		step(&b, &gone, gone_t[r]);
 		if (r == rounds - 1)
 			print_steps("that workload gone", gone_t, rounds, &b, b.dp);
+		step(&b, new_sa, new_sa_t[r]);
+		if (r == rounds - 1)
+			print_steps("a workload of another node started with a new service account", new_sa_t, rounds, &b,
+				    b.dp);
+		step(&b, &new_sa_gone, new_sa_gone_t[r]);
+		if (r == rounds - 1)
+			print_steps("that workload gone", new_sa_gone_t, rounds, &b, b.dp);
 		step(&b, &change, change_t[r]);
 		check_change += b.check_seconds;
 		if (r == rounds - 1)
@@ -461,6 +500,10 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	free(remove_t);
 	free(started_t);
 	free(gone_t);
+	free(new_sa_t);
+	free(new_sa_gone_t);
+	protobuf_c_message_free_unpacked(&new_sa->base, NULL);
+	sm_authz_tables_free(b.in_force);
 	protobuf_c_message_free_unpacked(&started->base, NULL);
 	protobuf_c_message_free_unpacked(&address->base, NULL);
 	protobuf_c_message_free_unpacked(&policies->base, NULL);

@@ -481,6 +481,38 @@ out:
 	return ret;
 }
 
+int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t, char *err, size_t size)
+{
+	struct entries stale = { 0 };
+	struct sm_dp_ident *idents = NULL;
+	uint32_t in_force;
+	int ret;
+
+	if (!t)
+		return fail(err, size, -EINVAL, "no authorization tables");
+	ret = sm_datapath_authz_generation(dp, &in_force);
+	if (ret)
+		return fail(err, size, ret, "reading %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(-ret));
+	if (!in_force || t->generation != in_force)
+		return fail(err, size, -EINVAL, "identities of generation %u, but generation %u is in force",
+			    t->generation, in_force);
+	/* no flip: a check reads an address's identity before or after its change, both valid */
+	ret = write_idents(dp, t, &stale, &idents, err, size);
+	if (!ret && (ret = delete_entries(dp->fds[SM_DP_MAP_AUTHZ_IDENTS], stale.keys, sizeof(struct sm_frontend_key),
+					  stale.n)))
+		fail(err, size, ret, "deleting stale entries of %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_IDENTS),
+		     strerror(-ret));
+	if (ret) {
+		remember_idents(dp, NULL, 0); /* some may have been written */
+	} else {
+		remember_idents(dp, idents, t->n_idents);
+		idents = NULL;
+	}
+	entries_free(&stale);
+	free(idents);
+	return ret;
+}
+
 /* ---- guarded namespaces ---- */
 
 #define GUARD_PREFIX "authz-"

@@ -93,6 +93,10 @@ struct sm_authz_tables {
 	struct sm_frontend_key *ident_keys;
 	struct sm_authz_ident_value *ident_values;
 	size_t n_idents;
+	/* Written to no map: every (identity, CIDR class) pair the compiler gave a source class, as source keys
+	 * of generation 0, sorted (sm_authz_update_sources: which sources the verdicts already cover). */
+	struct sm_authz_source_key *pair_keys;
+	size_t n_pairs;
 };
 
 /* ---- the datapath ---- */
@@ -223,6 +227,13 @@ const char *sm_counter_name(enum sm_counter counter);
  * serving and what was written of the new one is removed. Returns 0 or -errno, err naming the map.
  */
 int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err, size_t size);
+/*
+ * Writes only the idents of tables whose other tables are those in force (tables->generation is the
+ * generation in force, sm_authz_update_sources), as a diff against the map, and deletes the idents they do
+ * not list; no flip. Returns 0 or -errno (-EINVAL: another generation is in force), err naming the map.
+ */
+int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err,
+				  size_t size);
 /* The generation in force; 0: none written yet (nothing is checked). */
 int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generation);
 

@@ -22,7 +22,8 @@ workloads() { # srv lists the selector policy prod/deny-bad when SELECT is set
 workloads:
 - {uid: e2e//Pod/prod/srv, name: srv, namespace: prod, serviceAccount: srv, node: local, workloadIps: ["127.0.0.10", "::1"]${SELECT:+, authorizationPolicies: [prod/deny-bad]}}
 - {uid: e2e//Pod/frontend/web, name: web, namespace: frontend, serviceAccount: web, node: local, workloadIps: ["127.0.0.20"]}
-- {uid: e2e//Pod/other/bad, name: bad, namespace: other, serviceAccount: bad, node: elsewhere, workloadIps: ["127.0.0.30"]}
+- {uid: e2e//Pod/other/bad, name: bad, namespace: other, serviceAccount: bad, node: elsewhere, workloadIps: ["127.0.0.30"]}${NEWPOD:+
+- {uid: e2e//Pod/frontend/web2, name: web2, namespace: frontend, serviceAccount: web, node: elsewhere, workloadIps: ["127.0.0.40"]\}}
 services: []
 YAML
 }
@@ -63,6 +64,18 @@ check "a denial is logged like ztunnel's access log" \
   wait_for 5 logged 'error="connection closed due to policy rejection: allow policies exist, but none allowed"'
 policy_allowed() { metrics | grep 'sockmesh_authz_policy_connections_total{policy="prod/from-frontend",outcome="allowed"} [1-9]' >/dev/null; }
 check "per-policy counters: prod/from-frontend allowed" policy_allowed
+
+# Pod churn elsewhere: a workload of another node with an identity the tables in force have evaluated
+# (frontend's web account) is written as new identities alone, under the generation in force.
+generation() { metrics | awk '/^sockmesh_authz_generation / {print $2}'; }
+generation_before="$(generation)"
+NEWPOD=1 write_config
+check "a new workload of another node with a known identity gets in" wait_for 10 answered 127.0.0.40 127.0.0.10
+check "its identity is written alone, under the generation in force" \
+  wait_for 5 logged "generation $generation_before in force with new identities"
+check "the generation in force did not change" test "$(generation)" = "$generation_before"
+write_config
+check_showing "that workload gone, its address is refused again" wait_for 10 refused_fast 127.0.0.40 127.0.0.10
 
 # explain, from the live maps and the model
 explained() { in_ns "$sockmesh" explain --admin-address "$admin" "$@"; }

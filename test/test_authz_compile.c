@@ -538,6 +538,100 @@ static void cidr_classes_in_one_walk(void **state)
 	printf("# %llu addresses: the walk and the lookups agree\n", (unsigned long long)checked);
 }
 
+/* ---- a change of sources alone ---- */
+
+/* w's sources changed as pod churn changes them: some gone, some given another identity or made the node's,
+ * some new (addresses and identities from the same small pools, so that most pairs are known). */
+static void churn_sources(struct authz_rng *r, const struct authz_world *w, struct sm_authz_source **out, size_t *n_out)
+{
+	size_t n = 0, n_new = authz_below(r, 6);
+	struct sm_authz_source *s = calloc(w->n_sources + n_new + 1, sizeof(*s));
+
+	assert_non_null(s);
+	for (size_t i = 0; i < w->n_sources; i++) {
+		if (authz_chance(r, 15))
+			continue;
+		s[n] = w->sources[i];
+		if (authz_chance(r, 10))
+			authz_random_identity(r, &s[n].identity);
+		if (authz_chance(r, 5))
+			s[n].node = !s[n].node;
+		n++;
+	}
+	for (size_t i = 0; i < n_new; i++, n++) {
+		authz_random_addr(r, s[n].addr);
+		authz_random_identity(r, &s[n].identity);
+		s[n].node = authz_chance(r, 5);
+	}
+	*out = s;
+	*n_out = n;
+}
+
+/* sm_authz_update_sources over a few rounds of churn from one compilation: each time it takes the change, its
+ * tables agree with the evaluator on the new sources (every source against every destination, and random
+ * connections); each time it refuses, a new pair was there. Both happen. */
+static void update_sources_agrees(void **state)
+{
+	uint64_t seed = env_number("AUTHZ_SEED", (uint64_t)time(NULL)), taken = 0, refused = 0;
+	struct authz_rng rng = { seed };
+	char reason[256], why[512];
+
+	(void)state;
+	for (int world = 0; world < 400; world++) {
+		struct authz_world w, now;
+		struct sm_authz_tables *t;
+
+		authz_random_world(&rng, &w);
+		t = compile_world(&w, 0);
+		now = w;
+		now.sources = NULL;
+		for (int round = 0; round < 4; round++) {
+			struct sm_authz_source *sources;
+			struct sm_authz_tables *next = NULL;
+			size_t n;
+
+			churn_sources(&rng, round ? &now : &w, &sources, &n);
+			free(now.sources);
+			now.sources = sources;
+			now.n_sources = n;
+			struct sm_authz_compile_input in = { .destinations = now.destinations,
+							     .n_destinations = now.n_destinations,
+							     .sources = now.sources, .n_sources = now.n_sources };
+			int err = sm_authz_update_sources(t, &in, &next, reason, sizeof(reason));
+			if (err == -ESRCH) {
+				refused++;
+				assert_null(next);
+				assert_non_null(strstr(reason, "never evaluated"));
+				sm_authz_tables_free(t);
+				t = compile_world(&now, 0);
+				continue;
+			}
+			assert_int_equal(err, 0);
+			taken++;
+			assert_int_equal(next->generation, t->generation);
+			assert_int_equal(next->n_verdicts, t->n_verdicts);
+			sm_authz_tables_free(t);
+			t = next;
+			for (size_t i = 0; i < now.n_sources; i++)
+				check_grid(&now, t, &now.sources[i].addr, 1, some_ports, sizeof(some_ports) / sizeof(*some_ports));
+			for (int i = 0; i < 32; i++) {
+				struct sm_authz_connection conn;
+
+				authz_random_connection(&rng, &now, &conn);
+				if (!authz_tables_agree(&now, t, &conn, why, sizeof(why)))
+					fail_msg("AUTHZ_SEED=%llu, world %d, round %d: %s", (unsigned long long)seed, world,
+						 round, why);
+			}
+		}
+		free(now.sources);
+		sm_authz_tables_free(t);
+		authz_world_free(&w);
+	}
+	printf("# sources updated: %llu changes taken, %llu refused (a new pair)\n", (unsigned long long)taken,
+	       (unsigned long long)refused);
+	assert_true(taken > 100 && refused > 100);
+}
+
 /* ---- istiod's golden outputs ---- */
 
 #define GOLDEN_MAX 64
@@ -834,6 +928,7 @@ int main(void)
 		cmocka_unit_test(test_too_many_cells),
 		cmocka_unit_test(test_differential),
 		cmocka_unit_test(cidr_classes_in_one_walk),
+		cmocka_unit_test(update_sources_agrees),
 		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_large),
 	};

@@ -891,10 +891,52 @@ static void idents_follow_each_write(struct env *env, const void *arg)
 	CHECK(sm_datapath_authz_write(env->dp, t, err, sizeof(err)) == 0, "writing generation 4: %s", err);
 	CHECK(idents_exactly(env, t), "after the failed write, the next one's idents exactly");
 	big_tables_free(t);
+	/* alone under the generation in force, also after an overfull write of them */
+	t = ident_tables(4, 100, 900, 2);
+	CHECK(sm_datapath_authz_write_idents(env->dp, t, err, sizeof(err)) == 0, "idents alone: %s", err);
+	CHECK(idents_exactly(env, t), "the idents written alone");
+	big_tables_free(t);
+	t = ident_tables(4, 0, info_max + 1, 5);
+	CHECK(sm_datapath_authz_write_idents(env->dp, t, err, sizeof(err)) < 0 && strstr(err, "sm_authz_idents"),
+	      "an overfull write of idents alone: %s", err);
+	big_tables_free(t);
+	t = ident_tables(4, 50, 300, 4);
+	CHECK(sm_datapath_authz_write_idents(env->dp, t, err, sizeof(err)) == 0, "idents alone: %s", err);
+	CHECK(idents_exactly(env, t), "after the failed write of idents, the next one's exactly");
+	big_tables_free(t);
 	t = ident_tables(5, 0, 0, 0);
 	CHECK(sm_datapath_authz_write(env->dp, t, err, sizeof(err)) == 0, "writing generation 5: %s", err);
 	CHECK(idents_exactly(env, t), "no idents left");
 	big_tables_free(t);
+}
+
+/* Idents written alone under the generation in force (a pod of another node started, gone, or given
+ * another identity): real connections follow them at once; the generation's other tables stay. */
+static void idents_alone(struct env *env, const void *arg)
+{
+	struct tables b;
+	uint32_t g = 0;
+	char err[256];
+
+	(void)arg;
+	guard_here(env);
+	main_tables(&b, 1);
+	write_tables(env, &b);
+	expect_connect("127.0.0.2", "127.0.0.10", 8080, true);	/* identity A */
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, false); /* B: no allow matches */
+	addr16("127.0.0.6", b.ident_keys[0].addr);		/* 127.0.0.2 gone, 127.0.0.6 new as A */
+	b.ident_values[1].identity = ID_A;			/* 127.0.0.3 now A */
+	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
+	CHECK(sm_datapath_authz_generation(env->dp, &g) == 0 && g == 1, "generation %u after the idents", g);
+	CHECK(idents_exactly(env, &b.t), "the idents written alone");
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, true);
+	expect_connect("127.0.0.6", "127.0.0.10", 8080, true);
+	expect_connect("127.0.0.2", "127.0.0.10", 8080, false); /* no identity */
+	expect_connect("127.0.0.3", "127.0.0.10", 8081, false); /* A's deny, the generation's verdicts as they were */
+
+	b.t.generation = 2;
+	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == -EINVAL && strstr(err, "in force"),
+	      "idents of a generation not in force: %s", err);
 }
 
 static const struct case_row {
@@ -910,6 +952,7 @@ static const struct case_row {
 	{ "the check's run time", run_time },
 	{ "big tables: write time, one generation left, a failed write undone", big_writes },
 	{ "the idents follow each write, also after one that failed part of the way", idents_follow_each_write },
+	{ "idents written alone under the generation in force", idents_alone },
 };
 
 static void run_named_case(void **state)

@@ -25,7 +25,9 @@
 
 static char handle; /* what the replaced constructors hand out */
 static atomic_int writes_to_fail;   /* the next table writes that fail with -ENOMEM */
-static atomic_int writes_failed, writes_taken;
+static atomic_int writes_failed, writes_taken, idents_taken;
+static atomic_uint in_force;	    /* the generation the last whole write flipped to */
+static atomic_size_t idents_written; /* the idents of the last write taken */
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
@@ -33,23 +35,44 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	(void)fmt;
 }
 
+static bool write_fails(char *err, size_t size)
+{
+	if (atomic_load(&writes_to_fail) <= 0)
+		return false;
+	atomic_fetch_sub(&writes_to_fail, 1);
+	atomic_fetch_add(&writes_failed, 1);
+	snprintf(err, size, "writing sm_authz_dests: Cannot allocate memory");
+	return true;
+}
+
 int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err, size_t size)
 {
-	(void)dp, (void)tables;
-	if (atomic_load(&writes_to_fail) > 0) {
-		atomic_fetch_sub(&writes_to_fail, 1);
-		atomic_fetch_add(&writes_failed, 1);
-		snprintf(err, size, "writing sm_authz_dests: Cannot allocate memory");
+	(void)dp;
+	if (write_fails(err, size))
 		return -ENOMEM;
-	}
+	assert_int_not_equal(tables->generation, atomic_load(&in_force));
+	atomic_store(&in_force, tables->generation);
+	atomic_store(&idents_written, tables->n_idents);
 	atomic_fetch_add(&writes_taken, 1);
+	return 0;
+}
+
+int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err,
+				  size_t size)
+{
+	(void)dp;
+	if (write_fails(err, size))
+		return -ENOMEM;
+	assert_int_equal(tables->generation, atomic_load(&in_force));
+	atomic_store(&idents_written, tables->n_idents);
+	atomic_fetch_add(&idents_taken, 1);
 	return 0;
 }
 
 int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generation)
 {
 	(void)dp;
-	*generation = 0;
+	*generation = atomic_load(&in_force);
 	return 0;
 }
 
@@ -260,10 +283,91 @@ static void failed_write_is_tried_again(void **state)
 	world_close(&w);
 }
 
+/* A workload of node (uid, address, service account), sent, or removed when address is NULL. */
+static void workload_on(struct world *w, const char *uid, const char *address, const char *node,
+			const char *service_account)
+{
+	struct workload_spec spec = { .uid = uid, .addresses = { address }, .namespace = "ns", .node = node,
+				      .policies = { "ns/deny" } };
+	struct response r;
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	if (address) {
+		Istio__Workload__Workload *msg = workload_from(&r, &spec);
+		msg->service_account = (char *)service_account;
+		response_add_workload_msg(&r, msg, "v1");
+	} else {
+		response_remove(&r, uid);
+	}
+	apply(w, &r, SM_TYPE_URL_ADDRESS);
+}
+
+struct writes {
+	int whole, idents;
+	unsigned generation;
+	size_t n_idents;
+};
+
+static void expect_writes(const struct writes *want, const char *after)
+{
+	struct writes got = { atomic_load(&writes_taken), atomic_load(&idents_taken), atomic_load(&in_force),
+			      atomic_load(&idents_written) };
+
+	if (got.whole != want->whole || got.idents != want->idents || got.generation != want->generation ||
+	    got.n_idents != want->n_idents)
+		fail_msg("after %s: %d whole writes, %d of idents alone, generation %u, %zu idents; expected %d, %d, %u, "
+			 "%zu",
+			 after, got.whole, got.idents, got.generation, got.n_idents, want->whole, want->idents,
+			 want->generation, want->n_idents);
+}
+
+/* A change of sources alone (a workload of another node whose identity and prefix class the tables in
+ * force have evaluated) writes the idents alone under the generation in force; anything else, and the
+ * write after a failed one, compiles and writes a new generation. */
+static void sources_alone_write_idents(void **state)
+{
+	struct world w = { 0 };
+
+	(void)state;
+	atomic_store(&writes_taken, 0);
+	atomic_store(&writes_failed, 0);
+	atomic_store(&in_force, 0);
+	world_open(&w);
+	workload_on(&w, "local", "10.0.0.1", "node-a", "server");
+	add_policy(&w, "ns", "deny");
+	expect_writes(&(struct writes){ 1, 0, 1, 1 }, "the policy");
+	workload_on(&w, "far1", "10.0.1.1", "node-b", "client");
+	expect_writes(&(struct writes){ 2, 0, 2, 2 }, "a workload of another node with a new identity");
+	workload_on(&w, "far2", "10.0.1.2", "node-b", "client");
+	expect_writes(&(struct writes){ 2, 1, 2, 3 }, "another with that identity");
+	workload_on(&w, "far2", NULL, NULL, NULL);
+	expect_writes(&(struct writes){ 2, 2, 2, 2 }, "that one gone");
+	workload_on(&w, "far3", "10.0.1.3", "node-b", "server");
+	expect_writes(&(struct writes){ 2, 3, 2, 3 }, "one with the local workload's identity");
+	workload_on(&w, "far1", "10.0.1.1", "node-b", "other");
+	expect_writes(&(struct writes){ 3, 3, 3, 3 }, "a new service account for one");
+	workload_on(&w, "local", "10.0.0.2", "node-a", "server");
+	expect_writes(&(struct writes){ 4, 3, 4, 3 }, "a new address for the local workload");
+
+	/* a failed write of idents: the next write is a whole one, tried again after 1 s */
+	atomic_store(&writes_to_fail, 1);
+	workload_on(&w, "far4", "10.0.1.4", "node-b", "client");
+	assert_int_equal(atomic_load(&writes_failed), 1);
+	expect_writes(&(struct writes){ 4, 3, 4, 3 }, "a failed write of idents");
+	double start = now_seconds();
+	while (atomic_load(&writes_taken) == 4 && now_seconds() - start < 10)
+		sleep_ms(20);
+	expect_writes(&(struct writes){ 5, 3, 5, 4 }, "the retry");
+	workload_on(&w, "far5", "10.0.1.5", "node-b", "client");
+	expect_writes(&(struct writes){ 5, 4, 5, 5 }, "a workload after the retry");
+	world_close(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(failed_write_is_tried_again),
+		cmocka_unit_test(sources_alone_write_idents),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1299,6 +1299,93 @@ static void authorizations_select_workloads(void **state)
 	harness_close(&h);
 }
 
+static void apply_policy(struct harness *h, const char *name, Istio__Security__Action action)
+{
+	Istio__Security__Authorization policy = ISTIO__SECURITY__AUTHORIZATION__INIT;
+	struct response r;
+	char key[64];
+
+	policy.name = (char *)name, policy.namespace_ = "default", policy.scope = ISTIO__SECURITY__SCOPE__NAMESPACE;
+	policy.action = action;
+	snprintf(key, sizeof(key), "default/%s", name);
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	response_add_message(&r, key, "v1", SM_TYPE_URL_AUTHORIZATION, &policy.base);
+	apply_ok(h, &r);
+}
+
+struct authz_counts {
+	uint64_t all, destinations;
+};
+
+static struct authz_counts authz_counts(const struct harness *h)
+{
+	return (struct authz_counts){ sm_model_authz_generation(h->model),
+				      sm_model_authz_destinations_generation(h->model) };
+}
+
+/* Which of the two authorization counters a change moves: both for a policy or a workload of this node,
+ * only the first for another node's workload; neither for a policy sent again unchanged, nor for a batch
+ * undone. */
+static void authz_generations_follow_their_side(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct response r;
+	struct workload_spec local = { .uid = "w/local", .addresses = { "10.0.0.2" }, .node = "node-a",
+				       .namespace = "default" };
+	struct workload_spec remote = { .uid = "w/remote", .addresses = { "10.0.0.1" }, .node = "node-b",
+					.namespace = "default" };
+	struct workload_spec refused = { .uid = "w/refused", .addresses = { "10.0.0.3" }, .node = "node-a",
+					 .namespace = "default", .services = { { REVIEWS } } };
+	struct authz_counts was, now;
+
+	harness_open(&h, "node-a", NULL);
+	apply_service(&h, &reviews);
+	apply_workloads(&h, &local, 1);
+	was = authz_counts(&h);
+	apply_policy(&h, "deny", ISTIO__SECURITY__ACTION__DENY);
+	now = authz_counts(&h);
+	assert_true(now.all == was.all + 1 && now.destinations == was.destinations + 1);
+
+	was = now;
+	apply_policy(&h, "deny", ISTIO__SECURITY__ACTION__DENY); /* the same again */
+	now = authz_counts(&h);
+	assert_true(now.all == was.all && now.destinations == was.destinations);
+	apply_policy(&h, "deny", ISTIO__SECURITY__ACTION__ALLOW);
+	now = authz_counts(&h);
+	assert_true(now.all == was.all + 1 && now.destinations == was.destinations + 1);
+
+	was = now;
+	apply_workloads(&h, &remote, 1);
+	now = authz_counts(&h);
+	assert_true(now.all == was.all + 1 && now.destinations == was.destinations);
+	remote.namespace = "other";
+	apply_workloads(&h, &remote, 1);
+	now = authz_counts(&h);
+	assert_true(now.all == was.all + 2 && now.destinations == was.destinations);
+	remote.node = "node-a"; /* moved here: now a destination */
+	apply_workloads(&h, &remote, 1);
+	now = authz_counts(&h);
+	assert_true(now.all == was.all + 3 && now.destinations == was.destinations + 1);
+
+	was = now;
+	local.addresses[1] = "10.0.0.4";
+	apply_workloads(&h, &local, 1);
+	now = authz_counts(&h);
+	assert_true(now.all == was.all + 1 && now.destinations == was.destinations + 1);
+
+	/* a batch undone changes neither */
+	was = now;
+	h.writer.fail_after = h.writer.ops_applied + 1;
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &refused, "v1");
+	apply(&h, &r);
+	assert_true(has_rejection(&h, "w/refused", "map is full"));
+	now = authz_counts(&h);
+	assert_true(now.all == was.all && now.destinations == was.destinations);
+	harness_close(&h);
+}
+
 static void fixture_stream_applies(void **state)
 {
 	(void)state;
@@ -1363,6 +1450,7 @@ int main(void)
 		cmocka_unit_test(restart_rewrites_nothing_unchanged),
 		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),
 		cmocka_unit_test(authorizations_select_workloads),
+		cmocka_unit_test(authz_generations_follow_their_side),
 		cmocka_unit_test(fixture_stream_applies),
 	};
 	struct CMUnitTest tests[TEST_ARRAY_SIZE(named) + TEST_ARRAY_SIZE(bad_cases)];

@@ -375,6 +375,7 @@ static void batch_begin(struct sm_model *model)
 	model->local_changed = false;
 	model->local_before = model->local;
 	model->authz_dirty = false;
+	model->authz_dests_dirty = false;
 	image_begin(model->image);
 }
 
@@ -509,6 +510,8 @@ static void batch_commit(struct sm_model *model)
 	image_commit(model->image);
 	drop_emptied_addresses(model);
 	model->authz_changes += model->authz_dirty;
+	model->authz_dests_changes += model->authz_dests_dirty;
+	model->authz_dests_dirty = false; /* counted: sm_model_authz_destinations_generation counts it once */
 	model->local_changes += model->local_dirty;
 	if (model->local_changed)
 		unintern_local(model, &model->local_before);
@@ -530,6 +533,7 @@ static void batch_commit(struct sm_model *model)
 static void batch_rollback(struct sm_model *model, struct item *items, size_t n)
 {
 	model->keep_entities = true;
+	model->authz_dests_dirty = false;
 	image_rollback(model->image);
 	for (size_t i = model->undo.n; i-- > 0;) {
 		struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);

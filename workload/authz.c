@@ -34,6 +34,11 @@ uint64_t sm_model_authz_generation(const struct sm_model *model)
 	return model->authz_changes;
 }
 
+uint64_t sm_model_authz_destinations_generation(const struct sm_model *model)
+{
+	return model->authz_dests_changes + model->authz_dests_dirty;
+}
+
 static void identity_of(const struct wl_def *def, struct sm_authz_identity *out)
 {
 	out->trust_domain = def->trust_domain && def->trust_domain[0] ? def->trust_domain : DEFAULT_TRUST_DOMAIN;

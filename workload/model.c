@@ -494,13 +494,19 @@ static bool same_policies(const struct wl_def *a, const struct wl_def *b)
 	return true;
 }
 
+/* The same Authorization message, sent again (a local config's every reload sends each policy). */
+static bool same_policy(const struct authz_def *a, const struct authz_def *b)
+{
+	return a && b && a->len == b->len && (!a->len || memcmp(a->bytes, b->bytes, a->len) == 0);
+}
+
 /* Whether replacing old by new (either NULL) can change what authorization compiles to. */
 static bool changes_authz(enum undo_kind kind, const void *old_def, const void *new_def)
 {
 	const struct wl_def *a = old_def, *b = new_def;
 
 	if (kind == UNDO_AUTHORIZATION)
-		return true;
+		return !same_policy(old_def, new_def);
 	if (kind != UNDO_WORKLOAD)
 		return false;
 	if (!a || !b)
@@ -514,7 +520,11 @@ int set_def(struct sm_model *model, enum undo_kind kind, void *entity, void *def
 {
 	struct undo_entry undo = { .kind = (uint8_t)kind, .entity = entity, .old_def = def_of(kind, entity) };
 
-	model->authz_dirty |= changes_authz(kind, undo.old_def, def);
+	if (changes_authz(kind, undo.old_def, def)) {
+		model->authz_dirty = true;
+		model->authz_dests_dirty |= kind == UNDO_AUTHORIZATION || (undo.old_def && is_local(model, undo.old_def)) ||
+					    (def && is_local(model, def));
+	}
 
 	if (vec_push(&model->undo, &undo, sizeof(undo))) {
 		free_def(model, kind, def);

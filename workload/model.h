@@ -246,6 +246,8 @@ struct sm_model {
 	void *authz_check_ctx;
 	bool authz_dirty;      /* the batch changed a policy, or a workload's address, identity or node */
 	uint64_t authz_changes; /* committed batches that changed the authorization state */
+	bool authz_dests_dirty;	/* ... a policy, or the authorization state of a workload of this node */
+	uint64_t authz_dests_changes; /* committed batches with authz_dests_dirty */
 	uint64_t changes;	/* applies and adoptions: sm_model_generation */
 };
 

@@ -240,6 +240,11 @@ typedef int (*sm_model_authz_check_fn)(void *ctx, const struct sm_model *model, 
 void sm_model_set_authz_check(struct sm_model *model, sm_model_authz_check_fn fn, void *ctx);
 /* A counter of authorization-state changes: equal values, equal compiler input. */
 uint64_t sm_model_authz_generation(const struct sm_model *model);
+/* A counter of the changes to the destinations' side of that input: a policy, or the authorization state
+ * of a workload of this node. During a batch (in the admission check) it counts that batch if it makes
+ * one. Equal values: the same destinations with the same policies; only sources may differ
+ * (sm_authz_update_sources). */
+uint64_t sm_model_authz_destinations_generation(const struct sm_model *model);
 
 /* The policies that apply to the workload holding addr on this node (NULL, 0 when none does), in the order
  * sm_model_authz_build gives them; *policies is malloc'ed. */

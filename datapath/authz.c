@@ -308,6 +308,14 @@ static int compare_addr(const void *a, const void *b)
 	return memcmp(a, b, sizeof(struct sm_frontend_key));
 }
 
+static bool sorted_by_addr(const struct sm_dp_ident *idents, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (compare_addr(&idents[i - 1], &idents[i]) > 0)
+			return false;
+	return true;
+}
+
 /* The map's idents, read back and sorted by address. */
 static int held_idents(int fd, struct sm_dp_ident **out, size_t *n)
 {
@@ -362,7 +370,8 @@ static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t,
 		return fail(err, size, -ENOMEM, "out of memory for %zu idents", t->n_idents);
 	for (size_t i = 0; i < t->n_idents; i++)
 		wanted[i] = (struct sm_dp_ident){ t->ident_keys[i], t->ident_values[i] };
-	qsort(wanted, t->n_idents, sizeof(*wanted), compare_addr);
+	if (!sorted_by_addr(wanted, t->n_idents)) /* the compiler's come sorted */
+		qsort(wanted, t->n_idents, sizeof(*wanted), compare_addr);
 	if (!held) {
 		ret = held_idents(fd, &read_back, &n_held);
 		held = read_back;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "authz/authz.h"
 #include "builders.h"
 #include "helpers.h"
 #include "model_harness.h"
@@ -1386,6 +1387,66 @@ static void authz_generations_follow_their_side(void **state)
 	harness_close(&h);
 }
 
+/* Workloads of another node, each with its own service account (sa-UID) and the address shared. */
+static void apply_sharing(struct harness *h, const char *const *uids, size_t n, const char *shared)
+{
+	struct response r;
+	char sa[8][32];
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	for (size_t i = 0; i < n; i++) {
+		struct workload_spec spec = { .uid = uids[i], .addresses = { shared }, .node = "node-b",
+					      .namespace = "default" };
+		Istio__Workload__Workload *w = workload_from(&r, &spec);
+		snprintf(sa[i], sizeof(sa[i]), "sa-%s", uids[i]);
+		w->service_account = response_keep(&r, strdup(sa[i]));
+		response_add_workload_msg(&r, w, "v1");
+	}
+	apply_ok(h, &r);
+}
+
+/* The compiler's input holds an address that several workloads share once, with the identity the model's
+ * lookup gives (explain and the node's addresses use it), whatever order they came and went in. */
+static void shared_address_has_the_lookups_identity(void **state)
+{
+	(void)state;
+	struct harness h;
+	struct workload_spec local = { .uid = "w/local", .addresses = { "10.0.0.2" }, .node = "node-a",
+				       .namespace = "default" };
+	const uint8_t shared[16] = { [10] = 0xff, [11] = 0xff, [12] = 10, [15] = 9 };
+
+	harness_open(&h, "node-a", NULL);
+	apply_workloads(&h, &local, 1);
+	apply_policy(&h, "deny", ISTIO__SECURITY__ACTION__DENY);
+	apply_sharing(&h, (const char *[]){ "a", "b", "c", "d" }, 4, "10.0.0.9");
+	for (int step = 0; step < 3; step++) {
+		struct sm_model_authz *input;
+		struct sm_authz_tables *tables;
+		struct sm_authz_identity want;
+		char reason[256];
+		size_t held = 0;
+
+		assert_true(sm_model_authz_identity(h.model, shared, &want));
+		assert_int_equal(sm_model_authz_build(h.model, NULL, 0, &input), 0);
+		assert_int_equal(sm_authz_compile(input->input, 1, &tables, reason, sizeof(reason)), 0);
+		for (size_t i = 0; i < tables->n_idents; i++) {
+			if (memcmp(tables->ident_keys[i].addr, shared, 16))
+				continue;
+			held++;
+			if (tables->ident_values[i].identity != sm_authz_identity_hash(&want))
+				fail_msg("step %d: the tables hold another identity than %s's", step, want.service_account);
+		}
+		assert_int_equal(held, 1);
+		sm_authz_tables_free(tables);
+		sm_model_authz_free(input);
+		if (step == 0) /* the first one gone: the lookup's owner is no longer the first listed */
+			remove_names(&h, (const char *[]){ "a" }, 1);
+		else if (step == 1) /* another one given a new definition */
+			apply_sharing(&h, (const char *[]){ "c" }, 1, "10.0.0.9");
+	}
+	harness_close(&h);
+}
+
 static void fixture_stream_applies(void **state)
 {
 	(void)state;
@@ -1451,6 +1512,7 @@ int main(void)
 		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),
 		cmocka_unit_test(authorizations_select_workloads),
 		cmocka_unit_test(authz_generations_follow_their_side),
+		cmocka_unit_test(shared_address_has_the_lookups_identity),
 		cmocka_unit_test(fixture_stream_applies),
 	};
 	struct CMUnitTest tests[TEST_ARRAY_SIZE(named) + TEST_ARRAY_SIZE(bad_cases)];

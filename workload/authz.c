@@ -171,6 +171,18 @@ static int build_destinations(const struct sm_model *model, struct builder *b)
 	return err;
 }
 
+/* An address held by several workloads (host-network pods share the node's) has the identity of the one
+ * the model's lookups give, so that explain, telemetry and the node's own addresses see what the kernel
+ * checks. */
+static void add_source(void *ctx, const uint8_t addr[16], const struct wl *holder)
+{
+	struct builder *b = ctx;
+	struct sm_authz_source *source = &b->sources[b->input.n_sources++];
+
+	memcpy(source->addr, addr, 16);
+	identity_of(holder->def, &source->identity);
+}
+
 static int build_sources(const struct sm_model *model, const uint8_t (*node)[16], size_t n_node, struct builder *b)
 {
 	size_t n = count_addresses(model, false), at = 0;
@@ -182,16 +194,9 @@ static int build_sources(const struct sm_model *model, const uint8_t (*node)[16]
 		memcpy(b->sources[at].addr, node[i], 16);
 		b->sources[at].node = true;
 	}
-	for (const struct wl *wl = model->workloads; wl; wl = wl->next) {
-		if (!wl->def)
-			continue;
-		for (uint8_t a = 0; a < wl->def->n_addresses; a++, at++) {
-			memcpy(b->sources[at].addr, wl->def->addresses[a].bytes, 16);
-			identity_of(wl->def, &b->sources[at].identity);
-		}
-	}
 	b->input.sources = b->sources;
 	b->input.n_sources = at;
+	addr_index_for_each_held(model, add_source, b);
 	return 0;
 }
 

@@ -88,6 +88,16 @@ void addr_index_drop_empty(struct sm_model *model, const struct sm_ip *ip)
 	}
 }
 
+void addr_index_for_each_held(const struct sm_model *model,
+			      void (*fn)(void *ctx, const uint8_t addr[16], const struct wl *holder), void *ctx)
+{
+	for (size_t i = 0; model->addr_owners.slots && i <= model->addr_owners.mask; i++) {
+		const struct addr_owners *entry = model->addr_owners.slots[i].entry;
+		if (entry && entry->n)
+			fn(ctx, entry->ip.bytes, entry->owners[0]);
+	}
+}
+
 void addr_index_free(struct sm_model *model)
 {
 	for (size_t i = 0; model->addr_owners.slots && i <= model->addr_owners.mask; i++) {

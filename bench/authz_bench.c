@@ -149,6 +149,14 @@ static int write_policies(const char *path, int n_policies, int changed)
 
 /* The mesh as one Address response, packed: workload i in ns(i % 100) with sa((i / 100) % 20) on
  * node-(i % 2000); node-7's list the WorkloadSelector policies. */
+/* i's place in another order of 0 .. n-1: pods get their addresses in no order the mesh lists them in. */
+static int scattered(int i, int n)
+{
+	long long step = n % 7919 ? 7919 : 1; /* prime: coprime with n unless n is its multiple */
+
+	return (int)((i * step + 13) % n);
+}
+
 static uint8_t *make_mesh(int n_workloads, int n_policies, size_t *len)
 {
 	struct response r;
@@ -167,7 +175,8 @@ static uint8_t *make_mesh(int n_workloads, int n_policies, size_t *len)
 		char *uid = response_alloc(&r, 48), *ip = response_alloc(&r, 20), *node = response_alloc(&r, 16);
 		char *ns = response_alloc(&r, 8), *sa = response_alloc(&r, 8);
 		snprintf(uid, 48, "bench//Pod/ns%d/w%d", i % 100, i);
-		snprintf(ip, 20, "10.%d.%d.%d", 64 + i / 65536, (i / 256) % 256, i % 256);
+		int a = scattered(i, n_workloads);
+		snprintf(ip, 20, "10.%d.%d.%d", 64 + a / 65536, (a / 256) % 256, a % 256);
 		snprintf(node, 16, "node-%d", i % 2000);
 		snprintf(ns, 8, "ns%d", i % 100);
 		snprintf(sa, 8, "sa%d", (i / 100) % 20);

@@ -538,6 +538,61 @@ static void cidr_classes_in_one_walk(void **state)
 	printf("# %llu addresses: the walk and the lookups agree\n", (unsigned long long)checked);
 }
 
+/* ---- idents: sorted, the first listing of each address ---- */
+
+/* 6,000 sources over 2,500 addresses (IPv4-mapped ones differing in their last bytes, IPv6 ones in any
+ * byte), each listed up to three times with other identities or as the node's: the idents hold each
+ * address once, in address order, with its first listing's identity. */
+static void idents_sorted_first_listing_wins(void **state)
+{
+	enum { ADDRS = 2500, SOURCES = 6000 };
+	static uint8_t addrs[ADDRS][16];
+	static struct sm_authz_source sources[SOURCES];
+	struct authz_rng rng = { env_number("AUTHZ_SEED", (uint64_t)time(NULL)) };
+	struct sm_authz_destination dest = { .addr = { [10] = 0xff, [11] = 0xff, 10, 0, 0, 1 } };
+	struct sm_authz_compile_input in = { .destinations = &dest, .n_destinations = 1, .sources = sources,
+					     .n_sources = SOURCES };
+	struct sm_authz_tables *t = NULL;
+	char reason[256];
+
+	(void)state;
+	for (size_t a = 0; a < ADDRS; a++) {
+		if (a % 2) {
+			addrs[a][10] = addrs[a][11] = 0xff;
+			for (int b = 12; b < 16; b++)
+				addrs[a][b] = (uint8_t)authz_below(&rng, b < 14 ? 4 : 256);
+		} else {
+			addrs[a][0] = (uint8_t[]){ 0x20, 0xfd, 0xfe }[authz_below(&rng, 3)];
+			for (int b = 1; b < 16; b++)
+				addrs[a][b] = (uint8_t)authz_below(&rng, 256);
+		}
+	}
+	for (size_t i = 0; i < SOURCES; i++) {
+		memcpy(sources[i].addr, addrs[authz_below(&rng, ADDRS)], 16);
+		authz_random_identity(&rng, &sources[i].identity);
+		sources[i].node = authz_chance(&rng, 10);
+	}
+	assert_int_equal(sm_authz_compile(&in, 1, &t, reason, sizeof(reason)), 0);
+	for (size_t i = 0; i < t->n_idents; i++) {
+		const struct sm_authz_source *first = NULL;
+
+		if (i)
+			assert_true(memcmp(t->ident_keys[i - 1].addr, t->ident_keys[i].addr, 16) < 0);
+		for (size_t k = 0; k < SOURCES && !first; k++)
+			if (!memcmp(sources[k].addr, t->ident_keys[i].addr, 16))
+				first = &sources[k];
+		assert_non_null(first);
+		assert_true(t->ident_values[i].identity ==
+			    (first->node ? SM_AUTHZ_IDENTITY_NODE : sm_authz_identity_hash(&first->identity)));
+	}
+	for (size_t k = 0; k < SOURCES; k++) { /* and every address is there */
+		struct sm_frontend_key key;
+		memcpy(key.addr, sources[k].addr, 16);
+		assert_non_null(bsearch(&key, t->ident_keys, t->n_idents, sizeof(key), sm_authz_cmp_ident));
+	}
+	sm_authz_tables_free(t);
+}
+
 /* ---- a change of sources alone ---- */
 
 /* w's sources changed as pod churn changes them: some gone, some given another identity or made the node's,
@@ -928,6 +983,7 @@ int main(void)
 		cmocka_unit_test(test_too_many_cells),
 		cmocka_unit_test(test_differential),
 		cmocka_unit_test(cidr_classes_in_one_walk),
+		cmocka_unit_test(idents_sorted_first_listing_wins),
 		cmocka_unit_test(update_sources_agrees),
 		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_large),

@@ -370,10 +370,17 @@ static bool checked_fits(const struct agent_authz *authz, const struct sm_model 
 }
 
 static void log_in_force(struct agent_authz *authz, const struct sm_model_authz *input, bool sources_only,
-			 unsigned closed)
+			 bool reaped, unsigned closed)
 {
 	const struct sm_authz_tables *t = authz->in_force;
 
+	if (sources_only && !reaped) {
+		log_msg(LOG_INFO,
+			"authorization: generation %u in force with new identities (%zu sources) in %.1f ms; they deny "
+			"nothing that was allowed: no established connection to check",
+			t->generation, input->input->n_sources, (double)authz->last_compile_us / 1000.0);
+		return;
+	}
 	if (sources_only) {
 		log_msg(LOG_INFO,
 			"authorization: generation %u in force with new identities (%zu sources) in %.1f ms; %u "
@@ -443,15 +450,17 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	authz->last_compile_us = now_us() - started;
 	authz->verdict_entries = tables->n_verdicts;
 	authz->guarding_nothing = tables->n_dests == 0;
+	/* a reap walks the TCP table of every guarded namespace: skipped when new identities deny nothing */
+	bool may_deny = !sources_only || sm_authz_update_denies(authz->in_force, tables) != 0;
 	sm_authz_tables_free(authz->in_force);
 	authz->in_force = tables;
 	authz->in_force_dests = sm_model_authz_destinations_generation(model);
 	tables = NULL;
 	remember_names(authz, input);
 	report_unknown(authz, input);
-	unsigned closed = reap(authz);
+	unsigned closed = may_deny ? reap(authz) : 0;
 	authz->closed_total += closed;
-	log_in_force(authz, input, sources_only, closed);
+	log_in_force(authz, input, sources_only, may_deny, closed);
 out:
 	sm_authz_tables_free(tables);
 	sm_model_authz_free(input);

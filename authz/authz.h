@@ -221,6 +221,12 @@ void sm_authz_tables_free(struct sm_authz_tables *tables);
  */
 int sm_authz_update_sources(const struct sm_authz_tables *prev, const struct sm_authz_compile_input *input,
 			    struct sm_authz_tables **out, char *reason, size_t reason_size);
+/*
+ * Whether next, made from prev by sm_authz_update_sources, denies some source address a destination and
+ * port that prev let it reach (an address whose identity changed, that came or went): only then can an
+ * established connection need closing. 1 when it may, 0 when it cannot, -ENOMEM.
+ */
+int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_authz_tables *next);
 
 /*
  * What the tables say for one connection, following the lookups of bpf/sockmesh.h exactly as the kernel

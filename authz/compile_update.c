@@ -114,3 +114,134 @@ out:
 	free(keep);
 	return err;
 }
+
+/* ---- whether an update of sources denies what was allowed ---- */
+
+/* The entries of (set, source class), a run of the sorted verdicts: [*lo, *hi). */
+static void verdict_run(const struct sm_authz_tables *t, uint32_t set, uint32_t source_class, size_t *lo, size_t *hi)
+{
+	struct sm_authz_verdict_key key = { .generation = t->generation, .dest_set = set, .source_class = source_class };
+	size_t a = 0, b = t->n_verdicts;
+
+	while (a < b) { /* the first entry not below (set, class, port 0) */
+		size_t mid = a + (b - a) / 2;
+		if (sm_authz_cmp_verdict(&t->verdict_keys[mid], &key) < 0)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	*lo = a;
+	while (a < t->n_verdicts && t->verdict_keys[a].dest_set == set && t->verdict_keys[a].source_class == source_class)
+		a++;
+	*hi = a;
+}
+
+/* The run's entry for port (a run is sorted by port in host order), or NULL. */
+static const struct sm_authz_verdict *in_run(const struct sm_authz_tables *t, size_t lo, size_t hi, __be16 port)
+{
+	uint16_t want = ntohs(port);
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		uint16_t at = ntohs(t->verdict_keys[mid].port);
+		if (at == want)
+			return &t->verdicts[mid];
+		if (at < want)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+struct runs {
+	size_t lo[3], hi[3]; /* the source class's, the other class's, class 0's */
+};
+
+/* What the kernel decides for (set, class of run 0 or 1, port): (class, port), (class, 0), (0, port), (0, 0). */
+static bool allowed(const struct sm_authz_tables *t, const struct runs *r, int which, __be16 port)
+{
+	const struct sm_authz_verdict *v = in_run(t, r->lo[which], r->hi[which], port);
+
+	if (!v)
+		v = in_run(t, r->lo[which], r->hi[which], 0);
+	if (!v)
+		v = in_run(t, r->lo[2], r->hi[2], port);
+	if (!v)
+		v = in_run(t, r->lo[2], r->hi[2], 0);
+	return !v || v->action == SM_AUTHZ_ALLOW; /* none: not the compiler's tables; never reaped for it */
+}
+
+/* Whether some destination set denies class to on a port where it allows class from (any port, when from
+ * is exempt). Only the ports its entries of either class, or of class 0, name can differ; port 0 stands
+ * for every other port. */
+static bool class_denies_more(const struct sm_authz_tables *t, uint32_t from, bool from_exempt, uint32_t to)
+{
+	for (size_t i = 0; i < t->n_verdicts;) {
+		uint32_t set = t->verdict_keys[i].dest_set;
+		struct runs r;
+
+		verdict_run(t, set, from, &r.lo[0], &r.hi[0]);
+		verdict_run(t, set, to, &r.lo[1], &r.hi[1]);
+		verdict_run(t, set, 0, &r.lo[2], &r.hi[2]);
+		if ((from_exempt || allowed(t, &r, 0, 0)) && !allowed(t, &r, 1, 0))
+			return true;
+		for (int k = 0; k < 3; k++)
+			for (size_t e = r.lo[k]; e < r.hi[k]; e++) {
+				__be16 port = t->verdict_keys[e].port;
+				if ((from_exempt || allowed(t, &r, 0, port)) && !allowed(t, &r, 1, port))
+					return true;
+			}
+		while (i < t->n_verdicts && t->verdict_keys[i].dest_set == set)
+			i++;
+	}
+	return false;
+}
+
+/* The source class the tables give addr with identity (SM_AUTHZ_IDENTITY_NONE: none). */
+static uint32_t source_class(const struct sm_authz_tables *t, const int32_t *parent, const uint8_t addr[16],
+			     uint64_t identity)
+{
+	struct sm_authz_source_key key = { .generation = t->generation, .cidr_class = sm_cidr_class_in(t, parent, addr),
+					   .identity = identity };
+	const struct sm_authz_source_key *found =
+		bsearch(&key, t->source_keys, t->n_sources, sizeof(key), sm_authz_cmp_source);
+
+	return found ? t->source_values[found - t->source_keys].source_class : 0;
+}
+
+/* Whether an address that had identity was (prev) and now has is (next) may be denied where it was not. */
+static bool source_denies_more(const struct sm_authz_tables *t, const int32_t *parent, const uint8_t addr[16],
+			       uint64_t was, uint64_t is)
+{
+	bool was_exempt = was == SM_AUTHZ_IDENTITY_NODE;
+	uint32_t from = was_exempt ? 0 : source_class(t, parent, addr, was), to;
+
+	if (is == SM_AUTHZ_IDENTITY_NODE)
+		return false; /* exempt now */
+	to = source_class(t, parent, addr, is);
+	return (was_exempt || from != to) && class_denies_more(t, from, was_exempt, to);
+}
+
+int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_authz_tables *next)
+{
+	int32_t *parent = NULL;
+	size_t p = 0, n = 0;
+	int ret = sm_cidr_parents(next, &parent);
+
+	while (!ret && (p < prev->n_idents || n < next->n_idents)) {
+		int order = p == prev->n_idents ? 1
+			    : n == next->n_idents ? -1
+						  : sm_authz_cmp_ident(&prev->ident_keys[p], &next->ident_keys[n]);
+		const uint8_t *addr = order <= 0 ? prev->ident_keys[p].addr : next->ident_keys[n].addr;
+		uint64_t was = order <= 0 ? prev->ident_values[p].identity : SM_AUTHZ_IDENTITY_NONE;
+		uint64_t is = order >= 0 ? next->ident_values[n].identity : SM_AUTHZ_IDENTITY_NONE;
+
+		p += order <= 0;
+		n += order >= 0;
+		if (was != is && source_denies_more(next, parent, addr, was, is))
+			ret = 1;
+	}
+	free(parent);
+	return ret;
+}

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -523,6 +524,66 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	return 0;
 }
 
+/* ---- what closing denied connections costs (agent/authz.c reaps in every guarded namespace) ---- */
+
+/* A network namespace of its own, kept by the fd this thread opens (the thread ends, the namespace stays). */
+static void *new_netns(void *arg)
+{
+	int *fd = arg;
+
+	*fd = unshare(CLONE_NEWNET) ? -1 : open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	return NULL;
+}
+
+static long read_long(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long value = -1;
+
+	if (f && fscanf(f, "%ld", &value) != 1)
+		value = -1;
+	if (f)
+		fclose(f);
+	return value;
+}
+
+static int reap_cost(int n_namespaces, int rounds)
+{
+	struct sm_datapath *dp = open_world();
+	int *fds = calloc((size_t)n_namespaces, sizeof(*fds));
+	double *per = calloc((size_t)rounds, sizeof(*per));
+	char err[512];
+
+	if (!dp || !fds || !per)
+		return fprintf(stderr, "authz_bench: reap needs root and a datapath\n") > 0;
+	for (int i = 0; i < n_namespaces; i++) {
+		pthread_t thread;
+		if (pthread_create(&thread, NULL, new_netns, &fds[i]) || pthread_join(thread, NULL) || fds[i] < 0)
+			return fprintf(stderr, "authz_bench: a network namespace: %s\n", strerror(errno)) > 0;
+	}
+	for (int r = 0; r < rounds; r++) {
+		double start = now_seconds();
+		for (int i = 0; i < n_namespaces; i++) {
+			unsigned closed;
+			if (sm_datapath_authz_reap(dp, fds[i], &closed, err, sizeof(err)))
+				return fprintf(stderr, "authz_bench: reap: %s\n", err) > 0;
+		}
+		per[r] = (now_seconds() - start) / n_namespaces;
+	}
+	qsort(per, (size_t)rounds, sizeof(*per), compare);
+	printf("authz_bench reap: %d namespaces (TCP hash table: %ld entries, net.ipv4.tcp_child_ehash_entries %ld), "
+	       "%d rounds: per namespace median %.3f ms (min %.3f, max %.3f); all of them %.1f ms\n",
+	       n_namespaces, read_long("/proc/sys/net/ipv4/tcp_ehash_entries"),
+	       read_long("/proc/sys/net/ipv4/tcp_child_ehash_entries"), rounds, per[rounds / 2] * 1e3, per[0] * 1e3,
+	       per[rounds - 1] * 1e3, per[rounds / 2] * n_namespaces * 1e3);
+	for (int i = 0; i < n_namespaces; i++)
+		close(fds[i]);
+	free(fds);
+	free(per);
+	sm_datapath_close(dp);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -535,6 +596,13 @@ int main(int argc, char **argv)
 			return fprintf(stderr, "authz_bench: WORKLOADS >= 1, POLICIES >= 2, 1 <= ROUNDS <= 64\n") > 0 ? 2 : 2;
 		return controlplane(workloads, policies, rounds);
 	}
-	fprintf(stderr, "usage: authz_bench config POLICIES | controlplane [WORKLOADS [POLICIES [ROUNDS]]]\n");
+	if (argc == 4 && strcmp(argv[1], "reap") == 0) {
+		int namespaces = atoi(argv[2]), rounds = atoi(argv[3]);
+		if (namespaces < 1 || namespaces > 1000 || rounds < 1 || rounds > 64)
+			return fprintf(stderr, "authz_bench: 1 <= NAMESPACES <= 1000, 1 <= ROUNDS <= 64\n") > 0 ? 2 : 2;
+		return reap_cost(namespaces, rounds);
+	}
+	fprintf(stderr, "usage: authz_bench config POLICIES | controlplane [WORKLOADS [POLICIES [ROUNDS]]] | "
+		"reap NAMESPACES ROUNDS\n");
 	return 2;
 }

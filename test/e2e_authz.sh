@@ -74,8 +74,14 @@ check "a new workload of another node with a known identity gets in" wait_for 10
 check "its identity is written alone, under the generation in force" \
   wait_for 5 logged "generation $generation_before in force with new identities"
 check "the generation in force did not change" test "$(generation)" = "$generation_before"
+check "an identity that denies nothing more needs no reaping" wait_for 5 logged "they deny nothing that was allowed"
+in_mesh python3 "$peer" hold 127.0.0.40 127.0.0.10 8080 20 >"$work/hold-web2.out" 2>&1 &
+pids+=("$!")
+check "a long connection from it is established" wait_for 5 grep -q held "$work/hold-web2.out"
 write_config
 check_showing "that workload gone, its address is refused again" wait_for 10 refused_fast 127.0.0.40 127.0.0.10
+check_showing "... and its established connection is closed" \
+  sh -c "sleep 1; cat $work/hold-web2.out; grep -Eq 'closed after' $work/hold-web2.out"
 
 # explain, from the live maps and the model
 explained() { in_ns "$sockmesh" explain --admin-address "$admin" "$@"; }

@@ -6,6 +6,7 @@
  *   AUTHZ_CASES=N   connections it tries (default 20,000)
  * and istiod's golden outputs (test/fixtures/istio-authz) compiled together, against sources made to fit them.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <time.h>
@@ -622,12 +623,55 @@ static void churn_sources(struct authz_rng *r, const struct authz_world *w, stru
 	*n_out = n;
 }
 
+static bool evaluator_allows(const struct authz_world *w, const uint8_t src[16], const uint8_t dst[16], uint16_t port)
+{
+	struct sm_authz_connection conn = { .dst_port = port };
+	struct sm_authz_decision decision;
+	const struct sm_authz_source *s = authz_world_source(w, src);
+
+	memcpy(conn.src, src, 16);
+	memcpy(conn.dst, dst, 16);
+	conn.src_identity = s && !s->node ? &s->identity : NULL;
+	return authz_world_expect(w, &conn, &decision) != 1 || decision.action == SM_AUTHZ_ALLOW;
+}
+
+static bool newly_denied_from(const struct authz_world *was, const struct authz_world *is, const uint8_t src[16],
+			      const uint16_t *ports, size_t n_ports)
+{
+	for (size_t d = 0; d < is->n_destinations; d++)
+		for (size_t p = 0; p < n_ports; p++)
+			if (evaluator_allows(was, src, is->destinations[d].addr, ports[p]) &&
+			    !evaluator_allows(is, src, is->destinations[d].addr, ports[p]))
+				return true;
+	return false;
+}
+
+/* By the evaluator: some source of either world denied by is where was allowed it, on any destination and
+ * any port the tables name or one they do not. */
+static bool newly_denied(const struct authz_world *was, const struct authz_world *is, const struct sm_authz_tables *t)
+{
+	uint16_t ports[512];
+	size_t n_ports = 0;
+
+	ports[n_ports++] = 12345;
+	for (size_t i = 0; i < t->n_verdicts && n_ports < 512; i++)
+		if (t->verdict_keys[i].port && t->verdict_keys[i].port != htons(12345))
+			ports[n_ports++] = ntohs(t->verdict_keys[i].port);
+	for (size_t i = 0; i < was->n_sources; i++)
+		if (newly_denied_from(was, is, was->sources[i].addr, ports, n_ports))
+			return true;
+	for (size_t i = 0; i < is->n_sources; i++)
+		if (newly_denied_from(was, is, is->sources[i].addr, ports, n_ports))
+			return true;
+	return false;
+}
+
 /* sm_authz_update_sources over a few rounds of churn from one compilation: each time it takes the change, its
  * tables agree with the evaluator on the new sources (every source against every destination, and random
  * connections); each time it refuses, a new pair was there. Both happen. */
 static void update_sources_agrees(void **state)
 {
-	uint64_t seed = env_number("AUTHZ_SEED", (uint64_t)time(NULL)), taken = 0, refused = 0;
+	uint64_t seed = env_number("AUTHZ_SEED", (uint64_t)time(NULL)), taken = 0, refused = 0, denying = 0;
 	struct authz_rng rng = { seed };
 	char reason[256], why[512];
 
@@ -641,12 +685,12 @@ static void update_sources_agrees(void **state)
 		now = w;
 		now.sources = NULL;
 		for (int round = 0; round < 4; round++) {
+			struct authz_world was = round ? now : w;
 			struct sm_authz_source *sources;
 			struct sm_authz_tables *next = NULL;
 			size_t n;
 
-			churn_sources(&rng, round ? &now : &w, &sources, &n);
-			free(now.sources);
+			churn_sources(&rng, &was, &sources, &n);
 			now.sources = sources;
 			now.n_sources = n;
 			struct sm_authz_compile_input in = { .destinations = now.destinations,
@@ -659,12 +703,22 @@ static void update_sources_agrees(void **state)
 				assert_non_null(strstr(reason, "never evaluated"));
 				sm_authz_tables_free(t);
 				t = compile_world(&now, 0);
+				if (round)
+					free(was.sources);
 				continue;
 			}
 			assert_int_equal(err, 0);
 			taken++;
 			assert_int_equal(next->generation, t->generation);
 			assert_int_equal(next->n_verdicts, t->n_verdicts);
+			int denies = sm_authz_update_denies(t, next);
+			bool want = newly_denied(&was, &now, t);
+			if (denies != want)
+				fail_msg("AUTHZ_SEED=%llu, world %d, round %d: sm_authz_update_denies %d, the evaluator %d",
+					 (unsigned long long)seed, world, round, denies, want);
+			denying += want;
+			if (round)
+				free(was.sources);
 			sm_authz_tables_free(t);
 			t = next;
 			for (size_t i = 0; i < now.n_sources; i++)
@@ -682,9 +736,9 @@ static void update_sources_agrees(void **state)
 		sm_authz_tables_free(t);
 		authz_world_free(&w);
 	}
-	printf("# sources updated: %llu changes taken, %llu refused (a new pair)\n", (unsigned long long)taken,
-	       (unsigned long long)refused);
-	assert_true(taken > 100 && refused > 100);
+	printf("# sources updated: %llu changes taken (%llu denying what was allowed), %llu refused (a new pair)\n",
+	       (unsigned long long)taken, (unsigned long long)denying, (unsigned long long)refused);
+	assert_true(taken > 100 && refused > 100 && denying > 10 && taken - denying > 10);
 }
 
 /* ---- istiod's golden outputs ---- */

@@ -1444,6 +1444,22 @@ static void shared_address_has_the_lookups_identity(void **state)
 		else if (step == 1) /* another one given a new definition */
 			apply_sharing(&h, (const char *[]){ "c" }, 1, "10.0.0.9");
 	}
+
+	/* the owner that answers redefined without an authorization change (relinked): the same answer */
+	struct sm_authz_identity before, after;
+	uint64_t generation = sm_model_authz_generation(h.model);
+	struct workload_spec b = { .uid = "b", .addresses = { "10.0.0.9" }, .node = "node-b", .namespace = "default",
+				   .capacity = 7 };
+	struct response r;
+	assert_true(sm_model_authz_identity(h.model, shared, &before));
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	Istio__Workload__Workload *msg = workload_from(&r, &b);
+	msg->service_account = "sa-b";
+	response_add_workload_msg(&r, msg, "v2");
+	apply_ok(&h, &r);
+	assert_true(sm_model_authz_identity(h.model, shared, &after));
+	assert_int_equal(sm_model_authz_generation(h.model), generation);
+	assert_string_equal(after.service_account, before.service_account);
 	harness_close(&h);
 }
 

@@ -88,13 +88,28 @@ void addr_index_drop_empty(struct sm_model *model, const struct sm_ip *ip)
 	}
 }
 
+/*
+ * The owner that answers for an address several workloads hold: the one of the smallest uid, so that the
+ * answer does not depend on the order they came in or were redefined in (a redefinition relinks a
+ * workload, which moves it in the owners' array), nor change without a change of its holders.
+ */
+static const struct wl *first_owner(const struct addr_owners *entry)
+{
+	const struct wl *first = entry->owners[0];
+
+	for (uint16_t i = 1; i < entry->n; i++)
+		if (strcmp(entry->owners[i]->uid, first->uid) < 0)
+			first = entry->owners[i];
+	return first;
+}
+
 void addr_index_for_each_held(const struct sm_model *model,
 			      void (*fn)(void *ctx, const uint8_t addr[16], const struct wl *holder), void *ctx)
 {
 	for (size_t i = 0; model->addr_owners.slots && i <= model->addr_owners.mask; i++) {
 		const struct addr_owners *entry = model->addr_owners.slots[i].entry;
 		if (entry && entry->n)
-			fn(ctx, entry->ip.bytes, entry->owners[0]);
+			fn(ctx, entry->ip.bytes, first_owner(entry));
 	}
 }
 
@@ -121,7 +136,7 @@ const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16
 		if (model->node_name && def->node == model->node_name)
 			return entry->owners[i];
 	}
-	return entry->owners[0];
+	return first_owner(entry);
 }
 
 static const char *or_default(const char *value, const char *fallback)

@@ -339,10 +339,11 @@ int addr_index_add(struct sm_model *model, const struct sm_ip *ip, struct wl *wl
 void addr_index_remove(struct sm_model *model, const struct sm_ip *ip, const struct wl *wl);
 void addr_index_drop_empty(struct sm_model *model, const struct sm_ip *ip);
 void addr_index_free(struct sm_model *model);
-/* Each address some workload holds, with the one workload_at(model, addr, false) gives, in no order. */
+/* Each address some workload holds, with the one workload_at(model, addr, false) gives (of several, the
+ * smallest uid), in no order. */
 void addr_index_for_each_held(const struct sm_model *model,
 			      void (*fn)(void *ctx, const uint8_t addr[16], const struct wl *holder), void *ctx);
-/* The workload holding addr (a local one first when local_first), or NULL. */
+/* The workload holding addr (a local one first when local_first; else, of several, the smallest uid), or NULL. */
 const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first);
 
 /* marking (model.c) */

@@ -67,6 +67,9 @@ struct agent_authz {
 	 * changes they were compiled at: while it holds, a change of sources alone needs only new idents */
 	struct sm_authz_tables *in_force;
 	uint64_t in_force_dests;
+	uint64_t in_force_changes;			  /* sm_model_authz_generation they were made at */
+	uint8_t in_force_node[MAX_NODE_ADDRESSES][16];	  /* the node's addresses they were made with */
+	size_t n_in_force_node;
 	atomic_uint generation;		/* in force */
 	atomic_size_t n_unknown;	/* listed policies not received, at the last compile */
 	atomic_ullong compiles, compile_failures, closed_total;
@@ -162,19 +165,52 @@ static void own_addresses(struct agent_authz *authz, const struct sm_model *mode
 
 /* ---- compiling ---- */
 
+static size_t node_count(const struct agent_authz *authz)
+{
+	return authz->node_mode == NODE_NONE ? 0 : authz->n_node;
+}
+
+/* The tables in force with the idents of the addresses changed since they were written, from the model's
+ * list of them: -ESTALE when it has none (a full push) and -ESRCH for a source of a class never evaluated,
+ * when the whole input must be built. */
+static int update_changed(struct agent_authz *authz, const struct sm_model *model, struct sm_authz_tables **out,
+			  char *reason, size_t size)
+{
+	struct sm_authz_source *set;
+	uint8_t(*unset)[16];
+	size_t n_set, n_unset;
+	int ret = sm_model_authz_source_changes(model, authz->in_force_changes, (const uint8_t(*)[16])authz->in_force_node,
+						authz->n_in_force_node, (const uint8_t(*)[16])authz->node,
+						node_count(authz), &set, &n_set, &unset, &n_unset);
+
+	if (ret)
+		return ret;
+	ret = sm_authz_update_idents(authz->in_force, set, n_set, (const uint8_t(*)[16])unset, n_unset, out, reason, size);
+	free(set);
+	free(unset);
+	return ret;
+}
+
 /* The tables for the model's state: *sources_only when they are the tables in force with new idents (the
- * destinations and policies unchanged, every source's class known), else compiled whole for generation. */
+ * destinations and policies unchanged, every source's class known), from the addresses changed since or
+ * from the whole input; else compiled whole for generation. *input_out: the input built (NULL when the
+ * changed addresses sufficed). */
 static int compile(struct agent_authz *authz, const struct sm_model *model, uint32_t generation,
 		   struct sm_model_authz **input_out, struct sm_authz_tables **out, bool *sources_only, char *reason,
 		   size_t size)
 {
+	bool same_dests = authz->in_force && authz->in_force_dests == sm_model_authz_destinations_generation(model);
 	struct sm_model_authz *input;
 	int ret;
 
+	if (input_out)
+		*input_out = NULL;
 	if (authz->node_mode == NODE_AUTO)
 		own_addresses(authz, model);
-	ret = sm_model_authz_build(model, (const uint8_t(*)[16])authz->node,
-				   authz->node_mode == NODE_NONE ? 0 : authz->n_node, &input);
+	*sources_only = same_dests && authz->in_force->n_dests && !update_changed(authz, model, out, reason, size);
+	if (*sources_only)
+		return 0;
+	ret = sm_model_authz_build(model, (const uint8_t(*)[16])authz->node, node_count(authz), &input);
 	if (ret) {
 		snprintf(reason, size, "building the authorization input: %s", strerror(-ret));
 		return ret;
@@ -183,9 +219,7 @@ static int compile(struct agent_authz *authz, const struct sm_model *model, uint
 	input->input->max_cidrs = authz->capacity_cidrs;
 	input->input->max_sources = authz->capacity_sources;
 	input->input->max_verdicts = authz->capacity_verdicts;
-	ret = -ESRCH;
-	if (authz->in_force && authz->in_force_dests == sm_model_authz_destinations_generation(model))
-		ret = sm_authz_update_sources(authz->in_force, input->input, out, reason, size);
+	ret = same_dests ? sm_authz_update_sources(authz->in_force, input->input, out, reason, size) : -ESRCH;
 	*sources_only = !ret;
 	if (ret == -ESRCH) /* a source of a class never evaluated, or other destinations or policies */
 		ret = sm_authz_compile(input->input, generation, out, reason, size);
@@ -378,14 +412,14 @@ static void log_in_force(struct agent_authz *authz, const struct sm_model_authz 
 		log_msg(LOG_INFO,
 			"authorization: generation %u in force with new identities (%zu sources) in %.1f ms; they deny "
 			"nothing that was allowed: no established connection to check",
-			t->generation, input->input->n_sources, (double)authz->last_compile_us / 1000.0);
+			t->generation, t->n_idents, (double)authz->last_compile_us / 1000.0);
 		return;
 	}
 	if (sources_only) {
 		log_msg(LOG_INFO,
 			"authorization: generation %u in force with new identities (%zu sources) in %.1f ms; %u "
 			"established connections closed",
-			t->generation, input->input->n_sources, (double)authz->last_compile_us / 1000.0, closed);
+			t->generation, t->n_idents, (double)authz->last_compile_us / 1000.0, closed);
 		return;
 	}
 	log_msg(LOG_INFO,
@@ -455,9 +489,14 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	sm_authz_tables_free(authz->in_force);
 	authz->in_force = tables;
 	authz->in_force_dests = sm_model_authz_destinations_generation(model);
+	authz->in_force_changes = sm_model_authz_generation(model);
+	authz->n_in_force_node = node_count(authz);
+	memcpy(authz->in_force_node, authz->node, authz->n_in_force_node * 16);
 	tables = NULL;
-	remember_names(authz, input);
-	report_unknown(authz, input);
+	if (input) { /* else only sources changed: the same policies and destinations */
+		remember_names(authz, input);
+		report_unknown(authz, input);
+	}
 	unsigned closed = may_deny ? reap(authz) : 0;
 	authz->closed_total += closed;
 	log_in_force(authz, input, sources_only, may_deny, closed);

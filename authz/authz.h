@@ -222,7 +222,15 @@ void sm_authz_tables_free(struct sm_authz_tables *tables);
 int sm_authz_update_sources(const struct sm_authz_tables *prev, const struct sm_authz_compile_input *input,
 			    struct sm_authz_tables **out, char *reason, size_t reason_size);
 /*
- * Whether next, made from prev by sm_authz_update_sources, denies some source address a destination and
+ * The same from the changed addresses alone: prev's tables with each address of set[] given its identity
+ * (or the node's), each of unset[] none, the others as prev has them (the first listing of an address
+ * counts). Returns 0, -ESRCH when a changed source's pair is not among prev's (reason naming it), -ENOMEM.
+ */
+int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_authz_source *set, size_t n_set,
+			   const uint8_t (*unset)[16], size_t n_unset, struct sm_authz_tables **out, char *reason,
+			   size_t reason_size);
+/*
+ * Whether next, made from prev by sm_authz_update_sources or sm_authz_update_idents, denies some source address a destination and
  * port that prev let it reach (an address whose identity changed, that came or went): only then can an
  * established connection need closing. 1 when it may, 0 when it cannot, -ENOMEM.
  */

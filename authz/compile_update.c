@@ -115,6 +115,126 @@ out:
 	return err;
 }
 
+/* ---- idents changed one by one ---- */
+
+struct ident_change {
+	struct sm_frontend_key key;
+	struct sm_authz_ident_value value;
+	bool present;
+	size_t order; /* the first listing of an address wins */
+};
+
+static int cmp_change(const void *a, const void *b)
+{
+	const struct ident_change *x = a, *y = b;
+	int r = memcmp(x->key.addr, y->key.addr, 16);
+
+	return r ? r : (x->order > y->order) - (x->order < y->order);
+}
+
+/* set and unset as one list, sorted by address, each address once (its first listing). */
+static struct ident_change *changes_of(const struct sm_authz_source *set, size_t n_set, const uint8_t (*unset)[16],
+				       size_t n_unset, size_t *n_out)
+{
+	size_t n = n_set + n_unset, k = 0;
+	struct ident_change *c = calloc(n ? n : 1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	for (size_t i = 0; i < n_set; i++) {
+		memcpy(c[i].key.addr, set[i].addr, 16);
+		c[i].value.identity = set[i].node ? SM_AUTHZ_IDENTITY_NODE : sm_authz_identity_hash(&set[i].identity);
+		c[i].present = true;
+		c[i].order = i;
+	}
+	for (size_t i = 0; i < n_unset; i++) {
+		memcpy(c[n_set + i].key.addr, unset[i], 16);
+		c[n_set + i].order = n_set + i;
+	}
+	if (n)
+		qsort(c, n, sizeof(*c), cmp_change);
+	for (size_t i = 0; i < n; i++)
+		if (!k || memcmp(c[i].key.addr, c[k - 1].key.addr, 16))
+			c[k++] = c[i];
+	*n_out = k;
+	return c;
+}
+
+static void push_ident(struct sm_authz_tables *t, const struct sm_frontend_key *key, uint64_t identity)
+{
+	t->ident_keys[t->n_idents] = *key;
+	t->ident_values[t->n_idents++].identity = identity;
+}
+
+/* prev's idents with the changes merged in (both sorted by address); -ESRCH for a pair never evaluated. */
+static int merge_changes(struct sm_authz_tables *t, const struct sm_authz_tables *prev, const struct ident_change *c,
+			 size_t n, const int32_t *parent, long *unknown)
+{
+	size_t p = 0, k = 0;
+
+	while (p < prev->n_idents || k < n) {
+		int order = p == prev->n_idents ? 1 : k == n ? -1 : sm_authz_cmp_ident(&prev->ident_keys[p], &c[k].key);
+		uint64_t identity;
+
+		if (order < 0) {
+			push_ident(t, &prev->ident_keys[p], prev->ident_values[p].identity);
+			p++;
+			continue;
+		}
+		identity = c[k].value.identity;
+		if (c[k].present && identity != SM_AUTHZ_IDENTITY_NODE &&
+		    (order > 0 || prev->ident_values[p].identity != identity) &&
+		    !pair_known(prev, identity, sm_cidr_class_in(prev, parent, c[k].key.addr))) {
+			*unknown = (long)k;
+			return -ESRCH;
+		}
+		if (c[k].present)
+			push_ident(t, &c[k].key, identity);
+		p += order == 0;
+		k++;
+	}
+	return 0;
+}
+
+int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_authz_source *set, size_t n_set,
+			   const uint8_t (*unset)[16], size_t n_unset, struct sm_authz_tables **out, char *reason,
+			   size_t reason_size)
+{
+	struct sm_authz_tables *t = calloc(1, sizeof(*t));
+	struct ident_change *changes = NULL;
+	int32_t *parent = NULL;
+	char addr[INET6_ADDRSTRLEN];
+	size_t n = 0;
+	long unknown = -1;
+	int err = -ENOMEM;
+
+	*out = NULL;
+	if (!t || (err = copy_tables(t, prev)) || (err = sm_cidr_parents(prev, &parent)))
+		goto out;
+	err = -ENOMEM;
+	changes = changes_of(set, n_set, unset, n_unset, &n);
+	t->ident_keys = malloc((prev->n_idents + n + 1) * sizeof(*t->ident_keys));
+	t->ident_values = malloc((prev->n_idents + n + 1) * sizeof(*t->ident_values));
+	if (!changes || !t->ident_keys || !t->ident_values)
+		goto out;
+	err = merge_changes(t, prev, changes, n, parent, &unknown);
+	if (err == -ESRCH) {
+		inet_ntop(AF_INET6, changes[unknown].key.addr, addr, sizeof(addr));
+		snprintf(reason, reason_size, "source %s: an identity and prefix class the tables in force never evaluated",
+			 addr);
+		goto out;
+	}
+	*out = t;
+	t = NULL;
+out:
+	if (err == -ENOMEM)
+		snprintf(reason, reason_size, "out of memory updating the authorization tables' sources");
+	sm_authz_tables_free(t);
+	free(changes);
+	free(parent);
+	return err;
+}
+
 /* ---- whether an update of sources denies what was allowed ---- */
 
 /* The entries of (set, source class), a run of the sorted verdicts: [*lo, *hi). */

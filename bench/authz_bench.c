@@ -13,11 +13,17 @@
  *     ns7) read from a local config, then per round: POLICIES policies applied (to each local workload),
  *     a workload of another node started and gone again (pod churn), first as one more pod of a service
  *     account the mesh has, then with a new one, one policy changed, all removed. Each step is timed as the
- *     agent does it: the model's apply, whose admission check compiles once (agent_authz_check), then
- *     sm_model_authz_build + sm_authz_compile + sm_datapath_authz_write, or, when only sources changed and
- *     their classes are known, sm_authz_update_sources + sm_datapath_authz_write_idents (the write as root
- *     only, into a datapath in a network namespace, cgroup and pin directory made for it and removed after). Medians and the spread over ROUNDS; the process's
+ *     agent does it: the model's apply, whose admission check compiles once (agent_authz_check), then the
+ *     tables: sm_model_authz_build + sm_authz_compile, or, when only sources changed and their classes are
+ *     known, sm_authz_update_idents from the changed addresses (sm_authz_update_sources from the whole input
+ *     when the model no longer lists them), written by sm_datapath_authz_write or, for new idents alone,
+ *     sm_datapath_authz_write_idents (as root only, into a datapath in a network namespace, cgroup and pin
+ *     directory made for it and removed after). Medians and the spread over ROUNDS; the process's
  *     peak RSS added by the rounds.
+ *
+ *   authz_bench reap NAMESPACES ROUNDS
+ *     What closing the connections a change denies costs: the reaper's walk (sm_datapath_authz_reap) in
+ *     NAMESPACES empty network namespaces made for it, per namespace, median over ROUNDS.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -223,9 +229,9 @@ static response_t *read_policies(const char *path)
 	return out;
 }
 
-enum step { APPLY, BUILD, COMPILE, WRITE, TOTAL, STEPS };
-static const char *const step_names[STEPS] = { "model apply (with its admission compile)", "sm_model_authz_build",
-					       "sm_authz_compile (or _update_sources)",
+enum step { APPLY, COMPILE, WRITE, TOTAL, STEPS };
+static const char *const step_names[STEPS] = { "model apply (with its admission compile)",
+					       "the tables (build+compile, or an update)",
 					       "sm_datapath_authz_write (or _idents)", "total" };
 
 struct bench {
@@ -234,24 +240,49 @@ struct bench {
 	uint32_t generation;
 	/* as the agent keeps them: the tables in force and the model's count of destination changes then */
 	struct sm_authz_tables *in_force;
-	uint64_t in_force_dests;
+	uint64_t in_force_dests, in_force_changes;
 	bool sources_only; /* the last step's tables: those in force with new idents */
 	double check_seconds; /* of the last apply: the admission compile */
 	size_t dests, cidrs, sources, verdicts, idents;
 };
 
-/* As agent/authz.c's compile(): the tables in force with new idents when only sources changed and each
- * source's class is known, else a whole compilation. */
-static int compile(struct bench *b, const struct sm_model *model, const struct sm_authz_compile_input *input,
-		   uint32_t generation, struct sm_authz_tables **out, bool *sources_only, char *reason, size_t size)
+/* As agent/authz.c's update_changed(): the tables in force with the idents of the addresses changed since. */
+static int update_changed(struct bench *b, const struct sm_model *model, struct sm_authz_tables **out, char *reason,
+			  size_t size)
 {
-	int ret = -ESRCH;
+	struct sm_authz_source *set;
+	uint8_t(*unset)[16];
+	size_t n_set, n_unset;
+	int ret = sm_model_authz_source_changes(model, b->in_force_changes, NULL, 0, NULL, 0, &set, &n_set, &unset,
+						&n_unset);
 
-	if (b->in_force && b->in_force_dests == sm_model_authz_destinations_generation(model))
-		ret = sm_authz_update_sources(b->in_force, input, out, reason, size);
+	if (ret)
+		return ret;
+	ret = sm_authz_update_idents(b->in_force, set, n_set, (const uint8_t(*)[16])unset, n_unset, out, reason, size);
+	free(set);
+	free(unset);
+	return ret;
+}
+
+/* As agent/authz.c's compile(): the tables in force with new idents when only sources changed and each
+ * source's class is known (from the changed addresses, else from the whole input), else a whole
+ * compilation. *input: the input built, NULL when the changed addresses sufficed. */
+static int compile(struct bench *b, const struct sm_model *model, uint32_t generation, struct sm_model_authz **input,
+		   struct sm_authz_tables **out, bool *sources_only, char *reason, size_t size)
+{
+	bool same_dests = b->in_force && b->in_force_dests == sm_model_authz_destinations_generation(model);
+	int ret;
+
+	*input = NULL;
+	*sources_only = same_dests && b->in_force->n_dests && !update_changed(b, model, out, reason, size);
+	if (*sources_only)
+		return 0;
+	if ((ret = sm_model_authz_build(model, NULL, 0, input)))
+		return ret;
+	ret = same_dests ? sm_authz_update_sources(b->in_force, (*input)->input, out, reason, size) : -ESRCH;
 	*sources_only = !ret;
 	if (ret == -ESRCH)
-		ret = sm_authz_compile(input, generation, out, reason, size);
+		ret = sm_authz_compile((*input)->input, generation, out, reason, size);
 	return ret;
 }
 
@@ -263,12 +294,9 @@ static int check(void *ctx, const struct sm_model *model, char *reason, size_t s
 	struct sm_authz_tables *tables = NULL;
 	double start = now_seconds();
 	bool sources_only;
-	int ret = sm_model_authz_build(model, NULL, 0, &input);
+	int ret = compile(b, model, 1, &input, &tables, &sources_only, reason, size);
 
-	if (!ret) {
-		ret = compile(b, model, input->input, 1, &tables, &sources_only, reason, size);
-		sm_model_authz_free(input);
-	}
+	sm_model_authz_free(input);
 	sm_authz_tables_free(tables);
 	b->check_seconds += now_seconds() - start;
 	return ret;
@@ -297,10 +325,7 @@ static void step(struct bench *b, const response_t *response, double t[STEPS])
 	if (sm_model_apply(b->model, response, &null_writer, &rejections) || rejections.count)
 		exit(fprintf(stderr, "authz_bench: apply: %s\n", rejections.count ? rejections.items[0].reason : "failed") > 0);
 	double t1 = now_seconds();
-	if (sm_model_authz_build(b->model, NULL, 0, &input))
-		exit(fprintf(stderr, "authz_bench: sm_model_authz_build failed\n") > 0);
-	double t2 = now_seconds();
-	if (compile(b, b->model, input->input, b->generation + 1, &tables, &b->sources_only, reason, sizeof(reason)))
+	if (compile(b, b->model, b->generation + 1, &input, &tables, &b->sources_only, reason, sizeof(reason)))
 		exit(fprintf(stderr, "authz_bench: compile: %s\n", reason) > 0);
 	b->generation = tables->generation;
 	double t3 = now_seconds();
@@ -309,8 +334,7 @@ static void step(struct bench *b, const response_t *response, double t[STEPS])
 		exit(fprintf(stderr, "authz_bench: write: %s\n", reason) > 0);
 	double t4 = now_seconds();
 	t[APPLY] = t1 - t0;
-	t[BUILD] = t2 - t1;
-	t[COMPILE] = t3 - t2;
+	t[COMPILE] = t3 - t1;
 	t[WRITE] = t4 - t3;
 	t[TOTAL] = t4 - t0;
 	b->dests = tables->n_dests;
@@ -321,6 +345,7 @@ static void step(struct bench *b, const response_t *response, double t[STEPS])
 	sm_authz_tables_free(b->in_force);
 	b->in_force = tables;
 	b->in_force_dests = sm_model_authz_destinations_generation(b->model);
+	b->in_force_changes = sm_model_authz_generation(b->model);
 	sm_model_authz_free(input);
 	sm_rejections_clear(&rejections);
 }

@@ -376,6 +376,7 @@ static void batch_begin(struct sm_model *model)
 	model->local_before = model->local;
 	model->authz_dirty = false;
 	model->authz_dests_dirty = false;
+	model->in_batch = true;
 	image_begin(model->image);
 }
 
@@ -509,6 +510,9 @@ static void batch_commit(struct sm_model *model)
 {
 	image_commit(model->image);
 	drop_emptied_addresses(model);
+	if (model->authz_dirty)
+		record_touched(model, model->authz_changes + 1);
+	model->in_batch = false;
 	model->authz_changes += model->authz_dirty;
 	model->authz_dests_changes += model->authz_dests_dirty;
 	model->authz_dests_dirty = false; /* counted: sm_model_authz_destinations_generation counts it once */
@@ -534,6 +538,7 @@ static void batch_rollback(struct sm_model *model, struct item *items, size_t n)
 {
 	model->keep_entities = true;
 	model->authz_dests_dirty = false;
+	model->in_batch = false;
 	image_rollback(model->image);
 	for (size_t i = model->undo.n; i-- > 0;) {
 		struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);

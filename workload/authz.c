@@ -39,6 +39,160 @@ uint64_t sm_model_authz_destinations_generation(const struct sm_model *model)
 	return model->authz_dests_changes + model->authz_dests_dirty;
 }
 
+/* ---- the addresses whose identity changed, for an update without the whole input ---- */
+
+#define TOUCHED_MAX 16384 /* addresses kept; a batch of more (a full push) is listed by no one */
+
+static void forget_touched_to(struct sm_model *model, uint64_t changes)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < model->authz_touched.n; i++) {
+		struct touched_addr *t = &VEC_AT(&model->authz_touched, struct touched_addr, i);
+		if (t->changes > changes)
+			VEC_AT(&model->authz_touched, struct touched_addr, kept++) = *t;
+	}
+	model->authz_touched.n = kept;
+	if (changes > model->authz_touched_from)
+		model->authz_touched_from = changes;
+}
+
+static bool touch(struct sm_model *model, const struct wl_def *def, uint64_t changes)
+{
+	for (uint8_t a = 0; def && a < def->n_addresses; a++) {
+		struct touched_addr t = { .changes = changes, .ip = def->addresses[a] };
+		if (model->authz_touched.n >= TOUCHED_MAX || vec_push(&model->authz_touched, &t, sizeof(t)))
+			return false;
+	}
+	return true;
+}
+
+void record_touched(struct sm_model *model, uint64_t changes)
+{
+	if (model->authz_touched.n >= TOUCHED_MAX / 2) /* the older half goes */
+		forget_touched_to(model, VEC_AT(&model->authz_touched, struct touched_addr,
+						model->authz_touched.n / 2).changes);
+	for (size_t i = 0; i < model->undo.n; i++) {
+		const struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);
+		if (undo->kind != UNDO_WORKLOAD)
+			continue;
+		if (!touch(model, undo->old_def, changes) || !touch(model, ((const struct wl *)undo->entity)->def, changes)) {
+			forget_touched_to(model, changes); /* this batch cannot be listed whole */
+			return;
+		}
+	}
+}
+
+struct source_changes {
+	struct sm_authz_source *set;
+	size_t n_set, cap_set;
+	uint8_t (*unset)[16];
+	size_t n_unset, cap_unset;
+	const uint8_t (*node)[16];
+	size_t n_node;
+};
+
+static bool is_node(const struct source_changes *c, const uint8_t addr[16])
+{
+	for (size_t i = 0; i < c->n_node; i++)
+		if (!memcmp(c->node[i], addr, 16))
+			return true;
+	return false;
+}
+
+static int grow(void *items, size_t *capacity, size_t n, size_t size)
+{
+	size_t grown = *capacity ? *capacity * 2 : 16;
+	void *moved;
+
+	if (n < *capacity)
+		return 0;
+	moved = realloc(*(void **)items, grown * size);
+	if (!moved)
+		return -ENOMEM;
+	*(void **)items = moved;
+	*capacity = grown;
+	return 0;
+}
+
+/* addr as the input lists it now: the node's, a workload's with its identity, or nobody's. */
+static int add_change(const struct sm_model *model, struct source_changes *c, const uint8_t addr[16])
+{
+	struct sm_authz_source source = { 0 };
+
+	memcpy(source.addr, addr, 16);
+	source.node = is_node(c, addr);
+	if (source.node || sm_model_authz_identity(model, addr, &source.identity)) {
+		if (grow(&c->set, &c->cap_set, c->n_set, sizeof(*c->set)))
+			return -ENOMEM;
+		c->set[c->n_set++] = source;
+		return 0;
+	}
+	if (grow(&c->unset, &c->cap_unset, c->n_unset, sizeof(*c->unset)))
+		return -ENOMEM;
+	memcpy(c->unset[c->n_unset++], addr, 16);
+	return 0;
+}
+
+static int add_def_changes(const struct sm_model *model, struct source_changes *c, const struct wl_def *def)
+{
+	int err = 0;
+
+	for (uint8_t a = 0; !err && def && a < def->n_addresses; a++)
+		err = add_change(model, c, def->addresses[a].bytes);
+	return err;
+}
+
+static int collect_changes(const struct sm_model *model, uint64_t since, const uint8_t (*was_node)[16], size_t n_was,
+			   struct source_changes *c)
+{
+	int err = 0;
+
+	for (size_t i = 0; !err && i < model->authz_touched.n; i++) {
+		const struct touched_addr *t = &VEC_AT(&model->authz_touched, struct touched_addr, i);
+		if (t->changes > since)
+			err = add_change(model, c, t->ip.bytes);
+	}
+	for (size_t i = 0; !err && model->in_batch && i < model->undo.n; i++) { /* the batch being applied */
+		const struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);
+		if (undo->kind != UNDO_WORKLOAD)
+			continue;
+		err = add_def_changes(model, c, undo->old_def);
+		if (!err)
+			err = add_def_changes(model, c, ((const struct wl *)undo->entity)->def);
+	}
+	for (size_t i = 0; !err && i < n_was; i++)
+		err = add_change(model, c, was_node[i]);
+	for (size_t i = 0; !err && i < c->n_node; i++)
+		err = add_change(model, c, c->node[i]);
+	return err;
+}
+
+int sm_model_authz_source_changes(const struct sm_model *model, uint64_t since, const uint8_t (*was_node)[16],
+				  size_t n_was, const uint8_t (*node)[16], size_t n_node, struct sm_authz_source **set,
+				  size_t *n_set, uint8_t (**unset)[16], size_t *n_unset)
+{
+	struct source_changes c = { .node = node, .n_node = n_node };
+	int err;
+
+	*set = NULL;
+	*unset = NULL;
+	*n_set = *n_unset = 0;
+	if (since < model->authz_touched_from)
+		return -ESTALE;
+	err = collect_changes(model, since, was_node, n_was, &c);
+	if (err) {
+		free(c.set);
+		free(c.unset);
+		return err;
+	}
+	*set = c.set;
+	*n_set = c.n_set;
+	*unset = c.unset;
+	*n_unset = c.n_unset;
+	return 0;
+}
+
 static void identity_of(const struct wl_def *def, struct sm_authz_identity *out)
 {
 	out->trust_domain = def->trust_domain && def->trust_domain[0] ? def->trust_domain : DEFAULT_TRUST_DOMAIN;

@@ -650,6 +650,7 @@ void sm_model_free(struct sm_model *model)
 	vec_free(&model->dirty_services);
 	vec_free(&model->dirty_pairs);
 	vec_free(&model->dirty_ips);
+	vec_free(&model->authz_touched);
 	vec_free(&model->undo);
 	vec_free(&model->new_ids);
 	vec_free(&model->local_workloads);

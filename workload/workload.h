@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "authz/authz.h"
 #include "datapath/datapath.h"
 #include "proto/proto.h"
 
@@ -209,7 +210,6 @@ bool sm_model_workload_exists(const struct sm_model *model, const char *uid);
 
 struct sm_authz_compile_input;
 struct sm_authz_policy;
-struct sm_authz_identity;
 
 /*
  * The compiler's input for the model's current state: every address of a workload on this node that
@@ -245,6 +245,19 @@ uint64_t sm_model_authz_generation(const struct sm_model *model);
  * one. Equal values: the same destinations with the same policies; only sources may differ
  * (sm_authz_update_sources). */
 uint64_t sm_model_authz_destinations_generation(const struct sm_model *model);
+
+/*
+ * What sm_authz_update_idents needs to bring tables compiled from the input of sm_model_authz_generation
+ * `since`, with the node's addresses was_node, to the input now with node: each address whose identity as
+ * a source may have changed since (in committed batches and the one being applied; the node's addresses of
+ * either list), in *set as the input now gives it (the node's, or a workload's identity) or in *unset when
+ * nothing holds it; an address may come more than once, alike. -ESTALE when the model no longer lists
+ * them all (a batch of thousands, such as a full push, or memory short): build the whole input. *set and
+ * *unset are malloc'ed.
+ */
+int sm_model_authz_source_changes(const struct sm_model *model, uint64_t since, const uint8_t (*was_node)[16],
+				  size_t n_was, const uint8_t (*node)[16], size_t n_node, struct sm_authz_source **set,
+				  size_t *n_set, uint8_t (**unset)[16], size_t *n_unset);
 
 /* The policies that apply to the workload holding addr on this node (NULL, 0 when none does), in the order
  * sm_model_authz_build gives them; *policies is malloc'ed. */

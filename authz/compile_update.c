@@ -78,13 +78,21 @@ static long first_unknown_pair(const struct sm_authz_tables *t, const struct sm_
 	return -1;
 }
 
+static int refuse_pair(const uint8_t addr[16], char *reason, size_t reason_size)
+{
+	char text[INET6_ADDRSTRLEN];
+
+	inet_ntop(AF_INET6, addr, text, sizeof(text));
+	snprintf(reason, reason_size, "source %s: an identity and prefix class the tables in force never evaluated", text);
+	return -ESRCH;
+}
+
 int sm_authz_update_sources(const struct sm_authz_tables *prev, const struct sm_authz_compile_input *input,
 			    struct sm_authz_tables **out, char *reason, size_t reason_size)
 {
 	struct sm_authz_tables *t = calloc(1, sizeof(*t));
 	int32_t *parent = NULL;
 	size_t *keep = NULL, n_keep;
-	char addr[INET6_ADDRSTRLEN];
 	long unknown;
 	int err;
 
@@ -98,10 +106,7 @@ int sm_authz_update_sources(const struct sm_authz_tables *prev, const struct sm_
 		goto out;
 	unknown = first_unknown_pair(t, prev, parent);
 	if (unknown >= 0) {
-		inet_ntop(AF_INET6, t->ident_keys[unknown].addr, addr, sizeof(addr));
-		snprintf(reason, reason_size, "source %s: an identity and prefix class the tables in force never evaluated",
-			 addr);
-		err = -ESRCH;
+		err = refuse_pair(t->ident_keys[unknown].addr, reason, reason_size);
 		goto out;
 	}
 	*out = t;
@@ -203,7 +208,6 @@ int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_a
 	struct sm_authz_tables *t = calloc(1, sizeof(*t));
 	struct ident_change *changes = NULL;
 	int32_t *parent = NULL;
-	char addr[INET6_ADDRSTRLEN];
 	size_t n = 0;
 	long unknown = -1;
 	int err = -ENOMEM;
@@ -219,9 +223,7 @@ int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_a
 		goto out;
 	err = merge_changes(t, prev, changes, n, parent, &unknown);
 	if (err == -ESRCH) {
-		inet_ntop(AF_INET6, changes[unknown].key.addr, addr, sizeof(addr));
-		snprintf(reason, reason_size, "source %s: an identity and prefix class the tables in force never evaluated",
-			 addr);
+		refuse_pair(changes[unknown].key.addr, reason, reason_size);
 		goto out;
 	}
 	*out = t;

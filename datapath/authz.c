@@ -427,6 +427,13 @@ int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generat
 	return 0;
 }
 
+static int read_generation(const struct sm_datapath *dp, uint32_t *in_force, char *err, size_t size)
+{
+	int ret = sm_datapath_authz_generation(dp, in_force);
+
+	return ret ? fail(err, size, ret, "reading %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(-ret)) : 0;
+}
+
 int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables *t, char *err, size_t size)
 {
 	struct sm_authz_state state = { 0 };
@@ -439,9 +446,8 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
 
 	if (!t)
 		return fail(err, size, -EINVAL, "no authorization tables");
-	ret = sm_datapath_authz_generation(dp, &in_force);
-	if (ret)
-		return fail(err, size, ret, "reading %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(-ret));
+	if ((ret = read_generation(dp, &in_force, err, size)))
+		return ret;
 	ret = check_tables(t, in_force, err, size);
 	/* leftovers of a write that never came in force (a crash between write and flip) must not mix in */
 	for (int table = 0; table < TABLE_COUNT && !ret; table++)
@@ -499,9 +505,8 @@ int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz
 
 	if (!t)
 		return fail(err, size, -EINVAL, "no authorization tables");
-	ret = sm_datapath_authz_generation(dp, &in_force);
-	if (ret)
-		return fail(err, size, ret, "reading %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(-ret));
+	if ((ret = read_generation(dp, &in_force, err, size)))
+		return ret;
 	if (!in_force || t->generation != in_force)
 		return fail(err, size, -EINVAL, "identities of generation %u, but generation %u is in force",
 			    t->generation, in_force);

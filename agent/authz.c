@@ -62,7 +62,7 @@ struct agent_authz {
 	struct sm_authz_tables *checked;
 	struct sm_model_authz *checked_input;
 	uint64_t checked_changes;
-	bool checked_sources_only;	/* its sources alone differ from in_force's (sm_authz_update_sources) */
+	bool checked_sources_only;	/* in_force's tables with new idents (sm_authz_update_idents, _sources) */
 	/* the tables last written whole, with the sources written since, and the model's count of destination
 	 * changes they were compiled at: while it holds, a change of sources alone needs only new idents */
 	struct sm_authz_tables *in_force;
@@ -201,13 +201,14 @@ static int compile(struct agent_authz *authz, const struct sm_model *model, uint
 {
 	bool same_dests = authz->in_force && authz->in_force_dests == sm_model_authz_destinations_generation(model);
 	struct sm_model_authz *input;
-	int ret;
+	int changed, ret;
 
 	if (input_out)
 		*input_out = NULL;
 	if (authz->node_mode == NODE_AUTO)
 		own_addresses(authz, model);
-	*sources_only = same_dests && authz->in_force->n_dests && !update_changed(authz, model, out, reason, size);
+	changed = same_dests && authz->in_force->n_dests ? update_changed(authz, model, out, reason, size) : -ESRCH;
+	*sources_only = !changed;
 	if (*sources_only)
 		return 0;
 	ret = sm_model_authz_build(model, (const uint8_t(*)[16])authz->node, node_count(authz), &input);
@@ -219,7 +220,8 @@ static int compile(struct agent_authz *authz, const struct sm_model *model, uint
 	input->input->max_cidrs = authz->capacity_cidrs;
 	input->input->max_sources = authz->capacity_sources;
 	input->input->max_verdicts = authz->capacity_verdicts;
-	ret = same_dests ? sm_authz_update_sources(authz->in_force, input->input, out, reason, size) : -ESRCH;
+	/* from the whole input when the model no longer lists the changed addresses */
+	ret = changed == -ESRCH ? -ESRCH : sm_authz_update_sources(authz->in_force, input->input, out, reason, size);
 	*sources_only = !ret;
 	if (ret == -ESRCH) /* a source of a class never evaluated, or other destinations or policies */
 		ret = sm_authz_compile(input->input, generation, out, reason, size);

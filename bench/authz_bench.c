@@ -271,15 +271,15 @@ static int compile(struct bench *b, const struct sm_model *model, uint32_t gener
 		   struct sm_authz_tables **out, bool *sources_only, char *reason, size_t size)
 {
 	bool same_dests = b->in_force && b->in_force_dests == sm_model_authz_destinations_generation(model);
-	int ret;
+	int changed = same_dests && b->in_force->n_dests ? update_changed(b, model, out, reason, size) : -ESRCH, ret;
 
 	*input = NULL;
-	*sources_only = same_dests && b->in_force->n_dests && !update_changed(b, model, out, reason, size);
+	*sources_only = !changed;
 	if (*sources_only)
 		return 0;
 	if ((ret = sm_model_authz_build(model, NULL, 0, input)))
 		return ret;
-	ret = same_dests ? sm_authz_update_sources(b->in_force, (*input)->input, out, reason, size) : -ESRCH;
+	ret = changed == -ESRCH ? -ESRCH : sm_authz_update_sources(b->in_force, (*input)->input, out, reason, size);
 	*sources_only = !ret;
 	if (ret == -ESRCH)
 		ret = sm_authz_compile((*input)->input, generation, out, reason, size);

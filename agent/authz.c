@@ -361,6 +361,8 @@ static void report_unknown(struct agent_authz *authz, const struct sm_model_auth
 struct reap_pass {
 	struct agent_authz *authz;
 	uint64_t own_cookie;
+	const struct sm_frontend_key *dests; /* NULL: every namespace; else only those that may hold one */
+	size_t n_dests;
 	unsigned closed;
 };
 
@@ -371,6 +373,8 @@ static int reap_one(void *ctx, uint64_t cookie)
 	unsigned closed = 0;
 	int fd = -1, ret;
 
+	if (pass->dests && agent_netns_holds(cookie, pass->dests, pass->n_dests) == 0)
+		return 0; /* a pod's namespace without the destinations the change denies anything at */
 	if (cookie != pass->own_cookie && (ret = agent_netns_open(cookie, &fd))) {
 		log_msg(LOG_DEBUG, "authorization: no process is in guarded network namespace %llu: %s",
 			(unsigned long long)cookie, strerror(-ret));
@@ -386,10 +390,11 @@ static int reap_one(void *ctx, uint64_t cookie)
 	return 0;
 }
 
-/* Closes, in every guarded namespace, the established connections the tables in force now deny. */
-static unsigned reap(struct agent_authz *authz)
+/* Closes, in every guarded namespace (that may hold one of dests, when not NULL), the established
+ * connections the tables in force now deny. */
+static unsigned reap(struct agent_authz *authz, const struct sm_frontend_key *dests, size_t n_dests)
 {
-	struct reap_pass pass = { .authz = authz };
+	struct reap_pass pass = { .authz = authz, .dests = dests, .n_dests = n_dests };
 
 	sm_netns_cookie_here(&pass.own_cookie);
 	sm_datapath_for_each_guard(authz->dp, reap_one, &pass);
@@ -486,8 +491,11 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	authz->last_compile_us = now_us() - started;
 	authz->verdict_entries = tables->n_verdicts;
 	authz->guarding_nothing = tables->n_dests == 0;
-	/* a reap walks the TCP table of every guarded namespace: skipped when new identities deny nothing */
-	bool may_deny = !sources_only || sm_authz_update_denies(authz->in_force, tables) != 0;
+	/* a reap walks the TCP table of every guarded namespace: after new identities alone, only where they deny
+	 * something that was allowed (-ENOMEM: everywhere) */
+	struct sm_frontend_key *denied_at = NULL;
+	size_t n_denied_at = 0;
+	int may_deny = sources_only ? sm_authz_update_denies(authz->in_force, tables, &denied_at, &n_denied_at) : 1;
 	sm_authz_tables_free(authz->in_force);
 	authz->in_force = tables;
 	authz->in_force_dests = sm_model_authz_destinations_generation(model);
@@ -499,7 +507,8 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 		remember_names(authz, input);
 		report_unknown(authz, input);
 	}
-	unsigned closed = may_deny ? reap(authz) : 0;
+	unsigned closed = may_deny ? reap(authz, may_deny > 0 && sources_only ? denied_at : NULL, n_denied_at) : 0;
+	free(denied_at);
 	authz->closed_total += closed;
 	log_in_force(authz, input, sources_only, may_deny, closed);
 out:

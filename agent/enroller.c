@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/agent.h"
 #include "agent/enroller.h"
 #include "agent/log.h"
 #include "cniserver/cniserver.h"
@@ -626,6 +627,32 @@ int enroller_open_netns(struct enroller *e, uint64_t cookie, int *fd)
 		const struct pod *pod = e->pods[i];
 		if (pod->has_cookie && pod->cookie == cookie && pod->netns_fd >= 0)
 			ret = (*fd = fcntl(pod->netns_fd, F_DUPFD_CLOEXEC, 0)) < 0 ? -errno : 0;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return ret;
+}
+
+int enroller_netns_holds(struct enroller *e, uint64_t cookie, const struct sm_frontend_key *addrs, size_t n)
+{
+	int ret = -ENOENT;
+
+	if (!e)
+		return ret;
+	pthread_mutex_lock(&e->lock);
+	for (size_t i = 0; i < e->n_pods && ret == -ENOENT; i++) {
+		const struct pod *pod = e->pods[i];
+		if (!pod->has_cookie || pod->cookie != cookie || !pod->n_ips)
+			continue;
+		ret = 0;
+		for (size_t k = 0; k < pod->n_ips && !ret; k++) {
+			uint8_t ip[16];
+			if (parse_mapped_address(pod->ips[k], ip)) {
+				ret = -ENOENT; /* an IP it cannot read: not known */
+				break;
+			}
+			for (size_t a = 0; a < n && !ret; a++)
+				ret = !memcmp(addrs[a].addr, ip, 16);
+		}
 	}
 	pthread_mutex_unlock(&e->lock);
 	return ret;

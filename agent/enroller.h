@@ -36,6 +36,9 @@ void enroller_stop(struct enroller *enroller);
 /* The network namespace of a pod with this cookie, opened anew (the caller closes *fd); -ENOENT when no
  * pod has it at hand. */
 int enroller_open_netns(struct enroller *enroller, uint64_t cookie, int *fd);
+/* Whether the pod whose namespace has this cookie holds one of addrs among its IPs: 1 it does, 0 it
+ * holds none, -ENOENT when no pod with known IPs has it. */
+int enroller_netns_holds(struct enroller *enroller, uint64_t cookie, const struct sm_frontend_key *addrs, size_t n);
 /* Pods whose cookie is in sm_enrolled now. */
 size_t enroller_enrolled_pods(struct enroller *enroller);
 

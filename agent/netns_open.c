@@ -117,6 +117,16 @@ static void remember(uint64_t cookie, const char *path, ino_t ino)
 	pthread_mutex_unlock(&found_lock);
 }
 
+int agent_netns_holds(uint64_t cookie, const struct sm_frontend_key *addrs, size_t n)
+{
+	int ret;
+
+	pthread_mutex_lock(&enroller_lock);
+	ret = enroller_netns_holds(enroller_in_use, cookie, addrs, n);
+	pthread_mutex_unlock(&enroller_lock);
+	return ret;
+}
+
 int agent_netns_open(uint64_t cookie, int *fd)
 {
 	char path[300];

@@ -6,7 +6,10 @@
 #ifndef SOCKMESH_AGENT_NETNS_OPEN_H
 #define SOCKMESH_AGENT_NETNS_OPEN_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "bpf/sockmesh.h"
 
 struct enroller;
 
@@ -18,5 +21,8 @@ void agent_netns_set_enroller(struct enroller *enroller);
  * a stat()). 0 and *fd (the caller closes it), -ENOENT when it is nowhere to be found, or -errno.
  */
 int agent_netns_open(uint64_t cookie, int *fd);
+/* Whether the namespace holds one of addrs (its pod's IPs, as the enroller knows them): 1, 0, or -ENOENT
+ * when that is not known (no enroller, or not one of its pods). */
+int agent_netns_holds(uint64_t cookie, const struct sm_frontend_key *addrs, size_t n);
 
 #endif

@@ -230,11 +230,14 @@ int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_a
 			   const uint8_t (*unset)[16], size_t n_unset, struct sm_authz_tables **out, char *reason,
 			   size_t reason_size);
 /*
- * Whether next, made from prev by sm_authz_update_sources or sm_authz_update_idents, denies some source address a destination and
- * port that prev let it reach (an address whose identity changed, that came or went): only then can an
- * established connection need closing. 1 when it may, 0 when it cannot, -ENOMEM.
+ * Whether next, made from prev by sm_authz_update_sources or sm_authz_update_idents, denies some source
+ * address a destination and port that prev let it reach (an address whose identity changed, that came or
+ * went): only then can an established connection need closing. 1 when it may, 0 when it cannot, -ENOMEM.
+ * When dests is not NULL, *dests (malloc'ed) and *n_dests get the destinations where it may: no
+ * connection to another one can need closing.
  */
-int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_authz_tables *next);
+int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_authz_tables *next,
+			   struct sm_frontend_key **dests, size_t *n_dests);
 
 /*
  * What the tables say for one connection, following the lookups of bpf/sockmesh.h exactly as the kernel

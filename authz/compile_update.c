@@ -294,30 +294,38 @@ static bool allowed(const struct sm_authz_tables *t, const struct runs *r, int w
 	return !v || v->action == SM_AUTHZ_ALLOW; /* none: not the compiler's tables; never reaped for it */
 }
 
-/* Whether some destination set denies class to on a port where it allows class from (any port, when from
- * is exempt). Only the ports its entries of either class, or of class 0, name can differ; port 0 stands
- * for every other port. */
-static bool class_denies_more(const struct sm_authz_tables *t, uint32_t from, bool from_exempt, uint32_t to)
+/* Whether set denies class to on a port where it allows class from (any port, when from is exempt). Only
+ * the ports its entries of either class, or of class 0, name can differ; port 0 stands for every other
+ * port. */
+static bool set_denies_more(const struct sm_authz_tables *t, uint32_t set, uint32_t from, bool from_exempt, uint32_t to)
+{
+	struct runs r;
+
+	verdict_run(t, set, from, &r.lo[0], &r.hi[0]);
+	verdict_run(t, set, to, &r.lo[1], &r.hi[1]);
+	verdict_run(t, set, 0, &r.lo[2], &r.hi[2]);
+	if ((from_exempt || allowed(t, &r, 0, 0)) && !allowed(t, &r, 1, 0))
+		return true;
+	for (int k = 0; k < 3; k++)
+		for (size_t e = r.lo[k]; e < r.hi[k]; e++) {
+			__be16 port = t->verdict_keys[e].port;
+			if ((from_exempt || allowed(t, &r, 0, port)) && !allowed(t, &r, 1, port))
+				return true;
+		}
+	return false;
+}
+
+/* Marks in denied[] each destination set that denies class to where it allowed class from. */
+static void mark_sets(const struct sm_authz_tables *t, uint32_t from, bool from_exempt, uint32_t to, bool *denied)
 {
 	for (size_t i = 0; i < t->n_verdicts;) {
 		uint32_t set = t->verdict_keys[i].dest_set;
-		struct runs r;
 
-		verdict_run(t, set, from, &r.lo[0], &r.hi[0]);
-		verdict_run(t, set, to, &r.lo[1], &r.hi[1]);
-		verdict_run(t, set, 0, &r.lo[2], &r.hi[2]);
-		if ((from_exempt || allowed(t, &r, 0, 0)) && !allowed(t, &r, 1, 0))
-			return true;
-		for (int k = 0; k < 3; k++)
-			for (size_t e = r.lo[k]; e < r.hi[k]; e++) {
-				__be16 port = t->verdict_keys[e].port;
-				if ((from_exempt || allowed(t, &r, 0, port)) && !allowed(t, &r, 1, port))
-					return true;
-			}
+		if (!denied[set] && set_denies_more(t, set, from, from_exempt, to))
+			denied[set] = true;
 		while (i < t->n_verdicts && t->verdict_keys[i].dest_set == set)
 			i++;
 	}
-	return false;
 }
 
 /* The source class the tables give addr with identity (SM_AUTHZ_IDENTITY_NONE: none). */
@@ -332,25 +340,60 @@ static uint32_t source_class(const struct sm_authz_tables *t, const int32_t *par
 	return found ? t->source_values[found - t->source_keys].source_class : 0;
 }
 
-/* Whether an address that had identity was (prev) and now has is (next) may be denied where it was not. */
-static bool source_denies_more(const struct sm_authz_tables *t, const int32_t *parent, const uint8_t addr[16],
-			       uint64_t was, uint64_t is)
+/* Marks the destination sets that deny an address, which had identity was (prev) and now has is (next),
+ * where they allowed it. */
+static void mark_source(const struct sm_authz_tables *t, const int32_t *parent, const uint8_t addr[16], uint64_t was,
+			uint64_t is, bool *denied)
 {
 	bool was_exempt = was == SM_AUTHZ_IDENTITY_NODE;
 	uint32_t from = was_exempt ? 0 : source_class(t, parent, addr, was), to;
 
 	if (is == SM_AUTHZ_IDENTITY_NODE)
-		return false; /* exempt now */
+		return; /* exempt now */
 	to = source_class(t, parent, addr, is);
-	return (was_exempt || from != to) && class_denies_more(t, from, was_exempt, to);
+	if (was_exempt || from != to)
+		mark_sets(t, from, was_exempt, to, denied);
 }
 
-int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_authz_tables *next)
+/* The addresses of the destinations whose set is marked. */
+static int denied_dests(const struct sm_authz_tables *t, const bool *denied, struct sm_frontend_key **out, size_t *n_out)
 {
-	int32_t *parent = NULL;
-	size_t p = 0, n = 0;
-	int ret = sm_cidr_parents(next, &parent);
+	size_t n = 0;
 
+	for (size_t i = 0; i < t->n_dests; i++)
+		n += denied[t->dest_values[i].dest_set];
+	*n_out = n;
+	if (!out)
+		return 0;
+	*out = malloc((n ? n : 1) * sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	n = 0;
+	for (size_t i = 0; i < t->n_dests; i++)
+		if (denied[t->dest_values[i].dest_set])
+			memcpy((*out)[n++].addr, t->dest_keys[i].addr, 16);
+	return 0;
+}
+
+int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_authz_tables *next,
+			   struct sm_frontend_key **dests, size_t *n_dests)
+{
+	uint32_t sets = 0;
+	size_t p = 0, n = 0, found = 0;
+	int32_t *parent = NULL;
+	bool *denied;
+	int ret;
+
+	if (dests)
+		*dests = NULL;
+	for (size_t i = 0; i < next->n_verdicts; i++)
+		if (next->verdict_keys[i].dest_set > sets)
+			sets = next->verdict_keys[i].dest_set;
+	for (size_t i = 0; i < next->n_dests; i++)
+		if (next->dest_values[i].dest_set > sets)
+			sets = next->dest_values[i].dest_set;
+	denied = calloc((size_t)sets + 1, sizeof(*denied));
+	ret = denied ? sm_cidr_parents(next, &parent) : -ENOMEM;
 	while (!ret && (p < prev->n_idents || n < next->n_idents)) {
 		int order = p == prev->n_idents ? 1
 			    : n == next->n_idents ? -1
@@ -361,9 +404,14 @@ int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_a
 
 		p += order <= 0;
 		n += order >= 0;
-		if (was != is && source_denies_more(next, parent, addr, was, is))
-			ret = 1;
+		if (was != is)
+			mark_source(next, parent, addr, was, is, denied);
 	}
+	if (!ret)
+		ret = denied_dests(next, denied, dests, &found);
+	if (!ret && n_dests)
+		*n_dests = found;
+	free(denied);
 	free(parent);
-	return ret;
+	return ret ? ret : found > 0;
 }

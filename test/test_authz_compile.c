@@ -635,20 +635,10 @@ static bool evaluator_allows(const struct authz_world *w, const uint8_t src[16],
 	return authz_world_expect(w, &conn, &decision) != 1 || decision.action == SM_AUTHZ_ALLOW;
 }
 
-static bool newly_denied_from(const struct authz_world *was, const struct authz_world *is, const uint8_t src[16],
-			      const uint16_t *ports, size_t n_ports)
-{
-	for (size_t d = 0; d < is->n_destinations; d++)
-		for (size_t p = 0; p < n_ports; p++)
-			if (evaluator_allows(was, src, is->destinations[d].addr, ports[p]) &&
-			    !evaluator_allows(is, src, is->destinations[d].addr, ports[p]))
-				return true;
-	return false;
-}
-
-/* By the evaluator: some source of either world denied by is where was allowed it, on any destination and
- * any port the tables name or one they do not. */
-static bool newly_denied(const struct authz_world *was, const struct authz_world *is, const struct sm_authz_tables *t)
+/* By the evaluator: some source of either world denied by is, at dst, where was allowed it, on a port the
+ * tables name or one they do not. */
+static bool newly_denied_at(const struct authz_world *was, const struct authz_world *is, const struct sm_authz_tables *t,
+			    const uint8_t dst[16])
 {
 	uint16_t ports[512];
 	size_t n_ports = 0;
@@ -657,18 +647,50 @@ static bool newly_denied(const struct authz_world *was, const struct authz_world
 	for (size_t i = 0; i < t->n_verdicts && n_ports < 512; i++)
 		if (t->verdict_keys[i].port && t->verdict_keys[i].port != htons(12345))
 			ports[n_ports++] = ntohs(t->verdict_keys[i].port);
-	for (size_t i = 0; i < was->n_sources; i++)
-		if (newly_denied_from(was, is, was->sources[i].addr, ports, n_ports))
-			return true;
-	for (size_t i = 0; i < is->n_sources; i++)
-		if (newly_denied_from(was, is, is->sources[i].addr, ports, n_ports))
-			return true;
+	for (int w = 0; w < 2; w++) {
+		const struct authz_world *sources = w ? is : was;
+		for (size_t i = 0; i < sources->n_sources; i++)
+			for (size_t p = 0; p < n_ports; p++)
+				if (evaluator_allows(was, sources->sources[i].addr, dst, ports[p]) &&
+				    !evaluator_allows(is, sources->sources[i].addr, dst, ports[p]))
+					return true;
+	}
 	return false;
+}
+
+/* sm_authz_update_denies names exactly the destinations where the evaluator finds a source newly denied. */
+static bool denies_where_evaluator_does(const struct authz_world *was, const struct authz_world *is,
+					const struct sm_authz_tables *prev, const struct sm_authz_tables *next, char *why,
+					size_t why_size, bool *any)
+{
+	struct sm_frontend_key *dests;
+	size_t n_dests;
+	int ret = sm_authz_update_denies(prev, next, &dests, &n_dests);
+
+	*any = false;
+	assert_true(ret >= 0);
+	for (size_t d = 0; d < next->n_dests; d++) {
+		bool want = newly_denied_at(was, is, next, next->dest_keys[d].addr), got = false;
+
+		for (size_t k = 0; k < n_dests; k++)
+			got |= !memcmp(dests[k].addr, next->dest_keys[d].addr, 16);
+		*any |= want;
+		if (want != got) {
+			snprintf(why, why_size, "destination %zu: sm_authz_update_denies %d, the evaluator %d", d, got, want);
+			free(dests);
+			return false;
+		}
+	}
+	free(dests);
+	if (ret != *any)
+		snprintf(why, why_size, "sm_authz_update_denies returned %d, the evaluator %d", ret, *any);
+	return ret == *any;
 }
 
 /* sm_authz_update_sources over a few rounds of churn from one compilation: each time it takes the change, its
  * tables agree with the evaluator on the new sources (every source against every destination, and random
- * connections); each time it refuses, a new pair was there. Both happen. */
+ * connections), and sm_authz_update_denies names exactly the destinations where one of them, or one
+ * gone, is now denied what was allowed; each time it refuses, a new pair was there. Both happen. */
 static void update_sources_agrees(void **state)
 {
 	uint64_t seed = env_number("AUTHZ_SEED", (uint64_t)time(NULL)), taken = 0, refused = 0, denying = 0;
@@ -711,11 +733,9 @@ static void update_sources_agrees(void **state)
 			taken++;
 			assert_int_equal(next->generation, t->generation);
 			assert_int_equal(next->n_verdicts, t->n_verdicts);
-			int denies = sm_authz_update_denies(t, next);
-			bool want = newly_denied(&was, &now, t);
-			if (denies != want)
-				fail_msg("AUTHZ_SEED=%llu, world %d, round %d: sm_authz_update_denies %d, the evaluator %d",
-					 (unsigned long long)seed, world, round, denies, want);
+			bool want;
+			if (!denies_where_evaluator_does(&was, &now, t, next, why, sizeof(why), &want))
+				fail_msg("AUTHZ_SEED=%llu, world %d, round %d: %s", (unsigned long long)seed, world, round, why);
 			denying += want;
 			if (round)
 				free(was.sources);

@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "helpers.h"
 
+#include "agent/agent.h"
 #include "agent/authz.h"
 #include "agent/log.h"
 #include "agent/netns_open.h"
@@ -109,9 +110,29 @@ int sm_datapath_sweep_guards(struct sm_datapath *dp)
 	return 0;
 }
 
+/* Three guarded pod namespaces: 11 holds 10.0.0.1, 12 holds 10.0.0.99, 13 is no pod the enroller knows. */
+static atomic_uint reaped; /* bit (cookie - 10) per namespace walked */
+#define ALL_THREE ((1u << 1) | (1u << 2) | (1u << 3))
+static _Thread_local uint64_t opened;
+
 int sm_datapath_for_each_guard(const struct sm_datapath *dp, int (*fn)(void *ctx, uint64_t cookie), void *ctx)
 {
-	(void)dp, (void)fn, (void)ctx;
+	(void)dp;
+	for (uint64_t cookie = 11; cookie <= 13; cookie++)
+		fn(ctx, cookie);
+	return 0;
+}
+
+int agent_netns_holds(uint64_t cookie, const struct sm_frontend_key *addrs, size_t n)
+{
+	struct sm_frontend_key held;
+
+	if (cookie == 13)
+		return -ENOENT;
+	assert_int_equal(parse_mapped_address(cookie == 11 ? "10.0.0.1" : "10.0.0.99", held.addr), 0);
+	for (size_t i = 0; i < n; i++)
+		if (!memcmp(addrs[i].addr, held.addr, 16))
+			return 1;
 	return 0;
 }
 
@@ -136,6 +157,7 @@ int sm_datapath_unguard_netns(struct sm_datapath *dp, uint64_t cookie)
 int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *closed, char *err, size_t size)
 {
 	(void)dp, (void)netns_fd, (void)err, (void)size;
+	atomic_fetch_or(&reaped, 1u << (opened - 10));
 	*closed = 0;
 	return 0;
 }
@@ -150,8 +172,9 @@ int sm_datapath_authz_policy_counts(const struct sm_datapath *dp,
 
 int agent_netns_open(uint64_t cookie, int *fd)
 {
-	(void)cookie, (void)fd;
-	return -ENOENT;
+	opened = cookie;
+	*fd = -1;
+	return 0;
 }
 
 int sm_netns_cookie_here(uint64_t *cookie)
@@ -363,11 +386,65 @@ static void sources_alone_write_idents(void **state)
 	world_close(&w);
 }
 
+static void add_allow_from_ns(struct world *w)
+{
+	Istio__Security__Authorization policy = ISTIO__SECURITY__AUTHORIZATION__INIT;
+	Istio__Security__Rule rule = ISTIO__SECURITY__RULE__INIT;
+	Istio__Security__Clause clause = ISTIO__SECURITY__CLAUSE__INIT;
+	Istio__Security__Match match = ISTIO__SECURITY__MATCH__INIT;
+	Istio__Security__StringMatch ns = ISTIO__SECURITY__STRING_MATCH__INIT;
+	Istio__Security__Rule *rules[] = { &rule };
+	Istio__Security__Clause *clauses[] = { &clause };
+	Istio__Security__Match *matches[] = { &match };
+	Istio__Security__StringMatch *namespaces[] = { &ns };
+	struct response r;
+
+	ns.match_type_case = ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE_EXACT;
+	ns.exact = "ns";
+	match.n_namespaces = 1, match.namespaces = namespaces;
+	clause.n_matches = 1, clause.matches = matches;
+	rule.n_clauses = 1, rule.clauses = clauses;
+	policy.name = "deny", policy.namespace_ = "ns", policy.scope = ISTIO__SECURITY__SCOPE__NAMESPACE;
+	policy.action = ISTIO__SECURITY__ACTION__ALLOW;
+	policy.n_rules = 1, policy.rules = rules;
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	response_add_message(&r, "ns/deny", "v1", SM_TYPE_URL_AUTHORIZATION, &policy.base);
+	apply(w, &r, SM_TYPE_URL_AUTHORIZATION);
+}
+
+/* After new identities alone, the guarded namespaces are walked only where something that was allowed is
+ * now denied: not at all for a pod the policy lets in, and for one that goes away only in a namespace that
+ * holds a destination it was allowed to reach, or that the enroller cannot tell about. A whole compilation
+ * walks them all. */
+static void reaped_only_where_denied(void **state)
+{
+	struct world w = { 0 };
+
+	(void)state;
+	atomic_store(&writes_to_fail, 0);
+	atomic_store(&in_force, 0);
+	world_open(&w);
+	workload_on(&w, "local", "10.0.0.1", "node-a", "server");
+	atomic_store(&reaped, 0);
+	add_allow_from_ns(&w);
+	assert_int_equal(atomic_load(&reaped), ALL_THREE);
+	atomic_store(&reaped, 0);
+	workload_on(&w, "far1", "10.0.1.1", "node-b", "client"); /* a new identity: compiled whole */
+	assert_int_equal(atomic_load(&reaped), ALL_THREE);
+	atomic_store(&reaped, 0);
+	workload_on(&w, "far2", "10.0.1.2", "node-b", "client"); /* let in: nothing to close */
+	assert_int_equal(atomic_load(&reaped), 0u);
+	workload_on(&w, "far2", NULL, NULL, NULL); /* gone: no identity, denied at 10.0.0.1 */
+	assert_int_equal(atomic_load(&reaped), (1u << 1) | (1u << 3));
+	world_close(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(failed_write_is_tried_again),
 		cmocka_unit_test(sources_alone_write_idents),
+		cmocka_unit_test(reaped_only_where_denied),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

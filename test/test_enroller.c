@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "helpers.h"
 
+#include "agent/agent.h"
 #include "agent/enroller.h"
 #include "agent/log.h"
 #include "cniserver/cniserver.h"
@@ -444,12 +445,64 @@ static void failed_datapath_writes_are_tried_again(void **state)
 	close(netns);
 }
 
+/* A pod event of namespace mesh with its IPs. */
+static void pod_with_ips(const char *uid, const char *name, const char *const *ips, size_t n_ips)
+{
+	json_t *labels = json_object(), *annotations = json_object();
+	struct sm_k8s_pod pod = { .uid = uid, .namespace = "mesh", .name = name, .resource_version = "1",
+				  .labels = labels, .annotations = annotations, .phase = "Running", .n_pod_ips = n_ips };
+	struct sm_k8s_event ev = { .type = SM_K8S_ADDED, .kind = SM_K8S_PODS, .pod = &pod };
+
+	for (size_t i = 0; i < n_ips; i++)
+		pod.pod_ips[i] = ips[i];
+	assert_int_equal(world.watch_fn[SM_K8S_PODS](&ev, world.watch_ctx[SM_K8S_PODS]), 0);
+	json_decref(labels);
+	json_decref(annotations);
+}
+
+static struct sm_frontend_key mapped(const char *text)
+{
+	struct sm_frontend_key key;
+
+	assert_int_equal(parse_mapped_address(text, key.addr), 0);
+	return key;
+}
+
+/* Which namespace holds which addresses, as the reaper asks (agent_netns_holds): its pod's IPs. */
+static void netns_holds_its_pods_ips(void **state)
+{
+	static const struct step before[] = {
+		NS_SYNC(SYNC_BEGIN), NS_EVENT(ADDED, "mesh", MESH), NS_SYNC(SYNC_END), POD_SYNC(SYNC_BEGIN), POD_SYNC(SYNC_END),
+	};
+	struct enroller *e = start();
+	int netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	struct sm_frontend_key one[] = { mapped("10.9.0.2"), mapped("fd00::7") }, other[] = { mapped("10.9.0.3") };
+
+	(void)state;
+	assert_true(netns >= 0);
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(before); i++)
+		assert_int_equal(give(&before[i], FAIL_NONE, 0), 0);
+	cni_add("uid-1", "p1", 101, netns);
+	pod_with_ips("uid-1", "p1", (const char *[]){ "10.9.0.1", "fd00::7" }, 2);
+	cni_add("uid-2", "p2", 102, netns); /* its IPs not known yet */
+
+	assert_int_equal(enroller_netns_holds(e, 101, one, 2), 1);
+	assert_int_equal(enroller_netns_holds(e, 101, one, 1), 0);
+	assert_int_equal(enroller_netns_holds(e, 101, other, 1), 0);
+	assert_int_equal(enroller_netns_holds(e, 102, other, 1), -ENOENT);
+	assert_int_equal(enroller_netns_holds(e, 999, other, 1), -ENOENT);
+	assert_int_equal(enroller_netns_holds(NULL, 101, one, 2), -ENOENT);
+	enroller_stop(e);
+	close(netns);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(each_allocation_failing_once),
 		cmocka_unit_test(every_allocation_failing_from_one_on),
 		cmocka_unit_test(failed_datapath_writes_are_tried_again),
+		cmocka_unit_test(netns_holds_its_pods_ips),
 	};
 
 	json_set_alloc_funcs(malloc, free); /* jansson's allocations fail with the enroller's */

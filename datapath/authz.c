@@ -404,6 +404,22 @@ static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t,
 	return ret;
 }
 
+/* Deletes the stale idents write_idents found; then the map holds *written (taken), else it is not known. */
+static int delete_stale_idents(struct sm_datapath *dp, const struct entries *stale, struct sm_dp_ident **written,
+			       size_t n_written, char *err, size_t size)
+{
+	int ret = delete_entries(dp->fds[SM_DP_MAP_AUTHZ_IDENTS], stale->keys, sizeof(struct sm_frontend_key), stale->n);
+
+	if (ret) {
+		remember_idents(dp, NULL, 0);
+		return fail(err, size, ret, "deleting stale entries of %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_IDENTS),
+			    strerror(-ret));
+	}
+	remember_idents(dp, *written, n_written);
+	*written = NULL;
+	return 0;
+}
+
 /*
  * Until every check that may have read the generation before the flip has ended: each runs under RCU, and
  * MEMBARRIER_CMD_GLOBAL is synchronize_rcu() (kernel/sched/membarrier.c). Without it, a check that read
@@ -478,16 +494,7 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
 	}
 	/* in force: what only the old generation used can go once no check still reads it */
 	wait_for_checks_in_flight();
-	ret = delete_entries(dp->fds[SM_DP_MAP_AUTHZ_IDENTS], stale_idents.keys, sizeof(struct sm_frontend_key),
-			     stale_idents.n);
-	if (ret) {
-		fail(err, size, ret, "deleting stale entries of %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_IDENTS),
-		     strerror(-ret));
-		remember_idents(dp, NULL, 0);
-	} else {
-		remember_idents(dp, idents, t->n_idents);
-		idents = NULL;
-	}
+	ret = delete_stale_idents(dp, &stale_idents, &idents, t->n_idents, err, size);
 	for (int table = 0; table < TABLE_COUNT && !ret; table++)
 		ret = purge(dp, table, t->generation, err, size);
 out:
@@ -512,16 +519,10 @@ int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz
 			    t->generation, in_force);
 	/* no flip: a check reads an address's identity before or after its change, both valid */
 	ret = write_idents(dp, t, &stale, &idents, err, size);
-	if (!ret && (ret = delete_entries(dp->fds[SM_DP_MAP_AUTHZ_IDENTS], stale.keys, sizeof(struct sm_frontend_key),
-					  stale.n)))
-		fail(err, size, ret, "deleting stale entries of %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_IDENTS),
-		     strerror(-ret));
-	if (ret) {
+	if (ret)
 		remember_idents(dp, NULL, 0); /* some may have been written */
-	} else {
-		remember_idents(dp, idents, t->n_idents);
-		idents = NULL;
-	}
+	else
+		ret = delete_stale_idents(dp, &stale, &idents, t->n_idents, err, size);
 	entries_free(&stale);
 	free(idents);
 	return ret;

@@ -229,8 +229,9 @@ const char *sm_counter_name(enum sm_counter counter);
 int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err, size_t size);
 /*
  * Writes only the idents of tables whose other tables are those in force (tables->generation is the
- * generation in force, sm_authz_update_sources), as a diff against the map, and deletes the idents they do
- * not list; no flip. Returns 0 or -errno (-EINVAL: another generation is in force), err naming the map.
+ * generation in force: sm_authz_update_idents, sm_authz_update_sources), as a diff against the map, and
+ * deletes the idents they do not list; no flip. Returns 0 or -errno (-EINVAL: another generation is in
+ * force), err naming the map.
  */
 int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err,
 				  size_t size);

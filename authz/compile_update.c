@@ -50,11 +50,14 @@ static int copy_tables(struct sm_authz_tables *t, const struct sm_authz_tables *
 	return copy_array(&t->pair_keys, prev->pair_keys, prev->n_pairs, sizeof(*prev->pair_keys));
 }
 
-static bool pair_known(const struct sm_authz_tables *prev, uint64_t identity, uint32_t cidr_class)
+/* Whether prev gives addr with identity a source class it evaluated: the node's addresses need none. */
+static bool class_known(const struct sm_authz_tables *prev, const int32_t *parent, const uint8_t addr[16],
+			uint64_t identity)
 {
-	struct sm_authz_source_key key = { .cidr_class = cidr_class, .identity = identity };
+	struct sm_authz_source_key key = { .cidr_class = sm_cidr_class_in(prev, parent, addr), .identity = identity };
 
-	return bsearch(&key, prev->pair_keys, prev->n_pairs, sizeof(key), sm_authz_cmp_source) != NULL;
+	return identity == SM_AUTHZ_IDENTITY_NODE ||
+	       bsearch(&key, prev->pair_keys, prev->n_pairs, sizeof(key), sm_authz_cmp_source) != NULL;
 }
 
 /* The first of t's idents (sorted, as prev's) that prev does not hold as it is and whose pair prev never
@@ -70,9 +73,8 @@ static long first_unknown_pair(const struct sm_authz_tables *t, const struct sm_
 
 		while (p < prev->n_idents && (order = sm_authz_cmp_ident(&prev->ident_keys[p], &t->ident_keys[i])) < 0)
 			p++;
-		if ((order == 0 && prev->ident_values[p].identity == identity) || identity == SM_AUTHZ_IDENTITY_NODE)
-			continue;
-		if (!pair_known(prev, identity, sm_cidr_class_in(prev, parent, t->ident_keys[i].addr)))
+		if ((order != 0 || prev->ident_values[p].identity != identity) &&
+		    !class_known(prev, parent, t->ident_keys[i].addr, identity))
 			return (long)i;
 	}
 	return -1;
@@ -87,6 +89,20 @@ static int refuse_pair(const uint8_t addr[16], char *reason, size_t reason_size)
 	return -ESRCH;
 }
 
+/* The updated tables as *out when err is 0, else freed (and out of memory said so). */
+static int hand_out(struct sm_authz_tables *t, int err, struct sm_authz_tables **out, char *reason,
+		    size_t reason_size)
+{
+	if (!err) {
+		*out = t;
+		return 0;
+	}
+	if (err == -ENOMEM)
+		snprintf(reason, reason_size, "out of memory updating the authorization tables' sources");
+	sm_authz_tables_free(t);
+	return err;
+}
+
 int sm_authz_update_sources(const struct sm_authz_tables *prev, const struct sm_authz_compile_input *input,
 			    struct sm_authz_tables **out, char *reason, size_t reason_size)
 {
@@ -94,30 +110,19 @@ int sm_authz_update_sources(const struct sm_authz_tables *prev, const struct sm_
 	int32_t *parent = NULL;
 	size_t *keep = NULL, n_keep;
 	long unknown;
-	int err;
+	int err = -ENOMEM;
 
 	*out = NULL;
-	if (!t) {
-		err = -ENOMEM;
-		goto out;
-	}
-	if ((err = copy_tables(t, prev)) || (err = sm_compile_idents(input, t, &keep, &n_keep)) ||
+	if (!t || (err = copy_tables(t, prev)) || (err = sm_compile_idents(input, t, &keep, &n_keep)) ||
 	    (err = sm_cidr_parents(prev, &parent)))
 		goto out;
 	unknown = first_unknown_pair(t, prev, parent);
-	if (unknown >= 0) {
+	if (unknown >= 0)
 		err = refuse_pair(t->ident_keys[unknown].addr, reason, reason_size);
-		goto out;
-	}
-	*out = t;
-	t = NULL;
 out:
-	if (err == -ENOMEM)
-		snprintf(reason, reason_size, "out of memory updating the authorization tables' sources");
-	sm_authz_tables_free(t);
 	free(parent);
 	free(keep);
-	return err;
+	return hand_out(t, err, out, reason, reason_size);
 }
 
 /* ---- idents changed one by one ---- */
@@ -187,9 +192,8 @@ static int merge_changes(struct sm_authz_tables *t, const struct sm_authz_tables
 			continue;
 		}
 		identity = c[k].value.identity;
-		if (c[k].present && identity != SM_AUTHZ_IDENTITY_NODE &&
-		    (order > 0 || prev->ident_values[p].identity != identity) &&
-		    !pair_known(prev, identity, sm_cidr_class_in(prev, parent, c[k].key.addr))) {
+		if (c[k].present && (order > 0 || prev->ident_values[p].identity != identity) &&
+		    !class_known(prev, parent, c[k].key.addr, identity)) {
 			*unknown = (long)k;
 			return -ESRCH;
 		}
@@ -222,19 +226,12 @@ int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_a
 	if (!changes || !t->ident_keys || !t->ident_values)
 		goto out;
 	err = merge_changes(t, prev, changes, n, parent, &unknown);
-	if (err == -ESRCH) {
+	if (err == -ESRCH)
 		refuse_pair(changes[unknown].key.addr, reason, reason_size);
-		goto out;
-	}
-	*out = t;
-	t = NULL;
 out:
-	if (err == -ENOMEM)
-		snprintf(reason, reason_size, "out of memory updating the authorization tables' sources");
-	sm_authz_tables_free(t);
 	free(changes);
 	free(parent);
-	return err;
+	return hand_out(t, err, out, reason, reason_size);
 }
 
 /* ---- whether an update of sources denies what was allowed ---- */

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Memory running short in the policy compiler, at every allocation in turn, once or from there on, for
- * seeded random worlds (test/authz_random.h): sm_authz_compile returns 0 or -ENOMEM and never exits; -ENOMEM
- * hands out no tables; tables it does hand out give the evaluator's verdict for every connection tried. The
- * library allocates through failing_alloc.h.
+ * seeded random worlds (test/authz_random.h): sm_authz_compile, and the updates of sources and of idents
+ * from a world's own tables (with sm_authz_update_denies after them), return 0 or -ENOMEM and never exit;
+ * -ENOMEM hands out no tables; tables they do hand out give the evaluator's verdict for every connection
+ * tried. The library allocates through failing_alloc.h.
  */
 #include "failing_alloc.h"
 #include "helpers.h"
@@ -12,13 +13,36 @@
 #define WORLDS 40
 #define CONNECTIONS 64
 
-static int compile(const struct authz_world *w, struct sm_authz_tables **out, char *reason, size_t size)
+enum op {
+	COMPILE,
+	UPDATE_SOURCES, /* from w's own tables: the same sources, every pair known */
+	UPDATE_IDENTS,	/* the same, every source given again */
+};
+
+static int run(enum op op, const struct authz_world *w, const struct sm_authz_tables *prev,
+	       struct sm_authz_tables **out, char *reason, size_t size)
 {
 	struct sm_authz_compile_input in = { .destinations = w->destinations, .n_destinations = w->n_destinations,
 					     .sources = w->sources, .n_sources = w->n_sources };
+	struct sm_frontend_key *dests = NULL;
+	int err;
 
 	*out = NULL;
-	return sm_authz_compile(&in, 7, out, reason, size);
+	if (op == COMPILE)
+		return sm_authz_compile(&in, 7, out, reason, size);
+	err = op == UPDATE_SOURCES ? sm_authz_update_sources(prev, &in, out, reason, size)
+				   : sm_authz_update_idents(prev, w->sources, w->n_sources, NULL, 0, out, reason, size);
+	if (!err) { /* nothing denied that was allowed, or memory short */
+		int denies = sm_authz_update_denies(prev, *out, &dests, NULL);
+		free(dests);
+		if (denies) {
+			sm_authz_tables_free(*out);
+			*out = NULL;
+			err = denies == -ENOMEM ? -ENOMEM : -EINVAL;
+			snprintf(reason, size, "the same sources, yet sm_authz_update_denies gave %d", denies);
+		}
+	}
+	return err;
 }
 
 static void check_tables(struct authz_rng *rng, const struct authz_world *w, const struct sm_authz_tables *t,
@@ -35,25 +59,27 @@ static void check_tables(struct authz_rng *rng, const struct authz_world *w, con
 	}
 }
 
-static void sweep(enum failing mode)
+static void sweep(enum failing mode, enum op op)
 {
 	struct authz_rng rng = { 20261205 };
 	long compiles = 0, survived = 0;
 
 	for (size_t world = 0; world < WORLDS; world++) {
 		struct authz_world w;
-		struct sm_authz_tables *t;
+		struct sm_authz_tables *t, *prev = NULL;
 		char reason[256];
 
 		authz_random_world(&rng, &w);
+		if (op != COMPILE)
+			assert_int_equal(run(COMPILE, &w, NULL, &prev, reason, sizeof(reason)), 0);
 		oom_arm(FAIL_NONE, 0);
-		assert_int_equal(compile(&w, &t, reason, sizeof(reason)), 0);
+		assert_int_equal(run(op, &w, prev, &t, reason, sizeof(reason)), 0);
 		oom.armed = false;
 		long total = oom.count;
 		sm_authz_tables_free(t);
 		for (long target = 0; target < total; target++) {
 			oom_arm(mode, target);
-			int err = compile(&w, &t, reason, sizeof(reason));
+			int err = run(op, &w, prev, &t, reason, sizeof(reason));
 			oom.armed = false;
 			compiles++;
 			if (!oom.any_failed)
@@ -69,21 +95,26 @@ static void sweep(enum failing mode)
 			check_tables(&rng, &w, t, world, target);
 			sm_authz_tables_free(t);
 		}
+		sm_authz_tables_free(prev);
 		authz_world_free(&w);
 	}
-	print_message("# %ld compiles with an allocation failing, %ld of them giving tables\n", compiles, survived);
+	print_message("# %ld %s with an allocation failing, %ld of them giving tables\n", compiles,
+		      op == COMPILE ? "compiles" : op == UPDATE_SOURCES ? "updates of sources" : "updates of idents",
+		      survived);
 }
 
 static void each_allocation_failing_once(void **state)
 {
 	(void)state;
-	sweep(FAIL_ONE);
+	for (enum op op = COMPILE; op <= UPDATE_IDENTS; op++)
+		sweep(FAIL_ONE, op);
 }
 
 static void every_allocation_failing_from_one_on(void **state)
 {
 	(void)state;
-	sweep(FAIL_FROM);
+	for (enum op op = COMPILE; op <= UPDATE_IDENTS; op++)
+		sweep(FAIL_FROM, op);
 }
 
 int main(void)

@@ -616,44 +616,53 @@ size_t enroller_enrolled_pods(struct enroller *e)
 	return n;
 }
 
+/* The pod whose network namespace has this cookie, or NULL (under e->lock). */
+static const struct pod *pod_in_netns(const struct enroller *e, uint64_t cookie)
+{
+	for (size_t i = 0; i < e->n_pods; i++)
+		if (e->pods[i]->has_cookie && e->pods[i]->cookie == cookie)
+			return e->pods[i];
+	return NULL;
+}
+
 int enroller_open_netns(struct enroller *e, uint64_t cookie, int *fd)
 {
+	const struct pod *pod;
 	int ret = -ENOENT;
 
 	if (!e)
 		return ret;
 	pthread_mutex_lock(&e->lock);
-	for (size_t i = 0; i < e->n_pods && ret == -ENOENT; i++) {
-		const struct pod *pod = e->pods[i];
-		if (pod->has_cookie && pod->cookie == cookie && pod->netns_fd >= 0)
-			ret = (*fd = fcntl(pod->netns_fd, F_DUPFD_CLOEXEC, 0)) < 0 ? -errno : 0;
-	}
+	if ((pod = pod_in_netns(e, cookie)) && pod->netns_fd >= 0)
+		ret = (*fd = fcntl(pod->netns_fd, F_DUPFD_CLOEXEC, 0)) < 0 ? -errno : 0;
 	pthread_mutex_unlock(&e->lock);
 	return ret;
 }
 
+/* 1 when one of the pod's IPs is among addrs, 0 when none is, -ENOENT when it has one it cannot read. */
+static int pod_holds(const struct pod *pod, const struct sm_frontend_key *addrs, size_t n)
+{
+	for (size_t k = 0; k < pod->n_ips; k++) {
+		uint8_t ip[16];
+		if (parse_mapped_address(pod->ips[k], ip))
+			return -ENOENT;
+		for (size_t a = 0; a < n; a++)
+			if (!memcmp(addrs[a].addr, ip, 16))
+				return 1;
+	}
+	return 0;
+}
+
 int enroller_netns_holds(struct enroller *e, uint64_t cookie, const struct sm_frontend_key *addrs, size_t n)
 {
+	const struct pod *pod;
 	int ret = -ENOENT;
 
 	if (!e)
 		return ret;
 	pthread_mutex_lock(&e->lock);
-	for (size_t i = 0; i < e->n_pods && ret == -ENOENT; i++) {
-		const struct pod *pod = e->pods[i];
-		if (!pod->has_cookie || pod->cookie != cookie || !pod->n_ips)
-			continue;
-		ret = 0;
-		for (size_t k = 0; k < pod->n_ips && !ret; k++) {
-			uint8_t ip[16];
-			if (parse_mapped_address(pod->ips[k], ip)) {
-				ret = -ENOENT; /* an IP it cannot read: not known */
-				break;
-			}
-			for (size_t a = 0; a < n && !ret; a++)
-				ret = !memcmp(addrs[a].addr, ip, 16);
-		}
-	}
+	if ((pod = pod_in_netns(e, cookie)) && pod->n_ips)
+		ret = pod_holds(pod, addrs, n);
 	pthread_mutex_unlock(&e->lock);
 	return ret;
 }

@@ -118,6 +118,30 @@ static inline void response_add_message(struct response *r, const char *name, co
 	free(bytes);
 }
 
+/* A NAMESPACE-scoped ALLOW policy NAMESPACE/NAME whose one rule lets in the sources of namespace `from`. */
+static inline void response_add_allow_from_namespace(struct response *r, const char *namespace, const char *name,
+						     const char *from)
+{
+	Istio__Security__Authorization policy = ISTIO__SECURITY__AUTHORIZATION__INIT;
+	Istio__Security__Rule rule = ISTIO__SECURITY__RULE__INIT, *rules[] = { &rule };
+	Istio__Security__Clause clause = ISTIO__SECURITY__CLAUSE__INIT, *clauses[] = { &clause };
+	Istio__Security__Match match = ISTIO__SECURITY__MATCH__INIT, *matches[] = { &match };
+	Istio__Security__StringMatch ns = ISTIO__SECURITY__STRING_MATCH__INIT, *namespaces[] = { &ns };
+	char key[256];
+
+	ns.match_type_case = ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE_EXACT;
+	ns.exact = (char *)from;
+	match.n_namespaces = 1, match.namespaces = namespaces;
+	clause.n_matches = 1, clause.matches = matches;
+	rule.n_clauses = 1, rule.clauses = clauses;
+	policy.name = (char *)name, policy.namespace_ = (char *)namespace;
+	policy.scope = ISTIO__SECURITY__SCOPE__NAMESPACE;
+	policy.action = ISTIO__SECURITY__ACTION__ALLOW;
+	policy.n_rules = 1, policy.rules = rules;
+	snprintf(key, sizeof(key), "%s/%s", namespace, name);
+	response_add_message(r, response_keep(r, strdup(key)), "v1", SM_TYPE_URL_AUTHORIZATION, &policy.base);
+}
+
 static inline void response_remove(struct response *r, const char *name)
 {
 	r->msg.removed_resources = grow_for_one(r->msg.removed_resources, r->msg.n_removed_resources);

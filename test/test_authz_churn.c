@@ -179,29 +179,12 @@ static void random_batch(struct churn *c)
 
 static void apply_policy_and_local(struct churn *c)
 {
-	Istio__Security__Authorization policy = ISTIO__SECURITY__AUTHORIZATION__INIT;
-	Istio__Security__Rule rule = ISTIO__SECURITY__RULE__INIT;
-	Istio__Security__Clause clause = ISTIO__SECURITY__CLAUSE__INIT;
-	Istio__Security__Match match = ISTIO__SECURITY__MATCH__INIT;
-	Istio__Security__Rule *rules[] = { &rule };
-	Istio__Security__Clause *clauses[] = { &clause };
-	Istio__Security__Match *matches[] = { &match };
-	Istio__Security__StringMatch ns = ISTIO__SECURITY__STRING_MATCH__INIT;
-	Istio__Security__StringMatch *namespaces[] = { &ns };
 	struct workload_spec local = { .uid = "local", .addresses = { "10.0.0.10" }, .node = "node-a",
 				       .namespace = "default" };
 	struct response r;
 
-	ns.match_type_case = ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE_EXACT;
-	ns.exact = "default";
-	match.n_namespaces = 1, match.namespaces = namespaces;
-	clause.n_matches = 1, clause.matches = matches;
-	rule.n_clauses = 1, rule.clauses = clauses;
-	policy.name = "allow-default", policy.namespace_ = "default", policy.scope = ISTIO__SECURITY__SCOPE__NAMESPACE;
-	policy.action = ISTIO__SECURITY__ACTION__ALLOW;
-	policy.n_rules = 1, policy.rules = rules;
 	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
-	response_add_message(&r, "default/allow-default", "v1", SM_TYPE_URL_AUTHORIZATION, &policy.base);
+	response_add_allow_from_namespace(&r, "default", "allow-default", "default");
 	apply_ok(&c->h, &r);
 	apply_workloads(&c->h, &local, 1);
 }

@@ -170,27 +170,6 @@ static size_t node_count(const struct agent_authz *authz)
 	return authz->node_mode == NODE_NONE ? 0 : authz->n_node;
 }
 
-/* The tables in force with the idents of the addresses changed since they were written, from the model's
- * list of them: -ESTALE when it has none (a full push) and -ESRCH for a source of a class never evaluated,
- * when the whole input must be built. */
-static int update_changed(struct agent_authz *authz, const struct sm_model *model, struct sm_authz_tables **out,
-			  char *reason, size_t size)
-{
-	struct sm_authz_source *set;
-	uint8_t(*unset)[16];
-	size_t n_set, n_unset;
-	int ret = sm_model_authz_source_changes(model, authz->in_force_changes, (const uint8_t(*)[16])authz->in_force_node,
-						authz->n_in_force_node, (const uint8_t(*)[16])authz->node,
-						node_count(authz), &set, &n_set, &unset, &n_unset);
-
-	if (ret)
-		return ret;
-	ret = sm_authz_update_idents(authz->in_force, set, n_set, (const uint8_t(*)[16])unset, n_unset, out, reason, size);
-	free(set);
-	free(unset);
-	return ret;
-}
-
 /* The tables for the model's state: *sources_only when they are the tables in force with new idents (the
  * destinations and policies unchanged, every source's class known), from the addresses changed since or
  * from the whole input; else compiled whole for generation. *input_out: the input built (NULL when the
@@ -207,7 +186,11 @@ static int compile(struct agent_authz *authz, const struct sm_model *model, uint
 		*input_out = NULL;
 	if (authz->node_mode == NODE_AUTO)
 		own_addresses(authz, model);
-	changed = same_dests && authz->in_force->n_dests ? update_changed(authz, model, out, reason, size) : -ESRCH;
+	changed = same_dests && authz->in_force->n_dests
+			  ? sm_model_authz_update(model, authz->in_force, authz->in_force_changes,
+						  (const uint8_t(*)[16])authz->in_force_node, authz->n_in_force_node,
+						  (const uint8_t(*)[16])authz->node, node_count(authz), out, reason, size)
+			  : -ESRCH;
 	*sources_only = !changed;
 	if (*sources_only)
 		return 0;

@@ -246,24 +246,6 @@ struct bench {
 	size_t dests, cidrs, sources, verdicts, idents;
 };
 
-/* As agent/authz.c's update_changed(): the tables in force with the idents of the addresses changed since. */
-static int update_changed(struct bench *b, const struct sm_model *model, struct sm_authz_tables **out, char *reason,
-			  size_t size)
-{
-	struct sm_authz_source *set;
-	uint8_t(*unset)[16];
-	size_t n_set, n_unset;
-	int ret = sm_model_authz_source_changes(model, b->in_force_changes, NULL, 0, NULL, 0, &set, &n_set, &unset,
-						&n_unset);
-
-	if (ret)
-		return ret;
-	ret = sm_authz_update_idents(b->in_force, set, n_set, (const uint8_t(*)[16])unset, n_unset, out, reason, size);
-	free(set);
-	free(unset);
-	return ret;
-}
-
 /* As agent/authz.c's compile(): the tables in force with new idents when only sources changed and each
  * source's class is known (from the changed addresses, else from the whole input), else a whole
  * compilation. *input: the input built, NULL when the changed addresses sufficed. */
@@ -271,7 +253,11 @@ static int compile(struct bench *b, const struct sm_model *model, uint32_t gener
 		   struct sm_authz_tables **out, bool *sources_only, char *reason, size_t size)
 {
 	bool same_dests = b->in_force && b->in_force_dests == sm_model_authz_destinations_generation(model);
-	int changed = same_dests && b->in_force->n_dests ? update_changed(b, model, out, reason, size) : -ESRCH, ret;
+	int changed = same_dests && b->in_force->n_dests
+			      ? sm_model_authz_update(model, b->in_force, b->in_force_changes, NULL, 0, NULL, 0, out, reason,
+						      size)
+			      : -ESRCH,
+	    ret;
 
 	*input = NULL;
 	*sources_only = !changed;

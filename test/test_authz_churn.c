@@ -80,25 +80,15 @@ static void same_idents(const struct churn *c, const struct sm_authz_tables *got
 /* The tables updated from c->tables with the model's changes, or NULL when they need a whole compilation. */
 static struct sm_authz_tables *update_now(struct churn *c)
 {
-	struct sm_authz_source *set;
-	uint8_t(*unset)[16];
-	size_t n_set, n_unset;
 	struct sm_authz_tables *t = NULL;
 	char reason[256];
 	int err;
 
 	if (!c->tables || !c->tables->n_dests || c->dests != sm_model_authz_destinations_generation(c->h.model))
 		return NULL;
-	err = sm_model_authz_source_changes(c->h.model, c->since, (const uint8_t(*)[16])c->was_node, c->n_was,
-					    (const uint8_t(*)[16])c->node, c->n_node, &set, &n_set, &unset, &n_unset);
-	if (err == -ESTALE)
-		return NULL;
-	assert_int_equal(err, 0);
-	err = sm_authz_update_idents(c->tables, set, n_set, (const uint8_t(*)[16])unset, n_unset, &t, reason,
-				     sizeof(reason));
-	free(set);
-	free(unset);
-	if (err == -ESRCH)
+	err = sm_model_authz_update(c->h.model, c->tables, c->since, (const uint8_t(*)[16])c->was_node, c->n_was,
+				    (const uint8_t(*)[16])c->node, c->n_node, &t, reason, sizeof(reason));
+	if (err == -ESTALE || err == -ESRCH)
 		return NULL;
 	if (err)
 		fail_msg("update: %s", reason);

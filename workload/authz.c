@@ -193,6 +193,24 @@ int sm_model_authz_source_changes(const struct sm_model *model, uint64_t since, 
 	return 0;
 }
 
+int sm_model_authz_update(const struct sm_model *model, const struct sm_authz_tables *prev, uint64_t since,
+			  const uint8_t (*was_node)[16], size_t n_was, const uint8_t (*node)[16], size_t n_node,
+			  struct sm_authz_tables **out, char *reason, size_t reason_size)
+{
+	struct sm_authz_source *set;
+	uint8_t(*unset)[16];
+	size_t n_set, n_unset;
+	int err = sm_model_authz_source_changes(model, since, was_node, n_was, node, n_node, &set, &n_set, &unset,
+						&n_unset);
+
+	if (err)
+		return err;
+	err = sm_authz_update_idents(prev, set, n_set, (const uint8_t(*)[16])unset, n_unset, out, reason, reason_size);
+	free(set);
+	free(unset);
+	return err;
+}
+
 static void identity_of(const struct wl_def *def, struct sm_authz_identity *out)
 {
 	out->trust_domain = def->trust_domain && def->trust_domain[0] ? def->trust_domain : DEFAULT_TRUST_DOMAIN;

@@ -6,8 +6,11 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
+#include "agent/local_addrs.h"
 #include "datapath/datapath.h"
 #include "workload/workload.h"
 #include "xds/xds.h"
@@ -61,9 +64,7 @@ struct agent {
 	atomic_bool local_config_applied;
 	struct local_state *local; /* local-config mode: the last applied file, the watcher */
 	atomic_bool datapath_committed; /* false while a layout migration waits for the first sync */
-	/* sm_local_addrs (under model_lock): whether it holds the local addresses of this model generation */
-	bool local_addresses_written;
-	uint64_t local_addresses_generation;
+	struct local_addrs local_addrs; /* sm_local_addrs in step with the model (under model_lock) */
 	/* What the start prepares before it touches the kernel: */
 	struct sm_config knobs;		/* the datapath's config map */
 	struct sm_pin_lock *lock;	/* the pin directory's, held for the agent's life */
@@ -94,6 +95,15 @@ static inline unsigned agent_next_retry_ms(unsigned previous_ms)
 	enum { FIRST_MS = 1000, MAX_MS = 30000 };
 
 	return !previous_ms ? FIRST_MS : previous_ms >= MAX_MS / 2 ? MAX_MS : previous_ms * 2;
+}
+
+/* CLOCK_MONOTONIC in milliseconds: when such a try is due. */
+static inline uint64_t agent_monotonic_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 }
 
 /* Whether the agent serves: config applied (first response of each type, or the local config) and the

@@ -306,29 +306,10 @@ static int set_knobs(struct agent *agent)
 
 /* ---- applying ---- */
 
-struct addresses {
-	struct sm_frontend_key *items;
-	size_t n, capacity;
-};
-
-static int collect_address(void *ctx, const uint8_t addr[16])
-{
-	struct addresses *list = ctx;
-
-	if (list->n == list->capacity) {
-		size_t capacity = list->capacity ? list->capacity * 2 : 16;
-		void *items = realloc(list->items, capacity * sizeof(*list->items));
-		if (!items)
-			return -ENOMEM;
-		list->items = items;
-		list->capacity = capacity;
-	}
-	memcpy(list->items[list->n++].addr, addr, 16);
-	return 0;
-}
-
 /* The signal by which a thread that found the maps unlike the model stops the agent for a restart. */
 #define SIGNAL_RESTART_TO_ADOPT SIGUSR1
+/* The signal by which a thread that scheduled a retry wakes the main thread, which then waits for that retry. */
+#define SIGNAL_RETRY_SCHEDULED SIGUSR2
 
 void agent_apply_failed(void *ctx, int err)
 {
@@ -340,26 +321,42 @@ void agent_apply_failed(void *ctx, int err)
 	kill(getpid(), SIGNAL_RESTART_TO_ADOPT);
 }
 
-/* This node's addresses, which may accelerate, written when a batch changed the node's workloads: the
- * write walks the map, a syscall an address (0.4 ms for 100 pods), too much for every response. What
- * could not be written is written after the next response. */
+/* This node's addresses, which may accelerate (under the model lock): after a batch changed this node's
+ * workloads, and when a write that failed is due again (agent/local_addrs.h). */
 static void write_local_addresses(struct agent *agent)
 {
-	uint64_t generation = sm_model_local_generation(agent->model);
-	struct addresses local = { 0 };
-	int ret;
+	unsigned failures = agent->local_addrs.failures;
+	int ret = local_addrs_sync(&agent->local_addrs, agent->model, agent->dp, agent_monotonic_ms());
 
-	if (agent->local_addresses_written && agent->local_addresses_generation == generation)
-		return;
-	ret = sm_model_for_each_local_address(agent->model, collect_address, &local);
-	if (!ret)
-		ret = sm_datapath_set_local_addresses(agent->dp, local.items, local.n);
-	free(local.items);
-	agent->local_addresses_written = !ret;
-	agent->local_addresses_generation = generation;
-	if (ret)
-		log_msg(LOG_WARN, "writing this node's workload addresses (sm_local_addrs): %s; tried again after the next "
-			"response", strerror(-ret));
+	if (ret) {
+		log_msg(LOG_WARN, "writing this node's workload addresses (sm_local_addrs): %s; tried again in %u s",
+			strerror(-ret), agent->local_addrs.retry_ms / 1000);
+		kill(getpid(), SIGNAL_RETRY_SCHEDULED); /* the xDS thread's apply: the main thread may wait for no retry */
+	}
+	else if (failures && !agent->local_addrs.failures)
+		log_msg(LOG_INFO, "this node's workload addresses written (sm_local_addrs) after %u failed %s", failures,
+			failures == 1 ? "try" : "tries");
+}
+
+/* The wait until the next retry the main thread makes (wait_for_signal's timeout; 0: none waiting). */
+static unsigned next_retry_ms(struct agent *agent)
+{
+	unsigned config = local_config_retry_ms(agent), addrs;
+
+	pthread_mutex_lock(&agent->model_lock);
+	addrs = local_addrs_retry_in_ms(&agent->local_addrs, agent_monotonic_ms());
+	pthread_mutex_unlock(&agent->model_lock);
+	return !config ? addrs : !addrs || config < addrs ? config : addrs;
+}
+
+static void retry_what_is_due(struct agent *agent)
+{
+	if (local_config_retry_due(agent))
+		local_config_reload(agent);
+	pthread_mutex_lock(&agent->model_lock);
+	if (local_addrs_retry_due(&agent->local_addrs, agent_monotonic_ms()))
+		write_local_addresses(agent);
+	pthread_mutex_unlock(&agent->model_lock);
 }
 
 /* After each response (under the model lock): this node's addresses; a layout migration switches over once
@@ -541,6 +538,7 @@ static int wait_for_signal(unsigned timeout_ms)
 	sigaddset(&signals, SIGINT);
 	sigaddset(&signals, SIGHUP);
 	sigaddset(&signals, SIGNAL_RESTART_TO_ADOPT);
+	sigaddset(&signals, SIGNAL_RETRY_SCHEDULED);
 	do
 		sig = sigtimedwait(&signals, NULL, timeout_ms ? &timeout : NULL);
 	while (sig < 0 && errno == EINTR);
@@ -708,6 +706,7 @@ int cmd_run(int argc, char **argv)
 	sigaddset(&signals, SIGINT);
 	sigaddset(&signals, SIGHUP);
 	sigaddset(&signals, SIGNAL_RESTART_TO_ADOPT);
+	sigaddset(&signals, SIGNAL_RETRY_SCHEDULED);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -748,9 +747,13 @@ int cmd_run(int argc, char **argv)
 		log_msg(LOG_INFO, "serving; admin endpoint on %s, metrics on %s", agent.admin_bound,
 			agent.telemetry ? agent.metrics_bound : "(none: --no-telemetry)");
 		int sig;
-		/* no signal: the retry of a local config reload that ran out of memory (0, none, with xDS) */
-		while (!(sig = wait_for_signal(local_config_retry_ms(&agent))) || sig == SIGHUP) {
-			if (agent.options.local_config)
+		/* no signal: a retry is due (a local config reload that ran out of memory, a failed write) */
+		while (!(sig = wait_for_signal(next_retry_ms(&agent))) || sig == SIGHUP || sig == SIGNAL_RETRY_SCHEDULED) {
+			if (!sig)
+				retry_what_is_due(&agent);
+			else if (sig == SIGNAL_RETRY_SCHEDULED)
+				continue; /* waits anew, for it */
+			else if (agent.options.local_config)
 				local_config_reload(&agent);
 			else
 				log_msg(LOG_INFO, "SIGHUP: nothing to reload, the config comes from istiod");

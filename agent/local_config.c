@@ -32,7 +32,8 @@ struct local_state {
 	int inotify_fd;
 	int stop_fd;
 	char name[NAME_MAX + 1]; /* the file's name in its directory */
-	unsigned retry_ms; /* after a reload that ran out of memory: when to try again (0: not due) */
+	unsigned retry_ms;     /* after a reload that ran out of memory: the back-off (0: none waiting) */
+	uint64_t retry_at_ms; /* when the next try is due (CLOCK_MONOTONIC) */
 };
 
 static struct local_state *state_of(struct agent *agent)
@@ -287,8 +288,10 @@ static int memory_short(struct agent *agent, const char *doing)
 {
 	struct local_state *state = state_of(agent);
 
-	if (state)
+	if (state) {
 		state->retry_ms = agent_next_retry_ms(state->retry_ms);
+		state->retry_at_ms = agent_monotonic_ms() + state->retry_ms;
+	}
 	log_msg(LOG_ERROR, "local config %s: out of memory %s it; the config applied before keeps serving%s",
 		agent->options.local_config, doing, state ? ", and the file is read again after a back-off" : "");
 	return -ENOMEM;
@@ -296,7 +299,16 @@ static int memory_short(struct agent *agent, const char *doing)
 
 unsigned local_config_retry_ms(struct agent *agent)
 {
-	return agent->local ? agent->local->retry_ms : 0;
+	uint64_t now = agent_monotonic_ms();
+
+	if (!agent->local || !agent->local->retry_ms)
+		return 0;
+	return agent->local->retry_at_ms > now ? (unsigned)(agent->local->retry_at_ms - now) : 1;
+}
+
+bool local_config_retry_due(struct agent *agent)
+{
+	return agent->local && agent->local->retry_ms && agent_monotonic_ms() >= agent->local->retry_at_ms;
 }
 
 static int reload(struct agent *agent)

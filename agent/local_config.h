@@ -51,8 +51,11 @@ int local_config_load(struct agent *agent, struct local_config *config);
  * After -ENOMEM, local_config_retry_ms says when to call it again.
  */
 int local_config_reload(struct agent *agent);
-/* Milliseconds until the next try of a reload that ran out of memory (doubling from 1 s to 30 s); 0: none due. */
+/* Milliseconds until the next try of a reload that ran out of memory (doubling from 1 s to 30 s; at least 1);
+ * 0: none waiting. */
 unsigned local_config_retry_ms(struct agent *agent);
+/* Whether that try is due now. */
+bool local_config_retry_due(struct agent *agent);
 
 /*
  * Watches the directory holding the file (so that editors' rename-over writes and Kubernetes

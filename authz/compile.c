@@ -347,6 +347,7 @@ static void compiler_free(struct sm_compiler *c)
 	free(c->class_used);
 	sm_intern_free(&c->sets);
 	free(c->rows);
+	sm_classifier_unref(c->classifier);
 }
 
 static uint32_t limit(uint32_t given, uint32_t map_default)
@@ -364,7 +365,7 @@ static int compile(struct sm_compiler *c, char *reason, size_t reason_size)
 	    (err = check_limit("dests", c->t->n_dests, c->max_dests, reason, reason_size)) ||
 	    (err = sm_compile_cidr_classes(c)) ||
 	    (err = check_limit("cidrs", c->t->n_cidrs, c->max_cidrs, reason, reason_size)) ||
-	    (err = sm_compile_pairs(c, keep, n_keep, &ps)))
+	    (err = sm_classifier_new(c, &c->classifier)) || (err = sm_compile_pairs(c, keep, n_keep, &ps)))
 		goto out;
 	c->class_used = calloc(c->source_classes.n + 1, sizeof(*c->class_used));
 	if (!c->class_used) {
@@ -377,7 +378,11 @@ static int compile(struct sm_compiler *c, char *reason, size_t reason_size)
 	if ((err = check_limit("verdicts", c->need_verdicts, c->max_verdicts, reason, reason_size)) ||
 	    (err = build_verdicts(c)) || (err = sm_compile_sources(c, &ps)))
 		goto out;
-	err = check_limit("sources", c->t->n_sources, c->max_sources, reason, reason_size);
+	if ((err = check_limit("sources", c->t->n_sources, c->max_sources, reason, reason_size)))
+		goto out;
+	sm_classifier_take_classes(c->classifier, c);
+	c->t->classifier = c->classifier;
+	c->classifier = NULL;
 out:
 	if (err == -ENOMEM)
 		snprintf(reason, reason_size, "out of memory compiling the authorization tables");

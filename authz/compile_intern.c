@@ -75,6 +75,34 @@ static int rehash(struct sm_intern *in)
 	return 0;
 }
 
+/* The slot holding blob (hash h), or the empty slot where it would go; in has slots. */
+static size_t slot_of(const struct sm_intern *in, const void *blob, size_t size, uint64_t h)
+{
+	size_t i;
+
+	for (i = h & (in->n_slots - 1); in->slots[i]; i = (i + 1) & (in->n_slots - 1)) {
+		uint32_t k = in->slots[i] - 1;
+		size_t k_size = in->offsets[k + 1] - in->offsets[k];
+
+		if (in->hashes[k] == h && k_size == size && !memcmp(in->bytes + in->offsets[k], blob, size))
+			break;
+	}
+	return i;
+}
+
+int sm_intern_find(const struct sm_intern *in, const void *blob, size_t size, uint32_t *id)
+{
+	size_t i;
+
+	if (!in->n_slots)
+		return -ESRCH;
+	i = slot_of(in, blob, size, hash_bytes(blob, size));
+	if (!in->slots[i])
+		return -ESRCH;
+	*id = in->slots[i] - 1;
+	return 0;
+}
+
 int sm_intern_add(struct sm_intern *in, const void *blob, size_t size, uint32_t *id)
 {
 	uint64_t h = hash_bytes(blob, size);
@@ -83,14 +111,10 @@ int sm_intern_add(struct sm_intern *in, const void *blob, size_t size, uint32_t 
 
 	if ((in->n + 1) * 2 > in->n_slots && (err = rehash(in)))
 		return err;
-	for (i = h & (in->n_slots - 1); in->slots[i]; i = (i + 1) & (in->n_slots - 1)) {
-		uint32_t k = in->slots[i] - 1;
-		size_t k_size = in->offsets[k + 1] - in->offsets[k];
-
-		if (in->hashes[k] == h && k_size == size && !memcmp(in->bytes + in->offsets[k], blob, size)) {
-			*id = k;
-			return 0;
-		}
+	i = slot_of(in, blob, size, h);
+	if (in->slots[i]) {
+		*id = in->slots[i] - 1;
+		return 0;
 	}
 	if ((err = sm_grow(&in->bytes, &in->cap_bytes, in->n_bytes + size + 1, 1)) || /* never NULL */
 	    (err = sm_grow(&in->offsets, &in->cap, in->n + 2, sizeof(*in->offsets))) ||

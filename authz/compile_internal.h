@@ -28,6 +28,8 @@ void sm_intern_init(struct sm_intern *in);
 void sm_intern_free(struct sm_intern *in);
 /* The id of blob (added when new); -ENOMEM. */
 int sm_intern_add(struct sm_intern *in, const void *blob, size_t size, uint32_t *id);
+/* The id of blob; -ESRCH when it was never added. */
+int sm_intern_find(const struct sm_intern *in, const void *blob, size_t size, uint32_t *id);
 static inline const void *sm_intern_get(const struct sm_intern *in, uint32_t id, size_t *size)
 {
 	if (size)
@@ -73,8 +75,6 @@ uint32_t sm_authz_cidr_class(const struct sm_authz_tables *tables, const uint8_t
 int sm_cidr_parents(const struct sm_authz_tables *tables, int32_t **parent);
 uint32_t sm_cidr_class_in(const struct sm_authz_tables *tables, const int32_t *parent, const uint8_t addr[16]);
 
-#endif
-
 /* ---- the compiler's state, shared by compile.c (tables) and compile_set.c (one destination set) ---- */
 
 #define SM_NO_BIT UINT32_MAX
@@ -118,6 +118,8 @@ struct sm_compiler {
 	bool *class_used;		 /* per source class id: has a verdict entry of its own */
 
 	struct sm_intern sets; /* (policy indices, destination bits); destination set = id + 1 */
+
+	struct sm_authz_classifier *classifier; /* the source side, handed to the tables at the end */
 };
 
 /* An (identity, CIDR class) pair that occurs, and its source class. */
@@ -134,9 +136,29 @@ struct sm_pairs {
 	struct sm_intern identities; /* identity hash → index in id_vectors */
 	uint64_t *id_vectors;
 	size_t cap_vectors;
-	uint64_t *cidr_vectors;
 	uint64_t *scratch;
 };
+
+/* ---- the source side, kept with the tables (compile_classify.c) ---- */
+
+/* The identity side of c's matches and each CIDR class's side (after sm_compile_cidr_classes). */
+int sm_classifier_new(const struct sm_compiler *c, struct sm_authz_classifier **out);
+/* Once the verdicts said which classes have entries of their own: c's source classes, moved in. */
+void sm_classifier_take_classes(struct sm_authz_classifier *k, struct sm_compiler *c);
+size_t sm_classifier_words(const struct sm_authz_classifier *k);
+/* Per source bit: whether the identity side of its match holds (identity NULL: none); -ENOMEM. */
+int sm_classifier_identity_vector(const struct sm_authz_classifier *k, const struct sm_authz_identity *identity,
+				  uint64_t *out);
+/* Per source bit: whether the SOURCE_IPS side of its match holds for the CIDR class. */
+const uint64_t *sm_classifier_cidr_vector(const struct sm_authz_classifier *k, uint32_t cidr_class);
+/* The source class of a pair, and whether it has a sources entry (verdicts of its own); -ESRCH when its
+ * vector is none of the compilation's classes, -ENOMEM. */
+int sm_classifier_class(const struct sm_authz_classifier *k, const struct sm_authz_identity *identity,
+			uint32_t cidr_class, uint32_t *source_class, bool *own_entry);
+/* The entries the sources table may hold for one generation. */
+uint32_t sm_classifier_max_sources(const struct sm_authz_classifier *k);
+struct sm_authz_classifier *sm_classifier_ref(struct sm_authz_classifier *k);
+void sm_classifier_unref(struct sm_authz_classifier *k);
 
 /* t's idents: each distinct address of in's sources (its first listing) with its identity, sorted by
  * address; *keep gets their indices in in->sources, in the same order (the caller's to free). */
@@ -158,3 +180,5 @@ int sm_compile_emit_verdict(struct sm_compiler *c, uint32_t set, uint32_t source
 /* Evaluates destination set id (0-based) over every source class and port class, and writes its entries;
  * -E2BIG (with the reason) when that is more cells than it evaluates, -ENOMEM. */
 int sm_compile_set(struct sm_compiler *c, uint32_t id, char *reason, size_t reason_size);
+
+#endif

@@ -193,5 +193,8 @@ void sm_authz_tables_free(struct sm_authz_tables *t)
 	free(t->ident_keys);
 	free(t->ident_values);
 	free(t->pair_keys);
+	free(t->added_source_keys);
+	free(t->added_source_values);
+	sm_classifier_unref(t->classifier);
 	free(t);
 }

@@ -4,7 +4,10 @@
  * account), from the tables compiled last. The verdicts depend on the destinations, their policies and
  * the source classes; a source's class depends only on its (identity, CIDR class) pair. While the
  * destinations and policies stand, a source whose pair the last compilation evaluated needs nothing but
- * its ident: prev's tables stay as they are. A pair never evaluated may make a new class: compile in full.
+ * its ident: prev's tables stay as they are. A pair never evaluated (a new service account, say) is given
+ * its class by the compilation's source side (compile_classify.c) when its vector is one of the classes
+ * the compilation made; when that class has verdicts of its own, the pair also needs a sources entry,
+ * added. A vector of no class would be a new class, with verdicts of its own: compile in full.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -47,25 +50,156 @@ static int copy_tables(struct sm_authz_tables *t, const struct sm_authz_tables *
 	    (err = copy_array(&t->verdict_keys, prev->verdict_keys, prev->n_verdicts, sizeof(*prev->verdict_keys))) ||
 	    (err = copy_array(&t->verdicts, prev->verdicts, prev->n_verdicts, sizeof(*prev->verdicts))))
 		return err;
+	t->classifier = sm_classifier_ref(prev->classifier);
 	return copy_array(&t->pair_keys, prev->pair_keys, prev->n_pairs, sizeof(*prev->pair_keys));
 }
 
-/* Whether prev gives addr with identity a source class it evaluated: the node's addresses need none. */
-static bool class_known(const struct sm_authz_tables *prev, const int32_t *parent, const uint8_t addr[16],
-			uint64_t identity)
-{
-	struct sm_authz_source_key key = { .cidr_class = sm_cidr_class_in(prev, parent, addr), .identity = identity };
+/* ---- pairs never evaluated ---- */
 
-	return identity == SM_AUTHZ_IDENTITY_NODE ||
-	       bsearch(&key, prev->pair_keys, prev->n_pairs, sizeof(key), sm_authz_cmp_source) != NULL;
+struct new_pair {
+	struct sm_authz_source_key key; /* generation 0, as pair_keys */
+	uint32_t source_class;
+	bool own_entry;
+};
+
+struct new_pairs {
+	struct new_pair *items;
+	size_t n, cap;
+};
+
+/* Whether prev gives the pair (cidr_class, identity) a source class it evaluated. */
+static bool pair_known(const struct sm_authz_tables *prev, uint32_t cidr_class, uint64_t identity)
+{
+	struct sm_authz_source_key key = { .cidr_class = cidr_class, .identity = identity };
+
+	return bsearch(&key, prev->pair_keys, prev->n_pairs, sizeof(key), sm_authz_cmp_source) != NULL;
 }
 
-/* The first of t's idents (sorted, as prev's) that prev does not hold as it is and whose pair prev never
- * evaluated: its index, or -1. One walk of both lists; the node's addresses have no pair. */
-static long first_unknown_pair(const struct sm_authz_tables *t, const struct sm_authz_tables *prev,
-			       const int32_t *parent)
+/*
+ * A source (addr, identity) of the update: 0 when prev evaluated its pair or the compilation's source side
+ * gives it a class (then listed in *fresh), -ESRCH when it would make a new class, -ENOMEM. The node's
+ * addresses have no pair.
+ */
+static int admit_source(const struct sm_authz_tables *prev, const int32_t *parent, const uint8_t addr[16],
+			uint64_t identity_hash, const struct sm_authz_identity *identity, struct new_pairs *fresh)
+{
+	uint32_t cidr_class = sm_cidr_class_in(prev, parent, addr);
+	struct new_pair pair = { .key = { .cidr_class = cidr_class, .identity = identity_hash } };
+	int err;
+
+	if (identity_hash == SM_AUTHZ_IDENTITY_NODE || pair_known(prev, cidr_class, identity_hash))
+		return 0;
+	if (!prev->classifier)
+		return -ESRCH;
+	if ((err = sm_classifier_class(prev->classifier, identity, cidr_class, &pair.source_class, &pair.own_entry)) ||
+	    (err = sm_grow(&fresh->items, &fresh->cap, fresh->n + 1, sizeof(*fresh->items))))
+		return err;
+	fresh->items[fresh->n++] = pair;
+	return 0;
+}
+
+static int cmp_new_pair(const void *a, const void *b)
+{
+	return sm_authz_cmp_source(&((const struct new_pair *)a)->key, &((const struct new_pair *)b)->key);
+}
+
+/* Sorts the fresh pairs, each distinct one once; returns how many of them need a sources entry. */
+static size_t distinct_fresh(struct new_pairs *fresh)
+{
+	size_t n = 0, n_own = 0;
+
+	qsort(fresh->items, fresh->n, sizeof(*fresh->items), cmp_new_pair);
+	for (size_t i = 0; i < fresh->n; i++) {
+		if (n && !cmp_new_pair(&fresh->items[n - 1], &fresh->items[i]))
+			continue;
+		fresh->items[n++] = fresh->items[i];
+		n_own += fresh->items[i].own_entry;
+	}
+	fresh->n = n;
+	return n_own;
+}
+
+/* t's pair keys (prev's, none of the fresh ones among them) with the fresh pairs merged in. */
+static int merge_pair_keys(struct sm_authz_tables *t, const struct new_pairs *fresh)
+{
+	struct sm_authz_source_key *pairs = malloc((t->n_pairs + fresh->n) * sizeof(*pairs));
+	size_t p = 0, a = 0, k = 0;
+
+	if (!pairs)
+		return -ENOMEM;
+	for (; p < t->n_pairs || a < fresh->n; k++)
+		pairs[k] = a == fresh->n || (p < t->n_pairs && sm_authz_cmp_source(&t->pair_keys[p], &fresh->items[a].key) < 0)
+				   ? t->pair_keys[p++]
+				   : fresh->items[a++].key;
+	free(t->pair_keys);
+	t->pair_keys = pairs;
+	t->n_pairs = k;
+	return 0;
+}
+
+/* A sources entry of t's generation for each fresh pair whose class has verdicts of its own (n_own of them):
+ * listed as added, and merged into t's sources. */
+static int merge_sources(struct sm_authz_tables *t, const struct new_pairs *fresh, size_t n_own)
+{
+	struct sm_authz_source_key *keys = malloc((t->n_sources + n_own + 1) * sizeof(*keys));
+	struct sm_authz_source_value *values = malloc((t->n_sources + n_own + 1) * sizeof(*values));
+	size_t p = 0, a = 0, k = 0;
+
+	t->added_source_keys = malloc((n_own + 1) * sizeof(*t->added_source_keys));
+	t->added_source_values = malloc((n_own + 1) * sizeof(*t->added_source_values));
+	if (!keys || !values || !t->added_source_keys || !t->added_source_values) {
+		free(keys);
+		free(values);
+		return -ENOMEM; /* the added lists go with t */
+	}
+	for (size_t i = 0; i < fresh->n; i++) {
+		if (!fresh->items[i].own_entry)
+			continue;
+		t->added_source_keys[t->n_added_sources] = fresh->items[i].key;
+		t->added_source_keys[t->n_added_sources].generation = t->generation;
+		t->added_source_values[t->n_added_sources++] =
+			(struct sm_authz_source_value){ .source_class = fresh->items[i].source_class };
+	}
+	for (; p < t->n_sources || a < t->n_added_sources; k++) {
+		bool from_prev = a == t->n_added_sources ||
+				 (p < t->n_sources && sm_authz_cmp_source(&t->source_keys[p], &t->added_source_keys[a]) < 0);
+
+		keys[k] = from_prev ? t->source_keys[p] : t->added_source_keys[a];
+		values[k] = from_prev ? t->source_values[p++] : t->added_source_values[a++];
+	}
+	free(t->source_keys);
+	free(t->source_values);
+	t->source_keys = keys;
+	t->source_values = values;
+	t->n_sources = k;
+	return 0;
+}
+
+/* The fresh pairs into t: -ESRCH when their sources entries would take the sources past their limit for a
+ * generation (a whole compilation says so), -ENOMEM. */
+static int add_fresh_pairs(struct sm_authz_tables *t, struct new_pairs *fresh)
+{
+	size_t n_own;
+	int err;
+
+	if (!fresh->n)
+		return 0;
+	n_own = distinct_fresh(fresh);
+	if (t->n_sources + n_own > sm_classifier_max_sources(t->classifier))
+		return -ESRCH;
+	if ((err = merge_pair_keys(t, fresh)))
+		return err;
+	return merge_sources(t, fresh, n_own);
+}
+
+/* The sources of t's idents (sorted, as prev's; keep: their indices in input) that prev does not hold as they
+ * are, admitted (admit_source); *unknown: the index of the one refused. */
+static int admit_changed_idents(const struct sm_authz_tables *t, const struct sm_authz_tables *prev,
+				const struct sm_authz_compile_input *input, const size_t *keep, const int32_t *parent,
+				struct new_pairs *fresh, long *unknown)
 {
 	size_t p = 0;
+	int err;
 
 	for (size_t i = 0; i < t->n_idents; i++) {
 		uint64_t identity = t->ident_values[i].identity;
@@ -73,19 +207,29 @@ static long first_unknown_pair(const struct sm_authz_tables *t, const struct sm_
 
 		while (p < prev->n_idents && (order = sm_authz_cmp_ident(&prev->ident_keys[p], &t->ident_keys[i])) < 0)
 			p++;
-		if ((order != 0 || prev->ident_values[p].identity != identity) &&
-		    !class_known(prev, parent, t->ident_keys[i].addr, identity))
-			return (long)i;
+		if (order == 0 && prev->ident_values[p].identity == identity)
+			continue;
+		err = admit_source(prev, parent, t->ident_keys[i].addr, identity, &input->sources[keep[i]].identity, fresh);
+		if (err) {
+			*unknown = (long)i;
+			return err;
+		}
 	}
-	return -1;
+	return 0;
 }
 
+/* addr NULL: the pairs fit no longer. */
 static int refuse_pair(const uint8_t addr[16], char *reason, size_t reason_size)
 {
 	char text[INET6_ADDRSTRLEN];
 
+	if (!addr) {
+		snprintf(reason, reason_size, "the sources of new identities exceed the sources table's limit");
+		return -ESRCH;
+	}
 	inet_ntop(AF_INET6, addr, text, sizeof(text));
-	snprintf(reason, reason_size, "source %s: an identity and prefix class the tables in force never evaluated", text);
+	snprintf(reason, reason_size, "source %s: an identity and prefix class of a source class the tables in force do not have",
+		 text);
 	return -ESRCH;
 }
 
@@ -107,19 +251,23 @@ int sm_authz_update_sources(const struct sm_authz_tables *prev, const struct sm_
 			    struct sm_authz_tables **out, char *reason, size_t reason_size)
 {
 	struct sm_authz_tables *t = calloc(1, sizeof(*t));
+	struct new_pairs fresh = { 0 };
 	int32_t *parent = NULL;
 	size_t *keep = NULL, n_keep;
-	long unknown;
+	long unknown = -1;
 	int err = -ENOMEM;
 
 	*out = NULL;
 	if (!t || (err = copy_tables(t, prev)) || (err = sm_compile_idents(input, t, &keep, &n_keep)) ||
 	    (err = sm_cidr_parents(prev, &parent)))
 		goto out;
-	unknown = first_unknown_pair(t, prev, parent);
-	if (unknown >= 0)
-		err = refuse_pair(t->ident_keys[unknown].addr, reason, reason_size);
+	err = admit_changed_idents(t, prev, input, keep, parent, &fresh, &unknown);
+	if (!err)
+		err = add_fresh_pairs(t, &fresh);
+	if (err == -ESRCH)
+		refuse_pair(unknown >= 0 ? t->ident_keys[unknown].addr : NULL, reason, reason_size);
 out:
+	free(fresh.items);
 	free(parent);
 	free(keep);
 	return hand_out(t, err, out, reason, reason_size);
@@ -130,6 +278,7 @@ out:
 struct ident_change {
 	struct sm_frontend_key key;
 	struct sm_authz_ident_value value;
+	const struct sm_authz_identity *identity; /* present ones: the source's */
 	bool present;
 	size_t order; /* the first listing of an address wins */
 };
@@ -154,6 +303,7 @@ static struct ident_change *changes_of(const struct sm_authz_source *set, size_t
 	for (size_t i = 0; i < n_set; i++) {
 		memcpy(c[i].key.addr, set[i].addr, 16);
 		c[i].value.identity = set[i].node ? SM_AUTHZ_IDENTITY_NODE : sm_authz_identity_hash(&set[i].identity);
+		c[i].identity = &set[i].identity;
 		c[i].present = true;
 		c[i].order = i;
 	}
@@ -176,11 +326,13 @@ static void push_ident(struct sm_authz_tables *t, const struct sm_frontend_key *
 	t->ident_values[t->n_idents++].identity = identity;
 }
 
-/* prev's idents with the changes merged in (both sorted by address); -ESRCH for a pair never evaluated. */
+/* prev's idents with the changes merged in (both sorted by address), each changed source admitted
+ * (admit_source); *unknown: the index of the change refused. */
 static int merge_changes(struct sm_authz_tables *t, const struct sm_authz_tables *prev, const struct ident_change *c,
-			 size_t n, const int32_t *parent, long *unknown)
+			 size_t n, const int32_t *parent, struct new_pairs *fresh, long *unknown)
 {
 	size_t p = 0, k = 0;
+	int err;
 
 	while (p < prev->n_idents || k < n) {
 		int order = p == prev->n_idents ? 1 : k == n ? -1 : sm_authz_cmp_ident(&prev->ident_keys[p], &c[k].key);
@@ -193,9 +345,9 @@ static int merge_changes(struct sm_authz_tables *t, const struct sm_authz_tables
 		}
 		identity = c[k].value.identity;
 		if (c[k].present && (order > 0 || prev->ident_values[p].identity != identity) &&
-		    !class_known(prev, parent, c[k].key.addr, identity)) {
+		    (err = admit_source(prev, parent, c[k].key.addr, identity, c[k].identity, fresh))) {
 			*unknown = (long)k;
-			return -ESRCH;
+			return err;
 		}
 		if (c[k].present)
 			push_ident(t, &c[k].key, identity);
@@ -211,6 +363,7 @@ int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_a
 {
 	struct sm_authz_tables *t = calloc(1, sizeof(*t));
 	struct ident_change *changes = NULL;
+	struct new_pairs fresh = { 0 };
 	int32_t *parent = NULL;
 	size_t n = 0;
 	long unknown = -1;
@@ -225,10 +378,13 @@ int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_a
 	t->ident_values = malloc((prev->n_idents + n + 1) * sizeof(*t->ident_values));
 	if (!changes || !t->ident_keys || !t->ident_values)
 		goto out;
-	err = merge_changes(t, prev, changes, n, parent, &unknown);
+	err = merge_changes(t, prev, changes, n, parent, &fresh, &unknown);
+	if (!err)
+		err = add_fresh_pairs(t, &fresh);
 	if (err == -ESRCH)
-		refuse_pair(changes[unknown].key.addr, reason, reason_size);
+		refuse_pair(unknown >= 0 ? changes[unknown].key.addr : NULL, reason, reason_size);
 out:
+	free(fresh.items);
 	free(changes);
 	free(parent);
 	return hand_out(t, err, out, reason, reason_size);

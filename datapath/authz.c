@@ -517,6 +517,12 @@ int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz
 	if (!in_force || t->generation != in_force)
 		return fail(err, size, -EINVAL, "identities of generation %u, but generation %u is in force",
 			    t->generation, in_force);
+	/* the sources entries of new identities first: no ident names them before they are there */
+	ret = update_entries(dp->fds[SM_DP_MAP_AUTHZ_SOURCES], t->added_source_keys, t->added_source_values,
+			     sizeof(struct sm_authz_source_key), sizeof(struct sm_authz_source_value), t->n_added_sources);
+	if (ret)
+		return fail(err, size, ret, "writing %zu entries of generation %u to %s: %s", t->n_added_sources,
+			    t->generation, sm_dp_map_name(SM_DP_MAP_AUTHZ_SOURCES), strerror(-ret));
 	/* no flip: a check reads an address's identity before or after its change, both valid */
 	ret = write_idents(dp, t, &stale, &idents, err, size);
 	if (ret)

@@ -97,6 +97,13 @@ struct sm_authz_tables {
 	 * of generation 0, sorted (sm_authz_update_sources: which sources the verdicts already cover). */
 	struct sm_authz_source_key *pair_keys;
 	size_t n_pairs;
+	/* The sources entries an update of sources (sm_authz_update_*) added to those of the tables it started
+	 * from: a write of idents alone writes them before the idents (a whole write writes every entry). */
+	struct sm_authz_source_key *added_source_keys;
+	struct sm_authz_source_value *added_source_values;
+	size_t n_added_sources;
+	/* authz/'s, written to no map: what such an update needs to give a pair never evaluated its class. */
+	struct sm_authz_classifier *classifier;
 };
 
 /* ---- the datapath ---- */

@@ -118,9 +118,9 @@ static inline void response_add_message(struct response *r, const char *name, co
 	free(bytes);
 }
 
-/* A NAMESPACE-scoped ALLOW policy NAMESPACE/NAME whose one rule lets in the sources of namespace `from`. */
-static inline void response_add_allow_from_namespace(struct response *r, const char *namespace, const char *name,
-						     const char *from)
+/* A NAMESPACE-scoped policy NAMESPACE/NAME of action whose one rule matches the sources of namespace `from`. */
+static inline void response_add_policy_from_namespace(struct response *r, const char *namespace, const char *name,
+						      Istio__Security__Action action, const char *from)
 {
 	Istio__Security__Authorization policy = ISTIO__SECURITY__AUTHORIZATION__INIT;
 	Istio__Security__Rule rule = ISTIO__SECURITY__RULE__INIT, *rules[] = { &rule };
@@ -136,10 +136,17 @@ static inline void response_add_allow_from_namespace(struct response *r, const c
 	rule.n_clauses = 1, rule.clauses = clauses;
 	policy.name = (char *)name, policy.namespace_ = (char *)namespace;
 	policy.scope = ISTIO__SECURITY__SCOPE__NAMESPACE;
-	policy.action = ISTIO__SECURITY__ACTION__ALLOW;
+	policy.action = action;
 	policy.n_rules = 1, policy.rules = rules;
 	snprintf(key, sizeof(key), "%s/%s", namespace, name);
 	response_add_message(r, response_keep(r, strdup(key)), "v1", SM_TYPE_URL_AUTHORIZATION, &policy.base);
+}
+
+/* The same, ALLOW: it lets in the sources of namespace `from` alone. */
+static inline void response_add_allow_from_namespace(struct response *r, const char *namespace, const char *name,
+						     const char *from)
+{
+	response_add_policy_from_namespace(r, namespace, name, ISTIO__SECURITY__ACTION__ALLOW, from);
 }
 
 static inline void response_remove(struct response *r, const char *name)

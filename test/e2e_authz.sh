@@ -23,7 +23,8 @@ workloads:
 - {uid: e2e//Pod/prod/srv, name: srv, namespace: prod, serviceAccount: srv, node: local, workloadIps: ["127.0.0.10", "::1"]${SELECT:+, authorizationPolicies: [prod/deny-bad]}}
 - {uid: e2e//Pod/frontend/web, name: web, namespace: frontend, serviceAccount: web, node: local, workloadIps: ["127.0.0.20"]}
 - {uid: e2e//Pod/other/bad, name: bad, namespace: other, serviceAccount: bad, node: elsewhere, workloadIps: ["127.0.0.30"]}${NEWPOD:+
-- {uid: e2e//Pod/frontend/web2, name: web2, namespace: frontend, serviceAccount: web, node: elsewhere, workloadIps: ["127.0.0.40"]\}}
+- {uid: e2e//Pod/frontend/web2, name: web2, namespace: frontend, serviceAccount: web, node: elsewhere, workloadIps: ["127.0.0.40"]\}}${NEWSA:+
+- {uid: e2e//Pod/frontend/api, name: api, namespace: frontend, serviceAccount: api, node: elsewhere, workloadIps: ["127.0.0.41"]\}}
 services: []
 YAML
 }
@@ -82,6 +83,12 @@ write_config
 check_showing "that workload gone, its address is refused again" wait_for 10 refused_fast 127.0.0.40 127.0.0.10
 check_showing "... and its established connection is closed" \
   sh -c "sleep 1; cat $work/hold-web2.out; grep -Eq 'closed after' $work/hold-web2.out"
+# A new service account (frontend's api) in a source class the tables have (frontend's, let in): its
+# identity, and that class's sources entry, are written alone under the generation in force.
+NEWSA=1 write_config
+check "a new workload of another node with a new service account of a known class gets in" \
+  wait_for 10 answered 127.0.0.41 127.0.0.10
+check "... under the generation in force" test "$(generation)" = "$generation_before"
 
 # explain, from the live maps and the model
 explained() { in_ns "$sockmesh" explain --admin-address "$admin" "$@"; }

@@ -5,7 +5,8 @@
  * commits), the updated identities equal those of a whole compilation of the model's input. Random
  * batches of workloads of other nodes that come, go, move, share addresses (host-network pods), take the
  * node's addresses, change service account; some batches fail and are undone; the node's address list
- * changes now and then. A workload of this node or a policy change makes a whole compilation, as in the
+ * changes now and then. The updated tables also give every source the verdicts a whole compilation gives:
+ * a new identity takes a class the compilation made, and its sources entry when that class has one. A workload of this node or a policy change makes a whole compilation, as in the
  * agent. Deterministic per AUTHZ_SEED.
  */
 #include <arpa/inet.h>
@@ -38,6 +39,7 @@ struct churn {
 	uint8_t node[2][16], was_node[2][16];
 	size_t n_node, n_was;
 	size_t updated, recompiled, checked_in_batch;
+	size_t sources_added; /* sources entries the updates added for new identities */
 };
 
 /* As the model holds it: IPv4 mapped into IPv6. */
@@ -64,7 +66,28 @@ static struct sm_authz_tables *compile_now(struct churn *c)
 	return t;
 }
 
-static void same_idents(const struct churn *c, const struct sm_authz_tables *got, const struct sm_authz_tables *want,
+/* Whether the two tables give the source address the same answer at every destination of want, on a port
+ * the policy names and one it does not. */
+static bool same_verdicts(const struct sm_authz_tables *got, const struct sm_authz_tables *want, const uint8_t src[16])
+{
+	static const uint16_t ports[] = { 80, 12345 };
+
+	for (size_t d = 0; d < want->n_dests; d++) {
+		for (size_t p = 0; p < sizeof(ports) / sizeof(ports[0]); p++) {
+			struct sm_authz_verdict a = { 0 }, b = { 0 };
+			int ra = sm_authz_tables_lookup(got, src, want->dest_keys[d].addr, ports[p], &a);
+			int rb = sm_authz_tables_lookup(want, src, want->dest_keys[d].addr, ports[p], &b);
+
+			if (ra != rb || memcmp(&a, &b, sizeof(a)))
+				return false;
+		}
+	}
+	return true;
+}
+
+/* The identities, and what each source is let reach: an identity that is new to the tables updated
+ * gets its class without a compilation (sometimes with a sources entry added). */
+static void same_idents(struct churn *c, const struct sm_authz_tables *got, const struct sm_authz_tables *want,
 			const char *when)
 {
 	bool same = got->n_idents == want->n_idents;
@@ -75,6 +98,11 @@ static void same_idents(const struct churn *c, const struct sm_authz_tables *got
 	if (!same)
 		fail_msg("AUTHZ_SEED=%llu, %s: updated idents (%zu) differ from a whole compilation's (%zu)",
 			 (unsigned long long)c->seed, when, got->n_idents, want->n_idents);
+	for (size_t i = 0; i < got->n_idents; i++)
+		if (!same_verdicts(got, want, got->ident_keys[i].addr))
+			fail_msg("AUTHZ_SEED=%llu, %s: the updated tables' verdicts for source %zu differ from a whole "
+				 "compilation's", (unsigned long long)c->seed, when, i);
+	c->sources_added += got->n_added_sources;
 }
 
 /* The tables updated from c->tables with the model's changes, or NULL when they need a whole compilation. */
@@ -201,9 +229,9 @@ static void updated_idents_equal_whole_compilations(void **state)
 		after_batch(&c);
 	}
 	printf("# AUTHZ_SEED=%llu: %zu batches updated address by address, %zu compiled whole, %zu admission checks "
-	       "updated\n",
-	       (unsigned long long)c.seed, c.updated, c.recompiled, c.checked_in_batch);
-	assert_true(c.updated > STEPS / 3 && c.recompiled > 10 && c.checked_in_batch > STEPS / 4);
+	       "updated, %zu sources entries added\n",
+	       (unsigned long long)c.seed, c.updated, c.recompiled, c.checked_in_batch, c.sources_added);
+	assert_true(c.updated > STEPS / 3 && c.recompiled > 10 && c.checked_in_batch > STEPS / 4 && c.sources_added > 0);
 	sm_authz_tables_free(c.tables);
 	harness_close(&c.h);
 }

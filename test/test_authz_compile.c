@@ -690,10 +690,13 @@ static bool denies_where_evaluator_does(const struct authz_world *was, const str
 /* sm_authz_update_sources over a few rounds of churn from one compilation: each time it takes the change, its
  * tables agree with the evaluator on the new sources (every source against every destination, and random
  * connections), and sm_authz_update_denies names exactly the destinations where one of them, or one
- * gone, is now denied what was allowed; each time it refuses, a new pair was there. Both happen. */
+ * gone, is now denied what was allowed; each time it refuses, a new pair was there whose class the
+ * compilation did not make. Taken with new pairs given a class (some with sources entries added), and
+ * refused: all happen. */
 static void update_sources_agrees(void **state)
 {
 	uint64_t seed = env_number("AUTHZ_SEED", (uint64_t)time(NULL)), taken = 0, refused = 0, denying = 0;
+	uint64_t classified = 0, entries_added = 0;
 	struct authz_rng rng = { seed };
 	char reason[256], why[512];
 
@@ -722,7 +725,7 @@ static void update_sources_agrees(void **state)
 			if (err == -ESRCH) {
 				refused++;
 				assert_null(next);
-				assert_non_null(strstr(reason, "never evaluated"));
+				assert_non_null(strstr(reason, "of a source class the tables in force do not have"));
 				sm_authz_tables_free(t);
 				t = compile_world(&now, 0);
 				if (round)
@@ -731,6 +734,9 @@ static void update_sources_agrees(void **state)
 			}
 			assert_int_equal(err, 0);
 			taken++;
+			classified += next->n_pairs > t->n_pairs;
+			entries_added += next->n_added_sources > 0;
+			assert_int_equal(next->n_sources, t->n_sources + next->n_added_sources);
 			assert_int_equal(next->generation, t->generation);
 			assert_int_equal(next->n_verdicts, t->n_verdicts);
 			bool want;
@@ -756,9 +762,12 @@ static void update_sources_agrees(void **state)
 		sm_authz_tables_free(t);
 		authz_world_free(&w);
 	}
-	printf("# sources updated: %llu changes taken (%llu denying what was allowed), %llu refused (a new pair)\n",
-	       (unsigned long long)taken, (unsigned long long)denying, (unsigned long long)refused);
-	assert_true(taken > 100 && refused > 100 && denying > 10 && taken - denying > 10);
+	printf("# sources updated: %llu changes taken (%llu denying what was allowed; %llu with new pairs given a class, "
+	       "%llu of them with sources entries added), %llu refused (a new class)\n",
+	       (unsigned long long)taken, (unsigned long long)denying, (unsigned long long)classified,
+	       (unsigned long long)entries_added, (unsigned long long)refused);
+	assert_true(taken > 100 && refused > 10 && denying > 10 && taken - denying > 10 && classified > 10 &&
+		    entries_added > 10);
 }
 
 /* ---- istiod's golden outputs ---- */

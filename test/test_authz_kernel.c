@@ -16,6 +16,7 @@
 
 #define ID_A 0x1111111111111111ull /* the identity of 127.0.0.2 and fd00:10::2 */
 #define ID_B 0x2222222222222222ull /* of 127.0.0.3 */
+#define ID_C 0x3333333333333333ull /* new with idents written alone, in A's class */
 #define P_ALLOW 0xa110ull	   /* policy hashes */
 #define P_DENY 0xde11ull
 #define P_CIDR 0xc1d0ull
@@ -911,7 +912,8 @@ static void idents_follow_each_write(struct env *env, const void *arg)
 }
 
 /* Idents written alone under the generation in force (a pod of another node started, gone, or given
- * another identity): real connections follow them at once; the generation's other tables stay. */
+ * another identity): real connections follow them at once; the generation's other tables stay, but for
+ * the sources entry a new identity's class needs, written first. */
 static void idents_alone(struct env *env, const void *arg)
 {
 	struct tables b;
@@ -933,6 +935,20 @@ static void idents_alone(struct env *env, const void *arg)
 	expect_connect("127.0.0.6", "127.0.0.10", 8080, true);
 	expect_connect("127.0.0.2", "127.0.0.10", 8080, false); /* no identity */
 	expect_connect("127.0.0.3", "127.0.0.10", 8081, false); /* A's deny, the generation's verdicts as they were */
+
+	/* a new identity in A's class: its sources entry goes in with the idents, before them */
+	struct sm_authz_source_key added_key = { 1, 0, ID_C };
+	struct sm_authz_source_value added_value = { .source_class = 1 };
+	add_ident(&b, "127.0.0.5", ID_C);
+	expect_connect("127.0.0.5", "127.0.0.10", 8080, false); /* not written yet: no identity */
+	b.t.added_source_keys = &added_key;
+	b.t.added_source_values = &added_value;
+	b.t.n_added_sources = 1;
+	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
+	CHECK(idents_exactly(env, &b.t), "the idents with a new identity");
+	expect_connect("127.0.0.5", "127.0.0.10", 8080, true);	/* A's class */
+	expect_connect("127.0.0.5", "127.0.0.10", 8081, false); /* and its deny */
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, true);	/* the others as they were */
 
 	b.t.generation = 2;
 	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == -EINVAL && strstr(err, "in force"),

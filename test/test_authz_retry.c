@@ -27,6 +27,7 @@
 static char handle; /* what the replaced constructors hand out */
 static atomic_int writes_to_fail;   /* the next table writes that fail with -ENOMEM */
 static atomic_int writes_failed, writes_taken, idents_taken;
+static atomic_size_t sources_added; /* sources entries written with idents alone, all told */
 static atomic_uint in_force;	    /* the generation the last whole write flipped to */
 static atomic_size_t idents_written; /* the idents of the last write taken */
 
@@ -66,6 +67,7 @@ int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz
 		return -ENOMEM;
 	assert_int_equal(tables->generation, atomic_load(&in_force));
 	atomic_store(&idents_written, tables->n_idents);
+	atomic_fetch_add(&sources_added, tables->n_added_sources);
 	atomic_fetch_add(&idents_taken, 1);
 	return 0;
 }
@@ -306,11 +308,11 @@ static void failed_write_is_tried_again(void **state)
 	world_close(&w);
 }
 
-/* A workload of node (uid, address, service account), sent, or removed when address is NULL. */
-static void workload_on(struct world *w, const char *uid, const char *address, const char *node,
+/* A workload of node (uid, address, namespace, service account), sent, or removed when address is NULL. */
+static void workload_in(struct world *w, const char *uid, const char *address, const char *node, const char *namespace,
 			const char *service_account)
 {
-	struct workload_spec spec = { .uid = uid, .addresses = { address }, .namespace = "ns", .node = node,
+	struct workload_spec spec = { .uid = uid, .addresses = { address }, .namespace = namespace, .node = node,
 				      .policies = { "ns/deny" } };
 	struct response r;
 
@@ -323,6 +325,13 @@ static void workload_on(struct world *w, const char *uid, const char *address, c
 		response_remove(&r, uid);
 	}
 	apply(w, &r, SM_TYPE_URL_ADDRESS);
+}
+
+/* The same in namespace ns. */
+static void workload_on(struct world *w, const char *uid, const char *address, const char *node,
+			const char *service_account)
+{
+	workload_in(w, uid, address, node, "ns", service_account);
 }
 
 struct writes {
@@ -344,12 +353,14 @@ static void expect_writes(const struct writes *want, const char *after)
 			 want->generation, want->n_idents);
 }
 
-/* A change of sources alone (a workload of another node whose identity and prefix class the tables in
- * force have evaluated) writes the idents alone under the generation in force; anything else, and the
- * write after a failed one, compiles and writes a new generation. */
+/* A change of sources alone (a workload of another node whose identity has a source class in the tables
+ * in force: evaluated, or one the compilation made) writes the idents alone under the generation in force,
+ * with the sources entry a new identity's class needs; anything else (a new class, a policy, a local
+ * workload), and the write after a failed one, compiles and writes a new generation. */
 static void sources_alone_write_idents(void **state)
 {
 	struct world w = { 0 };
+	struct response r;
 
 	(void)state;
 	atomic_store(&writes_taken, 0);
@@ -357,32 +368,39 @@ static void sources_alone_write_idents(void **state)
 	atomic_store(&in_force, 0);
 	world_open(&w);
 	workload_on(&w, "local", "10.0.0.1", "node-a", "server");
-	add_policy(&w, "ns", "deny");
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	response_add_policy_from_namespace(&r, "ns", "deny", ISTIO__SECURITY__ACTION__DENY, "bad");
+	apply(&w, &r, SM_TYPE_URL_AUTHORIZATION);
 	expect_writes(&(struct writes){ 1, 0, 1, 1 }, "the policy");
 	workload_on(&w, "far1", "10.0.1.1", "node-b", "client");
-	expect_writes(&(struct writes){ 2, 0, 2, 2 }, "a workload of another node with a new identity");
+	expect_writes(&(struct writes){ 1, 1, 1, 2 }, "a workload of another node with a new identity of a known class");
 	workload_on(&w, "far2", "10.0.1.2", "node-b", "client");
-	expect_writes(&(struct writes){ 2, 1, 2, 3 }, "another with that identity");
+	expect_writes(&(struct writes){ 1, 2, 1, 3 }, "another with that identity");
 	workload_on(&w, "far2", NULL, NULL, NULL);
-	expect_writes(&(struct writes){ 2, 2, 2, 2 }, "that one gone");
+	expect_writes(&(struct writes){ 1, 3, 1, 2 }, "that one gone");
 	workload_on(&w, "far3", "10.0.1.3", "node-b", "server");
-	expect_writes(&(struct writes){ 2, 3, 2, 3 }, "one with the local workload's identity");
-	workload_on(&w, "far1", "10.0.1.1", "node-b", "other");
-	expect_writes(&(struct writes){ 3, 3, 3, 3 }, "a new service account for one");
+	expect_writes(&(struct writes){ 1, 4, 1, 3 }, "one with the local workload's identity");
+	assert_int_equal(atomic_load(&sources_added), 0);
+	workload_in(&w, "far1", "10.0.1.1", "node-b", "bad", "one");
+	expect_writes(&(struct writes){ 2, 4, 2, 3 }, "one moved to the denied namespace: a new class");
+	workload_in(&w, "far4", "10.0.1.4", "node-b", "bad", "two");
+	expect_writes(&(struct writes){ 2, 5, 2, 4 }, "another identity of that class");
+	assert_int_equal(atomic_load(&sources_added), 1); /* denied: a class of its own, with its sources entry */
+	workload_on(&w, "far4", NULL, NULL, NULL);
 	workload_on(&w, "local", "10.0.0.2", "node-a", "server");
-	expect_writes(&(struct writes){ 4, 3, 4, 3 }, "a new address for the local workload");
+	expect_writes(&(struct writes){ 3, 6, 3, 3 }, "a new address for the local workload");
 
 	/* a failed write of idents: the next write is a whole one, tried again after 1 s */
 	atomic_store(&writes_to_fail, 1);
 	workload_on(&w, "far4", "10.0.1.4", "node-b", "client");
 	assert_int_equal(atomic_load(&writes_failed), 1);
-	expect_writes(&(struct writes){ 4, 3, 4, 3 }, "a failed write of idents");
+	expect_writes(&(struct writes){ 3, 6, 3, 3 }, "a failed write of idents");
 	double start = now_seconds();
-	while (atomic_load(&writes_taken) == 4 && now_seconds() - start < 10)
+	while (atomic_load(&writes_taken) == 3 && now_seconds() - start < 10)
 		sleep_ms(20);
-	expect_writes(&(struct writes){ 5, 3, 5, 4 }, "the retry");
+	expect_writes(&(struct writes){ 4, 6, 4, 4 }, "the retry");
 	workload_on(&w, "far5", "10.0.1.5", "node-b", "client");
-	expect_writes(&(struct writes){ 5, 4, 5, 5 }, "a workload after the retry");
+	expect_writes(&(struct writes){ 4, 7, 4, 5 }, "a workload after the retry");
 	world_close(&w);
 }
 
@@ -412,9 +430,8 @@ static void reaped_only_where_denied(void **state)
 	add_allow_from_ns(&w);
 	assert_int_equal(atomic_load(&reaped), ALL_THREE);
 	atomic_store(&reaped, 0);
-	workload_on(&w, "far1", "10.0.1.1", "node-b", "client"); /* a new identity: compiled whole */
-	assert_int_equal(atomic_load(&reaped), ALL_THREE);
-	atomic_store(&reaped, 0);
+	workload_on(&w, "far1", "10.0.1.1", "node-b", "client"); /* a new identity of a known class, let in */
+	assert_int_equal(atomic_load(&reaped), 0u);
 	workload_on(&w, "far2", "10.0.1.2", "node-b", "client"); /* let in: nothing to close */
 	assert_int_equal(atomic_load(&reaped), 0u);
 	workload_on(&w, "far2", NULL, NULL, NULL); /* gone: no identity, denied at 10.0.0.1 */

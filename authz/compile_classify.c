@@ -198,11 +198,6 @@ const uint64_t *sm_classifier_cidr_vector(const struct sm_authz_classifier *k, u
 	return k->cidr_vectors + cidr_class * k->words;
 }
 
-size_t sm_classifier_words(const struct sm_authz_classifier *k)
-{
-	return k->words;
-}
-
 /* ---- made by the compilation ---- */
 
 /* Per CIDR class, per source bit: whether the SOURCE_IPS side of its match holds. */

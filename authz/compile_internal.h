@@ -145,7 +145,6 @@ struct sm_pairs {
 int sm_classifier_new(const struct sm_compiler *c, struct sm_authz_classifier **out);
 /* Once the verdicts said which classes have entries of their own: c's source classes, moved in. */
 void sm_classifier_take_classes(struct sm_authz_classifier *k, struct sm_compiler *c);
-size_t sm_classifier_words(const struct sm_authz_classifier *k);
 /* Per source bit: whether the identity side of its match holds (identity NULL: none); -ENOMEM. */
 int sm_classifier_identity_vector(const struct sm_authz_classifier *k, const struct sm_authz_identity *identity,
 				  uint64_t *out);

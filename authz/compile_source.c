@@ -2,7 +2,8 @@
 /*
  * Source classes: per (identity, CIDR class) pair that occurs, the vector "the source side of match m
  * holds" (its identity lists for the identity, its SOURCE_IPS lists for the CIDR class); equal vectors
- * are one class. The sources table keeps only the pairs whose class has verdict entries of its own.
+ * are one class. The sources table keeps only the pairs whose class has verdict entries of its own. Both
+ * sides of a vector come from the compilation's source side (compile_classify.c), which the tables keep.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -736,18 +736,22 @@ int sm_datapath_relink_guards(struct sm_datapath *dp, char *err, size_t size)
 /* ---- reaping established connections ---- */
 
 /* The sm_authz_reap iterator writes a byte for each socket it closed. */
-int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *closed, char *err, size_t size)
+int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, const struct sm_frontend_key *only_if_local,
+			   size_t n_only, bool *walked, unsigned *closed, char *err, size_t size)
 {
 	size_t output = 0;
 	int ret = check_loaded(dp, err, size);
 
 	*closed = 0;
+	if (walked)
+		*walked = false;
 	if (ret)
 		return ret;
 	if (!dp->can_reap)
 		return fail(err, size, -EOPNOTSUPP, "this kernel cannot close sockets from BPF (bpf_sock_destroy, Linux 6.5 "
 			    "or later): established connections stay until they end");
-	ret = sm_dp_run_tcp_iter(dp->skel->progs.sm_authz_reap, netns_fd, &output, err, size);
+	ret = sm_dp_run_tcp_iter(dp->skel->progs.sm_authz_reap, netns_fd, only_if_local, n_only, walked, &output, err,
+				 size);
 	*closed = (unsigned)output;
 	return ret;
 }

@@ -262,9 +262,12 @@ int sm_datapath_for_each_guard(const struct sm_datapath *dp, int (*fn)(void *ctx
 /*
  * Closes the established inbound connections of a namespace that the tables in force deny (the
  * sm_authz_reap iterator, run by a short-lived thread inside netns_fd; -1: the caller's own
- * namespace). *closed: how many it closed.
+ * namespace). *closed: how many it closed. With only_if_local, only when one of those n_only addresses
+ * may be local in that namespace (a socket binds to it): a connection to an address is accepted where
+ * the address is local. *walked (when not NULL): whether the namespace's table was walked.
  */
-int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *closed, char *err, size_t size);
+int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, const struct sm_frontend_key *only_if_local,
+			   size_t n_only, bool *walked, unsigned *closed, char *err, size_t size);
 
 /* The ring buffer of denials, closes and dry-run denials (libbpf's ring_buffer). */
 struct sm_authz_events;

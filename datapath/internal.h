@@ -61,8 +61,10 @@ struct sm_datapath {
 /* The pinned name of a datapath map ("sm_frontends"). */
 const char *sm_dp_map_name(int map);
 /* Runs an iter/tcp program over the TCP sockets of netns_fd's namespace (-1: the caller's), in a
- * short-lived thread that enters it; *output: the bytes the program wrote (datapath/iter.c). */
-int sm_dp_run_tcp_iter(struct bpf_program *prog, int netns_fd, size_t *output, char *err, size_t size);
+ * short-lived thread that enters it; *output: the bytes the program wrote (datapath/iter.c). With
+ * only_if_local, only when one of those n_only addresses may be local there (*ran, when not NULL, says). */
+int sm_dp_run_tcp_iter(struct bpf_program *prog, int netns_fd, const struct sm_frontend_key *only_if_local,
+		       size_t n_only, bool *ran, size_t *output, char *err, size_t size);
 /* Room for one key's value of a per-CPU map (value_size bytes for each possible CPU), zeroed, and in *cpus
  * how many CPUs; NULL, with *cpus the -errno, when it cannot be had. */
 void *sm_dp_per_cpu_values(size_t value_size, int *cpus);

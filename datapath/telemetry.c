@@ -114,7 +114,7 @@ int sm_datapath_conn_flush(struct sm_datapath *dp, int netns_fd, size_t *followe
 	*followed = 0;
 	if (!dp || !dp->skel)
 		return fail(err, size, -EINVAL, "the datapath's programs are not loaded here");
-	return sm_dp_run_tcp_iter(dp->skel->progs.sm_conn_flush, netns_fd, followed, err, size);
+	return sm_dp_run_tcp_iter(dp->skel->progs.sm_conn_flush, netns_fd, NULL, 0, NULL, followed, err, size);
 }
 
 int sm_datapath_conn_started(struct sm_datapath *dp, uint64_t netns_cookie, uint64_t *started)

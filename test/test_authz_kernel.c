@@ -518,7 +518,7 @@ static void reaper(struct env *env, const void *arg)
 	CHECK(a_server >= 0 && b_server >= 0 && out_server >= 0, "accepting");
 
 	/* the same tables: nothing to close */
-	CHECK(sm_datapath_authz_reap(env->dp, -1, &closed, err, sizeof(err)) == 0, "reaping: %s", err);
+	CHECK(sm_datapath_authz_reap(env->dp, -1, NULL, 0, NULL, &closed, err, sizeof(err)) == 0, "reaping: %s", err);
 	CHECK(closed == 0, "closed %u under the tables that allowed them", closed);
 
 	/* generation 2 denies identity A everything, allows the rest */
@@ -532,9 +532,22 @@ static void reaper(struct env *env, const void *arg)
 	write_tables(env, &b);
 	CHECK(sm_datapath_authz_events_open(env->dp, keep_event, &seen, &events) == 0, "opening the events");
 	int netns_fd = own_netns(&cookie);
-	CHECK(sm_datapath_authz_reap(env->dp, netns_fd, &closed, err, sizeof(err)) == 0, "reaping: %s", err);
+	/* asked to walk only where one of some destinations is local: addresses of no interface or route here
+	 * are not, and nothing is walked; with the guarded workload's among them it is */
+	struct sm_frontend_key elsewhere[2], with_local[3];
+	bool walked = true;
+	addr16("10.99.0.1", elsewhere[0].addr);
+	addr16("fd00:99::1", elsewhere[1].addr);
+	memcpy(with_local, elsewhere, sizeof(elsewhere));
+	addr16("127.0.0.10", with_local[2].addr);
+	CHECK(sm_datapath_authz_reap(env->dp, netns_fd, elsewhere, 2, &walked, &closed, err, sizeof(err)) == 0,
+	      "reaping where nothing is local: %s", err);
+	CHECK(!walked && closed == 0, "walked %d, closed %u where no destination is local", walked, closed);
+	echo_works(a, a_server); /* denied, not closed yet */
+	CHECK(sm_datapath_authz_reap(env->dp, netns_fd, with_local, 3, &walked, &closed, err, sizeof(err)) == 0,
+	      "reaping: %s", err);
 	close(netns_fd);
-	CHECK(closed == 1, "closed %u, not 1", closed);
+	CHECK(walked && closed == 1, "walked %d, closed %u, not 1", walked, closed);
 	CHECK(reset_by_peer(a), "the denied connection's client got no reset");
 	echo_works(b_client, b_server);
 	echo_works(out, out_server);
@@ -549,7 +562,7 @@ static void reaper(struct env *env, const void *arg)
 	      "the close event: kind %u policy %llx cookie %llu", ev->kind, (unsigned long long)ev->policy,
 	      (unsigned long long)ev->netns_cookie);
 	sm_authz_events_close(events);
-	CHECK(sm_datapath_authz_reap(env->dp, -1, &closed, err, sizeof(err)) == 0 && closed == 0, "a second pass closed %u",
+	CHECK(sm_datapath_authz_reap(env->dp, -1, NULL, 0, NULL, &closed, err, sizeof(err)) == 0 && closed == 0, "a second pass closed %u",
 	      closed);
 	close(a), close(a_server), close(b_client), close(b_server), close(out), close(out_server);
 	close(l_a), close(l_b), close(l_out);

@@ -112,8 +112,10 @@ int sm_datapath_sweep_guards(struct sm_datapath *dp)
 	return 0;
 }
 
-/* Three guarded pod namespaces: 11 holds 10.0.0.1, 12 holds 10.0.0.99, 13 is no pod the enroller knows. */
+/* Three guarded pod namespaces: 11 holds 10.0.0.1, 12 holds 10.0.0.99, 13 (10.0.0.13) is no pod the enroller
+ * knows. */
 static atomic_uint reaped; /* bit (cookie - 10) per namespace walked */
+static atomic_uint asked;  /* per namespace the datapath was asked to walk only if a destination is local */
 #define ALL_THREE ((1u << 1) | (1u << 2) | (1u << 3))
 static _Thread_local uint64_t opened;
 
@@ -156,10 +158,24 @@ int sm_datapath_unguard_netns(struct sm_datapath *dp, uint64_t cookie)
 	return 0;
 }
 
-int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, unsigned *closed, char *err, size_t size)
+int sm_datapath_authz_reap(struct sm_datapath *dp, int netns_fd, const struct sm_frontend_key *only_if_local,
+			   size_t n_only, bool *walked, unsigned *closed, char *err, size_t size)
 {
+	struct sm_frontend_key local;
+	bool walk = !only_if_local;
+
 	(void)dp, (void)netns_fd, (void)err, (void)size;
-	atomic_fetch_or(&reaped, 1u << (opened - 10));
+	assert_int_equal(parse_mapped_address(opened == 11 ? "10.0.0.1" : opened == 12 ? "10.0.0.99" : "10.0.0.13",
+					      local.addr),
+			 0);
+	if (only_if_local)
+		atomic_fetch_or(&asked, 1u << (opened - 10));
+	for (size_t i = 0; i < n_only; i++)
+		walk |= !memcmp(only_if_local[i].addr, local.addr, 16);
+	if (walk)
+		atomic_fetch_or(&reaped, 1u << (opened - 10));
+	if (walked)
+		*walked = walk;
 	*closed = 0;
 	return 0;
 }
@@ -415,8 +431,8 @@ static void add_allow_from_ns(struct world *w)
 
 /* After new identities alone, the guarded namespaces are walked only where something that was allowed is
  * now denied: not at all for a pod the policy lets in, and for one that goes away only in a namespace that
- * holds a destination it was allowed to reach, or that the enroller cannot tell about. A whole compilation
- * walks them all. */
+ * holds a destination it was allowed to reach; one the enroller cannot tell about is walked only if the
+ * datapath finds such a destination local there. A whole compilation walks them all. */
 static void reaped_only_where_denied(void **state)
 {
 	struct world w = { 0 };
@@ -434,8 +450,10 @@ static void reaped_only_where_denied(void **state)
 	assert_int_equal(atomic_load(&reaped), 0u);
 	workload_on(&w, "far2", "10.0.1.2", "node-b", "client"); /* let in: nothing to close */
 	assert_int_equal(atomic_load(&reaped), 0u);
+	atomic_store(&asked, 0);
 	workload_on(&w, "far2", NULL, NULL, NULL); /* gone: no identity, denied at 10.0.0.1 */
-	assert_int_equal(atomic_load(&reaped), (1u << 1) | (1u << 3));
+	assert_int_equal(atomic_load(&reaped), 1u << 1);
+	assert_int_equal(atomic_load(&asked), 1u << 3); /* the one the enroller cannot tell about: asked, not held */
 	world_close(&w);
 }
 

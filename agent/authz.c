@@ -73,6 +73,8 @@ struct agent_authz {
 	atomic_uint generation;		/* in force */
 	atomic_size_t n_unknown;	/* listed policies not received, at the last compile */
 	atomic_ullong compiles, compile_failures, closed_total;
+	atomic_ullong identity_updates; /* of compiles: new identities alone, under the generation in force */
+	atomic_ullong namespace_walks;	/* guarded namespaces whose TCP table a reap walked */
 	atomic_ullong last_compile_us;
 	atomic_size_t verdict_entries;
 
@@ -370,8 +372,10 @@ static int reap_one(void *ctx, uint64_t cookie)
 		return 0;
 	}
 	/* one the enroller cannot tell about is walked only if one of them is local there */
-	ret = sm_datapath_authz_reap(pass->authz->dp, fd, ask ? pass->dests : NULL, ask ? pass->n_dests : 0, NULL,
+	bool walked = false;
+	ret = sm_datapath_authz_reap(pass->authz->dp, fd, ask ? pass->dests : NULL, ask ? pass->n_dests : 0, &walked,
 				     &closed, err, sizeof(err));
+	pass->authz->namespace_walks += walked;
 	if (fd >= 0)
 		close(fd);
 	if (ret)
@@ -476,6 +480,7 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	}
 	authz->retry_ms = 0;
 	authz->retry_at_us = 0;
+	authz->identity_updates += sources_only;
 	authz->generation = tables->generation;
 	authz->synced = true;
 	authz->synced_changes = sm_model_authz_generation(model);
@@ -845,8 +850,13 @@ char *agent_authz_metrics(struct agent_authz *authz)
 		"# TYPE sockmesh_authz_generation gauge\nsockmesh_authz_generation %u\n"
 		"# HELP sockmesh_authz_compiles_total authorization compilations written (and failed)\n"
 		"# TYPE sockmesh_authz_compiles_total counter\nsockmesh_authz_compiles_total %llu\n"
+		"# HELP sockmesh_authz_identity_updates_total of those written, new identities alone under the generation "
+		"in force\n"
+		"# TYPE sockmesh_authz_identity_updates_total counter\nsockmesh_authz_identity_updates_total %llu\n"
 		"# HELP sockmesh_authz_compile_failures_total compilations whose tables could not be written\n"
 		"# TYPE sockmesh_authz_compile_failures_total counter\nsockmesh_authz_compile_failures_total %llu\n"
+		"# HELP sockmesh_authz_namespace_walks_total guarded namespaces walked to close what a change denies\n"
+		"# TYPE sockmesh_authz_namespace_walks_total counter\nsockmesh_authz_namespace_walks_total %llu\n"
 		"# HELP sockmesh_authz_compile_seconds time of the last compile and write\n"
 		"# TYPE sockmesh_authz_compile_seconds gauge\nsockmesh_authz_compile_seconds %.6f\n"
 		"# HELP sockmesh_authz_verdict_entries verdict entries of the tables in force\n"
@@ -856,7 +866,8 @@ char *agent_authz_metrics(struct agent_authz *authz)
 		"# HELP sockmesh_authz_policy_connections_total connections each policy decided, by outcome "
 		"(policy \"\": denied because no ALLOW policy matched)\n"
 		"# TYPE sockmesh_authz_policy_connections_total counter\n",
-		authz->generation, (unsigned long long)authz->compiles, (unsigned long long)authz->compile_failures,
+		authz->generation, (unsigned long long)authz->compiles, (unsigned long long)authz->identity_updates,
+		(unsigned long long)authz->compile_failures, (unsigned long long)authz->namespace_walks,
 		(double)authz->last_compile_us / 1e6, (size_t)authz->verdict_entries, authz->n_unknown);
 	if (authz->dp)
 		sm_datapath_authz_policy_counts(authz->dp, policy_metrics, &pass);

@@ -89,6 +89,14 @@ NEWSA=1 write_config
 check "a new workload of another node with a new service account of a known class gets in" \
   wait_for 10 answered 127.0.0.41 127.0.0.10
 check "... under the generation in force" test "$(generation)" = "$generation_before"
+identity_updates() { metrics | awk '/^sockmesh_authz_identity_updates_total / {print $2}'; }
+check "the updates of identities alone are counted" test "$(identity_updates)" -ge 2
+admin_lints() { metrics >"$work/admin.txt" && promtool check metrics <"$work/admin.txt"; }
+if command -v promtool >/dev/null; then
+  check_showing "promtool check metrics accepts the admin endpoint's exposition" admin_lints
+else
+  skip "promtool check metrics accepts the admin endpoint's exposition" "promtool is not installed (scripts/install-deps)"
+fi
 
 # explain, from the live maps and the model
 explained() { in_ns "$sockmesh" explain --admin-address "$admin" "$@"; }

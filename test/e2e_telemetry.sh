@@ -18,7 +18,6 @@ peer="$source_dir/test/tel_peer.py"
 log_file="$work/agent.log" # the agent's stdout (the access log, as ztunnel's) and stderr
 agent_stdout="$log_file"
 
-skip() { tests=$((tests + 1)); echo "ok $tests - $1 # SKIP $2"; }
 # like wait_for, and when time is up the last attempt's output is shown (check_showing prints it)
 settle() { local seconds=$1; shift; wait_for "$seconds" "$@" || { "$@"; return 1; }; }
 

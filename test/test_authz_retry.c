@@ -417,6 +417,8 @@ static void sources_alone_write_idents(void **state)
 	expect_writes(&(struct writes){ 4, 6, 4, 4 }, "the retry");
 	workload_on(&w, "far5", "10.0.1.5", "node-b", "client");
 	expect_writes(&(struct writes){ 4, 7, 4, 5 }, "a workload after the retry");
+	assert_int_equal(metric(&w, "sockmesh_authz_identity_updates_total"), 7);
+	assert_int_equal(metric(&w, "sockmesh_authz_compiles_total"), 4 + 7 + 1); /* the failed one too */
 	world_close(&w);
 }
 
@@ -454,6 +456,7 @@ static void reaped_only_where_denied(void **state)
 	workload_on(&w, "far2", NULL, NULL, NULL); /* gone: no identity, denied at 10.0.0.1 */
 	assert_int_equal(atomic_load(&reaped), 1u << 1);
 	assert_int_equal(atomic_load(&asked), 1u << 3); /* the one the enroller cannot tell about: asked, not held */
+	assert_int_equal(metric(&w, "sockmesh_authz_namespace_walks_total"), 3 + 1);
 	world_close(&w);
 }
 

@@ -6,8 +6,11 @@
  * in reverse order, every other one) and a fixed set of workload and node sources. Then every
  * connection from a pool of source addresses (the sources', addresses of nobody, and addresses taken
  * from and next to the policies' CIDRs) to each destination, on pool ports and the policies' ports,
- * must get from sm_authz_tables_lookup what sm_authz_evaluate gives. A mismatch aborts: that is the
- * oracle. Compile may refuse a world that does not fit its tables (-E2BIG), never crash or leak.
+ * must get from sm_authz_tables_lookup what sm_authz_evaluate gives. Then three sources change identity
+ * (one of them new, one of them maybe gone), as pods come and go elsewhere, and the tables updated address
+ * by address (sm_authz_update_idents) must agree the same way when the update is taken. A mismatch aborts:
+ * that is the oracle. Compile may refuse a world that does not fit its tables (-E2BIG), and an update a
+ * pair of a new class (-ESRCH); neither may crash or leak.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -98,6 +101,35 @@ static struct sm_authz_policy *next_policy(struct fuzz_input *in)
 	return policy;
 }
 
+/* Every connection from the pool's addresses to each destination (and one that is none), on the pool's ports:
+ * the tables' lookup must be the evaluator's decision for the world. */
+static void agree_everywhere(const struct authz_world *w, const struct sm_authz_tables *t, uint8_t (*addrs)[16],
+			     size_t n_addrs, const struct sm_authz_destination *dests, const uint8_t other[16],
+			     const uint16_t *ports, size_t n_ports, const char *which)
+{
+	char why[512];
+
+	for (size_t s = 0; s < n_addrs; s++)
+		for (size_t d = 0; d <= 3; d++)
+			for (size_t p = 0; p < n_ports; p++) {
+				struct sm_authz_connection conn = { .dst_port = ports[p] };
+				const struct sm_authz_source *src = authz_world_source(w, addrs[s]);
+
+				memcpy(conn.src, addrs[s], 16);
+				memcpy(conn.dst, d < 3 ? dests[d].addr : other, 16);
+				conn.src_identity = src && !src->node ? &src->identity : NULL;
+				if (!authz_tables_agree(w, t, &conn, why, sizeof(why))) {
+					fprintf(stderr, "fuzz_authz: %s tables, source %zu, destination %zu, port %u: %s\n",
+						which, s, d, ports[p], why);
+					abort();
+				}
+			}
+}
+
+static const char *const trust_domains[] = { "cluster.local", "other.td" };
+static const char *const namespaces[] = { "ns1", "ns2", "ns3", "ns9", "" };
+static const char *const accounts[] = { "sa1", "sa2", "default", "new" };
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -119,8 +151,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint16_t ports[MAX_PORTS] = { 80, 443, 1, 65535 };
 	size_t n = 0, n_odd = 0, n_addrs = 0, n_ports = 4;
 	unsigned count = 1 + input_below(&in, MAX_POLICIES);
-	struct sm_authz_tables *t = NULL;
-	char reason[256], why[512];
+	struct sm_authz_tables *t = NULL, *updated = NULL;
+	char reason[256];
 
 	for (unsigned i = 0; i < count; i++)
 		if ((policies[n] = next_policy(&in)))
@@ -161,22 +193,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort(); /* a refusal must say why */
 		goto out;
 	}
-	for (size_t s = 0; s < n_addrs; s++)
-		for (size_t d = 0; d <= 3; d++)
-			for (size_t p = 0; p < n_ports; p++) {
-				struct sm_authz_connection conn = { .dst_port = ports[p] };
-				const struct sm_authz_source *src = authz_world_source(&w, addrs[s]);
+	agree_everywhere(&w, t, addrs, n_addrs, dests, other, ports, n_ports, "compiled");
 
-				memcpy(conn.src, addrs[s], 16);
-				memcpy(conn.dst, d < 3 ? dests[d].addr : other, 16);
-				conn.src_identity = src && !src->node ? &src->identity : NULL;
-				if (!authz_tables_agree(&w, t, &conn, why, sizeof(why))) {
-					fprintf(stderr, "fuzz_authz: source %zu, destination %zu, port %u: %s\n", s, d,
-						ports[p], why);
-					abort();
-				}
-			}
+	/* then pods come and go elsewhere: the tables updated address by address (a pair never evaluated given
+	 * the class its vector has, or refused for a new class) must agree with the evaluator as well */
+	struct sm_authz_source after[7], set[3];
+	uint8_t unset[1][16];
+	size_t n_after = 0, n_unset = input_below(&in, 2);
+	memcpy(unset[0], sources[2].addr, 16);
+	for (size_t i = 0; i < 6; i++)
+		if (!(n_unset && i == 2))
+			after[n_after++] = sources[i];
+	set[0] = sources[1];
+	set[1] = sources[3];
+	set[2] = (struct sm_authz_source){ .identity = sources[0].identity };
+	v4(set[2].addr, 10, 0, 0, 3); /* a new address */
+	for (size_t i = 0; i < 3; i++) {
+		set[i].identity = (struct sm_authz_identity){ INPUT_PICK(&in, trust_domains), INPUT_PICK(&in, namespaces),
+							      INPUT_PICK(&in, accounts) };
+		add_addr(addrs, &n_addrs, set[i].addr);
+	}
+	after[1].identity = set[0].identity; /* sources[1] and [3] keep their places, [2] perhaps gone */
+	after[n_unset ? 2 : 3].identity = set[1].identity;
+	after[n_after++] = set[2];
+	struct authz_world changed = w;
+	changed.sources = after;
+	changed.n_sources = n_after;
+	int err = sm_authz_update_idents(t, set, 3, (const uint8_t(*)[16])unset, n_unset, &updated, reason,
+					 sizeof(reason));
+	if (err && err != -ESRCH)
+		abort();
+	if (!err)
+		agree_everywhere(&changed, updated, addrs, n_addrs, dests, other, ports, n_ports, "updated");
 out:
+	sm_authz_tables_free(updated);
 	sm_authz_tables_free(t);
 	for (size_t i = 0; i < n; i++)
 		sm_authz_policy_free(policies[i]);

@@ -332,10 +332,10 @@ static void write_local_addresses(struct agent *agent)
 		log_msg(LOG_WARN, "writing this node's workload addresses (sm_local_addrs): %s; tried again in %u s",
 			strerror(-ret), agent->local_addrs.retry_ms / 1000);
 		kill(getpid(), SIGNAL_RETRY_SCHEDULED); /* the xDS thread's apply: the main thread may wait for no retry */
-	}
-	else if (failures && !agent->local_addrs.failures)
+	} else if (failures && !agent->local_addrs.failures) {
 		log_msg(LOG_INFO, "this node's workload addresses written (sm_local_addrs) after %u failed %s", failures,
 			failures == 1 ? "try" : "tries");
+	}
 }
 
 /* The wait until the next retry the main thread makes (wait_for_signal's timeout; 0: none waiting). */

@@ -196,5 +196,6 @@ void sm_authz_tables_free(struct sm_authz_tables *t)
 	free(t->added_source_keys);
 	free(t->added_source_values);
 	sm_classifier_unref(t->classifier);
+	free(t->changed_idents);
 	free(t);
 }

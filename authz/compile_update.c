@@ -357,6 +357,18 @@ static int merge_changes(struct sm_authz_tables *t, const struct sm_authz_tables
 	return 0;
 }
 
+/* The changed addresses (sorted, each once), for a write that diffs them alone. */
+static int list_changed(struct sm_authz_tables *t, const struct ident_change *c, size_t n)
+{
+	t->changed_idents = malloc((n ? n : 1) * sizeof(*t->changed_idents));
+	if (!t->changed_idents)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		t->changed_idents[i] = c[i].key;
+	t->n_changed_idents = n;
+	return 0;
+}
+
 int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_authz_source *set, size_t n_set,
 			   const uint8_t (*unset)[16], size_t n_unset, struct sm_authz_tables **out, char *reason,
 			   size_t reason_size)
@@ -381,6 +393,8 @@ int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_a
 	err = merge_changes(t, prev, changes, n, parent, &fresh, &unknown);
 	if (!err)
 		err = add_fresh_pairs(t, &fresh);
+	if (!err)
+		err = list_changed(t, changes, n);
 	if (err == -ESRCH)
 		refuse_pair(unknown >= 0 ? changes[unknown].key.addr : NULL, reason, reason_size);
 out:

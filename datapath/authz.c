@@ -351,11 +351,58 @@ static void remember_idents(struct sm_datapath *dp, struct sm_dp_ident *sorted, 
 	dp->n_authz_idents = n;
 }
 
+/* Both lists sorted: *stale gets held's addresses wanted does not list, *changed wanted's new or changed
+ * ones. One walk of both. */
+static int diff_all_idents(const struct sm_dp_ident *wanted, size_t n_wanted, const struct sm_dp_ident *held,
+			   size_t n_held, struct entries *changed, struct entries *stale)
+{
+	size_t w = 0, h = 0;
+	int ret = 0;
+
+	while (!ret && (w < n_wanted || h < n_held)) {
+		int order = w == n_wanted ? 1 : h == n_held ? -1 : compare_addr(&wanted[w], &held[h]);
+
+		if (order > 0) {
+			ret = entries_push(stale, &held[h].key, NULL, sizeof(held[h].key), 0);
+			h++;
+			continue;
+		}
+		if (order < 0 || held[h].value.identity != wanted[w].value.identity)
+			ret = entries_push(changed, &wanted[w].key, &wanted[w].value, sizeof(wanted[w].key),
+					   sizeof(wanted[w].value));
+		h += order == 0;
+		w++;
+	}
+	return ret;
+}
+
+/* The same for the addresses listed as changed alone (tables updated from those the map holds), each looked
+ * up in both lists. */
+static int diff_changed_idents(const struct sm_authz_tables *t, const struct sm_dp_ident *wanted,
+			       const struct sm_dp_ident *held, size_t n_held, struct entries *changed,
+			       struct entries *stale)
+{
+	int ret = 0;
+
+	for (size_t i = 0; !ret && i < t->n_changed_idents; i++) {
+		const struct sm_frontend_key *key = &t->changed_idents[i];
+		const struct sm_dp_ident *w = bsearch(key, wanted, t->n_idents, sizeof(*wanted), compare_addr);
+		const struct sm_dp_ident *h = bsearch(key, held, n_held, sizeof(*held), compare_addr);
+
+		if (w && (!h || h->value.identity != w->value.identity))
+			ret = entries_push(changed, &w->key, &w->value, sizeof(w->key), sizeof(w->value));
+		else if (!w && h)
+			ret = entries_push(stale, &h->key, NULL, sizeof(h->key), 0);
+	}
+	return ret;
+}
+
 /*
- * The idents as a diff against what the map holds (as the last write left it, else read back), in one walk
- * of both sorted lists: *stale gets the map's addresses the tables do not list (deleted after the flip,
- * while the generation in force may still use them); changed and new ones are written now. *wanted_out:
- * the tables' idents, sorted (the caller's to free).
+ * The idents as a diff against what the map holds (as the last write left it, else read back): *stale gets
+ * the map's addresses the tables do not list (deleted after the flip, while the generation in force may
+ * still use them); changed and new ones are written now. Tables updated from those the map holds list the
+ * addresses that changed, and only those are diffed. *wanted_out: the tables' idents, sorted (the caller's
+ * to free).
  */
 static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t, struct entries *stale,
 			struct sm_dp_ident **wanted_out, char *err, size_t size)
@@ -364,7 +411,7 @@ static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t,
 	struct entries changed = { 0 };
 	struct sm_dp_ident *wanted = calloc(t->n_idents ? t->n_idents : 1, sizeof(*wanted));
 	struct sm_dp_ident *held = dp->authz_idents, *read_back = NULL;
-	size_t n_held = dp->n_authz_idents, w = 0, h = 0;
+	size_t n_held = dp->n_authz_idents;
 
 	if (!wanted)
 		return fail(err, size, -ENOMEM, "out of memory for %zu idents", t->n_idents);
@@ -376,20 +423,9 @@ static int write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t,
 		ret = held_idents(fd, &read_back, &n_held);
 		held = read_back;
 	}
-	while (!ret && (w < t->n_idents || h < n_held)) {
-		int order = w == t->n_idents ? 1 : h == n_held ? -1 : compare_addr(&wanted[w], &held[h]);
-
-		if (order > 0) {
-			ret = entries_push(stale, &held[h].key, NULL, sizeof(held[h].key), 0);
-			h++;
-			continue;
-		}
-		if (order < 0 || held[h].value.identity != wanted[w].value.identity)
-			ret = entries_push(&changed, &wanted[w].key, &wanted[w].value, sizeof(wanted[w].key),
-					   sizeof(wanted[w].value));
-		h += order == 0;
-		w++;
-	}
+	if (!ret)
+		ret = t->changed_idents && !read_back ? diff_changed_idents(t, wanted, held, n_held, &changed, stale)
+						      : diff_all_idents(wanted, t->n_idents, held, n_held, &changed, stale);
 	if (!ret)
 		ret = update_entries(fd, changed.keys, changed.values, sizeof(struct sm_frontend_key),
 				     sizeof(struct sm_authz_ident_value), changed.n);

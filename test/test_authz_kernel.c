@@ -925,8 +925,9 @@ static void idents_follow_each_write(struct env *env, const void *arg)
 }
 
 /* Idents written alone under the generation in force (a pod of another node started, gone, or given
- * another identity): real connections follow them at once; the generation's other tables stay, but for
- * the sources entry a new identity's class needs, written first. */
+ * another identity), the changed addresses alone diffed against the map: real connections follow them at
+ * once; the generation's other tables stay, but for the sources entry a new identity's class needs,
+ * written first. */
 static void idents_alone(struct env *env, const void *arg)
 {
 	struct tables b;
@@ -941,6 +942,14 @@ static void idents_alone(struct env *env, const void *arg)
 	expect_connect("127.0.0.3", "127.0.0.10", 8080, false); /* B: no allow matches */
 	addr16("127.0.0.6", b.ident_keys[0].addr);		/* 127.0.0.2 gone, 127.0.0.6 new as A */
 	b.ident_values[1].identity = ID_A;			/* 127.0.0.3 now A */
+	/* as sm_authz_update_idents lists them: only these addresses are diffed against the map */
+	struct sm_frontend_key changed[4];
+	addr16("127.0.0.2", changed[0].addr);
+	addr16("127.0.0.3", changed[1].addr);
+	addr16("127.0.0.4", changed[2].addr); /* listed, not changed */
+	addr16("127.0.0.6", changed[3].addr);
+	b.t.changed_idents = changed;
+	b.t.n_changed_idents = 4;
 	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
 	CHECK(sm_datapath_authz_generation(env->dp, &g) == 0 && g == 1, "generation %u after the idents", g);
 	CHECK(idents_exactly(env, &b.t), "the idents written alone");
@@ -953,6 +962,8 @@ static void idents_alone(struct env *env, const void *arg)
 	struct sm_authz_source_key added_key = { 1, 0, ID_C };
 	struct sm_authz_source_value added_value = { .source_class = 1 };
 	add_ident(&b, "127.0.0.5", ID_C);
+	addr16("127.0.0.5", changed[0].addr);
+	b.t.n_changed_idents = 1;
 	expect_connect("127.0.0.5", "127.0.0.10", 8080, false); /* not written yet: no identity */
 	b.t.added_source_keys = &added_key;
 	b.t.added_source_values = &added_value;

@@ -214,25 +214,27 @@ void sm_authz_tables_free(struct sm_authz_tables *tables);
 /*
  * The tables for input when only its sources differ from those prev was compiled from: the same
  * destinations with the same policies (the caller knows: sm_model_authz_destinations_generation). They are
- * prev's destinations, prefixes, sources and verdicts, of prev's generation, with input's idents: for
- * every connection the verdict the tables of sm_authz_compile(input) give. Returns 0; -ESRCH when a source's
- * (identity, CIDR class) pair is not among those prev evaluated (then compile in full), reason naming
- * the address; -ENOMEM.
+ * prev's destinations, prefixes, sources and verdicts, of prev's generation, with input's idents (and the
+ * sources entries of new pairs, as added_source_*): for every connection the verdict the tables of
+ * sm_authz_compile(input) give. Returns 0; -ESRCH when a source's (identity, CIDR class) pair is neither
+ * among those prev evaluated nor of a class its compilation made, or when new pairs' entries would pass the
+ * sources' limit (then compile in full), reason naming the address; -ENOMEM.
  */
 int sm_authz_update_sources(const struct sm_authz_tables *prev, const struct sm_authz_compile_input *input,
 			    struct sm_authz_tables **out, char *reason, size_t reason_size);
 /*
  * The same from the changed addresses alone: prev's tables with each address of set[] given its identity
  * (or the node's), each of unset[] none, the others as prev has them (the first listing of an address
- * counts). Returns 0, -ESRCH when a changed source's pair is not among prev's (reason naming it), -ENOMEM.
+ * counts). Returns 0, -ESRCH when a changed source's pair is of a class the compilation did not make (reason
+ * naming it), -ENOMEM. Both updates list in next->changed_idents the addresses whose identity may differ.
  */
 int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_authz_source *set, size_t n_set,
 			   const uint8_t (*unset)[16], size_t n_unset, struct sm_authz_tables **out, char *reason,
 			   size_t reason_size);
 /*
  * Whether next, made from prev by sm_authz_update_sources or sm_authz_update_idents, denies some source
- * address a destination and port that prev let it reach (an address whose identity changed, that came or
- * went): only then can an established connection need closing. 1 when it may, 0 when it cannot, -ENOMEM.
+ * address a destination and port that prev let it reach (an address of next->changed_idents whose identity
+ * changed, came or went): only then can an established connection need closing. 1 when it may, 0 when it cannot, -ENOMEM.
  * When dests is not NULL, *dests (malloc'ed) and *n_dests get the destinations where it may: no
  * connection to another one can need closing.
  */

@@ -192,30 +192,39 @@ static int add_fresh_pairs(struct sm_authz_tables *t, struct new_pairs *fresh)
 	return merge_sources(t, fresh, n_own);
 }
 
-/* The sources of t's idents (sorted, as prev's; keep: their indices in input) that prev does not hold as they
- * are, admitted (admit_source); *unknown: the index of the one refused. */
-static int admit_changed_idents(const struct sm_authz_tables *t, const struct sm_authz_tables *prev,
+/* The addresses whose identity prev and t (both sorted) do not give alike, listed in t->changed_idents (sorted);
+ * each that t gives one admitted (admit_source; keep: its indices in input); *unknown: the index in t of the
+ * one refused. One walk of both. */
+static int admit_changed_idents(struct sm_authz_tables *t, const struct sm_authz_tables *prev,
 				const struct sm_authz_compile_input *input, const size_t *keep, const int32_t *parent,
 				struct new_pairs *fresh, long *unknown)
 {
-	size_t p = 0;
-	int err;
+	size_t p = 0, i = 0;
+	int err = 0;
 
-	for (size_t i = 0; i < t->n_idents; i++) {
-		uint64_t identity = t->ident_values[i].identity;
-		int order = 1;
+	t->changed_idents = malloc((prev->n_idents + t->n_idents + 1) * sizeof(*t->changed_idents));
+	if (!t->changed_idents)
+		return -ENOMEM;
+	while (!err && (p < prev->n_idents || i < t->n_idents)) {
+		int order = p == prev->n_idents ? 1
+			    : i == t->n_idents ? -1
+					       : sm_authz_cmp_ident(&prev->ident_keys[p], &t->ident_keys[i]);
 
-		while (p < prev->n_idents && (order = sm_authz_cmp_ident(&prev->ident_keys[p], &t->ident_keys[i])) < 0)
-			p++;
-		if (order == 0 && prev->ident_values[p].identity == identity)
+		if (order < 0) { /* held by nothing now */
+			t->changed_idents[t->n_changed_idents++] = prev->ident_keys[p++];
 			continue;
-		err = admit_source(prev, parent, t->ident_keys[i].addr, identity, &input->sources[keep[i]].identity, fresh);
-		if (err) {
-			*unknown = (long)i;
-			return err;
 		}
+		if (order > 0 || prev->ident_values[p].identity != t->ident_values[i].identity) {
+			t->changed_idents[t->n_changed_idents++] = t->ident_keys[i];
+			err = admit_source(prev, parent, t->ident_keys[i].addr, t->ident_values[i].identity,
+					   &input->sources[keep[i]].identity, fresh);
+			if (err)
+				*unknown = (long)i;
+		}
+		p += order == 0;
+		i++;
 	}
-	return 0;
+	return err;
 }
 
 /* addr NULL: the pairs fit no longer. */
@@ -357,7 +366,7 @@ static int merge_changes(struct sm_authz_tables *t, const struct sm_authz_tables
 	return 0;
 }
 
-/* The changed addresses (sorted, each once), for a write that diffs them alone. */
+/* The changed addresses (sorted, each once): t->changed_idents. */
 static int list_changed(struct sm_authz_tables *t, const struct ident_change *c, size_t n)
 {
 	t->changed_idents = malloc((n ? n : 1) * sizeof(*t->changed_idents));
@@ -542,11 +551,20 @@ static int denied_dests(const struct sm_authz_tables *t, const bool *denied, str
 	return 0;
 }
 
+/* The identity tables give addr (SM_AUTHZ_IDENTITY_NONE: none). */
+static uint64_t identity_at(const struct sm_authz_tables *t, const struct sm_frontend_key *addr)
+{
+	const struct sm_frontend_key *found =
+		bsearch(addr, t->ident_keys, t->n_idents, sizeof(*addr), sm_authz_cmp_ident);
+
+	return found ? t->ident_values[found - t->ident_keys].identity : SM_AUTHZ_IDENTITY_NONE;
+}
+
 int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_authz_tables *next,
 			   struct sm_frontend_key **dests, size_t *n_dests)
 {
 	uint32_t sets = 0;
-	size_t p = 0, n = 0, found = 0;
+	size_t found = 0;
 	int32_t *parent = NULL;
 	bool *denied;
 	int ret;
@@ -561,18 +579,12 @@ int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_a
 			sets = next->dest_values[i].dest_set;
 	denied = calloc((size_t)sets + 1, sizeof(*denied));
 	ret = denied ? sm_cidr_parents(next, &parent) : -ENOMEM;
-	while (!ret && (p < prev->n_idents || n < next->n_idents)) {
-		int order = p == prev->n_idents ? 1
-			    : n == next->n_idents ? -1
-						  : sm_authz_cmp_ident(&prev->ident_keys[p], &next->ident_keys[n]);
-		const uint8_t *addr = order <= 0 ? prev->ident_keys[p].addr : next->ident_keys[n].addr;
-		uint64_t was = order <= 0 ? prev->ident_values[p].identity : SM_AUTHZ_IDENTITY_NONE;
-		uint64_t is = order >= 0 ? next->ident_values[n].identity : SM_AUTHZ_IDENTITY_NONE;
+	for (size_t i = 0; !ret && i < next->n_changed_idents; i++) {
+		const struct sm_frontend_key *addr = &next->changed_idents[i];
+		uint64_t was = identity_at(prev, addr), is = identity_at(next, addr);
 
-		p += order <= 0;
-		n += order >= 0;
 		if (was != is)
-			mark_source(next, parent, addr, was, is, denied);
+			mark_source(next, parent, addr->addr, was, is, denied);
 	}
 	if (!ret)
 		ret = denied_dests(next, denied, dests, &found);

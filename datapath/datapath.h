@@ -104,9 +104,9 @@ struct sm_authz_tables {
 	size_t n_added_sources;
 	/* authz/'s, written to no map: what such an update needs to give a pair never evaluated its class. */
 	struct sm_authz_classifier *classifier;
-	/* Set by sm_authz_update_idents (NULL otherwise): the addresses, sorted, whose identity may differ from
-	 * the tables it started from. When the map holds those tables' idents, a write of idents alone diffs
-	 * these alone. */
+	/* Set by an update of sources (sm_authz_update_idents, _sources; NULL otherwise): the addresses, sorted,
+	 * whose identity may differ from the tables it started from. When the map holds those tables' idents, a
+	 * write of idents alone diffs these alone. */
 	struct sm_frontend_key *changed_idents;
 	size_t n_changed_idents;
 };

@@ -847,18 +847,26 @@ static struct sm_authz_tables *ident_tables(uint32_t g, uint32_t first, uint32_t
 }
 
 /* Whether sm_authz_idents holds exactly the tables' idents. */
-static bool idents_exactly(struct env *env, const struct sm_authz_tables *t)
+/* sm_authz_idents as pinned, opened anew (the caller closes it). */
+static int idents_map(struct env *env)
 {
 	char path[256];
-	struct sm_frontend_key key, next, *previous = NULL;
-	struct sm_authz_ident_value value;
-	size_t n = 0;
-	bool same = true;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/maps-v%d/sm_authz_idents", env->pin_dir, SM_LAYOUT_VERSION);
 	fd = bpf_obj_get(path);
 	CHECK(fd >= 0, "%s: %s", path, strerror(errno));
+	return fd;
+}
+
+static bool idents_exactly(struct env *env, const struct sm_authz_tables *t)
+{
+	struct sm_frontend_key key, next, *previous = NULL;
+	struct sm_authz_ident_value value;
+	size_t n = 0;
+	bool same = true;
+	int fd = idents_map(env);
+
 	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
 		key = next;
 		previous = &key;
@@ -950,7 +958,21 @@ static void idents_alone(struct env *env, const void *arg)
 	addr16("127.0.0.6", changed[3].addr);
 	b.t.changed_idents = changed;
 	b.t.n_changed_idents = 4;
+	/* only the listed addresses are diffed: fd00:10::2, given B here but not listed, keeps A in the map; a
+	 * write with no list diffs every address and gives it A again */
+	struct sm_frontend_key unlisted;
+	struct sm_authz_ident_value value = { 0 };
+	int idents = idents_map(env);
+	addr16("fd00:10::2", unlisted.addr);
+	b.ident_values[3].identity = ID_B;
 	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
+	CHECK(bpf_map_lookup_elem(idents, &unlisted, &value) == 0 && value.identity == ID_A,
+	      "an address the list does not name was diffed (identity %llx)", (unsigned long long)value.identity);
+	b.ident_values[3].identity = ID_A;
+	b.t.changed_idents = NULL;
+	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
+	b.t.changed_idents = changed;
+	close(idents);
 	CHECK(sm_datapath_authz_generation(env->dp, &g) == 0 && g == 1, "generation %u after the idents", g);
 	CHECK(idents_exactly(env, &b.t), "the idents written alone");
 	expect_connect("127.0.0.3", "127.0.0.10", 8080, true);

@@ -260,7 +260,7 @@ int sm_model_authz_source_changes(const struct sm_model *model, uint64_t since, 
 				  size_t *n_set, uint8_t (**unset)[16], size_t *n_unset);
 /* The tables prev, compiled or updated for the input of `since` with the node's addresses was_node,
  * brought to the input now with node by those changes (sm_authz_update_idents). -ESTALE (not listed) or
- * -ESRCH (a source of a class prev never evaluated): build the whole input; -ENOMEM. */
+ * -ESRCH (a source of a class prev's compilation did not make): build the whole input; -ENOMEM. */
 int sm_model_authz_update(const struct sm_model *model, const struct sm_authz_tables *prev, uint64_t since,
 			  const uint8_t (*was_node)[16], size_t n_was, const uint8_t (*node)[16], size_t n_node,
 			  struct sm_authz_tables **out, char *reason, size_t reason_size);

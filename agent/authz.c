@@ -410,18 +410,12 @@ static void log_in_force(struct agent_authz *authz, const struct sm_model_authz 
 {
 	const struct sm_authz_tables *t = authz->in_force;
 
-	if (sources_only && !reaped) {
-		log_msg(LOG_INFO,
-			"authorization: generation %u in force with new identities (%zu sources) in %.1f ms; they deny "
-			"nothing that was allowed: no established connection to check",
-			t->generation, t->n_idents, (double)authz->last_compile_us / 1000.0);
-		return;
-	}
 	if (sources_only) {
-		log_msg(LOG_INFO,
-			"authorization: generation %u in force with new identities (%zu sources) in %.1f ms; %u "
-			"established connections closed",
-			t->generation, t->n_idents, (double)authz->last_compile_us / 1000.0, closed);
+		char outcome[64];
+		snprintf(outcome, sizeof(outcome), "%u established connections closed", closed);
+		log_msg(LOG_INFO, "authorization: generation %u in force with new identities (%zu sources) in %.1f ms; %s",
+			t->generation, t->n_idents, (double)authz->last_compile_us / 1000.0,
+			reaped ? outcome : "they deny nothing that was allowed: no established connection to check");
 		return;
 	}
 	log_msg(LOG_INFO,

@@ -84,10 +84,8 @@ void record_touched(struct sm_model *model, uint64_t changes)
 }
 
 struct source_changes {
-	struct sm_authz_source *set;
-	size_t n_set, cap_set;
-	uint8_t (*unset)[16];
-	size_t n_unset, cap_unset;
+	struct vec set;	  /* struct sm_authz_source */
+	struct vec unset; /* uint8_t[16] */
 	const uint8_t (*node)[16];
 	size_t n_node;
 };
@@ -100,21 +98,6 @@ static bool is_node(const struct source_changes *c, const uint8_t addr[16])
 	return false;
 }
 
-static int grow(void *items, size_t *capacity, size_t n, size_t size)
-{
-	size_t grown = *capacity ? *capacity * 2 : 16;
-	void *moved;
-
-	if (n < *capacity)
-		return 0;
-	moved = realloc(*(void **)items, grown * size);
-	if (!moved)
-		return -ENOMEM;
-	*(void **)items = moved;
-	*capacity = grown;
-	return 0;
-}
-
 /* addr as the input lists it now: the node's, a workload's with its identity, or nobody's. */
 static int add_change(const struct sm_model *model, struct source_changes *c, const uint8_t addr[16])
 {
@@ -122,16 +105,9 @@ static int add_change(const struct sm_model *model, struct source_changes *c, co
 
 	memcpy(source.addr, addr, 16);
 	source.node = is_node(c, addr);
-	if (source.node || sm_model_authz_identity(model, addr, &source.identity)) {
-		if (grow(&c->set, &c->cap_set, c->n_set, sizeof(*c->set)))
-			return -ENOMEM;
-		c->set[c->n_set++] = source;
-		return 0;
-	}
-	if (grow(&c->unset, &c->cap_unset, c->n_unset, sizeof(*c->unset)))
-		return -ENOMEM;
-	memcpy(c->unset[c->n_unset++], addr, 16);
-	return 0;
+	if (source.node || sm_model_authz_identity(model, addr, &source.identity))
+		return vec_push(&c->set, &source, sizeof(source));
+	return vec_push(&c->unset, addr, 16);
 }
 
 static int add_def_changes(const struct sm_model *model, struct source_changes *c, const struct wl_def *def)
@@ -182,14 +158,14 @@ int sm_model_authz_source_changes(const struct sm_model *model, uint64_t since, 
 		return -ESTALE;
 	err = collect_changes(model, since, was_node, n_was, &c);
 	if (err) {
-		free(c.set);
-		free(c.unset);
+		vec_free(&c.set);
+		vec_free(&c.unset);
 		return err;
 	}
-	*set = c.set;
-	*n_set = c.n_set;
-	*unset = c.unset;
-	*n_unset = c.n_unset;
+	*set = c.set.items;
+	*n_set = c.set.n;
+	*unset = c.unset.items;
+	*n_unset = c.unset.n;
 	return 0;
 }
 

@@ -62,18 +62,20 @@ struct agent_authz {
 	struct sm_authz_tables *checked;
 	struct sm_model_authz *checked_input;
 	uint64_t checked_changes;
-	bool checked_sources_only;	/* in_force's tables with new idents (sm_authz_update_idents, _sources) */
-	/* the tables last written whole, with the sources written since, and the model's count of destination
-	 * changes they were compiled at: while it holds, a change of sources alone needs only new idents */
+	bool checked_update;		/* an update of in_force's tables (sm_authz_update_*) */
+	/* the tables last written whole, with the updates written since, and the model's counts of policy and
+	 * destination changes they were compiled at: while the destinations' holds, a change of sources alone
+	 * needs only new idents; while the policies' holds, this node's addresses are updated too */
 	struct sm_authz_tables *in_force;
-	uint64_t in_force_dests;
+	uint64_t in_force_dests, in_force_policies;
 	uint64_t in_force_changes;			  /* sm_model_authz_generation they were made at */
 	uint8_t in_force_node[MAX_NODE_ADDRESSES][16];	  /* the node's addresses they were made with */
 	size_t n_in_force_node;
 	atomic_uint generation;		/* in force */
 	atomic_size_t n_unknown;	/* listed policies not received, at the last compile */
 	atomic_ullong compiles, compile_failures, closed_total;
-	atomic_ullong identity_updates; /* of compiles: new identities alone, under the generation in force */
+	atomic_ullong identity_updates;	   /* of compiles: new identities alone, under the generation in force */
+	atomic_ullong destination_updates; /* ... this node's addresses given sets, the same */
 	atomic_ullong namespace_walks;	/* guarded namespaces whose TCP table a reap walked */
 	atomic_ullong last_compile_us;
 	atomic_size_t verdict_entries;
@@ -172,15 +174,16 @@ static size_t node_count(const struct agent_authz *authz)
 	return authz->node_mode == NODE_NONE ? 0 : authz->n_node;
 }
 
-/* The tables for the model's state: *sources_only when they are the tables in force with new idents (the
- * destinations and policies unchanged, every source's class known), from the addresses changed since or
- * from the whole input; else compiled whole for generation. *input_out: the input built (NULL when the
- * changed addresses sufficed). */
+/* The tables for the model's state: *update when they are the tables in force updated under their generation
+ * (the policies unchanged, every source's class and every local address's set known), from the addresses
+ * changed since or (only sources changed) from the whole input; else compiled whole for generation.
+ * *input_out: the input built (NULL when the changed addresses sufficed). */
 static int compile(struct agent_authz *authz, const struct sm_model *model, uint32_t generation,
-		   struct sm_model_authz **input_out, struct sm_authz_tables **out, bool *sources_only, char *reason,
+		   struct sm_model_authz **input_out, struct sm_authz_tables **out, bool *update, char *reason,
 		   size_t size)
 {
-	bool same_dests = authz->in_force && authz->in_force_dests == sm_model_authz_destinations_generation(model);
+	bool same_policies = authz->in_force && authz->in_force_policies == sm_model_authz_policies_generation(model);
+	bool same_dests = same_policies && authz->in_force_dests == sm_model_authz_destinations_generation(model);
 	struct sm_model_authz *input;
 	int changed, ret;
 
@@ -188,13 +191,15 @@ static int compile(struct agent_authz *authz, const struct sm_model *model, uint
 		*input_out = NULL;
 	if (authz->node_mode == NODE_AUTO)
 		own_addresses(authz, model);
-	changed = same_dests && authz->in_force->n_dests
+	/* tables that guard nothing were compiled without sources */
+	changed = same_policies && authz->in_force->n_dests
 			  ? sm_model_authz_update(model, authz->in_force, authz->in_force_changes,
 						  (const uint8_t(*)[16])authz->in_force_node, authz->n_in_force_node,
-						  (const uint8_t(*)[16])authz->node, node_count(authz), out, reason, size)
+						  (const uint8_t(*)[16])authz->node, node_count(authz), !same_dests, out,
+						  reason, size)
 			  : -ESRCH;
-	*sources_only = !changed;
-	if (*sources_only)
+	*update = !changed;
+	if (*update)
 		return 0;
 	ret = sm_model_authz_build(model, (const uint8_t(*)[16])authz->node, node_count(authz), &input);
 	if (ret) {
@@ -205,10 +210,11 @@ static int compile(struct agent_authz *authz, const struct sm_model *model, uint
 	input->input->max_cidrs = authz->capacity_cidrs;
 	input->input->max_sources = authz->capacity_sources;
 	input->input->max_verdicts = authz->capacity_verdicts;
-	/* from the whole input when the model no longer lists the changed addresses */
-	ret = changed == -ESRCH ? -ESRCH : sm_authz_update_sources(authz->in_force, input->input, out, reason, size);
-	*sources_only = !ret;
-	if (ret == -ESRCH) /* a source of a class never evaluated, or other destinations or policies */
+	/* from the whole input when the model no longer lists the changed addresses and only sources changed */
+	ret = changed == -ESRCH || !same_dests ? -ESRCH
+					       : sm_authz_update_sources(authz->in_force, input->input, out, reason, size);
+	*update = !ret;
+	if (ret == -ESRCH) /* a source of a class never evaluated, an address of a new set, or other policies */
 		ret = sm_authz_compile(input->input, generation, out, reason, size);
 	if (ret || !input_out)
 		sm_model_authz_free(input);
@@ -239,12 +245,12 @@ int agent_authz_check_only(void *ctx, const struct sm_model *model, char *reason
 {
 	struct agent_authz *authz = ctx;
 	struct sm_authz_tables *tables = NULL;
-	bool sources_only;
+	bool update;
 	int ret;
 
 	if (no_policies(model))
 		return 0;
-	ret = compile(authz, model, 1, NULL, &tables, &sources_only, reason, size);
+	ret = compile(authz, model, 1, NULL, &tables, &update, reason, size);
 	sm_authz_tables_free(tables);
 	return ret;
 }
@@ -260,7 +266,7 @@ int agent_authz_check(void *ctx, const struct sm_model *model, char *reason, siz
 	forget_checked(authz);
 	if (no_policies(model))
 		return 0;
-	ret = compile(authz, model, 1, &input, &tables, &authz->checked_sources_only, reason, size);
+	ret = compile(authz, model, 1, &input, &tables, &authz->checked_update, reason, size);
 	if (ret)
 		return ret;
 	authz->checked = tables;
@@ -401,20 +407,22 @@ static unsigned reap(struct agent_authz *authz, const struct sm_frontend_key *de
 static bool checked_fits(const struct agent_authz *authz, const struct sm_model *model)
 {
 	return authz->checked && authz->checked_changes == sm_model_authz_generation(model) &&
-	       (!authz->checked_sources_only ||
+	       (!authz->checked_update ||
 		(authz->in_force && authz->checked->generation == authz->in_force->generation));
 }
 
-static void log_in_force(struct agent_authz *authz, const struct sm_model_authz *input, bool sources_only,
+static void log_in_force(struct agent_authz *authz, const struct sm_model_authz *input, bool update,
 			 bool reaped, unsigned closed)
 {
 	const struct sm_authz_tables *t = authz->in_force;
 
-	if (sources_only) {
-		char outcome[64];
+	if (update) {
+		char outcome[64], local[64] = "";
 		snprintf(outcome, sizeof(outcome), "%u established connections closed", closed);
-		log_msg(LOG_INFO, "authorization: generation %u in force with new identities (%zu sources) in %.1f ms; %s",
-			t->generation, t->n_idents, (double)authz->last_compile_us / 1000.0,
+		if (t->changed_dests)
+			snprintf(local, sizeof(local), ", %zu local addresses given their sets", t->n_changed_dests);
+		log_msg(LOG_INFO, "authorization: generation %u in force with new identities (%zu sources%s) in %.1f ms; %s",
+			t->generation, t->n_idents, local, (double)authz->last_compile_us / 1000.0,
 			reaped ? outcome : "they deny nothing that was allowed: no established connection to check");
 		return;
 	}
@@ -448,24 +456,24 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	struct sm_model_authz *input = NULL;
 	struct sm_authz_tables *tables = NULL;
 	uint64_t started = now_us();
-	bool sources_only = false;
+	bool update = false;
 	char reason[512];
 	int ret;
 
 	if (checked_fits(authz, model)) {
 		tables = authz->checked;
 		input = authz->checked_input;
-		sources_only = authz->checked_sources_only;
+		update = authz->checked_update;
 		authz->checked = NULL;
 		authz->checked_input = NULL;
-		if (!sources_only)
+		if (!update)
 			retag(tables, next);
 		ret = 0;
 	} else
-		ret = compile(authz, model, next, &input, &tables, &sources_only, reason, sizeof(reason));
+		ret = compile(authz, model, next, &input, &tables, &update, reason, sizeof(reason));
 	forget_checked(authz);
 	if (!ret)
-		ret = sources_only ? sm_datapath_authz_write_idents(authz->dp, tables, reason, sizeof(reason))
+		ret = update ? sm_datapath_authz_write_update(authz->dp, tables, reason, sizeof(reason))
 				   : sm_datapath_authz_write(authz->dp, tables, reason, sizeof(reason));
 	authz->compiles++;
 	if (ret) {
@@ -474,33 +482,35 @@ static void sync_tables(struct agent_authz *authz, const struct sm_model *model)
 	}
 	authz->retry_ms = 0;
 	authz->retry_at_us = 0;
-	authz->identity_updates += sources_only;
+	authz->identity_updates += update && !tables->changed_dests;
+	authz->destination_updates += update && tables->changed_dests;
 	authz->generation = tables->generation;
 	authz->synced = true;
 	authz->synced_changes = sm_model_authz_generation(model);
 	authz->last_compile_us = now_us() - started;
 	authz->verdict_entries = tables->n_verdicts;
 	authz->guarding_nothing = tables->n_dests == 0;
-	/* a reap walks the TCP table of every guarded namespace: after new identities alone, only where they deny
-	 * something that was allowed (-ENOMEM: everywhere) */
+	/* a reap walks the TCP table of every guarded namespace: after an update, only where it denies something
+	 * that was allowed (-ENOMEM: everywhere) */
 	struct sm_frontend_key *denied_at = NULL;
 	size_t n_denied_at = 0;
-	int may_deny = sources_only ? sm_authz_update_denies(authz->in_force, tables, &denied_at, &n_denied_at) : 1;
+	int may_deny = update ? sm_authz_update_denies(authz->in_force, tables, &denied_at, &n_denied_at) : 1;
 	sm_authz_tables_free(authz->in_force);
 	authz->in_force = tables;
 	authz->in_force_dests = sm_model_authz_destinations_generation(model);
+	authz->in_force_policies = sm_model_authz_policies_generation(model);
 	authz->in_force_changes = sm_model_authz_generation(model);
 	authz->n_in_force_node = node_count(authz);
 	memcpy(authz->in_force_node, authz->node, authz->n_in_force_node * 16);
 	tables = NULL;
-	if (input) { /* else only sources changed: the same policies and destinations */
+	if (input) { /* else an update: the same policies */
 		remember_names(authz, input);
 		report_unknown(authz, input);
 	}
-	unsigned closed = may_deny ? reap(authz, may_deny > 0 && sources_only ? denied_at : NULL, n_denied_at) : 0;
+	unsigned closed = may_deny ? reap(authz, may_deny > 0 && update ? denied_at : NULL, n_denied_at) : 0;
 	free(denied_at);
 	authz->closed_total += closed;
-	log_in_force(authz, input, sources_only, may_deny, closed);
+	log_in_force(authz, input, update, may_deny, closed);
 out:
 	sm_authz_tables_free(tables);
 	sm_model_authz_free(input);
@@ -847,6 +857,9 @@ char *agent_authz_metrics(struct agent_authz *authz)
 		"# HELP sockmesh_authz_identity_updates_total of those written, new identities alone under the generation "
 		"in force\n"
 		"# TYPE sockmesh_authz_identity_updates_total counter\nsockmesh_authz_identity_updates_total %llu\n"
+		"# HELP sockmesh_authz_destination_updates_total of those written, this node's changed addresses given "
+		"the sets they have under the generation in force (with their identities)\n"
+		"# TYPE sockmesh_authz_destination_updates_total counter\nsockmesh_authz_destination_updates_total %llu\n"
 		"# HELP sockmesh_authz_compile_failures_total compilations whose tables could not be written\n"
 		"# TYPE sockmesh_authz_compile_failures_total counter\nsockmesh_authz_compile_failures_total %llu\n"
 		"# HELP sockmesh_authz_namespace_walks_total guarded namespaces walked to close what a change denies\n"
@@ -861,7 +874,8 @@ char *agent_authz_metrics(struct agent_authz *authz)
 		"(policy \"\": denied because no ALLOW policy matched)\n"
 		"# TYPE sockmesh_authz_policy_connections_total counter\n",
 		authz->generation, (unsigned long long)authz->compiles, (unsigned long long)authz->identity_updates,
-		(unsigned long long)authz->compile_failures, (unsigned long long)authz->namespace_walks,
+		(unsigned long long)authz->destination_updates, (unsigned long long)authz->compile_failures,
+		(unsigned long long)authz->namespace_walks,
 		(double)authz->last_compile_us / 1e6, (size_t)authz->verdict_entries, authz->n_unknown);
 	if (authz->dp)
 		sm_datapath_authz_policy_counts(authz->dp, policy_metrics, &pass);

@@ -232,11 +232,23 @@ int sm_authz_update_idents(const struct sm_authz_tables *prev, const struct sm_a
 			   const uint8_t (*unset)[16], size_t n_unset, struct sm_authz_tables **out, char *reason,
 			   size_t reason_size);
 /*
- * Whether next, made from prev by sm_authz_update_sources or sm_authz_update_idents, denies some source
- * address a destination and port that prev let it reach (an address of next->changed_idents whose identity
- * changed, came or went): only then can an established connection need closing. 1 when it may, 0 when it cannot, -ENOMEM.
- * When dests is not NULL, *dests (malloc'ed) and *n_dests get the destinations where it may: no
- * connection to another one can need closing.
+ * Tables an update of sources handed out (sm_authz_update_idents, _sources), not yet written, brought to a
+ * change of this node's addresses with the policies the same (the caller knows:
+ * sm_model_authz_policies_generation): each destination of set[] guarded by its policies, each address of
+ * unset[] not guarded (the first listing of an address counts), each with a set the compilation made; t
+ * lists in changed_dests the addresses whose entry differs. Returns 0; -ESRCH when an address's policies make
+ * a set the compilation did not, or the dests would pass their limit (then compile in full), reason
+ * naming the address; -EINVAL when t was updated so before; -ENOMEM. On error t is as it was.
+ */
+int sm_authz_update_destinations(struct sm_authz_tables *t, const struct sm_authz_destination *set, size_t n_set,
+				 const uint8_t (*unset)[16], size_t n_unset, char *reason, size_t reason_size);
+/*
+ * Whether next, made from prev by sm_authz_update_sources or sm_authz_update_idents (and perhaps
+ * sm_authz_update_destinations), denies some source address a destination and port that prev let it reach:
+ * an address of next->changed_idents whose identity changed, came or went, or an address of
+ * next->changed_dests guarded now or by another set. Only then can an established connection need
+ * closing. 1 when it may, 0 when it cannot, -ENOMEM. When dests is not NULL, *dests (malloc'ed) and
+ * *n_dests get the destinations where it may: no connection to another one can need closing.
  */
 int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_authz_tables *next,
 			   struct sm_frontend_key **dests, size_t *n_dests);

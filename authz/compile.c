@@ -27,14 +27,6 @@ static bool list_set(const struct sm_authz_match *m, enum sm_authz_field f)
 	return m->positive[f].n || m->negative[f].n;
 }
 
-static bool match_empty(const struct sm_authz_match *m)
-{
-	for (int f = 0; f < SM_AUTHZ_FIELD_COUNT; f++)
-		if (list_set(m, f))
-			return false;
-	return true;
-}
-
 static int cidr_atom(struct sm_compiler *c, const struct sm_authz_list *list, uint32_t *atom)
 {
 	uint32_t id;
@@ -56,7 +48,7 @@ static int flatten_match(struct sm_compiler *c, struct sm_flat_policy *fp, const
 	if ((err = sm_grow(&c->matches, &c->cap_matches, c->n_matches + 1, sizeof(*c->matches))))
 		return err;
 	fm = &c->matches[c->n_matches++];
-	*fm = (struct sm_flat_match){ .match = m, .src_bit = SM_NO_BIT, .empty = match_empty(m) };
+	*fm = (struct sm_flat_match){ .match = m, .src_bit = SM_NO_BIT, .empty = sm_match_empty(m) };
 	fp->n_matches++;
 	if (list_set(m, SM_AUTHZ_SOURCE_IPS) || list_set(m, SM_AUTHZ_PRINCIPALS) || list_set(m, SM_AUTHZ_NAMESPACES) ||
 	    list_set(m, SM_AUTHZ_SERVICE_ACCOUNTS)) {
@@ -87,7 +79,8 @@ static int add_policy(struct sm_compiler *c, const struct sm_authz_policy *p, ui
 	if ((err = sm_grow(&c->policies, &c->cap_policies, c->n_policies + 1, sizeof(*c->policies))))
 		return err;
 	c->policies[c->n_policies++] = fp;
-	return 0;
+	/* the destination side numbers its policies in the same order: the same index */
+	return sm_dest_side_add_policy(c->dests, p);
 }
 
 /* ---- idents: every source address, the first listing of an address wins ---- */
@@ -190,56 +183,21 @@ int sm_compile_idents(const struct sm_authz_compile_input *in, struct sm_authz_t
 
 /* ---- destination sets ---- */
 
-static bool dest_ip_in(const struct sm_authz_list *list, const uint8_t addr[16])
-{
-	for (size_t i = 0; i < list->n; i++)
-		if (sm_cidr_contains(list->cidrs[i].addr, list->cidrs[i].prefix_len > 128 ? 128 : list->cidrs[i].prefix_len,
-				     addr))
-			return true;
-	return false;
-}
-
-static bool dest_side_holds(const struct sm_flat_match *fm, const uint8_t addr[16])
-{
-	const struct sm_authz_match *m = fm->match;
-
-	return !fm->empty &&
-	       (!m->positive[SM_AUTHZ_DESTINATION_IPS].n || dest_ip_in(&m->positive[SM_AUTHZ_DESTINATION_IPS], addr)) &&
-	       !dest_ip_in(&m->negative[SM_AUTHZ_DESTINATION_IPS], addr);
-}
-
-/* A set's key: n, the policies' indices (32 bits each, padded to 64), then per match of those policies
- * in order, whether it is not empty and its destination side holds. */
+/* A set's key (sm_dest_side_key): the policies' indices, then whether each of their matches' destination
+ * side holds. */
 static int destination_set(struct sm_compiler *c, const struct sm_authz_destination *d, uint32_t *set)
 {
-	size_t n_matches = 0, head = (d->n_policies + 2) / 2, lm = 0;
-	uint32_t *indices, index;
-	uint64_t *key;
-	int err;
+	uint32_t *indices = calloc(d->n_policies + 1, sizeof(*indices));
+	uint64_t *key = NULL;
+	size_t size;
+	int err = indices ? 0 : -ENOMEM;
 
-	for (size_t i = 0; i < d->n_policies; i++) {
-		if ((err = add_policy(c, d->policies[i], &index)))
-			return err;
-		n_matches += c->policies[index].n_matches;
-	}
-	key = calloc(head + SM_WORDS(n_matches) + 1, 8);
-	if (!key)
-		return -ENOMEM;
-	indices = (uint32_t *)(void *)key;
-	indices[0] = (uint32_t)d->n_policies;
-	for (size_t i = 0; i < d->n_policies; i++) {
-		const struct sm_flat_policy *fp;
-
-		if ((err = add_policy(c, d->policies[i], &indices[1 + i])))
-			goto out;
-		fp = &c->policies[indices[1 + i]];
-		for (uint32_t m = 0; m < fp->n_matches; m++, lm++)
-			if (dest_side_holds(&c->matches[fp->first_match + m], d->addr))
-				sm_bit_set(key + head, lm);
-	}
-	err = sm_intern_add(&c->sets, key, (head + SM_WORDS(n_matches)) * 8, set);
-out:
+	for (size_t i = 0; !err && i < d->n_policies; i++)
+		err = add_policy(c, d->policies[i], &indices[i]);
+	if (!err && !(err = sm_dest_side_key(c->dests, d->addr, indices, d->n_policies, &key, &size)))
+		err = sm_intern_add(&c->sets, key, size, set);
 	free(key);
+	free(indices);
 	return err;
 }
 
@@ -348,6 +306,7 @@ static void compiler_free(struct sm_compiler *c)
 	sm_intern_free(&c->sets);
 	free(c->rows);
 	sm_classifier_unref(c->classifier);
+	sm_dest_side_unref(c->dests);
 }
 
 static uint32_t limit(uint32_t given, uint32_t map_default)
@@ -383,6 +342,9 @@ static int compile(struct sm_compiler *c, char *reason, size_t reason_size)
 	sm_classifier_take_classes(c->classifier, c);
 	c->t->classifier = c->classifier;
 	c->classifier = NULL;
+	sm_dest_side_take_sets(c->dests, &c->sets, c->max_dests);
+	c->t->dest_side = c->dests;
+	c->dests = NULL;
 out:
 	if (err == -ENOMEM)
 		snprintf(reason, reason_size, "out of memory compiling the authorization tables");
@@ -419,7 +381,11 @@ int sm_authz_compile(const struct sm_authz_compile_input *input, uint32_t genera
 	sm_intern_init(&c.cidr_classes);
 	sm_intern_init(&c.source_classes);
 	sm_intern_init(&c.sets);
-	err = compile(&c, reason, reason_size);
+	err = sm_dest_side_new(&c.dests);
+	if (!err)
+		err = compile(&c, reason, reason_size);
+	else
+		snprintf(reason, reason_size, "out of memory compiling the authorization tables");
 	compiler_free(&c);
 	if (err) {
 		sm_authz_tables_free(c.t);

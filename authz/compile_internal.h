@@ -120,6 +120,7 @@ struct sm_compiler {
 	struct sm_intern sets; /* (policy indices, destination bits); destination set = id + 1 */
 
 	struct sm_authz_classifier *classifier; /* the source side, handed to the tables at the end */
+	struct sm_authz_dest_side *dests;	/* the destination side, the same */
 };
 
 /* An (identity, CIDR class) pair that occurs, and its source class. */
@@ -158,6 +159,27 @@ int sm_classifier_class(const struct sm_authz_classifier *k, const struct sm_aut
 uint32_t sm_classifier_max_sources(const struct sm_authz_classifier *k);
 struct sm_authz_classifier *sm_classifier_ref(struct sm_authz_classifier *k);
 void sm_classifier_unref(struct sm_authz_classifier *k);
+
+/* ---- the destination side, kept with the tables (compile_dests.c) ---- */
+
+/* Whether every list of m is empty (such a match never matches). */
+bool sm_match_empty(const struct sm_authz_match *m);
+int sm_dest_side_new(struct sm_authz_dest_side **out);
+/* Appends p (its index is the number of policies added before it), with its matches' destination side. */
+int sm_dest_side_add_policy(struct sm_authz_dest_side *s, const struct sm_authz_policy *p);
+/* The key of the set of addr under the policies of those indices: n, the indices (32 bits each, padded to
+ * 64), then per match of those policies in order, whether it is not empty and its destination side holds.
+ * *key is malloc'ed, *size its bytes. */
+int sm_dest_side_key(const struct sm_authz_dest_side *s, const uint8_t addr[16], const uint32_t *indices, size_t n,
+		     uint64_t **key, size_t *size);
+/* Once the verdicts are made: the compilation's sets (the keys), moved in, and the dests table's limit. */
+void sm_dest_side_take_sets(struct sm_authz_dest_side *s, struct sm_intern *sets, uint32_t max_dests);
+uint32_t sm_dest_side_max_dests(const struct sm_authz_dest_side *s);
+/* The set the compilation gives d (its policies found by hash); -ESRCH when a policy or the key is not
+ * among the compilation's, -ENOMEM. */
+int sm_dest_side_set(const struct sm_authz_dest_side *s, const struct sm_authz_destination *d, uint32_t *set);
+struct sm_authz_dest_side *sm_dest_side_ref(struct sm_authz_dest_side *s);
+void sm_dest_side_unref(struct sm_authz_dest_side *s);
 
 /* t's idents: each distinct address of in's sources (its first listing) with its identity, sorted by
  * address; *keep gets their indices in in->sources, in the same order (the caller's to free). */

@@ -197,5 +197,7 @@ void sm_authz_tables_free(struct sm_authz_tables *t)
 	free(t->added_source_values);
 	sm_classifier_unref(t->classifier);
 	free(t->changed_idents);
+	sm_dest_side_unref(t->dest_side);
+	free(t->changed_dests);
 	free(t);
 }

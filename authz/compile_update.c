@@ -51,6 +51,7 @@ static int copy_tables(struct sm_authz_tables *t, const struct sm_authz_tables *
 	    (err = copy_array(&t->verdicts, prev->verdicts, prev->n_verdicts, sizeof(*prev->verdicts))))
 		return err;
 	t->classifier = sm_classifier_ref(prev->classifier);
+	t->dest_side = sm_dest_side_ref(prev->dest_side);
 	return copy_array(&t->pair_keys, prev->pair_keys, prev->n_pairs, sizeof(*prev->pair_keys));
 }
 
@@ -531,13 +532,27 @@ static void mark_source(const struct sm_authz_tables *t, const int32_t *parent, 
 		mark_sets(t, from, was_exempt, to, denied);
 }
 
-/* The addresses of the destinations whose set is marked. */
-static int denied_dests(const struct sm_authz_tables *t, const bool *denied, struct sm_frontend_key **out, size_t *n_out)
+/* Whether next's dests entry i may deny what prev allowed: its set is marked, or the update gave the address
+ * its set (guarded now, or by another set). */
+static bool dest_denies(const struct sm_authz_tables *next, size_t i, const bool *denied)
+{
+	struct sm_frontend_key addr = { 0 };
+
+	if (denied[next->dest_values[i].dest_set])
+		return true;
+	memcpy(addr.addr, next->dest_keys[i].addr, 16);
+	return next->n_changed_dests &&
+	       bsearch(&addr, next->changed_dests, next->n_changed_dests, sizeof(addr), sm_authz_cmp_ident);
+}
+
+/* The addresses of the destinations that may deny what prev allowed. */
+static int denied_dests(const struct sm_authz_tables *next, const bool *denied, struct sm_frontend_key **out,
+			size_t *n_out)
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < t->n_dests; i++)
-		n += denied[t->dest_values[i].dest_set];
+	for (size_t i = 0; i < next->n_dests; i++)
+		n += dest_denies(next, i, denied);
 	*n_out = n;
 	if (!out)
 		return 0;
@@ -545,9 +560,9 @@ static int denied_dests(const struct sm_authz_tables *t, const bool *denied, str
 	if (!*out)
 		return -ENOMEM;
 	n = 0;
-	for (size_t i = 0; i < t->n_dests; i++)
-		if (denied[t->dest_values[i].dest_set])
-			memcpy((*out)[n++].addr, t->dest_keys[i].addr, 16);
+	for (size_t i = 0; i < next->n_dests; i++)
+		if (dest_denies(next, i, denied))
+			memcpy((*out)[n++].addr, next->dest_keys[i].addr, 16);
 	return 0;
 }
 

@@ -12,12 +12,14 @@
  *     (100 namespaces, 20 service accounts, 2,000 nodes: 1 in 2,000 is on this node, all in namespace
  *     ns7) read from a local config, then per round: POLICIES policies applied (to each local workload),
  *     a workload of another node started and gone again (pod churn), first as one more pod of a service
- *     account the mesh has, then with a new one, one policy changed, all removed. Each step is timed as the
+ *     account the mesh has, then with a new one, a workload of this node started and gone again (one
+ *     more pod of its others' policies), one policy changed, all removed. Each step is timed as the
  *     agent does it: the model's apply, whose admission check compiles once (agent_authz_check), then the
  *     tables: sm_model_authz_build + sm_authz_compile, or, when only sources changed and their classes are
  *     known, sm_authz_update_idents from the changed addresses (sm_authz_update_sources from the whole input
- *     when the model no longer lists them), written by sm_datapath_authz_write or, for new idents alone,
- *     sm_datapath_authz_write_idents (as root only, into a datapath in a network namespace, cgroup and pin
+ *     when the model no longer lists them), with sm_authz_update_destinations when this node's workloads
+ *     changed and the policies did not, written by sm_datapath_authz_write or, for an update,
+ *     sm_datapath_authz_write_update (as root only, into a datapath in a network namespace, cgroup and pin
  *     directory made for it and removed after). Medians and the spread over ROUNDS; the process's
  *     peak RSS added by the rounds.
  *
@@ -167,20 +169,30 @@ static int scattered(int i, int n)
 	return (int)((i * step + 13) % n);
 }
 
+/* The names of the WorkloadSelector policies, which node-7's workloads list (kept by r). */
+static size_t selector_names(struct response *r, int n_policies, char ***out)
+{
+	char **selected = response_alloc(r, (size_t)n_policies * sizeof(char *) + 1);
+	size_t n_selected = 0;
+
+	for (int i = 0; i < n_policies; i++) {
+		if (policy_scope(i, n_policies) != SCOPE_SELECTOR)
+			continue;
+		selected[n_selected] = response_alloc(r, 32);
+		snprintf(selected[n_selected++], 32, "%s/p%d", LOCAL_NAMESPACE, i);
+	}
+	*out = selected;
+	return n_selected;
+}
+
 static uint8_t *make_mesh(int n_workloads, int n_policies, size_t *len)
 {
 	struct response r;
 	char **selected;
-	size_t n_selected = 0;
+	size_t n_selected;
 
 	response_init(&r, SM_TYPE_URL_ADDRESS);
-	selected = response_alloc(&r, (size_t)n_policies * sizeof(char *));
-	for (int i = 0; i < n_policies; i++) {
-		if (policy_scope(i, n_policies) != SCOPE_SELECTOR)
-			continue;
-		selected[n_selected] = response_alloc(&r, 32);
-		snprintf(selected[n_selected++], 32, "%s/p%d", LOCAL_NAMESPACE, i);
-	}
+	n_selected = selector_names(&r, n_policies, &selected);
 	for (int i = 0; i < n_workloads; i++) {
 		char *uid = response_alloc(&r, 48), *ip = response_alloc(&r, 20), *node = response_alloc(&r, 16);
 		char *ns = response_alloc(&r, 8), *sa = response_alloc(&r, 8);
@@ -235,7 +247,7 @@ static response_t *read_policies(const char *path)
 enum step { APPLY, COMPILE, WRITE, TOTAL, STEPS };
 static const char *const step_names[STEPS] = { "model apply (with its admission compile)",
 					       "the tables (build+compile, or an update)",
-					       "sm_datapath_authz_write (or _idents)", "total" };
+					       "sm_datapath_authz_write (or _update)", "total" };
 
 struct bench {
 	struct sm_model *model;
@@ -243,33 +255,36 @@ struct bench {
 	uint32_t generation;
 	/* as the agent keeps them: the tables in force and the model's count of destination changes then */
 	struct sm_authz_tables *in_force;
-	uint64_t in_force_dests, in_force_changes;
-	bool sources_only; /* the last step's tables: those in force with new idents */
+	uint64_t in_force_dests, in_force_policies, in_force_changes;
+	bool update; /* the last step's tables: an update of those in force */
 	double check_seconds; /* of the last apply: the admission compile */
 	size_t dests, cidrs, sources, verdicts, idents;
 };
 
-/* As agent/authz.c's compile(): the tables in force with new idents when only sources changed and each
- * source's class is known (from the changed addresses, else from the whole input), else a whole
- * compilation. *input: the input built, NULL when the changed addresses sufficed. */
+/* As agent/authz.c's compile(): the tables in force updated under their generation when the policies are the
+ * same and every changed source's class and local address's set is known (from the changed addresses; when
+ * only sources changed and the model no longer lists them, from the whole input), else a whole compilation.
+ * *input: the input built, NULL when the changed addresses sufficed. */
 static int compile(struct bench *b, const struct sm_model *model, uint32_t generation, struct sm_model_authz **input,
-		   struct sm_authz_tables **out, bool *sources_only, char *reason, size_t size)
+		   struct sm_authz_tables **out, bool *update, char *reason, size_t size)
 {
-	bool same_dests = b->in_force && b->in_force_dests == sm_model_authz_destinations_generation(model);
-	int changed = same_dests && b->in_force->n_dests
-			      ? sm_model_authz_update(model, b->in_force, b->in_force_changes, NULL, 0, NULL, 0, out, reason,
-						      size)
+	bool same_policies = b->in_force && b->in_force_policies == sm_model_authz_policies_generation(model);
+	bool same_dests = same_policies && b->in_force_dests == sm_model_authz_destinations_generation(model);
+	int changed = same_policies && b->in_force->n_dests
+			      ? sm_model_authz_update(model, b->in_force, b->in_force_changes, NULL, 0, NULL, 0, !same_dests,
+						      out, reason, size)
 			      : -ESRCH,
 	    ret;
 
 	*input = NULL;
-	*sources_only = !changed;
-	if (*sources_only)
+	*update = !changed;
+	if (*update)
 		return 0;
 	if ((ret = sm_model_authz_build(model, NULL, 0, input)))
 		return ret;
-	ret = changed == -ESRCH ? -ESRCH : sm_authz_update_sources(b->in_force, (*input)->input, out, reason, size);
-	*sources_only = !ret;
+	ret = changed == -ESRCH || !same_dests ? -ESRCH
+					       : sm_authz_update_sources(b->in_force, (*input)->input, out, reason, size);
+	*update = !ret;
 	if (ret == -ESRCH)
 		ret = sm_authz_compile((*input)->input, generation, out, reason, size);
 	return ret;
@@ -282,8 +297,8 @@ static int check(void *ctx, const struct sm_model *model, char *reason, size_t s
 	struct sm_model_authz *input;
 	struct sm_authz_tables *tables = NULL;
 	double start = now_seconds();
-	bool sources_only;
-	int ret = compile(b, model, 1, &input, &tables, &sources_only, reason, size);
+	bool update;
+	int ret = compile(b, model, 1, &input, &tables, &update, reason, size);
 
 	sm_model_authz_free(input);
 	sm_authz_tables_free(tables);
@@ -314,11 +329,11 @@ static void step(struct bench *b, const response_t *response, double t[STEPS])
 	if (sm_model_apply(b->model, response, &null_writer, &rejections) || rejections.count)
 		exit(fprintf(stderr, "authz_bench: apply: %s\n", rejections.count ? rejections.items[0].reason : "failed") > 0);
 	double t1 = now_seconds();
-	if (compile(b, b->model, b->generation + 1, &input, &tables, &b->sources_only, reason, sizeof(reason)))
+	if (compile(b, b->model, b->generation + 1, &input, &tables, &b->update, reason, sizeof(reason)))
 		exit(fprintf(stderr, "authz_bench: compile: %s\n", reason) > 0);
 	b->generation = tables->generation;
 	double t3 = now_seconds();
-	if (b->dp && (b->sources_only ? sm_datapath_authz_write_idents(b->dp, tables, reason, sizeof(reason))
+	if (b->dp && (b->update ? sm_datapath_authz_write_update(b->dp, tables, reason, sizeof(reason))
 				      : sm_datapath_authz_write(b->dp, tables, reason, sizeof(reason))))
 		exit(fprintf(stderr, "authz_bench: write: %s\n", reason) > 0);
 	double t4 = now_seconds();
@@ -334,6 +349,7 @@ static void step(struct bench *b, const response_t *response, double t[STEPS])
 	sm_authz_tables_free(b->in_force);
 	b->in_force = tables;
 	b->in_force_dests = sm_model_authz_destinations_generation(b->model);
+	b->in_force_policies = sm_model_authz_policies_generation(b->model);
 	b->in_force_changes = sm_model_authz_generation(b->model);
 	sm_model_authz_free(input);
 	sm_rejections_clear(&rejections);
@@ -351,7 +367,7 @@ static void print_steps(const char *what, double (*t)[STEPS], int rounds, const 
 
 	printf("%s: %zu local addresses, %zu prefixes, %zu source classes, %zu verdicts, %zu identities%s\n", what,
 	       b->dests, b->cidrs, b->sources, b->verdicts, b->idents,
-	       b->sources_only ? "; new idents alone under the generation in force" : "");
+	       b->update ? "; an update under the generation in force" : "");
 	for (int s = 0; s < STEPS; s++) {
 		if (s == WRITE && !written)
 			continue;
@@ -378,24 +394,48 @@ static long status_kib(const char *field)
 	return value;
 }
 
+/* r packed and decoded, as the agent receives it; r is freed. */
+static response_t *decoded(struct response *r)
+{
+	size_t len;
+	uint8_t *bytes = response_pack(r, &len);
+	response_t *out;
+
+	response_free(r);
+	out = decode(bytes, len);
+	free(bytes);
+	return out;
+}
+
 /* A workload of another node in namespace ns3, as a pod starting: its own Address response (the name stays the
  * caller's). The mesh's workloads run as sa0 .. sa19 in each namespace: as one of those it is one more pod of
  * theirs, as another a new identity. */
 static response_t *one_pod(const char *uid, const char *service_account)
 {
 	struct response r;
-	size_t len;
 	struct workload_spec spec = { .uid = uid, .addresses = { "10.200.0.1" }, .node = "node-99", .namespace = "ns3" };
 
 	response_init(&r, SM_TYPE_URL_ADDRESS);
 	Istio__Workload__Workload *w = workload_from(&r, &spec);
 	w->service_account = (char *)service_account;
 	response_add_workload_msg(&r, w, "v1");
-	uint8_t *bytes = response_pack(&r, &len);
-	response_free(&r);
-	response_t *out = decode(bytes, len);
-	free(bytes);
-	return out;
+	return decoded(&r);
+}
+
+/* A workload of this node, as its others are (namespace ns7, listing the WorkloadSelector policies): one more
+ * pod of theirs, whose address takes the destination set they have. */
+static response_t *one_local_pod(const char *uid, int n_policies)
+{
+	struct response r;
+	struct workload_spec spec = { .uid = uid, .addresses = { "10.201.0.1" }, .node = "node-7",
+				      .namespace = LOCAL_NAMESPACE };
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	Istio__Workload__Workload *w = workload_from(&r, &spec);
+	w->service_account = "sa0";
+	w->n_authorization_policies = selector_names(&r, n_policies, &w->authorization_policies);
+	response_add_workload_msg(&r, w, "v1");
+	return decoded(&r);
 }
 
 /* The response that changes policy `changed` alone: its resource in `variant` (the file with it changed). */
@@ -431,6 +471,8 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	double (*gone_t)[STEPS] = calloc((size_t)rounds, sizeof(*gone_t));
 	double (*new_sa_t)[STEPS] = calloc((size_t)rounds, sizeof(*new_sa_t));
 	double (*new_sa_gone_t)[STEPS] = calloc((size_t)rounds, sizeof(*new_sa_gone_t));
+	double (*local_t)[STEPS] = calloc((size_t)rounds, sizeof(*local_t));
+	double (*local_gone_t)[STEPS] = calloc((size_t)rounds, sizeof(*local_gone_t));
 	int fd = mkstemp(path), changed = n_policies / 2 + 1;
 	int ret;
 
@@ -478,6 +520,9 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	gone.removed_resources = &started_name;
 	new_sa_gone.removed_resources = &new_sa_name;
 	gone.n_removed_resources = new_sa_gone.n_removed_resources = 1;
+	response_t *local = one_local_pod("bench//Pod/ns7/local-started", n_policies), local_gone = gone;
+	char *local_name = local->resources[0]->name;
+	local_gone.removed_resources = &local_name;
 
 	long rss_before = status_kib("VmRSS:");
 	int clear = open("/proc/self/clear_refs", O_WRONLY);
@@ -504,6 +549,13 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 		step(&b, &new_sa_gone, new_sa_gone_t[r]);
 		if (r == rounds - 1)
 			print_steps("that workload gone", new_sa_gone_t, rounds, &b, b.dp);
+		/* a pod of this node, of the same policies as its others */
+		step(&b, local, local_t[r]);
+		if (r == rounds - 1)
+			print_steps("a workload of this node started", local_t, rounds, &b, b.dp);
+		step(&b, &local_gone, local_gone_t[r]);
+		if (r == rounds - 1)
+			print_steps("that workload gone", local_gone_t, rounds, &b, b.dp);
 		step(&b, &change, change_t[r]);
 		check_change += b.check_seconds;
 		if (r == rounds - 1)
@@ -526,7 +578,10 @@ static int controlplane(int n_workloads, int n_policies, int rounds)
 	free(gone_t);
 	free(new_sa_t);
 	free(new_sa_gone_t);
+	free(local_t);
+	free(local_gone_t);
 	protobuf_c_message_free_unpacked(&new_sa->base, NULL);
+	protobuf_c_message_free_unpacked(&local->base, NULL);
 	sm_authz_tables_free(b.in_force);
 	protobuf_c_message_free_unpacked(&started->base, NULL);
 	protobuf_c_message_free_unpacked(&address->base, NULL);

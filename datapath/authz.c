@@ -539,7 +539,43 @@ out:
 	return ret;
 }
 
-int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz_tables *t, char *err, size_t size)
+/* dests keys of one generation, as the compiler sorts them */
+static int compare_dest_addr(const void *a, const void *b)
+{
+	return memcmp(((const struct sm_authz_dest_key *)a)->addr, ((const struct sm_authz_dest_key *)b)->addr, 16);
+}
+
+/* The dests entries an update of this node's addresses changed, under the generation in force: written, or
+ * deleted where the address is not guarded any more. */
+static int write_changed_dests(struct sm_datapath *dp, const struct sm_authz_tables *t, char *err, size_t size)
+{
+	int fd = dp->fds[SM_DP_MAP_AUTHZ_DESTS], ret = 0;
+	struct entries now = { 0 }, gone = { 0 };
+
+	for (size_t i = 0; !ret && i < t->n_changed_dests; i++) {
+		struct sm_authz_dest_key key = { .generation = t->generation };
+		const struct sm_authz_dest_key *found;
+
+		memcpy(key.addr, t->changed_dests[i].addr, 16);
+		found = t->n_dests ? bsearch(&key, t->dest_keys, t->n_dests, sizeof(key), compare_dest_addr) : NULL;
+		ret = found ? entries_push(&now, &key, &t->dest_values[found - t->dest_keys], sizeof(key),
+					   sizeof(*t->dest_values))
+			    : entries_push(&gone, &key, NULL, sizeof(key), 0);
+	}
+	if (!ret)
+		ret = update_entries(fd, now.keys, now.values, sizeof(struct sm_authz_dest_key),
+				     sizeof(struct sm_authz_dest_value), now.n);
+	if (!ret)
+		ret = delete_entries(fd, gone.keys, sizeof(struct sm_authz_dest_key), gone.n);
+	if (ret)
+		fail(err, size, ret, "writing %zu entries of generation %u to %s, deleting %zu: %s", now.n, t->generation,
+		     sm_dp_map_name(SM_DP_MAP_AUTHZ_DESTS), gone.n, strerror(-ret));
+	entries_free(&now);
+	entries_free(&gone);
+	return ret;
+}
+
+int sm_datapath_authz_write_update(struct sm_datapath *dp, const struct sm_authz_tables *t, char *err, size_t size)
 {
 	struct entries stale = { 0 };
 	struct sm_dp_ident *idents = NULL;
@@ -559,7 +595,11 @@ int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz
 	if (ret)
 		return fail(err, size, ret, "writing %zu entries of generation %u to %s: %s", t->n_added_sources,
 			    t->generation, sm_dp_map_name(SM_DP_MAP_AUTHZ_SOURCES), strerror(-ret));
-	/* no flip: a check reads an address's identity before or after its change, both valid */
+	/* no flip: a check reads an address's identity, or a local address's set, before or after its change,
+	 * both valid */
+	ret = write_changed_dests(dp, t, err, size);
+	if (ret)
+		return ret;
 	ret = write_idents(dp, t, &stale, &idents, err, size);
 	if (ret)
 		remember_idents(dp, NULL, 0); /* some may have been written */

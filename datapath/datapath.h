@@ -104,11 +104,17 @@ struct sm_authz_tables {
 	size_t n_added_sources;
 	/* authz/'s, written to no map: what such an update needs to give a pair never evaluated its class. */
 	struct sm_authz_classifier *classifier;
+	struct sm_authz_dest_side *dest_side; /* and what gives a local address its destination set */
 	/* Set by an update of sources (sm_authz_update_idents, _sources; NULL otherwise): the addresses, sorted,
 	 * whose identity may differ from the tables it started from. When the map holds those tables' idents, a
 	 * write of idents alone diffs these alone. */
 	struct sm_frontend_key *changed_idents;
 	size_t n_changed_idents;
+	/* Set by an update of this node's addresses (sm_authz_update_destinations): the addresses, sorted, whose
+	 * dests entry differs from the tables it started from (guarded now, by another set, or no more); a
+	 * write under the generation in force writes or deletes those entries. */
+	struct sm_frontend_key *changed_dests;
+	size_t n_changed_dests;
 };
 
 /* ---- the datapath ---- */
@@ -240,12 +246,13 @@ const char *sm_counter_name(enum sm_counter counter);
  */
 int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err, size_t size);
 /*
- * Writes only the idents of tables whose other tables are those in force (tables->generation is the
- * generation in force: sm_authz_update_idents, sm_authz_update_sources), as a diff against the map, and
- * deletes the idents they do not list; no flip. Returns 0 or -errno (-EINVAL: another generation is in
- * force), err naming the map.
+ * Writes an update of the tables in force (tables->generation is the generation in force:
+ * sm_authz_update_idents, sm_authz_update_sources, sm_authz_update_destinations) with no flip: the sources
+ * entries it added, the dests entries of its changed_dests, then its idents as a diff against the map,
+ * deleting the idents it does not list. Returns 0 or -errno (-EINVAL: another generation is in force),
+ * err naming the map.
  */
-int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err,
+int sm_datapath_authz_write_update(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err,
 				  size_t size);
 /* The generation in force; 0: none written yet (nothing is checked). */
 int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generation);

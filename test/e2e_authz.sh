@@ -15,6 +15,7 @@ e2e_world
 # The server workload (prod/srv) on this node at 127.0.0.10; clients: frontend/web at .20, other/bad at
 # .30, nobody's address .40, the node's own address .50 (exempt). All on lo, in this namespace.
 spawn_mesh python3 "$peer" serve 127.0.0.10 8080
+spawn_mesh python3 "$peer" serve 127.0.0.11 8080
 spawn_mesh python3 "$peer" serve ::1 8080
 
 workloads() { # srv lists the selector policy prod/deny-bad when SELECT is set
@@ -24,7 +25,8 @@ workloads:
 - {uid: e2e//Pod/frontend/web, name: web, namespace: frontend, serviceAccount: web, node: local, workloadIps: ["127.0.0.20"]}
 - {uid: e2e//Pod/other/bad, name: bad, namespace: other, serviceAccount: bad, node: elsewhere, workloadIps: ["127.0.0.30"]}${NEWPOD:+
 - {uid: e2e//Pod/frontend/web2, name: web2, namespace: frontend, serviceAccount: web, node: elsewhere, workloadIps: ["127.0.0.40"]\}}${NEWSA:+
-- {uid: e2e//Pod/frontend/api, name: api, namespace: frontend, serviceAccount: api, node: elsewhere, workloadIps: ["127.0.0.41"]\}}
+- {uid: e2e//Pod/frontend/api, name: api, namespace: frontend, serviceAccount: api, node: elsewhere, workloadIps: ["127.0.0.41"]\}}${LOCAL2:+
+- {uid: e2e//Pod/prod/srv2, name: srv2, namespace: prod, serviceAccount: srv, node: local, workloadIps: ["127.0.0.11"]\}}
 services: []
 YAML
 }
@@ -91,6 +93,15 @@ check "a new workload of another node with a new service account of a known clas
 check "... under the generation in force" test "$(generation)" = "$generation_before"
 identity_updates() { metrics | awk '/^sockmesh_authz_identity_updates_total / {print $2}'; }
 check "the updates of identities alone are counted" test "$(identity_updates)" -ge 2
+# A workload of this node under the policies srv has (prod's): its address takes srv's destination set,
+# written under the generation in force.
+LOCAL2=1 NEWSA=1 write_config
+check_showing "a new workload of this node is guarded at once" wait_for 10 refused_fast 127.0.0.30 127.0.0.11
+check "... an allowed namespace reaches it" answered 127.0.0.20 127.0.0.11
+check "... under the generation in force" test "$(generation)" = "$generation_before"
+check "its address is logged as given its set" wait_for 5 logged "1 local addresses given their sets"
+destination_updates() { metrics | awk '/^sockmesh_authz_destination_updates_total / {print $2}'; }
+check "the update is counted" test "$(destination_updates)" -ge 1
 admin_lints() { metrics >"$work/admin.txt" && promtool check metrics <"$work/admin.txt"; }
 if command -v promtool >/dev/null; then
   check_showing "promtool check metrics accepts the admin endpoint's exposition" admin_lints

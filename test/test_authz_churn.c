@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Pod churn against authorization tables updated address by address (sm_model_authz_source_changes,
- * sm_authz_update_idents): after every batch, and inside each one (the admission check, before it
- * commits), the updated identities equal those of a whole compilation of the model's input. Random
- * batches of workloads of other nodes that come, go, move, share addresses (host-network pods), take the
- * node's addresses, change service account; some batches fail and are undone; the node's address list
- * changes now and then. The updated tables also give every source the verdicts a whole compilation gives:
- * a new identity takes a class the compilation made, and its sources entry when that class has one. A workload of this node or a policy change makes a whole compilation, as in the
- * agent. Deterministic per AUTHZ_SEED.
+ * sm_authz_update_idents, sm_authz_update_destinations): after every batch, and inside each one (the
+ * admission check, before it commits), the updated identities and guarded addresses equal those of a whole
+ * compilation of the model's input. Random batches of workloads of this node and others that come, go,
+ * move, share addresses (host-network pods), take the node's addresses, change service account or
+ * namespace; some batches fail and are undone; the node's address list changes now and then. The updated
+ * tables also give every source the verdicts a whole compilation gives at every destination: a new identity
+ * takes a class the compilation made, and its sources entry when that class has one; a local address takes
+ * the set its policies have. A local address of a set the compilation did not make compiles whole, as in
+ * the agent. Deterministic per AUTHZ_SEED.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,11 +37,14 @@ struct churn {
 	struct authz_rng rng;
 	uint64_t seed;
 	struct sm_authz_tables *tables;	/* the last compiled or updated, for the input of `since` */
-	uint64_t since, dests;		/* the model's counts it was made at */
+	uint64_t since, dests, policies; /* the model's counts it was made at */
 	uint8_t node[2][16], was_node[2][16];
 	size_t n_node, n_was;
 	size_t updated, recompiled, checked_in_batch;
 	size_t sources_added; /* sources entries the updates added for new identities */
+	size_t dests_changed; /* dests entries the updates wrote or deleted */
+	size_t new_sets;      /* updates refused for a local address of a set the tables do not have */
+	size_t policy_changes;
 };
 
 /* As the model holds it: IPv4 mapped into IPv6. */
@@ -102,7 +107,15 @@ static void same_idents(struct churn *c, const struct sm_authz_tables *got, cons
 		if (!same_verdicts(got, want, got->ident_keys[i].addr))
 			fail_msg("AUTHZ_SEED=%llu, %s: the updated tables' verdicts for source %zu differ from a whole "
 				 "compilation's", (unsigned long long)c->seed, when, i);
+	for (size_t d = 0; d < want->n_dests; d++)
+		if (d >= got->n_dests || memcmp(got->dest_keys[d].addr, want->dest_keys[d].addr, 16))
+			fail_msg("AUTHZ_SEED=%llu, %s: the updated tables guard other addresses (%zu) than a whole "
+				 "compilation (%zu)", (unsigned long long)c->seed, when, got->n_dests, want->n_dests);
+	if (got->n_dests != want->n_dests)
+		fail_msg("AUTHZ_SEED=%llu, %s: the updated tables guard %zu addresses, a whole compilation %zu",
+			 (unsigned long long)c->seed, when, got->n_dests, want->n_dests);
 	c->sources_added += got->n_added_sources;
+	c->dests_changed += got->n_changed_dests;
 }
 
 /* The tables updated from c->tables with the model's changes, or NULL when they need a whole compilation. */
@@ -112,10 +125,12 @@ static struct sm_authz_tables *update_now(struct churn *c)
 	char reason[256];
 	int err;
 
-	if (!c->tables || !c->tables->n_dests || c->dests != sm_model_authz_destinations_generation(c->h.model))
+	if (!c->tables || !c->tables->n_dests || c->policies != sm_model_authz_policies_generation(c->h.model))
 		return NULL;
 	err = sm_model_authz_update(c->h.model, c->tables, c->since, (const uint8_t(*)[16])c->was_node, c->n_was,
-				    (const uint8_t(*)[16])c->node, c->n_node, &t, reason, sizeof(reason));
+				    (const uint8_t(*)[16])c->node, c->n_node,
+				    c->dests != sm_model_authz_destinations_generation(c->h.model), &t, reason, sizeof(reason));
+	c->new_sets += err == -ESRCH && strstr(reason, "destination ") != NULL;
 	if (err == -ESTALE || err == -ESRCH)
 		return NULL;
 	if (err)
@@ -156,6 +171,7 @@ static void after_batch(struct churn *c)
 	c->tables = whole;
 	c->since = sm_model_authz_generation(c->h.model);
 	c->dests = sm_model_authz_destinations_generation(c->h.model);
+	c->policies = sm_model_authz_policies_generation(c->h.model);
 	memcpy(c->was_node, c->node, sizeof(c->node));
 	c->n_was = c->n_node;
 }
@@ -177,7 +193,7 @@ static void random_batch(struct churn *c)
 			.uid = uid,
 			.addresses = { addrs[authz_below(&c->rng, ADDRS)],
 				       authz_chance(&c->rng, 30) ? addrs[authz_below(&c->rng, ADDRS)] : NULL },
-			.node = authz_chance(&c->rng, 4) ? "node-a" : "node-b",
+			.node = authz_chance(&c->rng, 20) ? "node-a" : "node-b",
 			.namespace = authz_chance(&c->rng, 50) ? "default" : "other",
 		};
 		if (spec.addresses[1] && !strcmp(spec.addresses[0], spec.addresses[1]))
@@ -203,8 +219,19 @@ static void apply_policy_and_local(struct churn *c)
 
 	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
 	response_add_allow_from_namespace(&r, "default", "allow-default", "default");
+	response_add_policy_from_namespace(&r, "other", "deny-default", ISTIO__SECURITY__ACTION__DENY, "default");
 	apply_ok(&c->h, &r);
 	apply_workloads(&c->h, &local, 1);
+}
+
+/* allow-default let in another namespace: a policy changed, which compiles whole. */
+static void change_policy(struct churn *c)
+{
+	struct response r;
+
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	response_add_allow_from_namespace(&r, "default", "allow-default", c->policy_changes++ % 2 ? "default" : "other");
+	apply_ok(&c->h, &r);
 }
 
 static void updated_idents_equal_whole_compilations(void **state)
@@ -225,13 +252,19 @@ static void updated_idents_equal_whole_compilations(void **state)
 			for (size_t i = 0; i < c.n_node; i++)
 				addr16(addrs[authz_below(&c.rng, ADDRS)], c.node[i]);
 		}
-		random_batch(&c);
+		if (authz_chance(&c.rng, 3))
+			change_policy(&c);
+		else
+			random_batch(&c);
 		after_batch(&c);
 	}
 	printf("# AUTHZ_SEED=%llu: %zu batches updated address by address, %zu compiled whole, %zu admission checks "
-	       "updated, %zu sources entries added\n",
-	       (unsigned long long)c.seed, c.updated, c.recompiled, c.checked_in_batch, c.sources_added);
-	assert_true(c.updated > STEPS / 3 && c.recompiled > 10 && c.checked_in_batch > STEPS / 4 && c.sources_added > 0);
+	       "updated, %zu sources entries added, %zu dests entries changed; %zu policy changes, %zu refused for a "
+	       "new destination set\n",
+	       (unsigned long long)c.seed, c.updated, c.recompiled, c.checked_in_batch, c.sources_added, c.dests_changed,
+	       c.policy_changes, c.new_sets);
+	assert_true(c.updated > STEPS / 3 && c.recompiled > 10 && c.checked_in_batch > STEPS / 4 && c.sources_added > 0 &&
+		    c.dests_changed > 10 && c.new_sets > 0);
 	sm_authz_tables_free(c.tables);
 	harness_close(&c.h);
 }

@@ -658,7 +658,16 @@ static bool newly_denied_at(const struct authz_world *was, const struct authz_wo
 	return false;
 }
 
-/* sm_authz_update_denies names exactly the destinations where the evaluator finds a source newly denied. */
+static bool changed_dest(const struct sm_authz_tables *t, const uint8_t addr[16])
+{
+	for (size_t i = 0; i < t->n_changed_dests; i++)
+		if (!memcmp(t->changed_dests[i].addr, addr, 16))
+			return true;
+	return false;
+}
+
+/* sm_authz_update_denies names exactly the destinations where the evaluator finds a source newly denied, and
+ * perhaps also those an update of destinations gave another set. */
 static bool denies_where_evaluator_does(const struct authz_world *was, const struct authz_world *is,
 					const struct sm_authz_tables *prev, const struct sm_authz_tables *next, char *why,
 					size_t why_size, bool *any)
@@ -666,6 +675,7 @@ static bool denies_where_evaluator_does(const struct authz_world *was, const str
 	struct sm_frontend_key *dests;
 	size_t n_dests;
 	int ret = sm_authz_update_denies(prev, next, &dests, &n_dests);
+	bool given_another_set = false;
 
 	*any = false;
 	assert_true(ret >= 0);
@@ -675,6 +685,10 @@ static bool denies_where_evaluator_does(const struct authz_world *was, const str
 		for (size_t k = 0; k < n_dests; k++)
 			got |= !memcmp(dests[k].addr, next->dest_keys[d].addr, 16);
 		*any |= want;
+		if (got && !want && changed_dest(next, next->dest_keys[d].addr)) {
+			given_another_set = true; /* walked whatever it denies now */
+			continue;
+		}
 		if (want != got) {
 			snprintf(why, why_size, "destination %zu: sm_authz_update_denies %d, the evaluator %d", d, got, want);
 			free(dests);
@@ -682,9 +696,9 @@ static bool denies_where_evaluator_does(const struct authz_world *was, const str
 		}
 	}
 	free(dests);
-	if (ret != *any)
+	if (ret != (*any || given_another_set))
 		snprintf(why, why_size, "sm_authz_update_denies returned %d, the evaluator %d", ret, *any);
-	return ret == *any;
+	return ret == (*any || given_another_set);
 }
 
 /* sm_authz_update_sources over a few rounds of churn from one compilation: each time it takes the change, its
@@ -768,6 +782,174 @@ static void update_sources_agrees(void **state)
 	       (unsigned long long)entries_added, (unsigned long long)refused);
 	assert_true(taken > 100 && refused > 10 && denying > 10 && taken - denying > 10 && classified > 10 &&
 		    entries_added > 10);
+}
+
+/* ---- a change of this node's addresses ---- */
+
+/* A change of was's destinations, as pods of this node come and go: some gone, some given another's policies,
+ * a few new ones with another's policies or a subset of the world's (which may make a new set). now gets
+ * the destinations after it (policy lists borrowed from was or allocated into lists[], which last as long
+ * as the world); set and unset the change as sm_authz_update_destinations takes it. */
+#define CHURN_LISTS 32
+
+struct dest_churn {
+	struct sm_authz_destination *set;
+	size_t n_set;
+	uint8_t (*unset)[16];
+	size_t n_unset;
+	const struct sm_authz_policy **(*lists)[CHURN_LISTS];
+	size_t *n_lists;
+};
+
+static bool listed_at(const struct sm_authz_destination *d, size_t n, const uint8_t addr[16])
+{
+	for (size_t i = 0; i < n; i++)
+		if (!memcmp(d[i].addr, addr, 16))
+			return true;
+	return false;
+}
+
+static void churn_destinations(struct authz_rng *r, const struct authz_world *was, struct authz_world *now,
+			       struct dest_churn *c)
+{
+	size_t n_new = authz_below(r, 4), n = 0;
+
+	now->destinations = calloc(was->n_destinations + n_new + 1, sizeof(*now->destinations));
+	c->set = calloc(was->n_destinations + n_new + 1, sizeof(*c->set));
+	c->unset = calloc(was->n_destinations + 1, sizeof(*c->unset));
+	assert_true(now->destinations && c->set && c->unset);
+	for (size_t i = 0; i < was->n_destinations; i++) {
+		struct sm_authz_destination d = was->destinations[i];
+
+		if (listed_at(was->destinations, i, d.addr))
+			continue; /* a later listing of an address: the first counts */
+		if (authz_chance(r, 15)) {
+			memcpy(c->unset[c->n_unset++], d.addr, 16);
+			continue;
+		}
+		if (authz_chance(r, 20)) { /* relabelled: another destination's policies */
+			const struct sm_authz_destination *o = &was->destinations[authz_below(r, (uint32_t)was->n_destinations)];
+			d.policies = o->policies;
+			d.n_policies = o->n_policies;
+			c->set[c->n_set++] = d;
+		}
+		now->destinations[n++] = d;
+	}
+	for (size_t i = 0; i < n_new; i++) {
+		struct sm_authz_destination d = { 0 };
+
+		authz_random_addr(r, d.addr);
+		if (listed_at(now->destinations, n, d.addr) || listed_at(was->destinations, was->n_destinations, d.addr))
+			continue;
+		if (was->n_destinations && authz_chance(r, 70)) { /* one more pod of another's policies */
+			const struct sm_authz_destination *o = &was->destinations[authz_below(r, (uint32_t)was->n_destinations)];
+			d.policies = o->policies;
+			d.n_policies = o->n_policies;
+		} else if (*c->n_lists < CHURN_LISTS) {
+			const struct sm_authz_policy **list = calloc(was->n_policies + 1, sizeof(*list));
+			assert_non_null(list);
+			for (size_t k = 0; k < was->n_policies; k++)
+				if (authz_chance(r, 50))
+					list[d.n_policies++] = was->policies[k];
+			(*c->lists)[(*c->n_lists)++] = list;
+			d.policies = list;
+		} else {
+			continue;
+		}
+		c->set[c->n_set++] = d;
+		now->destinations[n++] = d;
+	}
+	now->n_destinations = n;
+}
+
+static void dest_churn_free(struct dest_churn *c)
+{
+	free(c->set);
+	free(c->unset);
+}
+
+/* sm_authz_update_destinations over rounds of this node's churn from one compilation: when it takes the
+ * change, the tables agree with the evaluator for every source at every destination now (those gone are not
+ * guarded), the dests entries that changed are listed, and sm_authz_update_denies names exactly the
+ * destinations where a source is now denied what it was allowed; when it refuses, a destination's policies
+ * made a set the compilation did not, and the tables are as they were. All happen. */
+static void update_destinations_agrees(void **state)
+{
+	uint64_t seed = env_number("AUTHZ_SEED", (uint64_t)time(NULL)), taken = 0, refused = 0, denying = 0;
+	uint64_t listed = 0;
+	struct authz_rng rng = { seed };
+	char reason[256], why[512];
+
+	(void)state;
+	for (int world = 0; world < 400; world++) {
+		struct authz_world w, was, now;
+		struct sm_authz_tables *t;
+		const struct sm_authz_policy **lists[CHURN_LISTS];
+		size_t n_lists = 0;
+
+		authz_random_world(&rng, &w);
+		t = compile_world(&w, 0);
+		was = w;
+		for (int round = 0; round < 4; round++) {
+			struct sm_authz_tables *next = NULL;
+			struct dest_churn c = { .lists = &lists, .n_lists = &n_lists };
+			size_t n_dests;
+
+			now = was;
+			churn_destinations(&rng, &was, &now, &c);
+			assert_int_equal(sm_authz_update_idents(t, NULL, 0, NULL, 0, &next, reason, sizeof(reason)), 0);
+			n_dests = next->n_dests;
+			int err = sm_authz_update_destinations(next, c.set, c.n_set, (const uint8_t(*)[16])c.unset,
+							       c.n_unset, reason, sizeof(reason));
+			if (err == -ESRCH) {
+				refused++;
+				assert_non_null(strstr(reason, "a destination set the tables in force do not have"));
+				assert_int_equal(next->n_dests, n_dests);
+				assert_null(next->changed_dests);
+				sm_authz_tables_free(next);
+				sm_authz_tables_free(t);
+				t = compile_world(&now, 0);
+			} else {
+				assert_int_equal(err, 0);
+				taken++;
+				listed += next->n_changed_dests;
+				for (size_t i = 0; i < next->n_changed_dests; i++)
+					assert_true(!!authz_world_destination(&was, next->changed_dests[i].addr) ||
+						    !!authz_world_destination(&now, next->changed_dests[i].addr));
+				bool want;
+				if (!denies_where_evaluator_does(&was, &now, t, next, why, sizeof(why), &want))
+					fail_msg("AUTHZ_SEED=%llu, world %d, round %d: %s", (unsigned long long)seed, world,
+						 round, why);
+				denying += want;
+				sm_authz_tables_free(t);
+				t = next;
+			}
+			for (size_t i = 0; i < now.n_sources; i++)
+				check_grid(&now, t, &now.sources[i].addr, 1, some_ports, sizeof(some_ports) / sizeof(*some_ports));
+			for (size_t i = 0; i < was.n_destinations; i++) { /* the gone ones too: not guarded now */
+				struct sm_authz_connection conn;
+				authz_random_connection(&rng, &now, &conn);
+				memcpy(conn.dst, was.destinations[i].addr, 16);
+				if (!authz_tables_agree(&now, t, &conn, why, sizeof(why)))
+					fail_msg("AUTHZ_SEED=%llu, world %d, round %d: %s", (unsigned long long)seed, world,
+						 round, why);
+			}
+			if (round)
+				free(was.destinations);
+			was = now;
+			dest_churn_free(&c);
+		}
+		free(now.destinations);
+		for (size_t i = 0; i < n_lists; i++)
+			free(lists[i]);
+		sm_authz_tables_free(t);
+		authz_world_free(&w);
+	}
+	printf("# destinations updated: %llu changes taken (%llu denying what was allowed, %llu dests entries changed), "
+	       "%llu refused (a new set)\n",
+	       (unsigned long long)taken, (unsigned long long)denying, (unsigned long long)listed,
+	       (unsigned long long)refused);
+	assert_true(taken > 100 && refused > 10 && denying > 10 && taken - denying > 10 && listed > 100);
 }
 
 /* ---- istiod's golden outputs ---- */
@@ -1068,6 +1250,7 @@ int main(void)
 		cmocka_unit_test(cidr_classes_in_one_walk),
 		cmocka_unit_test(idents_sorted_first_listing_wins),
 		cmocka_unit_test(update_sources_agrees),
+		cmocka_unit_test(update_destinations_agrees),
 		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_large),
 	};

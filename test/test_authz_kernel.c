@@ -915,15 +915,15 @@ static void idents_follow_each_write(struct env *env, const void *arg)
 	big_tables_free(t);
 	/* alone under the generation in force, also after an overfull write of them */
 	t = ident_tables(4, 100, 900, 2);
-	CHECK(sm_datapath_authz_write_idents(env->dp, t, err, sizeof(err)) == 0, "idents alone: %s", err);
+	CHECK(sm_datapath_authz_write_update(env->dp, t, err, sizeof(err)) == 0, "idents alone: %s", err);
 	CHECK(idents_exactly(env, t), "the idents written alone");
 	big_tables_free(t);
 	t = ident_tables(4, 0, info_max + 1, 5);
-	CHECK(sm_datapath_authz_write_idents(env->dp, t, err, sizeof(err)) < 0 && strstr(err, "sm_authz_idents"),
+	CHECK(sm_datapath_authz_write_update(env->dp, t, err, sizeof(err)) < 0 && strstr(err, "sm_authz_idents"),
 	      "an overfull write of idents alone: %s", err);
 	big_tables_free(t);
 	t = ident_tables(4, 50, 300, 4);
-	CHECK(sm_datapath_authz_write_idents(env->dp, t, err, sizeof(err)) == 0, "idents alone: %s", err);
+	CHECK(sm_datapath_authz_write_update(env->dp, t, err, sizeof(err)) == 0, "idents alone: %s", err);
 	CHECK(idents_exactly(env, t), "after the failed write of idents, the next one's exactly");
 	big_tables_free(t);
 	t = ident_tables(5, 0, 0, 0);
@@ -965,12 +965,12 @@ static void idents_alone(struct env *env, const void *arg)
 	int idents = idents_map(env);
 	addr16("fd00:10::2", unlisted.addr);
 	b.ident_values[3].identity = ID_B;
-	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
+	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
 	CHECK(bpf_map_lookup_elem(idents, &unlisted, &value) == 0 && value.identity == ID_A,
 	      "an address the list does not name was diffed (identity %llx)", (unsigned long long)value.identity);
 	b.ident_values[3].identity = ID_A;
 	b.t.changed_idents = NULL;
-	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
+	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
 	b.t.changed_idents = changed;
 	close(idents);
 	CHECK(sm_datapath_authz_generation(env->dp, &g) == 0 && g == 1, "generation %u after the idents", g);
@@ -990,15 +990,58 @@ static void idents_alone(struct env *env, const void *arg)
 	b.t.added_source_keys = &added_key;
 	b.t.added_source_values = &added_value;
 	b.t.n_added_sources = 1;
-	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
+	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
 	CHECK(idents_exactly(env, &b.t), "the idents with a new identity");
 	expect_connect("127.0.0.5", "127.0.0.10", 8080, true);	/* A's class */
 	expect_connect("127.0.0.5", "127.0.0.10", 8081, false); /* and its deny */
 	expect_connect("127.0.0.3", "127.0.0.10", 8080, true);	/* the others as they were */
 
 	b.t.generation = 2;
-	CHECK(sm_datapath_authz_write_idents(env->dp, &b.t, err, sizeof(err)) == -EINVAL && strstr(err, "in force"),
+	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == -EINVAL && strstr(err, "in force"),
 	      "idents of a generation not in force: %s", err);
+}
+
+/* A workload of this node started or gone with the policies unchanged (sm_authz_update_destinations): the
+ * dests entries its changed_dests lists are written or deleted under the generation in force, the others
+ * left as they are, and real connections follow at once. */
+static void dests_under_the_generation_in_force(struct env *env, const void *arg)
+{
+	struct tables b;
+	struct sm_frontend_key changed[3];
+	size_t of_g, n;
+	uint32_t g = 0;
+	char err[256];
+
+	(void)arg;
+	guard_here(env);
+	main_tables(&b, 1);
+	write_tables(env, &b);
+	expect_connect("127.0.0.3", "127.0.0.20", 8080, true);	 /* not guarded */
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, false); /* set 1: B not let in */
+	/* 127.0.0.10 gone, 127.0.0.20 started with set 1's policies; 127.0.0.30 listed, guarded by neither */
+	add_dest(&b, "fd00:10::1", 2);
+	addr16("127.0.0.20", b.dest_keys[0].addr);
+	b.dest_keys[1] = b.dest_keys[2];
+	b.t.n_dests = 2;
+	addr16("127.0.0.10", changed[0].addr);
+	addr16("127.0.0.20", changed[1].addr);
+	addr16("127.0.0.30", changed[2].addr);
+	b.t.changed_dests = changed;
+	b.t.n_changed_dests = 3;
+	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == 0, "writing the dests: %s", err);
+	CHECK(sm_datapath_authz_generation(env->dp, &g) == 0 && g == 1, "generation %u after the dests", g);
+	n = map_entries(env, "sm_authz_dests", 1, &of_g);
+	CHECK(n == 2 && of_g == 2, "sm_authz_dests holds %zu entries, %zu of generation 1; expected 2 and 2", n, of_g);
+	expect_connect("127.0.0.3", "127.0.0.20", 8080, false); /* guarded now */
+	expect_connect("127.0.0.2", "127.0.0.20", 8080, true);	 /* A is let in */
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, true);	 /* not guarded any more */
+	expect_connect("fd00:10::2", "fd00:10::1", 8080, true); /* not listed: as it was */
+
+	/* only the listed addresses are written: 127.0.0.10 given set 1 again but not listed stays unguarded */
+	add_dest(&b, "127.0.0.10", 1);
+	b.t.n_changed_dests = 0;
+	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == 0, "writing the dests: %s", err);
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, true);
 }
 
 static const struct case_row {
@@ -1015,6 +1058,7 @@ static const struct case_row {
 	{ "big tables: write time, one generation left, a failed write undone", big_writes },
 	{ "the idents follow each write, also after one that failed part of the way", idents_follow_each_write },
 	{ "idents written alone under the generation in force", idents_alone },
+	{ "this node's dests entries written under the generation in force", dests_under_the_generation_in_force },
 };
 
 static void run_named_case(void **state)

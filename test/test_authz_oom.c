@@ -2,8 +2,9 @@
 /*
  * Memory running short in the policy compiler, at every allocation in turn, once or from there on, for
  * seeded random worlds (test/authz_random.h): sm_authz_compile, and the updates of sources and of idents
- * from a world's own tables (with sm_authz_update_denies after them), and an update of idents that brings
- * new pairs for the compilation's source side to classify, return 0 or -ENOMEM and never exit;
+ * from a world's own tables (with sm_authz_update_denies after them), an update of idents that brings
+ * new pairs for the compilation's source side to classify, and an update of destinations that brings a
+ * destination for its destination side to give a set, return 0 or -ENOMEM and never exit;
  * -ENOMEM hands out no tables; tables they do hand out give the evaluator's verdict for every connection
  * tried. The library allocates through failing_alloc.h.
  */
@@ -19,6 +20,7 @@ enum op {
 	UPDATE_SOURCES, /* from w's own tables: the same sources, every pair known */
 	UPDATE_IDENTS,	/* the same, every source given again */
 	UPDATE_NEW_PAIRS, /* from the tables of w's first half of sources: the rest given, new pairs classified */
+	UPDATE_DESTINATIONS, /* from the tables of w's destinations but the last: all given, the last a set */
 };
 
 static int run(enum op op, const struct authz_world *w, const struct sm_authz_tables *prev,
@@ -34,11 +36,17 @@ static int run(enum op op, const struct authz_world *w, const struct sm_authz_ta
 		return sm_authz_compile(&in, 7, out, reason, size);
 	err = op == UPDATE_SOURCES ? sm_authz_update_sources(prev, &in, out, reason, size)
 				   : sm_authz_update_idents(prev, w->sources, w->n_sources, NULL, 0, out, reason, size);
+	if (!err && op == UPDATE_DESTINATIONS &&
+	    (err = sm_authz_update_destinations(*out, w->destinations, w->n_destinations, NULL, 0, reason, size))) {
+		sm_authz_tables_free(*out);
+		*out = NULL;
+		return err;
+	}
 	if (!err) { /* nothing denied that was allowed (the same sources), or memory short */
 		int denies = sm_authz_update_denies(prev, *out, &dests, NULL);
 		free(dests);
-		if (op == UPDATE_NEW_PAIRS && denies >= 0)
-			denies = 0; /* new sources may be denied what no source was */
+		if ((op == UPDATE_NEW_PAIRS || op == UPDATE_DESTINATIONS) && denies >= 0)
+			denies = 0; /* new sources may be denied what no source was, a new destination what it allowed */
 		if (denies) {
 			sm_authz_tables_free(*out);
 			*out = NULL;
@@ -66,7 +74,7 @@ static void check_tables(struct authz_rng *rng, const struct authz_world *w, con
 static void sweep(enum failing mode, enum op op)
 {
 	struct authz_rng rng = { 20261205 };
-	long compiles = 0, survived = 0, classified = 0;
+	long compiles = 0, survived = 0, classified = 0, given_sets = 0;
 
 	for (size_t world = 0; world < WORLDS; world++) {
 		struct authz_world w;
@@ -74,22 +82,28 @@ static void sweep(enum failing mode, enum op op)
 		char reason[256];
 
 		authz_random_world(&rng, &w);
-		struct authz_world first_half = w;
+		struct authz_world first_half = w, but_last = w;
 		first_half.n_sources /= 2;
+		but_last.n_destinations -= but_last.n_destinations > 0;
 		if (op != COMPILE)
-			assert_int_equal(run(COMPILE, op == UPDATE_NEW_PAIRS ? &first_half : &w, NULL, &prev, reason,
-					     sizeof(reason)),
+			assert_int_equal(run(COMPILE,
+					     op == UPDATE_NEW_PAIRS	     ? &first_half
+					     : op == UPDATE_DESTINATIONS ? &but_last
+									 : &w,
+					     NULL, &prev, reason, sizeof(reason)),
 					 0);
 		oom_arm(FAIL_NONE, 0);
 		int unfailed = run(op, &w, prev, &t, reason, sizeof(reason));
 		oom.armed = false;
-		if (op == UPDATE_NEW_PAIRS && unfailed == -ESRCH) { /* a new class: compiled whole, not here */
+		if ((op == UPDATE_NEW_PAIRS || op == UPDATE_DESTINATIONS) && unfailed == -ESRCH) {
+			/* a new class or set, or tables that guard nothing: compiled whole, not here */
 			sm_authz_tables_free(prev);
 			authz_world_free(&w);
 			continue;
 		}
 		assert_int_equal(unfailed, 0);
 		classified += op == UPDATE_NEW_PAIRS && t->n_pairs > prev->n_pairs;
+		given_sets += op == UPDATE_DESTINATIONS && t->n_changed_dests > 0;
 		long total = oom.count;
 		sm_authz_tables_free(t);
 		for (long target = 0; target < total; target++) {
@@ -117,25 +131,30 @@ static void sweep(enum failing mode, enum op op)
 		      op == COMPILE		 ? "compiles"
 		      : op == UPDATE_SOURCES	 ? "updates of sources"
 		      : op == UPDATE_IDENTS	 ? "updates of idents"
-						 : "updates of idents with new pairs",
+		      : op == UPDATE_NEW_PAIRS	 ? "updates of idents with new pairs"
+						 : "updates of destinations",
 		      survived);
 	if (op == UPDATE_NEW_PAIRS) {
 		print_message("# %ld worlds whose new pairs were given classes\n", classified);
 		assert_true(classified > 5);
+	}
+	if (op == UPDATE_DESTINATIONS) {
+		print_message("# %ld worlds whose new destination was given a set\n", given_sets);
+		assert_true(given_sets > 5);
 	}
 }
 
 static void each_allocation_failing_once(void **state)
 {
 	(void)state;
-	for (enum op op = COMPILE; op <= UPDATE_NEW_PAIRS; op++)
+	for (enum op op = COMPILE; op <= UPDATE_DESTINATIONS; op++)
 		sweep(FAIL_ONE, op);
 }
 
 static void every_allocation_failing_from_one_on(void **state)
 {
 	(void)state;
-	for (enum op op = COMPILE; op <= UPDATE_NEW_PAIRS; op++)
+	for (enum op op = COMPILE; op <= UPDATE_DESTINATIONS; op++)
 		sweep(FAIL_FROM, op);
 }
 

@@ -30,6 +30,7 @@ static atomic_int writes_failed, writes_taken, idents_taken;
 static atomic_size_t sources_added; /* sources entries written with idents alone, all told */
 static atomic_uint in_force;	    /* the generation the last whole write flipped to */
 static atomic_size_t idents_written; /* the idents of the last write taken */
+static atomic_size_t dests_changed;  /* dests entries written or deleted by updates, all told */
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
@@ -59,7 +60,7 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
 	return 0;
 }
 
-int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err,
+int sm_datapath_authz_write_update(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err,
 				  size_t size)
 {
 	(void)dp;
@@ -68,6 +69,7 @@ int sm_datapath_authz_write_idents(struct sm_datapath *dp, const struct sm_authz
 	assert_int_equal(tables->generation, atomic_load(&in_force));
 	atomic_store(&idents_written, tables->n_idents);
 	atomic_fetch_add(&sources_added, tables->n_added_sources);
+	atomic_fetch_add(&dests_changed, tables->n_changed_dests);
 	atomic_fetch_add(&idents_taken, 1);
 	return 0;
 }
@@ -371,9 +373,11 @@ static void expect_writes(const struct writes *want, const char *after)
 
 /* A change of sources alone (a workload of another node whose identity has a source class in the tables
  * in force: evaluated, or one the compilation made) writes the idents alone under the generation in force,
- * with the sources entry a new identity's class needs; anything else (a new class, a policy, a local
- * workload), and the write after a failed one, compiles and writes a new generation. */
-static void sources_alone_write_idents(void **state)
+ * with the sources entry a new identity's class needs; a workload of this node whose address takes a
+ * destination set the tables have writes its dests entries the same way; anything else (a new class, a
+ * policy, a local workload of a new set), and the write after a failed one, compiles and writes a new
+ * generation. */
+static void updates_under_the_generation_in_force(void **state)
 {
 	struct world w = { 0 };
 	struct response r;
@@ -403,22 +407,35 @@ static void sources_alone_write_idents(void **state)
 	expect_writes(&(struct writes){ 2, 5, 2, 4 }, "another identity of that class");
 	assert_int_equal(atomic_load(&sources_added), 1); /* denied: a class of its own, with its sources entry */
 	workload_on(&w, "far4", NULL, NULL, NULL);
+	expect_writes(&(struct writes){ 2, 6, 2, 3 }, "that one gone");
+	assert_int_equal(atomic_load(&dests_changed), 0);
 	workload_on(&w, "local", "10.0.0.2", "node-a", "server");
-	expect_writes(&(struct writes){ 3, 6, 3, 3 }, "a new address for the local workload");
+	expect_writes(&(struct writes){ 2, 7, 2, 3 }, "a new address for the local workload: the set it had");
+	assert_int_equal(atomic_load(&dests_changed), 2); /* the old address's entry deleted, the new one's written */
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	response_add_policy_from_namespace(&r, "other", "deny", ISTIO__SECURITY__ACTION__DENY, "bad");
+	apply(&w, &r, SM_TYPE_URL_AUTHORIZATION);
+	expect_writes(&(struct writes){ 3, 7, 3, 3 }, "a policy of a namespace with no workload of this node");
+	workload_in(&w, "local2", "10.0.0.3", "node-a", "other", "server");
+	expect_writes(&(struct writes){ 4, 7, 4, 4 }, "a workload of this node under that policy: a new set");
+	workload_in(&w, "local3", "10.0.0.4", "node-a", "other", "server");
+	expect_writes(&(struct writes){ 4, 8, 4, 5 }, "another under that policy");
+	assert_int_equal(atomic_load(&dests_changed), 3);
 
-	/* a failed write of idents: the next write is a whole one, tried again after 1 s */
+	/* a failed write of an update: the next write is a whole one, tried again after 1 s */
 	atomic_store(&writes_to_fail, 1);
 	workload_on(&w, "far4", "10.0.1.4", "node-b", "client");
 	assert_int_equal(atomic_load(&writes_failed), 1);
-	expect_writes(&(struct writes){ 3, 6, 3, 3 }, "a failed write of idents");
+	expect_writes(&(struct writes){ 4, 8, 4, 5 }, "a failed write of idents");
 	double start = now_seconds();
-	while (atomic_load(&writes_taken) == 3 && now_seconds() - start < 10)
+	while (atomic_load(&writes_taken) == 4 && now_seconds() - start < 10)
 		sleep_ms(20);
-	expect_writes(&(struct writes){ 4, 6, 4, 4 }, "the retry");
+	expect_writes(&(struct writes){ 5, 8, 5, 6 }, "the retry");
 	workload_on(&w, "far5", "10.0.1.5", "node-b", "client");
-	expect_writes(&(struct writes){ 4, 7, 4, 5 }, "a workload after the retry");
+	expect_writes(&(struct writes){ 5, 9, 5, 7 }, "a workload after the retry");
 	assert_int_equal(metric(&w, "sockmesh_authz_identity_updates_total"), 7);
-	assert_int_equal(metric(&w, "sockmesh_authz_compiles_total"), 4 + 7 + 1); /* the failed one too */
+	assert_int_equal(metric(&w, "sockmesh_authz_destination_updates_total"), 2);
+	assert_int_equal(metric(&w, "sockmesh_authz_compiles_total"), 5 + 9 + 1); /* the failed one too */
 	world_close(&w);
 }
 
@@ -464,7 +481,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(failed_write_is_tried_again),
-		cmocka_unit_test(sources_alone_write_idents),
+		cmocka_unit_test(updates_under_the_generation_in_force),
 		cmocka_unit_test(reaped_only_where_denied),
 	};
 

@@ -376,6 +376,7 @@ static void batch_begin(struct sm_model *model)
 	model->local_before = model->local;
 	model->authz_dirty = false;
 	model->authz_dests_dirty = false;
+	model->authz_policies_dirty = false;
 	model->in_batch = true;
 	image_begin(model->image);
 }
@@ -516,6 +517,8 @@ static void batch_commit(struct sm_model *model)
 	model->authz_changes += model->authz_dirty;
 	model->authz_dests_changes += model->authz_dests_dirty;
 	model->authz_dests_dirty = false; /* counted: sm_model_authz_destinations_generation counts it once */
+	model->authz_policies_changes += model->authz_policies_dirty;
+	model->authz_policies_dirty = false;
 	model->local_changes += model->local_dirty;
 	if (model->local_changed)
 		unintern_local(model, &model->local_before);
@@ -538,6 +541,7 @@ static void batch_rollback(struct sm_model *model, struct item *items, size_t n)
 {
 	model->keep_entities = true;
 	model->authz_dests_dirty = false;
+	model->authz_policies_dirty = false;
 	model->in_batch = false;
 	image_rollback(model->image);
 	for (size_t i = model->undo.n; i-- > 0;) {

@@ -39,6 +39,11 @@ uint64_t sm_model_authz_destinations_generation(const struct sm_model *model)
 	return model->authz_dests_changes + model->authz_dests_dirty;
 }
 
+uint64_t sm_model_authz_policies_generation(const struct sm_model *model)
+{
+	return model->authz_policies_changes + model->authz_policies_dirty;
+}
+
 /* ---- the addresses whose identity changed, for an update without the whole input ---- */
 
 #define TOUCHED_MAX 16384 /* addresses kept; a batch of more (a full push) is listed by no one */
@@ -99,8 +104,9 @@ static bool is_node(const struct source_changes *c, const uint8_t addr[16])
 }
 
 /* addr as the input lists it now: the node's, a workload's with its identity, or nobody's. */
-static int add_change(const struct sm_model *model, struct source_changes *c, const uint8_t addr[16])
+static int add_change(const struct sm_model *model, void *ctx, const uint8_t addr[16])
 {
+	struct source_changes *c = ctx;
 	struct sm_authz_source source = { 0 };
 
 	memcpy(source.addr, addr, 16);
@@ -110,33 +116,44 @@ static int add_change(const struct sm_model *model, struct source_changes *c, co
 	return vec_push(&c->unset, addr, 16);
 }
 
-static int add_def_changes(const struct sm_model *model, struct source_changes *c, const struct wl_def *def)
+typedef int changed_addr_fn(const struct sm_model *model, void *ctx, const uint8_t addr[16]);
+
+static int each_def_addr(const struct sm_model *model, const struct wl_def *def, changed_addr_fn *fn, void *ctx)
 {
 	int err = 0;
 
 	for (uint8_t a = 0; !err && def && a < def->n_addresses; a++)
-		err = add_change(model, c, def->addresses[a].bytes);
+		err = fn(model, ctx, def->addresses[a].bytes);
 	return err;
 }
 
-static int collect_changes(const struct sm_model *model, uint64_t since, const uint8_t (*was_node)[16], size_t n_was,
-			   struct source_changes *c)
+/* fn with each address a workload held or holds in committed batches counted above since (as listed) and in
+ * the batch being applied; an address may come more than once. */
+static int each_changed_addr(const struct sm_model *model, uint64_t since, changed_addr_fn *fn, void *ctx)
 {
 	int err = 0;
 
 	for (size_t i = 0; !err && i < model->authz_touched.n; i++) {
 		const struct touched_addr *t = &VEC_AT(&model->authz_touched, struct touched_addr, i);
 		if (t->changes > since)
-			err = add_change(model, c, t->ip.bytes);
+			err = fn(model, ctx, t->ip.bytes);
 	}
 	for (size_t i = 0; !err && model->in_batch && i < model->undo.n; i++) { /* the batch being applied */
 		const struct undo_entry *undo = &VEC_AT(&model->undo, struct undo_entry, i);
 		if (undo->kind != UNDO_WORKLOAD)
 			continue;
-		err = add_def_changes(model, c, undo->old_def);
+		err = each_def_addr(model, undo->old_def, fn, ctx);
 		if (!err)
-			err = add_def_changes(model, c, ((const struct wl *)undo->entity)->def);
+			err = each_def_addr(model, ((const struct wl *)undo->entity)->def, fn, ctx);
 	}
+	return err;
+}
+
+static int collect_changes(const struct sm_model *model, uint64_t since, const uint8_t (*was_node)[16], size_t n_was,
+			   struct source_changes *c)
+{
+	int err = each_changed_addr(model, since, add_change, c);
+
 	for (size_t i = 0; !err && i < n_was; i++)
 		err = add_change(model, c, was_node[i]);
 	for (size_t i = 0; !err && i < c->n_node; i++)
@@ -167,24 +184,6 @@ int sm_model_authz_source_changes(const struct sm_model *model, uint64_t since, 
 	*unset = c.unset.items;
 	*n_unset = c.unset.n;
 	return 0;
-}
-
-int sm_model_authz_update(const struct sm_model *model, const struct sm_authz_tables *prev, uint64_t since,
-			  const uint8_t (*was_node)[16], size_t n_was, const uint8_t (*node)[16], size_t n_node,
-			  struct sm_authz_tables **out, char *reason, size_t reason_size)
-{
-	struct sm_authz_source *set;
-	uint8_t(*unset)[16];
-	size_t n_set, n_unset;
-	int err = sm_model_authz_source_changes(model, since, was_node, n_was, node, n_node, &set, &n_set, &unset,
-						&n_unset);
-
-	if (err)
-		return err;
-	err = sm_authz_update_idents(prev, set, n_set, (const uint8_t(*)[16])unset, n_unset, out, reason, reason_size);
-	free(set);
-	free(unset);
-	return err;
 }
 
 static void identity_of(const struct wl_def *def, struct sm_authz_identity *out)
@@ -304,10 +303,12 @@ static int build_destinations(const struct sm_model *model, struct builder *b)
 		err = applicable(model, wl, b, true);
 		if (b->n_lists == first)
 			continue; /* no policy: allowed, never checked */
-		for (uint8_t a = 0; !err && a < wl->def->n_addresses; a++, at++) {
+		for (uint8_t a = 0; !err && a < wl->def->n_addresses; a++) {
+			if (local_holder(model, wl->def->addresses[a].bytes) != wl)
+				continue; /* another workload of this node holds it too, and its policies count */
 			memcpy(b->destinations[at].addr, wl->def->addresses[a].bytes, 16);
 			starts[at] = first;
-			b->destinations[at].n_policies = b->n_lists - first;
+			b->destinations[at++].n_policies = b->n_lists - first;
 		}
 	}
 	/* lists may have moved while it grew: point into it only now */
@@ -402,16 +403,17 @@ int sm_model_authz_build(const struct sm_model *model, const uint8_t (*node_addr
 int sm_model_authz_policies_for(const struct sm_model *model, const uint8_t addr[16],
 				const struct sm_authz_policy ***policies, size_t *n, bool *local)
 {
-	const struct wl *wl = workload_at(model, addr, true);
+	const struct wl *wl = local_holder(model, addr); /* the one whose policies guard it */
 	struct builder b = { 0 };
 	int err;
 
 	*policies = NULL;
 	*n = 0;
-	*local = false;
+	*local = wl != NULL;
+	if (!wl)
+		wl = workload_at(model, addr, false);
 	if (!wl)
 		return 0;
-	*local = wl->def->node && model->node_name && wl->def->node == model->node_name;
 	err = applicable(model, wl, &b, false);
 	if (err) {
 		free(b.lists);
@@ -429,4 +431,87 @@ bool sm_model_authz_identity(const struct sm_model *model, const uint8_t addr[16
 	if (wl)
 		identity_of(wl->def, out);
 	return wl != NULL;
+}
+
+/* ---- this node's addresses whose destination set may have changed ---- */
+
+struct dest_changes {
+	struct builder b;  /* the policies of every changed destination, one after another */
+	struct vec set;	   /* struct sm_authz_destination, policies set once b.lists stops moving */
+	struct vec starts; /* size_t per destination: where its policies start in b.lists */
+	struct vec unset;  /* uint8_t[16] */
+};
+
+/* addr as the whole input lists it among the destinations: guarded with its local holder's policies, or not
+ * at all. -ESRCH when that workload lists a policy that has not arrived: the whole input names it. */
+static int add_dest_change(const struct sm_model *model, void *ctx, const uint8_t addr[16])
+{
+	struct dest_changes *c = ctx;
+	struct sm_authz_destination d = { 0 };
+	const struct wl *wl = local_holder(model, addr);
+	size_t first = c->b.n_lists;
+	int err;
+
+	if (wl && (err = applicable(model, wl, &c->b, true)))
+		return err;
+	if (c->b.n_unknown)
+		return -ESRCH;
+	if (c->b.n_lists == first) /* not this node's, or no policy: not guarded */
+		return vec_push(&c->unset, addr, 16);
+	memcpy(d.addr, addr, 16);
+	d.n_policies = c->b.n_lists - first;
+	if ((err = vec_push(&c->starts, &first, sizeof(first))))
+		return err;
+	return vec_push(&c->set, &d, sizeof(d));
+}
+
+static void dest_changes_free(struct dest_changes *c)
+{
+	free(c->b.lists);
+	for (size_t i = 0; i < c->b.n_unknown; i++)
+		free(c->b.unknown[i]);
+	free(c->b.unknown);
+	vec_free(&c->set);
+	vec_free(&c->starts);
+	vec_free(&c->unset);
+}
+
+/* t, updated of sources from the tables of `since`, brought to this node's addresses now. */
+static int update_destinations(const struct sm_model *model, uint64_t since, struct sm_authz_tables *t, char *reason,
+			       size_t reason_size)
+{
+	struct dest_changes c = { 0 };
+	int err = each_changed_addr(model, since, add_dest_change, &c);
+
+	for (size_t i = 0; !err && i < c.set.n; i++)
+		VEC_AT(&c.set, struct sm_authz_destination, i).policies = c.b.lists + VEC_AT(&c.starts, size_t, i);
+	if (!err)
+		err = sm_authz_update_destinations(t, c.set.items, c.set.n, (const uint8_t(*)[16])c.unset.items,
+						   c.unset.n, reason, reason_size);
+	else if (err == -ESRCH)
+		snprintf(reason, reason_size, "an address of this node that only the whole input tells the policies of");
+	dest_changes_free(&c);
+	return err;
+}
+
+int sm_model_authz_update(const struct sm_model *model, const struct sm_authz_tables *prev, uint64_t since,
+			  const uint8_t (*was_node)[16], size_t n_was, const uint8_t (*node)[16], size_t n_node,
+			  bool destinations, struct sm_authz_tables **out, char *reason, size_t reason_size)
+{
+	struct sm_authz_source *set;
+	uint8_t(*unset)[16];
+	size_t n_set, n_unset;
+	int err = sm_model_authz_source_changes(model, since, was_node, n_was, node, n_node, &set, &n_set, &unset,
+						&n_unset);
+
+	if (err)
+		return err;
+	err = sm_authz_update_idents(prev, set, n_set, (const uint8_t(*)[16])unset, n_unset, out, reason, reason_size);
+	free(set);
+	free(unset);
+	if (!err && destinations && (err = update_destinations(model, since, *out, reason, reason_size))) {
+		sm_authz_tables_free(*out);
+		*out = NULL;
+	}
+	return err;
 }

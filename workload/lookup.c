@@ -139,6 +139,19 @@ const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16
 	return first_owner(entry);
 }
 
+const struct wl *local_holder(const struct sm_model *model, const uint8_t addr[16])
+{
+	const struct addr_owners *entry = find(model, addr);
+	const struct wl *chosen = NULL;
+
+	for (uint16_t i = 0; entry && model->node_name && i < entry->n; i++) {
+		const struct wl *wl = entry->owners[i];
+		if (wl->def->node == model->node_name && (!chosen || strcmp(wl->uid, chosen->uid) < 0))
+			chosen = wl;
+	}
+	return chosen;
+}
+
 static const char *or_default(const char *value, const char *fallback)
 {
 	return value && value[0] ? value : fallback;

@@ -524,6 +524,7 @@ int set_def(struct sm_model *model, enum undo_kind kind, void *entity, void *def
 		model->authz_dirty = true;
 		model->authz_dests_dirty |= kind == UNDO_AUTHORIZATION || (undo.old_def && is_local(model, undo.old_def)) ||
 					    (def && is_local(model, def));
+		model->authz_policies_dirty |= kind == UNDO_AUTHORIZATION;
 	}
 
 	if (vec_push(&model->undo, &undo, sizeof(undo))) {

@@ -254,6 +254,8 @@ struct sm_model {
 	uint64_t authz_changes; /* committed batches that changed the authorization state */
 	bool authz_dests_dirty;	/* ... a policy, or the authorization state of a workload of this node */
 	uint64_t authz_dests_changes; /* committed batches with authz_dests_dirty */
+	bool authz_policies_dirty;    /* ... a policy */
+	uint64_t authz_policies_changes; /* committed batches with authz_policies_dirty */
 	bool in_batch;		      /* from batch_begin to the batch's commit or rollback: undo is its journal */
 	struct vec authz_touched;     /* struct touched_addr: what committed batches' workloads held, or hold */
 	uint64_t authz_touched_from;  /* authz_touched lists every batch whose authz_changes count is above this */
@@ -354,6 +356,9 @@ void addr_index_for_each_held(const struct sm_model *model,
 			      void (*fn)(void *ctx, const uint8_t addr[16], const struct wl *holder), void *ctx);
 /* The workload holding addr (a local one first when local_first; else, of several, the smallest uid), or NULL. */
 const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first);
+/* Of the workloads of this node that hold addr, the one whose policies guard it: the smallest uid, as
+ * first_owner chooses, so that the choice depends on the holders alone (NULL: none). */
+const struct wl *local_holder(const struct sm_model *model, const uint8_t addr[16]);
 
 /* authorization (authz.c): notes the addresses the batch's workloads held or hold, as of count changes */
 void record_touched(struct sm_model *model, uint64_t changes);

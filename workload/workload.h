@@ -245,6 +245,10 @@ uint64_t sm_model_authz_generation(const struct sm_model *model);
  * one. Equal values: the same destinations with the same policies; only sources may differ
  * (sm_authz_update_sources). */
 uint64_t sm_model_authz_destinations_generation(const struct sm_model *model);
+/* A counter of the policies' changes alone (a policy came, changed or went), counted like the one above.
+ * Equal values with the destinations' count moved: only this node's workloads changed
+ * (sm_model_authz_update with destinations). */
+uint64_t sm_model_authz_policies_generation(const struct sm_model *model);
 
 /*
  * What sm_authz_update_idents needs to bring tables compiled from the input of sm_model_authz_generation
@@ -259,11 +263,14 @@ int sm_model_authz_source_changes(const struct sm_model *model, uint64_t since, 
 				  size_t n_was, const uint8_t (*node)[16], size_t n_node, struct sm_authz_source **set,
 				  size_t *n_set, uint8_t (**unset)[16], size_t *n_unset);
 /* The tables prev, compiled or updated for the input of `since` with the node's addresses was_node,
- * brought to the input now with node by those changes (sm_authz_update_idents). -ESTALE (not listed) or
- * -ESRCH (a source of a class prev's compilation did not make): build the whole input; -ENOMEM. */
+ * brought to the input now with node by those changes (sm_authz_update_idents); with destinations (only
+ * when the policies are those of `since`: sm_model_authz_policies_generation), this node's changed addresses
+ * too (sm_authz_update_destinations). -ESTALE (not listed) or -ESRCH (a source of a class, or a destination
+ * of a set, prev's compilation did not make; an address that several workloads of this node hold, or that
+ * lists a policy not arrived): build the whole input; -ENOMEM. */
 int sm_model_authz_update(const struct sm_model *model, const struct sm_authz_tables *prev, uint64_t since,
 			  const uint8_t (*was_node)[16], size_t n_was, const uint8_t (*node)[16], size_t n_node,
-			  struct sm_authz_tables **out, char *reason, size_t reason_size);
+			  bool destinations, struct sm_authz_tables **out, char *reason, size_t reason_size);
 
 /* The policies that apply to the workload holding addr on this node (NULL, 0 when none does), in the order
  * sm_model_authz_build gives them; *policies is malloc'ed. */

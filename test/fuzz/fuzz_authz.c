@@ -8,9 +8,11 @@
  * from and next to the policies' CIDRs) to each destination, on pool ports and the policies' ports,
  * must get from sm_authz_tables_lookup what sm_authz_evaluate gives. Then three sources change identity
  * (one of them new, one of them maybe gone), as pods come and go elsewhere, and the tables updated address
- * by address (sm_authz_update_idents) must agree the same way when the update is taken. A mismatch aborts:
- * that is the oracle. Compile may refuse a world that does not fit its tables (-E2BIG), and an update a
- * pair of a new class (-ESRCH); neither may crash or leak.
+ * by address (sm_authz_update_idents) must agree the same way when the update is taken. Then, as pods of
+ * this node come and go, the second destination goes and a new one comes with one of the three policy
+ * lists (sm_authz_update_destinations): the same again, the one gone unguarded. A mismatch aborts: that is
+ * the oracle. Compile may refuse a world that does not fit its tables (-E2BIG), and an update a pair of a
+ * new class or a destination of a new set (-ESRCH); neither may crash or leak.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -223,8 +225,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					 sizeof(reason));
 	if (err && err != -ESRCH)
 		abort();
+	if (err)
+		goto out;
+	agree_everywhere(&changed, updated, addrs, n_addrs, dests, other, ports, n_ports, "updated");
+
+	const struct sm_authz_destination *lists[] = { &dests[0], &dests[1], &dests[2] };
+	struct sm_authz_destination moved[3] = { dests[0], dests[2], *INPUT_PICK(&in, lists) };
+	v4(moved[2].addr, 10, 0, 0, 102);
+	add_addr(addrs, &n_addrs, moved[2].addr);
+	changed.destinations = moved;
+	err = sm_authz_update_destinations(updated, &moved[2], 1, (const uint8_t(*)[16])dests[1].addr, 1, reason,
+					   sizeof(reason));
+	if (err && err != -ESRCH)
+		abort();
 	if (!err)
-		agree_everywhere(&changed, updated, addrs, n_addrs, dests, other, ports, n_ports, "updated");
+		agree_everywhere(&changed, updated, addrs, n_addrs, moved, dests[1].addr, ports, n_ports,
+				 "updated of destinations");
 out:
 	sm_authz_tables_free(updated);
 	sm_authz_tables_free(t);

@@ -481,15 +481,27 @@ static void server_killed_and_back(void **state)
 	unlink(server.log);
 
 	/* Down: the client backs off (doubling) and keeps its state. */
-	WAIT_FOR(&c, 10, !stats.connected && stats.backoff_ms >= 40);
+	WAIT_FOR(&c, 20, !stats.connected && stats.backoff_ms >= 1000);
 	struct sm_model_stats model;
 	sm_model_stats(c.model, &model);
 	assert_int_equal(model.authorizations, 1);
+	uint64_t streams_before = client_stats(&c).streams;
+	WAIT_FOR(&c, 10, stats.streams > streams_before && stats.backoff_ms >= 1500); /* a wait of 1.5-2.5 s began */
 
-	/* Back on the same port: the client resumes with what it holds. */
+	/* Back on the same port: the client resumes with what it holds as soon as the server answers, not at
+	 * the end of its wait (gRPC's own backoff had made every stream started in the meantime fail at once
+	 * with the last attempt's error: 5-20 s in all after a restart of istiod). */
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", server.port);
+	streams_before = client_stats(&c).streams;
+	double back = now_seconds();
 	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, "--listen", listen, NULL });
 	WAIT_FOR(&c, 30, stats.connected && stats.streams >= 3 && stats.acks >= 5);
+	double took = now_seconds() - back;
+	uint64_t streams_after = client_stats(&c).streams - streams_before;
+	if (took > 1.2 || streams_after > 2)
+		fail_msg("resumed %.2f s after the server was back, in %llu streams (expected within 1.2 s, before "
+			 "the wait ended, in 2 at most)", took, (unsigned long long)streams_after);
+	printf("# resumed %.2f s after the server was back, in %llu streams\n", took, (unsigned long long)streams_after);
 	client_stop(&c);
 	server_stop(&server);
 	json_t *requests = server_events(&server, "request");

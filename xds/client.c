@@ -39,6 +39,7 @@ enum tag {
 	TAG_SEND,
 	TAG_RECV,
 	TAG_STATUS,
+	TAG_CHANNEL_STATE, /* a watch of the channel's connectivity, between streams */
 };
 
 enum type_index {
@@ -86,7 +87,6 @@ struct sm_xds_client {
 	struct sm_pb_arena arena; /* the response being applied */
 
 	pthread_mutex_t lock; /* guards what other threads read or set below */
-	pthread_cond_t wake;
 	bool stopping;
 	grpc_call *current_call;
 	struct sm_xds_stats stats;
@@ -677,22 +677,36 @@ static uint64_t random_u64(void)
 	return value;
 }
 
-/* Sleeps ms, or less if the client is stopped. */
-static void wait_or_stop(struct sm_xds_client *client, uint64_t ms)
+static gpr_timespec after_ms(uint64_t ms)
 {
-	struct timespec until;
+	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis((int64_t)ms, GPR_TIMESPAN));
+}
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += (time_t)(ms / 1000);
-	until.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
+/*
+ * Waits ms before the next stream, ending early when the channel is connected (or the client stops). gRPC
+ * keeps a backoff of its own between connection attempts, and a stream started while it waits fails at
+ * once with the last attempt's error: after a restart of istiod, streams kept failing with "connection
+ * refused" for 5-20 s while it listened again. So the channel is told to connect now, and the stream
+ * starts as soon as it is connected.
+ */
+static void wait_for_channel(struct sm_xds_client *client, uint64_t ms)
+{
+	gpr_timespec deadline = after_ms(ms);
+	grpc_connectivity_state state;
+
+	grpc_channel_reset_connect_backoff(client->channel);
+	state = grpc_channel_check_connectivity_state(client->channel, 1);
+	while (state != GRPC_CHANNEL_READY && !stopping(client) &&
+	       gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), deadline) < 0) {
+		gpr_timespec tick = after_ms(TICK_MS);
+
+		/* completes on a change of state or at its deadline: nothing is left on the queue */
+		grpc_channel_watch_connectivity_state(client->channel, state,
+						      gpr_time_cmp(tick, deadline) < 0 ? tick : deadline, client->cq,
+						      (void *)TAG_CHANNEL_STATE);
+		grpc_completion_queue_next(client->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		state = grpc_channel_check_connectivity_state(client->channel, 1);
 	}
-	pthread_mutex_lock(&client->lock);
-	while (!client->stopping && pthread_cond_timedwait(&client->wake, &client->lock, &until) != ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&client->lock);
 }
 
 static void *stream_thread(void *arg)
@@ -715,9 +729,9 @@ static void *stream_thread(void *arg)
 		uint64_t wait = backoff ? sm_xds_backoff_jittered(backoff, random_u64()) : 0;
 		WITH_STATS(client, client->stats.backoff_ms = wait);
 		if (wait)
-			xds_log(client, SM_XDS_LOG_INFO, "reconnecting to %s in %llu ms", client->options.address,
-				(unsigned long long)wait);
-		wait_or_stop(client, wait);
+			xds_log(client, SM_XDS_LOG_INFO, "reconnecting to %s once it answers, within %llu ms",
+				client->options.address, (unsigned long long)wait);
+		wait_for_channel(client, wait);
 	}
 	return NULL;
 }
@@ -808,11 +822,6 @@ int sm_xds_client_new(const struct sm_xds_options *options, struct sm_xds_client
 	client->record_fd = -1;
 	sm_pb_arena_init(&client->arena);
 	pthread_mutex_init(&client->lock, NULL);
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&client->wake, &attr);
-	pthread_condattr_destroy(&attr);
 	grpc_init();
 	if (options->record_path) {
 		client->record_fd = open(options->record_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -851,7 +860,6 @@ void sm_xds_client_free(struct sm_xds_client *client)
 	client->stopping = true;
 	if (client->current_call)
 		grpc_call_cancel(client->current_call, NULL);
-	pthread_cond_broadcast(&client->wake);
 	pthread_mutex_unlock(&client->lock);
 	if (client->started)
 		pthread_join(client->thread, NULL);
@@ -868,7 +876,6 @@ void sm_xds_client_free(struct sm_xds_client *client)
 		close(client->record_fd);
 	sm_pb_arena_release(&client->arena);
 	grpc_shutdown();
-	pthread_cond_destroy(&client->wake);
 	pthread_mutex_destroy(&client->lock);
 	free(client);
 }

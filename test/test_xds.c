@@ -490,7 +490,7 @@ static void server_killed_and_back(void **state)
 
 	/* Back on the same port: the client resumes with what it holds as soon as the server answers, not at
 	 * the end of its wait (gRPC's own backoff had made every stream started in the meantime fail at once
-	 * with the last attempt's error: 5-20 s in all after a restart of istiod). */
+	 * with the last attempt's error: up to 20 s in all after a restart of istiod). */
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", server.port);
 	streams_before = client_stats(&c).streams;
 	double back = now_seconds();

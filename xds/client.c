@@ -686,7 +686,7 @@ static gpr_timespec after_ms(uint64_t ms)
  * Waits ms before the next stream, ending early when the channel is connected (or the client stops). gRPC
  * keeps a backoff of its own between connection attempts, and a stream started while it waits fails at
  * once with the last attempt's error: after a restart of istiod, streams kept failing with "connection
- * refused" for 5-20 s while it listened again. So the channel is told to connect now, and the stream
+ * refused" for up to 20 s while it listened again. So the channel is told to connect now, and the stream
  * starts as soon as it is connected.
  */
 static void wait_for_channel(struct sm_xds_client *client, uint64_t ms)

@@ -21,7 +21,9 @@ static const enum sm_authz_field identity_fields[] = { SM_AUTHZ_PRINCIPALS, SM_A
 struct sm_authz_classifier {
 	unsigned refs;
 	size_t words;		   /* of a source vector */
-	struct sm_authz_match *sides; /* per source bit: the identity side of its match (the other lists empty) */
+	struct sm_authz_match *sides; /* the distinct identity sides of the matches (the other lists empty) */
+	size_t n_sides, cap_sides;
+	uint32_t *side_of_bit;	      /* per source bit: its match's side */
 	size_t n_bits;
 	uint64_t *cidr_vectors; /* per CIDR class, per source bit: whether the SOURCE_IPS side holds */
 	size_t n_cidr_classes;
@@ -180,16 +182,22 @@ static int peer_init(struct peer *peer, const struct sm_authz_identity *identity
 int sm_classifier_identity_vector(const struct sm_authz_classifier *k, const struct sm_authz_identity *identity,
 				  uint64_t *out)
 {
+	bool *holds = malloc(k->n_sides + 1);
 	struct peer peer;
-	int err = peer_init(&peer, identity);
+	int err = holds ? peer_init(&peer, identity) : -ENOMEM;
 
-	if (err)
+	if (err) {
+		free(holds);
 		return err;
+	}
+	for (size_t s = 0; s < k->n_sides; s++)
+		holds[s] = identity_holds(&peer, &k->sides[s]);
 	memset(out, 0, k->words * 8);
 	for (size_t bit = 0; bit < k->n_bits; bit++)
-		if (identity_holds(&peer, &k->sides[bit]))
+		if (holds[k->side_of_bit[bit]])
 			sm_bit_set(out, bit);
 	free(peer.principal);
+	free(holds);
 	return 0;
 }
 
@@ -225,6 +233,90 @@ static int cidr_vectors(struct sm_authz_classifier *k, const struct sm_compiler 
 	return 0;
 }
 
+/* ---- the distinct sides ---- */
+
+struct blob {
+	uint8_t *bytes;
+	size_t n, cap;
+};
+
+static int blob_put(struct blob *b, const void *bytes, size_t n)
+{
+	int err = sm_grow(&b->bytes, &b->cap, b->n + n + 1, 1);
+
+	if (!err) {
+		memcpy(b->bytes + b->n, bytes, n);
+		b->n += n;
+	}
+	return err;
+}
+
+static int blob_put_string(struct blob *b, const char *s)
+{
+	return blob_put(b, s ? s : "", (s ? strlen(s) : 0) + 1);
+}
+
+/* The identity side of m as bytes: equal bytes, equal sides. */
+static int side_bytes(const struct sm_authz_match *m, struct blob *b)
+{
+	int err = 0;
+
+	b->n = 0;
+	for (size_t k = 0; !err && k < N_IDENTITY_FIELDS; k++) {
+		enum sm_authz_field f = identity_fields[k];
+
+		for (int negative = 0; !err && negative < 2; negative++) {
+			const struct sm_authz_list *list = negative ? &m->negative[f] : &m->positive[f];
+			uint64_t n = list->n;
+
+			err = blob_put(b, &n, sizeof(n));
+			for (size_t i = 0; !err && i < list->n; i++) {
+				if (f == SM_AUTHZ_SERVICE_ACCOUNTS) {
+					if (!(err = blob_put_string(b, list->accounts[i].namespace)))
+						err = blob_put_string(b, list->accounts[i].name);
+				} else if (!(err = blob_put(b, &list->strings[i].kind, 1))) {
+					err = blob_put_string(b, list->strings[i].value);
+				}
+			}
+		}
+	}
+	return err;
+}
+
+/* Each source bit's side, each distinct side copied once: the policies name the same namespaces and
+ * principals over and over, and an identity is matched against each distinct side once. */
+static int distinct_sides(struct sm_authz_classifier *k, const struct sm_compiler *c)
+{
+	struct sm_intern seen;
+	struct blob b = { 0 };
+	int err = 0;
+
+	sm_intern_init(&seen);
+	k->side_of_bit = calloc(c->n_src_bits + 1, sizeof(*k->side_of_bit));
+	if (!k->side_of_bit)
+		return -ENOMEM;
+	for (size_t m = 0; !err && m < c->n_matches; m++) {
+		const struct sm_flat_match *fm = &c->matches[m];
+		uint32_t id;
+
+		if (fm->src_bit == SM_NO_BIT)
+			continue;
+		if ((err = side_bytes(fm->match, &b)) || (err = sm_intern_add(&seen, b.bytes, b.n, &id)))
+			break;
+		k->side_of_bit[fm->src_bit] = id;
+		if (id < k->n_sides)
+			continue;
+		if ((err = sm_grow(&k->sides, &k->cap_sides, k->n_sides + 1, sizeof(*k->sides))))
+			break;
+		k->sides[k->n_sides] = (struct sm_authz_match){ 0 };
+		k->n_sides++; /* what side_free walks, also when the copy fails */
+		err = side_copy(&k->sides[id], fm->match);
+	}
+	free(b.bytes);
+	sm_intern_free(&seen);
+	return err;
+}
+
 int sm_classifier_new(const struct sm_compiler *c, struct sm_authz_classifier **out)
 {
 	struct sm_authz_classifier *k = calloc(1, sizeof(*k));
@@ -236,17 +328,8 @@ int sm_classifier_new(const struct sm_compiler *c, struct sm_authz_classifier **
 	k->refs = 1;
 	sm_intern_init(&k->classes);
 	k->words = SM_WORDS(c->n_src_bits);
-	k->sides = calloc(c->n_src_bits + 1, sizeof(*k->sides));
-	if (!k->sides)
-		goto fail;
 	k->n_bits = c->n_src_bits;
-	for (size_t m = 0; m < c->n_matches; m++) {
-		const struct sm_flat_match *fm = &c->matches[m];
-
-		if (fm->src_bit != SM_NO_BIT && (err = side_copy(&k->sides[fm->src_bit], fm->match)))
-			goto fail;
-	}
-	if ((err = cidr_vectors(k, c)))
+	if ((err = distinct_sides(k, c)) || (err = cidr_vectors(k, c)))
 		goto fail;
 	*out = k;
 	return 0;
@@ -308,9 +391,10 @@ void sm_classifier_unref(struct sm_authz_classifier *k)
 {
 	if (!k || --k->refs)
 		return;
-	for (size_t bit = 0; bit < k->n_bits; bit++)
-		side_free(&k->sides[bit]);
+	for (size_t i = 0; i < k->n_sides; i++)
+		side_free(&k->sides[i]);
 	free(k->sides);
+	free(k->side_of_bit);
 	free(k->cidr_vectors);
 	sm_intern_free(&k->classes);
 	free(k->class_used);

@@ -546,6 +546,24 @@ static void model_lookups_by_shared_address(void **state)
 		assert_true(sm_model_workload_at(h.model, addr, &w));
 		assert_string_equal(w.uid, next[i]);
 	}
+	/* with owners on this node, the one of them with the smallest uid, whatever the order they came in */
+	struct workload_spec mixed[] = {
+		{ .uid = "w/d", .addresses = { "10.2.0.1" }, .node = "node-a" },
+		{ .uid = "w/a", .addresses = { "10.2.0.1" } },
+		{ .uid = "w/c", .addresses = { "10.2.0.1" }, .node = "node-a" },
+	};
+	const char *const after_each[] = { "w/d", "w/d", "w/c" };
+	for (size_t i = 0; i < 3; i++) {
+		apply_workloads(&h, &mixed[i], 1);
+		assert_true(sm_model_workload_at(h.model, addr, &w));
+		assert_string_equal(w.uid, after_each[i]);
+	}
+	remove_names(&h, (const char *[]){ "w/c" }, 1);
+	assert_true(sm_model_workload_at(h.model, addr, &w));
+	assert_string_equal(w.uid, "w/d");
+	remove_names(&h, (const char *[]){ "w/d" }, 1);
+	assert_true(sm_model_workload_at(h.model, addr, &w));
+	assert_string_equal(w.uid, "w/a");
 	harness_close(&h);
 }
 

@@ -403,17 +403,16 @@ int sm_model_authz_build(const struct sm_model *model, const uint8_t (*node_addr
 int sm_model_authz_policies_for(const struct sm_model *model, const uint8_t addr[16],
 				const struct sm_authz_policy ***policies, size_t *n, bool *local)
 {
-	const struct wl *wl = local_holder(model, addr); /* the one whose policies guard it */
+	const struct wl *wl = workload_at(model, addr, true); /* of this node's, the one whose policies guard it */
 	struct builder b = { 0 };
 	int err;
 
 	*policies = NULL;
 	*n = 0;
-	*local = wl != NULL;
-	if (!wl)
-		wl = workload_at(model, addr, false);
+	*local = false;
 	if (!wl)
 		return 0;
+	*local = wl->def->node && model->node_name && wl->def->node == model->node_name;
 	err = applicable(model, wl, &b, false);
 	if (err) {
 		free(b.lists);

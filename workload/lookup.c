@@ -125,31 +125,36 @@ void addr_index_free(struct sm_model *model)
 	index_free(&model->addr_owners);
 }
 
+/* Of entry's owners on this node, the one of the smallest uid (NULL: none), for the reason first_owner
+ * gives: the answer must not depend on the owners' order. */
+static const struct wl *first_local_owner(const struct sm_model *model, const struct addr_owners *entry)
+{
+	const struct wl *first = NULL;
+
+	for (uint16_t i = 0; model->node_name && i < entry->n; i++) {
+		const struct wl *wl = entry->owners[i];
+		if (wl->def->node == model->node_name && (!first || strcmp(wl->uid, first->uid) < 0))
+			first = wl;
+	}
+	return first;
+}
+
 const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first)
 {
 	const struct addr_owners *entry = find(model, addr);
+	const struct wl *local;
 
 	if (!entry || !entry->n)
 		return NULL;
-	for (uint16_t i = 0; local_first && i < entry->n; i++) {
-		const struct wl_def *def = entry->owners[i]->def;
-		if (model->node_name && def->node == model->node_name)
-			return entry->owners[i];
-	}
-	return first_owner(entry);
+	local = local_first ? first_local_owner(model, entry) : NULL;
+	return local ? local : first_owner(entry);
 }
 
 const struct wl *local_holder(const struct sm_model *model, const uint8_t addr[16])
 {
 	const struct addr_owners *entry = find(model, addr);
-	const struct wl *chosen = NULL;
 
-	for (uint16_t i = 0; entry && model->node_name && i < entry->n; i++) {
-		const struct wl *wl = entry->owners[i];
-		if (wl->def->node == model->node_name && (!chosen || strcmp(wl->uid, chosen->uid) < 0))
-			chosen = wl;
-	}
-	return chosen;
+	return entry ? first_local_owner(model, entry) : NULL;
 }
 
 static const char *or_default(const char *value, const char *fallback)

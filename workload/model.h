@@ -354,10 +354,11 @@ void addr_index_free(struct sm_model *model);
  * smallest uid), in no order. */
 void addr_index_for_each_held(const struct sm_model *model,
 			      void (*fn)(void *ctx, const uint8_t addr[16], const struct wl *holder), void *ctx);
-/* The workload holding addr (a local one first when local_first; else, of several, the smallest uid), or NULL. */
+/* The workload holding addr, or NULL: of several, the smallest uid, among this node's first when local_first,
+ * so that the answer depends on the holders alone. */
 const struct wl *workload_at(const struct sm_model *model, const uint8_t addr[16], bool local_first);
-/* Of the workloads of this node that hold addr, the one whose policies guard it: the smallest uid, as
- * first_owner chooses, so that the choice depends on the holders alone (NULL: none). */
+/* Of the workloads of this node that hold addr, the one workload_at(model, addr, true) gives, whose policies
+ * guard it (NULL: none). */
 const struct wl *local_holder(const struct sm_model *model, const uint8_t addr[16]);
 
 /* authorization (authz.c): notes the addresses the batch's workloads held or hold, as of count changes */

@@ -140,6 +140,10 @@ struct sm_pairs {
 	uint64_t *scratch;
 };
 
+/* An update refused, to compile in full: -ESRCH, reason "KIND ADDR: WHY", or LIMIT when addr is NULL. */
+int sm_update_refused(const uint8_t *addr, const char *kind, const char *why, const char *limit, char *reason,
+		      size_t reason_size);
+
 /* ---- the source side, kept with the tables (compile_classify.c) ---- */
 
 /* The identity side of c's matches and each CIDR class's side (after sm_compile_cidr_classes). */

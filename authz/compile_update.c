@@ -228,19 +228,26 @@ static int admit_changed_idents(struct sm_authz_tables *t, const struct sm_authz
 	return err;
 }
 
-/* addr NULL: the pairs fit no longer. */
-static int refuse_pair(const uint8_t addr[16], char *reason, size_t reason_size)
+int sm_update_refused(const uint8_t *addr, const char *kind, const char *why, const char *limit, char *reason,
+		      size_t reason_size)
 {
 	char text[INET6_ADDRSTRLEN];
 
 	if (!addr) {
-		snprintf(reason, reason_size, "the sources of new identities exceed the sources table's limit");
+		snprintf(reason, reason_size, "%s", limit);
 		return -ESRCH;
 	}
 	inet_ntop(AF_INET6, addr, text, sizeof(text));
-	snprintf(reason, reason_size, "source %s: an identity and prefix class of a source class the tables in force do not have",
-		 text);
+	snprintf(reason, reason_size, "%s %s: %s", kind, text, why);
 	return -ESRCH;
+}
+
+/* addr NULL: the pairs fit no longer. */
+static int refuse_pair(const uint8_t addr[16], char *reason, size_t reason_size)
+{
+	return sm_update_refused(addr, "source",
+				 "an identity and prefix class of a source class the tables in force do not have",
+				 "the sources of new identities exceed the sources table's limit", reason, reason_size);
 }
 
 /* The updated tables as *out when err is 0, else freed (and out of memory said so). */

@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-
 #include "authz/compile_internal.h"
 
 struct dest_change {
@@ -29,18 +27,12 @@ static int cmp_dest_change(const void *a, const void *b)
 	return r ? r : (x->order > y->order) - (x->order < y->order);
 }
 
+/* addr NULL: the dests fit no longer. */
 static int refuse_dest(const uint8_t *addr, char *reason, size_t reason_size)
 {
-	char text[INET6_ADDRSTRLEN];
-
-	if (!addr) {
-		snprintf(reason, reason_size, "this node's addresses exceed the dests table's limit");
-		return -ESRCH;
-	}
-	inet_ntop(AF_INET6, addr, text, sizeof(text));
-	snprintf(reason, reason_size, "destination %s: policies that make a destination set the tables in force do not have",
-		 text);
-	return -ESRCH;
+	return sm_update_refused(addr, "destination",
+				 "policies that make a destination set the tables in force do not have",
+				 "this node's addresses exceed the dests table's limit", reason, reason_size);
 }
 
 /* set and unset as one list, each with its set, sorted by address, each address once (its first listing). */

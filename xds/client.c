@@ -622,6 +622,11 @@ static void on_event(struct sm_xds_client *client, struct stream *stream, const 
 }
 
 /* Runs one stream to its end; returns its status and whether it carried any response. */
+static gpr_timespec after_ms(uint64_t ms)
+{
+	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis((int64_t)ms, GPR_TIMESPAN));
+}
+
 static grpc_status_code run_stream(struct sm_xds_client *client, bool *healthy)
 {
 	struct stream stream = { .details = grpc_empty_slice() };
@@ -636,7 +641,7 @@ static grpc_status_code run_stream(struct sm_xds_client *client, bool *healthy)
 		}
 	}
 	while (stream.outstanding > 0) {
-		gpr_timespec tick = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(TICK_MS, GPR_TIMESPAN));
+		gpr_timespec tick = after_ms(TICK_MS);
 		grpc_event event = grpc_completion_queue_next(client->cq, tick, NULL);
 		if (event.type == GRPC_OP_COMPLETE)
 			on_event(client, &stream, &event);
@@ -675,11 +680,6 @@ static uint64_t random_u64(void)
 	if (getrandom(&value, sizeof(value), 0) != sizeof(value))
 		value = (uint64_t)time(NULL);
 	return value;
-}
-
-static gpr_timespec after_ms(uint64_t ms)
-{
-	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis((int64_t)ms, GPR_TIMESPAN));
 }
 
 /*

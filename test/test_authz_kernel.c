@@ -968,6 +968,14 @@ static void idents_alone(struct env *env, const void *arg)
 	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);
 	CHECK(bpf_map_lookup_elem(idents, &unlisted, &value) == 0 && value.identity == ID_A,
 	      "an address the list does not name was diffed (identity %llx)", (unsigned long long)value.identity);
+	/* the listed ones are: .2 deleted, .3 changed, .6 added (.4 unchanged) */
+	CHECK(bpf_map_lookup_elem(idents, &changed[0], &value) != 0 && errno == ENOENT, "127.0.0.2 was not deleted");
+	CHECK(bpf_map_lookup_elem(idents, &changed[1], &value) == 0 && value.identity == ID_A,
+	      "127.0.0.3 was not changed (identity %llx)", (unsigned long long)value.identity);
+	CHECK(bpf_map_lookup_elem(idents, &changed[2], &value) == 0 && value.identity == SM_AUTHZ_IDENTITY_NODE,
+	      "127.0.0.4 changed (identity %llx)", (unsigned long long)value.identity);
+	CHECK(bpf_map_lookup_elem(idents, &changed[3], &value) == 0 && value.identity == ID_A,
+	      "127.0.0.6 was not added (identity %llx)", (unsigned long long)value.identity);
 	b.ident_values[3].identity = ID_A;
 	b.t.changed_idents = NULL;
 	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == 0, "writing the idents: %s", err);

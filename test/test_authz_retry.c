@@ -451,7 +451,8 @@ static void add_allow_from_ns(struct world *w)
 /* After new identities alone, the guarded namespaces are walked only where something that was allowed is
  * now denied: not at all for a pod the policy lets in, and for one that goes away only in a namespace that
  * holds a destination it was allowed to reach; one the enroller cannot tell about is walked only if the
- * datapath finds such a destination local there. A whole compilation walks them all. */
+ * datapath finds such a destination local there (as for a workload of this node guarded now). A whole
+ * compilation walks them all. */
 static void reaped_only_where_denied(void **state)
 {
 	struct world w = { 0 };
@@ -474,6 +475,15 @@ static void reaped_only_where_denied(void **state)
 	assert_int_equal(atomic_load(&reaped), 1u << 1);
 	assert_int_equal(atomic_load(&asked), 1u << 3); /* the one the enroller cannot tell about: asked, not held */
 	assert_int_equal(metric(&w, "sockmesh_authz_namespace_walks_total"), 3 + 1);
+	/* a workload of this node at 13's address, of local's set: guarded now there, so 13 is asked about it
+	 * and walked, the others not */
+	atomic_store(&reaped, 0);
+	atomic_store(&asked, 0);
+	workload_on(&w, "local13", "10.0.0.13", "node-a", "server");
+	assert_int_equal(metric(&w, "sockmesh_authz_destination_updates_total"), 1);
+	assert_int_equal(atomic_load(&asked), 1u << 3);
+	assert_int_equal(atomic_load(&reaped), 1u << 3);
+	assert_int_equal(metric(&w, "sockmesh_authz_namespace_walks_total"), 3 + 1 + 1);
 	world_close(&w);
 }
 

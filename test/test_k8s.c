@@ -47,9 +47,9 @@ static void mock_start(struct mock *m, const char *cert, const char *key)
 		dup2(in[0], 0);
 		dup2(out[1], 1);
 		if (cert)
-			execlp("python3", "python3", MOCK_KUBE_API, "--node", NODE, "--cert", cert, "--key", key, NULL);
+			execl(PYTHON3, "python3", MOCK_KUBE_API, "--node", NODE, "--cert", cert, "--key", key, (char *)NULL);
 		else
-			execlp("python3", "python3", MOCK_KUBE_API, "--node", NODE, NULL);
+			execl(PYTHON3, "python3", MOCK_KUBE_API, "--node", NODE, (char *)NULL);
 		_exit(127);
 	}
 	close(in[0]);
@@ -59,7 +59,7 @@ static void mock_start(struct mock *m, const char *cert, const char *key)
 	assert_non_null(m->to);
 	assert_non_null(m->from);
 	if (!fgets(line, sizeof(line), m->from))
-		fail_msg("the mock Kubernetes API server did not start (python3 missing?)");
+		fail_msg("the mock Kubernetes API server did not start (" PYTHON3 " missing?)");
 	json_t *j = json_loads(line, 0, NULL);
 	assert_non_null(j);
 	snprintf(m->url, sizeof(m->url), "%s://127.0.0.1:%d", cert ? "https" : "http",

@@ -81,10 +81,12 @@ int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generat
 	return 0;
 }
 
+static uint32_t capacity_per_generation = 4096; /* of every authorization table */
+
 int sm_datapath_authz_capacity(const struct sm_datapath *dp, int map, uint32_t *per_generation)
 {
 	(void)dp, (void)map;
-	*per_generation = 4096;
+	*per_generation = capacity_per_generation;
 	return 0;
 }
 
@@ -236,10 +238,11 @@ static void world_close(struct world *w)
 	pthread_mutex_destroy(&w->lock);
 }
 
-/* Applies r as the apply thread does: under the model lock, then the agent's after-apply. */
-static void apply(struct world *w, struct response *r, const char *type_url)
+/* Applies r as the apply thread does: under the model lock, then the agent's after-apply; its rejections into
+ * *rejections. */
+static void apply_rejecting(struct world *w, struct response *r, const char *type_url,
+			    struct sm_rejections *rejections)
 {
-	struct sm_rejections rejections = { 0 };
 	size_t len;
 	uint8_t *bytes = response_pack(r, &len);
 	ProtobufCMessage *decoded;
@@ -248,13 +251,20 @@ static void apply(struct world *w, struct response *r, const char *type_url)
 	assert_int_equal(sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len,
 				      &decoded, err, sizeof(err)), 0);
 	pthread_mutex_lock(&w->lock);
-	assert_int_equal(sm_model_apply(w->model, (void *)decoded, &w->writer.writer, &rejections), 0);
-	assert_int_equal(rejections.count, 0);
+	assert_int_equal(sm_model_apply(w->model, (void *)decoded, &w->writer.writer, rejections), 0);
 	agent_authz_after_apply(w->authz, w->model, type_url);
 	pthread_mutex_unlock(&w->lock);
 	protobuf_c_message_free_unpacked(decoded, NULL);
 	free(bytes);
 	response_free(r);
+}
+
+static void apply(struct world *w, struct response *r, const char *type_url)
+{
+	struct sm_rejections rejections = { 0 };
+
+	apply_rejecting(w, r, type_url, &rejections);
+	assert_int_equal(rejections.count, 0);
 }
 
 static void add_policy(struct world *w, const char *namespace, const char *name)
@@ -487,12 +497,99 @@ static void reaped_only_where_denied(void **state)
 	world_close(&w);
 }
 
+/* ---- a response whose policies fill the tables, through the real compiler ---- */
+
+#define FILLING_POLICIES 60
+
+/* One workload of this node in ns, one of another node in each namespace s0 .. s59, and a response of 60
+ * policies, p00 .. p59, each letting one of those namespaces in on a port of its own: each adds verdicts,
+ * and the tables (48 entries a generation here) fill up. The runs that fit are taken, the policy after them
+ * and the next one are NACKed naming the verdicts table, the rest untried; the tables of the policies taken
+ * are written. */
+static void policies_filling_the_tables(void **state)
+{
+	struct world w = { 0 };
+	struct sm_rejections rejections = { 0 };
+	struct workload_spec local = { .uid = "w-local", .addresses = { "10.0.0.1" }, .namespace = "ns",
+				       .node = "node-a" };
+	struct response r;
+	char uid[16], address[16], ns[16], name[16];
+	size_t first_rejected = FILLING_POLICIES;
+
+	(void)state;
+	capacity_per_generation = 48;
+	world_open(&w);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &local, "v1");
+	for (int i = 0; i < FILLING_POLICIES; i++) {
+		snprintf(uid, sizeof(uid), "w%d", i);
+		snprintf(address, sizeof(address), "10.1.0.%d", i + 1);
+		snprintf(ns, sizeof(ns), "s%d", i);
+		response_add_workload(&r, &(struct workload_spec){ .uid = uid, .addresses = { address }, .namespace = ns,
+								    .node = "node-b" }, "v1");
+	}
+	apply(&w, &r, SM_TYPE_URL_ADDRESS);
+	int taken_before = atomic_load(&writes_taken);
+
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	for (int i = 0; i < FILLING_POLICIES; i++) {
+		Istio__Security__Authorization policy = ISTIO__SECURITY__AUTHORIZATION__INIT;
+		Istio__Security__Rule rule = ISTIO__SECURITY__RULE__INIT, *rules[] = { &rule };
+		Istio__Security__Clause clause = ISTIO__SECURITY__CLAUSE__INIT, *clauses[] = { &clause };
+		Istio__Security__Match match = ISTIO__SECURITY__MATCH__INIT, *matches[] = { &match };
+		Istio__Security__StringMatch from = ISTIO__SECURITY__STRING_MATCH__INIT, *namespaces[] = { &from };
+		uint32_t port = 1000 + (uint32_t)i;
+		char key[32];
+
+		snprintf(ns, sizeof(ns), "s%d", i);
+		snprintf(name, sizeof(name), "p%02d", i);
+		from.match_type_case = ISTIO__SECURITY__STRING_MATCH__MATCH_TYPE_EXACT;
+		from.exact = ns;
+		match.n_namespaces = 1, match.namespaces = namespaces;
+		match.n_destination_ports = 1, match.destination_ports = &port;
+		clause.n_matches = 1, clause.matches = matches;
+		rule.n_clauses = 1, rule.clauses = clauses;
+		policy.name = name, policy.namespace_ = "ns";
+		policy.scope = ISTIO__SECURITY__SCOPE__NAMESPACE;
+		policy.action = ISTIO__SECURITY__ACTION__ALLOW;
+		policy.n_rules = 1, policy.rules = rules;
+		snprintf(key, sizeof(key), "ns/%s", name);
+		response_add_message(&r, response_keep(&r, strdup(key)), "v1", SM_TYPE_URL_AUTHORIZATION, &policy.base);
+	}
+	apply_rejecting(&w, &r, SM_TYPE_URL_AUTHORIZATION, &rejections);
+
+	for (size_t i = 0; i < rejections.count; i++) {
+		size_t index = (size_t)atoi(rejections.items[i].name + strlen("ns/p"));
+		if (index < first_rejected)
+			first_rejected = index;
+	}
+	printf("# %zu of %d policies taken; %zu rejected, the first: %s: %s\n", first_rejected, FILLING_POLICIES,
+	       rejections.count, rejections.items[0].name, rejections.items[0].reason);
+	assert_true(first_rejected >= 10 && first_rejected + 3 <= FILLING_POLICIES);
+	assert_int_equal(rejections.count, FILLING_POLICIES - first_rejected);
+	for (size_t i = 0; i < rejections.count; i++) {
+		size_t index = (size_t)atoi(rejections.items[i].name + strlen("ns/p"));
+		const char *reason = rejections.items[i].reason;
+
+		if (index < first_rejected + 2 ? !strstr(reason, "verdicts") || strstr(reason, "not tried")
+					       : !strstr(reason, "not tried alone"))
+			fail_msg("%s: %s", rejections.items[i].name, reason);
+	}
+	/* what was taken is in force: written once, as a generation of its own */
+	assert_int_equal(atomic_load(&writes_taken), taken_before + 1);
+	assert_int_equal(metric(&w, "sockmesh_authz_generation"), atomic_load(&in_force));
+	sm_rejections_clear(&rejections);
+	world_close(&w);
+	capacity_per_generation = 4096;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(failed_write_is_tried_again),
 		cmocka_unit_test(updates_under_the_generation_in_force),
 		cmocka_unit_test(reaped_only_where_denied),
+		cmocka_unit_test(policies_filling_the_tables),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1091,6 +1091,134 @@ static void large_batch_failing_late_is_undone(void **state)
 	free(b);
 }
 
+/* ---- a response whose policies do not all fit the authorization tables ---- */
+
+#define SPLIT_POLICIES 200
+
+/* The admission check, standing in for the compiler: the policies that apply to this node's one workload fit
+ * when there are at most `room` of them and none is named huge*. Counts the compilations it stands for. */
+struct fake_tables {
+	size_t room;
+	unsigned calls;
+};
+
+static int fake_check(void *ctx, const struct sm_model *model, char *reason, size_t size)
+{
+	struct fake_tables *f = ctx;
+	struct sm_model_authz *input;
+	size_t n;
+	int ret = 0;
+
+	f->calls++;
+	assert_int_equal(sm_model_authz_build(model, NULL, 0, &input), 0);
+	n = input->input->n_destinations ? input->input->destinations[0].n_policies : 0;
+	if (n > f->room) {
+		snprintf(reason, size, "verdicts: %zu policies, room for %zu", n, f->room);
+		ret = -ENOSPC;
+	}
+	for (size_t i = 0; !ret && i < n; i++) {
+		const struct sm_authz_policy *p = input->input->destinations[0].policies[i];
+		if (!strncmp(p->name, "huge", 4)) {
+			snprintf(reason, size, "cells: %s alone takes more than the limit", p->key);
+			ret = -E2BIG;
+		}
+	}
+	sm_model_authz_free(input);
+	return ret;
+}
+
+static void policy_name(char *buf, size_t size, int i, const int *huge)
+{
+	bool is_huge = false;
+
+	for (int k = 0; k < 3; k++)
+		is_huge |= huge[k] == i;
+	snprintf(buf, size, "%s%03d", is_huge ? "huge" : "p", i);
+}
+
+/* Which of the response's policies apply to the local workload now. */
+static void policies_in_force(const struct harness *h, bool in_force[SPLIT_POLICIES])
+{
+	struct sm_model_authz *input;
+
+	memset(in_force, 0, SPLIT_POLICIES * sizeof(*in_force));
+	assert_int_equal(sm_model_authz_build(h->model, NULL, 0, &input), 0);
+	for (size_t d = 0; d < input->input->n_destinations; d++)
+		for (size_t i = 0; i < input->input->destinations[d].n_policies; i++) {
+			const char *name = input->input->destinations[d].policies[i]->name;
+			in_force[atoi(name + (name[0] == 'h' ? 4 : 1))] = true;
+		}
+	sm_model_authz_free(input);
+}
+
+struct split_case {
+	const char *title;
+	size_t room;
+	int huge[3];		/* indices of policies too large alone, -1: none */
+	int alone[4];		/* the policies rejected with their own reason, -1 ends */
+	int untried_from;	/* the first rejected untried, with every one after it; -1: none */
+	unsigned max_calls;	/* one by one took SPLIT_POLICIES + 1 */
+};
+
+static const struct split_case split_cases[] = {
+	{ "the tables fill up", 150, { -1, -1, -1 }, { 150, 151, -1 }, 152, 24 },
+	{ "two policies too large alone, apart", 1000, { 50, 120, -1 }, { 50, 120, -1 }, -1, 40 },
+	{ "two in a row: the rest is tried together", 1000, { 50, 51, -1 }, { 50, 51, -1 }, -1, 24 },
+	{ "one too large, then the tables fill up", 150, { 10, -1, -1 }, { 10, 151, 152, -1 }, 153, 40 },
+};
+
+/* Policies that do not all fit take what applying each alone in turn would, in a few compilations: runs that
+ * fit are found by doubling and halving, each policy that does not fit beside them is rejected with its own
+ * reason, and two in a row mean that the tables are full: the rest, not fitting together, is rejected untried.
+ * (One by one, 10,000 policies that overflow took 10,000 compilations: hours at 100,000 workloads.) */
+static void policies_that_overflow_take_a_few_compilations(void **state)
+{
+	(void)state;
+	for (size_t c = 0; c < sizeof(split_cases) / sizeof(*split_cases); c++) {
+		const struct split_case *sc = &split_cases[c];
+		struct fake_tables tables = { .room = sc->room };
+		struct workload_spec local = { .uid = "w/local", .addresses = { "10.0.0.1" }, .node = "node-a",
+					       .namespace = "ns" };
+		bool in_force[SPLIT_POLICIES], want_alone[SPLIT_POLICIES] = { false };
+		struct harness h;
+		struct response r;
+		char name[16];
+
+		harness_open(&h, "node-a", NULL);
+		apply_workloads(&h, &local, 1);
+		sm_model_set_authz_check(h.model, fake_check, &tables);
+		response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+		for (int i = 0; i < SPLIT_POLICIES; i++) {
+			policy_name(name, sizeof(name), i, sc->huge);
+			response_add_allow_from_namespace(&r, "ns", name, "ns");
+		}
+		apply(&h, &r);
+		for (int k = 0; k < 4 && sc->alone[k] >= 0; k++)
+			want_alone[sc->alone[k]] = true;
+		policies_in_force(&h, in_force);
+		for (int i = 0; i < SPLIT_POLICIES; i++) {
+			bool untried = sc->untried_from >= 0 && i >= sc->untried_from;
+			char key[32];
+
+			policy_name(name, sizeof(name), i, sc->huge);
+			snprintf(key, sizeof(key), "ns/%s", name);
+			if (in_force[i] == (want_alone[i] || untried))
+				fail_msg("%s: %s %s", sc->title, key, in_force[i] ? "in force" : "not in force");
+			if (want_alone[i] && !has_rejection(&h, key, i == sc->huge[0] || i == sc->huge[1] ? "alone takes more"
+													    : "room for"))
+				fail_msg("%s: %s not rejected with its own reason", sc->title, key);
+			if (untried && !has_rejection(&h, key, "not tried alone: the two policies before it did not fit"))
+				fail_msg("%s: %s not rejected untried", sc->title, key);
+		}
+		assert_int_equal(h.rejections.count, (size_t)(sc->untried_from >= 0 ? SPLIT_POLICIES - sc->untried_from : 0) +
+							 (size_t)(sc->alone[2] >= 0 ? 3 : 2));
+		if (tables.calls > sc->max_calls)
+			fail_msg("%s: %u compilations, more than %u", sc->title, tables.calls, sc->max_calls);
+		printf("# %s: %u compilations\n", sc->title, tables.calls);
+		harness_close(&h);
+	}
+}
+
 static void large_batch_failing_at_each_part_is_undone(void **state)
 {
 	(void)state;
@@ -1523,6 +1651,7 @@ int main(void)
 		cmocka_unit_test(split_after_release_needs_no_response),
 		cmocka_unit_test(many_names_each_decided_once),
 		cmocka_unit_test(large_batch_failing_late_is_undone),
+		cmocka_unit_test(policies_that_overflow_take_a_few_compilations),
 		cmocka_unit_test(large_batch_failing_at_each_part_is_undone),
 		cmocka_unit_test(restart_rewrites_nothing_unchanged),
 		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The admin endpoint (libmicrohttpd, its own thread): /config_dump in the shape of ztunnel's,
+ * The admin endpoint (libmicrohttpd, a thread per connection): /config_dump in the shape of ztunnel's,
  * /healthz/ready, and /metrics in Prometheus text. It only reads: the model under its lock, the xDS
  * client's and datapath's counters.
  */
@@ -25,6 +25,8 @@ struct admin {
 	struct MHD_Daemon *daemon;
 	struct agent *agent;
 };
+
+enum { ENDPOINT_CONNECTIONS = 32, ENDPOINT_IDLE_SECONDS = 60 };
 
 /* A growing text buffer for the metrics page. */
 struct text {
@@ -322,10 +324,15 @@ static int start_daemon(struct agent *agent, int fd, MHD_AccessHandlerCallback h
 		return -ENOMEM;
 	}
 	admin->agent = agent;
-	/* the logger first: libmicrohttpd prints on stderr what comes before it */
-	admin->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, handler,
-					 admin, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-					 MHD_OPTION_END);
+	/* A thread per connection: a request that waits for the model (an apply holds it: a full push for
+	 * seconds, a split for longer) must not hold up the kubelet's /healthz/ready behind it. Bounded, and
+	 * idle connections dropped, so that kept-alive ones cannot take every thread. The logger first:
+	 * libmicrohttpd prints on stderr what comes before it. */
+	admin->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+						 MHD_USE_ERROR_LOG,
+					 0, NULL, NULL, handler, admin, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+					 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)ENDPOINT_CONNECTIONS,
+					 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ENDPOINT_IDLE_SECONDS, MHD_OPTION_END);
 	if (!admin->daemon) {
 		snprintf(err, size, "cannot start the %s endpoint (libmicrohttpd's message above says why)", what);
 		free(admin);

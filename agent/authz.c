@@ -21,6 +21,7 @@
 
 #include "agent/agent.h"
 #include "agent/authz.h"
+#include "agent/event_backlog.h"
 #include "agent/log.h"
 #include "agent/netns_open.h"
 #include "authz/authz.h"
@@ -28,6 +29,10 @@
 
 #define MAX_NODE_ADDRESSES 256
 #define DENIAL_LOG_BURST 20 /* lines a second, then a count of those left out */
+/* Events read while the model is busy (an apply): 4 MiB at most (the datapath's ring holds 256 KiB). */
+#define BACKLOG_EVENTS 32768
+#define BACKLOG_CHUNK 4096 /* handled at a time once the model is free */
+#define BACKLOG_POLL_MS 20 /* how soon, while events wait, the model is tried again */
 
 enum node_mode {
 	NODE_AUTO,
@@ -84,6 +89,8 @@ struct agent_authz {
 	struct policy_name *names;
 
 	struct sm_authz_events *events;
+	struct event_backlog backlog;	   /* events read while the model was busy (the events thread's) */
+	atomic_ullong events_waited, backlog_dropped; /* ... and those beyond its room */
 	agent_authz_denied_fn denied_hook; /* telemetry's: set before start */
 	bool hook_logs;			   /* ... which writes the denial's access log line */
 	void *denied_ctx;
@@ -122,6 +129,7 @@ int agent_authz_new(const char *node_addresses, struct agent_authz **out, char *
 	if (!authz)
 		return -ENOMEM;
 	pthread_mutex_init(&authz->names_lock, NULL);
+	event_backlog_init(&authz->backlog, sizeof(struct sm_authz_event), BACKLOG_EVENTS);
 	if (!node_addresses || strcmp(node_addresses, "auto") == 0)
 		authz->node_mode = NODE_AUTO;
 	else if (strcmp(node_addresses, "none") == 0)
@@ -555,16 +563,14 @@ static void policy_key(struct agent_authz *authz, uint64_t hash, char *buf, size
 	pthread_mutex_unlock(&authz->names_lock);
 }
 
+/* Under the model lock. */
 static void identity_text(struct agent_authz *authz, const uint8_t addr[16], char *buf, size_t size)
 {
 	struct sm_authz_identity identity;
 	char principal[600];
-	bool found;
+	bool found = sm_model_authz_identity(authz->model, addr, &identity) &&
+		     !sm_authz_principal(&identity, principal, sizeof(principal));
 
-	pthread_mutex_lock(authz->model_lock);
-	found = sm_model_authz_identity(authz->model, addr, &identity) &&
-		!sm_authz_principal(&identity, principal, sizeof(principal));
-	pthread_mutex_unlock(authz->model_lock);
 	snprintf(buf, size, found ? "spiffe://%s" : "%s", found ? principal : "(none)");
 }
 
@@ -587,9 +593,12 @@ static bool log_allowed(struct agent_authz *authz)
 	return false;
 }
 
-static int on_event(void *ctx, const struct sm_authz_event *ev)
+/* One event, read at *at, under the model lock (event_backlog_fn): telemetry's hook and the agent's own
+ * log line. */
+static void handle_event(void *ctx, const void *event, const struct timespec *at)
 {
 	struct agent_authz *authz = ctx;
+	const struct sm_authz_event *ev = event;
 	char src[64], dst[64], identity[640], policy[600], error[700];
 
 	policy_key(authz, ev->policy, policy, sizeof(policy));
@@ -600,13 +609,13 @@ static int on_event(void *ctx, const struct sm_authz_event *ev)
 	if (ev->kind == SM_AUTHZ_EVENT_DENIED && authz->denied_hook) {
 		char text[760];
 		snprintf(text, sizeof(text), "connection closed due to policy rejection: %s", error);
-		authz->denied_hook(authz->denied_ctx, ev, text);
+		authz->denied_hook(authz->denied_ctx, ev, text, at);
 	}
 	/* the access log has its line (ztunnel's, with the workloads' names): not twice */
 	if (ev->kind == SM_AUTHZ_EVENT_DENIED && authz->denied_hook && authz->hook_logs)
-		return 0;
+		return;
 	if (!log_allowed(authz))
-		return 0;
+		return;
 	format_mapped_endpoint(ev->src_addr, ntohs(ev->src_port), src, sizeof(src));
 	format_mapped_endpoint(ev->dst_addr, ntohs(ev->dst_port), dst, sizeof(dst));
 	identity_text(authz, ev->src_addr, identity, sizeof(identity));
@@ -626,6 +635,22 @@ static int on_event(void *ctx, const struct sm_authz_event *ev)
 			identity, dst, error);
 		break;
 	}
+}
+
+/* Handled at once when the model is free; else it waits in the backlog, behind any before it, so that the
+ * ring keeps draining while an apply holds the model (agent/event_backlog.h). */
+static int on_event(void *ctx, const struct sm_authz_event *ev)
+{
+	struct agent_authz *authz = ctx;
+	struct timespec now;
+	int ret;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	ret = event_backlog_offer(&authz->backlog, authz->model_lock, ev, &now, handle_event, authz);
+	if (ret)
+		atomic_fetch_add(&authz->events_waited, 1);
+	if (ret < 0)
+		atomic_fetch_add(&authz->backlog_dropped, 1);
 	return 0;
 }
 
@@ -730,9 +755,8 @@ static void retry_sync(struct agent_authz *authz)
 {
 	uint64_t at = authz->retry_at_us;
 
-	if (!at || now_us() < at)
+	if (!at || now_us() < at || pthread_mutex_trylock(authz->model_lock)) /* busy: an apply syncs anyway */
 		return;
-	pthread_mutex_lock(authz->model_lock);
 	if (authz->retry_at_us && now_us() >= authz->retry_at_us) /* an apply may have synced meanwhile */
 		sync_tables(authz, authz->model);
 	pthread_mutex_unlock(authz->model_lock);
@@ -746,12 +770,15 @@ static void *events_main(void *arg)
 	while (!authz->stop) {
 		maintain_guards(authz, &next_maintenance);
 		retry_sync(authz);
-		int ret = sm_authz_events_poll(authz->events, 200);
+		int ret = sm_authz_events_poll(authz->events, authz->backlog.n ? BACKLOG_POLL_MS : 200);
 		if (ret < 0 && ret != -EINTR) {
 			log_msg(LOG_WARN, "authorization: reading the datapath's events: %s", strerror(-ret));
 			break;
 		}
+		event_backlog_drain(&authz->backlog, authz->model_lock, false, BACKLOG_CHUNK, handle_event, authz);
 	}
+	/* stopping: those that waited are handled (the model goes after this thread) */
+	event_backlog_drain(&authz->backlog, authz->model_lock, true, BACKLOG_CHUNK, handle_event, authz);
 	return NULL;
 }
 
@@ -806,6 +833,7 @@ void agent_authz_free(struct agent_authz *authz)
 		pthread_join(authz->events_thread, NULL);
 	}
 	sm_authz_events_close(authz->events);
+	event_backlog_free(&authz->backlog);
 	forget_checked(authz);
 	sm_authz_tables_free(authz->in_force);
 	HASH_ITER(hh, authz->names, entry, tmp) {
@@ -864,6 +892,11 @@ char *agent_authz_metrics(struct agent_authz *authz)
 		"# TYPE sockmesh_authz_compile_failures_total counter\nsockmesh_authz_compile_failures_total %llu\n"
 		"# HELP sockmesh_authz_namespace_walks_total guarded namespaces walked to close what a change denies\n"
 		"# TYPE sockmesh_authz_namespace_walks_total counter\nsockmesh_authz_namespace_walks_total %llu\n"
+		"# HELP sockmesh_authz_events_waited_total datapath events read while an apply held the model, handled "
+		"after it\n"
+		"# TYPE sockmesh_authz_events_waited_total counter\nsockmesh_authz_events_waited_total %llu\n"
+		"# HELP sockmesh_authz_events_dropped_total of those, the ones beyond the backlog's room\n"
+		"# TYPE sockmesh_authz_events_dropped_total counter\nsockmesh_authz_events_dropped_total %llu\n"
 		"# HELP sockmesh_authz_compile_seconds time of the last compile and write\n"
 		"# TYPE sockmesh_authz_compile_seconds gauge\nsockmesh_authz_compile_seconds %.6f\n"
 		"# HELP sockmesh_authz_verdict_entries verdict entries of the tables in force\n"
@@ -875,8 +908,8 @@ char *agent_authz_metrics(struct agent_authz *authz)
 		"# TYPE sockmesh_authz_policy_connections_total counter\n",
 		authz->generation, (unsigned long long)authz->compiles, (unsigned long long)authz->identity_updates,
 		(unsigned long long)authz->destination_updates, (unsigned long long)authz->compile_failures,
-		(unsigned long long)authz->namespace_walks,
-		(double)authz->last_compile_us / 1e6, (size_t)authz->verdict_entries, authz->n_unknown);
+		(unsigned long long)authz->namespace_walks, (unsigned long long)authz->events_waited,
+		(unsigned long long)authz->backlog_dropped, (double)authz->last_compile_us / 1e6, (size_t)authz->verdict_entries, authz->n_unknown);
 	if (authz->dp)
 		sm_datapath_authz_policy_counts(authz->dp, policy_metrics, &pass);
 	if (fclose(pass.out)) {

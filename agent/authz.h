@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <pthread.h>
 
@@ -35,10 +36,11 @@ void agent_authz_free(struct agent_authz *authz);
  * sm_enrolled are guarded by the agent (found through /run/netns or a process in them). */
 void agent_authz_guard_enrolled(struct agent_authz *authz);
 
-/* Before start: fn is called (from the events thread) with each connection the datapath denied and the
- * access log's error text; telemetry counts them. When logs, fn writes the access log line and the
- * agent's own (rate-limited) denial line is left out. */
-typedef void (*agent_authz_denied_fn)(void *ctx, const struct sm_authz_event *ev, const char *error);
+/* Before start: fn is called (from the events thread, under the model lock) with each connection the datapath
+ * denied, the access log's error text and when the event was read; telemetry counts them. When logs, fn
+ * writes the access log line and the agent's own (rate-limited) denial line is left out. */
+typedef void (*agent_authz_denied_fn)(void *ctx, const struct sm_authz_event *ev, const char *error,
+				      const struct timespec *at);
 void agent_authz_set_denied_hook(struct agent_authz *authz, agent_authz_denied_fn fn, void *ctx, bool logs);
 
 /* The model's check (sm_model_set_authz_check): the state compiles within the tables' limits. The agent's

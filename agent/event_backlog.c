@@ -7,29 +7,38 @@
 
 #define FIRST_CAPACITY 1024
 
-void event_backlog_init(struct event_backlog *b, size_t limit)
+void event_backlog_init(struct event_backlog *b, size_t event_size, size_t limit)
 {
-	*b = (struct event_backlog){ .limit = limit };
+	/* the event after the read time, at an 8-byte boundary as its struct wants */
+	size_t slot = sizeof(struct timespec) + (event_size + 7) / 8 * 8;
+
+	*b = (struct event_backlog){ .limit = limit, .event_size = event_size, .slot_size = slot };
 }
 
 void event_backlog_free(struct event_backlog *b)
 {
 	free(b->items);
-	*b = (struct event_backlog){ .limit = b->limit };
+	b->items = NULL;
+	b->head = b->n = b->cap = 0;
+}
+
+static unsigned char *slot(const struct event_backlog *b, size_t i)
+{
+	return b->items + ((b->head + i) % b->cap) * b->slot_size;
 }
 
 /* Twice the room, the waiting events moved to the front in order. */
 static int grow(struct event_backlog *b)
 {
 	size_t cap = b->cap ? b->cap * 2 : FIRST_CAPACITY;
-	struct waiting_event *items = malloc(cap * sizeof(*items));
+	unsigned char *items = malloc(cap * b->slot_size);
 	size_t first = b->n < b->cap - b->head ? b->n : b->cap - b->head;
 
 	if (!items)
 		return -ENOMEM;
 	if (b->n) {
-		memcpy(items, b->items + b->head, first * sizeof(*items));
-		memcpy(items + first, b->items, (b->n - first) * sizeof(*items));
+		memcpy(items, b->items + b->head * b->slot_size, first * b->slot_size);
+		memcpy(items + first * b->slot_size, b->items, (b->n - first) * b->slot_size);
 	}
 	free(b->items);
 	b->items = items;
@@ -38,21 +47,27 @@ static int grow(struct event_backlog *b)
 	return 0;
 }
 
-int event_backlog_push(struct event_backlog *b, const struct sm_conn_event *ev, const struct timespec *read_at)
+int event_backlog_push(struct event_backlog *b, const void *event, const struct timespec *read_at)
 {
+	unsigned char *at;
 	int err;
 
 	if (b->n >= b->limit)
 		return -ENOSPC;
 	if (b->n == b->cap && (err = grow(b)))
 		return err;
-	b->items[(b->head + b->n++) % b->cap] = (struct waiting_event){ .ev = *ev, .read_at = *read_at };
+	at = slot(b, b->n++);
+	memcpy(at, read_at, sizeof(*read_at));
+	memcpy(at + sizeof(*read_at), event, b->event_size);
 	return 0;
 }
 
-const struct waiting_event *event_backlog_front(const struct event_backlog *b)
+const void *event_backlog_front(const struct event_backlog *b, struct timespec *read_at)
 {
-	return b->n ? &b->items[b->head] : NULL;
+	if (!b->n)
+		return NULL;
+	memcpy(read_at, b->items + b->head * b->slot_size, sizeof(*read_at));
+	return b->items + b->head * b->slot_size + sizeof(*read_at);
 }
 
 void event_backlog_pop(struct event_backlog *b)
@@ -65,4 +80,33 @@ void event_backlog_pop(struct event_backlog *b)
 	b->head = 0;
 	if (b->cap > FIRST_CAPACITY) /* the memory a long wait took */
 		event_backlog_free(b);
+}
+
+int event_backlog_offer(struct event_backlog *b, pthread_mutex_t *lock, const void *event,
+			const struct timespec *read_at, event_backlog_fn fn, void *ctx)
+{
+	int err;
+
+	if (!b->n && !pthread_mutex_trylock(lock)) {
+		fn(ctx, event, read_at);
+		pthread_mutex_unlock(lock);
+		return 0;
+	}
+	err = event_backlog_push(b, event, read_at);
+	return err ? err : 1;
+}
+
+void event_backlog_drain(struct event_backlog *b, pthread_mutex_t *lock, bool wait, size_t chunk,
+			 event_backlog_fn fn, void *ctx)
+{
+	struct timespec read_at;
+	const void *event;
+
+	while (b->n && (wait ? !pthread_mutex_lock(lock) : !pthread_mutex_trylock(lock))) {
+		for (size_t i = 0; i < chunk && (event = event_backlog_front(b, &read_at)); i++) {
+			fn(ctx, event, &read_at);
+			event_backlog_pop(b);
+		}
+		pthread_mutex_unlock(lock);
+	}
 }

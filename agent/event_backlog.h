@@ -1,35 +1,41 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Connection events read while the model is busy (an apply holds its lock: a full push for about a
- * second, a split for longer), kept in order with the time each was read, to be named once the model is
- * free: meanwhile the kernel's ring buffer keeps draining instead of filling up and dropping events.
- * Bounded: grows as events wait, up to a limit, and gives its memory back once empty.
+ * Datapath events read while the model is busy (an apply holds its lock: a full push for about a second,
+ * a split for longer), kept in order with the time each was read, to be handled once the model is free:
+ * meanwhile the kernel's ring buffer keeps draining instead of filling up and dropping events. Events of
+ * one fixed size (the connection events' or the authorization events'). Bounded: grows as events wait, up
+ * to a limit, and gives its memory back once empty.
  */
 #ifndef SOCKMESH_AGENT_EVENT_BACKLOG_H
 #define SOCKMESH_AGENT_EVENT_BACKLOG_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
-#include "bpf/sockmesh.h"
-
 struct event_backlog {
-	struct waiting_event *items; /* a circular array of cap items, n of them from head */
-	size_t head, n, cap, limit;
+	unsigned char *items; /* a circular array of cap slots, n of them from head: the read time, then the event */
+	size_t head, n, cap, limit, event_size, slot_size;
 };
 
-struct waiting_event {
-	struct sm_conn_event ev;
-	struct timespec read_at;
-};
-
-void event_backlog_init(struct event_backlog *b, size_t limit);
+void event_backlog_init(struct event_backlog *b, size_t event_size, size_t limit);
 void event_backlog_free(struct event_backlog *b);
-/* Appends ev, read at *read_at: 0, -ENOSPC at the limit, -ENOMEM. */
-int event_backlog_push(struct event_backlog *b, const struct sm_conn_event *ev, const struct timespec *read_at);
-/* The oldest event, or NULL when none waits. */
-const struct waiting_event *event_backlog_front(const struct event_backlog *b);
+/* Appends the event (event_size bytes), read at *read_at: 0, -ENOSPC at the limit, -ENOMEM. */
+int event_backlog_push(struct event_backlog *b, const void *event, const struct timespec *read_at);
+/* The oldest event and when it was read, or NULL when none waits. */
+const void *event_backlog_front(const struct event_backlog *b, struct timespec *read_at);
 /* Removes the oldest event; once none waits, the memory beyond the first 1,024 events' goes back. */
 void event_backlog_pop(struct event_backlog *b);
+
+/* What handles an event, under the lock that guards what it reads (the model's). */
+typedef void (*event_backlog_fn)(void *ctx, const void *event, const struct timespec *read_at);
+/* An event just read: handled by fn at once when lock is free and none waits before it, else it waits.
+ * 0: handled; 1: waits; -ENOSPC: dropped, the backlog is full; -ENOMEM: dropped. */
+int event_backlog_offer(struct event_backlog *b, pthread_mutex_t *lock, const void *event,
+			const struct timespec *read_at, event_backlog_fn fn, void *ctx);
+/* The events that wait, in order, to fn, chunk at a time under lock while it is free (wait: for it to be). */
+void event_backlog_drain(struct event_backlog *b, pthread_mutex_t *lock, bool wait, size_t chunk,
+			 event_backlog_fn fn, void *ctx);
 
 #endif

@@ -70,7 +70,7 @@ int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct a
 	if (!ret)
 		ret = flush_memo_new(&t->flushed);
 	if (t)
-		event_backlog_init(&t->backlog, BACKLOG_EVENTS);
+		event_backlog_init(&t->backlog, sizeof(struct sm_conn_event), BACKLOG_EVENTS);
 	if (ret) {
 		snprintf(err, size, "telemetry: %s", strerror(-ret));
 		agent_telemetry_free(t);
@@ -94,28 +94,15 @@ static void finish(struct agent_telemetry *t, int ret, const char *line, size_t 
 		access_log_write(t->log, line, len);
 }
 
-/* One event, read at *read_at, named and counted under the model lock (held by the caller). */
-static void record(struct agent_telemetry *t, const struct sm_conn_event *ev, const struct timespec *read_at)
+/* One event, read at *read_at, named and counted under the model lock (event_backlog_fn). */
+static void record(void *ctx, const void *event, const struct timespec *read_at)
 {
+	struct agent_telemetry *t = ctx;
 	char line[LINE_MAX_BYTES];
 	size_t len;
-	int ret = tel_event_conn(&t->sink, t->model, ev, read_at, line, sizeof(line), &len);
+	int ret = tel_event_conn(&t->sink, t->model, event, read_at, line, sizeof(line), &len);
 
 	finish(t, ret, line, len, sizeof(line));
-}
-
-/* The events that waited, in order, a chunk at a time while the model is free (wait: for it to be). */
-static void drain_backlog(struct agent_telemetry *t, bool wait)
-{
-	const struct waiting_event *w;
-
-	while (t->backlog.n && (wait ? !pthread_mutex_lock(t->model_lock) : !pthread_mutex_trylock(t->model_lock))) {
-		for (int i = 0; i < BACKLOG_CHUNK && (w = event_backlog_front(&t->backlog)); i++) {
-			record(t, &w->ev, &w->read_at);
-			event_backlog_pop(&t->backlog);
-		}
-		pthread_mutex_unlock(t->model_lock);
-	}
 }
 
 /* Named at once when the model is free; else it waits in the backlog, behind any before it, so that the
@@ -128,32 +115,24 @@ static int on_conn_event(void *ctx, const struct sm_conn_event *ev)
 
 	atomic_fetch_add(&t->events_read, 1);
 	clock_gettime(CLOCK_REALTIME, &now);
-	if (!t->backlog.n && !pthread_mutex_trylock(t->model_lock)) {
-		record(t, ev, &now);
-		pthread_mutex_unlock(t->model_lock);
-		return 0;
-	}
-	atomic_fetch_add(&t->events_waited, 1);
-	ret = event_backlog_push(&t->backlog, ev, &now);
+	ret = event_backlog_offer(&t->backlog, t->model_lock, ev, &now, record, t);
 	if (ret)
+		atomic_fetch_add(&t->events_waited, 1);
+	if (ret < 0)
 		atomic_fetch_add(&t->backlog_dropped, 1);
 	return 0;
 }
 
-void agent_telemetry_denied(void *ctx, const struct sm_authz_event *ev, const char *error)
+void agent_telemetry_denied(void *ctx, const struct sm_authz_event *ev, const char *error, const struct timespec *at)
 {
 	struct agent_telemetry *t = ctx;
 	char line[LINE_MAX_BYTES];
-	struct timespec now;
 	size_t len;
 	int ret;
 
 	if (!t || !t->model)
 		return;
-	clock_gettime(CLOCK_REALTIME, &now);
-	pthread_mutex_lock(t->model_lock);
-	ret = tel_event_denied(&t->sink, t->model, ev, error, &now, line, sizeof(line), &len);
-	pthread_mutex_unlock(t->model_lock);
+	ret = tel_event_denied(&t->sink, t->model, ev, error, at, line, sizeof(line), &len);
 	finish(t, ret, line, len, sizeof(line));
 }
 
@@ -271,11 +250,12 @@ static void *events_main(void *arg)
 			log_msg(LOG_WARN, "telemetry: reading the connection events: %s", strerror(-ret));
 			break;
 		}
-		drain_backlog(t, false);
+		event_backlog_drain(&t->backlog, t->model_lock, false, BACKLOG_CHUNK, record, t);
 		flush(t, &next_flush);
 		evict(t, &next_evict);
 	}
-	drain_backlog(t, true); /* stopping: those that waited are named (the model goes after this thread) */
+	/* stopping: those that waited are named (the model goes after this thread) */
+	event_backlog_drain(&t->backlog, t->model_lock, true, BACKLOG_CHUNK, record, t);
 	return NULL;
 }
 

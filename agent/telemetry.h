@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "datapath/datapath.h"
 #include "telemetry/telemetry.h"
@@ -33,9 +34,9 @@ int agent_telemetry_start(struct agent_telemetry *t, struct sm_datapath *dp, con
 void agent_telemetry_model_synced(struct agent_telemetry *t);
 void agent_telemetry_free(struct agent_telemetry *t);
 
-/* An authorization denial (agent/authz.c's hook): opened, closed and failed with response_flags DENY,
- * reporter destination, and its access log line. */
-void agent_telemetry_denied(void *t, const struct sm_authz_event *ev, const char *error);
+/* An authorization denial read at *at (agent/authz.c's hook, under the model lock): opened, closed and failed
+ * with response_flags DENY, reporter destination, and its access log line. */
+void agent_telemetry_denied(void *t, const struct sm_authz_event *ev, const char *error, const struct timespec *at);
 
 /* The istio_tcp_* counters (malloc'ed, NULL when out of memory). */
 char *agent_telemetry_istio_metrics(struct agent_telemetry *t, size_t *len);

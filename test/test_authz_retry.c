@@ -90,19 +90,47 @@ int sm_datapath_authz_capacity(const struct sm_datapath *dp, int map, uint32_t *
 	return 0;
 }
 
+/* The datapath's ring of authorization events, as the events thread sees it: what a test puts in it is handed
+ * to the callback at the next poll, all at once, as libbpf's ring_buffer__poll does. */
+static struct {
+	pthread_mutex_t lock;
+	struct sm_authz_event *events;
+	size_t n;
+	atomic_size_t taken; /* handed to the callback */
+	int (*fn)(void *ctx, const struct sm_authz_event *event);
+	void *ctx;
+} authz_ring = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
 int sm_datapath_authz_events_open(struct sm_datapath *dp, int (*fn)(void *ctx, const struct sm_authz_event *event),
 				  void *ctx, struct sm_authz_events **out)
 {
-	(void)dp, (void)fn, (void)ctx;
+	(void)dp;
+	authz_ring.fn = fn;
+	authz_ring.ctx = ctx;
 	*out = (struct sm_authz_events *)&handle;
 	return 0;
 }
 
 int sm_authz_events_poll(struct sm_authz_events *events, int timeout_ms)
 {
+	struct sm_authz_event *taken;
+	size_t n;
+
 	(void)events;
-	usleep((useconds_t)timeout_ms * 1000);
-	return 0;
+	pthread_mutex_lock(&authz_ring.lock);
+	taken = authz_ring.events;
+	n = authz_ring.n;
+	authz_ring.events = NULL;
+	authz_ring.n = 0;
+	pthread_mutex_unlock(&authz_ring.lock);
+	if (!n)
+		usleep((useconds_t)timeout_ms * 1000);
+	for (size_t i = 0; i < n; i++) {
+		authz_ring.fn(authz_ring.ctx, &taken[i]);
+		atomic_fetch_add(&authz_ring.taken, 1);
+	}
+	free(taken);
+	return (int)n;
 }
 
 void sm_authz_events_close(struct sm_authz_events *events)
@@ -215,6 +243,21 @@ struct world {
 	pthread_mutex_t lock;
 };
 
+static atomic_uint denials_counted, denials_unlocked;
+
+/* Telemetry's hook: counts, and checks that it runs under the model lock (ctx). */
+static void count_denial(void *ctx, const struct sm_authz_event *ev, const char *error, const struct timespec *at)
+{
+	pthread_mutex_t *model_lock = ctx;
+
+	(void)ev, (void)error, (void)at;
+	if (!pthread_mutex_trylock(model_lock)) {
+		atomic_fetch_add(&denials_unlocked, 1);
+		pthread_mutex_unlock(model_lock);
+	}
+	atomic_fetch_add(&denials_counted, 1);
+}
+
 static void world_open(struct world *w)
 {
 	struct sm_model_options options = { .node_name = "node-a" };
@@ -226,6 +269,7 @@ static void world_open(struct world *w)
 	assert_int_equal(agent_authz_new("none", &w->authz, err, sizeof(err)), 0);
 	sm_model_set_authz_check(w->model, agent_authz_check, w->authz);
 	pthread_mutex_init(&w->lock, NULL);
+	agent_authz_set_denied_hook(w->authz, count_denial, &w->lock, true);
 	assert_int_equal(agent_authz_start(w->authz, (struct sm_datapath *)&handle, w->model, &w->lock, err, sizeof(err)),
 			 0);
 }
@@ -583,6 +627,52 @@ static void policies_filling_the_tables(void **state)
 	capacity_per_generation = 4096;
 }
 
+/* ---- denials while an apply holds the model ---- */
+
+/* While an apply holds the model, the events thread keeps taking the datapath's denials into its backlog (the
+ * ring would fill up and drop them); telemetry's hook gets them, under the model lock, once it is free. */
+static void denials_wait_while_the_model_is_busy(void **state)
+{
+	enum { DENIALS = 20000 };
+	struct world w = { 0 };
+	unsigned long long waited = 0;
+
+	(void)state;
+	world_open(&w);
+	waited = metric(&w, "sockmesh_authz_events_waited_total");
+	atomic_store(&denials_counted, 0);
+	atomic_store(&authz_ring.taken, 0);
+
+	pthread_mutex_lock(&w.lock); /* an apply */
+	pthread_mutex_lock(&authz_ring.lock);
+	authz_ring.events = calloc(DENIALS, sizeof(*authz_ring.events));
+	assert_non_null(authz_ring.events);
+	for (size_t i = 0; i < DENIALS; i++)
+		authz_ring.events[i] = (struct sm_authz_event){ .kind = SM_AUTHZ_EVENT_DENIED,
+								 .reason = SM_AUTHZ_NO_ALLOW_MATCHED,
+								 .dst_port = htons(80), .src_port = htons(40000) };
+	authz_ring.n = DENIALS;
+	pthread_mutex_unlock(&authz_ring.lock);
+	double start = now_seconds();
+	while (atomic_load(&authz_ring.taken) < DENIALS && now_seconds() - start < 5)
+		sleep_ms(10);
+	size_t taken = atomic_load(&authz_ring.taken);
+	unsigned counted_while_held = atomic_load(&denials_counted);
+	pthread_mutex_unlock(&w.lock);
+	if (taken < DENIALS)
+		fail_msg("the ring was not drained while the model was busy: %zu of %d taken", taken, DENIALS);
+	assert_int_equal(counted_while_held, 0);
+
+	start = now_seconds();
+	while (atomic_load(&denials_counted) < DENIALS && now_seconds() - start < 5)
+		sleep_ms(10);
+	assert_int_equal(atomic_load(&denials_counted), DENIALS);
+	assert_int_equal(atomic_load(&denials_unlocked), 0);
+	assert_int_equal(metric(&w, "sockmesh_authz_events_waited_total") - waited, DENIALS);
+	assert_int_equal(metric(&w, "sockmesh_authz_events_dropped_total"), 0);
+	world_close(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -590,6 +680,7 @@ int main(void)
 		cmocka_unit_test(updates_under_the_generation_in_force),
 		cmocka_unit_test(reaped_only_where_denied),
 		cmocka_unit_test(policies_filling_the_tables),
+		cmocka_unit_test(denials_wait_while_the_model_is_busy),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -580,7 +580,51 @@ static Istio__Workload__Service *service(struct reader *r, const yaml_node_t *no
 /* A config dump lists endpoints under services; a workload's services map is rebuilt from them. */
 static const char *const endpoint_fields[] = { "workloadUid", "service", "address", "port", NULL };
 
-static void add_dump_endpoints(struct reader *r, const yaml_node_t *svc, Istio__Workload__Workload **workloads, size_t n)
+/* The parsed workloads by uid, the first in the file first among equal uids (a dump lists a workload once per
+ * address), so that each endpoint finds its workload in log n: a scan of them per endpoint took 12 s for a
+ * dump of 50,000 workloads. */
+struct by_uid {
+	const char *uid;
+	size_t at;
+};
+
+static int cmp_by_uid(const void *a, const void *b)
+{
+	const struct by_uid *x = a, *y = b;
+	int diff = strcmp(x->uid, y->uid);
+
+	return diff ? diff : (x->at > y->at) - (x->at < y->at);
+}
+
+static int cmp_uid_key(const void *key, const void *entry)
+{
+	return strcmp(key, ((const struct by_uid *)entry)->uid);
+}
+
+static struct by_uid *index_by_uid(struct reader *r, Istio__Workload__Workload **workloads, size_t n)
+{
+	struct by_uid *index = NEW_ARRAY(r, struct by_uid, n + 1);
+
+	for (size_t i = 0; index && i < n; i++)
+		index[i] = (struct by_uid){ .uid = workloads[i]->uid, .at = i };
+	if (index)
+		qsort(index, n, sizeof(*index), cmp_by_uid);
+	return index;
+}
+
+/* The first parsed workload of uid, or NULL. */
+static Istio__Workload__Workload *workload_of(Istio__Workload__Workload **workloads, const struct by_uid *index,
+					       size_t n, const char *uid)
+{
+	const struct by_uid *found = bsearch(uid, index, n, sizeof(*index), cmp_uid_key);
+
+	while (found && found > index && strcmp(found[-1].uid, uid) == 0)
+		found--;
+	return found ? workloads[found->at] : NULL;
+}
+
+static void add_dump_endpoints(struct reader *r, const yaml_node_t *svc, Istio__Workload__Workload **workloads,
+			       const struct by_uid *index, size_t n)
 {
 	yaml_node_t *endpoints = get_map(r, svc, "endpoints");
 
@@ -593,24 +637,22 @@ static void add_dump_endpoints(struct reader *r, const yaml_node_t *svc, Istio__
 			problem(r, endpoint, "an endpoint needs a workloadUid and a service");
 			return;
 		}
-		for (size_t i = 0; i < n; i++) {
-			if (strcmp(workloads[i]->uid, uid) != 0)
-				continue;
-			bool seen = false;
-			for (size_t m = 0; m < workloads[i]->n_services; m++)
-				seen |= strcmp(workloads[i]->services[m]->key, key) == 0;
-			if (seen)
-				break;
-			Istio__Workload__Workload__ServicesEntry **grown =
-				NEW_ARRAY(r, Istio__Workload__Workload__ServicesEntry *, workloads[i]->n_services + 1);
-			if (!grown)
-				return;
-			memcpy(grown, workloads[i]->services, workloads[i]->n_services * sizeof(*grown));
-			grown[workloads[i]->n_services] = membership(r, key, get(r, endpoint, "port"));
-			workloads[i]->services = grown;
-			workloads[i]->n_services++;
-			break;
-		}
+		Istio__Workload__Workload *w = workload_of(workloads, index, n, uid);
+		bool seen = false;
+		if (!w)
+			continue;
+		for (size_t m = 0; m < w->n_services; m++)
+			seen |= strcmp(w->services[m]->key, key) == 0;
+		if (seen)
+			continue;
+		Istio__Workload__Workload__ServicesEntry **grown =
+			NEW_ARRAY(r, Istio__Workload__Workload__ServicesEntry *, w->n_services + 1);
+		if (!grown)
+			return;
+		memcpy(grown, w->services, w->n_services * sizeof(*grown));
+		grown[w->n_services] = membership(r, key, get(r, endpoint, "port"));
+		w->services = grown;
+		w->n_services++;
 	}
 }
 
@@ -1063,6 +1105,7 @@ int sm_local_config_read(const char *path, uint8_t **address_response, size_t *a
 		NEW_ARRAY(&r, Envoy__Service__Discovery__V3__Resource *, n_policies);
 	size_t n_addresses = 0, n_authorizations = 0, n_parsed = 0;
 
+	struct by_uid *by_uid = NULL;
 	if (!parsed || !parsed_lines || !addresses || !authorizations)
 		goto out;
 	for (size_t i = 0; i < n_workloads && !r.failed; i++) {
@@ -1072,6 +1115,8 @@ int sm_local_config_read(const char *path, uint8_t **address_response, size_t *a
 			parsed[n_parsed++] = w;
 		}
 	}
+	if (n_services && !(by_uid = index_by_uid(&r, parsed, n_parsed)))
+		goto out;
 	for (size_t i = 0; i < n_services && !r.failed; i++) {
 		Istio__Workload__Address address = ISTIO__WORKLOAD__ADDRESS__INIT;
 		yaml_node_t *node = item(&r, services, i);
@@ -1079,7 +1124,7 @@ int sm_local_config_read(const char *path, uint8_t **address_response, size_t *a
 		char key[600];
 		if (!s)
 			continue;
-		add_dump_endpoints(&r, node, parsed, n_parsed);
+		add_dump_endpoints(&r, node, parsed, by_uid, n_parsed);
 		snprintf(key, sizeof(key), "%s/%s", s->namespace_, s->hostname);
 		/* a dump lists a service once per VIP */
 		if (!first_of(&r, &seen_addresses, key, node->start_mark.line + 1, node, services->type == YAML_SEQUENCE_NODE,

@@ -90,7 +90,6 @@ struct agent_authz {
 
 	struct sm_authz_events *events;
 	struct event_backlog backlog;	   /* events read while the model was busy (the events thread's) */
-	atomic_ullong events_waited, backlog_dropped; /* ... and those beyond its room */
 	agent_authz_denied_fn denied_hook; /* telemetry's: set before start */
 	bool hook_logs;			   /* ... which writes the denial's access log line */
 	void *denied_ctx;
@@ -643,14 +642,9 @@ static int on_event(void *ctx, const struct sm_authz_event *ev)
 {
 	struct agent_authz *authz = ctx;
 	struct timespec now;
-	int ret;
 
 	clock_gettime(CLOCK_REALTIME, &now);
-	ret = event_backlog_offer(&authz->backlog, authz->model_lock, ev, &now, handle_event, authz);
-	if (ret)
-		atomic_fetch_add(&authz->events_waited, 1);
-	if (ret < 0)
-		atomic_fetch_add(&authz->backlog_dropped, 1);
+	event_backlog_offer(&authz->backlog, authz->model_lock, ev, &now, handle_event, authz);
 	return 0;
 }
 
@@ -908,8 +902,9 @@ char *agent_authz_metrics(struct agent_authz *authz)
 		"# TYPE sockmesh_authz_policy_connections_total counter\n",
 		authz->generation, (unsigned long long)authz->compiles, (unsigned long long)authz->identity_updates,
 		(unsigned long long)authz->destination_updates, (unsigned long long)authz->compile_failures,
-		(unsigned long long)authz->namespace_walks, (unsigned long long)authz->events_waited,
-		(unsigned long long)authz->backlog_dropped, (double)authz->last_compile_us / 1e6, (size_t)authz->verdict_entries, authz->n_unknown);
+		(unsigned long long)authz->namespace_walks, (unsigned long long)authz->backlog.waited,
+		(unsigned long long)authz->backlog.dropped, (double)authz->last_compile_us / 1e6,
+		(size_t)authz->verdict_entries, authz->n_unknown);
 	if (authz->dp)
 		sm_datapath_authz_policy_counts(authz->dp, policy_metrics, &pass);
 	if (fclose(pass.out)) {

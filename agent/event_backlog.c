@@ -47,7 +47,8 @@ static int grow(struct event_backlog *b)
 	return 0;
 }
 
-int event_backlog_push(struct event_backlog *b, const void *event, const struct timespec *read_at)
+/* Appends the event: 0, -ENOSPC at the limit, -ENOMEM. */
+static int push(struct event_backlog *b, const void *event, const struct timespec *read_at)
 {
 	unsigned char *at;
 	int err;
@@ -62,38 +63,37 @@ int event_backlog_push(struct event_backlog *b, const void *event, const struct 
 	return 0;
 }
 
-const void *event_backlog_front(const struct event_backlog *b, struct timespec *read_at)
+/* The oldest event and when it was read, or NULL when none waits. */
+static const void *front(const struct event_backlog *b, struct timespec *read_at)
 {
 	if (!b->n)
 		return NULL;
-	memcpy(read_at, b->items + b->head * b->slot_size, sizeof(*read_at));
-	return b->items + b->head * b->slot_size + sizeof(*read_at);
+	memcpy(read_at, slot(b, 0), sizeof(*read_at));
+	return slot(b, 0) + sizeof(*read_at);
 }
 
-void event_backlog_pop(struct event_backlog *b)
+/* Removes the oldest event; once none waits, the memory a long wait took goes back. */
+static void pop(struct event_backlog *b)
 {
-	if (!b->n)
-		return;
 	b->head = (b->head + 1) % b->cap;
 	if (--b->n)
 		return;
 	b->head = 0;
-	if (b->cap > FIRST_CAPACITY) /* the memory a long wait took */
+	if (b->cap > FIRST_CAPACITY)
 		event_backlog_free(b);
 }
 
-int event_backlog_offer(struct event_backlog *b, pthread_mutex_t *lock, const void *event,
-			const struct timespec *read_at, event_backlog_fn fn, void *ctx)
+void event_backlog_offer(struct event_backlog *b, pthread_mutex_t *lock, const void *event,
+			 const struct timespec *read_at, event_backlog_fn fn, void *ctx)
 {
-	int err;
-
 	if (!b->n && !pthread_mutex_trylock(lock)) {
 		fn(ctx, event, read_at);
 		pthread_mutex_unlock(lock);
-		return 0;
+		return;
 	}
-	err = event_backlog_push(b, event, read_at);
-	return err ? err : 1;
+	atomic_fetch_add(&b->waited, 1);
+	if (push(b, event, read_at))
+		atomic_fetch_add(&b->dropped, 1);
 }
 
 void event_backlog_drain(struct event_backlog *b, pthread_mutex_t *lock, bool wait, size_t chunk,
@@ -103,9 +103,9 @@ void event_backlog_drain(struct event_backlog *b, pthread_mutex_t *lock, bool wa
 	const void *event;
 
 	while (b->n && (wait ? !pthread_mutex_lock(lock) : !pthread_mutex_trylock(lock))) {
-		for (size_t i = 0; i < chunk && (event = event_backlog_front(b, &read_at)); i++) {
+		for (size_t i = 0; i < chunk && (event = front(b, &read_at)); i++) {
 			fn(ctx, event, &read_at);
-			event_backlog_pop(b);
+			pop(b);
 		}
 		pthread_mutex_unlock(lock);
 	}

@@ -10,6 +10,7 @@
 #define SOCKMESH_AGENT_EVENT_BACKLOG_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
@@ -17,24 +18,22 @@
 struct event_backlog {
 	unsigned char *items; /* a circular array of cap slots, n of them from head: the read time, then the event */
 	size_t head, n, cap, limit, event_size, slot_size;
+	atomic_ullong waited, dropped; /* events offered while the lock was busy; of those, beyond the room */
 };
 
 void event_backlog_init(struct event_backlog *b, size_t event_size, size_t limit);
+/* The events that wait (none once drained at stop); the counts stay. */
 void event_backlog_free(struct event_backlog *b);
-/* Appends the event (event_size bytes), read at *read_at: 0, -ENOSPC at the limit, -ENOMEM. */
-int event_backlog_push(struct event_backlog *b, const void *event, const struct timespec *read_at);
-/* The oldest event and when it was read, or NULL when none waits. */
-const void *event_backlog_front(const struct event_backlog *b, struct timespec *read_at);
-/* Removes the oldest event; once none waits, the memory beyond the first 1,024 events' goes back. */
-void event_backlog_pop(struct event_backlog *b);
 
 /* What handles an event, under the lock that guards what it reads (the model's). */
 typedef void (*event_backlog_fn)(void *ctx, const void *event, const struct timespec *read_at);
-/* An event just read: handled by fn at once when lock is free and none waits before it, else it waits.
- * 0: handled; 1: waits; -ENOSPC: dropped, the backlog is full; -ENOMEM: dropped. */
-int event_backlog_offer(struct event_backlog *b, pthread_mutex_t *lock, const void *event,
-			const struct timespec *read_at, event_backlog_fn fn, void *ctx);
-/* The events that wait, in order, to fn, chunk at a time under lock while it is free (wait: for it to be). */
+/* An event just read (event_size bytes, at *read_at): handled by fn at once when lock is free and none waits
+ * before it; else it waits (counted in waited), or is dropped when there is no room or memory (counted in
+ * dropped too). */
+void event_backlog_offer(struct event_backlog *b, pthread_mutex_t *lock, const void *event,
+			 const struct timespec *read_at, event_backlog_fn fn, void *ctx);
+/* The events that wait, in order, to fn, chunk at a time under lock while it is free (wait: for it to be).
+ * Once none waits, the memory beyond the first 1,024 events' goes back. */
 void event_backlog_drain(struct event_backlog *b, pthread_mutex_t *lock, bool wait, size_t chunk,
 			 event_backlog_fn fn, void *ctx);
 

@@ -54,7 +54,6 @@ struct agent_telemetry {
 	atomic_bool stop;
 	atomic_bool model_synced; /* the first Address and Authorization responses (or the local config) applied */
 	atomic_uint_least64_t events_read, record_failures, flushes, flushes_skipped;
-	atomic_uint_least64_t events_waited, backlog_dropped; /* read while the model was busy; beyond its room */
 };
 
 int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct agent_telemetry **out, char *err,
@@ -111,15 +110,10 @@ static int on_conn_event(void *ctx, const struct sm_conn_event *ev)
 {
 	struct agent_telemetry *t = ctx;
 	struct timespec now;
-	int ret;
 
 	atomic_fetch_add(&t->events_read, 1);
 	clock_gettime(CLOCK_REALTIME, &now);
-	ret = event_backlog_offer(&t->backlog, t->model_lock, ev, &now, record, t);
-	if (ret)
-		atomic_fetch_add(&t->events_waited, 1);
-	if (ret < 0)
-		atomic_fetch_add(&t->backlog_dropped, 1);
+	event_backlog_offer(&t->backlog, t->model_lock, ev, &now, record, t);
 	return 0;
 }
 
@@ -351,8 +345,8 @@ char *agent_telemetry_admin_metrics(struct agent_telemetry *t, const uint64_t *c
 		     "# TYPE sockmesh_access_log_dropped_total counter\n"
 		     "sockmesh_access_log_dropped_total %llu\n",
 		     (counters ? (unsigned long long)counters[SM_COUNTER_CONN_EVENTS_LOST] : 0ULL) +
-			     (unsigned long long)atomic_load(&t->backlog_dropped),
-		     (unsigned long long)atomic_load(&t->events_read), (unsigned long long)atomic_load(&t->events_waited),
+			     (unsigned long long)atomic_load(&t->backlog.dropped),
+		     (unsigned long long)atomic_load(&t->events_read), (unsigned long long)atomic_load(&t->backlog.waited),
 		     counts.series, counts.open,
 		     (unsigned long long)counts.forgotten, (unsigned long long)atomic_load(&t->record_failures),
 		     (unsigned long long)atomic_load(&t->flushes), (unsigned long long)atomic_load(&t->flushes_skipped),

@@ -132,6 +132,37 @@ static void bookinfo_dump_round_trip(void **state)
 	harness_close(&h);
 }
 
+/* A dump lists a dual-stack workload once per address; its endpoints land on the listing the model takes (the
+ * first), whichever comes first among the workloads' uids. */
+static void dump_endpoints_reach_a_workload_listed_twice(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/sm-local-config-XXXXXX";
+	int fd = mkstemp(path);
+	const char *text =
+		"{\"workloads\": {\n"
+		"  \"n/10.0.0.1\": {\"uid\": \"z\", \"name\": \"z\", \"namespace\": \"ns\", \"workloadIps\": [\"10.0.0.1\", \"fd00::1\"]},\n"
+		"  \"n/10.0.0.2\": {\"uid\": \"a\", \"name\": \"a\", \"namespace\": \"ns\", \"workloadIps\": [\"10.0.0.2\"]},\n"
+		"  \"n/fd00::1\": {\"uid\": \"z\", \"name\": \"z\", \"namespace\": \"ns\", \"workloadIps\": [\"10.0.0.1\", \"fd00::1\"]}},\n"
+		" \"services\": {\"/10.96.0.1\": {\"name\": \"s\", \"namespace\": \"ns\", \"hostname\": \"s.ns.svc\",\n"
+		"  \"vips\": [\"/10.96.0.1\"], \"ports\": {\"80\": 8080}, \"endpoints\": {\n"
+		"   \"z:/10.0.0.1\": {\"workloadUid\": \"z\", \"service\": \"ns/s.ns.svc\", \"address\": \"/10.0.0.1\", \"port\": {\"80\": 8080}},\n"
+		"   \"a:/10.0.0.2\": {\"workloadUid\": \"a\", \"service\": \"ns/s.ns.svc\", \"address\": \"/10.0.0.2\", \"port\": {\"80\": 8080}}}}}}\n";
+	struct harness h;
+
+	assert_true(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	close(fd);
+	harness_open(&h, "local", NULL);
+	apply_file(&h, path);
+	unlink(path);
+	json_t *dump = sm_model_config_dump(h.model);
+	json_t *service = json_object_get(json_object_get(dump, "services"), "/10.96.0.1");
+	assert_non_null(service);
+	assert_int_equal(json_object_size(json_object_get(service, "endpoints")), 2);
+	json_decref(dump);
+	harness_close(&h);
+}
+
 /* A policy's addresses read back as CIDR text in the dump, as ztunnel shows them. */
 static void policy_cidrs_in_the_dump(void **state)
 {
@@ -327,6 +358,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(ztunnel_local_config),
 		cmocka_unit_test(bookinfo_dump_round_trip),
+		cmocka_unit_test(dump_endpoints_reach_a_workload_listed_twice),
 		cmocka_unit_test(policy_cidrs_in_the_dump),
 		cmocka_unit_test(errors_name_file_and_line),
 		cmocka_unit_test(strict_errors_name_the_line),

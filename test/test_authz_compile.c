@@ -708,10 +708,10 @@ static bool denies_where_evaluator_does(const struct authz_world *was, const str
 static const enum sm_authz_field source_fields[] = { SM_AUTHZ_SOURCE_IPS, SM_AUTHZ_PRINCIPALS, SM_AUTHZ_NAMESPACES,
 						      SM_AUTHZ_SERVICE_ACCOUNTS };
 
-/* Whether any entry of list, a list of a source field, matches the source (addr, identity): the evaluator's
- * answer for a policy of that list alone. */
-static bool source_list_matches(const struct sm_authz_list *list, enum sm_authz_field field, const uint8_t addr[16],
-				const struct sm_authz_identity *identity)
+/* Whether any entry of list, a list of field, matches the connection from src (identity) to dst: the
+ * evaluator's answer for a policy of that list alone. */
+static bool list_matches(const struct sm_authz_list *list, enum sm_authz_field field, const uint8_t src[16],
+			 const struct sm_authz_identity *identity, const uint8_t dst[16])
 {
 	struct sm_authz_match match = { 0 };
 	struct sm_authz_clause clause = { .n_matches = 1, .matches = &match };
@@ -720,7 +720,8 @@ static bool source_list_matches(const struct sm_authz_list *list, enum sm_authz_
 	struct sm_authz_connection conn = { .src_identity = identity, .dst_port = 1 };
 
 	match.positive[field] = *list;
-	memcpy(conn.src, addr, 16);
+	memcpy(conn.src, src, 16);
+	memcpy(conn.dst, dst, 16);
 	return sm_authz_policy_matches(&policy, &conn, NULL);
 }
 
@@ -747,8 +748,8 @@ static size_t source_bits(const struct authz_world *w, const struct sm_authz_sou
 							if (!list->n)
 								continue;
 							assert_true(n < MAX_SOURCE_BITS);
-							bits[n++] = source_list_matches(list, source_fields[f], s->addr,
-											identity);
+							bits[n++] = list_matches(list, source_fields[f], s->addr, identity,
+										 s->addr);
 						}
 			}
 	return n;
@@ -981,13 +982,10 @@ static void dest_churn_free(struct dest_churn *c)
 	free(c->unset);
 }
 
+/* Whether a DESTINATION_IPS list holds addr (the evaluator's answer). */
 static bool dest_ip_in(const struct sm_authz_list *list, const uint8_t addr[16])
 {
-	for (size_t i = 0; i < list->n; i++)
-		if (sm_cidr_contains(list->cidrs[i].addr, list->cidrs[i].prefix_len > 128 ? 128 : list->cidrs[i].prefix_len,
-				     addr))
-			return true;
-	return false;
+	return list->n && list_matches(list, SM_AUTHZ_DESTINATION_IPS, addr, NULL, addr);
 }
 
 /* Whether d and e have one destination set's key: the same policies, whose every match's destination side

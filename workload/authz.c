@@ -412,7 +412,7 @@ int sm_model_authz_policies_for(const struct sm_model *model, const uint8_t addr
 	*local = false;
 	if (!wl)
 		return 0;
-	*local = wl->def->node && model->node_name && wl->def->node == model->node_name;
+	*local = model->node_name && wl->def->node == model->node_name;
 	err = applicable(model, wl, &b, false);
 	if (err) {
 		free(b.lists);

@@ -621,12 +621,13 @@ static void on_event(struct sm_xds_client *client, struct stream *stream, const 
 	}
 }
 
-/* Runs one stream to its end; returns its status and whether it carried any response. */
+/* ms from now, on gRPC's monotonic clock. */
 static gpr_timespec after_ms(uint64_t ms)
 {
 	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis((int64_t)ms, GPR_TIMESPAN));
 }
 
+/* Runs one stream to its end; returns its status and whether it carried any response. */
 static grpc_status_code run_stream(struct sm_xds_client *client, bool *healthy)
 {
 	struct stream stream = { .details = grpc_empty_slice() };

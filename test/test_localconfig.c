@@ -41,6 +41,19 @@ static void apply_file(struct harness *h, const char *path)
 	free(authorization);
 }
 
+/* text written to a file of its own (removed after), read and applied. */
+static void apply_text(struct harness *h, const char *text)
+{
+	char path[] = "/tmp/sm-local-config-XXXXXX";
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_true(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	close(fd);
+	apply_file(h, path);
+	unlink(path);
+}
+
 static void ztunnel_local_config(void **state)
 {
 	(void)state;
@@ -137,8 +150,6 @@ static void bookinfo_dump_round_trip(void **state)
 static void dump_endpoints_reach_a_workload_listed_twice(void **state)
 {
 	(void)state;
-	char path[] = "/tmp/sm-local-config-XXXXXX";
-	int fd = mkstemp(path);
 	const char *text =
 		"{\"workloads\": {\n"
 		"  \"n/10.0.0.1\": {\"uid\": \"z\", \"name\": \"z\", \"namespace\": \"ns\", \"workloadIps\": [\"10.0.0.1\", \"fd00::1\"]},\n"
@@ -150,11 +161,8 @@ static void dump_endpoints_reach_a_workload_listed_twice(void **state)
 		"   \"a:/10.0.0.2\": {\"workloadUid\": \"a\", \"service\": \"ns/s.ns.svc\", \"address\": \"/10.0.0.2\", \"port\": {\"80\": 8080}}}}}}\n";
 	struct harness h;
 
-	assert_true(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
-	close(fd);
 	harness_open(&h, "local", NULL);
-	apply_file(&h, path);
-	unlink(path);
+	apply_text(&h, text);
 	json_t *dump = sm_model_config_dump(h.model);
 	json_t *service = json_object_get(json_object_get(dump, "services"), "/10.96.0.1");
 	assert_non_null(service);
@@ -167,18 +175,13 @@ static void dump_endpoints_reach_a_workload_listed_twice(void **state)
 static void policy_cidrs_in_the_dump(void **state)
 {
 	(void)state;
-	char path[] = "/tmp/sm-local-config-XXXXXX";
-	int fd = mkstemp(path);
 	const char *text = "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n"
 			   "  - - - sourceIps: [\"10.0.0.0/8\", \"fd00::/64\"]\n"
 			   "        notDestinationIps: [\"10.1.2.3\"]\n";
 	struct harness h;
 
-	assert_true(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
-	close(fd);
 	harness_open(&h, "local", NULL);
-	apply_file(&h, path);
-	unlink(path);
+	apply_text(&h, text);
 	json_t *dump = sm_model_config_dump(h.model);
 	json_t *policy = json_array_get(json_object_get(dump, "policies"), 0);
 	json_t *match = json_array_get(json_array_get(json_array_get(json_object_get(policy, "rules"), 0), 0), 0);

@@ -764,7 +764,9 @@ int cmd_run(int argc, char **argv)
 			log_msg(LOG_INFO, "%s: stopping; the datapath stays pinned and serving", strsignal(sig));
 	}
 
-	admin_stop(admin); /* first: its handlers read the client and the model */
+	if (agent.model) /* first: a split of thousands of policies takes minutes, past a pod's grace period */
+		sm_model_stop_splits(agent.model);
+	admin_stop(admin); /* then: its handlers read the client and the model, which a split holds */
 	admin_stop(metrics);
 	local_config_stop(&agent);
 	agent_netns_set_enroller(NULL);

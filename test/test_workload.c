@@ -1100,6 +1100,8 @@ static void large_batch_failing_late_is_undone(void **state)
 struct fake_tables {
 	size_t room;
 	unsigned calls;
+	struct sm_model *stop_at_call_of; /* with stop_at: sm_model_stop_splits at that call, as a SIGTERM would */
+	unsigned stop_at;
 };
 
 static int fake_check(void *ctx, const struct sm_model *model, char *reason, size_t size)
@@ -1109,7 +1111,8 @@ static int fake_check(void *ctx, const struct sm_model *model, char *reason, siz
 	size_t n;
 	int ret = 0;
 
-	f->calls++;
+	if (++f->calls == f->stop_at)
+		sm_model_stop_splits(f->stop_at_call_of);
 	assert_int_equal(sm_model_authz_build(model, NULL, 0, &input), 0);
 	n = input->input->n_destinations ? input->input->destinations[0].n_policies : 0;
 	if (n > f->room) {
@@ -1217,6 +1220,63 @@ static void policies_that_overflow_take_a_few_compilations(void **state)
 		printf("# %s: %u compilations\n", sc->title, tables.calls);
 		harness_close(&h);
 	}
+}
+
+/* Policies applied in response order (i from first), under names p<i>. */
+static struct response policy_response(int first, int n)
+{
+	struct response r;
+	char name[16];
+
+	response_init(&r, SM_TYPE_URL_AUTHORIZATION);
+	for (int i = first; i < first + n; i++) {
+		snprintf(name, sizeof(name), "p%03d", i);
+		response_add_allow_from_namespace(&r, "ns", name, "ns");
+	}
+	return r;
+}
+
+/* A split stopped (the agent's SIGTERM) ends before its next run: the runs taken stand, written, nothing is
+ * rejected, and no split starts after it; a response that fits whole is still applied. */
+static void stopped_split_keeps_the_runs_it_took(void **state)
+{
+	(void)state;
+	struct fake_tables tables = { .room = 120, .stop_at = 2 };
+	struct workload_spec local = { .uid = "w/local", .addresses = { "10.0.0.1" }, .node = "node-a",
+				       .namespace = "ns" };
+	bool in_force[SPLIT_POLICIES];
+	struct harness h;
+	struct response r = policy_response(0, SPLIT_POLICIES);
+
+	harness_open(&h, "node-a", NULL);
+	apply_workloads(&h, &local, 1);
+	tables.stop_at_call_of = h.model;
+	sm_model_set_authz_check(h.model, fake_check, &tables);
+	/* the whole response, then a run of the first 100, during which the splits are stopped */
+	assert_int_equal(sm_model_apply(h.model, &r.msg, &h.writer.writer, &h.rejections), -ECANCELED);
+	response_free(&r);
+	assert_int_equal(tables.calls, 2);
+	assert_int_equal(h.rejections.count, 0);
+	assert_consistent(&h);
+	policies_in_force(&h, in_force);
+	for (int i = 0; i < SPLIT_POLICIES; i++)
+		if (in_force[i] != (i < 100))
+			fail_msg("p%03d %s", i, in_force[i] ? "in force" : "not in force");
+
+	r = policy_response(0, SPLIT_POLICIES); /* does not fit whole: no split starts */
+	assert_int_equal(sm_model_apply(h.model, &r.msg, &h.writer.writer, &h.rejections), -ECANCELED);
+	response_free(&r);
+	assert_int_equal(tables.calls, 3);
+	assert_consistent(&h);
+	policies_in_force(&h, in_force);
+	assert_true(in_force[99] && !in_force[100]);
+
+	r = policy_response(100, 3); /* fits whole */
+	apply_ok(&h, &r);
+	assert_int_equal(tables.calls, 4);
+	policies_in_force(&h, in_force);
+	assert_true(in_force[102] && !in_force[103]);
+	harness_close(&h);
 }
 
 static void large_batch_failing_at_each_part_is_undone(void **state)
@@ -1652,6 +1712,7 @@ int main(void)
 		cmocka_unit_test(many_names_each_decided_once),
 		cmocka_unit_test(large_batch_failing_late_is_undone),
 		cmocka_unit_test(policies_that_overflow_take_a_few_compilations),
+		cmocka_unit_test(stopped_split_keeps_the_runs_it_took),
 		cmocka_unit_test(large_batch_failing_at_each_part_is_undone),
 		cmocka_unit_test(restart_rewrites_nothing_unchanged),
 		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),

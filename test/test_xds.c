@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 
@@ -387,6 +388,106 @@ static void reconnect_resumes_and_removes_stale(void **state)
 	unlink(second);
 }
 
+/* The authorization check of the split below: more than room policies in force do not fit. At call hold_at it
+ * waits for the test, which stops the splits there, as the agent does on SIGTERM before it frees the client. */
+struct held_check {
+	size_t room;
+	unsigned calls, hold_at;
+	sem_t reached, released;
+};
+
+/* 0 once sem is posted, -1 when seconds pass first */
+static int wait_posted(sem_t *sem, int seconds)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += seconds;
+	while (sem_timedwait(sem, &deadline))
+		if (errno != EINTR)
+			return -1;
+	return 0;
+}
+
+static int count_one(void *ctx, const char *name, const char *version)
+{
+	(void)name;
+	(void)version;
+	++*(size_t *)ctx;
+	return 0;
+}
+
+static size_t policies_held(const struct sm_model *model)
+{
+	size_t n = 0;
+
+	assert_int_equal(sm_model_for_each_version(model, SM_TYPE_URL_AUTHORIZATION, count_one, &n), 0);
+	return n;
+}
+
+static int check_held_once(void *ctx, const struct sm_model *model, char *reason, size_t size)
+{
+	struct held_check *check = ctx;
+	size_t n = policies_held(model);
+
+	if (++check->calls == check->hold_at) {
+		sem_post(&check->reached);
+		sem_wait(&check->released);
+	}
+	if (n <= check->room)
+		return 0;
+	snprintf(reason, size, "verdicts: %zu policies, room for %zu", n, check->room);
+	return -ENOSPC;
+}
+
+/* A response being split when the agent stops: the split ends after the run under way, what it took stays, and
+ * the response is neither ACKed nor NACKed (part of it was taken, the rest never tried). */
+static void split_stopped_with_the_agent_is_not_answered(void **state)
+{
+	(void)state;
+	char stream_path[128], name[16];
+	struct response r[1];
+	struct held_check check = { .room = 120, .hold_at = 2 };
+	struct server server;
+	struct client c;
+
+	temp_path(stream_path, sizeof(stream_path), "stream");
+	response_init(&r[0], SM_TYPE_URL_AUTHORIZATION);
+	r[0].msg.nonce = "policies";
+	for (int i = 0; i < 200; i++) {
+		snprintf(name, sizeof(name), "p%03d", i);
+		response_add_allow_from_namespace(&r[0], "ns", name, "ns");
+	}
+	write_stream(stream_path, r, 1);
+	sem_init(&check.reached, 0, 0);
+	sem_init(&check.released, 0, 0);
+
+	server_start(&server, (const char *[]){ "--stream", stream_path, NULL });
+	client_open(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
+	sm_model_set_authz_check(c.model, check_held_once, &check);
+	assert_int_equal(sm_xds_client_start(c.xds), 0);
+	/* 200 policies do not fit whole (call 1): the split's first run, of 100, is checked at call 2 */
+	assert_int_equal(wait_posted(&check.reached, 20), 0);
+	sm_model_stop_splits(c.model);
+	sem_post(&check.released);
+	WAIT_FOR(&c, 10, stats.apply.count >= 1);
+	pthread_mutex_lock(&c.lock);
+	assert_int_equal(policies_held(c.model), 100);
+	pthread_mutex_unlock(&c.lock);
+	assert_int_equal(check.calls, 2);
+	assert_int_equal(client_stats(&c).nacks, 0);
+	client_stop(&c);
+	server_stop(&server);
+
+	json_t *requests = server_events(&server, "request");
+	assert_null(request_of(requests, SM_TYPE_URL_AUTHORIZATION, "policies"));
+	json_decref(requests);
+	sem_destroy(&check.reached);
+	sem_destroy(&check.released);
+	unlink(server.log);
+	unlink(stream_path);
+}
+
 /* The maps' writer runs short once: the response is NACKed, the stream ends, and the next one's resume
  * brings what the failed response carried. */
 static void memory_short_applying_resumes_on_a_new_stream(void **state)
@@ -723,6 +824,7 @@ int main(void)
 		cmocka_unit_test(slow_server_connected_on_first_attempt),
 		cmocka_unit_test(reconnect_resumes_and_removes_stale),
 		cmocka_unit_test(memory_short_applying_resumes_on_a_new_stream),
+		cmocka_unit_test(split_stopped_with_the_agent_is_not_answered),
 		cmocka_unit_test(undo_that_fails_is_reported),
 		cmocka_unit_test(server_killed_and_back),
 		cmocka_unit_test(large_response_accepted),

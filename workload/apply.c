@@ -747,7 +747,8 @@ static int apply_rest_or_reject(struct sm_model *model, struct item *items, size
  * not fit alone beside what was taken is rejected (with deferred: listed there instead), and the next run
  * starts after it. In an Authorization response, two policies in a row that do not fit alone mean that the
  * tables are full: the rest is tried once together, else rejected (a response of 10,000 policies that
- * overflow took 10,000 compilations one by one, more than an hour at 100,000 workloads; now 48).
+ * overflow took 10,000 compilations one by one, more than an hour at 100,000 workloads; now 48). After
+ * sm_model_stop_splits, ends before its next run with -ECANCELED.
  */
 static int split(struct sm_model *model, enum resource_type type, struct item *items, size_t n,
 		 struct sm_map_writer *writer, struct sm_rejections *rejections, struct vec *deferred)
@@ -757,6 +758,8 @@ static int split(struct sm_model *model, enum resource_type type, struct item *i
 	int err = 0;
 
 	while (!err && i < n) {
+		if (atomic_load(&model->splits_stopped))
+			return -ECANCELED;
 		size_t run = failing ? (failing + 1) / 2 : taken ? taken * 2 : 1;
 		char reason[512];
 		bool rejected;
@@ -808,7 +811,9 @@ static int split_sweeping(struct sm_model *model, enum resource_type type, struc
 	if (!err)
 		err = apply_batch(model, type, NULL, 0, true, NULL, writer, rejections, reason, sizeof(reason));
 	for (size_t i = 0; !err && i < deferred.n; i++)
-		err = apply_alone(model, type, &items[VEC_AT(&deferred, size_t, i)], writer, rejections, &rejected);
+		err = atomic_load(&model->splits_stopped)
+			      ? -ECANCELED
+			      : apply_alone(model, type, &items[VEC_AT(&deferred, size_t, i)], writer, rejections, &rejected);
 	free(deferred.items);
 	return err;
 }
@@ -976,6 +981,11 @@ int sm_model_apply_releasing(struct sm_model *model,
 		end_split(model, items, n);
 	free(items);
 	return err;
+}
+
+void sm_model_stop_splits(struct sm_model *model)
+{
+	atomic_store(&model->splits_stopped, true);
 }
 
 int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,

@@ -10,6 +10,7 @@
 #ifndef SOCKMESH_WORKLOAD_MODEL_H
 #define SOCKMESH_WORKLOAD_MODEL_H
 
+#include <stdatomic.h>
 #include <uthash.h>
 
 #include "authz/authz.h"
@@ -229,6 +230,7 @@ struct sm_model {
 	struct id_hint *service_hints, *backend_hints;
 	bool sweep_pending;
 	bool keep_entities; /* a split is under way: staged items point at entities that hold no definition */
+	atomic_bool splits_stopped; /* sm_model_stop_splits: set from any thread, read between a split's runs */
 
 	/* the batch being applied */
 	uint32_t epoch;

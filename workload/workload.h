@@ -120,7 +120,7 @@ char *sm_rejections_format(const struct sm_rejections *rejections);
  * which; the maps equal the model's image either way); -EIO when a failed write could not be undone (the
  * maps then differ from the model's image); or the writer's -errno when removing what the first response
  * after a restart or resync no longer lists failed (its resources are applied; the removal is tried again
- * with the next Address response).
+ * with the next Address response); -ECANCELED after sm_model_stop_splits, when the response had to be split.
  */
 int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
 		   struct sm_map_writer *writer, struct sm_rejections *rejections);
@@ -136,6 +136,16 @@ int sm_model_apply_releasing(struct sm_model *model,
 			     const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
 			     void (*release)(void *ctx), void *ctx, struct sm_map_writer *writer,
 			     struct sm_rejections *rejections);
+
+/*
+ * For an agent that stops, from any thread and without the model's lock: a split under way (a response
+ * that did not fit as one batch, applied in runs, each compiling the authorization tables) ends before its
+ * next run, and no split starts after this; sm_model_apply then returns -ECANCELED. The runs taken stand,
+ * written (the maps equal the model's image); the rest of the response is not applied (the versions the
+ * model holds say which were taken). A response that fits as one batch is applied as before. Why: a
+ * split of thousands of policies that overflow takes minutes, longer than a pod's grace period to stop.
+ */
+void sm_model_stop_splits(struct sm_model *model);
 
 /* The image the model holds the maps to be in. */
 const struct sm_image *sm_model_image(const struct sm_model *model);

@@ -327,13 +327,50 @@ static void release_response(void *ctx)
 	grpc_slice_unref(held->slice);
 }
 
+/* Says how a response was applied (err, rejections) in the log and the stats, and answers it: ACK or NACK. */
+static void answer_applied(struct sm_xds_client *client, struct stream *stream, const char *type_url, const char *nonce,
+			   int type, int err, const struct sm_rejections *rejections, size_t n_resources,
+			   size_t n_removed)
+{
+	char *error = NULL;
+
+	if (err) {
+		if (asprintf(&error, "the response could not be applied: %s", strerror(-err)) < 0)
+			error = NULL;
+		xds_log(client, SM_XDS_LOG_ERROR, "%s response %s: %s", type_url, nonce, error ? error : strerror(-err));
+	} else if (rejections->count) {
+		error = sm_rejections_format(rejections);
+		xds_log(client, SM_XDS_LOG_WARN, "NACK %s response %s: %zu rejected: %s", type_url, nonce,
+			rejections->count, error ? error : "(out of memory)");
+	} else {
+		xds_log(client, SM_XDS_LOG_DEBUG, "ACK %s response %s: %zu resources, %zu removed", type_url, nonce,
+			n_resources, n_removed);
+	}
+	WITH_STATS(client, {
+		client->stats.rejected_resources += rejections->count;
+		client->stats.apply_failures += err != 0;
+		if (err || rejections->count)
+			client->stats.nacks++;
+		else
+			client->stats.acks++;
+	});
+	answer(client, stream, type_url, nonce, err || rejections->count ? (error ? error : "rejected") : NULL, type);
+	if (err && client->options.apply_failed)
+		client->options.apply_failed(client->options.apply_failed_ctx, err);
+	if (err == -ENOMEM && !stream->restart) {
+		stream->restart = true;
+		xds_log(client, SM_XDS_LOG_WARN, "%s response %s: memory ran short; a new stream will ask for what "
+			"it carried", type_url, nonce);
+	}
+	free(error);
+}
+
 /* start: when the response's bytes were in hand (the apply histogram covers decoding too). */
 static void apply_response(struct sm_xds_client *client, struct stream *stream,
 			   const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
 			   struct held_response *held, double start)
 {
 	struct sm_rejections rejections = { 0 };
-	char *error = NULL;
 	int type = type_index(response->type_url);
 	/* What the answer needs once the response is released; without copies, it is kept to the end. */
 	char *type_url_copy = strdup(response->type_url), *nonce_copy = strdup(response->nonce);
@@ -352,35 +389,11 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 		pthread_mutex_unlock(client->options.model_lock);
 	WITH_STATS(client, sm_latency_record(&client->stats.apply, monotonic_seconds() - start));
 
-	if (err) {
-		if (asprintf(&error, "the response could not be applied: %s", strerror(-err)) < 0)
-			error = NULL;
-		xds_log(client, SM_XDS_LOG_ERROR, "%s response %s: %s", type_url, nonce, error ? error : strerror(-err));
-	} else if (rejections.count) {
-		error = sm_rejections_format(&rejections);
-		xds_log(client, SM_XDS_LOG_WARN, "NACK %s response %s: %zu rejected: %s", type_url, nonce,
-			rejections.count, error ? error : "(out of memory)");
-	} else {
-		xds_log(client, SM_XDS_LOG_DEBUG, "ACK %s response %s: %zu resources, %zu removed", type_url, nonce,
-			n_resources, n_removed);
-	}
-	WITH_STATS(client, {
-		client->stats.rejected_resources += rejections.count;
-		client->stats.apply_failures += err != 0;
-		if (err || rejections.count)
-			client->stats.nacks++;
-		else
-			client->stats.acks++;
-	});
-	answer(client, stream, type_url, nonce, err || rejections.count ? (error ? error : "rejected") : NULL, type);
-	if (err && client->options.apply_failed)
-		client->options.apply_failed(client->options.apply_failed_ctx, err);
-	if (err == -ENOMEM && !stream->restart) {
-		stream->restart = true;
-		xds_log(client, SM_XDS_LOG_WARN, "%s response %s: memory ran short; a new stream will ask for what "
-			"it carried", type_url, nonce);
-	}
-	free(error);
+	if (err == -ECANCELED) /* the agent stops (sm_model_stop_splits): part was taken, the rest never tried */
+		xds_log(client, SM_XDS_LOG_INFO, "%s response %s: its split stopped with the agent; not answered (the "
+			"next stream asks for the state afresh)", type_url, nonce);
+	else
+		answer_applied(client, stream, type_url, nonce, type, err, &rejections, n_resources, n_removed);
 	sm_rejections_clear(&rejections);
 	free(type_url_copy);
 	free(nonce_copy);

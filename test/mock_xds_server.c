@@ -751,8 +751,11 @@ int main(int argc, char **argv)
 	grpc_arg args[] = {
 		{ GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, { .integer = 512 << 20 } },
 		{ GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, { .integer = -1 } },
+		/* istiod lets clients ping every 15 s (half its 30 s keepalive); gRPC's default of 5 min sent the
+		 * agent's 30 s pings a GOAWAY "too_many_pings" within three minutes of an idle stream */
+		{ GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, { .integer = 15000 } },
 	};
-	grpc_channel_args server_args = { .num_args = 2, .args = args };
+	grpc_channel_args server_args = { .num_args = sizeof(args) / sizeof(args[0]), .args = args };
 	server = grpc_server_create(&server_args, NULL);
 	cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(server, cq, NULL);

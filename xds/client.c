@@ -28,6 +28,7 @@
 
 #define MAX_MESSAGE_BYTES (256u << 20)
 #define TICK_MS 200
+#define CLOSE_GRACE_MS 2000 /* for istiod's status after the client's half-close */
 #define TOKEN_MAX_BYTES 65536
 #define TRIM_AFTER_BYTES (1u << 20)
 /* INVALID_ARGUMENT, as istiod reads a NACK's error_detail.code */
@@ -39,6 +40,7 @@ enum tag {
 	TAG_SEND,
 	TAG_RECV,
 	TAG_STATUS,
+	TAG_CLOSE_SENDING, /* the client's half-close, before a restart */
 	TAG_CHANNEL_STATE, /* a watch of the channel's connectivity, between streams */
 };
 
@@ -74,6 +76,10 @@ struct stream {
 	/* A response could not be applied for want of memory: the stream ends once its answers are sent, and
 	 * the next one's resume (what the model holds) has istiod send again what the failed response carried. */
 	bool restart;
+	/* Then the client half-closes, so that istiod reads every answer before it ends the stream; a
+	 * cancellation may reach it before the last answer is read. Cancelled when no status comes in time. */
+	bool closing;
+	gpr_timespec close_deadline;
 	uint64_t responses;
 };
 
@@ -640,6 +646,17 @@ static gpr_timespec after_ms(uint64_t ms)
 	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis((int64_t)ms, GPR_TIMESPAN));
 }
 
+/* Half-closes the stream before a restart: istiod reads the answers sent, then ends it (cancelled at once when
+ * the half-close cannot be started, else when no status came by the deadline). */
+static void close_sending(struct stream *stream)
+{
+	grpc_op op = { .op = GRPC_OP_SEND_CLOSE_FROM_CLIENT };
+
+	stream->closing = true;
+	stream->close_deadline = start_batch(stream, &op, 1, TAG_CLOSE_SENDING) ? gpr_inf_past(GPR_CLOCK_MONOTONIC)
+										: after_ms(CLOSE_GRACE_MS);
+}
+
 /* Runs one stream to its end; returns its status and whether it carried any response. */
 static grpc_status_code run_stream(struct sm_xds_client *client, bool *healthy)
 {
@@ -660,8 +677,12 @@ static grpc_status_code run_stream(struct sm_xds_client *client, bool *healthy)
 		if (event.type == GRPC_OP_COMPLETE)
 			on_event(client, &stream, &event);
 		bool answered_before_restart = stream.restart && !stream.sending && !stream.queue;
+		if (answered_before_restart && !stream.closing && !stream.cancelled && !stream.status_received)
+			close_sending(&stream);
+		bool close_overdue = stream.closing &&
+				     gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), stream.close_deadline) > 0;
 		if (stream.call && !stream.cancelled &&
-		    (stopping(client) || (stream.status_received && stream.outstanding) || answered_before_restart)) {
+		    (stopping(client) || (stream.status_received && stream.outstanding) || close_overdue)) {
 			grpc_call_cancel(stream.call, NULL);
 			stream.cancelled = true;
 		}

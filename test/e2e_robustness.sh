@@ -8,7 +8,9 @@
 #      applied;
 #   3. memory: RSS across repeated full resyncs of SM_ROBUST_WORKLOADS workloads stays flat;
 #   4. leaks: the agent under valgrind through SM_ROBUST_UPDATES updates (default 2000), two
-#      control-plane restarts (reconnects) and SIGTERM: no leak, no invalid access.
+#      control-plane restarts (reconnects) and SIGTERM: no leak, no invalid access;
+#   5. a stop during a split: 30,000 policies that do not fit one compilation are applied in runs, each
+#      compiled; a SIGTERM ends the split after its run under way, and the response is not answered.
 # Bounded: SM_ROBUST_SWAPS endpoint swaps (default 2000, one each SM_ROBUST_SWAP_MS=5 ms), and
 # SM_ROBUST_RESYNCS resyncs (default 10). scripts/robustness runs the long versions. Prints TAP.
 # Usage: e2e_robustness.sh BUILD_DIR SOURCE_DIR
@@ -25,7 +27,7 @@ updates=${SM_ROBUST_UPDATES:-2000}
 
 e2e_world
 
-wanted() { [[ " ${SM_ROBUST_PARTS:-1 2 3 4} " == *" $1 "* ]]; } # SM_ROBUST_PARTS picks parts
+wanted() { [[ " ${SM_ROBUST_PARTS:-1 2 3 4 5} " == *" $1 "* ]]; } # SM_ROBUST_PARTS picks parts
 
 # ---- 1. resource exhaustion ----
 if wanted 1; then
@@ -331,6 +333,44 @@ leak_free() {
   (( status == 0 ))
 }
 check_showing "valgrind: no leak and no invalid access through $updates updates, 2 reconnects and SIGTERM" leak_free
+fi
+
+# ---- 5. a stop during a split ----
+if wanted 5; then
+# This node's prod/srv under 30,000 policies, each letting one of 300 namespaces in on a port of its own:
+# more cells than one compilation evaluates, so the response is applied in runs, each one compiled.
+python3 - "$work/split.yaml" <<'PY'
+import sys
+with open(sys.argv[1], "w") as f:
+    f.write('workloads:\n- {uid: e2e//Pod/prod/srv, name: srv, namespace: prod, node: local, workloadIps: ["127.0.2.1"]}\n')
+    for i in range(300):
+        f.write('- {uid: e2e//Pod/ns%d/w%d, name: w%d, namespace: ns%d, node: elsewhere, workloadIps: ["10.1.%d.%d"]}\n'
+                % (i, i, i, i, i // 256, i % 256))
+    f.write("services: []\npolicies:\n")
+    for i in range(30000):
+        f.write("- {name: p%d, namespace: prod, scope: Namespace, action: Allow, "
+                "rules: [[[{namespaces: [ns%d], destinationPorts: [%d]}]]]}\n" % (i, i % 300, 1000 + i))
+PY
+"$sockmesh" convert "$work/split.yaml" "$work/split.xds" >/dev/null
+server_log=$work/split-xds.log
+start_server --stream "$work/split.xds"
+start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+answered() { grep -q "\"responseNonce\":\"$1\"" "$server_log"; }
+check "the split: the Address response is ACKed" wait_for 20 answered local-config-address
+stopped_in_split() {
+  sleep 1 # into the split (about 10 s long here)
+  if answered local-config-authorization; then echo "the policies were answered before the stop"; return 1; fi
+  local start=$SECONDS status
+  kill -TERM "$agent_pid"
+  wait_for 30 sh -c "! kill -0 $agent_pid" || { echo "still running 30 s after SIGTERM"; return 1; }
+  wait "$agent_pid"; status=$?; agent_pid=""
+  echo "exit status $status, $((SECONDS - start)) s after SIGTERM"
+  grep -o 'Authorization response .*: its split stopped with the agent.*' "$work/agent.log" || return 1
+  if answered local-config-authorization; then echo "the policies were answered"; return 1; fi
+  (( status == 0 ))
+}
+check_showing "the split: a SIGTERM ends it, the agent exits within 30 s and does not answer the response" stopped_in_split
+stop_server
 fi
 
 e2e_end

@@ -32,6 +32,7 @@ struct set_eval {
 	uint32_t *weight;	   /* per row: global classes in it */
 	uint64_t *policy, *rule, *clause, *port_bits, *found[N_FIRSTS];
 	uint32_t *first[N_FIRSTS];
+	int n_firsts; /* the arrays of their own: 2 when no policy of the set is dry-run (ANY_* are ENFORCED_*) */
 	uint32_t *active; /* the rows the policy being evaluated can match in */
 	size_t n_active;
 	bool *marked;
@@ -296,7 +297,8 @@ static int evaluate(struct set_eval *e)
 		eval_policy(e, i, lm, ls);
 		if (!p->dry_run)
 			note_first(e, allow ? ENFORCED_ALLOW : ENFORCED_DENY, (uint32_t)i);
-		note_first(e, allow ? ANY_ALLOW : ANY_DENY, (uint32_t)i);
+		if (e->n_firsts == N_FIRSTS)
+			note_first(e, allow ? ANY_ALLOW : ANY_DENY, (uint32_t)i);
 		lm += fp->n_matches;
 		ls += fp->n_src;
 	}
@@ -428,12 +430,20 @@ static int alloc_grids(struct set_eval *e)
 	e->marked = calloc(e->rows.n + 1, sizeof(*e->marked));
 	if (!e->active || !e->marked || !e->policy || !e->rule || !e->clause || !e->port_bits || !e->cell)
 		return -ENOMEM;
-	for (int k = 0; k < N_FIRSTS; k++) {
+	e->n_firsts = ANY_DENY; /* without dry-run policies, counting them changes no first match */
+	for (size_t i = 0; i < e->n_pols; i++)
+		if (e->c->policies[e->pols[i]].policy->dry_run)
+			e->n_firsts = N_FIRSTS;
+	for (int k = 0; k < e->n_firsts; k++) {
 		e->found[k] = calloc(words, 8);
 		e->first[k] = malloc(cells * sizeof(*e->first[k]));
 		if (!e->found[k] || !e->first[k])
 			return -ENOMEM;
 		memset(e->first[k], 0xff, cells * sizeof(*e->first[k]));
+	}
+	for (int k = e->n_firsts; k < N_FIRSTS; k++) {
+		e->found[k] = e->found[k - ANY_DENY];
+		e->first[k] = e->first[k - ANY_DENY];
 	}
 	return 0;
 }
@@ -448,7 +458,7 @@ static void set_eval_free(struct set_eval *e)
 	free(e->rule);
 	free(e->clause);
 	free(e->port_bits);
-	for (int k = 0; k < N_FIRSTS; k++) {
+	for (int k = 0; k < e->n_firsts; k++) {
 		free(e->found[k]);
 		free(e->first[k]);
 	}

@@ -41,17 +41,23 @@ static void apply_file(struct harness *h, const char *path)
 	free(authorization);
 }
 
-/* text written to a file of its own (removed after), read and applied. */
-static void apply_text(struct harness *h, const char *text)
+/* The config dump of a model on node "local" that applied text (written to a file of its own, removed after). */
+static json_t *dump_of_text(const char *text)
 {
 	char path[] = "/tmp/sm-local-config-XXXXXX";
 	int fd = mkstemp(path);
+	struct harness h;
+	json_t *dump;
 
 	assert_true(fd >= 0);
 	assert_true(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
 	close(fd);
-	apply_file(h, path);
+	harness_open(&h, "local", NULL);
+	apply_file(&h, path);
 	unlink(path);
+	dump = sm_model_config_dump(h.model);
+	harness_close(&h);
+	return dump;
 }
 
 static void ztunnel_local_config(void **state)
@@ -159,16 +165,11 @@ static void dump_endpoints_reach_a_workload_listed_twice(void **state)
 		"  \"vips\": [\"/10.96.0.1\"], \"ports\": {\"80\": 8080}, \"endpoints\": {\n"
 		"   \"z:/10.0.0.1\": {\"workloadUid\": \"z\", \"service\": \"ns/s.ns.svc\", \"address\": \"/10.0.0.1\", \"port\": {\"80\": 8080}},\n"
 		"   \"a:/10.0.0.2\": {\"workloadUid\": \"a\", \"service\": \"ns/s.ns.svc\", \"address\": \"/10.0.0.2\", \"port\": {\"80\": 8080}}}}}}\n";
-	struct harness h;
-
-	harness_open(&h, "local", NULL);
-	apply_text(&h, text);
-	json_t *dump = sm_model_config_dump(h.model);
+	json_t *dump = dump_of_text(text);
 	json_t *service = json_object_get(json_object_get(dump, "services"), "/10.96.0.1");
 	assert_non_null(service);
 	assert_int_equal(json_object_size(json_object_get(service, "endpoints")), 2);
 	json_decref(dump);
-	harness_close(&h);
 }
 
 /* A policy's addresses read back as CIDR text in the dump, as ztunnel shows them. */
@@ -178,11 +179,7 @@ static void policy_cidrs_in_the_dump(void **state)
 	const char *text = "workloads: []\npolicies:\n- name: p\n  namespace: ns\n  rules:\n"
 			   "  - - - sourceIps: [\"10.0.0.0/8\", \"fd00::/64\"]\n"
 			   "        notDestinationIps: [\"10.1.2.3\"]\n";
-	struct harness h;
-
-	harness_open(&h, "local", NULL);
-	apply_text(&h, text);
-	json_t *dump = sm_model_config_dump(h.model);
+	json_t *dump = dump_of_text(text);
 	json_t *policy = json_array_get(json_object_get(dump, "policies"), 0);
 	json_t *match = json_array_get(json_array_get(json_array_get(json_object_get(policy, "rules"), 0), 0), 0);
 	json_t *sources = json_object_get(match, "sourceIps");
@@ -192,7 +189,6 @@ static void policy_cidrs_in_the_dump(void **state)
 	assert_string_equal(json_string_value(json_array_get(json_object_get(match, "notDestinationIps"), 0)), "10.1.2.3/32");
 	assert_null(json_object_get(match, "destinationIps"));
 	json_decref(dump);
-	harness_close(&h);
 }
 
 static void errors_name_file_and_line(void **state)

@@ -1279,6 +1279,78 @@ static void stopped_split_keeps_the_runs_it_took(void **state)
 	harness_close(&h);
 }
 
+/* What the hook between a split's runs sees: the model as the runs taken left it, whole. */
+struct between_runs_probe {
+	struct harness *h;
+	const struct fake_tables *tables;
+	unsigned calls, stop_at;
+	size_t held; /* the policies the model held at the last call */
+	uint64_t generation; /* the model's, at the last call */
+};
+
+static void probe_between_runs(void *ctx)
+{
+	struct between_runs_probe *p = ctx;
+	struct sm_model_stats stats;
+	bool in_force[SPLIT_POLICIES];
+	size_t n_in_force = 0;
+
+	/* each run compiles once, after the whole response's compilation: one call before each */
+	assert_int_equal(++p->calls, p->tables->calls);
+	assert_consistent(p->h);
+	policies_in_force(p->h, in_force);
+	for (int i = 0; i < SPLIT_POLICIES; i++)
+		n_in_force += in_force[i];
+	sm_model_stats(p->h->model, &stats);
+	assert_int_equal(stats.authorizations, n_in_force);
+	if (stats.authorizations < p->held)
+		fail_msg("call %u: %zu policies held, %zu at the call before", p->calls, stats.authorizations, p->held);
+	p->held = stats.authorizations;
+	/* names read here are kept by pointer while it stays (telemetry): the runs in between may free them */
+	assert_true(sm_model_generation(p->h->model) > p->generation);
+	p->generation = sm_model_generation(p->h->model);
+	json_t *dump = sm_model_config_dump(p->h->model); /* the staged items' entities are kept meanwhile */
+	assert_non_null(dump);
+	assert_int_equal(json_array_size(json_object_get(dump, "policies")), stats.authorizations);
+	json_decref(dump);
+	if (p->calls == p->stop_at)
+		sm_model_stop_splits(p->h->model);
+}
+
+/* Before each run of a split, the hook the agent lets readers in by: the runs taken are committed and the
+ * model reads whole (maps, image, counts and dump agree); a stop that comes there ends the split at once. */
+static void readers_between_a_splits_runs_see_what_it_took(void **state)
+{
+	(void)state;
+	for (unsigned stop_at = 0; stop_at <= 3; stop_at += 3) {
+		struct fake_tables tables = { .room = 120 };
+		struct workload_spec local = { .uid = "w/local", .addresses = { "10.0.0.1" }, .node = "node-a",
+					       .namespace = "ns" };
+		struct harness h;
+		struct between_runs_probe probe = { .h = &h, .tables = &tables, .stop_at = stop_at };
+		struct response r = policy_response(0, SPLIT_POLICIES);
+		bool in_force[SPLIT_POLICIES];
+
+		harness_open(&h, "node-a", NULL);
+		apply_workloads(&h, &local, 1);
+		sm_model_set_authz_check(h.model, fake_check, &tables);
+		sm_model_set_between_runs(h.model, probe_between_runs, &probe);
+		assert_int_equal(sm_model_apply(h.model, &r.msg, &h.writer.writer, &h.rejections),
+				 stop_at ? -ECANCELED : 0);
+		response_free(&r);
+		assert_int_equal(probe.calls, stop_at ? stop_at : tables.calls - 1);
+		if (stop_at)
+			assert_int_equal(tables.calls, stop_at); /* no run after the stop */
+		assert_consistent(&h);
+		policies_in_force(&h, in_force);
+		assert_true(in_force[0]);
+		if (!stop_at)
+			assert_true(in_force[119] && !in_force[120]);
+		printf("# stop at call %u: %u calls, %zu policies held at the last\n", stop_at, probe.calls, probe.held);
+		harness_close(&h);
+	}
+}
+
 static void large_batch_failing_at_each_part_is_undone(void **state)
 {
 	(void)state;
@@ -1713,6 +1785,7 @@ int main(void)
 		cmocka_unit_test(large_batch_failing_late_is_undone),
 		cmocka_unit_test(policies_that_overflow_take_a_few_compilations),
 		cmocka_unit_test(stopped_split_keeps_the_runs_it_took),
+		cmocka_unit_test(readers_between_a_splits_runs_see_what_it_took),
 		cmocka_unit_test(large_batch_failing_at_each_part_is_undone),
 		cmocka_unit_test(restart_rewrites_nothing_unchanged),
 		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),

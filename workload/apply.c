@@ -739,6 +739,17 @@ static int apply_rest_or_reject(struct sm_model *model, struct item *items, size
 	return err;
 }
 
+/* Before each run of a split: the caller's turn to let others read the model (sm_model_set_between_runs),
+ * then -ECANCELED once the splits are stopped (a stop that came meanwhile included). */
+static int next_run(struct sm_model *model)
+{
+	/* readers let in here keep names by pointer while the generation stays: each run may free them */
+	model->changes++;
+	if (model->between_runs)
+		model->between_runs(model->between_runs_ctx);
+	return atomic_load(&model->splits_stopped) ? -ECANCELED : 0;
+}
+
 /*
  * Applies items, which do not fit as one batch, taking what applying each alone in turn would take (when
  * taking an item never makes room for a later one; else perhaps more: a run that fits as a whole is taken),
@@ -758,8 +769,8 @@ static int split(struct sm_model *model, enum resource_type type, struct item *i
 	int err = 0;
 
 	while (!err && i < n) {
-		if (atomic_load(&model->splits_stopped))
-			return -ECANCELED;
+		if ((err = next_run(model)))
+			return err;
 		size_t run = failing ? (failing + 1) / 2 : taken ? taken * 2 : 1;
 		char reason[512];
 		bool rejected;
@@ -789,7 +800,7 @@ static int split(struct sm_model *model, enum resource_type type, struct item *i
 		failing = 0;
 		i++;
 		if (type == TYPE_AUTHORIZATION && rejected_in_a_row == 2 && i < n)
-			return apply_rest_or_reject(model, &items[i], n - i, writer, rejections);
+			return (err = next_run(model)) ? err : apply_rest_or_reject(model, &items[i], n - i, writer, rejections);
 	}
 	return err;
 }
@@ -810,10 +821,10 @@ static int split_sweeping(struct sm_model *model, enum resource_type type, struc
 
 	if (!err)
 		err = apply_batch(model, type, NULL, 0, true, NULL, writer, rejections, reason, sizeof(reason));
-	for (size_t i = 0; !err && i < deferred.n; i++)
-		err = atomic_load(&model->splits_stopped)
-			      ? -ECANCELED
-			      : apply_alone(model, type, &items[VEC_AT(&deferred, size_t, i)], writer, rejections, &rejected);
+	for (size_t i = 0; !err && i < deferred.n; i++) {
+		if (!(err = next_run(model)))
+			err = apply_alone(model, type, &items[VEC_AT(&deferred, size_t, i)], writer, rejections, &rejected);
+	}
 	free(deferred.items);
 	return err;
 }
@@ -986,6 +997,12 @@ int sm_model_apply_releasing(struct sm_model *model,
 void sm_model_stop_splits(struct sm_model *model)
 {
 	atomic_store(&model->splits_stopped, true);
+}
+
+void sm_model_set_between_runs(struct sm_model *model, sm_model_between_runs_fn fn, void *ctx)
+{
+	model->between_runs = fn;
+	model->between_runs_ctx = ctx;
 }
 
 int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,

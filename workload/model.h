@@ -231,6 +231,8 @@ struct sm_model {
 	bool sweep_pending;
 	bool keep_entities; /* a split is under way: staged items point at entities that hold no definition */
 	atomic_bool splits_stopped; /* sm_model_stop_splits: set from any thread, read between a split's runs */
+	sm_model_between_runs_fn between_runs; /* sm_model_set_between_runs; NULL: none */
+	void *between_runs_ctx;
 
 	/* the batch being applied */
 	uint32_t epoch;

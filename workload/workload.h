@@ -147,6 +147,16 @@ int sm_model_apply_releasing(struct sm_model *model,
  */
 void sm_model_stop_splits(struct sm_model *model);
 
+/*
+ * Called before each run of a split, on the thread that applies and with the model's lock still held by
+ * it: the runs taken so far are committed, and the model reads as it would between two responses. The
+ * caller may let other threads read the model there (the agent lets those that wait for its lock in), as
+ * a split of thousands of policies holds the model for minutes; nothing may change it meanwhile. NULL
+ * (the default): nothing is called.
+ */
+typedef void (*sm_model_between_runs_fn)(void *ctx);
+void sm_model_set_between_runs(struct sm_model *model, sm_model_between_runs_fn fn, void *ctx);
+
 /* The image the model holds the maps to be in. */
 const struct sm_image *sm_model_image(const struct sm_model *model);
 
@@ -209,8 +219,9 @@ bool sm_model_service_at(const struct sm_model *model, const uint8_t addr[16], s
 bool sm_model_service_of_port(const struct sm_model *model, const uint8_t addr[16], uint16_t port,
 			      struct sm_service_labels *out);
 
-/* A counter of the model's changes (every apply and adopt, whatever their outcome), never 0: while it stays
- * the same, every lookup above gives the same answer, with the same pointers to the same strings. */
+/* A counter of the model's changes (every apply, each run of a split, and adopt, whatever their outcome),
+ * never 0: while it stays the same, every lookup above gives the same answer, with the same pointers to the
+ * same strings. */
 uint64_t sm_model_generation(const struct sm_model *model);
 
 /* Whether a workload of this uid is defined. */

@@ -96,11 +96,11 @@ static char *metrics(struct agent *agent, size_t *len)
 		sm_xds_client_stats(agent->xds, &xds);
 	else
 		xds.apply = agent->local_apply;
-	pthread_mutex_lock(&agent->model_lock);
+	model_gate_lock(&agent->model_gate);
 	sm_model_stats(agent->model, &model);
 	if (!agent->xds)
 		xds.apply_failures = agent->local_apply_failures;
-	pthread_mutex_unlock(&agent->model_lock);
+	model_gate_unlock(&agent->model_gate);
 
 	metric(&text, "sockmesh_ready", "gauge", "1 once config is applied and the datapath attached",
 	       agent_ready(agent, why, sizeof(why)));
@@ -206,9 +206,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
 		return respond_text(connection, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body);
 	}
 	if (strcmp(url, "/config_dump") == 0) {
-		pthread_mutex_lock(&agent->model_lock);
+		model_gate_lock(&agent->model_gate);
 		json_t *dump = sm_model_config_dump(agent->model);
-		pthread_mutex_unlock(&agent->model_lock);
+		model_gate_unlock(&agent->model_gate);
 		char *text = dump ? json_dumps(dump, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 		json_decref(dump);
 		if (!text)

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "agent/local_addrs.h"
+#include "agent/model_gate.h"
 #include "datapath/datapath.h"
 #include "workload/workload.h"
 #include "xds/xds.h"
@@ -54,17 +55,17 @@ struct agent {
 	struct run_options options;
 	struct sm_datapath *dp;
 	struct sm_model *model;
-	pthread_mutex_t model_lock; /* the model is written by one thread; readers take the lock */
+	struct model_gate model_gate; /* the model is written by one thread (under the lock); readers take it */
 	struct sm_xds_node node;
 	struct sm_xds_client *xds;
 	/* NULL without the Kubernetes watcher; set once started, after the admin endpoint serves */
 	_Atomic(struct enroller *) enroller;
 	struct sm_latency local_apply; /* local-config mode: its applies (the first and each reload) */
-	uint64_t local_apply_failures; /* local-config mode: applies that failed whole (under model_lock) */
+	uint64_t local_apply_failures; /* local-config mode: applies that failed whole (under the model's lock) */
 	atomic_bool local_config_applied;
 	struct local_state *local; /* local-config mode: the last applied file, the watcher */
 	atomic_bool datapath_committed; /* false while a layout migration waits for the first sync */
-	struct local_addrs local_addrs; /* sm_local_addrs in step with the model (under model_lock) */
+	struct local_addrs local_addrs; /* sm_local_addrs in step with the model (under the model's lock) */
 	/* What the start prepares before it touches the kernel: */
 	struct sm_config knobs;		/* the datapath's config map */
 	struct sm_pin_lock *lock;	/* the pin directory's, held for the agent's life */

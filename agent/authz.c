@@ -53,7 +53,7 @@ struct agent_authz {
 	size_t n_node;
 	struct sm_datapath *dp;
 	const struct sm_model *model;
-	pthread_mutex_t *model_lock;
+	struct model_gate *model_gate;
 	uint32_t capacity_dests, capacity_cidrs, capacity_sources, capacity_verdicts;
 
 	bool seen_address, seen_authorization; /* since the start */
@@ -128,7 +128,6 @@ int agent_authz_new(const char *node_addresses, struct agent_authz **out, char *
 	if (!authz)
 		return -ENOMEM;
 	pthread_mutex_init(&authz->names_lock, NULL);
-	event_backlog_init(&authz->backlog, sizeof(struct sm_authz_event), BACKLOG_EVENTS);
 	if (!node_addresses || strcmp(node_addresses, "auto") == 0)
 		authz->node_mode = NODE_AUTO;
 	else if (strcmp(node_addresses, "none") == 0)
@@ -644,7 +643,7 @@ static int on_event(void *ctx, const struct sm_authz_event *ev)
 	struct timespec now;
 
 	clock_gettime(CLOCK_REALTIME, &now);
-	event_backlog_offer(&authz->backlog, authz->model_lock, ev, &now, handle_event, authz);
+	event_backlog_offer(&authz->backlog, ev, &now, handle_event, authz);
 	return 0;
 }
 
@@ -749,11 +748,11 @@ static void retry_sync(struct agent_authz *authz)
 {
 	uint64_t at = authz->retry_at_us;
 
-	if (!at || now_us() < at || pthread_mutex_trylock(authz->model_lock)) /* busy: an apply syncs anyway */
+	if (!at || now_us() < at || !model_gate_trylock(authz->model_gate)) /* busy: an apply syncs anyway */
 		return;
 	if (authz->retry_at_us && now_us() >= authz->retry_at_us) /* an apply may have synced meanwhile */
 		sync_tables(authz, authz->model);
-	pthread_mutex_unlock(authz->model_lock);
+	model_gate_unlock(authz->model_gate);
 }
 
 static void *events_main(void *arg)
@@ -769,10 +768,10 @@ static void *events_main(void *arg)
 			log_msg(LOG_WARN, "authorization: reading the datapath's events: %s", strerror(-ret));
 			break;
 		}
-		event_backlog_drain(&authz->backlog, authz->model_lock, false, BACKLOG_CHUNK, handle_event, authz);
+		event_backlog_drain(&authz->backlog, false, BACKLOG_CHUNK, handle_event, authz);
 	}
 	/* stopping: those that waited are handled (the model goes after this thread) */
-	event_backlog_drain(&authz->backlog, authz->model_lock, true, BACKLOG_CHUNK, handle_event, authz);
+	event_backlog_drain(&authz->backlog, true, BACKLOG_CHUNK, handle_event, authz);
 	return NULL;
 }
 
@@ -784,13 +783,14 @@ static uint32_t half(const struct sm_datapath *dp, int map, uint32_t fallback)
 }
 
 int agent_authz_start(struct agent_authz *authz, struct sm_datapath *dp, const struct sm_model *model,
-		      pthread_mutex_t *model_lock, char *err, size_t size)
+		      struct model_gate *model_gate, char *err, size_t size)
 {
 	int ret;
 
 	authz->dp = dp;
 	authz->model = model;
-	authz->model_lock = model_lock;
+	authz->model_gate = model_gate;
+	event_backlog_init(&authz->backlog, model_gate, sizeof(struct sm_authz_event), BACKLOG_EVENTS);
 	authz->capacity_dests = half(dp, SM_DP_MAP_AUTHZ_DESTS, SM_DEFAULT_MAX_AUTHZ_DESTS);
 	authz->capacity_cidrs = half(dp, SM_DP_MAP_AUTHZ_CIDRS, SM_DEFAULT_MAX_AUTHZ_CIDRS);
 	authz->capacity_sources = half(dp, SM_DP_MAP_AUTHZ_SOURCES, SM_DEFAULT_MAX_AUTHZ_SOURCES);

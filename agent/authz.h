@@ -12,8 +12,8 @@
 #include <stdint.h>
 #include <time.h>
 
-#include <pthread.h>
 
+#include "agent/model_gate.h"
 #include "datapath/datapath.h"
 #include "workload/workload.h"
 
@@ -27,10 +27,10 @@ struct agent_authz;
 int agent_authz_new(const char *node_addresses, struct agent_authz **out, char *err, size_t err_size);
 /*
  * Starts on an open datapath: reads the generation in force and starts the thread that logs the
- * datapath's denials. model_lock guards model for the thread's name lookups.
+ * datapath's denials. model_gate guards model for the thread's name lookups.
  */
 int agent_authz_start(struct agent_authz *authz, struct sm_datapath *dp, const struct sm_model *model,
-		      pthread_mutex_t *model_lock, char *err, size_t err_size);
+		      struct model_gate *model_gate, char *err, size_t err_size);
 void agent_authz_free(struct agent_authz *authz);
 /* Before start, when neither an enroller nor --enroll-all runs: the namespaces `sockmesh enroll` put in
  * sm_enrolled are guarded by the agent (found through /run/netns or a process in them). */

@@ -7,19 +7,27 @@
 
 #define FIRST_CAPACITY 1024
 
-void event_backlog_init(struct event_backlog *b, size_t event_size, size_t limit)
+void event_backlog_init(struct event_backlog *b, struct model_gate *gate, size_t event_size, size_t limit)
 {
 	/* the event after the read time, at an 8-byte boundary as its struct wants */
 	size_t slot = sizeof(struct timespec) + (event_size + 7) / 8 * 8;
 
-	*b = (struct event_backlog){ .limit = limit, .event_size = event_size, .slot_size = slot };
+	*b = (struct event_backlog){ .gate = gate, .limit = limit, .event_size = event_size, .slot_size = slot };
+}
+
+static void release(struct event_backlog *b)
+{
+	free(b->items);
+	b->items = NULL;
+	b->head = b->cap = 0;
 }
 
 void event_backlog_free(struct event_backlog *b)
 {
-	free(b->items);
-	b->items = NULL;
-	b->head = b->n = b->cap = 0;
+	if (b->n)
+		model_gate_wait_end(b->gate);
+	b->n = 0;
+	release(b);
 }
 
 static unsigned char *slot(const struct event_backlog *b, size_t i)
@@ -57,6 +65,8 @@ static int push(struct event_backlog *b, const void *event, const struct timespe
 		return -ENOSPC;
 	if (b->n == b->cap && (err = grow(b)))
 		return err;
+	if (!b->n)
+		model_gate_wait_begin(b->gate); /* until the last one is handled */
 	at = slot(b, b->n++);
 	memcpy(at, read_at, sizeof(*read_at));
 	memcpy(at + sizeof(*read_at), event, b->event_size);
@@ -78,17 +88,18 @@ static void pop(struct event_backlog *b)
 	b->head = (b->head + 1) % b->cap;
 	if (--b->n)
 		return;
+	model_gate_wait_end(b->gate);
 	b->head = 0;
 	if (b->cap > FIRST_CAPACITY)
-		event_backlog_free(b);
+		release(b);
 }
 
-void event_backlog_offer(struct event_backlog *b, pthread_mutex_t *lock, const void *event,
-			 const struct timespec *read_at, event_backlog_fn fn, void *ctx)
+void event_backlog_offer(struct event_backlog *b, const void *event, const struct timespec *read_at,
+			 event_backlog_fn fn, void *ctx)
 {
-	if (!b->n && !pthread_mutex_trylock(lock)) {
+	if (!b->n && model_gate_trylock(b->gate)) {
 		fn(ctx, event, read_at);
-		pthread_mutex_unlock(lock);
+		model_gate_unlock(b->gate);
 		return;
 	}
 	atomic_fetch_add(&b->waited, 1);
@@ -96,17 +107,20 @@ void event_backlog_offer(struct event_backlog *b, pthread_mutex_t *lock, const v
 		atomic_fetch_add(&b->dropped, 1);
 }
 
-void event_backlog_drain(struct event_backlog *b, pthread_mutex_t *lock, bool wait, size_t chunk,
-			 event_backlog_fn fn, void *ctx)
+void event_backlog_drain(struct event_backlog *b, bool wait, size_t chunk, event_backlog_fn fn, void *ctx)
 {
 	struct timespec read_at;
 	const void *event;
 
-	while (b->n && (wait ? !pthread_mutex_lock(lock) : !pthread_mutex_trylock(lock))) {
+	while (b->n) {
+		if (wait)
+			model_gate_lock(b->gate);
+		else if (!model_gate_trylock(b->gate))
+			return;
 		for (size_t i = 0; i < chunk && (event = front(b, &read_at)); i++) {
 			fn(ctx, event, &read_at);
 			pop(b);
 		}
-		pthread_mutex_unlock(lock);
+		model_gate_unlock(b->gate);
 	}
 }

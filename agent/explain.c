@@ -201,11 +201,11 @@ json_t *agent_explain(struct agent *agent, const char *from, const char *to, cha
 	else
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, to_address, sizeof(to_address));
 	landings = json_array();
-	pthread_mutex_lock(&agent->model_lock);
+	model_gate_lock(&agent->model_gate);
 	translation = sm_model_explain_connect(agent->model, dst, port);
 	if (translation && landings)
 		landings_of(agent, translation, src, to_address, port, landings);
-	pthread_mutex_unlock(&agent->model_lock);
+	model_gate_unlock(&agent->model_gate);
 	out = json_pack("{s:s, s:s, s:o*, s:o*}", "from", from, "to", to, "connect", translation, "lands_on", landings);
 	if (!out)
 		snprintf(err, size, "out of memory");

@@ -234,7 +234,7 @@ int local_config_apply(struct agent *agent, struct local_config *config)
 		ret = decode(config->address, config->address_len, &responses[0]);
 	if (!ret)
 		ret = decode(config->authorization, config->authorization_len, &responses[1]);
-	pthread_mutex_lock(&agent->model_lock);
+	pthread_mutex_lock(&agent->model_gate.lock);
 	for (int i = 0; i < 2 && !ret; i++) {
 		ret = apply_full_state(agent, responses[i], &rejections);
 		if (!ret)
@@ -243,7 +243,7 @@ int local_config_apply(struct agent *agent, struct local_config *config)
 			agent_apply_failed(agent, ret);
 	}
 	agent->local_apply_failures += ret != 0;
-	pthread_mutex_unlock(&agent->model_lock);
+	pthread_mutex_unlock(&agent->model_gate.lock);
 	sm_latency_record(&agent->local_apply, seconds_now() - start);
 	if (ret)
 		log_msg(LOG_ERROR, "local config %s: applying: %s", path, strerror(-ret));
@@ -272,9 +272,9 @@ static void map_capacities(struct agent *agent, uint32_t capacity[SM_MAP_COUNT])
 {
 	struct sm_model_stats stats;
 
-	pthread_mutex_lock(&agent->model_lock);
+	model_gate_lock(&agent->model_gate);
 	sm_model_stats(agent->model, &stats);
-	pthread_mutex_unlock(&agent->model_lock);
+	model_gate_unlock(&agent->model_gate);
 	for (int map = 0; map < SM_MAP_COUNT; map++)
 		capacity[map] = (uint32_t)stats.map_capacity[map];
 }

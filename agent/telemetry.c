@@ -42,7 +42,7 @@ struct agent_telemetry {
 	struct sm_tel_log_cache *log_cache; /* its lines' names, NULL with it off */
 	struct tel_event_sink sink; /* the counters, and whether and how a line is formatted */
 	const struct sm_model *model;
-	pthread_mutex_t *model_lock;
+	struct model_gate *model_gate;
 	struct sm_conn_events *events;
 	struct sm_datapath *dp;
 	struct event_backlog backlog; /* events read while the model was busy (the events thread's) */
@@ -68,8 +68,6 @@ int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct a
 		ret = sm_tel_log_cache_new(&t->log_cache);
 	if (!ret)
 		ret = flush_memo_new(&t->flushed);
-	if (t)
-		event_backlog_init(&t->backlog, sizeof(struct sm_conn_event), BACKLOG_EVENTS);
 	if (ret) {
 		snprintf(err, size, "telemetry: %s", strerror(-ret));
 		agent_telemetry_free(t);
@@ -113,7 +111,7 @@ static int on_conn_event(void *ctx, const struct sm_conn_event *ev)
 
 	atomic_fetch_add(&t->events_read, 1);
 	clock_gettime(CLOCK_REALTIME, &now);
-	event_backlog_offer(&t->backlog, t->model_lock, ev, &now, record, t);
+	event_backlog_offer(&t->backlog, ev, &now, record, t);
 	return 0;
 }
 
@@ -146,12 +144,12 @@ static void evict(struct agent_telemetry *t, time_t *next)
 		return;
 	*next = now + EVICT_SECONDS;
 	/* the model lock first, then telemetry's: the order record() takes them in */
-	if (pthread_mutex_trylock(t->model_lock)) {
+	if (!model_gate_trylock(t->model_gate)) {
 		*next = now; /* the model is busy: the events first, eviction at the next round */
 		return;
 	}
 	removed = sm_telemetry_evict(t->counters, workload_exists, (void *)t->model, STALE_SECONDS);
-	pthread_mutex_unlock(t->model_lock);
+	model_gate_unlock(t->model_gate);
 	if (removed)
 		log_msg(LOG_DEBUG, "telemetry: %zu series of workloads that are gone removed", removed);
 }
@@ -244,21 +242,22 @@ static void *events_main(void *arg)
 			log_msg(LOG_WARN, "telemetry: reading the connection events: %s", strerror(-ret));
 			break;
 		}
-		event_backlog_drain(&t->backlog, t->model_lock, false, BACKLOG_CHUNK, record, t);
+		event_backlog_drain(&t->backlog, false, BACKLOG_CHUNK, record, t);
 		flush(t, &next_flush);
 		evict(t, &next_evict);
 	}
 	/* stopping: those that waited are named (the model goes after this thread) */
-	event_backlog_drain(&t->backlog, t->model_lock, true, BACKLOG_CHUNK, record, t);
+	event_backlog_drain(&t->backlog, true, BACKLOG_CHUNK, record, t);
 	return NULL;
 }
 
 int agent_telemetry_start(struct agent_telemetry *t, struct sm_datapath *dp, const struct sm_model *model,
-			  pthread_mutex_t *model_lock, char *err, size_t size)
+			  struct model_gate *model_gate, char *err, size_t size)
 {
 	int ret;
 
-	t->model_lock = model_lock;
+	t->model_gate = model_gate;
+	event_backlog_init(&t->backlog, model_gate, sizeof(struct sm_conn_event), BACKLOG_EVENTS);
 	t->dp = dp;
 	sm_netns_cookie_here(&t->own_netns_cookie); /* 0 if it fails: the own namespace is then opened like others */
 	ret = sm_datapath_conn_events_open(dp, on_conn_event, t, &t->events);

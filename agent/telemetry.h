@@ -7,12 +7,12 @@
 #ifndef SOCKMESH_AGENT_TELEMETRY_H
 #define SOCKMESH_AGENT_TELEMETRY_H
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
+#include "agent/model_gate.h"
 #include "datapath/datapath.h"
 #include "telemetry/telemetry.h"
 #include "workload/workload.h"
@@ -25,9 +25,9 @@ struct agent_telemetry;
 /* Touches nothing yet: the counters and, with access_log, the log's buffer and writer thread. */
 int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct agent_telemetry **out, char *err,
 			size_t err_size);
-/* Reads the datapath's connection events from here on; model_lock guards model for the lookups. */
+/* Reads the datapath's connection events from here on; model_gate guards model for the lookups. */
 int agent_telemetry_start(struct agent_telemetry *t, struct sm_datapath *dp, const struct sm_model *model,
-			  pthread_mutex_t *model_lock, char *err, size_t err_size);
+			  struct model_gate *model_gate, char *err, size_t err_size);
 /* Stops the threads (the access log is written out first) and frees; NULL is fine. */
 /* Once the model holds the whole state (the first response of each type, or the local config): only then
  * are the connection events read, so that their workloads are known. */

@@ -10,7 +10,8 @@
 #   4. leaks: the agent under valgrind through SM_ROBUST_UPDATES updates (default 2000), two
 #      control-plane restarts (reconnects) and SIGTERM: no leak, no invalid access;
 #   5. a stop during a split: 30,000 policies that do not fit one compilation are applied in runs, each
-#      compiled; a SIGTERM ends the split after its run under way, and the response is not answered.
+#      compiled; /metrics answers between two runs; a SIGTERM ends the split after its run under way, and
+#      the response is not answered.
 # Bounded: SM_ROBUST_SWAPS endpoint swaps (default 2000, one each SM_ROBUST_SWAP_MS=5 ms), and
 # SM_ROBUST_RESYNCS resyncs (default 10). scripts/robustness runs the long versions. Prints TAP.
 # Usage: e2e_robustness.sh BUILD_DIR SOURCE_DIR
@@ -357,6 +358,14 @@ start_server --stream "$work/split.xds"
 start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
 answered() { grep -q "\"responseNonce\":\"$1\"" "$server_log"; }
 check "the split: the Address response is ACKed" wait_for 20 answered local-config-address
+metrics_in_split() { # between two runs the agent lets the requests that wait for the model in
+  sleep 1
+  local text
+  text=$(in_ns curl -sf --max-time 5 "http://$admin/metrics") || { echo "no answer within 5 s"; return 1; }
+  grep '^sockmesh_resources{type="authorization"}' <<<"$text" || return 1
+  if answered local-config-authorization; then echo "the split ended first"; return 1; fi
+}
+check_showing "the split: /metrics answers while it goes on" metrics_in_split
 stopped_in_split() {
   sleep 1 # into the split (about 10 s long here)
   if answered local-config-authorization; then echo "the policies were answered before the stop"; return 1; fi

@@ -165,7 +165,7 @@ static void a_waiting_request_holds_up_no_other(void **state)
 
 	(void)state;
 	assert_int_equal(sm_model_new(&options, &agent.model), 0);
-	pthread_mutex_init(&agent.model_lock, NULL);
+	agent.model_gate = (struct model_gate)MODEL_GATE_INITIALIZER;
 	assert_int_equal(admin_start(&agent, fd, &admin, err, sizeof(err)), 0);
 
 	for (int i = 0; i < 2; i++)
@@ -203,7 +203,42 @@ static void a_waiting_request_holds_up_no_other(void **state)
 		close(waiting[i]);
 	}
 	admin_stop(admin);
-	pthread_mutex_destroy(&agent.model_lock);
+	sm_model_free(agent.model);
+}
+
+/* While an apply holds the model, /metrics and /config_dump wait; between two runs of a split the applying
+ * thread lets them in (model_gate_yield) and takes the model back once they have had it. */
+static void requests_that_wait_for_the_model_go_in_between_a_splits_runs(void **state)
+{
+	struct sm_model_options options = { .node_name = "node-a" };
+	struct agent agent = { .admin_fd = -1, .metrics_fd = -1, .model_gate = MODEL_GATE_INITIALIZER };
+	struct admin *admin;
+	char err[256], answer[8192];
+	uint16_t port;
+	int fd = listen_loopback(&port);
+
+	(void)state;
+	assert_int_equal(sm_model_new(&options, &agent.model), 0);
+	assert_int_equal(admin_start(&agent, fd, &admin, err, sizeof(err)), 0);
+
+	pthread_mutex_lock(&agent.model_gate.lock); /* an apply */
+	model_gate_yield(&agent.model_gate, 5000); /* none waits: goes on at once */
+	int metrics = send_get(port, "/metrics"), dump = send_get(port, "/config_dump");
+	for (int ms = 0; atomic_load(&agent.model_gate.waiting) < 2 && ms < 5000; ms++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&agent.model_gate.waiting), 2);
+	if (read_answer(metrics, answer, sizeof(answer), 200))
+		fail_msg("/metrics was answered while the apply held the model");
+	model_gate_yield(&agent.model_gate, 5000); /* between two runs */
+	assert_int_equal(atomic_load(&agent.model_gate.waiting), 0);
+	if (!read_answer(metrics, answer, sizeof(answer), 5000) || !strstr(answer, "sockmesh_resources"))
+		fail_msg("/metrics was not answered between the runs");
+	if (!read_answer(dump, answer, sizeof(answer), 5000) || !strstr(answer, "\"workloads\""))
+		fail_msg("/config_dump was not answered between the runs");
+	pthread_mutex_unlock(&agent.model_gate.lock);
+	close(metrics);
+	close(dump);
+	admin_stop(admin);
 	sm_model_free(agent.model);
 }
 
@@ -211,6 +246,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_waiting_request_holds_up_no_other),
+		cmocka_unit_test(requests_that_wait_for_the_model_go_in_between_a_splits_runs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

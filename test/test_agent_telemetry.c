@@ -200,12 +200,12 @@ static bool closed_reach(struct agent_telemetry *t, unsigned long long want)
 
 /* While an apply holds the model for as long as 3.5 ring buffers of connections take to end, the ring keeps
  * draining; once it is free, every connection is counted, in order, none dropped. Beyond the backlog's room
- * (65,536 events), the rest are dropped and counted. */
+ * (65,536 events), the rest are dropped and counted. A split lets the backlog in between two runs. */
 static void events_wait_while_the_model_is_busy(void **state)
 {
 	struct sm_model_options options = { .node_name = "node-a" };
 	struct sm_model *model;
-	pthread_mutex_t model_lock = PTHREAD_MUTEX_INITIALIZER;
+	struct model_gate gate = MODEL_GATE_INITIALIZER;
 	struct agent_telemetry *t;
 	char err[256];
 
@@ -214,22 +214,22 @@ static void events_wait_while_the_model_is_busy(void **state)
 	assert_non_null(ring.events);
 	assert_int_equal(sm_model_new(&options, &model), 0);
 	assert_int_equal(agent_telemetry_new(false, SM_TEL_LOG_PLAIN, &t, err, sizeof(err)), 0);
-	assert_int_equal(agent_telemetry_start(t, NULL, model, &model_lock, err, sizeof(err)), 0);
+	assert_int_equal(agent_telemetry_start(t, NULL, model, &gate, err, sizeof(err)), 0);
 	agent_telemetry_model_synced(t);
 
-	pthread_mutex_lock(&model_lock); /* an apply */
+	pthread_mutex_lock(&gate.lock); /* an apply */
 	if (!produce(27000))
 		fail_msg("the ring was not drained while the model was busy (%llu events dropped)", ring.dropped);
 	assert_int_equal(istio_sum(t, "istio_tcp_connections_closed_total"), 0);
-	pthread_mutex_unlock(&model_lock);
+	pthread_mutex_unlock(&gate.lock);
 	if (!closed_reach(t, 27000))
 		fail_msg("%llu of 27000 connections counted", istio_sum(t, "istio_tcp_connections_closed_total"));
 	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_waited_total"), 27000);
 	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_dropped_total"), 0);
 
-	pthread_mutex_lock(&model_lock); /* a longer one: past the backlog's room */
+	pthread_mutex_lock(&gate.lock); /* a longer one: past the backlog's room */
 	assert_true(produce(70000));
-	pthread_mutex_unlock(&model_lock);
+	pthread_mutex_unlock(&gate.lock);
 	if (!closed_reach(t, 27000 + 65536))
 		fail_msg("%llu counted, not 27000 + 65536", istio_sum(t, "istio_tcp_connections_closed_total"));
 	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_dropped_total"), 70000 - 65536);
@@ -237,6 +237,18 @@ static void events_wait_while_the_model_is_busy(void **state)
 	produce(10); /* the model free: named at once, not waiting */
 	assert_true(closed_reach(t, 27000 + 65536 + 10));
 	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_waited_total"), 27000 + 70000);
+
+	/* a split: between two runs its thread lets the backlog in, and holds the model again once it is empty */
+	pthread_mutex_lock(&gate.lock);
+	assert_true(produce(20000));
+	for (int ms = 0; admin_value(t, "sockmesh_telemetry_events_waited_total") < 27000 + 70000 + 20000 && ms < 5000; ms++)
+		usleep(1000); /* all of them in the backlog */
+	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_waited_total"), 27000 + 70000 + 20000);
+	assert_int_equal(atomic_load(&gate.waiting), 1);
+	model_gate_yield(&gate, 5000);
+	assert_int_equal(atomic_load(&gate.waiting), 0);
+	assert_int_equal(istio_sum(t, "istio_tcp_connections_closed_total"), 27000 + 65536 + 10 + 20000);
+	pthread_mutex_unlock(&gate.lock);
 
 	agent_telemetry_free(t);
 	sm_model_free(model);

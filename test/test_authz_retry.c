@@ -240,7 +240,7 @@ struct world {
 	struct sm_image *image;
 	struct sm_image_writer writer;
 	struct agent_authz *authz;
-	pthread_mutex_t lock;
+	struct model_gate gate;
 };
 
 static atomic_uint denials_counted, denials_unlocked;
@@ -248,12 +248,12 @@ static atomic_uint denials_counted, denials_unlocked;
 /* Telemetry's hook: counts, and checks that it runs under the model lock (ctx). */
 static void count_denial(void *ctx, const struct sm_authz_event *ev, const char *error, const struct timespec *at)
 {
-	pthread_mutex_t *model_lock = ctx;
+	struct model_gate *gate = ctx;
 
 	(void)ev, (void)error, (void)at;
-	if (!pthread_mutex_trylock(model_lock)) {
+	if (model_gate_trylock(gate)) {
 		atomic_fetch_add(&denials_unlocked, 1);
-		pthread_mutex_unlock(model_lock);
+		model_gate_unlock(gate);
 	}
 	atomic_fetch_add(&denials_counted, 1);
 }
@@ -268,9 +268,9 @@ static void world_open(struct world *w)
 	sm_image_writer_init(&w->writer, w->image);
 	assert_int_equal(agent_authz_new("none", &w->authz, err, sizeof(err)), 0);
 	sm_model_set_authz_check(w->model, agent_authz_check, w->authz);
-	pthread_mutex_init(&w->lock, NULL);
-	agent_authz_set_denied_hook(w->authz, count_denial, &w->lock, true);
-	assert_int_equal(agent_authz_start(w->authz, (struct sm_datapath *)&handle, w->model, &w->lock, err, sizeof(err)),
+	w->gate = (struct model_gate)MODEL_GATE_INITIALIZER;
+	agent_authz_set_denied_hook(w->authz, count_denial, &w->gate, true);
+	assert_int_equal(agent_authz_start(w->authz, (struct sm_datapath *)&handle, w->model, &w->gate, err, sizeof(err)),
 			 0);
 }
 
@@ -279,7 +279,6 @@ static void world_close(struct world *w)
 	agent_authz_free(w->authz);
 	sm_model_free(w->model);
 	sm_image_free(w->image);
-	pthread_mutex_destroy(&w->lock);
 }
 
 /* Applies r as the apply thread does: under the model lock, then the agent's after-apply; its rejections into
@@ -294,10 +293,10 @@ static void apply_rejecting(struct world *w, struct response *r, const char *typ
 
 	assert_int_equal(sm_pb_decode(&envoy__service__discovery__v3__delta_discovery_response__descriptor, bytes, len,
 				      &decoded, err, sizeof(err)), 0);
-	pthread_mutex_lock(&w->lock);
+	pthread_mutex_lock(&w->gate.lock);
 	assert_int_equal(sm_model_apply(w->model, (void *)decoded, &w->writer.writer, rejections), 0);
 	agent_authz_after_apply(w->authz, w->model, type_url);
-	pthread_mutex_unlock(&w->lock);
+	pthread_mutex_unlock(&w->gate.lock);
 	protobuf_c_message_free_unpacked(decoded, NULL);
 	free(bytes);
 	response_free(r);
@@ -643,7 +642,7 @@ static void denials_wait_while_the_model_is_busy(void **state)
 	atomic_store(&denials_counted, 0);
 	atomic_store(&authz_ring.taken, 0);
 
-	pthread_mutex_lock(&w.lock); /* an apply */
+	pthread_mutex_lock(&w.gate.lock); /* an apply */
 	pthread_mutex_lock(&authz_ring.lock);
 	authz_ring.events = calloc(DENIALS, sizeof(*authz_ring.events));
 	assert_non_null(authz_ring.events);
@@ -658,7 +657,7 @@ static void denials_wait_while_the_model_is_busy(void **state)
 		sleep_ms(10);
 	size_t taken = atomic_load(&authz_ring.taken);
 	unsigned counted_while_held = atomic_load(&denials_counted);
-	pthread_mutex_unlock(&w.lock);
+	pthread_mutex_unlock(&w.gate.lock);
 	if (taken < DENIALS)
 		fail_msg("the ring was not drained while the model was busy: %zu of %d taken", taken, DENIALS);
 	assert_int_equal(counted_while_held, 0);

@@ -522,11 +522,6 @@ out:
 	sm_model_authz_free(input);
 }
 
-bool agent_authz_full_state(const struct agent_authz *authz)
-{
-	return authz && authz->seen_address && authz->seen_authorization;
-}
-
 void agent_authz_after_apply(struct agent_authz *authz, const struct sm_model *model, const char *type_url)
 {
 	if (!authz || !authz->dp)

@@ -57,9 +57,6 @@ int agent_authz_check_only(void *authz, const struct sm_model *model, char *reas
  */
 void agent_authz_after_apply(struct agent_authz *authz, const struct sm_model *model, const char *type_url);
 
-/* Whether the first response of each type since the start has been applied (the local config's included). */
-bool agent_authz_full_state(const struct agent_authz *authz);
-
 /* Prometheus text for /metrics (malloc'ed, NULL when out of memory). */
 char *agent_authz_metrics(struct agent_authz *authz);
 

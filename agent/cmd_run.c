@@ -372,8 +372,9 @@ static void let_readers_in(void *ctx)
 	model_gate_yield(&agent->model_gate, READERS_TURN_MS);
 }
 
-/* After each response (under the model lock): this node's addresses; a layout migration switches over once
- * the first Address response has filled the new maps. */
+/* After each response (under the model lock): this node's addresses; once the first Address response is
+ * applied, telemetry names connections (the Authorization response may still be split for minutes), and a
+ * layout migration switches over to the new maps it filled. */
 void agent_after_apply(void *ctx, const char *type_url)
 {
 	struct agent *agent = ctx;
@@ -381,9 +382,10 @@ void agent_after_apply(void *ctx, const char *type_url)
 
 	write_local_addresses(agent);
 	agent_authz_after_apply(agent->authz, agent->model, type_url);
-	if (agent_authz_full_state(agent->authz))
-		agent_telemetry_model_synced(agent->telemetry);
-	if (strcmp(type_url, SM_TYPE_URL_ADDRESS) == 0 && !agent->datapath_committed) {
+	if (strcmp(type_url, SM_TYPE_URL_ADDRESS) != 0)
+		return;
+	agent_telemetry_model_synced(agent->telemetry);
+	if (!agent->datapath_committed) {
 		if (sm_datapath_commit(agent->dp, err, sizeof(err)))
 			log_msg(LOG_ERROR, "switching to the new datapath layout: %s", err);
 		else {

@@ -52,7 +52,7 @@ struct agent_telemetry {
 	pthread_t thread;
 	bool running;
 	atomic_bool stop;
-	atomic_bool model_synced; /* the first Address and Authorization responses (or the local config) applied */
+	atomic_bool model_synced; /* the first Address response (or the local config) applied */
 	atomic_uint_least64_t events_read, record_failures, flushes, flushes_skipped;
 };
 
@@ -233,7 +233,7 @@ static void *events_main(void *arg)
 	uint64_t next_flush = 0;
 
 	/* Events wait in the ring buffer (those of connections that ended while no agent ran among them) until
-	 * the model holds the whole state: read before, their workloads would all be unknown. */
+	 * the model holds every workload and service: read before, their workloads would all be unknown. */
 	while (!atomic_load(&t->stop) && !atomic_load(&t->model_synced))
 		usleep(50 * 1000);
 	while (!atomic_load(&t->stop)) {

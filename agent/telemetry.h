@@ -28,10 +28,10 @@ int agent_telemetry_new(bool access_log, enum sm_tel_log_format format, struct a
 /* Reads the datapath's connection events from here on; model_gate guards model for the lookups. */
 int agent_telemetry_start(struct agent_telemetry *t, struct sm_datapath *dp, const struct sm_model *model,
 			  struct model_gate *model_gate, char *err, size_t err_size);
-/* Stops the threads (the access log is written out first) and frees; NULL is fine. */
-/* Once the model holds the whole state (the first response of each type, or the local config): only then
- * are the connection events read, so that their workloads are known. */
+/* Once the model holds every workload and service (the first Address response, or the local config): only
+ * then are the connection events read, so that their workloads are known. */
 void agent_telemetry_model_synced(struct agent_telemetry *t);
+/* Stops the threads (the access log is written out first) and frees; NULL is fine. */
 void agent_telemetry_free(struct agent_telemetry *t);
 
 /* An authorization denial read at *at (agent/authz.c's hook, under the model lock): opened, closed and failed

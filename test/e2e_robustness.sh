@@ -10,8 +10,8 @@
 #   4. leaks: the agent under valgrind through SM_ROBUST_UPDATES updates (default 2000), two
 #      control-plane restarts (reconnects) and SIGTERM: no leak, no invalid access;
 #   5. a stop during a split: 30,000 policies that do not fit one compilation are applied in runs, each
-#      compiled; /metrics answers between two runs; a SIGTERM ends the split after its run under way, and
-#      the response is not answered.
+#      compiled; /metrics answers between two runs, and connections are counted meanwhile; a SIGTERM ends
+#      the split after its run under way, and the response is not answered.
 # Bounded: SM_ROBUST_SWAPS endpoint swaps (default 2000, one each SM_ROBUST_SWAP_MS=5 ms), and
 # SM_ROBUST_RESYNCS resyncs (default 10). scripts/robustness runs the long versions. Prints TAP.
 # Usage: e2e_robustness.sh BUILD_DIR SOURCE_DIR
@@ -344,6 +344,7 @@ python3 - "$work/split.yaml" <<'PY'
 import sys
 with open(sys.argv[1], "w") as f:
     f.write('workloads:\n- {uid: e2e//Pod/prod/srv, name: srv, namespace: prod, node: local, workloadIps: ["127.0.2.1"]}\n')
+    f.write('- {uid: e2e//Pod/free/echo, name: echo, namespace: free, node: local, workloadIps: ["127.0.2.2"]}\n')
     for i in range(300):
         f.write('- {uid: e2e//Pod/ns%d/w%d, name: w%d, namespace: ns%d, node: elsewhere, workloadIps: ["10.1.%d.%d"]}\n'
                 % (i, i, i, i, i // 256, i % 256))
@@ -355,6 +356,7 @@ PY
 "$sockmesh" convert "$work/split.yaml" "$work/split.xds" >/dev/null
 server_log=$work/split-xds.log
 start_server --stream "$work/split.xds"
+spawn_mesh "$echo_tool" serve 127.0.2.2 8080 echo-split
 start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
 answered() { grep -q "\"responseNonce\":\"$1\"" "$server_log"; }
 check "the split: the Address response is ACKed" wait_for 20 answered local-config-address
@@ -366,6 +368,17 @@ metrics_in_split() { # between two runs the agent lets the requests that wait fo
   if answered local-config-authorization; then echo "the split ended first"; return 1; fi
 }
 check_showing "the split: /metrics answers while it goes on" metrics_in_split
+echo_counted() {
+  in_ns curl -s "http://127.0.0.1:15020/metrics" |
+    grep '^istio_tcp_connections_closed_total{reporter="destination".*destination_workload_namespace="free"'
+}
+counted_in_split() { # the workloads are known once the Address response is applied: telemetry does not wait
+  in_mesh "$echo_tool" ask 127.0.2.2 8080 >/dev/null || { echo "the echo workload did not answer"; return 1; }
+  wait_for 5 echo_counted || { echo "not counted within 5 s"; return 1; }
+  echo_counted
+  if answered local-config-authorization; then echo "the split ended first"; return 1; fi
+}
+check_showing "the split: a connection to a local workload is counted while it goes on" counted_in_split
 stopped_in_split() {
   sleep 1 # into the split (about 10 s long here)
   if answered local-config-authorization; then echo "the policies were answered before the stop"; return 1; fi

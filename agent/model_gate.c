@@ -3,7 +3,8 @@
 
 #include "agent/model_gate.h"
 
-/* How often the yielding thread looks whether readers still wait: they need about that long each. */
+/* How often the yielding thread looks whether readers still wait: about what one read of the model takes
+ * (a request, a chunk of events), so that it neither spins nor leaves the model idle for long. */
 #define YIELD_POLL_NS (500 * 1000)
 
 void model_gate_lock(struct model_gate *gate)

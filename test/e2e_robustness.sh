@@ -359,13 +359,16 @@ start_server --stream "$work/split.xds"
 spawn_mesh "$echo_tool" serve 127.0.2.2 8080 echo-split
 start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
 answered() { grep -q "\"responseNonce\":\"$1\"" "$server_log"; }
+still_splitting() { # the policies not answered yet; else what came first, $1
+  ! answered local-config-authorization || { echo "$1"; return 1; }
+}
 check "the split: the Address response is ACKed" wait_for 20 answered local-config-address
 metrics_in_split() { # between two runs the agent lets the requests that wait for the model in
   sleep 1
   local text
   text=$(in_ns curl -sf --max-time 5 "http://$admin/metrics") || { echo "no answer within 5 s"; return 1; }
   grep '^sockmesh_resources{type="authorization"}' <<<"$text" || return 1
-  if answered local-config-authorization; then echo "the split ended first"; return 1; fi
+  still_splitting "the split ended first"
 }
 check_showing "the split: /metrics answers while it goes on" metrics_in_split
 echo_counted() {
@@ -376,19 +379,19 @@ counted_in_split() { # the workloads are known once the Address response is appl
   in_mesh "$echo_tool" ask 127.0.2.2 8080 >/dev/null || { echo "the echo workload did not answer"; return 1; }
   wait_for 5 echo_counted || { echo "not counted within 5 s"; return 1; }
   echo_counted
-  if answered local-config-authorization; then echo "the split ended first"; return 1; fi
+  still_splitting "the split ended first"
 }
 check_showing "the split: a connection to a local workload is counted while it goes on" counted_in_split
 stopped_in_split() {
   sleep 1 # into the split (about 10 s long here)
-  if answered local-config-authorization; then echo "the policies were answered before the stop"; return 1; fi
+  still_splitting "the policies were answered before the stop" || return 1
   local start=$SECONDS status
   kill -TERM "$agent_pid"
   wait_for 30 sh -c "! kill -0 $agent_pid" || { echo "still running 30 s after SIGTERM"; return 1; }
   wait "$agent_pid"; status=$?; agent_pid=""
   echo "exit status $status, $((SECONDS - start)) s after SIGTERM"
   grep -o 'Authorization response .*: its split stopped with the agent.*' "$work/agent.log" || return 1
-  if answered local-config-authorization; then echo "the policies were answered"; return 1; fi
+  still_splitting "the policies were answered" || return 1
   (( status == 0 ))
 }
 check_showing "the split: a SIGTERM ends it, the agent exits within 30 s and does not answer the response" stopped_in_split

@@ -222,7 +222,6 @@ static void requests_that_wait_for_the_model_go_in_between_a_splits_runs(void **
 	assert_int_equal(admin_start(&agent, fd, &admin, err, sizeof(err)), 0);
 
 	pthread_mutex_lock(&agent.model_gate.lock); /* an apply */
-	model_gate_yield(&agent.model_gate, 5000); /* none waits: goes on at once */
 	int metrics = send_get(port, "/metrics"), dump = send_get(port, "/config_dump");
 	for (int ms = 0; atomic_load(&agent.model_gate.waiting) < 2 && ms < 5000; ms++)
 		usleep(1000);

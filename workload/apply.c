@@ -799,8 +799,8 @@ static int split(struct sm_model *model, enum resource_type type, struct item *i
 		taken = rejected ? 0 : 1;
 		failing = 0;
 		i++;
-		if (type == TYPE_AUTHORIZATION && rejected_in_a_row == 2 && i < n)
-			return (err = next_run(model)) ? err : apply_rest_or_reject(model, &items[i], n - i, writer, rejections);
+		if (!err && type == TYPE_AUTHORIZATION && rejected_in_a_row == 2 && i < n && !(err = next_run(model)))
+			return apply_rest_or_reject(model, &items[i], n - i, writer, rejections);
 	}
 	return err;
 }
@@ -819,7 +819,7 @@ static int split_sweeping(struct sm_model *model, enum resource_type type, struc
 	bool rejected;
 	int err = split(model, type, items, n, writer, rejections, &deferred);
 
-	if (!err)
+	if (!err && !(err = next_run(model))) /* the sweep is a run too */
 		err = apply_batch(model, type, NULL, 0, true, NULL, writer, rejections, reason, sizeof(reason));
 	for (size_t i = 0; !err && i < deferred.n; i++) {
 		if (!(err = next_run(model)))

@@ -3,8 +3,9 @@
  * L4 telemetry in the kernel: real TCP connections inside the case's own network namespace and cgroup
  * (test/datapath_env.h), read back from sm_conn_events. A client sends N bytes and the server M back,
  * then both close: the client's OUTBOUND and the server's INBOUND CLOSED events carry exactly N and M,
- * each from its own view, over plain TCP, the sockhash (accelerated), a waypoint (the TLV is not the
- * client's) and IPv6; the end is each socket's only event. A connection through no waypoint is followed
+ * each from its own view, over plain TCP, the sockhash (accelerated), a service VIP (the client's event
+ * names the VIP it asked for), a waypoint (the TLV is not the client's) and IPv6; the end is each socket's
+ * only event. A connection through no waypoint is followed
  * at its connecting end only, which reports both (the accepting socket has no sm_conn_stats). Refused and
  * timed-out connects fail with their reason; an open connection reports its bytes when the flush iterator
  * runs, also the last burst of one gone idle; with the knob off nothing is recorded. The added cost per
@@ -162,6 +163,20 @@ static void web_service_waypoint(struct env *env)
 	env_apply(env, &r);
 }
 
+/* The same service without a waypoint: a connection translated to its backend, named by the VIP asked for. */
+static void web_service(struct env *env)
+{
+	struct service_spec svc = { .namespace = "ns", .hostname = "web", .vips = { "127.10.0.1" },
+				    .ports = { { 80, 8080 } } };
+	struct workload_spec w = { .uid = "w/a", .addresses = { "127.0.1.1" }, .services = { { "ns/web" } } };
+	struct response r;
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_service(&r, &svc, "v1");
+	response_add_workload(&r, &w, "v1");
+	env_apply(env, &r);
+}
+
 static const struct bytes_row bytes_rows[] = {
 	{ "plain TCP over IPv4", telemetry, NULL, AF_INET, "127.0.0.1", 9000, "127.0.0.1", 9000, 0, SM_CONN_BOTH_ENDS,
 	  SM_CONN_BOTH_ENDS },
@@ -172,6 +187,10 @@ static const struct bytes_row bytes_rows[] = {
 	{ "an accelerated waypoint with the TLV", telemetry_accelerated, web_service_waypoint, AF_INET, "127.0.7.7",
 	  15008, "127.10.0.1", 80, SM_TLV_LEN_V4, SM_CONN_WAYPOINT | SM_CONN_TRANSLATED | SM_CONN_ACCELERATED,
 	  SM_CONN_ACCELERATED },
+	{ "a service VIP", telemetry, web_service, AF_INET, "127.0.1.1", 8080, "127.10.0.1", 80, 0,
+	  SM_CONN_TRANSLATED | SM_CONN_BOTH_ENDS, SM_CONN_BOTH_ENDS },
+	{ "an accelerated service VIP", telemetry_accelerated, web_service, AF_INET, "127.0.1.1", 8080, "127.10.0.1",
+	  80, 0, SM_CONN_TRANSLATED | SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS },
 	{ "plain TCP over IPv6", telemetry, NULL, AF_INET6, "::1", 9000, "::1", 9000, 0, SM_CONN_BOTH_ENDS,
 	  SM_CONN_BOTH_ENDS },
 	{ "accelerated over IPv6", telemetry_accelerated, NULL, AF_INET6, "::1", 9000, "::1", 9000, 0,

@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
 #include "builders.h"
@@ -390,6 +391,33 @@ static inline void udp_round_trip(int client, const union sockaddr_any *to, sock
 	CHECK(poll(&client_ready, 1, 5000) == 1 && recvfrom(client, buf, sizeof(buf), 0, &from.sa, &from_len) == 4,
 	      "no reply");
 	format_addr(&from, from_text, size);
+}
+
+/* The case's pinned map of this layout, by name (an fd to close). */
+static inline int env_pinned_map(struct env *env, const char *name)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/maps-v%u/%s", env->pin_dir, SM_LAYOUT_VERSION, name);
+	int fd = bpf_obj_get(path);
+	CHECK(fd >= 0, "opening the pinned %s: %s", name, strerror(errno));
+	return fd;
+}
+
+/* How many entries a pinned map keyed by struct sm_sock_key holds (sm_sockhash, sm_conn_received). */
+static inline size_t env_sock_key_entries(struct env *env, const char *name)
+{
+	struct sm_sock_key key, next, *previous = NULL;
+	int fd = env_pinned_map(env, name);
+	size_t n = 0;
+
+	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+		key = next;
+		previous = &key;
+		n++;
+	}
+	close(fd);
+	return n;
 }
 
 static inline void peer_of(int fd, char *out, size_t size)

@@ -442,6 +442,11 @@ static void connected_udp(struct env *env, const void *arg)
 
 /* ---- acceleration ---- */
 
+static size_t sockhash_size(struct env *env)
+{
+	return env_sock_key_entries(env, "sm_sockhash");
+}
+
 static void accelerate(struct sm_config *config)
 {
 	config->flags |= SM_CONFIG_ACCELERATE;
@@ -450,24 +455,6 @@ static void accelerate(struct sm_config *config)
 static void no_acceleration(struct sm_config *config)
 {
 	config->flags &= ~SM_CONFIG_ACCELERATE;
-}
-
-static size_t sockhash_size(struct env *env)
-{
-	char path[256];
-	struct sm_sock_key key, next, *previous = NULL;
-	size_t n = 0;
-
-	snprintf(path, sizeof(path), "%s/maps-v%u/sm_sockhash", env->pin_dir, SM_LAYOUT_VERSION);
-	int fd = bpf_obj_get(path);
-	CHECK(fd >= 0, "opening the pinned sockhash: %s", strerror(errno));
-	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
-		key = next;
-		previous = &key;
-		n++;
-	}
-	close(fd);
-	return n;
 }
 
 static uint8_t pattern_byte(size_t i)

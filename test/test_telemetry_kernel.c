@@ -199,45 +199,15 @@ static const struct bytes_row bytes_rows[] = {
 	  "::ffff:127.0.0.1", 9000, 0, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS },
 };
 
-/* The pinned sm_conn_stats, whose entries userspace reads and writes by the socket's fd. */
-static int pinned_conn_stats(struct env *env)
-{
-	char path[256];
-
-	snprintf(path, sizeof(path), "%s/maps-v%u/sm_conn_stats", env->pin_dir, SM_LAYOUT_VERSION);
-	int map = bpf_obj_get(path);
-	CHECK(map >= 0, "opening the pinned sm_conn_stats: %s", strerror(errno));
-	return map;
-}
-
 /* Whether the kernel follows the socket fd (it has sm_conn_stats). */
 static bool followed_socket(struct env *env, int fd)
 {
 	struct sm_conn_stats st;
-	int map = pinned_conn_stats(env);
+	int map = env_pinned_map(env, "sm_conn_stats"); /* entries by the socket's fd */
 	int ret = bpf_map_lookup_elem(map, &fd, &st) ? -errno : 0;
 	close(map);
 	CHECK(ret == 0 || ret == -ENOENT, "looking socket %d up in sm_conn_stats: %s", fd, strerror(-ret));
 	return ret == 0;
-}
-
-/* Entries left in sm_conn_received (each followed accelerated socket's, until its close). */
-static size_t received_entries(struct env *env)
-{
-	char path[256];
-	struct sm_sock_key key, next, *previous = NULL;
-	size_t n = 0;
-
-	snprintf(path, sizeof(path), "%s/maps-v%u/sm_conn_received", env->pin_dir, SM_LAYOUT_VERSION);
-	int fd = bpf_obj_get(path);
-	CHECK(fd >= 0, "opening the pinned sm_conn_received: %s", strerror(errno));
-	while (bpf_map_get_next_key(fd, previous, &next) == 0) {
-		key = next;
-		previous = &key;
-		n++;
-	}
-	close(fd);
-	return n;
 }
 
 static void exact_bytes(struct env *env, const void *arg)
@@ -319,7 +289,7 @@ static void exact_bytes(struct env *env, const void *arg)
 	else
 		CHECK(memcmp(client->orig_addr, &orig.in6.sin6_addr, 16) == 0, "the orig address differs");
 	CHECK(env_counter(env, SM_COUNTER_CONN_EVENTS_LOST) == 0, "events lost");
-	CHECK(received_entries(env) == 0, "closed sockets left entries in sm_conn_received");
+	CHECK(env_sock_key_entries(env, "sm_conn_received") == 0, "closed sockets left entries in sm_conn_received");
 	sm_conn_events_close(ring);
 	free(out);
 	free(in);
@@ -584,7 +554,6 @@ static uint64_t prog_run_ns(uint32_t id, uint64_t *runs)
 static uint64_t run_ns(struct env *env, uint64_t *runs)
 {
 	uint32_t ids[4], n = 4;
-	char path[256];
 	uint64_t total = 0;
 	int cgroup = open(env->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
@@ -592,10 +561,9 @@ static uint64_t run_ns(struct env *env, uint64_t *runs)
 	      "querying the cgroup's sockops: %s", strerror(errno));
 	close(cgroup);
 	total += prog_run_ns(ids[0], runs);
-	snprintf(path, sizeof(path), "%s/maps-v%u/sm_sockhash", env->pin_dir, SM_LAYOUT_VERSION);
-	int sockhash = bpf_obj_get(path);
+	int sockhash = env_pinned_map(env, "sm_sockhash");
 	n = 4;
-	CHECK(sockhash >= 0 && bpf_prog_query(sockhash, BPF_SK_MSG_VERDICT, 0, NULL, ids, &n) == 0 && n == 1,
+	CHECK(bpf_prog_query(sockhash, BPF_SK_MSG_VERDICT, 0, NULL, ids, &n) == 0 && n == 1,
 	      "querying the sockhash's sk_msg: %s", strerror(errno));
 	close(sockhash);
 	total += prog_run_ns(ids[0], runs);
@@ -693,7 +661,7 @@ static bool updated_to(const struct events *events, const void *arg)
 static void age_last_report(struct env *env, int fd, uint64_t ns)
 {
 	struct sm_conn_stats st;
-	int map = pinned_conn_stats(env);
+	int map = env_pinned_map(env, "sm_conn_stats"); /* entries by the socket's fd */
 	int ret = bpf_map_lookup_elem(map, &fd, &st) ? -errno : 0;
 	if (ret == 0) {
 		st.reported_ns -= ns;

@@ -26,6 +26,8 @@ enum sm_contract_defines {
 	SM_DEFINE(SM_DEFAULT_MAX_NETNS),
 	SM_DEFINE(SM_DEFAULT_MAX_LOCAL_ADDRS),
 	SM_DEFINE(SM_DNS_PORT),
+	SM_DEFINE(SM_ORIG_SLOTS),
+	SM_DEFINE(SM_ORIG_SLOT_STALE_S),
 	SM_DEFINE(SM_TLV_TYPE_ORIG_DST),
 	SM_DEFINE(SM_TLV_TYPE_END),
 	SM_DEFINE(SM_TLV_TYPE_OFF),
@@ -78,6 +80,7 @@ struct sm_contract {
 	struct sm_config config;
 	struct sm_meta meta;
 	struct sm_sock_state sock_state;
+	struct sm_orig_slot orig_slot;
 	struct sm_sock_key sock_key;
 	enum sm_authz_action authz_action;
 	enum sm_authz_reason authz_reason;

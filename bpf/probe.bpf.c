@@ -60,8 +60,16 @@ static __always_inline int probe_sock_addr(struct bpf_sock_addr *ctx)
 
 	if (stored)
 		*stored = bpf_get_netns_cookie(ctx) ^ bpf_get_prandom_u32();
-	if (value)
+	if (value) {
+		struct tcp_sock *tp = ctx->sk ? bpf_skc_to_tcp_sock(ctx->sk) : NULL;
+
 		*value += 1;
+		/* the original-destination slot: found by cookie (read through the socket's BTF, or given),
+		 * claimed with a compare-and-swap, timed */
+		if (tp)
+			*value += tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+		__sync_val_compare_and_swap(value, bpf_get_socket_cookie(ctx), bpf_ktime_get_coarse_ns());
+	}
 	return 1;
 }
 

@@ -21,6 +21,8 @@
 
 #define AF_INET 2
 #define AF_INET6 10
+/* one load the compiler may neither repeat nor tear: a slot's words change under us on other CPUs */
+#define READ_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
 
 /* Seams for the BPF unit tests (test/bpf/), which include this file: maps pinned nowhere, and the slot
  * draws they choose. */
@@ -127,6 +129,14 @@ struct {
 	__uint(pinning, SM_MAP_PINNING);
 } sm_sock_state SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SM_ORIG_SLOTS);
+	__type(key, __u32);
+	__type(value, struct sm_orig_slot);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_orig_slots SEC(".maps");
+
 /* L4 authorization (bpf/sockmesh.h): the tables of at most two generations, their counters and events. */
 
 struct {
@@ -225,6 +235,11 @@ static __always_inline const struct sm_config *knobs(void)
 	__u32 key = 0;
 
 	return bpf_map_lookup_elem(&sm_config, &key);
+}
+
+static __always_inline bool telemetry_on(const struct sm_config *cfg)
+{
+	return cfg && (cfg->flags & SM_CONFIG_TELEMETRY);
 }
 
 static __always_inline bool netns_enrolled(const struct sm_config *cfg, __u64 netns_cookie)
@@ -481,11 +496,110 @@ static __always_inline bool dns_destination(const struct sm_config *cfg, struct 
 	return true;
 }
 
-/* Remembers what the application asked for, for getpeername, recvmsg and the TLV. */
-static __always_inline void remember(struct bpf_sock_addr *ctx, const struct dest *orig, __u8 flags)
-{
-	struct sm_sock_state *state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+/* ---- a followed translated TCP socket's slot (bpf/sockmesh.h, sm_orig_slots) ---- */
 
+static __always_inline struct sm_orig_slot *orig_slot(__u64 cookie)
+{
+	__u32 index = (__u32)cookie & (SM_ORIG_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&sm_orig_slots, &index);
+}
+
+/* The socket's cookie, 0 if it has none yet, read through its BTF: sk_msg and iterators have no cookie
+ * helper, and bpf_get_socket_cookie would give one to every socket it is asked about. */
+static __always_inline __u64 tp_cookie(const struct tcp_sock *tp)
+{
+	return tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+}
+
+/* The same from a socket pointer: a socket that holds a slot got its cookie when it claimed it. */
+static __always_inline __u64 known_cookie(void *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	return tp ? tp_cookie(tp) : 0;
+}
+
+/* The slot this socket (its cookie) holds, if it holds one. */
+static __always_inline struct sm_orig_slot *held_slot(__u64 cookie)
+{
+	struct sm_orig_slot *slot = orig_slot(cookie);
+
+	return slot && READ_ONCE(slot->cookie) == cookie ? slot : NULL;
+}
+
+/*
+ * The socket's slot, taken if it is free or its own, or if a connect that never reached TCP_CONNECT_CB
+ * left it unconfirmed for SM_ORIG_SLOT_STALE_S. NULL: another socket holds it. Taking over a stale slot
+ * first swaps its unconfirmed_since to 0, so that two sockets never both take it; a socket that has just
+ * claimed a slot shows 0 there until it notes its time, and is left alone meanwhile.
+ */
+static __always_inline struct sm_orig_slot *claim_slot(__u64 cookie)
+{
+	struct sm_orig_slot *slot = orig_slot(cookie);
+	__u64 holder, since, now;
+
+	if (!slot)
+		return NULL;
+	now = bpf_ktime_get_coarse_ns();
+	holder = READ_ONCE(slot->cookie);
+	if (holder == cookie) {
+		if (READ_ONCE(slot->unconfirmed_since))
+			slot->unconfirmed_since = now; /* connecting again: stale from now on, not from its first try */
+		return slot;
+	}
+	if (holder) {
+		since = READ_ONCE(slot->unconfirmed_since);
+		if (!since || now - since < SM_ORIG_SLOT_STALE_S * 1000000000ULL)
+			return NULL;
+		if (__sync_val_compare_and_swap(&slot->unconfirmed_since, since, 0) != since)
+			return NULL;
+	}
+	if (__sync_val_compare_and_swap(&slot->cookie, holder, cookie) != holder)
+		return NULL;
+	slot->unconfirmed_since = now;
+	return slot;
+}
+
+/* The slot goes back, once its socket is done with it. */
+static __always_inline void release_slot(struct sm_orig_slot *slot, __u64 cookie)
+{
+	slot->state.flags = 0;
+	slot->unconfirmed_since = 0;
+	__sync_val_compare_and_swap(&slot->cookie, cookie, 0);
+}
+
+/* What a socket remembers of its connect: its slot's when it holds one, else its socket storage's. */
+static __always_inline struct sm_sock_state *orig_state(void *sk, __u64 cookie)
+{
+	struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
+
+	return slot ? &slot->state : bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+}
+
+/*
+ * Remembers what the application asked for, for getpeername, recvmsg and the TLV: in a slot for a TCP
+ * socket that telemetry will follow and that owes no TLV (sk_msg reads the TLV's from socket storage), when
+ * it gets one; else in its socket storage.
+ */
+static __always_inline void remember(struct bpf_sock_addr *ctx, const struct sm_config *cfg, const struct dest *orig,
+				     __u8 flags)
+{
+	struct sm_sock_state *state = NULL;
+
+	if (ctx->protocol == IPPROTO_TCP) {
+		__u64 cookie = known_cookie(ctx->sk);
+		struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
+
+		if (telemetry_on(cfg) && !(flags & SM_SOCK_TLV_PENDING)) {
+			slot = claim_slot(bpf_get_socket_cookie(ctx));
+			state = slot ? &slot->state : NULL;
+		} else if (slot) {
+			release_slot(slot, cookie); /* from an earlier connect */
+		}
+	}
+	if (!state)
+		state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!state) {
 		count(SM_COUNTER_ERRORS);
 		return;
@@ -499,8 +613,16 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct des
  * remembered of an earlier connect no longer holds. */
 static __always_inline void forget(struct bpf_sock_addr *ctx)
 {
-	struct sm_sock_state *state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, 0);
+	struct sm_sock_state *state;
 
+	if (ctx->protocol == IPPROTO_TCP) {
+		__u64 cookie = known_cookie(ctx->sk);
+		struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
+
+		if (slot)
+			release_slot(slot, cookie);
+	}
+	state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, 0);
 	if (state)
 		state->flags = 0;
 }
@@ -537,15 +659,15 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, struct dest *dst, bo
 
 	switch (decide(cfg, dst, ctx->protocol == IPPROTO_TCP, dns_only)) {
 	case SM_COUNTER_DNS:
-		remember(ctx, &orig, dns_only ? SM_SOCK_DNS : 0);
+		remember(ctx, cfg, &orig, dns_only ? SM_SOCK_DNS : 0);
 		return 1;
 	case SM_COUNTER_MAX:
 		return 1;
 	case SM_COUNTER_REDIRECTED:
-		remember(ctx, &orig, 0);
+		remember(ctx, cfg, &orig, 0);
 		return 1;
 	case SM_COUNTER_VIA_WAYPOINT:
-		remember(ctx, &orig, SM_SOCK_TLV_PENDING);
+		remember(ctx, cfg, &orig, SM_SOCK_TLV_PENDING);
 		return 1;
 	case SM_COUNTER_WAYPOINT_UNRESOLVED:
 		forget(ctx);
@@ -627,7 +749,8 @@ int sm_sendmsg6(struct bpf_sock_addr *ctx)
 
 static __always_inline const struct sm_sock_state *redirected_state(struct bpf_sock_addr *ctx)
 {
-	const struct sm_sock_state *state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, 0);
+	const struct sm_sock_state *state =
+		orig_state(ctx->sk, ctx->protocol == IPPROTO_TCP ? known_cookie(ctx->sk) : 0);
 
 	return state && (state->flags & SM_SOCK_REDIRECTED) ? state : NULL;
 }
@@ -790,6 +913,17 @@ static __always_inline void enter_sockhash(struct bpf_sock_ops *ops, struct bpf_
 		count(SM_COUNTER_ERRORS);
 }
 
+/* The state callback saw the socket close: its slot, if it holds one, goes back. */
+static __always_inline void close_slot(struct bpf_sock_ops *ops)
+{
+	struct bpf_sock *sk = ops->sk;
+	__u64 cookie = sk ? known_cookie(sk) : 0;
+	struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
+
+	if (slot)
+		release_slot(slot, cookie);
+}
+
 SEC("sockops")
 int sm_sockops(struct bpf_sock_ops *ops)
 {
@@ -800,7 +934,10 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	__u64 netns;
 
 	if (op == BPF_SOCK_OPS_STATE_CB) {
-		conn_progress(ops); /* only sockets that telemetry follows asked for it */
+		/* asked for by the sockets that telemetry follows: their close, after which a slot goes back */
+		conn_progress(ops);
+		if (ops->args[1] == BPF_TCP_CLOSE)
+			close_slot(ops);
 		return 1;
 	}
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&

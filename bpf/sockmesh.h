@@ -25,8 +25,9 @@
  * struct sm_conn_received with its handover). 5: sm_conn_received preallocated. 6: sm_conn_started (the
  * followed connections each namespace started, so that the agent flushes only namespaces with some), and
  * an open connection reported only when its bytes moved (sm_conn_stats.reported_sent, reported_received);
- * SM_CONN_REPORT_NS 1 s (was 2 s), under the agent's flush interval. */
-#define SM_LAYOUT_VERSION 6
+ * SM_CONN_REPORT_NS 1 s (was 2 s), under the agent's flush interval. 7: sm_orig_slots (a followed translated
+ * TCP socket's original destination and stats in a slot found by its cookie, not in socket storage). */
+#define SM_LAYOUT_VERSION 7
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
@@ -461,6 +462,31 @@ struct sm_conn_stats {
 	__u8 pad[2];
 };
 _Static_assert(sizeof(struct sm_conn_stats) == 56, "sm_conn_stats layout");
+
+/*
+ * sm_orig_slots (array of SM_ORIG_SLOTS, index: the socket's cookie & (SM_ORIG_SLOTS - 1)): a TCP socket
+ * that connect4/6 redirected to a backend (not to a waypoint) while the telemetry knob is on keeps its
+ * sm_sock_state and its sm_conn_stats here instead of in socket storage, whose making is most of what
+ * connect4 and telemetry's start cost such a connection (docs/benchmarks.md, "The original destination in
+ * a slot"). The state callback that telemetry asks for anyway frees the slot at the close. The slot is
+ * the socket's while its cookie is in it:
+ * - connect4/6 claims a free slot (cookie 0) with a compare-and-swap and notes when (unconfirmed_since);
+ *   a slot another socket holds leaves this one to socket storage, as with the knob off;
+ * - telemetry's start (TCP_CONNECT_CB) confirms it (unconfirmed_since 0) and asks for the state callback,
+ *   whose move to TCP_CLOSE frees it once the connection's last event is out;
+ * - a connect that failed before TCP_CONNECT_CB never confirms its slot: after SM_ORIG_SLOT_STALE_S a later
+ *   connect may take it over (that socket has no peer to name); connecting it elsewhere frees it at once.
+ * Readers look for the socket's cookie in its slot first, then in socket storage.
+ */
+#define SM_ORIG_SLOTS 65536
+#define SM_ORIG_SLOT_STALE_S 10
+struct sm_orig_slot {
+	__u64 cookie;		 /* the holder's socket cookie; 0: free */
+	__u64 unconfirmed_since; /* bpf_ktime_get_coarse_ns() at the claim; 0 once confirmed */
+	struct sm_sock_state state;
+	struct sm_conn_stats stats;
+};
+_Static_assert(sizeof(struct sm_orig_slot) == 96, "sm_orig_slot layout");
 
 /* sm_conn_events (ring buffer): one record per event. Addresses as everywhere (16 bytes, IPv4 mapped). */
 struct sm_conn_event {

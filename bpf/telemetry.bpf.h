@@ -5,7 +5,8 @@
  * (conn_progress); its sk_msg counts the bytes that bypass TCP (conn_redirected, conn_tlv).
  *
  * A connection is followed when sm_conn_stats exists for its socket: made at TCP_CONNECT_CB (outbound)
- * or PASSIVE_ESTABLISHED_CB (inbound) while the knob is on. Everything after reads the socket through
+ * or PASSIVE_ESTABLISHED_CB (inbound) while the knob is on, in socket storage or, for a connection that
+ * connect4 translated to a backend, in the slot that holds its original destination (sm_orig_slots). Everything after reads the socket through
  * its BTF (bpf_skc_to_tcp_sock), the same from sockops, sk_msg and the flush iterator.
  *
  * What a connection costs is the point: one socket storage, the state callback (no RTT callback, no
@@ -73,9 +74,15 @@ struct {
 	__uint(pinning, SM_MAP_PINNING);
 } sm_conn_started SEC(".maps");
 
-static __always_inline bool telemetry_on(const struct sm_config *cfg)
+/* A followed socket's stats: in its slot when it holds one (sm_orig_slots; none until conn_start confirmed
+ * the slot: the socket is not followed), else in its socket storage. */
+static __always_inline struct sm_conn_stats *conn_stats(void *sk, __u64 cookie)
 {
-	return cfg && (cfg->flags & SM_CONFIG_TELEMETRY);
+	struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
+
+	if (slot)
+		return READ_ONCE(slot->unconfirmed_since) ? NULL : &slot->stats;
+	return bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
 }
 
 /* Our FIN is in the sequence space once the state went through FIN_WAIT1 (or LAST_ACK). */
@@ -146,7 +153,7 @@ static __always_inline void conn_addrs(struct tcp_sock *tp, const struct sm_sock
 	__builtin_memcpy(ev->remote_addr, key->remote_addr, 16);
 	ev->local_port = bpf_htons((__u16)key->local_port);
 	ev->remote_port = bpf_htons((__u16)key->remote_port);
-	state = (st->flags & SM_CONN_TRANSLATED) ? bpf_sk_storage_get(&sm_sock_state, tp, 0, 0) : NULL;
+	state = (st->flags & SM_CONN_TRANSLATED) ? orig_state(tp, tp_cookie(tp)) : NULL;
 	if (state && (state->flags & SM_SOCK_REDIRECTED)) {
 		__builtin_memcpy(ev->orig_addr, state->orig_addr, 16);
 		ev->orig_port = state->orig_port;
@@ -190,8 +197,7 @@ static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats 
 		return;
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
-	/* set by bpf_get_socket_cookie at conn_start; sk_msg has no cookie helper */
-	ev->socket_cookie = tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+	ev->socket_cookie = tp_cookie(tp); /* set at conn_start */
 	ev->netns_cookie = netns_cookie;
 	ev->start_ns = st->start_ns;
 	ev->now_ns = st->reported_ns;
@@ -217,7 +223,10 @@ static __always_inline void conn_emit(struct tcp_sock *tp, struct sm_conn_stats 
  * lasts, reports it. */
 static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock *sk, __u8 direction, __u64 netns)
 {
-	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	__u64 cookie = bpf_get_socket_cookie(ops); /* gives the socket its cookie, which every event reads */
+	struct sm_orig_slot *slot = direction == SM_CONN_OUTBOUND ? held_slot(cookie) : NULL;
+	struct sm_conn_stats *st =
+		slot ? &slot->stats : bpf_sk_storage_get(&sm_conn_stats, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	const struct sm_sock_state *state;
 	__u64 *started;
 
@@ -230,14 +239,15 @@ static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock
 	st->start_ns = bpf_ktime_get_ns();
 	st->reported_ns = st->start_ns; /* sm_conn_flush reports it once it is SM_CONN_REPORT_NS old */
 	st->direction = direction;
-	state = direction == SM_CONN_OUTBOUND ? bpf_sk_storage_get(&sm_sock_state, sk, 0, 0) : NULL;
+	state = direction == SM_CONN_OUTBOUND ? orig_state(sk, cookie) : NULL;
 	if (state && (state->flags & SM_SOCK_REDIRECTED))
 		st->flags |= SM_CONN_TRANSLATED;
 	if (state && (state->flags & SM_SOCK_TLV_PENDING))
 		st->flags |= SM_CONN_WAYPOINT;
-	bpf_get_socket_cookie(ops); /* gives the socket its cookie, which every event reads */
 	if (bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG))
 		count(SM_COUNTER_ERRORS);
+	else if (slot)
+		slot->unconfirmed_since = 0; /* its close frees it now */
 	/* after the storage: a flush that began before this count moved finds the socket (it is in the
 	 * namespace's TCP table from before TCP_CONNECT_CB and PASSIVE_ESTABLISHED_CB) */
 	started = bpf_map_lookup_elem(&sm_conn_started, &netns);
@@ -276,9 +286,9 @@ static __always_inline void conn_progress(struct bpf_sock_ops *ops)
 
 	if (ops->args[1] != BPF_TCP_CLOSE || !sk)
 		return;
-	st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
-	tp = st ? bpf_skc_to_tcp_sock(sk) : NULL;
-	if (!tp)
+	tp = bpf_skc_to_tcp_sock(sk);
+	st = tp ? conn_stats(tp, tp_cookie(tp)) : NULL;
+	if (!st)
 		return;
 	if (ops->args[0] == BPF_TCP_SYN_SENT) {
 		conn_emit(tp, st, SM_CONN_FAILED, conn_failure(tp));
@@ -304,7 +314,7 @@ static __always_inline void conn_tlv(struct bpf_sock *sk, __u32 len)
  */
 static __always_inline void conn_redirected(struct bpf_sock *sk, const struct sm_sock_key *peer_key, __u32 size)
 {
-	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+	struct sm_conn_stats *st = conn_stats(sk, known_cookie(sk));
 	struct sm_conn_received *received = bpf_map_lookup_elem(&sm_conn_received, peer_key);
 
 	if (received)
@@ -337,7 +347,7 @@ static __always_inline void conn_enter_received(const struct sm_conn_stats *st, 
 /* A followed socket entering the sockhash as accelerated: its peer's redirects are counted from now. */
 static __always_inline void conn_accelerated(struct bpf_sock *sk, const struct sm_sock_key *key)
 {
-	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+	struct sm_conn_stats *st = conn_stats(sk, known_cookie(sk));
 
 	if (st)
 		conn_enter_received(st, key);
@@ -354,7 +364,7 @@ static __always_inline void conn_established_unaccelerated(struct bpf_sock_ops *
 
 	if (!bpf_map_lookup_elem(&sm_local_addrs, key->remote_addr))
 		return;
-	st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+	st = conn_stats(sk, known_cookie(sk));
 	if (!st || !can_report_peer(st))
 		return;
 	finish_key(key, ops);
@@ -424,7 +434,7 @@ int sm_conn_flush(struct bpf_iter__tcp *ctx)
 	if (state == BPF_TCP_LISTEN || state == BPF_TCP_CLOSE)
 		return 0;
 	tp = bpf_skc_to_tcp_sock(skc);
-	st = tp ? bpf_sk_storage_get(&sm_conn_stats, tp, 0, 0) : NULL;
+	st = tp ? conn_stats(tp, tp_cookie(tp)) : NULL;
 	if (!st)
 		return 0;
 	bpf_seq_write(ctx->meta->seq, &found, sizeof(found));

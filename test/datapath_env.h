@@ -420,6 +420,47 @@ static inline size_t env_sock_key_entries(struct env *env, const char *name)
 	return n;
 }
 
+static inline uint64_t env_socket_cookie(int fd)
+{
+	uint64_t cookie = 0;
+	socklen_t len = sizeof(cookie);
+
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0, "SO_COOKIE: %s", strerror(errno));
+	return cookie;
+}
+
+/* The slot of sm_orig_slots that a socket cookie points at (held by that socket or not). */
+static inline struct sm_orig_slot env_slot_of(struct env *env, uint64_t cookie)
+{
+	struct sm_orig_slot slot;
+	__u32 index = (__u32)cookie & (SM_ORIG_SLOTS - 1);
+	int map = env_pinned_map(env, "sm_orig_slots");
+	int ret = bpf_map_lookup_elem(map, &index, &slot) ? -errno : 0;
+
+	close(map);
+	CHECK(ret == 0, "reading slot %u: %s", index, strerror(-ret));
+	return slot;
+}
+
+/* Whether the socket fd holds its slot (its original destination and stats are there). */
+static inline bool env_holds_slot(struct env *env, int fd)
+{
+	uint64_t cookie = env_socket_cookie(fd);
+
+	return env_slot_of(env, cookie).cookie == cookie;
+}
+
+/* Waits (2 s at most) for the slot that cookie held to be free again (its socket's close was seen). */
+static inline bool env_slot_freed(struct env *env, uint64_t cookie)
+{
+	for (int i = 0; i < 200; i++) {
+		if (env_slot_of(env, cookie).cookie != cookie)
+			return true;
+		usleep(10 * 1000);
+	}
+	return false;
+}
+
 static inline void peer_of(int fd, char *out, size_t size)
 {
 	union sockaddr_any sa;

@@ -440,6 +440,187 @@ static void connected_udp(struct env *env, const void *arg)
 	close(server);
 }
 
+/* ---- where a followed translated TCP socket keeps its original destination (sm_orig_slots) ---- */
+
+static void telemetry_on(struct sm_config *config)
+{
+	config->flags |= SM_CONFIG_TELEMETRY;
+}
+
+static void telemetry_off(struct sm_config *config)
+{
+	config->flags &= ~SM_CONFIG_TELEMETRY;
+}
+
+static void set_slot(struct env *env, uint64_t cookie, const struct sm_orig_slot *slot)
+{
+	__u32 index = (__u32)cookie & (SM_ORIG_SLOTS - 1);
+	int map = env_pinned_map(env, "sm_orig_slots");
+	int ret = bpf_map_update_elem(map, &index, slot, BPF_ANY) ? -errno : 0;
+
+	close(map);
+	CHECK(ret == 0, "writing slot %u: %s", index, strerror(-ret));
+}
+
+/* Whether the socket has its own storage in sm_sock_state (made by connect4 when it got no slot). */
+static bool has_sock_state(struct env *env, int fd)
+{
+	struct sm_sock_state state;
+	int map = env_pinned_map(env, "sm_sock_state");
+	bool found = bpf_map_lookup_elem(map, &fd, &state) == 0;
+
+	close(map);
+	return found;
+}
+
+/* The kernel's clock that bpf_ktime_get_coarse_ns() reads. */
+static uint64_t coarse_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int connect_fd(int fd, const char *addr, uint16_t port)
+{
+	union sockaddr_any sa;
+	socklen_t len = make_addr(addr, port, &sa);
+
+	return connect(fd, &sa.sa, len) ? -errno : 0;
+}
+
+/* Connects fd to the web VIP and checks that getpeername names the VIP and that the backend got it. */
+static void through_the_vip(int fd, int listener)
+{
+	int ret = connect_fd(fd, "127.10.0.1", 80);
+	char peer[64];
+
+	CHECK(ret == 0, "connect to the VIP: %s", strerror(-ret));
+	peer_of(fd, peer, sizeof(peer));
+	CHECK(strcmp(peer, "127.10.0.1:80") == 0, "getpeername gave %s, not the VIP", peer);
+	int server = accept_within(listener, 2000);
+	CHECK(server >= 0, "the backend got no connection");
+	close(server);
+}
+
+static void slot_through_connects(struct env *env, const void *arg)
+{
+	(void)arg;
+	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	web_one_backend(env);
+	through_the_vip(fd, listener);
+	CHECK(!env_holds_slot(env, fd) && has_sock_state(env, fd), "with telemetry off a slot was taken");
+	close(fd);
+
+	env_config(env, telemetry_on);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	through_the_vip(fd, listener);
+	uint64_t cookie = env_socket_cookie(fd);
+	struct sm_orig_slot slot = env_slot_of(env, cookie);
+	CHECK(slot.cookie == cookie, "the socket holds no slot (it holds %llu)", (unsigned long long)slot.cookie);
+	CHECK(slot.unconfirmed_since == 0, "the slot was not confirmed at TCP_CONNECT_CB");
+	CHECK(slot.state.flags == (SM_SOCK_REDIRECTED | SM_SOCK_ORIG_V4), "the slot's flags are %#x", slot.state.flags);
+	CHECK(slot.state.orig_port == htons(80), "the slot's port is %u", ntohs(slot.state.orig_port));
+	CHECK(!has_sock_state(env, fd), "a socket storage was made beside the slot");
+	close(fd);
+	CHECK(env_slot_freed(env, cookie), "the slot was still held after the socket closed");
+
+	/* refused after TCP_CONNECT_CB: its state callback sees it close */
+	close(listener);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int ret = connect_fd(fd, "127.10.0.1", 80);
+	CHECK(ret == -ECONNREFUSED, "a VIP whose backend does not listen: %s", strerror(-ret));
+	CHECK(env_slot_freed(env, env_socket_cookie(fd)), "a refused connect kept its slot");
+	close(fd);
+
+	/* failed before TCP_CONNECT_CB (no route in the case's namespace: nothing is sent): an unconfirmed
+	 * claim, which connecting elsewhere gives back */
+	struct workload_spec far = { .uid = "w/far", .addresses = { "192.0.2.1" }, .services = { { "ns/web" } } };
+	struct response r;
+
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &far, "v1");
+	response_remove(&r, "w/a");
+	env_apply(env, &r);
+	listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+	int failed[2];
+	for (int i = 0; i < 2; i++) {
+		failed[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		ret = connect_fd(failed[i], "127.10.0.1", 80);
+		CHECK(ret == -ENETUNREACH, "a backend without a route: %s", strerror(-ret));
+		cookie = env_socket_cookie(failed[i]);
+		slot = env_slot_of(env, cookie);
+		CHECK(slot.cookie == cookie && slot.unconfirmed_since, "the failed connect left no unconfirmed claim");
+	}
+	ret = connect_fd(failed[0], "127.0.1.1", 8080);
+	CHECK(ret == 0, "connect elsewhere: %s", strerror(-ret));
+	CHECK(!env_holds_slot(env, failed[0]), "connecting elsewhere kept the slot");
+	/* and connecting the VIP again with telemetry off, through socket storage */
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_remove(&r, "w/far");
+	env_apply(env, &r);
+	web_one_backend(env);
+	env_config(env, telemetry_off);
+	through_the_vip(failed[1], listener);
+	CHECK(!env_holds_slot(env, failed[1]) && has_sock_state(env, failed[1]),
+	      "connecting through storage kept the earlier slot");
+	close(failed[0]);
+	close(failed[1]);
+	close(listener);
+}
+
+/* Another socket's slot, held as each row says: confirmed, just claimed, or left unconfirmed long ago. */
+static void slot_held_by_another(struct env *env, const void *arg)
+{
+	(void)arg;
+	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+	const struct {
+		const char *what;
+		uint64_t unconfirmed_for_s; /* 0: confirmed */
+		bool taken;
+	} holders[] = {
+		{ "a confirmed holder", 0, false },
+		{ "a holder that claimed it a second ago", 1, false },
+		{ "a holder unconfirmed for longer than the stale time", SM_ORIG_SLOT_STALE_S + 2, true },
+	};
+
+	web_one_backend(env);
+	env_config(env, telemetry_on);
+	for (size_t i = 0; i < TEST_ARRAY_SIZE(holders); i++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		uint64_t cookie = env_socket_cookie(fd), now = coarse_now_ns();
+		struct sm_orig_slot other = { .cookie = cookie + SM_ORIG_SLOTS }; /* same slot, not this socket */
+
+		CHECK(now > (SM_ORIG_SLOT_STALE_S + 2) * 1000000000ULL, "the machine booted seconds ago");
+		if (holders[i].unconfirmed_for_s)
+			other.unconfirmed_since = now - holders[i].unconfirmed_for_s * 1000000000ULL;
+		set_slot(env, cookie, &other);
+		through_the_vip(fd, listener);
+		struct sm_orig_slot slot = env_slot_of(env, cookie);
+		if (holders[i].taken) {
+			CHECK(slot.cookie == cookie && !slot.unconfirmed_since, "%s: its slot was not taken over",
+			      holders[i].what);
+			CHECK(!has_sock_state(env, fd), "%s: a socket storage was made too", holders[i].what);
+		} else {
+			CHECK(slot.cookie == other.cookie && slot.unconfirmed_since == other.unconfirmed_since,
+			      "%s: its slot was taken", holders[i].what);
+			CHECK(has_sock_state(env, fd), "%s: the original destination went nowhere", holders[i].what);
+		}
+		close(fd);
+		if (holders[i].taken)
+			CHECK(env_slot_freed(env, cookie), "%s: the slot taken over was not freed", holders[i].what);
+		else
+			CHECK(env_slot_of(env, cookie).cookie == other.cookie, "%s: its close freed the other's slot",
+			      holders[i].what);
+		memset(&other, 0, sizeof(other));
+		set_slot(env, cookie, &other);
+	}
+	close(listener);
+}
+
 /* ---- acceleration ---- */
 
 static size_t sockhash_size(struct env *env)
@@ -783,6 +964,8 @@ static const struct case_row {
 	{ "DNS goes to the proxy, and comes back from the server asked", dns_to_the_proxy },
 	{ "only enrolled network namespaces are steered", enrollment },
 	{ "connected UDP to a VIP, then elsewhere", connected_udp },
+	{ "a followed translated socket's slot, through its connects", slot_through_connects },
+	{ "a slot another socket holds is taken over only when left stale", slot_held_by_another },
 	{ "same-node acceleration on and off", acceleration_on_and_off },
 	{ "only sockets with a local peer enter the sockhash", only_local_peers_enter },
 	{ "a local waypoint gets its TLV and acceleration", accelerated_waypoint },

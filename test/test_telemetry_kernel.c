@@ -199,8 +199,8 @@ static const struct bytes_row bytes_rows[] = {
 	  "::ffff:127.0.0.1", 9000, 0, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS, SM_CONN_ACCELERATED | SM_CONN_BOTH_ENDS },
 };
 
-/* Whether the kernel follows the socket fd (it has sm_conn_stats). */
-static bool followed_socket(struct env *env, int fd)
+/* Whether the socket fd has sm_conn_stats in socket storage. */
+static bool stats_in_storage(struct env *env, int fd)
 {
 	struct sm_conn_stats st;
 	int map = env_pinned_map(env, "sm_conn_stats"); /* entries by the socket's fd */
@@ -208,6 +208,12 @@ static bool followed_socket(struct env *env, int fd)
 	close(map);
 	CHECK(ret == 0 || ret == -ENOENT, "looking socket %d up in sm_conn_stats: %s", fd, strerror(-ret));
 	return ret == 0;
+}
+
+/* Whether the kernel follows the socket fd: its sm_conn_stats in socket storage or in its slot. */
+static bool followed_socket(struct env *env, int fd)
+{
+	return stats_in_storage(env, fd) || env_holds_slot(env, fd);
 }
 
 static void exact_bytes(struct env *env, const void *arg)
@@ -244,6 +250,12 @@ static void exact_bytes(struct env *env, const void *arg)
 	CHECK(followed_socket(env, fd) && followed_socket(env, server) == !both_ends,
 	      "followed: client %d, server %d (want 1, %d)", followed_socket(env, fd), followed_socket(env, server),
 	      !both_ends);
+	/* a client translated to a backend keeps its stats and original destination in a slot, no storage */
+	bool in_slot = (row->client_flags & SM_CONN_TRANSLATED) && !(row->client_flags & SM_CONN_WAYPOINT);
+	uint64_t cookie = env_socket_cookie(fd);
+	CHECK(env_holds_slot(env, fd) == in_slot && stats_in_storage(env, fd) == !in_slot,
+	      "the client's stats: in a slot %d, in storage %d (want %d, %d)", env_holds_slot(env, fd),
+	      stats_in_storage(env, fd), in_slot, !in_slot);
 	close(fd);
 	char end;
 	struct pollfd pfd = { .fd = server, .events = POLLIN };
@@ -253,6 +265,7 @@ static void exact_bytes(struct env *env, const void *arg)
 
 	CHECK(poll_until(ring, &events, 3000, both_closed, &port), "no CLOSED event of both ends (%zu events)",
 	      events.n);
+	CHECK(!in_slot || env_slot_freed(env, cookie), "the client's slot was still held after its close");
 	const struct sm_conn_event *client = find(&events, SM_CONN_CLOSED, SM_CONN_OUTBOUND, port);
 	const struct sm_conn_event *srv = find(&events, SM_CONN_CLOSED, SM_CONN_INBOUND, port);
 	CHECK(client->bytes_sent == N_SENT && client->bytes_received == M_BACK,

@@ -569,6 +569,16 @@ static __always_inline void release_slot(struct sm_orig_slot *slot, __u64 cookie
 	__sync_val_compare_and_swap(&slot->cookie, cookie, 0);
 }
 
+/* A TCP socket connecting without a slot gives back the one an earlier connect of it claimed. */
+static __always_inline void release_held_slot(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = ctx->protocol == IPPROTO_TCP ? known_cookie(ctx->sk) : 0;
+	struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
+
+	if (slot)
+		release_slot(slot, cookie);
+}
+
 /* What a socket remembers of its connect: its slot's when it holds one, else its socket storage's. */
 static __always_inline struct sm_sock_state *orig_state(void *sk, __u64 cookie)
 {
@@ -587,16 +597,12 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct sm_
 {
 	struct sm_sock_state *state = NULL;
 
-	if (ctx->protocol == IPPROTO_TCP) {
-		__u64 cookie = known_cookie(ctx->sk);
-		struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
+	if (ctx->protocol == IPPROTO_TCP && telemetry_on(cfg) && !(flags & SM_SOCK_TLV_PENDING)) {
+		struct sm_orig_slot *slot = claim_slot(bpf_get_socket_cookie(ctx));
 
-		if (telemetry_on(cfg) && !(flags & SM_SOCK_TLV_PENDING)) {
-			slot = claim_slot(bpf_get_socket_cookie(ctx));
-			state = slot ? &slot->state : NULL;
-		} else if (slot) {
-			release_slot(slot, cookie); /* from an earlier connect */
-		}
+		state = slot ? &slot->state : NULL;
+	} else {
+		release_held_slot(ctx); /* from an earlier connect of this socket */
 	}
 	if (!state)
 		state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -615,13 +621,7 @@ static __always_inline void forget(struct bpf_sock_addr *ctx)
 {
 	struct sm_sock_state *state;
 
-	if (ctx->protocol == IPPROTO_TCP) {
-		__u64 cookie = known_cookie(ctx->sk);
-		struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
-
-		if (slot)
-			release_slot(slot, cookie);
-	}
+	release_held_slot(ctx);
 	state = bpf_sk_storage_get(&sm_sock_state, ctx->sk, 0, 0);
 	if (state)
 		state->flags = 0;
@@ -913,17 +913,6 @@ static __always_inline void enter_sockhash(struct bpf_sock_ops *ops, struct bpf_
 		count(SM_COUNTER_ERRORS);
 }
 
-/* The state callback saw the socket close: its slot, if it holds one, goes back. */
-static __always_inline void close_slot(struct bpf_sock_ops *ops)
-{
-	struct bpf_sock *sk = ops->sk;
-	__u64 cookie = sk ? known_cookie(sk) : 0;
-	struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
-
-	if (slot)
-		release_slot(slot, cookie);
-}
-
 SEC("sockops")
 int sm_sockops(struct bpf_sock_ops *ops)
 {
@@ -934,10 +923,7 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	__u64 netns;
 
 	if (op == BPF_SOCK_OPS_STATE_CB) {
-		/* asked for by the sockets that telemetry follows: their close, after which a slot goes back */
-		conn_progress(ops);
-		if (ops->args[1] == BPF_TCP_CLOSE)
-			close_slot(ops);
+		conn_progress(ops); /* only sockets that telemetry follows asked for it */
 		return 1;
 	}
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&

@@ -6,10 +6,11 @@
  *
  * A connection is followed when sm_conn_stats exists for its socket: made at TCP_CONNECT_CB (outbound)
  * or PASSIVE_ESTABLISHED_CB (inbound) while the knob is on, in socket storage or, for a connection that
- * connect4 translated to a backend, in the slot that holds its original destination (sm_orig_slots). Everything after reads the socket through
- * its BTF (bpf_skc_to_tcp_sock), the same from sockops, sk_msg and the flush iterator.
+ * connect4 translated to a backend, in the slot that holds its original destination (sm_orig_slots),
+ * which its close gives back. Everything after reads the socket through its BTF (bpf_skc_to_tcp_sock),
+ * the same from sockops, sk_msg and the flush iterator.
  *
- * What a connection costs is the point: one socket storage, the state callback (no RTT callback, no
+ * What a connection costs is the point: one socket storage (none in a slot), the state callback (no RTT callback, no
  * event at its start) and one event at its end. A connection still open after SM_CONN_REPORT_NS is
  * reported by sm_conn_flush, an iter/tcp program the agent runs in each enrolled namespace every few
  * seconds: the first report counts it opened, and bytes move within seconds even when it went idle
@@ -239,7 +240,10 @@ static __always_inline void conn_start(struct bpf_sock_ops *ops, struct bpf_sock
 	st->start_ns = bpf_ktime_get_ns();
 	st->reported_ns = st->start_ns; /* sm_conn_flush reports it once it is SM_CONN_REPORT_NS old */
 	st->direction = direction;
-	state = direction == SM_CONN_OUTBOUND ? orig_state(sk, cookie) : NULL;
+	if (slot)
+		state = &slot->state;
+	else
+		state = direction == SM_CONN_OUTBOUND ? bpf_sk_storage_get(&sm_sock_state, sk, 0, 0) : NULL;
 	if (state && (state->flags & SM_SOCK_REDIRECTED))
 		st->flags |= SM_CONN_TRANSLATED;
 	if (state && (state->flags & SM_SOCK_TLV_PENDING))
@@ -281,21 +285,29 @@ static __always_inline void conn_forget_received(struct bpf_sock_ops *ops)
 static __always_inline void conn_progress(struct bpf_sock_ops *ops)
 {
 	struct bpf_sock *sk = ops->sk;
+	struct sm_orig_slot *slot;
 	struct sm_conn_stats *st;
 	struct tcp_sock *tp;
+	__u64 cookie;
 
 	if (ops->args[1] != BPF_TCP_CLOSE || !sk)
 		return;
 	tp = bpf_skc_to_tcp_sock(sk);
-	st = tp ? conn_stats(tp, tp_cookie(tp)) : NULL;
+	if (!tp)
+		return;
+	cookie = tp_cookie(tp);
+	st = conn_stats(tp, cookie);
 	if (!st)
 		return;
 	if (ops->args[0] == BPF_TCP_SYN_SENT) {
 		conn_emit(tp, st, SM_CONN_FAILED, conn_failure(tp));
-		return;
+	} else {
+		conn_emit(tp, st, SM_CONN_CLOSED, SM_CONN_FAIL_NONE);
+		conn_forget_received(ops);
 	}
-	conn_emit(tp, st, SM_CONN_CLOSED, SM_CONN_FAIL_NONE);
-	conn_forget_received(ops);
+	slot = held_slot(cookie); /* done with it once its last event is out */
+	if (slot)
+		release_slot(slot, cookie);
 }
 
 /* sk_msg pushed the waypoint TLV: TCP will count it, the application did not send it. */

@@ -150,10 +150,11 @@ struct bytes_row {
 	uint8_t server_flags;
 };
 
-static void web_service_waypoint(struct env *env)
+/* The service web (VIP 127.10.0.1:80) with one workload, 127.0.1.1:8080, and the waypoint given, if any. */
+static void apply_web(struct env *env, const char *waypoint_ip)
 {
 	struct service_spec svc = { .namespace = "ns", .hostname = "web", .vips = { "127.10.0.1" },
-				    .ports = { { 80, 8080 } }, .waypoint_ip = "127.0.7.7" };
+				    .ports = { { 80, 8080 } }, .waypoint_ip = waypoint_ip };
 	struct workload_spec w = { .uid = "w/a", .addresses = { "127.0.1.1" }, .services = { { "ns/web" } } };
 	struct response r;
 
@@ -163,18 +164,15 @@ static void web_service_waypoint(struct env *env)
 	env_apply(env, &r);
 }
 
-/* The same service without a waypoint: a connection translated to its backend, named by the VIP asked for. */
+static void web_service_waypoint(struct env *env)
+{
+	apply_web(env, "127.0.7.7");
+}
+
+/* Without a waypoint: a connection translated to its backend, named by the VIP asked for. */
 static void web_service(struct env *env)
 {
-	struct service_spec svc = { .namespace = "ns", .hostname = "web", .vips = { "127.10.0.1" },
-				    .ports = { { 80, 8080 } } };
-	struct workload_spec w = { .uid = "w/a", .addresses = { "127.0.1.1" }, .services = { { "ns/web" } } };
-	struct response r;
-
-	response_init(&r, SM_TYPE_URL_ADDRESS);
-	response_add_service(&r, &svc, "v1");
-	response_add_workload(&r, &w, "v1");
-	env_apply(env, &r);
+	apply_web(env, NULL);
 }
 
 static const struct bytes_row bytes_rows[] = {

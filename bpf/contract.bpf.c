@@ -28,6 +28,7 @@ enum sm_contract_defines {
 	SM_DEFINE(SM_DNS_PORT),
 	SM_DEFINE(SM_ORIG_SLOTS),
 	SM_DEFINE(SM_ORIG_SLOT_STALE_S),
+	SM_DEFINE(SM_TLV_PORT_WORDS),
 	SM_DEFINE(SM_TLV_TYPE_ORIG_DST),
 	SM_DEFINE(SM_TLV_TYPE_END),
 	SM_DEFINE(SM_TLV_TYPE_OFF),
@@ -81,6 +82,7 @@ struct sm_contract {
 	struct sm_meta meta;
 	struct sm_sock_state sock_state;
 	struct sm_orig_slot orig_slot;
+	struct sm_port_bits port_bits;
 	struct sm_sock_key sock_key;
 	enum sm_authz_action authz_action;
 	enum sm_authz_reason authz_reason;

@@ -137,6 +137,14 @@ struct {
 	__uint(pinning, SM_MAP_PINNING);
 } sm_orig_slots SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sm_port_bits);
+	__uint(pinning, SM_MAP_PINNING);
+} sm_tlv_ports SEC(".maps");
+
 /* L4 authorization (bpf/sockmesh.h): the tables of at most two generations, their counters and events. */
 
 struct {
@@ -240,6 +248,11 @@ static __always_inline const struct sm_config *knobs(void)
 static __always_inline bool telemetry_on(const struct sm_config *cfg)
 {
 	return cfg && (cfg->flags & SM_CONFIG_TELEMETRY);
+}
+
+static __always_inline bool accelerate_on(const struct sm_config *cfg)
+{
+	return cfg && (cfg->flags & SM_CONFIG_ACCELERATE);
 }
 
 static __always_inline bool netns_enrolled(const struct sm_config *cfg, __u64 netns_cookie)
@@ -579,6 +592,24 @@ static __always_inline void release_held_slot(struct bpf_sock_addr *ctx)
 		release_slot(slot, cookie);
 }
 
+/* The word of sm_tlv_ports that holds a port's (host order) bit, and that bit. */
+static __always_inline __u32 *tlv_port_word(__u16 port, __u32 *bit)
+{
+	struct sm_port_bits *ports = bpf_map_lookup_elem(&sm_tlv_ports, &(__u32){ 0 });
+
+	*bit = 1u << (port & 31);
+	return ports ? &ports->words[(port >> 5) & (SM_TLV_PORT_WORDS - 1)] : NULL;
+}
+
+/* Before a socket sent to a waypoint can reach sockops: its port is one that a TLV is owed to. */
+static __always_inline void mark_tlv_port(__be16 port)
+{
+	__u32 bit, *word = tlv_port_word(bpf_ntohs(port), &bit);
+
+	if (word && !(*word & bit)) /* written once a port: the line stays shared between CPUs */
+		__sync_fetch_and_or(word, bit);
+}
+
 /* What a socket remembers of its connect: its slot's when it holds one, else its socket storage's. */
 static __always_inline struct sm_sock_state *orig_state(void *sk, __u64 cookie)
 {
@@ -667,6 +698,7 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, struct dest *dst, bo
 		remember(ctx, cfg, &orig, 0);
 		return 1;
 	case SM_COUNTER_VIA_WAYPOINT:
+		mark_tlv_port(dst->port);
 		remember(ctx, cfg, &orig, SM_SOCK_TLV_PENDING);
 		return 1;
 	case SM_COUNTER_WAYPOINT_UNRESOLVED:
@@ -882,6 +914,18 @@ static __always_inline void peer_key_from_msg(struct sm_sock_key *key, struct sk
 	finish_key(key, msg);
 }
 
+/* Whether a socket at this callback may owe its first message a TLV: only a connecting one, to a port that
+ * connect4/6 sent a waypoint's TLV to (its storage says whether it does; looking that up costs more). */
+static __always_inline bool may_owe_tlv(struct bpf_sock_ops *ops, __u32 op)
+{
+	__u32 bit, *word;
+
+	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		return false;
+	word = tlv_port_word(remote_port(ops->remote_port), &bit);
+	return word && (*word & bit);
+}
+
 static __always_inline bool peer_is_local(const __u8 remote[16])
 {
 	return is_loopback((const __u32 *)remote) || bpf_map_lookup_elem(&sm_local_addrs, remote);
@@ -898,9 +942,11 @@ static __always_inline void enter_sockhash(struct bpf_sock_ops *ops, struct bpf_
 					   struct sm_sock_key *key)
 {
 	struct sm_sock_state *state;
-	bool accelerate = cfg && (cfg->flags & SM_CONFIG_ACCELERATE) && peer_is_local(key->remote_addr);
+	bool accelerate = accelerate_on(cfg) && peer_is_local(key->remote_addr);
 
 	if (!accelerate) {
+		if (!may_owe_tlv(ops, ops->op))
+			return;
 		state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
 		if (!state || !(state->flags & SM_SOCK_TLV_PENDING))
 			return;
@@ -929,13 +975,17 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
 	    op != BPF_SOCK_OPS_TCP_CONNECT_CB)
 		return 1;
+	cfg = knobs();
+	/* with both knobs off, any socket but one that may owe a TLV returns before reading anything of its
+	 * own: 0.1 µs less a connection (docs/benchmarks.md, "Sockops that return at once") */
+	if (!telemetry_on(cfg) && !accelerate_on(cfg) && !may_owe_tlv(ops, op))
+		return 1;
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB && !telemetry_on(cfg))
+		return 1;
 	if (ops->family != AF_INET && ops->family != AF_INET6)
 		return 1;
 	sk = ops->sk;
 	if (!sk)
-		return 1;
-	cfg = knobs();
-	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB && !telemetry_on(cfg))
 		return 1;
 	netns = bpf_get_netns_cookie(ops); /* once: whether it is enrolled, and telemetry's count of what it started */
 	if (!netns_enrolled(cfg, netns))
@@ -955,7 +1005,7 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	enter_sockhash(ops, sk, cfg, &key);
 	/* with the knob on, a local peer made it accelerated (its entry is made there) and any other needs none:
 	 * only with it off does a connecting end look its peer up among the local workloads */
-	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && telemetry_on(cfg) && !(cfg->flags & SM_CONFIG_ACCELERATE))
+	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && telemetry_on(cfg) && !accelerate_on(cfg))
 		conn_established_unaccelerated(ops, sk, &key);
 	return 1;
 }
@@ -1025,7 +1075,7 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	if (state && (state->flags & SM_SOCK_TLV_ONLY))
 		return SK_PASS; /* its peer is not local: no redirect to try */
 	cfg = knobs();
-	if (!cfg || !(cfg->flags & SM_CONFIG_ACCELERATE))
+	if (!accelerate_on(cfg))
 		return SK_PASS;
 
 	/* the peer is in the sockhash only when it is local and accelerated; else the message goes out */

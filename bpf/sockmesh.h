@@ -26,8 +26,9 @@
  * followed connections each namespace started, so that the agent flushes only namespaces with some), and
  * an open connection reported only when its bytes moved (sm_conn_stats.reported_sent, reported_received);
  * SM_CONN_REPORT_NS 1 s (was 2 s), under the agent's flush interval. 7: sm_orig_slots (a followed translated
- * TCP socket's original destination and stats in a slot found by its cookie, not in socket storage). */
-#define SM_LAYOUT_VERSION 7
+ * TCP socket's original destination and stats in a slot found by its cookie, not in socket storage). 8:
+ * sm_tlv_ports (the ports a connect sent to a waypoint owing a TLV: sockops looks for a TLV only on those). */
+#define SM_LAYOUT_VERSION 8
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
@@ -487,6 +488,20 @@ struct sm_orig_slot {
 	struct sm_conn_stats stats;
 };
 _Static_assert(sizeof(struct sm_orig_slot) == 96, "sm_orig_slot layout");
+
+/*
+ * sm_tlv_ports (array of one entry): one bit per TCP port, set by connect4/6 the first time it sends a
+ * socket to a waypoint on that port owing the TLV (bit port & 31 of words[port / 32], ports in host order).
+ * sockops looks up a connecting socket's storage for a TLV only when its remote port's bit is set: with
+ * both knobs off every other socket returns before reading anything of its own (docs/benchmarks.md,
+ * "Sockops that return at once"). A bit is never cleared: a port that no waypoint serves any more costs its
+ * sockets that one lookup, nothing else.
+ */
+#define SM_TLV_PORT_WORDS (65536 / 32)
+struct sm_port_bits {
+	__u32 words[SM_TLV_PORT_WORDS];
+};
+_Static_assert(sizeof(struct sm_port_bits) == 8192, "sm_port_bits layout");
 
 /* sm_conn_events (ring buffer): one record per event. Addresses as everywhere (16 bytes, IPv4 mapped). */
 struct sm_conn_event {

@@ -48,6 +48,7 @@ static const char *const dp_map_names[SM_DP_MAP_COUNT] = {
 	[SM_DP_MAP_CONN_RECEIVED] = "sm_conn_received",
 	[SM_DP_MAP_CONN_STARTED] = "sm_conn_started",
 	[SM_DP_MAP_ORIG_SLOTS] = "sm_orig_slots",
+	[SM_DP_MAP_TLV_PORTS] = "sm_tlv_ports",
 };
 
 const char *sm_dp_map_name(int map)

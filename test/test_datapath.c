@@ -348,6 +348,60 @@ static void tlv_exactly_once(struct env *env, const void *arg)
 	close(listener);
 }
 
+/* Whether connect4/6 marked a port (host order) as one a TLV was owed to (sm_tlv_ports). */
+static bool tlv_port_marked(struct env *env, uint16_t port)
+{
+	struct sm_port_bits ports;
+	int map = env_pinned_map(env, "sm_tlv_ports");
+
+	CHECK(bpf_map_lookup_elem(map, &(__u32){ 0 }, &ports) == 0, "reading sm_tlv_ports: %s", strerror(errno));
+	close(map);
+	return ports.words[port / 32] & (1u << (port % 32));
+}
+
+/* One connection to the waypoint's own address (nothing to translate): what its listener reads first. */
+static void direct_to_waypoint_gets_no_tlv(int listener, const char *when)
+{
+	uint8_t got[5];
+	int fd = connect_to(AF_INET, "127.0.7.7", 15008);
+
+	CHECK(fd >= 0, "connect to the waypoint %s: %s", when, strerror(-fd));
+	write_all(fd, "hello", 5);
+	int server = accept_within(listener, 2000);
+	CHECK(server >= 0, "no connection at the waypoint %s", when);
+	read_exactly(server, got, sizeof(got));
+	CHECK(memcmp(got, "hello", 5) == 0, "a socket that owes no TLV got one %s", when);
+	close(server);
+	close(fd);
+}
+
+/* sockops looks for a TLV only on a port connect4 sent one to; there, only a socket that owes one gets it. */
+static void tlv_port_marks(struct env *env, const void *arg)
+{
+	(void)arg;
+	int listener = listen_on(SOCK_STREAM, "127.0.7.7", 15008);
+	uint8_t got[sizeof(tlv_web_v4)];
+
+	web_service_waypoint(env);
+	CHECK(!tlv_port_marked(env, 15008), "the waypoint's port is marked before any connect");
+	direct_to_waypoint_gets_no_tlv(listener, "before its port is marked");
+
+	int fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd >= 0, "connect to the VIP: %s", strerror(-fd));
+	CHECK(tlv_port_marked(env, 15008), "the waypoint's port is not marked after a connect owing a TLV");
+	CHECK(!tlv_port_marked(env, 80) && !tlv_port_marked(env, 8080), "a port no TLV is owed to is marked");
+	write_all(fd, "x", 1);
+	int server = accept_within(listener, 2000);
+	CHECK(server >= 0, "no connection at the waypoint through the VIP");
+	read_exactly(server, got, sizeof(got));
+	CHECK(memcmp(got, tlv_web_v4, sizeof(tlv_web_v4)) == 0, "the TLV is not first");
+	close(server);
+	close(fd);
+
+	direct_to_waypoint_gets_no_tlv(listener, "once its port is marked");
+	close(listener);
+}
+
 static void set_dns(struct sm_config *config)
 {
 	config->flags |= SM_CONFIG_DNS4;
@@ -961,6 +1015,7 @@ static const struct case_row {
 	{ "random spreads by weight over 1,000 connects", weighted_random_spread },
 	{ "unhealthy endpoints are excluded", unhealthy_excluded },
 	{ "the TLV comes once over several sends", tlv_exactly_once },
+	{ "sockops looks for a TLV only on a port one was owed to", tlv_port_marks },
 	{ "DNS goes to the proxy, and comes back from the server asked", dns_to_the_proxy },
 	{ "only enrolled network namespaces are steered", enrollment },
 	{ "connected UDP to a VIP, then elsewhere", connected_udp },

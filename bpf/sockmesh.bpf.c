@@ -631,6 +631,8 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct sm_
 	if (ctx->protocol == IPPROTO_TCP && telemetry_on(cfg) && !(flags & SM_SOCK_TLV_PENDING)) {
 		struct sm_orig_slot *slot = claim_slot(bpf_get_socket_cookie(ctx));
 
+		if (!slot)
+			count(SM_COUNTER_ORIG_SLOT_TAKEN); /* so that a node short of slots shows it */
 		state = slot ? &slot->state : NULL;
 	} else {
 		release_held_slot(ctx); /* from an earlier connect of this socket */

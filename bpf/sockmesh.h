@@ -27,8 +27,9 @@
  * an open connection reported only when its bytes moved (sm_conn_stats.reported_sent, reported_received);
  * SM_CONN_REPORT_NS 1 s (was 2 s), under the agent's flush interval. 7: sm_orig_slots (a followed translated
  * TCP socket's original destination and stats in a slot found by its cookie, not in socket storage). 8:
- * sm_tlv_ports (the ports a connect sent to a waypoint owing a TLV: sockops looks for a TLV only on those). */
-#define SM_LAYOUT_VERSION 8
+ * sm_tlv_ports (the ports a connect sent to a waypoint owing a TLV: sockops looks for a TLV only on those).
+ * 9: SM_COUNTER_ORIG_SLOT_TAKEN (a followed translated connect that found its slot taken). */
+#define SM_LAYOUT_VERSION 9
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
@@ -164,6 +165,7 @@ enum sm_counter {
 	SM_COUNTER_AUTHZ_CLOSED,	/* an established connection closed because a change now denies it */
 	SM_COUNTER_AUTHZ_EVENTS_LOST,	/* authorization events the ring buffer had no room for */
 	SM_COUNTER_CONN_EVENTS_LOST,	/* connection events (telemetry) the ring buffer had no room for */
+	SM_COUNTER_ORIG_SLOT_TAKEN,	/* a followed translated connect whose sm_orig_slots slot another socket held */
 	SM_COUNTER_MAX,
 };
 

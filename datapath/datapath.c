@@ -1048,6 +1048,7 @@ const char *sm_counter_name(enum sm_counter counter)
 		[SM_COUNTER_AUTHZ_CLOSED] = "authz_closed",
 		[SM_COUNTER_AUTHZ_EVENTS_LOST] = "authz_events_lost",
 		[SM_COUNTER_CONN_EVENTS_LOST] = "conn_events_lost",
+		[SM_COUNTER_ORIG_SLOT_TAKEN] = "orig_slot_taken",
 	};
 	return counter < SM_COUNTER_MAX ? names[counter] : "unknown";
 }

@@ -652,8 +652,12 @@ static void slot_held_by_another(struct env *env, const void *arg)
 		if (holders[i].unconfirmed_for_s)
 			other.unconfirmed_since = now - holders[i].unconfirmed_for_s * 1000000000ULL;
 		set_slot(env, cookie, &other);
+		uint64_t taken_before = env_counter(env, SM_COUNTER_ORIG_SLOT_TAKEN);
 		through_the_vip(fd, listener);
 		struct sm_orig_slot slot = env_slot_of(env, cookie);
+		CHECK(env_counter(env, SM_COUNTER_ORIG_SLOT_TAKEN) - taken_before == !holders[i].taken,
+		      "%s: orig_slot_taken moved by %llu", holders[i].what,
+		      (unsigned long long)(env_counter(env, SM_COUNTER_ORIG_SLOT_TAKEN) - taken_before));
 		if (holders[i].taken) {
 			CHECK(slot.cookie == cookie && !slot.unconfirmed_since, "%s: its slot was not taken over",
 			      holders[i].what);

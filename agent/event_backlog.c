@@ -24,7 +24,7 @@ static void release(struct event_backlog *b)
 
 void event_backlog_free(struct event_backlog *b)
 {
-	if (b->n)
+	if (b->n && !b->held)
 		model_gate_wait_end(b->gate);
 	b->n = 0;
 	release(b);
@@ -65,7 +65,7 @@ static int push(struct event_backlog *b, const void *event, const struct timespe
 		return -ENOSPC;
 	if (b->n == b->cap && (err = grow(b)))
 		return err;
-	if (!b->n)
+	if (!b->n && !b->held)
 		model_gate_wait_begin(b->gate); /* until the last one is handled */
 	at = slot(b, b->n++);
 	memcpy(at, read_at, sizeof(*read_at));
@@ -94,10 +94,24 @@ static void pop(struct event_backlog *b)
 		release(b);
 }
 
+void event_backlog_hold(struct event_backlog *b)
+{
+	if (!b->held && b->n)
+		model_gate_wait_end(b->gate);
+	b->held = true;
+}
+
+void event_backlog_release(struct event_backlog *b)
+{
+	if (b->held && b->n)
+		model_gate_wait_begin(b->gate); /* until the last one is handled, as if each had waited for it */
+	b->held = false;
+}
+
 void event_backlog_offer(struct event_backlog *b, const void *event, const struct timespec *read_at,
 			 event_backlog_fn fn, void *ctx)
 {
-	if (!b->n && model_gate_trylock(b->gate)) {
+	if (!b->n && !b->held && model_gate_trylock(b->gate)) {
 		fn(ctx, event, read_at);
 		model_gate_unlock(b->gate);
 		return;
@@ -112,7 +126,7 @@ void event_backlog_drain(struct event_backlog *b, bool wait, size_t chunk, event
 	struct timespec read_at;
 	const void *event;
 
-	while (b->n) {
+	while (b->n && !b->held) {
 		if (wait)
 			model_gate_lock(b->gate);
 		else if (!model_gate_trylock(b->gate))

@@ -226,16 +226,39 @@ static void flush(struct agent_telemetry *t, uint64_t *next)
 	t->flush_swept = swept >= 0;
 }
 
+/*
+ * Until the model holds every workload and service, events are read but held in the backlog: named before,
+ * their workloads would all be unknown; left in the ring, a late first response would let it fill (7,710
+ * events) and the kernel drop the rest. Whether the model got there (else the agent stops, or the ring
+ * cannot be read).
+ */
+static bool hold_until_synced(struct agent_telemetry *t)
+{
+	while (!atomic_load(&t->stop) && !atomic_load(&t->model_synced)) {
+		int ret = sm_conn_events_poll(t->events, 50);
+		if (ret < 0 && ret != -EINTR) {
+			log_msg(LOG_WARN, "telemetry: reading the connection events: %s", strerror(-ret));
+			return false;
+		}
+	}
+	if (!atomic_load(&t->model_synced)) {
+		if (t->backlog.n)
+			log_msg(LOG_WARN, "telemetry: %zu connection events read before the first Address response "
+					  "go unreported: the agent stops before it", t->backlog.n);
+		return false;
+	}
+	event_backlog_release(&t->backlog);
+	return true;
+}
+
 static void *events_main(void *arg)
 {
 	struct agent_telemetry *t = arg;
 	time_t next_evict = time(NULL) + EVICT_SECONDS;
 	uint64_t next_flush = 0;
 
-	/* Events wait in the ring buffer (those of connections that ended while no agent ran among them) until
-	 * the model holds every workload and service: read before, their workloads would all be unknown. */
-	while (!atomic_load(&t->stop) && !atomic_load(&t->model_synced))
-		usleep(50 * 1000);
+	if (!hold_until_synced(t))
+		return NULL;
 	while (!atomic_load(&t->stop)) {
 		int ret = sm_conn_events_poll(t->events, t->backlog.n ? BACKLOG_POLL_MS : 200);
 		if (ret < 0 && ret != -EINTR) {
@@ -258,6 +281,7 @@ int agent_telemetry_start(struct agent_telemetry *t, struct sm_datapath *dp, con
 
 	t->model_gate = model_gate;
 	event_backlog_init(&t->backlog, model_gate, sizeof(struct sm_conn_event), BACKLOG_EVENTS);
+	event_backlog_hold(&t->backlog); /* until the model is synced (events_main) */
 	t->dp = dp;
 	sm_netns_cookie_here(&t->own_netns_cookie); /* 0 if it fails: the own namespace is then opened like others */
 	ret = sm_datapath_conn_events_open(dp, on_conn_event, t, &t->events);

@@ -198,38 +198,77 @@ static bool closed_reach(struct agent_telemetry *t, unsigned long long want)
 	return istio_sum(t, "istio_tcp_connections_closed_total") == want;
 }
 
+/* Until the backlog has been offered want events, for at most 5 s. */
+static void wait_offered(struct agent_telemetry *t, unsigned long long want)
+{
+	for (int ms = 0; admin_value(t, "sockmesh_telemetry_events_waited_total") < want && ms < 5000; ms++)
+		usleep(1000);
+}
+
+/* Each test's ring, an empty model and its gate. */
+struct fixture {
+	struct sm_model *model;
+	struct model_gate gate;
+};
+
+static int fixture_up(void **state)
+{
+	struct sm_model_options options = { .node_name = "node-a" };
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	ring.events = calloc(RING_EVENTS, sizeof(*ring.events));
+	if (!f || !ring.events || sm_model_new(&options, &f->model))
+		return -1;
+	f->gate = (struct model_gate)MODEL_GATE_INITIALIZER;
+	*state = f;
+	return 0;
+}
+
+static int fixture_down(void **state)
+{
+	struct fixture *f = *state;
+
+	sm_model_free(f->model);
+	free(f);
+	free(ring.events);
+	return 0;
+}
+
+/* The events thread started on the fixture's model (not synced yet). */
+static struct agent_telemetry *telemetry_started(struct fixture *f)
+{
+	struct agent_telemetry *t;
+	char err[256];
+
+	assert_int_equal(agent_telemetry_new(false, SM_TEL_LOG_PLAIN, &t, err, sizeof(err)), 0);
+	assert_int_equal(agent_telemetry_start(t, NULL, f->model, &f->gate, err, sizeof(err)), 0);
+	return t;
+}
+
 /* While an apply holds the model for as long as 3.5 ring buffers of connections take to end, the ring keeps
  * draining; once it is free, every connection is counted, in order, none dropped. Beyond the backlog's room
  * (65,536 events), the rest are dropped and counted. A split lets the backlog in between two runs. */
 static void events_wait_while_the_model_is_busy(void **state)
 {
-	struct sm_model_options options = { .node_name = "node-a" };
-	struct sm_model *model;
-	struct model_gate gate = MODEL_GATE_INITIALIZER;
-	struct agent_telemetry *t;
-	char err[256];
+	struct fixture *f = *state;
+	struct model_gate *gate = &f->gate;
+	struct agent_telemetry *t = telemetry_started(f);
 
-	(void)state;
-	ring.events = calloc(RING_EVENTS, sizeof(*ring.events));
-	assert_non_null(ring.events);
-	assert_int_equal(sm_model_new(&options, &model), 0);
-	assert_int_equal(agent_telemetry_new(false, SM_TEL_LOG_PLAIN, &t, err, sizeof(err)), 0);
-	assert_int_equal(agent_telemetry_start(t, NULL, model, &gate, err, sizeof(err)), 0);
 	agent_telemetry_model_synced(t);
 
-	pthread_mutex_lock(&gate.lock); /* an apply */
+	pthread_mutex_lock(&gate->lock); /* an apply */
 	if (!produce(27000))
 		fail_msg("the ring was not drained while the model was busy (%llu events dropped)", ring.dropped);
 	assert_int_equal(istio_sum(t, "istio_tcp_connections_closed_total"), 0);
-	pthread_mutex_unlock(&gate.lock);
+	pthread_mutex_unlock(&gate->lock);
 	if (!closed_reach(t, 27000))
 		fail_msg("%llu of 27000 connections counted", istio_sum(t, "istio_tcp_connections_closed_total"));
 	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_waited_total"), 27000);
 	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_dropped_total"), 0);
 
-	pthread_mutex_lock(&gate.lock); /* a longer one: past the backlog's room */
+	pthread_mutex_lock(&gate->lock); /* a longer one: past the backlog's room */
 	assert_true(produce(70000));
-	pthread_mutex_unlock(&gate.lock);
+	pthread_mutex_unlock(&gate->lock);
 	if (!closed_reach(t, 27000 + 65536))
 		fail_msg("%llu counted, not 27000 + 65536", istio_sum(t, "istio_tcp_connections_closed_total"));
 	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_dropped_total"), 70000 - 65536);
@@ -239,26 +278,54 @@ static void events_wait_while_the_model_is_busy(void **state)
 	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_waited_total"), 27000 + 70000);
 
 	/* a split: between two runs its thread lets the backlog in, and holds the model again once it is empty */
-	pthread_mutex_lock(&gate.lock);
+	pthread_mutex_lock(&gate->lock);
 	assert_true(produce(20000));
-	for (int ms = 0; admin_value(t, "sockmesh_telemetry_events_waited_total") < 27000 + 70000 + 20000 && ms < 5000; ms++)
-		usleep(1000); /* all of them in the backlog */
+	wait_offered(t, 27000 + 70000 + 20000); /* all of them in the backlog */
 	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_waited_total"), 27000 + 70000 + 20000);
-	assert_int_equal(atomic_load(&gate.waiting), 1);
-	model_gate_yield(&gate, 5000);
-	assert_int_equal(atomic_load(&gate.waiting), 0);
+	assert_int_equal(atomic_load(&gate->waiting), 1);
+	model_gate_yield(gate, 5000);
+	assert_int_equal(atomic_load(&gate->waiting), 0);
 	assert_int_equal(istio_sum(t, "istio_tcp_connections_closed_total"), 27000 + 65536 + 10 + 20000);
-	pthread_mutex_unlock(&gate.lock);
+	pthread_mutex_unlock(&gate->lock);
 
 	agent_telemetry_free(t);
-	sm_model_free(model);
-	free(ring.events);
+}
+
+/* Before the first Address response, events are read (the ring drains: more than it holds end meanwhile) but
+ * named only once the model is synced, all of them; meanwhile the backlog does not hold up an apply. An agent
+ * that stops before the response names none. */
+static void events_wait_for_the_first_response(void **state)
+{
+	struct fixture *f = *state;
+	struct agent_telemetry *t = telemetry_started(f);
+
+	if (!produce(3 * RING_EVENTS))
+		fail_msg("the ring was not drained before the first response (%llu events dropped)", ring.dropped);
+	wait_offered(t, 3 * RING_EVENTS);
+	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_waited_total"), 3 * RING_EVENTS);
+	assert_int_equal(istio_sum(t, "istio_tcp_connections_closed_total"), 0);
+	assert_int_equal(atomic_load(&f->gate.waiting), 0); /* an apply meanwhile is not asked to let it in */
+	agent_telemetry_model_synced(t);
+	if (!closed_reach(t, 3 * RING_EVENTS))
+		fail_msg("%llu of %zu connections counted", istio_sum(t, "istio_tcp_connections_closed_total"),
+			 3 * RING_EVENTS);
+	assert_int_equal(admin_value(t, "sockmesh_telemetry_events_dropped_total"), 0);
+	assert_int_equal(atomic_load(&f->gate.waiting), 0);
+	agent_telemetry_free(t);
+
+	t = telemetry_started(f);
+	assert_true(produce(100));
+	wait_offered(t, 100);
+	assert_int_equal(istio_sum(t, "istio_tcp_connections_closed_total"), 0);
+	agent_telemetry_free(t); /* stops before the response: nothing named, the gate as it was */
+	assert_int_equal(atomic_load(&f->gate.waiting), 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(events_wait_while_the_model_is_busy),
+		cmocka_unit_test_setup_teardown(events_wait_while_the_model_is_busy, fixture_up, fixture_down),
+		cmocka_unit_test_setup_teardown(events_wait_for_the_first_response, fixture_up, fixture_down),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

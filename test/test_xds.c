@@ -31,6 +31,23 @@ static json_t *request_of(json_t *requests, const char *type_url, const char *no
 	return NULL;
 }
 
+/* Until the server has logged the request that answers nonce, for at most 10 s: the client counts a NACK
+ * as it sends it, and a stop right after may cancel the stream before the server reads it. */
+static bool server_answered(const struct server *server, const char *type_url, const char *nonce)
+{
+	bool seen = false;
+
+	for (int ms = 0; !seen && ms < 10000; ms += 10) {
+		json_t *requests = server_events(server, "request");
+
+		seen = request_of(requests, type_url, nonce);
+		json_decref(requests);
+		if (!seen)
+			sleep_ms(10);
+	}
+	return seen;
+}
+
 static void fixtures_served_and_acked(void **state)
 {
 	(void)state;
@@ -127,6 +144,7 @@ static void nack_names_every_rejection(void **state)
 	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true });
 	WAIT_FOR(&c, 10, stats.nacks == 1);
 	assert_int_equal(model_count(&c, SM_MAP_BACKENDS), 1); /* the good one is applied */
+	assert_true(server_answered(&server, SM_TYPE_URL_ADDRESS, "bad-1"));
 	client_stop(&c);
 	server_stop(&server);
 

@@ -533,12 +533,18 @@ static __always_inline __u64 known_cookie(void *sk)
 	return tp ? tp_cookie(tp) : 0;
 }
 
-/* The slot this socket (its cookie) holds, if it holds one. */
+/* The slot this socket (its cookie) holds, if it holds one: none without a cookie (a free slot holds 0). */
 static __always_inline struct sm_orig_slot *held_slot(__u64 cookie)
 {
-	struct sm_orig_slot *slot = orig_slot(cookie);
+	struct sm_orig_slot *slot = cookie ? orig_slot(cookie) : NULL;
 
 	return slot && READ_ONCE(slot->cookie) == cookie ? slot : NULL;
+}
+
+/* At a sock_addr hook: a TCP socket's cookie, 0 for UDP (which never holds a slot) or a socket without one. */
+static __always_inline __u64 tcp_cookie(struct bpf_sock_addr *ctx)
+{
+	return ctx->protocol == IPPROTO_TCP ? known_cookie(ctx->sk) : 0;
 }
 
 /*
@@ -585,8 +591,8 @@ static __always_inline void release_slot(struct sm_orig_slot *slot, __u64 cookie
 /* A TCP socket connecting without a slot gives back the one an earlier connect of it claimed. */
 static __always_inline void release_held_slot(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = ctx->protocol == IPPROTO_TCP ? known_cookie(ctx->sk) : 0;
-	struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
+	__u64 cookie = tcp_cookie(ctx);
+	struct sm_orig_slot *slot = held_slot(cookie);
 
 	if (slot)
 		release_slot(slot, cookie);
@@ -613,7 +619,7 @@ static __always_inline void mark_tlv_port(__be16 port)
 /* What a socket remembers of its connect: its slot's when it holds one, else its socket storage's. */
 static __always_inline struct sm_sock_state *orig_state(void *sk, __u64 cookie)
 {
-	struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
+	struct sm_orig_slot *slot = held_slot(cookie);
 
 	return slot ? &slot->state : bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
 }
@@ -783,8 +789,7 @@ int sm_sendmsg6(struct bpf_sock_addr *ctx)
 
 static __always_inline const struct sm_sock_state *redirected_state(struct bpf_sock_addr *ctx)
 {
-	const struct sm_sock_state *state =
-		orig_state(ctx->sk, ctx->protocol == IPPROTO_TCP ? known_cookie(ctx->sk) : 0);
+	const struct sm_sock_state *state = orig_state(ctx->sk, tcp_cookie(ctx));
 
 	return state && (state->flags & SM_SOCK_REDIRECTED) ? state : NULL;
 }
@@ -941,13 +946,13 @@ static __always_inline bool peer_is_local(const __u8 remote[16])
  * sk_msg redirects any message whose peer it finds in the sockhash.
  */
 static __always_inline void enter_sockhash(struct bpf_sock_ops *ops, struct bpf_sock *sk, const struct sm_config *cfg,
-					   struct sm_sock_key *key)
+					   struct sm_sock_key *key, bool may_owe)
 {
 	struct sm_sock_state *state;
 	bool accelerate = accelerate_on(cfg) && peer_is_local(key->remote_addr);
 
 	if (!accelerate) {
-		if (!may_owe_tlv(ops, ops->op))
+		if (!may_owe)
 			return;
 		state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
 		if (!state || !(state->flags & SM_SOCK_TLV_PENDING))
@@ -968,6 +973,7 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	struct sm_sock_key key = {};
 	struct bpf_sock *sk;
 	__u32 op = ops->op;
+	bool may_owe;
 	__u64 netns;
 
 	if (op == BPF_SOCK_OPS_STATE_CB) {
@@ -978,9 +984,10 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	    op != BPF_SOCK_OPS_TCP_CONNECT_CB)
 		return 1;
 	cfg = knobs();
+	may_owe = may_owe_tlv(ops, op);
 	/* with both knobs off, any socket but one that may owe a TLV returns before reading anything of its
 	 * own: 0.1 µs less a connection (docs/benchmarks.md, "Sockops that return at once") */
-	if (!telemetry_on(cfg) && !accelerate_on(cfg) && !may_owe_tlv(ops, op))
+	if (!telemetry_on(cfg) && !accelerate_on(cfg) && !may_owe)
 		return 1;
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB && !telemetry_on(cfg))
 		return 1;
@@ -1004,7 +1011,7 @@ int sm_sockops(struct bpf_sock_ops *ops)
 	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && telemetry_on(cfg) &&
 	    bpf_map_lookup_elem(&sm_local_addrs, key.local_addr) && !conn_handed_over(ops, &key))
 		conn_start(ops, sk, SM_CONN_INBOUND, netns);
-	enter_sockhash(ops, sk, cfg, &key);
+	enter_sockhash(ops, sk, cfg, &key, may_owe);
 	/* with the knob on, a local peer made it accelerated (its entry is made there) and any other needs none:
 	 * only with it off does a connecting end look its peer up among the local workloads */
 	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && telemetry_on(cfg) && !accelerate_on(cfg))

@@ -75,15 +75,18 @@ struct {
 	__uint(pinning, SM_MAP_PINNING);
 } sm_conn_started SEC(".maps");
 
-/* A followed socket's stats: in its slot when it holds one (sm_orig_slots; none until conn_start confirmed
- * the slot: the socket is not followed), else in its socket storage. */
-static __always_inline struct sm_conn_stats *conn_stats(void *sk, __u64 cookie)
+/* A followed socket's stats: in the slot it holds, if any (none until conn_start confirmed the slot: the
+ * socket is not followed), else in its socket storage. */
+static __always_inline struct sm_conn_stats *slot_or_storage_stats(struct sm_orig_slot *slot, void *sk)
 {
-	struct sm_orig_slot *slot = cookie ? held_slot(cookie) : NULL;
-
 	if (slot)
 		return READ_ONCE(slot->unconfirmed_since) ? NULL : &slot->stats;
 	return bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+}
+
+static __always_inline struct sm_conn_stats *conn_stats(void *sk, __u64 cookie)
+{
+	return slot_or_storage_stats(held_slot(cookie), sk);
 }
 
 /* Our FIN is in the sequence space once the state went through FIN_WAIT1 (or LAST_ACK). */
@@ -296,7 +299,8 @@ static __always_inline void conn_progress(struct bpf_sock_ops *ops)
 	if (!tp)
 		return;
 	cookie = tp_cookie(tp);
-	st = conn_stats(tp, cookie);
+	slot = held_slot(cookie);
+	st = slot_or_storage_stats(slot, tp);
 	if (!st)
 		return;
 	if (ops->args[0] == BPF_TCP_SYN_SENT) {
@@ -305,9 +309,8 @@ static __always_inline void conn_progress(struct bpf_sock_ops *ops)
 		conn_emit(tp, st, SM_CONN_CLOSED, SM_CONN_FAIL_NONE);
 		conn_forget_received(ops);
 	}
-	slot = held_slot(cookie); /* done with it once its last event is out */
 	if (slot)
-		release_slot(slot, cookie);
+		release_slot(slot, cookie); /* done with it once its last event is out */
 }
 
 /* sk_msg pushed the waypoint TLV: TCP will count it, the application did not send it. */

@@ -11,7 +11,9 @@
 #      control-plane restarts (reconnects) and SIGTERM: no leak, no invalid access;
 #   5. a stop during a split: 30,000 policies that do not fit one compilation are applied in runs, each
 #      compiled; /metrics answers between two runs, and connections are counted meanwhile; a SIGTERM ends
-#      the split after its run under way, and the response is not answered.
+#      the split after its run under way, and the response is not answered;
+#   6. a late first response: an agent restarted on its pinned maps while the control plane is silent
+#      serves the VIP, and the connections made meanwhile are counted once the first response comes.
 # Bounded: SM_ROBUST_SWAPS endpoint swaps (default 2000, one each SM_ROBUST_SWAP_MS=5 ms), and
 # SM_ROBUST_RESYNCS resyncs (default 10). scripts/robustness runs the long versions. Prints TAP.
 # Usage: e2e_robustness.sh BUILD_DIR SOURCE_DIR
@@ -28,7 +30,7 @@ updates=${SM_ROBUST_UPDATES:-2000}
 
 e2e_world
 
-wanted() { [[ " ${SM_ROBUST_PARTS:-1 2 3 4 5} " == *" $1 "* ]]; } # SM_ROBUST_PARTS picks parts
+wanted() { [[ " ${SM_ROBUST_PARTS:-1 2 3 4 5 6} " == *" $1 "* ]]; } # SM_ROBUST_PARTS picks parts
 
 # ---- 1. resource exhaustion ----
 if wanted 1; then
@@ -395,6 +397,65 @@ stopped_in_split() {
   (( status == 0 ))
 }
 check_showing "the split: a SIGTERM ends it, the agent exits within 30 s and does not answer the response" stopped_in_split
+stop_server
+fi
+
+# ---- 6. a late first response ----
+if wanted 6; then
+# An agent restarts on its pinned maps while the control plane is silent: the data path serves from the
+# maps, and the connections' events wait for the first Address response, which names them. More events
+# than the kernel's ring holds (two a connection: both ends are followed): before the agent read the
+# ring from its start, the ring's overflow was lost.
+cat >"$work/late.yaml" <<'YAML'
+workloads:
+- {uid: e2e//Pod/late/srv, name: srv, namespace: late, node: local, workloadIps: ["127.0.2.4"], services: {"late/srv.late.svc.cluster.local": {80: 8080, 81: 8081}}}
+services:
+- {name: srv, namespace: late, hostname: srv.late.svc.cluster.local, vips: ["/127.10.2.4"], ports: {80: 8080, 81: 8081}}
+YAML
+"$sockmesh" convert "$work/late.yaml" "$work/late.xds" >/dev/null
+server_log=$work/late-xds.log
+spawn_mesh "$echo_tool" serve 127.0.2.4 8080 late-srv
+spawn_mesh "$build/bench/netbench" echo 127.0.2.4 8081
+start_server --stream "$work/late.xds"
+start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+check "late: the first agent serves the VIP" wait_for 20 reaches 127.10.2.4 80 late-srv
+late_count() { # closed connections to late/srv that the destination reporter counts (0 when none)
+  in_ns curl -s "http://127.0.0.1:15020/metrics" | awk '/^istio_tcp_connections_closed_total\{reporter="destination"/ &&
+    /destination_workload_namespace="late"/ { n += $NF } END { print n + 0 }'
+}
+ring_events=7710 # what sm_conn_events holds of the smallest event (bpf/sockmesh.h)
+late_connections=0
+silent_restart() { # the agent restarts while the control plane accepts its stream and never answers
+  stop_agent; stop_server
+  start_server --stream "$work/late.xds" --listen "127.0.0.1:$port" --silent || return 1
+  start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
+  wait_for 10 in_ns curl -sf "http://127.0.0.1:15020/metrics" || { echo "no metrics address"; return 1; }
+  reaches 127.10.2.4 80 late-srv || return 1
+  late_connections=1
+  local round out
+  for round in 1 2 3 4 5; do # on a slow machine, more rounds until the ring would have overflowed
+    out="$(in_mesh "$build/bench/netbench" short 127.10.2.4 81 1 64)" || { echo "$out"; return 1; }
+    late_connections=$((late_connections + $(sed -n 's/.*transactions=\([0-9]*\).*/\1/p' <<<"$out")))
+    (( late_connections * 2 > ring_events )) && break
+  done
+  sleep 1 # the ends' events are in the ring: a flush would have named them by now
+  echo "$late_connections connections, $((late_connections * 2)) events; counted before the first response: $(late_count)"
+  (( late_connections * 2 > ring_events )) && [[ "$(late_count)" == 0 ]] && ! ready >/dev/null
+}
+check_showing "late: restarted against a silent control plane, the VIP answers more connections than the ring holds events, none named yet" \
+  silent_restart
+late_named() { [[ "$(late_count)" == "$late_connections" ]]; }
+admin_dropped() { metrics | awk '/^sockmesh_telemetry_events_dropped_total/ { print $NF }'; }
+named_after_response() { # the control plane answers at last: the events held since the start are named
+  stop_server
+  start_server --stream "$work/late.xds" --listen "127.0.0.1:$port" || return 1
+  wait_for 40 late_named || { echo "counted: $(late_count) of $late_connections"; tail -3 "$work/agent.log"; return 1; }
+  echo "counted after the first response: $(late_count) of $late_connections; events dropped: $(admin_dropped)"
+  [[ "$(admin_dropped)" == 0 ]]
+}
+check_showing "late: once the first response comes, every connection made before it is counted, none dropped" \
+  named_after_response
+stop_agent
 stop_server
 fi
 

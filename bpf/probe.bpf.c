@@ -8,6 +8,7 @@
  */
 #include "vmlinux.h"
 
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 struct {
@@ -45,6 +46,8 @@ struct {
 
 /* weak: a kernel without it (before 6.5) still loads everything but the reaper, which is then not loaded */
 extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
+/* weak: before 6.2 a slot is freed only by telemetry's close (datapath.c's probe_kernel) */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
 static __always_inline __u64 *probe_lookup(void)
 {
@@ -140,6 +143,18 @@ static __always_inline void probe_tcp_sock(struct bpf_sock *sk)
 
 	if (tp)
 		probe_event(tp->bytes_acked + bpf_ktime_get_ns());
+}
+
+SEC("cgroup/sock_release")
+int probe_sock_release(struct bpf_sock *sk)
+{
+	struct sock *s = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct sock));
+	__u64 *value = probe_lookup();
+
+	/* a slot found by the cookie read through the socket's BTF, given back with a compare-and-swap */
+	if (value)
+		__sync_val_compare_and_swap(value, s->__sk_common.skc_cookie.counter, 0);
+	return 1;
 }
 
 SEC("sockops")

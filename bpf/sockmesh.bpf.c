@@ -14,6 +14,7 @@
  */
 #include "vmlinux.h"
 
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -624,21 +625,30 @@ static __always_inline struct sm_sock_state *orig_state(void *sk, __u64 cookie)
 	return slot ? &slot->state : bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
 }
 
+/* Set by the loader when sm_sock_release is loaded (its kfunc needs Linux 6.2) and attached before connect4/6:
+ * only then may a slot that telemetry does not follow be claimed, since nothing else would free it. */
+const volatile bool release_frees_slots = false;
+
 /*
  * Remembers what the application asked for, for getpeername, recvmsg and the TLV: in a slot for a TCP
- * socket that telemetry will follow and that owes no TLV (sk_msg reads the TLV's from socket storage), when
- * it gets one; else in its socket storage.
+ * socket that owes no TLV (sk_msg reads the TLV's from socket storage) when it gets one, and when either
+ * the socket's release or telemetry's close frees it; else in its socket storage. With the telemetry knob
+ * off the slot is confirmed at once: no start will confirm it, and the socket's release gives it back.
  */
 static __always_inline void remember(struct bpf_sock_addr *ctx, const struct sm_config *cfg, const struct dest *orig,
 				     __u8 flags)
 {
 	struct sm_sock_state *state = NULL;
 
-	if (ctx->protocol == IPPROTO_TCP && telemetry_on(cfg) && !(flags & SM_SOCK_TLV_PENDING)) {
+	if (ctx->protocol == IPPROTO_TCP && !(flags & SM_SOCK_TLV_PENDING) && (release_frees_slots || telemetry_on(cfg))) {
 		struct sm_orig_slot *slot = claim_slot(bpf_get_socket_cookie(ctx));
 
-		if (!slot)
+		if (!slot) {
 			count(SM_COUNTER_ORIG_SLOT_TAKEN); /* so that a node short of slots shows it */
+		} else if (!telemetry_on(cfg)) {
+			slot->stats.direction = 0; /* not followed (an earlier holder's stats may be in it) */
+			slot->unconfirmed_since = 0;
+		}
 		state = slot ? &slot->state : NULL;
 	} else {
 		release_held_slot(ctx); /* from an earlier connect of this socket */
@@ -783,6 +793,28 @@ SEC("cgroup/sendmsg6")
 int sm_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return steer6(ctx, true);
+}
+
+/*
+ * A socket's last close: the slot it holds goes back, unless telemetry follows its connection, whose last
+ * event (at TCP_CLOSE, often after this) still reads the slot and then frees it. Nothing can ask the
+ * socket for its peer any more. Every socket of the cgroup passes here: one without a cookie (never
+ * translated, never followed) returns before looking at any slot.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak; /* weak: not loaded before 6.2 */
+
+SEC("cgroup/sock_release")
+int sm_sock_release(struct bpf_sock *sk)
+{
+	/* the cookie through the socket's BTF: this hook has no bpf_skc_to_tcp_sock, and the cookie helper
+	 * would give one to every socket */
+	struct sock *s = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct sock));
+	__u64 cookie = sk->protocol == IPPROTO_TCP ? s->__sk_common.skc_cookie.counter : 0;
+	struct sm_orig_slot *slot = held_slot(cookie);
+
+	if (slot && (READ_ONCE(slot->unconfirmed_since) || !slot->stats.direction))
+		release_slot(slot, cookie);
+	return 1;
 }
 
 /* ---- giving the application back the address it asked for ---- */

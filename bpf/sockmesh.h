@@ -28,8 +28,10 @@
  * SM_CONN_REPORT_NS 1 s (was 2 s), under the agent's flush interval. 7: sm_orig_slots (a followed translated
  * TCP socket's original destination and stats in a slot found by its cookie, not in socket storage). 8:
  * sm_tlv_ports (the ports a connect sent to a waypoint owing a TLV: sockops looks for a TLV only on those).
- * 9: SM_COUNTER_ORIG_SLOT_TAKEN (a followed translated connect that found its slot taken). */
-#define SM_LAYOUT_VERSION 9
+ * 9: SM_COUNTER_ORIG_SLOT_TAKEN (a followed translated connect that found its slot taken). 10: a slot for
+ * every translated TCP socket that owes no TLV, followed or not; one not followed is freed by the
+ * sm_sock_release program at the socket's last close (where the kernel has its kfunc, Linux 6.2). */
+#define SM_LAYOUT_VERSION 10
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
@@ -165,7 +167,7 @@ enum sm_counter {
 	SM_COUNTER_AUTHZ_CLOSED,	/* an established connection closed because a change now denies it */
 	SM_COUNTER_AUTHZ_EVENTS_LOST,	/* authorization events the ring buffer had no room for */
 	SM_COUNTER_CONN_EVENTS_LOST,	/* connection events (telemetry) the ring buffer had no room for */
-	SM_COUNTER_ORIG_SLOT_TAKEN,	/* a followed translated connect whose sm_orig_slots slot another socket held */
+	SM_COUNTER_ORIG_SLOT_TAKEN,	/* a translated TCP connect whose sm_orig_slots slot another socket held */
 	SM_COUNTER_MAX,
 };
 
@@ -468,17 +470,20 @@ _Static_assert(sizeof(struct sm_conn_stats) == 56, "sm_conn_stats layout");
 
 /*
  * sm_orig_slots (array of SM_ORIG_SLOTS, index: the socket's cookie & (SM_ORIG_SLOTS - 1)): a TCP socket
- * that connect4/6 redirected to a backend (not to a waypoint) while the telemetry knob is on keeps its
- * sm_sock_state and its sm_conn_stats here instead of in socket storage, whose making is most of what
+ * that connect4/6 redirected to a backend (not to a waypoint) keeps its sm_sock_state here, and when
+ * telemetry follows it its sm_conn_stats too, instead of in socket storage, whose making is most of what
  * connect4 and telemetry's start cost such a connection (docs/benchmarks.md, "The original destination in
- * a slot"). The state callback that telemetry asks for anyway frees the slot at the close. The slot is
- * the socket's while its cookie is in it:
- * - connect4/6 claims a free slot (cookie 0) with a compare-and-swap and notes when (unconfirmed_since);
- *   a slot another socket holds leaves this one to socket storage, as with the knob off;
- * - telemetry's start (TCP_CONNECT_CB) confirms it (unconfirmed_since 0) and asks for the state callback,
- *   whose move to TCP_CLOSE frees it once the connection's last event is out;
- * - a connect that failed before TCP_CONNECT_CB never confirms its slot: after SM_ORIG_SLOT_STALE_S a later
- *   connect may take it over (that socket has no peer to name); connecting it elsewhere frees it at once.
+ * a slot"). The slot is the socket's while its cookie is in it:
+ * - connect4/6 claims a free slot (cookie 0) with a compare-and-swap; a slot another socket holds leaves
+ *   this one to socket storage (counted: orig_slot_taken);
+ * - with the telemetry knob off the claim is confirmed at once (unconfirmed_since 0, stats.direction 0:
+ *   not followed), and the socket's release (sm_sock_release, its last close) frees it; layout 10;
+ * - with the knob on connect4/6 notes when (unconfirmed_since); telemetry's start (TCP_CONNECT_CB) confirms
+ *   it and asks for the state callback, whose move to TCP_CLOSE frees it once the connection's last event
+ *   is out (a release before that leaves a followed slot alone);
+ * - a connect that failed before TCP_CONNECT_CB never confirms its slot: its release frees it; until then,
+ *   after SM_ORIG_SLOT_STALE_S a later connect may take it over (that socket has no peer to name), and
+ *   connecting it elsewhere frees it at once.
  * Readers look for the socket's cookie in its slot first, then in socket storage.
  */
 #define SM_ORIG_SLOTS 65536

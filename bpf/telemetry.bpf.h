@@ -75,12 +75,13 @@ struct {
 	__uint(pinning, SM_MAP_PINNING);
 } sm_conn_started SEC(".maps");
 
-/* A followed socket's stats: in the slot it holds, if any (none until conn_start confirmed the slot: the
- * socket is not followed), else in its socket storage. */
+/* A followed socket's stats: in the slot it holds, if any (none until conn_start confirmed the slot, and
+ * none in a slot claimed with the knob off, which has no direction: the socket is not followed), else in
+ * its socket storage. */
 static __always_inline struct sm_conn_stats *slot_or_storage_stats(struct sm_orig_slot *slot, void *sk)
 {
 	if (slot)
-		return READ_ONCE(slot->unconfirmed_since) ? NULL : &slot->stats;
+		return READ_ONCE(slot->unconfirmed_since) || !slot->stats.direction ? NULL : &slot->stats;
 	return bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
 }
 

@@ -150,25 +150,36 @@ static bool find_other_layout(const char *pin_dir, char *out, size_t size, uint3
 	return found;
 }
 
+/* What a kernel without a probe's program lacks: everything, or one optional part. */
+enum probe_kind {
+	PROBE_REQUIRED,
+	PROBE_REAPER,	    /* closing established connections a change denies (bpf_sock_destroy, 6.5) */
+	PROBE_SLOT_RELEASE, /* freeing a slot at a socket's release (bpf_rdonly_cast, 6.2) */
+};
+
 struct probe_need {
 	const char *program;
 	const char *need;
+	enum probe_kind kind;
 };
 
 /* What each probe program stands for, in the words of an operator's error message. */
 static const struct probe_need probe_needs[] = {
-	{ "probe_connect4", "cgroup/connect4 programs with socket storage and netns cookies (Linux 5.10 or later)" },
-	{ "probe_connect6", "cgroup/connect6 programs with socket storage and netns cookies (Linux 5.10 or later)" },
-	{ "probe_sendmsg4", "cgroup/sendmsg4 programs (Linux 5.10 or later)" },
-	{ "probe_sendmsg6", "cgroup/sendmsg6 programs (Linux 5.10 or later)" },
-	{ "probe_getpeername4", "cgroup/getpeername programs (Linux 5.8 or later)" },
-	{ "probe_getpeername6", "cgroup/getpeername programs (Linux 5.8 or later)" },
-	{ "probe_recvmsg4", "cgroup/recvmsg programs (Linux 5.8 or later)" },
-	{ "probe_recvmsg6", "cgroup/recvmsg programs (Linux 5.8 or later)" },
-	{ "probe_sockops", "sockops programs with sockhash updates and netns cookies (Linux 5.15 or later)" },
-	{ "probe_sk_msg", "sk_msg programs with message push and pull, socket storage and netns cookies (Linux 5.15 or later)" },
-	{ "probe_sk_lookup", "sk_lookup programs with ring buffers (Linux 5.9 or later)" },
-	{ "probe_iter_tcp", "TCP socket iterators that close sockets (the bpf_sock_destroy kfunc, Linux 6.5 or later)" },
+	{ "probe_connect4", "cgroup/connect4 programs with socket storage and netns cookies (Linux 5.10 or later)", PROBE_REQUIRED },
+	{ "probe_connect6", "cgroup/connect6 programs with socket storage and netns cookies (Linux 5.10 or later)", PROBE_REQUIRED },
+	{ "probe_sendmsg4", "cgroup/sendmsg4 programs (Linux 5.10 or later)", PROBE_REQUIRED },
+	{ "probe_sendmsg6", "cgroup/sendmsg6 programs (Linux 5.10 or later)", PROBE_REQUIRED },
+	{ "probe_getpeername4", "cgroup/getpeername programs (Linux 5.8 or later)", PROBE_REQUIRED },
+	{ "probe_getpeername6", "cgroup/getpeername programs (Linux 5.8 or later)", PROBE_REQUIRED },
+	{ "probe_recvmsg4", "cgroup/recvmsg programs (Linux 5.8 or later)", PROBE_REQUIRED },
+	{ "probe_recvmsg6", "cgroup/recvmsg programs (Linux 5.8 or later)", PROBE_REQUIRED },
+	{ "probe_sockops", "sockops programs with sockhash updates and netns cookies (Linux 5.15 or later)", PROBE_REQUIRED },
+	{ "probe_sock_release", "cgroup/sock_release programs that read a socket's cookie (Linux 6.2 or later)",
+	  PROBE_SLOT_RELEASE },
+	{ "probe_sk_msg", "sk_msg programs with message push and pull, socket storage and netns cookies (Linux 5.15 or later)", PROBE_REQUIRED },
+	{ "probe_sk_lookup", "sk_lookup programs with ring buffers (Linux 5.9 or later)", PROBE_REQUIRED },
+	{ "probe_iter_tcp", "TCP socket iterators that close sockets (the bpf_sock_destroy kfunc, Linux 6.5 or later)",
+	  PROBE_REAPER },
 };
 
 /* Loads one probe program alone; returns 0 when the kernel takes it. */
@@ -187,17 +198,18 @@ static int probe_one(const char *name)
 	return err;
 }
 
-/* The reaper (closing established connections a change denies) needs Linux 6.5: without it, the
- * datapath serves all else and sm_datapath_authz_reap says why it cannot. */
-#define OPTIONAL_PROBE "probe_iter_tcp"
-
-/* 0 when the kernel takes every program the datapath needs; *can_reap: and the reaper's. */
-static int probe_kernel(char *err, size_t size, bool *can_reap)
+/*
+ * 0 when the kernel takes every program the datapath needs; *can_reap and *can_release: and the optional
+ * ones'. Without the reaper (Linux 6.5) the datapath serves all else and sm_datapath_authz_reap says why it
+ * cannot; without the slot release (6.2) a translated socket keeps its original destination in a slot only
+ * while telemetry follows it (its close frees it), else in socket storage.
+ */
+static int probe_kernel(char *err, size_t size, bool *can_reap, bool *can_release)
 {
 	struct sm_probe *probe = sm_probe__open_and_load();
 	struct utsname uts;
 
-	*can_reap = true;
+	*can_reap = *can_release = true;
 	if (probe) {
 		sm_probe__destroy(probe);
 		return 0;
@@ -207,11 +219,18 @@ static int probe_kernel(char *err, size_t size, bool *can_reap)
 	for (size_t i = 0; i < sizeof(probe_needs) / sizeof(probe_needs[0]); i++) {
 		if (!probe_one(probe_needs[i].program))
 			continue;
-		if (strcmp(probe_needs[i].program, OPTIONAL_PROBE) != 0)
+		switch (probe_needs[i].kind) {
+		case PROBE_REQUIRED:
 			return fail(err, size, ret, "this kernel (%s) cannot load %s", uts.release, probe_needs[i].need);
-		*can_reap = false;
+		case PROBE_REAPER:
+			*can_reap = false;
+			break;
+		case PROBE_SLOT_RELEASE:
+			*can_release = false;
+			break;
+		}
 	}
-	if (!*can_reap)
+	if (!*can_reap || !*can_release)
 		return 0;
 	return fail(err, size, ret, "this kernel (%s) cannot create the sockhash or socket-storage maps: %s (is this root?)",
 		    uts.release, strerror(-ret));
@@ -219,9 +238,9 @@ static int probe_kernel(char *err, size_t size, bool *can_reap)
 
 int sm_datapath_probe(char *err, size_t size)
 {
-	bool can_reap;
+	bool can_reap, can_release;
 
-	return probe_kernel(err, size, &can_reap);
+	return probe_kernel(err, size, &can_reap, &can_release);
 }
 
 static int remove_pins(const char *dir, bool links, char *err, size_t size);
@@ -304,11 +323,13 @@ static int write_meta(struct sm_datapath *dp)
 static struct bpf_program *cgroup_program(struct sm_sockmesh *skel, int hook)
 {
 	/* Attached in this order: what reads a socket's state before what writes it, so that no socket
-	 * is redirected while the programs that give back its address are missing. */
+	 * is redirected while the programs that give back its address are missing, and the release that
+	 * frees a slot before the connects that claim them. */
 	struct bpf_program *const programs[SM_CGROUP_HOOKS] = {
 		skel->progs.sm_getpeername4, skel->progs.sm_getpeername6, skel->progs.sm_recvmsg4,
-		skel->progs.sm_recvmsg6,     skel->progs.sm_sockops,	  skel->progs.sm_connect4,
-		skel->progs.sm_connect6,     skel->progs.sm_sendmsg4,	  skel->progs.sm_sendmsg6,
+		skel->progs.sm_recvmsg6,     skel->progs.sm_sockops,	  skel->progs.sm_sock_release,
+		skel->progs.sm_connect4,     skel->progs.sm_connect6,	  skel->progs.sm_sendmsg4,
+		skel->progs.sm_sendmsg6,
 	};
 	return programs[hook];
 }
@@ -338,6 +359,14 @@ static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cg
 
 	link_path(path, sizeof(path), dp->pin_dir, name);
 	link = access(path, F_OK) == 0 ? bpf_link__open(path) : NULL;
+	if (!bpf_program__autoload(prog)) { /* this kernel lacks it: an earlier agent's link goes */
+		if (link) {
+			bpf_link__detach(link);
+			bpf_link__unpin(link);
+			bpf_link__destroy(link);
+		}
+		return 0;
+	}
 	if (link && !link_cgroup_id(link, &linked_cgroup) && linked_cgroup == cgroup_id) {
 		if (bpf_link__update_program(link, prog)) {
 			int ret = -errno;
@@ -532,7 +561,8 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 		ret = fail(err, size, -errno, "%s: %s", dp->cgroup, strerror(errno));
 	dp->cgroup_id = ret ? 0 : (__u64)st.st_ino;
 	if (!ret)
-		ret = probe_kernel(err, size, &dp->can_reap);
+		ret = probe_kernel(err, size, &dp->can_reap, &dp->can_release);
+	dp->can_release = dp->can_release && !options->without_slot_release;
 	if (!ret)
 		ret = make_dirs(dp, err, size);
 	if (ret)
@@ -552,6 +582,8 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 		goto fail;
 	}
 	bpf_program__set_autoload(dp->skel->progs.sm_authz_reap, dp->can_reap);
+	bpf_program__set_autoload(dp->skel->progs.sm_sock_release, dp->can_release);
+	dp->skel->rodata->release_frees_slots = dp->can_release;
 	ret = match_pinned_sizes(dp, options->capacity ? options->capacity : no_capacity);
 	if (ret) {
 		fail(err, size, ret, "reading the maps pinned under %s: %s", maps, strerror(-ret));
@@ -873,12 +905,15 @@ int sm_datapath_attached(const struct sm_datapath *dp, char *why, size_t size)
 	if (!dp->skel)
 		return fail(why, size, -EINVAL, "only the maps of %s are open", dp->pin_dir);
 	for (int hook = 0; hook < SM_CGROUP_HOOKS; hook++) {
-		const char *name = bpf_program__name(cgroup_program(dp->skel, hook));
+		const struct bpf_program *prog = cgroup_program(dp->skel, hook);
+		const char *name = bpf_program__name(prog);
 		struct bpf_link_info info = {};
 		__u32 len = sizeof(info);
 		char path[PATH_MAX];
 		int ret = 0;
 
+		if (!bpf_program__autoload(prog))
+			continue; /* not on this kernel */
 		link_path(path, sizeof(path), dp->pin_dir, name);
 		int fd = bpf_obj_get(path);
 		if (fd < 0)

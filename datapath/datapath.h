@@ -155,8 +155,8 @@ enum sm_dp_map_id {
  */
 #define SM_DATAPATH_MAX_CAPACITY (1u << 26)
 
-/* connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6, sockops: the programs attached to the cgroup. */
-#define SM_CGROUP_HOOKS 9
+/* connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6, sockops, sock_release: the programs attached to the cgroup. */
+#define SM_CGROUP_HOOKS 10
 
 struct sm_datapath;
 
@@ -168,6 +168,9 @@ struct sm_datapath_options {
 	 * SM_MAP_KERNEL_ENTRIES of these); pinned maps keep theirs. NULL: defaults.
 	 */
 	const uint32_t *capacity;
+	/* Load as on a kernel before 6.2, which lacks sm_sock_release's kfunc: no slot release, its pinned
+	 * link removed (for tests of that path on newer kernels). */
+	bool without_slot_release;
 };
 
 /* The checks open makes before it touches anything (cgroup v2, pin directory on bpffs, capacities). */

@@ -494,7 +494,7 @@ static void connected_udp(struct env *env, const void *arg)
 	close(server);
 }
 
-/* ---- where a followed translated TCP socket keeps its original destination (sm_orig_slots) ---- */
+/* ---- where a translated TCP socket keeps its original destination (sm_orig_slots) ---- */
 
 static void telemetry_on(struct sm_config *config)
 {
@@ -565,17 +565,27 @@ static void slot_through_connects(struct env *env, const void *arg)
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	web_one_backend(env);
+	/* telemetry off: confirmed at once, not followed, given back by the socket's release */
 	through_the_vip(fd, listener);
-	CHECK(!env_holds_slot(env, fd) && has_sock_state(env, fd), "with telemetry off a slot was taken");
+	uint64_t cookie = env_socket_cookie(fd);
+	struct sm_orig_slot slot = env_slot_of(env, cookie);
+	CHECK(slot.cookie == cookie, "telemetry off: the socket holds no slot (it holds %llu)", (unsigned long long)slot.cookie);
+	CHECK(slot.unconfirmed_since == 0 && slot.stats.direction == 0,
+	      "telemetry off: the slot is unconfirmed (%llu) or followed (direction %u)",
+	      (unsigned long long)slot.unconfirmed_since, slot.stats.direction);
+	CHECK(slot.state.flags == (SM_SOCK_REDIRECTED | SM_SOCK_ORIG_V4), "the slot's flags are %#x", slot.state.flags);
+	CHECK(!has_sock_state(env, fd), "telemetry off: a socket storage was made beside the slot");
 	close(fd);
+	CHECK(env_slot_freed(env, cookie), "telemetry off: the slot was still held after the socket's release");
 
 	env_config(env, telemetry_on);
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	through_the_vip(fd, listener);
-	uint64_t cookie = env_socket_cookie(fd);
-	struct sm_orig_slot slot = env_slot_of(env, cookie);
+	cookie = env_socket_cookie(fd);
+	slot = env_slot_of(env, cookie);
 	CHECK(slot.cookie == cookie, "the socket holds no slot (it holds %llu)", (unsigned long long)slot.cookie);
 	CHECK(slot.unconfirmed_since == 0, "the slot was not confirmed at TCP_CONNECT_CB");
+	CHECK(slot.stats.direction == SM_CONN_OUTBOUND, "the slot's connection is not followed outbound");
 	CHECK(slot.state.flags == (SM_SOCK_REDIRECTED | SM_SOCK_ORIG_V4), "the slot's flags are %#x", slot.state.flags);
 	CHECK(slot.state.orig_port == htons(80), "the slot's port is %u", ntohs(slot.state.orig_port));
 	CHECK(!has_sock_state(env, fd), "a socket storage was made beside the slot");
@@ -589,6 +599,15 @@ static void slot_through_connects(struct env *env, const void *arg)
 	CHECK(ret == -ECONNREFUSED, "a VIP whose backend does not listen: %s", strerror(-ret));
 	CHECK(env_slot_freed(env, env_socket_cookie(fd)), "a refused connect kept its slot");
 	close(fd);
+	/* with telemetry off the socket keeps it until its release */
+	env_config(env, telemetry_off);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ret = connect_fd(fd, "127.10.0.1", 80);
+	CHECK(ret == -ECONNREFUSED, "telemetry off, a VIP whose backend does not listen: %s", strerror(-ret));
+	cookie = env_socket_cookie(fd);
+	close(fd);
+	CHECK(env_slot_freed(env, cookie), "telemetry off: a refused connect's release kept its slot");
+	env_config(env, telemetry_on);
 
 	/* failed before TCP_CONNECT_CB (no route in the case's namespace: nothing is sent): an unconfirmed
 	 * claim, which connecting elsewhere gives back */
@@ -600,8 +619,8 @@ static void slot_through_connects(struct env *env, const void *arg)
 	response_remove(&r, "w/a");
 	env_apply(env, &r);
 	listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
-	int failed[2];
-	for (int i = 0; i < 2; i++) {
+	int failed[3];
+	for (int i = 0; i < 3; i++) {
 		failed[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		ret = connect_fd(failed[i], "127.10.0.1", 80);
 		CHECK(ret == -ENETUNREACH, "a backend without a route: %s", strerror(-ret));
@@ -609,20 +628,76 @@ static void slot_through_connects(struct env *env, const void *arg)
 		slot = env_slot_of(env, cookie);
 		CHECK(slot.cookie == cookie && slot.unconfirmed_since, "the failed connect left no unconfirmed claim");
 	}
+	cookie = env_socket_cookie(failed[2]);
+	close(failed[2]);
+	CHECK(env_slot_freed(env, cookie), "the release of a socket whose connect failed kept its claim");
 	ret = connect_fd(failed[0], "127.0.1.1", 8080);
 	CHECK(ret == 0, "connect elsewhere: %s", strerror(-ret));
 	CHECK(!env_holds_slot(env, failed[0]), "connecting elsewhere kept the slot");
-	/* and connecting the VIP again with telemetry off, through socket storage */
+	/* and connecting the VIP again with telemetry off: its own claim, confirmed now, freed at its release */
 	response_init(&r, SM_TYPE_URL_ADDRESS);
 	response_remove(&r, "w/far");
 	env_apply(env, &r);
 	web_one_backend(env);
 	env_config(env, telemetry_off);
 	through_the_vip(failed[1], listener);
-	CHECK(!env_holds_slot(env, failed[1]) && has_sock_state(env, failed[1]),
-	      "connecting through storage kept the earlier slot");
+	cookie = env_socket_cookie(failed[1]);
+	slot = env_slot_of(env, cookie);
+	CHECK(slot.cookie == cookie && !slot.unconfirmed_since && !has_sock_state(env, failed[1]),
+	      "connecting again with telemetry off did not confirm the socket's claim");
 	close(failed[0]);
 	close(failed[1]);
+	CHECK(env_slot_freed(env, cookie), "the release kept a slot confirmed with telemetry off");
+	close(listener);
+}
+
+/* The datapath of the case loaded again, as on a kernel before 6.2 (without) or as on this one. */
+static void reopen_datapath(struct env *env, bool without_slot_release)
+{
+	struct sm_datapath_options options = { .pin_dir = env->pin_dir,
+					       .cgroup = env->cgroup,
+					       .without_slot_release = without_slot_release };
+	char err[512], why[256];
+
+	sm_datapath_close(env->dp);
+	env->dp = NULL;
+	int ret = sm_datapath_open(&options, &env->dp, err, sizeof(err));
+	CHECK(ret == 0, "opening the datapath again: %s", err);
+	ret = sm_datapath_attached(env->dp, why, sizeof(why));
+	CHECK(ret == 0, "attached: %s", why);
+}
+
+/* Without sm_sock_release (Linux before 6.2) nothing would free a slot that telemetry does not follow: such a
+ * socket keeps its original destination in socket storage, as before layout 10; a followed one in its slot. */
+static void slot_without_release(struct env *env, const void *arg)
+{
+	(void)arg;
+	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+	char link[PATH_MAX];
+
+	web_one_backend(env);
+	snprintf(link, sizeof(link), "%s/links/sm_sock_release", env->pin_dir);
+	CHECK(access(link, F_OK) == 0, "no pinned link for sm_sock_release");
+	reopen_datapath(env, true);
+	CHECK(access(link, F_OK) != 0, "the earlier agent's sm_sock_release link is still pinned");
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	through_the_vip(fd, listener);
+	CHECK(!env_holds_slot(env, fd) && has_sock_state(env, fd), "without the release, telemetry off took a slot");
+	close(fd);
+	env_config(env, telemetry_on);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	through_the_vip(fd, listener);
+	uint64_t cookie = env_socket_cookie(fd);
+	CHECK(env_holds_slot(env, fd) && !has_sock_state(env, fd), "without the release, a followed socket took no slot");
+	close(fd);
+	CHECK(env_slot_freed(env, cookie), "without the release, a followed socket's close kept its slot");
+	env_config(env, telemetry_off);
+	reopen_datapath(env, false);
+	CHECK(access(link, F_OK) == 0, "sm_sock_release's link did not come back");
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	through_the_vip(fd, listener);
+	CHECK(env_holds_slot(env, fd), "with the release back, telemetry off took no slot");
+	close(fd);
 	close(listener);
 }
 
@@ -1023,8 +1098,9 @@ static const struct case_row {
 	{ "DNS goes to the proxy, and comes back from the server asked", dns_to_the_proxy },
 	{ "only enrolled network namespaces are steered", enrollment },
 	{ "connected UDP to a VIP, then elsewhere", connected_udp },
-	{ "a followed translated socket's slot, through its connects", slot_through_connects },
+	{ "a translated socket's slot, through its connects and its release", slot_through_connects },
 	{ "a slot another socket holds is taken over only when left stale", slot_held_by_another },
+	{ "without sm_sock_release (before Linux 6.2) only followed sockets take a slot", slot_without_release },
 	{ "same-node acceleration on and off", acceleration_on_and_off },
 	{ "only sockets with a local peer enter the sockhash", only_local_peers_enter },
 	{ "a local waypoint gets its TLV and acceleration", accelerated_waypoint },

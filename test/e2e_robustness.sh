@@ -408,17 +408,17 @@ if wanted 6; then
 # ring from its start, the ring's overflow was lost.
 cat >"$work/late.yaml" <<'YAML'
 workloads:
-- {uid: e2e//Pod/late/srv, name: srv, namespace: late, node: local, workloadIps: ["127.0.2.4"], services: {"late/srv.late.svc.cluster.local": {80: 8080, 81: 8081}}}
+- {uid: e2e//Pod/late/srv, name: srv, namespace: late, node: local, workloadIps: ["127.0.6.1"], services: {"late/srv.late.svc.cluster.local": {80: 8080, 81: 8081}}}
 services:
-- {name: srv, namespace: late, hostname: srv.late.svc.cluster.local, vips: ["/127.10.2.4"], ports: {80: 8080, 81: 8081}}
+- {name: srv, namespace: late, hostname: srv.late.svc.cluster.local, vips: ["/127.10.6.1"], ports: {80: 8080, 81: 8081}}
 YAML
 "$sockmesh" convert "$work/late.yaml" "$work/late.xds" >/dev/null
 server_log=$work/late-xds.log
-spawn_mesh "$echo_tool" serve 127.0.2.4 8080 late-srv
-spawn_mesh "$build/bench/netbench" echo 127.0.2.4 8081
+spawn_mesh "$echo_tool" serve 127.0.6.1 8080 late-srv
+spawn_mesh "$build/bench/netbench" echo 127.0.6.1 8081
 start_server --stream "$work/late.xds"
 start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
-check "late: the first agent serves the VIP" wait_for 20 reaches 127.10.2.4 80 late-srv
+check "late: the first agent serves the VIP" wait_for 20 reaches 127.10.6.1 80 late-srv
 late_count() { # closed connections to late/srv that the destination reporter counts (0 when none)
   in_ns curl -s "http://127.0.0.1:15020/metrics" | awk '/^istio_tcp_connections_closed_total\{reporter="destination"/ &&
     /destination_workload_namespace="late"/ { n += $NF } END { print n + 0 }'
@@ -430,11 +430,11 @@ silent_restart() { # the agent restarts while the control plane accepts its stre
   start_server --stream "$work/late.xds" --listen "127.0.0.1:$port" --silent || return 1
   start_agent --xds-address "127.0.0.1:$port" --xds-plaintext
   wait_for 10 in_ns curl -sf "http://127.0.0.1:15020/metrics" || { echo "no metrics address"; return 1; }
-  reaches 127.10.2.4 80 late-srv || return 1
+  reaches 127.10.6.1 80 late-srv || return 1
   late_connections=1
   local round out
   for round in 1 2 3 4 5; do # on a slow machine, more rounds until the ring would have overflowed
-    out="$(in_mesh "$build/bench/netbench" short 127.10.2.4 81 1 64)" || { echo "$out"; return 1; }
+    out="$(in_mesh "$build/bench/netbench" short 127.10.6.1 81 1 64)" || { echo "$out"; return 1; }
     late_connections=$((late_connections + $(sed -n 's/.*transactions=\([0-9]*\).*/\1/p' <<<"$out")))
     (( late_connections * 2 > ring_events )) && break
   done

@@ -469,8 +469,10 @@ static int start_authz(struct agent *agent)
 
 static int open_layers(struct agent *agent)
 {
-	struct sm_datapath_options dp_options = { .pin_dir = agent->options.pin_dir, .cgroup = agent->options.cgroup,
-						  .capacity = agent->options.capacity };
+	struct sm_datapath_options dp_options = { .pin_dir = agent->options.pin_dir,
+						  .cgroup = agent->options.cgroup,
+						  .capacity = agent->options.capacity,
+						  .release_slots = !agent->options.telemetry };
 	struct sm_model_options model_options = { .node_name = agent->node.node_name };
 	char err[512];
 	int ret;

@@ -349,6 +349,15 @@ static int link_cgroup_id(struct bpf_link *link, __u64 *id)
  * A pinned link on the same cgroup gets the new program in one step (no window without the hook);
  * a link on another cgroup is detached first; otherwise a new link is made and pinned.
  */
+/* Whether an earlier agent attached sm_sock_release: its slots need it still. */
+static bool release_pinned(const struct sm_datapath *dp)
+{
+	char path[PATH_MAX];
+
+	link_path(path, sizeof(path), dp->pin_dir, "sm_sock_release");
+	return access(path, F_OK) == 0;
+}
+
 static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cgroup_id, char *err, size_t size)
 {
 	struct bpf_program *prog = cgroup_program(dp->skel, hook);
@@ -562,7 +571,7 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 	dp->cgroup_id = ret ? 0 : (__u64)st.st_ino;
 	if (!ret)
 		ret = probe_kernel(err, size, &dp->can_reap, &dp->can_release);
-	dp->can_release = dp->can_release && !options->without_slot_release;
+	dp->can_release = dp->can_release && (options->release_slots || release_pinned(dp));
 	if (!ret)
 		ret = make_dirs(dp, err, size);
 	if (ret)

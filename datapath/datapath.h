@@ -168,9 +168,15 @@ struct sm_datapath_options {
 	 * SM_MAP_KERNEL_ENTRIES of these); pinned maps keep theirs. NULL: defaults.
 	 */
 	const uint32_t *capacity;
-	/* Load as on a kernel before 6.2, which lacks sm_sock_release's kfunc: no slot release, its pinned
-	 * link removed (for tests of that path on newer kernels). */
-	bool without_slot_release;
+	/*
+	 * Attach sm_sock_release (where the kernel has its kfunc, Linux 6.2), so that a translated TCP socket
+	 * telemetry does not follow keeps its original destination in a slot, freed at its last close, instead
+	 * of socket storage: for an agent whose telemetry knob is off. With it on, the sockets that take slots
+	 * are followed and their close frees them; a release on every socket's close would only cost. Once
+	 * pinned, the release stays attached (whatever later opens ask) until uninstall: the slots claimed
+	 * meanwhile need it.
+	 */
+	bool release_slots;
 };
 
 /* The checks open makes before it touches anything (cgroup v2, pin directory on bpffs, capacities). */

@@ -558,12 +558,30 @@ static void through_the_vip(int fd, int listener)
 	close(server);
 }
 
+/* The datapath of the case loaded again, asking for the slot release or not (as an agent with telemetry off
+ * or on does). */
+static void reopen_datapath(struct env *env, bool release_slots)
+{
+	struct sm_datapath_options options = { .pin_dir = env->pin_dir,
+						.cgroup = env->cgroup,
+						.release_slots = release_slots };
+	char err[512], why[256];
+
+	sm_datapath_close(env->dp);
+	env->dp = NULL;
+	int ret = sm_datapath_open(&options, &env->dp, err, sizeof(err));
+	CHECK(ret == 0, "opening the datapath again: %s", err);
+	ret = sm_datapath_attached(env->dp, why, sizeof(why));
+	CHECK(ret == 0, "attached: %s", why);
+}
+
 static void slot_through_connects(struct env *env, const void *arg)
 {
 	(void)arg;
 	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
+	reopen_datapath(env, true); /* as an agent with telemetry off */
 	web_one_backend(env);
 	/* telemetry off: confirmed at once, not followed, given back by the socket's release */
 	through_the_vip(fd, listener);
@@ -651,25 +669,21 @@ static void slot_through_connects(struct env *env, const void *arg)
 	close(listener);
 }
 
-/* The datapath of the case loaded again, as on a kernel before 6.2 (without) or as on this one. */
-static void reopen_datapath(struct env *env, bool without_slot_release)
+/* Whether the socket's connect through the VIP left its original destination in a slot (else in storage). */
+static bool vip_in_slot(struct env *env, int listener)
 {
-	struct sm_datapath_options options = { .pin_dir = env->pin_dir,
-					       .cgroup = env->cgroup,
-					       .without_slot_release = without_slot_release };
-	char err[512], why[256];
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	sm_datapath_close(env->dp);
-	env->dp = NULL;
-	int ret = sm_datapath_open(&options, &env->dp, err, sizeof(err));
-	CHECK(ret == 0, "opening the datapath again: %s", err);
-	ret = sm_datapath_attached(env->dp, why, sizeof(why));
-	CHECK(ret == 0, "attached: %s", why);
+	through_the_vip(fd, listener);
+	bool in_slot = env_holds_slot(env, fd);
+	CHECK(in_slot != has_sock_state(env, fd), "the original destination is in both or in neither");
+	close(fd);
+	return in_slot;
 }
 
-/* Without sm_sock_release (Linux before 6.2) nothing would free a slot that telemetry does not follow: such a
- * socket keeps its original destination in socket storage, as before layout 10; a followed one in its slot. */
-static void slot_without_release(struct env *env, const void *arg)
+/* Without sm_sock_release (an agent with telemetry on, or a kernel before 6.2) nothing would free a slot that
+ * telemetry does not follow: such a socket keeps socket storage; once attached, the release stays. */
+static void slot_release_where_asked(struct env *env, const void *arg)
 {
 	(void)arg;
 	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
@@ -677,27 +691,17 @@ static void slot_without_release(struct env *env, const void *arg)
 
 	web_one_backend(env);
 	snprintf(link, sizeof(link), "%s/links/sm_sock_release", env->pin_dir);
-	CHECK(access(link, F_OK) == 0, "no pinned link for sm_sock_release");
-	reopen_datapath(env, true);
-	CHECK(access(link, F_OK) != 0, "the earlier agent's sm_sock_release link is still pinned");
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	through_the_vip(fd, listener);
-	CHECK(!env_holds_slot(env, fd) && has_sock_state(env, fd), "without the release, telemetry off took a slot");
-	close(fd);
+	CHECK(access(link, F_OK) != 0, "sm_sock_release was attached without being asked for");
+	CHECK(!vip_in_slot(env, listener), "without the release, telemetry off took a slot");
 	env_config(env, telemetry_on);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	through_the_vip(fd, listener);
-	uint64_t cookie = env_socket_cookie(fd);
-	CHECK(env_holds_slot(env, fd) && !has_sock_state(env, fd), "without the release, a followed socket took no slot");
-	close(fd);
-	CHECK(env_slot_freed(env, cookie), "without the release, a followed socket's close kept its slot");
+	CHECK(vip_in_slot(env, listener), "without the release, a followed socket took no slot");
 	env_config(env, telemetry_off);
+	reopen_datapath(env, true);
+	CHECK(access(link, F_OK) == 0, "sm_sock_release is not attached when asked for");
+	CHECK(vip_in_slot(env, listener), "with the release, telemetry off took no slot");
 	reopen_datapath(env, false);
-	CHECK(access(link, F_OK) == 0, "sm_sock_release's link did not come back");
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	through_the_vip(fd, listener);
-	CHECK(env_holds_slot(env, fd), "with the release back, telemetry off took no slot");
-	close(fd);
+	CHECK(access(link, F_OK) == 0, "a later open detached the release its slots need");
+	CHECK(vip_in_slot(env, listener), "with the release kept, telemetry off took no slot");
 	close(listener);
 }
 
@@ -1100,7 +1104,7 @@ static const struct case_row {
 	{ "connected UDP to a VIP, then elsewhere", connected_udp },
 	{ "a translated socket's slot, through its connects and its release", slot_through_connects },
 	{ "a slot another socket holds is taken over only when left stale", slot_held_by_another },
-	{ "without sm_sock_release (before Linux 6.2) only followed sockets take a slot", slot_without_release },
+	{ "only with sm_sock_release asked for (telemetry off) do sockets not followed take a slot", slot_release_where_asked },
 	{ "same-node acceleration on and off", acceleration_on_and_off },
 	{ "only sockets with a local peer enter the sockhash", only_local_peers_enter },
 	{ "a local waypoint gets its TLV and acceleration", accelerated_waypoint },

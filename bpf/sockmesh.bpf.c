@@ -542,6 +542,13 @@ static __always_inline struct sm_orig_slot *held_slot(__u64 cookie)
 	return slot && READ_ONCE(slot->cookie) == cookie ? slot : NULL;
 }
 
+/* Whether telemetry follows the socket that holds slot: its start confirmed the slot and gave the stats a
+ * direction. Else nothing reads the slot's stats, and the socket's release frees the slot. */
+static __always_inline bool slot_followed(const struct sm_orig_slot *slot)
+{
+	return !READ_ONCE(slot->unconfirmed_since) && slot->stats.direction;
+}
+
 /* At a sock_addr hook: a TCP socket's cookie, 0 for UDP (which never holds a slot) or a socket without one. */
 static __always_inline __u64 tcp_cookie(struct bpf_sock_addr *ctx)
 {
@@ -812,7 +819,7 @@ int sm_sock_release(struct bpf_sock *sk)
 	__u64 cookie = sk->protocol == IPPROTO_TCP ? s->__sk_common.skc_cookie.counter : 0;
 	struct sm_orig_slot *slot = held_slot(cookie);
 
-	if (slot && (READ_ONCE(slot->unconfirmed_since) || !slot->stats.direction))
+	if (slot && !slot_followed(slot))
 		release_slot(slot, cookie);
 	return 1;
 }

@@ -81,7 +81,7 @@ struct {
 static __always_inline struct sm_conn_stats *slot_or_storage_stats(struct sm_orig_slot *slot, void *sk)
 {
 	if (slot)
-		return READ_ONCE(slot->unconfirmed_since) || !slot->stats.direction ? NULL : &slot->stats;
+		return slot_followed(slot) ? &slot->stats : NULL;
 	return bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
 }
 

@@ -358,6 +358,16 @@ static bool release_pinned(const struct sm_datapath *dp)
 	return access(path, F_OK) == 0;
 }
 
+/* Detaches and unpins a link an earlier agent pinned (NULL: none), and closes our handle of it. */
+static void drop_pinned_link(struct bpf_link *link)
+{
+	if (!link)
+		return;
+	bpf_link__detach(link);
+	bpf_link__unpin(link);
+	bpf_link__destroy(link);
+}
+
 static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cgroup_id, char *err, size_t size)
 {
 	struct bpf_program *prog = cgroup_program(dp->skel, hook);
@@ -368,12 +378,8 @@ static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cg
 
 	link_path(path, sizeof(path), dp->pin_dir, name);
 	link = access(path, F_OK) == 0 ? bpf_link__open(path) : NULL;
-	if (!bpf_program__autoload(prog)) { /* this kernel lacks it: an earlier agent's link goes */
-		if (link) {
-			bpf_link__detach(link);
-			bpf_link__unpin(link);
-			bpf_link__destroy(link);
-		}
+	if (!bpf_program__autoload(prog)) { /* not loaded (the kernel lacks it): an earlier agent's link goes */
+		drop_pinned_link(link);
 		return 0;
 	}
 	if (link && !link_cgroup_id(link, &linked_cgroup) && linked_cgroup == cgroup_id) {
@@ -386,11 +392,7 @@ static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cg
 		dp->links[hook] = link;
 		return 0;
 	}
-	if (link) {
-		bpf_link__detach(link);
-		bpf_link__unpin(link);
-		bpf_link__destroy(link);
-	}
+	drop_pinned_link(link); /* on another cgroup */
 	link = bpf_program__attach_cgroup(prog, cgroup_fd);
 	if (!link)
 		return fail(err, size, -errno, "attaching %s to the cgroup: %s", name, strerror(errno));

@@ -124,6 +124,8 @@ stop_server
 start_agent --local-config "$fixtures/real/ztunnel-local-config.yaml"
 check "local-config mode becomes ready" wait_for 20 ready
 check "local-config mode: a connect to the example's VIP reaches its workloads" reaches 127.10.0.1 80 local
+check "with telemetry on, no slot release is attached (its sockets' close frees their slots)" \
+  test ! -e "$pin_dir/links/sm_sock_release"
 stop_agent
 
 # 7. the bookinfo dump, converted and served: our /config_dump shows every field of the original's
@@ -161,6 +163,24 @@ replay_acks_all() { local acks; acks="$("$sockmesh" replay "$fixtures/wire/strea
 check "sockmesh replay prints each response's answer" replay_acks_all
 uninstalled() { "$sockmesh" uninstall --pin-dir "$pin_dir" && refused 127.10.0.1 80; }
 check "sockmesh uninstall detaches: the VIP is no longer translated" uninstalled
+
+# 8. --no-telemetry: translated sockets keep their original destination in a slot, freed at their release
+# (Linux 6.2's bpf_rdonly_cast; before, the probe leaves the release out and socket storage serves)
+release_attached() {
+  start_agent --local-config "$fixtures/real/ztunnel-local-config.yaml" --no-telemetry
+  wait_for 20 ready || return 1
+  [[ -e "$pin_dir/links/sm_sock_release" ]] || { echo "no pinned link sm_sock_release"; return 1; }
+  local out; out="$(in_mesh "$echo_tool" ask 127.10.0.1 80)"
+  echo "$out"
+  grep -q 'answered by local' <<<"$out" && grep -q 'getpeername says 127.10.0.1:80' <<<"$out"
+}
+if [[ "$(printf '%s\n' 6.2 "$(uname -r | cut -d- -f1)" | sort -V | head -1)" == 6.2 ]]; then
+  check_showing "--no-telemetry: the slot release is attached, and getpeername still names the VIP" release_attached
+else
+  skip "--no-telemetry: the slot release is attached" "Linux $(uname -r) lacks bpf_rdonly_cast (6.2)"
+fi
+stop_agent
+"$sockmesh" uninstall --pin-dir "$pin_dir" >/dev/null
 
 wrong_cgroup_pins_nothing() {
   ! "$sockmesh" run --cgroup "$work" --pin-dir "$pin_dir-wrong" --local-config "$fixtures/real/ztunnel-local-config.yaml" \

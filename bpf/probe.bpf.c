@@ -163,7 +163,7 @@ int probe_sockops(struct bpf_sock_ops *ops)
 	__u64 key = bpf_get_netns_cookie(ops);
 	struct bpf_sock *sk = ops->sk;
 
-	bpf_sock_ops_cb_flags_set(ops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	bpf_sock_ops_cb_flags_set(ops, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 	if (sk) {
 		bpf_sk_storage_get(&probe_storage, sk, 0, 0);
 		probe_tcp_sock(sk);
@@ -174,7 +174,9 @@ int probe_sockops(struct bpf_sock_ops *ops)
 	bpf_get_socket_cookie(ops);
 	if (probe_lookup())
 		return 1;
-	bpf_sock_hash_update(ops, &probe_sockhash, &key, BPF_NOEXIST);
+	/* a socket in the sockhash only for its TLV leaves it once the TLV is sent */
+	if (bpf_sock_hash_update(ops, &probe_sockhash, &key, BPF_NOEXIST) == 0)
+		bpf_map_delete_elem(&probe_sockhash, &key);
 	return 1;
 }
 

@@ -997,12 +997,38 @@ static __always_inline void enter_sockhash(struct bpf_sock_ops *ops, struct bpf_
 		if (!state || !(state->flags & SM_SOCK_TLV_PENDING))
 			return;
 		state->flags |= SM_SOCK_TLV_ONLY;
+		/* to leave the sockhash once its first message, with the TLV, is on its way (leave_sockhash) */
+		if (bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG))
+			count(SM_COUNTER_ERRORS);
 	}
 	finish_key(key, ops);
 	if (accelerate)
 		conn_accelerated(sk, key); /* before its peer can find it */
 	if (bpf_sock_hash_update(ops, &sm_sockhash, key, BPF_ANY))
 		count(SM_COUNTER_ERRORS);
+}
+
+/*
+ * A socket in the sockhash only for its TLV, once the TLV is written (its first send), leaves it: sk_msg has
+ * nothing more to do for it, and out of the sockhash its later sends and receives take TCP's own path
+ * instead of the sockmap's. Sockops sees it at the next segment it sizes; the psock goes once that send
+ * ends. sk_msg may not take a socket out of a sockhash, sockops may.
+ */
+static __always_inline void leave_sockhash(struct bpf_sock_ops *ops)
+{
+	struct sm_sock_key key = {};
+	struct sm_sock_state *state;
+	struct bpf_sock *sk = ops->sk;
+
+	if (!sk)
+		return;
+	state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+	if (!state || (state->flags & SM_SOCK_TLV_PENDING))
+		return; /* not yet sent */
+	key_from_ops(&key, ops);
+	finish_key(&key, ops);
+	bpf_map_delete_elem(&sm_sockhash, &key);
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 }
 
 SEC("sockops")
@@ -1017,6 +1043,10 @@ int sm_sockops(struct bpf_sock_ops *ops)
 
 	if (op == BPF_SOCK_OPS_STATE_CB) {
 		conn_progress(ops); /* only sockets that telemetry follows asked for it */
+		return 1;
+	}
+	if (op == BPF_SOCK_OPS_HDR_OPT_LEN_CB) {
+		leave_sockhash(ops); /* only sockets in the sockhash for their TLV asked for it */
 		return 1;
 	}
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&

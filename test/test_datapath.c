@@ -322,6 +322,8 @@ static void unhealthy_excluded(struct env *env, const void *arg)
 	close(well);
 }
 
+static size_t sockhash_size(struct env *env);
+
 static void tlv_exactly_once(struct env *env, const void *arg)
 {
 	(void)arg;
@@ -333,11 +335,14 @@ static void tlv_exactly_once(struct env *env, const void *arg)
 	int fd = connect_to(AF_INET, "127.10.0.1", 80);
 	CHECK(fd >= 0, "connect: %s", strerror(-fd));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	write_all(fd, "one", 3);
-	write_all(fd, "two", 3);
-	write_all(fd, "six", 3);
 	int server = accept_within(listener, 2000);
 	CHECK(server >= 0, "no connection at the waypoint");
+	CHECK(sockhash_size(env) == 1, "the socket owing a TLV is not in the sockhash (%zu are)", sockhash_size(env));
+	write_all(fd, "one", 3);
+	/* its TLV written, it leaves the sockhash: its later sends take TCP's own path */
+	CHECK(sockhash_size(env) == 0, "the socket is still in the sockhash after its TLV");
+	write_all(fd, "two", 3);
+	write_all(fd, "six", 3);
 	read_exactly(server, got, sizeof(got));
 	CHECK(memcmp(got, tlv_web_v4, sizeof(tlv_web_v4)) == 0, "the TLV is not first");
 	CHECK(memcmp(got + sizeof(tlv_web_v4), "onetwosix", 9) == 0, "the payload is not the three sends, once");
@@ -918,6 +923,8 @@ static void accelerated_waypoint(struct env *env, const void *arg)
 	read_exactly(fd, got, 4);
 	CHECK(memcmp(got, "back", 4) == 0, "the reply differs");
 	CHECK(env_counter(env, SM_COUNTER_ACCELERATED) >= before + 2, "not accelerated both ways");
+	CHECK(sockhash_size(env) == 2, "an accelerated end left the sockhash after its TLV (%zu are in it)",
+	      sockhash_size(env));
 	close(fd);
 	close(server);
 	close(listener);

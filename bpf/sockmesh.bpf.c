@@ -638,16 +638,16 @@ const volatile bool release_frees_slots = false;
 
 /*
  * Remembers what the application asked for, for getpeername, recvmsg and the TLV: in a slot for a TCP
- * socket that owes no TLV (sk_msg reads the TLV's from socket storage) when it gets one, and when either
- * the socket's release or telemetry's close frees it; else in its socket storage. With the telemetry knob
- * off the slot is confirmed at once: no start will confirm it, and the socket's release gives it back.
+ * socket when it gets one, and when either the socket's release or telemetry's close frees it; else in its
+ * socket storage. With the telemetry knob off the slot is confirmed at once: no start will confirm it, and
+ * the socket's release gives it back.
  */
 static __always_inline void remember(struct bpf_sock_addr *ctx, const struct sm_config *cfg, const struct dest *orig,
 				     __u8 flags)
 {
 	struct sm_sock_state *state = NULL;
 
-	if (ctx->protocol == IPPROTO_TCP && !(flags & SM_SOCK_TLV_PENDING) && (release_frees_slots || telemetry_on(cfg))) {
+	if (ctx->protocol == IPPROTO_TCP && (release_frees_slots || telemetry_on(cfg))) {
 		struct sm_orig_slot *slot = claim_slot(bpf_get_socket_cookie(ctx));
 
 		if (!slot) {
@@ -960,16 +960,20 @@ static __always_inline void peer_key_from_msg(struct sm_sock_key *key, struct sk
 	finish_key(key, msg);
 }
 
-/* Whether a socket at this callback may owe its first message a TLV: only a connecting one, to a port that
- * connect4/6 sent a waypoint's TLV to (its storage says whether it does; looking that up costs more). */
+/* Whether a socket connected to this remote port (the context's field) may owe a TLV: only one connected to
+ * a port that connect4/6 sent a waypoint's TLV to (its slot or storage says whether it does; looking that up
+ * costs more). */
+static __always_inline bool port_owed_tlv(__u32 remote_port_field)
+{
+	__u32 bit, *word = tlv_port_word(remote_port(remote_port_field), &bit);
+
+	return word && (*word & bit);
+}
+
+/* Whether a socket at this callback may owe its first message a TLV: only a connecting one, to such a port. */
 static __always_inline bool may_owe_tlv(struct bpf_sock_ops *ops, __u32 op)
 {
-	__u32 bit, *word;
-
-	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
-		return false;
-	word = tlv_port_word(remote_port(ops->remote_port), &bit);
-	return word && (*word & bit);
+	return op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && port_owed_tlv(ops->remote_port);
 }
 
 static __always_inline bool peer_is_local(const __u8 remote[16])
@@ -993,7 +997,7 @@ static __always_inline void enter_sockhash(struct bpf_sock_ops *ops, struct bpf_
 	if (!accelerate) {
 		if (!may_owe)
 			return;
-		state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+		state = orig_state(sk, known_cookie(sk));
 		if (!state || !(state->flags & SM_SOCK_TLV_PENDING))
 			return;
 		state->flags |= SM_SOCK_TLV_ONLY;
@@ -1022,7 +1026,7 @@ static __always_inline void leave_sockhash(struct bpf_sock_ops *ops)
 
 	if (!sk)
 		return;
-	state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+	state = orig_state(sk, known_cookie(sk));
 	if (!state || (state->flags & SM_SOCK_TLV_PENDING))
 		return; /* not yet sent */
 	key_from_ops(&key, ops);
@@ -1133,13 +1137,16 @@ SEC("sk_msg")
 int sm_sk_msg(struct sk_msg_md *msg)
 {
 	const struct sm_config *cfg;
-	struct sm_sock_state *state;
+	struct sm_sock_state *state = NULL;
 	struct sm_sock_key peer = {};
 	struct bpf_sock *sk = msg->sk;
 
 	if (!sk)
 		return SK_PASS;
-	state = bpf_sk_storage_get(&sm_sock_state, sk, 0, 0);
+	/* only a socket connected to a port a TLV was sent to can owe one: an accelerated socket on any other
+	 * port looks up neither its slot nor its storage, on every message */
+	if (port_owed_tlv(msg->remote_port))
+		state = orig_state(sk, known_cookie(sk));
 	if (state && (state->flags & SM_SOCK_TLV_PENDING)) {
 		/* once only, whatever happens: a TLV in the middle of the stream would corrupt it; and a
 		 * first message without its TLV must not reach the waypoint */

@@ -30,8 +30,10 @@
  * sm_tlv_ports (the ports a connect sent to a waypoint owing a TLV: sockops looks for a TLV only on those).
  * 9: SM_COUNTER_ORIG_SLOT_TAKEN (a followed translated connect that found its slot taken). 10: a slot for
  * every translated TCP socket that owes no TLV, followed or not; one not followed is freed by the
- * sm_sock_release program at the socket's last close (where the kernel has its kfunc, Linux 6.2). */
-#define SM_LAYOUT_VERSION 10
+ * sm_sock_release program at the socket's last close (where the kernel has its kfunc, Linux 6.2). 11: a
+ * socket sent to a waypoint takes a slot too: sockops and sk_msg read its pending TLV there (a layout 10
+ * program would look for it in socket storage only, and send the first message without it). */
+#define SM_LAYOUT_VERSION 11
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
@@ -470,8 +472,8 @@ _Static_assert(sizeof(struct sm_conn_stats) == 56, "sm_conn_stats layout");
 
 /*
  * sm_orig_slots (array of SM_ORIG_SLOTS, index: the socket's cookie & (SM_ORIG_SLOTS - 1)): a TCP socket
- * that connect4/6 redirected to a backend (not to a waypoint) keeps its sm_sock_state here, and when
- * telemetry follows it its sm_conn_stats too, instead of in socket storage, whose making is most of what
+ * that connect4/6 redirected (to a backend, or to a waypoint since layout 11) keeps its sm_sock_state here,
+ * and when telemetry follows it its sm_conn_stats too, instead of in socket storage, whose making is most of what
  * connect4 and telemetry's start cost such a connection (docs/benchmarks.md, "The original destination in
  * a slot"). The slot is the socket's while its cookie is in it:
  * - connect4/6 claims a free slot (cookie 0) with a compare-and-swap; a slot another socket holds leaves

@@ -6,8 +6,8 @@
  *
  * A connection is followed when sm_conn_stats exists for its socket: made at TCP_CONNECT_CB (outbound)
  * or PASSIVE_ESTABLISHED_CB (inbound) while the knob is on, in socket storage or, for a connection that
- * connect4 translated to a backend, in the slot that holds its original destination (sm_orig_slots),
- * which its close gives back. Everything after reads the socket through its BTF (bpf_skc_to_tcp_sock),
+ * connect4 translated (to a backend or a waypoint), in the slot that holds its original destination
+ * (sm_orig_slots), which its close gives back. Everything after reads the socket through its BTF (bpf_skc_to_tcp_sock),
  * the same from sockops, sk_msg and the flush iterator.
  *
  * What a connection costs is the point: one socket storage (none in a slot), the state callback (no RTT callback, no
@@ -317,7 +317,7 @@ static __always_inline void conn_progress(struct bpf_sock_ops *ops)
 /* sk_msg pushed the waypoint TLV: TCP will count it, the application did not send it. */
 static __always_inline void conn_tlv(struct bpf_sock *sk, __u32 len)
 {
-	struct sm_conn_stats *st = bpf_sk_storage_get(&sm_conn_stats, sk, 0, 0);
+	struct sm_conn_stats *st = conn_stats(sk, known_cookie(sk));
 
 	if (st)
 		st->tlv_bytes += len;

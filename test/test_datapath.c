@@ -674,6 +674,42 @@ static void slot_through_connects(struct env *env, const void *arg)
 	close(listener);
 }
 
+/* A socket sent to a waypoint keeps its original destination, and its pending TLV, in a slot too (layout 11):
+ * the TLV is read from there, once, and the slot is freed at the socket's release. */
+static void tlv_from_a_slot(struct env *env, const void *arg)
+{
+	(void)arg;
+	int listener = listen_on(SOCK_STREAM, "127.0.7.7", 15008);
+	uint8_t got[sizeof(tlv_web_v4) + 6];
+	char peer[64];
+
+	reopen_datapath(env, true); /* as an agent with telemetry off */
+	web_service_waypoint(env);
+	int fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd >= 0, "connect: %s", strerror(-fd));
+	uint64_t cookie = env_socket_cookie(fd);
+	struct sm_orig_slot slot = env_slot_of(env, cookie);
+	CHECK(slot.cookie == cookie && !slot.unconfirmed_since, "the socket owing a TLV holds no confirmed slot");
+	CHECK(slot.state.flags & SM_SOCK_TLV_ONLY, "sockops did not find the pending TLV in the slot (flags %#x)",
+	      slot.state.flags);
+	CHECK(!has_sock_state(env, fd), "a socket storage was made beside the slot");
+	peer_of(fd, peer, sizeof(peer));
+	CHECK(strcmp(peer, "127.10.0.1:80") == 0, "getpeername gave %s, not the VIP", peer);
+	int server = accept_within(listener, 2000);
+	CHECK(server >= 0, "no connection at the waypoint");
+	write_all(fd, "one", 3);
+	write_all(fd, "two", 3);
+	read_exactly(server, got, sizeof(got));
+	CHECK(memcmp(got, tlv_web_v4, sizeof(tlv_web_v4)) == 0, "the TLV from the slot is not first");
+	CHECK(memcmp(got + sizeof(tlv_web_v4), "onetwo", 6) == 0, "the payload is not the two sends, once");
+	CHECK(!(env_slot_of(env, cookie).state.flags & SM_SOCK_TLV_PENDING), "the slot still owes its TLV");
+	CHECK(sockhash_size(env) == 0, "the socket is still in the sockhash after its TLV");
+	close(fd);
+	CHECK(env_slot_freed(env, cookie), "the slot was still held after the socket's release");
+	close(server);
+	close(listener);
+}
+
 /* Whether the socket's connect through the VIP left its original destination in a slot (else in storage). */
 static bool vip_in_slot(struct env *env, int listener)
 {
@@ -1106,6 +1142,7 @@ static const struct case_row {
 	{ "unhealthy endpoints are excluded", unhealthy_excluded },
 	{ "the TLV comes once over several sends", tlv_exactly_once },
 	{ "sockops looks for a TLV only on a port one was owed to", tlv_port_marks },
+	{ "a socket sent to a waypoint keeps its TLV in a slot, read once", tlv_from_a_slot },
 	{ "DNS goes to the proxy, and comes back from the server asked", dns_to_the_proxy },
 	{ "only enrolled network namespaces are steered", enrollment },
 	{ "connected UDP to a VIP, then elsewhere", connected_udp },

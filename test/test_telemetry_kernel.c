@@ -248,8 +248,9 @@ static void exact_bytes(struct env *env, const void *arg)
 	CHECK(followed_socket(env, fd) && followed_socket(env, server) == !both_ends,
 	      "followed: client %d, server %d (want 1, %d)", followed_socket(env, fd), followed_socket(env, server),
 	      !both_ends);
-	/* a client translated to a backend keeps its stats and original destination in a slot, no storage */
-	bool in_slot = (row->client_flags & SM_CONN_TRANSLATED) && !(row->client_flags & SM_CONN_WAYPOINT);
+	/* a translated client (to a backend, or to a waypoint since layout 11) keeps its stats and original
+	 * destination in a slot, no storage */
+	bool in_slot = row->client_flags & SM_CONN_TRANSLATED;
 	uint64_t cookie = env_socket_cookie(fd);
 	CHECK(env_holds_slot(env, fd) == in_slot && stats_in_storage(env, fd) == !in_slot,
 	      "the client's stats: in a slot %d, in storage %d (want %d, %d)", env_holds_slot(env, fd),

@@ -473,9 +473,9 @@ _Static_assert(sizeof(struct sm_conn_stats) == 56, "sm_conn_stats layout");
 /*
  * sm_orig_slots (array of SM_ORIG_SLOTS, index: the socket's cookie & (SM_ORIG_SLOTS - 1)): a TCP socket
  * that connect4/6 redirected (to a backend, or to a waypoint since layout 11) keeps its sm_sock_state here,
- * and when telemetry follows it its sm_conn_stats too, instead of in socket storage, whose making is most of what
- * connect4 and telemetry's start cost such a connection (docs/benchmarks.md, "The original destination in
- * a slot"). The slot is the socket's while its cookie is in it:
+ * and when telemetry follows it its sm_conn_stats too, instead of in socket storage, whose making is most
+ * of what connect4 and telemetry's start cost such a connection (docs/benchmarks.md, "The original
+ * destination in a slot"). The slot is the socket's while its cookie is in it:
  * - connect4/6 claims a free slot (cookie 0) with a compare-and-swap; a slot another socket holds leaves
  *   this one to socket storage (counted: orig_slot_taken);
  * - with the telemetry knob off the claim is confirmed at once (unconfirmed_since 0, stats.direction 0:

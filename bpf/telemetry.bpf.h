@@ -7,8 +7,8 @@
  * A connection is followed when sm_conn_stats exists for its socket: made at TCP_CONNECT_CB (outbound)
  * or PASSIVE_ESTABLISHED_CB (inbound) while the knob is on, in socket storage or, for a connection that
  * connect4 translated (to a backend or a waypoint), in the slot that holds its original destination
- * (sm_orig_slots), which its close gives back. Everything after reads the socket through its BTF (bpf_skc_to_tcp_sock),
- * the same from sockops, sk_msg and the flush iterator.
+ * (sm_orig_slots), which its close gives back. Everything after reads the socket through its BTF
+ * (bpf_skc_to_tcp_sock), the same from sockops, sk_msg and the flush iterator.
  *
  * What a connection costs is the point: one socket storage (none in a slot), the state callback (no RTT callback, no
  * event at its start) and one event at its end. A connection still open after SM_CONN_REPORT_NS is

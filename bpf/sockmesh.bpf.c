@@ -802,14 +802,14 @@ int sm_sendmsg6(struct bpf_sock_addr *ctx)
 	return steer6(ctx, true);
 }
 
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak; /* weak: not loaded before 6.2 */
+
 /*
  * A socket's last close: the slot it holds goes back, unless telemetry follows its connection, whose last
  * event (at TCP_CLOSE, often after this) still reads the slot and then frees it. Nothing can ask the
  * socket for its peer any more. Every socket of the cgroup passes here: one without a cookie (never
  * translated, never followed) returns before looking at any slot.
  */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak; /* weak: not loaded before 6.2 */
-
 SEC("cgroup/sock_release")
 int sm_sock_release(struct bpf_sock *sk)
 {
@@ -1140,13 +1140,16 @@ int sm_sk_msg(struct sk_msg_md *msg)
 	struct sm_sock_state *state = NULL;
 	struct sm_sock_key peer = {};
 	struct bpf_sock *sk = msg->sk;
+	__u64 cookie = 0;
 
 	if (!sk)
 		return SK_PASS;
 	/* only a socket connected to a port a TLV was sent to can owe one: an accelerated socket on any other
 	 * port looks up neither its slot nor its storage, on every message */
-	if (port_owed_tlv(msg->remote_port))
-		state = orig_state(sk, known_cookie(sk));
+	if (port_owed_tlv(msg->remote_port)) {
+		cookie = known_cookie(sk);
+		state = orig_state(sk, cookie);
+	}
 	if (state && (state->flags & SM_SOCK_TLV_PENDING)) {
 		/* once only, whatever happens: a TLV in the middle of the stream would corrupt it; and a
 		 * first message without its TLV must not reach the waypoint */
@@ -1155,7 +1158,7 @@ int sm_sk_msg(struct sk_msg_md *msg)
 			count(SM_COUNTER_ERRORS);
 			return SK_DROP;
 		}
-		conn_tlv(sk, state->flags & SM_SOCK_ORIG_V4 ? SM_TLV_LEN_V4 : SM_TLV_LEN_V6);
+		conn_tlv(sk, cookie, state->flags & SM_SOCK_ORIG_V4 ? SM_TLV_LEN_V4 : SM_TLV_LEN_V6);
 	}
 	if (state && (state->flags & SM_SOCK_TLV_ONLY))
 		return SK_PASS; /* its peer is not local: no redirect to try */

@@ -314,10 +314,11 @@ static __always_inline void conn_progress(struct bpf_sock_ops *ops)
 		release_slot(slot, cookie); /* done with it once its last event is out */
 }
 
-/* sk_msg pushed the waypoint TLV: TCP will count it, the application did not send it. */
-static __always_inline void conn_tlv(struct bpf_sock *sk, __u32 len)
+/* sk_msg pushed the waypoint TLV (cookie: the socket's, which sk_msg read to find it): TCP will count it,
+ * the application did not send it. */
+static __always_inline void conn_tlv(struct bpf_sock *sk, __u64 cookie, __u32 len)
 {
-	struct sm_conn_stats *st = conn_stats(sk, known_cookie(sk));
+	struct sm_conn_stats *st = conn_stats(sk, cookie);
 
 	if (st)
 		st->tlv_bytes += len;

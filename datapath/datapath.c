@@ -345,10 +345,6 @@ static int link_cgroup_id(struct bpf_link *link, __u64 *id)
 	return 0;
 }
 
-/*
- * A pinned link on the same cgroup gets the new program in one step (no window without the hook);
- * a link on another cgroup is detached first; otherwise a new link is made and pinned.
- */
 /* Whether an earlier agent attached sm_sock_release: its slots need it still. */
 static bool release_pinned(const struct sm_datapath *dp)
 {
@@ -368,6 +364,10 @@ static void drop_pinned_link(struct bpf_link *link)
 	bpf_link__destroy(link);
 }
 
+/*
+ * A pinned link on the same cgroup gets the new program in one step (no window without the hook);
+ * a link on another cgroup is detached first; otherwise a new link is made and pinned.
+ */
 static int attach_hook(struct sm_datapath *dp, int hook, int cgroup_fd, __u64 cgroup_id, char *err, size_t size)
 {
 	struct bpf_program *prog = cgroup_program(dp->skel, hook);

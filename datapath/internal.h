@@ -45,7 +45,8 @@ struct sm_datapath {
 	struct sm_bpf_writer writer;
 	bool adopted;
 	bool can_reap;		    /* the kernel has bpf_sock_destroy (6.5): sm_authz_reap is loaded */
-	bool can_release;	    /* the kernel has bpf_rdonly_cast (6.2): sm_sock_release is loaded */
+	bool can_release;	    /* sm_sock_release is loaded: the kernel has bpf_rdonly_cast (6.2), and the
+				     * open asked for it or an earlier agent pinned its link */
 	bool migrating;		    /* new maps loaded beside an older layout's; attached at commit */
 	bool created_dirs[3];	    /* the pin dir, links/ and maps-vN/: made by this open */
 	bool created_links[SM_CGROUP_HOOKS]; /* pinned by this open (not an earlier agent's, updated in place) */

@@ -1027,11 +1027,15 @@ static __always_inline void leave_sockhash(struct bpf_sock_ops *ops)
 	if (!sk)
 		return;
 	state = orig_state(sk, known_cookie(sk));
-	if (!state || (state->flags & SM_SOCK_TLV_PENDING))
+	if (state && (state->flags & SM_SOCK_TLV_PENDING))
 		return; /* not yet sent */
-	key_from_ops(&key, ops);
-	finish_key(&key, ops);
-	bpf_map_delete_elem(&sm_sockhash, &key);
+	if (state) {
+		key_from_ops(&key, ops);
+		finish_key(&key, ops);
+		bpf_map_delete_elem(&sm_sockhash, &key);
+	}
+	/* Without a state here the socket was put in an older layout's sockhash, whose sk_msg it keeps and
+	 * which this program cannot reach: it stays there, but its segments stop calling us. */
 	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 }
 

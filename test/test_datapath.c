@@ -1043,39 +1043,53 @@ static void collect_counts(int report, int listener, int counts[2])
  * A new layout version: the agent loads its maps beside the old ones (which keep serving), fills them,
  * then switches the links. Connections never see a gap.
  */
-static void layout_migration_without_a_gap(struct env *env, const void *arg)
+/* The case's datapath closed, its pinned maps renamed and relabelled as those of layout 0, as an older
+ * agent would have left them; old_dir: where they are now. */
+static void make_pins_look_older(struct env *env, char *old_dir, size_t size)
 {
-	(void)arg;
-	char old_dir[256], new_dir[256], meta[300];
-	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
-	int report[2], stop[2], counts[2] = { 0, -1 };
+	char new_dir[256], meta[300];
 	struct sm_meta old_layout = { .layout_version = 0 };
 	__u32 key = 0;
 
-	web_one_backend(env);
 	sm_datapath_close(env->dp);
 	env->dp = NULL;
 	snprintf(new_dir, sizeof(new_dir), "%s/maps-v%u", env->pin_dir, SM_LAYOUT_VERSION);
-	snprintf(old_dir, sizeof(old_dir), "%s/maps-v0", env->pin_dir);
+	snprintf(old_dir, size, "%s/maps-v0", env->pin_dir);
 	CHECK(rename(new_dir, old_dir) == 0, "making the maps look older: %s", strerror(errno));
 	snprintf(meta, sizeof(meta), "%s/sm_meta", old_dir);
 	int meta_fd = bpf_obj_get(meta);
 	CHECK(meta_fd >= 0 && bpf_map_update_elem(meta_fd, &key, &old_layout, BPF_ANY) == 0, "writing the old layout");
 	close(meta_fd);
+}
+
+/* The new layout's maps filled by a first full sync (model), then the links switched; the old maps gone. */
+static void migrate(struct env *env, const char *old_dir, void (*model)(struct env *env))
+{
+	char err[256];
+
+	sm_model_free(env->model);
+	CHECK(sm_model_new(&(struct sm_model_options){ .node_name = "node-a" }, &env->model) == 0, "model");
+	model(env);
+	CHECK(sm_datapath_commit(env->dp, err, sizeof(err)) == 0, "commit: %s", err);
+	CHECK(access(old_dir, F_OK) != 0, "the old maps are still pinned");
+}
+
+static void layout_migration_without_a_gap(struct env *env, const void *arg)
+{
+	(void)arg;
+	char old_dir[256];
+	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+	int report[2], stop[2], counts[2] = { 0, -1 };
+
+	web_one_backend(env);
+	make_pins_look_older(env, old_dir, sizeof(old_dir));
 
 	pid_t pid = connect_loop(report, stop);
 	drain(listener, 200);
 	CHECK(env_open_datapath(env) == 0, "opening beside the old layout");
 	CHECK(sm_datapath_migrating(env->dp), "the datapath did not see the old layout");
 	drain(listener, 200);
-
-	/* the first full sync fills the new maps, then the links switch */
-	sm_model_free(env->model);
-	CHECK(sm_model_new(&(struct sm_model_options){ .node_name = "node-a" }, &env->model) == 0, "model");
-	web_one_backend(env);
-	char err[256];
-	CHECK(sm_datapath_commit(env->dp, err, sizeof(err)) == 0, "commit: %s", err);
-	CHECK(access(old_dir, F_OK) != 0, "the old maps are still pinned");
+	migrate(env, old_dir, web_one_backend);
 	drain(listener, 200);
 
 	CHECK(write(stop[1], "x", 1) == 1, "stop");
@@ -1084,6 +1098,93 @@ static void layout_migration_without_a_gap(struct env *env, const void *arg)
 	fprintf(stderr, "# %d connects across the migration, %d failures\n", counts[0] + counts[1], counts[1]);
 	CHECK(counts[1] == 0 && counts[0] > 50, "%d of %d connects failed", counts[1], counts[0] + counts[1]);
 	close(listener);
+}
+
+/*
+ * A socket connected to a waypoint by the old layout's programs, which sends nothing before the new
+ * layout takes over: its first send still carries the TLV, once and first. The socket keeps the old
+ * sockhash's sk_msg (a socket in a sockhash holds its own reference to the map's programs, which keep
+ * their maps), so the old program writes it from what the old maps hold: socket storage, or a slot when
+ * the release was asked for.
+ */
+/* How many times the cgroup's sockops program has run (while bpf_enable_stats is on). */
+static uint64_t sockops_runs(struct env *env)
+{
+	struct bpf_prog_info info = { 0 };
+	uint32_t id, n = 1, len = sizeof(info);
+	int cgroup = open(env->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	CHECK(cgroup >= 0 && bpf_prog_query(cgroup, BPF_CGROUP_SOCK_OPS, 0, NULL, &id, &n) == 0 && n == 1,
+	      "querying the cgroup's sockops: %s", strerror(errno));
+	close(cgroup);
+	int fd = bpf_prog_get_fd_by_id(id);
+	CHECK(fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0, "reading program %u", id);
+	close(fd);
+	return info.run_cnt;
+}
+
+static void tlv_across_a_migration(struct env *env, bool release_slots)
+{
+	char old_dir[256];
+	int listener = listen_on(SOCK_STREAM, "127.0.7.7", 15008);
+	uint8_t got[sizeof(tlv_web_v4) + 6];
+
+	if (release_slots)
+		reopen_datapath(env, true);
+	web_service_waypoint(env);
+	int fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd >= 0, "connect: %s", strerror(-fd));
+	int server = accept_within(listener, 2000);
+	CHECK(server >= 0, "no connection at the waypoint");
+
+	make_pins_look_older(env, old_dir, sizeof(old_dir));
+	CHECK(env_open_datapath(env) == 0, "opening beside the old layout");
+	migrate(env, old_dir, web_service_waypoint);
+
+	int stats = bpf_enable_stats(BPF_STATS_RUN_TIME);
+	CHECK(stats >= 0, "bpf_enable_stats: %s", strerror(errno));
+	write_all(fd, "one", 3);
+	write_all(fd, "two", 3);
+	read_exactly(server, got, sizeof(got));
+	CHECK(memcmp(got, tlv_web_v4, sizeof(tlv_web_v4)) == 0, "the TLV owed from before the migration is not first");
+	CHECK(memcmp(got + sizeof(tlv_web_v4), "onetwo", 6) == 0, "the payload is not the two sends, once");
+	/* the new sockops, which cannot see what the old maps hold, stops the segments' callbacks it gets */
+	uint64_t runs = sockops_runs(env);
+	for (int i = 0; i < 20; i++) {
+		write_all(fd, "x", 1);
+		read_exactly(server, got, 1);
+	}
+	runs = sockops_runs(env) - runs;
+	CHECK(runs <= 2, "sockops ran %llu times over 20 sends after the TLV", (unsigned long long)runs);
+	close(stats);
+	close(fd);
+	char rest;
+	CHECK(read(server, &rest, 1) == 0, "more bytes than sent");
+	close(server);
+
+	/* and a socket of the new layout's gets its own */
+	fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd >= 0, "connect after the migration: %s", strerror(-fd));
+	server = accept_within(listener, 2000);
+	CHECK(server >= 0, "no connection at the waypoint after the migration");
+	write_all(fd, "one", 3);
+	read_exactly(server, got, sizeof(tlv_web_v4) + 3);
+	CHECK(memcmp(got, tlv_web_v4, sizeof(tlv_web_v4)) == 0, "no TLV after the migration");
+	close(fd);
+	close(server);
+	close(listener);
+}
+
+static void tlv_in_storage_across_a_migration(struct env *env, const void *arg)
+{
+	(void)arg;
+	tlv_across_a_migration(env, false);
+}
+
+static void tlv_in_a_slot_across_a_migration(struct env *env, const void *arg)
+{
+	(void)arg;
+	tlv_across_a_migration(env, true);
 }
 
 /* How many programs are attached to the case's cgroup at connect4. */
@@ -1154,6 +1255,8 @@ static const struct case_row {
 	{ "a local waypoint gets its TLV and acceleration", accelerated_waypoint },
 	{ "reopened from pins while a client keeps connecting", reopen_while_connecting },
 	{ "a layout version change is migrated without a gap", layout_migration_without_a_gap },
+	{ "a TLV owed from socket storage across a layout migration comes first", tlv_in_storage_across_a_migration },
+	{ "a TLV owed from a slot across a layout migration comes first", tlv_in_a_slot_across_a_migration },
 	{ "an abandoned open leaves what it found", abandoned_open_leaves_what_it_found },
 };
 

@@ -17,12 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "xds/message.h"
 #include "xds/response.h"
 #include "xds/xds.h"
 
@@ -313,9 +313,9 @@ static void record(struct sm_xds_client *client, const uint8_t *bytes, size_t le
 		xds_log(client, SM_XDS_LOG_ERROR, "recording to %s: %s", client->options.record_path, strerror(-err));
 }
 
-/* What holds a decoded response's bytes: the received slice, and the structs in the arena. */
+/* What holds a decoded response's bytes: the received message, and the structs in the arena. */
 struct held_response {
-	grpc_slice slice;
+	struct xds_message message;
 	struct sm_pb_arena *arena;
 	bool released;
 };
@@ -330,7 +330,7 @@ static void release_response(void *ctx)
 		return;
 	held->released = true;
 	sm_pb_arena_reset(held->arena);
-	grpc_slice_unref(held->slice);
+	xds_message_free(&held->message);
 }
 
 /* Says how a response was applied (err, rejections) in the log and the stats, and answers it: ACK or NACK. */
@@ -405,31 +405,44 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 	free(nonce_copy);
 }
 
+/* A response whose bytes could not be put in one buffer: NACKed without its type and nonce, as one that does
+ * not decode is; one that found memory short is asked for again by a new stream, as answer_applied does. */
+static void answer_unread(struct sm_xds_client *client, struct stream *stream, int err)
+{
+	const char *detail = err == -ENOMEM ? "response could not be read: out of memory"
+					    : "response could not be read: gRPC's byte buffer reader refused it";
+
+	xds_log(client, SM_XDS_LOG_ERROR, "a %s", detail);
+	answer(client, stream, "", "", detail, -1);
+	WITH_STATS(client, client->stats.nacks++);
+	if (err == -ENOMEM && !stream->restart) {
+		stream->restart = true;
+		xds_log(client, SM_XDS_LOG_WARN, "memory ran short; a new stream will ask for what the response carried");
+	}
+}
+
 /*
- * Takes the buffer: it is freed as soon as its bytes are in one slice (a full push is tens of MB), which
- * the decoded response points into until the model has read it.
+ * Takes the buffer: it is freed as soon as its bytes are in one buffer of ours (a full push is tens of MB),
+ * which the decoded response points into until the model has read it.
  */
 static void handle_message(struct sm_xds_client *client, struct stream *stream, grpc_byte_buffer *buffer)
 {
-	grpc_byte_buffer_reader reader;
 	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response;
+	struct held_response held = { .arena = &client->arena };
 	char err[512];
-
-	if (!grpc_byte_buffer_reader_init(&reader, buffer)) {
-		xds_log(client, SM_XDS_LOG_ERROR, "a response could not be decompressed");
-		grpc_byte_buffer_destroy(buffer);
-		return;
-	}
 	double start = monotonic_seconds();
-	grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
-	grpc_byte_buffer_reader_destroy(&reader);
-	grpc_byte_buffer_destroy(buffer);
-	uint8_t *bytes = GRPC_SLICE_START_PTR(slice); /* readall's own copy: ours to write */
-	size_t len = GRPC_SLICE_LENGTH(slice);
-	struct held_response held = { .slice = slice, .arena = &client->arena };
+	int join_err = xds_message_join(buffer, &held.message);
 
+	grpc_byte_buffer_destroy(buffer);
 	stream->responses++;
 	WITH_STATS(client, client->stats.responses++);
+	if (join_err) {
+		answer_unread(client, stream, join_err);
+		return;
+	}
+	uint8_t *bytes = held.message.bytes; /* ours to write */
+	size_t len = held.message.len;
+
 	record(client, bytes, len);
 	int decode_err = sm_xds_response_read(&client->arena, bytes, len, &response);
 	if (decode_err == -EBADMSG || decode_err == -ENOTSUP) {

@@ -2,7 +2,8 @@
 /*
  * The admin endpoint (libmicrohttpd, a thread per connection): /config_dump in the shape of ztunnel's,
  * /healthz/ready, and /metrics in Prometheus text. It only reads: the model under its lock, the xDS
- * client's and datapath's counters.
+ * client's and datapath's counters. /metrics waits for the model a second at most: past that it gives the
+ * model's figures it read last.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,12 +22,24 @@
 #include "agent/log.h"
 #include "agent/telemetry.h"
 
+/* What /metrics last read of the model, for a scrape that finds it held too long. */
+struct model_memo {
+	pthread_mutex_t lock;
+	struct sm_model_stats stats;
+	unsigned long long local_apply_failures;
+};
+
 struct admin {
 	struct MHD_Daemon *daemon;
 	struct agent *agent;
+	struct model_memo memo;
 };
 
 enum { ENDPOINT_CONNECTIONS = 32, ENDPOINT_IDLE_SECONDS = 60 };
+
+/* How long /metrics waits for the model: a full push of 1M workloads holds it for 5-10 s, and a scraper
+ * gives up after 10 s (Prometheus' default scrape_timeout); a split lets it in between two runs sooner. */
+enum { METRICS_MODEL_WAIT_MS = 1000 };
 
 /* A growing text buffer for the metrics page. */
 struct text {
@@ -84,23 +97,48 @@ static void metric(struct text *text, const char *name, const char *type, const 
 	append(text, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, value);
 }
 
-static char *metrics(struct agent *agent, size_t *len)
+/* The model's figures for /metrics: read now when the model is free within METRICS_MODEL_WAIT_MS, else the
+ * last ones read (by a scrape, or at the endpoint's start, before any config was applied). */
+static void model_figures(struct admin *admin, struct sm_model_stats *stats, unsigned long long *local_apply_failures)
 {
+	struct agent *agent = admin->agent;
+	struct model_memo *memo = &admin->memo;
+	bool fresh = model_gate_lock_within(&agent->model_gate, METRICS_MODEL_WAIT_MS);
+
+	if (fresh) {
+		sm_model_stats(agent->model, stats);
+		*local_apply_failures = agent->local_apply_failures;
+		model_gate_unlock(&agent->model_gate);
+	}
+	pthread_mutex_lock(&memo->lock);
+	if (fresh) {
+		memo->stats = *stats;
+		memo->local_apply_failures = *local_apply_failures;
+	} else {
+		*stats = memo->stats;
+		*local_apply_failures = memo->local_apply_failures;
+	}
+	pthread_mutex_unlock(&memo->lock);
+}
+
+static char *metrics(struct admin *admin, size_t *len)
+{
+	struct agent *agent = admin->agent;
 	struct text text = { 0 };
 	struct sm_xds_stats xds = { 0 };
 	struct sm_model_stats model;
 	uint64_t counters[SM_COUNTER_MAX];
 	char why[128];
 
+	unsigned long long local_apply_failures;
+
 	if (agent->xds)
 		sm_xds_client_stats(agent->xds, &xds);
 	else
 		xds.apply = agent->local_apply;
-	model_gate_lock(&agent->model_gate);
-	sm_model_stats(agent->model, &model);
+	model_figures(admin, &model, &local_apply_failures);
 	if (!agent->xds)
-		xds.apply_failures = agent->local_apply_failures;
-	model_gate_unlock(&agent->model_gate);
+		xds.apply_failures = local_apply_failures;
 
 	metric(&text, "sockmesh_ready", "gauge", "1 once config is applied and the datapath attached",
 	       agent_ready(agent, why, sizeof(why)));
@@ -232,7 +270,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
 	}
 	if (strcmp(url, "/metrics") == 0) {
 		size_t len;
-		char *text = metrics(agent, &len);
+		char *text = metrics(admin, &len);
 		if (!text)
 			return respond_text(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 		return respond(connection, MHD_HTTP_OK, text, len, "text/plain; version=0.0.4");
@@ -324,6 +362,7 @@ static int start_daemon(struct agent *agent, int fd, MHD_AccessHandlerCallback h
 		return -ENOMEM;
 	}
 	admin->agent = agent;
+	pthread_mutex_init(&admin->memo.lock, NULL);
 	/* A thread per connection: a request that waits for the model (an apply holds it: a full push for
 	 * seconds, a split for longer) must not hold up the kubelet's /healthz/ready behind it. Bounded, and
 	 * idle connections dropped, so that kept-alive ones cannot take every thread. The logger first:
@@ -335,6 +374,7 @@ static int start_daemon(struct agent *agent, int fd, MHD_AccessHandlerCallback h
 					 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ENDPOINT_IDLE_SECONDS, MHD_OPTION_END);
 	if (!admin->daemon) {
 		snprintf(err, size, "cannot start the %s endpoint (libmicrohttpd's message above says why)", what);
+		pthread_mutex_destroy(&admin->memo.lock);
 		free(admin);
 		return -EIO;
 	}
@@ -344,7 +384,20 @@ static int start_daemon(struct agent *agent, int fd, MHD_AccessHandlerCallback h
 
 int admin_start(struct agent *agent, int fd, struct admin **out, char *err, size_t size)
 {
-	return start_daemon(agent, fd, handle, "admin", out, err, size);
+	struct model_memo *memo;
+	int ret = start_daemon(agent, fd, handle, "admin", out, err, size);
+
+	if (ret)
+		return ret;
+	/* before any config is applied: the figures a scrape gives while the first one is */
+	memo = &(*out)->memo;
+	model_gate_lock(&agent->model_gate);
+	pthread_mutex_lock(&memo->lock);
+	sm_model_stats(agent->model, &memo->stats);
+	memo->local_apply_failures = agent->local_apply_failures;
+	pthread_mutex_unlock(&memo->lock);
+	model_gate_unlock(&agent->model_gate);
+	return 0;
 }
 
 int metrics_start(struct agent *agent, int fd, struct admin **out, char *err, size_t size)
@@ -357,5 +410,6 @@ void admin_stop(struct admin *admin)
 	if (!admin)
 		return;
 	MHD_stop_daemon(admin->daemon);
+	pthread_mutex_destroy(&admin->memo.lock);
 	free(admin);
 }

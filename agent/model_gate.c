@@ -19,6 +19,23 @@ bool model_gate_trylock(struct model_gate *gate)
 	return pthread_mutex_trylock(&gate->lock) == 0;
 }
 
+bool model_gate_lock_within(struct model_gate *gate, unsigned max_ms)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += max_ms / 1000;
+	deadline.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	atomic_fetch_add(&gate->waiting, 1);
+	int ret = pthread_mutex_clocklock(&gate->lock, CLOCK_MONOTONIC, &deadline);
+	atomic_fetch_sub(&gate->waiting, 1);
+	return ret == 0;
+}
+
 void model_gate_unlock(struct model_gate *gate)
 {
 	pthread_mutex_unlock(&gate->lock);

@@ -25,6 +25,9 @@ struct model_gate {
 void model_gate_lock(struct model_gate *gate);
 /* Whether the lock was free and is now held. */
 bool model_gate_trylock(struct model_gate *gate);
+/* model_gate_lock for at most max_ms (a split lets the reader in between its runs meanwhile); whether the
+ * lock is now held. */
+bool model_gate_lock_within(struct model_gate *gate, unsigned max_ms);
 void model_gate_unlock(struct model_gate *gate);
 /* A reader that tries the lock from time to time instead of waiting for it (an events thread holding
  * events for the model) counts as waiting from wait_begin to wait_end. */

@@ -25,6 +25,7 @@
 #include "agent/telemetry.h"
 #include "helpers.h"
 #include "log_stub.h"
+#include "model_harness.h"
 
 /* ---- stubs of what the handlers call ---- */
 
@@ -206,8 +207,9 @@ static void a_waiting_request_holds_up_no_other(void **state)
 	sm_model_free(agent.model);
 }
 
-/* While an apply holds the model, /metrics and /config_dump wait; between two runs of a split the applying
- * thread lets them in (model_gate_yield) and takes the model back once they have had it. */
+/* While an apply holds the model, /metrics (for a second at most, below) and /config_dump wait; between two runs
+ * of a split the applying thread lets them in (model_gate_yield) and takes the model back once they have had
+ * it. */
 static void requests_that_wait_for_the_model_go_in_between_a_splits_runs(void **state)
 {
 	struct sm_model_options options = { .node_name = "node-a" };
@@ -241,11 +243,73 @@ static void requests_that_wait_for_the_model_go_in_between_a_splits_runs(void **
 	sm_model_free(agent.model);
 }
 
+/* The number a metric's line gives, or -1 when the page has no such line. */
+static long metric_value(const char *page, const char *line_start)
+{
+	const char *at = strstr(page, line_start);
+
+	return at ? strtol(at + strlen(line_start), NULL, 10) : -1;
+}
+
+/* GET /metrics within timeout_ms: the workloads it counts, -1 when not answered in time (*ms: how long). */
+static long scraped_workloads(uint16_t port, int timeout_ms, double *ms)
+{
+	char answer[8192];
+	struct timespec start, end;
+	int fd = send_get(port, "/metrics");
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	bool answered = read_answer(fd, answer, sizeof(answer), timeout_ms);
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	close(fd);
+	*ms = (double)(end.tv_sec - start.tv_sec) * 1e3 + (double)(end.tv_nsec - start.tv_nsec) / 1e6;
+	return answered ? metric_value(answer, "sockmesh_resources{type=\"workload\"} ") : -1;
+}
+
+/* An apply that holds the model past the second a scrape waits for it (a full push of 1M workloads holds it
+ * for 5-10 s, against a scraper's 10 s): /metrics answers with the figures it read last, then the new ones
+ * once the model is free. */
+static void metrics_do_not_wait_a_long_apply_out(void **state)
+{
+	struct harness h;
+	struct agent agent = { .admin_fd = -1, .metrics_fd = -1, .model_gate = MODEL_GATE_INITIALIZER };
+	struct workload_spec pod = { .uid = "ns/pod", .addresses = { "10.0.0.1" }, .node = "node-a" };
+	struct admin *admin;
+	struct response r;
+	char err[256];
+	double ms;
+	uint16_t port;
+	int fd = listen_loopback(&port);
+
+	(void)state;
+	harness_open(&h, "node-a", NULL);
+	agent.model = h.model;
+	assert_int_equal(admin_start(&agent, fd, &admin, err, sizeof(err)), 0);
+	assert_int_equal(scraped_workloads(port, 5000, &ms), 0);
+
+	pthread_mutex_lock(&agent.model_gate.lock); /* an apply, which takes a workload in */
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	response_add_workload(&r, &pod, "1");
+	assert_int_equal(sm_model_apply(h.model, &r.msg, &h.writer.writer, &h.rejections), 0);
+	response_free(&r);
+	long seen = scraped_workloads(port, 5000, &ms);
+	if (seen != 0)
+		fail_msg("/metrics during the apply gave %ld workloads, not the 0 it read last", seen);
+	if (ms < 900 || ms > 4000)
+		fail_msg("/metrics during the apply answered after %.0f ms, not after waiting about a second", ms);
+	pthread_mutex_unlock(&agent.model_gate.lock);
+
+	assert_int_equal(scraped_workloads(port, 5000, &ms), 1);
+	admin_stop(admin);
+	harness_close(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_waiting_request_holds_up_no_other),
 		cmocka_unit_test(requests_that_wait_for_the_model_go_in_between_a_splits_runs),
+		cmocka_unit_test(metrics_do_not_wait_a_long_apply_out),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

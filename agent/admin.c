@@ -26,7 +26,7 @@
 struct model_memo {
 	pthread_mutex_t lock;
 	struct sm_model_stats stats;
-	unsigned long long local_apply_failures;
+	uint64_t local_apply_failures;
 };
 
 struct admin {
@@ -99,7 +99,7 @@ static void metric(struct text *text, const char *name, const char *type, const 
 
 /* The model's figures for /metrics: read now when the model is free within METRICS_MODEL_WAIT_MS, else the
  * last ones read (by a scrape, or at the endpoint's start, before any config was applied). */
-static void model_figures(struct admin *admin, struct sm_model_stats *stats, unsigned long long *local_apply_failures)
+static void model_figures(struct admin *admin, struct sm_model_stats *stats, uint64_t *local_apply_failures)
 {
 	struct agent *agent = admin->agent;
 	struct model_memo *memo = &admin->memo;
@@ -127,10 +127,8 @@ static char *metrics(struct admin *admin, size_t *len)
 	struct text text = { 0 };
 	struct sm_xds_stats xds = { 0 };
 	struct sm_model_stats model;
-	uint64_t counters[SM_COUNTER_MAX];
+	uint64_t counters[SM_COUNTER_MAX], local_apply_failures;
 	char why[128];
-
-	unsigned long long local_apply_failures;
 
 	if (agent->xds)
 		sm_xds_client_stats(agent->xds, &xds);

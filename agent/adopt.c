@@ -16,7 +16,7 @@ static int adopt_entry(void *ctx, const void *key, const void *value)
 
 int adopt_pinned_maps(struct sm_datapath *dp, struct sm_model *model, size_t counts[SM_MAP_COUNT])
 {
-	struct sm_image *image;
+	struct sm_image *image = NULL;
 	int ret = sm_image_new(&image);
 
 	for (int map = 0; map < SM_MAP_COUNT && !ret; map++) {
@@ -24,8 +24,10 @@ int adopt_pinned_maps(struct sm_datapath *dp, struct sm_model *model, size_t cou
 		ret = sm_datapath_for_each(dp, map, adopt_entry, &ctx);
 		counts[map] = ret ? 0 : sm_image_count(image, map);
 	}
-	if (!ret)
-		ret = sm_model_adopt(model, image);
+	if (!ret) {
+		ret = sm_model_adopt_image(model, image);
+		image = NULL; /* the model's now */
+	}
 	sm_image_free(image);
 	return ret;
 }

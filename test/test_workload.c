@@ -1390,9 +1390,34 @@ static void large_batch_failing_at_each_part_is_undone(void **state)
 
 /* ---- restarts ---- */
 
-static void restart_rewrites_nothing_unchanged(void **state)
+/* An image holding what the kernel's maps hold, as a restarted agent reads them. */
+struct image_copy {
+	struct sm_image *image;
+	enum sm_map_id map;
+};
+
+static int copy_entry(void *ctx, const void *key, const void *value)
 {
-	(void)state;
+	struct image_copy *copy = ctx;
+
+	return sm_image_set(copy->image, copy->map, key, value);
+}
+
+static struct sm_image *read_back(const struct sm_image *kernel)
+{
+	struct sm_image *image;
+
+	assert_int_equal(sm_image_new(&image), 0);
+	for (int map = 0; map < SM_MAP_COUNT; map++) {
+		struct image_copy copy = { .image = image, .map = map };
+		assert_int_equal(sm_image_for_each(kernel, map, copy_entry, &copy), 0);
+	}
+	return image;
+}
+
+/* taking: the model takes the image read back (sm_model_adopt_image), else copies the kernel's */
+static void restart_rewrites_nothing_unchanged(bool taking)
+{
 	struct harness h;
 	struct response r;
 	struct workload_spec w[] = {
@@ -1411,7 +1436,10 @@ static void restart_rewrites_nothing_unchanged(void **state)
 	/* A new agent adopts the maps, and istiod sends everything but w/gone, in another order. */
 	sm_model_free(h.model);
 	assert_int_equal(sm_model_new(&(struct sm_model_options){ 0 }, &h.model), 0);
-	assert_int_equal(sm_model_adopt(h.model, h.kernel), 0);
+	if (taking)
+		assert_int_equal(sm_model_adopt_image(h.model, read_back(h.kernel)), 0);
+	else
+		assert_int_equal(sm_model_adopt(h.model, h.kernel), 0);
 	size_t ops_before = h.writer.ops_applied;
 	response_init(&r, SM_TYPE_URL_ADDRESS);
 	response_add_workload(&r, &w[1], "v1");
@@ -1425,6 +1453,32 @@ static void restart_rewrites_nothing_unchanged(void **state)
 	assert_int_equal(h.writer.ops_applied - ops_before, 4);
 	assert_null(frontend(&h, "10.0.0.3"));
 	assert_int_equal(sm_image_count(h.kernel, SM_MAP_BACKENDS), 2);
+	harness_close(&h);
+}
+
+static void restart_copying_the_maps(void **state)
+{
+	(void)state;
+	restart_rewrites_nothing_unchanged(false);
+}
+
+static void restart_taking_the_maps_read_back(void **state)
+{
+	(void)state;
+	restart_rewrites_nothing_unchanged(true);
+}
+
+/* A model that holds entries already copies what it is given, and frees it. */
+static void adopting_into_a_model_that_holds_entries(void **state)
+{
+	(void)state;
+	struct harness h;
+
+	harness_open(&h, NULL, NULL);
+	apply_service(&h, &reviews);
+	struct sm_image *given = read_back(h.kernel);
+	assert_int_equal(sm_model_adopt_image(h.model, given), 0);
+	assert_int_equal(sm_image_count(sm_model_image(h.model), SM_MAP_SERVICES), 1);
 	harness_close(&h);
 }
 
@@ -1787,7 +1841,9 @@ int main(void)
 		cmocka_unit_test(stopped_split_keeps_the_runs_it_took),
 		cmocka_unit_test(readers_between_a_splits_runs_see_what_it_took),
 		cmocka_unit_test(large_batch_failing_at_each_part_is_undone),
-		cmocka_unit_test(restart_rewrites_nothing_unchanged),
+		cmocka_unit_test(restart_copying_the_maps),
+		cmocka_unit_test(restart_taking_the_maps_read_back),
+		cmocka_unit_test(adopting_into_a_model_that_holds_entries),
 		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),
 		cmocka_unit_test(authorizations_select_workloads),
 		cmocka_unit_test(authz_generations_follow_their_side),

@@ -694,19 +694,50 @@ static int hint_backend(void *ctx, uint32_t id, const void *value)
 	return add_hint(&model->backend_hints, ((const struct sm_backend_value *)value)->name_hash, id);
 }
 
+/* Once the model's image holds what the maps hold: services and backends keep their ids by name, and the
+ * first Address response sweeps what it does not name. */
+static int adopted(struct sm_model *model)
+{
+	int err = image_for_each_id(model->image, SM_MAP_SERVICES, hint_service, model);
+
+	if (!err)
+		err = image_for_each_id(model->image, SM_MAP_BACKENDS, hint_backend, model);
+	if (!err)
+		model->sweep_pending = true;
+	return err;
+}
+
 int sm_model_adopt(struct sm_model *model, const struct sm_image *maps)
 {
 	int err;
 
 	model->changes++;
 	err = image_copy(model->image, maps);
-	if (!err)
-		err = image_for_each_id(model->image, SM_MAP_SERVICES, hint_service, model);
-	if (!err)
-		err = image_for_each_id(model->image, SM_MAP_BACKENDS, hint_backend, model);
-	if (!err)
-		model->sweep_pending = true;
-	return err;
+	return err ? err : adopted(model);
+}
+
+static bool image_empty(const struct sm_image *image)
+{
+	for (int map = 0; map < SM_MAP_COUNT; map++) {
+		if (sm_image_count(image, map))
+			return false;
+	}
+	return true;
+}
+
+int sm_model_adopt_image(struct sm_model *model, struct sm_image *maps)
+{
+	int err;
+
+	if (!image_empty(model->image)) {
+		err = sm_model_adopt(model, maps);
+		sm_image_free(maps);
+		return err;
+	}
+	model->changes++;
+	sm_image_free(model->image);
+	model->image = maps;
+	return adopted(model);
 }
 
 int model_classify(const char *type_url, enum resource_type *type)

@@ -595,16 +595,6 @@ fail:
 	return err;
 }
 
-static void free_hints(struct id_hint **hints)
-{
-	struct id_hint *hint, *tmp;
-
-	HASH_ITER(hh, *hints, hint, tmp) {
-		HASH_DEL(*hints, hint);
-		free(hint);
-	}
-}
-
 void sm_model_free(struct sm_model *model)
 {
 	if (!model)
@@ -642,8 +632,8 @@ void sm_model_free(struct sm_model *model)
 	for (size_t i = 0; i < sizeof(locals) / sizeof(locals[0]); i++)
 		model_unintern(model, *locals[i]);
 	index_free(&model->strings); /* empty by now: every definition released its strings */
-	free_hints(&model->service_hints);
-	free_hints(&model->backend_hints);
+	index_free(&model->service_hints);
+	index_free(&model->backend_hints);
 	sm_image_free(model->image);
 	free(model->service_owner);
 	free(model->backend_owner);
@@ -660,24 +650,11 @@ void sm_model_free(struct sm_model *model)
 	free(model);
 }
 
-static int add_hint(struct id_hint **hints, uint64_t hash, uint32_t id)
+static int add_hint(struct flat_index *hints, uint64_t hash, uint32_t id)
 {
-	struct id_hint *hint;
-
-	HASH_FIND(hh, *hints, &hash, sizeof(hash), hint);
-	if (hint)
+	if (id_hint_find(hints, hash))
 		return 0; /* two entries with one name hash: the first keeps it */
-	hint = calloc(1, sizeof(*hint));
-	if (!hint)
-		return -ENOMEM;
-	hint->name_hash = hash;
-	hint->id = id;
-	HASH_ADD(hh, *hints, name_hash, sizeof(hint->name_hash), hint);
-	if (!hint->hh.tbl) { /* uthash could not grow its table (HASH_NONFATAL_OOM) */
-		free(hint);
-		return -ENOMEM;
-	}
-	return 0;
+	return index_add(hints, hash, (void *)(uintptr_t)id);
 }
 
 static int hint_service(void *ctx, uint32_t id, const void *value)
@@ -698,8 +675,12 @@ static int hint_backend(void *ctx, uint32_t id, const void *value)
  * first Address response sweeps what it does not name. */
 static int adopted(struct sm_model *model)
 {
-	int err = image_for_each_id(model->image, SM_MAP_SERVICES, hint_service, model);
+	int err = index_reserve(&model->service_hints, sm_image_count(model->image, SM_MAP_SERVICES));
 
+	if (!err)
+		err = index_reserve(&model->backend_hints, sm_image_count(model->image, SM_MAP_BACKENDS));
+	if (!err)
+		err = image_for_each_id(model->image, SM_MAP_SERVICES, hint_service, model);
 	if (!err)
 		err = image_for_each_id(model->image, SM_MAP_BACKENDS, hint_backend, model);
 	if (!err)

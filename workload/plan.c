@@ -384,12 +384,11 @@ static int grant_id(struct sm_model *model, enum sm_map_id map, uint64_t hash, v
 	void **owners = services ? (void **)model->service_owner : (void **)model->backend_owner;
 	uint32_t capacity = model->capacity[map];
 	uint32_t *cursor = services ? &model->next_service_id : &model->next_backend_id;
-	struct id_hint *hint;
+	uint32_t hint = id_hint_find(services ? &model->service_hints : &model->backend_hints, hash);
 	uint32_t id = 0;
 
-	HASH_FIND(hh, services ? model->service_hints : model->backend_hints, &hash, sizeof(hash), hint);
-	if (hint && hint->id <= capacity && !owners[hint->id])
-		id = hint->id;
+	if (hint && hint <= capacity && !owners[hint])
+		id = hint;
 	for (uint32_t tried = 0; !id && tried < capacity; tried++) {
 		uint32_t candidate = *cursor;
 		*cursor = *cursor >= capacity ? 1 : *cursor + 1;

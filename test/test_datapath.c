@@ -1039,10 +1039,6 @@ static void collect_counts(int report, int listener, int counts[2])
 	CHECK(read(report, counts, 2 * sizeof(int)) == 2 * sizeof(int), "no report from the connect loop");
 }
 
-/*
- * A new layout version: the agent loads its maps beside the old ones (which keep serving), fills them,
- * then switches the links. Connections never see a gap.
- */
 /* The case's datapath closed, its pinned maps renamed and relabelled as those of layout 0, as an older
  * agent would have left them; old_dir: where they are now. */
 static void make_pins_look_older(struct env *env, char *old_dir, size_t size)
@@ -1074,6 +1070,10 @@ static void migrate(struct env *env, const char *old_dir, void (*model)(struct e
 	CHECK(access(old_dir, F_OK) != 0, "the old maps are still pinned");
 }
 
+/*
+ * A new layout version: the agent loads its maps beside the old ones (which keep serving), fills them,
+ * then switches the links. Connections never see a gap.
+ */
 static void layout_migration_without_a_gap(struct env *env, const void *arg)
 {
 	(void)arg;
@@ -1100,13 +1100,6 @@ static void layout_migration_without_a_gap(struct env *env, const void *arg)
 	close(listener);
 }
 
-/*
- * A socket connected to a waypoint by the old layout's programs, which sends nothing before the new
- * layout takes over: its first send still carries the TLV, once and first. The socket keeps the old
- * sockhash's sk_msg (a socket in a sockhash holds its own reference to the map's programs, which keep
- * their maps), so the old program writes it from what the old maps hold: socket storage, or a slot when
- * the release was asked for.
- */
 /* How many times the cgroup's sockops program has run (while bpf_enable_stats is on). */
 static uint64_t sockops_runs(struct env *env)
 {
@@ -1123,6 +1116,13 @@ static uint64_t sockops_runs(struct env *env)
 	return info.run_cnt;
 }
 
+/*
+ * A socket connected to a waypoint by the old layout's programs, which sends nothing before the new
+ * layout takes over: its first send still carries the TLV, once and first. The socket keeps the old
+ * sockhash's sk_msg (a socket in a sockhash holds its own reference to the map's programs, which keep
+ * their maps), so the old program writes it from what the old maps hold: socket storage, or a slot when
+ * the release was asked for.
+ */
 static void tlv_across_a_migration(struct env *env, bool release_slots)
 {
 	char old_dir[256];
@@ -1136,6 +1136,11 @@ static void tlv_across_a_migration(struct env *env, bool release_slots)
 	CHECK(fd >= 0, "connect: %s", strerror(-fd));
 	int server = accept_within(listener, 2000);
 	CHECK(server >= 0, "no connection at the waypoint");
+	struct sm_orig_slot slot = env_slot_of(env, env_socket_cookie(fd));
+	bool owed_from_slot = slot.cookie && (slot.state.flags & SM_SOCK_TLV_PENDING);
+	CHECK(owed_from_slot == release_slots && has_sock_state(env, fd) == !release_slots,
+	      "the TLV is owed from a slot %d, from storage %d (want %d, %d)", owed_from_slot, has_sock_state(env, fd),
+	      release_slots, !release_slots);
 
 	make_pins_look_older(env, old_dir, sizeof(old_dir));
 	CHECK(env_open_datapath(env) == 0, "opening beside the old layout");

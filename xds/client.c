@@ -333,6 +333,23 @@ static void release_response(void *ctx)
 	xds_message_free(&held->message);
 }
 
+/* Memory ran short for a response (what names it): the stream ends once its answers are sent, and the next
+ * one asks for what the response carried. */
+static void restart_for_memory(struct sm_xds_client *client, struct stream *stream, const char *what)
+{
+	if (stream->restart)
+		return;
+	stream->restart = true;
+	xds_log(client, SM_XDS_LOG_WARN, "%s: memory ran short; a new stream will ask for what it carried", what);
+}
+
+/* A NACK for a response whose type and nonce are not known (it could not be read or decoded). */
+static void nack_unnamed(struct sm_xds_client *client, struct stream *stream, const char *detail)
+{
+	answer(client, stream, "", "", detail, -1);
+	WITH_STATS(client, client->stats.nacks++);
+}
+
 /* Says how a response was applied (err, rejections) in the log and the stats, and answers it: ACK or NACK. */
 static void answer_applied(struct sm_xds_client *client, struct stream *stream, const char *type_url, const char *nonce,
 			   int type, int err, const struct sm_rejections *rejections, size_t n_resources,
@@ -363,10 +380,10 @@ static void answer_applied(struct sm_xds_client *client, struct stream *stream, 
 	answer(client, stream, type_url, nonce, err || rejections->count ? (error ? error : "rejected") : NULL, type);
 	if (err && client->options.apply_failed)
 		client->options.apply_failed(client->options.apply_failed_ctx, err);
-	if (err == -ENOMEM && !stream->restart) {
-		stream->restart = true;
-		xds_log(client, SM_XDS_LOG_WARN, "%s response %s: memory ran short; a new stream will ask for what "
-			"it carried", type_url, nonce);
+	if (err == -ENOMEM) {
+		char what[512];
+		snprintf(what, sizeof(what), "%s response %s", type_url, nonce);
+		restart_for_memory(client, stream, what);
 	}
 	free(error);
 }
@@ -405,20 +422,17 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 	free(nonce_copy);
 }
 
-/* A response whose bytes could not be put in one buffer: NACKed without its type and nonce, as one that does
- * not decode is; one that found memory short is asked for again by a new stream, as answer_applied does. */
+/* A response whose bytes could not be put in one buffer: NACKed as one that does not decode is; one that found
+ * memory short is asked for again by a new stream, as answer_applied does. */
 static void answer_unread(struct sm_xds_client *client, struct stream *stream, int err)
 {
 	const char *detail = err == -ENOMEM ? "response could not be read: out of memory"
 					    : "response could not be read: gRPC's byte buffer reader refused it";
 
 	xds_log(client, SM_XDS_LOG_ERROR, "a %s", detail);
-	answer(client, stream, "", "", detail, -1);
-	WITH_STATS(client, client->stats.nacks++);
-	if (err == -ENOMEM && !stream->restart) {
-		stream->restart = true;
-		xds_log(client, SM_XDS_LOG_WARN, "memory ran short; a new stream will ask for what the response carried");
-	}
+	nack_unnamed(client, stream, detail);
+	if (err == -ENOMEM)
+		restart_for_memory(client, stream, "a response that could not be read");
 }
 
 /*
@@ -461,9 +475,8 @@ static void handle_message(struct sm_xds_client *client, struct stream *stream, 
 		xds_log(client, SM_XDS_LOG_ERROR, "a %zu-byte response does not decode: %s", len, err);
 		if (asprintf(&detail, "response does not decode: %s", err) < 0)
 			detail = NULL;
-		answer(client, stream, "", "", detail ? detail : "response does not decode", -1);
+		nack_unnamed(client, stream, detail ? detail : "response does not decode");
 		free(detail);
-		WITH_STATS(client, client->stats.nacks++);
 	} else {
 		apply_response(client, stream, response, &held, start);
 	}

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "agent/access_log.h"
+#include "agent/deadline.h"
 
 /* The writer wakes this often, or when a quarter of the buffer waits: a wakeup per line cost the
  * recording thread more than the line (a futex wake and two context switches). */
@@ -48,14 +49,8 @@ static void *writer_main(void *arg)
 		while (!log->used && !log->stop)
 			pthread_cond_wait(&log->ready, &log->lock);
 		if (log->used < log->capacity / 4 && !log->stop) {
-			struct timespec until;
+			struct timespec until = deadline_in_ns(FLUSH_INTERVAL_NS);
 
-			clock_gettime(CLOCK_MONOTONIC, &until);
-			until.tv_nsec += FLUSH_INTERVAL_NS;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
 			pthread_cond_timedwait(&log->ready, &log->lock, &until);
 		}
 		if (!log->used)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/deadline.h"
 #include "agent/enroller.h"
 #include "agent/log.h"
 #include "cniserver/cniserver.h"
@@ -574,13 +575,7 @@ static void *ticker_main(void *arg)
 
 	pthread_mutex_lock(&e->lock);
 	while (!e->stopping) {
-		clock_gettime(CLOCK_MONOTONIC, &at);
-		at.tv_sec += TICK_MS / 1000;
-		at.tv_nsec += (long)(TICK_MS % 1000) * 1000000;
-		if (at.tv_nsec >= 1000000000) {
-			at.tv_sec++;
-			at.tv_nsec -= 1000000000;
-		}
+		at = deadline_in_ns((uint64_t)TICK_MS * 1000000u);
 		pthread_cond_timedwait(&e->wake, &e->lock, &at);
 		if (e->stopping)
 			break;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <time.h>
 
+#include "agent/deadline.h"
 #include "agent/model_gate.h"
 
 /* How often the yielding thread looks whether readers still wait: about what one read of the model takes
@@ -21,15 +22,8 @@ bool model_gate_trylock(struct model_gate *gate)
 
 bool model_gate_lock_within(struct model_gate *gate, unsigned max_ms)
 {
-	struct timespec deadline;
+	struct timespec deadline = deadline_in_ns((uint64_t)max_ms * 1000000u);
 
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += max_ms / 1000;
-	deadline.tv_nsec += (long)(max_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
 	atomic_fetch_add(&gate->waiting, 1);
 	int ret = pthread_mutex_clocklock(&gate->lock, CLOCK_MONOTONIC, &deadline);
 	atomic_fetch_sub(&gate->waiting, 1);

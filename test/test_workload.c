@@ -1468,7 +1468,8 @@ static void restart_taking_the_maps_read_back(void **state)
 	restart_rewrites_nothing_unchanged(true);
 }
 
-/* A model that holds entries already copies what it is given, and frees it. */
+/* A model that holds entries already refuses to take an image (and frees it): it is not the one the
+ * model's entities point into. */
 static void adopting_into_a_model_that_holds_entries(void **state)
 {
 	(void)state;
@@ -1476,8 +1477,11 @@ static void adopting_into_a_model_that_holds_entries(void **state)
 
 	harness_open(&h, NULL, NULL);
 	apply_service(&h, &reviews);
-	struct sm_image *given = read_back(h.kernel);
-	assert_int_equal(sm_model_adopt_image(h.model, given), 0);
+	uint32_t id = sm_model_service_id(h.model, REVIEWS);
+	const struct sm_image *before = sm_model_image(h.model);
+	assert_int_equal(sm_model_adopt_image(h.model, read_back(h.kernel)), -EBUSY);
+	assert_ptr_equal(sm_model_image(h.model), before);
+	assert_int_equal(sm_model_service_id(h.model, REVIEWS), id);
 	assert_int_equal(sm_image_count(sm_model_image(h.model), SM_MAP_SERVICES), 1);
 	harness_close(&h);
 }

@@ -708,12 +708,9 @@ static bool image_empty(const struct sm_image *image)
 
 int sm_model_adopt_image(struct sm_model *model, struct sm_image *maps)
 {
-	int err;
-
 	if (!image_empty(model->image)) {
-		err = sm_model_adopt(model, maps);
 		sm_image_free(maps);
-		return err;
+		return -EBUSY;
 	}
 	model->changes++;
 	sm_image_free(model->image);

@@ -92,8 +92,9 @@ void sm_model_free(struct sm_model *model);
  * Address response does not name is removed at its end. Call before the first apply.
  */
 int sm_model_adopt(struct sm_model *model, const struct sm_image *maps);
-/* The same, taking maps (freed with the model, or at once): a model that holds nothing yet takes it as its
- * image instead of copying it entry by entry (2M entries at 1M workloads). */
+/* The same, taking maps as the model's image instead of copying it entry by entry (2M entries at 1M
+ * workloads); maps is freed with the model, or at once on an error. -EBUSY: the model's image holds entries
+ * already (adopt before the first apply). */
 int sm_model_adopt_image(struct sm_model *model, struct sm_image *maps);
 
 struct sm_rejection {

@@ -741,6 +741,7 @@ static void agent_memory(int workloads, int services, int rounds)
 	double *ready = calloc((size_t)rounds, sizeof(double)), *rss = calloc((size_t)rounds, sizeof(double));
 	double *peak = calloc((size_t)rounds, sizeof(double)), *apply = calloc((size_t)rounds, sizeof(double)), maps = 0;
 	double *restart_ready = calloc((size_t)rounds, sizeof(double)), *restart_apply = calloc((size_t)rounds, sizeof(double));
+	double *restart_rss = calloc((size_t)rounds, sizeof(double)), *restart_peak = calloc((size_t)rounds, sizeof(double));
 
 	snprintf(stream, sizeof(stream), "/tmp/sockmesh-bench-mem-%d.xds", (int)getpid());
 	write_stream(stream, workloads, services, 0);
@@ -759,6 +760,9 @@ static void agent_memory(int workloads, int services, int rounds)
 		agent = start_agent(address, workloads, services);
 		restart_ready[r] = seconds_to_ready(admin_port);
 		restart_apply[r] = agent_apply_seconds(admin_port);
+		sleep_ms(500);
+		restart_rss[r] = status_kib(agent, "VmRSS:") / 1024.0;
+		restart_peak[r] = status_kib(agent, "VmHWM:") / 1024.0;
 		stop(agent);
 		sm_datapath_uninstall(pin_dir, err, sizeof(err));
 	}
@@ -775,14 +779,20 @@ static void agent_memory(int workloads, int services, int rounds)
 	       median(peak, rounds), lo[2], hi[2], maps, median(rss, rounds) * 1048576.0 / workloads);
 	spread(restart_ready, rounds, &lo[0], &hi[0]);
 	spread(restart_apply, rounds, &lo[3], &hi[3]);
-	printf("  restarted on its pinned maps: ready in %.2f s (%.2f-%.2f), of which its apply %.2f s (%.2f-%.2f)\n",
-	       median(restart_ready, rounds), lo[0], hi[0], median(restart_apply, rounds), lo[3], hi[3]);
+	spread(restart_rss, rounds, &lo[1], &hi[1]);
+	spread(restart_peak, rounds, &lo[2], &hi[2]);
+	printf("  restarted on its pinned maps: ready in %.2f s (%.2f-%.2f), of which its apply %.2f s (%.2f-%.2f), RSS "
+	       "%.1f MiB (%.1f-%.1f), peak RSS %.1f MiB (%.1f-%.1f)\n",
+	       median(restart_ready, rounds), lo[0], hi[0], median(restart_apply, rounds), lo[3], hi[3],
+	       median(restart_rss, rounds), lo[1], hi[1], median(restart_peak, rounds), lo[2], hi[2]);
 	free(ready);
 	free(rss);
 	free(peak);
 	free(apply);
 	free(restart_ready);
 	free(restart_apply);
+	free(restart_rss);
+	free(restart_peak);
 	stop(mock);
 	unlink(stream);
 }

@@ -963,6 +963,16 @@ static void end_split(struct sm_model *model, struct item *items, size_t n)
 	collect_kept(model);
 }
 
+/*
+ * After the sweep every adopted entry that the config still names has its id again, and the rest are
+ * gone: the hints have nothing left to keep, and at 1M workloads they hold 32 MiB.
+ */
+static void drop_id_hints(struct sm_model *model)
+{
+	index_free(&model->service_hints);
+	index_free(&model->backend_hints);
+}
+
 int sm_model_apply_releasing(struct sm_model *model,
 			     const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
 			     void (*release)(void *ctx), void *ctx, struct sm_map_writer *writer,
@@ -978,6 +988,7 @@ int sm_model_apply_releasing(struct sm_model *model,
 				     "unknown type URL; sockmesh subscribes to %s and %s", SM_TYPE_URL_ADDRESS,
 				     SM_TYPE_URL_AUTHORIZATION);
 
+	bool sweeping = type == TYPE_ADDRESS && model->sweep_pending;
 	items = calloc(response->n_resources + response->n_removed_resources + 1, sizeof(*items));
 	if (!items)
 		return -ENOMEM;
@@ -986,8 +997,10 @@ int sm_model_apply_releasing(struct sm_model *model,
 	model->changes++;
 	err = collect_items(response, items, &n, rejections);
 	if (!err)
-		err = apply_items(model, type, items, n, type == TYPE_ADDRESS && model->sweep_pending,
+		err = apply_items(model, type, items, n, sweeping,
 				  &(struct release){ .fn = release, .ctx = ctx }, writer, rejections);
+	if (sweeping && !model->sweep_pending)
+		drop_id_hints(model);
 	if (model->keep_entities)
 		end_split(model, items, n);
 	free(items);

@@ -13,6 +13,7 @@
 #include "builders.h"
 #include "helpers.h"
 #include "model_harness.h"
+#include "workload/internal.h"
 
 #define SCOPE(name) ISTIO__WORKLOAD__LOAD_BALANCING__SCOPE__##name
 #define MODE(name) ISTIO__WORKLOAD__LOAD_BALANCING__MODE__##name
@@ -1487,6 +1488,54 @@ static void adopting_into_a_model_that_holds_entries(void **state)
 }
 
 /*
+ * A restart's first push sets every entry to what it holds. Such sets leave no record in the image's
+ * transaction; an entry set so and then changed must still be written once and undone to what it held.
+ */
+static void setting_entries_to_what_they_hold(void **state)
+{
+	(void)state;
+	struct sm_image *image;
+	union sm_map_key keys[SM_MAP_COUNT] = {
+		[SM_MAP_FRONTENDS] = { .frontend = ip_key("10.96.0.10") },
+		[SM_MAP_SERVICES] = { .id = 2 },
+		[SM_MAP_ENDPOINTS] = { .endpoint = { .service_id = 2 } },
+		[SM_MAP_BACKENDS] = { .id = 1 },
+	};
+	struct sm_frontend_value frontend_value = { .id = 2, .kind = SM_FRONTEND_SERVICE };
+	struct sm_service_value service_value = { .name_hash = 22, .endpoint_counts = { 1 } };
+	struct sm_endpoint_value endpoint_value = { .backend_id = 1 };
+	struct sm_backend_value backend_value = { .name_hash = 11 }, changed = { .name_hash = 99 };
+	const void *values[SM_MAP_COUNT] = { &frontend_value, &service_value, &endpoint_value, &backend_value };
+	union sm_map_key absent = { .id = 7 };
+	struct diff_cursor cursor;
+	struct plan plan = { 0 };
+
+	assert_int_equal(sm_image_new(&image), 0);
+	for (int m = SM_MAP_COUNT - 1; m >= 0; m--)
+		assert_int_equal(sm_image_set(image, m, &keys[m], values[m]), 0);
+	image_begin(image);
+	for (int m = 0; m < SM_MAP_COUNT; m++)
+		assert_int_equal(sm_image_set(image, m, &keys[m], values[m]), 0);
+	assert_int_equal(sm_image_set(image, SM_MAP_SERVICES, &absent, NULL), 0);
+	assert_int_equal(sm_image_set(image, SM_MAP_BACKENDS, &keys[SM_MAP_BACKENDS], &changed), 0);
+
+	image_diff_begin(image, &cursor);
+	assert_int_equal(image_diff_next(image, &cursor, &plan, 16), 0);
+	assert_int_equal(plan.n, 1);
+	assert_int_equal(plan.ops[0].map, SM_MAP_BACKENDS);
+	assert_int_equal(((const struct sm_backend_value *)plan.ops[0].value)->name_hash, 99);
+
+	image_rollback(image);
+	for (int m = 0; m < SM_MAP_COUNT; m++) {
+		assert_int_equal(sm_image_count(image, m), 1);
+		assert_memory_equal(sm_image_get(image, m, &keys[m]), values[m], sm_map_value_size(m));
+	}
+	assert_null(sm_image_get(image, SM_MAP_SERVICES, &absent));
+	plan_free(&plan);
+	sm_image_free(image);
+}
+
+/*
  * A restart near a map's capacity takes what a fresh start takes: the entries of an earlier config
  * that the new one no longer holds must not take the room of the new config's resources. The config
  * is services first..first+n (one VIP each) and two workloads in each.
@@ -1848,6 +1897,7 @@ int main(void)
 		cmocka_unit_test(restart_copying_the_maps),
 		cmocka_unit_test(restart_taking_the_maps_read_back),
 		cmocka_unit_test(adopting_into_a_model_that_holds_entries),
+		cmocka_unit_test(setting_entries_to_what_they_hold),
 		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),
 		cmocka_unit_test(authorizations_select_workloads),
 		cmocka_unit_test(authz_generations_follow_their_side),

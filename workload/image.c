@@ -271,6 +271,16 @@ void image_begin(struct sm_image *image)
 
 /* ---- setting entries ---- */
 
+/*
+ * Whether setting an entry (present or not, holding held) to value (NULL: deleting it) changes nothing.
+ * Such a set leaves no journal entry: a restart's first push sets every entry to what it holds, and
+ * their journal took 26 MiB at 100k workloads. The diff would have written none of them anyway.
+ */
+static bool unchanged(bool present, const void *held, const void *value, size_t size)
+{
+	return value ? present && memcmp(held, value, size) == 0 : !present;
+}
+
 static int add_position(struct sm_image *image, uint32_t backend_id, uint64_t position)
 {
 	int err = ensure_backend_row(image, backend_id);
@@ -336,8 +346,8 @@ static int set_endpoint(struct sm_image *image, const struct sm_endpoint_key *ke
 			return err;
 	}
 	struct slot *slot = find_slot(image, key);
-	if (!slot)
-		return 0; /* deleting what was never there */
+	if (!slot || unchanged(slot->present, &slot->value, value, sizeof(*value)))
+		return 0; /* deleting what was never there, or setting what is */
 	err = journal_record(image, SM_MAP_ENDPOINTS, key, &slot->epoch);
 	if (err)
 		return err;
@@ -373,6 +383,8 @@ static int set_service(struct sm_image *image, uint32_t id, const struct sm_serv
 		return err;
 
 	struct service_row *row = &image->services[id];
+	if (unchanged(row->present, &row->value, value, sizeof(*value)))
+		return 0;
 	err = journal_record(image, SM_MAP_SERVICES, &id, &row->epoch);
 	if (err)
 		return err;
@@ -390,6 +402,8 @@ static int set_backend(struct sm_image *image, uint32_t id, const struct sm_back
 		return err;
 
 	struct backend_row *row = &image->backends[id];
+	if (unchanged(row->present, &row->value, value, sizeof(*value)))
+		return 0;
 	err = journal_record(image, SM_MAP_BACKENDS, &id, &row->epoch);
 	if (err)
 		return err;
@@ -417,6 +431,8 @@ static int set_frontend(struct sm_image *image, const struct sm_frontend_key *ke
 			free(entry);
 			return -ENOMEM;
 		}
+	} else if (unchanged(entry->present, &entry->value, value, sizeof(*value))) {
+		return 0;
 	}
 	int err = journal_record(image, SM_MAP_FRONTENDS, key, &entry->epoch);
 	if (err)

@@ -274,7 +274,8 @@ void image_begin(struct sm_image *image)
 /*
  * Whether setting an entry (present or not, holding held) to value (NULL: deleting it) changes nothing.
  * Such a set leaves no journal entry: a restart's first push sets every entry to what it holds, and
- * their journal took 26 MiB at 100k workloads. The diff would have written none of them anyway.
+ * journaling them all (225,000 at 100k workloads, each with a copy of its value) took a fifth of its
+ * apply. The diff would have written none of them anyway.
  */
 static bool unchanged(bool present, const void *held, const void *value, size_t size)
 {

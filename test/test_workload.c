@@ -838,15 +838,34 @@ static void local_generation_follows_this_nodes_workloads(void **state)
 /* ---- releasing the response before the writes ---- */
 
 /*
- * sm_model_apply_releasing's callback in tests: poisons the response's bytes and frees them, so that a
- * read after the release shows (and ASan and valgrind catch it), and notes how many writes came before.
+ * sm_model_apply_releasing's callbacks in tests: each resource's bytes are poisoned as soon as the model
+ * says it reads them no more, and the rest at the release, which then frees them, so that a read after
+ * shows (and ASan and valgrind catch it); notes how many writes came before the release.
  */
 struct release_check {
 	struct response *r;
 	const struct sm_image_writer *writer;
 	size_t writes_at_start, writes_at_release;
+	size_t read; /* resources poisoned by read_up_to */
 	int calls;
 };
+
+static void poison_resource(Envoy__Service__Discovery__V3__Resource *resource)
+{
+	memset(resource->name, 'X', strlen(resource->name));
+	memset(resource->resource->value.data, 0xff, resource->resource->value.len);
+}
+
+static void poison_read(void *ctx, size_t n)
+{
+	struct release_check *check = ctx;
+	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *msg = &check->r->msg;
+
+	assert_int_equal(check->calls, 0);
+	assert_true(n > check->read && n <= msg->n_resources);
+	for (; check->read < n; check->read++)
+		poison_resource(msg->resources[check->read]);
+}
 
 static void poison_and_free(void *ctx)
 {
@@ -855,26 +874,29 @@ static void poison_and_free(void *ctx)
 
 	check->calls++;
 	check->writes_at_release = check->writer->ops_applied;
-	for (size_t i = 0; i < msg->n_resources; i++) {
-		memset(msg->resources[i]->name, 'X', strlen(msg->resources[i]->name));
-		memset(msg->resources[i]->resource->value.data, 0xff, msg->resources[i]->resource->value.len);
-	}
+	for (size_t i = check->read; i < msg->n_resources; i++)
+		poison_resource(msg->resources[i]);
 	for (size_t i = 0; i < msg->n_removed_resources; i++)
 		memset(msg->removed_resources[i], 'X', strlen(msg->removed_resources[i]));
 	response_free(check->r);
 	msg->n_resources = msg->n_removed_resources = 0;
 }
 
-/* Applies r releasing it, which must happen once and before any write; r is freed either way. */
+/* Applies r releasing it as it is read, which must end once and before any write; r is freed either way. */
 static void apply_releasing(struct harness *h, struct response *r, struct sm_map_writer *writer)
 {
 	struct release_check check = { .r = r, .writer = &h->writer, .writes_at_start = h->writer.ops_applied };
+	size_t n_resources = r->msg.n_resources;
 
 	sm_rejections_clear(&h->rejections);
-	assert_int_equal(sm_model_apply_releasing(h->model, &r->msg, poison_and_free, &check,
+	assert_int_equal(sm_model_apply_releasing(h->model, &r->msg,
+						  &(struct sm_response_release){ .read_up_to = poison_read,
+										 .release = poison_and_free,
+										 .ctx = &check },
 						  writer ? writer : &h->writer.writer, &h->rejections),
 			 0);
 	assert_int_equal(check.calls, 1);
+	assert_int_equal(check.read, n_resources); /* every resource was staged in the first batch */
 	assert_int_equal(check.writes_at_release, check.writes_at_start);
 	assert_consistent(h);
 }

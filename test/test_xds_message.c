@@ -2,7 +2,7 @@
 /*
  * A received message joined into one buffer (xds/message.h): the bytes of every slice in order, in
  * malloc'd memory when small and in a mapping on a huge page boundary when large; -ENOMEM when memory is
- * short. (gRPC decompresses a message before the client reads it: its byte buffer reader hands the bytes
+ * short; a mapped message's whole huge pages before a bound given back, the rest kept. (gRPC decompresses a message before the client reads it: its byte buffer reader hands the bytes
  * over as they are.)
  */
 #include <errno.h>
@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <grpc/grpc.h>
 
@@ -103,12 +105,63 @@ static void no_memory_is_said(void **state)
 	grpc_byte_buffer_destroy(buffer);
 }
 
+/* Whether any page of [start, start + len) is mapped: mincore fails with ENOMEM on a range with none. */
+static bool mapped(const uint8_t *start, size_t len)
+{
+	static unsigned char pages[HUGE_PAGE / 4096 * 8];
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	for (size_t at = 0; at < len; at += page) {
+		if (mincore((void *)(start + at), page, pages) == 0)
+			return true;
+		assert_int_equal(errno, ENOMEM);
+	}
+	return false;
+}
+
+/* Bytes from the bound on as they were, none of the whole huge pages before it mapped. */
+static void large_messages_give_back_what_was_read(void **state)
+{
+	(void)state;
+	size_t len = 5 * HUGE_PAGE + 12345;
+	grpc_byte_buffer *buffer = sliced(len, 65536);
+	struct xds_message message;
+
+	assert_int_equal(xds_message_join(buffer, &message), 0);
+	grpc_byte_buffer_destroy(buffer);
+	uint8_t *bytes = message.bytes;
+	xds_message_drop_before(&message, bytes + HUGE_PAGE - 1); /* no whole huge page before it */
+	assert_true(mapped(bytes, HUGE_PAGE));
+	xds_message_drop_before(&message, bytes + 2 * HUGE_PAGE + 100);
+	assert_false(mapped(bytes, 2 * HUGE_PAGE));
+	xds_message_drop_before(&message, bytes + HUGE_PAGE); /* behind what is gone: nothing */
+	xds_message_drop_before(&message, bytes + len + 1);   /* beyond the message: nothing */
+	xds_message_drop_before(&message, bytes - 1);
+	for (size_t i = 2 * HUGE_PAGE; i < len; i++) {
+		if (bytes[i] != pattern_byte(i))
+			fail_msg("byte %zu of %zu is %#x, not %#x", i, len, bytes[i], pattern_byte(i));
+	}
+	xds_message_drop_before(&message, bytes + len); /* all of it read: its whole huge pages go */
+	assert_false(mapped(bytes, 5 * HUGE_PAGE));
+	assert_int_equal(bytes[5 * HUGE_PAGE], pattern_byte(5 * HUGE_PAGE));
+	xds_message_free(&message);
+
+	/* a malloc'd message keeps its bytes until freed */
+	buffer = sliced(1000, 100);
+	assert_int_equal(xds_message_join(buffer, &message), 0);
+	grpc_byte_buffer_destroy(buffer);
+	xds_message_drop_before(&message, message.bytes + 999);
+	assert_pattern(&message, 1000);
+	xds_message_free(&message);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(small_messages_are_malloced),
 		cmocka_unit_test(large_messages_are_mapped_on_a_huge_page_boundary),
 		cmocka_unit_test(no_memory_is_said),
+		cmocka_unit_test(large_messages_give_back_what_was_read),
 	};
 
 	grpc_init();

@@ -656,28 +656,45 @@ static bool is_fatal(int err)
 	return err == -ENOMEM || err == -EIO;
 }
 
-/* Who frees the response once the first batch has read it (NULL in the batches of a split). */
+/* Who frees the response as the first batch reads it (NULL in the batches of a split). */
 struct release {
-	void (*fn)(void *ctx);
-	void *ctx;
+	const struct sm_response_release *to;
+	const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response;
+	size_t read; /* resources[0 .. read) are read no more */
 };
+
+/* The item that held resource is staged: it and the ones before it are read no more (items hold the
+ * resources in the response's order, after the removals). */
+static void resource_read(struct release *release, const void *resource)
+{
+	if (!release || !release->to || !release->to->read_up_to || !resource)
+		return;
+	while (release->read < release->response->n_resources &&
+	       (const void *)release->response->resources[release->read] != resource)
+		release->read++;
+	if (release->read < release->response->n_resources)
+		release->to->read_up_to(release->to->ctx, ++release->read);
+}
 
 /*
  * Applies items as one batch: 0, committed, or the error with the reason, rolled back (-EIO: the undo
  * failed, nothing rolled back).
  */
 static int apply_batch(struct sm_model *model, enum resource_type type, struct item *items, size_t n, bool sweep,
-		       const struct release *release, struct sm_map_writer *writer, struct sm_rejections *rejections,
+		       struct release *release, struct sm_map_writer *writer, struct sm_rejections *rejections,
 		       char *reason, size_t reason_size)
 {
 	int err = 0;
 
 	batch_begin(model);
 	model->overflowed = -1;
-	for (size_t i = 0; i < n && !err; i++)
+	for (size_t i = 0; i < n && !err; i++) {
+		const void *resource = items[i].staged ? NULL : items[i].resource;
 		err = apply_item(model, type, &items[i], rejections);
-	if (!err && release && release->fn)
-		release->fn(release->ctx); /* every item is staged (after an error some may not be) */
+		resource_read(release, resource);
+	}
+	if (!err && release && release->to && release->to->release)
+		release->to->release(release->to->ctx); /* every item is staged (after an error some may not be) */
 	if (!err)
 		err = plan_dirty(model, sweep, reason, reason_size);
 	if (!err && model->authz_dirty && model->authz_check)
@@ -834,7 +851,7 @@ static int split_sweeping(struct sm_model *model, enum resource_type type, struc
  * is allowed, applies them in the runs that fit (split) so that only the ones that cannot fit are rejected.
  */
 static int apply_items(struct sm_model *model, enum resource_type type, struct item *items, size_t n,
-		       bool sweep, const struct release *release, struct sm_map_writer *writer,
+		       bool sweep, struct release *release, struct sm_map_writer *writer,
 		       struct sm_rejections *rejections)
 {
 	char reason[512] = "";
@@ -975,7 +992,7 @@ static void drop_id_hints(struct sm_model *model)
 
 int sm_model_apply_releasing(struct sm_model *model,
 			     const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
-			     void (*release)(void *ctx), void *ctx, struct sm_map_writer *writer,
+			     const struct sm_response_release *release, struct sm_map_writer *writer,
 			     struct sm_rejections *rejections)
 {
 	enum resource_type type;
@@ -998,7 +1015,7 @@ int sm_model_apply_releasing(struct sm_model *model,
 	err = collect_items(response, items, &n, rejections);
 	if (!err)
 		err = apply_items(model, type, items, n, sweeping,
-				  &(struct release){ .fn = release, .ctx = ctx }, writer, rejections);
+				  &(struct release){ .to = release, .response = response }, writer, rejections);
 	if (sweeping && !model->sweep_pending)
 		drop_id_hints(model);
 	if (model->keep_entities)
@@ -1021,5 +1038,5 @@ void sm_model_set_between_runs(struct sm_model *model, sm_model_between_runs_fn 
 int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
 		   struct sm_map_writer *writer, struct sm_rejections *rejections)
 {
-	return sm_model_apply_releasing(model, response, NULL, NULL, writer, rejections);
+	return sm_model_apply_releasing(model, response, NULL, writer, rejections);
 }

@@ -130,15 +130,25 @@ int sm_model_apply(struct sm_model *model, const Envoy__Service__Discovery__V3__
 		   struct sm_map_writer *writer, struct sm_rejections *rejections);
 
 /*
- * The same, calling release(ctx) as soon as the response is read no more: once its resources are
- * decoded into the model, before the batch is planned and written (also when it must then be split).
- * A caller that holds a large response (a full push is tens of MB) frees it there, which lowers the
- * apply's peak memory. release may not be called at all (a response rejected whole, an error before
- * that point): the caller frees what is left once this returns.
+ * How the caller of sm_model_apply_releasing hears that the model reads its response no more. A caller
+ * that holds a large response (a full push is tens of MB) frees it as it goes, which lowers the apply's
+ * peak memory. Neither may be called at all (a response rejected whole, an error before that point): the
+ * caller frees what is left once the apply returns.
  */
+struct sm_response_release {
+	/* response->resources[0 .. n) are read no more: called as the model takes each in, n growing. May
+	 * be NULL. */
+	void (*read_up_to)(void *ctx, size_t n);
+	/* Nothing of the response is read any more: its resources are all in the model, before the batch
+	 * is planned and written (also when it must then be split). May be NULL. */
+	void (*release)(void *ctx);
+	void *ctx;
+};
+
+/* The same, telling release (NULL: nothing) when the response is read no more. */
 int sm_model_apply_releasing(struct sm_model *model,
 			     const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
-			     void (*release)(void *ctx), void *ctx, struct sm_map_writer *writer,
+			     const struct sm_response_release *release, struct sm_map_writer *writer,
 			     struct sm_rejections *rejections);
 
 /*

@@ -317,8 +317,51 @@ static void record(struct sm_xds_client *client, const uint8_t *bytes, size_t le
 struct held_response {
 	struct xds_message message;
 	struct sm_pb_arena *arena;
+	const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response;
 	bool released;
 };
+
+static void lower_in(const struct xds_message *message, const void *at, const uint8_t **lowest)
+{
+	const uint8_t *byte = at;
+
+	if (byte >= message->bytes && byte < message->bytes + message->len && (!*lowest || byte < *lowest))
+		*lowest = byte;
+}
+
+/* The first byte of the message that a resource still reads (its strings and value are read in place),
+ * or NULL when it reads none there (they were copied, or are empty). */
+static const uint8_t *first_byte_of(const struct xds_message *message,
+				    const Envoy__Service__Discovery__V3__Resource *resource)
+{
+	const uint8_t *lowest = NULL;
+
+	lower_in(message, resource->name, &lowest);
+	lower_in(message, resource->version, &lowest);
+	for (size_t i = 0; i < resource->n_aliases; i++)
+		lower_in(message, resource->aliases[i], &lowest);
+	if (resource->resource) {
+		lower_in(message, resource->resource->type_url, &lowest);
+		lower_in(message, resource->resource->value.data, &lowest);
+	}
+	return lowest;
+}
+
+/*
+ * The model has read the first n resources: what lies before the next one goes back to the system. A
+ * repeated field's elements come in the message's order, so the resources after it lie after it too;
+ * what else the message holds (its type, nonce and removed names) is copied or read before the resources.
+ * A full push's message is then given back as the model takes it in, and is not held beside the
+ * model's new state at the end of its reading (the apply's peak, a restarted agent's most of all).
+ */
+static void response_read_up_to(void *ctx, size_t n)
+{
+	struct held_response *held = ctx;
+	const uint8_t *bound;
+
+	if (n < held->response->n_resources && (bound = first_byte_of(&held->message, held->response->resources[n])))
+		xds_message_drop_before(&held->message, bound);
+}
 
 /* Frees a response as soon as the model has read it: a full push's are tens of MB, held otherwise
  * through the whole apply, at its peak. */
@@ -404,7 +447,12 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 
 	if (client->options.model_lock)
 		pthread_mutex_lock(client->options.model_lock);
-	int err = sm_model_apply_releasing(client->options.model, response, copied ? release_response : NULL, held,
+	held->response = response;
+	int err = sm_model_apply_releasing(client->options.model, response,
+					   copied ? &(struct sm_response_release){ .read_up_to = response_read_up_to,
+										  .release = release_response,
+										  .ctx = held }
+						  : NULL,
 					   client->options.writer, &rejections);
 	if (!err && client->options.after_apply)
 		client->options.after_apply(client->options.after_apply_ctx, type_url);

@@ -20,13 +20,19 @@
 struct xds_message {
 	uint8_t *bytes;
 	size_t len;
-	void *mapping; /* NULL: bytes were malloc'd */
+	void *mapping; /* NULL: bytes were malloc'd; else what is left mapped (xds_message_drop_before) */
 	size_t mapping_size;
 };
 
 /* The bytes of buffer in *out. Returns 0, -ENOMEM, or -EBADMSG when gRPC cannot read them (its byte
  * buffer reader, which some versions of gRPC let decompress). Leaves buffer to the caller. */
 int xds_message_join(grpc_byte_buffer *buffer, struct xds_message *out);
+/*
+ * Gives the whole huge pages of a mapped message that lie before bound back to the system: the model has
+ * read them (a full push's first resources, while it takes in the rest). The bytes from bound on stay.
+ * A malloc'd message, or a bound outside the message, keeps everything until the message is freed.
+ */
+void xds_message_drop_before(struct xds_message *message, const uint8_t *bound);
 /* Safe to repeat. */
 void xds_message_free(struct xds_message *message);
 

@@ -304,12 +304,14 @@ static void exercise_readers(struct fuzz *f)
 }
 
 /*
- * Once the model says it reads the response no more, its names and resource bytes are overwritten and,
- * under ASan, made unreadable until the step frees them: a read after the release traps.
+ * Once the model says it reads a resource no more, its name and bytes are overwritten and, under ASan,
+ * made unreadable until the step frees them; the rest of the response at the release: a read after
+ * either traps.
  */
 struct release_check {
 	struct response *r;
 	size_t lens[MAX_ITEMS + N_NAMES + 1]; /* each name's length with its NUL, resources then removals */
+	size_t read; /* resources poisoned as read */
 	int calls;
 };
 
@@ -319,21 +321,36 @@ static void poison_bytes(void *bytes, size_t len)
 	ASAN_POISON_MEMORY_REGION(bytes, len);
 }
 
+static void poison_resource(struct release_check *check, size_t i)
+{
+	const Google__Protobuf__Any *any = check->r->msg.resources[i]->resource; /* NULL in some broken ones */
+
+	poison_bytes(check->r->msg.resources[i]->name, check->lens[i]);
+	if (any)
+		poison_bytes(any->value.data, any->value.len);
+}
+
+static void response_read_up_to(void *ctx, size_t n)
+{
+	struct release_check *check = ctx;
+
+	CHECK(check->calls == 0 && n > check->read && n <= check->r->msg.n_resources,
+	      "read up to %zu after %zu of %zu, released %d times", n, check->read, check->r->msg.n_resources,
+	      check->calls);
+	for (; check->read < n; check->read++)
+		poison_resource(check, check->read);
+}
+
 static void release_response(void *ctx)
 {
 	struct release_check *check = ctx;
 	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *msg = &check->r->msg;
-	size_t at = 0;
 
 	check->calls++;
-	for (size_t i = 0; i < msg->n_resources; i++) {
-		const Google__Protobuf__Any *any = msg->resources[i]->resource; /* NULL in some broken ones */
-		poison_bytes(msg->resources[i]->name, check->lens[at++]);
-		if (any)
-			poison_bytes(any->value.data, any->value.len);
-	}
+	for (size_t i = check->read; i < msg->n_resources; i++)
+		poison_resource(check, i);
 	for (size_t i = 0; i < msg->n_removed_resources; i++)
-		poison_bytes(msg->removed_resources[i], check->lens[at++]);
+		poison_bytes(msg->removed_resources[i], check->lens[msg->n_resources + i]);
 }
 
 static void unpoison_response(struct release_check *check)
@@ -362,8 +379,11 @@ static void apply_response(struct fuzz *f, struct response *r)
 	for (size_t i = 0; i < r->msg.n_removed_resources; i++)
 		check.lens[n++] = strlen(r->msg.removed_resources[i]) + 1;
 	sm_rejections_clear(&f->rejections);
-	int err = sm_model_apply_releasing(f->model, &r->msg, release_response, &check, &f->writer.writer,
-					   &f->rejections);
+	int err = sm_model_apply_releasing(f->model, &r->msg,
+					   &(struct sm_response_release){ .read_up_to = response_read_up_to,
+									  .release = release_response,
+									  .ctx = &check },
+					   &f->writer.writer, &f->rejections);
 	unpoison_response(&check);
 	CHECK(err == 0, "sm_model_apply returned %d (%s)", err, strerror(-err));
 	CHECK(check.calls == 1, "the response was released %d times", check.calls);

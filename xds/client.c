@@ -321,12 +321,13 @@ struct held_response {
 	bool released;
 };
 
+/* Lowers *lowest to at when at is a byte of the message (a string may also be a copy, or a constant). */
 static void lower_in(const struct xds_message *message, const void *at, const uint8_t **lowest)
 {
-	const uint8_t *byte = at;
+	uintptr_t byte = (uintptr_t)at, start = (uintptr_t)message->bytes;
 
-	if (byte >= message->bytes && byte < message->bytes + message->len && (!*lowest || byte < *lowest))
-		*lowest = byte;
+	if (byte >= start && byte - start < message->len && (!*lowest || byte < (uintptr_t)*lowest))
+		*lowest = message->bytes + (byte - start);
 }
 
 /* The first byte of the message that a resource still reads (its strings and value are read in place),

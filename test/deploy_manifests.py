@@ -264,6 +264,17 @@ def main():
     check("node identity variables as ztunnel's chart sets them, malloc on huge pages, every variable documented; "
           "the image tagged with the agent's version", problems)
 
+    problems = []
+    resources = agent.get("resources", {})
+    for key, value in resources.get("requests", {}).items():
+        if f"`{key}: {value}`" not in settings:
+            problems.append(f"the agent requests {key} {value}, which docs/kubernetes.md does not say")
+    if resources.get("limits"):
+        problems.append(f"the agent has limits {resources['limits']}; docs/kubernetes.md says it has none, and why")
+    if "`resources.requests`" not in settings:
+        problems.append("docs/kubernetes.md's settings table has no `resources.requests` row")
+    check("the agent's resource requests as docs/kubernetes.md gives them, and no limits", problems)
+
 
 if __name__ == "__main__":
     main()

@@ -313,18 +313,35 @@ static const char *differs(const struct harness *h, const struct harness *expect
 	return NULL;
 }
 
-static void sweep_step(const struct scenario *scenario, size_t step, enum failing mode)
+/* The harness in which step is to be applied. */
+typedef void (*harness_fn)(struct harness *h, const struct scenario *scenario, size_t step);
+
+/*
+ * A restarted agent before step: the steps up to and including it applied, then a new model that adopts
+ * the maps and is sent step again (as the first response after a restart is), with its id hints still
+ * to build.
+ */
+static void restarted_at(struct harness *h, const struct scenario *scenario, size_t step)
+{
+	harness_at(h, scenario, step + 1);
+	sm_model_free(h->model);
+	assert_int_equal(sm_model_new(&(struct sm_model_options){ .node_name = scenario->node }, &h->model), 0);
+	assert_int_equal(sm_model_adopt(h->model, h->kernel), 0);
+}
+
+static void sweep_step(const struct scenario *scenario, size_t step, enum failing mode, harness_fn at)
 {
 	bool shield = mode == FAIL_FROM;
 	struct harness before, reference;
 	char diff[400];
 	long total;
 
-	harness_at(&before, scenario, step);
-	harness_at(&reference, scenario, step + 1);
+	at(&before, scenario, step);
+	at(&reference, scenario, step);
+	assert_int_equal(apply_short(&reference, scenario, step, FAIL_NONE, 0, false), 0);
 	{ /* how many allocations the step makes when none fails */
 		struct harness h;
-		harness_at(&h, scenario, step);
+		at(&h, scenario, step);
 		assert_int_equal(apply_short(&h, scenario, step, FAIL_NONE, 0, shield), 0);
 		total = oom.count;
 		harness_close(&h);
@@ -332,7 +349,7 @@ static void sweep_step(const struct scenario *scenario, size_t step, enum failin
 	assert_true(total > 0);
 	for (long target = 0; target < total; target++) {
 		struct harness h;
-		harness_at(&h, scenario, step);
+		at(&h, scenario, step);
 		int err = apply_short(&h, scenario, step, mode, target, shield);
 		if (err != 0 && err != -ENOMEM)
 			fail_msg("step %zu, allocation %ld of %ld failing: apply returned %d", step, target, total, err);
@@ -341,7 +358,8 @@ static void sweep_step(const struct scenario *scenario, size_t step, enum failin
 		if (!sm_image_equivalent(h.kernel, sm_model_image(h.model), diff, sizeof(diff)))
 			fail_msg("step %zu, allocation %ld of %ld failing (the apply returned %d): the maps are not the "
 				 "model's image: %s", step, target, total, err, diff);
-		assert_consistent(&h);
+		if (!err || at != restarted_at) /* a restarted model holds what it adopted until its first push */
+			assert_consistent(&h);
 		/* failed: as if it had never been sent; applied: as if memory had never been short */
 		if (differs(&h, err ? &before : &reference, scenario, diff, sizeof(diff)))
 			fail_msg("step %zu, allocation %ld of %ld failing (the apply returned %d, %zu rejected: %s): %s",
@@ -353,6 +371,10 @@ static void sweep_step(const struct scenario *scenario, size_t step, enum failin
 		if (differs(&h, &reference, scenario, diff, sizeof(diff)))
 			fail_msg("step %zu, allocation %ld of %ld failed, then applied again: unlike a model that never "
 				 "ran short: %s", step, target, total, diff);
+		/* a restart keeps every id it adopted, whatever failed on the way */
+		if (at == restarted_at && !sm_image_equivalent(h.kernel, reference.kernel, diff, sizeof(diff)))
+			fail_msg("restarted, allocation %ld of %ld failed, then applied again: the ids are not those "
+				 "adopted: %s", target, total, diff);
 		harness_close(&h);
 	}
 	harness_close(&before);
@@ -362,7 +384,7 @@ static void sweep_step(const struct scenario *scenario, size_t step, enum failin
 static void sweep(const struct scenario *scenario, enum failing mode)
 {
 	for (size_t step = 0; step < scenario->n; step++)
-		sweep_step(scenario, step, mode);
+		sweep_step(scenario, step, mode, harness_at);
 }
 
 /* The built steps above: authorizations, services with a waypoint, workloads changing and removed. */
@@ -383,7 +405,7 @@ static void sweep_built(enum failing mode)
 }
 
 /* The recorded stream (wire/stream.xds): a real mesh's waypoints, localities and failover. */
-static void sweep_recorded(enum failing mode)
+static void sweep_recorded(enum failing mode, bool restarted)
 {
 	ProtobufCMessage *responses[3];
 	struct scenario scenario = { .node = "worker-2", .n = 3 };
@@ -391,7 +413,10 @@ static void sweep_recorded(enum failing mode)
 	fixture_responses("wire/stream.xds", responses, 3);
 	for (size_t i = 0; i < 3; i++)
 		scenario.responses[i] = (const void *)responses[i];
-	sweep(&scenario, mode);
+	if (restarted)
+		sweep_step(&scenario, 0, mode, restarted_at); /* the Address push: the only one with ids to keep */
+	else
+		sweep(&scenario, mode);
 	for (size_t i = 0; i < 3; i++)
 		protobuf_c_message_free_unpacked(responses[i], NULL);
 }
@@ -411,13 +436,26 @@ static void built_steps_every_allocation_failing_from_one_on(void **state)
 static void recorded_stream_each_allocation_failing_once(void **state)
 {
 	(void)state;
-	sweep_recorded(FAIL_ONE);
+	sweep_recorded(FAIL_ONE, false);
 }
 
 static void recorded_stream_every_allocation_failing_from_one_on(void **state)
 {
 	(void)state;
-	sweep_recorded(FAIL_FROM);
+	sweep_recorded(FAIL_FROM, false);
+}
+
+/* A restarted agent's first push, its id hints built then: a failure leaves the adopted maps as they were. */
+static void restart_each_allocation_failing_once(void **state)
+{
+	(void)state;
+	sweep_recorded(FAIL_ONE, true);
+}
+
+static void restart_every_allocation_failing_from_one_on(void **state)
+{
+	(void)state;
+	sweep_recorded(FAIL_FROM, true);
 }
 
 int main(void)
@@ -427,6 +465,8 @@ int main(void)
 		cmocka_unit_test(built_steps_every_allocation_failing_from_one_on),
 		cmocka_unit_test(recorded_stream_each_allocation_failing_once),
 		cmocka_unit_test(recorded_stream_every_allocation_failing_from_one_on),
+		cmocka_unit_test(restart_each_allocation_failing_once),
+		cmocka_unit_test(restart_every_allocation_failing_from_one_on),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

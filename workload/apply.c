@@ -986,6 +986,7 @@ static void end_split(struct sm_model *model, struct item *items, size_t n)
  */
 static void drop_id_hints(struct sm_model *model)
 {
+	model->hints_pending = false;
 	index_free(&model->service_hints);
 	index_free(&model->backend_hints);
 }

@@ -671,9 +671,7 @@ static int hint_backend(void *ctx, uint32_t id, const void *value)
 	return add_hint(&model->backend_hints, ((const struct sm_backend_value *)value)->name_hash, id);
 }
 
-/* Once the model's image holds what the maps hold: services and backends keep their ids by name, and the
- * first Address response sweeps what it does not name. */
-static int adopted(struct sm_model *model)
+int model_build_id_hints(struct sm_model *model)
 {
 	int err = index_reserve(&model->service_hints, sm_image_count(model->image, SM_MAP_SERVICES));
 
@@ -684,8 +682,17 @@ static int adopted(struct sm_model *model)
 	if (!err)
 		err = image_for_each_id(model->image, SM_MAP_BACKENDS, hint_backend, model);
 	if (!err)
-		model->sweep_pending = true;
+		model->hints_pending = false;
 	return err;
+}
+
+/* Once the model's image holds what the maps hold: services and backends keep their ids by name, and the
+ * first Address response sweeps what it does not name. */
+static int adopted(struct sm_model *model)
+{
+	model->hints_pending = true;
+	model->sweep_pending = true;
+	return 0;
 }
 
 int sm_model_adopt(struct sm_model *model, const struct sm_image *maps)

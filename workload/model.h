@@ -228,6 +228,7 @@ struct sm_model {
 	uint32_t next_service_id, next_backend_id;
 	/* name hash → id, of entries adopted from pinned maps (id_hint_find) */
 	struct flat_index service_hints, backend_hints;
+	bool hints_pending; /* adopted, the hints not built yet (model_build_id_hints) */
 	bool sweep_pending;
 	bool keep_entities; /* a split is under way: staged items point at entities that hold no definition */
 	atomic_bool splits_stopped; /* sm_model_stop_splits: set from any thread, read between a split's runs */
@@ -273,6 +274,13 @@ static inline bool any_id_hint(const void *entry, const void *key)
 	(void)entry, (void)key;
 	return true; /* two entries with one name hash: the first added keeps it */
 }
+
+/*
+ * Builds the id hints from the adopted image, when the first ids are granted after an adoption: not at
+ * the adoption itself, so that they are not held beside the first push while it is read, the agent's
+ * peak (32 MiB at 1M workloads). Returns 0 or -ENOMEM; a retry completes what a failure left.
+ */
+int model_build_id_hints(struct sm_model *model);
 
 /* The id the adopted maps held under this name hash, or 0. */
 static inline uint32_t id_hint_find(const struct flat_index *hints, uint64_t name_hash)

@@ -408,6 +408,11 @@ static int grant_id(struct sm_model *model, enum sm_map_id map, uint64_t hash, v
 
 static int grant_ids(struct sm_model *model, char *reason, size_t size)
 {
+	if (model->hints_pending && (model->dirty_services.n || model->dirty_workloads.n)) {
+		int err = model_build_id_hints(model);
+		if (err)
+			return err;
+	}
 	for (size_t i = 0; i < model->dirty_services.n; i++) {
 		struct svc *svc = VEC_AT(&model->dirty_services, struct svc *, i);
 		if (svc->def && !svc->id) {

@@ -688,11 +688,10 @@ int model_build_id_hints(struct sm_model *model)
 
 /* Once the model's image holds what the maps hold: services and backends keep their ids by name, and the
  * first Address response sweeps what it does not name. */
-static int adopted(struct sm_model *model)
+static void adopted(struct sm_model *model)
 {
 	model->hints_pending = true;
 	model->sweep_pending = true;
-	return 0;
 }
 
 int sm_model_adopt(struct sm_model *model, const struct sm_image *maps)
@@ -701,7 +700,9 @@ int sm_model_adopt(struct sm_model *model, const struct sm_image *maps)
 
 	model->changes++;
 	err = image_copy(model->image, maps);
-	return err ? err : adopted(model);
+	if (!err)
+		adopted(model);
+	return err;
 }
 
 static bool image_empty(const struct sm_image *image)
@@ -722,7 +723,8 @@ int sm_model_adopt_image(struct sm_model *model, struct sm_image *maps)
 	model->changes++;
 	sm_image_free(model->image);
 	model->image = maps;
-	return adopted(model);
+	adopted(model);
+	return 0;
 }
 
 int model_classify(const char *type_url, enum resource_type *type)

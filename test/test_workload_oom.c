@@ -5,7 +5,8 @@
  * failed apply leaves the model and the maps as if the response had never come, and an apply that took it
  * as if memory had never been short; once memory is back the same response gives what a model that never
  * ran short gives. Ids may differ (a rolled-back batch moves them on), so maps are compared by the names
- * they stand for, and models by their counts and lookups by address.
+ * they stand for, and models by their counts and lookups by address. In a restarted agent's first push,
+ * whose ids follow what it adopted, they may not differ: once memory is back, every id is the one adopted.
  *
  * The libraries linked in statically (workload, authz, proto) allocate through failing_alloc.h.
  */

@@ -47,37 +47,59 @@ static bool answered(json_t *requests, const char *nonce)
 	return false;
 }
 
+/*
+ * Whether every response the server sent on the second stream has its answer; *sent counts them, and
+ * unanswered names the first without one.
+ */
+static bool second_stream_answered(const struct server *server, size_t *sent, char *unanswered, size_t size)
+{
+	json_t *sending = server_events(server, "sending"), *requests = server_events(server, "request");
+	bool all = true;
+	size_t i;
+	json_t *event;
+
+	*sent = 0;
+	json_array_foreach(sending, i, event) {
+		const char *nonce = json_string_value(json_object_get(event, "nonce"));
+		if (json_integer_value(json_object_get(event, "stream")) != 2)
+			continue;
+		(*sent)++;
+		if (all && !answered(requests, nonce)) {
+			snprintf(unanswered, size, "%s", nonce);
+			all = false;
+		}
+	}
+	json_decref(sending);
+	json_decref(requests);
+	return all;
+}
+
 static void ack_not_lost_on_enomem(void **state)
 {
 	(void)state;
 	struct server server;
 	struct client c;
+	char unanswered[128] = "";
+	size_t on_second = 0;
 
 	server_start(&server, (const char *[]){ "--stream", FIXTURE_STREAM, NULL });
 	client_start(&c, &(struct sm_xds_options){ .address = server.address, .plaintext = true,
 						   .after_apply = fail_first_answer });
 	/* the first stream ends at the lost ACK; the second resumes, and both types are answered */
 	WAIT_FOR(&c, 20, stats.streams >= 2 && stats.ready && stats.responses >= 3);
+	/* a response is counted when it comes, its answer goes after its apply: wait for the answers to arrive */
+	for (int ms = 0; ms < 10000 && !second_stream_answered(&server, &on_second, unanswered, sizeof(unanswered));
+	     ms += 20)
+		sleep_ms(20);
 	client_stop(&c);
 	server_stop(&server);
 	assert_true(armed >= 1);
 	assert_false(fail_next_calloc);
 
 	/* on the second stream, every response the server sent has its answer */
-	json_t *sending = server_events(&server, "sending"), *requests = server_events(&server, "request");
-	size_t i, on_second = 0;
-	json_t *event;
-	json_array_foreach(sending, i, event) {
-		const char *nonce = json_string_value(json_object_get(event, "nonce"));
-		if (json_integer_value(json_object_get(event, "stream")) != 2)
-			continue;
-		on_second++;
-		if (!answered(requests, nonce))
-			fail_msg("response %s of the second stream was never answered", nonce);
-	}
+	if (!second_stream_answered(&server, &on_second, unanswered, sizeof(unanswered)))
+		fail_msg("response %s of the second stream was never answered", unanswered);
 	assert_true(on_second >= 2);
-	json_decref(sending);
-	json_decref(requests);
 	unlink(server.log);
 }
 

@@ -1414,27 +1414,12 @@ static void large_batch_failing_at_each_part_is_undone(void **state)
 /* ---- restarts ---- */
 
 /* An image holding what the kernel's maps hold, as a restarted agent reads them. */
-struct image_copy {
-	struct sm_image *image;
-	enum sm_map_id map;
-};
-
-static int copy_entry(void *ctx, const void *key, const void *value)
-{
-	struct image_copy *copy = ctx;
-
-	return sm_image_set(copy->image, copy->map, key, value);
-}
-
 static struct sm_image *read_back(const struct sm_image *kernel)
 {
 	struct sm_image *image;
 
 	assert_int_equal(sm_image_new(&image), 0);
-	for (int map = 0; map < SM_MAP_COUNT; map++) {
-		struct image_copy copy = { .image = image, .map = map };
-		assert_int_equal(sm_image_for_each(kernel, map, copy_entry, &copy), 0);
-	}
+	assert_int_equal(image_copy(image, kernel), 0);
 	return image;
 }
 

@@ -17,6 +17,7 @@
 
 #include "failing_writer.h"
 #include "model_harness.h"
+#include "workload/internal.h"
 
 /* ---- the maps as the datapath reads them, with ids replaced by the names' hashes they stand for ---- */
 
@@ -459,6 +460,56 @@ static void restart_every_allocation_failing_from_one_on(void **state)
 	sweep_recorded(FAIL_FROM, true);
 }
 
+/* ---- setting entries to what they hold ---- */
+
+struct same_set {
+	struct sm_image *image;
+	enum sm_map_id map;
+};
+
+static int set_same(void *ctx, const void *key, const void *value)
+{
+	struct same_set *same = ctx;
+
+	return sm_image_set(same->image, same->map, key, value);
+}
+
+/*
+ * A restart's first push sets every entry it adopted to the value it holds. In a transaction such sets
+ * record nothing, so they take no memory at all; a set that changes an entry does record it.
+ */
+static void setting_what_entries_hold_takes_no_memory(void **state)
+{
+	(void)state;
+	ProtobufCMessage *responses[3];
+	struct sm_image *image;
+	struct harness h;
+
+	fixture_responses("wire/stream.xds", responses, 3);
+	harness_open(&h, "worker-2", NULL);
+	assert_int_equal(sm_model_apply(h.model, (const void *)responses[0], &h.writer.writer, &h.rejections), 0);
+	assert_int_equal(sm_image_new(&image), 0);
+	assert_int_equal(image_copy(image, h.kernel), 0);
+
+	image_begin(image);
+	oom_arm(FAIL_FROM, 0);
+	for (int map = 0; map < SM_MAP_COUNT; map++) {
+		assert_true(sm_image_count(image, map) > 0);
+		assert_int_equal(sm_image_for_each(h.kernel, map, set_same, &(struct same_set){ image, map }), 0);
+	}
+	assert_int_equal(oom.count, 0);
+	struct sm_backend_value changed = { .name_hash = 1 };
+	union sm_map_key backend = { .id = 1 };
+	assert_int_equal(sm_image_set(image, SM_MAP_BACKENDS, &backend, &changed), -ENOMEM);
+	oom.armed = false;
+	image_rollback(image);
+
+	sm_image_free(image);
+	harness_close(&h);
+	for (size_t i = 0; i < 3; i++)
+		protobuf_c_message_free_unpacked(responses[i], NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -468,6 +519,7 @@ int main(void)
 		cmocka_unit_test(recorded_stream_every_allocation_failing_from_one_on),
 		cmocka_unit_test(restart_each_allocation_failing_once),
 		cmocka_unit_test(restart_every_allocation_failing_from_one_on),
+		cmocka_unit_test(setting_what_entries_hold_takes_no_memory),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

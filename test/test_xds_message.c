@@ -130,18 +130,18 @@ static void large_messages_give_back_what_was_read(void **state)
 	assert_int_equal(xds_message_join(buffer, &message), 0);
 	grpc_byte_buffer_destroy(buffer);
 	uint8_t *bytes = message.bytes;
-	xds_message_drop_before(&message, bytes + HUGE_PAGE - 1); /* no whole huge page before it */
+	assert_int_equal(xds_message_drop_before(&message, bytes + HUGE_PAGE - 1), 0); /* no whole huge page */
 	assert_true(mapped(bytes, HUGE_PAGE));
-	xds_message_drop_before(&message, bytes + 2 * HUGE_PAGE + 100);
+	assert_true(xds_message_drop_before(&message, bytes + 2 * HUGE_PAGE + 100) >= 2 * HUGE_PAGE);
 	assert_false(mapped(bytes, 2 * HUGE_PAGE));
-	xds_message_drop_before(&message, bytes + HUGE_PAGE); /* behind what is gone: nothing */
-	xds_message_drop_before(&message, bytes + len + 1);   /* beyond the message: nothing */
-	xds_message_drop_before(&message, bytes - 1);
+	assert_int_equal(xds_message_drop_before(&message, bytes + HUGE_PAGE), 0); /* behind what is gone */
+	assert_int_equal(xds_message_drop_before(&message, bytes + len + 1), 0);   /* beyond the message */
+	assert_int_equal(xds_message_drop_before(&message, bytes - 1), 0);
 	for (size_t i = 2 * HUGE_PAGE; i < len; i++) {
 		if (bytes[i] != pattern_byte(i))
 			fail_msg("byte %zu of %zu is %#x, not %#x", i, len, bytes[i], pattern_byte(i));
 	}
-	xds_message_drop_before(&message, bytes + len); /* all of it read: its whole huge pages go */
+	assert_int_equal(xds_message_drop_before(&message, bytes + len), 3 * HUGE_PAGE); /* the whole rest */
 	assert_false(mapped(bytes, 5 * HUGE_PAGE));
 	assert_int_equal(bytes[5 * HUGE_PAGE], pattern_byte(5 * HUGE_PAGE));
 	xds_message_free(&message);
@@ -150,7 +150,7 @@ static void large_messages_give_back_what_was_read(void **state)
 	buffer = sliced(1000, 100);
 	assert_int_equal(xds_message_join(buffer, &message), 0);
 	grpc_byte_buffer_destroy(buffer);
-	xds_message_drop_before(&message, message.bytes + 999);
+	assert_int_equal(xds_message_drop_before(&message, message.bytes + 999), 0);
 	assert_pattern(&message, 1000);
 	xds_message_free(&message);
 }

@@ -318,6 +318,7 @@ struct held_response {
 	struct xds_message message;
 	struct sm_pb_arena *arena;
 	const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response;
+	size_t given_back; /* of the message, before its release */
 	bool released;
 };
 
@@ -361,7 +362,7 @@ static void response_read_up_to(void *ctx, size_t n)
 	const uint8_t *bound;
 
 	if (n < held->response->n_resources && (bound = first_byte_of(&held->message, held->response->resources[n])))
-		xds_message_drop_before(&held->message, bound);
+		held->given_back += xds_message_drop_before(&held->message, bound);
 }
 
 /* Frees a response as soon as the model has read it: a full push's are tens of MB, held otherwise
@@ -459,7 +460,10 @@ static void apply_response(struct sm_xds_client *client, struct stream *stream,
 		client->options.after_apply(client->options.after_apply_ctx, type_url);
 	if (client->options.model_lock)
 		pthread_mutex_unlock(client->options.model_lock);
-	WITH_STATS(client, sm_latency_record(&client->stats.apply, monotonic_seconds() - start));
+	WITH_STATS(client, {
+		sm_latency_record(&client->stats.apply, monotonic_seconds() - start);
+		client->stats.bytes_given_back += held->given_back;
+	});
 
 	if (err == -ECANCELED) /* the agent stops (sm_model_stop_splits): part was taken, the rest never tried */
 		xds_log(client, SM_XDS_LOG_INFO, "%s response %s: its split stopped with the agent; not answered (the "

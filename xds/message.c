@@ -63,18 +63,19 @@ int xds_message_join(grpc_byte_buffer *buffer, struct xds_message *out)
 	return -EBADMSG;
 }
 
-void xds_message_drop_before(struct xds_message *message, const uint8_t *bound)
+size_t xds_message_drop_before(struct xds_message *message, const uint8_t *bound)
 {
 	uint8_t *start = message->mapping;
 
 	if (!start || bound <= message->bytes || bound > message->bytes + message->len)
-		return;
+		return 0;
 	/* bytes starts on a huge page boundary: whole huge pages only, so that none is split */
 	uint8_t *end = message->bytes + (size_t)(bound - message->bytes) / HUGE_PAGE * HUGE_PAGE;
 	if (end <= start || munmap(start, (size_t)(end - start)))
-		return; /* nothing whole to give, or kept as it was */
+		return 0; /* nothing whole to give, or kept as it was */
 	message->mapping_size -= (size_t)(end - start);
 	message->mapping = end;
+	return (size_t)(end - start);
 }
 
 void xds_message_free(struct xds_message *message)

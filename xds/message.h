@@ -31,8 +31,9 @@ int xds_message_join(grpc_byte_buffer *buffer, struct xds_message *out);
  * Gives the whole huge pages of a mapped message that lie before bound back to the system: the model has
  * read them (a full push's first resources, while it takes in the rest). The bytes from bound on stay.
  * A malloc'd message, or a bound outside the message, keeps everything until the message is freed.
+ * Returns how many bytes went back.
  */
-void xds_message_drop_before(struct xds_message *message, const uint8_t *bound);
+size_t xds_message_drop_before(struct xds_message *message, const uint8_t *bound);
 /* Safe to repeat. */
 void xds_message_free(struct xds_message *message);
 

@@ -104,6 +104,7 @@ struct sm_xds_stats {
 	uint64_t nacks;
 	uint64_t rejected_resources;
 	uint64_t apply_failures; /* responses that could not be applied at all (out of memory, -EIO): NACKed whole */
+	uint64_t bytes_given_back; /* of received messages, unmapped while the model still read the rest */
 	uint64_t backoff_ms;	/* the longest wait before the next stream, if disconnected */
 	char last_error[256];	/* the last stream's end, when it was an error */
 	struct sm_latency apply; /* decode, apply and plan of each response */

@@ -462,18 +462,6 @@ static void restart_every_allocation_failing_from_one_on(void **state)
 
 /* ---- setting entries to what they hold ---- */
 
-struct same_set {
-	struct sm_image *image;
-	enum sm_map_id map;
-};
-
-static int set_same(void *ctx, const void *key, const void *value)
-{
-	struct same_set *same = ctx;
-
-	return sm_image_set(same->image, same->map, key, value);
-}
-
 /*
  * A restart's first push sets every entry it adopted to the value it holds. In a transaction such sets
  * record nothing, so they take no memory at all; a set that changes an entry does record it.
@@ -491,12 +479,11 @@ static void setting_what_entries_hold_takes_no_memory(void **state)
 	assert_int_equal(sm_image_new(&image), 0);
 	assert_int_equal(image_copy(image, h.kernel), 0);
 
+	for (int map = 0; map < SM_MAP_COUNT; map++)
+		assert_true(sm_image_count(image, map) > 0);
 	image_begin(image);
 	oom_arm(FAIL_FROM, 0);
-	for (int map = 0; map < SM_MAP_COUNT; map++) {
-		assert_true(sm_image_count(image, map) > 0);
-		assert_int_equal(sm_image_for_each(h.kernel, map, set_same, &(struct same_set){ image, map }), 0);
-	}
+	assert_int_equal(image_copy(image, h.kernel), 0); /* every entry set again to what it holds */
 	assert_int_equal(oom.count, 0);
 	struct sm_backend_value changed = { .name_hash = 1 };
 	union sm_map_key backend = { .id = 1 };

@@ -62,7 +62,7 @@ int image_for_each_id(const struct sm_image *image, enum sm_map_id map,
 /* Whether an id has an entry, or had one earlier in the transaction (then it must not be reused yet). */
 bool image_id_in_use(const struct sm_image *image, enum sm_map_id map, uint32_t id);
 
-/* Copies every entry of src into dst (outside any transaction). */
+/* Copies every entry of src into dst, an sm_image_set each (journaled when dst is in a transaction). */
 int image_copy(struct sm_image *dst, const struct sm_image *src);
 
 #endif

@@ -33,17 +33,23 @@ union sm_map_key {
 	struct sm_endpoint_key endpoint;
 };
 
-/* One write: an update (value points at the map's value type) or a delete (value is NULL). */
+/*
+ * One write: an update (value points at the map's value type) or a delete (value is NULL). before is what
+ * the map holds under key until the op (NULL: nothing), so that a writer can put it back.
+ */
 struct sm_map_op {
 	uint8_t map;  /* enum sm_map_id */
 	uint8_t kind; /* enum sm_map_op_kind */
 	union sm_map_key key;
 	const void *value;
+	const void *before;
 };
 
 /*
- * Applies ops in order. Consecutive ops on one map may be grouped into batch calls, never reordered.
- * Returns 0, or -errno with *applied set to how many ops took effect before the failure.
+ * Applies ops with the effect of applying them in order. Consecutive ops on one map and of one kind touch
+ * distinct keys, none of which another of them refers to: they may be grouped into batch calls, or split
+ * between threads. Returns 0, or -errno with *applied set to how many ops took effect before the failure
+ * (those after it did not: a writer puts back what it wrote past it).
  */
 struct sm_map_writer {
 	int (*apply)(struct sm_map_writer *writer, const struct sm_map_op *ops, size_t n, size_t *applied);
@@ -228,6 +234,8 @@ int sm_datapath_probe(char *err, size_t err_size);
 /* Whether the maps were already pinned (by an earlier agent) when this one opened them. */
 bool sm_datapath_adopted(const struct sm_datapath *dp);
 struct sm_map_writer *sm_datapath_writer(struct sm_datapath *dp);
+/* The BPF writer behind sm_datapath_writer(), for benchmarks that compare its settings. */
+struct sm_bpf_writer *sm_datapath_bpf_writer(struct sm_datapath *dp);
 int sm_datapath_for_each(const struct sm_datapath *dp, enum sm_map_id map,
 			 int (*fn)(void *ctx, const void *key, const void *value), void *ctx);
 /* The capacity a model may fill the map to (its kernel max_entries leave room for changes in flight). */
@@ -350,18 +358,25 @@ int sm_datapath_conn_started(struct sm_datapath *dp, uint64_t netns_cookie, uint
 int sm_datapath_conn_started_sweep(struct sm_datapath *dp, bool (*keep)(void *ctx, uint64_t netns_cookie),
 				   void *ctx);
 
+/* One thread's buffers for batch calls. */
+struct sm_bpf_lane {
+	void *keys;
+	void *values;
+};
+
 /*
  * The map writer over BPF map fds: consecutive ops on one map go in one batch call (the kernel's
  * bpf_map_*_batch), falling back to single calls where batches are not supported. Deleting an entry
- * that is already gone counts as done.
+ * that is already gone counts as done. On a machine with two CPUs or more, a long run of ops on one map
+ * is split between the caller's thread and a second one (a full push's writes take half the time).
  */
 struct sm_bpf_writer {
 	struct sm_map_writer writer;
 	int fds[SM_MAP_COUNT];
 	bool single_calls; /* set when the kernel refused a batch call */
-	size_t batch_capacity;
-	void *keys;
-	void *values;
+	bool two_lanes;	   /* this process may run on two CPUs or more */
+	int lanes_ready;   /* lanes whose buffers are allocated */
+	struct sm_bpf_lane lanes[2];
 	size_t calls; /* bpf() calls issued, for benchmarks */
 };
 

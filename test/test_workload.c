@@ -1542,6 +1542,51 @@ static void setting_entries_to_what_they_hold(void **state)
 	sm_image_free(image);
 }
 
+/* Each op of the diff, and of its undo, says what the map holds until it (a writer that splits a run puts
+ * that back past a failure). */
+static void ops_say_what_the_map_held(void **state)
+{
+	(void)state;
+	struct sm_image *image;
+	struct sm_backend_value a = { .name_hash = 1 }, b = { .name_hash = 2 }, c = { .name_hash = 3 };
+	struct sm_service_value service = { .name_hash = 4 };
+	union sm_map_key one = { .id = 1 }, two = { .id = 2 };
+	struct diff_cursor cursor;
+	struct plan plan = { 0 };
+
+	assert_int_equal(sm_image_new(&image), 0);
+	assert_int_equal(sm_image_set(image, SM_MAP_BACKENDS, &one, &a), 0);
+	assert_int_equal(sm_image_set(image, SM_MAP_SERVICES, &two, &service), 0);
+	image_begin(image);
+	assert_int_equal(sm_image_set(image, SM_MAP_BACKENDS, &one, &b), 0);
+	assert_int_equal(sm_image_set(image, SM_MAP_BACKENDS, &two, &c), 0);
+	assert_int_equal(sm_image_set(image, SM_MAP_SERVICES, &two, NULL), 0);
+
+	image_diff_begin(image, &cursor);
+	assert_int_equal(image_diff_next(image, &cursor, &plan, 16), 0);
+	assert_int_equal(plan.n, 3); /* the backends' updates, then the service's delete */
+	assert_memory_equal(plan.ops[0].value, &b, sizeof(b));
+	assert_memory_equal(plan.ops[0].before, &a, sizeof(a));
+	assert_memory_equal(plan.ops[1].value, &c, sizeof(c));
+	assert_null(plan.ops[1].before);
+	assert_int_equal(plan.ops[2].kind, SM_OP_DELETE);
+	assert_memory_equal(plan.ops[2].before, &service, sizeof(service));
+
+	/* all three written: the undo, last first */
+	assert_int_equal(image_undo_next(image, &cursor, &plan, 16), 0);
+	assert_int_equal(plan.n, 3);
+	assert_memory_equal(plan.ops[0].value, &service, sizeof(service));
+	assert_null(plan.ops[0].before);
+	assert_int_equal(plan.ops[1].kind, SM_OP_DELETE);
+	assert_memory_equal(plan.ops[1].before, &c, sizeof(c));
+	assert_memory_equal(plan.ops[2].value, &a, sizeof(a));
+	assert_memory_equal(plan.ops[2].before, &b, sizeof(b));
+
+	image_rollback(image);
+	plan_free(&plan);
+	sm_image_free(image);
+}
+
 /*
  * A restart near a map's capacity takes what a fresh start takes: the entries of an earlier config
  * that the new one no longer holds must not take the room of the new config's resources. The config
@@ -1905,6 +1950,7 @@ int main(void)
 		cmocka_unit_test(restart_taking_the_maps_read_back),
 		cmocka_unit_test(adopting_into_a_model_that_holds_entries),
 		cmocka_unit_test(setting_entries_to_what_they_hold),
+		cmocka_unit_test(ops_say_what_the_map_held),
 		cmocka_unit_test(restart_near_capacity_rejects_what_a_fresh_start_does),
 		cmocka_unit_test(authorizations_select_workloads),
 		cmocka_unit_test(authz_generations_follow_their_side),

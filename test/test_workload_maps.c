@@ -291,6 +291,156 @@ static void a_map_is_read_whole_across_batches(void **state)
 	maps_close(&maps);
 }
 
+/* ---- a long run split between two threads (datapath/writer.c) ---- */
+
+enum { LONG_RUN = 4096 }; /* split in two halves of 2048 */
+
+static struct sm_backend_value old_values[LONG_RUN + 1], new_values[LONG_RUN + 1];
+
+/* An update of backend id to new_values[id], which had old_values[id] when had_it. */
+static struct sm_map_op backend_update(uint32_t id, bool had_it)
+{
+	old_values[id] = (struct sm_backend_value){ .name_hash = id * 7919u };
+	new_values[id] = (struct sm_backend_value){ .name_hash = id * 104729u };
+	return (struct sm_map_op){ .map = SM_MAP_BACKENDS, .kind = SM_OP_UPDATE, .key.id = id,
+				   .value = &new_values[id], .before = had_it ? &old_values[id] : NULL };
+}
+
+static void put_old_value(const struct kernel_maps *maps, uint32_t id)
+{
+	old_values[id] = (struct sm_backend_value){ .name_hash = id * 7919u };
+	assert_int_equal(bpf_map_update_elem(maps->fds[SM_MAP_BACKENDS], &id, &old_values[id], BPF_NOEXIST), 0);
+}
+
+/* 0 when backend id is absent, else its name_hash. */
+static uint32_t backend_in_kernel(const struct kernel_maps *maps, uint32_t id)
+{
+	struct sm_backend_value value;
+
+	return bpf_map_lookup_elem(maps->fds[SM_MAP_BACKENDS], &id, &value) ? 0 : value.name_hash;
+}
+
+/* Two threads write a long run, whatever the machine's CPUs: three batch calls each, where one thread
+ * would make five. */
+static void a_long_run_is_written_by_two_threads(void **state)
+{
+	(void)state;
+	enum { RUN = 5000 };
+	static struct sm_map_op ops[RUN];
+	static struct sm_backend_value values[RUN + 1];
+	struct kernel_maps maps;
+	size_t applied;
+
+	maps_open(&maps, (const uint32_t[SM_MAP_COUNT]){ 16, 16, 16, 8192 });
+	maps.writer.two_lanes = true;
+	for (uint32_t i = 0; i < RUN; i++) {
+		values[i + 1] = (struct sm_backend_value){ .name_hash = (i + 1) * 7919u };
+		ops[i] = (struct sm_map_op){ .map = SM_MAP_BACKENDS, .kind = SM_OP_UPDATE, .key.id = i + 1,
+					     .value = &values[i + 1] };
+	}
+	assert_int_equal(maps.writer.writer.apply(&maps.writer.writer, ops, RUN, &applied), 0);
+	assert_int_equal(applied, RUN);
+	assert_int_equal(maps.writer.calls, 6);
+	for (uint32_t id = 1; id <= RUN; id++)
+		assert_int_equal(backend_in_kernel(&maps, id), values[id].name_hash);
+
+	for (uint32_t i = 0; i < RUN; i++)
+		ops[i] = (struct sm_map_op){ .map = SM_MAP_BACKENDS, .kind = SM_OP_DELETE, .key.id = i + 1,
+					     .before = &values[i + 1] };
+	maps.writer.calls = 0;
+	assert_int_equal(maps.writer.writer.apply(&maps.writer.writer, ops, RUN, &applied), 0);
+	assert_int_equal(applied, RUN);
+	assert_int_equal(maps.writer.calls, 6);
+	for (uint32_t id = 1; id <= RUN; id++)
+		assert_int_equal(backend_in_kernel(&maps, id), 0);
+	maps_close(&maps);
+}
+
+/*
+ * The first half fails at once (new keys into a full map) while the second, which replaces keys there,
+ * succeeds: the writer puts the second half's old values back, so that nothing took effect (applied 0), as
+ * in order.
+ */
+static void a_failed_first_half_takes_back_the_second(void **state)
+{
+	(void)state;
+	static struct sm_map_op ops[LONG_RUN];
+	struct kernel_maps maps;
+	size_t applied = 1;
+
+	maps_open(&maps, (const uint32_t[SM_MAP_COUNT]){ 16, 16, 16, LONG_RUN / 2 });
+	maps.writer.two_lanes = true;
+	for (uint32_t id = LONG_RUN / 2 + 1; id <= LONG_RUN; id++)
+		put_old_value(&maps, id); /* the map is full */
+	for (uint32_t i = 0; i < LONG_RUN; i++)
+		ops[i] = backend_update(i + 1, i >= LONG_RUN / 2);
+	assert_int_equal(maps.writer.writer.apply(&maps.writer.writer, ops, LONG_RUN, &applied), -E2BIG);
+	assert_int_equal(applied, 0);
+	for (uint32_t id = 1; id <= LONG_RUN / 2; id++)
+		assert_int_equal(backend_in_kernel(&maps, id), 0);
+	for (uint32_t id = LONG_RUN / 2 + 1; id <= LONG_RUN; id++)
+		assert_int_equal(backend_in_kernel(&maps, id), old_values[id].name_hash);
+	maps_close(&maps);
+}
+
+/* The second half fails (new keys into a full map) after the first replaced keys there: those stay, and
+ * applied says so. */
+static void a_failed_second_half_keeps_the_first(void **state)
+{
+	(void)state;
+	static struct sm_map_op ops[LONG_RUN];
+	struct kernel_maps maps;
+	size_t applied = 0;
+
+	maps_open(&maps, (const uint32_t[SM_MAP_COUNT]){ 16, 16, 16, LONG_RUN / 2 });
+	maps.writer.two_lanes = true;
+	for (uint32_t id = 1; id <= LONG_RUN / 2; id++)
+		put_old_value(&maps, id);
+	for (uint32_t i = 0; i < LONG_RUN; i++)
+		ops[i] = backend_update(i + 1, i < LONG_RUN / 2);
+	assert_int_equal(maps.writer.writer.apply(&maps.writer.writer, ops, LONG_RUN, &applied), -E2BIG);
+	assert_int_equal(applied, LONG_RUN / 2);
+	for (uint32_t id = 1; id <= LONG_RUN / 2; id++)
+		assert_int_equal(backend_in_kernel(&maps, id), new_values[id].name_hash);
+	for (uint32_t id = LONG_RUN / 2 + 1; id <= LONG_RUN; id++)
+		assert_int_equal(backend_in_kernel(&maps, id), 0);
+	maps_close(&maps);
+}
+
+/* A push whose backends the kernel has less room for than the model believes, written by two threads that
+ * both run into the full map: whatever each got done, the kernel ends as the model, which rejects the
+ * workloads that did not fit. */
+static void a_push_too_large_for_the_kernel_is_undone_by_both_threads(void **state)
+{
+	(void)state;
+	enum { WORKLOADS = 6000, ROOM = 3000 };
+	static char uids[WORKLOADS][24], ips[WORKLOADS][20];
+	struct kernel_maps maps;
+	struct sm_model *model;
+	struct sm_rejections rejections = { 0 };
+	struct response r;
+
+	maps_open(&maps, (const uint32_t[SM_MAP_COUNT]){ 1024, 1024, 16384, ROOM });
+	maps.writer.two_lanes = true;
+	assert_int_equal(sm_model_new(&(struct sm_model_options){ 0 }, &model), 0);
+	response_init(&r, SM_TYPE_URL_ADDRESS);
+	for (int i = 0; i < WORKLOADS; i++) {
+		snprintf(uids[i], sizeof(uids[i]), "w/%d", i);
+		snprintf(ips[i], sizeof(ips[i]), "10.2.%d.%d", i / 250, i % 250 + 1);
+		response_add_workload(&r, &(struct workload_spec){ .uid = uids[i], .addresses = { ips[i] } }, "v1");
+	}
+	apply_response(model, &maps, &r.msg, &rejections); /* the kernel is the model */
+	response_free(&r);
+	assert_int_equal(sm_image_count(sm_model_image(model), SM_MAP_BACKENDS), ROOM);
+	assert_int_equal(rejections.count, WORKLOADS - ROOM);
+	for (size_t i = 0; i < rejections.count; i++)
+		assert_non_null(strstr(rejections.items[i].reason, "the kernel's backends map is full"));
+
+	sm_rejections_clear(&rejections);
+	sm_model_free(model);
+	maps_close(&maps);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -299,6 +449,10 @@ int main(void)
 		cmocka_unit_test(a_full_map_takes_a_swap),
 		cmocka_unit_test(batches_cut_the_calls),
 		cmocka_unit_test(a_map_is_read_whole_across_batches),
+		cmocka_unit_test(a_long_run_is_written_by_two_threads),
+		cmocka_unit_test(a_failed_first_half_takes_back_the_second),
+		cmocka_unit_test(a_failed_second_half_keeps_the_first),
+		cmocka_unit_test(a_push_too_large_for_the_kernel_is_undone_by_both_threads),
 	};
 
 	return cmocka_run_group_tests_name("workload-maps", tests, NULL, NULL);

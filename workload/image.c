@@ -589,7 +589,7 @@ int image_diff_next(struct sm_image *image, struct diff_cursor *cursor, struct p
 			const void *after = sm_image_get(image, entry->map, &entry->key);
 			plan->ops[plan->n++] = (struct sm_map_op){
 				.map = entry->map, .kind = after ? SM_OP_UPDATE : SM_OP_DELETE, .key = entry->key,
-				.value = after,
+				.value = after, .before = journal_before(image, entry),
 			};
 			cursor->left[cursor->phase]--;
 		}
@@ -618,7 +618,7 @@ int image_undo_next(struct sm_image *image, struct diff_cursor *cursor, struct p
 		const void *before = journal_before(image, entry);
 		undo->ops[undo->n] = (struct sm_map_op){
 			.map = entry->map, .kind = before ? SM_OP_UPDATE : SM_OP_DELETE, .key = entry->key,
-			.value = before,
+			.value = before, .before = sm_image_get(image, entry->map, &entry->key),
 		};
 		undo->n++;
 	}

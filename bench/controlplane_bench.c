@@ -322,8 +322,9 @@ static struct sm_model *reference_model(int workloads, int services, const uint3
 }
 
 struct push {
-	double ready; /* start to ready: gRPC, decode, apply, writes, ACK */
-	double apply; /* of which decode + apply + writes */
+	double ready;  /* start to ready: gRPC, decode, apply, writes, ACK */
+	double apply;  /* of which decode + apply + writes */
+	double writes; /* of which the map writes (the writer's calls) */
 };
 
 /* The updates that took the kernel's IRQ work (irq[u] > 0) and the others: latency percentiles of each. */
@@ -459,7 +460,7 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 
 /* One full push into fresh maps; then, when updates > 0, single-workload updates into them. */
 static struct push full_push(int port, int workloads, int services, const uint32_t capacity[SM_MAP_COUNT],
-			     int updates)
+			     bool one_lane, int updates)
 {
 	static char *const env[] = { "POD_NAME=bench", "POD_NAMESPACE=istio-system", "INSTANCE_IP=127.0.0.1",
 				     "NODE_NAME=node-7", NULL };
@@ -475,13 +476,16 @@ static struct push full_push(int port, int workloads, int services, const uint32
 		exit(fprintf(stderr, "controlplane_bench: %s\n", err) > 0);
 	for (int m = 0; m < SM_MAP_COUNT; m++)
 		sm_datapath_capacity(dp, m, &model_options.capacity[m]);
+	if (one_lane)
+		sm_datapath_bpf_writer(dp)->two_lanes = false;
 	sm_xds_node_from_env(&node, env);
 	sm_model_new(&model_options, &model);
 
 	char address[32];
 	snprintf(address, sizeof(address), "127.0.0.1:%d", port);
+	struct timed_writer timed = { .writer = { .apply = timed_apply }, .maps = sm_datapath_writer(dp) };
 	struct sm_xds_options options = { .address = address, .plaintext = true, .node = &node, .model = model,
-					  .writer = sm_datapath_writer(dp), .model_lock = &lock };
+					  .writer = &timed.writer, .model_lock = &lock };
 	struct sm_xds_client *client;
 	struct sm_xds_stats stats;
 	if (sm_xds_client_new(&options, &client, err, sizeof(err)))
@@ -492,7 +496,7 @@ static struct push full_push(int port, int workloads, int services, const uint32
 		sleep_ms(1);
 		sm_xds_client_stats(client, &stats);
 	} while (!stats.ready && now_seconds() - start < 300);
-	struct push push = { .ready = now_seconds() - start, .apply = stats.apply.sum };
+	struct push push = { .ready = now_seconds() - start, .apply = stats.apply.sum, .writes = timed.seconds };
 	if (!stats.ready)
 		exit(fprintf(stderr, "controlplane_bench: the push did not complete\n") > 0);
 
@@ -513,7 +517,9 @@ static struct push full_push(int port, int workloads, int services, const uint32
 	return push;
 }
 
-enum variant { PUSH, RAW_SINGLE, RAW_BATCH, VARIANTS };
+/* The push as the agent makes it; the same push with its map writes on one thread (as on a one-CPU node,
+ * datapath/writer.c); the raw limits. */
+enum variant { PUSH, PUSH_ONE_LANE, RAW_SINGLE, RAW_BATCH, VARIANTS };
 
 /* The push against the raw limits in rounds whose order rotates; medians and the per-round spread. */
 static void push_rounds(int workloads, int services, int updates, int rounds)
@@ -521,8 +527,11 @@ static void push_rounds(int workloads, int services, int updates, int rounds)
 	char stream[128];
 	int port;
 	uint32_t capacity[SM_MAP_COUNT];
-	double *t[VARIANTS], *apply = calloc((size_t)rounds, sizeof(double));
+	struct push *pushes[2] = { calloc((size_t)rounds, sizeof(struct push)),
+				   calloc((size_t)rounds, sizeof(struct push)) };
+	double *t[VARIANTS], *part = calloc((size_t)rounds, sizeof(double));
 	double *ratio_single = calloc((size_t)rounds, sizeof(double)), *ratio_batch = calloc((size_t)rounds, sizeof(double));
+	double *ratio_lanes = calloc((size_t)rounds, sizeof(double));
 	size_t single_calls = 0, batch_calls = 0, entries = 0;
 
 	capacities(workloads, services, capacity);
@@ -541,26 +550,41 @@ static void push_rounds(int workloads, int services, int updates, int rounds)
 	for (int r = 0; r < rounds; r++) {
 		for (int k = 0; k < VARIANTS; k++) {
 			enum variant v = (enum variant)((r + k) % VARIANTS);
-			if (v == PUSH) {
-				struct push push = full_push(port, workloads, services, capacity,
-							     r == rounds - 1 ? updates : 0);
-				t[PUSH][r] = push.ready;
-				apply[r] = push.apply;
+			if (v == PUSH || v == PUSH_ONE_LANE) {
+				pushes[v][r] = full_push(port, workloads, services, capacity, v == PUSH_ONE_LANE,
+							 v == PUSH && r == rounds - 1 ? updates : 0);
+				t[v][r] = pushes[v][r].ready;
 			} else {
 				t[v][r] = raw_writes(image, v == RAW_BATCH, v == RAW_BATCH ? &batch_calls : &single_calls);
 			}
 		}
 		ratio_single[r] = t[PUSH][r] / t[RAW_SINGLE][r];
 		ratio_batch[r] = t[PUSH][r] / t[RAW_BATCH][r];
-		printf("  round %d: push %.3f s (decode+apply+writes %.3f s), raw single %.3f s, raw batch %.3f s -> "
-		       "%.2fx single, %.2fx batch\n",
-		       r + 1, t[PUSH][r], apply[r], t[RAW_SINGLE][r], t[RAW_BATCH][r], ratio_single[r], ratio_batch[r]);
+		ratio_lanes[r] = t[PUSH][r] / t[PUSH_ONE_LANE][r];
+		printf("  round %d: push %.3f s (decode+apply+writes %.3f s, map writes %.3f s), with one write lane "
+		       "%.3f s (map writes %.3f s), raw single %.3f s, raw batch %.3f s -> %.2fx single, %.2fx batch\n",
+		       r + 1, t[PUSH][r], pushes[PUSH][r].apply, pushes[PUSH][r].writes, t[PUSH_ONE_LANE][r],
+		       pushes[PUSH_ONE_LANE][r].writes, t[RAW_SINGLE][r], t[RAW_BATCH][r], ratio_single[r],
+		       ratio_batch[r]);
 	}
 	double lo, hi, lo2, hi2;
-	spread(t[PUSH], rounds, &lo, &hi);
-	printf("  full push to ACK (gRPC, decode, apply, writes): median %.3f s (%.3f-%.3f), of which decode+apply+"
-	       "writes %.3f s\n",
-	       median(t[PUSH], rounds), lo, hi, median(apply, rounds));
+	for (int v = PUSH; v <= PUSH_ONE_LANE; v++) {
+		double writes_lo, writes_hi;
+		spread(t[v], rounds, &lo, &hi);
+		for (int r = 0; r < rounds; r++)
+			part[r] = pushes[v][r].apply;
+		double apply = median(part, rounds);
+		for (int r = 0; r < rounds; r++)
+			part[r] = pushes[v][r].writes;
+		spread(part, rounds, &writes_lo, &writes_hi);
+		printf("  %s: median %.3f s (%.3f-%.3f), of which decode+apply+writes %.3f s, map writes %.3f s "
+		       "(%.3f-%.3f)\n",
+		       v == PUSH ? "full push to ACK (gRPC, decode, apply, writes)" : "the same, its writes on one lane",
+		       median(t[v], rounds), lo, hi, apply, median(part, rounds), writes_lo, writes_hi);
+	}
+	spread(ratio_lanes, rounds, &lo2, &hi2);
+	printf("  full push against the same with one write lane: %.2fx (rounds %.2f-%.2fx)\n",
+	       median(ratio_lanes, rounds), lo2, hi2);
 	spread(t[RAW_SINGLE], rounds, &lo, &hi);
 	spread(ratio_single, rounds, &lo2, &hi2);
 	printf("  raw limit, one bpf_map_update_elem per entry: median %.3f s (%.3f-%.3f, %zu calls) -> full push = "
@@ -574,9 +598,12 @@ static void push_rounds(int workloads, int services, int updates, int rounds)
 	sm_model_free(reference);
 	for (int v = 0; v < VARIANTS; v++)
 		free(t[v]);
-	free(apply);
+	free(pushes[0]);
+	free(pushes[1]);
+	free(part);
 	free(ratio_single);
 	free(ratio_batch);
+	free(ratio_lanes);
 	stop(mock);
 	unlink(stream);
 }
@@ -867,7 +894,6 @@ int main(int argc, char **argv)
 	int memory_from = argc > 7 ? atoi(argv[7]) : 1000;
 
 	setvbuf(stdout, NULL, _IOLBF, 0); /* children must not inherit unwritten lines */
-	mallopt(M_ARENA_MAX, 1);	  /* as the agent does (agent/main.c): the push below runs in-process */
 	setup_world();
 	if (rounds > 0)
 		push_rounds(workloads, services, updates, rounds);

@@ -951,6 +951,11 @@ struct sm_map_writer *sm_datapath_writer(struct sm_datapath *dp)
 	return &dp->writer.writer;
 }
 
+struct sm_bpf_writer *sm_datapath_bpf_writer(struct sm_datapath *dp)
+{
+	return &dp->writer;
+}
+
 int sm_datapath_for_each(const struct sm_datapath *dp, enum sm_map_id map,
 			 int (*fn)(void *ctx, const void *key, const void *value), void *ctx)
 {

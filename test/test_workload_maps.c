@@ -357,54 +357,47 @@ static void a_long_run_is_written_by_two_threads(void **state)
 }
 
 /*
- * The first half fails at once (new keys into a full map) while the second, which replaces keys there,
- * succeeds: the writer puts the second half's old values back, so that nothing took effect (applied 0), as
- * in order.
+ * A run of LONG_RUN updates into a backends map that is full: the half named by replacing holds ids already
+ * there (it replaces their values), the other inserts new ids and fails at once. The writer reports what
+ * took effect as if the run were written in order, and the map holds exactly that.
  */
-static void a_failed_first_half_takes_back_the_second(void **state)
+static void write_into_a_full_map(bool first_half_replaces)
 {
-	(void)state;
 	static struct sm_map_op ops[LONG_RUN];
+	uint32_t half = LONG_RUN / 2, replaced_from = first_half_replaces ? 1 : half + 1;
 	struct kernel_maps maps;
-	size_t applied = 1;
+	size_t applied = 12345;
 
-	maps_open(&maps, (const uint32_t[SM_MAP_COUNT]){ 16, 16, 16, LONG_RUN / 2 });
+	maps_open(&maps, (const uint32_t[SM_MAP_COUNT]){ 16, 16, 16, half });
 	maps.writer.two_lanes = true;
-	for (uint32_t id = LONG_RUN / 2 + 1; id <= LONG_RUN; id++)
+	for (uint32_t id = replaced_from; id < replaced_from + half; id++)
 		put_old_value(&maps, id); /* the map is full */
-	for (uint32_t i = 0; i < LONG_RUN; i++)
-		ops[i] = backend_update(i + 1, i >= LONG_RUN / 2);
+	for (uint32_t id = 1; id <= LONG_RUN; id++)
+		ops[id - 1] = backend_update(id, id >= replaced_from && id < replaced_from + half);
 	assert_int_equal(maps.writer.writer.apply(&maps.writer.writer, ops, LONG_RUN, &applied), -E2BIG);
-	assert_int_equal(applied, 0);
-	for (uint32_t id = 1; id <= LONG_RUN / 2; id++)
-		assert_int_equal(backend_in_kernel(&maps, id), 0);
-	for (uint32_t id = LONG_RUN / 2 + 1; id <= LONG_RUN; id++)
-		assert_int_equal(backend_in_kernel(&maps, id), old_values[id].name_hash);
+	/* in order, the first half's replacements took effect and the first insert failed; or nothing did */
+	assert_int_equal(applied, first_half_replaces ? half : 0);
+	for (uint32_t id = 1; id <= LONG_RUN; id++) {
+		bool replaced = id >= replaced_from && id < replaced_from + half;
+		uint32_t expected = !replaced ? 0 : first_half_replaces ? new_values[id].name_hash : old_values[id].name_hash;
+		assert_int_equal(backend_in_kernel(&maps, id), expected);
+	}
 	maps_close(&maps);
 }
 
-/* The second half fails (new keys into a full map) after the first replaced keys there: those stay, and
- * applied says so. */
+/* The first half fails while the second replaces keys: the writer writes their old values back (nothing took
+ * effect, as in order). Without the write-back the new values stay. */
+static void a_failed_first_half_takes_back_the_second(void **state)
+{
+	(void)state;
+	write_into_a_full_map(false);
+}
+
+/* The second half fails after the first replaced keys: those stay, and applied says so. */
 static void a_failed_second_half_keeps_the_first(void **state)
 {
 	(void)state;
-	static struct sm_map_op ops[LONG_RUN];
-	struct kernel_maps maps;
-	size_t applied = 0;
-
-	maps_open(&maps, (const uint32_t[SM_MAP_COUNT]){ 16, 16, 16, LONG_RUN / 2 });
-	maps.writer.two_lanes = true;
-	for (uint32_t id = 1; id <= LONG_RUN / 2; id++)
-		put_old_value(&maps, id);
-	for (uint32_t i = 0; i < LONG_RUN; i++)
-		ops[i] = backend_update(i + 1, i < LONG_RUN / 2);
-	assert_int_equal(maps.writer.writer.apply(&maps.writer.writer, ops, LONG_RUN, &applied), -E2BIG);
-	assert_int_equal(applied, LONG_RUN / 2);
-	for (uint32_t id = 1; id <= LONG_RUN / 2; id++)
-		assert_int_equal(backend_in_kernel(&maps, id), new_values[id].name_hash);
-	for (uint32_t id = LONG_RUN / 2 + 1; id <= LONG_RUN; id++)
-		assert_int_equal(backend_in_kernel(&maps, id), 0);
-	maps_close(&maps);
+	write_into_a_full_map(true);
 }
 
 /* A push whose backends the kernel has less room for than the model believes, written by two threads that

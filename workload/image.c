@@ -869,6 +869,14 @@ int sm_image_check(const struct sm_image *image, char *err, size_t err_size)
 
 /* ---- the image as a map writer ---- */
 
+/* Whether op->before is what the image holds under op's key, as a writer that puts it back relies on. */
+static bool holds_before(const struct sm_image *image, const struct sm_map_op *op)
+{
+	const void *held = sm_image_get(image, op->map, &op->key);
+
+	return !held == !op->before && (!held || memcmp(held, op->before, sm_map_value_size(op->map)) == 0);
+}
+
 static int image_writer_apply(struct sm_map_writer *base, const struct sm_map_op *ops, size_t n, size_t *applied)
 {
 	struct sm_image_writer *writer = (struct sm_image_writer *)base;
@@ -878,6 +886,12 @@ static int image_writer_apply(struct sm_map_writer *base, const struct sm_map_op
 		if (writer->fail_after && writer->ops_applied >= writer->fail_after) {
 			writer->fail_after = 0;
 			return writer->fail_error ? writer->fail_error : -ENOSPC;
+		}
+		if (writer->check_each_write && !holds_before(writer->image, op)) {
+			snprintf(writer->check_error, sizeof(writer->check_error),
+				 "a write to the %s map names a value before it that the map does not hold",
+				 sm_map_name(op->map));
+			return -EFAULT;
 		}
 		int err = sm_image_set(writer->image, op->map, &op->key, op->kind == SM_OP_UPDATE ? op->value : NULL);
 		if (err)

@@ -52,7 +52,8 @@ int sm_image_check(const struct sm_image *image, char *err, size_t err_size);
 struct sm_image_writer {
 	struct sm_map_writer writer;
 	struct sm_image *image;
-	bool check_each_write;	 /* run sm_image_check after every op; fail with -EFAULT on a violation */
+	bool check_each_write;	 /* check each op's before and run sm_image_check after it; fail with -EFAULT on
+				  * a violation */
 	size_t fail_after;	 /* when non-zero, the op after this many fails (then reset)... */
 	int fail_error;		 /* ...with this -errno (0: -ENOSPC, a full map) */
 	size_t ops_applied;	 /* counts every op applied */

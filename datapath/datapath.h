@@ -368,7 +368,7 @@ struct sm_bpf_lane {
  * The map writer over BPF map fds: consecutive ops on one map go in one batch call (the kernel's
  * bpf_map_*_batch), falling back to single calls where batches are not supported. Deleting an entry
  * that is already gone counts as done. On a machine with two CPUs or more, a long run of ops on one map
- * is split between the caller's thread and a second one (a full push's writes take half the time).
+ * is split between the caller's thread and a second one (a full push's writes take two thirds of the time).
  */
 struct sm_bpf_writer {
 	struct sm_map_writer writer;

@@ -204,7 +204,7 @@ static int probe_one(const char *name)
  * cannot; without the slot release (6.2) a translated socket keeps its original destination in a slot only
  * while telemetry follows it (its close frees it), else in socket storage.
  */
-static int probe_kernel(char *err, size_t size, bool *can_reap, bool *can_release)
+static int probe_programs(char *err, size_t size, bool *can_reap, bool *can_release)
 {
 	struct sm_probe *probe = sm_probe__open_and_load();
 	struct utsname uts;
@@ -236,11 +236,20 @@ static int probe_kernel(char *err, size_t size, bool *can_reap, bool *can_releas
 		    uts.release, strerror(-ret));
 }
 
+static void owner_file(const char *pin_dir, const char *suffix, char *out, size_t size);
+
+/* What probe_programs() found on this boot's kernel before, remembered at memo (*probed false), or probes it. */
+static int probe_kernel(const char *memo, char *err, size_t size, bool *can_reap, bool *can_release, bool *probed)
+{
+	*probed = !probe_memo_read(memo, can_reap, can_release);
+	return *probed ? probe_programs(err, size, can_reap, can_release) : 0;
+}
+
 int sm_datapath_probe(char *err, size_t size)
 {
 	bool can_reap, can_release;
 
-	return probe_kernel(err, size, &can_reap, &can_release);
+	return probe_programs(err, size, &can_reap, &can_release);
 }
 
 static int remove_pins(const char *dir, bool links, char *err, size_t size);
@@ -527,6 +536,10 @@ static void undo_open(struct sm_datapath *dp)
 		rmdir(path);
 	if (dp->created_dirs[0])
 		rmdir(dp->pin_dir);
+	if (dp->wrote_probe_memo) {
+		owner_file(dp->pin_dir, "probe", path, sizeof(path));
+		unlink(path);
+	}
 }
 
 void sm_datapath_abandon(struct sm_datapath *dp)
@@ -571,8 +584,12 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 	if (!ret && stat(dp->cgroup, &st))
 		ret = fail(err, size, -errno, "%s: %s", dp->cgroup, strerror(errno));
 	dp->cgroup_id = ret ? 0 : (__u64)st.st_ino;
+	char memo[PATH_MAX];
+	bool probed = false;
+	owner_file(dp->pin_dir, "probe", memo, sizeof(memo));
 	if (!ret)
-		ret = probe_kernel(err, size, &dp->can_reap, &dp->can_release);
+		ret = probe_kernel(memo, err, size, &dp->can_reap, &dp->can_release, &probed);
+	bool kernel_can_release = dp->can_release; /* what is remembered: the kernel's, not this open's choice */
 	dp->can_release = dp->can_release && (options->release_slots || release_pinned(dp));
 	if (!ret)
 		ret = make_dirs(dp, err, size);
@@ -618,6 +635,8 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 		ret = sm_datapath_relink_guards(dp, err, size);
 	if (ret)
 		goto fail;
+	/* remembered once the open has succeeded: a failed one leaves nothing behind */
+	dp->wrote_probe_memo = probed && probe_memo_write(memo, dp->can_reap, kernel_can_release);
 	*out = dp;
 	return 0;
 fail:
@@ -786,6 +805,10 @@ int sm_datapath_uninstall(const char *pin_dir, char *err, size_t size)
 		ret = remove_pins(path, false, err, size);
 	if (!ret && rmdir(pin_dir) && errno != ENOENT)
 		ret = fail(err, size, -errno, "cannot remove %s: %s", pin_dir, strerror(errno));
+	if (!ret) {
+		owner_file(pin_dir, "probe", path, sizeof(path));
+		unlink(path); /* the probe's memo */
+	}
 	return ret;
 }
 
@@ -824,7 +847,8 @@ static void canonical_pin_dir(const char *pin_dir, char *out, size_t size)
 		snprintf(out, size, "%s", pin_dir);
 }
 
-static void lock_path(const char *pin_dir, char *out, size_t size)
+/* The pin directory's file under SM_LOCK_DIR with this suffix: its lock ("lock"), its probe memo ("probe"). */
+static void owner_file(const char *pin_dir, const char *suffix, char *out, size_t size)
 {
 	char canonical[PATH_MAX], readable[64];
 	size_t n = 0;
@@ -833,7 +857,7 @@ static void lock_path(const char *pin_dir, char *out, size_t size)
 	for (const char *c = canonical; *c && n < sizeof(readable) - 1; c++)
 		readable[n++] = *c == '/' ? '_' : *c;
 	readable[n] = '\0';
-	snprintf(out, size, "%s/%s-%016llx.lock", SM_LOCK_DIR, readable, (unsigned long long)fnv1a(canonical));
+	snprintf(out, size, "%s/%s-%016llx.%s", SM_LOCK_DIR, readable, (unsigned long long)fnv1a(canonical), suffix);
 }
 
 /* The holder's pid as it wrote it, or 0. */
@@ -859,7 +883,7 @@ int sm_pin_dir_lock(const char *pin_dir, struct sm_pin_lock **out, char *err, si
 	if (!lock)
 		return fail(err, size, -ENOMEM, "out of memory");
 	lock->fd = -1;
-	lock_path(pin_dir, lock->path, sizeof(lock->path));
+	owner_file(pin_dir, "lock", lock->path, sizeof(lock->path));
 	if (mkdir(SM_LOCK_DIR, 0755) && errno != EEXIST) {
 		ret = fail(err, size, -errno, "cannot create %s: %s", SM_LOCK_DIR, strerror(errno));
 		goto fail;

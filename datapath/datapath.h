@@ -188,7 +188,9 @@ struct sm_datapath_options {
 /* The checks open makes before it touches anything (cgroup v2, pin directory on bpffs, capacities). */
 int sm_datapath_check_options(const struct sm_datapath_options *options, char *err, size_t err_size);
 /*
- * Loads the datapath: checks the kernel (a clear message when a feature is missing), adopts maps
+ * Loads the datapath: checks the kernel (a clear message when a feature is missing; what it found is
+ * remembered for the boot beside the pin directory's lock, under SM_LOCK_DIR, and read there by the next
+ * open on the same kernel, until uninstall), adopts maps
  * pinned with this layout version (or creates and pins them), and attaches to the cgroup through
  * pinned links, replacing the programs of links already there without detaching them.
  * Returns 0 or -errno with the reason in err.

@@ -48,6 +48,7 @@ struct sm_datapath {
 	bool can_release;	    /* sm_sock_release is loaded: the kernel has bpf_rdonly_cast (6.2), and the
 				     * open asked for it or an earlier agent pinned its link */
 	bool migrating;		    /* new maps loaded beside an older layout's; attached at commit */
+	bool wrote_probe_memo;	    /* this open remembered what the probe found: undone with it */
 	bool created_dirs[3];	    /* the pin dir, links/ and maps-vN/: made by this open */
 	bool created_links[SM_CGROUP_HOOKS]; /* pinned by this open (not an earlier agent's, updated in place) */
 	__u64 cgroup_id;		    /* the cgroup's inode number, as links report it */
@@ -75,5 +76,11 @@ void *sm_dp_per_cpu_values(size_t value_size, int *cpus);
 int sm_dp_sum_per_cpu(int fd, const void *key, __u64 *values, int cpus, uint64_t *sum);
 /* Switches the pinned sk_lookup links (links/authz-*) to this datapath's program (datapath/authz.c). */
 int sm_datapath_relink_guards(struct sm_datapath *dp, char *err, size_t size);
+
+/* The kernel probe's result remembered at path for this boot, kernel and probe object (datapath/probe_memo.c):
+ * true with the optional parts' flags when there is one; writing it, true when written. It only saves time:
+ * a memo that cannot be read or written is as if absent. */
+bool probe_memo_read(const char *path, bool *can_reap, bool *can_release);
+bool probe_memo_write(const char *path, bool can_reap, bool can_release);
 
 #endif

@@ -4,6 +4,7 @@
  * in through the workload model (as the agent does); then a process in the cgroup connects, and the
  * case checks which server accepted, what getpeername said, and which bytes the server read first.
  */
+#include <dirent.h>
 #include <time.h>
 
 #include <bpf/bpf.h>
@@ -1238,6 +1239,105 @@ static void abandoned_open_leaves_what_it_found(struct env *env, const void *arg
 	close(listener);
 }
 
+/* The probe memo of pin_dir under SM_LOCK_DIR (named as its lock is, ".probe" for ".lock"), into out; false when
+ * there is none. */
+static bool probe_memo_of(const char *pin_dir, char *out, size_t size)
+{
+	char readable[64];
+	size_t n = 0;
+	bool found = false;
+
+	for (const char *c = pin_dir; *c && n < sizeof(readable) - 1; c++)
+		readable[n++] = *c == '/' ? '_' : *c;
+	readable[n] = '\0';
+	DIR *dir = opendir(SM_LOCK_DIR);
+	for (struct dirent *entry; dir && !found && (entry = readdir(dir));) {
+		size_t len = strlen(entry->d_name);
+		found = strncmp(entry->d_name, readable, n) == 0 && entry->d_name[n] == '-' && len > 6 &&
+			strcmp(entry->d_name + len - 6, ".probe") == 0;
+		if (found)
+			snprintf(out, size, "%s/%s", SM_LOCK_DIR, entry->d_name);
+	}
+	if (dir)
+		closedir(dir);
+	return found;
+}
+
+static void read_line(const char *path, char *line, size_t size)
+{
+	FILE *file = fopen(path, "re");
+
+	CHECK(file && fgets(line, (int)size, file), "reading %s: %s", path, strerror(errno));
+	fclose(file);
+}
+
+static void write_line(const char *path, const char *line)
+{
+	FILE *file = fopen(path, "we");
+
+	CHECK(file && fputs(line, file) >= 0 && fclose(file) == 0, "writing %s: %s", path, strerror(errno));
+}
+
+/* Whether the datapath loaded its socket reaper (where the kernel has bpf_sock_destroy): asked to reap only
+ * if an address that is nowhere local is, it says it cannot, or walks nothing. */
+static bool reaper_loaded(struct env *env)
+{
+	struct sm_frontend_key nowhere = { .addr = { [10] = 0xff, [11] = 0xff, 192, 0, 2, 1 } };
+	unsigned closed;
+	char err[256];
+
+	return sm_datapath_authz_reap(env->dp, -1, &nowhere, 1, NULL, &closed, err, sizeof(err)) != -EOPNOTSUPP;
+}
+
+/*
+ * What the kernel probe found is remembered for the boot beside the pin directory's lock, and the next
+ * open on the same boot, kernel and probe object takes it from there instead of probing; another key is
+ * probed again and rewritten, and uninstall removes the memo.
+ */
+static void probe_remembered_for_the_boot(struct env *env, const void *arg)
+{
+	(void)arg;
+	char memo[PATH_MAX], line[512], changed[512], pin_dir[160], err[512];
+
+	CHECK(mkdir(SM_LOCK_DIR, 0755) == 0 || errno == EEXIST, "creating %s: %s", SM_LOCK_DIR, strerror(errno));
+	reopen_datapath(env, true);
+	CHECK(probe_memo_of(env->pin_dir, memo, sizeof(memo)), "no probe memo for %s in %s", env->pin_dir,
+	      SM_LOCK_DIR);
+	read_line(memo, line, sizeof(line));
+	size_t len = strlen(line);
+	CHECK(len > 5 && line[len - 1] == '\n', "the memo reads '%s'", line);
+	CHECK((line[len - 4] == '1') == reaper_loaded(env), "the memo '%s' says otherwise than the probe", line);
+
+	/* the same key with the reaper's flag turned: the next open believes it */
+	snprintf(changed, sizeof(changed), "%s", line);
+	changed[len - 4] = line[len - 4] == '1' ? '0' : '1';
+	write_line(memo, changed);
+	bool before = reaper_loaded(env);
+	reopen_datapath(env, true);
+	CHECK(reaper_loaded(env) != before, "the open probed again instead of reading the memo");
+
+	/* another boot's memo: probed again, and the memo made this boot's */
+	snprintf(changed, sizeof(changed), "00000000-0000-0000-0000-000000000000%s", strchr(line, ' '));
+	changed[strlen(changed) - 4] = line[len - 4] == '1' ? '0' : '1';
+	write_line(memo, changed);
+	reopen_datapath(env, true);
+	CHECK(reaper_loaded(env) == before, "another boot's memo was believed");
+	read_line(memo, changed, sizeof(changed));
+	CHECK(strcmp(changed, line) == 0, "the memo reads '%s', not '%s'", changed, line);
+
+	/* uninstall removes the memo with the pins */
+	struct sm_datapath_options other = { .cgroup = env->cgroup };
+	struct sm_datapath *dp = NULL;
+	snprintf(pin_dir, sizeof(pin_dir), "%s-memo", env->pin_dir);
+	other.pin_dir = pin_dir;
+	CHECK(sm_datapath_open(&other, &dp, err, sizeof(err)) == 0, "a second datapath: %s", err);
+	bool written = probe_memo_of(pin_dir, memo, sizeof(memo));
+	sm_datapath_close(dp);
+	CHECK(sm_datapath_uninstall(pin_dir, err, sizeof(err)) == 0, "uninstalling %s: %s", pin_dir, err);
+	CHECK(written, "no probe memo for %s", pin_dir);
+	CHECK(!probe_memo_of(pin_dir, memo, sizeof(memo)), "uninstall left %s", memo);
+}
+
 typedef void (*case_fn)(struct env *env, const void *arg);
 
 static const struct case_row {
@@ -1263,6 +1363,7 @@ static const struct case_row {
 	{ "a TLV owed from socket storage across a layout migration comes first", tlv_in_storage_across_a_migration },
 	{ "a TLV owed from a slot across a layout migration comes first", tlv_in_a_slot_across_a_migration },
 	{ "an abandoned open leaves what it found", abandoned_open_leaves_what_it_found },
+	{ "the kernel probe's result is remembered for the boot", probe_remembered_for_the_boot },
 };
 
 static void run_named_case(void **state)

@@ -874,7 +874,7 @@ static bool holds_before(const struct sm_image *image, const struct sm_map_op *o
 {
 	const void *held = sm_image_get(image, op->map, &op->key);
 
-	return !held == !op->before && (!held || memcmp(held, op->before, sm_map_value_size(op->map)) == 0);
+	return unchanged(held != NULL, held, op->before, sm_map_value_size(op->map));
 }
 
 static int image_writer_apply(struct sm_map_writer *base, const struct sm_map_op *ops, size_t n, size_t *applied)

@@ -315,9 +315,6 @@ static const char *differs(const struct harness *h, const struct harness *expect
 	return NULL;
 }
 
-/* The harness in which step is to be applied. */
-typedef void (*harness_fn)(struct harness *h, const struct scenario *scenario, size_t step);
-
 /*
  * A restarted agent before step: the steps up to and including it applied, then a new model that adopts
  * the maps and is sent step again (as the first response after a restart is), with its id hints still
@@ -331,19 +328,28 @@ static void restarted_at(struct harness *h, const struct scenario *scenario, siz
 	assert_int_equal(sm_model_adopt(h->model, h->kernel), 0);
 }
 
-static void sweep_step(const struct scenario *scenario, size_t step, enum failing mode, harness_fn at)
+/* The harness in which step is to be applied: the steps before it applied, or a restart at it. */
+static void harness_before(struct harness *h, const struct scenario *scenario, size_t step, bool restarted)
+{
+	if (restarted)
+		restarted_at(h, scenario, step);
+	else
+		harness_at(h, scenario, step);
+}
+
+static void sweep_step(const struct scenario *scenario, size_t step, enum failing mode, bool restarted)
 {
 	bool shield = mode == FAIL_FROM;
 	struct harness before, reference;
 	char diff[400];
 	long total;
 
-	at(&before, scenario, step);
-	at(&reference, scenario, step);
+	harness_before(&before, scenario, step, restarted);
+	harness_before(&reference, scenario, step, restarted);
 	assert_int_equal(apply_short(&reference, scenario, step, FAIL_NONE, 0, false), 0);
 	{ /* how many allocations the step makes when none fails */
 		struct harness h;
-		at(&h, scenario, step);
+		harness_before(&h, scenario, step, restarted);
 		assert_int_equal(apply_short(&h, scenario, step, FAIL_NONE, 0, shield), 0);
 		total = oom.count;
 		harness_close(&h);
@@ -351,7 +357,7 @@ static void sweep_step(const struct scenario *scenario, size_t step, enum failin
 	assert_true(total > 0);
 	for (long target = 0; target < total; target++) {
 		struct harness h;
-		at(&h, scenario, step);
+		harness_before(&h, scenario, step, restarted);
 		int err = apply_short(&h, scenario, step, mode, target, shield);
 		if (err != 0 && err != -ENOMEM)
 			fail_msg("step %zu, allocation %ld of %ld failing: apply returned %d", step, target, total, err);
@@ -360,7 +366,7 @@ static void sweep_step(const struct scenario *scenario, size_t step, enum failin
 		if (!sm_image_equivalent(h.kernel, sm_model_image(h.model), diff, sizeof(diff)))
 			fail_msg("step %zu, allocation %ld of %ld failing (the apply returned %d): the maps are not the "
 				 "model's image: %s", step, target, total, err, diff);
-		if (!err || at != restarted_at) /* a restarted model holds what it adopted until its first push */
+		if (!err || !restarted) /* a restarted model holds what it adopted until its first push */
 			assert_consistent(&h);
 		/* failed: as if it had never been sent; applied: as if memory had never been short */
 		if (differs(&h, err ? &before : &reference, scenario, diff, sizeof(diff)))
@@ -374,7 +380,7 @@ static void sweep_step(const struct scenario *scenario, size_t step, enum failin
 			fail_msg("step %zu, allocation %ld of %ld failed, then applied again: unlike a model that never "
 				 "ran short: %s", step, target, total, diff);
 		/* a restart keeps every id it adopted, whatever failed on the way */
-		if (at == restarted_at && !sm_image_equivalent(h.kernel, reference.kernel, diff, sizeof(diff)))
+		if (restarted && !sm_image_equivalent(h.kernel, reference.kernel, diff, sizeof(diff)))
 			fail_msg("restarted, allocation %ld of %ld failed, then applied again: the ids are not those "
 				 "adopted: %s", target, total, diff);
 		harness_close(&h);
@@ -386,7 +392,7 @@ static void sweep_step(const struct scenario *scenario, size_t step, enum failin
 static void sweep(const struct scenario *scenario, enum failing mode)
 {
 	for (size_t step = 0; step < scenario->n; step++)
-		sweep_step(scenario, step, mode, harness_at);
+		sweep_step(scenario, step, mode, false);
 }
 
 /* The built steps above: authorizations, services with a waypoint, workloads changing and removed. */
@@ -416,7 +422,7 @@ static void sweep_recorded(enum failing mode, bool restarted)
 	for (size_t i = 0; i < 3; i++)
 		scenario.responses[i] = (const void *)responses[i];
 	if (restarted)
-		sweep_step(&scenario, 0, mode, restarted_at); /* the Address push: the only one with ids to keep */
+		sweep_step(&scenario, 0, mode, true); /* the Address push: the only one with ids to keep */
 	else
 		sweep(&scenario, mode);
 	for (size_t i = 0; i < 3; i++)

@@ -1205,40 +1205,6 @@ static __u32 connect4_programs(struct env *env)
 	return count;
 }
 
-/*
- * A start that fails after opening the datapath abandons it: a first open leaves no pin, directory or
- * attached program behind; a reopen leaves what the earlier agent pinned serving.
- */
-static void abandoned_open_leaves_what_it_found(struct env *env, const void *arg)
-{
-	(void)arg;
-	struct sm_datapath_options first = { .cgroup = env->cgroup };
-	struct sm_datapath *dp = NULL;
-	char pin_dir[160], err[512];
-
-	snprintf(pin_dir, sizeof(pin_dir), "%s-first", env->pin_dir);
-	first.pin_dir = pin_dir;
-	CHECK(sm_datapath_open(&first, &dp, err, sizeof(err)) == 0, "a second datapath: %s", err);
-	CHECK(connect4_programs(env) == 2, "the second datapath is not attached");
-	sm_datapath_abandon(dp);
-	bool left = access(pin_dir, F_OK) == 0;
-	if (left) /* the case's cleanup knows only its own pin directory */
-		sm_datapath_uninstall(pin_dir, err, sizeof(err));
-	CHECK(!left, "the abandoned first open left %s", pin_dir);
-	CHECK(connect4_programs(env) == 1, "the abandoned first open left its programs attached");
-
-	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
-	web_one_backend(env);
-	struct sm_datapath_options again = { .pin_dir = env->pin_dir, .cgroup = env->cgroup };
-	CHECK(sm_datapath_open(&again, &dp, err, sizeof(err)) == 0, "reopening: %s", err);
-	sm_datapath_abandon(dp);
-	CHECK(connect4_programs(env) == 1, "the abandoned reopen detached the earlier agent's programs");
-	int fd = connect_to(AF_INET, "127.10.0.1", 80);
-	CHECK(fd >= 0, "the VIP no longer connects after an abandoned reopen: %s", strerror(-fd));
-	close(fd);
-	close(listener);
-}
-
 /* The probe memo of pin_dir under SM_LOCK_DIR (named as its lock is, ".probe" for ".lock"), into out; false when
  * there is none. */
 static bool probe_memo_of(const char *pin_dir, char *out, size_t size)
@@ -1276,6 +1242,47 @@ static void write_line(const char *path, const char *line)
 	FILE *file = fopen(path, "we");
 
 	CHECK(file && fputs(line, file) >= 0 && fclose(file) == 0, "writing %s: %s", path, strerror(errno));
+}
+
+/*
+ * A start that fails after opening the datapath abandons it: a first open leaves no pin, directory or
+ * attached program behind; a reopen leaves what the earlier agent pinned serving.
+ */
+static void abandoned_open_leaves_what_it_found(struct env *env, const void *arg)
+{
+	(void)arg;
+	struct sm_datapath_options first = { .cgroup = env->cgroup };
+	struct sm_datapath *dp = NULL;
+	char pin_dir[160], err[512];
+
+	char memo[PATH_MAX];
+	snprintf(pin_dir, sizeof(pin_dir), "%s-first", env->pin_dir);
+	first.pin_dir = pin_dir;
+	CHECK(mkdir(SM_LOCK_DIR, 0755) == 0 || errno == EEXIST, "creating %s: %s", SM_LOCK_DIR, strerror(errno));
+	CHECK(sm_datapath_open(&first, &dp, err, sizeof(err)) == 0, "a second datapath: %s", err);
+	CHECK(connect4_programs(env) == 2, "the second datapath is not attached");
+	bool remembered = probe_memo_of(pin_dir, memo, sizeof(memo));
+	sm_datapath_abandon(dp);
+	bool left = access(pin_dir, F_OK) == 0, memo_left = probe_memo_of(pin_dir, memo, sizeof(memo));
+	if (left) /* the case's cleanup knows only its own pin directory */
+		sm_datapath_uninstall(pin_dir, err, sizeof(err));
+	if (memo_left)
+		unlink(memo);
+	CHECK(!left, "the abandoned first open left %s", pin_dir);
+	CHECK(remembered, "the first open remembered no probe for %s", pin_dir);
+	CHECK(!memo_left, "the abandoned first open left its probe memo %s", memo);
+	CHECK(connect4_programs(env) == 1, "the abandoned first open left its programs attached");
+
+	int listener = listen_on(SOCK_STREAM, "127.0.1.1", 8080);
+	web_one_backend(env);
+	struct sm_datapath_options again = { .pin_dir = env->pin_dir, .cgroup = env->cgroup };
+	CHECK(sm_datapath_open(&again, &dp, err, sizeof(err)) == 0, "reopening: %s", err);
+	sm_datapath_abandon(dp);
+	CHECK(connect4_programs(env) == 1, "the abandoned reopen detached the earlier agent's programs");
+	int fd = connect_to(AF_INET, "127.10.0.1", 80);
+	CHECK(fd >= 0, "the VIP no longer connects after an abandoned reopen: %s", strerror(-fd));
+	close(fd);
+	close(listener);
 }
 
 /* Whether the datapath loaded its socket reaper (where the kernel has bpf_sock_destroy): asked to reap only

@@ -4,6 +4,8 @@
  * choose a mesh datapath for. Every client runs for a fixed time and prints one line of key=value.
  *
  *   netbench echo ADDR PORT                 echo server (epoll, one thread)
+ *   netbench waypoint ADDR PORT             the same, reading a connection's leading original-destination
+ *                                           TLV off as a waypoint does (not echoing it back)
  *   netbench sink ADDR PORT                 reads and drops everything
  *   netbench short ADDR[,ADDR...] PORT SECONDS SIZE   connect, send SIZE, read SIZE back, close; again
  *                                           (to one of the addresses, drawn at random)
@@ -16,6 +18,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,11 +50,29 @@ static int listener(const char *addr, const char *port)
 	return fd;
 }
 
-static _Noreturn int serve(const char *addr, const char *port, int echo)
+/*
+ * The length of the original-destination TLV that begins buf (docs/datapath.md, "Waypoints and the TLV":
+ * type 0x01, a 4-byte length, the address and port, then the end type 0xfe with length 0), or 0 when buf
+ * does not begin with a whole one.
+ */
+static size_t leading_tlv(const unsigned char *buf, size_t len)
+{
+	static const unsigned char end[5] = { 0xfe, 0, 0, 0, 0 };
+
+	if (len < 5 || buf[0] != 0x01 || buf[1] || buf[2] || buf[3] || (buf[4] != 6 && buf[4] != 18))
+		return 0;
+	size_t total = 5 + buf[4] + sizeof(end);
+	return len >= total && memcmp(buf + 5 + buf[4], end, sizeof(end)) == 0 ? total : 0;
+}
+
+enum serving { SINK, ECHO, WAYPOINT };
+
+static _Noreturn int serve(const char *addr, const char *port, enum serving serving)
 {
 	int lfd = listener(addr, port), ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = { .events = EPOLLIN, .data.fd = lfd }, events[256];
 	static char buf[1 << 20];
+	static bool first_read[1 << 16]; /* by fd: the connection's first bytes are still to come */
 
 	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
 	for (;;) {
@@ -63,6 +84,8 @@ static _Noreturn int serve(const char *addr, const char *port, int echo)
 				while ((c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
 					int one = 1;
 					setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+					if (c < (int)sizeof(first_read))
+						first_read[c] = true;
 					ev = (struct epoll_event){ .events = EPOLLIN, .data.fd = c };
 					epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
 				}
@@ -73,8 +96,15 @@ static _Noreturn int serve(const char *addr, const char *port, int echo)
 				close(fd);
 				continue;
 			}
+			ssize_t done = 0;
+			if (fd < (int)sizeof(first_read) && first_read[fd]) {
+				/* the TLV comes with the first message, in the same segment */
+				first_read[fd] = false;
+				if (serving == WAYPOINT)
+					done = (ssize_t)leading_tlv((const unsigned char *)buf, (size_t)r);
+			}
 			/* the clients wait for their answer before sending again: a blocking echo is enough */
-			for (ssize_t done = 0; echo && done < r;) {
+			for (; serving != SINK && done < r;) {
 				ssize_t w = write(fd, buf + done, (size_t)(r - done));
 				if (w <= 0)
 					break;
@@ -261,16 +291,18 @@ int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
 	if (argc == 4 && strcmp(argv[1], "echo") == 0)
-		return serve(argv[2], argv[3], 1);
+		return serve(argv[2], argv[3], ECHO);
+	if (argc == 4 && strcmp(argv[1], "waypoint") == 0)
+		return serve(argv[2], argv[3], WAYPOINT);
 	if (argc == 4 && strcmp(argv[1], "sink") == 0)
-		return serve(argv[2], argv[3], 0);
+		return serve(argv[2], argv[3], SINK);
 	if (argc == 6 && strcmp(argv[1], "short") == 0)
 		return short_connections(argv[2], argv[3], atof(argv[4]), (size_t)atol(argv[5]));
 	if (argc == 7 && strcmp(argv[1], "pingpong") == 0)
 		return pingpong(argv[2], argv[3], atoi(argv[4]), atof(argv[5]), (size_t)atol(argv[6]));
 	if (argc == 6 && strcmp(argv[1], "stream") == 0)
 		return stream(argv[2], argv[3], atof(argv[4]), (size_t)atol(argv[5]));
-	fprintf(stderr, "usage: netbench echo|sink ADDR PORT | short ADDR PORT SECONDS SIZE |\n"
+	fprintf(stderr, "usage: netbench echo|waypoint|sink ADDR PORT | short ADDR PORT SECONDS SIZE |\n"
 			"       pingpong ADDR PORT CONNS SECONDS SIZE | stream ADDR PORT SECONDS CHUNK\n");
 	return 2;
 }

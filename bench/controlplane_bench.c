@@ -380,10 +380,16 @@ static int timed_apply(struct sm_map_writer *base, const struct sm_map_op *ops, 
  * with. */
 static double paced_mean;
 
-/* Single-workload updates into the maps of a full push, with the client's lock held (no other apply) but
- * for the gap_ms between two (0: back to back); the first is the sequence's update number first. */
+/*
+ * Single-workload updates into the maps of a full push, with the client's lock held (no other apply) but
+ * for the gap_ms between two (0: back to back); the first is the sequence's update number first (even).
+ * Each update sets a workload's weight to 2 (one more endpoint slot) or 1 by its number's parity: when
+ * adding, each goes to another workload, so every second one adds a slot and none removes one; when
+ * adding and removing (as a cluster whose pods come and go about as often), each second update takes the
+ * same workload back to 1, removing the slot the one before added.
+ */
 static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthread_mutex_t *lock, int workloads,
-			   int services, int first, int updates, unsigned gap_ms)
+			   int services, int first, int updates, unsigned gap_ms, bool removing)
 {
 	double *latency = calloc((size_t)updates, sizeof(double)), *cpu = calloc((size_t)updates, sizeof(double));
 	double *writes = calloc((size_t)updates, sizeof(double)), *rest = calloc((size_t)updates, sizeof(double));
@@ -396,7 +402,7 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 	pthread_mutex_lock(lock);
 	for (int u = 0; u < updates; u++) {
 		size_t len;
-		int i = update_workload(first + u, workloads);
+		int i = update_workload(first + (removing ? u / 2 : u), workloads);
 		uint8_t *update = make_update(i, services, first + u, &len);
 		struct sm_rejections rejections = { 0 };
 		Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response;
@@ -432,9 +438,12 @@ static void single_updates(struct sm_model *model, struct sm_datapath *dp, pthre
 		paced_mean = sum / updates;
 	qsort(latency, (size_t)updates, sizeof(double), compare_doubles);
 	qsort(cpu, (size_t)updates, sizeof(double), compare_doubles);
-	char pace[48] = "back to back";
+	char pace[128] = "back to back";
 	if (gap_ms)
 		snprintf(pace, sizeof(pace), "one every %u ms", gap_ms);
+	if (removing)
+		snprintf(pace + strlen(pace), sizeof(pace) - strlen(pace),
+			 ", each second one removing the slot the one before added");
 	printf("single-workload update into the real maps at this scale (%d updates, %s): p50 %.1f us, p99 %.1f us, "
 	       "mean %.1f us; this thread's CPU time p50 %.1f us, p99 %.1f us (target <= 20 us)\n",
 	       updates, pace, percentile(latency, updates, 50) * 1e6, percentile(latency, updates, 99) * 1e6,
@@ -504,8 +513,9 @@ static struct push full_push(int port, int workloads, int services, const uint32
 		struct sm_model_stats stats;
 
 		/* the paced ones go on where the others ended: other workloads, the same kinds of change */
-		single_updates(model, dp, &lock, workloads, services, 0, updates, 0);
-		single_updates(model, dp, &lock, workloads, services, updates, updates, UPDATE_GAP_MS);
+		single_updates(model, dp, &lock, workloads, services, 0, updates, 0, false);
+		single_updates(model, dp, &lock, workloads, services, updates, updates, UPDATE_GAP_MS, false);
+		single_updates(model, dp, &lock, workloads, services, 2 * updates, updates, 0, true);
 		sm_model_stats(model, &stats);
 		kernel_floor(stats.map_entries[SM_MAP_ENDPOINTS], updates);
 	}

@@ -236,8 +236,6 @@ static int probe_programs(char *err, size_t size, bool *can_reap, bool *can_rele
 		    uts.release, strerror(-ret));
 }
 
-static void owner_file(const char *pin_dir, const char *suffix, char *out, size_t size);
-
 /* What probe_programs() found on this boot's kernel before, remembered at memo (*probed false), or probes it. */
 static int probe_kernel(const char *memo, char *err, size_t size, bool *can_reap, bool *can_release, bool *probed)
 {
@@ -537,7 +535,7 @@ static void undo_open(struct sm_datapath *dp)
 	if (dp->created_dirs[0])
 		rmdir(dp->pin_dir);
 	if (dp->wrote_probe_memo) {
-		owner_file(dp->pin_dir, "probe", path, sizeof(path));
+		sm_datapath_probe_memo_path(dp->pin_dir, path, sizeof(path));
 		unlink(path);
 	}
 }
@@ -586,7 +584,7 @@ int sm_datapath_open(const struct sm_datapath_options *options, struct sm_datapa
 	dp->cgroup_id = ret ? 0 : (__u64)st.st_ino;
 	char memo[PATH_MAX];
 	bool probed = false;
-	owner_file(dp->pin_dir, "probe", memo, sizeof(memo));
+	sm_datapath_probe_memo_path(dp->pin_dir, memo, sizeof(memo));
 	if (!ret)
 		ret = probe_kernel(memo, err, size, &dp->can_reap, &dp->can_release, &probed);
 	bool kernel_can_release = dp->can_release; /* what is remembered: the kernel's, not this open's choice */
@@ -806,7 +804,7 @@ int sm_datapath_uninstall(const char *pin_dir, char *err, size_t size)
 	if (!ret && rmdir(pin_dir) && errno != ENOENT)
 		ret = fail(err, size, -errno, "cannot remove %s: %s", pin_dir, strerror(errno));
 	if (!ret) {
-		owner_file(pin_dir, "probe", path, sizeof(path));
+		sm_datapath_probe_memo_path(pin_dir, path, sizeof(path));
 		unlink(path); /* the probe's memo */
 	}
 	return ret;
@@ -858,6 +856,11 @@ static void owner_file(const char *pin_dir, const char *suffix, char *out, size_
 		readable[n++] = *c == '/' ? '_' : *c;
 	readable[n] = '\0';
 	snprintf(out, size, "%s/%s-%016llx.%s", SM_LOCK_DIR, readable, (unsigned long long)fnv1a(canonical), suffix);
+}
+
+void sm_datapath_probe_memo_path(const char *pin_dir, char *out, size_t size)
+{
+	owner_file(pin_dir, "probe", out, size);
 }
 
 /* The holder's pid as it wrote it, or 0. */

@@ -232,6 +232,8 @@ int sm_pin_dir_lock(const char *pin_dir, struct sm_pin_lock **out, char *err, si
 void sm_pin_dir_unlock(struct sm_pin_lock *lock);
 /* Loads (never attaches) one program per hook the datapath uses; names what the kernel lacks. */
 int sm_datapath_probe(char *err, size_t err_size);
+/* Where open remembers what the probe found for pin_dir: beside its lock, ".probe" for ".lock". */
+void sm_datapath_probe_memo_path(const char *pin_dir, char *out, size_t size);
 
 /* Whether the maps were already pinned (by an earlier agent) when this one opened them. */
 bool sm_datapath_adopted(const struct sm_datapath *dp);

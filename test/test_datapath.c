@@ -4,7 +4,6 @@
  * in through the workload model (as the agent does); then a process in the cgroup connects, and the
  * case checks which server accepted, what getpeername said, and which bytes the server read first.
  */
-#include <dirent.h>
 #include <time.h>
 
 #include <bpf/bpf.h>
@@ -1205,28 +1204,11 @@ static __u32 connect4_programs(struct env *env)
 	return count;
 }
 
-/* The probe memo of pin_dir under SM_LOCK_DIR (named as its lock is, ".probe" for ".lock"), into out; false when
- * there is none. */
+/* The probe memo of pin_dir into out; false when there is none. */
 static bool probe_memo_of(const char *pin_dir, char *out, size_t size)
 {
-	char readable[64];
-	size_t n = 0;
-	bool found = false;
-
-	for (const char *c = pin_dir; *c && n < sizeof(readable) - 1; c++)
-		readable[n++] = *c == '/' ? '_' : *c;
-	readable[n] = '\0';
-	DIR *dir = opendir(SM_LOCK_DIR);
-	for (struct dirent *entry; dir && !found && (entry = readdir(dir));) {
-		size_t len = strlen(entry->d_name);
-		found = strncmp(entry->d_name, readable, n) == 0 && entry->d_name[n] == '-' && len > 6 &&
-			strcmp(entry->d_name + len - 6, ".probe") == 0;
-		if (found)
-			snprintf(out, size, "%s/%s", SM_LOCK_DIR, entry->d_name);
-	}
-	if (dir)
-		closedir(dir);
-	return found;
+	sm_datapath_probe_memo_path(pin_dir, out, size);
+	return access(out, F_OK) == 0;
 }
 
 static void read_line(const char *path, char *line, size_t size)

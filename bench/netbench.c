@@ -72,7 +72,7 @@ static _Noreturn int serve(const char *addr, const char *port, enum serving serv
 	int lfd = listener(addr, port), ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = { .events = EPOLLIN, .data.fd = lfd }, events[256];
 	static char buf[1 << 20];
-	static bool first_read[1 << 16]; /* by fd: the connection's first bytes are still to come */
+	static bool tlv_pending[1 << 16]; /* by fd, as a waypoint: the connection's first bytes are still to come */
 
 	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
 	for (;;) {
@@ -84,8 +84,8 @@ static _Noreturn int serve(const char *addr, const char *port, enum serving serv
 				while ((c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
 					int one = 1;
 					setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-					if (c < (int)sizeof(first_read))
-						first_read[c] = true;
+					if (c < (int)sizeof(tlv_pending))
+						tlv_pending[c] = serving == WAYPOINT;
 					ev = (struct epoll_event){ .events = EPOLLIN, .data.fd = c };
 					epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
 				}
@@ -97,11 +97,10 @@ static _Noreturn int serve(const char *addr, const char *port, enum serving serv
 				continue;
 			}
 			ssize_t done = 0;
-			if (fd < (int)sizeof(first_read) && first_read[fd]) {
+			if (fd < (int)sizeof(tlv_pending) && tlv_pending[fd]) {
 				/* the TLV comes with the first message, in the same segment */
-				first_read[fd] = false;
-				if (serving == WAYPOINT)
-					done = (ssize_t)leading_tlv((const unsigned char *)buf, (size_t)r);
+				tlv_pending[fd] = false;
+				done = (ssize_t)leading_tlv((const unsigned char *)buf, (size_t)r);
 			}
 			/* the clients wait for their answer before sending again: a blocking echo is enough */
 			for (; serving != SINK && done < r;) {

@@ -7,7 +7,11 @@
  * Baseline, measured in the same run: protobuf-c decoding the same bytes (the response and every
  * resource in it), the floor under any agent that reads this config.
  *
- * Both in ROUNDS rounds (default 9) whose order alternates: medians and the per-round spread.
+ * And the resources alone decoded into an arena, reset after each as the apply does: by
+ * sm_pb_decode_in, which reads an Address holding a Workload itself (proto/address_reader.c), against
+ * protobuf-c into the same arena, as sm_pb_decode_in did before.
+ *
+ * All in ROUNDS rounds (default 9) whose order rotates: medians and the per-round spread.
  *
  * Usage: model_bench [WORKLOADS [SERVICES [UPDATES [ROUNDS]]]]
  */
@@ -52,6 +56,33 @@ static double decode_baseline(const uint8_t *bytes, size_t len, double *cpu)
 	envoy__service__discovery__v3__delta_discovery_response__free_unpacked(response, NULL);
 	double elapsed = now_seconds() - start;
 	*cpu = cpu_seconds() - cpu_start;
+	return elapsed;
+}
+
+static double decode_in_arena(const uint8_t *bytes, size_t len, bool reader, double *cpu)
+{
+	const ProtobufCMessageDescriptor *desc = &istio__workload__address__descriptor;
+	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response =
+		envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, bytes);
+	struct sm_pb_arena arena;
+	ProtobufCMessage *address;
+	char err[256];
+
+	sm_pb_arena_init(&arena);
+	double cpu_start = cpu_seconds(), start = now_seconds();
+	for (size_t i = 0; i < response->n_resources; i++) {
+		const Google__Protobuf__Any *any = response->resources[i]->resource;
+		if (reader ? sm_pb_decode_in(&arena, desc, any->value.data, any->value.len, &address, err, sizeof(err))
+			   : !protobuf_c_message_unpack(desc, &arena.allocator, any->value.len, any->value.data)) {
+			fprintf(stderr, "model_bench: resource %zu does not decode\n", i);
+			exit(1);
+		}
+		sm_pb_arena_reset(&arena);
+	}
+	double elapsed = now_seconds() - start;
+	*cpu = cpu_seconds() - cpu_start;
+	sm_pb_arena_release(&arena);
+	envoy__service__discovery__v3__delta_discovery_response__free_unpacked(response, NULL);
 	return elapsed;
 }
 
@@ -106,20 +137,26 @@ int main(int argc, char **argv)
 	options.capacity[SM_MAP_BACKENDS] = w > SM_DEFAULT_MAX_BACKENDS ? w : 0;
 	uint8_t *bytes = make_snapshot(n_workloads, n_services, &len);
 	size_t full_len = len;
-	double *t[6];
-	enum { DECODE, FULL, RATIO, DECODE_CPU, FULL_CPU, RATIO_CPU };
-	for (int i = 0; i < 6; i++)
+	enum { DECODE, FULL, RATIO, DECODE_CPU, FULL_CPU, RATIO_CPU, ARENA_PBC, ARENA_READER, ARENA_RATIO, CPU_SCRATCH, N_T };
+	double *t[N_T];
+	for (int i = 0; i < N_T; i++)
 		t[i] = calloc((size_t)rounds, sizeof(double));
 
-	/* Decoding alone and the full apply into a new model, in rounds whose order alternates. */
+	/* Decoding alone (three ways) and the full apply into a new model, in rounds whose order rotates. */
 	for (int r = 0; r < rounds; r++) {
-		for (int k = 0; k < 2; k++) {
-			/* Each on a heap given back to the system: both pay their page faults, as a first push does. */
+		for (int k = 0; k < 4; k++) {
+			/* Each on a heap given back to the system: all pay their page faults, as a first push does. */
 			sm_model_free(model);
 			model = NULL;
 			malloc_trim(0);
-			if ((r + k) % 2 == 0) {
+			int variant = (r + k) % 4;
+			if (variant == 0) {
 				t[DECODE][r] = decode_baseline(bytes, len, &t[DECODE_CPU][r]);
+				continue;
+			}
+			if (variant == 2 || variant == 3) {
+				t[variant == 2 ? ARENA_PBC : ARENA_READER][r] =
+					decode_in_arena(bytes, len, variant == 3, &t[CPU_SCRATCH][r]);
 				continue;
 			}
 			before = mallinfo2();
@@ -130,8 +167,17 @@ int main(int argc, char **argv)
 		}
 		t[RATIO][r] = t[FULL][r] / t[DECODE][r];
 		t[RATIO_CPU][r] = t[FULL_CPU][r] / t[DECODE_CPU][r];
-		printf("  round %d: decode %.3f s (CPU %.3f s), full %.3f s (CPU %.3f s) = %.2fx (CPU %.2fx)\n", r + 1,
-		       t[DECODE][r], t[DECODE_CPU][r], t[FULL][r], t[FULL_CPU][r], t[RATIO][r], t[RATIO_CPU][r]);
+		t[ARENA_RATIO][r] = t[ARENA_READER][r] / t[ARENA_PBC][r];
+		printf("  round %d: decode %.3f s (CPU %.3f s), full %.3f s (CPU %.3f s) = %.2fx (CPU %.2fx); "
+		       "into the arena: protobuf-c %.3f s, sm_pb_decode_in %.3f s = %.2fx\n",
+		       r + 1, t[DECODE][r], t[DECODE_CPU][r], t[FULL][r], t[FULL_CPU][r], t[RATIO][r], t[RATIO_CPU][r],
+		       t[ARENA_PBC][r], t[ARENA_READER][r], t[ARENA_RATIO][r]);
+	}
+	if (!model) { /* the last round ended on a decoding: the updates below need the model */
+		double cpu;
+		if (sm_model_new(&options, &model))
+			return 1;
+		apply_bytes(model, bytes, len, &cpu);
 	}
 	free(bytes);
 
@@ -162,6 +208,9 @@ int main(int argc, char **argv)
 	print_spread(", CPU", t[FULL_CPU], rounds, 1, "s");
 	print_spread("\n  full snapshot / baseline:                  ", t[RATIO], rounds, 1, "x");
 	print_spread(", CPU", t[RATIO_CPU], rounds, 1, "x");
+	print_spread("\n  resources into an arena, protobuf-c:       ", t[ARENA_PBC], rounds, 1, "s");
+	print_spread("\n  resources into an arena, sm_pb_decode_in:  ", t[ARENA_READER], rounds, 1, "s");
+	print_spread("\n  sm_pb_decode_in / protobuf-c:              ", t[ARENA_RATIO], rounds, 1, "x");
 	printf("\n");
 	if (n_updates > 0)
 		printf("  single-workload update (%d): p50 %.1f us, p99 %.1f us; CPU time p50 %.1f us, p99 %.1f us (target "
@@ -172,7 +221,7 @@ int main(int argc, char **argv)
 	       bytes_per_workload);
 	free(latencies);
 	free(cpu);
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < N_T; i++)
 		free(t[i]);
 	sm_model_free(model);
 	return 0;

@@ -52,6 +52,14 @@ void sm_pb_arena_release(struct sm_pb_arena *arena);
 int sm_pb_decode_in(struct sm_pb_arena *arena, const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
 		    size_t len, ProtobufCMessage **out, char *err, size_t err_size);
 
+/*
+ * An Address holding a Workload in the form istiod sends, read into the arena in one walk: what
+ * sm_pb_decode_in would decode, in less time. -ENOTSUP for every other form (a Service, a field given
+ * twice, an unknown field, a defect), which sm_pb_decode_in decodes or explains; -ENOMEM.
+ * sm_pb_decode_in tries it first for every Address.
+ */
+int sm_pb_read_address(struct sm_pb_arena *arena, const uint8_t *buf, size_t len, Istio__Workload__Address **out);
+
 /* The descriptor of a type URL ("type.googleapis.com/pkg.Name") among the types we know, or NULL. */
 const ProtobufCMessageDescriptor *sm_pb_find_type(const char *type_url);
 

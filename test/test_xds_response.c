@@ -10,6 +10,7 @@
 
 #include "../bench/snapshot.h"
 #include "helpers.h"
+#include "wire_writer.h"
 #include "response_diff.h"
 
 /* Decodes bytes both ways; the reader must return want and agree with protobuf-c. */
@@ -84,43 +85,6 @@ static void full_response_agrees(void **state)
 }
 
 /* ---- hand-made encodings ---- */
-
-struct wire {
-	uint8_t b[256];
-	size_t n;
-};
-
-static void put_varint(struct wire *w, uint64_t v)
-{
-	while (v >= 0x80) {
-		w->b[w->n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	w->b[w->n++] = (uint8_t)v;
-}
-
-static void put_tag(struct wire *w, uint32_t field, unsigned int wire)
-{
-	put_varint(w, (uint64_t)field << 3 | wire);
-}
-
-static void put_bytes(struct wire *w, uint32_t field, const void *data, size_t n)
-{
-	put_tag(w, field, 2);
-	put_varint(w, n);
-	memcpy(w->b + w->n, data, n);
-	w->n += n;
-}
-
-static void put_string(struct wire *w, uint32_t field, const char *s)
-{
-	put_bytes(w, field, s, strlen(s));
-}
-
-static void put_message(struct wire *w, uint32_t field, const struct wire *inner)
-{
-	put_bytes(w, field, inner->b, inner->n);
-}
 
 /* Unknown fields of every wire type protobuf-c skips. */
 static void put_unknowns(struct wire *w)

@@ -99,13 +99,13 @@ static int parse_gateway(struct sm_model *model, const Istio__Workload__GatewayA
 	return 0;
 }
 
-static int parse_port_pair(const Istio__Workload__Port *port, const char *what, struct port_pair *out,
-			   char *reason, size_t size)
+/* A port's pair; on -EINVAL, problem says what is wrong with it, for the caller to say whose port it is. */
+static int parse_port_pair(const Istio__Workload__Port *port, struct port_pair *out, char *problem, size_t size)
 {
 	if (port->service_port == 0 || port->service_port > MAX_PORT)
-		return reject(reason, size, "%s: service port %u is not in 1..65535", what, port->service_port);
+		return reject(problem, size, "service port %u is not in 1..65535", port->service_port);
 	if (port->target_port > MAX_PORT)
-		return reject(reason, size, "%s: target port %u is above 65535", what, port->target_port);
+		return reject(problem, size, "target port %u is above 65535", port->target_port);
 	out->service_port = (uint16_t)port->service_port;
 	out->target_port = (uint16_t)port->target_port;
 	return 0;
@@ -225,7 +225,7 @@ static int parse_membership(struct sm_model *model, const Istio__Workload__Workl
 	const Istio__Workload__PortList *list = entry->value;
 	size_t n_ports = list ? list->n_ports : 0;
 	struct port_pair *ports;
-	char what[600];
+	char problem[64];
 
 	if (!valid_service_key(entry->key))
 		return reject(reason, size, "services key '%s' is not namespace/hostname", entry->key);
@@ -236,10 +236,11 @@ static int parse_membership(struct sm_model *model, const Istio__Workload__Workl
 	ports = n_ports > 1 ? calloc(n_ports, sizeof(*ports)) : &one_port;
 	if (!ports)
 		return -ENOMEM;
-	snprintf(what, sizeof(what), "services key '%s'", entry->key);
 	int err = 0;
 	for (size_t i = 0; i < n_ports && !err; i++)
-		err = parse_port_pair(list->ports[i], what, &ports[i], reason, size);
+		err = parse_port_pair(list->ports[i], &ports[i], problem, sizeof(problem));
+	if (err)
+		reject(reason, size, "services key '%s': %s", entry->key, problem);
 	struct svc *svc = err ? NULL : model_service_ref(model, entry->key);
 	if (!svc) {
 		if (ports != &one_port)
@@ -409,9 +410,9 @@ static int parse_service_ports(const Istio__Workload__Service *msg, struct svc_d
 			      SM_MAX_PORTS);
 	for (size_t i = 0; i < msg->n_ports; i++) {
 		struct port_pair pair = { 0 };
-		int err = parse_port_pair(msg->ports[i], "ports", &pair, reason, size);
-		if (err)
-			return err;
+		char problem[64];
+		if (parse_port_pair(msg->ports[i], &pair, problem, sizeof(problem)))
+			return reject(reason, size, "ports: %s", problem);
 		for (size_t j = 0; j < i; j++) {
 			if (def->ports[j].service_port == pair.service_port)
 				return reject(reason, size, "port %u is listed twice", pair.service_port);

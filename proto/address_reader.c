@@ -65,7 +65,7 @@ static inline int read_varint(struct reader *r, uint64_t *value)
 	return -ENOTSUP;
 }
 
-/* The next field: a tag and a length of at most 4 bytes each (protobuf-c reads 5), varint or length-delimited. */
+/* The next field, varint or length-delimited; its tag and its length of at most 4 bytes (protobuf-c reads 5). */
 static int next_field(struct reader *r, struct field *f)
 {
 	uint64_t tag, len;

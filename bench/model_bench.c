@@ -59,7 +59,7 @@ static double decode_baseline(const uint8_t *bytes, size_t len, double *cpu)
 	return elapsed;
 }
 
-static double decode_in_arena(const uint8_t *bytes, size_t len, bool reader, double *cpu)
+static double decode_in_arena(const uint8_t *bytes, size_t len, bool reader)
 {
 	const ProtobufCMessageDescriptor *desc = &istio__workload__address__descriptor;
 	Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response =
@@ -69,7 +69,7 @@ static double decode_in_arena(const uint8_t *bytes, size_t len, bool reader, dou
 	char err[256];
 
 	sm_pb_arena_init(&arena);
-	double cpu_start = cpu_seconds(), start = now_seconds();
+	double start = now_seconds();
 	for (size_t i = 0; i < response->n_resources; i++) {
 		const Google__Protobuf__Any *any = response->resources[i]->resource;
 		if (reader ? sm_pb_decode_in(&arena, desc, any->value.data, any->value.len, &address, err, sizeof(err))
@@ -80,7 +80,6 @@ static double decode_in_arena(const uint8_t *bytes, size_t len, bool reader, dou
 		sm_pb_arena_reset(&arena);
 	}
 	double elapsed = now_seconds() - start;
-	*cpu = cpu_seconds() - cpu_start;
 	sm_pb_arena_release(&arena);
 	envoy__service__discovery__v3__delta_discovery_response__free_unpacked(response, NULL);
 	return elapsed;
@@ -137,7 +136,7 @@ int main(int argc, char **argv)
 	options.capacity[SM_MAP_BACKENDS] = w > SM_DEFAULT_MAX_BACKENDS ? w : 0;
 	uint8_t *bytes = make_snapshot(n_workloads, n_services, &len);
 	size_t full_len = len;
-	enum { DECODE, FULL, RATIO, DECODE_CPU, FULL_CPU, RATIO_CPU, ARENA_PBC, ARENA_READER, ARENA_RATIO, CPU_SCRATCH, N_T };
+	enum { DECODE, FULL, RATIO, DECODE_CPU, FULL_CPU, RATIO_CPU, ARENA_PBC, ARENA_READER, ARENA_RATIO, N_T };
 	double *t[N_T];
 	for (int i = 0; i < N_T; i++)
 		t[i] = calloc((size_t)rounds, sizeof(double));
@@ -155,8 +154,7 @@ int main(int argc, char **argv)
 				continue;
 			}
 			if (variant == 2 || variant == 3) {
-				t[variant == 2 ? ARENA_PBC : ARENA_READER][r] =
-					decode_in_arena(bytes, len, variant == 3, &t[CPU_SCRATCH][r]);
+				t[variant == 2 ? ARENA_PBC : ARENA_READER][r] = decode_in_arena(bytes, len, variant == 3);
 				continue;
 			}
 			before = mallinfo2();
@@ -197,7 +195,7 @@ int main(int argc, char **argv)
 	qsort(cpu, (size_t)n_updates, sizeof(double), compare_doubles);
 
 	double bytes_per_workload = (double)(after.uordblks - before.uordblks) / n_workloads;
-	printf("model_bench: %d workloads, %d services, a %zu-byte response; %d rounds, order alternating\n", n_workloads,
+	printf("model_bench: %d workloads, %d services, a %zu-byte response; %d rounds, order rotating\n", n_workloads,
 	       n_services, full_len, rounds);
 	printf("  map entries: %zu frontends, %zu services, %zu endpoints, %zu backends\n",
 	       stats.map_entries[SM_MAP_FRONTENDS], stats.map_entries[SM_MAP_SERVICES],

@@ -151,30 +151,6 @@ static int take_bool(uint32_t *seen, const struct field *f, protobuf_c_boolean *
 	return err;
 }
 
-/* A sub-message protobuf-c decodes itself: NULL is a defect or no memory, either protobuf-c's to tell. */
-static int unpack(const struct reader *r, const struct field *f, const ProtobufCMessageDescriptor *desc,
-		  void **out)
-{
-	if (f->wire != WIRE_LEN)
-		return -ENOTSUP;
-	*out = protobuf_c_message_unpack(desc, r->allocator, f->len, f->data);
-	return *out ? 0 : -ENOTSUP;
-}
-
-/* A message field that is not repeated, decoded by protobuf-c; out points to the struct's pointer. */
-static int take_unpacked(const struct reader *r, uint32_t *seen, const struct field *f,
-			 const ProtobufCMessageDescriptor *desc, void *out)
-{
-	void *msg;
-	int err = first(seen, f, WIRE_LEN);
-
-	if (!err)
-		err = unpack(r, f, desc, &msg);
-	if (!err)
-		memcpy(out, &msg, sizeof(msg));
-	return err;
-}
-
 /* The elements of a repeated field, gathered before the array is allocated at its size. */
 struct list {
 	void *items[MAX_REPEATED];
@@ -231,10 +207,19 @@ static void *new_message(const struct reader *r, const ProtobufCMessageDescripto
 	return msg;
 }
 
-/* A message the reader walks itself: a new one, filled by take. */
+/*
+ * A sub-message: a new one filled by take, or, with take NULL, decoded by protobuf-c (the rarer ones),
+ * whose NULL is a defect or no memory, either protobuf-c's to tell.
+ */
 static int read_message(const struct reader *r, const struct field *f, const ProtobufCMessageDescriptor *desc,
 			take_field_fn take, void **out)
 {
+	if (f->wire != WIRE_LEN)
+		return -ENOTSUP;
+	if (!take) {
+		*out = protobuf_c_message_unpack(desc, r->allocator, f->len, f->data);
+		return *out ? 0 : -ENOTSUP;
+	}
 	if (!(*out = new_message(r, desc)))
 		return -ENOMEM;
 	return read_fields(r, f, *out, take);
@@ -270,7 +255,7 @@ static int take_port_list_field(const struct reader *r, void *msg, uint32_t *see
 	int err;
 
 	(void)seen;
-	if (f->number != 1 || f->wire != WIRE_LEN)
+	if (f->number != 1)
 		return -ENOTSUP;
 	err = read_message(r, f, &istio__workload__port__descriptor, take_port_field, &port);
 	return err ? err : list_add(&list->ports, port);
@@ -327,7 +312,7 @@ static int take_uint32_value_field(const struct reader *r, void *msg, uint32_t *
 	return f->number == 1 ? take_uint32(seen, f, &value->value) : -ENOTSUP;
 }
 
-/* A message field that is not repeated, read by the reader; out points to the struct's pointer. */
+/* A message field that is not repeated, read as read_message does; out points to the struct's pointer. */
 static int take_message(const struct reader *r, uint32_t *seen, const struct field *f,
 			const ProtobufCMessageDescriptor *desc, take_field_fn take, void *out)
 {
@@ -342,21 +327,21 @@ static int take_message(const struct reader *r, uint32_t *seen, const struct fie
 }
 
 /* Workload.addresses: bytes, an array of ProtobufCBinaryData rather than of pointers. */
-static int copy_addresses(const struct reader *r, const struct list *fields, Istio__Workload__Workload *w)
+static int copy_addresses(const struct reader *r, const struct field *fields, size_t n, Istio__Workload__Workload *w)
 {
 	ProtobufCBinaryData *addresses = NULL;
 
-	if (fields->n && !(addresses = alloc(r, fields->n * sizeof(*addresses))))
+	if (n && !(addresses = alloc(r, n * sizeof(*addresses))))
 		return -ENOMEM;
-	for (size_t i = 0; i < fields->n; i++) {
-		const struct field *f = fields->items[i];
+	for (size_t i = 0; i < n; i++) {
+		const struct field *f = &fields[i];
 		addresses[i] = (ProtobufCBinaryData){ .len = f->len };
 		if (f->len && !(addresses[i].data = alloc(r, f->len)))
 			return -ENOMEM;
 		if (f->len)
 			memcpy(addresses[i].data, f->data, f->len);
 	}
-	w->n_addresses = fields->n;
+	w->n_addresses = n;
 	w->addresses = addresses;
 	return 0;
 }
@@ -364,8 +349,9 @@ static int copy_addresses(const struct reader *r, const struct list *fields, Ist
 /* A Workload being read: its repeated fields gathered as they come. */
 struct workload {
 	Istio__Workload__Workload *msg;
-	struct field address_fields[MAX_REPEATED];
-	struct list addresses, policies, services, extensions;
+	struct field addresses[MAX_REPEATED]; /* their fields: the bytes are copied at the end */
+	size_t n_addresses;
+	struct list policies, services, extensions;
 };
 
 static int take_repeated(const struct reader *r, struct workload *w, const struct field *f)
@@ -377,10 +363,10 @@ static int take_repeated(const struct reader *r, struct workload *w, const struc
 		return -ENOTSUP;
 	switch (f->number) {
 	case 3:
-		if (w->addresses.n == MAX_REPEATED)
+		if (w->n_addresses == MAX_REPEATED)
 			return -ENOTSUP;
-		w->address_fields[w->addresses.n] = *f;
-		return list_add(&w->addresses, &w->address_fields[w->addresses.n]);
+		w->addresses[w->n_addresses++] = *f;
+		return 0;
 	case 16:
 		err = copy_string(r, f, (char **)&item);
 		return err ? err : list_add(&w->policies, item);
@@ -389,7 +375,7 @@ static int take_repeated(const struct reader *r, struct workload *w, const struc
 				   &item);
 		return err ? err : list_add(&w->services, item);
 	default: /* 26 */
-		err = unpack(r, f, &istio__workload__extension__descriptor, &item);
+		err = read_message(r, f, &istio__workload__extension__descriptor, NULL, &item);
 		return err ? err : list_add(&w->extensions, item);
 	}
 }
@@ -418,7 +404,7 @@ static int take_workload_field(const struct reader *r, void *msg, uint32_t *seen
 	case 7:
 		return take_string(r, seen, f, &w->service_account);
 	case 8:
-		return take_unpacked(r, seen, f, &istio__workload__gateway_address__descriptor, &w->waypoint);
+		return take_message(r, seen, f, &istio__workload__gateway_address__descriptor, NULL, &w->waypoint);
 	case 9:
 		return take_string(r, seen, f, &w->node);
 	case 10:
@@ -436,15 +422,15 @@ static int take_workload_field(const struct reader *r, void *msg, uint32_t *seen
 	case 18:
 		return take_string(r, seen, f, &w->cluster_id);
 	case 19:
-		return take_unpacked(r, seen, f, &istio__workload__gateway_address__descriptor,
-				     &w->network_gateway);
+		return take_message(r, seen, f, &istio__workload__gateway_address__descriptor, NULL,
+				    &w->network_gateway);
 	case 20:
 		return take_string(r, seen, f, &w->uid);
 	case 21:
 		return take_string(r, seen, f, &w->hostname);
 	case 23:
-		return take_unpacked(r, seen, f, &istio__workload__application_tunnel__descriptor,
-				     &w->application_tunnel);
+		return take_message(r, seen, f, &istio__workload__application_tunnel__descriptor, NULL,
+				    &w->application_tunnel);
 	case 24:
 		return take_message(r, seen, f, &istio__workload__locality__descriptor, take_locality_field,
 				    &w->locality);
@@ -467,11 +453,11 @@ static int read_workload(const struct reader *r, const struct field *f, Istio__W
 	if (!w)
 		return -ENOMEM;
 	workload.msg = w;
-	workload.addresses.n = workload.policies.n = workload.services.n = workload.extensions.n = 0;
+	workload.n_addresses = workload.policies.n = workload.services.n = workload.extensions.n = 0;
 	*out = w;
 	err = read_fields(r, f, &workload, take_workload_field);
 	if (!err)
-		err = copy_addresses(r, &workload.addresses, w);
+		err = copy_addresses(r, workload.addresses, workload.n_addresses, w);
 	if (!err)
 		err = list_copy(r, &workload.policies, &w->n_authorization_policies, &w->authorization_policies);
 	if (!err)

@@ -3,7 +3,8 @@
  * The Address reader (sm_pb_read_address) against protobuf-c: the independent encoder's fixtures, the
  * benchmarks' generated mesh, a workload with every field and the values protobuf-c reads its own way
  * are taken and decode to the same fields; the forms it leaves to protobuf-c are left; every cut and
- * flipped byte gets the same verdict from sm_pb_decode_in as from protobuf-c.
+ * flipped byte gets the same verdict from sm_pb_decode_in as from protobuf-c; and sm_pb_decode_in reads
+ * a workload through the reader (its arena shows the reader's layout).
  */
 #include <errno.h>
 #include <string.h>
@@ -142,6 +143,49 @@ static void every_field_agrees(void **state)
 
 	(void)state;
 	assert_agrees(bytes, len, 0);
+	free(bytes);
+}
+
+/* ---- sm_pb_decode_in takes the reader's walk ---- */
+
+/* The arena's bytes in use after decoding bytes into a fresh one, by sm_pb_decode_in or protobuf-c. */
+static size_t arena_used(const uint8_t *bytes, size_t len, bool through_decode_in)
+{
+	const ProtobufCMessageDescriptor *desc = &istio__workload__address__descriptor;
+	struct sm_pb_arena arena;
+	ProtobufCMessage *out = NULL;
+	char err[256];
+	size_t used;
+
+	sm_pb_arena_init(&arena);
+	if (through_decode_in)
+		assert_int_equal(sm_pb_decode_in(&arena, desc, bytes, len, &out, err, sizeof(err)), 0);
+	else
+		out = protobuf_c_message_unpack(desc, &arena.allocator, len, bytes);
+	assert_non_null(out);
+	assert_non_null(arena.chunks);
+	used = arena.used;
+	sm_pb_arena_release(&arena);
+	return used;
+}
+
+/* The reader lays a workload out in the arena otherwise than protobuf-c does: sm_pb_decode_in's
+ * arena must show the reader's layout, or the push decodes at protobuf-c's pace again. */
+static void decode_in_reads_workloads(void **state)
+{
+	struct sm_pb_arena arena;
+	Istio__Workload__Address *read = NULL;
+	size_t len;
+	uint8_t *bytes = full_address(&len);
+
+	(void)state;
+	sm_pb_arena_init(&arena);
+	assert_int_equal(sm_pb_read_address(&arena, bytes, len, &read), 0);
+	size_t by_reader = arena.used;
+	sm_pb_arena_release(&arena);
+
+	assert_int_not_equal(by_reader, arena_used(bytes, len, false));
+	assert_int_equal(arena_used(bytes, len, true), by_reader);
 	free(bytes);
 }
 
@@ -337,6 +381,7 @@ int main(void)
 		cmocka_unit_test(fixtures_agree),
 		cmocka_unit_test(generated_mesh_agrees),
 		cmocka_unit_test(every_field_agrees),
+		cmocka_unit_test(decode_in_reads_workloads),
 		cmocka_unit_test(values_read_as_protobuf_c_does),
 		cmocka_unit_test(forms_left_to_protobuf_c),
 		cmocka_unit_test(cut_and_flipped_bytes_agree),

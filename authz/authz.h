@@ -256,7 +256,7 @@ int sm_authz_update_denies(const struct sm_authz_tables *prev, const struct sm_a
 /*
  * What the tables say for one connection, following the lookups of bpf/sockmesh.h exactly as the kernel
  * does (a userspace model of sk_lookup, for tests and `sockmesh explain`): 1 and the verdict when the
- * destination is guarded, 0 when it is not, -ENOENT when the source is the node (exempt).
+ * destination is guarded, 0 when it is not, -ENOENT when it is and the source is the node (exempt).
  */
 int sm_authz_tables_lookup(const struct sm_authz_tables *tables, const uint8_t src[16], const uint8_t dst[16],
 			   uint16_t dst_port, struct sm_authz_verdict *out);

@@ -141,18 +141,18 @@ int sm_authz_tables_lookup(const struct sm_authz_tables *t, const uint8_t src[16
 	uint32_t dest_set, source_class = 0;
 	long i;
 
+	memcpy(dest_key.addr, dst, 16);
+	i = find(t->dest_keys, t->n_dests, sizeof(dest_key), &dest_key, sm_authz_cmp_dest);
+	if (i < 0)
+		return 0;
+	dest_set = t->dest_values[i].dest_set;
+
 	memcpy(ident_key.addr, src, 16);
 	i = find(t->ident_keys, t->n_idents, sizeof(ident_key), &ident_key, sm_authz_cmp_ident);
 	if (i >= 0)
 		identity = t->ident_values[i].identity;
 	if (identity == SM_AUTHZ_IDENTITY_NODE)
 		return -ENOENT;
-
-	memcpy(dest_key.addr, dst, 16);
-	i = find(t->dest_keys, t->n_dests, sizeof(dest_key), &dest_key, sm_authz_cmp_dest);
-	if (i < 0)
-		return 0;
-	dest_set = t->dest_values[i].dest_set;
 
 	source_key.cidr_class = sm_authz_cidr_class(t, src);
 	source_key.identity = identity;

@@ -28,8 +28,8 @@ struct authz_conn {
 
 enum authz_outcome {
 	AUTHZ_OFF,	 /* no tables written yet */
-	AUTHZ_EXEMPT,	 /* from the node itself */
 	AUTHZ_UNGUARDED, /* to an address no policy guards */
+	AUTHZ_EXEMPT,	 /* from the node itself, to a guarded address */
 	AUTHZ_CHECKED,	 /* the verdict decides */
 };
 
@@ -92,17 +92,20 @@ static __always_inline enum authz_outcome authz_decide(const struct authz_conn *
 	if (!state || !state->generation)
 		return AUTHZ_OFF;
 	generation = state->generation;
+	if (state->unguarded_generation == generation)
+		return AUTHZ_UNGUARDED;
 
-	ident = bpf_map_lookup_elem(&sm_authz_idents, conn->src);
-	source_key.identity = ident ? ident->identity : SM_AUTHZ_IDENTITY_NONE;
-	if (source_key.identity == SM_AUTHZ_IDENTITY_NODE)
-		return AUTHZ_EXEMPT;
-
+	/* the destination first: most are guarded by no policy, and then whose the source is does not matter */
 	dest_key.generation = generation;
 	__builtin_memcpy(dest_key.addr, conn->dst, 16);
 	dest = bpf_map_lookup_elem(&sm_authz_dests, &dest_key);
 	if (!dest)
 		return AUTHZ_UNGUARDED;
+
+	ident = bpf_map_lookup_elem(&sm_authz_idents, conn->src);
+	source_key.identity = ident ? ident->identity : SM_AUTHZ_IDENTITY_NONE;
+	if (source_key.identity == SM_AUTHZ_IDENTITY_NODE)
+		return AUTHZ_EXEMPT;
 
 	cidr_key.prefixlen = SM_AUTHZ_CIDR_PREFIX_BASE + 128;
 	cidr_key.generation = bpf_htonl(generation);

@@ -33,7 +33,7 @@
  * sm_sock_release program at the socket's last close (where the kernel has its kfunc, Linux 6.2). 11: a
  * socket sent to a waypoint takes a slot too: sockops and sk_msg read its pending TLV there (a layout 10
  * program would look for it in socket storage only, and send the first message without it). */
-#define SM_LAYOUT_VERSION 11
+#define SM_LAYOUT_VERSION 12
 
 /* Limits a resource is checked against before it reaches the maps. */
 #define SM_MAX_PORTS 16		/* service ports per service */
@@ -234,8 +234,8 @@ _Static_assert(sizeof(struct sm_sock_key) == 48, "sm_sock_key layout");
 /*
  * A connection is checked in the destination's network namespace, by an sk_lookup program, when its SYN
  * looks for a listener: (source address, destination address, destination port) → a verdict, through
- *   1. sm_authz_idents: source address → identity (a workload's, hashed; SM_AUTHZ_IDENTITY_NODE exempts)
- *   2. sm_authz_dests: (generation, destination address) → destination set; none: not guarded, allowed
+ *   1. sm_authz_dests: (generation, destination address) → destination set; none: not guarded, allowed
+ *   2. sm_authz_idents: source address → identity (a workload's, hashed; SM_AUTHZ_IDENTITY_NODE exempts)
  *   3. sm_authz_cidrs (LPM): (generation, source address) → CIDR class; none: class 0
  *   4. sm_authz_sources: (generation, identity or 0, CIDR class) → source class; none: class 0
  *   5. sm_authz_verdicts: (generation, set, class, port), then port 0, then class 0 with the port, then
@@ -272,7 +272,10 @@ enum sm_authz_reason {
 /* sm_authz_state: one entry (key 0). */
 struct sm_authz_state {
 	__u32 generation; /* of the tables in force; 0: none written yet, nothing is checked */
-	__u32 pad;
+	/* equal to generation when those tables guard no address: the check returns at once, without a lookup
+	 * (a node without policies for its workloads). It names a generation, so that a check reading the two
+	 * fields across a flip takes either write whole: a stale value is never the new generation's. */
+	__u32 unguarded_generation;
 };
 _Static_assert(sizeof(struct sm_authz_state) == 8, "sm_authz_state layout");
 

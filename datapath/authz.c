@@ -519,6 +519,7 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
 	if (!ret)
 		ret = write_idents(dp, t, &stale_idents, &idents, err, size);
 	state.generation = t->generation;
+	state.unguarded_generation = t->n_dests ? 0 : t->generation;
 	if (!ret && bpf_map_update_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state, BPF_ANY))
 		ret = fail(err, size, -errno, "flipping %s to generation %u: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE),
 			   t->generation, strerror(errno));
@@ -575,20 +576,37 @@ static int write_changed_dests(struct sm_datapath *dp, const struct sm_authz_tab
 	return ret;
 }
 
+/* Whether the generation in force guards no address (sm_authz_state.unguarded_generation), written with it. */
+static int mark_unguarded(struct sm_datapath *dp, uint32_t generation, bool unguarded, char *err, size_t size)
+{
+	struct sm_authz_state state = { .generation = generation, .unguarded_generation = unguarded ? generation : 0 };
+	__u32 key = 0;
+
+	if (bpf_map_update_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state, BPF_ANY))
+		return fail(err, size, -errno, "marking generation %u as guarding %s in %s: %s", generation,
+			    unguarded ? "no address" : "addresses", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(errno));
+	return 0;
+}
+
 int sm_datapath_authz_write_update(struct sm_datapath *dp, const struct sm_authz_tables *t, char *err, size_t size)
 {
+	struct sm_authz_state state;
 	struct entries stale = { 0 };
 	struct sm_dp_ident *idents = NULL;
-	uint32_t in_force;
+	__u32 key = 0;
 	int ret;
 
 	if (!t)
 		return fail(err, size, -EINVAL, "no authorization tables");
-	if ((ret = read_generation(dp, &in_force, err, size)))
-		return ret;
-	if (!in_force || t->generation != in_force)
+	if (bpf_map_lookup_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state))
+		return fail(err, size, -errno, "reading %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(errno));
+	if (!state.generation || t->generation != state.generation)
 		return fail(err, size, -EINVAL, "identities of generation %u, but generation %u is in force",
-			    t->generation, in_force);
+			    t->generation, state.generation);
+	bool was_unguarded = state.unguarded_generation == state.generation;
+	/* a first guarded address: checks look addresses up again before its entry is written */
+	if (was_unguarded && t->n_dests && (ret = mark_unguarded(dp, t->generation, false, err, size)))
+		return ret;
 	/* the sources entries of new identities first: no ident names them before they are there */
 	ret = update_entries(dp->fds[SM_DP_MAP_AUTHZ_SOURCES], t->added_source_keys, t->added_source_values,
 			     sizeof(struct sm_authz_source_key), sizeof(struct sm_authz_source_value), t->n_added_sources);
@@ -605,6 +623,9 @@ int sm_datapath_authz_write_update(struct sm_datapath *dp, const struct sm_authz
 		remember_idents(dp, NULL, 0); /* some may have been written */
 	else
 		ret = delete_stale_idents(dp, &stale, &idents, t->n_idents, err, size);
+	/* the last guarded address gone: checks return at once again */
+	if (!ret && !was_unguarded && !t->n_dests)
+		ret = mark_unguarded(dp, t->generation, true, err, size);
 	entries_free(&stale);
 	free(idents);
 	return ret;

@@ -66,15 +66,16 @@ int sm_datapath_authz_lookup(const struct sm_datapath *dp, const uint8_t src[16]
 	struct sm_authz_source_value source = { 0 };
 	__u32 zero = 0;
 
-	if (!lookup(dp->fds[SM_DP_MAP_AUTHZ_STATE], &zero, &state) || !state.generation)
+	if (!lookup(dp->fds[SM_DP_MAP_AUTHZ_STATE], &zero, &state) || !state.generation ||
+	    state.unguarded_generation == state.generation)
 		return 0;
-	lookup(dp->fds[SM_DP_MAP_AUTHZ_IDENTS], src, &ident);
-	if (ident.identity == SM_AUTHZ_IDENTITY_NODE)
-		return -ENOENT;
 	dest_key.generation = state.generation;
 	memcpy(dest_key.addr, dst, 16);
 	if (!lookup(dp->fds[SM_DP_MAP_AUTHZ_DESTS], &dest_key, &dest))
 		return 0;
+	lookup(dp->fds[SM_DP_MAP_AUTHZ_IDENTS], src, &ident);
+	if (ident.identity == SM_AUTHZ_IDENTITY_NODE)
+		return -ENOENT;
 	cidr_key.generation = htonl(state.generation);
 	memcpy(cidr_key.addr, src, 16);
 	lookup(dp->fds[SM_DP_MAP_AUTHZ_CIDRS], &cidr_key, &cidr);

@@ -263,7 +263,8 @@ const char *sm_counter_name(enum sm_counter counter);
  * Writes a compilation: its generation's dests, cidrs, sources and verdicts (batch updates), the idents
  * as a diff against the map (changed and new updated), then flips sm_authz_state.generation to
  * tables->generation, then deletes the idents it does not list and every entry of any other generation.
- * Tables without dests are valid: nothing is guarded. The generation must be new (not 0, not the one in
+ * Tables without dests are valid: nothing is guarded, and the flip says so (unguarded_generation), so that
+ * checks return without a lookup. The generation must be new (not 0, not the one in
  * force) and every key must carry it. When a write before the flip fails, the generation in force keeps
  * serving and what was written of the new one is removed. Returns 0 or -errno, err naming the map.
  */
@@ -272,8 +273,9 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
  * Writes an update of the tables in force (tables->generation is the generation in force:
  * sm_authz_update_idents, sm_authz_update_sources, sm_authz_update_destinations) with no flip: the sources
  * entries it added, the dests entries of its changed_dests, then its idents as a diff against the map,
- * deleting the idents it does not list. Returns 0 or -errno (-EINVAL: another generation is in force),
- * err naming the map.
+ * deleting the idents it does not list. A first dest clears unguarded_generation before it is written; the
+ * last one's deletion sets it after. Returns 0 or -errno (-EINVAL: another generation is in force), err
+ * naming the map.
  */
 int sm_datapath_authz_write_update(struct sm_datapath *dp, const struct sm_authz_tables *tables, char *err,
 				  size_t size);
@@ -320,7 +322,7 @@ int sm_datapath_authz_capacity(const struct sm_datapath *dp, int map, uint32_t *
 /*
  * What sm_authz_check decides for src → dst:port (host order), read from the pinned tables the same way:
  * 1 with the verdict when the destination is guarded, 0 when it is not (or nothing is in force), -ENOENT
- * when the source is the node (exempt).
+ * when it is and the source is the node (exempt).
  */
 int sm_datapath_authz_lookup(const struct sm_datapath *dp, const uint8_t src[16], const uint8_t dst[16], uint16_t port,
 			     struct sm_authz_verdict *out);

@@ -356,18 +356,18 @@ static inline void authz_random_connection(struct authz_rng *r, const struct aut
 	conn->src_identity = s && !s->node ? &s->identity : NULL;
 }
 
-/* What the tables must say: -ENOENT from the node, 0 unguarded, else 1 and the evaluator's decision. */
+/* What the tables must say: 0 unguarded, -ENOENT from the node, else 1 and the evaluator's decision. */
 static inline int authz_world_expect(const struct authz_world *w, const struct sm_authz_connection *conn,
 				     struct sm_authz_decision *out)
 {
 	const struct sm_authz_source *s = authz_world_source(w, conn->src);
 	const struct sm_authz_destination *d;
 
-	if (s && s->node)
-		return -ENOENT;
 	d = authz_world_destination(w, conn->dst);
 	if (!d)
 		return 0;
+	if (s && s->node)
+		return -ENOENT;
 	sm_authz_evaluate(d->policies, d->n_policies, conn, out);
 	return 1;
 }

@@ -1052,6 +1052,93 @@ static void dests_under_the_generation_in_force(struct env *env, const void *arg
 	expect_connect("127.0.0.3", "127.0.0.10", 8080, true);
 }
 
+/* sm_authz_state as pinned. */
+static struct sm_authz_state state_of(struct env *env)
+{
+	struct sm_authz_state state = { 0 };
+	char path[256];
+	__u32 key = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/maps-v%d/sm_authz_state", env->pin_dir, SM_LAYOUT_VERSION);
+	fd = bpf_obj_get(path);
+	CHECK(fd >= 0 && bpf_map_lookup_elem(fd, &key, &state) == 0, "%s: %s", path, strerror(errno));
+	close(fd);
+	return state;
+}
+
+/* Writes a dests entry straight into the map, behind the writer's back. */
+static void plant_dest(struct env *env, uint32_t generation, const char *addr, uint32_t set)
+{
+	struct sm_authz_dest_key key = { .generation = generation };
+	struct sm_authz_dest_value value = { .dest_set = set };
+	char path[256];
+	int fd;
+
+	addr16(addr, key.addr);
+	snprintf(path, sizeof(path), "%s/maps-v%d/sm_authz_dests", env->pin_dir, SM_LAYOUT_VERSION);
+	fd = bpf_obj_get(path);
+	CHECK(fd >= 0 && bpf_map_update_elem(fd, &key, &value, BPF_ANY) == 0, "%s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/*
+ * Tables that guard no address (a node without policies for its workloads): the flip marks the generation
+ * unguarded and the check returns before any lookup, so a dests entry planted behind the writer's back is
+ * not seen, by the kernel nor by sm_datapath_authz_lookup. An update that guards a first address clears
+ * the mark before writing it; one that removes the last sets it again; tables with dests never carry it.
+ */
+static void tables_that_guard_nothing(struct env *env, const void *arg)
+{
+	struct tables b;
+	struct sm_frontend_key changed;
+	struct sm_authz_verdict verdict;
+	uint8_t src[16], dst[16];
+	uint64_t unguarded = env_counter(env, SM_COUNTER_AUTHZ_UNGUARDED);
+	char err[256];
+
+	(void)arg;
+	guard_here(env);
+	tables_init(&b, 1);
+	add_ident(&b, "127.0.0.3", ID_B);
+	add_ident(&b, "127.0.0.4", SM_AUTHZ_IDENTITY_NODE);
+	add_verdict(&b, 1, 0, 0, SM_AUTHZ_DENY, P_NONE, SM_AUTHZ_NO_ALLOW_MATCHED);
+	write_tables(env, &b);
+	CHECK(state_of(env).unguarded_generation == 1, "generation 1 guards nothing, but is not marked so");
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, true);
+	expect_connect("127.0.0.4", "127.0.0.10", 8080, true); /* the node: unguarded too, nothing to exempt from */
+	CHECK(env_counter(env, SM_COUNTER_AUTHZ_UNGUARDED) - unguarded == 2, "unguarded not counted twice");
+	CHECK(env_counter(env, SM_COUNTER_AUTHZ_EXEMPT) == 0, "exempt counted");
+
+	plant_dest(env, 1, "127.0.0.10", 1);
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, true); /* the mark: no lookup */
+	addr16("127.0.0.3", src);
+	addr16("127.0.0.10", dst);
+	CHECK(sm_datapath_authz_lookup(env->dp, src, dst, 8080, &verdict) == 0, "the lookup did not stop at the mark");
+
+	/* a first guarded address, under the generation in force */
+	add_dest(&b, "127.0.0.10", 1);
+	addr16("127.0.0.10", changed.addr);
+	b.t.changed_dests = &changed;
+	b.t.n_changed_dests = 1;
+	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == 0, "writing the dest: %s", err);
+	CHECK(state_of(env).generation == 1 && state_of(env).unguarded_generation == 0, "the mark stayed");
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, false);
+	expect_connect("127.0.0.4", "127.0.0.10", 8080, true); /* the node, exempt */
+	CHECK(env_counter(env, SM_COUNTER_AUTHZ_EXEMPT) == 1, "exempt not counted once");
+
+	/* and gone again */
+	b.t.n_dests = 0;
+	CHECK(sm_datapath_authz_write_update(env->dp, &b.t, err, sizeof(err)) == 0, "deleting the dest: %s", err);
+	CHECK(state_of(env).unguarded_generation == 1, "the last guarded address gone, but no mark");
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, true);
+
+	main_tables(&b, 2);
+	write_tables(env, &b);
+	CHECK(state_of(env).generation == 2 && state_of(env).unguarded_generation == 0, "tables with dests marked");
+	expect_connect("127.0.0.3", "127.0.0.10", 8080, false);
+}
+
 static const struct case_row {
 	const char *name;
 	void (*fn)(struct env *env, const void *arg);
@@ -1067,6 +1154,7 @@ static const struct case_row {
 	{ "the idents follow each write, also after one that failed part of the way", idents_follow_each_write },
 	{ "idents written alone under the generation in force", idents_alone },
 	{ "this node's dests entries written under the generation in force", dests_under_the_generation_in_force },
+	{ "tables that guard nothing: the check returns before any lookup", tables_that_guard_nothing },
 };
 
 static void run_named_case(void **state)

@@ -559,32 +559,33 @@ static __always_inline __u64 tcp_cookie(struct bpf_sock_addr *ctx)
  * The socket's slot, taken if it is free or its own, or if a connect that never reached TCP_CONNECT_CB
  * left it unconfirmed for SM_ORIG_SLOT_STALE_S. NULL: another socket holds it. Taking over a stale slot
  * first swaps its unconfirmed_since to 0, so that two sockets never both take it; a socket that has just
- * claimed a slot shows 0 there until it notes its time, and is left alone meanwhile.
+ * claimed a slot shows 0 there until it notes its time, and is left alone meanwhile. A slot claimed
+ * confirmed (no start will confirm it: telemetry is off) keeps 0 there; only an unconfirmed one reads the
+ * clock (7% of connect4's time in a profile).
  */
-static __always_inline struct sm_orig_slot *claim_slot(__u64 cookie)
+static __always_inline struct sm_orig_slot *claim_slot(__u64 cookie, bool confirmed)
 {
 	struct sm_orig_slot *slot = orig_slot(cookie);
-	__u64 holder, since, now;
+	__u64 holder, since;
 
 	if (!slot)
 		return NULL;
-	now = bpf_ktime_get_coarse_ns();
 	holder = READ_ONCE(slot->cookie);
 	if (holder == cookie) {
-		if (READ_ONCE(slot->unconfirmed_since))
-			slot->unconfirmed_since = now; /* connecting again: stale from now on, not from its first try */
+		if (!confirmed && READ_ONCE(slot->unconfirmed_since)) /* connecting again: stale from now on */
+			slot->unconfirmed_since = bpf_ktime_get_coarse_ns();
 		return slot;
 	}
 	if (holder) {
 		since = READ_ONCE(slot->unconfirmed_since);
-		if (!since || now - since < SM_ORIG_SLOT_STALE_S * 1000000000ULL)
+		if (!since || bpf_ktime_get_coarse_ns() - since < SM_ORIG_SLOT_STALE_S * 1000000000ULL)
 			return NULL;
 		if (__sync_val_compare_and_swap(&slot->unconfirmed_since, since, 0) != since)
 			return NULL;
 	}
 	if (__sync_val_compare_and_swap(&slot->cookie, holder, cookie) != holder)
 		return NULL;
-	slot->unconfirmed_since = now;
+	slot->unconfirmed_since = confirmed ? 0 : bpf_ktime_get_coarse_ns();
 	return slot;
 }
 
@@ -648,7 +649,7 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct sm_
 	struct sm_sock_state *state = NULL;
 
 	if (ctx->protocol == IPPROTO_TCP && (release_frees_slots || telemetry_on(cfg))) {
-		struct sm_orig_slot *slot = claim_slot(bpf_get_socket_cookie(ctx));
+		struct sm_orig_slot *slot = claim_slot(bpf_get_socket_cookie(ctx), !telemetry_on(cfg));
 
 		if (!slot) {
 			count(SM_COUNTER_ORIG_SLOT_TAKEN); /* so that a node short of slots shows it */

@@ -32,7 +32,9 @@
  * every translated TCP socket that owes no TLV, followed or not; one not followed is freed by the
  * sm_sock_release program at the socket's last close (where the kernel has its kfunc, Linux 6.2). 11: a
  * socket sent to a waypoint takes a slot too: sockops and sk_msg read its pending TLV there (a layout 10
- * program would look for it in socket storage only, and send the first message without it). */
+ * program would look for it in socket storage only, and send the first message without it). 12:
+ * sm_authz_state.unguarded_generation where its padding was (tables that guard no address: the check
+ * returns before any lookup). */
 #define SM_LAYOUT_VERSION 12
 
 /* Limits a resource is checked against before it reaches the maps. */

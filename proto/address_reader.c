@@ -6,7 +6,8 @@
  * number and counts the repeated ones, then a parse that fills the struct. A full push holds 100,000s
  * of Workloads, and that was 12% of applying it. This reader knows the Workload's fields and takes the
  * form istiod sends: each field with its type's wire type, a field that is not repeated at most once,
- * nothing unknown, a repeated field at most MAX_REPEATED times, varints of at most 64 bits. Any other
+ * nothing unknown, a repeated field at most MAX_REPEATED times, varints of at most 64 bits, tags and
+ * lengths in at most 4 bytes (protobuf-c refuses them in more than 5, even padded). Any other
  * form is -ENOTSUP and left to protobuf-c, which decodes it (merging a message given twice, keeping
  * unknown fields) or names its defect: what the reader does not take cannot come out differently.
  *
@@ -65,18 +66,27 @@ static inline int read_varint(struct reader *r, uint64_t *value)
 	return -ENOTSUP;
 }
 
+/* A tag or a length: a varint of at most 4 bytes, padded or not (protobuf-c refuses one of more than 5,
+ * whatever its value). */
+static inline int read_short_varint(struct reader *r, uint64_t *value)
+{
+	const uint8_t *start = r->pos;
+
+	return read_varint(r, value) || r->pos - start > 4 ? -ENOTSUP : 0;
+}
+
 /* The next field, varint or length-delimited; its tag and its length of at most 4 bytes (protobuf-c reads 5). */
 static int next_field(struct reader *r, struct field *f)
 {
 	uint64_t tag, len;
 
-	if (read_varint(r, &tag) || tag >= (1u << 28))
+	if (read_short_varint(r, &tag))
 		return -ENOTSUP;
 	f->number = (uint32_t)(tag >> 3);
 	f->wire = (unsigned int)(tag & 7);
 	if (f->wire == WIRE_VARINT)
 		return read_varint(r, &f->varint);
-	if (f->wire != WIRE_LEN || read_varint(r, &len) || len >= (1u << 28) || len > (size_t)(r->end - r->pos))
+	if (f->wire != WIRE_LEN || read_short_varint(r, &len) || len > (size_t)(r->end - r->pos))
 		return -ENOTSUP;
 	f->data = r->pos;
 	f->len = (size_t)len;

@@ -341,6 +341,16 @@ static void forms_left_to_protobuf_c(void **state)
 	put_raw(&w, (const uint8_t[]){ 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02 }, 10);
 	assert_workload_agrees(&w, -ENOTSUP);
 
+	/* a tag or a length padded: taken in up to 4 bytes; left from 5 (protobuf-c refuses more than 5) */
+	const uint8_t length_in_4[] = { 0x0a, 0x80, 0x80, 0x80, 0x00 }, length_in_5[] = { 0x0a, 0x80, 0x80, 0x80, 0x80, 0x00 };
+	const uint8_t length_in_10[] = { 0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00 };
+	assert_agrees(length_in_4, sizeof(length_in_4), 0);
+	assert_agrees(length_in_5, sizeof(length_in_5), -ENOTSUP);
+	assert_agrees(length_in_10, sizeof(length_in_10), -ENOTSUP); /* the fuzzer's (regressions/address) */
+	assert_workload_agrees(&(struct wire){ .b = { 0xa2, 0x81, 0x80, 0x00, 0x01, 'a' }, .n = 6 }, 0);
+	assert_workload_agrees(&(struct wire){ .b = { 0xa2, 0x81, 0x80, 0x80, 0x00, 0x01, 'a' }, .n = 7 }, -ENOTSUP);
+	assert_workload_agrees(&(struct wire){ .b = { 0xa2, 0x81, 0x80, 0x80, 0x80, 0x00, 0x01, 'a' }, .n = 8 }, -ENOTSUP);
+
 	/* cut inside a tag, a length and a payload */
 	assert_workload_agrees(&(struct wire){ .b = { 0xa2 }, .n = 1 }, -ENOTSUP);
 	assert_workload_agrees(&(struct wire){ .b = { 0xa2, 0x01, 0x05, 'a' }, .n = 4 }, -ENOTSUP);

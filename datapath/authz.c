@@ -468,38 +468,51 @@ static void wait_for_checks_in_flight(void)
 		usleep(20000);
 }
 
+static int read_state(const struct sm_datapath *dp, struct sm_authz_state *state)
+{
+	return bpf_map_lookup_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &(__u32){ 0 }, state) ? -errno : 0;
+}
+
 int sm_datapath_authz_generation(const struct sm_datapath *dp, uint32_t *generation)
 {
 	struct sm_authz_state state;
-	__u32 key = 0;
+	int ret = read_state(dp, &state);
 
-	if (bpf_map_lookup_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state))
-		return -errno;
-	*generation = state.generation;
-	return 0;
+	if (!ret)
+		*generation = state.generation;
+	return ret;
 }
 
-static int read_generation(const struct sm_datapath *dp, uint32_t *in_force, char *err, size_t size)
+/* Generation in force, and whether its tables guard no address (sm_authz_state.unguarded_generation). */
+static int write_state(struct sm_datapath *dp, uint32_t generation, bool unguarded)
 {
-	int ret = sm_datapath_authz_generation(dp, in_force);
+	struct sm_authz_state state = { .generation = generation, .unguarded_generation = unguarded ? generation : 0 };
+
+	return bpf_map_update_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &(__u32){ 0 }, &state, BPF_ANY) ? -errno : 0;
+}
+
+/* What is in force, for a write: err names the map when it cannot be read. */
+static int read_in_force(const struct sm_datapath *dp, struct sm_authz_state *state, char *err, size_t size)
+{
+	int ret = read_state(dp, state);
 
 	return ret ? fail(err, size, ret, "reading %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(-ret)) : 0;
 }
 
 int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables *t, char *err, size_t size)
 {
-	struct sm_authz_state state = { 0 };
+	struct sm_authz_state state;
 	struct entries stale_idents = { 0 };
 	struct sm_dp_ident *idents = NULL;
 	uint32_t in_force;
 	bool writing = false;
-	__u32 key = 0;
 	int ret;
 
 	if (!t)
 		return fail(err, size, -EINVAL, "no authorization tables");
-	if ((ret = read_generation(dp, &in_force, err, size)))
+	if ((ret = read_in_force(dp, &state, err, size)))
 		return ret;
+	in_force = state.generation;
 	ret = check_tables(t, in_force, err, size);
 	/* leftovers of a write that never came in force (a crash between write and flip) must not mix in */
 	for (int table = 0; table < TABLE_COUNT && !ret; table++)
@@ -518,11 +531,9 @@ int sm_datapath_authz_write(struct sm_datapath *dp, const struct sm_authz_tables
 	}
 	if (!ret)
 		ret = write_idents(dp, t, &stale_idents, &idents, err, size);
-	state.generation = t->generation;
-	state.unguarded_generation = t->n_dests ? 0 : t->generation;
-	if (!ret && bpf_map_update_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state, BPF_ANY))
-		ret = fail(err, size, -errno, "flipping %s to generation %u: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE),
-			   t->generation, strerror(errno));
+	if (!ret && (ret = write_state(dp, t->generation, !t->n_dests)))
+		fail(err, size, ret, "flipping %s to generation %u: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE),
+		     t->generation, strerror(-ret));
 	if (ret) {
 		if (writing)
 			unwrite(dp, t);
@@ -576,16 +587,14 @@ static int write_changed_dests(struct sm_datapath *dp, const struct sm_authz_tab
 	return ret;
 }
 
-/* Whether the generation in force guards no address (sm_authz_state.unguarded_generation), written with it. */
+/* The generation in force marked as guarding no address, or addresses, with no flip. */
 static int mark_unguarded(struct sm_datapath *dp, uint32_t generation, bool unguarded, char *err, size_t size)
 {
-	struct sm_authz_state state = { .generation = generation, .unguarded_generation = unguarded ? generation : 0 };
-	__u32 key = 0;
+	int ret = write_state(dp, generation, unguarded);
 
-	if (bpf_map_update_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state, BPF_ANY))
-		return fail(err, size, -errno, "marking generation %u as guarding %s in %s: %s", generation,
-			    unguarded ? "no address" : "addresses", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(errno));
-	return 0;
+	return ret ? fail(err, size, ret, "marking generation %u as guarding %s in %s: %s", generation,
+			  unguarded ? "no address" : "addresses", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(-ret))
+		   : 0;
 }
 
 int sm_datapath_authz_write_update(struct sm_datapath *dp, const struct sm_authz_tables *t, char *err, size_t size)
@@ -593,13 +602,12 @@ int sm_datapath_authz_write_update(struct sm_datapath *dp, const struct sm_authz
 	struct sm_authz_state state;
 	struct entries stale = { 0 };
 	struct sm_dp_ident *idents = NULL;
-	__u32 key = 0;
 	int ret;
 
 	if (!t)
 		return fail(err, size, -EINVAL, "no authorization tables");
-	if (bpf_map_lookup_elem(dp->fds[SM_DP_MAP_AUTHZ_STATE], &key, &state))
-		return fail(err, size, -errno, "reading %s: %s", sm_dp_map_name(SM_DP_MAP_AUTHZ_STATE), strerror(errno));
+	if ((ret = read_in_force(dp, &state, err, size)))
+		return ret;
 	if (!state.generation || t->generation != state.generation)
 		return fail(err, size, -EINVAL, "identities of generation %u, but generation %u is in force",
 			    t->generation, state.generation);

@@ -721,15 +721,11 @@ static void run_time(struct env *env, const void *arg)
 /* Entries of a pinned map, and how many are of generation g (by the key's leading 32 bits). */
 static size_t map_entries(struct env *env, const char *name, uint32_t g, size_t *of_g)
 {
-	char path[256];
 	_Alignas(8) unsigned char key[32], next[32];
 	void *previous = NULL;
 	size_t n = 0;
-	int fd;
+	int fd = env_pinned_map(env, name);
 
-	snprintf(path, sizeof(path), "%s/maps-v%d/%s", env->pin_dir, SM_LAYOUT_VERSION, name);
-	fd = bpf_obj_get(path);
-	CHECK(fd >= 0, "%s: %s", path, strerror(errno));
 	*of_g = 0;
 	while (bpf_map_get_next_key(fd, previous, next) == 0) {
 		uint32_t generation;
@@ -850,13 +846,7 @@ static struct sm_authz_tables *ident_tables(uint32_t g, uint32_t first, uint32_t
 /* sm_authz_idents as pinned, opened anew (the caller closes it). */
 static int idents_map(struct env *env)
 {
-	char path[256];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/maps-v%d/sm_authz_idents", env->pin_dir, SM_LAYOUT_VERSION);
-	fd = bpf_obj_get(path);
-	CHECK(fd >= 0, "%s: %s", path, strerror(errno));
-	return fd;
+	return env_pinned_map(env, "sm_authz_idents");
 }
 
 static bool idents_exactly(struct env *env, const struct sm_authz_tables *t)
@@ -1056,13 +1046,9 @@ static void dests_under_the_generation_in_force(struct env *env, const void *arg
 static struct sm_authz_state state_of(struct env *env)
 {
 	struct sm_authz_state state = { 0 };
-	char path[256];
-	__u32 key = 0;
-	int fd;
+	int fd = env_pinned_map(env, "sm_authz_state");
 
-	snprintf(path, sizeof(path), "%s/maps-v%d/sm_authz_state", env->pin_dir, SM_LAYOUT_VERSION);
-	fd = bpf_obj_get(path);
-	CHECK(fd >= 0 && bpf_map_lookup_elem(fd, &key, &state) == 0, "%s: %s", path, strerror(errno));
+	CHECK(bpf_map_lookup_elem(fd, &(__u32){ 0 }, &state) == 0, "reading sm_authz_state: %s", strerror(errno));
 	close(fd);
 	return state;
 }
@@ -1072,13 +1058,11 @@ static void plant_dest(struct env *env, uint32_t generation, const char *addr, u
 {
 	struct sm_authz_dest_key key = { .generation = generation };
 	struct sm_authz_dest_value value = { .dest_set = set };
-	char path[256];
-	int fd;
+	int fd = env_pinned_map(env, "sm_authz_dests");
 
 	addr16(addr, key.addr);
-	snprintf(path, sizeof(path), "%s/maps-v%d/sm_authz_dests", env->pin_dir, SM_LAYOUT_VERSION);
-	fd = bpf_obj_get(path);
-	CHECK(fd >= 0 && bpf_map_update_elem(fd, &key, &value, BPF_ANY) == 0, "%s: %s", path, strerror(errno));
+	CHECK(bpf_map_update_elem(fd, &key, &value, BPF_ANY) == 0, "planting %s in sm_authz_dests: %s", addr,
+	      strerror(errno));
 	close(fd);
 }
 
@@ -1126,6 +1110,14 @@ static void tables_that_guard_nothing(struct env *env, const void *arg)
 	expect_connect("127.0.0.3", "127.0.0.10", 8080, false);
 	expect_connect("127.0.0.4", "127.0.0.10", 8080, true); /* the node, exempt */
 	CHECK(env_counter(env, SM_COUNTER_AUTHZ_EXEMPT) == 1, "exempt not counted once");
+	/* the destination is looked up first: the node to an address no policy guards is unguarded */
+	unguarded = env_counter(env, SM_COUNTER_AUTHZ_UNGUARDED);
+	expect_connect("127.0.0.4", "127.0.0.20", 8080, true);
+	CHECK(env_counter(env, SM_COUNTER_AUTHZ_EXEMPT) == 1 && env_counter(env, SM_COUNTER_AUTHZ_UNGUARDED) == unguarded + 1,
+	      "the node's connection to an unguarded address counted as exempt");
+	addr16("127.0.0.4", src);
+	addr16("127.0.0.20", dst);
+	CHECK(sm_datapath_authz_lookup(env->dp, src, dst, 8080, &verdict) == 0, "the lookup took the node first");
 
 	/* and gone again */
 	b.t.n_dests = 0;

@@ -75,7 +75,7 @@ static inline int read_short_varint(struct reader *r, uint64_t *value)
 	return read_varint(r, value) || r->pos - start > 4 ? -ENOTSUP : 0;
 }
 
-/* The next field, varint or length-delimited; its tag and its length of at most 4 bytes (protobuf-c reads 5). */
+/* The next field, varint or length-delimited, its tag and its length read by read_short_varint. */
 static int next_field(struct reader *r, struct field *f)
 {
 	uint64_t tag, len;
